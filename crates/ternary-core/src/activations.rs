@@ -1,0 +1,147 @@
+//! Per-token int8 quantization of activations for the int8 GEMV/GEMM path.
+//!
+//! For token `j` with values `x[j, ·]`: `a_j = max_c |x[j, c]|`, `s_j = a_j / 127`,
+//! `q[j, c] = round(x[j, c] / s_j)` (ties away from zero) in `[-127, 127]`; `s_j = 0` and
+//! `q = 0` for an all-zero token. `-128` never occurs, so `-q` is always representable.
+
+use crate::error::{Result, TernaryError, check_finite};
+use crate::matrix::ROW_ALIGN;
+
+/// Int8 activations: `n` tokens of `cols` values, each row zero-padded to
+/// `padded_cols = 64 · ⌈cols / 64⌉` bytes so kernels may read whole 64-byte chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedActivations {
+    n: usize,
+    cols: usize,
+    padded_cols: usize,
+    data: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl QuantizedActivations {
+    /// Quantizes `n × cols` row-major activations (`x.len() == n · cols`). NaN/Inf is an error.
+    pub fn quantize(x: &[f32], n: usize, cols: usize) -> Result<Self> {
+        if x.len() != n * cols {
+            return Err(TernaryError::shape(format!(
+                "activations: expected {n}x{cols} = {} values, got {}",
+                n * cols,
+                x.len()
+            )));
+        }
+        check_finite("activations", x)?;
+        let padded_cols = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
+        let mut data = vec![0i8; n * padded_cols];
+        let mut scales = vec![0f32; n];
+        for j in 0..n {
+            let row = &x[j * cols..(j + 1) * cols];
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if amax == 0.0 {
+                continue;
+            }
+            let s = amax / 127.0;
+            let inv = 127.0 / amax;
+            scales[j] = s;
+            for (q, &v) in data[j * padded_cols..].iter_mut().zip(row) {
+                *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            }
+        }
+        Ok(Self {
+            n,
+            cols,
+            padded_cols,
+            data,
+            scales,
+        })
+    }
+
+    /// Builds from already-quantized values (`n × cols`, each in `[-127, 127]`) and token scales.
+    pub fn from_parts(n: usize, cols: usize, q: &[i8], scales: Vec<f32>) -> Result<Self> {
+        if q.len() != n * cols || scales.len() != n {
+            return Err(TernaryError::shape(format!(
+                "activations: expected {n}x{cols} values and {n} scales, got {} and {}",
+                q.len(),
+                scales.len()
+            )));
+        }
+        if let Some(i) = q.iter().position(|&v| v == i8::MIN) {
+            return Err(TernaryError::config(format!(
+                "activation value -128 at index {i}: int8 activations must lie in [-127, 127]"
+            )));
+        }
+        check_finite("activation scales", &scales)?;
+        let padded_cols = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
+        let mut data = vec![0i8; n * padded_cols];
+        for j in 0..n {
+            data[j * padded_cols..j * padded_cols + cols]
+                .copy_from_slice(&q[j * cols..(j + 1) * cols]);
+        }
+        Ok(Self {
+            n,
+            cols,
+            padded_cols,
+            data,
+            scales,
+        })
+    }
+
+    /// Tokens.
+    #[inline]
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Values per token.
+    #[inline]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row stride of [`data`](Self::data): `64 · ⌈cols / 64⌉`.
+    #[inline]
+    pub fn padded_cols(&self) -> usize {
+        self.padded_cols
+    }
+
+    /// All quantized values, `n × padded_cols`, zero in the padding.
+    #[inline]
+    pub fn data(&self) -> &[i8] {
+        &self.data
+    }
+
+    /// The padded quantized row of token `j`.
+    #[inline]
+    pub fn row(&self, j: usize) -> &[i8] {
+        &self.data[j * self.padded_cols..(j + 1) * self.padded_cols]
+    }
+
+    /// Per-token scales `s_j`.
+    #[inline]
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_follows_the_formula() {
+        let x = [0.5f32, -1.0, 0.25, 0.0, 2.0, -2.0];
+        let q = QuantizedActivations::quantize(&x, 2, 3).unwrap();
+        assert_eq!(q.padded_cols(), 64);
+        assert_eq!(&q.row(0)[..3], &[64, -127, 32]);
+        assert!(q.row(0)[3..].iter().all(|&v| v == 0));
+        assert_eq!(&q.row(1)[..3], &[0, 127, -127]);
+        assert_eq!(q.scales(), &[1.0 / 127.0, 2.0 / 127.0]);
+    }
+
+    #[test]
+    fn zero_token_and_bad_input() {
+        let q = QuantizedActivations::quantize(&[0.0; 5], 1, 5).unwrap();
+        assert_eq!(q.scales(), &[0.0]);
+        assert!(QuantizedActivations::quantize(&[1.0, f32::INFINITY], 1, 2).is_err());
+        assert!(QuantizedActivations::quantize(&[1.0; 3], 2, 2).is_err());
+        assert!(QuantizedActivations::from_parts(1, 1, &[-128], vec![1.0]).is_err());
+    }
+}
