@@ -43,7 +43,8 @@ pub(super) fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
                 for (g, &sg) in s.iter().enumerate() {
                     let mut acc = 0f32;
                     for w in gw.range(g) {
-                        let xw = &xj[w * 32..];
+                        // Words past `cols` are padding (all bits zero) and read nothing.
+                        let xw = xj.get(w * 32..).unwrap_or(&[]);
                         acc += sum_set_f32(plus[w], xw) - sum_set_f32(minus[w], xw);
                     }
                     sum += sg * acc;
