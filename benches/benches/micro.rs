@@ -1,0 +1,2 @@
+//! Criterion microbenchmarks (placeholder until written).
+fn main() {}

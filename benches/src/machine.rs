@@ -1,0 +1,176 @@
+//! Facts about the machine and the run: CPU model, caches, git commit, date, and the
+//! measured memory read bandwidth that bounds the streaming regime.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+
+/// The CPU model from `/proc/cpuinfo` (`model name`), or `"unknown"`.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| parse_cpuinfo_model(&s))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The first `model name` value of a `/proc/cpuinfo` text.
+pub fn parse_cpuinfo_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "model name").then(|| v.trim().to_owned())
+    })
+}
+
+/// Logical CPUs available to this process.
+pub fn logical_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Size in bytes of the last-level (L3) cache from sysfs, if known.
+pub fn l3_bytes() -> Option<usize> {
+    let dir = Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let level = std::fs::read_to_string(p.join("level")).ok();
+        if level.as_deref().map(str::trim) == Some("3") {
+            return parse_cache_size(&std::fs::read_to_string(p.join("size")).ok()?);
+        }
+    }
+    None
+}
+
+/// Parses a sysfs cache size such as `"491520K"`, `"480M"` or `"1024"` into bytes.
+pub fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 1 << 10),
+        b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// `git rev-parse --short HEAD`, with `-dirty` if the work tree has changes; `None` without git.
+pub fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut rev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    if dirty {
+        rev.push_str("-dirty");
+    }
+    Some(rev)
+}
+
+/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Sum of the words, eight independent lanes so the loop vectorizes and is memory-bound.
+fn sum_words(v: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.wrapping_add(x);
+        }
+    }
+    acc.iter().chain(tail).fold(0u64, |s, &x| s.wrapping_add(x))
+}
+
+/// A buffer for [`read_bandwidth`], touched once so its pages exist.
+pub fn bandwidth_buffer(bytes: usize) -> Vec<u64> {
+    (0..bytes / 8).map(|i| i as u64).collect()
+}
+
+/// Best-of-`passes` read bandwidth in bytes per second: sums `buf` split into one chunk per
+/// thread of the current rayon pool. With `buf` far larger than the last-level cache this
+/// is the DRAM read bandwidth, the limit of the streaming regime.
+pub fn read_bandwidth(buf: &[u64], passes: usize) -> f64 {
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = buf.len().div_ceil(threads).max(8);
+    let mut best = f64::INFINITY;
+    for _ in 0..passes.max(1) {
+        let t0 = Instant::now();
+        let s = buf
+            .par_chunks(chunk)
+            .map(sum_words)
+            .reduce(|| 0, u64::wrapping_add);
+        std::hint::black_box(s);
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    std::mem::size_of_val(buf) as f64 / best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_machine_files() {
+        let info = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) X\n";
+        assert_eq!(
+            parse_cpuinfo_model(info).as_deref(),
+            Some("Intel(R) Xeon(R) X")
+        );
+        assert_eq!(parse_cpuinfo_model("processor: 0\n"), None);
+        assert_eq!(parse_cache_size("491520K\n"), Some(480 << 20));
+        assert_eq!(parse_cache_size("32M"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1024"), Some(1024));
+        assert_eq!(parse_cache_size("x"), None);
+    }
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn sum_and_bandwidth() {
+        let buf = bandwidth_buffer(8 * 1001);
+        assert_eq!(sum_words(&buf), 1000 * 1001 / 2);
+        let bw = read_bandwidth(&buf, 2);
+        assert!(bw.is_finite() && bw > 0.0);
+    }
+}
