@@ -80,23 +80,19 @@ impl Level {
             Level::Neon => "neon",
         }
     }
-
-    fn check(self) -> Result<()> {
-        if self.is_available() {
-            Ok(())
-        } else {
-            Err(TernaryError::config(format!(
-                "kernel level {} is not available on this CPU",
-                self.name()
-            )))
-        }
-    }
 }
 
 impl std::fmt::Display for Level {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+fn unavailable(level: Level) -> TernaryError {
+    TernaryError::config(format!(
+        "kernel level {} is not available on this CPU",
+        level.name()
+    ))
 }
 
 fn check_f32_shapes(m: &TernaryMatrix, x: &[f32], n: usize, y: &[f32]) -> Result<()> {
@@ -150,16 +146,23 @@ pub fn gemm_f32_with(
     n: usize,
     y: &mut [f32],
 ) -> Result<()> {
-    level.check()?;
     check_f32_shapes(m, x, n, y)?;
     match level {
+        Level::Scalar => scalar::gemm_f32(m, x, n, y),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::gemm_f32_avx2(m, x, n, y),
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_f32(m, x, n, y),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::gemm_f32_avx512(m, x, n, y),
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_f32(m, x, n, y),
         #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::gemm_f32_neon(m, x, n, y),
-        _ => scalar::gemm_f32(m, x, n, y),
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_f32(m, x, n, y),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
     }
     Ok(())
 }
@@ -186,16 +189,23 @@ pub fn gemm_i8_with(
     a: &QuantizedActivations,
     y: &mut [f32],
 ) -> Result<()> {
-    level.check()?;
     check_i8_shapes(m, a, y)?;
     match level {
+        Level::Scalar => scalar::gemm_i8(m, a, y),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::gemm_i8_avx2(m, a, y),
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_i8(m, a, y),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::gemm_i8_avx512(m, a, y),
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_i8(m, a, y),
         #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::gemm_i8_neon(m, a, y),
-        _ => scalar::gemm_i8(m, a, y),
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_i8(m, a, y),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
     }
     Ok(())
 }
@@ -241,16 +251,24 @@ pub fn ternary_dot_with(
     b_plus: &[u32],
     b_minus: &[u32],
 ) -> Result<i64> {
-    level.check()?;
     check_ternary_planes(a_plus, a_minus, b_plus, b_minus)?;
+    let (ap, am, bp, bm) = (a_plus, a_minus, b_plus, b_minus);
     Ok(match level {
+        Level::Scalar => popcount::ternary_dot(ap, am, bp, bm),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::ternary_dot_avx2(a_plus, a_minus, b_plus, b_minus),
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .ternary_dot(ap, am, bp, bm),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::ternary_dot_avx512(a_plus, a_minus, b_plus, b_minus),
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .ternary_dot(ap, am, bp, bm),
         #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::ternary_dot_neon(a_plus, a_minus, b_plus, b_minus),
-        _ => popcount::ternary_dot(a_plus, a_minus, b_plus, b_minus),
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .ternary_dot(ap, am, bp, bm),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
     })
 }
 
@@ -264,7 +282,6 @@ pub fn binary_dot(a: &[u32], b: &[u32], bits: usize) -> Result<i64> {
 
 /// [`binary_dot`] at a chosen level; [`TernaryError::Config`] if this CPU lacks it.
 pub fn binary_dot_with(level: Level, a: &[u32], b: &[u32], bits: usize) -> Result<i64> {
-    level.check()?;
     if a.len() != b.len() || bits.div_ceil(32) > a.len() {
         return Err(TernaryError::shape(format!(
             "binary_dot: {bits} bits need two vectors of at least {} words, got {} and {}",
@@ -275,14 +292,23 @@ pub fn binary_dot_with(level: Level, a: &[u32], b: &[u32], bits: usize) -> Resul
     }
     let full = bits / 32;
     let tail = bits % 32;
+    let (af, bf) = (&a[..full], &b[..full]);
     let mut differ = match level {
+        Level::Scalar => popcount::xor_popcount(af, bf),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::xor_popcount_avx2(&a[..full], &b[..full]),
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .xor_popcount(af, bf),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::xor_popcount_avx512(&a[..full], &b[..full]),
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .xor_popcount(af, bf),
         #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::xor_popcount_neon(&a[..full], &b[..full]),
-        _ => popcount::xor_popcount(&a[..full], &b[..full]),
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .xor_popcount(af, bf),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
     };
     if tail != 0 {
         let mask = (1u32 << tail) - 1;
@@ -372,5 +398,31 @@ where
                 y[j * rows + r] = v;
             }
         }
+    }
+}
+
+/// Calls `full(r, out)` on blocks of `block` rows and `single(r, out)` on the remaining rows.
+///
+/// `out` holds `rows.len() × n` outputs (row-major by row); each call gets its rows' part.
+pub(crate) fn by_row_blocks(
+    rows: Range<usize>,
+    n: usize,
+    block: usize,
+    out: &mut [f32],
+    mut full: impl FnMut(usize, &mut [f32]),
+    mut single: impl FnMut(usize, &mut [f32]),
+) {
+    let mut r = rows.start;
+    while r < rows.end {
+        let take = (rows.end - r).min(block);
+        let base = (r - rows.start) * n;
+        if take == block {
+            full(r, &mut out[base..base + block * n]);
+        } else {
+            for i in 0..take {
+                single(r + i, &mut out[base + i * n..base + (i + 1) * n]);
+            }
+        }
+        r += take;
     }
 }
