@@ -11,6 +11,41 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::error::{BenchError, Result};
 
+/// Dimensions of `y = x · Wᵀ`: `W` is `rows × cols`, `x` is `n × cols`, `y` is `n × rows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dims {
+    /// Output channels (rows of `W`).
+    pub rows: usize,
+    /// Input channels (columns of `W` and `x`).
+    pub cols: usize,
+    /// Tokens (rows of `x` and `y`).
+    pub n: usize,
+}
+
+impl Dims {
+    /// `Dims { rows, cols, n }`.
+    pub fn new(rows: usize, cols: usize, n: usize) -> Self {
+        Self { rows, cols, n }
+    }
+
+    /// Checks slice lengths `W: rows·cols`, `x: n·cols`, `y: n·rows`.
+    pub fn check(&self, what: &str, w: usize, x: usize, y: usize) -> Result<()> {
+        let Self { rows, cols, n } = *self;
+        let need = (
+            rows.checked_mul(cols),
+            n.checked_mul(cols),
+            n.checked_mul(rows),
+        );
+        if need != (Some(w), Some(x), Some(y)) {
+            return Err(BenchError::Shape(format!(
+                "{what} {rows}x{cols}, n={n}: need W {rows}x{cols}, x {n}x{cols}, y {n}x{rows}; \
+                 got {w}, {x}, {y} values"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `gemm`'s parallelism for `threads` worker threads (`None` for one, else rayon's
 /// current pool with `threads` tasks).
 pub fn parallelism(threads: usize) -> Parallelism {
@@ -21,34 +56,17 @@ pub fn parallelism(threads: usize) -> Parallelism {
     }
 }
 
-fn check_lengths(rows: usize, cols: usize, n: usize, w: usize, x: usize, y: usize) -> Result<()> {
-    let need = (
-        rows.checked_mul(cols),
-        n.checked_mul(cols),
-        n.checked_mul(rows),
-    );
-    if need != (Some(w), Some(x), Some(y)) {
-        return Err(BenchError::Shape(format!(
-            "dense matmul {rows}x{cols}, n={n}: need W {rows}x{cols}, x {n}x{cols}, y {n}x{rows}; \
-             got {w}, {x}, {y} values"
-        )));
-    }
-    Ok(())
-}
-
 /// Calls `gemm::gemm::<T>` for `y = x · Wᵀ`; `T` must be `f32` or `gemm::f16`.
 fn dense<T: 'static + Copy>(
+    d: Dims,
     w: &[T],
-    rows: usize,
-    cols: usize,
     x: &[T],
-    n: usize,
     y: &mut [T],
-    zero: T,
-    one: T,
+    (zero, one): (T, T),
     par: Parallelism,
 ) -> Result<()> {
-    check_lengths(rows, cols, n, w.len(), x.len(), y.len())?;
+    d.check("dense matmul", w.len(), x.len(), y.len())?;
+    let Dims { rows, cols, n } = d;
     let (rows_i, cols_i) = (rows as isize, cols as isize);
     // SAFETY: the lengths were checked above: `y` holds n·rows values addressed as
     // y[i·rows + j] (i < n, j < rows), `x` holds n·cols addressed as x[i·cols + k], and `w`
@@ -83,29 +101,13 @@ fn dense<T: 'static + Copy>(
 }
 
 /// Dense `f32` product `y[i, j] = Σ_k x[i, k] · W[j, k]`.
-pub fn matmul_f32(
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    y: &mut [f32],
-    par: Parallelism,
-) -> Result<()> {
-    dense(w, rows, cols, x, n, y, 0.0, 1.0, par)
+pub fn matmul_f32(d: Dims, w: &[f32], x: &[f32], y: &mut [f32], par: Parallelism) -> Result<()> {
+    dense(d, w, x, y, (0.0, 1.0), par)
 }
 
 /// Dense `f16` product `y[i, j] = Σ_k x[i, k] · W[j, k]` (inputs and output `f16`).
-pub fn matmul_f16(
-    w: &[f16],
-    rows: usize,
-    cols: usize,
-    x: &[f16],
-    n: usize,
-    y: &mut [f16],
-    par: Parallelism,
-) -> Result<()> {
-    dense(w, rows, cols, x, n, y, f16::ZERO, f16::ONE, par)
+pub fn matmul_f16(d: Dims, w: &[f16], x: &[f16], y: &mut [f16], par: Parallelism) -> Result<()> {
+    dense(d, w, x, y, (f16::ZERO, f16::ONE), par)
 }
 
 /// Converts `f32` values to `f16` (round to nearest even; F16C when the CPU has it).
@@ -163,14 +165,14 @@ mod tests {
             let scale = (cols as f64).sqrt();
             for par in [parallelism(1), parallelism(2)] {
                 let mut y = vec![f32::NAN; n * rows];
-                matmul_f32(&w, rows, cols, &x, n, &mut y, par).unwrap();
+                matmul_f32(Dims::new(rows, cols, n), &w, &x, &mut y, par).unwrap();
                 let e = max_rel(&y, &r, scale);
                 assert!(e < 1e-5, "f32 {rows}x{cols} n={n}: {e}");
 
                 let (w16, x16) = (to_f16(&w), to_f16(&x));
                 let r16 = reference(&from_f16(&w16), rows, cols, &from_f16(&x16), n);
                 let mut y16 = vec![f16::NAN; n * rows];
-                matmul_f16(&w16, rows, cols, &x16, n, &mut y16, par).unwrap();
+                matmul_f16(Dims::new(rows, cols, n), &w16, &x16, &mut y16, par).unwrap();
                 // Output rounding to f16: 2^-11 relative of |y| ≤ √cols-ish values.
                 let e = max_rel(&from_f16(&y16), &r16, scale);
                 assert!(e < 2e-3, "f16 {rows}x{cols} n={n}: {e}");
@@ -182,9 +184,10 @@ mod tests {
     fn bad_lengths_are_errors() {
         let mut y = vec![0f32; 5];
         let none = Parallelism::None;
-        matmul_f32(&[0.0; 6], 2, 3, &[0.0; 6], 2, &mut y[..4], none).unwrap();
-        assert!(matmul_f32(&[0.0; 6], 2, 3, &[0.0; 6], 2, &mut y, none).is_err());
-        assert!(matmul_f32(&[0.0; 6], 2, 3, &[0.0; 5], 2, &mut y[..4], none).is_err());
-        assert!(matmul_f32(&[0.0; 5], 2, 3, &[0.0; 6], 2, &mut y[..4], none).is_err());
+        let d = Dims::new(2, 3, 2);
+        matmul_f32(d, &[0.0; 6], &[0.0; 6], &mut y[..4], none).unwrap();
+        assert!(matmul_f32(d, &[0.0; 6], &[0.0; 6], &mut y, none).is_err());
+        assert!(matmul_f32(d, &[0.0; 6], &[0.0; 5], &mut y[..4], none).is_err());
+        assert!(matmul_f32(d, &[0.0; 5], &[0.0; 6], &mut y[..4], none).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Correctness guards run before any timing: a fast wrong kernel must not produce numbers.
 
+use crate::baseline::Dims;
 use crate::error::{BenchError, Result};
 
 /// Relative error `‖y − r‖₂ / ‖r‖₂`, accumulated in `f64`.
@@ -41,23 +42,15 @@ pub fn guard(kernel: &str, y: &[f32], reference: &[f32], tol: f64) -> Result<f64
 ///
 /// Entry error is measured against `Σ_k |x[i, k] · W[j, k]|` (the size of the rounding an
 /// `f32` sum may make). Returns the largest such error, or [`BenchError::Check`] above `tol`.
-#[allow(clippy::too_many_arguments)]
 pub fn spot_check_dense(
     name: &str,
-    w: &[f32],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    y: &[f32],
+    d: Dims,
+    (w, x, y): (&[f32], &[f32], &[f32]),
     samples: usize,
     tol: f64,
 ) -> Result<f64> {
-    if w.len() != rows * cols || x.len() != n * cols || y.len() != n * rows {
-        return Err(BenchError::Shape(format!(
-            "spot check {name}: bad lengths for {rows}x{cols}, n={n}"
-        )));
-    }
+    d.check(name, w.len(), x.len(), y.len())?;
+    let Dims { rows, cols, n } = d;
     if rows == 0 || n == 0 {
         return Ok(0.0);
     }
@@ -123,15 +116,17 @@ mod tests {
         let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let x = [1.0, 1.0, 2.0, -1.0];
         let mut y = [3.0, 7.0, 11.0, 0.0, 2.0, 4.0];
+        let d = Dims::new(3, 2, 2);
         assert_eq!(
-            spot_check_dense("d", &w, 3, 2, &x, 2, &y, 50, 1e-6).unwrap(),
+            spot_check_dense("d", d, (&w, &x, &y), 50, 1e-6).unwrap(),
             0.0
         );
         y[4] = 2.5;
-        assert!(spot_check_dense("d", &w, 3, 2, &x, 2, &y, 50, 1e-6).is_err());
+        assert!(spot_check_dense("d", d, (&w, &x, &y), 50, 1e-6).is_err());
         y[4] = 2.0;
         y[5] = f32::NAN;
-        assert!(spot_check_dense("d", &w, 3, 2, &x, 2, &y, 0, 1e-6).is_err());
-        assert!(spot_check_dense("d", &w, 3, 2, &x, 2, &y[..5], 0, 1e-6).is_err());
+        // The corners are always checked, whatever the sample count.
+        assert!(spot_check_dense("d", d, (&w, &x, &y), 0, 1e-6).is_err());
+        assert!(spot_check_dense("d", d, (&w, &x, &y[..5]), 0, 1e-6).is_err());
     }
 }

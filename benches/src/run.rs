@@ -17,7 +17,7 @@ use rayon::ThreadPool;
 use ternary_core::kernels::{self, Level};
 use ternary_core::{QuantizedActivations, TernaryMatrix};
 
-use crate::baseline::{from_f16, matmul_f16, matmul_f32, parallelism, to_f16};
+use crate::baseline::{Dims, from_f16, matmul_f16, matmul_f32, parallelism, to_f16};
 use crate::check::{guard, spot_check_dense};
 use crate::data::{random_activations, random_ternary};
 use crate::error::{BenchError, Result};
@@ -57,8 +57,10 @@ pub struct Plan {
     pub regimes: Vec<Regime>,
     /// Timing of each kernel in each case.
     pub budget: Budget,
-    /// Scalar kernels are skipped for `n ≥ scalar_skip_n`.
-    pub scalar_skip_n: usize,
+    /// Scalar kernels run only for `n ≤ scalar_max_n` (they are slow; skipped above).
+    pub scalar_max_n: usize,
+    /// AVX2 kernels, when AVX2 is not the detected level, run only for `n ≤ avx2_max_n`.
+    pub avx2_max_n: usize,
     /// Secondary kernels (scalar, AVX2 when it is not the detected level) are skipped when
     /// their checked call takes longer than this many seconds.
     pub secondary_max_call_s: f64,
@@ -89,7 +91,8 @@ pub fn streaming_bytes() -> usize {
 }
 
 impl Plan {
-    /// The full run: every shape, n = 1, 8, 512, threads 1 and 2, hot and streaming.
+    /// The full run: every shape, n = 1, 8, 512, threads 1 and 2, hot and streaming; scalar
+    /// kernels skipped at n = 512.
     pub fn full() -> Self {
         Self {
             shapes: LLAMA_SHAPES.to_vec(),
@@ -102,8 +105,9 @@ impl Plan {
                 max_reps: 200,
                 max_seconds: 1.0,
             },
-            scalar_skip_n: 512,
-            secondary_max_call_s: 4.0,
+            scalar_max_n: 64,
+            avx2_max_n: usize::MAX,
+            secondary_max_call_s: 10.0,
             avx2: true,
             streaming_bytes: streaming_bytes(),
             bandwidth_bytes: 1 << 30,
@@ -115,7 +119,8 @@ impl Plan {
     }
 
     /// The `--quick` run (under two minutes on 2 cores): 4096×14336 and 4096×4096, n = 1, 8
-    /// and 64, both regimes, threads 1 and 2, fewer repetitions, scalar only at n = 1.
+    /// and 64, both regimes, threads 1 and 2, fewer repetitions, scalar only at n = 1 and
+    /// AVX2 (when not the detected level) only at n ≤ 8.
     pub fn quick() -> Self {
         Self {
             shapes: vec![(4096, 14336), (4096, 4096)],
@@ -126,8 +131,9 @@ impl Plan {
                 max_reps: 30,
                 max_seconds: 0.1,
             },
-            scalar_skip_n: 8,
-            secondary_max_call_s: 0.2,
+            scalar_max_n: 1,
+            avx2_max_n: 8,
+            secondary_max_call_s: 2.0,
             bandwidth_bytes: 1 << 29,
             quick: true,
             ..Self::full()
@@ -211,22 +217,16 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    fn dims(&self) -> Dims {
+        Dims::new(self.rows, self.cols, self.b.n)
+    }
+
     fn call(&self, spec: KernelSpec, copy: usize, y: &mut [f32], y16: &mut [f16]) -> Result<()> {
         let (b, par) = (self.b, parallelism(self.threads));
         let level = spec.level.unwrap_or(Level::Scalar);
         match spec.kind {
-            KernelKind::DenseF32 => {
-                matmul_f32(&self.w.f32[copy], self.rows, self.cols, &b.x, b.n, y, par)
-            }
-            KernelKind::DenseF16 => matmul_f16(
-                &self.w.f16[copy],
-                self.rows,
-                self.cols,
-                &b.x16,
-                b.n,
-                y16,
-                par,
-            ),
+            KernelKind::DenseF32 => matmul_f32(self.dims(), &self.w.f32[copy], &b.x, y, par),
+            KernelKind::DenseF16 => matmul_f16(self.dims(), &self.w.f16[copy], &b.x16, y16, par),
             KernelKind::TernaryF32 => Ok((self.plan.gemm_f32)(
                 level,
                 &self.w.planes[copy],
@@ -247,8 +247,15 @@ impl Runner<'_> {
             outcome,
         };
         let n = self.b.n;
-        if spec.is_scalar() && n >= self.plan.scalar_skip_n {
-            return run(Outcome::Skipped(format!("n ≥ {}", self.plan.scalar_skip_n)));
+        let detected = Level::detect();
+        let max_n = match spec.level {
+            Some(l) if l == detected => usize::MAX,
+            Some(Level::Scalar) => self.plan.scalar_max_n,
+            Some(Level::Avx2) => self.plan.avx2_max_n,
+            _ => usize::MAX,
+        };
+        if n > max_n {
+            return run(Outcome::Skipped(format!("n > {max_n}")));
         }
         let mut y = vec![f32::NAN; n * self.rows];
         let mut y16 = vec![
@@ -277,7 +284,7 @@ impl Runner<'_> {
             Ok(e) => e,
             Err(e) => return run(Outcome::Failed(e.to_string())),
         };
-        let secondary = spec.is_ternary() && spec.level != Some(Level::detect());
+        let secondary = spec.is_ternary() && spec.level != Some(detected);
         if secondary && first_call > self.plan.secondary_max_call_s {
             return run(Outcome::Skipped(format!(
                 "one call took {:.1} s",
@@ -341,44 +348,23 @@ fn run_info(plan: &Plan, pools: &[(usize, ThreadPool)], log: &mut dyn FnMut(&str
 
 fn build_batch(
     w: &Weights,
-    rows: usize,
-    cols: usize,
-    n: usize,
+    d: Dims,
     seed: u64,
-    pool: &ThreadPool,
-    threads: usize,
+    (pool, threads): (&ThreadPool, usize),
 ) -> Result<Batch> {
+    let Dims { rows, cols, n } = d;
     let x = random_activations(n * cols, seed);
     let q = QuantizedActivations::quantize(&x, n, cols)?;
     let xq = dequantize_activations(&q);
     let (mut y_ref, mut y_ref_q) = (vec![f32::NAN; n * rows], vec![f32::NAN; n * rows]);
     pool.install(|| -> Result<()> {
         let par = parallelism(threads);
-        matmul_f32(&w.f32[0], rows, cols, &x, n, &mut y_ref, par)?;
-        matmul_f32(&w.f32[0], rows, cols, &xq, n, &mut y_ref_q, par)
+        matmul_f32(d, &w.f32[0], &x, &mut y_ref, par)?;
+        matmul_f32(d, &w.f32[0], &xq, &mut y_ref_q, par)
     })?;
-    spot_check_dense(
-        "reference x·Wᵀ",
-        &w.f32[0],
-        rows,
-        cols,
-        &x,
-        n,
-        &y_ref,
-        32,
-        TOL_SPOT,
-    )?;
-    spot_check_dense(
-        "reference x_q·Wᵀ",
-        &w.f32[0],
-        rows,
-        cols,
-        &xq,
-        n,
-        &y_ref_q,
-        32,
-        TOL_SPOT,
-    )?;
+    let w0 = &w.f32[0];
+    spot_check_dense("reference x·Wᵀ", d, (w0, &x, &y_ref), 32, TOL_SPOT)?;
+    spot_check_dense("reference x_q·Wᵀ", d, (w0, &xq, &y_ref_q), 32, TOL_SPOT)?;
     Ok(Batch {
         n,
         x16: to_f16(&x),
@@ -409,10 +395,13 @@ pub fn run(plan: &Plan, log: &mut dyn FnMut(&str)) -> Result<Report> {
     for (si, &(rows, cols)) in plan.shapes.iter().enumerate() {
         let t0 = Instant::now();
         let m = random_ternary(rows, cols, plan.seed ^ si as u64)?;
+        let t_rand = t0.elapsed().as_secs_f64();
         let scales = m.scales().values().len();
         shapes.push((rows, cols, scales));
         let w32 = m.dequantize();
+        let t_deq = t0.elapsed().as_secs_f64();
         let w16 = to_f16(&w32);
+        let t_f16 = t0.elapsed().as_secs_f64();
         let streaming = plan.regimes.contains(&Regime::Streaming);
         let count = |f: WeightFormat| {
             if streaming {
@@ -432,13 +421,15 @@ pub fn run(plan: &Plan, log: &mut dyn FnMut(&str)) -> Result<Report> {
             f16: std::iter::repeat_n(w16, n16).collect(),
         };
         log(&format!(
-            "{rows}×{cols}: built weights in {:.1} s ({np} planes / {n32} f32 / {n16} f16 copies \
-             for streaming)",
-            t0.elapsed().as_secs_f64()
+            "{rows}×{cols}: built weights in {:.1} s (random {t_rand:.2}, dequantize {:.2}, f16 {:.2}; \
+             {np} planes / {n32} f32 / {n16} f16 copies for streaming)",
+            t0.elapsed().as_secs_f64(),
+            t_deq - t_rand,
+            t_f16 - t_deq
         ));
         for &n in &plan.ns {
             let seed = plan.seed ^ ((si as u64) << 32) ^ n as u64;
-            let b = build_batch(&w, rows, cols, n, seed, ref_pool, max_threads)?;
+            let b = build_batch(&w, Dims::new(rows, cols, n), seed, (ref_pool, max_threads))?;
             for &regime in &plan.regimes {
                 for (threads, pool) in &pools {
                     let runner = Runner {
@@ -548,7 +539,8 @@ mod tests {
                 max_reps: 3,
                 max_seconds: 0.0,
             },
-            scalar_skip_n: 3,
+            scalar_max_n: 1,
+            avx2_max_n: usize::MAX,
             secondary_max_call_s: 10.0,
             avx2: true,
             streaming_bytes: 100_000,
@@ -569,7 +561,7 @@ mod tests {
         for c in &report.cases {
             assert_eq!(c.runs.len(), kernels.len());
             for r in &c.runs {
-                let skipped = r.spec.is_scalar() && c.n >= 3;
+                let skipped = r.spec.is_scalar() && c.n > 1 && Level::detect() != Level::Scalar;
                 match &r.outcome {
                     Outcome::Measured { stats, rel_err } => {
                         assert!(!skipped);
