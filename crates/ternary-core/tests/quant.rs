@@ -20,7 +20,7 @@ const LAYOUTS: [ScaleLayout; 4] = [
     ScaleLayout::PerGroup { group_size: 64 },
     ScaleLayout::PerGroup { group_size: 128 },
 ];
-const METHODS: [Method; 9] = [
+const METHODS: [Method; 10] = [
     Method::AbsMean,
     Method::Twn {
         delta_factor: TWN_DELTA_FACTOR,
@@ -43,6 +43,11 @@ const METHODS: [Method; 9] = [
     Method::Percentile {
         p: 0.5,
         refit: true,
+    },
+    // On the sparse data `s = Q_0.5 = 0`: zero scale, so zero trits.
+    Method::Percentile {
+        p: 0.5,
+        refit: false,
     },
 ];
 
@@ -866,12 +871,26 @@ fn readme_table_576x1536_gaussian() {
         ScaleLayout::PerGroup { group_size: 64 },
     ] {
         let mut results = Vec::new();
-        for method in unweighted_methods() {
+        for method in [
+            Method::AbsMean,
+            Method::twn(),
+            Method::AbsMax,
+            Method::percentile(0.9),
+            Method::Percentile {
+                p: 0.9,
+                refit: true,
+            },
+            Method::percentile(0.99),
+            Method::Percentile {
+                p: 0.99,
+                refit: true,
+            },
+        ] {
             let r = quantize(&w, rows, cols, &QuantConfig::new(method, layout)).unwrap();
             results.push((method.to_string(), r));
         }
         results.push((
-            "activation-aware (uniform stats)".into(),
+            "activation-aware, uniform stats (L2-optimal threshold)".into(),
             quantize_activation_aware(&w, rows, cols, layout, &uniform).unwrap(),
         ));
         let layout_name = match layout {

@@ -6,13 +6,17 @@
 //!
 //! `t_j = sign(w_j) · [|w_j| > Δ]`,  `ŵ_j = α · t_j`.
 //!
-//! | method | threshold `Δ` | scale `α` |
-//! |---|---|---|
-//! | [`quantize_absmean`] (BitNet b1.58) | `s/2`, `s = mean|w|` | `s` |
-//! | [`quantize_twn`] (TWN) | `δ · mean|w|` (δ = 0.7) | `mean(|w| : |w| > Δ)` |
-//! | [`quantize_absmax`] | `s/2`, `s = max|w|` | `s` |
-//! | [`quantize_percentile`] | `s/2`, `s = Q_p(|w|)` | `s`, or the refit `mean(|w| : t ≠ 0)` |
-//! | [`quantize_activation_aware`] | best for `Σ_j e_j (w_j − α t_j)²` | `Σ_S e|w| / Σ_S e` |
+//! - [`quantize_absmean`] (BitNet b1.58): `s = mean|w|`, `Δ = s/2`, `α = s`.
+//! - [`quantize_twn`] (TWN): `Δ = δ · mean|w|` (`δ = 0.7` by default),
+//!   `α = mean(|w| : |w| > Δ)`.
+//! - [`quantize_absmax`]: `s = max|w|`, `Δ = s/2`, `α = s`.
+//! - [`quantize_percentile`]: `s = Q_p(|w|)`, `Δ = s/2`, `α = s` or the least-squares refit
+//!   `α* = mean(|w| : t ≠ 0)`.
+//! - [`quantize_activation_aware`]: the `(Δ, α)` minimising `Σ_j e_j (w_j − α t_j)²` for
+//!   calibration statistics `e_j = E[x_j²]`; `α = Σ_S e|w| / Σ_S e` on the support `S`.
+//!
+//! [`quantize`] runs any of the first four from a [`QuantConfig`]; [`weighted_error`] and
+//! [`QuantStats::measure`] evaluate a result.
 //!
 //! The rounding rules `t = clamp(round(w/s), −1, 1)` are computed as the threshold `|w| > s/2`,
 //! which is *exactly* the same function for `s > 0` when `round` sends ties to even (as
@@ -28,7 +32,8 @@
 //! - Weights and calibration statistics must be finite ([`TernaryError::NonFinite`]); lengths
 //!   must match the shape ([`TernaryError::Shape`]); statistics must be `≥ 0` and method
 //!   parameters in range ([`TernaryError::Config`]). `rows = 0` or `cols = 0` is fine.
-//! - Rows are quantized in parallel with rayon; the result does not depend on the thread count.
+//! - Rows are quantized in parallel with rayon. Planes and scales do not depend on the thread
+//!   count; the `f64` error sums of [`QuantStats`] may differ in the last bits.
 
 mod absmax;
 mod absmean;
@@ -310,6 +315,13 @@ fn check_stats(e: &[f32], cols: usize) -> Result<()> {
     Ok(())
 }
 
+/// The largest `f32` that is `≤ t` (for `t ≥ 0`, not NaN), so that for every `f32` value `x`,
+/// `x > f32_below(t) ⇔ f64(x) > t`: no `f32` lies strictly between it and `t`.
+fn f32_below(t: f64) -> f32 {
+    let c = t as f32;
+    if f64::from(c) > t { c.next_down() } else { c }
+}
+
 /// The shared driver: validates, fits every group with `rule`, packs the planes and measures.
 fn run(
     w: &[f32],
@@ -370,25 +382,67 @@ fn quantize_row(
         let fit = rule.fit(wg, eg, scratch);
         let s = fit.scale as f32;
         *s_out = s;
-        for (j, &x) in wg.iter().enumerate() {
-            let xf = f64::from(x);
-            norm += xf * xf;
-            // A zero scale stores zero trits: ŵ = 0 either way, and no trit claims a value.
-            let t: i8 = if s != 0.0 && xf.abs() > fit.threshold {
-                if x > 0.0 { 1 } else { -1 }
-            } else {
-                0
-            };
-            let d = xf - f64::from(f32::from(t) * s);
-            err += d * d;
-            let c = start + j;
-            let bit = 1u32 << (c % WORD_BITS);
-            match t {
-                1 => plus[c / WORD_BITS] |= bit,
-                -1 => minus[c / WORD_BITS] |= bit,
-                _ => {}
+        // A zero scale stores zero trits: ŵ = 0 either way, and no trit claims a value.
+        let threshold = if s == 0.0 {
+            f32::INFINITY
+        } else {
+            f32_below(fit.threshold)
+        };
+        let s64 = f64::from(s);
+        // Groups start on a word boundary (`glen` is a multiple of 32, or the whole row).
+        let w0 = start / WORD_BITS;
+        for (k, chunk) in wg.chunks(WORD_BITS).enumerate() {
+            let (mut p, mut m) = (0u32, 0u32);
+            for (i, &x) in chunk.iter().enumerate() {
+                let a = x.abs();
+                let keep = a > threshold;
+                p |= u32::from(keep && x > 0.0) << i;
+                m |= u32::from(keep && x < 0.0) << i;
+                // |w − ŵ| = ||w| − s| on the support, |w| off it (ŵ = t·s as dequantized).
+                let d = if keep {
+                    f64::from(a) - s64
+                } else {
+                    f64::from(a)
+                };
+                err += d * d;
+                norm += f64::from(a) * f64::from(a);
             }
+            plus[w0 + k] = p;
+            minus[w0 + k] = m;
         }
     }
     (err, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f32_below;
+
+    #[test]
+    fn f32_below_should_preserve_strict_comparisons() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // A random non-negative f64 over many binades, and f32 values around it.
+            let mantissa = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let t = mantissa * 2f64.powi((state % 290) as i32 - 160);
+            let c = t as f32;
+            for x in [
+                c.next_down(),
+                c,
+                c.next_up(),
+                f32_below(t),
+                f32_below(t).next_up(),
+            ] {
+                assert_eq!(x > f32_below(t), f64::from(x) > t, "t = {t:e}, x = {x:e}");
+            }
+        }
+        assert_eq!(f32_below(0.0), 0.0);
+        assert_eq!(f32_below(f64::INFINITY), f32::INFINITY);
+        assert_eq!(f32_below(1e300), f32::MAX);
+        assert_eq!(f32_below(0.1), 0.1f32.next_down());
+        assert_eq!(f32_below(0.5), 0.5);
+    }
 }
