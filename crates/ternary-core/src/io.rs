@@ -144,8 +144,78 @@ pub fn to_bytes(matrices: &[(&str, &TernaryMatrix)], storage: Storage) -> Result
 /// collide (e.g. a float tensor `"a.plus"` beside a matrix `"a"`).
 pub fn tensors_to_bytes(tensors: &[(&str, TensorRef<'_>)], storage: Storage) -> Result<Vec<u8>> {
     let (blobs, meta) = prepare(tensors, storage)?;
-    safetensors::serialize(blobs, Some(meta))
-        .map_err(|e| TernaryError::Config(format!("cannot serialize safetensors: {e}")))
+    let bytes = safetensors::serialize(blobs, Some(meta))
+        .map_err(|e| TernaryError::Config(format!("cannot serialize safetensors: {e}")))?;
+    canonicalize_header(bytes)
+}
+
+/// Rewrites the JSON header of a file produced by `safetensors::serialize` with its keys in
+/// sorted order (`__metadata__` first, its keys sorted, then tensors by name), so that equal
+/// inputs give byte-identical files (the crate emits a `HashMap` in random order). The data
+/// section and its offsets are unchanged; the header is re-padded with spaces to 8 bytes.
+fn canonicalize_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let internal = |what: &str| TernaryError::Config(format!("internal: serialized file {what}"));
+    let n = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
+        .ok_or_else(|| internal("has no header length"))?;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| internal("is shorter than its header"))?;
+    let serde_json::Value::Object(map) =
+        serde_json::from_slice(header).map_err(|_| internal("has an invalid header"))?
+    else {
+        return Err(internal("header is not an object"));
+    };
+    let mut meta = BTreeMap::new();
+    let mut entries = BTreeMap::new();
+    for (k, v) in map {
+        if k == "__metadata__" {
+            let serde_json::Value::Object(m) = v else {
+                return Err(internal("metadata is not an object"));
+            };
+            for (mk, mv) in m {
+                meta.insert(mk, mv);
+            }
+        } else {
+            entries.insert(k, v);
+        }
+    }
+    // `Value`'s `Display` is compact JSON; keys are quoted the same way.
+    let key = |k: String| serde_json::Value::String(k).to_string();
+    let mut out = String::with_capacity(n);
+    out.push_str("{\"__metadata__\":{");
+    for (i, (k, v)) in meta.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&key(k));
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    for (k, v) in entries {
+        out.push(',');
+        out.push_str(&key(k));
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    while !out.len().is_multiple_of(8) {
+        out.push(' ');
+    }
+    let new_header = out.into_bytes();
+    if new_header.len() == n {
+        bytes[8..8 + n].copy_from_slice(&new_header);
+        Ok(bytes)
+    } else {
+        let mut rebuilt = Vec::with_capacity(bytes.len() - n + new_header.len());
+        rebuilt.extend_from_slice(&(new_header.len() as u64).to_le_bytes());
+        rebuilt.extend_from_slice(&new_header);
+        rebuilt.extend_from_slice(&bytes[8 + n..]);
+        Ok(rebuilt)
+    }
 }
 
 /// Writes named matrices to `path` atomically (temp file in the same directory, fsync, rename).

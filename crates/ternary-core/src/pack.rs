@@ -377,8 +377,7 @@ mod tests {
 
     #[test]
     fn tables_match_the_formula() {
-        for b in 0..=255usize {
-            let e = DECODE[b];
+        for (b, &e) in DECODE.iter().enumerate() {
             if b > 242 {
                 assert_eq!(e, INVALID);
                 continue;
