@@ -810,3 +810,27 @@ fn output_should_be_deterministic_with_a_sorted_header() {
         assert_eq!(tensors_from_bytes(&first).unwrap().len(), 3);
     }
 }
+
+#[test]
+fn huge_data_offsets_are_a_format_error_not_an_overflow_panic() {
+    // 16 contiguous U8 tensors ending at 2^64 − 1: a header the safetensors crate alone sums
+    // with an unchecked add (a panic under overflow checks, as in this test profile).
+    let big: u64 = 1 << 60;
+    let mut entries = Vec::new();
+    let mut start = 0u64;
+    for k in 0..16 {
+        let size = if k == 15 { big - 1 } else { big };
+        entries.push(format!(
+            "\"t{k:02}\":{{\"dtype\":\"U8\",\"shape\":[{size}],\"data_offsets\":[{start},{}]}}",
+            start + size
+        ));
+        start += size;
+    }
+    let mut header = format!("{{{}}}", entries.join(","));
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    expect_format(&bytes, "beyond the");
+}
