@@ -1,1 +1,428 @@
-//! (in progress)
+//! Fast CPU kernels with run-time SIMD dispatch.
+//!
+//! - [`gemm_f32`] / [`gemv_f32`]: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]` with `f32`
+//!   activations (no multiplications by weights: masked adds and subtracts).
+//! - [`gemm_i8`]: the same product with per-token int8 activations, exact `i32`
+//!   accumulators per row and group, then the `f32` scaling order of
+//!   [`reference::gemm_i8`](crate::reference::gemm_i8), so results match it bit for bit.
+//! - [`ternary_dot`] / [`binary_dot`]: popcount dot products of bit-planes.
+//!
+//! Every entry point has a `*_with(level, ...)` twin that runs a chosen [`Level`] (an error if
+//! this CPU lacks it); the plain functions use [`Level::detect`], computed once and cached.
+//! Work is split over output rows with rayon; small problems and 1-thread pools run serially.
+//! `unsafe` code lives only in the architecture modules (`x86`, `aarch64`).
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::activations::QuantizedActivations;
+use crate::error::{Result, TernaryError};
+use crate::matrix::TernaryMatrix;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+mod popcount;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// A SIMD instruction-set level a kernel can run at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// Portable Rust; always available.
+    Scalar,
+    /// x86-64 AVX2 + FMA + POPCNT.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL with VNNI and VPOPCNTDQ (Ice Lake and later, Zen 4 and later).
+    Avx512,
+    /// aarch64 Advanced SIMD (NEON).
+    Neon,
+}
+
+impl Level {
+    /// The best level this CPU supports, detected on first use and cached.
+    pub fn detect() -> Level {
+        static BEST: OnceLock<Level> = OnceLock::new();
+        *BEST.get_or_init(|| Self::available().last().copied().unwrap_or(Level::Scalar))
+    }
+
+    /// Every level usable on this CPU, [`Level::Scalar`] first, best last.
+    pub fn available() -> Vec<Level> {
+        [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon]
+            .into_iter()
+            .filter(|l| l.is_available())
+            .collect()
+    }
+
+    /// Whether this CPU (and this build's target architecture) supports the level.
+    pub fn is_available(self) -> bool {
+        match self {
+            Level::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => x86::has_avx512(),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => aarch64::has_neon(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512"`, `"neon"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Scalar => "scalar",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+            Level::Neon => "neon",
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn unavailable(level: Level) -> TernaryError {
+    TernaryError::config(format!(
+        "kernel level {} is not available on this CPU",
+        level.name()
+    ))
+}
+
+fn check_f32_shapes(m: &TernaryMatrix, x: &[f32], n: usize, y: &[f32]) -> Result<()> {
+    let need_x = n.checked_mul(m.cols());
+    if need_x != Some(x.len()) {
+        return Err(TernaryError::shape(format!(
+            "activations: expected n x cols = {n} x {} values, got {}",
+            m.cols(),
+            x.len()
+        )));
+    }
+    check_y(m, n, y)
+}
+
+fn check_y(m: &TernaryMatrix, n: usize, y: &[f32]) -> Result<()> {
+    let need_y = n.checked_mul(m.rows());
+    if need_y != Some(y.len()) {
+        return Err(TernaryError::shape(format!(
+            "output: expected n x rows = {n} x {} values, got {}",
+            m.rows(),
+            y.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_i8_shapes(m: &TernaryMatrix, a: &QuantizedActivations, y: &[f32]) -> Result<()> {
+    if a.cols() != m.cols() {
+        return Err(TernaryError::shape(format!(
+            "int8 activations have {} values per token, matrix has {} columns",
+            a.cols(),
+            m.cols()
+        )));
+    }
+    check_y(m, a.n(), y)
+}
+
+/// `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]` with `f32` activations, at [`Level::detect`].
+///
+/// `x` is `n × cols` row-major; `y` is `n × rows` row-major and is overwritten.
+/// Accumulation is in `f32` (order differs from the `f64` reference by rounding only).
+pub fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+    gemm_f32_with(Level::detect(), m, x, n, y)
+}
+
+/// [`gemm_f32`] at a chosen level; [`TernaryError::Config`] if this CPU lacks it.
+pub fn gemm_f32_with(
+    level: Level,
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    check_f32_shapes(m, x, n, y)?;
+    match level {
+        Level::Scalar => scalar::gemm_f32(m, x, n, y),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_f32(m, x, n, y),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_f32(m, x, n, y),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_f32(m, x, n, y),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
+    }
+    Ok(())
+}
+
+/// Matrix-vector product `y[r] = Σ_c s[r, g(c)] · t[r, c] · x[c]` ([`gemm_f32`] with `n = 1`).
+pub fn gemv_f32(m: &TernaryMatrix, x: &[f32], y: &mut [f32]) -> Result<()> {
+    gemm_f32(m, x, 1, y)
+}
+
+/// Int8 GEMM at [`Level::detect`]: `y[j, r] = s_j · Σ_g s[r, g] · acc[j, r, g]` with exact
+/// `acc[j, r, g] = Σ_{c ∈ g} q[j, c] · t[r, c]`.
+///
+/// `y` is `n × rows` row-major. The result equals
+/// [`reference::gemm_i8`](crate::reference::gemm_i8) bit for bit (same `f32` order:
+/// `sum = 0; for g { sum += s[r, g] · (acc as f32) }; y = sum · s_j`).
+pub fn gemm_i8(m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) -> Result<()> {
+    gemm_i8_with(Level::detect(), m, a, y)
+}
+
+/// [`gemm_i8`] at a chosen level; [`TernaryError::Config`] if this CPU lacks it.
+pub fn gemm_i8_with(
+    level: Level,
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    y: &mut [f32],
+) -> Result<()> {
+    check_i8_shapes(m, a, y)?;
+    match level {
+        Level::Scalar => scalar::gemm_i8(m, a, y),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_i8(m, a, y),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_i8(m, a, y),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .gemm_i8(m, a, y),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
+    }
+    Ok(())
+}
+
+fn check_ternary_planes(
+    a_plus: &[u32],
+    a_minus: &[u32],
+    b_plus: &[u32],
+    b_minus: &[u32],
+) -> Result<()> {
+    let len = a_plus.len();
+    if a_minus.len() != len || b_plus.len() != len || b_minus.len() != len {
+        return Err(TernaryError::shape(format!(
+            "ternary_dot: plane lengths differ (a+ {}, a- {}, b+ {}, b- {})",
+            len,
+            a_minus.len(),
+            b_plus.len(),
+            b_minus.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Ternary dot `Σ_i a_i · b_i` of two plane pairs, at [`Level::detect`]:
+/// `popc(a⁺&b⁺) + popc(a⁻&b⁻) − popc(a⁺&b⁻) − popc(a⁻&b⁺)`.
+///
+/// All four slices must have the same length. A position with both bits set in one vector
+/// counts as `0`, as in [`reference::ternary_dot`](crate::reference::ternary_dot).
+pub fn ternary_dot(
+    a_plus: &[u32],
+    a_minus: &[u32],
+    b_plus: &[u32],
+    b_minus: &[u32],
+) -> Result<i64> {
+    ternary_dot_with(Level::detect(), a_plus, a_minus, b_plus, b_minus)
+}
+
+/// [`ternary_dot`] at a chosen level; [`TernaryError::Config`] if this CPU lacks it.
+pub fn ternary_dot_with(
+    level: Level,
+    a_plus: &[u32],
+    a_minus: &[u32],
+    b_plus: &[u32],
+    b_minus: &[u32],
+) -> Result<i64> {
+    check_ternary_planes(a_plus, a_minus, b_plus, b_minus)?;
+    let (ap, am, bp, bm) = (a_plus, a_minus, b_plus, b_minus);
+    Ok(match level {
+        Level::Scalar => popcount::ternary_dot(ap, am, bp, bm),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .ternary_dot(ap, am, bp, bm),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .ternary_dot(ap, am, bp, bm),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .ternary_dot(ap, am, bp, bm),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
+    })
+}
+
+/// Binary (±1, bit `1` = `+1`) dot of the first `bits` elements, at [`Level::detect`]:
+/// `bits − 2 · popc(a XOR b)` over those bits. Bits past `bits` are ignored.
+///
+/// `a` and `b` must have the same length and hold at least `bits` bits.
+pub fn binary_dot(a: &[u32], b: &[u32], bits: usize) -> Result<i64> {
+    binary_dot_with(Level::detect(), a, b, bits)
+}
+
+/// [`binary_dot`] at a chosen level; [`TernaryError::Config`] if this CPU lacks it.
+pub fn binary_dot_with(level: Level, a: &[u32], b: &[u32], bits: usize) -> Result<i64> {
+    if a.len() != b.len() || bits.div_ceil(32) > a.len() {
+        return Err(TernaryError::shape(format!(
+            "binary_dot: {bits} bits need two vectors of at least {} words, got {} and {}",
+            bits.div_ceil(32),
+            a.len(),
+            b.len()
+        )));
+    }
+    let full = bits / 32;
+    let tail = bits % 32;
+    let (af, bf) = (&a[..full], &b[..full]);
+    let mut differ = match level {
+        Level::Scalar => popcount::xor_popcount(af, bf),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::Avx2::new()
+            .ok_or_else(|| unavailable(level))?
+            .xor_popcount(af, bf),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => x86::Avx512::new()
+            .ok_or_else(|| unavailable(level))?
+            .xor_popcount(af, bf),
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => aarch64::Neon::new()
+            .ok_or_else(|| unavailable(level))?
+            .xor_popcount(af, bf),
+        #[allow(unreachable_patterns)]
+        _ => return Err(unavailable(level)),
+    };
+    if tail != 0 {
+        let mask = (1u32 << tail) - 1;
+        differ += u64::from(((a[full] ^ b[full]) & mask).count_ones());
+    }
+    // bits ≤ 32 · len fits in i64 for any slice that fits in memory.
+    Ok(bits as i64 - 2 * differ as i64)
+}
+
+/// Column ranges (in `u32` words) of the scale groups of one row: group `g` covers words
+/// `g · words_per_group .. min((g + 1) · words_per_group, words_per_row)`.
+///
+/// For per-row scales there is one group spanning the whole row (possibly zero words).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupWords {
+    pub groups: usize,
+    pub words_per_group: usize,
+    pub words_per_row: usize,
+}
+
+impl GroupWords {
+    pub(crate) fn of(m: &TernaryMatrix) -> Self {
+        let layout = m.scales().layout();
+        let wpr = m.words_per_row();
+        let groups = layout.groups_per_row(m.cols());
+        let words_per_group = match layout {
+            crate::matrix::ScaleLayout::PerRow => wpr.max(1),
+            crate::matrix::ScaleLayout::PerGroup { group_size } => group_size / 32,
+        };
+        Self {
+            groups,
+            words_per_group,
+            words_per_row: wpr,
+        }
+    }
+
+    /// Words of group `g`.
+    #[inline]
+    pub(crate) fn range(&self, g: usize) -> Range<usize> {
+        let start = (g * self.words_per_group).min(self.words_per_row);
+        start..((g + 1) * self.words_per_group).min(self.words_per_row)
+    }
+}
+
+/// Multiply-accumulates below which a row chunk is not worth a rayon task.
+const MIN_TASK_WORK: usize = 1 << 20;
+
+/// Runs `f(rows, out)` over chunks of output rows, in parallel when worthwhile.
+///
+/// `f` writes row `r ∈ rows`, token `j` to `out[(r − rows.start) · n + j]` (row-major by row).
+/// `y` is `n × rows` row-major; for `n > 1` the rows-major result is transposed into it.
+/// Chunks are multiples of `align` rows.
+pub(crate) fn par_rows<F>(rows: usize, cols: usize, n: usize, align: usize, y: &mut [f32], f: F)
+where
+    F: Fn(Range<usize>, &mut [f32]) + Sync,
+{
+    if rows == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let work_per_row = cols.max(1) * n;
+    let min_rows = MIN_TASK_WORK.div_ceil(work_per_row);
+    // About four chunks per thread for balance, never below the minimum work per task.
+    let target = rows.div_ceil(threads * 4).max(min_rows).max(1);
+    let chunk = target.div_ceil(align) * align;
+    let serial = threads == 1 || chunk >= rows;
+
+    let run = |out: &mut [f32]| {
+        if serial {
+            f(0..rows, out);
+        } else {
+            out.par_chunks_mut(chunk * n)
+                .enumerate()
+                .for_each(|(i, o)| {
+                    let r0 = i * chunk;
+                    f(r0..r0 + o.len() / n, o);
+                });
+        }
+    };
+    if n == 1 {
+        run(y);
+    } else {
+        let mut tmp = vec![0f32; rows * n];
+        run(&mut tmp);
+        for (r, src) in tmp.chunks_exact(n).enumerate() {
+            for (j, &v) in src.iter().enumerate() {
+                y[j * rows + r] = v;
+            }
+        }
+    }
+}
+
+/// Calls `full(r, out)` on blocks of `block` rows and `single(r, out)` on the remaining rows.
+///
+/// `out` holds `rows.len() × n` outputs (row-major by row); each call gets its rows' part.
+pub(crate) fn by_row_blocks(
+    rows: Range<usize>,
+    n: usize,
+    block: usize,
+    out: &mut [f32],
+    mut full: impl FnMut(usize, &mut [f32]),
+    mut single: impl FnMut(usize, &mut [f32]),
+) {
+    let mut r = rows.start;
+    while r < rows.end {
+        let take = (rows.end - r).min(block);
+        let base = (r - rows.start) * n;
+        if take == block {
+            full(r, &mut out[base..base + block * n]);
+        } else {
+            for i in 0..take {
+                single(r + i, &mut out[base + i * n..base + (i + 1) * n]);
+            }
+        }
+        r += take;
+    }
+}

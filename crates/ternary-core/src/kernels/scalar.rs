@@ -1,0 +1,82 @@
+//! Portable kernels: walk the set bits of each plane word.
+//!
+//! These are the fallback on every CPU and the shape of what the SIMD paths compute.
+
+use super::{GroupWords, par_rows};
+use crate::activations::QuantizedActivations;
+use crate::matrix::TernaryMatrix;
+
+/// `Σ_{bit i set in word} x[base + i]`.
+#[inline]
+fn sum_set_f32(mut word: u32, x: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    while word != 0 {
+        acc += x[word.trailing_zeros() as usize];
+        word &= word - 1;
+    }
+    acc
+}
+
+/// `Σ_{bit i set in word} q[i]`.
+#[inline]
+fn sum_set_i8(mut word: u32, q: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    while word != 0 {
+        acc += i32::from(q[word.trailing_zeros() as usize]);
+        word &= word - 1;
+    }
+    acc
+}
+
+/// Scalar [`gemm_f32`](super::gemm_f32); shapes are checked by the caller.
+pub(super) fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    let gw = GroupWords::of(m);
+    let cols = m.cols();
+    let scales = m.scales().values();
+    par_rows(m.rows(), cols, n, 1, y, |rows, out| {
+        for (r, out_r) in rows.zip(out.chunks_exact_mut(n)) {
+            let (plus, minus) = m.row_planes(r);
+            let s = &scales[r * gw.groups..(r + 1) * gw.groups];
+            for (j, o) in out_r.iter_mut().enumerate() {
+                let xj = &x[j * cols..(j + 1) * cols];
+                let mut sum = 0f32;
+                for (g, &sg) in s.iter().enumerate() {
+                    let mut acc = 0f32;
+                    for w in gw.range(g) {
+                        // Words past `cols` are padding (all bits zero) and read nothing.
+                        let xw = xj.get(w * 32..).unwrap_or(&[]);
+                        acc += sum_set_f32(plus[w], xw) - sum_set_f32(minus[w], xw);
+                    }
+                    sum += sg * acc;
+                }
+                *o = sum;
+            }
+        }
+    });
+}
+
+/// Scalar [`gemm_i8`](super::gemm_i8); shapes are checked by the caller.
+pub(super) fn gemm_i8(m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    let gw = GroupWords::of(m);
+    let n = a.n();
+    let scales = m.scales().values();
+    par_rows(m.rows(), m.cols(), n, 1, y, |rows, out| {
+        for (r, out_r) in rows.zip(out.chunks_exact_mut(n)) {
+            let (plus, minus) = m.row_planes(r);
+            let s = &scales[r * gw.groups..(r + 1) * gw.groups];
+            for (j, o) in out_r.iter_mut().enumerate() {
+                let q = a.row(j);
+                let mut sum = 0f32;
+                for (g, &sg) in s.iter().enumerate() {
+                    let mut acc = 0i32;
+                    for w in gw.range(g) {
+                        let qw = &q[w * 32..];
+                        acc += sum_set_i8(plus[w], qw) - sum_set_i8(minus[w], qw);
+                    }
+                    sum += sg * acc as f32;
+                }
+                *o = sum * a.scales()[j];
+            }
+        }
+    });
+}

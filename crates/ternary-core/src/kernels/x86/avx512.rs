@@ -1,0 +1,460 @@
+//! AVX-512 kernels (F, BW, VL, VNNI, VPOPCNTDQ).
+//!
+//! - `f32`: plane bits are loaded straight into `k` registers; `acc⁺ += x` and `acc⁻ += x`
+//!   are masked adds, four rows per load of `x`.
+//! - int8, few tokens: per 64 columns, `s = maskz_mov(k⁺, q)`, `s = mask_sub(s, k⁻, 0, q)`
+//!   (`q ∈ [-127, 127]`, so `-q` never overflows), `acc = dpbusd(acc, 1, s)`.
+//! - int8, many tokens: weights are decoded once per block of rows to `i8` and reused for
+//!   every token; activations are packed as `u8 = q + 128` in panels of 16 tokens so one
+//!   `dpbusd` multiplies 4 columns of 16 tokens by a broadcast of 4 weights. The offset is
+//!   removed exactly by starting each accumulator at `−128 · Σ_{c ∈ g} t[r, c]`.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::Avx512;
+use crate::activations::QuantizedActivations;
+use crate::kernels::{GroupWords, by_row_blocks, par_rows};
+use crate::matrix::TernaryMatrix;
+
+/// Rows sharing one load of the activations in the `f32` and few-token int8 kernels.
+const ROWS: usize = 4;
+/// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
+const GEMM_MIN_TOKENS: usize = 8;
+/// Rows of the GEMM register tile (weights broadcast).
+const MR: usize = 6;
+/// 16-token panels of the GEMM register tile (activations in lanes).
+const NZ: usize = 2;
+/// Bytes of decoded weights per block of rows (kept in L2 while all tokens pass over it).
+const DECODED_BLOCK_BYTES: usize = 1 << 20;
+
+pub(super) fn gemm_f32(_t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
+        by_row_blocks(
+            rows,
+            n,
+            ROWS,
+            out,
+            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
+            // `x` holds `n × cols` values and `o` holds `ROWS × n` outputs.
+            |r, o| unsafe { f32_rows::<ROWS>(m, x, n, r, o) },
+            // SAFETY: as above, for one row.
+            |r, o| unsafe { f32_rows::<1>(m, x, n, r, o) },
+        );
+    });
+}
+
+/// Rows `r0..r0 + R`, every token: `out[i · n + j] = Σ_g s[r0 + i, g] · Σ_{c ∈ g} t · x[j, c]`.
+///
+/// # Safety
+/// AVX-512F/BW/VL and FMA must be available; `r0 + R ≤ rows`, `x.len() = n · cols`,
+/// `out.len() = R · n`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn f32_rows<const R: usize>(
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let cols = m.cols();
+    let wpr = m.words_per_row();
+    let layout = m.scales().layout();
+    let groups = layout.groups_per_row(cols);
+    let gcols = layout.group_len(cols);
+    let scales = m.scales().values();
+    // 16-column chunk `h` of row `r0 + i` is the `h`-th `u16` of its plane words.
+    let plus: [*const u16; R] = std::array::from_fn(|i| m.plus()[(r0 + i) * wpr..].as_ptr().cast());
+    let minus: [*const u16; R] =
+        std::array::from_fn(|i| m.minus()[(r0 + i) * wpr..].as_ptr().cast());
+    for j in 0..n {
+        let xj = &x[j * cols..(j + 1) * cols];
+        let mut total = [_mm512_setzero_ps(); R];
+        for g in 0..groups {
+            let c0 = g * gcols;
+            let c1 = (c0 + gcols).min(cols);
+            let mut accp = [_mm512_setzero_ps(); R];
+            let mut accm = [_mm512_setzero_ps(); R];
+            let h1 = c1 / 16;
+            for h in c0 / 16..h1 {
+                // SAFETY: columns 16h..16h + 16 ≤ c1 ≤ cols lie in `xj`; chunk h < cols / 16
+                // lies inside the row's plane words (2 · words_per_row chunks).
+                let (xv, kp, km) = unsafe {
+                    let xv = _mm512_loadu_ps(xj.as_ptr().add(16 * h));
+                    let kp: [u16; R] = std::array::from_fn(|i| *plus[i].add(h));
+                    let km: [u16; R] = std::array::from_fn(|i| *minus[i].add(h));
+                    (xv, kp, km)
+                };
+                for i in 0..R {
+                    accp[i] = _mm512_mask_add_ps(accp[i], kp[i], accp[i], xv);
+                    accm[i] = _mm512_mask_add_ps(accm[i], km[i], accm[i], xv);
+                }
+            }
+            let tail = c1 - 16 * h1;
+            if tail != 0 {
+                let k = ((1u32 << tail) - 1) as u16;
+                // SAFETY: the masked load touches only columns 16h1..c1 of `xj`; chunk h1
+                // holds column c1 - 1 < cols, so it lies inside the plane words.
+                let (xv, kp, km) = unsafe {
+                    let xv = _mm512_maskz_loadu_ps(k, xj.as_ptr().add(16 * h1));
+                    let kp: [u16; R] = std::array::from_fn(|i| *plus[i].add(h1));
+                    let km: [u16; R] = std::array::from_fn(|i| *minus[i].add(h1));
+                    (xv, kp, km)
+                };
+                for i in 0..R {
+                    accp[i] = _mm512_mask_add_ps(accp[i], kp[i], accp[i], xv);
+                    accm[i] = _mm512_mask_add_ps(accm[i], km[i], accm[i], xv);
+                }
+            }
+            for i in 0..R {
+                let s = _mm512_set1_ps(scales[(r0 + i) * groups + g]);
+                total[i] = _mm512_fmadd_ps(_mm512_sub_ps(accp[i], accm[i]), s, total[i]);
+            }
+        }
+        for i in 0..R {
+            out[i * n + j] = _mm512_reduce_add_ps(total[i]);
+        }
+    }
+}
+
+pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    if a.n() >= GEMM_MIN_TOKENS {
+        gemm_i8_blocked(t, m, a, y);
+        return;
+    }
+    let n = a.n();
+    par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
+        by_row_blocks(
+            rows,
+            n,
+            ROWS,
+            out,
+            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`
+            // and `o` holds `ROWS × n` outputs; `a.cols() == m.cols()` was checked.
+            |r, o| unsafe { i8_rows::<ROWS>(m, a, r, o) },
+            // SAFETY: as above, for one row.
+            |r, o| unsafe { i8_rows::<1>(m, a, r, o) },
+        );
+    });
+}
+
+/// Rows `r0..r0 + R`, every token, int8: exact `i32` group sums, then the reference's `f32` order.
+///
+/// # Safety
+/// AVX-512F/BW/VL/VNNI must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`,
+/// `out.len() = R · a.n()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i8_rows<const R: usize>(
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let gw = GroupWords::of(m);
+    let wpr = gw.words_per_row;
+    let n = a.n();
+    let scales = m.scales().values();
+    let plus: [&[u32]; R] = std::array::from_fn(|i| &m.plus()[(r0 + i) * wpr..(r0 + i + 1) * wpr]);
+    let minus: [&[u32]; R] =
+        std::array::from_fn(|i| &m.minus()[(r0 + i) * wpr..(r0 + i + 1) * wpr]);
+    let ones = _mm512_set1_epi8(1);
+    let zero = _mm512_setzero_si512();
+    for j in 0..n {
+        // The padded row has 32 · words_per_row bytes.
+        let q = a.row(j);
+        let mut sum = [0f32; R];
+        for g in 0..gw.groups {
+            let words = gw.range(g);
+            let mut acc = [zero; R];
+            let mut w = words.start;
+            while w + 2 <= words.end {
+                // SAFETY: bytes 32w..32w + 64 ≤ 32 · words_per_row lie in the padded row; words
+                // w, w + 1 lie in each row's plane slice (read as one little-endian u64).
+                let (xv, kp, km) = unsafe {
+                    let xv = _mm512_loadu_si512(q.as_ptr().add(32 * w).cast());
+                    let kp: [u64; R] = std::array::from_fn(|i| {
+                        plus[i].as_ptr().add(w).cast::<u64>().read_unaligned()
+                    });
+                    let km: [u64; R] = std::array::from_fn(|i| {
+                        minus[i].as_ptr().add(w).cast::<u64>().read_unaligned()
+                    });
+                    (xv, kp, km)
+                };
+                for i in 0..R {
+                    let s = _mm512_maskz_mov_epi8(kp[i], xv);
+                    let s = _mm512_mask_sub_epi8(s, km[i], zero, xv);
+                    acc[i] = _mm512_dpbusd_epi32(acc[i], ones, s);
+                }
+                w += 2;
+            }
+            if w < words.end {
+                // SAFETY: bytes 32w..32w + 32 lie in the padded row.
+                let xv = unsafe {
+                    _mm512_zextsi256_si512(_mm256_loadu_si256(q.as_ptr().add(32 * w).cast()))
+                };
+                for i in 0..R {
+                    let s = _mm512_maskz_mov_epi8(u64::from(plus[i][w]), xv);
+                    let s = _mm512_mask_sub_epi8(s, u64::from(minus[i][w]), zero, xv);
+                    acc[i] = _mm512_dpbusd_epi32(acc[i], ones, s);
+                }
+            }
+            for i in 0..R {
+                let v = _mm512_reduce_add_epi32(acc[i]);
+                sum[i] += scales[(r0 + i) * gw.groups + g] * v as f32;
+            }
+        }
+        for i in 0..R {
+            out[i * n + j] = sum[i] * a.scales()[j];
+        }
+    }
+}
+
+/// Activations as `u8 = q + 128` in panels of 16 tokens: panel `p`, step `k` (columns
+/// `4k..4k + 4`) is 64 bytes, token `16p + t` at bytes `4t..4t + 4`. Missing tokens are `q = 0`.
+fn pack_panels(a: &QuantizedActivations) -> Vec<u8> {
+    let steps = a.padded_cols() / 4;
+    let panels = a.n().div_ceil(16);
+    let mut packed = vec![0x80u8; panels * steps * 64];
+    if steps == 0 {
+        return packed;
+    }
+    packed
+        .par_chunks_mut(steps * 64)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            for t in 0..16.min(a.n() - 16 * p) {
+                let row = a.row(16 * p + t);
+                for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
+                    for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
+                        *d = (s as u8) ^ 0x80;
+                    }
+                }
+            }
+        });
+    packed
+}
+
+fn gemm_i8_blocked(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    let n = a.n();
+    let pc = a.padded_cols();
+    let steps = pc / 4;
+    let gw = GroupWords::of(m);
+    let groups = gw.groups;
+    let panels = n.div_ceil(16);
+    let packed = pack_panels(a);
+    let mut tok_scales = a.scales().to_vec();
+    tok_scales.resize(panels * 16, 0.0);
+    let scales = m.scales().values();
+    let block_rows = (DECODED_BLOCK_BYTES / pc.max(1) / MR).max(1) * MR;
+    par_rows(m.rows(), m.cols(), n, MR, y, |rows, out| {
+        let block_rows = block_rows.min(rows.len().div_ceil(MR) * MR);
+        let mut decoded = vec![0i8; block_rows * pc];
+        let mut wsum = vec![0i32; block_rows * groups];
+        let mut wscale = vec![0f32; block_rows * groups];
+        let mut tile = [0f32; MR * NZ * 16];
+        let mut rb = rows.start;
+        while rb < rows.end {
+            let nr = (rows.end - rb).min(block_rows);
+            let nr_pad = nr.div_ceil(MR) * MR;
+            decode_rows(t, m, rb, nr, &mut decoded[..nr * pc]);
+            decoded[nr * pc..nr_pad * pc].fill(0);
+            for i in 0..nr_pad {
+                for g in 0..groups {
+                    let (s, ws) = if i < nr {
+                        let (p, mi) = m.row_planes(rb + i);
+                        let words = gw.range(g);
+                        let count = |plane: &[u32]| {
+                            plane[words.clone()]
+                                .iter()
+                                .map(|w| w.count_ones() as i32)
+                                .sum::<i32>()
+                        };
+                        (scales[(rb + i) * groups + g], count(p) - count(mi))
+                    } else {
+                        (0.0, 0)
+                    };
+                    wscale[i * groups + g] = s;
+                    wsum[i * groups + g] = ws;
+                }
+            }
+            for p in (0..panels).step_by(NZ) {
+                let nz = (panels - p).min(NZ);
+                let panel = &packed[p * steps * 64..(p + nz) * steps * 64];
+                let ts = &tok_scales[16 * p..16 * (p + nz)];
+                for ib in (0..nr_pad).step_by(MR) {
+                    let w = &decoded[ib * pc..(ib + MR) * pc];
+                    let sums = &wsum[ib * groups..(ib + MR) * groups];
+                    let sc = &wscale[ib * groups..(ib + MR) * groups];
+                    // SAFETY: the token proves the CPU features; `w` holds MR rows of `pc`
+                    // bytes, `panel` nz panels of `steps` 64-byte steps, `ts` 16·nz scales,
+                    // `sums`/`sc` MR × groups values and `tile` MR × NZ × 16 floats.
+                    unsafe {
+                        if nz == NZ {
+                            tile_kernel::<NZ>(w, panel, steps, gw, sums, sc, ts, &mut tile);
+                        } else {
+                            tile_kernel::<1>(w, panel, steps, gw, sums, sc, ts, &mut tile);
+                        }
+                    }
+                    let width = 16 * nz;
+                    let valid_tokens = (n - 16 * p).min(width);
+                    for i in 0..MR.min(nr - ib) {
+                        let r = rb + ib + i - rows.start;
+                        out[r * n + 16 * p..r * n + 16 * p + valid_tokens]
+                            .copy_from_slice(&tile[i * width..i * width + valid_tokens]);
+                    }
+                }
+            }
+            rb += nr;
+        }
+    });
+}
+
+/// Decodes `nr` rows from `r0` to `i8` trits, `32 · words_per_row` bytes per row.
+fn decode_rows(_t: Avx512, m: &TernaryMatrix, r0: usize, nr: usize, out: &mut [i8]) {
+    // SAFETY: the token proves AVX-512F/BW.
+    unsafe { decode_rows_impl(m, r0, nr, out) }
+}
+
+/// # Safety
+/// AVX-512F/BW must be available; `out.len() = nr · 32 · words_per_row`, `r0 + nr ≤ rows`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn decode_rows_impl(m: &TernaryMatrix, r0: usize, nr: usize, out: &mut [i8]) {
+    let wpr = m.words_per_row();
+    let pc = 32 * wpr;
+    let ones = _mm512_set1_epi8(1);
+    let minus_ones = _mm512_set1_epi8(-1);
+    for i in 0..nr {
+        let (p, mi) = m.row_planes(r0 + i);
+        let row = &mut out[i * pc..(i + 1) * pc];
+        for (c, dst) in row.chunks_exact_mut(64).enumerate() {
+            let kp = u64::from(p[2 * c]) | (u64::from(p[2 * c + 1]) << 32);
+            let km = u64::from(mi[2 * c]) | (u64::from(mi[2 * c + 1]) << 32);
+            let v = _mm512_mask_mov_epi8(_mm512_maskz_mov_epi8(kp, ones), km, minus_ones);
+            // SAFETY: `dst` is 64 bytes.
+            unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), v) };
+        }
+    }
+}
+
+/// One `MR × 16·Z` tile over all columns: `tile[i · 16Z + t] = y` of row `i`, token `t`.
+///
+/// # Safety
+/// AVX-512F/BW/VNNI must be available; `w.len() = MR · 4 · steps`, `panel.len() ≥ Z · steps · 64`,
+/// `wsum.len() = wscale.len() = MR · groups`, `ts.len() ≥ 16 · Z`, `tile.len() ≥ MR · 16 · Z`,
+/// and the group word ranges end at or before `steps / 8` words.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_kernel<const Z: usize>(
+    w: &[i8],
+    panel: &[u8],
+    steps: usize,
+    gw: GroupWords,
+    wsum: &[i32],
+    wscale: &[f32],
+    ts: &[f32],
+    tile: &mut [f32],
+) {
+    let pc = 4 * steps;
+    let groups = gw.groups;
+    let wp = w.as_ptr();
+    let pp = panel.as_ptr();
+    let mut sum = [[_mm512_setzero_ps(); Z]; MR];
+    for g in 0..groups {
+        let words = gw.range(g);
+        let mut acc: [[__m512i; Z]; MR] =
+            std::array::from_fn(|i| [_mm512_set1_epi32(-128 * wsum[i * groups + g]); Z]);
+        for k in 8 * words.start..8 * words.end {
+            // SAFETY: k < steps, so panel bytes (z · steps + k) · 64 .. +64 and weight bytes
+            // i · pc + 4k .. +4 are in bounds.
+            unsafe {
+                let av: [__m512i; Z] = std::array::from_fn(|z| {
+                    _mm512_loadu_si512(pp.add((z * steps + k) * 64).cast())
+                });
+                for i in 0..MR {
+                    let wv =
+                        _mm512_set1_epi32(wp.add(i * pc + 4 * k).cast::<i32>().read_unaligned());
+                    for z in 0..Z {
+                        acc[i][z] = _mm512_dpbusd_epi32(acc[i][z], av[z], wv);
+                    }
+                }
+            }
+        }
+        for i in 0..MR {
+            let s = _mm512_set1_ps(wscale[i * groups + g]);
+            for z in 0..Z {
+                sum[i][z] =
+                    _mm512_add_ps(sum[i][z], _mm512_mul_ps(s, _mm512_cvtepi32_ps(acc[i][z])));
+            }
+        }
+    }
+    for z in 0..Z {
+        // SAFETY: ts holds at least 16 · Z scales.
+        let sj = unsafe { _mm512_loadu_ps(ts.as_ptr().add(16 * z)) };
+        for i in 0..MR {
+            let v = _mm512_mul_ps(sum[i][z], sj);
+            // SAFETY: i · 16Z + 16z + 16 ≤ MR · 16 · Z ≤ tile.len().
+            unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(i * 16 * Z + 16 * z), v) };
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512F and VPOPCNTDQ must be available; all slices have the same length.
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+pub(super) unsafe fn ternary_dot(ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
+    let len = ap.len();
+    let mut same = _mm512_setzero_si512();
+    let mut diff = _mm512_setzero_si512();
+    let mut i = 0;
+    while i < len {
+        let k = if len - i >= 16 {
+            u16::MAX
+        } else {
+            ((1u32 << (len - i)) - 1) as u16
+        };
+        // SAFETY: the mask covers only words i..min(i + 16, len) of each slice.
+        let (a_p, a_m, b_p, b_m) = unsafe {
+            (
+                _mm512_maskz_loadu_epi32(k, ap.as_ptr().add(i).cast()),
+                _mm512_maskz_loadu_epi32(k, am.as_ptr().add(i).cast()),
+                _mm512_maskz_loadu_epi32(k, bp.as_ptr().add(i).cast()),
+                _mm512_maskz_loadu_epi32(k, bm.as_ptr().add(i).cast()),
+            )
+        };
+        let s = _mm512_or_si512(_mm512_and_si512(a_p, b_p), _mm512_and_si512(a_m, b_m));
+        let d = _mm512_or_si512(_mm512_and_si512(a_p, b_m), _mm512_and_si512(a_m, b_p));
+        same = _mm512_add_epi64(same, _mm512_popcnt_epi64(s));
+        diff = _mm512_add_epi64(diff, _mm512_popcnt_epi64(d));
+        i += 16;
+    }
+    _mm512_reduce_add_epi64(same) - _mm512_reduce_add_epi64(diff)
+}
+
+/// `popc(a XOR b)` over all words.
+///
+/// # Safety
+/// AVX-512F and VPOPCNTDQ must be available; `a.len() == b.len()`.
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+pub(super) unsafe fn xor_popcount(a: &[u32], b: &[u32]) -> u64 {
+    let len = a.len();
+    let mut acc = _mm512_setzero_si512();
+    let mut i = 0;
+    while i < len {
+        let k = if len - i >= 16 {
+            u16::MAX
+        } else {
+            ((1u32 << (len - i)) - 1) as u16
+        };
+        // SAFETY: the mask covers only words i..min(i + 16, len) of each slice.
+        let (va, vb) = unsafe {
+            (
+                _mm512_maskz_loadu_epi32(k, a.as_ptr().add(i).cast()),
+                _mm512_maskz_loadu_epi32(k, b.as_ptr().add(i).cast()),
+            )
+        };
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(va, vb)));
+        i += 16;
+    }
+    _mm512_reduce_add_epi64(acc) as u64
+}

@@ -1,0 +1,86 @@
+//! x86-64 kernels: AVX2 (+FMA, POPCNT) and AVX-512 (F, BW, VL, VNNI, VPOPCNTDQ).
+//!
+//! Each level is reached through a zero-sized token ([`Avx2`], [`Avx512`]) that can only be
+//! made after run-time detection succeeds, so the safe methods on it may call the
+//! `#[target_feature]` kernels.
+
+mod avx2;
+mod avx512;
+
+use crate::activations::QuantizedActivations;
+use crate::matrix::TernaryMatrix;
+
+/// AVX2, FMA and POPCNT are all present.
+pub(super) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("popcnt")
+}
+
+/// AVX-512 F/BW/VL/VNNI/VPOPCNTDQ (and AVX2) are all present.
+pub(super) fn has_avx512() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vpopcntdq")
+}
+
+/// Proof that [`has_avx2`] holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Avx2(());
+
+impl Avx2 {
+    /// The token, if this CPU has the features.
+    pub(super) fn new() -> Option<Self> {
+        has_avx2().then_some(Self(()))
+    }
+
+    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+        avx2::gemm_f32(self, m, x, n, y)
+    }
+
+    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+        avx2::gemm_i8(self, m, a, y)
+    }
+
+    pub(super) fn ternary_dot(self, ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
+        // SAFETY: the token exists only if AVX2 and POPCNT were detected.
+        unsafe { avx2::ternary_dot(ap, am, bp, bm) }
+    }
+
+    pub(super) fn xor_popcount(self, a: &[u32], b: &[u32]) -> u64 {
+        // SAFETY: the token exists only if AVX2 and POPCNT were detected.
+        unsafe { avx2::xor_popcount(a, b) }
+    }
+}
+
+/// Proof that [`has_avx512`] holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Avx512(());
+
+impl Avx512 {
+    /// The token, if this CPU has the features.
+    pub(super) fn new() -> Option<Self> {
+        has_avx512().then_some(Self(()))
+    }
+
+    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+        avx512::gemm_f32(self, m, x, n, y)
+    }
+
+    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+        avx512::gemm_i8(self, m, a, y)
+    }
+
+    pub(super) fn ternary_dot(self, ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
+        // SAFETY: the token exists only if the AVX-512 features were detected.
+        unsafe { avx512::ternary_dot(ap, am, bp, bm) }
+    }
+
+    pub(super) fn xor_popcount(self, a: &[u32], b: &[u32]) -> u64 {
+        // SAFETY: the token exists only if the AVX-512 features were detected.
+        unsafe { avx512::xor_popcount(a, b) }
+    }
+}

@@ -1,0 +1,469 @@
+//! Every available kernel level against the scalar oracles in `ternary_core::reference`.
+//!
+//! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
+//! be replayed with `TERNARY_TEST_SEED=<seed>`.
+//!
+//! Tolerances:
+//! - `gemm_f32`: `|y − y_ref| ≤ F32_TOL · Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` per output, where
+//!   `y_ref` is the `f64` reference. `F32_TOL = 1e-5` (≈ 84 ulp at 1.0) covers `f32`
+//!   accumulation over up to 1536 columns in any summation order.
+//! - `gemm_i8`, `ternary_dot`, `binary_dot`: exact (the `f32` bits of `gemm_i8` included).
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ternary_core::kernels::{self, Level};
+use ternary_core::{
+    QuantizedActivations, ScaleLayout, Scales, TernaryError, TernaryMatrix, reference,
+};
+
+const F32_TOL: f64 = 1e-5;
+/// The edge sizes every kernel must handle, for rows and for columns.
+const EDGE: [usize; 9] = [1, 31, 32, 33, 63, 64, 65, 576, 1536];
+const LAYOUTS: [ScaleLayout; 5] = [
+    ScaleLayout::PerRow,
+    ScaleLayout::PerGroup { group_size: 32 },
+    ScaleLayout::PerGroup { group_size: 64 },
+    ScaleLayout::PerGroup { group_size: 96 },
+    ScaleLayout::PerGroup { group_size: 128 },
+];
+
+fn rng() -> (StdRng, u64) {
+    let seed = std::env::var("TERNARY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+    eprintln!("TERNARY_TEST_SEED={seed}");
+    (StdRng::seed_from_u64(seed), seed)
+}
+
+/// A random matrix: each trit is zero with probability `p_zero`, else ±1; scales in ±[0.01, 2).
+fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize, layout: ScaleLayout) -> TernaryMatrix {
+    let p_zero: f64 = rng.random_range(0.0..0.9);
+    let trits: Vec<i8> = (0..rows * cols)
+        .map(|_| {
+            if rng.random_bool(p_zero) {
+                0
+            } else if rng.random_bool(0.5) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let count = rows * layout.groups_per_row(cols);
+    let scales = (0..count)
+        .map(|_| {
+            let s: f32 = rng.random_range(0.01..2.0);
+            if rng.random_bool(0.2) { -s } else { s }
+        })
+        .collect();
+    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
+}
+
+fn random_f32(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-4.0f32..4.0)).collect()
+}
+
+/// Random int8 activations, with the extremes ±127 and all-zero tokens showing up often.
+fn random_q(rng: &mut StdRng, n: usize, cols: usize) -> QuantizedActivations {
+    let mut q = Vec::with_capacity(n * cols);
+    let mut scales = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = rng.random_range(0..4);
+        for _ in 0..cols {
+            q.push(match kind {
+                0 => 0,
+                1 => {
+                    if rng.random_bool(0.5) {
+                        127
+                    } else {
+                        -127
+                    }
+                }
+                _ => rng.random_range(-127..=127),
+            });
+        }
+        scales.push(rng.random_range(1e-4f32..0.1));
+    }
+    QuantizedActivations::from_parts(n, cols, &q, scales).unwrap()
+}
+
+/// `Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` for every output (`n × rows`).
+fn abs_mass(m: &TernaryMatrix, x: &[f32], n: usize) -> Vec<f64> {
+    let (rows, cols) = (m.rows(), m.cols());
+    let trits = m.to_trits();
+    let mut out = vec![0f64; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            out[j * rows + r] = (0..cols)
+                .map(|c| {
+                    (f64::from(m.scale_at(r, c))
+                        * f64::from(trits[r * cols + c])
+                        * f64::from(x[j * cols + c]))
+                    .abs()
+                })
+                .sum();
+        }
+    }
+    out
+}
+
+fn check_f32(level: Level, m: &TernaryMatrix, x: &[f32], n: usize, seed: u64) {
+    let what = format!(
+        "{level} gemm_f32 {}x{} {:?} n={n} (TERNARY_TEST_SEED={seed})",
+        m.rows(),
+        m.cols(),
+        m.scales().layout()
+    );
+    let expected = reference::gemm_f32(m, x, n).unwrap();
+    let mass = abs_mass(m, x, n);
+    let mut y = vec![f32::NAN; n * m.rows()];
+    kernels::gemm_f32_with(level, m, x, n, &mut y).unwrap();
+    for (i, (&got, (&want, &mass))) in y.iter().zip(expected.iter().zip(&mass)).enumerate() {
+        let err = (f64::from(got) - want).abs();
+        assert!(
+            err <= F32_TOL * mass,
+            "{what}: output {i} (token {}, row {}) = {got}, reference {want}, error {err:e} > {F32_TOL:e} * {mass}",
+            i / m.rows().max(1),
+            i % m.rows().max(1)
+        );
+    }
+}
+
+fn check_i8(level: Level, m: &TernaryMatrix, a: &QuantizedActivations, seed: u64) {
+    let expected = reference::gemm_i8(m, a).unwrap();
+    let mut y = vec![f32::NAN; a.n() * m.rows()];
+    kernels::gemm_i8_with(level, m, a, &mut y).unwrap();
+    for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            got.to_bits(),
+            want.to_bits(),
+            "{level} gemm_i8 {}x{} {:?} n={}: output {i} = {got}, reference {want} (TERNARY_TEST_SEED={seed})",
+            m.rows(),
+            m.cols(),
+            m.scales().layout(),
+            a.n()
+        );
+    }
+}
+
+/// Shapes covering every edge size as rows and as columns, plus empty ones.
+fn edge_shapes() -> Vec<(usize, usize)> {
+    let mut shapes: Vec<(usize, usize)> = EDGE.iter().map(|&r| (r, 65)).collect();
+    shapes.extend(EDGE.iter().map(|&c| (33, c)));
+    // A diagonal-ish sweep so each size also meets other sizes.
+    shapes.extend(EDGE.iter().zip(EDGE.iter().rev()).map(|(&r, &c)| (r, c)));
+    shapes.extend([(0, 0), (0, 64), (7, 0), (1536, 576), (576, 1536)]);
+    shapes
+}
+
+#[test]
+fn detect_is_available_and_scalar_comes_first() {
+    let available = Level::available();
+    assert_eq!(available.first(), Some(&Level::Scalar));
+    assert!(available.contains(&Level::detect()), "{available:?}");
+    assert_eq!(Level::detect(), Level::detect());
+    for level in available {
+        assert!(level.is_available());
+        assert!(!level.name().is_empty());
+    }
+}
+
+#[test]
+fn gemm_f32_should_match_reference_on_edge_shapes() {
+    let (mut rng, seed) = rng();
+    for (i, (rows, cols)) in edge_shapes().into_iter().enumerate() {
+        let layout = LAYOUTS[i % LAYOUTS.len()];
+        let m = random_matrix(&mut rng, rows, cols, layout);
+        for n in [1, 3, 8] {
+            if rows * cols * n > 1536 * 576 * 3 {
+                continue;
+            }
+            let x = random_f32(&mut rng, n * cols);
+            for &level in &Level::available() {
+                check_f32(level, &m, &x, n, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_f32_should_match_reference_for_every_scale_layout() {
+    let (mut rng, seed) = rng();
+    for layout in LAYOUTS {
+        for (rows, cols, n) in [(37, 576, 1), (20, 1536, 3), (65, 200, 8), (9, 1000, 24)] {
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            let x = random_f32(&mut rng, n * cols);
+            for &level in &Level::available() {
+                check_f32(level, &m, &x, n, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_i8_should_match_reference_bit_for_bit_on_edge_shapes() {
+    let (mut rng, seed) = rng();
+    for (i, (rows, cols)) in edge_shapes().into_iter().enumerate() {
+        let layout = LAYOUTS[(i + 2) % LAYOUTS.len()];
+        let m = random_matrix(&mut rng, rows, cols, layout);
+        for n in [1, 3, 8] {
+            if rows * cols * n > 1536 * 576 * 3 {
+                continue;
+            }
+            let a = random_q(&mut rng, n, cols);
+            for &level in &Level::available() {
+                check_i8(level, &m, &a, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_i8_should_match_reference_for_every_scale_layout_and_batch() {
+    let (mut rng, seed) = rng();
+    for layout in LAYOUTS {
+        // Batches past 16 and 32 exercise the blocked GEMM path and its token tails.
+        for (rows, cols, n) in [
+            (37, 576, 1),
+            (20, 1536, 3),
+            (65, 200, 8),
+            (29, 1000, 17),
+            (50, 333, 70),
+        ] {
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            let a = random_q(&mut rng, n, cols);
+            for &level in &Level::available() {
+                check_i8(level, &m, &a, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_i8_of_quantized_floats_matches_reference() {
+    let (mut rng, seed) = rng();
+    let m = random_matrix(&mut rng, 96, 4160, ScaleLayout::PerGroup { group_size: 64 });
+    let x = random_f32(&mut rng, 5 * 4160);
+    let a = QuantizedActivations::quantize(&x, 5, 4160).unwrap();
+    for &level in &Level::available() {
+        check_i8(level, &m, &a, seed);
+    }
+}
+
+#[test]
+fn one_thread_pool_gives_identical_results() {
+    let (mut rng, seed) = rng();
+    let m = random_matrix(&mut rng, 640, 1536, ScaleLayout::PerRow);
+    let a = random_q(&mut rng, 40, 1536);
+    let x = random_f32(&mut rng, 3 * 1536);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for &level in &Level::available() {
+        let mut many = vec![f32::NAN; 40 * 640];
+        kernels::gemm_i8_with(level, &m, &a, &mut many).unwrap();
+        let mut one = vec![f32::NAN; 40 * 640];
+        pool.install(|| kernels::gemm_i8_with(level, &m, &a, &mut one))
+            .unwrap();
+        assert!(
+            many.iter()
+                .zip(&one)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{level} gemm_i8 differs under a 1-thread pool (TERNARY_TEST_SEED={seed})"
+        );
+        pool.install(|| check_f32(level, &m, &x, 3, seed));
+    }
+}
+
+#[test]
+fn random_inputs_never_give_nan_or_inf() {
+    let (mut rng, seed) = rng();
+    for &level in &Level::available() {
+        for case in 0..1000 {
+            let rows = rng.random_range(0..24);
+            let cols = rng.random_range(0..200);
+            let n = rng.random_range(1..5);
+            let layout = LAYOUTS[case % LAYOUTS.len()];
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            let x = random_f32(&mut rng, n * cols);
+            let mut y = vec![f32::NAN; n * rows];
+            kernels::gemm_f32_with(level, &m, &x, n, &mut y).unwrap();
+            assert!(
+                y.iter().all(|v| v.is_finite()),
+                "{level} gemm_f32 {rows}x{cols} n={n}: {y:?} (TERNARY_TEST_SEED={seed})"
+            );
+            let a = QuantizedActivations::quantize(&x, n, cols).unwrap();
+            let mut y = vec![f32::NAN; n * rows];
+            kernels::gemm_i8_with(level, &m, &a, &mut y).unwrap();
+            assert!(
+                y.iter().all(|v| v.is_finite()),
+                "{level} gemm_i8 {rows}x{cols} n={n}: {y:?} (TERNARY_TEST_SEED={seed})"
+            );
+        }
+    }
+}
+
+/// Random ternary planes; with `valid == false` some positions have both bits set.
+fn random_planes(rng: &mut StdRng, words: usize, valid: bool) -> (Vec<u32>, Vec<u32>) {
+    let plus: Vec<u32> = (0..words).map(|_| rng.random()).collect();
+    let mut minus: Vec<u32> = (0..words).map(|_| rng.random()).collect();
+    if valid {
+        for (m, p) in minus.iter_mut().zip(&plus) {
+            *m &= !p;
+        }
+    }
+    (plus, minus)
+}
+
+#[test]
+fn ternary_dot_should_match_reference_exactly() {
+    let (mut rng, seed) = rng();
+    let lengths = [0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 48, 100, 1000];
+    for &level in &Level::available() {
+        for &len in &lengths {
+            for valid in [true, false] {
+                let (ap, am) = random_planes(&mut rng, len, valid);
+                let (bp, bm) = random_planes(&mut rng, len, true);
+                let want = reference::ternary_dot(&ap, &am, &bp, &bm);
+                let got = kernels::ternary_dot_with(level, &ap, &am, &bp, &bm).unwrap();
+                assert_eq!(
+                    got, want,
+                    "{level} ternary_dot len={len} valid={valid} (TERNARY_TEST_SEED={seed})"
+                );
+            }
+        }
+        // All +1 against all +1: the dot is the number of positions.
+        let ones = vec![u32::MAX; 33];
+        let zeros = vec![0u32; 33];
+        assert_eq!(
+            kernels::ternary_dot_with(level, &ones, &zeros, &ones, &zeros).unwrap(),
+            33 * 32
+        );
+        assert_eq!(
+            kernels::ternary_dot_with(level, &ones, &zeros, &zeros, &ones).unwrap(),
+            -33 * 32
+        );
+    }
+}
+
+#[test]
+fn binary_dot_should_match_reference_exactly() {
+    let (mut rng, seed) = rng();
+    for &level in &Level::available() {
+        for len in [0usize, 1, 2, 3, 15, 16, 17, 33, 100, 1000] {
+            let a: Vec<u32> = (0..len).map(|_| rng.random()).collect();
+            let b: Vec<u32> = (0..len).map(|_| rng.random()).collect();
+            let max_bits = len * 32;
+            for bits in [
+                0,
+                max_bits,
+                max_bits.saturating_sub(1),
+                max_bits / 2,
+                rng.random_range(0..=max_bits),
+            ] {
+                let want = reference::binary_dot(&a, &b, bits);
+                let got = kernels::binary_dot_with(level, &a, &b, bits).unwrap();
+                assert_eq!(
+                    got, want,
+                    "{level} binary_dot len={len} bits={bits} (TERNARY_TEST_SEED={seed})"
+                );
+            }
+        }
+        let a = vec![0x0F0F_0F0Fu32; 4];
+        assert_eq!(kernels::binary_dot_with(level, &a, &a, 100).unwrap(), 100);
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let m = TernaryMatrix::zeros(4, 40, Scales::per_row(vec![1.0; 4])).unwrap();
+    let a = QuantizedActivations::quantize(&[0.5; 2 * 40], 2, 40).unwrap();
+    let a_wrong = QuantizedActivations::quantize(&[0.5; 2 * 41], 2, 41).unwrap();
+    for &level in &Level::available() {
+        let shape = |r: ternary_core::Result<()>| matches!(r, Err(TernaryError::Shape(_)));
+        assert!(shape(kernels::gemm_f32_with(
+            level,
+            &m,
+            &[0.0; 79],
+            2,
+            &mut [0.0; 8]
+        )));
+        assert!(shape(kernels::gemm_f32_with(
+            level,
+            &m,
+            &[0.0; 80],
+            2,
+            &mut [0.0; 7]
+        )));
+        assert!(shape(kernels::gemm_f32_with(
+            level,
+            &m,
+            &[0.0; 80],
+            usize::MAX,
+            &mut [0.0; 8]
+        )));
+        assert!(shape(kernels::gemm_i8_with(level, &m, &a, &mut [0.0; 7])));
+        assert!(shape(kernels::gemm_i8_with(
+            level,
+            &m,
+            &a_wrong,
+            &mut [0.0; 8]
+        )));
+        let dot = kernels::ternary_dot_with(level, &[0; 3], &[0; 3], &[0; 3], &[0; 2]);
+        assert!(matches!(dot, Err(TernaryError::Shape(_))));
+        assert!(matches!(
+            kernels::binary_dot_with(level, &[0; 2], &[0; 3], 10),
+            Err(TernaryError::Shape(_))
+        ));
+        assert!(matches!(
+            kernels::binary_dot_with(level, &[0; 2], &[0; 2], 65),
+            Err(TernaryError::Shape(_))
+        ));
+    }
+    assert!(matches!(
+        kernels::gemv_f32(&m, &[0.0; 39], &mut [0.0; 4]),
+        Err(TernaryError::Shape(_))
+    ));
+}
+
+#[test]
+fn unavailable_levels_are_config_errors() {
+    let m = TernaryMatrix::zeros(2, 64, Scales::per_row(vec![1.0; 2])).unwrap();
+    let a = QuantizedActivations::quantize(&[0.5; 64], 1, 64).unwrap();
+    for level in [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon] {
+        if level.is_available() {
+            continue;
+        }
+        let config = |r: ternary_core::Result<()>| matches!(r, Err(TernaryError::Config(_)));
+        assert!(config(kernels::gemm_f32_with(
+            level,
+            &m,
+            &[0.0; 64],
+            1,
+            &mut [0.0; 2]
+        )));
+        assert!(config(kernels::gemm_i8_with(level, &m, &a, &mut [0.0; 2])));
+        assert!(kernels::ternary_dot_with(level, &[0], &[0], &[0], &[0]).is_err());
+        assert!(kernels::binary_dot_with(level, &[0], &[0], 1).is_err());
+    }
+}
+
+#[test]
+fn gemv_f32_is_gemm_with_one_token() {
+    let (mut rng, seed) = rng();
+    let m = random_matrix(&mut rng, 65, 577, ScaleLayout::PerGroup { group_size: 96 });
+    let x = random_f32(&mut rng, 577);
+    let mut y1 = vec![f32::NAN; 65];
+    let mut y2 = vec![f32::NAN; 65];
+    kernels::gemv_f32(&m, &x, &mut y1).unwrap();
+    kernels::gemm_f32(&m, &x, 1, &mut y2).unwrap();
+    assert_eq!(y1, y2, "TERNARY_TEST_SEED={seed}");
+    check_f32(Level::detect(), &m, &x, 1, seed);
+}
