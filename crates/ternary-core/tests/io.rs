@@ -834,3 +834,33 @@ fn huge_data_offsets_are_a_format_error_not_an_overflow_panic() {
     bytes.extend_from_slice(header.as_bytes());
     expect_format(&bytes, "beyond the");
 }
+
+#[test]
+fn random_corruptions_never_panic() {
+    // Flip random bytes of valid files (header and data alike); every result must be a clean
+    // `Ok` or `Format` error. Corruptions that land in a scale or a trit may still decode.
+    let mut rng = StdRng::seed_from_u64(0x40);
+    let m = random_matrix(&mut rng, 3, 70, Some(32));
+    let f = FloatTensor::new(vec![2], vec![1.0, -1.0]).unwrap();
+    let (mut ok, mut rejected) = (0, 0);
+    for storage in STORAGES {
+        let bytes = io::tensors_to_bytes(
+            &[("m", TensorRef::Ternary(&m)), ("f", TensorRef::Float(&f))],
+            storage,
+        )
+        .unwrap();
+        for _ in 0..1500 {
+            let mut b = bytes.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..b.len());
+                b[i] = rng.random();
+            }
+            match tensors_from_bytes(&b) {
+                Ok(_) => ok += 1,
+                Err(TernaryError::Format { .. }) => rejected += 1,
+                Err(e) => panic!("unexpected error kind: {e:?}"),
+            }
+        }
+    }
+    assert!(ok > 0 && rejected > 0, "ok={ok} rejected={rejected}");
+}
