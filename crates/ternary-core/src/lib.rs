@@ -29,3 +29,8 @@ pub mod reference;
 pub use activations::QuantizedActivations;
 pub use error::{Result, TernaryError};
 pub use matrix::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
