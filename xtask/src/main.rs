@@ -1,1 +1,47 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's automation, std-only so it builds in seconds.
+//!
+//! - `ci`: fmt check → clippy `-D warnings` → tests → docs (cheapest first).
+//! - `bench [--quick] [--out DIR]`: the speed and memory report (markdown + JSON).
+
+mod bench;
+mod ci;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  ci                  fmt check, clippy -D warnings, tests, doc build (what CI runs)
+  bench [--quick] [--out DIR]
+                      speed and memory report; writes DIR/bench.md and DIR/bench.json
+                      (default DIR: target/bench-report)
+  help                this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd {
+        "ci" => ci::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

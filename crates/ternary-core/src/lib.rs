@@ -14,7 +14,7 @@
 //!   activation-aware).
 //! - [`kernels`]: fast GEMV/GEMM (f32 and int8 activations) with run-time SIMD dispatch,
 //!   and popcount dots.
-//! - [`reference`]: the scalar oracles the fast paths are tested against.
+//! - [`reference`](mod@reference): the scalar oracles the fast paths are tested against.
 //! - [`pack`]: base-3 storage at 1.6 bits per weight; [`io`]: safetensors files.
 
 pub mod activations;
@@ -29,3 +29,8 @@ pub mod reference;
 pub use activations::QuantizedActivations;
 pub use error::{Result, TernaryError};
 pub use matrix::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
+
+/// The README's code blocks, compiled and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

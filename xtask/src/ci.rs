@@ -1,0 +1,50 @@
+//! `cargo xtask ci`: the checks CI runs, cheapest first so a local run fails fast.
+
+use crate::util::{cargo, step};
+
+fn run_ci_steps(skip_fmt: bool) -> Result<(), String> {
+    if !skip_fmt {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        step("fmt", fmt)?;
+    }
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("clippy", clippy)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--all-targets"]);
+    step("test", test)?;
+
+    // Doc tests are not covered by --all-targets.
+    let mut doctest = cargo();
+    doctest.args(["test", "--workspace", "--doc"]);
+    step("doctest", doctest)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    step("doc", doc)?;
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut skip_fmt = false;
+    for a in args {
+        match a.as_str() {
+            "--skip-fmt" => skip_fmt = true,
+            other => return Err(format!("ci: unknown argument `{other}`")),
+        }
+    }
+    run_ci_steps(skip_fmt)?;
+    eprintln!("\nxtask ci: all checks passed");
+    Ok(())
+}
