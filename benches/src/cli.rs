@@ -36,8 +36,6 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>
                     .into();
             }
             "-h" | "--help" => return Ok(None),
-            // `cargo bench` passes `--bench` to every bench-like target; accept and ignore it.
-            "--bench" => {}
             other => match other.strip_prefix("--out=") {
                 Some(dir) if !dir.is_empty() => a.out = dir.into(),
                 _ => {
@@ -77,7 +75,7 @@ mod tests {
                 out: "/tmp/r".into()
             }
         );
-        let a = parse(&["--out=x", "--bench"]).unwrap().unwrap();
+        let a = parse(&["--out=x"]).unwrap().unwrap();
         assert_eq!(
             a,
             Args {

@@ -77,6 +77,16 @@ mod tests {
     }
 
     #[test]
+    fn packed_bytes_match_the_pack_module() {
+        for (rows, cols) in [(3, 1), (5, 64), (7, 101), (2, 1536)] {
+            let m = random_ternary(rows, cols, 2).unwrap();
+            let p = ternary_core::pack::pack(&m);
+            let s = m.scales().values().len();
+            assert_eq!(WeightFormat::Packed.bytes(rows, cols, s), p.storage_bytes());
+        }
+    }
+
+    #[test]
     fn planes_bytes_match_a_real_matrix() {
         let m = random_ternary(5, 100, 1).unwrap();
         let s = m.scales().values().len();
