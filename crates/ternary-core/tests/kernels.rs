@@ -467,3 +467,34 @@ fn gemv_f32_is_gemm_with_one_token() {
     assert_eq!(y1, y2, "TERNARY_TEST_SEED={seed}");
     check_f32(Level::detect(), &m, &x, 1, seed);
 }
+
+#[test]
+fn gemm_i8_extreme_values_do_not_overflow_narrow_accumulators() {
+    // 5000 columns of +127 against rows of all +1, all −1 and alternating signs: partial sums
+    // far beyond i16 range must still be exact.
+    let cols = 5000;
+    let mut trits = vec![1i8; cols];
+    trits.extend(std::iter::repeat_n(-1i8, cols));
+    trits.extend((0..cols).map(|c| if c % 2 == 0 { 1 } else { -1 }));
+    for layout in [
+        ScaleLayout::PerRow,
+        ScaleLayout::PerGroup { group_size: 4096 },
+    ] {
+        let count = 3 * layout.groups_per_row(cols);
+        let m = TernaryMatrix::from_trits(3, cols, &trits, Scales::new(layout, vec![1.0; count]))
+            .unwrap();
+        for n in [1, 20] {
+            let q: Vec<i8> = (0..n * cols)
+                .map(|i| if i / cols % 2 == 0 { 127 } else { -127 })
+                .collect();
+            let a = QuantizedActivations::from_parts(n, cols, &q, vec![1.0; n]).unwrap();
+            for &level in &Level::available() {
+                check_i8(level, &m, &a, 0);
+                let mut y = vec![f32::NAN; n * 3];
+                kernels::gemm_i8_with(level, &m, &a, &mut y).unwrap();
+                assert_eq!(y[0], 127.0 * cols as f32, "{level} {layout:?}");
+                assert_eq!(y[1], -127.0 * cols as f32, "{level} {layout:?}");
+            }
+        }
+    }
+}

@@ -393,10 +393,27 @@ where
     } else {
         let mut tmp = vec![0f32; rows * n];
         run(&mut tmp);
-        for (r, src) in tmp.chunks_exact(n).enumerate() {
-            for (j, &v) in src.iter().enumerate() {
-                y[j * rows + r] = v;
+        // y[j, r] = tmp[r, j], in square blocks so both sides stay in cache.
+        const B: usize = 32;
+        let transpose = |j0: usize, dst: &mut [f32]| {
+            for r0 in (0..rows).step_by(B) {
+                let r1 = (r0 + B).min(rows);
+                for (dj, d) in dst.chunks_exact_mut(rows).enumerate() {
+                    let j = j0 + dj;
+                    for (v, r) in d[r0..r1].iter_mut().zip(r0..r1) {
+                        *v = tmp[r * n + j];
+                    }
+                }
             }
+        };
+        if serial {
+            for (b, dst) in y.chunks_mut(B * rows).enumerate() {
+                transpose(b * B, dst);
+            }
+        } else {
+            y.par_chunks_mut(B * rows)
+                .enumerate()
+                .for_each(|(b, dst)| transpose(b * B, dst));
         }
     }
 }
