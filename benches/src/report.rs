@@ -255,8 +255,10 @@ pub struct RunInfo {
     pub quick: bool,
     /// Thread counts measured.
     pub threads: Vec<usize>,
-    /// `(threads, bytes/s)` read bandwidth.
+    /// `(threads, bytes/s)` read bandwidth: the best of [`bandwidth_samples`](Self::bandwidth_samples).
     pub bandwidth: Vec<(usize, f64)>,
+    /// Every bandwidth measurement `(threads, bytes/s)`, at the start and the end of the run.
+    pub bandwidth_samples: Vec<(usize, f64)>,
     /// Size of the buffer the bandwidth was measured on.
     pub bandwidth_buffer_bytes: usize,
     /// Minimum total bytes of the copies each kernel rotates among when streaming.
@@ -374,7 +376,8 @@ impl Report {
             .collect();
         let _ = writeln!(
             s,
-            "- Memory read bandwidth (sum of a {} buffer, best pass): {}.",
+            "- Memory read bandwidth (sum of a {} buffer; best of 3 passes at the start and 3 at \
+             the end of the run): {}.",
             mb(i.bandwidth_buffer_bytes),
             bw.join(", ")
         );
@@ -631,6 +634,9 @@ impl Report {
             "read_bandwidth_bytes_per_s": i.bandwidth.iter()
                 .map(|(t, b)| json!({ "threads": t, "bytes_per_s": b }))
                 .collect::<Vec<_>>(),
+            "read_bandwidth_samples": i.bandwidth_samples.iter()
+                .map(|(t, b)| json!({ "threads": t, "bytes_per_s": b }))
+                .collect::<Vec<_>>(),
             "bandwidth_buffer_bytes": i.bandwidth_buffer_bytes,
             "streaming_bytes": i.streaming_bytes,
             "timing": i.timing,
@@ -779,6 +785,7 @@ mod tests {
                 quick: true,
                 threads: vec![1, 2],
                 bandwidth: vec![(1, 10e9)],
+                bandwidth_samples: vec![(1, 9e9), (1, 10e9)],
                 bandwidth_buffer_bytes: 1 << 30,
                 streaming_bytes: 1 << 30,
                 timing: "median".into(),
