@@ -5,7 +5,7 @@
 //! ```
 //! Defaults: 4096 × 14336, n = 1 and 512, one thread (`RAYON_NUM_THREADS` is ignored; set
 //! `THREADS=2` to use two). Each case reports the best of several runs. The scalar level is
-//! timed only for n ≤ 8. Also prints a read-bandwidth probe over a buffer the size of the
+//! timed only for n ≤ 8; `LEVEL=avx512` times one level, `F32=0` skips the f32 path. Also prints a read-bandwidth probe over a buffer the size of the
 //! planes, the floor for GEMV (which must stream every plane byte once).
 
 use std::hint::black_box;
@@ -52,6 +52,8 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let only = std::env::var("LEVEL").ok();
+    let with_f32 = std::env::var("F32").map_or(true, |v| v != "0");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -109,7 +111,8 @@ fn main() {
             qt.as_secs_f64() * 1e3
         );
         for level in Level::available() {
-            if level == Level::Scalar && n > 8 {
+            if (level == Level::Scalar && n > 8) || only.as_ref().is_some_and(|o| o != level.name())
+            {
                 continue;
             }
             let budget = Duration::from_secs(2);
@@ -118,7 +121,7 @@ fn main() {
                     kernels::gemm_i8_with(level, &m, &a, &mut y).expect("gemm_i8")
                 })
             });
-            let tf = if level == Level::Avx2 && n > 64 {
+            let tf = if (level == Level::Avx2 && n > 64) || !with_f32 {
                 None
             } else {
                 Some(pool.install(|| {

@@ -498,3 +498,21 @@ fn gemm_i8_extreme_values_do_not_overflow_narrow_accumulators() {
         }
     }
 }
+
+#[test]
+fn long_rows_cross_the_kernels_row_blocks() {
+    // 14336 columns make the kernels split rows into several cache blocks and threads.
+    let (mut rng, seed) = rng();
+    for layout in [
+        ScaleLayout::PerRow,
+        ScaleLayout::PerGroup { group_size: 128 },
+    ] {
+        let m = random_matrix(&mut rng, 150, 14336, layout);
+        let x = random_f32(&mut rng, 3 * 14336);
+        let a = random_q(&mut rng, 20, 14336);
+        for &level in &Level::available() {
+            check_f32(level, &m, &x, 3, seed);
+            check_i8(level, &m, &a, seed);
+        }
+    }
+}

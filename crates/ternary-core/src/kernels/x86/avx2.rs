@@ -7,6 +7,9 @@
 //!   `i16` lanes (at most 64 words before widening to `i32`, so no overflow).
 //! - popcount: the nibble-lookup method (`vpshufb` + `vpsadbw`).
 
+// Register tiles are indexed by (row, token); index loops say that more plainly than zips.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::Avx2;

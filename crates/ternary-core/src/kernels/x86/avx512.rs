@@ -9,6 +9,9 @@
 //!   `dpbusd` multiplies 4 columns of 16 tokens by a broadcast of 4 weights. The offset is
 //!   removed exactly by starting each accumulator at `−128 · Σ_{c ∈ g} t[r, c]`.
 
+// Register tiles are indexed by (row, token); index loops say that more plainly than zips.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
@@ -20,42 +23,78 @@ use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations in the `f32` and few-token int8 kernels.
 const ROWS: usize = 4;
+/// Tokens sharing each mask load in the few-token int8 kernel.
+const TOKENS: usize = 4;
 /// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
 const GEMM_MIN_TOKENS: usize = 8;
+/// Plane bytes per block of rows in the `f32` kernel.
+const MASK_BLOCK_BYTES: usize = 256 << 10;
 /// Rows of the GEMM register tile (weights broadcast).
-const MR: usize = 6;
+const MR: usize = 12;
 /// 16-token panels of the GEMM register tile (activations in lanes).
 const NZ: usize = 2;
 /// Bytes of decoded weights per block of rows (kept in L2 while all tokens pass over it).
 const DECODED_BLOCK_BYTES: usize = 1 << 20;
 
 pub(super) fn gemm_f32(_t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    // Rows whose plane words (both planes) fill about 256 KiB of L2; every token pair passes
+    // over such a block before the next block is read, so neither x nor the planes stream
+    // from L3 once per few rows.
+    let block = (MASK_BLOCK_BYTES / (8 * m.words_per_row()).max(1) / ROWS).max(1) * ROWS;
     par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
-        by_row_blocks(
-            rows,
-            n,
-            ROWS,
-            out,
-            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
-            // `x` holds `n × cols` values and `o` holds `ROWS × n` outputs.
-            |r, o| unsafe { f32_rows::<ROWS>(m, x, n, r, o) },
-            // SAFETY: as above, for one row.
-            |r, o| unsafe { f32_rows::<1>(m, x, n, r, o) },
-        );
+        let mut b0 = rows.start;
+        while b0 < rows.end {
+            let b1 = (b0 + block).min(rows.end);
+            let out_b = &mut out[(b0 - rows.start) * n..(b1 - rows.start) * n];
+            let mut j0 = 0;
+            while j0 < n {
+                let pair = n - j0 >= 2;
+                by_row_blocks(
+                    b0..b1,
+                    n,
+                    ROWS,
+                    out_b,
+                    // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of
+                    // `m`, `x` holds `n × cols` values, `o` holds `ROWS × n` outputs and
+                    // `j0 + 2 ≤ n` when `pair` (else `j0 < n`).
+                    |r, o| unsafe {
+                        if pair {
+                            f32_tile::<ROWS, 2>(m, x, n, r, j0, o)
+                        } else {
+                            f32_tile::<ROWS, 1>(m, x, n, r, j0, o)
+                        }
+                    },
+                    // SAFETY: as above, for one row.
+                    |r, o| unsafe {
+                        if pair {
+                            f32_tile::<1, 2>(m, x, n, r, j0, o)
+                        } else {
+                            f32_tile::<1, 1>(m, x, n, r, j0, o)
+                        }
+                    },
+                );
+                j0 += if pair { 2 } else { 1 };
+            }
+            b0 = b1;
+        }
     });
 }
 
-/// Rows `r0..r0 + R`, every token: `out[i · n + j] = Σ_g s[r0 + i, g] · Σ_{c ∈ g} t · x[j, c]`.
+/// Rows `r0..r0 + R` × tokens `j0..j0 + T`:
+/// `out[i · n + j] = Σ_g s[r0 + i, g] · Σ_{c ∈ g} t[r0 + i, c] · x[j, c]`.
+///
+/// Each mask loaded into a `k` register serves all `T` tokens.
 ///
 /// # Safety
 /// AVX-512F/BW/VL and FMA must be available; `r0 + R ≤ rows`, `x.len() = n · cols`,
-/// `out.len() = R · n`.
+/// `out.len() = R · n`, `j0 + T ≤ n`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn f32_rows<const R: usize>(
+unsafe fn f32_tile<const R: usize, const T: usize>(
     m: &TernaryMatrix,
     x: &[f32],
     n: usize,
     r0: usize,
+    j0: usize,
     out: &mut [f32],
 ) {
     let cols = m.cols();
@@ -68,59 +107,70 @@ unsafe fn f32_rows<const R: usize>(
     let plus: [*const u16; R] = std::array::from_fn(|i| m.plus()[(r0 + i) * wpr..].as_ptr().cast());
     let minus: [*const u16; R] =
         std::array::from_fn(|i| m.minus()[(r0 + i) * wpr..].as_ptr().cast());
-    for j in 0..n {
-        let xj = &x[j * cols..(j + 1) * cols];
-        let mut total = [_mm512_setzero_ps(); R];
-        for g in 0..groups {
-            let c0 = g * gcols;
-            let c1 = (c0 + gcols).min(cols);
-            let mut accp = [_mm512_setzero_ps(); R];
-            let mut accm = [_mm512_setzero_ps(); R];
-            let h1 = c1 / 16;
-            for h in c0 / 16..h1 {
-                // SAFETY: columns 16h..16h + 16 ≤ c1 ≤ cols lie in `xj`; chunk h < cols / 16
-                // lies inside the row's plane words (2 · words_per_row chunks).
-                let (xv, kp, km) = unsafe {
-                    let xv = _mm512_loadu_ps(xj.as_ptr().add(16 * h));
-                    let kp: [u16; R] = std::array::from_fn(|i| *plus[i].add(h));
-                    let km: [u16; R] = std::array::from_fn(|i| *minus[i].add(h));
-                    (xv, kp, km)
-                };
-                for i in 0..R {
-                    accp[i] = _mm512_mask_add_ps(accp[i], kp[i], accp[i], xv);
-                    accm[i] = _mm512_mask_add_ps(accm[i], km[i], accm[i], xv);
-                }
-            }
-            let tail = c1 - 16 * h1;
-            if tail != 0 {
-                let k = ((1u32 << tail) - 1) as u16;
-                // SAFETY: the masked load touches only columns 16h1..c1 of `xj`; chunk h1
-                // holds column c1 - 1 < cols, so it lies inside the plane words.
-                let (xv, kp, km) = unsafe {
-                    let xv = _mm512_maskz_loadu_ps(k, xj.as_ptr().add(16 * h1));
-                    let kp: [u16; R] = std::array::from_fn(|i| *plus[i].add(h1));
-                    let km: [u16; R] = std::array::from_fn(|i| *minus[i].add(h1));
-                    (xv, kp, km)
-                };
-                for i in 0..R {
-                    accp[i] = _mm512_mask_add_ps(accp[i], kp[i], accp[i], xv);
-                    accm[i] = _mm512_mask_add_ps(accm[i], km[i], accm[i], xv);
-                }
-            }
+    let xs: [&[f32]; T] = std::array::from_fn(|t| &x[(j0 + t) * cols..(j0 + t + 1) * cols]);
+    let mut total = [[_mm512_setzero_ps(); T]; R];
+    for g in 0..groups {
+        let c0 = g * gcols;
+        let c1 = (c0 + gcols).min(cols);
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let h1 = c1.div_ceil(16);
+        for h in c0 / 16..h1 {
+            let lanes = (c1 - 16 * h).min(16);
+            let k = ((1u32 << lanes) - 1) as u16;
+            // SAFETY: the (masked) loads touch columns 16h..16h + lanes ≤ c1 ≤ cols of each
+            // token row; chunk h holds a column < cols, so it lies inside the plane words.
+            let (xv, kp, km) = unsafe {
+                let xv: [__m512; T] = std::array::from_fn(|t| {
+                    if lanes == 16 {
+                        _mm512_loadu_ps(xs[t].as_ptr().add(16 * h))
+                    } else {
+                        _mm512_maskz_loadu_ps(k, xs[t].as_ptr().add(16 * h))
+                    }
+                });
+                let kp: [u16; R] = std::array::from_fn(|i| *plus[i].add(h));
+                let km: [u16; R] = std::array::from_fn(|i| *minus[i].add(h));
+                (xv, kp, km)
+            };
             for i in 0..R {
-                let s = _mm512_set1_ps(scales[(r0 + i) * groups + g]);
-                total[i] = _mm512_fmadd_ps(_mm512_sub_ps(accp[i], accm[i]), s, total[i]);
+                for t in 0..T {
+                    acc[i][t] = _mm512_mask_add_ps(acc[i][t], kp[i], acc[i][t], xv[t]);
+                    acc[i][t] = _mm512_mask_sub_ps(acc[i][t], km[i], acc[i][t], xv[t]);
+                }
             }
         }
         for i in 0..R {
-            out[i * n + j] = _mm512_reduce_add_ps(total[i]);
+            let s = _mm512_set1_ps(scales[(r0 + i) * groups + g]);
+            for t in 0..T {
+                total[i][t] = _mm512_fmadd_ps(acc[i][t], s, total[i][t]);
+            }
+        }
+    }
+    for i in 0..R {
+        for t in 0..T {
+            out[i * n + j0 + t] = _mm512_reduce_add_ps(total[i][t]);
         }
     }
 }
 
 pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
-    if a.n() >= GEMM_MIN_TOKENS {
-        gemm_i8_blocked(t, m, a, y);
+    if a.n()
+        >= std::env::var("GMIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(GEMM_MIN_TOKENS)
+    {
+        match std::env::var("MR_SEL")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MR)
+        {
+            4 => gemm_i8_blocked::<4>(t, m, a, y),
+            6 => gemm_i8_blocked::<6>(t, m, a, y),
+            8 => gemm_i8_blocked::<8>(t, m, a, y),
+            10 => gemm_i8_blocked::<10>(t, m, a, y),
+            12 => gemm_i8_blocked::<12>(t, m, a, y),
+            _ => gemm_i8_blocked::<14>(t, m, a, y),
+        }
         return;
     }
     let n = a.n();
@@ -141,6 +191,9 @@ pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y:
 
 /// Rows `r0..r0 + R`, every token, int8: exact `i32` group sums, then the reference's `f32` order.
 ///
+/// Tokens go in blocks of up to [`TOKENS`], so each plane mask loaded into a `k` register (at
+/// most one such load per cycle) serves several tokens.
+///
 /// # Safety
 /// AVX-512F/BW/VL/VNNI must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`,
 /// `out.len() = R · a.n()`.
@@ -151,6 +204,34 @@ unsafe fn i8_rows<const R: usize>(
     r0: usize,
     out: &mut [f32],
 ) {
+    let mut j0 = 0;
+    while j0 < a.n() {
+        let t = (a.n() - j0).min(TOKENS);
+        // SAFETY: forwarded from the caller; j0 + t ≤ n.
+        unsafe {
+            match t {
+                1 => i8_tile::<R, 1>(m, a, r0, j0, out),
+                2 => i8_tile::<R, 2>(m, a, r0, j0, out),
+                3 => i8_tile::<R, 3>(m, a, r0, j0, out),
+                _ => i8_tile::<R, TOKENS>(m, a, r0, j0, out),
+            }
+        }
+        j0 += t;
+    }
+}
+
+/// Rows `r0..r0 + R` × tokens `j0..j0 + T` of [`i8_rows`].
+///
+/// # Safety
+/// As [`i8_rows`], and `j0 + T ≤ a.n()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn i8_tile<const R: usize, const T: usize>(
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    r0: usize,
+    j0: usize,
+    out: &mut [f32],
+) {
     let gw = GroupWords::of(m);
     let wpr = gw.words_per_row;
     let n = a.n();
@@ -158,54 +239,60 @@ unsafe fn i8_rows<const R: usize>(
     let plus: [&[u32]; R] = std::array::from_fn(|i| &m.plus()[(r0 + i) * wpr..(r0 + i + 1) * wpr]);
     let minus: [&[u32]; R] =
         std::array::from_fn(|i| &m.minus()[(r0 + i) * wpr..(r0 + i + 1) * wpr]);
+    // Each padded row has 32 · words_per_row bytes.
+    let q: [&[i8]; T] = std::array::from_fn(|t| a.row(j0 + t));
     let ones = _mm512_set1_epi8(1);
     let zero = _mm512_setzero_si512();
-    for j in 0..n {
-        // The padded row has 32 · words_per_row bytes.
-        let q = a.row(j);
-        let mut sum = [0f32; R];
-        for g in 0..gw.groups {
-            let words = gw.range(g);
-            let mut acc = [zero; R];
-            let mut w = words.start;
-            while w + 2 <= words.end {
-                // SAFETY: bytes 32w..32w + 64 ≤ 32 · words_per_row lie in the padded row; words
-                // w, w + 1 lie in each row's plane slice (read as one little-endian u64).
-                let (xv, kp, km) = unsafe {
-                    let xv = _mm512_loadu_si512(q.as_ptr().add(32 * w).cast());
-                    let kp: [u64; R] = std::array::from_fn(|i| {
-                        plus[i].as_ptr().add(w).cast::<u64>().read_unaligned()
-                    });
-                    let km: [u64; R] = std::array::from_fn(|i| {
-                        minus[i].as_ptr().add(w).cast::<u64>().read_unaligned()
-                    });
-                    (xv, kp, km)
-                };
-                for i in 0..R {
-                    let s = _mm512_maskz_mov_epi8(kp[i], xv);
-                    let s = _mm512_mask_sub_epi8(s, km[i], zero, xv);
-                    acc[i] = _mm512_dpbusd_epi32(acc[i], ones, s);
-                }
-                w += 2;
-            }
-            if w < words.end {
-                // SAFETY: bytes 32w..32w + 32 lie in the padded row.
-                let xv = unsafe {
-                    _mm512_zextsi256_si512(_mm256_loadu_si256(q.as_ptr().add(32 * w).cast()))
-                };
-                for i in 0..R {
-                    let s = _mm512_maskz_mov_epi8(u64::from(plus[i][w]), xv);
-                    let s = _mm512_mask_sub_epi8(s, u64::from(minus[i][w]), zero, xv);
-                    acc[i] = _mm512_dpbusd_epi32(acc[i], ones, s);
-                }
-            }
+    let mut sum = [[0f32; T]; R];
+    for g in 0..gw.groups {
+        let words = gw.range(g);
+        let mut acc = [[zero; T]; R];
+        let mut w = words.start;
+        while w + 2 <= words.end {
+            // SAFETY: bytes 32w..32w + 64 ≤ 32 · words_per_row lie in each padded row; words
+            // w, w + 1 lie in each row's plane slice (read as one little-endian u64).
+            let (xv, kp, km) = unsafe {
+                let xv: [__m512i; T] =
+                    std::array::from_fn(|t| _mm512_loadu_si512(q[t].as_ptr().add(32 * w).cast()));
+                let kp: [u64; R] =
+                    std::array::from_fn(|i| plus[i].as_ptr().add(w).cast::<u64>().read_unaligned());
+                let km: [u64; R] = std::array::from_fn(|i| {
+                    minus[i].as_ptr().add(w).cast::<u64>().read_unaligned()
+                });
+                (xv, kp, km)
+            };
             for i in 0..R {
-                let v = _mm512_reduce_add_epi32(acc[i]);
-                sum[i] += scales[(r0 + i) * gw.groups + g] * v as f32;
+                for t in 0..T {
+                    let s = _mm512_maskz_mov_epi8(kp[i], xv[t]);
+                    let s = _mm512_mask_sub_epi8(s, km[i], zero, xv[t]);
+                    acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], ones, s);
+                }
+            }
+            w += 2;
+        }
+        if w < words.end {
+            // SAFETY: bytes 32w..32w + 32 lie in each padded row.
+            let xv: [__m512i; T] = std::array::from_fn(|t| unsafe {
+                _mm512_zextsi256_si512(_mm256_loadu_si256(q[t].as_ptr().add(32 * w).cast()))
+            });
+            for i in 0..R {
+                for t in 0..T {
+                    let s = _mm512_maskz_mov_epi8(u64::from(plus[i][w]), xv[t]);
+                    let s = _mm512_mask_sub_epi8(s, u64::from(minus[i][w]), zero, xv[t]);
+                    acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], ones, s);
+                }
             }
         }
         for i in 0..R {
-            out[i * n + j] = sum[i] * a.scales()[j];
+            let sg = scales[(r0 + i) * gw.groups + g];
+            for t in 0..T {
+                sum[i][t] += sg * _mm512_reduce_add_epi32(acc[i][t]) as f32;
+            }
+        }
+    }
+    for i in 0..R {
+        for t in 0..T {
+            out[i * n + j0 + t] = sum[i][t] * a.scales()[j0 + t];
         }
     }
 }
@@ -235,7 +322,12 @@ fn pack_panels(a: &QuantizedActivations) -> Vec<u8> {
     packed
 }
 
-fn gemm_i8_blocked(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+fn gemm_i8_blocked<const MR: usize>(
+    t: Avx512,
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    y: &mut [f32],
+) {
     let n = a.n();
     let pc = a.padded_cols();
     let steps = pc / 4;
@@ -252,7 +344,7 @@ fn gemm_i8_blocked(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &m
         let mut decoded = vec![0i8; block_rows * pc];
         let mut wsum = vec![0i32; block_rows * groups];
         let mut wscale = vec![0f32; block_rows * groups];
-        let mut tile = [0f32; MR * NZ * 16];
+        let mut tile = vec![0f32; MR * NZ * 16];
         let mut rb = rows.start;
         while rb < rows.end {
             let nr = (rows.end - rb).min(block_rows);
@@ -291,9 +383,9 @@ fn gemm_i8_blocked(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &m
                     // `sums`/`sc` MR × groups values and `tile` MR × NZ × 16 floats.
                     unsafe {
                         if nz == NZ {
-                            tile_kernel::<NZ>(w, panel, steps, gw, sums, sc, ts, &mut tile);
+                            tile_kernel::<MR, NZ>(w, panel, steps, gw, sums, sc, ts, &mut tile);
                         } else {
-                            tile_kernel::<1>(w, panel, steps, gw, sums, sc, ts, &mut tile);
+                            tile_kernel::<MR, 1>(w, panel, steps, gw, sums, sc, ts, &mut tile);
                         }
                     }
                     let width = 16 * nz;
@@ -345,7 +437,7 @@ unsafe fn decode_rows_impl(m: &TernaryMatrix, r0: usize, nr: usize, out: &mut [i
 /// and the group word ranges end at or before `steps / 8` words.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_kernel<const Z: usize>(
+unsafe fn tile_kernel<const MR: usize, const Z: usize>(
     w: &[i8],
     panel: &[u8],
     steps: usize,
