@@ -228,11 +228,12 @@ fn gemm_i8_should_match_reference_bit_for_bit_on_edge_shapes() {
 fn gemm_i8_should_match_reference_for_every_scale_layout_and_batch() {
     let (mut rng, seed) = rng();
     for layout in LAYOUTS {
-        // Batches past 16 and 32 exercise the blocked GEMM path and its token tails.
+        // Batches of 11..=16 and past 16 and 32 exercise the blocked GEMM paths and their tails.
         for (rows, cols, n) in [
             (37, 576, 1),
             (20, 1536, 3),
             (65, 200, 8),
+            (41, 700, 13),
             (29, 1000, 17),
             (50, 333, 70),
         ] {

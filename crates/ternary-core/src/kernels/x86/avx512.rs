@@ -26,11 +26,11 @@ const ROWS: usize = 4;
 /// Tokens sharing each mask load in the few-token int8 kernel.
 const TOKENS: usize = 4;
 /// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
-const GEMM_MIN_TOKENS: usize = 8;
+const GEMM_MIN_TOKENS: usize = 11;
 /// Plane bytes per block of rows in the `f32` kernel.
 const MASK_BLOCK_BYTES: usize = 256 << 10;
 /// Rows of the GEMM register tile (weights broadcast).
-const MR: usize = 12;
+const MR: usize = 6;
 /// 16-token panels of the GEMM register tile (activations in lanes).
 const NZ: usize = 2;
 /// Bytes of decoded weights per block of rows (kept in L2 while all tokens pass over it).
@@ -153,24 +153,13 @@ unsafe fn f32_tile<const R: usize, const T: usize>(
 }
 
 pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
-    if a.n()
-        >= std::env::var("GMIN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(GEMM_MIN_TOKENS)
-    {
-        match std::env::var("MR_SEL")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(MR)
-        {
-            4 => gemm_i8_blocked::<4>(t, m, a, y),
-            6 => gemm_i8_blocked::<6>(t, m, a, y),
-            8 => gemm_i8_blocked::<8>(t, m, a, y),
-            10 => gemm_i8_blocked::<10>(t, m, a, y),
-            12 => gemm_i8_blocked::<12>(t, m, a, y),
-            _ => gemm_i8_blocked::<14>(t, m, a, y),
-        }
+    if a.n() > 16 {
+        gemm_i8_blocked::<MR>(t, m, a, y);
+        return;
+    }
+    if a.n() >= GEMM_MIN_TOKENS {
+        // One 16-token panel: more rows per tile keep enough dot products in flight.
+        gemm_i8_blocked::<{ 2 * MR }>(t, m, a, y);
         return;
     }
     let n = a.n();
