@@ -1,9 +1,15 @@
 //! AVX-512 kernels (F, BW, VL, VNNI, VPOPCNTDQ).
 //!
-//! - `f32`: plane bits are loaded straight into `k` registers; `acc⁺ += x` and `acc⁻ += x`
-//!   are masked adds, four rows per load of `x`.
+//! - `f32`: plane bits are loaded straight into `k` registers (16 columns each);
+//!   `acc = mask_add(acc, k⁺, x)`, `acc = mask_sub(acc, k⁻, x)`; four rows per load of `x`
+//!   and two tokens per mask load, over row blocks whose planes stay in L2.
 //! - int8, few tokens: per 64 columns, `s = maskz_mov(k⁺, q)`, `s = mask_sub(s, k⁻, 0, q)`
-//!   (`q ∈ [-127, 127]`, so `-q` never overflows), `acc = dpbusd(acc, 1, s)`.
+//!   (`q ∈ [-127, 127]`, so `-q` never overflows), `acc = dpbusd(acc, 1, s)`; four rows per
+//!   load of `q`, up to four tokens per mask load.
+//!
+//! Loads into mask registers issue at most about one per cycle on the machines measured, which
+//! bounds both mask-based kernels at one token (two loads per 64 weights of a row for int8,
+//! per 16 weights for f32).
 //! - int8, many tokens: weights are decoded once per block of rows to `i8` and reused for
 //!   every token; activations are packed as `u8 = q + 128` in panels of 16 tokens so one
 //!   `dpbusd` multiplies 4 columns of 16 tokens by a broadcast of 4 weights. The offset is
