@@ -292,7 +292,8 @@ fn random_inputs_never_give_nan_or_inf() {
         for case in 0..1000 {
             let rows = rng.random_range(0..24);
             let cols = rng.random_range(0..200);
-            let n = rng.random_range(1..5);
+            // Up to 20 tokens, so the blocked GEMM kernels are among those checked.
+            let n = rng.random_range(1..21);
             let layout = LAYOUTS[case % LAYOUTS.len()];
             let m = random_matrix(&mut rng, rows, cols, layout);
             let x = random_f32(&mut rng, n * cols);
