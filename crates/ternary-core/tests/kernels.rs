@@ -180,7 +180,8 @@ fn gemm_f32_should_match_reference_on_edge_shapes() {
     for (i, (rows, cols)) in edge_shapes().into_iter().enumerate() {
         let layout = LAYOUTS[i % LAYOUTS.len()];
         let m = random_matrix(&mut rng, rows, cols, layout);
-        for n in [1, 3, 8] {
+        // 20 tokens take the blocked GEMM path of the fast levels.
+        for n in [1, 3, 8, 20] {
             if rows * cols * n > 1536 * 576 * 3 {
                 continue;
             }
@@ -212,7 +213,8 @@ fn gemm_i8_should_match_reference_bit_for_bit_on_edge_shapes() {
     for (i, (rows, cols)) in edge_shapes().into_iter().enumerate() {
         let layout = LAYOUTS[(i + 2) % LAYOUTS.len()];
         let m = random_matrix(&mut rng, rows, cols, layout);
-        for n in [1, 3, 8] {
+        // 20 tokens take the blocked GEMM path of the fast levels.
+        for n in [1, 3, 8, 20] {
             if rows * cols * n > 1536 * 576 * 3 {
                 continue;
             }
@@ -290,7 +292,8 @@ fn random_inputs_never_give_nan_or_inf() {
         for case in 0..1000 {
             let rows = rng.random_range(0..24);
             let cols = rng.random_range(0..200);
-            let n = rng.random_range(1..5);
+            // Up to 20 tokens, so the blocked GEMM kernels are among those checked.
+            let n = rng.random_range(1..21);
             let layout = LAYOUTS[case % LAYOUTS.len()];
             let m = random_matrix(&mut rng, rows, cols, layout);
             let x = random_f32(&mut rng, n * cols);
@@ -509,10 +512,11 @@ fn long_rows_cross_the_kernels_row_blocks() {
         ScaleLayout::PerGroup { group_size: 128 },
     ] {
         let m = random_matrix(&mut rng, 150, 14336, layout);
-        let x = random_f32(&mut rng, 3 * 14336);
+        let x = random_f32(&mut rng, 20 * 14336);
         let a = random_q(&mut rng, 20, 14336);
         for &level in &Level::available() {
-            check_f32(level, &m, &x, 3, seed);
+            check_f32(level, &m, &x[..3 * 14336], 3, seed);
+            check_f32(level, &m, &x, 20, seed);
             check_i8(level, &m, &a, seed);
         }
     }

@@ -1,11 +1,16 @@
 //! Fast CPU kernels with run-time SIMD dispatch.
 //!
 //! - [`gemm_f32`] / [`gemv_f32`]: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]` with `f32`
-//!   activations (no multiplications by weights: masked adds and subtracts).
+//!   activations: masked adds and subtracts of `x` for few tokens; for many tokens (AVX-512)
+//!   blocks of weights are decoded to `f32` once and multiplied by FMA.
 //! - [`gemm_i8`]: the same product with per-token int8 activations, exact `i32`
 //!   accumulators per row and group, then the `f32` scaling order of
 //!   [`reference::gemm_i8`](crate::reference::gemm_i8), so results match it bit for bit.
+//!   Few tokens: masked `q`/`−q` selection and VNNI sums; many tokens (AVX-512): weights
+//!   decoded to `i8` once per block of rows, then a register-tiled VNNI GEMM.
 //! - [`ternary_dot`] / [`binary_dot`]: popcount dot products of bit-planes.
+//!
+//! AMX is never used (it faults on some machines that advertise it).
 //!
 //! Every entry point has a `*_with(level, ...)` twin that runs a chosen [`Level`] (an error if
 //! this CPU lacks it); the plain functions use [`Level::detect`], computed once and cached.

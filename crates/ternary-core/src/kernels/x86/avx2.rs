@@ -19,23 +19,53 @@ use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations.
 const ROWS: usize = 4;
+/// Plane bytes per block of rows kept in cache while every token passes over it.
+const BLOCK_BYTES: usize = 256 << 10;
 /// Words summed in `i16` lanes before widening: `64 · 2 · 127 < 2¹⁵`.
 const I16_WORDS: usize = 64;
 
 pub(super) fn gemm_f32(_t: Avx2, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    let block = row_block(m);
     par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
-        by_row_blocks(
-            rows,
-            n,
-            ROWS,
-            out,
-            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
-            // `x` holds `n × cols` values and `o` holds `ROWS × n` outputs.
-            |r, o| unsafe { f32_rows::<ROWS>(m, x, n, r, o) },
-            // SAFETY: as above, for one row.
-            |r, o| unsafe { f32_rows::<1>(m, x, n, r, o) },
-        );
+        by_token_in_row_blocks(rows, n, block, out, |sub, j, o| {
+            by_row_blocks(
+                sub,
+                n,
+                ROWS,
+                o,
+                // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
+                // `x` holds `n × cols` values, `o` holds `ROWS × n` outputs and `j < n`.
+                |r, o| unsafe { f32_rows::<ROWS>(m, x, n, j, r, o) },
+                // SAFETY: as above, for one row.
+                |r, o| unsafe { f32_rows::<1>(m, x, n, j, r, o) },
+            )
+        });
     });
+}
+
+/// Rows per cache block: their plane words (both planes) fill about [`BLOCK_BYTES`].
+fn row_block(m: &TernaryMatrix) -> usize {
+    (BLOCK_BYTES / (8 * m.words_per_row()).max(1) / ROWS).max(1) * ROWS
+}
+
+/// For each block of rows (see [`row_block`]) and each token `j`, calls `f(block_rows, j, out)`
+/// with `out` the block's `rows × n` outputs, so a block's planes stay in cache for all tokens.
+fn by_token_in_row_blocks(
+    rows: std::ops::Range<usize>,
+    n: usize,
+    block: usize,
+    out: &mut [f32],
+    mut f: impl FnMut(std::ops::Range<usize>, usize, &mut [f32]),
+) {
+    let mut b0 = rows.start;
+    while b0 < rows.end {
+        let b1 = (b0 + block).min(rows.end);
+        let out_b = &mut out[(b0 - rows.start) * n..(b1 - rows.start) * n];
+        for j in 0..n {
+            f(b0..b1, j, out_b);
+        }
+        b0 = b1;
+    }
 }
 
 /// Sum of the eight lanes.
@@ -58,13 +88,17 @@ fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// Rows `r0..r0 + R`, token `j`: `out[i · n + j] = Σ_g s[r0 + i, g] · Σ_{c ∈ g} t · x[j, c]`.
+///
 /// # Safety
-/// AVX2 and FMA must be available; `r0 + R ≤ rows`, `x.len() = n · cols`, `out.len() = R · n`.
+/// AVX2 and FMA must be available; `r0 + R ≤ rows`, `x.len() = n · cols`, `out.len() = R · n`,
+/// `j < n`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn f32_rows<const R: usize>(
     m: &TernaryMatrix,
     x: &[f32],
     n: usize,
+    j: usize,
     r0: usize,
     out: &mut [f32],
 ) {
@@ -86,7 +120,7 @@ unsafe fn f32_rows<const R: usize>(
     ];
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let zero = _mm256_setzero_ps();
-    for j in 0..n {
+    {
         let xj = &x[j * cols..(j + 1) * cols];
         let mut total = [zero; R];
         for g in 0..groups {
@@ -133,18 +167,21 @@ unsafe fn f32_rows<const R: usize>(
 
 pub(super) fn gemm_i8(_t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
     let n = a.n();
+    let block = row_block(m);
     par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
-        by_row_blocks(
-            rows,
-            n,
-            ROWS,
-            out,
-            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`
-            // and `o` holds `ROWS × n` outputs; `a.cols() == m.cols()` was checked.
-            |r, o| unsafe { i8_rows::<ROWS>(m, a, r, o) },
-            // SAFETY: as above, for one row.
-            |r, o| unsafe { i8_rows::<1>(m, a, r, o) },
-        );
+        by_token_in_row_blocks(rows, n, block, out, |sub, j, o| {
+            by_row_blocks(
+                sub,
+                n,
+                ROWS,
+                o,
+                // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
+                // `o` holds `ROWS × n` outputs, `j < n`; `a.cols() == m.cols()` was checked.
+                |r, o| unsafe { i8_rows::<ROWS>(m, a, j, r, o) },
+                // SAFETY: as above, for one row.
+                |r, o| unsafe { i8_rows::<1>(m, a, j, r, o) },
+            )
+        });
     });
 }
 
@@ -161,12 +198,16 @@ fn expand_bits(word: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits)
 }
 
+/// Rows `r0..r0 + R`, token `j`, int8: exact `i32` group sums, then the reference's `f32` order.
+///
 /// # Safety
-/// AVX2 must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`, `out.len() = R · a.n()`.
+/// AVX2 must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`, `out.len() = R · a.n()`,
+/// `j < a.n()`.
 #[target_feature(enable = "avx2")]
 unsafe fn i8_rows<const R: usize>(
     m: &TernaryMatrix,
     a: &QuantizedActivations,
+    j: usize,
     r0: usize,
     out: &mut [f32],
 ) {
@@ -180,7 +221,7 @@ unsafe fn i8_rows<const R: usize>(
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_si256();
-    for j in 0..n {
+    {
         let q = a.row(j);
         let mut sum = [0f32; R];
         for g in 0..gw.groups {

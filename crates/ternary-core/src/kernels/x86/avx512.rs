@@ -1,9 +1,15 @@
 //! AVX-512 kernels (F, BW, VL, VNNI, VPOPCNTDQ).
 //!
-//! - `f32`: plane bits are loaded straight into `k` registers; `acc⁺ += x` and `acc⁻ += x`
-//!   are masked adds, four rows per load of `x`.
+//! - `f32`: plane bits are loaded straight into `k` registers (16 columns each);
+//!   `acc = mask_add(acc, k⁺, x)`, `acc = mask_sub(acc, k⁻, x)`; four rows per load of `x`
+//!   and two tokens per mask load, over row blocks whose planes stay in L2.
 //! - int8, few tokens: per 64 columns, `s = maskz_mov(k⁺, q)`, `s = mask_sub(s, k⁻, 0, q)`
-//!   (`q ∈ [-127, 127]`, so `-q` never overflows), `acc = dpbusd(acc, 1, s)`.
+//!   (`q ∈ [-127, 127]`, so `-q` never overflows), `acc = dpbusd(acc, 1, s)`; four rows per
+//!   load of `q`, up to four tokens per mask load.
+//!
+//! Loads into mask registers issue at most about one per cycle on the machines measured, which
+//! bounds both mask-based kernels at one token (two loads per 64 weights of a row for int8,
+//! per 16 weights for f32).
 //! - int8, many tokens: weights are decoded once per block of rows to `i8` and reused for
 //!   every token; activations are packed as `u8 = q + 128` in panels of 16 tokens so one
 //!   `dpbusd` multiplies 4 columns of 16 tokens by a broadcast of 4 weights. The offset is
@@ -29,6 +35,14 @@ const TOKENS: usize = 4;
 const GEMM_MIN_TOKENS: usize = 11;
 /// Plane bytes per block of rows in the `f32` kernel.
 const MASK_BLOCK_BYTES: usize = 256 << 10;
+/// From this many tokens on, the `f32` path decodes scaled weights and runs an FMA GEMM.
+const F32_GEMM_MIN_TOKENS: usize = 16;
+/// Rows of the `f32` GEMM register tile (12 rows × 32 tokens = 24 accumulators).
+const F32_MR: usize = 12;
+/// Rows of decoded `f32` weights per cache block.
+const F32_MC: usize = 192;
+/// Columns per cache block of the `f32` GEMM (a multiple of 64).
+const F32_KC: usize = 256;
 /// Rows of the GEMM register tile (weights broadcast).
 const MR: usize = 6;
 /// 16-token panels of the GEMM register tile (activations in lanes).
@@ -36,7 +50,11 @@ const NZ: usize = 2;
 /// Bytes of decoded weights per block of rows (kept in L2 while all tokens pass over it).
 const DECODED_BLOCK_BYTES: usize = 1 << 20;
 
-pub(super) fn gemm_f32(_t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+pub(super) fn gemm_f32(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    if n >= F32_GEMM_MIN_TOKENS {
+        gemm_f32_blocked(t, m, x, n, y);
+        return;
+    }
     // Rows whose plane words (both planes) fill about 256 KiB of L2; every token pair passes
     // over such a block before the next block is read, so neither x nor the planes stream
     // from L3 once per few rows.
@@ -282,6 +300,197 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
     for i in 0..R {
         for t in 0..T {
             out[i * n + j0 + t] = sum[i][t] * a.scales()[j0 + t];
+        }
+    }
+}
+
+/// `f32` GEMM with decoded weights: `w[r, c] = s[r, g(c)] · t[r, c]` is written out as `f32`
+/// for a block of `F32_MC` rows × `F32_KC` columns (L2), activations are packed in panels of
+/// 16 tokens (`x[j, c]` at `(p · pc + c) · 16 + j mod 16`), and a `F32_MR × 32` register
+/// tile accumulates `y += w · x` with broadcast FMAs, reading and writing `out` per block.
+fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    let cols = m.cols();
+    let pc = 32 * m.words_per_row();
+    let panels = n.div_ceil(16);
+    let mut packed = vec![0f32; panels * pc * 16];
+    if pc > 0 {
+        packed
+            .par_chunks_mut(pc * 16)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for t in 0..16.min(n - 16 * p) {
+                    let row = &x[(16 * p + t) * cols..(16 * p + t + 1) * cols];
+                    for (dst, &v) in panel.chunks_exact_mut(16).zip(row) {
+                        dst[t] = v;
+                    }
+                }
+            });
+    }
+    par_rows(m.rows(), cols, n, F32_MR, y, |rows, out| {
+        out.fill(0.0);
+        let mut decoded = vec![0f32; F32_MC * F32_KC];
+        let mut b0 = rows.start;
+        while b0 < rows.end {
+            let nr = (rows.end - b0).min(F32_MC);
+            for k0 in (0..pc).step_by(F32_KC) {
+                let kc = (pc - k0).min(F32_KC);
+                decode_scaled_rows(t, m, b0, nr, k0, kc, &mut decoded);
+                for p in (0..panels).step_by(2) {
+                    let nz = (panels - p).min(2);
+                    let panel = &packed[(p * pc + k0) * 16..];
+                    for ib in (0..nr).step_by(F32_MR) {
+                        let w = &decoded[ib * F32_KC..];
+                        let rows_here = (nr - ib).min(F32_MR);
+                        let first = (b0 - rows.start + ib) * n + 16 * p;
+                        let tokens = (n - 16 * p).min(32);
+                        // SAFETY: the token proves the CPU features; `w` holds `rows_here`
+                        // rows of `kc ≤ F32_KC` weights at stride F32_KC, `panel` `nz` panels of
+                        // `kc` columns at stride `pc · 16`, and `out` the `rows_here × tokens`
+                        // outputs from `first` at stride `n`.
+                        unsafe {
+                            if nz == 2 {
+                                fma_tile::<2>(
+                                    w,
+                                    panel,
+                                    pc * 16,
+                                    kc,
+                                    out,
+                                    first,
+                                    n,
+                                    rows_here,
+                                    tokens,
+                                );
+                            } else {
+                                fma_tile::<1>(
+                                    w,
+                                    panel,
+                                    pc * 16,
+                                    kc,
+                                    out,
+                                    first,
+                                    n,
+                                    rows_here,
+                                    tokens,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            b0 += nr;
+        }
+    });
+}
+
+/// Writes `w[r, c] = s[r, g(c)] · t[r, c]` for rows `r0..r0 + nr`, columns `k0..k0 + kc`
+/// into `out[(r − r0) · F32_KC + c − k0]`.
+fn decode_scaled_rows(
+    _t: Avx512,
+    m: &TernaryMatrix,
+    r0: usize,
+    nr: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: the token proves AVX-512F/BW.
+    unsafe { decode_scaled_rows_impl(m, r0, nr, k0, kc, out) }
+}
+
+/// # Safety
+/// AVX-512F/BW must be available; `r0 + nr ≤ rows`, `nr ≤ F32_MC`, `k0` and `kc` multiples of
+/// 16 with `k0 + kc ≤ 32 · words_per_row`, `kc ≤ F32_KC`, `out.len() ≥ nr · F32_KC`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn decode_scaled_rows_impl(
+    m: &TernaryMatrix,
+    r0: usize,
+    nr: usize,
+    k0: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
+    let layout = m.scales().layout();
+    let groups = layout.groups_per_row(m.cols());
+    // Columns per scale; a 16-column chunk never straddles two groups (groups are multiples of 32).
+    let gcols = layout.group_len(m.cols()).max(1);
+    let scales = m.scales().values();
+    for i in 0..nr {
+        let (p, mi) = m.row_planes(r0 + i);
+        let s = &scales[(r0 + i) * groups..(r0 + i + 1) * groups];
+        let row = &mut out[i * F32_KC..i * F32_KC + kc];
+        for (h, dst) in row.chunks_exact_mut(16).enumerate() {
+            let c = k0 + 16 * h;
+            let (word, shift) = (c / 32, c % 32);
+            let kp = (p[word] >> shift) as u16;
+            let km = (mi[word] >> shift) as u16;
+            // Padding columns past the last group have zero bits; any scale will do.
+            let sg = s.get(c / gcols).copied().unwrap_or(0.0);
+            let v = _mm512_mask_mov_ps(
+                _mm512_maskz_mov_ps(kp, _mm512_set1_ps(sg)),
+                km,
+                _mm512_set1_ps(-sg),
+            );
+            // SAFETY: `dst` holds 16 floats.
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) };
+        }
+    }
+}
+
+/// `out[first + i · n + t] += Σ_k w[i · F32_KC + k] · panel[z · pstride + k · 16 + t mod 16]`
+/// for rows `i < rows` and tokens `t < tokens` (`t = 16z + lane`).
+///
+/// # Safety
+/// AVX-512F must be available; `w` holds `rows ≤ F32_MR` rows of `kc` floats at stride
+/// `F32_KC`; `panel` holds `Z` panels of `kc · 16` floats at stride `pstride`;
+/// `out[first + i · n .. + tokens]` is in bounds for `i < rows`; `tokens ≤ 16 · Z`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_tile<const Z: usize>(
+    w: &[f32],
+    panel: &[f32],
+    pstride: usize,
+    kc: usize,
+    out: &mut [f32],
+    first: usize,
+    n: usize,
+    rows: usize,
+    tokens: usize,
+) {
+    let lanes: [u16; Z] = std::array::from_fn(|z| {
+        let l = tokens.saturating_sub(16 * z).min(16);
+        ((1u32 << l) - 1) as u16
+    });
+    let mut acc = [[_mm512_setzero_ps(); Z]; F32_MR];
+    let wp = w.as_ptr();
+    let pp = panel.as_ptr();
+    // Rows past `rows` read row 0 again (their results are dropped).
+    let row_at: [usize; F32_MR] = std::array::from_fn(|i| if i < rows { i * F32_KC } else { 0 });
+    for k in 0..kc {
+        // SAFETY: k < kc: panel floats z · pstride + 16k .. +16 and weight i · F32_KC + k are
+        // in bounds.
+        unsafe {
+            let xv: [__m512; Z] =
+                std::array::from_fn(|z| _mm512_loadu_ps(pp.add(z * pstride + 16 * k)));
+            for i in 0..F32_MR {
+                let wv = _mm512_set1_ps(*wp.add(row_at[i] + k));
+                for z in 0..Z {
+                    acc[i][z] = _mm512_fmadd_ps(wv, xv[z], acc[i][z]);
+                }
+            }
+        }
+    }
+    for i in 0..rows {
+        for z in 0..Z {
+            if lanes[z] == 0 {
+                continue;
+            }
+            let at = first + i * n + 16 * z;
+            // SAFETY: the masked lanes are tokens 16z.. < tokens, inside out[first + i · n ..].
+            unsafe {
+                let o = out.as_mut_ptr().add(at);
+                let v = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes[z], o), acc[i][z]);
+                _mm512_mask_storeu_ps(o, lanes[z], v);
+            }
         }
     }
 }
