@@ -1,8 +1,9 @@
 //! Per-token int8 quantization of activations for the int8 GEMV/GEMM path.
 //!
 //! For token `j` with values `x[j, ·]`: `a_j = max_c |x[j, c]|`, `s_j = a_j / 127`,
-//! `q[j, c] = round(x[j, c] / s_j)` (ties away from zero) in `[-127, 127]`; `s_j = 0` and
-//! `q = 0` for an all-zero token. `-128` never occurs, so `-q` is always representable.
+//! `q[j, c] = round(x[j, c] / s_j)` (ties to even, as IEEE-754's default rounding) in
+//! `[-127, 127]`; `s_j = 0` and `q = 0` for an all-zero token. `-128` never occurs, so `-q` is
+//! always representable.
 
 use crate::error::{Result, TernaryError, check_finite};
 use crate::matrix::ROW_ALIGN;
@@ -34,7 +35,10 @@ impl QuantizedActivations {
         let mut scales = vec![0f32; n];
         for j in 0..n {
             let row = &x[j * cols..(j + 1) * cols];
-            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // Finite input: a plain comparison lets the compiler vectorise the max.
+            let amax = row
+                .iter()
+                .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
             if amax == 0.0 {
                 continue;
             }
@@ -42,7 +46,7 @@ impl QuantizedActivations {
             let inv = 127.0 / amax;
             scales[j] = s;
             for (q, &v) in data[j * padded_cols..].iter_mut().zip(row) {
-                *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                *q = round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
             }
         }
         Ok(Self {
@@ -121,6 +125,17 @@ impl QuantizedActivations {
     }
 }
 
+/// Rounds `v` to the nearest integer, ties to even, for `|v| < 2^22`.
+///
+/// Adding and subtracting `1.5 · 2^23` makes the FPU's round-to-nearest-even do the work in two
+/// plain additions (SSE2 on any x86-64), where `f32::round_ties_even` would be a libm call
+/// without SSE4.1. Exact for the values used here (`|v| ≤ 127` plus rounding error).
+#[inline(always)]
+fn round_ties_even_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (v + MAGIC) - MAGIC
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +149,28 @@ mod tests {
         assert!(q.row(0)[3..].iter().all(|&v| v == 0));
         assert_eq!(&q.row(1)[..3], &[0, 127, -127]);
         assert_eq!(q.scales(), &[1.0 / 127.0, 2.0 / 127.0]);
+    }
+
+    #[test]
+    fn magic_rounding_matches_round_ties_even() {
+        let mut v = -200.0f32;
+        while v <= 200.0 {
+            assert_eq!(round_ties_even_small(v), v.round_ties_even(), "{v}");
+            v += 0.125;
+        }
+        for v in [
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            126.5,
+            -126.5,
+            0.499_999_97,
+            63.500_004,
+        ] {
+            assert_eq!(round_ties_even_small(v), v.round_ties_even(), "{v}");
+        }
     }
 
     #[test]
