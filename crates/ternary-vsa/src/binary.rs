@@ -10,7 +10,8 @@ use crate::error::{Result, VsaError, check_dim, same_dim};
 use crate::rng::Rng;
 use crate::sliced::SlicedCounts;
 use crate::ternary::TernaryHv;
-use crate::words::{clear_padding, padding_violation, rotate, words_for};
+use crate::bundle::CountBundle;
+use crate::words::{BIPOLAR, BIT_MASK, clear_padding, padding_violation, rotate, words_for, zip_bytes};
 use crate::{Hypervector, sealed};
 
 /// A `D`-dimensional binary hypervector on `⌈D / 32⌉` `u32` words; padding bits are zero.
@@ -210,45 +211,40 @@ impl Hypervector for BinaryHv {
 }
 
 impl sealed::Sealed for BinaryHv {
-    fn accumulate(&self, sums: &mut [i32], weight: i32) {
-        let (full, rest) = sums.as_chunks_mut::<32>();
-        for (chunk, &w) in full.iter_mut().zip(&self.words) {
-            for (j, s) in chunk.iter_mut().enumerate() {
-                *s += if w & (1 << j) != 0 { weight } else { -weight };
-            }
-        }
-        if let Some(&w) = self.words.get(full.len()) {
-            for (j, s) in rest.iter_mut().enumerate() {
-                *s += if w & (1 << j) != 0 { weight } else { -weight };
-            }
+    fn accumulate(&self, sums: &mut [i32], subtract: bool) {
+        // sums += ±(2b − 1), 8 lanes per table row.
+        if subtract {
+            zip_bytes(&self.words, &self.words, sums, |l, b, _| {
+                for (s, t) in l.iter_mut().zip(&BIPOLAR[b as usize]) {
+                    *s -= t;
+                }
+            });
+        } else {
+            zip_bytes(&self.words, &self.words, sums, |l, b, _| {
+                for (s, t) in l.iter_mut().zip(&BIPOLAR[b as usize]) {
+                    *s += t;
+                }
+            });
         }
     }
 
     fn bind_counts(&self, sums: &mut [i32]) {
-        // XOR with a bit 1 flips the bit, i.e. negates its ±1 value.
-        let (full, rest) = sums.as_chunks_mut::<32>();
-        for (chunk, &w) in full.iter_mut().zip(&self.words) {
-            for (j, s) in chunk.iter_mut().enumerate() {
-                *s = if w & (1 << j) != 0 { -*s } else { *s };
+        // XOR with a bit 1 flips the bit, i.e. negates its ±1 value: s ← (s ⊕ m) − m.
+        zip_bytes(&self.words, &self.words, sums, |l, b, _| {
+            for (s, m) in l.iter_mut().zip(&BIT_MASK[b as usize]) {
+                *s = (*s ^ m) - m;
             }
-        }
-        if let Some(&w) = self.words.get(full.len()) {
-            for (j, s) in rest.iter_mut().enumerate() {
-                *s = if w & (1 << j) != 0 { -*s } else { *s };
-            }
-        }
+        });
+    }
+
+    fn unbind_query(&self, counts: &CountBundle, sliced: &SlicedCounts) -> Result<SlicedCounts> {
+        same_dim(counts.dim(), self.dim)?;
+        sliced.bind(self)
     }
 
     fn dot_sliced(&self, counts: &SlicedCounts, sum: i64) -> Result<i64> {
         same_dim(counts.dim(), self.dim)?;
-        // Σ uᵢ ĉᵢ = offset·S + Σ_b 2^b · Σᵢ bit_b(uᵢ − offset)·ĉᵢ, and for a 0/1 plane P,
-        // Σᵢ Pᵢ ĉᵢ = (⟨P̂, ĉ⟩ + S) / 2 with S = Σ ĉᵢ.
-        let mut acc = counts.offset() * sum;
-        for (b, plane) in counts.planes().iter().enumerate() {
-            let d = kernels::binary_dot(plane, &self.words, self.dim)?;
-            acc += ((d + sum) / 2) << b;
-        }
-        Ok(acc)
+        counts.dot_binary(&self.words, sum)
     }
 }
 

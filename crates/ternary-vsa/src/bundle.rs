@@ -82,14 +82,16 @@ impl Load {
 
 /// A `D`-dimensional count bundle: `i32` accumulators `Cᵢ = Σⱼ wⱼ·xⱼ,ᵢ`.
 ///
-/// Each addition changes every accumulator by at most `1`; the bundle refuses more than
-/// `i32::MAX` additions in total, so the counts never overflow.
+/// The bundle tracks an upper bound on `maxᵢ |Cᵢ|` (each addition raises it by at most `1`) and
+/// refuses any operation that could take a count past `±i32::MAX`, so the counts never overflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CountBundle {
     dim: usize,
     sums: Vec<i32>,
     added: usize,
     removed: usize,
+    /// Upper bound on `maxᵢ |Cᵢ|`, at most `i32::MAX`.
+    bound: u64,
     limit: Option<CapacityLimit>,
 }
 
@@ -102,6 +104,7 @@ impl CountBundle {
             sums: vec![0; dim],
             added: 0,
             removed: 0,
+            bound: 0,
             limit: None,
         })
     }
@@ -113,14 +116,22 @@ impl CountBundle {
         Ok(b)
     }
 
-    /// A bundle from raw counts that stand for `items` bundled vectors (`D = sums.len() ≥ 1`).
+    /// A bundle from raw counts that stand for `items` bundled vectors (`D = sums.len() ≥ 1`;
+    /// `i32::MIN` is rejected because its negation, needed by [`bind`](Self::bind), overflows).
     pub fn from_sums(sums: Vec<i32>, items: usize) -> Result<Self> {
         check_dim(sums.len())?;
+        if let Some(i) = sums.iter().position(|&c| c == i32::MIN) {
+            return Err(VsaError::invalid(format!(
+                "count {i} is i32::MIN; counts must lie in [-i32::MAX, i32::MAX]"
+            )));
+        }
+        let bound = sums.iter().map(|c| u64::from(c.unsigned_abs())).max().unwrap_or(0);
         Ok(Self {
             dim: sums.len(),
             sums,
             added: items,
             removed: 0,
+            bound,
             limit: None,
         })
     }
@@ -162,10 +173,11 @@ impl CountBundle {
         }
     }
 
-    fn check_ops(&self) -> Result<()> {
-        if self.added + self.removed >= i32::MAX as usize {
+    /// Errors if raising the count bound by `by` could overflow `i32`.
+    fn check_headroom(&self, by: u64) -> Result<()> {
+        if self.bound + by > i32::MAX as u64 {
             return Err(VsaError::invalid(
-                "count bundle: 2^31 - 1 additions reached; the i32 counts could overflow",
+                "count bundle: a count could exceed i32::MAX in magnitude",
             ));
         }
         Ok(())
@@ -175,7 +187,7 @@ impl CountBundle {
     /// unchanged) or [`Load::OverCap`] ([`OnExceed::Flag`]).
     pub fn add<V: Hypervector>(&mut self, v: &V) -> Result<Load> {
         same_dim(self.dim, v.dim())?;
-        self.check_ops()?;
+        self.check_headroom(1)?;
         if let Some(l) = self.limit
             && l.on_exceed == OnExceed::Error
             && self.items() + 1 > l.max_items
@@ -185,8 +197,9 @@ impl CountBundle {
                 cap: l.max_items,
             });
         }
-        v.accumulate(&mut self.sums, 1);
+        v.accumulate(&mut self.sums, false);
         self.added += 1;
+        self.bound += 1;
         Ok(self.load())
     }
 
@@ -205,21 +218,17 @@ impl CountBundle {
     /// Removes one item's votes: `C ← C − x̂` (explaining away). Never exceeds a cap.
     pub fn subtract<V: Hypervector>(&mut self, v: &V) -> Result<Load> {
         same_dim(self.dim, v.dim())?;
-        self.check_ops()?;
-        v.accumulate(&mut self.sums, -1);
+        self.check_headroom(1)?;
+        v.accumulate(&mut self.sums, true);
         self.removed += 1;
+        self.bound += 1;
         Ok(self.load())
     }
 
     /// The sum of two bundles (`items` add up; the cap of `self` applies).
     pub fn merge(&mut self, other: &CountBundle) -> Result<Load> {
         same_dim(self.dim, other.dim)?;
-        let ops = self.added + self.removed + other.added + other.removed;
-        if ops >= i32::MAX as usize {
-            return Err(VsaError::invalid(
-                "count bundle merge: the i32 counts could overflow",
-            ));
-        }
+        self.check_headroom(other.bound)?;
         if let Some(l) = self.limit
             && l.on_exceed == OnExceed::Error
             && self.items() + other.items() > l.max_items
@@ -234,6 +243,7 @@ impl CountBundle {
         }
         self.added += other.added;
         self.removed += other.removed;
+        self.bound += other.bound;
         Ok(self.load())
     }
 

@@ -22,6 +22,7 @@ use crate::Hypervector;
 use crate::bundle::CountBundle;
 use crate::error::{Result, VsaError, same_dim};
 use crate::memory::{ItemMemory, Match};
+use crate::sliced::SlicedCounts;
 
 /// Settings of [`explain_away`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,10 +78,11 @@ pub fn unbind_nearest<V: Hypervector>(
     memory: &ItemMemory<V>,
 ) -> Result<Vec<Match>> {
     check_keys(bundle, keys, memory)?;
+    let sliced = bundle.sliced();
     keys.par_iter()
         .map(|k| {
-            let u = bundle.bind(k)?;
-            let top = memory.top_k_sliced_serial(&u.sliced(), 1)?;
+            let u = k.unbind_query(bundle, &sliced)?;
+            let top = memory.top_k_sliced_serial(&u, 1)?;
             top.into_iter()
                 .next()
                 .ok_or_else(|| VsaError::invalid("empty item memory"))
@@ -88,10 +90,15 @@ pub fn unbind_nearest<V: Hypervector>(
         .collect()
 }
 
-/// Scores query `key` against residual `r`: the best two matches.
-fn top2<V: Hypervector>(r: &CountBundle, key: &V, memory: &ItemMemory<V>) -> Result<Vec<Match>> {
-    let u = r.bind(key)?;
-    memory.top_k_sliced_serial(&u.sliced(), 2)
+/// Scores query `key` against residual `r` (sliced: `sliced`): the best two matches.
+fn top2<V: Hypervector>(
+    r: &CountBundle,
+    sliced: &SlicedCounts,
+    key: &V,
+    memory: &ItemMemory<V>,
+) -> Result<Vec<Match>> {
+    let u = key.unbind_query(r, sliced)?;
+    memory.top_k_sliced_serial(&u, 2)
 }
 
 /// Iterative cleanup of a key–value count bundle `S = Σⱼ bind(kⱼ, vⱼ)` (see the module docs).
@@ -126,10 +133,11 @@ pub fn explain_away<V: Hypervector>(
 
     while !undecided.is_empty() {
         rounds += 1;
+        let sliced = residual.sliced();
         let mut scored: Vec<(usize, Match, i64)> = undecided
             .par_iter()
             .map(|&q| {
-                let top = top2(&residual, &keys[q], memory)?;
+                let top = top2(&residual, &sliced, &keys[q], memory)?;
                 let best = *top
                     .first()
                     .ok_or_else(|| VsaError::invalid("empty item memory"))?;

@@ -64,14 +64,21 @@ pub trait Hypervector: Clone + Send + Sync + std::fmt::Debug + sealed::Sealed {
 }
 
 pub(crate) mod sealed {
+    use crate::bundle::CountBundle;
     use crate::sliced::SlicedCounts;
 
     /// The crate-internal operations of a [`Hypervector`](crate::Hypervector).
     pub trait Sealed {
-        /// `sums[i] += weight · vᵢ` (`sums.len() == D`, checked by the caller).
-        fn accumulate(&self, sums: &mut [i32], weight: i32);
+        /// `sums[i] ± vᵢ` (`−` if `subtract`; `sums.len() == D`, checked by the caller).
+        fn accumulate(&self, sums: &mut [i32], subtract: bool);
         /// `sums[i] ← bind(vᵢ, sums[i])`: negate where a binary bit is 1, multiply by a trit.
         fn bind_counts(&self, sums: &mut [i32]);
+        /// The sliced form of `bind(self, C)`, given `sliced` = the sliced form of `C`.
+        fn unbind_query(
+            &self,
+            counts: &CountBundle,
+            sliced: &SlicedCounts,
+        ) -> crate::Result<SlicedCounts>;
         /// `⟨u, v⟩` for a sliced count vector `u`, given `sum = Σ vᵢ`.
         fn dot_sliced(&self, counts: &SlicedCounts, sum: i64) -> crate::Result<i64>;
     }

@@ -226,9 +226,7 @@ impl<V: Hypervector> ItemMemory<V> {
     /// unbound with a key), exact, by bit-sliced popcounts.
     pub fn top_k_counts(&self, query: &CountBundle, k: usize) -> Result<Vec<Match>> {
         same_dim(self.dim, query.dim())?;
-        let sliced = query.sliced();
-        let planes = sliced.planes().len() + 1;
-        self.scan(k, planes, &|i| self.items[i].dot_sliced(&sliced, self.sums[i]))
+        self.top_k_sliced(&query.sliced(), k)
     }
 
     /// The entry with the largest `⟨C, v⟩`.
@@ -246,13 +244,34 @@ impl<V: Hypervector> ItemMemory<V> {
             same_dim(self.dim, q.dim())?;
         }
         let sliced: Vec<SlicedCounts> = queries.par_iter().map(CountBundle::sliced).collect();
-        self.scan_batch(queries.len(), k, &|q, i| {
-            self.items[i].dot_sliced(&sliced[q], self.sums[i])
+        self.top_k_sliced_batch(&sliced, k)
+    }
+
+    /// The `k` entries with the largest `⟨u, v⟩` for an already sliced (possibly key-bound)
+    /// count vector `u`.
+    pub fn top_k_sliced(&self, query: &SlicedCounts, k: usize) -> Result<Vec<Match>> {
+        same_dim(self.dim, query.dim())?;
+        self.scan(k, query.passes(), &|i| {
+            self.items[i].dot_sliced(query, self.sums[i])
         })
     }
 
-    /// [`top_k_counts`](Self::top_k_counts) on one already-sliced query, without parallelism
-    /// (for callers that parallelise over queries themselves).
+    /// [`top_k_sliced`](Self::top_k_sliced) for every query of a batch, in parallel.
+    pub fn top_k_sliced_batch(
+        &self,
+        queries: &[SlicedCounts],
+        k: usize,
+    ) -> Result<Vec<Vec<Match>>> {
+        for q in queries {
+            same_dim(self.dim, q.dim())?;
+        }
+        self.scan_batch(queries.len(), k, &|q, i| {
+            self.items[i].dot_sliced(&queries[q], self.sums[i])
+        })
+    }
+
+    /// [`top_k_sliced`](Self::top_k_sliced) without parallelism (for callers that parallelise
+    /// over queries themselves).
     pub(crate) fn top_k_sliced_serial(&self, sliced: &SlicedCounts, k: usize) -> Result<Vec<Match>> {
         same_dim(self.dim, sliced.dim())?;
         let top = self.scan_serial(0..self.items.len(), k, &|i| {

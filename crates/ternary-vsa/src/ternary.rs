@@ -11,7 +11,8 @@ use ternary_core::kernels;
 use crate::error::{Result, VsaError, check_dim, same_dim};
 use crate::rng::Rng;
 use crate::sliced::SlicedCounts;
-use crate::words::{padding_violation, rotate, words_for};
+use crate::bundle::CountBundle;
+use crate::words::{BIT_MASK, padding_violation, rotate, words_for, zip_bytes};
 use crate::{Hypervector, sealed};
 
 /// A `D`-dimensional ternary hypervector: `+1`/`−1` planes of `⌈D / 32⌉` words each.
@@ -244,40 +245,40 @@ impl Hypervector for TernaryHv {
 }
 
 impl sealed::Sealed for TernaryHv {
-    fn accumulate(&self, sums: &mut [i32], weight: i32) {
-        let (full, rest) = sums.as_chunks_mut::<32>();
-        let words = self.plus.iter().zip(&self.minus);
-        for (chunk, (&p, &m)) in full.iter_mut().zip(words.clone()) {
-            for (j, s) in chunk.iter_mut().enumerate() {
-                let t = (p >> j & 1) as i32 - (m >> j & 1) as i32;
-                *s += t * weight;
+    fn accumulate(&self, sums: &mut [i32], subtract: bool) {
+        // t = [p] − [m] = mask(m) − mask(p) with masks of 0 / −1.
+        // Subtracting adds −t = mask(p) − mask(m): swap the planes.
+        let (p_plane, m_plane) = if subtract {
+            (&self.minus, &self.plus)
+        } else {
+            (&self.plus, &self.minus)
+        };
+        zip_bytes(p_plane, m_plane, sums, |l, p, m| {
+            let (mp, mm) = (&BIT_MASK[p as usize], &BIT_MASK[m as usize]);
+            for ((s, a), b) in l.iter_mut().zip(mp).zip(mm) {
+                *s += b - a;
             }
-        }
-        if let Some((&p, &m)) = words.clone().nth(full.len()) {
-            for (j, s) in rest.iter_mut().enumerate() {
-                let t = (p >> j & 1) as i32 - (m >> j & 1) as i32;
-                *s += t * weight;
-            }
-        }
+        });
     }
 
     fn bind_counts(&self, sums: &mut [i32]) {
-        for (i, s) in sums.iter_mut().enumerate() {
-            let (w, b) = (i / 32, i % 32);
-            let t = (self.plus[w] >> b & 1) as i32 - (self.minus[w] >> b & 1) as i32;
-            *s *= t;
-        }
+        // s ← s·t: negate where t = −1, then zero where t = 0.
+        zip_bytes(&self.plus, &self.minus, sums, |l, p, m| {
+            let (mp, mm) = (&BIT_MASK[p as usize], &BIT_MASK[m as usize]);
+            for ((s, a), b) in l.iter_mut().zip(mp).zip(mm) {
+                *s = ((*s ^ b) - b) & (a | b);
+            }
+        });
+    }
+
+    fn unbind_query(&self, counts: &CountBundle, _sliced: &SlicedCounts) -> Result<SlicedCounts> {
+        // A ternary key zeroes components, which the sliced form cannot express by a sign
+        // plane: unbind the counts and slice them afresh.
+        Ok(SlicedCounts::slice(counts.bind(self)?.sums()))
     }
 
     fn dot_sliced(&self, counts: &SlicedCounts, sum: i64) -> Result<i64> {
         same_dim(counts.dim(), self.dim)?;
-        // Σ uᵢ tᵢ = offset·Σ tᵢ + Σ_b 2^b·(popc(P_b & t⁺) − popc(P_b & t⁻)).
-        let zeros = counts.zeros();
-        let mut acc = counts.offset() * sum;
-        for (b, plane) in counts.planes().iter().enumerate() {
-            let d = kernels::ternary_dot(plane, zeros, &self.plus, &self.minus)?;
-            acc += d << b;
-        }
-        Ok(acc)
+        counts.dot_ternary(&self.plus, &self.minus, sum)
     }
 }

@@ -82,3 +82,120 @@ pub(crate) fn rotation_amount(dim: usize, k: isize) -> usize {
     let d = dim as i128;
     (k as i128).rem_euclid(d) as usize
 }
+
+/// `BIT_MASK[byte][j] = −1` if bit `j` of `byte` is set, else `0`: expands 8 bits to 8 lanes.
+pub(crate) static BIT_MASK: [[i32; 8]; 256] = {
+    let mut t = [[0i32; 8]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut j = 0;
+        while j < 8 {
+            t[b][j] = -(((b >> j) & 1) as i32);
+            j += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// `BIPOLAR[byte][j] = +1` if bit `j` of `byte` is set, else `−1`.
+pub(crate) static BIPOLAR: [[i32; 8]; 256] = {
+    let mut t = [[0i32; 8]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut j = 0;
+        while j < 8 {
+            t[b][j] = 2 * (((b >> j) & 1) as i32) - 1;
+            j += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Applies `f(lanes, byte_a, byte_b)` to each run of 8 values and the matching bytes of two
+/// planes (`values.len() ≤ 32 · a.len()`; the last run may be shorter).
+#[inline]
+pub(crate) fn zip_bytes<T>(a: &[u32], b: &[u32], values: &mut [T], mut f: impl FnMut(&mut [T], u8, u8)) {
+    let (full, rest) = values.as_chunks_mut::<32>();
+    for ((chunk, &wa), &wb) in full.iter_mut().zip(a).zip(b) {
+        let (ba, bb) = (wa.to_le_bytes(), wb.to_le_bytes());
+        let (lanes, _) = chunk.as_chunks_mut::<8>();
+        for (k, l) in lanes.iter_mut().enumerate() {
+            f(l, ba[k], bb[k]);
+        }
+    }
+    if !rest.is_empty() {
+        let w = full.len();
+        let (ba, bb) = (
+            a.get(w).copied().unwrap_or(0).to_le_bytes(),
+            b.get(w).copied().unwrap_or(0).to_le_bytes(),
+        );
+        for (k, l) in rest.chunks_mut(8).enumerate() {
+            f(l, ba[k], bb[k]);
+        }
+    }
+}
+
+/// In-place transpose of a 32 × 32 bit matrix, LSB-first: afterwards bit `j` of `a[b]` is the
+/// former bit `b` of `a[j]` (Hacker's Delight §7-3, five rounds of block swaps).
+pub(crate) fn transpose32(a: &mut [u32; 32]) {
+    let mut j = 16;
+    let mut m: u32 = 0x0000_FFFF;
+    while j != 0 {
+        let mut k = 0;
+        while k < 32 {
+            let t = ((a[k] >> j) ^ a[k + j]) & m;
+            a[k + j] ^= t;
+            a[k] ^= t << j;
+            k = (k + j + 1) & !j;
+        }
+        j >>= 1;
+        m ^= m << j;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose32_matches_bitwise_definition() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut a = [0u32; 32];
+        for v in a.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *v = x as u32;
+        }
+        let orig = a;
+        transpose32(&mut a);
+        for b in 0..32 {
+            for j in 0..32 {
+                assert_eq!(a[b] >> j & 1, orig[j] >> b & 1, "b={b} j={j}");
+            }
+        }
+    }
+
+    #[test]
+    fn rotate_matches_per_bit_definition() {
+        for dim in [1usize, 31, 32, 33, 63, 64, 65, 100] {
+            let n = words_for(dim);
+            let mut src = vec![0u32; n];
+            for (i, w) in src.iter_mut().enumerate() {
+                *w = 0x9E37_79B9u32.wrapping_mul(i as u32 + 7) ^ 0x5555_1234;
+            }
+            clear_padding(&mut src, dim);
+            for k in [-70isize, -1, 0, 1, 5, 31, 32, 33, 64, 99, 1000] {
+                let out = rotate(&src, dim, k);
+                assert!(padding_violation(&out, dim).is_none());
+                let s = rotation_amount(dim, k);
+                for i in 0..dim {
+                    let j = (i + s) % dim;
+                    assert_eq!(out[j / 32] >> (j % 32) & 1, src[i / 32] >> (i % 32) & 1);
+                }
+            }
+        }
+    }
+}
