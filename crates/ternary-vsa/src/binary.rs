@@ -228,6 +228,17 @@ impl sealed::Sealed for BinaryHv {
         }
     }
 
+    fn accumulate_many(items: &[Self], sums: &mut [i32], subtract: bool) {
+        // Below one carry-save group the per-vector tables are as fast.
+        if items.len() < 8 {
+            for v in items {
+                v.accumulate(sums, subtract);
+            }
+        } else {
+            crate::vertical::add_binary_bulk(items, sums, subtract);
+        }
+    }
+
     fn bind_counts(&self, sums: &mut [i32]) {
         // XOR with a bit 1 flips the bit, i.e. negates its ±1 value: s ← (s ⊕ m) − m.
         zip_bytes(&self.words, &self.words, sums, |l, b, _| {

@@ -215,6 +215,30 @@ impl CountBundle {
         Ok(load)
     }
 
+    /// Adds all `items` at once (for binary vectors by bit-sliced carry-save counters, several
+    /// times faster than one [`add`](Self::add) per item). Same result and cap rules as adding
+    /// them one by one, except that a strict cap is checked before anything is added.
+    pub fn add_many<V: Hypervector>(&mut self, items: &[V]) -> Result<Load> {
+        for v in items {
+            same_dim(self.dim, v.dim())?;
+        }
+        let n = items.len();
+        self.check_headroom(n as u64)?;
+        if let Some(l) = self.limit
+            && l.on_exceed == OnExceed::Error
+            && self.items() + n > l.max_items
+        {
+            return Err(VsaError::CapacityExceeded {
+                items: self.items() + n,
+                cap: l.max_items,
+            });
+        }
+        V::accumulate_many(items, &mut self.sums, false);
+        self.added += n;
+        self.bound += n as u64;
+        Ok(self.load())
+    }
+
     /// Removes one item's votes: `C ← C − x̂` (explaining away). Never exceeds a cap.
     pub fn subtract<V: Hypervector>(&mut self, v: &V) -> Result<Load> {
         same_dim(self.dim, v.dim())?;

@@ -95,13 +95,15 @@ impl KeyValueExperiment {
         let keys = basis::random_binary(k, d, derive_seed(self.seed, 4 * t + 1))?;
         let mut rng = Rng::stream(self.seed, 4 * t + 2);
         let values: Vec<usize> = (0..k).map(|_| rng.below(m as u64) as usize).collect();
-        let mut bundle = CountBundle::new(d)?;
+        let mut pairs = Vec::with_capacity(k);
         for (key, &v) in keys.iter().zip(&values) {
             let item = memory
                 .get(v)
                 .ok_or_else(|| VsaError::invalid("value index outside the codebook"))?;
-            let _ = bundle.add(&key.bind(item)?)?;
+            pairs.push(key.bind(item)?);
         }
+        let mut bundle = CountBundle::new(d)?;
+        let _ = bundle.add_many(&pairs)?;
         let decoded: Vec<usize> = match self.readout {
             Readout::Counts => cleanup::unbind_nearest(&bundle, &keys, &memory)?
                 .iter()

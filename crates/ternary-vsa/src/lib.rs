@@ -36,6 +36,7 @@ pub mod reference;
 pub mod rng;
 pub mod sliced;
 pub mod ternary;
+mod vertical;
 mod words;
 
 pub use binary::BinaryHv;
@@ -71,6 +72,16 @@ pub(crate) mod sealed {
     pub trait Sealed {
         /// `sums[i] ± vᵢ` (`−` if `subtract`; `sums.len() == D`, checked by the caller).
         fn accumulate(&self, sums: &mut [i32], subtract: bool);
+        /// `sums[i] ± Σⱼ items[j]ᵢ` for many items at once (the caller checked dimensions and
+        /// headroom).
+        fn accumulate_many(items: &[Self], sums: &mut [i32], subtract: bool)
+        where
+            Self: Sized,
+        {
+            for v in items {
+                v.accumulate(sums, subtract);
+            }
+        }
         /// `sums[i] ← bind(vᵢ, sums[i])`: negate where a binary bit is 1, multiply by a trit.
         fn bind_counts(&self, sums: &mut [i32]);
         /// The sliced form of `bind(self, C)`, given `sliced` = the sliced form of `C`.

@@ -25,9 +25,16 @@ pub fn xor_bind_i8(a: &[i8], b: &[i8]) -> Vec<i8> {
     a.iter().zip(b).map(|(&x, &y)| -(x * y)).collect()
 }
 
-/// Dot product `Σ aᵢbᵢ` in `i64`.
+/// Dot product `Σ aᵢbᵢ`: `i32` partial sums over chunks of `2²⁴` (so they cannot overflow and
+/// the loop vectorises), added in `i64`.
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
-    a.iter().zip(b).map(|(&x, &y)| i64::from(x) * i64::from(y)).sum()
+    a.chunks(1 << 24)
+        .zip(b.chunks(1 << 24))
+        .map(|(x, y)| {
+            let s: i32 = x.iter().zip(y).map(|(&p, &q)| i32::from(p) * i32::from(q)).sum();
+            i64::from(s)
+        })
+        .sum()
 }
 
 /// Count bundle `Cᵢ = Σⱼ xⱼ,ᵢ`.
@@ -67,7 +74,8 @@ pub fn majority_i8(sums: &[i32], ties: &[i8]) -> Vec<i8> {
         .collect()
 }
 
-/// `Σᵢ Cᵢ·vᵢ` of a count vector and a `±1/0` vector.
+/// `Σᵢ Cᵢ·vᵢ` of a count vector and a `±1/0` vector (in `i64`: counts may be as large as
+/// `±i32::MAX`).
 pub fn count_dot_i8(sums: &[i32], v: &[i8]) -> i64 {
     sums.iter()
         .zip(v)

@@ -193,6 +193,36 @@ fn count_bundle_readouts_match_reference() {
 }
 
 #[test]
+fn bulk_bundling_equals_one_by_one() {
+    for (t, &dim) in DIMS.iter().enumerate() {
+        for n in [0usize, 1, 7, 8, 9, 16, 17, 63, 300] {
+            let items = basis::random_binary(n, dim, 500 + t as u64).unwrap();
+            let mut one = CountBundle::from_sums(vec![3; dim], 3).unwrap();
+            let _ = one.add_all(&items).unwrap();
+            let mut bulk = CountBundle::from_sums(vec![3; dim], 3).unwrap();
+            let load = bulk.add_many(&items).unwrap();
+            assert_eq!(load, ternary_vsa::Load::Within { items: n + 3 });
+            assert_eq!(bulk.sums(), one.sums(), "D={dim} n={n}");
+            let ref_items: Vec<Vec<i8>> = items.iter().map(r::binary_to_i8).collect();
+            let want: Vec<i32> = r::bundle_i8(&ref_items, dim).iter().map(|c| c + 3).collect();
+            assert_eq!(bulk.sums(), &want[..]);
+        }
+        let xs = basis::random_sparse(9, dim, 0.5, 600 + t as u64).unwrap();
+        let (mut one, mut bulk) = (CountBundle::new(dim).unwrap(), CountBundle::new(dim).unwrap());
+        let _ = one.add_all(&xs).unwrap();
+        let _ = bulk.add_many(&xs).unwrap();
+        assert_eq!(bulk.sums(), one.sums());
+    }
+    // A strict cap is checked before anything is added.
+    let limit = ternary_vsa::CapacityLimit { max_items: 10, on_exceed: ternary_vsa::OnExceed::Error };
+    let mut capped = CountBundle::with_limit(64, limit).unwrap();
+    let items = basis::random_binary(11, 64, 1).unwrap();
+    assert!(matches!(capped.add_many(&items), Err(VsaError::CapacityExceeded { items: 11, cap: 10 })));
+    assert!(capped.sums().iter().all(|&c| c == 0));
+    assert!(capped.add_many(&items[..10]).is_ok());
+}
+
+#[test]
 fn bind_distributes_over_bundle_as_the_model_says() {
     let dim = 2049;
     let key = BinaryHv::random(dim, 1).unwrap();
