@@ -121,23 +121,51 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
     let t = time_op(budget, || {
         black_box(black_box(&a).bind(black_box(&b)).ok());
     });
-    push("bind (binary XOR, new vector)", "planes", 1, t, 1.0, 3.0 * pb);
+    push(
+        "bind (binary XOR, new vector)",
+        "planes",
+        1,
+        t,
+        1.0,
+        3.0 * pb,
+    );
     let (ai, bi) = (naive::binary_to_i8(&a), naive::binary_to_i8(&b));
     let t = time_op(budget, || {
         black_box(naive::xor_bind_i8(black_box(&ai), black_box(&bi)));
     });
-    push("bind (binary XOR, new vector)", "naive i8", 1, t, 1.0, 3.0 * D as f64);
+    push(
+        "bind (binary XOR, new vector)",
+        "naive i8",
+        1,
+        t,
+        1.0,
+        3.0 * D as f64,
+    );
     let x = TernaryHv::random_sparse(D, 0.7, 3)?;
     let y = TernaryHv::random_bipolar(D, 4)?;
     let t = time_op(budget, || {
         black_box(black_box(&x).bind(black_box(&y)).ok());
     });
-    push("bind (ternary product, new vector)", "planes", 1, t, 1.0, 6.0 * pb);
+    push(
+        "bind (ternary product, new vector)",
+        "planes",
+        1,
+        t,
+        1.0,
+        6.0 * pb,
+    );
     let (xi, yi) = (naive::ternary_to_i8(&x), naive::ternary_to_i8(&y));
     let t = time_op(budget, || {
         black_box(naive::mul_i8(black_box(&xi), black_box(&yi)));
     });
-    push("bind (ternary product, new vector)", "naive i8", 1, t, 1.0, 3.0 * D as f64);
+    push(
+        "bind (ternary product, new vector)",
+        "naive i8",
+        1,
+        t,
+        1.0,
+        3.0 * D as f64,
+    );
 
     // Bundle k = 500 into counts, then the majority readout.
     let items = basis::random_binary(BUNDLE_K, D, 5)?;
@@ -149,7 +177,14 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
             black_box(c.majority(7));
         }
     });
-    push("bundle k=500 + majority", "planes", 1, t, k, k * pb + 4.0 * D as f64);
+    push(
+        "bundle k=500 + majority",
+        "planes",
+        1,
+        t,
+        k,
+        k * pb + 4.0 * D as f64,
+    );
     let t = time_op(budget, || {
         let mut c = CountBundle::new(D).ok();
         if let Some(c) = c.as_mut() {
@@ -159,14 +194,28 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
             black_box(c.majority(7));
         }
     });
-    push("bundle k=500 + majority", "planes (one add per vector)", 1, t, k, k * pb + 4.0 * D as f64);
+    push(
+        "bundle k=500 + majority",
+        "planes (one add per vector)",
+        1,
+        t,
+        k,
+        k * pb + 4.0 * D as f64,
+    );
     let items_i8: Vec<Vec<i8>> = items.iter().map(naive::binary_to_i8).collect();
     let ties = naive::binary_to_i8(&BinaryHv::random(D, 7)?);
     let t = time_op(budget, || {
         let sums = naive::bundle_i8(black_box(&items_i8), D);
         black_box(naive::majority_i8(&sums, &ties));
     });
-    push("bundle k=500 + majority", "naive i8", 1, t, k, k * D as f64 + 4.0 * D as f64);
+    push(
+        "bundle k=500 + majority",
+        "naive i8",
+        1,
+        t,
+        k,
+        k * D as f64 + 4.0 * D as f64,
+    );
 
     // Similarity of one query against M = 10,000 entries.
     let codebook = basis::random_binary(CODEBOOK, D, 8)?;
@@ -183,16 +232,37 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
         }
         black_box(best);
     });
-    push("similarity: 1 query x 10,000 entries", "planes", 1, t, m, m * pb);
+    push(
+        "similarity: 1 query x 10,000 entries",
+        "planes",
+        1,
+        t,
+        m,
+        m * pb,
+    );
     let t = time_op(budget, || {
         black_box(memory.nearest(black_box(&q)).ok());
     });
-    push("similarity: 1 query x 10,000 entries", "planes", threads, t, m, m * pb);
+    push(
+        "similarity: 1 query x 10,000 entries",
+        "planes",
+        threads,
+        t,
+        m,
+        m * pb,
+    );
     let queries = basis::random_binary(64, D, 10)?;
     let t = time_op(budget, || {
         black_box(memory.top_k_batch(black_box(&queries), 5).ok());
     });
-    push("similarity: 64 queries x 10,000 (top-5)", "planes", threads, t, 64.0 * m, 64.0 * m * pb);
+    push(
+        "similarity: 64 queries x 10,000 (top-5)",
+        "planes",
+        threads,
+        t,
+        64.0 * m,
+        64.0 * m * pb,
+    );
     let code_i8: Vec<Vec<i8>> = codebook.iter().map(naive::binary_to_i8).collect();
     let qi = naive::binary_to_i8(&q);
     let t = time_op(budget, || {
@@ -205,7 +275,14 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
         }
         black_box(best);
     });
-    push("similarity: 1 query x 10,000 entries", "naive i8", 1, t, m, m * D as f64);
+    push(
+        "similarity: 1 query x 10,000 entries",
+        "naive i8",
+        1,
+        t,
+        m,
+        m * D as f64,
+    );
 
     // Count query: a k = 500 bundle unbound with a key, against the 10,000 entries.
     let mut bundle = CountBundle::new(D)?;
@@ -220,7 +297,14 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
             black_box(memory.top_k_sliced(&u, 1).ok());
         }
     });
-    push("count query (k=500 bundle) x 10,000", "sliced", threads, t, m, m * pb);
+    push(
+        "count query (k=500 bundle) x 10,000",
+        "sliced",
+        threads,
+        t,
+        m,
+        m * pb,
+    );
     let unbound = bundle.bind(&key)?;
     let t = time_op(budget, || {
         let mut best = (i64::MIN, 0usize);
@@ -232,7 +316,14 @@ fn throughput(budget: f64) -> Res<Vec<Row>> {
         }
         black_box(best);
     });
-    push("count query (k=500 bundle) x 10,000", "naive i8", 1, t, m, m * D as f64);
+    push(
+        "count query (k=500 bundle) x 10,000",
+        "naive i8",
+        1,
+        t,
+        m,
+        m * D as f64,
+    );
     Ok(rows)
 }
 
@@ -380,7 +471,10 @@ fn main() -> Res<()> {
          planes time for the same operation and thread count.\n",
         plane_bytes()
     )?;
-    writeln!(md, "| operation | implementation | threads | time/call | vectors/s | GB/s | speed-up vs naive |")?;
+    writeln!(
+        md,
+        "| operation | implementation | threads | time/call | vectors/s | GB/s | speed-up vs naive |"
+    )?;
     writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
     let naive_time = |op: &str| {
         rows.iter()
@@ -415,7 +509,10 @@ fn main() -> Res<()> {
          measured (seeded Monte Carlo) vs the model `p = ∫φ(h)·Φ(s + ρh)^(M−1) dh` \
          (count: `s = √(D/k)`; majority: `s = √D·c_k ≈ √(2D/(πk))`).\n"
     )?;
-    writeln!(md, "| k | queries | count measured | count theory | majority measured | majority theory |")?;
+    writeln!(
+        md,
+        "| k | queries | count measured | count theory | majority measured | majority theory |"
+    )?;
     writeln!(md, "|---:|---:|---:|---:|---:|---:|")?;
     let mut json_caps = Vec::new();
     for c in &caps {
@@ -437,7 +534,10 @@ fn main() -> Res<()> {
          sweeps. Largest k tried with accuracy ≥ 0.90: **{best_k}**.\n",
         ea.accept_fraction, ea.refine_sweeps
     )?;
-    writeln!(md, "| k | queries | accuracy | one-shot theory | seconds per trial |")?;
+    writeln!(
+        md,
+        "| k | queries | accuracy | one-shot theory | seconds per trial |"
+    )?;
     writeln!(md, "|---:|---:|---:|---:|---:|")?;
     let mut json_iters = Vec::new();
     for r in &iters {
@@ -462,7 +562,10 @@ fn main() -> Res<()> {
     });
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("vsa.md"), &md)?;
-    std::fs::write(args.out.join("vsa.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        args.out.join("vsa.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     print!("{md}");
     Ok(())
 }

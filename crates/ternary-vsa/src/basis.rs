@@ -82,7 +82,9 @@ pub fn level_binary(levels: usize, dim: usize, seed: u64) -> Result<Vec<BinaryHv
 pub fn thermometer_binary(levels: usize, dim: usize) -> Result<Vec<BinaryHv>> {
     check_dim(dim)?;
     if levels == 0 {
-        return Err(VsaError::invalid("thermometer basis needs at least one level"));
+        return Err(VsaError::invalid(
+            "thermometer basis needs at least one level",
+        ));
     }
     (0..levels)
         .map(|i| {

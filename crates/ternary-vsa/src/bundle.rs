@@ -4,19 +4,19 @@
 //! (`sign(Cᵢ)`, ties broken by a seeded random bit) or as a ternary vector (`+1` if `Cᵢ > θ`,
 //! `−1` if `Cᵢ < −θ`, else `0`). Thresholding throws away the magnitudes: for `k` random items
 //! the signal of one item in `C` is `D` against noise `√(D·k)` (SNR `√(D/k)`), in the majority
-//! vector only `≈ √(2D/(πk))`. See `docs/vsa.md` and [`capacity`](crate::capacity).
+//! vector only `≈ √(2D/(πk))`. See `docs/vsa.md` and [`capacity`].
 //!
 //! A bundle may carry a [`CapacityLimit`]: adding past it is rejected
 //! ([`OnExceed::Error`]) or flagged in the returned [`Load`] ([`OnExceed::Flag`]) — never
 //! silent.
 
+use crate::Hypervector;
 use crate::binary::BinaryHv;
 use crate::capacity::{self, CapacityModel};
 use crate::error::{Result, VsaError, check_dim, same_dim};
 use crate::sliced::SlicedCounts;
 use crate::ternary::TernaryHv;
 use crate::words::{rotation_amount, words_for};
-use crate::Hypervector;
 
 /// What to do when a capped bundle is asked to hold more items than its cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,11 @@ impl CountBundle {
                 "count {i} is i32::MIN; counts must lie in [-i32::MAX, i32::MAX]"
             )));
         }
-        let bound = sums.iter().map(|c| u64::from(c.unsigned_abs())).max().unwrap_or(0);
+        let bound = sums
+            .iter()
+            .map(|c| u64::from(c.unsigned_abs()))
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             dim: sums.len(),
             sums,
@@ -311,10 +315,7 @@ impl CountBundle {
     pub fn majority(&self, tie_seed: u64) -> BinaryHv {
         let mut words = vec![0u32; words_for(self.dim)];
         let ties = crate::binary::random_words(self.dim, tie_seed);
-        for (w, (chunk, &tie)) in words
-            .iter_mut()
-            .zip(self.sums.chunks(32).zip(&ties))
-        {
+        for (w, (chunk, &tie)) in words.iter_mut().zip(self.sums.chunks(32).zip(&ties)) {
             let mut pos = 0u32;
             let mut zero = 0u32;
             for (j, &c) in chunk.iter().enumerate() {

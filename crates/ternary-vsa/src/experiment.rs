@@ -6,13 +6,13 @@
 //! [`CountBundle`]; every key is then queried and scored correct when the decoded codebook index
 //! equals `iⱼ`. All randomness comes from `seed` (trial `t` uses streams `4t … 4t+3`).
 
+use crate::BinaryHv;
 use crate::basis;
 use crate::bundle::CountBundle;
 use crate::cleanup::{self, ExplainAway};
 use crate::error::{Result, VsaError};
 use crate::memory::ItemMemory;
 use crate::rng::{Rng, derive_seed};
-use crate::BinaryHv;
 
 /// How the bundle is decoded.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,11 +9,11 @@
 
 use rayon::prelude::*;
 
+use crate::Hypervector;
 use crate::bundle::CountBundle;
 use crate::error::{Result, VsaError, same_dim};
 use crate::sliced::SlicedCounts;
 use crate::words::words_for;
-use crate::Hypervector;
 
 /// One codebook hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,16 +158,16 @@ impl<V: Hypervector> ItemMemory<V> {
         let m = self.items.len();
         let per_entry = (words_for(self.dim) * planes.max(1)).max(1);
         let chunk = MIN_TASK_WORDS.div_ceil(per_entry).max(1);
-        let top = if rayon::current_num_threads() == 1 || self.scan_words(planes) < 2 * MIN_TASK_WORDS
-        {
-            self.scan_serial(0..m, k, score)?
-        } else {
-            let tasks = m.div_ceil(chunk);
-            (0..tasks)
-                .into_par_iter()
-                .map(|t| self.scan_serial(t * chunk..((t + 1) * chunk).min(m), k, score))
-                .try_reduce(|| TopK::new(k), |a, b| Ok(a.merge(b)))?
-        };
+        let top =
+            if rayon::current_num_threads() == 1 || self.scan_words(planes) < 2 * MIN_TASK_WORDS {
+                self.scan_serial(0..m, k, score)?
+            } else {
+                let tasks = m.div_ceil(chunk);
+                (0..tasks)
+                    .into_par_iter()
+                    .map(|t| self.scan_serial(t * chunk..((t + 1) * chunk).min(m), k, score))
+                    .try_reduce(|| TopK::new(k), |a, b| Ok(a.merge(b)))?
+            };
         Ok(top.best)
     }
 
@@ -219,7 +219,10 @@ impl<V: Hypervector> ItemMemory<V> {
 
     /// [`nearest`](Self::nearest) for every query of a batch, in parallel.
     pub fn nearest_batch(&self, queries: &[V]) -> Result<Vec<Match>> {
-        self.top_k_batch(queries, 1)?.into_iter().map(first).collect()
+        self.top_k_batch(queries, 1)?
+            .into_iter()
+            .map(first)
+            .collect()
     }
 
     /// The `k` entries with the largest `⟨C, v⟩` for a count vector `C` (for example a bundle
@@ -235,11 +238,7 @@ impl<V: Hypervector> ItemMemory<V> {
     }
 
     /// [`top_k_counts`](Self::top_k_counts) for every query of a batch, in parallel.
-    pub fn top_k_counts_batch(
-        &self,
-        queries: &[CountBundle],
-        k: usize,
-    ) -> Result<Vec<Vec<Match>>> {
+    pub fn top_k_counts_batch(&self, queries: &[CountBundle], k: usize) -> Result<Vec<Vec<Match>>> {
         for q in queries {
             same_dim(self.dim, q.dim())?;
         }
@@ -272,7 +271,11 @@ impl<V: Hypervector> ItemMemory<V> {
 
     /// [`top_k_sliced`](Self::top_k_sliced) without parallelism (for callers that parallelise
     /// over queries themselves).
-    pub(crate) fn top_k_sliced_serial(&self, sliced: &SlicedCounts, k: usize) -> Result<Vec<Match>> {
+    pub(crate) fn top_k_sliced_serial(
+        &self,
+        sliced: &SlicedCounts,
+        k: usize,
+    ) -> Result<Vec<Match>> {
         same_dim(self.dim, sliced.dim())?;
         let top = self.scan_serial(0..self.items.len(), k, &|i| {
             self.items[i].dot_sliced(sliced, self.sums[i])

@@ -7,7 +7,10 @@ use crate::{BinaryHv, TernaryHv};
 
 /// A binary vector as `±1` bytes (bit `1` = `+1`).
 pub fn binary_to_i8(v: &BinaryHv) -> Vec<i8> {
-    v.to_bits().iter().map(|&b| if b { 1 } else { -1 }).collect()
+    v.to_bits()
+        .iter()
+        .map(|&b| if b { 1 } else { -1 })
+        .collect()
 }
 
 /// A ternary vector as `−1/0/+1` bytes.
@@ -31,7 +34,11 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i64 {
     a.chunks(1 << 24)
         .zip(b.chunks(1 << 24))
         .map(|(x, y)| {
-            let s: i32 = x.iter().zip(y).map(|(&p, &q)| i32::from(p) * i32::from(q)).sum();
+            let s: i32 = x
+                .iter()
+                .zip(y)
+                .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                .sum();
             i64::from(s)
         })
         .sum()

@@ -122,7 +122,9 @@ impl SlicedCounts {
                 .planes
                 .iter()
                 .enumerate()
-                .fold(self.offset, |acc, (k, p)| acc + (i64::from(p[w] >> b & 1) << k));
+                .fold(self.offset, |acc, (k, p)| {
+                    acc + (i64::from(p[w] >> b & 1) << k)
+                });
             match &self.signs {
                 Some(s) if s.sign[w] >> b & 1 == 1 => -mag,
                 _ => mag,
@@ -209,7 +211,8 @@ impl SlicedCounts {
                         })
                         .collect()
                 });
-                let mut acc = self.offset * kernels::ternary_dot(&s.not_sign, &s.sign, plus, minus)?;
+                let mut acc =
+                    self.offset * kernels::ternary_dot(&s.not_sign, &s.sign, plus, minus)?;
                 for (b, (pos, neg)) in split.iter().enumerate() {
                     acc += kernels::ternary_dot(pos, neg, plus, minus)? << b;
                 }

@@ -8,10 +8,10 @@
 
 use ternary_core::kernels;
 
+use crate::bundle::CountBundle;
 use crate::error::{Result, VsaError, check_dim, same_dim};
 use crate::rng::Rng;
 use crate::sliced::SlicedCounts;
-use crate::bundle::CountBundle;
 use crate::words::{BIT_MASK, padding_violation, rotate, words_for, zip_bytes};
 use crate::{Hypervector, sealed};
 

@@ -35,11 +35,21 @@ pub(crate) fn add_binary_bulk(items: &[BinaryHv], sums: &mut [i32], subtract: bo
     let levels = (usize::BITS - n.leading_zeros()) as usize;
     // planes[b * w64 + w]: bit b of n₁ at positions 64w..64w+64.
     let mut planes = vec![0u64; levels * w64];
-    let mut partial = [vec![0u64; w64], vec![0u64; w64], vec![0u64; w64], vec![0u64; w64]];
+    let mut partial = [
+        vec![0u64; w64],
+        vec![0u64; w64],
+        vec![0u64; w64],
+        vec![0u64; w64],
+    ];
     let mut carry = vec![0u64; w64];
     for group in items.chunks(8) {
         // 4-bit partial count of the (up to) 8 vectors of this group.
-        for w in 0..w64 {
+        let [p0, p1, p2, p3] = &mut partial;
+        let outs = p0
+            .iter_mut()
+            .zip(p1.iter_mut())
+            .zip(p2.iter_mut().zip(p3.iter_mut()));
+        for (w, ((o0, o1), (o2, o3))) in outs.enumerate() {
             let x = |j: usize| group.get(j).map_or(0, |v| word64(v, w));
             let (s1, c1) = full_add(x(0), x(1), x(2));
             let (s2, c2) = full_add(x(3), x(4), x(5));
@@ -47,10 +57,10 @@ pub(crate) fn add_binary_bulk(items: &[BinaryHv], sums: &mut [i32], subtract: bo
             let (b0, c4) = (s3 ^ x(7), s3 & x(7));
             let (s5, c5) = full_add(c1, c2, c3);
             let (b1, c6) = (s5 ^ c4, s5 & c4);
-            partial[0][w] = b0;
-            partial[1][w] = b1;
-            partial[2][w] = c5 ^ c6;
-            partial[3][w] = c5 & c6;
+            *o0 = b0;
+            *o1 = b1;
+            *o2 = c5 ^ c6;
+            *o3 = c5 & c6;
         }
         // Ripple-add the partial count into the planes, one bit level at a time.
         carry.fill(0);

@@ -116,7 +116,12 @@ pub(crate) static BIPOLAR: [[i32; 8]; 256] = {
 /// Applies `f(lanes, byte_a, byte_b)` to each run of 8 values and the matching bytes of two
 /// planes (`values.len() ≤ 32 · a.len()`; the last run may be shorter).
 #[inline]
-pub(crate) fn zip_bytes<T>(a: &[u32], b: &[u32], values: &mut [T], mut f: impl FnMut(&mut [T], u8, u8)) {
+pub(crate) fn zip_bytes<T>(
+    a: &[u32],
+    b: &[u32],
+    values: &mut [T],
+    mut f: impl FnMut(&mut [T], u8, u8),
+) {
     let (full, rest) = values.as_chunks_mut::<32>();
     for ((chunk, &wa), &wb) in full.iter_mut().zip(a).zip(b) {
         let (ba, bb) = (wa.to_le_bytes(), wb.to_le_bytes());
@@ -171,9 +176,9 @@ mod tests {
         }
         let orig = a;
         transpose32(&mut a);
-        for b in 0..32 {
-            for j in 0..32 {
-                assert_eq!(a[b] >> j & 1, orig[j] >> b & 1, "b={b} j={j}");
+        for (b, &row) in a.iter().enumerate() {
+            for (j, &o) in orig.iter().enumerate() {
+                assert_eq!(row >> j & 1, o >> b & 1, "b={b} j={j}");
             }
         }
     }

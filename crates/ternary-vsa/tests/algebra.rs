@@ -6,7 +6,20 @@ use ternary_vsa::rng::{Rng, SplitMix64, derive_seed};
 use ternary_vsa::{BinaryHv, CountBundle, Hypervector, TernaryHv, VsaError, basis};
 
 const DIMS: [usize; 11] = [1, 31, 32, 33, 63, 64, 65, 100, 576, 1536, 10_007];
-const SHIFTS: [isize; 12] = [0, 1, -1, 5, 31, 32, 33, 63, 64, -65, 1_000_003, isize::MIN + 1];
+const SHIFTS: [isize; 12] = [
+    0,
+    1,
+    -1,
+    5,
+    31,
+    32,
+    33,
+    63,
+    64,
+    -65,
+    1_000_003,
+    isize::MIN + 1,
+];
 
 fn padding_ok(words: &[u32], dim: usize) -> bool {
     BinaryHv::from_words(dim, words.to_vec()).is_ok()
@@ -86,7 +99,10 @@ fn ternary_bind_is_the_product_and_self_inverse_on_the_support() {
 fn dots_match_reference_on_edge_dimensions() {
     for (t, &dim) in DIMS.iter().enumerate() {
         let s = 100 * t as u64;
-        let (a, b) = (BinaryHv::random(dim, s).unwrap(), BinaryHv::random(dim, s + 1).unwrap());
+        let (a, b) = (
+            BinaryHv::random(dim, s).unwrap(),
+            BinaryHv::random(dim, s + 1).unwrap(),
+        );
         let want = r::dot_i8(&r::binary_to_i8(&a), &r::binary_to_i8(&b));
         assert_eq!(a.dot(&b).unwrap(), want, "D={dim}");
         assert_eq!(a.hamming(&b).unwrap() as i64, (dim as i64 - want) / 2);
@@ -99,8 +115,17 @@ fn dots_match_reference_on_edge_dimensions() {
         assert_eq!(x.dot(&y).unwrap(), want, "D={dim}");
         assert_eq!(x.dot(&x).unwrap(), x.nnz() as i64);
         // The bipolar view of a binary vector has the same dot.
-        assert_eq!(a.to_bipolar().dot(&b.to_bipolar()).unwrap(), a.dot(&b).unwrap());
-        assert_eq!(Hypervector::sum(&a), r::binary_to_i8(&a).iter().map(|&v| i64::from(v)).sum::<i64>());
+        assert_eq!(
+            a.to_bipolar().dot(&b.to_bipolar()).unwrap(),
+            a.dot(&b).unwrap()
+        );
+        assert_eq!(
+            Hypervector::sum(&a),
+            r::binary_to_i8(&a)
+                .iter()
+                .map(|&v| i64::from(v))
+                .sum::<i64>()
+        );
     }
 }
 
@@ -118,11 +143,18 @@ fn permutation_matches_reference_round_trips_and_composes() {
         for &k in &SHIFTS {
             let pa = a.permute(k);
             assert!(padding_ok(pa.words(), dim), "D={dim} k={k}");
-            assert_eq!(r::binary_to_i8(&pa), r::permute_i8(&r::binary_to_i8(&a), k), "D={dim} k={k}");
+            assert_eq!(
+                r::binary_to_i8(&pa),
+                r::permute_i8(&r::binary_to_i8(&a), k),
+                "D={dim} k={k}"
+            );
             assert_eq!(pa.inverse_permute(k), a, "D={dim} k={k}");
             let px = x.permute(k);
             assert!(ternary_ok(&px));
-            assert_eq!(r::ternary_to_i8(&px), r::permute_i8(&r::ternary_to_i8(&x), k));
+            assert_eq!(
+                r::ternary_to_i8(&px),
+                r::permute_i8(&r::ternary_to_i8(&x), k)
+            );
             assert_eq!(px.inverse_permute(k), x);
             assert_eq!(c.permute(k).sums(), &r::permute_i8(c.sums(), k)[..]);
             // ρᵃ ρᵇ = ρᵃ⁺ᵇ, and ρᴰ = identity.
@@ -137,7 +169,10 @@ fn permutation_distributes_over_bind_and_bundle() {
     let dim = 1000;
     let a = BinaryHv::random(dim, 1).unwrap();
     let b = BinaryHv::random(dim, 2).unwrap();
-    assert_eq!(a.bind(&b).unwrap().permute(17), a.permute(17).bind(&b.permute(17)).unwrap());
+    assert_eq!(
+        a.bind(&b).unwrap().permute(17),
+        a.permute(17).bind(&b.permute(17)).unwrap()
+    );
     let mut c = CountBundle::new(dim).unwrap();
     let mut cp = CountBundle::new(dim).unwrap();
     for v in basis::random_binary(9, dim, 3).unwrap() {
@@ -164,13 +199,25 @@ fn count_bundle_readouts_match_reference() {
             let ties = r::binary_to_i8(&BinaryHv::random(dim, 77).unwrap());
             let maj = c.majority(77);
             assert!(padding_ok(maj.words(), dim));
-            assert_eq!(r::binary_to_i8(&maj), r::majority_i8(&sums, &ties), "D={dim} n={n}");
+            assert_eq!(
+                r::binary_to_i8(&maj),
+                r::majority_i8(&sums, &ties),
+                "D={dim} n={n}"
+            );
             for theta in [0u32, 1, 2] {
                 let tv = c.threshold(theta);
                 assert!(ternary_ok(&tv));
                 let want: Vec<i8> = sums
                     .iter()
-                    .map(|&s| if s > theta as i32 { 1 } else if s < -(theta as i32) { -1 } else { 0 })
+                    .map(|&s| {
+                        if s > theta as i32 {
+                            1
+                        } else if s < -(theta as i32) {
+                            -1
+                        } else {
+                            0
+                        }
+                    })
                     .collect();
                 assert_eq!(tv.to_trits(), want);
             }
@@ -188,7 +235,10 @@ fn count_bundle_readouts_match_reference() {
         let ref_items: Vec<Vec<i8>> = xs.iter().map(r::ternary_to_i8).collect();
         assert_eq!(c.sums(), &r::bundle_i8(&ref_items, dim)[..]);
         let y = TernaryHv::random_sparse(dim, 0.9, 5).unwrap();
-        assert_eq!(c.dot(&y).unwrap(), r::count_dot_i8(c.sums(), &r::ternary_to_i8(&y)));
+        assert_eq!(
+            c.dot(&y).unwrap(),
+            r::count_dot_i8(c.sums(), &r::ternary_to_i8(&y))
+        );
     }
 }
 
@@ -204,20 +254,32 @@ fn bulk_bundling_equals_one_by_one() {
             assert_eq!(load, ternary_vsa::Load::Within { items: n + 3 });
             assert_eq!(bulk.sums(), one.sums(), "D={dim} n={n}");
             let ref_items: Vec<Vec<i8>> = items.iter().map(r::binary_to_i8).collect();
-            let want: Vec<i32> = r::bundle_i8(&ref_items, dim).iter().map(|c| c + 3).collect();
+            let want: Vec<i32> = r::bundle_i8(&ref_items, dim)
+                .iter()
+                .map(|c| c + 3)
+                .collect();
             assert_eq!(bulk.sums(), &want[..]);
         }
         let xs = basis::random_sparse(9, dim, 0.5, 600 + t as u64).unwrap();
-        let (mut one, mut bulk) = (CountBundle::new(dim).unwrap(), CountBundle::new(dim).unwrap());
+        let (mut one, mut bulk) = (
+            CountBundle::new(dim).unwrap(),
+            CountBundle::new(dim).unwrap(),
+        );
         let _ = one.add_all(&xs).unwrap();
         let _ = bulk.add_many(&xs).unwrap();
         assert_eq!(bulk.sums(), one.sums());
     }
     // A strict cap is checked before anything is added.
-    let limit = ternary_vsa::CapacityLimit { max_items: 10, on_exceed: ternary_vsa::OnExceed::Error };
+    let limit = ternary_vsa::CapacityLimit {
+        max_items: 10,
+        on_exceed: ternary_vsa::OnExceed::Error,
+    };
     let mut capped = CountBundle::with_limit(64, limit).unwrap();
     let items = basis::random_binary(11, 64, 1).unwrap();
-    assert!(matches!(capped.add_many(&items), Err(VsaError::CapacityExceeded { items: 11, cap: 10 })));
+    assert!(matches!(
+        capped.add_many(&items),
+        Err(VsaError::CapacityExceeded { items: 11, cap: 10 })
+    ));
     assert!(capped.sums().iter().all(|&c| c == 0));
     assert!(capped.add_many(&items[..10]).is_ok());
 }
@@ -293,50 +355,121 @@ fn similarity_of_random_vectors_concentrates_with_the_right_variance() {
         let var_model = dim as f64 * density * density;
         let mean = dots.iter().sum::<f64>() / n as f64;
         let var = dots.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        assert!(mean.abs() < 5.0 * (var_model / n as f64).sqrt(), "D={dim}: mean {mean}");
-        assert!((var / var_model - 1.0).abs() < 0.12, "D={dim} d={density}: var {var} vs {var_model}");
+        assert!(
+            mean.abs() < 5.0 * (var_model / n as f64).sqrt(),
+            "D={dim}: mean {mean}"
+        );
+        assert!(
+            (var / var_model - 1.0).abs() < 0.12,
+            "D={dim} d={density}: var {var} vs {var_model}"
+        );
     }
 }
 
 #[test]
 fn level_and_thermometer_similarities_are_exact() {
-    for &(levels, dim) in &[(2usize, 10usize), (5, 1000), (11, 10_000), (1, 64), (100, 33)] {
+    for &(levels, dim) in &[
+        (2usize, 10usize),
+        (5, 1000),
+        (11, 10_000),
+        (1, 64),
+        (100, 33),
+    ] {
         let lv = basis::level_binary(levels, dim, 5).unwrap();
         let th = basis::thermometer_binary(levels, dim).unwrap();
         assert_eq!(lv.len(), levels);
-        let f = |i: usize| if levels == 1 { 0 } else { i * (dim / 2) / (levels - 1) };
-        let t = |i: usize| if levels == 1 { 0 } else { i * dim / (levels - 1) };
+        let f = |i: usize| {
+            if levels == 1 {
+                0
+            } else {
+                i * (dim / 2) / (levels - 1)
+            }
+        };
+        let t = |i: usize| {
+            if levels == 1 {
+                0
+            } else {
+                i * dim / (levels - 1)
+            }
+        };
         for i in 0..levels {
             assert!(padding_ok(lv[i].words(), dim));
             assert_eq!(th[i].count_ones() as usize, t(i));
             for j in 0..levels {
-                assert_eq!(lv[i].hamming(&lv[j]).unwrap() as usize, f(i).abs_diff(f(j)), "L={levels} D={dim}");
-                assert_eq!(th[i].dot(&th[j]).unwrap(), dim as i64 - 2 * t(i).abs_diff(t(j)) as i64);
+                assert_eq!(
+                    lv[i].hamming(&lv[j]).unwrap() as usize,
+                    f(i).abs_diff(f(j)),
+                    "L={levels} D={dim}"
+                );
+                assert_eq!(
+                    th[i].dot(&th[j]).unwrap(),
+                    dim as i64 - 2 * t(i).abs_diff(t(j)) as i64
+                );
             }
         }
-        assert_eq!(lv, basis::level_binary(levels, dim, 5).unwrap(), "reproducible");
+        assert_eq!(
+            lv,
+            basis::level_binary(levels, dim, 5).unwrap(),
+            "reproducible"
+        );
     }
-    assert_ne!(basis::level_binary(3, 100, 1).unwrap(), basis::level_binary(3, 100, 2).unwrap());
+    assert_ne!(
+        basis::level_binary(3, 100, 1).unwrap(),
+        basis::level_binary(3, 100, 2).unwrap()
+    );
 }
 
 #[test]
 fn bad_input_gives_clear_errors() {
-    assert!(matches!(BinaryHv::zeros(0), Err(VsaError::InvalidArgument(_))));
-    assert!(matches!(BinaryHv::from_bits(&[]), Err(VsaError::InvalidArgument(_))));
-    assert!(matches!(CountBundle::new(0), Err(VsaError::InvalidArgument(_))));
-    let (a, b) = (BinaryHv::random(64, 1).unwrap(), BinaryHv::random(65, 1).unwrap());
-    assert!(matches!(a.bind(&b), Err(VsaError::DimensionMismatch { expected: 64, got: 65 })));
+    assert!(matches!(
+        BinaryHv::zeros(0),
+        Err(VsaError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        BinaryHv::from_bits(&[]),
+        Err(VsaError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        CountBundle::new(0),
+        Err(VsaError::InvalidArgument(_))
+    ));
+    let (a, b) = (
+        BinaryHv::random(64, 1).unwrap(),
+        BinaryHv::random(65, 1).unwrap(),
+    );
+    assert!(matches!(
+        a.bind(&b),
+        Err(VsaError::DimensionMismatch {
+            expected: 64,
+            got: 65
+        })
+    ));
     assert!(matches!(a.dot(&b), Err(VsaError::DimensionMismatch { .. })));
     let mut c = CountBundle::new(64).unwrap();
     assert!(matches!(c.add(&b), Err(VsaError::DimensionMismatch { .. })));
     assert!(c.bind(&b).is_err());
     // Planes: wrong length, padding bit, both bits set.
-    assert!(matches!(BinaryHv::from_words(33, vec![0]), Err(VsaError::InvalidPlanes(_))));
-    assert!(matches!(BinaryHv::from_words(33, vec![0, 2]), Err(VsaError::InvalidPlanes(_))));
+    assert!(matches!(
+        BinaryHv::from_words(33, vec![0]),
+        Err(VsaError::InvalidPlanes(_))
+    ));
+    assert!(matches!(
+        BinaryHv::from_words(33, vec![0, 2]),
+        Err(VsaError::InvalidPlanes(_))
+    ));
     assert!(BinaryHv::from_words(33, vec![u32::MAX, 1]).is_ok());
-    assert!(matches!(TernaryHv::from_planes(40, vec![1, 0], vec![1, 0]), Err(VsaError::InvalidPlanes(_))));
-    assert!(matches!(TernaryHv::from_planes(40, vec![0, 1 << 8], vec![0, 0]), Err(VsaError::InvalidPlanes(_))));
-    assert!(matches!(TernaryHv::from_trits(&[1, 0, 2]), Err(VsaError::InvalidArgument(_))));
+    assert!(matches!(
+        TernaryHv::from_planes(40, vec![1, 0], vec![1, 0]),
+        Err(VsaError::InvalidPlanes(_))
+    ));
+    assert!(matches!(
+        TernaryHv::from_planes(40, vec![0, 1 << 8], vec![0, 0]),
+        Err(VsaError::InvalidPlanes(_))
+    ));
+    assert!(matches!(
+        TernaryHv::from_trits(&[1, 0, 2]),
+        Err(VsaError::InvalidArgument(_))
+    ));
     assert!(TernaryHv::random_sparse(10, 1.5, 0).is_err());
     assert!(TernaryHv::random_sparse(10, f64::NAN, 0).is_err());
     assert!(basis::level_binary(0, 10, 0).is_err());

@@ -2,14 +2,11 @@
 //! measurements of real bundles against it.
 
 use ternary_vsa::capacity::{
-    self, CapacityModel, erfc, ln_normal_cdf, majority_correlation, normal_cdf,
-    retrieval_accuracy,
+    self, CapacityModel, erfc, ln_normal_cdf, majority_correlation, normal_cdf, retrieval_accuracy,
 };
 use ternary_vsa::experiment::{KeyValueExperiment, Readout};
 use ternary_vsa::rng::Rng;
-use ternary_vsa::{
-    BinaryHv, CapacityLimit, CountBundle, ExplainAway, Load, OnExceed, VsaError,
-};
+use ternary_vsa::{BinaryHv, CapacityLimit, CountBundle, ExplainAway, Load, OnExceed, VsaError};
 
 const D: usize = 10_000;
 const M: usize = 500;
@@ -34,7 +31,10 @@ fn erfc_matches_reference_values_to_1e13_relative() {
     for (x, want) in cases {
         let got = erfc(x);
         let rel = ((got - want) / want).abs();
-        assert!(rel < 1e-13, "erfc({x}) = {got:e}, want {want:e} (rel {rel:e})");
+        assert!(
+            rel < 1e-13,
+            "erfc({x}) = {got:e}, want {want:e} (rel {rel:e})"
+        );
     }
 }
 
@@ -45,7 +45,10 @@ fn normal_cdf_and_its_log_agree_in_both_tails() {
         let p = normal_cdf(x);
         assert!((p + normal_cdf(-x) - 1.0).abs() < 1e-15, "symmetry at {x}");
         let lp = ln_normal_cdf(x);
-        assert!((lp - p.ln()).abs() < 1e-13 * lp.abs().max(1e-300) + 1e-15, "ln at {x}");
+        assert!(
+            (lp - p.ln()).abs() < 1e-13 * lp.abs().max(1e-300) + 1e-15,
+            "ln at {x}"
+        );
     }
     // Far left tail: ln Φ(−40) = ln(φ(40)/40 · (1 − 1/40² + 3/40⁴ …)) without underflow.
     let x = 40.0f64;
@@ -106,21 +109,37 @@ fn theory_gives_the_issue_numbers_at_d10000_k500_m500() {
     assert!((textbook - count).abs() < 1e-3, "{textbook} vs {count}");
     let maj = CapacityModel::Majority.accuracy(D, 500, M);
     assert!((maj - 0.69).abs() < 0.005, "majority {maj}");
-    let asym = retrieval_accuracy((2.0 * D as f64 / (std::f64::consts::PI * 500.0)).sqrt(), 1.0, M);
+    let asym = retrieval_accuracy(
+        (2.0 * D as f64 / (std::f64::consts::PI * 500.0)).sqrt(),
+        1.0,
+        M,
+    );
     assert!((asym - maj).abs() < 2e-3, "{asym} vs {maj}");
     // Edge cases: one item is decoded perfectly by counts; M = 1 is always right.
-    assert!((CapacityModel::CountBundle.accuracy(64, 1, 1000) - normal_cdf(8.0).powi(999)).abs() < 1e-9);
+    assert!(
+        (CapacityModel::CountBundle.accuracy(64, 1, 1000) - normal_cdf(8.0).powi(999)).abs() < 1e-9
+    );
     assert_eq!(retrieval_accuracy(0.0, 1.0, 1), 1.0);
 }
 
 #[test]
 fn max_items_is_the_last_k_meeting_the_target() {
     for model in [CapacityModel::CountBundle, CapacityModel::Majority] {
-        for &(dim, m, target) in &[(10_000usize, 500usize, 0.9), (2_048, 64, 0.99), (10_000, 10_000, 0.5)] {
+        for &(dim, m, target) in &[
+            (10_000usize, 500usize, 0.9),
+            (2_048, 64, 0.99),
+            (10_000, 10_000, 0.5),
+        ] {
             let cap = capacity::max_items(model, dim, m, target).unwrap();
             assert!(cap >= 1);
-            assert!(model.accuracy(dim, cap, m) >= target, "{model:?} {dim} {m} {target}");
-            assert!(model.accuracy(dim, cap + 1, m) < target, "{model:?} {dim} {m} {target}");
+            assert!(
+                model.accuracy(dim, cap, m) >= target,
+                "{model:?} {dim} {m} {target}"
+            );
+            assert!(
+                model.accuracy(dim, cap + 1, m) < target,
+                "{model:?} {dim} {m} {target}"
+            );
         }
     }
     let cap = capacity::max_items(CapacityModel::CountBundle, D, M, 0.9).unwrap();
@@ -133,13 +152,19 @@ fn max_items_is_the_last_k_meeting_the_target() {
     assert!(capacity::max_items(CapacityModel::CountBundle, 0, M, 0.5).is_err());
     assert!(capacity::max_items(CapacityModel::CountBundle, D, M, f64::NAN).is_err());
     // A target one item cannot reach gives a cap of zero.
-    assert_eq!(capacity::max_items(CapacityModel::CountBundle, 4, 1000, 0.999).unwrap(), 0);
+    assert_eq!(
+        capacity::max_items(CapacityModel::CountBundle, 4, 1000, 0.999).unwrap(),
+        0
+    );
 }
 
 #[test]
 fn capped_bundles_reject_or_flag_overload() {
     let items: Vec<BinaryHv> = (0..5).map(|i| BinaryHv::random(100, i).unwrap()).collect();
-    let strict = CapacityLimit { max_items: 3, on_exceed: OnExceed::Error };
+    let strict = CapacityLimit {
+        max_items: 3,
+        on_exceed: OnExceed::Error,
+    };
     let mut b = CountBundle::with_limit(100, strict).unwrap();
     for v in &items[..3] {
         assert!(!b.add(v).unwrap().is_over_cap());
@@ -149,25 +174,42 @@ fn capped_bundles_reject_or_flag_overload() {
         Err(VsaError::CapacityExceeded { items: 4, cap: 3 }) => {}
         other => panic!("expected CapacityExceeded, got {other:?}"),
     }
-    assert_eq!(b, before, "a rejected addition must leave the bundle unchanged");
+    assert_eq!(
+        b, before,
+        "a rejected addition must leave the bundle unchanged"
+    );
     let _ = b.subtract(&items[0]).unwrap();
     assert!(!b.add(&items[3]).unwrap().is_over_cap());
 
-    let flag = CapacityLimit { max_items: 3, on_exceed: OnExceed::Flag };
+    let flag = CapacityLimit {
+        max_items: 3,
+        on_exceed: OnExceed::Flag,
+    };
     let mut b = CountBundle::with_limit(100, flag).unwrap();
     let load = b.add_all(&items).unwrap();
     assert_eq!(load, Load::OverCap { items: 5, cap: 3 });
     assert!(b.load().is_over_cap());
 
-    let limit = CapacityLimit::for_target(CapacityModel::CountBundle, D, M, 0.9, OnExceed::Error).unwrap();
-    assert_eq!(limit.max_items, capacity::max_items(CapacityModel::CountBundle, D, M, 0.9).unwrap());
+    let limit =
+        CapacityLimit::for_target(CapacityModel::CountBundle, D, M, 0.9, OnExceed::Error).unwrap();
+    assert_eq!(
+        limit.max_items,
+        capacity::max_items(CapacityModel::CountBundle, D, M, 0.9).unwrap()
+    );
 }
 
 fn measure(pairs: usize, trials: usize, readout: Readout, seed: u64) -> f64 {
-    KeyValueExperiment { dim: D, pairs, codebook_size: M, trials, seed, readout }
-        .run()
-        .unwrap()
-        .accuracy()
+    KeyValueExperiment {
+        dim: D,
+        pairs,
+        codebook_size: M,
+        trials,
+        seed,
+        readout,
+    }
+    .run()
+    .unwrap()
+    .accuracy()
 }
 
 /// The issue's bar: D = 10,000, k = 500 pairs, M = 500, count bundle ≥ 0.88 (theory 0.910).
@@ -189,7 +231,10 @@ fn count_bundle_curve_follows_theory_within_003() {
         let acc = measure(k, trials, Readout::Counts, 1000 + k as u64);
         let theory = CapacityModel::CountBundle.accuracy(D, k, M);
         eprintln!("k={k:4}: measured {acc:.4}, theory {theory:.4}");
-        assert!((acc - theory).abs() <= 0.03, "k={k}: measured {acc}, theory {theory}");
+        assert!(
+            (acc - theory).abs() <= 0.03,
+            "k={k}: measured {acc}, theory {theory}"
+        );
     }
 }
 
@@ -199,7 +244,10 @@ fn majority_bundle_k500_follows_its_model() {
     let acc = measure(500, 4, Readout::Majority, 21);
     let theory = CapacityModel::Majority.accuracy(D, 500, M);
     eprintln!("majority k=500: measured {acc:.4}, theory {theory:.4}");
-    assert!((acc - theory).abs() <= 0.03, "measured {acc}, theory {theory}");
+    assert!(
+        (acc - theory).abs() <= 0.03,
+        "measured {acc}, theory {theory}"
+    );
 }
 
 /// Iterative cleanup keeps ≥ 0.90 accuracy at k = 1000 (one-shot theory there: 0.55).

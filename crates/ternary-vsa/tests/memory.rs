@@ -52,13 +52,28 @@ fn sliced_dots_are_exact_for_any_counts() {
                 assert_eq!(s.get(i), Some(i64::from(values[i])));
             }
             assert_eq!(s.dot(&c).unwrap(), r::count_dot_i8(&values, &ci), "D={dim}");
-            assert_eq!(s.dot(&t3).unwrap(), r::count_dot_i8(&values, &ti), "D={dim}");
+            assert_eq!(
+                s.dot(&t3).unwrap(),
+                r::count_dot_i8(&values, &ti),
+                "D={dim}"
+            );
             // Key-bound form equals slicing the bound counts.
-            let bound = CountBundle::from_sums(values.clone(), 1).unwrap().bind(&key).unwrap();
+            let bound = CountBundle::from_sums(values.clone(), 1)
+                .unwrap()
+                .bind(&key)
+                .unwrap();
             let sb = s.bind(&key).unwrap();
             assert_eq!(sb.get(dim - 1), Some(i64::from(bound.sums()[dim - 1])));
-            assert_eq!(sb.dot(&c).unwrap(), r::count_dot_i8(bound.sums(), &ci), "D={dim}");
-            assert_eq!(sb.dot(&t3).unwrap(), r::count_dot_i8(bound.sums(), &ti), "D={dim}");
+            assert_eq!(
+                sb.dot(&c).unwrap(),
+                r::count_dot_i8(bound.sums(), &ci),
+                "D={dim}"
+            );
+            assert_eq!(
+                sb.dot(&t3).unwrap(),
+                r::count_dot_i8(bound.sums(), &ti),
+                "D={dim}"
+            );
             // Binding twice with different keys composes (signs XOR).
             let key2 = BinaryHv::random(dim, seed + 6).unwrap();
             let twice = bound.bind(&key2).unwrap();
@@ -73,8 +88,14 @@ fn sliced_dots_are_exact_for_any_counts() {
     let values = [i32::MIN, 0, i32::MAX];
     let c = BinaryHv::from_bits(&[true, false, false]).unwrap();
     let s = SlicedCounts::from_values(&values).unwrap();
-    assert_eq!(s.dot(&c).unwrap(), i64::from(i32::MIN) - i64::from(i32::MAX));
-    assert_eq!(s.bind(&c).unwrap().dot(&c).unwrap(), -i64::from(i32::MIN) - i64::from(i32::MAX));
+    assert_eq!(
+        s.dot(&c).unwrap(),
+        i64::from(i32::MIN) - i64::from(i32::MAX)
+    );
+    assert_eq!(
+        s.bind(&c).unwrap().dot(&c).unwrap(),
+        -i64::from(i32::MIN) - i64::from(i32::MAX)
+    );
     assert!(CountBundle::from_sums(values.to_vec(), 1).is_err());
     // Counts never overflow: a bundle at ±i32::MAX refuses another addition.
     let mut full = CountBundle::from_sums(vec![i32::MAX, 0], 1).unwrap();
@@ -100,7 +121,11 @@ fn top_k_matches_brute_force_for_binary_and_ternary() {
                 .map(|c| r::dot_i8(&r::binary_to_i8(q), &r::binary_to_i8(c)))
                 .collect();
             for k in [0, 1, 2, 5, m, m + 3] {
-                assert_eq!(mem.top_k(q, k).unwrap(), brute_top_k(&sims, k), "D={dim} k={k}");
+                assert_eq!(
+                    mem.top_k(q, k).unwrap(),
+                    brute_top_k(&sims, k),
+                    "D={dim} k={k}"
+                );
             }
             assert_eq!(got_batch, &brute_top_k(&sims, 5));
             assert_eq!(mem.nearest(q).unwrap(), brute_top_k(&sims, 1)[0]);
@@ -136,7 +161,11 @@ fn count_queries_match_brute_force_serial_and_parallel() {
                 .iter()
                 .map(|c| r::count_dot_i8(q.sums(), &r::binary_to_i8(c)))
                 .collect();
-            assert_eq!(mem.top_k_counts(q, 3).unwrap(), brute_top_k(&sims, 3), "D={dim} M={m}");
+            assert_eq!(
+                mem.top_k_counts(q, 3).unwrap(),
+                brute_top_k(&sims, 3),
+                "D={dim} M={m}"
+            );
             assert_eq!(got_batch, &brute_top_k(&sims, 3));
         }
         // Ternary codebook with count queries.
@@ -146,7 +175,10 @@ fn count_queries_match_brute_force_serial_and_parallel() {
             .iter()
             .map(|c| r::count_dot_i8(queries[0].sums(), &r::ternary_to_i8(c)))
             .collect();
-        assert_eq!(tmem.top_k_counts(&queries[0], 2).unwrap(), brute_top_k(&sims, 2));
+        assert_eq!(
+            tmem.top_k_counts(&queries[0], 2).unwrap(),
+            brute_top_k(&sims, 2)
+        );
     }
 }
 
@@ -156,14 +188,23 @@ fn item_memory_rejects_bad_input() {
         ItemMemory::<BinaryHv>::new(vec![]),
         Err(VsaError::InvalidArgument(_))
     ));
-    let mixed = vec![BinaryHv::random(64, 1).unwrap(), BinaryHv::random(65, 2).unwrap()];
-    assert!(matches!(ItemMemory::new(mixed), Err(VsaError::DimensionMismatch { .. })));
+    let mixed = vec![
+        BinaryHv::random(64, 1).unwrap(),
+        BinaryHv::random(65, 2).unwrap(),
+    ];
+    assert!(matches!(
+        ItemMemory::new(mixed),
+        Err(VsaError::DimensionMismatch { .. })
+    ));
     let mem = ItemMemory::new(basis::random_binary(4, 64, 0).unwrap()).unwrap();
     let wrong = BinaryHv::random(63, 0).unwrap();
     assert!(mem.nearest(&wrong).is_err());
-    assert!(mem.top_k_batch(&[wrong.clone()], 1).is_err());
+    assert!(mem.top_k_batch(std::slice::from_ref(&wrong), 1).is_err());
     assert!(mem.nearest_counts(&CountBundle::new(63).unwrap()).is_err());
-    assert_eq!(mem.top_k(&BinaryHv::random(64, 9).unwrap(), 0).unwrap(), vec![]);
+    assert_eq!(
+        mem.top_k(&BinaryHv::random(64, 9).unwrap(), 0).unwrap(),
+        vec![]
+    );
 }
 
 #[test]
@@ -208,7 +249,10 @@ fn explain_away_works_for_ternary_keys_and_validates_settings() {
     let got: Vec<usize> = decoded.matches.iter().map(|m| m.index).collect();
     assert_eq!(got, values);
     assert!(decoded.rounds >= 1);
-    let bad = ExplainAway { accept_fraction: 0.0, refine_sweeps: 1 };
+    let bad = ExplainAway {
+        accept_fraction: 0.0,
+        refine_sweeps: 1,
+    };
     assert!(cleanup::explain_away(&s, &keys, &mem, &bad).is_err());
     let wrong_dim = basis::random_bipolar(1, dim + 1, 0).unwrap();
     assert!(cleanup::unbind_nearest(&s, &wrong_dim, &mem).is_err());
