@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 use ternary_core::kernels::Level;
+use ternary_vsa::capacity;
 use ternary_vsa::experiment::{KeyValueExperiment, Readout};
 use ternary_vsa::reference as naive;
 use ternary_vsa::{
@@ -527,6 +528,21 @@ fn main() -> Res<()> {
             "majority_theory": c.majority_theory,
         }));
     }
+    writeln!(
+        md,
+        "\n## Caps: largest k with model accuracy ≥ target (D = {D}, M = {CAP_M})\n\n\
+         From `capacity::max_items`; a `CountBundle` with a `CapacityLimit` rejects or flags \
+         items past the cap.\n"
+    )?;
+    writeln!(md, "| target | count bundle | majority |")?;
+    writeln!(md, "|---:|---:|---:|")?;
+    let mut json_limits = Vec::new();
+    for target in [0.99, 0.95, 0.9, 0.5] {
+        let count = capacity::max_items(CapacityModel::CountBundle, D, CAP_M, target)?;
+        let maj = capacity::max_items(CapacityModel::Majority, D, CAP_M, target)?;
+        writeln!(md, "| {target} | {count} | {maj} |")?;
+        json_limits.push(json!({ "target": target, "count": count, "majority": maj }));
+    }
     let ea = ExplainAway::default();
     writeln!(
         md,
@@ -554,7 +570,7 @@ fn main() -> Res<()> {
     let report: Value = json!({
         "machine": machine, "command": command, "quick": args.quick, "dim": D,
         "throughput": json_rows,
-        "capacity": { "codebook_size": CAP_M, "rows": json_caps },
+        "capacity": { "codebook_size": CAP_M, "rows": json_caps, "caps": json_limits },
         "iterative_cleanup": {
             "accept_fraction": ea.accept_fraction, "refine_sweeps": ea.refine_sweeps,
             "largest_k_at_0_90": best_k, "rows": json_iters,
