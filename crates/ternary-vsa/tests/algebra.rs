@@ -239,6 +239,22 @@ fn count_bundle_readouts_match_reference() {
             c.dot(&y).unwrap(),
             r::count_dot_i8(c.sums(), &r::ternary_to_i8(&y))
         );
+        // Merging two bundles equals bundling everything; subtracting ternary items undoes them.
+        let more = basis::random_binary(3, dim, 950 + t as u64).unwrap();
+        let mut other = CountBundle::new(dim).unwrap();
+        let _ = other.add_all(&more).unwrap();
+        let mut merged = c.clone();
+        assert_eq!(
+            merged.merge(&other).unwrap(),
+            ternary_vsa::Load::Within { items: 7 }
+        );
+        let mut all = c.clone();
+        let _ = all.add_all(&more).unwrap();
+        assert_eq!(merged.sums(), all.sums());
+        for x in &xs {
+            let _ = c.subtract(x).unwrap();
+        }
+        assert!(c.sums().iter().all(|&s| s == 0), "D={dim}");
     }
 }
 
