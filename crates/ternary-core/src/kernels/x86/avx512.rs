@@ -42,7 +42,7 @@ const F32_MR: usize = 12;
 /// Rows of decoded `f32` weights per cache block.
 const F32_MC: usize = 192;
 /// Columns per cache block of the `f32` GEMM (a multiple of 64).
-const F32_KC: usize = 256;
+const F32_KC: usize = 128;
 /// Rows of the GEMM register tile (weights broadcast).
 const MR: usize = 6;
 /// 16-token panels of the GEMM register tile (activations in lanes).
