@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, std-only so it builds in seconds.
 //!
 //! - `ci`: fmt check → clippy `-D warnings` → tests → docs (cheapest first).
-//! - `bench [--quick] [--out DIR]`: the speed and memory report (markdown + JSON).
+//! - `bench [--quick] [--out DIR] [--suite NAME]`: speed, memory and accuracy reports (markdown + JSON).
 
 mod bench;
 mod ci;
@@ -14,9 +14,9 @@ usage: cargo xtask <command> [args]
 
 commands:
   ci                  fmt check, clippy -D warnings, tests, doc build (what CI runs)
-  bench [--quick] [--out DIR]
-                      speed and memory report; writes DIR/bench.md and DIR/bench.json
-                      (default DIR: target/bench-report)
+  bench [--quick] [--out DIR] [--suite core|vsa]...
+                      speed, memory and accuracy reports; writes DIR/<suite>.md and .json
+                      (default DIR: target/bench-report; default: every suite)
   help                this text";
 
 fn main() -> ExitCode {
