@@ -11,7 +11,7 @@
 //!
 //! This library holds what both share: random data ([`data`]), the dense baselines
 //! ([`baseline`]), correctness guards ([`check`]), timing ([`timing`]), weight-format sizes
-//! ([`format`]), machine facts ([`machine`]), the report tables ([`report`]) and the run
+//! ([`format`](mod@format)), machine facts ([`machine`]), the report tables ([`report`]) and the run
 //! itself ([`run`]).
 
 pub mod baseline;
