@@ -72,6 +72,15 @@ impl<R: Runtime, T: DeviceElement> DeviceArray<R, T> {
         }
     }
 
+    /// A new buffer of `len` elements with unspecified contents (for outputs a kernel overwrites).
+    pub fn empty(client: &ComputeClient<R>, len: usize) -> Self {
+        Self {
+            handle: client.empty(len.max(1) * size_of::<T>()),
+            len,
+            _marker: PhantomData,
+        }
+    }
+
     /// A new buffer of `len` copies of `value` (used to poison outputs in tests).
     pub fn filled(client: &ComputeClient<R>, len: usize, value: T) -> Self {
         Self::from_slice(client, &vec![value; len.max(1)]).with_len(len)

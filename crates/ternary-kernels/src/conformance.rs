@@ -22,7 +22,7 @@ use crate::attention::{self, QkQuant, cpu};
 use crate::buffer::DeviceArray;
 use crate::edit::{Edit, launch_edits};
 use crate::error::KernelError;
-use crate::int8::{launch_gemm_i8, launch_quantize};
+use crate::int8::{launch_gemm_i8, launch_quantize_into};
 use crate::matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized};
 use crate::plan::{Plan, Strategy};
 use crate::rng::SplitMix64;
@@ -251,7 +251,8 @@ pub fn quantize_matches_reference<R: Runtime>(
     }
     let host = QuantizedActivations::quantize(&x, n, cols).map_err(|e| e.to_string())?;
     let dx = dev("upload x", DeviceActivations::upload(client, &x, n, cols))?;
-    let dq = dev("launch_quantize", launch_quantize(client, &dx))?;
+    let dq = dev("poisoned", DeviceQuantized::poisoned(client, n, cols))?;
+    dev("launch_quantize", launch_quantize_into(client, &dx, &dq))?;
     let (q, s) = dev("read q", dq.read(client))?;
     for j in 0..n {
         if s[j].to_bits() != host.scales()[j].to_bits() {
@@ -326,7 +327,11 @@ pub fn gemm_i8_matches_reference<R: Runtime>(client: &ComputeClient<R>, case: Ge
         "upload x",
         DeviceActivations::upload(client, &x, case.n, case.cols),
     )?;
-    let dq = dev("launch_quantize", launch_quantize(client, &dx))?;
+    let dq = dev(
+        "poisoned",
+        DeviceQuantized::poisoned(client, case.n, case.cols),
+    )?;
+    dev("launch_quantize", launch_quantize_into(client, &dx, &dq))?;
     let got = run_i8(client, &m, &dq)?;
     compare_i8(
         &format!("{what} (device quantized)"),
@@ -660,4 +665,190 @@ pub fn bad_shapes_are_errors<R: Runtime>(client: &ComputeClient<R>) -> Check {
         other => return Err(format!("NaN activations should fail, got {other:?}")),
     }
     Ok(())
+}
+
+/// What a suite did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// This many checks ran and passed.
+    Passed(usize),
+    /// The device lacks the feature; the kernel returned [`KernelError::Unsupported`] with this
+    /// message (asserted, not skipped silently).
+    Unsupported(String),
+}
+
+/// Outcome of a suite.
+pub type SuiteResult = std::result::Result<Ran, String>;
+
+/// Column counts of the edge-shape cases.
+pub const EDGE_COLS: [usize; 5] = [1, 31, 33, 576, 1536];
+
+/// The float product with `strategy` over edge shapes: rows 1 and 67, cols [`EDGE_COLS`],
+/// n = 1, 3, 8 for the row kernels (plus 17 and 70 for the tiled one), per-row and per-group
+/// (64) scales. A strategy the device cannot run must fail with `Unsupported`.
+pub fn gemm_suite<R: Runtime>(client: &ComputeClient<R>, strategy: Strategy) -> SuiteResult {
+    let caps = DeviceCaps::of(client);
+    if let Err(e) = crate::plan::plan(&caps, 1, strategy) {
+        return match e {
+            KernelError::Unsupported(msg) => Ok(Ran::Unsupported(msg)),
+            other => Err(format!("planning {strategy:?}: {other}")),
+        };
+    }
+    let mut cases: Vec<(usize, usize, usize)> = Vec::new();
+    let ns: &[usize] = match strategy {
+        Strategy::Tiled => &[1, 3, 8, 17],
+        _ => &[1, 3, 8],
+    };
+    for &n in ns {
+        for &r in &[1, 67] {
+            for &c in &EDGE_COLS {
+                cases.push((r, c, n));
+            }
+        }
+    }
+    if strategy == Strategy::Tiled {
+        cases.extend([(130, 31, 70), (130, 1536, 70)]);
+    }
+    let mut count = 0;
+    for (i, &(r, c, n)) in cases.iter().enumerate() {
+        let case = GemmCase::new(r, c, n, 1000 + i as u64);
+        gemm_matches_reference(client, case, strategy)?;
+        count += 1;
+        if c >= 64 {
+            gemm_matches_reference(client, case.per_group(64), strategy)?;
+            count += 1;
+        }
+    }
+    Ok(Ran::Passed(count))
+}
+
+/// [`Strategy::Auto`] with other group sizes (groups ending inside a word pair, a short last
+/// group, padding words past the last group) and empty shapes (cols 0, rows 0, n 0).
+pub fn gemm_groups_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    let cases = [
+        (67, 576, 1, 128),
+        (67, 576, 70, 128),
+        (5, 33, 3, 32),
+        (5, 65, 2, 32),
+        (9, 1536, 8, 256),
+        (3, 0, 2, 32),
+        (0, 64, 3, 32),
+        (4, 64, 0, 32),
+    ];
+    for (i, &(r, c, n, g)) in cases.iter().enumerate() {
+        let case = GemmCase::new(r, c, n, 2000 + i as u64);
+        gemm_matches_reference(client, case.per_group(g), Strategy::Auto)?;
+        gemm_matches_reference(client, case, Strategy::Auto)?;
+    }
+    Ok(Ran::Passed(2 * cases.len()))
+}
+
+/// `f16` activations through both kernels, or `Unsupported` on a device without `f16`.
+pub fn f16_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    if !DeviceCaps::of(client).f16 {
+        gemm_f16_matches_reference(client, GemmCase::new(3, 64, 1, 1), Strategy::Auto)?;
+        return Ok(Ran::Unsupported(format!(
+            "{}: no f16 storage",
+            R::name(client)
+        )));
+    }
+    gemm_f16_matches_reference(client, GemmCase::new(67, 576, 3, 3000), Strategy::Auto)?;
+    gemm_f16_matches_reference(client, GemmCase::new(67, 33, 1, 3001), Strategy::RowsShared)?;
+    gemm_f16_matches_reference(client, GemmCase::new(67, 576, 17, 3002), Strategy::Tiled)?;
+    Ok(Ran::Passed(3))
+}
+
+/// Device quantization, exact, over edge shapes.
+pub fn quantize_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    let cases = [(1, 1), (3, 31), (8, 33), (2, 576), (5, 1536), (0, 64)];
+    for (i, &(n, c)) in cases.iter().enumerate() {
+        quantize_matches_reference(client, n, c, 4000 + i as u64)?;
+    }
+    Ok(Ran::Passed(cases.len()))
+}
+
+/// The int8 product over edge shapes: rows 67, cols [`EDGE_COLS`], n = 1, 3, 8, 70, per-row and
+/// per-group (64) scales.
+pub fn int8_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    let mut count = 0;
+    for (k, &n) in [1, 3, 8, 70].iter().enumerate() {
+        for (i, &c) in EDGE_COLS.iter().enumerate() {
+            let case = GemmCase::new(67, c, n, 5000 + (k * 10 + i) as u64);
+            gemm_i8_matches_reference(client, case)?;
+            count += 1;
+            if c >= 64 {
+                gemm_i8_matches_reference(client, case.per_group(64))?;
+                count += 1;
+            }
+        }
+    }
+    Ok(Ran::Passed(count))
+}
+
+/// Edit batches: a single edit, many edits with duplicates, more edits than weights per row.
+pub fn edits_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    edits_match_reference(client, 7, 33, 1, 6000)?;
+    edits_match_reference(client, 67, 576, 500, 6001)?;
+    edits_match_reference(client, 3, 40, 300, 6002)?;
+    Ok(Ran::Passed(3))
+}
+
+/// Attention scoring, ternary and binary, causal or not, over a few head sizes.
+pub fn attention_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    let mut count = 0;
+    for quant in [QkQuant::Ternary, QkQuant::Binary] {
+        for causal in [false, true] {
+            for &(nq, nk, dim) in &[(1, 5, 64), (5, 37, 80), (17, 17, 128), (3, 40, 33)] {
+                count += 1;
+                attention_matches_reference(client, nq, nk, 2, dim, quant, causal, 7000 + count)?;
+            }
+        }
+    }
+    Ok(Ran::Passed(count as usize))
+}
+
+/// Block skipping at 1/3 and 95 % zeros, with zeroed chunks and rows.
+pub fn skip_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    let cases = [
+        (67, 33, 1),
+        (67, 1536, 3),
+        (130, 576, 8),
+        (5, 4096, 1),
+        (3, 2112, 9),
+    ];
+    let mut count = 0;
+    for (i, &(r, c, n)) in cases.iter().enumerate() {
+        let case = GemmCase::new(r, c, n, 8000 + i as u64);
+        skip_matches_reference(client, case)?;
+        skip_matches_reference(client, case.zeros(0.95))?;
+        count += 2;
+    }
+    skip_matches_reference(client, GemmCase::new(67, 576, 3, 8100).per_group(128))?;
+    Ok(Ran::Passed(count + 1))
+}
+
+/// Every suite, by name, in order (what the `gpu-bench` binary runs first).
+pub fn run_all<R: Runtime>(client: &ComputeClient<R>) -> Vec<(&'static str, SuiteResult)> {
+    vec![
+        (
+            "gemv rows (plane_sum)",
+            gemm_suite(client, Strategy::RowsPlane),
+        ),
+        (
+            "gemv rows (shared tree)",
+            gemm_suite(client, Strategy::RowsShared),
+        ),
+        ("gemm tiled", gemm_suite(client, Strategy::Tiled)),
+        ("gemm groups / empty", gemm_groups_suite(client)),
+        ("f16 activations", f16_suite(client)),
+        ("int8 quantize", quantize_suite(client)),
+        ("int8 gemm", int8_suite(client)),
+        ("edits", edits_suite(client)),
+        ("attention", attention_suite(client)),
+        ("block skipping", skip_suite(client)),
+        (
+            "bad shapes",
+            bad_shapes_are_errors(client).map(|()| Ran::Passed(1)),
+        ),
+    ]
 }

@@ -56,8 +56,8 @@ pub fn cuda_client() -> Result<ComputeClient<cubecl::cuda::CudaRuntime>> {
 /// The first HIP (ROCm) device.
 #[cfg(feature = "hip")]
 pub fn hip_client() -> Result<ComputeClient<cubecl::hip::HipRuntime>> {
-    use cubecl::hip::{HipDevice, HipRuntime};
-    client_or_error("HIP", || HipRuntime::client(&HipDevice::new(0)))
+    use cubecl::hip::{AmdDevice, HipRuntime};
+    client_or_error("HIP", || HipRuntime::client(&AmdDevice { index: 0 }))
 }
 
 /// What a device offers to the kernels of this crate.
@@ -104,4 +104,42 @@ impl DeviceCaps {
     pub fn fixed_plane_size(&self) -> Option<u32> {
         (self.plane_ops && self.plane_size.0 == self.plane_size.1).then_some(self.plane_size.0)
     }
+}
+
+/// Copies `src` into `dst` on the device (`dst.len() >= src.len()`); used to measure the copy
+/// bandwidth that the benchmark compares kernels with. Moves `8 · src.len()` bytes.
+pub fn launch_copy<R: Runtime>(
+    client: &ComputeClient<R>,
+    src: &crate::DeviceArray<R, u32>,
+    dst: &crate::DeviceArray<R, u32>,
+) -> Result<()> {
+    if dst.len() < src.len() {
+        return Err(KernelError::shape(format!(
+            "copy: destination holds {} words, source {}",
+            dst.len(),
+            src.len()
+        )));
+    }
+    crate::matrix::check_u32_range("copy words", src.len())?;
+    if src.is_empty() {
+        return Ok(());
+    }
+    let caps = DeviceCaps::of(client);
+    let cubes = src.len().div_ceil(4 * 256);
+    let x = cubes.min(caps.max_cube_count.0 as usize);
+    let count = crate::gemm::check_grid(&caps, x, cubes.div_ceil(x), 1)?;
+    crate::kernels::copy_words::launch::<R>(
+        client,
+        count,
+        CubeDim::new_1d(256),
+        src.arg(),
+        dst.arg(),
+        src.len() as u32,
+    );
+    crate::gemm::flush(client)
+}
+
+/// Blocks until every queued kernel has finished (for timing).
+pub fn sync<R: Runtime>(client: &ComputeClient<R>) -> Result<()> {
+    cubecl::future::block_on(client.sync()).map_err(KernelError::device)
 }

@@ -101,13 +101,9 @@ pub(crate) fn launch_rows<R: Runtime, F: Float + DeviceElement>(
         x.n().div_ceil(cfg.tokens as usize),
         1,
     )?;
-    let dummy;
     let (bitmap_arg, bitmap_wpr, skip) = match bitmap {
         Some(b) => (b.words.arg(), b.words_per_row() as u32, true),
-        None => {
-            dummy = DeviceArray::<R, u32>::from_slice(client, &[0]);
-            (dummy.arg(), 0, false)
-        }
+        None => (m.dummy_u32.arg(), 0, false),
     };
     gemv_rows::launch::<F, R>(
         client,
@@ -159,13 +155,9 @@ pub(crate) fn launch_tiled<R: Runtime, E: Numeric + DeviceElement, A: Numeric>(
         n.div_ceil(cfg.bn as usize),
         1,
     )?;
-    let dummy;
     let (ts_arg, token_scaled) = match token_scales {
         Some(s) => (s.arg(), true),
-        None => {
-            dummy = DeviceArray::<R, f32>::from_slice(client, &[0.0]);
-            (dummy.arg(), false)
-        }
+        None => (m.dummy_f32.arg(), false),
     };
     gemm_tiled::launch::<E, A, R>(
         client,

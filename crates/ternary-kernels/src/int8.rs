@@ -31,9 +31,27 @@ pub fn launch_quantize<R: Runtime, F: Float + DeviceElement>(
     client: &ComputeClient<R>,
     x: &DeviceActivations<R, F>,
 ) -> Result<DeviceQuantized<R>> {
+    let out = DeviceQuantized::empty(client, x.n(), x.cols())?;
+    launch_quantize_into(client, x, &out)?;
+    Ok(out)
+}
+
+/// [`launch_quantize`] into existing buffers (`out` must have the shape of `x`).
+pub fn launch_quantize_into<R: Runtime, F: Float + DeviceElement>(
+    client: &ComputeClient<R>,
+    x: &DeviceActivations<R, F>,
+    out: &DeviceQuantized<R>,
+) -> Result<()> {
+    if out.n() != x.n() || out.cols() != x.cols() {
+        return Err(crate::KernelError::shape(format!(
+            "quantized output is {} x {}, activations are {} x {}",
+            out.n(),
+            out.cols(),
+            x.n(),
+            x.cols()
+        )));
+    }
     let pc = padded_cols(x.cols());
-    let q = DeviceArray::<R, i32>::filled(client, x.n() * pc, i32::MIN);
-    let scales = DeviceArray::<R, f32>::filled(client, x.n(), f32::NAN);
     if x.n() > 0 {
         let caps = DeviceCaps::of(client);
         let count = check_grid(&caps, x.n(), 1, 1)?;
@@ -42,14 +60,14 @@ pub fn launch_quantize<R: Runtime, F: Float + DeviceElement>(
             count,
             CubeDim::new_1d(QUANT_UNITS),
             x.data.arg(),
-            q.arg(),
-            scales.arg(),
+            out.q.arg(),
+            out.scales.arg(),
             pc as u32,
             QUANT_UNITS,
         );
         flush(client)?;
     }
-    Ok(DeviceQuantized::from_parts(x.n(), x.cols(), q, scales))
+    Ok(())
 }
 
 /// Int8 product on the device (see the [module docs](self)); `y` is `n × rows`, overwritten.

@@ -45,7 +45,7 @@ pub use device::DeviceCaps;
 pub use edit::{Edit, launch_edits};
 pub use error::{KernelError, Result};
 pub use gemm::launch_gemm;
-pub use int8::{launch_gemm_i8, launch_quantize};
+pub use int8::{launch_gemm_i8, launch_quantize, launch_quantize_into};
 pub use matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized, padded_cols};
 pub use plan::{Plan, Strategy, TileConfig};
 pub use skip::{ChunkBitmap, DeviceBitmap, launch_gemv_skip};

@@ -29,6 +29,10 @@ pub struct DeviceMatrix<R: Runtime> {
     pub(crate) plus: DeviceArray<R, u32>,
     pub(crate) minus: DeviceArray<R, u32>,
     pub(crate) scales: DeviceArray<R, f32>,
+    /// One-element placeholders bound where a kernel variant ignores an argument, so launches
+    /// allocate nothing.
+    pub(crate) dummy_u32: DeviceArray<R, u32>,
+    pub(crate) dummy_f32: DeviceArray<R, f32>,
 }
 
 /// Scalar shape parameters shared by the matrix kernels.
@@ -56,6 +60,8 @@ impl<R: Runtime> DeviceMatrix<R> {
             plus: DeviceArray::from_slice(client, m.plus()),
             minus: DeviceArray::from_slice(client, m.minus()),
             scales: DeviceArray::from_slice(client, m.scales().values()),
+            dummy_u32: DeviceArray::from_slice(client, &[0]),
+            dummy_f32: DeviceArray::from_slice(client, &[0.0]),
         })
     }
 
@@ -253,13 +259,33 @@ impl<R: Runtime> DeviceQuantized<R> {
         })
     }
 
-    pub(crate) fn from_parts(
-        n: usize,
-        cols: usize,
-        q: DeviceArray<R, i32>,
-        scales: DeviceArray<R, f32>,
-    ) -> Self {
-        Self { n, cols, q, scales }
+    /// Room for `n × cols` quantized activations with unspecified contents.
+    pub fn empty(client: &ComputeClient<R>, n: usize, cols: usize) -> Result<Self> {
+        let total = n
+            .checked_mul(padded_cols(cols))
+            .ok_or_else(|| KernelError::shape("activations overflow usize"))?;
+        check_u32_range("activation values", total)?;
+        Ok(Self {
+            n,
+            cols,
+            q: DeviceArray::empty(client, total),
+            scales: DeviceArray::empty(client, n),
+        })
+    }
+
+    /// Room for `n × cols` quantized activations filled with poison (`i32::MIN`, NaN scales),
+    /// so that a value the quantization kernel fails to write is caught.
+    pub fn poisoned(client: &ComputeClient<R>, n: usize, cols: usize) -> Result<Self> {
+        let total = n
+            .checked_mul(padded_cols(cols))
+            .ok_or_else(|| KernelError::shape("activations overflow usize"))?;
+        check_u32_range("activation values", total)?;
+        Ok(Self {
+            n,
+            cols,
+            q: DeviceArray::filled(client, total, i32::MIN),
+            scales: DeviceArray::filled(client, n, f32::NAN),
+        })
     }
 
     /// Tokens.

@@ -7,6 +7,7 @@
 
 mod attention;
 mod bitmap;
+mod copy;
 mod edit;
 mod gemv;
 mod quantize;
@@ -14,6 +15,7 @@ mod tiled;
 
 pub(crate) use attention::{qk_scores, quantize_heads};
 pub(crate) use bitmap::build_bitmap;
+pub(crate) use copy::copy_words;
 pub(crate) use edit::apply_edits;
 pub(crate) use gemv::gemv_rows;
 pub(crate) use quantize::quantize_tokens;
