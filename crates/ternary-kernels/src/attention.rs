@@ -451,3 +451,38 @@ pub mod cpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::QkQuant;
+    use super::cpu;
+    use crate::rng::SplitMix64;
+
+    #[test]
+    fn agreement_of_identical_scores_is_perfect_and_of_reversed_is_not() {
+        let mut rng = SplitMix64::new(3);
+        let exact: Vec<f64> = (0..40).map(|_| f64::from(rng.normal())).collect();
+        let a = cpu::agreement(&exact, &exact, 4, 10, 3);
+        assert!((a.correlation - 1.0).abs() < 1e-12);
+        assert_eq!((a.top_k_overlap, a.top1), (1.0, 1.0));
+        assert!(a.softmax_tv < 1e-12);
+        let neg: Vec<f64> = exact.iter().map(|v| -v).collect();
+        let b = cpu::agreement(&neg, &exact, 4, 10, 3);
+        assert!((b.correlation + 1.0).abs() < 1e-12);
+        assert_eq!(b.top1, 0.0);
+    }
+
+    #[test]
+    fn ternary_quantization_follows_the_threshold_rule() {
+        // |x| = 4, 1, 1, 0 over dim 4: S = 6, keep |x| * 4 > 4.2, i.e. only the 4.
+        let h = cpu::quantize_heads(&[-4.0, 1.0, -1.0, 0.0], 1, 4, QkQuant::Ternary);
+        assert_eq!((h.plus[0], h.minus[0]), (0, 1));
+        assert_eq!(h.alpha, vec![4.0]);
+        let b = cpu::quantize_heads(&[-4.0, 1.0, -1.0, 0.0], 1, 4, QkQuant::Binary);
+        assert_eq!(b.plus[0], 0b0010);
+        assert_eq!(b.alpha, vec![1.5]);
+        // Dot with itself: ternary 1, binary 4.
+        assert_eq!(cpu::dot(&h, 0, &h, 0, QkQuant::Ternary), 1);
+        assert_eq!(cpu::dot(&b, 0, &b, 0, QkQuant::Binary), 4);
+    }
+}

@@ -173,3 +173,35 @@ pub fn launch_gemv_skip<R: Runtime, F: Float + DeviceElement>(
     }
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ternary_core::Scales;
+
+    #[test]
+    fn bitmap_marks_exactly_the_nonzero_chunks_in_u64_order() {
+        // 2 rows x 4200 columns: wpr = 2 * 66 = 132 words, so 3 u64 bitmap words (6 u32) per row.
+        let (rows, cols) = (2, 4200);
+        let mut trits = vec![0i8; rows * cols];
+        for &(r, c) in &[(0, 0), (0, 31), (0, 64 * 32 + 5), (1, 4199), (1, 32)] {
+            trits[r * cols + c] = if c % 2 == 0 { 1 } else { -1 };
+        }
+        let m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::per_row(vec![1.0; rows]))
+            .unwrap();
+        let b = ChunkBitmap::from_matrix(&m);
+        assert_eq!(b.words_per_row(), bitmap_words_per_row(m.words_per_row()));
+        assert_eq!(b.words_per_row(), 6);
+        // Row 0: chunks 0 and 64; row 1: chunks 1 and 131.
+        let as_u64 = |r: usize, k: usize| {
+            let w = &b.words()[r * 6..(r + 1) * 6];
+            (u64::from(w[2 * k]) | (u64::from(w[2 * k + 1]) << 32)) as u128
+        };
+        assert_eq!(as_u64(0, 0), 1);
+        assert_eq!(as_u64(0, 1), 1);
+        assert_eq!(as_u64(0, 2), 0);
+        assert_eq!(as_u64(1, 0), 2);
+        assert_eq!(as_u64(1, 2), 1 << (131 - 128));
+        assert_eq!(b.nonzero_chunks(), 4);
+    }
+}
