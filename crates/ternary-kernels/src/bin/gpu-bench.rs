@@ -202,7 +202,7 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
     println!(
         "\n## Timings\n\nmeasured copy bandwidth: {:.1} GB/s ({} MiB copied)\n",
         bw / 1e9,
-        copy_words * 4 >> 20
+        (copy_words * 4) >> 20
     );
     println!(
         "| kernel | rows x cols | n | time (us) | GB/s | % of copy | G weights x tokens / s \
