@@ -22,7 +22,7 @@ pub(crate) fn check_output<R: Runtime>(
             y.len()
         )));
     }
-    Ok(())
+    crate::matrix::check_u32_range("outputs", y.len())
 }
 
 /// Checks that a launch grid fits the device.

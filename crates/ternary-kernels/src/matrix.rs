@@ -52,7 +52,8 @@ impl<R: Runtime> DeviceMatrix<R> {
     /// addressing (more than `2³¹` words per plane).
     pub fn upload(client: &ComputeClient<R>, m: &TernaryMatrix) -> Result<Self> {
         check_u32_range("plane words", m.plus().len())?;
-        check_u32_range("matrix rows", m.rows() * 64)?;
+        check_u32_range("scales", m.scales().values().len())?;
+        check_u32_range("rows", m.rows())?;
         Ok(Self {
             rows: m.rows(),
             cols: m.cols(),
@@ -120,7 +121,7 @@ impl<R: Runtime> DeviceMatrix<R> {
                 group_size / WORD_BITS,
             ),
         };
-        // `upload` checked that rows · 64 and rows · wpr fit in u32; groups ≤ wpr / 1.
+        // `upload` checked that rows, rows · wpr and rows · groups fit in 31 bits.
         Geometry {
             rows: self.rows as u32,
             wpr: wpr as u32,

@@ -14,6 +14,12 @@
 //! shapes instead (the CPU path remains the fallback). Exit code: 0 on success, 1 when a
 //! conformance check fails.
 
+// Built without a runtime feature, only the CPU fallback is reachable.
+#![cfg_attr(
+    not(any(feature = "cuda", feature = "hip", feature = "wgpu")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
