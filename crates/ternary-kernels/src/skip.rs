@@ -56,6 +56,37 @@ impl ChunkBitmap {
         }
     }
 
+    /// Builds the bitmap from `u64` mask words in the `ternary-sparsity` layout (per row
+    /// `⌈wpr / 64⌉` words, chunk `k` in bit `k % 64` of word `k / 64`) for a `rows × cols`
+    /// matrix: each `u64` is split into its low and high `u32` halves.
+    pub fn from_u64_masks(rows: usize, cols: usize, masks: &[u64]) -> Result<Self> {
+        let wpr = ternary_core::words_per_row(cols);
+        let per_row = wpr.div_ceil(64);
+        if Some(masks.len()) != rows.checked_mul(per_row) {
+            return Err(crate::KernelError::shape(format!(
+                "{rows}x{cols} matrix needs {rows} x {per_row} u64 masks, got {}",
+                masks.len()
+            )));
+        }
+        for (i, &m) in masks.iter().enumerate() {
+            let first = (i % per_row.max(1)) * 64;
+            let valid = wpr.saturating_sub(first).min(64);
+            if valid < 64 && m >> valid != 0 {
+                return Err(crate::KernelError::shape(format!(
+                    "mask word {i} has bits set past the {wpr} chunks of a row"
+                )));
+            }
+        }
+        Ok(Self {
+            rows,
+            words_per_row: 2 * per_row,
+            words: masks
+                .iter()
+                .flat_map(|&m| [m as u32, (m >> 32) as u32])
+                .collect(),
+        })
+    }
+
     /// Rows.
     #[inline]
     pub fn rows(&self) -> usize {
@@ -203,5 +234,16 @@ mod tests {
         assert_eq!(as_u64(1, 0), 2);
         assert_eq!(as_u64(1, 2), 1 << (131 - 128));
         assert_eq!(b.nonzero_chunks(), 4);
+
+        // The same bits as ternary-sparsity's u64 masks.
+        let masks: Vec<u64> = (0..rows)
+            .flat_map(|r| (0..3).map(move |k| (r, k)))
+            .map(|(r, k)| as_u64(r, k) as u64)
+            .collect();
+        assert_eq!(ChunkBitmap::from_u64_masks(rows, cols, &masks).unwrap(), b);
+        assert!(ChunkBitmap::from_u64_masks(rows, cols, &masks[1..]).is_err());
+        let mut bad = masks.clone();
+        bad[2] |= 1 << 4; // chunk 132 does not exist (wpr = 132)
+        assert!(ChunkBitmap::from_u64_masks(rows, cols, &bad).is_err());
     }
 }
