@@ -29,6 +29,46 @@ fn run_ci_steps(skip_fmt: bool) -> Result<(), String> {
     doctest.args(["test", "--workspace", "--doc"]);
     step("doctest", doctest)?;
 
+    // GPU kernels: conformance on wgpu (lavapipe, Mesa's software Vulkan, on machines without
+    // a GPU), then compile checks of the CUDA and HIP runtimes (no device needed to compile).
+    let mut clippy_gpu = cargo();
+    clippy_gpu.args([
+        "clippy",
+        "-p",
+        "ternary-kernels",
+        "--features",
+        "wgpu",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("clippy (wgpu)", clippy_gpu)?;
+    let mut gpu = cargo();
+    gpu.args([
+        "test",
+        "-p",
+        "ternary-kernels",
+        "--features",
+        "wgpu",
+        "--test",
+        "wgpu",
+    ]);
+    step("test (wgpu)", gpu)?;
+    for feature in ["cuda", "hip"] {
+        let mut check = cargo();
+        check.args([
+            "check",
+            "-p",
+            "ternary-kernels",
+            "--features",
+            feature,
+            "--all-targets",
+        ]);
+        check.env("CUDARC_CUDA_VERSION", "13000");
+        step(&format!("check ({feature})"), check)?;
+    }
+
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
