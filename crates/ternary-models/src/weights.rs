@@ -1,0 +1,161 @@
+//! Named host-side weights in Hugging Face naming, from GGUF or safetensors.
+//!
+//! Every loader presents its tensors under the Hugging Face Llama names
+//! (`model.layers.3.self_attn.q_proj.weight`, ...) with PyTorch shapes (`[out, in]`), so the
+//! model builder has one path for every file format.
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+
+/// A dense f32 tensor in host memory, shape outermost first, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Shape, outermost dimension first.
+    pub shape: Vec<usize>,
+    /// Row-major values (`Π shape` of them).
+    pub data: Vec<f32>,
+}
+
+/// Anything that can hand out weights by Hugging Face name.
+pub trait WeightSource {
+    /// The tensor called `name` (Hugging Face naming), as f32.
+    fn tensor(&self, name: &str) -> Result<HostTensor>;
+    /// Whether the source has a tensor called `name`.
+    fn contains(&self, name: &str) -> bool;
+}
+
+/// Maps a Hugging Face Llama tensor name to its llama.cpp GGUF name.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let g = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}"))
+}
+
+/// Undoes llama.cpp's Q/K row permutation.
+///
+/// llama.cpp's converter reorders the rows of each head so RoPE rotates adjacent pairs:
+/// HF row `h·d + s·d/2 + i` is stored at GGUF row `h·d + 2i + s` (`s ∈ {0, 1}`, `i < d/2`).
+/// This puts them back in Hugging Face order (RoPE on the two halves, `rotate_half`).
+pub fn unpermute_qk(rows: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; rows.len()];
+    for h in 0..n_heads {
+        for i in 0..half {
+            for s in 0..2 {
+                let src = (h * head_dim + 2 * i + s) * cols;
+                let dst = (h * head_dim + s * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&rows[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// GGUF tensors presented under Hugging Face names, with Q/K rows un-permuted.
+#[derive(Debug)]
+pub struct GgufWeights<'a> {
+    file: &'a GgufFile,
+    config: LlamaConfig,
+}
+
+impl<'a> GgufWeights<'a> {
+    /// Wraps a parsed file whose configuration is `config`.
+    pub fn new(file: &'a GgufFile, config: LlamaConfig) -> Self {
+        Self { file, config }
+    }
+}
+
+impl WeightSource for GgufWeights<'_> {
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        let g = gguf_name(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let (shape, mut data) = self.file.dequantize(&g)?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        };
+        if let Some(n) = heads {
+            let d = self.config.head_dim;
+            if shape.len() != 2 || shape[0] != n * d {
+                return Err(ModelError::Shape {
+                    name: g,
+                    expected: vec![n * d, self.config.hidden_size],
+                    found: shape,
+                });
+            }
+            data = unpermute_qk(&data, n, d, shape[1]);
+        }
+        Ok(HostTensor { shape, data })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's `permute` (convert_hf_to_gguf.py): reshape to (heads, 2, d/2, cols), swap
+    /// axes 1 and 2.
+    fn permute(rows: &[f32], n_heads: usize, d: usize, cols: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len());
+        for h in 0..n_heads {
+            for i in 0..d / 2 {
+                for s in 0..2 {
+                    let src = (h * d + s * (d / 2) + i) * cols;
+                    out.extend_from_slice(&rows[src..src + cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_should_invert_llama_cpp_permute() {
+        let (h, d, c) = (3, 8, 5);
+        let x: Vec<f32> = (0..h * d * c).map(|v| v as f32).collect();
+        assert_eq!(unpermute_qk(&permute(&x, h, d, c), h, d, c), x);
+        assert_ne!(permute(&x, h, d, c), x);
+    }
+
+    #[test]
+    fn names_should_map_to_llama_cpp() {
+        assert_eq!(
+            gguf_name("model.layers.12.mlp.down_proj.weight").unwrap(),
+            "blk.12.ffn_down.weight"
+        );
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").unwrap(),
+            "token_embd.weight"
+        );
+        assert!(gguf_name("model.layers.x.mlp.down_proj.weight").is_none());
+        assert!(gguf_name("something.else").is_none());
+    }
+}
