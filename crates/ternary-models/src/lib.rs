@@ -31,7 +31,7 @@ pub use burn;
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
 pub use generate::{GenerationStats, Sampling, generate};
-pub use linear::{FloatLinear, Linear, LinearLayer};
+pub use linear::{FloatLinear, HostLinear, Linear, LinearImpl, LinearLayer};
 pub use loader::{LoadedModel, load, load_gguf, load_safetensors_dir};
 pub use model::{KvCache, Llama, Logits};
 pub use perplexity::{PerplexityReport, perplexity};

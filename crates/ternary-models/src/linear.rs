@@ -84,3 +84,239 @@ impl<B: Backend> LinearLayer<B> for FloatLinear<B> {
         "float".into()
     }
 }
+
+/// Float linear layer computed on the host: `W: [out, in]` row-major in memory, rows of `x`
+/// copied to the host. Products of up to [`HostLinear::GEMV_MAX_ROWS`] rows (decoding) are
+/// row-parallel dot products that stream `W` once; larger ones use matrixmultiply's GEMM.
+///
+/// Burn's ndarray matmul packs the whole weight matrix on every call, which makes one-token
+/// decoding ~10x slower than streaming it; this is the CPU default (see
+/// [`LinearImpl::default_for`]).
+#[derive(Debug, Clone)]
+pub struct HostLinear {
+    weight: std::sync::Arc<Vec<f32>>,
+    out: usize,
+    inp: usize,
+}
+
+/// Which float linear layer the loaders build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearImpl {
+    /// [`FloatLinear`]: Burn's matmul on the backend's device.
+    Burn,
+    /// [`HostLinear`]: host-side GEMV/GEMM (CPU backends).
+    Host,
+}
+
+impl LinearImpl {
+    /// [`LinearImpl::Host`] for the CPU ndarray backend, [`LinearImpl::Burn`] otherwise.
+    pub fn default_for<B: Backend>() -> Self {
+        if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::Cpu>() {
+            Self::Host
+        } else {
+            Self::Burn
+        }
+    }
+
+    /// Builds a layer of this kind from `W: [out, in]` row-major.
+    pub fn build<B: Backend>(
+        self,
+        name: &str,
+        w: Vec<f32>,
+        out: usize,
+        inp: usize,
+        device: &B::Device,
+    ) -> Result<Linear<B>> {
+        Ok(match self {
+            Self::Burn => Box::new(FloatLinear::<B>::from_rows(name, &w, out, inp, device)?),
+            Self::Host => Box::new(HostLinear::new(name, w, out, inp)?),
+        })
+    }
+}
+
+/// `Σ_i a[i]·b[i]` with 16 independent partial sums (vectorizes; sums in a fixed order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+impl HostLinear {
+    /// Products with at most this many rows use the streaming GEMV.
+    pub const GEMV_MAX_ROWS: usize = 16;
+
+    /// Builds the layer from `W: [out, in]` row-major; `name` is used in errors.
+    pub fn new(name: &str, w: Vec<f32>, out: usize, inp: usize) -> Result<Self> {
+        if out.checked_mul(inp) != Some(w.len()) || w.is_empty() {
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: vec![out, inp],
+                found: vec![w.len()],
+            });
+        }
+        Ok(Self {
+            weight: std::sync::Arc::new(w),
+            out,
+            inp,
+        })
+    }
+
+    /// `y = x·Wᵀ` on host rows: `x` is `[m, in]` row-major, the result `[m, out]`.
+    pub fn forward_rows(&self, x: &[f32], m: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        let (k, n) = (self.inp, self.out);
+        debug_assert_eq!(x.len(), m * k);
+        if m <= Self::GEMV_MAX_ROWS {
+            // y[r, o] = dot(x_r, W_o); parallel over blocks of output rows.
+            const BLOCK: usize = 64;
+            let mut yt = vec![0f32; n * m]; // [out, m]
+            yt.par_chunks_mut(BLOCK * m)
+                .enumerate()
+                .for_each(|(bi, chunk)| {
+                    for (j, slot) in chunk.chunks_exact_mut(m).enumerate() {
+                        let o = bi * BLOCK + j;
+                        let w = &self.weight[o * k..(o + 1) * k];
+                        for (r, s) in slot.iter_mut().enumerate() {
+                            *s = dot(&x[r * k..(r + 1) * k], w);
+                        }
+                    }
+                });
+            let mut y = vec![0f32; m * n];
+            for o in 0..n {
+                for r in 0..m {
+                    y[r * n + o] = yt[o * m + r];
+                }
+            }
+            y
+        } else {
+            use ndarray::{ArrayView2, ShapeBuilder};
+            // Shapes agree by construction, so the views cannot fail; fall back to GEMV rows
+            // if they ever did.
+            let (Ok(a), Ok(b)) = (
+                ArrayView2::from_shape((m, k), x),
+                ArrayView2::from_shape((k, n).strides((1, k)), &self.weight[..]),
+            ) else {
+                return (0..m)
+                    .flat_map(|r| self.forward_rows(&x[r * k..(r + 1) * k], 1))
+                    .collect();
+            };
+            a.dot(&b).into_iter().collect()
+        }
+    }
+}
+
+impl<B: Backend> LinearLayer<B> for HostLinear {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let device = x.device();
+        let [m, k] = x.dims();
+        assert_eq!(k, self.inp, "HostLinear: input width {k} != {}", self.inp);
+        let data = x.into_data().convert::<f32>();
+        let y = match data.as_slice::<f32>() {
+            Ok(xs) => self.forward_rows(xs, m),
+            Err(e) => panic!("HostLinear: activations are not f32: {e:?}"),
+        };
+        Tensor::from_data(TensorData::new(y, [m, self.out]), &device)
+    }
+
+    fn in_features(&self) -> usize {
+        self.inp
+    }
+
+    fn out_features(&self) -> usize {
+        self.out
+    }
+
+    fn weight(&self) -> Tensor<B, 2> {
+        Tensor::from_data(
+            TensorData::new(self.weight.as_ref().clone(), [self.out, self.inp]),
+            &Default::default(),
+        )
+    }
+
+    fn kind(&self) -> String {
+        "float-host".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+
+    /// f64 reference `x·Wᵀ`.
+    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for o in 0..n {
+                y[r * n + o] = (0..k)
+                    .map(|i| f64::from(x[r * k + i]) * f64::from(w[o * k + i]))
+                    .sum();
+            }
+        }
+        y
+    }
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn host_and_burn_linears_should_match_f64_reference() {
+        let mut seed = 42;
+        let device = Default::default();
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 31, 33),
+            (2, 64, 65),
+            (4, 576, 63),
+            (16, 33, 31),
+            (17, 65, 576),
+            (1, 1536, 32),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+            let want = reference(&x, &w, m, k, n);
+            let xt = Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+            for kind in [LinearImpl::Burn, LinearImpl::Host] {
+                let lin = kind.build::<Cpu>("t", w.clone(), n, k, &device).unwrap();
+                assert_eq!((lin.in_features(), lin.out_features()), (k, n));
+                let y = lin
+                    .forward(xt.clone())
+                    .into_data()
+                    .into_vec::<f32>()
+                    .unwrap();
+                assert_eq!(y.len(), m * n);
+                for (i, (&g, &r)) in y.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * (k as f64).sqrt() * 4.0;
+                    assert!(
+                        (f64::from(g) - r).abs() <= tol,
+                        "{kind:?} {m}x{k}x{n} [{i}]: {g} vs {r}"
+                    );
+                }
+                let back = lin.weight().into_data().into_vec::<f32>().unwrap();
+                assert_eq!(back, w, "{kind:?} weight()");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_should_be_errors() {
+        assert!(HostLinear::new("w", vec![0.0; 5], 2, 3).is_err());
+        assert!(FloatLinear::<Cpu>::from_rows("w", &[0.0; 5], 2, 3, &Default::default()).is_err());
+        assert!(HostLinear::new("w", vec![], 0, 3).is_err());
+    }
+}

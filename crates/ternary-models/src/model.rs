@@ -12,7 +12,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::linear::{FloatLinear, Linear};
+use crate::linear::{Linear, LinearImpl};
 use crate::weights::{HostTensor, WeightSource};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -123,11 +123,22 @@ fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
 }
 
 impl<B: Backend> Llama<B> {
-    /// Builds the model from Hugging Face-named weights, checking every shape.
+    /// Builds the model from Hugging Face-named weights, checking every shape, with the
+    /// backend's default float linear layers ([`LinearImpl::default_for`]).
     pub fn from_weights(
         config: LlamaConfig,
         src: &dyn WeightSource,
         device: &B::Device,
+    ) -> Result<Self> {
+        Self::from_weights_with(config, src, device, LinearImpl::default_for::<B>())
+    }
+
+    /// [`Llama::from_weights`] with an explicit kind of float linear layer.
+    pub fn from_weights_with(
+        config: LlamaConfig,
+        src: &dyn WeightSource,
+        device: &B::Device,
+        linear_impl: LinearImpl,
     ) -> Result<Self> {
         config.validate()?;
         let c = &config;
@@ -139,9 +150,7 @@ impl<B: Backend> Llama<B> {
         };
         let linear = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
             let t = get(name, &[out, inp])?;
-            Ok(Box::new(FloatLinear::from_rows(
-                name, &t.data, out, inp, device,
-            )?))
+            linear_impl.build::<B>(name, t.data, out, inp, device)
         };
         let norm = |name: &str| -> Result<RmsNorm<B>> {
             let t = get(name, &[h])?;
@@ -153,13 +162,7 @@ impl<B: Backend> Llama<B> {
         let embed_name = "model.embed_tokens.weight";
         let embed = get(embed_name, &[c.vocab_size, h])?;
         let lm_head: Linear<B> = if c.tie_word_embeddings || !src.contains("lm_head.weight") {
-            Box::new(FloatLinear::from_rows(
-                embed_name,
-                &embed.data,
-                c.vocab_size,
-                h,
-                device,
-            )?)
+            linear_impl.build::<B>(embed_name, embed.data.clone(), c.vocab_size, h, device)?
         } else {
             linear("lm_head.weight", c.vocab_size, h)?
         };
