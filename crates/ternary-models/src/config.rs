@@ -57,13 +57,13 @@ impl LlamaConfig {
         if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
             return bad(format!("zero layers or heads in {self:?}"));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "{} query heads is not a multiple of {} key/value heads",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head dimension {} must be even and non-zero",
                 self.head_dim
@@ -138,12 +138,12 @@ impl LlamaConfig {
     pub fn from_hf_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
-        if let Some(t) = v.get("model_type").and_then(|t| t.as_str()) {
-            if t != "llama" {
-                return Err(ModelError::Config(format!(
-                    "model_type '{t}' is not supported (only 'llama')"
-                )));
-            }
+        if let Some(t) = v.get("model_type").and_then(|t| t.as_str())
+            && t != "llama"
+        {
+            return Err(ModelError::Config(format!(
+                "model_type '{t}' is not supported (only 'llama')"
+            )));
         }
         let uint = |key: &str| -> Result<usize> {
             v.get(key)
@@ -172,10 +172,31 @@ impl LlamaConfig {
         };
         let head_dim = if v.get("head_dim").is_some_and(|x| !x.is_null()) {
             uint("head_dim")?
-        } else if num_heads > 0 {
-            hidden_size / num_heads
         } else {
-            0
+            hidden_size.checked_div(num_heads).unwrap_or(0)
+        };
+        // transformers >= 5 writes `rope_parameters: {rope_theta, rope_type}`; older versions
+        // a top-level `rope_theta` and an optional `rope_scaling`.
+        let rope = v
+            .get("rope_parameters")
+            .or_else(|| v.get("rope_scaling"))
+            .filter(|x| !x.is_null());
+        if let Some(r) = rope {
+            let ty = r
+                .get("rope_type")
+                .or_else(|| r.get("type"))
+                .and_then(|t| t.as_str());
+            if ty.is_some_and(|t| t != "default") {
+                return Err(ModelError::Config(format!(
+                    "config.json: rope type {ty:?} is not supported (only plain RoPE)"
+                )));
+            }
+        }
+        let rope_theta = match rope.and_then(|r| r.get("rope_theta")) {
+            Some(t) => t.as_f64().ok_or_else(|| {
+                ModelError::Config("config.json: 'rope_theta' is not a number".into())
+            })?,
+            None => float("rope_theta", 10_000.0)?,
         };
         let cfg = Self {
             vocab_size: uint("vocab_size")?,
@@ -185,7 +206,7 @@ impl LlamaConfig {
             num_heads,
             num_kv_heads,
             head_dim,
-            rope_theta: float("rope_theta", 10_000.0)?,
+            rope_theta,
             rms_norm_eps: float("rms_norm_eps", 1e-6)?,
             max_position_embeddings: if v.get("max_position_embeddings").is_some() {
                 uint("max_position_embeddings")?
@@ -197,11 +218,6 @@ impl LlamaConfig {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
         };
-        if v.get("rope_scaling").is_some_and(|x| !x.is_null()) {
-            return Err(ModelError::Config(
-                "config.json: rope_scaling is not supported".into(),
-            ));
-        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -224,9 +240,27 @@ mod tests {
     }
 
     #[test]
+    fn transformers_5_rope_parameters_should_parse() {
+        let json = r#"{"hidden_size":32,"intermediate_size":48,"num_attention_heads":4,
+            "num_key_value_heads":2,"head_dim":8,"num_hidden_layers":2,"vocab_size":300,
+            "rope_parameters":{"rope_theta":500.0,"rope_type":"default"},"rms_norm_eps":1e-05}"#;
+        let c = LlamaConfig::from_hf_json(json).unwrap();
+        assert_eq!((c.rope_theta, c.head_dim, c.num_kv_heads), (500.0, 8, 2));
+        assert!(!c.tie_word_embeddings);
+    }
+
+    #[test]
     fn bad_configs_should_be_errors() {
         assert!(LlamaConfig::from_hf_json("{").is_err());
         assert!(LlamaConfig::from_hf_json(r#"{"model_type":"gpt2"}"#).is_err());
+        let scaled = r#"{"hidden_size":8,"intermediate_size":8,"num_attention_heads":2,
+            "num_hidden_layers":1,"vocab_size":4,"rope_scaling":{"rope_type":"llama3","factor":8.0}}"#;
+        assert!(
+            LlamaConfig::from_hf_json(scaled)
+                .unwrap_err()
+                .to_string()
+                .contains("rope")
+        );
         let mut c = LlamaConfig::smollm2_135m();
         c.num_kv_heads = 4;
         assert!(c.validate().is_err());

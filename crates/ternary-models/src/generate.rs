@@ -120,12 +120,11 @@ pub fn generate<B: Backend>(
     if let Sampling::TopP {
         top_p, temperature, ..
     } = sampling
+        && !(top_p > 0.0 && top_p <= 1.0 && temperature > 0.0 && temperature.is_finite())
     {
-        if !(top_p > 0.0 && top_p <= 1.0 && temperature > 0.0 && temperature.is_finite()) {
-            return Err(ModelError::Input(format!(
-                "top-p {top_p} must be in (0, 1] and temperature {temperature} positive"
-            )));
-        }
+        return Err(ModelError::Input(format!(
+            "top-p {top_p} must be in (0, 1] and temperature {temperature} positive"
+        )));
     }
     let mut rng = SplitMix64(match sampling {
         Sampling::TopP { seed, .. } => seed,

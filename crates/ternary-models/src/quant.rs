@@ -79,7 +79,7 @@ impl GgmlType {
     /// type is unsupported, or the size overflows.
     pub fn byte_size(self, n: usize) -> Option<usize> {
         let (block, bytes) = self.block_layout()?;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(bytes)
