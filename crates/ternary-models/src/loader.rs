@@ -108,9 +108,23 @@ pub fn load_safetensors_dir<B: Backend>(
         let p = dir.join(name);
         std::fs::read_to_string(&p).map_err(|source| ModelError::Io { path: p, source })
     };
-    let config = LlamaConfig::from_hf_json(&read("config.json")?)?;
+    let config_text = read("config.json")?;
+    let config = LlamaConfig::from_hf_json(&config_text)?;
     let weights = SafetensorsWeights::open(dir.join("model.safetensors"))?;
-    let tokenizer = Tokenizer::from_hf_file(dir.join("tokenizer.json"))?;
+    let mut tokenizer = Tokenizer::from_hf_file(dir.join("tokenizer.json"))?;
+    let json: serde_json::Value = serde_json::from_str(&config_text)
+        .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+    let id = |k: &str| {
+        json.get(k)
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    if let Some(b) = id("bos_token_id") {
+        tokenizer.bos_id = Some(b);
+    }
+    if let Some(e) = id("eos_token_id") {
+        tokenizer.eos_id = Some(e);
+    }
     let model = Llama::from_weights(config, &weights, device)?;
     Ok(LoadedModel { model, tokenizer })
 }

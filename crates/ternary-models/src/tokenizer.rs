@@ -138,7 +138,9 @@ impl Tokenizer {
         })
     }
 
-    /// Loads a Hugging Face `tokenizer.json`.
+    /// Loads a Hugging Face `tokenizer.json` (special ids guessed from `<s>`,
+    /// `<|endoftext|>`/`</s>`; [`load_safetensors_dir`](crate::load_safetensors_dir) takes
+    /// them from `config.json` instead when it has them).
     pub fn from_hf_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let inner = tokenizers::Tokenizer::from_file(path)
@@ -146,7 +148,7 @@ impl Tokenizer {
         let id = |s: &str| inner.token_to_id(s);
         let eos_id = id("<|endoftext|>").or_else(|| id("</s>"));
         Ok(Self {
-            bos_id: id("<s>").or(eos_id),
+            bos_id: id("<s>"),
             eos_id,
             add_bos: false,
             inner,

@@ -81,6 +81,8 @@ fn hf_tokenizer_json_should_match_python_ids() {
     let text = r["text"].as_str().unwrap();
     assert_eq!(m.tokenizer.encode(text, false).unwrap(), ref_ids(&r));
     assert_eq!(m.tokenizer.decode(&ref_ids(&r)).unwrap(), text);
+    // Special ids from config.json.
+    assert_eq!((m.tokenizer.bos_id, m.tokenizer.eos_id), (Some(1), Some(2)));
 }
 
 /// llama.cpp's `permute` from convert_hf_to_gguf.py: rows (heads, 2, d/2) -> (heads, d/2, 2).
