@@ -4,7 +4,9 @@
 //! cargo run --release -p ternary-models --example smollm2 -- generate [--model M] [--prompt P] [--n N]
 //! cargo run --release -p ternary-models --example smollm2 -- perplexity [--model M] [--text F] [--ctx 512] [--chunks N]
 //! ```
-//! `--model` defaults to the cached SmolLM2 GGUF; `--text` to the fixture text.
+//! `--model` defaults to the cached SmolLM2 GGUF; `--text` to the fixture text;
+//! `--threads N` sizes the rayon pool (GEMV, Burn's ops); matrixmultiply's GEMM (prompts over
+//! 16 tokens) reads `MATMUL_NUM_THREADS` (default: all cores).
 
 use std::time::Instant;
 use ternary_models::{Cpu, Sampling, fetch, generate, load, perplexity};
@@ -18,6 +20,11 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().cloned().unwrap_or_else(|| "generate".into());
+    if let Some(n) = arg(&args, "--threads") {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.parse()?)
+            .build_global()?;
+    }
     let model_path = arg(&args, "--model").map_or_else(fetch::smollm2_path, Into::into);
     let t = Instant::now();
     let m = load::<Cpu>(&model_path, &Default::default())?;

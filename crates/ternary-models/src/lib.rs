@@ -14,6 +14,7 @@
 //!
 //! The CPU backend is [`Cpu`] (`burn-ndarray`, multi-threaded matmul).
 
+mod arch;
 pub mod config;
 pub mod error;
 pub mod fetch;

@@ -135,7 +135,8 @@ impl LinearImpl {
 }
 
 /// `Σ_i a[i]·b[i]` with 16 independent partial sums (vectorizes; sums in a fixed order).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The portable oracle of [`crate::arch::best_dot`].
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca
@@ -180,6 +181,7 @@ impl HostLinear {
         if m <= Self::GEMV_MAX_ROWS {
             // y[r, o] = dot(x_r, W_o); parallel over blocks of output rows.
             const BLOCK: usize = 64;
+            let dot = crate::arch::best_dot();
             let mut yt = vec![0f32; n * m]; // [out, m]
             yt.par_chunks_mut(BLOCK * m)
                 .enumerate()
@@ -309,6 +311,30 @@ mod tests {
                 }
                 let back = lin.weight().into_data().into_vec::<f32>().unwrap();
                 assert_eq!(back, w, "{kind:?} weight()");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_dot_should_match_f64_reference_on_edge_lengths() {
+        let mut seed = 7;
+        for n in [
+            0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 576, 1536,
+        ] {
+            let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let tol = 1e-6 * (n as f64 + 1.0);
+            for (name, f) in [
+                ("best", crate::arch::best_dot()),
+                ("portable", dot_portable as crate::arch::DotFn),
+            ] {
+                let got = f64::from(f(&a, &b));
+                assert!((got - want).abs() <= tol, "{name} n={n}: {got} vs {want}");
             }
         }
     }
