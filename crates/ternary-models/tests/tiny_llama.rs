@@ -286,3 +286,98 @@ fn bad_checkpoints_should_name_the_problem() {
     let e = GgufFile::from_bytes(g[..g.len() - 100].to_vec()).unwrap_err();
     assert!(e.to_string().contains("truncated"), "{e}");
 }
+
+#[test]
+fn perplexity_should_follow_llama_cpp_chunking() {
+    let m = load_safetensors_dir::<Cpu>(dir(), &Default::default())
+        .unwrap()
+        .model;
+    let tokens: Vec<u32> = (0..70u32).map(|i| (i * 37 + 11) % 300).collect();
+    let n_ctx = 16;
+    // Too short a text is an error, as in llama.cpp (needs 2·n_ctx tokens).
+    assert!(ternary_models::perplexity(&m, &tokens[..31], n_ctx, None, None, |_, _| {}).is_err());
+    let rep = ternary_models::perplexity(&m, &tokens, n_ctx, Some(5), None, |_, _| {}).unwrap();
+    // By hand: 70 / 16 = 4 chunks, first token replaced by BOS 5, positions 8..=14 scored.
+    let (mut sum, mut sum2, mut count) = (0f64, 0f64, 0usize);
+    for c in 0..4 {
+        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+        chunk[0] = 5;
+        let logits = to_rows(m.forward(&chunk, &mut m.new_cache(), Logits::All).unwrap()).unwrap();
+        for j in 8..15 {
+            let row: Vec<f64> = logits[j * 300..(j + 1) * 300]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect();
+            let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
+            let nll = lse - row[tokens[c * n_ctx + j + 1] as usize];
+            sum += nll;
+            sum2 += nll * nll;
+            count += 1;
+        }
+    }
+    let mean = sum / count as f64;
+    let err = ((sum2 / count as f64 - mean * mean) / (count - 1) as f64).sqrt() * mean.exp();
+    assert_eq!((rep.chunks, rep.scored), (4, 28));
+    assert!(
+        (rep.mean_nll - mean).abs() < 1e-5,
+        "{} vs {mean}",
+        rep.mean_nll
+    );
+    assert!(
+        (rep.ppl_stderr - err).abs() < 1e-4 * err.max(1.0),
+        "{} vs {err}",
+        rep.ppl_stderr
+    );
+    assert_eq!(rep.running_ppl.len(), 4);
+}
+
+#[test]
+fn greedy_generation_should_equal_argmax_of_full_recomputation() {
+    let m = load_safetensors_dir::<Cpu>(dir(), &Default::default())
+        .unwrap()
+        .model;
+    let prompt = vec![10u32, 20, 30];
+    let (got, stats) = ternary_models::generate(
+        &m,
+        &prompt,
+        12,
+        ternary_models::Sampling::Greedy,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let mut seq = prompt.clone();
+    for _ in 0..12 {
+        let last = to_rows(m.forward(&seq, &mut m.new_cache(), Logits::Last).unwrap()).unwrap();
+        seq.push(ternary_models::generate::argmax(&last) as u32);
+    }
+    assert_eq!(got, seq[3..]);
+    assert_eq!((stats.prompt_tokens, stats.generated_tokens), (3, 12));
+    // A stop token ends generation right after it is produced.
+    let (stopped, _) = ternary_models::generate(
+        &m,
+        &prompt,
+        12,
+        ternary_models::Sampling::Greedy,
+        Some(got[2]),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        stopped,
+        got[..=got.iter().position(|&t| t == got[2]).unwrap()]
+    );
+    // Seeded top-p is reproducible.
+    let s = ternary_models::Sampling::TopP {
+        top_p: 0.9,
+        temperature: 0.8,
+        seed: 3,
+    };
+    let a = ternary_models::generate(&m, &prompt, 8, s, None, |_| {})
+        .unwrap()
+        .0;
+    let b = ternary_models::generate(&m, &prompt, 8, s, None, |_| {})
+        .unwrap()
+        .0;
+    assert_eq!(a, b);
+}
