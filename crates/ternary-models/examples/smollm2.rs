@@ -4,12 +4,15 @@
 //! cargo run --release -p ternary-models --example smollm2 -- generate [--model M] [--prompt P] [--n N]
 //! cargo run --release -p ternary-models --example smollm2 -- perplexity [--model M] [--text F] [--ctx 512] [--chunks N]
 //! ```
+//! `--quantized` keeps GGUF Q4_0/Q4_1/Q8_0 weights in their blocks (`QuantLinear`).
 //! `--model` defaults to the cached SmolLM2 GGUF; `--text` to the fixture text;
 //! `--threads N` sizes the rayon pool (GEMV, Burn's ops); matrixmultiply's GEMM (prompts over
 //! 16 tokens) reads `MATMUL_NUM_THREADS` (default: all cores).
 
 use std::time::Instant;
-use ternary_models::{Cpu, Sampling, fetch, generate, load, perplexity};
+use ternary_models::{
+    Cpu, LinearImpl, Sampling, fetch, generate, load, load_gguf_with, perplexity,
+};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -27,7 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let model_path = arg(&args, "--model").map_or_else(fetch::smollm2_path, Into::into);
     let t = Instant::now();
-    let m = load::<Cpu>(&model_path, &Default::default())?;
+    // `--quantized`: keep the GGUF's Q4_1/Q8_0 blocks (QuantLinear) instead of f32 weights.
+    let m = if args.iter().any(|a| a == "--quantized") {
+        load_gguf_with::<Cpu>(&model_path, &Default::default(), LinearImpl::Quantized)?
+    } else {
+        load::<Cpu>(&model_path, &Default::default())?
+    };
     eprintln!(
         "loaded {} in {:.2} s",
         model_path.display(),

@@ -25,6 +25,7 @@ pub mod loader;
 pub mod model;
 pub mod perplexity;
 pub mod quant;
+pub mod quant_linear;
 pub mod tokenizer;
 pub mod weights;
 
@@ -33,7 +34,7 @@ pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
 pub use generate::{GenerationStats, Sampling, generate};
 pub use linear::{FloatLinear, HostLinear, Linear, LinearImpl, LinearLayer};
-pub use loader::{LoadedModel, load, load_gguf, load_safetensors_dir};
+pub use loader::{LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir};
 pub use model::{KvCache, Llama, Logits};
 pub use perplexity::{PerplexityReport, perplexity};
 pub use tokenizer::Tokenizer;

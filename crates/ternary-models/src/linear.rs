@@ -106,6 +106,9 @@ pub enum LinearImpl {
     Burn,
     /// [`HostLinear`]: host-side GEMV/GEMM (CPU backends).
     Host,
+    /// [`QuantLinear`](crate::quant_linear::QuantLinear) for weights stored in GGUF block
+    /// formats (multiplies the blocks directly), [`HostLinear`] for the rest.
+    Quantized,
 }
 
 impl LinearImpl {
@@ -129,7 +132,7 @@ impl LinearImpl {
     ) -> Result<Linear<B>> {
         Ok(match self {
             Self::Burn => Box::new(FloatLinear::<B>::from_rows(name, &w, out, inp, device)?),
-            Self::Host => Box::new(HostLinear::new(name, w, out, inp)?),
+            Self::Host | Self::Quantized => Box::new(HostLinear::new(name, w, out, inp)?),
         })
     }
 }

@@ -4,6 +4,7 @@
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::linear::LinearImpl;
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{GgufWeights, HostTensor, WeightSource};
@@ -24,10 +25,21 @@ pub struct LoadedModel<B: Backend> {
 /// Loads a GGUF file: hyper-parameters and tokenizer from its metadata, weights dequantized
 /// to f32 (F32/F16/BF16/Q8_0/Q4_0/Q4_1).
 pub fn load_gguf<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<LoadedModel<B>> {
+    load_gguf_with(path, device, LinearImpl::default_for::<B>())
+}
+
+/// [`load_gguf`] with an explicit kind of linear layer ([`LinearImpl::Quantized`] keeps
+/// Q4_0/Q4_1/Q8_0 weights in their blocks).
+pub fn load_gguf_with<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+    linear_impl: LinearImpl,
+) -> Result<LoadedModel<B>> {
     let file = GgufFile::open(path)?;
     let config = LlamaConfig::from_gguf(&file)?;
     let tokenizer = Tokenizer::from_gguf(&file)?;
-    let model = Llama::from_weights(config.clone(), &GgufWeights::new(&file, config), device)?;
+    let weights = GgufWeights::new(&file, config.clone());
+    let model = Llama::from_weights_with(config, &weights, device, linear_impl)?;
     Ok(LoadedModel { model, tokenizer })
 }
 

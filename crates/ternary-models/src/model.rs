@@ -13,6 +13,7 @@
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::linear::{Linear, LinearImpl};
+use crate::quant_linear::QuantLinear;
 use crate::weights::{HostTensor, WeightSource};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -148,7 +149,26 @@ impl<B: Backend> Llama<B> {
             expect_shape(name, &t, shape)?;
             Ok(t)
         };
+        let quantized = |name: &str, out: usize, inp: usize| -> Result<Option<Linear<B>>> {
+            if linear_impl != LinearImpl::Quantized {
+                return Ok(None);
+            }
+            let Some(q) = src.quantized(name)? else {
+                return Ok(None);
+            };
+            if (q.rows, q.cols) != (out, inp) {
+                return Err(ModelError::Shape {
+                    name: name.to_string(),
+                    expected: vec![out, inp],
+                    found: vec![q.rows, q.cols],
+                });
+            }
+            Ok(Some(Box::new(QuantLinear::new(name, q)?)))
+        };
         let linear = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
+            if let Some(l) = quantized(name, out, inp)? {
+                return Ok(l);
+            }
             let t = get(name, &[out, inp])?;
             linear_impl.build::<B>(name, t.data, out, inp, device)
         };
@@ -162,7 +182,16 @@ impl<B: Backend> Llama<B> {
         let embed_name = "model.embed_tokens.weight";
         let embed = get(embed_name, &[c.vocab_size, h])?;
         let lm_head: Linear<B> = if c.tie_word_embeddings || !src.contains("lm_head.weight") {
-            linear_impl.build::<B>(embed_name, embed.data.clone(), c.vocab_size, h, device)?
+            match quantized(embed_name, c.vocab_size, h)? {
+                Some(l) => l,
+                None => linear_impl.build::<B>(
+                    embed_name,
+                    embed.data.clone(),
+                    c.vocab_size,
+                    h,
+                    device,
+                )?,
+            }
         } else {
             linear("lm_head.weight", c.vocab_size, h)?
         };
@@ -225,6 +254,23 @@ impl<B: Backend> Llama<B> {
             out.push((p("mlp.down_proj"), &mut b.down_proj));
         }
         out.push(("lm_head".to_string(), &mut self.lm_head));
+        out
+    }
+
+    /// Every linear layer with its Hugging Face name, read-only.
+    pub fn linears(&self) -> Vec<(String, &Linear<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 7 + 1);
+        for (l, b) in self.blocks.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            out.push((p("self_attn.q_proj"), &b.q_proj));
+            out.push((p("self_attn.k_proj"), &b.k_proj));
+            out.push((p("self_attn.v_proj"), &b.v_proj));
+            out.push((p("self_attn.o_proj"), &b.o_proj));
+            out.push((p("mlp.gate_proj"), &b.gate_proj));
+            out.push((p("mlp.up_proj"), &b.up_proj));
+            out.push((p("mlp.down_proj"), &b.down_proj));
+        }
+        out.push(("lm_head".to_string(), &self.lm_head));
         out
     }
 

@@ -7,6 +7,7 @@
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::quant::GgmlType;
 
 /// A dense f32 tensor in host memory, shape outermost first, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +24,25 @@ pub trait WeightSource {
     fn tensor(&self, name: &str) -> Result<HostTensor>;
     /// Whether the source has a tensor called `name`.
     fn contains(&self, name: &str) -> bool;
+    /// The still-quantized rows of a 2-D tensor stored in a 32-weight block format
+    /// (Q4_0/Q4_1/Q8_0), in Hugging Face row order; `None` for float tensors and sources
+    /// without quantized storage.
+    fn quantized(&self, _name: &str) -> Result<Option<QuantizedTensor>> {
+        Ok(None)
+    }
+}
+
+/// A 2-D block-quantized tensor `[rows, cols]`: each row is `cols / 32` blocks of `kind`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedTensor {
+    /// Block format.
+    pub kind: GgmlType,
+    /// Number of rows (output features).
+    pub rows: usize,
+    /// Number of columns (input features), a multiple of 32.
+    pub cols: usize,
+    /// `rows · (cols / 32) · block bytes` bytes, row after row.
+    pub bytes: Vec<u8>,
 }
 
 /// Maps a Hugging Face Llama tensor name to its llama.cpp GGUF name.
@@ -59,9 +79,14 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 /// llama.cpp's converter reorders the rows of each head so RoPE rotates adjacent pairs:
 /// HF row `h·d + s·d/2 + i` is stored at GGUF row `h·d + 2i + s` (`s ∈ {0, 1}`, `i < d/2`).
 /// This puts them back in Hugging Face order (RoPE on the two halves, `rotate_half`).
-pub fn unpermute_qk(rows: &[f32], n_heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+pub fn unpermute_qk<T: Copy + Default>(
+    rows: &[T],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<T> {
     let half = head_dim / 2;
-    let mut out = vec![0f32; rows.len()];
+    let mut out = vec![T::default(); rows.len()];
     for h in 0..n_heads {
         for i in 0..half {
             for s in 0..2 {
@@ -115,6 +140,48 @@ impl WeightSource for GgufWeights<'_> {
 
     fn contains(&self, name: &str) -> bool {
         gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_some())
+    }
+
+    fn quantized(&self, name: &str) -> Result<Option<QuantizedTensor>> {
+        let g = gguf_name(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let info = self
+            .file
+            .tensor(&g)
+            .ok_or_else(|| ModelError::MissingTensor(g.clone()))?;
+        if !matches!(info.kind, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+            || info.dims.len() != 2
+        {
+            return Ok(None);
+        }
+        let (cols, rows) = (info.dims[0], info.dims[1]);
+        let bytes = self.file.tensor_bytes(info)?;
+        let row_bytes = bytes.len() / rows.max(1);
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        };
+        let bytes = match heads {
+            Some(n) if rows == n * self.config.head_dim => {
+                unpermute_qk(bytes, n, self.config.head_dim, row_bytes)
+            }
+            Some(_) => {
+                return Err(ModelError::Shape {
+                    name: g,
+                    expected: vec![heads.unwrap_or(0) * self.config.head_dim, cols],
+                    found: vec![rows, cols],
+                });
+            }
+            None => bytes.to_vec(),
+        };
+        Ok(Some(QuantizedTensor {
+            kind: info.kind,
+            rows,
+            cols,
+            bytes,
+        }))
     }
 }
 

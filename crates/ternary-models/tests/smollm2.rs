@@ -13,7 +13,9 @@ use serde_json::Value;
 use std::sync::OnceLock;
 use ternary_models::fetch::smollm2_for_test;
 use ternary_models::model::to_rows;
-use ternary_models::{Cpu, LoadedModel, Logits, Sampling, generate, load_gguf, perplexity};
+use ternary_models::{
+    Cpu, LinearImpl, LoadedModel, Logits, Sampling, generate, load_gguf, load_gguf_with, perplexity,
+};
 
 const LOGIT_TOL: f64 = 5e-4;
 const PPL_REL_TOL: f64 = 1e-4;
@@ -32,6 +34,19 @@ fn model() -> Option<&'static LoadedModel<Cpu>> {
     M.get_or_init(|| {
         let path = smollm2_for_test()?;
         Some(load_gguf::<Cpu>(&path, &Default::default()).expect("SmolLM2 loads"))
+    })
+    .as_ref()
+}
+
+/// The same file with Q4_1/Q8_0 weights kept in their blocks (`LinearImpl::Quantized`).
+fn quantized_model() -> Option<&'static LoadedModel<Cpu>> {
+    static M: OnceLock<Option<LoadedModel<Cpu>>> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = smollm2_for_test()?;
+        Some(
+            load_gguf_with::<Cpu>(&path, &Default::default(), LinearImpl::Quantized)
+                .expect("SmolLM2 loads"),
+        )
     })
     .as_ref()
 }
@@ -79,6 +94,35 @@ fn tokenizer_should_match_reference_ids_exactly() {
 #[test]
 fn logits_should_match_reference_within_tolerance() {
     let Some(m) = model() else { return };
+    assert!(
+        m.model
+            .linears()
+            .iter()
+            .all(|(_, l)| l.kind() == "float-host")
+    );
+    check_logits(m, "f32 weights", false);
+}
+
+#[test]
+fn block_quantized_linears_should_match_reference_within_tolerance() {
+    let Some(m) = quantized_model() else { return };
+    let kinds: Vec<(String, String)> = m
+        .model
+        .linears()
+        .iter()
+        .map(|(n, l)| (n.clone(), l.kind()))
+        .collect();
+    assert!(
+        kinds[..210].iter().all(|(_, k)| k == "Q4_1-host"),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[210], ("lm_head".to_string(), "Q8_0-host".to_string()));
+    // One token at a time: every product takes the block GEMV path, with the KV cache.
+    check_logits(m, "Q4_1/Q8_0 blocks, token by token", true);
+}
+
+/// Compares logits with the reference; `stepwise` feeds the prompt one token at a time.
+fn check_logits(m: &LoadedModel<Cpu>, what: &str, stepwise: bool) {
     let r = reference();
     let step = r["sample_step"].as_u64().unwrap() as usize;
     let vocab = m.model.config().vocab_size;
@@ -86,7 +130,17 @@ fn logits_should_match_reference_within_tolerance() {
     for p in r["prompts"].as_array().unwrap() {
         let tokens = ids(&p["ids"]);
         let mut cache = m.model.new_cache();
-        let logits = to_rows(m.model.forward(&tokens, &mut cache, Logits::All).unwrap()).unwrap();
+        let logits = if stepwise {
+            let mut rows = Vec::with_capacity(tokens.len() * vocab);
+            for t in &tokens {
+                rows.extend(
+                    to_rows(m.model.forward(&[*t], &mut cache, Logits::All).unwrap()).unwrap(),
+                );
+            }
+            rows
+        } else {
+            to_rows(m.model.forward(&tokens, &mut cache, Logits::All).unwrap()).unwrap()
+        };
         assert!(logits.iter().all(|x| x.is_finite()));
         for row in p["rows"].as_array().unwrap() {
             let pos = row["pos"].as_u64().unwrap() as usize;
@@ -133,7 +187,7 @@ fn logits_should_match_reference_within_tolerance() {
             );
         }
     }
-    eprintln!("largest logit difference from the reference: {worst:.2e}");
+    eprintln!("{what}: largest logit difference from the reference: {worst:.2e}");
 }
 
 #[test]

@@ -19,3 +19,18 @@ pub fn best_dot() -> DotFn {
         crate::linear::dot_portable
     })
 }
+
+/// Dot of one row of quantized blocks with an input row: `(kind, row bytes, x, block sums of x)`.
+pub type QDotFn = fn(crate::quant::GgmlType, &[u8], &[f32], &[f32]) -> f32;
+
+/// The fastest block-quantized row dot this CPU supports (AVX2+FMA, else portable).
+pub fn best_qdot() -> QDotFn {
+    static BEST: std::sync::OnceLock<QDotFn> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = x86::qdot_avx2_fma() {
+            return f;
+        }
+        crate::quant_linear::qdot_portable
+    })
+}
