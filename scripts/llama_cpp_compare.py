@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--skip-ppl", action="store_true")
     a = ap.parse_args()
     cache = pathlib.Path(os.environ.get("TERNARY_MODELS_DIR")
                          or pathlib.Path.home() / ".cache" / "ternary" / "models")
@@ -47,6 +48,15 @@ def main():
     print(f"llama.cpp tokenizer: {same}/{len(REF['prompts'])} prompts identical; "
           f"text {len(tokens)} tokens, identical to reference: {tokens == REF['text_ids']}")
 
+    if not a.skip_ppl:
+        perplexity(llm, tokens, a)
+    # Decoding: a second context without logits for every position (llama-cli's setting).
+    llm = Llama(model_path=str(cache / SPEC["file"]), n_ctx=a.ctx, n_batch=a.ctx,
+                n_threads=a.threads, n_threads_batch=a.threads, logits_all=False, verbose=False)
+    decode(llm, a)
+
+
+def perplexity(llm, tokens, a):
     n_ctx = a.ctx
     first = n_ctx // 2
     nll = nll2 = 0.0
@@ -75,6 +85,8 @@ def main():
           f"({chunks * n_ctx / dt:.1f} tok/s prefill)")
     print(f"Final estimate: PPL = {ppl:.4f} +/- {err:.5f}")
 
+
+def decode(llm, a):
     prompt = llm.tokenize(REF["greedy"]["prompt"].encode(), add_bos=False, special=True)
     llm.reset()
     t0 = time.time()
