@@ -1,0 +1,36 @@
+//! Architecture-specific kernels, picked once at run time. The portable versions in
+//! [`crate::linear`] stay the oracle they are tested against.
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+/// `Σ a[i]·b[i]` over equal-length slices.
+pub type DotFn = fn(&[f32], &[f32]) -> f32;
+
+/// The fastest dot product this CPU supports (AVX2+FMA on x86-64, else portable); detected
+/// once and cached.
+pub fn best_dot() -> DotFn {
+    static BEST: std::sync::OnceLock<DotFn> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = x86::dot_avx2_fma() {
+            return f;
+        }
+        crate::linear::dot_portable
+    })
+}
+
+/// Dot of one row of quantized blocks with an input row: `(kind, row bytes, x, block sums of x)`.
+pub type QDotFn = fn(crate::quant::GgmlType, &[u8], &[f32], &[f32]) -> f32;
+
+/// The fastest block-quantized row dot this CPU supports (AVX2+FMA, else portable).
+pub fn best_qdot() -> QDotFn {
+    static BEST: std::sync::OnceLock<QDotFn> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = x86::qdot_avx2_fma() {
+            return f;
+        }
+        crate::quant_linear::qdot_portable
+    })
+}

@@ -1,0 +1,271 @@
+//! Llama hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+
+/// The hyper-parameters of a Llama-family decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Vocabulary size `V`.
+    pub vocab_size: usize,
+    /// Model width `H`.
+    pub hidden_size: usize,
+    /// SwiGLU inner width `F`.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks.
+    pub num_layers: usize,
+    /// Query heads `n_h`.
+    pub num_heads: usize,
+    /// Key/value heads `n_kv` (`n_h` is a multiple of it; grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Width of one head, `d = H / n_h` unless the checkpoint says otherwise.
+    pub head_dim: usize,
+    /// RoPE base θ: frequency `i` is `θ^(−2i/d)`.
+    pub rope_theta: f64,
+    /// RMSNorm ε: `y = x / sqrt(mean(x²) + ε) · w`.
+    pub rms_norm_eps: f64,
+    /// Longest context the model was trained for.
+    pub max_position_embeddings: usize,
+    /// Whether the output head reuses the token embedding matrix.
+    pub tie_word_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// SmolLM2-135M's configuration (as shipped in its GGUF and `config.json`).
+    pub fn smollm2_135m() -> Self {
+        Self {
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_layers: 30,
+            num_heads: 9,
+            num_kv_heads: 3,
+            head_dim: 64,
+            rope_theta: 100_000.0,
+            rms_norm_eps: 1e-5,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+        }
+    }
+
+    /// Checks the invariants the model relies on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 {
+            return bad(format!("zero-sized dimension in {self:?}"));
+        }
+        if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
+            return bad(format!("zero layers or heads in {self:?}"));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return bad(format!(
+                "{} query heads is not a multiple of {} key/value heads",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head dimension {} must be even and non-zero",
+                self.head_dim
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad(format!("rope theta {} must be positive", self.rope_theta));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return bad(format!(
+                "rms norm eps {} must be non-negative",
+                self.rms_norm_eps
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `<arch>.*` metadata of a GGUF file (`arch` = `general.architecture`, which must
+    /// be `llama`). The vocabulary size comes from `<arch>.vocab_size` or the token list.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch = g.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(ModelError::Config(format!(
+                "architecture '{arch}' is not supported (only 'llama')"
+            )));
+        }
+        let k = |s: &str| format!("{arch}.{s}");
+        let hidden_size = g.get_usize(&k("embedding_length"))?;
+        let num_heads = g.get_usize(&k("attention.head_count"))?;
+        let num_kv_heads = match g.get(&k("attention.head_count_kv")) {
+            Some(_) => g.get_usize(&k("attention.head_count_kv"))?,
+            None => num_heads,
+        };
+        let head_dim = match g.get(&k("attention.key_length")) {
+            Some(_) => g.get_usize(&k("attention.key_length"))?,
+            None if num_heads > 0 => hidden_size / num_heads,
+            None => 0,
+        };
+        let vocab_size = match g.get(&k("vocab_size")) {
+            Some(_) => g.get_usize(&k("vocab_size"))?,
+            None => g
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.as_array())
+                .map(<[_]>::len)
+                .ok_or_else(|| ModelError::Config("no vocab_size and no token list".into()))?,
+        };
+        let cfg = Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size: g.get_usize(&k("feed_forward_length"))?,
+            num_layers: g.get_usize(&k("block_count"))?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rope_theta: match g.get(&k("rope.freq_base")) {
+                Some(_) => g.get_f64(&k("rope.freq_base"))?,
+                None => 10_000.0,
+            },
+            rms_norm_eps: g.get_f64(&k("attention.layer_norm_rms_epsilon"))?,
+            max_position_embeddings: match g.get(&k("context_length")) {
+                Some(_) => g.get_usize(&k("context_length"))?,
+                None => 2048,
+            },
+            // GGUF stores `output.weight` only when the head is not tied.
+            tie_word_embeddings: g.tensor("output.weight").is_none(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a Hugging Face `config.json` (`model_type` `llama` or absent).
+    pub fn from_hf_json(text: &str) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
+        if let Some(t) = v.get("model_type").and_then(|t| t.as_str())
+            && t != "llama"
+        {
+            return Err(ModelError::Config(format!(
+                "model_type '{t}' is not supported (only 'llama')"
+            )));
+        }
+        let uint = |key: &str| -> Result<usize> {
+            v.get(key)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "config.json: '{key}' missing or not an unsigned integer"
+                    ))
+                })
+        };
+        let float = |key: &str, default: f64| -> Result<f64> {
+            match v.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(default),
+                Some(x) => x.as_f64().ok_or_else(|| {
+                    ModelError::Config(format!("config.json: '{key}' is not a number"))
+                }),
+            }
+        };
+        let hidden_size = uint("hidden_size")?;
+        let num_heads = uint("num_attention_heads")?;
+        let num_kv_heads = if v.get("num_key_value_heads").is_some_and(|x| !x.is_null()) {
+            uint("num_key_value_heads")?
+        } else {
+            num_heads
+        };
+        let head_dim = if v.get("head_dim").is_some_and(|x| !x.is_null()) {
+            uint("head_dim")?
+        } else {
+            hidden_size.checked_div(num_heads).unwrap_or(0)
+        };
+        // transformers >= 5 writes `rope_parameters: {rope_theta, rope_type}`; older versions
+        // a top-level `rope_theta` and an optional `rope_scaling`.
+        let rope = v
+            .get("rope_parameters")
+            .or_else(|| v.get("rope_scaling"))
+            .filter(|x| !x.is_null());
+        if let Some(r) = rope {
+            let ty = r
+                .get("rope_type")
+                .or_else(|| r.get("type"))
+                .and_then(|t| t.as_str());
+            if ty.is_some_and(|t| t != "default") {
+                return Err(ModelError::Config(format!(
+                    "config.json: rope type {ty:?} is not supported (only plain RoPE)"
+                )));
+            }
+        }
+        let rope_theta = match rope.and_then(|r| r.get("rope_theta")) {
+            Some(t) => t.as_f64().ok_or_else(|| {
+                ModelError::Config("config.json: 'rope_theta' is not a number".into())
+            })?,
+            None => float("rope_theta", 10_000.0)?,
+        };
+        let cfg = Self {
+            vocab_size: uint("vocab_size")?,
+            hidden_size,
+            intermediate_size: uint("intermediate_size")?,
+            num_layers: uint("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rope_theta,
+            rms_norm_eps: float("rms_norm_eps", 1e-6)?,
+            max_position_embeddings: if v.get("max_position_embeddings").is_some() {
+                uint("max_position_embeddings")?
+            } else {
+                2048
+            },
+            tie_word_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_config_should_parse_smollm2() {
+        let json = r#"{"architectures":["LlamaForCausalLM"],"hidden_size":576,"intermediate_size":1536,
+            "max_position_embeddings":8192,"model_type":"llama","num_attention_heads":9,
+            "num_hidden_layers":30,"num_key_value_heads":3,"rms_norm_eps":1e-05,"rope_scaling":null,
+            "rope_theta":100000,"tie_word_embeddings":true,"vocab_size":49152}"#;
+        assert_eq!(
+            LlamaConfig::from_hf_json(json).unwrap(),
+            LlamaConfig::smollm2_135m()
+        );
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters_should_parse() {
+        let json = r#"{"hidden_size":32,"intermediate_size":48,"num_attention_heads":4,
+            "num_key_value_heads":2,"head_dim":8,"num_hidden_layers":2,"vocab_size":300,
+            "rope_parameters":{"rope_theta":500.0,"rope_type":"default"},"rms_norm_eps":1e-05}"#;
+        let c = LlamaConfig::from_hf_json(json).unwrap();
+        assert_eq!((c.rope_theta, c.head_dim, c.num_kv_heads), (500.0, 8, 2));
+        assert!(!c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn bad_configs_should_be_errors() {
+        assert!(LlamaConfig::from_hf_json("{").is_err());
+        assert!(LlamaConfig::from_hf_json(r#"{"model_type":"gpt2"}"#).is_err());
+        let scaled = r#"{"hidden_size":8,"intermediate_size":8,"num_attention_heads":2,
+            "num_hidden_layers":1,"vocab_size":4,"rope_scaling":{"rope_type":"llama3","factor":8.0}}"#;
+        assert!(
+            LlamaConfig::from_hf_json(scaled)
+                .unwrap_err()
+                .to_string()
+                .contains("rope")
+        );
+        let mut c = LlamaConfig::smollm2_135m();
+        c.num_kv_heads = 4;
+        assert!(c.validate().is_err());
+        c = LlamaConfig::smollm2_135m();
+        c.head_dim = 63;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! # ternary-models
+//!
+//! Pretrained Llama-family models in Burn, checked against an independent implementation, as
+//! the float baseline every ternary experiment is measured against.
+//!
+//! - [`gguf`] / [`quant`]: a bounds-checked GGUF reader and exact dequantization of
+//!   F32/F16/BF16/Q8_0/Q4_0/Q4_1; [`loader`]: GGUF files and safetensors directories.
+//! - [`model`]: Llama (RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU),
+//!   generic over the Burn backend; every projection goes through the [`linear`] seam.
+//! - [`tokenizer`]: byte-level BPE from GGUF metadata (the `tokenizers` crate).
+//! - [`generate`]: greedy / top-p decoding with prefill and decode tokens/s;
+//!   [`perplexity`]: llama.cpp's `llama-perplexity` algorithm.
+//! - [`fetch`]: where the cached SmolLM2-135M GGUF lives and how it is fetched.
+//!
+//! The CPU backend is [`Cpu`] (`burn-ndarray`, multi-threaded matmul).
+
+mod arch;
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod gguf;
+pub mod linear;
+pub mod loader;
+pub mod model;
+pub mod perplexity;
+pub mod quant;
+pub mod quant_linear;
+pub mod tokenizer;
+pub mod weights;
+
+pub use burn;
+pub use config::LlamaConfig;
+pub use error::{ModelError, Result};
+pub use generate::{GenerationStats, Sampling, generate};
+pub use linear::{FloatLinear, HostLinear, Linear, LinearImpl, LinearLayer};
+pub use loader::{LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir};
+pub use model::{KvCache, Llama, Logits};
+pub use perplexity::{PerplexityReport, perplexity};
+pub use tokenizer::Tokenizer;
+
+/// The CPU backend: Burn's ndarray backend in f32.
+pub type Cpu = burn_ndarray::NdArray<f32>;

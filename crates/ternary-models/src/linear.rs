@@ -1,0 +1,351 @@
+//! The one seam every linear layer of the model goes through.
+//!
+//! The model holds each projection as a [`Linear`], a boxed [`LinearLayer`]. The float
+//! implementation is [`FloatLinear`]; another crate (the ternary conversion) implements the
+//! trait for its own layer and swaps it in per layer with
+//! [`Llama::linears_mut`](crate::model::Llama::linears_mut), without touching the model code.
+
+use crate::error::{ModelError, Result};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use std::fmt::Debug;
+
+/// A linear map `y = x·Wᵀ` on rows: `x` is `[tokens, in]`, `y` is `[tokens, out]`,
+/// `W` is `[out, in]` (PyTorch's layout).
+pub trait LinearLayer<B: Backend>: Debug + Send + Sync {
+    /// `y = x·Wᵀ` for `x: [tokens, in_features]`.
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>;
+    /// Input width.
+    fn in_features(&self) -> usize;
+    /// Output width.
+    fn out_features(&self) -> usize;
+    /// The effective weight `W: [out, in]` as floats (dequantized for non-float layers), for
+    /// conversion and inspection.
+    fn weight(&self) -> Tensor<B, 2>;
+    /// Short description of the layer kind (e.g. `"f32"`).
+    fn kind(&self) -> String;
+}
+
+/// A model's handle on one linear layer; the boxed implementation can be replaced.
+pub type Linear<B> = Box<dyn LinearLayer<B>>;
+
+/// Plain float linear layer. Stores `Wᵀ: [in, out]` contiguously so the product is one
+/// row-major matmul `x · Wᵀ`.
+#[derive(Debug, Clone)]
+pub struct FloatLinear<B: Backend> {
+    weight_t: Tensor<B, 2>,
+}
+
+impl<B: Backend> FloatLinear<B> {
+    /// Builds the layer from `W: [out, in]` given row-major in `w`; `name` is used in errors.
+    pub fn from_rows(
+        name: &str,
+        w: &[f32],
+        out: usize,
+        inp: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if out.checked_mul(inp) != Some(w.len()) || w.is_empty() {
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: vec![out, inp],
+                found: vec![w.len()],
+            });
+        }
+        let mut t = vec![0f32; w.len()];
+        for (o, row) in w.chunks_exact(inp).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                t[i * out + o] = v;
+            }
+        }
+        Ok(Self {
+            weight_t: Tensor::from_data(TensorData::new(t, [inp, out]), device),
+        })
+    }
+}
+
+impl<B: Backend> LinearLayer<B> for FloatLinear<B> {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.weight_t.clone())
+    }
+
+    fn in_features(&self) -> usize {
+        self.weight_t.dims()[0]
+    }
+
+    fn out_features(&self) -> usize {
+        self.weight_t.dims()[1]
+    }
+
+    fn weight(&self) -> Tensor<B, 2> {
+        self.weight_t.clone().transpose()
+    }
+
+    fn kind(&self) -> String {
+        "float".into()
+    }
+}
+
+/// Float linear layer computed on the host: `W: [out, in]` row-major in memory, rows of `x`
+/// copied to the host. Products of up to [`HostLinear::GEMV_MAX_ROWS`] rows (decoding) are
+/// row-parallel dot products that stream `W` once; larger ones use matrixmultiply's GEMM.
+///
+/// Burn's ndarray matmul packs the whole weight matrix on every call, which makes one-token
+/// decoding ~10x slower than streaming it; this is the CPU default (see
+/// [`LinearImpl::default_for`]).
+#[derive(Debug, Clone)]
+pub struct HostLinear {
+    weight: std::sync::Arc<Vec<f32>>,
+    out: usize,
+    inp: usize,
+}
+
+/// Which float linear layer the loaders build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearImpl {
+    /// [`FloatLinear`]: Burn's matmul on the backend's device.
+    Burn,
+    /// [`HostLinear`]: host-side GEMV/GEMM (CPU backends).
+    Host,
+    /// [`QuantLinear`](crate::quant_linear::QuantLinear) for weights stored in GGUF block
+    /// formats (multiplies the blocks directly), [`HostLinear`] for the rest.
+    Quantized,
+}
+
+impl LinearImpl {
+    /// [`LinearImpl::Host`] for the CPU ndarray backend, [`LinearImpl::Burn`] otherwise.
+    pub fn default_for<B: Backend>() -> Self {
+        if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::Cpu>() {
+            Self::Host
+        } else {
+            Self::Burn
+        }
+    }
+
+    /// Builds a layer of this kind from `W: [out, in]` row-major.
+    pub fn build<B: Backend>(
+        self,
+        name: &str,
+        w: Vec<f32>,
+        out: usize,
+        inp: usize,
+        device: &B::Device,
+    ) -> Result<Linear<B>> {
+        Ok(match self {
+            Self::Burn => Box::new(FloatLinear::<B>::from_rows(name, &w, out, inp, device)?),
+            Self::Host | Self::Quantized => Box::new(HostLinear::new(name, w, out, inp)?),
+        })
+    }
+}
+
+/// `Σ_i a[i]·b[i]` with 16 independent partial sums (vectorizes; sums in a fixed order).
+/// The portable oracle of [`crate::arch::best_dot`].
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+impl HostLinear {
+    /// Products with at most this many rows use the streaming GEMV.
+    pub const GEMV_MAX_ROWS: usize = 16;
+
+    /// Builds the layer from `W: [out, in]` row-major; `name` is used in errors.
+    pub fn new(name: &str, w: Vec<f32>, out: usize, inp: usize) -> Result<Self> {
+        if out.checked_mul(inp) != Some(w.len()) || w.is_empty() {
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: vec![out, inp],
+                found: vec![w.len()],
+            });
+        }
+        Ok(Self {
+            weight: std::sync::Arc::new(w),
+            out,
+            inp,
+        })
+    }
+
+    /// `y = x·Wᵀ` on host rows: `x` is `[m, in]` row-major, the result `[m, out]`.
+    pub fn forward_rows(&self, x: &[f32], m: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        let (k, n) = (self.inp, self.out);
+        debug_assert_eq!(x.len(), m * k);
+        if m <= Self::GEMV_MAX_ROWS {
+            // y[r, o] = dot(x_r, W_o); parallel over blocks of output rows.
+            const BLOCK: usize = 64;
+            let dot = crate::arch::best_dot();
+            let mut yt = vec![0f32; n * m]; // [out, m]
+            yt.par_chunks_mut(BLOCK * m)
+                .enumerate()
+                .for_each(|(bi, chunk)| {
+                    for (j, slot) in chunk.chunks_exact_mut(m).enumerate() {
+                        let o = bi * BLOCK + j;
+                        let w = &self.weight[o * k..(o + 1) * k];
+                        for (r, s) in slot.iter_mut().enumerate() {
+                            *s = dot(&x[r * k..(r + 1) * k], w);
+                        }
+                    }
+                });
+            let mut y = vec![0f32; m * n];
+            for o in 0..n {
+                for r in 0..m {
+                    y[r * n + o] = yt[o * m + r];
+                }
+            }
+            y
+        } else {
+            use ndarray::{ArrayView2, ShapeBuilder};
+            // Shapes agree by construction, so the views cannot fail; fall back to GEMV rows
+            // if they ever did.
+            let (Ok(a), Ok(b)) = (
+                ArrayView2::from_shape((m, k), x),
+                ArrayView2::from_shape((k, n).strides((1, k)), &self.weight[..]),
+            ) else {
+                return (0..m)
+                    .flat_map(|r| self.forward_rows(&x[r * k..(r + 1) * k], 1))
+                    .collect();
+            };
+            a.dot(&b).into_iter().collect()
+        }
+    }
+}
+
+impl<B: Backend> LinearLayer<B> for HostLinear {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let device = x.device();
+        let [m, k] = x.dims();
+        assert_eq!(k, self.inp, "HostLinear: input width {k} != {}", self.inp);
+        let data = x.into_data().convert::<f32>();
+        let y = match data.as_slice::<f32>() {
+            Ok(xs) => self.forward_rows(xs, m),
+            Err(e) => panic!("HostLinear: activations are not f32: {e:?}"),
+        };
+        Tensor::from_data(TensorData::new(y, [m, self.out]), &device)
+    }
+
+    fn in_features(&self) -> usize {
+        self.inp
+    }
+
+    fn out_features(&self) -> usize {
+        self.out
+    }
+
+    fn weight(&self) -> Tensor<B, 2> {
+        Tensor::from_data(
+            TensorData::new(self.weight.as_ref().clone(), [self.out, self.inp]),
+            &Default::default(),
+        )
+    }
+
+    fn kind(&self) -> String {
+        "float-host".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Cpu;
+
+    /// f64 reference `x·Wᵀ`.
+    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for o in 0..n {
+                y[r * n + o] = (0..k)
+                    .map(|i| f64::from(x[r * k + i]) * f64::from(w[o * k + i]))
+                    .sum();
+            }
+        }
+        y
+    }
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn host_and_burn_linears_should_match_f64_reference() {
+        let mut seed = 42;
+        let device = Default::default();
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 31, 33),
+            (2, 64, 65),
+            (4, 576, 63),
+            (16, 33, 31),
+            (17, 65, 576),
+            (1, 1536, 32),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+            let want = reference(&x, &w, m, k, n);
+            let xt = Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &device);
+            for kind in [LinearImpl::Burn, LinearImpl::Host] {
+                let lin = kind.build::<Cpu>("t", w.clone(), n, k, &device).unwrap();
+                assert_eq!((lin.in_features(), lin.out_features()), (k, n));
+                let y = lin
+                    .forward(xt.clone())
+                    .into_data()
+                    .into_vec::<f32>()
+                    .unwrap();
+                assert_eq!(y.len(), m * n);
+                for (i, (&g, &r)) in y.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * (k as f64).sqrt() * 4.0;
+                    assert!(
+                        (f64::from(g) - r).abs() <= tol,
+                        "{kind:?} {m}x{k}x{n} [{i}]: {g} vs {r}"
+                    );
+                }
+                let back = lin.weight().into_data().into_vec::<f32>().unwrap();
+                assert_eq!(back, w, "{kind:?} weight()");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_dot_should_match_f64_reference_on_edge_lengths() {
+        let mut seed = 7;
+        for n in [
+            0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 576, 1536,
+        ] {
+            let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let want: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let tol = 1e-6 * (n as f64 + 1.0);
+            for (name, f) in [
+                ("best", crate::arch::best_dot()),
+                ("portable", dot_portable as crate::arch::DotFn),
+            ] {
+                let got = f64::from(f(&a, &b));
+                assert!((got - want).abs() <= tol, "{name} n={n}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_should_be_errors() {
+        assert!(HostLinear::new("w", vec![0.0; 5], 2, 3).is_err());
+        assert!(FloatLinear::<Cpu>::from_rows("w", &[0.0; 5], 2, 3, &Default::default()).is_err());
+        assert!(HostLinear::new("w", vec![], 0, 3).is_err());
+    }
+}

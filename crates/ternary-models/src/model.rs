@@ -1,0 +1,398 @@
+//! Llama decoder in Burn: RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
+//!
+//! Batch size 1: activations are `[tokens, width]`. Per block, with `x` the residual stream:
+//!
+//! ```text
+//! h = x + Wo · attn(RoPE(Wq·n1(x)), RoPE(Wk·n1(x)), Wv·n1(x))     n(x) = x / sqrt(mean(x²) + ε) · w
+//! x' = h + Wdown · (silu(Wgate·n2(h)) ⊙ Wup·n2(h))                  silu(z) = z·σ(z)
+//! ```
+//!
+//! and `logits = Whead · n(x_L)`. Attention is causal, `softmax(q·kᵀ/√d)·v`, with query head
+//! `j` reading key/value head `j / (n_h / n_kv)`.
+
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::linear::{Linear, LinearImpl};
+use crate::quant_linear::QuantLinear;
+use crate::weights::{HostTensor, WeightSource};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+
+/// RMSNorm weight `w`: `y = x / sqrt(mean(x²) + ε) ⊙ w` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct RmsNorm<B: Backend> {
+    weight: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Normalizes each row of `x: [tokens, width]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let ms = x.clone().powf_scalar(2.0).mean_dim(1);
+        let inv = ms.add_scalar(self.eps).sqrt().recip();
+        x.mul(inv).mul(self.weight.clone().unsqueeze::<2>())
+    }
+}
+
+/// One decoder block's weights.
+#[derive(Debug)]
+pub struct Block<B: Backend> {
+    /// Pre-attention RMSNorm.
+    pub attn_norm: RmsNorm<B>,
+    /// Query projection `[n_h·d, H]`.
+    pub q_proj: Linear<B>,
+    /// Key projection `[n_kv·d, H]`.
+    pub k_proj: Linear<B>,
+    /// Value projection `[n_kv·d, H]`.
+    pub v_proj: Linear<B>,
+    /// Output projection `[H, n_h·d]`.
+    pub o_proj: Linear<B>,
+    /// Pre-MLP RMSNorm.
+    pub mlp_norm: RmsNorm<B>,
+    /// SwiGLU gate `[F, H]`.
+    pub gate_proj: Linear<B>,
+    /// SwiGLU up `[F, H]`.
+    pub up_proj: Linear<B>,
+    /// SwiGLU down `[H, F]`.
+    pub down_proj: Linear<B>,
+}
+
+/// Keys and values seen so far, per layer: `[n_kv, positions, d]` each.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<(Tensor<B, 3>, Tensor<B, 3>)>>,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `num_layers` layers.
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+            len: 0,
+        }
+    }
+
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every position.
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.len = 0;
+    }
+}
+
+/// Which positions [`Llama::forward`] returns logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Every input position: `[tokens, V]`.
+    All,
+    /// Only the last input position: `[1, V]` (what generation needs).
+    Last,
+}
+
+/// A Llama-family decoder.
+#[derive(Debug)]
+pub struct Llama<B: Backend> {
+    config: LlamaConfig,
+    embed: Tensor<B, 2>,
+    blocks: Vec<Block<B>>,
+    norm: RmsNorm<B>,
+    lm_head: Linear<B>,
+    /// Inverse frequencies `θ^(−2i/d)`, `i < d/2`, in f64.
+    inv_freq: Vec<f64>,
+    device: B::Device,
+}
+
+fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
+    if t.shape != expected || t.data.len() != expected.iter().product::<usize>() {
+        return Err(ModelError::Shape {
+            name: name.to_string(),
+            expected: expected.to_vec(),
+            found: t.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+impl<B: Backend> Llama<B> {
+    /// Builds the model from Hugging Face-named weights, checking every shape, with the
+    /// backend's default float linear layers ([`LinearImpl::default_for`]).
+    pub fn from_weights(
+        config: LlamaConfig,
+        src: &dyn WeightSource,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::from_weights_with(config, src, device, LinearImpl::default_for::<B>())
+    }
+
+    /// [`Llama::from_weights`] with an explicit kind of float linear layer.
+    pub fn from_weights_with(
+        config: LlamaConfig,
+        src: &dyn WeightSource,
+        device: &B::Device,
+        linear_impl: LinearImpl,
+    ) -> Result<Self> {
+        config.validate()?;
+        let c = &config;
+        let (h, f, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let get = |name: &str, shape: &[usize]| -> Result<HostTensor> {
+            let t = src.tensor(name)?;
+            expect_shape(name, &t, shape)?;
+            Ok(t)
+        };
+        let quantized = |name: &str, out: usize, inp: usize| -> Result<Option<Linear<B>>> {
+            if linear_impl != LinearImpl::Quantized {
+                return Ok(None);
+            }
+            let Some(q) = src.quantized(name)? else {
+                return Ok(None);
+            };
+            if (q.rows, q.cols) != (out, inp) {
+                return Err(ModelError::Shape {
+                    name: name.to_string(),
+                    expected: vec![out, inp],
+                    found: vec![q.rows, q.cols],
+                });
+            }
+            Ok(Some(Box::new(QuantLinear::new(name, q)?)))
+        };
+        let linear = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
+            if let Some(l) = quantized(name, out, inp)? {
+                return Ok(l);
+            }
+            let t = get(name, &[out, inp])?;
+            linear_impl.build::<B>(name, t.data, out, inp, device)
+        };
+        let norm = |name: &str| -> Result<RmsNorm<B>> {
+            let t = get(name, &[h])?;
+            Ok(RmsNorm {
+                weight: Tensor::from_data(TensorData::new(t.data, [h]), device),
+                eps: c.rms_norm_eps,
+            })
+        };
+        let embed_name = "model.embed_tokens.weight";
+        let embed = get(embed_name, &[c.vocab_size, h])?;
+        let lm_head: Linear<B> = if c.tie_word_embeddings || !src.contains("lm_head.weight") {
+            match quantized(embed_name, c.vocab_size, h)? {
+                Some(l) => l,
+                None => linear_impl.build::<B>(
+                    embed_name,
+                    embed.data.clone(),
+                    c.vocab_size,
+                    h,
+                    device,
+                )?,
+            }
+        } else {
+            linear("lm_head.weight", c.vocab_size, h)?
+        };
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            blocks.push(Block {
+                attn_norm: norm(&p("input_layernorm.weight"))?,
+                q_proj: linear(&p("self_attn.q_proj.weight"), c.num_heads * d, h)?,
+                k_proj: linear(&p("self_attn.k_proj.weight"), c.num_kv_heads * d, h)?,
+                v_proj: linear(&p("self_attn.v_proj.weight"), c.num_kv_heads * d, h)?,
+                o_proj: linear(&p("self_attn.o_proj.weight"), h, c.num_heads * d)?,
+                mlp_norm: norm(&p("post_attention_layernorm.weight"))?,
+                gate_proj: linear(&p("mlp.gate_proj.weight"), f, h)?,
+                up_proj: linear(&p("mlp.up_proj.weight"), f, h)?,
+                down_proj: linear(&p("mlp.down_proj.weight"), h, f)?,
+            });
+        }
+        let inv_freq = (0..d / 2)
+            .map(|i| c.rope_theta.powf(-((2 * i) as f64) / d as f64))
+            .collect();
+        Ok(Self {
+            embed: Tensor::from_data(TensorData::new(embed.data, [c.vocab_size, h]), device),
+            blocks,
+            norm: norm("model.norm.weight")?,
+            lm_head,
+            inv_freq,
+            device: device.clone(),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// A fresh cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.config.num_layers)
+    }
+
+    /// Every linear layer with its Hugging Face name (e.g.
+    /// `model.layers.0.self_attn.q_proj`, `lm_head`), for inspection or replacement.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 7 + 1);
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            out.push((p("self_attn.q_proj"), &mut b.q_proj));
+            out.push((p("self_attn.k_proj"), &mut b.k_proj));
+            out.push((p("self_attn.v_proj"), &mut b.v_proj));
+            out.push((p("self_attn.o_proj"), &mut b.o_proj));
+            out.push((p("mlp.gate_proj"), &mut b.gate_proj));
+            out.push((p("mlp.up_proj"), &mut b.up_proj));
+            out.push((p("mlp.down_proj"), &mut b.down_proj));
+        }
+        out.push(("lm_head".to_string(), &mut self.lm_head));
+        out
+    }
+
+    /// Every linear layer with its Hugging Face name, read-only.
+    pub fn linears(&self) -> Vec<(String, &Linear<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 7 + 1);
+        for (l, b) in self.blocks.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            out.push((p("self_attn.q_proj"), &b.q_proj));
+            out.push((p("self_attn.k_proj"), &b.k_proj));
+            out.push((p("self_attn.v_proj"), &b.v_proj));
+            out.push((p("self_attn.o_proj"), &b.o_proj));
+            out.push((p("mlp.gate_proj"), &b.gate_proj));
+            out.push((p("mlp.up_proj"), &b.up_proj));
+            out.push((p("mlp.down_proj"), &b.down_proj));
+        }
+        out.push(("lm_head".to_string(), &self.lm_head));
+        out
+    }
+
+    /// `cos` and `sin` tables `[positions, d]` for positions `start..start + n`, each row
+    /// `[cos(p·f_0) … cos(p·f_{d/2−1}), cos(p·f_0) … ]` (Hugging Face's duplicated halves).
+    fn rope_tables(&self, start: usize, n: usize) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let d = self.config.head_dim;
+        let mut cos = Vec::with_capacity(n * d);
+        let mut sin = Vec::with_capacity(n * d);
+        for p in start..start + n {
+            for _ in 0..2 {
+                for &f in &self.inv_freq {
+                    let a = p as f64 * f;
+                    cos.push(a.cos() as f32);
+                    sin.push(a.sin() as f32);
+                }
+            }
+        }
+        let t = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, n, d]), &self.device);
+        (t(cos), t(sin))
+    }
+
+    /// `x·cos + rotate_half(x)·sin` on `x: [heads, tokens, d]`, `rotate_half(x) = [−x₂, x₁]`.
+    fn rope(x: Tensor<B, 3>, cos: &Tensor<B, 3>, sin: &Tensor<B, 3>) -> Tensor<B, 3> {
+        let [hd, n, d] = x.dims();
+        let x1 = x.clone().slice([0..hd, 0..n, 0..d / 2]);
+        let x2 = x.clone().slice([0..hd, 0..n, d / 2..d]);
+        let rot = Tensor::cat(vec![x2.neg(), x1], 2);
+        x.mul(cos.clone()).add(rot.mul(sin.clone()))
+    }
+
+    /// Runs `tokens` after the `cache.len()` positions already in `cache`, appends their keys
+    /// and values to it, and returns logits `[tokens or 1, V]` (see [`Logits`]).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        which: Logits,
+    ) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(ModelError::Input("no tokens to run".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        if cache.layers.len() != c.num_layers {
+            return Err(ModelError::Input(format!(
+                "cache has {} layers, model has {}",
+                cache.layers.len(),
+                c.num_layers
+            )));
+        }
+        let start = cache.len;
+        let total = start + n;
+        let (nh, nkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let group = nh / nkv;
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &self.device);
+        let mut x = self.embed.clone().select(0, ids);
+        let (cos, sin) = self.rope_tables(start, n);
+        // Causal mask [1, n, total]: query i (position start+i) sees keys j <= start+i.
+        let mask: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                (0..total).map(move |j| {
+                    if j > start + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [1, n, total]), &self.device);
+        let scale = 1.0 / (d as f64).sqrt();
+        for (b, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = b.attn_norm.forward(x.clone());
+            let heads = |t: Tensor<B, 2>, k: usize| t.reshape([n, k, d]).swap_dims(0, 1);
+            let q = Self::rope(heads(b.q_proj.forward(h.clone()), nh), &cos, &sin);
+            let k = Self::rope(heads(b.k_proj.forward(h.clone()), nkv), &cos, &sin);
+            let v = heads(b.v_proj.forward(h), nkv);
+            let (k, v) = match slot.take() {
+                Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
+                None => (k, v),
+            };
+            *slot = Some((k.clone(), v.clone()));
+            // Repeat each key/value head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
+            let expand = |t: Tensor<B, 3>| {
+                t.unsqueeze_dim::<4>(1)
+                    .expand([nkv, group, total, d])
+                    .reshape([nh, total, d])
+            };
+            let (k, v) = (expand(k), expand(v));
+            let scores = q
+                .matmul(k.swap_dims(1, 2))
+                .mul_scalar(scale)
+                .add(mask.clone());
+            let attn = softmax(scores, 2).matmul(v); // [n_h, n, d]
+            let attn = attn.swap_dims(0, 1).reshape([n, nh * d]);
+            x = x.add(b.o_proj.forward(attn));
+            let h = b.mlp_norm.forward(x.clone());
+            let g = silu(b.gate_proj.forward(h.clone()));
+            let u = b.up_proj.forward(h);
+            x = x.add(b.down_proj.forward(g.mul(u)));
+        }
+        cache.len = total;
+        let x = match which {
+            Logits::All => x,
+            Logits::Last => x.slice([n - 1..n, 0..c.hidden_size]),
+        };
+        Ok(self.lm_head.forward(self.norm.forward(x)))
+    }
+}
+
+/// Copies a 2-D tensor to the host as row-major f32.
+pub fn to_rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ModelError::Input(format!("cannot read tensor back: {e:?}")))
+}

@@ -1,0 +1,227 @@
+//! Byte-level BPE tokenizer built from GGUF metadata with the `tokenizers` crate.
+//!
+//! GGUF keeps `tokenizer.ggml.tokens` (id → byte-level string, e.g. `"Ġthe"`),
+//! `tokenizer.ggml.merges` (`"Ġ t"` pairs in rank order), `tokenizer.ggml.token_type`
+//! (3 = control, 4 = user-defined: both are matched whole before BPE) and
+//! `tokenizer.ggml.pre`, the pre-tokenizer: `gpt2`/`default` = the GPT-2 regex split,
+//! `smollm` = every digit alone, then the GPT-2 split (llama.cpp's and Hugging Face's
+//! definition for SmolLM).
+
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use std::path::Path;
+use tokenizers::AddedToken;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+
+/// A text ↔ token-id codec plus the model's special ids.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Beginning-of-sequence id, when the model has one.
+    pub bos_id: Option<u32>,
+    /// End-of-sequence id, when the model has one.
+    pub eos_id: Option<u32>,
+    /// Whether [`Tokenizer::encode`] with `add_special = true` prepends `bos_id`.
+    pub add_bos: bool,
+}
+
+fn tok_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Tokenizer(e.to_string())
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer stored in a GGUF file (`tokenizer.ggml.model` must be `gpt2`).
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let model = g.get_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(ModelError::Tokenizer(format!(
+                "tokenizer model '{model}' is not supported (only byte-level BPE, 'gpt2')"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            let arr = g
+                .get(key)
+                .and_then(|v| v.as_array())
+                .ok_or_else(|| ModelError::Tokenizer(format!("GGUF metadata '{key}' missing")))?;
+            arr.iter()
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| {
+                        ModelError::Tokenizer(format!("'{key}' holds a non-string item"))
+                    })
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match g
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array())
+        {
+            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let pre = g
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .unwrap_or("default");
+        let id = |key: &str| -> Option<u32> {
+            g.get(key)
+                .and_then(|v| v.as_u64())
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let mut t = Self::from_parts(&tokens, &merges, &types, pre)?;
+        t.bos_id = id("tokenizer.ggml.bos_token_id");
+        t.eos_id = id("tokenizer.ggml.eos_token_id");
+        t.add_bos = g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        Ok(t)
+    }
+
+    /// Builds a byte-level BPE tokenizer from its parts: `tokens[id]`, merges `"a b"` in rank
+    /// order, token types (3 and 4 are matched whole), and the GGUF pre-tokenizer name.
+    pub fn from_parts(
+        tokens: &[String],
+        merges: &[String],
+        types: &[u64],
+        pre: &str,
+    ) -> Result<Self> {
+        let mut vocab = Vocab::default();
+        for (i, t) in tokens.iter().enumerate() {
+            let id = u32::try_from(i).map_err(tok_err)?;
+            // Duplicate strings keep their first id, as llama.cpp does.
+            vocab.entry(t.clone()).or_insert(id);
+        }
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| ModelError::Tokenizer(format!("merge '{m}' is not two tokens")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tok_err)?;
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre_tok: PreTokenizerWrapper = match pre {
+            "gpt2" | "default" => byte_level.into(),
+            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+            other => {
+                return Err(ModelError::Tokenizer(format!(
+                    "pre-tokenizer '{other}' is not supported (gpt2, default, smollm)"
+                )));
+            }
+        };
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tok));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(types)
+            .filter(|&(_, &ty)| ty == 3 || ty == 4)
+            .map(|(t, _)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
+        Ok(Self {
+            inner,
+            bos_id: None,
+            eos_id: None,
+            add_bos: false,
+        })
+    }
+
+    /// Loads a Hugging Face `tokenizer.json` (special ids guessed from `<s>`,
+    /// `<|endoftext|>`/`</s>`; [`load_safetensors_dir`](crate::load_safetensors_dir) takes
+    /// them from `config.json` instead when it has them).
+    pub fn from_hf_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let id = |s: &str| inner.token_to_id(s);
+        let eos_id = id("<|endoftext|>").or_else(|| id("</s>"));
+        Ok(Self {
+            bos_id: id("<s>"),
+            eos_id,
+            add_bos: false,
+            inner,
+        })
+    }
+
+    /// Token ids of `text`; with `add_special` a BOS is prepended when the model wants one.
+    /// Special-token strings in the text (e.g. `<|im_start|>`) map to their single ids.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_special && self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// The text of `ids` (special tokens included).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(tok_err)
+    }
+
+    /// Vocabulary size including special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy byte-level vocabulary: the 256 byte symbols, merges, and one control token.
+    fn toy(pre: &str) -> Tokenizer {
+        let bytes = tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet();
+        let mut tokens: Vec<String> = vec!["<|endoftext|>".to_string()];
+        let mut sorted: Vec<char> = bytes.into_iter().collect();
+        sorted.sort();
+        tokens.extend(sorted.iter().map(|c| c.to_string()));
+        let merges: Vec<String> = ["Ġ t", "h e", "Ġt he", "1 2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for m in &merges {
+            tokens.push(m.replace(' ', ""));
+        }
+        let mut types = vec![1u64; tokens.len()];
+        types[0] = 3;
+        Tokenizer::from_parts(&tokens, &merges, &types, pre).unwrap()
+    }
+
+    #[test]
+    fn merges_and_special_tokens_should_apply() {
+        let t = toy("gpt2");
+        let the = t.inner.token_to_id("Ġthe").unwrap();
+        let ids = t.encode("<|endoftext|> the", false).unwrap();
+        assert_eq!(ids, vec![0, the]);
+        assert_eq!(t.decode(&ids).unwrap(), "<|endoftext|> the");
+    }
+
+    #[test]
+    fn smollm_pre_tokenizer_should_split_digits() {
+        let twelve = toy("gpt2").inner.token_to_id("12").unwrap();
+        assert!(toy("gpt2").encode("12", false).unwrap().contains(&twelve));
+        assert!(!toy("smollm").encode("12", false).unwrap().contains(&twelve));
+        assert_eq!(toy("smollm").encode("12", false).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_and_bad_merges_should_be_errors() {
+        let tokens = vec!["a".to_string(), "b".to_string()];
+        assert!(Tokenizer::from_parts(&tokens, &[], &[1, 1], "qwen2-unknown").is_err());
+        assert!(Tokenizer::from_parts(&tokens, &["ab".into()], &[1, 1], "gpt2").is_err());
+    }
+}
