@@ -33,24 +33,25 @@ fn configs() -> Vec<KernelConfig> {
     out
 }
 
-fn check_format<F: TernaryGemm>(
-    name: &str,
-    f: &F,
-    x: &[f32],
+/// Inputs and expected outputs of one matrix.
+struct Case {
+    x: Vec<f32>,
     n: usize,
-    a: &QuantizedActivations,
-    f32_want: &F32Expect,
-    i8_want: &[f32],
-    what: &str,
-) {
-    let rows = f.out_features();
+    a: QuantizedActivations,
+    f32_want: F32Expect,
+    i8_want: Vec<f32>,
+}
+
+fn check_format<F: TernaryGemm>(name: &str, f: &F, case: &Case, what: &str) {
+    let (rows, n) = (f.out_features(), case.n);
     for cfg in configs() {
         let mut y = vec![f32::NAN; n * rows];
-        f.gemm_f32_with(cfg, x, n, &mut y).unwrap();
-        f32_want.check(&y, &format!("{name} f32 {cfg:?} {what}"));
+        f.gemm_f32_with(cfg, &case.x, n, &mut y).unwrap();
+        case.f32_want
+            .check(&y, &format!("{name} f32 {cfg:?} {what}"));
         let mut y = vec![f32::NAN; n * rows];
-        f.gemm_i8_with(cfg, a, &mut y).unwrap();
-        check_exact(&y, i8_want, &format!("{name} i8 {cfg:?} {what}"));
+        f.gemm_i8_with(cfg, &case.a, &mut y).unwrap();
+        check_exact(&y, &case.i8_want, &format!("{name} i8 {cfg:?} {what}"));
     }
 }
 
@@ -58,8 +59,13 @@ fn check_format<F: TernaryGemm>(
 fn check_all(m: &TernaryMatrix, n: usize, rng: &mut rand::rngs::StdRng, what: &str) {
     let x = random_f32(rng, n * m.cols());
     let a = random_q(rng, n, m.cols());
-    let f32_want = F32Expect::new(m, &x, n);
-    let i8_want = reference::gemm_i8(m, &a).unwrap();
+    let case = Case {
+        f32_want: F32Expect::new(m, &x, n),
+        i8_want: reference::gemm_i8(m, &a).unwrap(),
+        x,
+        n,
+        a,
+    };
 
     let bm = BitmapMatrix::new(m.clone());
     bm.check_consistency().unwrap();
@@ -68,10 +74,10 @@ fn check_all(m: &TernaryMatrix, n: usize, rng: &mut rand::rngs::StdRng, what: &s
     let il = IndexLists::from_matrix(m).unwrap();
     assert_eq!(&il.to_matrix().unwrap(), m, "index lists round trip {what}");
 
-    check_format("bitmap", &bm, &x, n, &a, &f32_want, &i8_want, what);
-    check_format("packed", &pc, &x, n, &a, &f32_want, &i8_want, what);
-    check_format("lists", &il, &x, n, &a, &f32_want, &i8_want, what);
-    check_format("dense", m, &x, n, &a, &f32_want, &i8_want, what);
+    check_format("bitmap", &bm, &case, what);
+    check_format("packed", &pc, &case, what);
+    check_format("lists", &il, &case, what);
+    check_format("dense", m, &case, what);
 }
 
 #[test]
@@ -156,6 +162,9 @@ fn empty_shapes_work() {
     }
 }
 
+/// A format's `gemm_f32_with`.
+type GemmFn<'a> = dyn Fn(KernelConfig, &[f32], usize, &mut [f32]) -> ternary_core::Result<()> + 'a;
+
 #[test]
 fn bad_shapes_and_levels_are_errors() {
     let (mut rng, _) = rng();
@@ -170,7 +179,7 @@ fn bad_shapes_and_levels_are_errors() {
     let bm = BitmapMatrix::new(m.clone());
     let pc = PackedChunks::from_matrix(&m).unwrap();
     let il = IndexLists::from_matrix(&m).unwrap();
-    let formats: [&dyn Fn(KernelConfig, &[f32], usize, &mut [f32]) -> ternary_core::Result<()>; 3] = [
+    let formats: [&GemmFn<'_>; 3] = [
         &|c, x, n, y| bm.gemm_f32_with(c, x, n, y),
         &|c, x, n, y| pc.gemm_f32_with(c, x, n, y),
         &|c, x, n, y| il.gemm_f32_with(c, x, n, y),

@@ -14,6 +14,9 @@
 //!
 //! Group flushes follow the reference order exactly for int8 (see the parent module).
 
+// Register arrays indexed by panel `z` or token `t` read clearer as index loops.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use rayon::prelude::*;
