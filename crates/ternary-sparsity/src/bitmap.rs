@@ -100,12 +100,14 @@ impl ChunkBitmap {
         Ok(self.masks[r * self.masks_per_row + w / 64] >> (w % 64) & 1 != 0)
     }
 
-    /// Sets bit `(r, w)` to `nonzero` in O(1).
+    /// Sets bit `(r, w)` to `nonzero` in O(1); returns its old value.
     #[inline]
-    pub(crate) fn put(&mut self, r: usize, w: usize, nonzero: bool) {
+    pub(crate) fn put(&mut self, r: usize, w: usize, nonzero: bool) -> bool {
         let i = r * self.masks_per_row + w / 64;
         let bit = 1u64 << (w % 64);
+        let was = self.masks[i] & bit != 0;
         self.masks[i] = (self.masks[i] & !bit) | (u64::from(nonzero) << (w % 64));
+        was
     }
 
     fn check(&self, r: usize, w: usize) -> Result<()> {

@@ -15,18 +15,33 @@ use crate::bitmap::ChunkBitmap;
 
 /// A ternary matrix with its chunk bitmap (see [`crate::bitmap`]).
 ///
-/// Invariant: `bitmap == ChunkBitmap::from_matrix(matrix)` after every operation.
+/// Invariants after every operation: `bitmap == ChunkBitmap::from_matrix(matrix)`, and the
+/// cached counts equal `matrix.nnz()` and `bitmap.count_nonempty()` (kept in O(1) per edit,
+/// so kernels and planners read them without a pass over the planes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BitmapMatrix {
     matrix: TernaryMatrix,
     bitmap: ChunkBitmap,
+    nnz: usize,
+    nonempty: usize,
 }
 
 impl BitmapMatrix {
     /// Wraps a matrix, building its bitmap (one pass over the planes).
     pub fn new(matrix: TernaryMatrix) -> Self {
         let bitmap = ChunkBitmap::from_matrix(&matrix);
-        Self { matrix, bitmap }
+        Self::assemble(matrix, bitmap)
+    }
+
+    fn assemble(matrix: TernaryMatrix, bitmap: ChunkBitmap) -> Self {
+        let nnz = matrix.nnz();
+        let nonempty = bitmap.count_nonempty();
+        Self {
+            matrix,
+            bitmap,
+            nnz,
+            nonempty,
+        }
     }
 
     /// Wraps a matrix with a bitmap computed elsewhere; [`TernaryError::Config`]
@@ -35,7 +50,7 @@ impl BitmapMatrix {
     /// [`TernaryError::Config`]: ternary_core::TernaryError::Config
     pub fn from_parts(matrix: TernaryMatrix, bitmap: ChunkBitmap) -> Result<Self> {
         bitmap.check_matches(&matrix)?;
-        Ok(Self { matrix, bitmap })
+        Ok(Self::assemble(matrix, bitmap))
     }
 
     /// The matrix.
@@ -80,10 +95,12 @@ impl BitmapMatrix {
     #[inline]
     pub fn set(&mut self, r: usize, c: usize, t: i8) -> Result<i8> {
         let old = self.matrix.set(r, c, t)?;
-        // `set` succeeded, so (r, c) is in bounds.
+        // `set` succeeded, so (r, c) is in bounds and `t` is a trit.
         let w = r * self.matrix.words_per_row() + c / 32;
         let nonzero = self.matrix.plus()[w] | self.matrix.minus()[w] != 0;
-        self.bitmap.put(r, c / 32, nonzero);
+        let was = self.bitmap.put(r, c / 32, nonzero);
+        self.nnz = self.nnz + usize::from(t != 0) - usize::from(old != 0);
+        self.nonempty = self.nonempty + usize::from(nonzero) - usize::from(was);
         Ok(old)
     }
 
@@ -99,24 +116,52 @@ impl BitmapMatrix {
         self.matrix.set_scales(scales)
     }
 
-    /// Re-derives the bitmap from the planes and compares: `Ok` iff the invariant holds.
+    /// Re-derives the bitmap and the counts from the planes and compares: `Ok` iff the
+    /// invariants hold.
     pub fn check_consistency(&self) -> Result<()> {
-        self.bitmap.check_matches(&self.matrix)
+        self.bitmap.check_matches(&self.matrix)?;
+        if self.nnz != self.matrix.nnz() || self.nonempty != self.bitmap.count_nonempty() {
+            return Err(ternary_core::TernaryError::Config(format!(
+                "cached counts (nnz {}, non-empty chunks {}) disagree with the planes ({}, {})",
+                self.nnz,
+                self.nonempty,
+                self.matrix.nnz(),
+                self.bitmap.count_nonempty()
+            )));
+        }
+        Ok(())
     }
 
-    /// Non-zero weights.
+    /// Non-zero weights (cached).
+    #[inline]
     pub fn nnz(&self) -> usize {
-        self.matrix.nnz()
+        self.nnz
+    }
+
+    /// Non-empty chunks (cached).
+    #[inline]
+    pub fn nonempty_chunks(&self) -> usize {
+        self.nonempty
     }
 
     /// Fraction of non-zero weights (`nnz / (rows · cols)`, `0` for an empty matrix).
     pub fn density(&self) -> f64 {
-        density(&self.matrix)
+        let total = self.rows() * self.cols();
+        if total == 0 {
+            0.0
+        } else {
+            self.nnz as f64 / total as f64
+        }
     }
 
     /// Fraction of data chunks that hold a non-zero weight (see [`ChunkBitmap::occupancy`]).
     pub fn occupancy(&self) -> f64 {
-        self.bitmap.occupancy(self.cols())
+        let total = self.rows() * self.cols().div_ceil(32);
+        if total == 0 {
+            0.0
+        } else {
+            self.nonempty as f64 / total as f64
+        }
     }
 
     /// Bytes in memory: planes, scales and bitmap.

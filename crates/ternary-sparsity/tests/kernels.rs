@@ -246,3 +246,42 @@ fn gemv_should_equal_gemm_with_one_token() {
     il.gemm_f32(&x, 1, &mut b).unwrap();
     check_exact(&a, &b, "gemv vs gemm");
 }
+
+#[test]
+fn int8_sums_far_past_the_i16_range_stay_exact() {
+    let (mut rng, seed) = rng();
+    // All weights +1 (then all −1) against activations of ±127: every partial sum of a row
+    // leaves the i16 range many times over.
+    let (rows, cols, n) = (3, 4100, 70);
+    for t in [1i8, -1] {
+        for layout in [
+            ScaleLayout::PerRow,
+            ScaleLayout::PerGroup { group_size: 1024 },
+        ] {
+            let trits = vec![t; rows * cols];
+            let scales = random_scales(&mut rng, rows, cols, layout);
+            let m = TernaryMatrix::from_trits(rows, cols, &trits, scales).unwrap();
+            let q: Vec<i8> = (0..n * cols)
+                .map(|i| if (i / cols) % 3 == 0 { -127 } else { 127 })
+                .collect();
+            let a = QuantizedActivations::from_parts(n, cols, &q, vec![0.01; n]).unwrap();
+            let want = reference::gemm_i8(&m, &a).unwrap();
+            let bm = BitmapMatrix::new(m.clone());
+            let pc = PackedChunks::from_matrix(&m).unwrap();
+            let il = IndexLists::from_matrix(&m).unwrap();
+            let formats: [(&str, &dyn TernaryGemm); 3] =
+                [("bitmap", &bm), ("packed", &pc), ("lists", &il)];
+            for (name, f) in formats {
+                for cfg in configs() {
+                    let mut y = vec![f32::NAN; n * rows];
+                    f.gemm_i8_with(cfg, &a, &mut y).unwrap();
+                    check_exact(
+                        &y,
+                        &want,
+                        &format!("{name} {cfg:?} t={t} {layout:?} (TERNARY_TEST_SEED={seed})"),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -225,6 +225,8 @@ impl TernaryGemm for IndexLists {
         match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 if panels => x86::walk_f32(&v, x, n, y),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 if gather_ok(v.cols) => x86::lists_f32(&v, x, n, y),
             _ => scalar::gemm_f32(&v, x, n, y),
         }
         Ok(())
@@ -243,10 +245,17 @@ impl TernaryGemm for IndexLists {
         match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 if panels => x86::walk_i8(&v, a, y),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 if gather_ok(v.cols) => x86::lists_i8(&v, a, y),
             _ => scalar::gemm_i8(&v, a, y),
         }
         Ok(())
     }
+}
+
+/// The vector gathers take `i32` column offsets.
+fn gather_ok(cols: usize) -> bool {
+    i32::try_from(cols).is_ok()
 }
 
 fn dense_view(m: &BitmapMatrix) -> ChunkView<'_> {
@@ -262,7 +271,7 @@ fn dense_view(m: &BitmapMatrix) -> ChunkView<'_> {
         row_start: None,
         scales: m.matrix().scales(),
         nnz: m.nnz(),
-        nonempty: b.count_nonempty(),
+        nonempty: m.nonempty_chunks(),
     }
 }
 
@@ -629,6 +638,18 @@ impl Cursor for DeltaCursor<'_> {
     }
 }
 
+impl<'a> ListView<'a> {
+    /// The gap codes of row `r`'s `+1` and `−1` columns.
+    #[inline]
+    pub fn codes(&self, r: usize) -> (&'a [u8], &'a [u8]) {
+        let o = &self.offsets[2 * r..2 * r + 3];
+        (
+            &self.bytes[o[0] as usize..o[1] as usize],
+            &self.bytes[o[1] as usize..o[2] as usize],
+        )
+    }
+}
+
 impl WalkRows for ListView<'_> {
     type Plus<'c>
         = DeltaCursor<'c>
@@ -661,6 +682,79 @@ impl WalkRows for ListView<'_> {
     }
 }
 
+/// One scale group of one row, decoded: `pos[start..plus_end]` are the columns of its `+1`
+/// weights and `pos[plus_end..end]` those of its `−1` weights.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Segment {
+    pub group: u32,
+    pub start: u32,
+    pub plus_end: u32,
+    pub end: u32,
+}
+
+/// A block of rows decoded once into plain column lists, so the panel kernels (which pass
+/// over the same rows once per panel of tokens) never run a cursor in their inner loop.
+#[derive(Debug, Default)]
+pub(crate) struct DecodedRows {
+    pub pos: Vec<u32>,
+    pub segs: Vec<Segment>,
+    /// `segs[row_start[i] .. row_start[i + 1]]` are the segments of the block's row `i`.
+    pub row_start: Vec<usize>,
+}
+
+impl DecodedRows {
+    /// Decodes rows `rows` of `m` (replacing the previous contents).
+    pub fn decode<W: WalkRows>(&mut self, m: &W, rows: Range<usize>) {
+        self.pos.clear();
+        self.segs.clear();
+        self.row_start.clear();
+        let cols = m.cols();
+        let glen = group_len(m.scales(), cols);
+        for r in rows {
+            self.row_start.push(self.segs.len());
+            let (mut p, mut q) = m.cursors(r);
+            loop {
+                let c = p.pos().min(q.pos());
+                if c == usize::MAX {
+                    break;
+                }
+                debug_assert!(c < cols);
+                let g = c / glen;
+                let end = ((g + 1) * glen).min(cols);
+                // Columns are < cols and the block holds fewer than 2³² of them.
+                let start = self.pos.len() as u32;
+                while p.pos() < end {
+                    self.pos.push(p.pos() as u32);
+                    p.advance();
+                }
+                let plus_end = self.pos.len() as u32;
+                while q.pos() < end {
+                    self.pos.push(q.pos() as u32);
+                    q.advance();
+                }
+                self.segs.push(Segment {
+                    group: g as u32,
+                    start,
+                    plus_end,
+                    end: self.pos.len() as u32,
+                });
+            }
+        }
+        self.row_start.push(self.segs.len());
+    }
+
+    /// The segments of the block's row `i`.
+    #[inline]
+    pub fn row(&self, i: usize) -> &[Segment] {
+        &self.segs[self.row_start[i]..self.row_start[i + 1]]
+    }
+}
+
+/// Rows per decoded block: about 2¹⁵ positions (128 KiB), at least 1 and at most 256 rows.
+pub(crate) fn decode_block_rows(nnz: usize, rows: usize) -> usize {
+    (32768 / (nnz / rows.max(1) + 1)).clamp(1, 256)
+}
+
 /// Columns of scale group `g` of a row of `cols` columns: `g · glen .. min((g + 1) · glen, cols)`.
 #[inline]
 pub(crate) fn group_len(scales: &Scales, cols: usize) -> usize {
@@ -672,7 +766,7 @@ pub(crate) fn group_len(scales: &Scales, cols: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 /// Estimated work below which a row chunk is not worth a rayon task.
-const MIN_TASK_WORK: usize = 1 << 18;
+const MIN_TASK_WORK: usize = 1 << 15;
 
 /// Runs `f(rows, out)` over chunks of output rows, in parallel when worthwhile.
 ///

@@ -26,16 +26,37 @@ pub(super) fn gemm_f32<W: WalkRows>(m: &W, x: &[f32], n: usize, y: &mut [f32]) {
                     }
                     let g = c / glen;
                     let end = ((g + 1) * glen).min(cols);
-                    let (mut a0, mut a1) = (0f32, 0f32);
-                    while p.pos() < end {
-                        a0 += xj[p.pos()];
+                    // Two partial sums per sign halve the dependent-add chain.
+                    let (mut a0, mut a1, mut b0, mut b1) = (0f32, 0f32, 0f32, 0f32);
+                    loop {
+                        let c = p.pos();
+                        if c >= end {
+                            break;
+                        }
+                        a0 += xj[c];
+                        p.advance();
+                        let c = p.pos();
+                        if c >= end {
+                            break;
+                        }
+                        a1 += xj[c];
                         p.advance();
                     }
-                    while q.pos() < end {
-                        a1 += xj[q.pos()];
+                    loop {
+                        let c = q.pos();
+                        if c >= end {
+                            break;
+                        }
+                        b0 += xj[c];
+                        q.advance();
+                        let c = q.pos();
+                        if c >= end {
+                            break;
+                        }
+                        b1 += xj[c];
                         q.advance();
                     }
-                    sum += s[g] * (a0 - a1);
+                    sum += s[g] * ((a0 + a1) - (b0 + b1));
                 }
                 *o = sum;
             }

@@ -23,7 +23,9 @@ use rayon::prelude::*;
 use ternary_core::QuantizedActivations;
 
 use super::Avx512;
-use crate::kernels::{ChunkView, Cursor, WalkRows, group_len, par_rows, walk_work};
+use crate::kernels::{
+    ChunkView, DecodedRows, ListView, WalkRows, decode_block_rows, group_len, par_rows, walk_work,
+};
 
 /// Tokens sharing one pass over a row's chunks in the per-token kernels.
 const TOKENS: usize = 4;
@@ -76,27 +78,33 @@ unsafe fn masked_f32_row<const T: usize>(
     let mut total = [zero; T];
     // Per token: plus low half, plus high half, minus low half, minus high half.
     let mut acc = [[zero; 4]; T];
-    let mut gcur = usize::MAX;
+    // Current group and its first chunk past the end (a division only when it changes).
+    let (mut gcur, mut gend) = (usize::MAX, 0usize);
     for ch in v.chunks(r) {
-        let g = ch.w / wpg;
-        if g != gcur {
+        if ch.w >= gend {
             if gcur != usize::MAX {
                 flush_f32(&mut total, &mut acc, s[gcur]);
             }
-            gcur = g;
+            gcur = ch.w / wpg;
+            gend = (gcur + 1) * wpg;
         }
+        // Both halves always run (an empty half loads and adds nothing): a branch on
+        // emptiness would mispredict on unstructured weights.
         for h in 0..2 {
             let kp = (ch.plus >> (16 * h)) as u16;
             let km = (ch.minus >> (16 * h)) as u16;
             let k = kp | km;
-            if k == 0 {
-                continue;
-            }
+            // Column 32w is < cols (the chunk is non-empty); 32w + 16h is < cols when the
+            // half has a set bit. An empty half loads from 32w with an empty mask.
+            let base = if k == 0 {
+                32 * ch.w
+            } else {
+                32 * ch.w + 16 * h
+            };
             for t in 0..T {
-                // SAFETY: a set bit b of the half means column 32w + 16h + b < cols (padding
-                // bits are zero), so the base column 32w + 16h lies inside token row j0 + t,
-                // and the masked load reads only lanes of set bits.
-                let xv = unsafe { _mm512_maskz_loadu_ps(k, xs[t].add(32 * ch.w + 16 * h)) };
+                // SAFETY: `base` is a column < cols of token row j0 + t (see above), and the
+                // masked load reads only lanes of set bits, which are columns < cols.
+                let xv = unsafe { _mm512_maskz_loadu_ps(k, xs[t].add(base)) };
                 acc[t][h] = _mm512_mask_add_ps(acc[t][h], kp, acc[t][h], xv);
                 acc[t][2 + h] = _mm512_mask_add_ps(acc[t][2 + h], km, acc[t][2 + h], xv);
             }
@@ -167,14 +175,15 @@ unsafe fn masked_i8_row<const T: usize>(
     let mut sum = [0f32; T];
     // Two accumulators per token, alternating by chunk, to halve the vpdpbusd latency chain.
     let mut acc = [[zero; 2]; T];
-    let mut gcur = usize::MAX;
+    // Current group and its first chunk past the end (a division only when it changes).
+    let (mut gcur, mut gend) = (usize::MAX, 0usize);
     for ch in v.chunks(r) {
-        let g = ch.w / wpg;
-        if g != gcur {
+        if ch.w >= gend {
             if gcur != usize::MAX {
                 flush_i8(&mut sum, &mut acc, s[gcur]);
             }
-            gcur = g;
+            gcur = ch.w / wpg;
+            gend = (gcur + 1) * wpg;
         }
         for t in 0..T {
             // SAFETY: chunk w < wpr, so bytes 32w .. 32w + 32 lie in the padded row.
@@ -315,16 +324,17 @@ unsafe fn chunk_panel_row<const Z: usize>(
     // Even and odd steps accumulate separately (two vpdpbusd chains per panel).
     let mut acc = [[zero; Z]; 2];
     let mut wsum = 0i32;
-    let mut gcur = usize::MAX;
+    // Current group and its first chunk past the end (a division only when it changes).
+    let (mut gcur, mut gend) = (usize::MAX, 0usize);
     let pp = panel.as_ptr();
     for ch in v.chunks(r) {
-        let g = ch.w / wpg;
-        if g != gcur {
+        if ch.w >= gend {
             if gcur != usize::MAX {
                 flush_panels(&mut sum, &mut acc, wsum, s[gcur]);
                 wsum = 0;
             }
-            gcur = g;
+            gcur = ch.w / wpg;
+            gend = (gcur + 1) * wpg;
         }
         wsum += ch.plus.count_ones() as i32 - ch.minus.count_ones() as i32;
         let w8 = _mm256_mask_mov_epi8(_mm256_maskz_mov_epi8(ch.plus, ones), ch.minus, minus_ones);
@@ -427,77 +437,91 @@ fn walk_f32_z<const Z: usize, W: WalkRows>(_t: Avx512, m: &W, x: &[f32], n: usiz
     let lanes = 16 * Z;
     let xt = transpose_panels(x, n, cols, cols, lanes, |v| v);
     let panels = n.div_ceil(lanes);
+    let groups = m.scales().layout().groups_per_row(cols);
+    let scales = m.scales().values();
+    let block = decode_block_rows(m.nnz(), rows);
     par_rows(rows, walk_work(m.nnz(), rows, n), n, y, |rs, out| {
         let mut tile = [0f32; 16 * MAX_Z];
-        for p in 0..panels {
-            let panel = &xt[p * cols * lanes..(p + 1) * cols * lanes];
-            let valid = (n - p * lanes).min(lanes);
-            for r in rs.clone() {
-                // SAFETY: the token proves the CPU features; r < rows, `panel` holds
-                // cols · 16Z values and `tile` at least 16Z.
-                unsafe { walk_f32_row::<Z, W>(m, r, panel, &mut tile) };
-                let o = (r - rs.start) * n + p * lanes;
-                out[o..o + valid].copy_from_slice(&tile[..valid]);
+        let mut dec = DecodedRows::default();
+        let mut r0 = rs.start;
+        while r0 < rs.end {
+            let r1 = (r0 + block).min(rs.end);
+            dec.decode(m, r0..r1);
+            for p in 0..panels {
+                let panel = &xt[p * cols * lanes..(p + 1) * cols * lanes];
+                let valid = (n - p * lanes).min(lanes);
+                for (i, r) in (r0..r1).enumerate() {
+                    let s = &scales[r * groups..(r + 1) * groups];
+                    // SAFETY: the token proves the CPU features; the decoded columns are
+                    // < cols, `panel` holds cols · 16Z values and `tile` at least 16Z.
+                    unsafe { walk_f32_row::<Z>(&dec, i, s, panel, &mut tile) };
+                    let o = (r - rs.start) * n + p * lanes;
+                    out[o..o + valid].copy_from_slice(&tile[..valid]);
+                }
             }
+            r0 = r1;
         }
     });
 }
 
-/// Row `r` against one `f32` panel: `tile[l] = Σ_g s[r, g] · Σ_{c ∈ g} t[r, c] · x̃[c][l]`.
+/// Sum of the panel columns listed in `pos`, into two alternating accumulator sets.
 ///
 /// # Safety
-/// AVX-512F must be available; `r < rows`; `panel.len() = cols · 16Z`; `tile.len() ≥ 16Z`.
+/// AVX-512F must be available; every position is `< cols` and `pp` points at a panel of
+/// `cols · 16Z` floats.
+#[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn walk_f32_row<const Z: usize, W: WalkRows>(
-    m: &W,
-    r: usize,
+unsafe fn sum_columns_f32<const Z: usize>(pos: &[u32], pp: *const f32, acc: &mut [[__m512; Z]; 2]) {
+    let mut pairs = pos.chunks_exact(2);
+    for pair in &mut pairs {
+        for (k, &c) in pair.iter().enumerate() {
+            // SAFETY: c < cols, so lanes c · 16Z .. c · 16Z + 16Z lie in the panel.
+            let col = unsafe { pp.add(c as usize * 16 * Z) };
+            for z in 0..Z {
+                // SAFETY: as above.
+                let v = unsafe { _mm512_loadu_ps(col.add(16 * z)) };
+                acc[k][z] = _mm512_add_ps(acc[k][z], v);
+            }
+        }
+    }
+    for &c in pairs.remainder() {
+        // SAFETY: as above.
+        let col = unsafe { pp.add(c as usize * 16 * Z) };
+        for z in 0..Z {
+            // SAFETY: as above.
+            let v = unsafe { _mm512_loadu_ps(col.add(16 * z)) };
+            acc[0][z] = _mm512_add_ps(acc[0][z], v);
+        }
+    }
+}
+
+/// Decoded row `i` against one `f32` panel:
+/// `tile[l] = Σ_g s[g] · (Σ_{c ∈ g, t=+1} x̃[c][l] − Σ_{c ∈ g, t=−1} x̃[c][l])`.
+///
+/// # Safety
+/// AVX-512F must be available; the decoded columns are `< cols`; `panel.len() = cols · 16Z`;
+/// `s` holds the row's scales; `tile.len() ≥ 16Z`.
+#[target_feature(enable = "avx512f")]
+unsafe fn walk_f32_row<const Z: usize>(
+    dec: &DecodedRows,
+    i: usize,
+    s: &[f32],
     panel: &[f32],
     tile: &mut [f32],
 ) {
-    let cols = m.cols();
-    let glen = group_len(m.scales(), cols);
-    let groups = m.scales().layout().groups_per_row(cols);
-    let s = &m.scales().values()[r * groups..(r + 1) * groups];
     let pp = panel.as_ptr();
     let zero = _mm512_setzero_ps();
-    let (mut p, mut q) = m.cursors(r);
     let mut total = [zero; Z];
-    loop {
-        let c = p.pos().min(q.pos());
-        if c == usize::MAX {
-            break;
-        }
-        debug_assert!(c < cols);
-        let g = c / glen;
-        let end = ((g + 1) * glen).min(cols);
-        // Two accumulator sets per sign, alternating, to halve the add latency chain.
+    for seg in dec.row(i) {
         let mut a = [[zero; Z]; 2];
         let mut b = [[zero; Z]; 2];
-        let mut k = 0;
-        while p.pos() < end {
-            // SAFETY: cursor positions are < cols (the `WalkRows` invariant) and the panel
-            // holds cols · 16Z floats.
-            let col = unsafe { pp.add(p.pos() * 16 * Z) };
-            for z in 0..Z {
-                // SAFETY: lanes 16z .. 16z + 16 of column `c` lie in the panel.
-                a[k & 1][z] =
-                    _mm512_add_ps(a[k & 1][z], unsafe { _mm512_loadu_ps(col.add(16 * z)) });
-            }
-            k += 1;
-            p.advance();
+        let (start, mid, end) = (seg.start as usize, seg.plus_end as usize, seg.end as usize);
+        // SAFETY: decoded columns are < cols and the panel holds cols · 16Z floats.
+        unsafe {
+            sum_columns_f32::<Z>(&dec.pos[start..mid], pp, &mut a);
+            sum_columns_f32::<Z>(&dec.pos[mid..end], pp, &mut b);
         }
-        while q.pos() < end {
-            // SAFETY: as above.
-            let col = unsafe { pp.add(q.pos() * 16 * Z) };
-            for z in 0..Z {
-                // SAFETY: as above.
-                b[k & 1][z] =
-                    _mm512_add_ps(b[k & 1][z], unsafe { _mm512_loadu_ps(col.add(16 * z)) });
-            }
-            k += 1;
-            q.advance();
-        }
-        let sv = _mm512_set1_ps(s[g]);
+        let sv = _mm512_set1_ps(s[seg.group as usize]);
         for z in 0..Z {
             let d = _mm512_sub_ps(
                 _mm512_add_ps(a[0][z], a[1][z]),
@@ -513,11 +537,120 @@ unsafe fn walk_f32_row<const Z: usize, W: WalkRows>(
 }
 
 pub(super) fn walk_i8<W: WalkRows>(t: Avx512, m: &W, a: &QuantizedActivations, y: &mut [f32]) {
-    match a.n().div_ceil(16).min(MAX_Z) {
+    match a.n().div_ceil(16) {
         0 | 1 => walk_i8_z::<1, W>(t, m, a, y),
         2 => walk_i8_z::<2, W>(t, m, a, y),
-        3 => walk_i8_z::<3, W>(t, m, a, y),
-        _ => walk_i8_z::<4, W>(t, m, a, y),
+        // Above 32 tokens: 64-token panels of i16, half the bytes per weight.
+        _ => walk_i16(t, m, a, y),
+    }
+}
+
+/// Elements summed in `i16` lanes before widening: `256 · 127 < 2¹⁵`.
+const I16_RUN: usize = 256;
+
+fn walk_i16<W: WalkRows>(_t: Avx512, m: &W, a: &QuantizedActivations, y: &mut [f32]) {
+    let (rows, cols, n) = (m.rows(), m.cols(), a.n());
+    let lanes = 64;
+    let xt = transpose_panels(a.data(), n, cols, a.padded_cols(), lanes, i16::from);
+    let panels = n.div_ceil(lanes);
+    let mut ts = a.scales().to_vec();
+    ts.resize(panels * lanes, 0.0);
+    let groups = m.scales().layout().groups_per_row(cols);
+    let scales = m.scales().values();
+    let block = decode_block_rows(m.nnz(), rows);
+    par_rows(rows, walk_work(m.nnz(), rows, n), n, y, |rs, out| {
+        let mut tile = [0f32; 64];
+        let mut dec = DecodedRows::default();
+        let mut r0 = rs.start;
+        while r0 < rs.end {
+            let r1 = (r0 + block).min(rs.end);
+            dec.decode(m, r0..r1);
+            for p in 0..panels {
+                let panel = &xt[p * cols * lanes..(p + 1) * cols * lanes];
+                let tsv = &ts[p * lanes..(p + 1) * lanes];
+                let valid = (n - p * lanes).min(lanes);
+                for (i, r) in (r0..r1).enumerate() {
+                    let s = &scales[r * groups..(r + 1) * groups];
+                    // SAFETY: the token proves the CPU features; the decoded columns are
+                    // < cols, `panel` holds cols · 64 values, `tsv` 64 scales and `tile` 64.
+                    unsafe { walk_i16_row(&dec, i, s, panel, tsv, &mut tile) };
+                    let o = (r - rs.start) * n + p * lanes;
+                    out[o..o + valid].copy_from_slice(&tile[..valid]);
+                }
+            }
+            r0 = r1;
+        }
+    });
+}
+
+/// `acc32 += acc16` widened (64 token lanes: two `i16` vectors into four `i32` vectors).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn widen_add(acc32: &mut [__m512i; 4], acc16: [__m512i; 2]) {
+    for z in 0..2 {
+        let lo = _mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc16[z]));
+        let hi = _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64::<1>(acc16[z]));
+        acc32[2 * z] = _mm512_add_epi32(acc32[2 * z], lo);
+        acc32[2 * z + 1] = _mm512_add_epi32(acc32[2 * z + 1], hi);
+    }
+}
+
+/// Decoded row `i` against one 64-token `i16` panel: runs of at most 256 weights summed in
+/// `i16` (exact: `|Σ| ≤ 256 · 127`), widened to `i32`, then the reference's `f32` order.
+///
+/// # Safety
+/// AVX-512F/BW must be available; the decoded columns are `< cols`;
+/// `panel.len() = cols · 64`; `s` holds the row's scales; `ts.len() ≥ 64`; `tile.len() ≥ 64`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn walk_i16_row(
+    dec: &DecodedRows,
+    i: usize,
+    s: &[f32],
+    panel: &[i16],
+    ts: &[f32],
+    tile: &mut [f32],
+) {
+    let pp = panel.as_ptr();
+    let zero = _mm512_setzero_si512();
+    let mut sum = [_mm512_setzero_ps(); 4];
+    for seg in dec.row(i) {
+        let mut acc32 = [zero; 4];
+        let (start, mid, end) = (seg.start as usize, seg.plus_end as usize, seg.end as usize);
+        for run in dec.pos[start..mid].chunks(I16_RUN) {
+            let mut acc = [zero; 2];
+            for &c in run {
+                // SAFETY: c < cols, so lanes c · 64 .. c · 64 + 64 lie in the panel.
+                unsafe {
+                    let col = pp.add(c as usize * 64);
+                    acc[0] = _mm512_add_epi16(acc[0], _mm512_loadu_si512(col.cast()));
+                    acc[1] = _mm512_add_epi16(acc[1], _mm512_loadu_si512(col.add(32).cast()));
+                }
+            }
+            widen_add(&mut acc32, acc);
+        }
+        for run in dec.pos[mid..end].chunks(I16_RUN) {
+            let mut acc = [zero; 2];
+            for &c in run {
+                // SAFETY: as above.
+                unsafe {
+                    let col = pp.add(c as usize * 64);
+                    acc[0] = _mm512_sub_epi16(acc[0], _mm512_loadu_si512(col.cast()));
+                    acc[1] = _mm512_sub_epi16(acc[1], _mm512_loadu_si512(col.add(32).cast()));
+                }
+            }
+            widen_add(&mut acc32, acc);
+        }
+        let sv = _mm512_set1_ps(s[seg.group as usize]);
+        for z in 0..4 {
+            sum[z] = _mm512_add_ps(sum[z], _mm512_mul_ps(sv, _mm512_cvtepi32_ps(acc32[z])));
+        }
+    }
+    for z in 0..4 {
+        // SAFETY: ts and tile hold at least 64 values.
+        unsafe {
+            let sj = _mm512_loadu_ps(ts.as_ptr().add(16 * z));
+            _mm512_storeu_ps(tile.as_mut_ptr().add(16 * z), _mm512_mul_ps(sum[z], sj));
+        }
     }
 }
 
@@ -533,78 +666,75 @@ fn walk_i8_z<const Z: usize, W: WalkRows>(
     let panels = n.div_ceil(lanes);
     let mut ts = a.scales().to_vec();
     ts.resize(panels * lanes, 0.0);
+    let groups = m.scales().layout().groups_per_row(cols);
+    let scales = m.scales().values();
+    let block = decode_block_rows(m.nnz(), rows);
     par_rows(rows, walk_work(m.nnz(), rows, n), n, y, |rs, out| {
         let mut tile = [0f32; 16 * MAX_Z];
-        for p in 0..panels {
-            let panel = &xt[p * cols * lanes..(p + 1) * cols * lanes];
-            let tsv = &ts[p * lanes..(p + 1) * lanes];
-            let valid = (n - p * lanes).min(lanes);
-            for r in rs.clone() {
-                // SAFETY: the token proves the CPU features; r < rows, `panel` holds
-                // cols · 16Z values, `tsv` 16Z scales and `tile` at least 16Z floats.
-                unsafe { walk_i8_row::<Z, W>(m, r, panel, tsv, &mut tile) };
-                let o = (r - rs.start) * n + p * lanes;
-                out[o..o + valid].copy_from_slice(&tile[..valid]);
+        let mut dec = DecodedRows::default();
+        let mut r0 = rs.start;
+        while r0 < rs.end {
+            let r1 = (r0 + block).min(rs.end);
+            dec.decode(m, r0..r1);
+            for p in 0..panels {
+                let panel = &xt[p * cols * lanes..(p + 1) * cols * lanes];
+                let tsv = &ts[p * lanes..(p + 1) * lanes];
+                let valid = (n - p * lanes).min(lanes);
+                for (i, r) in (r0..r1).enumerate() {
+                    let s = &scales[r * groups..(r + 1) * groups];
+                    // SAFETY: the token proves the CPU features; the decoded columns are
+                    // < cols, `panel` holds cols · 16Z values, `tsv` 16Z scales and `tile`
+                    // at least 16Z floats.
+                    unsafe { walk_i8_row::<Z>(&dec, i, s, panel, tsv, &mut tile) };
+                    let o = (r - rs.start) * n + p * lanes;
+                    out[o..o + valid].copy_from_slice(&tile[..valid]);
+                }
             }
+            r0 = r1;
         }
     });
 }
 
-/// Row `r` against one widened int8 panel: exact `i32` group sums, the reference's `f32` order,
-/// then `· s_t`.
+/// Decoded row `i` against one widened int8 panel: exact `i32` group sums, the reference's
+/// `f32` order, then `· s_t`.
 ///
 /// # Safety
-/// AVX-512F must be available; `r < rows`; `panel.len() = cols · 16Z`; `ts.len() ≥ 16Z`;
-/// `tile.len() ≥ 16Z`.
+/// AVX-512F must be available; the decoded columns are `< cols`; `panel.len() = cols · 16Z`;
+/// `s` holds the row's scales; `ts.len() ≥ 16Z`; `tile.len() ≥ 16Z`.
 #[target_feature(enable = "avx512f")]
-unsafe fn walk_i8_row<const Z: usize, W: WalkRows>(
-    m: &W,
-    r: usize,
+unsafe fn walk_i8_row<const Z: usize>(
+    dec: &DecodedRows,
+    i: usize,
+    s: &[f32],
     panel: &[i32],
     ts: &[f32],
     tile: &mut [f32],
 ) {
-    let cols = m.cols();
-    let glen = group_len(m.scales(), cols);
-    let groups = m.scales().layout().groups_per_row(cols);
-    let s = &m.scales().values()[r * groups..(r + 1) * groups];
     let pp = panel.as_ptr();
     let zero = _mm512_setzero_si512();
-    let (mut p, mut q) = m.cursors(r);
     let mut sum = [_mm512_setzero_ps(); Z];
-    loop {
-        let c = p.pos().min(q.pos());
-        if c == usize::MAX {
-            break;
-        }
-        debug_assert!(c < cols);
-        let g = c / glen;
-        let end = ((g + 1) * glen).min(cols);
+    for seg in dec.row(i) {
         let mut acc = [zero; Z];
-        while p.pos() < end {
-            // SAFETY: cursor positions are < cols (the `WalkRows` invariant) and the panel
-            // holds cols · 16Z values.
-            let col = unsafe { pp.add(p.pos() * 16 * Z) };
-            for z in 0..Z {
-                // SAFETY: lanes 16z .. 16z + 16 of column `c` lie in the panel.
-                acc[z] = _mm512_add_epi32(acc[z], unsafe {
-                    _mm512_loadu_si512(col.add(16 * z).cast())
-                });
-            }
-            p.advance();
-        }
-        while q.pos() < end {
-            // SAFETY: as above.
-            let col = unsafe { pp.add(q.pos() * 16 * Z) };
+        let (start, mid, end) = (seg.start as usize, seg.plus_end as usize, seg.end as usize);
+        for &c in &dec.pos[start..mid] {
+            // SAFETY: c < cols, so lanes c · 16Z .. c · 16Z + 16Z lie in the panel.
+            let col = unsafe { pp.add(c as usize * 16 * Z) };
             for z in 0..Z {
                 // SAFETY: as above.
-                acc[z] = _mm512_sub_epi32(acc[z], unsafe {
-                    _mm512_loadu_si512(col.add(16 * z).cast())
-                });
+                let v = unsafe { _mm512_loadu_si512(col.add(16 * z).cast()) };
+                acc[z] = _mm512_add_epi32(acc[z], v);
             }
-            q.advance();
         }
-        let sv = _mm512_set1_ps(s[g]);
+        for &c in &dec.pos[mid..end] {
+            // SAFETY: as above.
+            let col = unsafe { pp.add(c as usize * 16 * Z) };
+            for z in 0..Z {
+                // SAFETY: as above.
+                let v = unsafe { _mm512_loadu_si512(col.add(16 * z).cast()) };
+                acc[z] = _mm512_sub_epi32(acc[z], v);
+            }
+        }
+        let sv = _mm512_set1_ps(s[seg.group as usize]);
         for z in 0..Z {
             sum[z] = _mm512_add_ps(sum[z], _mm512_mul_ps(sv, _mm512_cvtepi32_ps(acc[z])));
         }
@@ -616,4 +746,227 @@ unsafe fn walk_i8_row<const Z: usize, W: WalkRows>(
             _mm512_storeu_ps(tile.as_mut_ptr().add(16 * z), _mm512_mul_ps(sum[z], sj));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index lists, few tokens: vector gap decoding and gathers
+// ---------------------------------------------------------------------------------------------
+
+/// Decodes a gap code (see `crate::lists`) into its columns, 16 bytes per step: with
+/// `v = b + 1` for a weight byte and `v = 255` for an escape, the weight in lane `i` sits at
+/// column `next + (v₀ + … + vᵢ) − 1` (an inclusive prefix sum in four shifted adds); the
+/// weight lanes are compressed into `out`. Returns the number of columns written.
+///
+/// # Safety
+/// AVX-512F/BW/VL must be available; `out.len() ≥ k + 16` where `k` is the number of columns
+/// the code holds.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
+    let ones = _mm512_set1_epi32(1);
+    let escape = _mm512_set1_epi32(i32::from(crate::lists::ESCAPE));
+    let last = _mm512_set1_epi32(15);
+    let zero = _mm512_setzero_si512();
+    let mut next = zero;
+    let mut count = 0usize;
+    let mut i = 0;
+    while i < code.len() {
+        let lanes = (code.len() - i).min(16);
+        let tail = ((1u32 << lanes) - 1) as u16;
+        // SAFETY: the mask reads only bytes i .. i + lanes of `code`.
+        let b = _mm512_cvtepu8_epi32(unsafe {
+            _mm_maskz_loadu_epi8(tail, code.as_ptr().add(i).cast())
+        });
+        let esc = _mm512_cmpeq_epi32_mask(b, escape);
+        let v = _mm512_maskz_add_epi32(tail, b, _mm512_maskz_mov_epi32(!esc, ones));
+        let v = _mm512_add_epi32(v, _mm512_alignr_epi32::<15>(v, zero));
+        let v = _mm512_add_epi32(v, _mm512_alignr_epi32::<14>(v, zero));
+        let v = _mm512_add_epi32(v, _mm512_alignr_epi32::<12>(v, zero));
+        let v = _mm512_add_epi32(v, _mm512_alignr_epi32::<8>(v, zero));
+        let cols = _mm512_sub_epi32(_mm512_add_epi32(next, v), ones);
+        let keep = tail & !esc;
+        // SAFETY: `count` columns were written so far, at most k − (weights in this step), so
+        // out[count .. count + 16] lies in `out` (len ≥ k + 16).
+        unsafe {
+            _mm512_storeu_si512(
+                out.as_mut_ptr().add(count).cast(),
+                _mm512_maskz_compress_epi32(keep, cols),
+            );
+        }
+        count += keep.count_ones() as usize;
+        next = _mm512_add_epi32(next, _mm512_permutexvar_epi32(last, v));
+        i += 16;
+    }
+    count
+}
+
+/// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (`f32`).
+///
+/// Each group's run of columns is found by binary search, so the gather loop is a counted
+/// loop whose iterations do not wait on each other's data.
+///
+/// # Safety
+/// AVX-512F must be available; every column is `< cols`, `x` points at `cols` floats and
+/// `gs` holds a value per group of `glen` columns.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_groups_f32(
+    pos: &[u32],
+    x: *const f32,
+    glen: usize,
+    cols: usize,
+    gs: &mut [f32],
+    sign: f32,
+) {
+    let mut i = 0;
+    while i < pos.len() {
+        let g = pos[i] as usize / glen;
+        let end = ((g + 1) * glen).min(cols);
+        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut k = i;
+        while k + 32 <= j {
+            // SAFETY: pos[k .. k + 32] are in bounds; gathered lanes are columns < cols.
+            unsafe {
+                let v0 = _mm512_loadu_si512(pos.as_ptr().add(k).cast());
+                let v1 = _mm512_loadu_si512(pos.as_ptr().add(k + 16).cast());
+                a0 = _mm512_add_ps(a0, _mm512_i32gather_ps::<4>(v0, x));
+                a1 = _mm512_add_ps(a1, _mm512_i32gather_ps::<4>(v1, x));
+            }
+            k += 32;
+        }
+        while k < j {
+            let m = ((1u32 << (j - k).min(16)) - 1) as u16;
+            // SAFETY: the mask covers pos[k .. min(k + 16, j)]; gathered lanes are columns
+            // < cols.
+            unsafe {
+                let v = _mm512_maskz_loadu_epi32(m, pos.as_ptr().add(k).cast());
+                a0 = _mm512_add_ps(
+                    a0,
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, v, x),
+                );
+            }
+            k += 16;
+        }
+        gs[g] += sign * _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        i = j;
+    }
+}
+
+/// `gs[g] ±= Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (exact `i32`, wrapping).
+///
+/// # Safety
+/// As [`gather_groups_f32`], with `x` pointing at `cols` `i32` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_groups_i32(
+    pos: &[u32],
+    x: *const i32,
+    glen: usize,
+    cols: usize,
+    gs: &mut [i32],
+    negate: bool,
+) {
+    let mut i = 0;
+    while i < pos.len() {
+        let g = pos[i] as usize / glen;
+        let end = ((g + 1) * glen).min(cols);
+        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
+        let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        let mut k = i;
+        while k + 32 <= j {
+            // SAFETY: pos[k .. k + 32] are in bounds; gathered lanes are columns < cols.
+            unsafe {
+                let v0 = _mm512_loadu_si512(pos.as_ptr().add(k).cast());
+                let v1 = _mm512_loadu_si512(pos.as_ptr().add(k + 16).cast());
+                a0 = _mm512_add_epi32(a0, _mm512_i32gather_epi32::<4>(v0, x));
+                a1 = _mm512_add_epi32(a1, _mm512_i32gather_epi32::<4>(v1, x));
+            }
+            k += 32;
+        }
+        while k < j {
+            let m = ((1u32 << (j - k).min(16)) - 1) as u16;
+            // SAFETY: the mask covers pos[k .. min(k + 16, j)]; gathered lanes are columns
+            // < cols.
+            unsafe {
+                let v = _mm512_maskz_loadu_epi32(m, pos.as_ptr().add(k).cast());
+                a0 = _mm512_add_epi32(
+                    a0,
+                    _mm512_mask_i32gather_epi32::<4>(_mm512_setzero_si512(), m, v, x),
+                );
+            }
+            k += 16;
+        }
+        let t = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
+        gs[g] = if negate {
+            gs[g].wrapping_sub(t)
+        } else {
+            gs[g].wrapping_add(t)
+        };
+        i = j;
+    }
+}
+
+pub(super) fn lists_f32(_t: Avx512, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols) = (v.rows, v.cols);
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
+        let (mut pp, mut pm) = (vec![0u32; cols + 16], vec![0u32; cols + 16]);
+        let mut gs = vec![0f32; groups];
+        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+            let (cp, cm) = v.codes(r);
+            // SAFETY: the token proves the CPU features; a row lists at most `cols` columns
+            // of each sign, and both buffers hold cols + 16.
+            let (kp, km) = unsafe { (decode_gaps(cp, &mut pp), decode_gaps(cm, &mut pm)) };
+            let s = &scales[r * groups..(r + 1) * groups];
+            for (j, oj) in o.iter_mut().enumerate() {
+                gs.fill(0.0);
+                let xj = x[j * cols..].as_ptr();
+                // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
+                // and `gs` holds one value per group.
+                unsafe {
+                    gather_groups_f32(&pp[..kp], xj, glen, cols, &mut gs, 1.0);
+                    gather_groups_f32(&pm[..km], xj, glen, cols, &mut gs, -1.0);
+                }
+                *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
+            }
+        }
+    });
+}
+
+pub(super) fn lists_i8(_t: Avx512, v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
+    let (rows, cols, n) = (v.rows, v.cols, a.n());
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    // Tokens widened to i32 once, so the gathers read whole lanes.
+    let xi: Vec<i32> = (0..n)
+        .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
+        .collect();
+    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
+        let (mut pp, mut pm) = (vec![0u32; cols + 16], vec![0u32; cols + 16]);
+        let mut gs = vec![0i32; groups];
+        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+            let (cp, cm) = v.codes(r);
+            // SAFETY: the token proves the CPU features; a row lists at most `cols` columns
+            // of each sign, and both buffers hold cols + 16.
+            let (kp, km) = unsafe { (decode_gaps(cp, &mut pp), decode_gaps(cm, &mut pm)) };
+            let s = &scales[r * groups..(r + 1) * groups];
+            for (j, oj) in o.iter_mut().enumerate() {
+                gs.fill(0);
+                let xj = xi[j * cols..].as_ptr();
+                // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
+                // and `gs` holds one value per group.
+                unsafe {
+                    gather_groups_i32(&pp[..kp], xj, glen, cols, &mut gs, false);
+                    gather_groups_i32(&pm[..km], xj, glen, cols, &mut gs, true);
+                }
+                // The reference's order: every group, `sum += s · (acc as f32)`, then `· s_j`.
+                let mut sum = 0f32;
+                for (&sg, &acc) in s.iter().zip(&gs) {
+                    sum += sg * acc as f32;
+                }
+                *oj = sum * a.scales()[j];
+            }
+        }
+    });
 }

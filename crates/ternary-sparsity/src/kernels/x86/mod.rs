@@ -9,7 +9,7 @@ mod avx512;
 
 use ternary_core::QuantizedActivations;
 
-use super::{ChunkView, Level, WalkRows};
+use super::{ChunkView, Level, ListView, WalkRows};
 
 /// Proof that the AVX-512 features of [`Level::Avx512`] are present.
 #[derive(Debug, Clone, Copy)]
@@ -48,4 +48,14 @@ pub(super) fn walk_f32<W: WalkRows>(m: &W, x: &[f32], n: usize, y: &mut [f32]) {
 /// Int8 widened to `i32`, transposed panels, one vector add per non-zero weight.
 pub(super) fn walk_i8<W: WalkRows>(m: &W, a: &QuantizedActivations, y: &mut [f32]) {
     avx512::walk_i8(Avx512::new(), m, a, y);
+}
+
+/// Index lists, `f32`, one token at a time: vector gap decoding and gathers.
+pub(super) fn lists_f32(v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    avx512::lists_f32(Avx512::new(), v, x, n, y);
+}
+
+/// Index lists, int8, one token at a time: vector gap decoding and gathers.
+pub(super) fn lists_i8(v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
+    avx512::lists_i8(Avx512::new(), v, a, y);
 }
