@@ -74,6 +74,8 @@ struct Settings {
     single_call_s: f64,
     /// Sweep points per structure (the densest ones are dropped first).
     sweep_points: usize,
+    /// Calls per cold-cache measurement (n = 1).
+    cold_reps: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,6 +149,72 @@ fn time(s: &Settings, mut f: impl FnMut()) -> f64 {
         best = best.min(dt);
     }
     best
+}
+
+/// Evicts the caches by reading a buffer larger than the last-level cache.
+struct Flusher {
+    buf: Vec<u64>,
+}
+
+impl Flusher {
+    /// A buffer of `1.25 · L3` (L3 from sysfs; 256 MiB if unknown), at most 1 GiB.
+    fn new() -> Self {
+        let l3 = l3_bytes().unwrap_or(256 << 20);
+        let bytes = (l3 + l3 / 4).min(1 << 30);
+        let buf = (0..bytes / 8)
+            .into_par_iter()
+            .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        Self { buf }
+    }
+
+    fn bytes(&self) -> usize {
+        self.buf.len() * 8
+    }
+
+    fn flush(&self) {
+        let x = self
+            .buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a ^ b))
+            .reduce(|| 0, |a, b| a ^ b);
+        std::hint::black_box(x);
+    }
+}
+
+/// Seconds per call with cold caches: the minimum over `reps` calls, each right after a
+/// [`Flusher::flush`] (the weights come from memory, as in token-by-token decoding of a model
+/// far larger than the cache).
+fn time_cold(reps: usize, fl: &Flusher, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        fl.flush();
+        let t0 = Instant::now();
+        f();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Size in bytes of the level-3 cache from sysfs.
+fn l3_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let level = std::fs::read_to_string(p.join("level")).ok();
+        if level.as_deref().map(str::trim) == Some("3") {
+            let s = std::fs::read_to_string(p.join("size")).ok()?;
+            let s = s.trim();
+            let (num, mult) = match s.as_bytes().last()? {
+                b'K' => (&s[..s.len() - 1], 1 << 10),
+                b'M' => (&s[..s.len() - 1], 1 << 20),
+                b'G' => (&s[..s.len() - 1], 1 << 30),
+                _ => (s, 1),
+            };
+            return num.parse::<usize>().ok()?.checked_mul(mult);
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -306,6 +374,8 @@ struct Baseline {
     f16_s: f64,
     tern_f32_s: f64,
     tern_i8_s: f64,
+    /// Cold-cache seconds of (f32, f16, ternary f32, ternary int8), n = 1 only.
+    cold: Option<[f64; 4]>,
 }
 
 struct Measure {
@@ -325,6 +395,8 @@ struct Measure {
     i8_exact: bool,
     /// max |y − y_dense| / max |y_dense| of the f32 outputs (n = 1 only).
     f32_rel_err: Option<f64>,
+    /// Cold-cache seconds of (f32, int8), n = 1 and packed/lists only.
+    cold: Option<(f64, f64)>,
 }
 
 struct SweepPoint {
@@ -378,6 +450,7 @@ fn main() {
             max_reps: 20,
             single_call_s: 1.0,
             sweep_points: 4,
+            cold_reps: 2,
         }
     } else {
         Settings {
@@ -387,9 +460,13 @@ fn main() {
             max_reps: 20,
             single_call_s: 2.0,
             sweep_points: 7,
+            cold_reps: 5,
         }
     };
     let t_start = Instant::now();
+    if let Some(l) = load_average() {
+        let _ = LOAD_AT_START.set(l);
+    }
     let level = Level::detect();
     let threads = rayon::current_num_threads();
     eprintln!(
@@ -397,6 +474,8 @@ fn main() {
         settings.n_big
     );
 
+    let flusher = Flusher::new();
+    eprintln!("cache flush buffer: {} MiB", flusher.bytes() >> 20);
     let mut baselines = Vec::new();
     let mut measures = Vec::new();
     let mut profiles = Vec::new();
@@ -461,6 +540,32 @@ fn main() {
                 ms(tern_f32_s),
                 ms(tern_i8_s)
             );
+            let cold = (n == 1).then(|| {
+                let r = settings.cold_reps;
+                [
+                    time_cold(r, &flusher, || {
+                        dense(&w, (rows, cols), &x, n, &mut y, (0.0, 1.0))
+                    }),
+                    time_cold(r, &flusher, || {
+                        dense(&w16, (rows, cols), &x16, n, &mut y16, (f16::ZERO, f16::ONE))
+                    }),
+                    time_cold(r, &flusher, || {
+                        core_kernels::gemm_f32(&m0, &x, n, &mut y).expect("dense f32")
+                    }),
+                    time_cold(r, &flusher, || {
+                        core_kernels::gemm_i8(&m0, &a, &mut y).expect("dense i8")
+                    }),
+                ]
+            });
+            if let Some(c) = cold {
+                eprintln!(
+                    "{shape} n=1 cold: f32 {} ms, f16 {} ms, ternary f32 {} ms, ternary i8 {} ms",
+                    ms(c[0]),
+                    ms(c[1]),
+                    ms(c[2]),
+                    ms(c[3])
+                );
+            }
             baselines.push(Baseline {
                 shape: shape.to_owned(),
                 n,
@@ -468,6 +573,7 @@ fn main() {
                 f16_s,
                 tern_f32_s,
                 tern_i8_s,
+                cold,
             });
 
             let check_rows = if n == 1 { rows } else { 64 };
@@ -489,6 +595,12 @@ fn main() {
                 });
                 let planned = plan.layers[li].format;
                 for (fname, f, bits) in l.formats() {
+                    // The bitmap format runs the packed format's kernels through the dense
+                    // planes (it exists for O(1) edits); at the large batch only packed and
+                    // lists are timed, to keep the full run short.
+                    if fname == "bitmap" && n > 1 && !args.quick {
+                        continue;
+                    }
                     let cfg = KernelConfig::auto();
                     y.fill(f32::NAN);
                     let f32_s = time(&settings, || {
@@ -503,6 +615,17 @@ fn main() {
                         (0..check_rows).all(|r| {
                             y[j * rows + r].to_bits() == want_i8[j * check_rows + r].to_bits()
                         })
+                    });
+                    let cold = (n == 1 && fname != "bitmap").then(|| {
+                        let r = settings.cold_reps;
+                        (
+                            time_cold(r, &flusher, || {
+                                f.gemm_f32_with(cfg, &x, n, &mut y).expect("sparse f32")
+                            }),
+                            time_cold(r, &flusher, || {
+                                f.gemm_i8_with(cfg, &a, &mut y).expect("sparse i8")
+                            }),
+                        )
                     });
                     let is_planned = matches!(
                         (planned, fname),
@@ -523,6 +646,7 @@ fn main() {
                         planned: is_planned,
                         i8_exact,
                         f32_rel_err,
+                        cold,
                     });
                 }
                 eprintln!(
@@ -672,20 +796,44 @@ fn edit_latency(m: &TernaryMatrix) -> (f64, f64) {
 }
 
 /// Density (or occupancy) where `ratio(x) = sparse / dense` crosses 1, by linear
-/// interpolation between the sweep points (sorted by `x`).
-fn crossover(points: &[(f64, f64)]) -> Option<f64> {
+/// interpolation between the sweep points: `Below(lo)` if the sparse format is slower at every
+/// point, `Above(hi)` if it is faster at every point.
+fn crossover(points: &[(f64, f64)]) -> Cross {
     let mut p = points.to_vec();
     p.sort_by(|a, b| a.0.total_cmp(&b.0));
-    p.windows(2).find_map(|w| {
-        let ((x0, r0), (x1, r1)) = (w[0], w[1]);
-        (r0 <= 1.0 && r1 > 1.0).then(|| x0 + (1.0 - r0) * (x1 - x0) / (r1 - r0))
-    })
+    let (Some(&(lo, _)), Some(&(hi, _))) = (p.first(), p.last()) else {
+        return Cross::None;
+    };
+    if p.iter().all(|&(_, r)| r > 1.0) {
+        return Cross::Below(lo);
+    }
+    if p.iter().all(|&(_, r)| r <= 1.0) {
+        return Cross::Above(hi);
+    }
+    // The last point (from the sparse end) where the sparse format still wins.
+    p.windows(2)
+        .rev()
+        .find_map(|w| {
+            let ((x0, r0), (x1, r1)) = (w[0], w[1]);
+            (r0 <= 1.0 && r1 > 1.0).then(|| Cross::At(x0 + (1.0 - r0) * (x1 - x0) / (r1 - r0)))
+        })
+        .unwrap_or(Cross::None)
 }
 
-fn fmt_cross(c: Option<f64>, lo: f64, hi: f64) -> String {
+/// A measured crossover.
+enum Cross {
+    At(f64),
+    Below(f64),
+    Above(f64),
+    None,
+}
+
+fn fmt_cross(c: Cross) -> String {
     match c {
-        Some(v) => format!("{:.1}%", 100.0 * v),
-        None => format!("outside {:.1}–{:.1}%", 100.0 * lo, 100.0 * hi),
+        Cross::At(v) => format!("{:.1}%", 100.0 * v),
+        Cross::Below(v) => format!("< {:.1}%", 100.0 * v),
+        Cross::Above(v) => format!("> {:.1}%", 100.0 * v),
+        Cross::None => "-".to_owned(),
     }
 }
 
@@ -732,6 +880,14 @@ fn report_md(
     let _ = writeln!(
         o,
         "- sparse formats run `KernelConfig::auto()`; `plan` marks the format the default `Planner` picks; int8 results are checked bit for bit against the dense ternary kernel (all rows at n = 1, 64 rows otherwise)"
+    );
+    let _ = writeln!(
+        o,
+        "- load average (1 min) at start / end: {} / {} (the machine may be shared: times are minima over repeated calls)",
+        LOAD_AT_START
+            .get()
+            .map_or("?".to_owned(), |l| format!("{l:.1}")),
+        load_average().map_or("?".to_owned(), |l| format!("{l:.1}"))
     );
     let _ = writeln!(o, "- total run time {total_s:.0} s\n");
 
@@ -788,6 +944,61 @@ fn report_md(
                 m.bits,
                 if m.i8_exact { "yes" } else { "NO" },
             );
+        }
+    }
+
+    let _ = writeln!(
+        o,
+        "\n## GEMV with cold caches (n = 1, weights read from memory)\n"
+    );
+    let _ = writeln!(
+        o,
+        "Each call runs right after reading a buffer larger than the last-level cache, so the weights come from DRAM as when decoding a model far larger than the cache; minimum of {} calls. Speed-ups are dense time / sparse time, both cold.\n",
+        s.cold_reps
+    );
+    let _ = writeln!(
+        o,
+        "| shape | f32 (gemm) | f16 (gemm) | ternary f32 | ternary int8 |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+    for b in baselines {
+        if let Some(c) = b.cold {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                b.shape,
+                ms(c[0]),
+                ms(c[1]),
+                ms(c[2]),
+                ms(c[3])
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n| shape | structure | zeros | format | f32 ms | × tern f32 | × f16 | int8 ms | × tern int8 | × f16 |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    for b in baselines {
+        let Some(c) = b.cold else { continue };
+        for m in measures.iter().filter(|m| m.shape == b.shape && m.n == 1) {
+            if let Some((f, i)) = m.cold {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {:.0}% | {}{} | {} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
+                    m.shape,
+                    m.structure.name(),
+                    100.0 * m.sparsity,
+                    m.format,
+                    if m.planned { " (plan)" } else { "" },
+                    ms(f),
+                    c[2] / f,
+                    c[1] / f,
+                    ms(i),
+                    c[3] / i,
+                    c[1] / i
+                );
+            }
         }
     }
 
@@ -857,6 +1068,35 @@ fn report_md(
                     if r >= 5.0 { "yes" } else { "no" }
                 );
             }
+            if let Some(c) = b.cold {
+                let cold = at95
+                    .clone()
+                    .filter_map(|m| m.cold.map(|(f, i)| (m.format, f, i)));
+                if let Some((fmt, f, _)) = cold.clone().min_by(|a, d| a.1.total_cmp(&d.1)) {
+                    let r = c[1] / f;
+                    let _ = writeln!(
+                        o,
+                        "| ≥ 5× over dense f16, cold caches (f32 activations) | {} | 1 | {} | {} | {:.2}× | {} |",
+                        b.shape,
+                        structure.name(),
+                        fmt,
+                        r,
+                        if r >= 5.0 { "yes" } else { "no" }
+                    );
+                }
+                if let Some((fmt, _, i)) = cold.min_by(|a, d| a.2.total_cmp(&d.2)) {
+                    let r = c[1] / i;
+                    let _ = writeln!(
+                        o,
+                        "| ≥ 5× over dense f16, cold caches (int8 activations) | {} | 1 | {} | {} | {:.2}× | {} |",
+                        b.shape,
+                        structure.name(),
+                        fmt,
+                        r,
+                        if r >= 5.0 { "yes" } else { "no" }
+                    );
+                }
+            }
             if b.n == 1
                 && let Some(best) = at95.min_by(|a, c| a.bits.total_cmp(&c.bits))
             {
@@ -920,36 +1160,20 @@ fn report_md(
                 if pts.is_empty() {
                     continue;
                 }
-                let (dlo, dhi) = pts.iter().fold((1f64, 0f64), |(a, b), p| {
-                    (a.min(p.density), b.max(p.density))
-                });
-                let (olo, ohi) = pts.iter().fold((1f64, 0f64), |(a, b), p| {
-                    (a.min(p.occupancy), b.max(p.occupancy))
-                });
                 let by = |x: fn(&SweepPoint) -> f64, r: fn(&SweepPoint) -> f64| {
-                    crossover(&pts.iter().map(|p| (x(p), r(p))).collect::<Vec<_>>())
+                    fmt_cross(crossover(
+                        &pts.iter().map(|p| (x(p), r(p))).collect::<Vec<_>>(),
+                    ))
                 };
                 let _ = writeln!(
                     o,
                     "| {} | {} | {} | {} | {} | {} |",
                     structure.name(),
                     n,
-                    fmt_cross(
-                        by(|p| p.density, |p| p.lists_f32_s / p.dense_f32_s),
-                        dlo,
-                        dhi
-                    ),
-                    fmt_cross(by(|p| p.density, |p| p.lists_i8_s / p.dense_i8_s), dlo, dhi),
-                    fmt_cross(
-                        by(|p| p.occupancy, |p| p.packed_f32_s / p.dense_f32_s),
-                        olo,
-                        ohi
-                    ),
-                    fmt_cross(
-                        by(|p| p.occupancy, |p| p.packed_i8_s / p.dense_i8_s),
-                        olo,
-                        ohi
-                    ),
+                    by(|p| p.density, |p| p.lists_f32_s / p.dense_f32_s),
+                    by(|p| p.density, |p| p.lists_i8_s / p.dense_i8_s),
+                    by(|p| p.occupancy, |p| p.packed_f32_s / p.dense_f32_s),
+                    by(|p| p.occupancy, |p| p.packed_i8_s / p.dense_i8_s),
                 );
             }
         }
@@ -996,12 +1220,14 @@ fn report_json(
         "baselines": baselines.iter().map(|b| json!({
             "shape": b.shape, "n": b.n, "f32_s": b.f32_s, "f16_s": b.f16_s,
             "ternary_f32_s": b.tern_f32_s, "ternary_i8_s": b.tern_i8_s,
+            "cold_s": b.cold.map(|c| json!({"f32": c[0], "f16": c[1], "ternary_f32": c[2], "ternary_i8": c[3]})),
         })).collect::<Vec<_>>(),
         "measures": measures.iter().map(|m| json!({
             "shape": m.shape, "n": m.n, "layer": m.layer, "structure": m.structure.name(),
             "sparsity": m.sparsity, "density": m.density, "occupancy": m.occupancy,
             "format": m.format, "f32_s": m.f32_s, "i8_s": m.i8_s, "bits_per_weight": m.bits,
             "planned": m.planned, "i8_exact": m.i8_exact, "f32_rel_err": m.f32_rel_err,
+            "cold_s": m.cold.map(|(f, i)| json!({"f32": f, "i8": i})),
         })).collect::<Vec<_>>(),
         "memory": memory,
         "sweep": sweep.iter().map(|p| json!({
@@ -1014,6 +1240,19 @@ fn report_json(
         "edit_ns": edit.map(|(a, b)| json!({ "modify_dim": a, "ternary_set": b })),
         "plan": serde_json::from_str::<Value>(&plan.to_json()).unwrap_or(Value::Null),
     })
+}
+
+/// The 1-minute load average when the run started.
+static LOAD_AT_START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// The 1-minute load average from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn cpu_model() -> String {

@@ -34,10 +34,17 @@ use crate::kernels::{KernelConfig, TernaryGemm};
 use crate::lists::IndexLists;
 
 /// Default [`PlanRule::index_density`]: index lists tie with dense ternary at this density.
-pub const DEFAULT_INDEX_DENSITY: f64 = 0.15;
+///
+/// Measured crossovers (`docs/sparsity.md`): ≈ 9% for `f32` GEMV, ≈ 5% for int8 GEMV,
+/// ≈ 12% for int8 GEMM at 64 tokens and above 20% for `f32` GEMM; the default takes the
+/// single-token `f32` value, a layer decoded token by token being the common case.
+pub const DEFAULT_INDEX_DENSITY: f64 = 0.08;
 /// Default [`PlanRule::chunk_occupancy`]: packed chunks tie with dense ternary at this
 /// occupancy.
-pub const DEFAULT_CHUNK_OCCUPANCY: f64 = 0.5;
+///
+/// Measured crossovers: ≈ 30% (int8 GEMV) to ≈ 47% (`f32` GEMV), higher with many tokens;
+/// the default sits between the GEMV values.
+pub const DEFAULT_CHUNK_OCCUPANCY: f64 = 0.35;
 
 /// How one layer's weights are stored and multiplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
