@@ -126,6 +126,25 @@ fn panel_kernels_should_match_reference_for_every_panel_width() {
 }
 
 #[test]
+fn panel_parallel_kernels_should_match_reference_for_many_tokens() {
+    let (mut rng, seed) = rng();
+    // From 256 tokens on, the panel kernels split the work by 64-token panels; 300 leaves a
+    // partial last panel.
+    for &(rows, cols, n) in &[(5, 100, 256), (33, 65, 300)] {
+        for d in [0.05, 0.6] {
+            for structure in [Structure::Unstructured, Structure::Chunks] {
+                let layout = LAYOUTS[rng.random_range(0..LAYOUTS.len())];
+                let m = random_matrix(&mut rng, rows, cols, d, structure, layout);
+                let what = format!(
+                    "{rows}x{cols} d={d} {structure:?} {layout:?} n={n} (TERNARY_TEST_SEED={seed})"
+                );
+                check_all(&m, n, &mut rng, &what);
+            }
+        }
+    }
+}
+
+#[test]
 fn group_sizes_larger_than_a_mask_word_work() {
     let (mut rng, seed) = rng();
     // Groups of 2560 columns span more than one u64 mask word; 128-column groups several

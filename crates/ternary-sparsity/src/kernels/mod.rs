@@ -220,13 +220,13 @@ impl TernaryGemm for IndexLists {
     fn gemm_f32_with(&self, cfg: KernelConfig, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
         let v = self.view();
         check_f32(v.rows, v.cols, x, n, y)?;
-        let level = checked_level(cfg.level)?;
+        let level = simd_level(checked_level(cfg.level)?, v.cols);
         let panels = strategy_uses_panels(cfg.strategy, n);
         match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 if panels => x86::walk_f32(&v, x, n, y),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 if gather_ok(v.cols) => x86::lists_f32(&v, x, n, y),
+            Level::Avx512 => x86::lists_f32(&v, x, n, y),
             _ => scalar::gemm_f32(&v, x, n, y),
         }
         Ok(())
@@ -240,21 +240,22 @@ impl TernaryGemm for IndexLists {
     ) -> Result<()> {
         let v = self.view();
         check_i8(v.rows, v.cols, a, y)?;
-        let level = checked_level(cfg.level)?;
+        let level = simd_level(checked_level(cfg.level)?, v.cols);
         let panels = strategy_uses_panels(cfg.strategy, a.n());
         match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 if panels => x86::walk_i8(&v, a, y),
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 if gather_ok(v.cols) => x86::lists_i8(&v, a, y),
+            Level::Avx512 => x86::lists_i8(&v, a, y),
             _ => scalar::gemm_i8(&v, a, y),
         }
         Ok(())
     }
 }
 
-/// The vector gathers take `i32` column offsets.
-fn gather_ok(cols: usize) -> bool {
+/// The AVX-512 kernels index columns with `i32` gather offsets and `u32` decoded positions;
+/// wider matrices (never seen in practice) run the portable kernels.
+fn simd_cols_ok(cols: usize) -> bool {
     i32::try_from(cols).is_ok()
 }
 
@@ -291,7 +292,7 @@ fn chunk_gemm_f32(
     y: &mut [f32],
 ) -> Result<()> {
     check_f32(v.rows, v.cols, x, n, y)?;
-    let level = checked_level(cfg.level)?;
+    let level = simd_level(checked_level(cfg.level)?, v.cols);
     let panels = strategy_uses_panels(cfg.strategy, n);
     match level {
         #[cfg(target_arch = "x86_64")]
@@ -310,7 +311,7 @@ fn chunk_gemm_i8(
     y: &mut [f32],
 ) -> Result<()> {
     check_i8(v.rows, v.cols, a, y)?;
-    let level = checked_level(cfg.level)?;
+    let level = simd_level(checked_level(cfg.level)?, v.cols);
     let panels = strategy_uses_panels(cfg.strategy, a.n());
     let chunk_panels = match cfg.strategy {
         Strategy::ChunkPanels => true,
@@ -327,6 +328,15 @@ fn chunk_gemm_i8(
         _ => scalar::gemm_i8(v, a, y),
     }
     Ok(())
+}
+
+/// `level`, or [`Level::Scalar`] when the matrix is too wide for the SIMD kernels.
+fn simd_level(level: Level, cols: usize) -> Level {
+    if simd_cols_ok(cols) {
+        level
+    } else {
+        Level::Scalar
+    }
 }
 
 fn checked_level(level: Level) -> Result<Level> {
@@ -748,6 +758,40 @@ impl DecodedRows {
     pub fn row(&self, i: usize) -> &[Segment] {
         &self.segs[self.row_start[i]..self.row_start[i + 1]]
     }
+}
+
+/// From this many tokens on, the panel kernels split the work by 64-token panels (each task
+/// owns a panel and every row, so the panel stays in the core's cache and the output is
+/// written in place) instead of by rows.
+pub(crate) const PANEL_PARALLEL_TOKENS: usize = 256;
+
+/// Every row of `m`, decoded in parallel in blocks of [`decode_block_rows`] rows.
+pub(crate) fn decode_all<W: WalkRows>(m: &W) -> Vec<(Range<usize>, DecodedRows)> {
+    let rows = m.rows();
+    let block = decode_block_rows(m.nnz(), rows);
+    (0..rows.div_ceil(block))
+        .into_par_iter()
+        .map(|b| {
+            let range = b * block..((b + 1) * block).min(rows);
+            let mut dec = DecodedRows::default();
+            dec.decode(m, range.clone());
+            (range, dec)
+        })
+        .collect()
+}
+
+/// Runs `f(p, y_p)` over token panels of `lanes` tokens in parallel, where `y_p` is the part
+/// of `y` (`n × rows`, row-major) holding tokens `p · lanes ..` (`y_p.len() / rows` of them).
+pub(crate) fn par_panels<F>(rows: usize, lanes: usize, y: &mut [f32], f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if rows == 0 || y.is_empty() {
+        return;
+    }
+    y.par_chunks_mut(lanes * rows)
+        .enumerate()
+        .for_each(|(p, yp)| f(p, yp));
 }
 
 /// Rows per decoded block: about 2¹⁵ positions (128 KiB), at least 1 and at most 256 rows.

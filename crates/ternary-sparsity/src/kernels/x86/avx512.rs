@@ -24,7 +24,8 @@ use ternary_core::QuantizedActivations;
 
 use super::Avx512;
 use crate::kernels::{
-    ChunkView, DecodedRows, ListView, WalkRows, decode_block_rows, group_len, par_rows, walk_work,
+    ChunkView, DecodedRows, ListView, PANEL_PARALLEL_TOKENS, WalkRows, decode_all,
+    decode_block_rows, group_len, par_panels, par_rows, walk_work,
 };
 
 /// Tokens sharing one pass over a row's chunks in the per-token kernels.
@@ -227,10 +228,10 @@ fn hsum_epi32(v: __m256i) -> i32 {
 // Chunk panels (int8, vpdpbusd)
 // ---------------------------------------------------------------------------------------------
 
-/// Activations as `u8 = q + 128` in `panels` panels of 16 tokens: panel `p`, step `k` (columns
-/// `4k .. 4k + 4`) is 64 bytes, token `16p + t` at bytes `4t .. 4t + 4`. Missing tokens are
-/// `q = 0`.
-fn pack_u8_panels(a: &QuantizedActivations, panels: usize) -> Vec<u8> {
+/// Activations as `u8 = q + 128` in `panels` panels of 16 tokens, starting at token `first`:
+/// panel `p`, step `k` (columns `4k .. 4k + 4`) is 64 bytes, token `first + 16p + t` at bytes
+/// `4t .. 4t + 4`. Missing tokens are `q = 0`.
+fn pack_u8_panels(a: &QuantizedActivations, first: usize, panels: usize) -> Vec<u8> {
     let steps = a.padded_cols() / 4;
     let mut packed = vec![0x80u8; panels * steps * 64];
     if steps == 0 {
@@ -240,8 +241,9 @@ fn pack_u8_panels(a: &QuantizedActivations, panels: usize) -> Vec<u8> {
         .par_chunks_mut(steps * 64)
         .enumerate()
         .for_each(|(p, panel)| {
-            for t in 0..16.min(a.n().saturating_sub(16 * p)) {
-                let row = a.row(16 * p + t);
+            let t0 = first + 16 * p;
+            for t in 0..16.min(a.n().saturating_sub(t0)) {
+                let row = a.row(t0 + t);
                 for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
                     for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
                         *d = (s as u8) ^ 0x80;
@@ -276,7 +278,11 @@ fn chunk_panels_i8_z<const Z: usize>(
     let lanes = 16 * Z;
     let steps = a.padded_cols() / 4;
     let pgroups = n.div_ceil(lanes);
-    let packed = pack_u8_panels(a, pgroups * Z);
+    if n >= PANEL_PARALLEL_TOKENS && Z == MAX_Z {
+        chunk_panels_i8_by_panels(_t, v, a, y);
+        return;
+    }
+    let packed = pack_u8_panels(a, 0, pgroups * Z);
     let mut ts = a.scales().to_vec();
     ts.resize(pgroups * lanes, 0.0);
     let work = (v.nonempty / v.rows.max(1) * 16 + 16) * n;
@@ -293,6 +299,34 @@ fn chunk_panels_i8_z<const Z: usize>(
                 unsafe { chunk_panel_row::<Z>(v, r, panel, steps, tsv, &mut tile) };
                 let o = (r - rows.start) * n + pg * lanes;
                 out[o..o + valid].copy_from_slice(&tile[..valid]);
+            }
+        }
+    });
+}
+
+/// [`chunk_panels_i8_z`] with 64-token panels as the parallel unit: each task packs its own
+/// panels and writes its tokens' outputs in place.
+fn chunk_panels_i8_by_panels(
+    _t: Avx512,
+    v: &ChunkView<'_>,
+    a: &QuantizedActivations,
+    y: &mut [f32],
+) {
+    let (rows, n) = (v.rows, a.n());
+    let lanes = 16 * MAX_Z;
+    let steps = a.padded_cols() / 4;
+    par_panels(rows, lanes, y, |p, yp| {
+        let valid = yp.len() / rows;
+        let panel = pack_u8_panels(a, p * lanes, MAX_Z);
+        let mut ts = a.scales()[p * lanes..(p * lanes + valid).min(n)].to_vec();
+        ts.resize(lanes, 0.0);
+        let mut tile = [0f32; 16 * MAX_Z];
+        for r in 0..rows {
+            // SAFETY: the token proves the CPU features; r < rows, `panel` holds MAX_Z panels
+            // of `steps` 64-byte steps (steps = 8 · wpr), `ts` 64 scales and `tile` 64 floats.
+            unsafe { chunk_panel_row::<MAX_Z>(v, r, &panel, steps, &ts, &mut tile) };
+            for (t, &val) in tile[..valid].iter().enumerate() {
+                yp[t * rows + r] = val;
             }
         }
     });
@@ -434,6 +468,10 @@ pub(super) fn walk_f32<W: WalkRows>(t: Avx512, m: &W, x: &[f32], n: usize, y: &m
 
 fn walk_f32_z<const Z: usize, W: WalkRows>(_t: Avx512, m: &W, x: &[f32], n: usize, y: &mut [f32]) {
     let (rows, cols) = (m.rows(), m.cols());
+    if n >= PANEL_PARALLEL_TOKENS && Z == MAX_Z {
+        walk_f32_by_panels(_t, m, x, n, y);
+        return;
+    }
     let lanes = 16 * Z;
     let xt = transpose_panels(x, n, cols, cols, lanes, |v| v);
     let panels = n.div_ceil(lanes);
@@ -460,6 +498,33 @@ fn walk_f32_z<const Z: usize, W: WalkRows>(_t: Avx512, m: &W, x: &[f32], n: usiz
                 }
             }
             r0 = r1;
+        }
+    });
+}
+
+/// [`walk_f32_z`] with 64-token panels as the parallel unit: all rows are decoded once, each
+/// task transposes its own panel and writes its tokens' outputs in place.
+fn walk_f32_by_panels<W: WalkRows>(_t: Avx512, m: &W, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols) = (m.rows(), m.cols());
+    let lanes = 16 * MAX_Z;
+    let groups = m.scales().layout().groups_per_row(cols);
+    let scales = m.scales().values();
+    let decoded = decode_all(m);
+    par_panels(rows, lanes, y, |p, yp| {
+        let valid = yp.len() / rows;
+        let xs = &x[p * lanes * cols..(p * lanes + valid).min(n) * cols];
+        let panel = transpose_panels(xs, valid, cols, cols, lanes, |v| v);
+        let mut tile = [0f32; 16 * MAX_Z];
+        for (range, dec) in &decoded {
+            for (i, r) in range.clone().enumerate() {
+                let s = &scales[r * groups..(r + 1) * groups];
+                // SAFETY: the token proves the CPU features; the decoded columns are < cols,
+                // `panel` holds cols · 64 values and `tile` 64.
+                unsafe { walk_f32_row::<MAX_Z>(dec, i, s, &panel, &mut tile) };
+                for (t, &val) in tile[..valid].iter().enumerate() {
+                    yp[t * rows + r] = val;
+                }
+            }
         }
     });
 }
@@ -550,6 +615,10 @@ const I16_RUN: usize = 256;
 
 fn walk_i16<W: WalkRows>(_t: Avx512, m: &W, a: &QuantizedActivations, y: &mut [f32]) {
     let (rows, cols, n) = (m.rows(), m.cols(), a.n());
+    if n >= PANEL_PARALLEL_TOKENS {
+        walk_i16_by_panels(_t, m, a, y);
+        return;
+    }
     let lanes = 64;
     let xt = transpose_panels(a.data(), n, cols, a.padded_cols(), lanes, i16::from);
     let panels = n.div_ceil(lanes);
@@ -579,6 +648,35 @@ fn walk_i16<W: WalkRows>(_t: Avx512, m: &W, a: &QuantizedActivations, y: &mut [f
                 }
             }
             r0 = r1;
+        }
+    });
+}
+
+/// [`walk_i16`] with 64-token panels as the parallel unit (see [`walk_f32_by_panels`]).
+fn walk_i16_by_panels<W: WalkRows>(_t: Avx512, m: &W, a: &QuantizedActivations, y: &mut [f32]) {
+    let (rows, cols, n) = (m.rows(), m.cols(), a.n());
+    let (lanes, pc) = (64, a.padded_cols());
+    let groups = m.scales().layout().groups_per_row(cols);
+    let scales = m.scales().values();
+    let decoded = decode_all(m);
+    par_panels(rows, lanes, y, |p, yp| {
+        let valid = yp.len() / rows;
+        let t0 = p * lanes;
+        let qs = &a.data()[t0 * pc..(t0 + valid).min(n) * pc];
+        let panel = transpose_panels(qs, valid, cols, pc, lanes, i16::from);
+        let mut ts = a.scales()[t0..(t0 + valid).min(n)].to_vec();
+        ts.resize(lanes, 0.0);
+        let mut tile = [0f32; 64];
+        for (range, dec) in &decoded {
+            for (i, r) in range.clone().enumerate() {
+                let s = &scales[r * groups..(r + 1) * groups];
+                // SAFETY: the token proves the CPU features; the decoded columns are < cols,
+                // `panel` holds cols · 64 values, `ts` 64 scales and `tile` 64.
+                unsafe { walk_i16_row(dec, i, s, &panel, &ts, &mut tile) };
+                for (t, &val) in tile[..valid].iter().enumerate() {
+                    yp[t * rows + r] = val;
+                }
+            }
         }
     });
 }
