@@ -13,11 +13,13 @@
 //!
 //! Strategies ([`Strategy`]):
 //! - [`Strategy::PerToken`]: one token at a time. Chunk formats run masked adds (`f32`) or a
-//!   masked `vpdpbusd` (int8) over each non-empty 32-chunk; index lists add `x[j, c]` for each
-//!   listed column.
+//!   masked `vpdpbusd` (int8) over each non-empty 32-chunk; index lists decode their gap codes
+//!   16 bytes at a time and gather `x[j, c]` at the listed columns.
 //! - [`Strategy::WalkPanels`]: activations transposed into panels of up to 64 tokens
-//!   (`x̃[c] = (x[j₀, c], …, x[j₀+63, c])`, `f32` or int8 widened to `i32`); each non-zero
-//!   weight adds or subtracts one panel column: `nnz · n / 16` vector adds in all.
+//!   (`x̃[c] = (x[j₀, c], …, x[j₀+63, c])`, `f32`, or int8 widened to `i32` up to 32 tokens and
+//!   to `i16` beyond, summed in runs of at most 256 weights so `i16` cannot overflow); rows are
+//!   decoded once into column lists and each non-zero weight adds or subtracts one panel
+//!   column: `nnz · n / 16` (`/ 32` for `i16`) vector adds in all.
 //! - [`Strategy::ChunkPanels`] (int8, chunk formats): each non-empty chunk is decoded to 32
 //!   `i8` weights and multiplied into 16-token panels of `u8 = q + 128` with `vpdpbusd`
 //!   (8 per chunk per 16 tokens, as the dense blocked kernel), the offset removed exactly by
@@ -29,7 +31,9 @@
 //! Levels: [`Level::Avx512`] has dedicated kernels for every strategy; [`Level::Scalar`] (and
 //! levels without dedicated kernels here: AVX2, NEON) run the portable per-token kernels,
 //! whatever the strategy. Requesting a level this CPU lacks is [`TernaryError::Config`].
-//! Work is split over output rows with rayon. `unsafe` code lives only in `x86`.
+//! Work is split over output rows with rayon, or, from 256 tokens on, over 64-token panels
+//! (each task then keeps its panel in cache for every row and writes its outputs in place).
+//! `unsafe` code lives only in `x86`.
 
 use std::ops::Range;
 
