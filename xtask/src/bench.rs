@@ -6,6 +6,7 @@ use crate::util::{cargo, root, step};
 /// `(suite name, binary, report file stem)`, in the order they run.
 const SUITES: &[(&str, &str, &str)] = &[
     ("core", "bench-report", "bench"),
+    ("sparsity", "bench-sparsity", "sparsity"),
     ("vsa", "bench-vsa", "vsa"),
 ];
 

