@@ -245,6 +245,12 @@ pub fn quantize_matches_reference<R: Runtime>(
         if cols > 2 {
             x[2] = -0.5;
         }
+        // Ties to even: 1.5 → 2, 2.5 → 2, −1.5 → −2, −2.5 → −2.
+        for (i, v) in [1.5f32, 2.5, -1.5, -2.5].into_iter().enumerate() {
+            if cols > 3 + i {
+                x[3 + i] = v;
+            }
+        }
     }
     if n > 1 {
         x[cols..2 * cols].fill(0.0);

@@ -26,7 +26,7 @@ const QUANT_UNITS: u32 = 64;
 
 /// Quantizes every token of `x` to int8 on the device, exactly as
 /// `ternary_core::QuantizedActivations::quantize` does on the host (`s_j = max|x_j| / 127`,
-/// `q = round(x · 127 / max|x_j|)` ties away from zero).
+/// `q = round(x · 127 / max|x_j|)`, ties to even).
 pub fn launch_quantize<R: Runtime, F: Float + DeviceElement>(
     client: &ComputeClient<R>,
     x: &DeviceActivations<R, F>,

@@ -3,7 +3,7 @@
 use cubecl::prelude::*;
 
 /// One cube of `units` units per token `j`: `a = max_c |x[j, c]|` (shared-memory tree),
-/// `s_j = a / 127`, `q[j, c] = round(x[j, c] · (127 / a))` with ties away from zero, clamped to
+/// `s_j = a / 127`, `q[j, c] = round(x[j, c] · (127 / a))` with ties to even (IEEE's default, as on the host), clamped to
 /// `[-127, 127]`; `s_j = 0`, `q = 0` when `a = 0`. Writes all `padded` values of the token
 /// (the padding of `x` is zero, so its `q` is zero).
 #[cube(launch)]
@@ -52,13 +52,16 @@ pub(crate) fn quantize_tokens<F: Float>(
     let mut c = u;
     while c < padded {
         let v = f32::cast_from(x[(base + c) as usize]) * inv;
-        // Round half away from zero (WGSL's `round` is half-to-even); `v - t` is exact.
+        // Round half to even, spelled out so every runtime agrees (CUDA's `round` is half away
+        // from zero, WGSL's half to even); `v - t` is exact.
         let t = v.trunc();
         let d = v - t;
+        // `t` is odd iff t - 2·trunc(t / 2) ≠ 0 (exact for |t| < 2^24).
+        let odd = t - 2.0 * (t * 0.5).trunc() != 0.0;
         let mut r = t;
-        if d >= 0.5 {
+        if d > 0.5 || (d == 0.5 && odd) {
             r = t + 1.0;
-        } else if d <= -0.5 {
+        } else if d < -0.5 || (d == -0.5 && odd) {
             r = t - 1.0;
         }
         r = max(min(r, 127.0f32), -127.0f32);
