@@ -8,8 +8,8 @@
 //! - [`model`]: Llama (RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU),
 //!   generic over the Burn backend; every projection goes through the [`linear`] seam.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata (the `tokenizers` crate).
-//! - [`generate`]: greedy / top-p decoding with prefill and decode tokens/s;
-//!   [`perplexity`]: llama.cpp's `llama-perplexity` algorithm.
+//! - [`generate`](mod@generate): greedy / top-p decoding with prefill and decode tokens/s;
+//!   [`perplexity`](mod@perplexity): llama.cpp's `llama-perplexity` algorithm.
 //! - [`fetch`]: where the cached SmolLM2-135M GGUF lives and how it is fetched.
 //!
 //! The CPU backend is [`Cpu`] (`burn-ndarray`, multi-threaded matmul).

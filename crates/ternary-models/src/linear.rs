@@ -138,7 +138,7 @@ impl LinearImpl {
 }
 
 /// `Σ_i a[i]·b[i]` with 16 independent partial sums (vectorizes; sums in a fixed order).
-/// The portable oracle of [`crate::arch::best_dot`].
+/// The portable oracle of `arch::best_dot`.
 pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
