@@ -68,6 +68,13 @@ fn run_ci_steps(skip_fmt: bool) -> Result<(), String> {
         check.env("CUDARC_CUDA_VERSION", "13000");
         step(&format!("check ({feature})"), check)?;
     }
+    // The model crate's GPU backends (Burn's own) must keep compiling too.
+    for feature in ["wgpu", "cuda"] {
+        let mut check = cargo();
+        check.args(["check", "-p", "ternary-models", "--features", feature]);
+        check.env("CUDARC_CUDA_VERSION", "13000");
+        step(&format!("check models ({feature})"), check)?;
+    }
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]);
