@@ -1,0 +1,35 @@
+//! The one error type of `ternary-burn`.
+
+use std::path::PathBuf;
+
+/// Every fallible operation in `ternary-burn` returns this error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the ternary format, quantizers or kernels.
+    #[error(transparent)]
+    Core(#[from] ternary_core::TernaryError),
+    /// An error from the float model (loading, tokenizing, running).
+    #[error(transparent)]
+    Model(#[from] ternary_models::ModelError),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Shapes that do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// A converted-model file is malformed, truncated or inconsistent.
+    #[error("malformed ternary model file: {0}")]
+    Format(String),
+    /// A configuration or argument that cannot be used.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

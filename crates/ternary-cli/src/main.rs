@@ -1,0 +1,5 @@
+//! `ternary`: quantize pretrained models to ternary, evaluate them, inspect files.
+
+fn main() {
+    println!("ternary: not written yet");
+}
