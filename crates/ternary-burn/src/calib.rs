@@ -267,8 +267,8 @@ pub fn calibrate<B: Backend>(
                 c[0] = b;
             }
             let mut cache = model.new_cache();
-            // Only the layer inputs matter; the last position's logits are the cheapest.
-            model.forward(&c, &mut cache, Logits::Last)?;
+            // All positions: `lm_head` must see every token's hidden state.
+            model.forward(&c, &mut cache, Logits::All)?;
             on_chunk(i + 1, total);
         }
         Ok(())

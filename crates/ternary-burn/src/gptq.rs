@@ -198,6 +198,36 @@ pub fn round_trit(w: f64, s: f64) -> i8 {
     }
 }
 
+/// A Hessian prepared for GPTQ: `H` itself (for scale refits and `diag H`), the dead inputs
+/// and the upper Cholesky factor `U` of the dampened inverse. Layers reading the same input
+/// share one.
+#[derive(Debug, Clone)]
+pub struct HessianFactor {
+    cols: usize,
+    h: Vec<f64>,
+    u: Vec<f64>,
+    dead: Vec<bool>,
+}
+
+impl HessianFactor {
+    /// Prepares `h` (`cols × cols`, symmetric positive semi-definite) with dampening `damp`.
+    pub fn new(h: Vec<f64>, cols: usize, damp: f64) -> Result<Self> {
+        let (hd, dead) = prepare_hessian(&h, cols, damp)?;
+        let u = inverse_cholesky_upper(&hd, cols)?;
+        Ok(Self { cols, h, u, dead })
+    }
+
+    /// Input width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The (undampened) Hessian, row-major.
+    pub fn hessian(&self) -> &[f64] {
+        &self.h
+    }
+}
+
 /// GPTQ ternarization of `w` (`rows × cols`, row-major) for the Hessian `h` (`cols × cols`,
 /// `Σ x xᵀ` or any positive multiple). See the [module docs](self).
 pub fn gptq_ternary(
@@ -209,20 +239,40 @@ pub fn gptq_ternary(
     method: Method,
     cfg: &GptqConfig,
 ) -> Result<TernaryMatrix> {
+    if h.len() != cols * cols {
+        return Err(Error::Shape(format!(
+            "Hessian of {cols}x{cols} needs {} values, got {}",
+            cols * cols,
+            h.len()
+        )));
+    }
+    let f = HessianFactor::new(h.to_vec(), cols, cfg.damp)?;
+    gptq_ternary_factored(w, rows, f.cols, &f, layout, method, cfg.refit)
+}
+
+/// [`gptq_ternary`] with a prepared [`HessianFactor`] (`factor.cols() == cols`).
+pub fn gptq_ternary_factored(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    factor: &HessianFactor,
+    layout: ScaleLayout,
+    method: Method,
+    refit: bool,
+) -> Result<TernaryMatrix> {
     layout.validate()?;
     method.validate()?;
-    if w.len() != rows * cols {
+    if w.len() != rows * cols || factor.cols != cols {
         return Err(Error::Shape(format!(
-            "weights of {rows}x{cols} need {} values, got {}",
-            rows * cols,
-            w.len()
+            "weights of {rows}x{cols} ({} values) with a Hessian of width {}",
+            w.len(),
+            factor.cols
         )));
     }
     if let Some(i) = w.iter().position(|v| !v.is_finite()) {
         return Err(Error::Invalid(format!("weight {i} is not finite")));
     }
-    let (hd, dead) = prepare_hessian(h, cols, cfg.damp)?;
-    let u = inverse_cholesky_upper(&hd, cols)?;
+    let (h, u, dead) = (&factor.h, &factor.u, &factor.dead);
     let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j].max(0.0) as f32).collect();
     let glen = layout.group_len(cols).max(1);
     let gpr = layout.groups_per_row(cols);
@@ -233,15 +283,11 @@ pub fn gptq_ternary(
         .par_chunks_mut(TILE * cols.max(1))
         .zip(scales.par_chunks_mut(TILE * gpr.max(1)))
         .zip(w.par_chunks(TILE * cols.max(1)))
-        .map(|((t, s), w)| {
-            gptq_tile(
-                w, t, s, cols, &u, &dead, &diag, glen, gpr, method,
-            )
-        })
+        .map(|((t, s), w)| gptq_tile(w, t, s, cols, u, dead, &diag, glen, gpr, method))
         .collect();
     results.into_iter().collect::<Result<()>>()?;
     let mut m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales))?;
-    if cfg.refit {
+    if refit {
         refit_scales(w, &mut m, h)?;
     }
     Ok(m)
@@ -381,7 +427,11 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> 
             let e_old = err_of(s_old);
             // Columns of the design: v_g = H t_g (cols values each).
             let active: Vec<usize> = (0..gpr)
-                .filter(|&g| t[g * glen..((g + 1) * glen).min(cols)].iter().any(|&x| x != 0))
+                .filter(|&g| {
+                    t[g * glen..((g + 1) * glen).min(cols)]
+                        .iter()
+                        .any(|&x| x != 0)
+                })
                 .collect();
             let k = active.len();
             if k == 0 {

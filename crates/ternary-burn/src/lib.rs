@@ -18,4 +18,9 @@ pub mod gptq;
 pub mod layer;
 pub mod model_file;
 
+pub use calib::{Calibration, InputStats, calibrate};
+pub use convert::{
+    ConversionReport, ConvertConfig, LayerPlan, Progress, QuantizedLayer, Stage, convert,
+};
 pub use error::{Error, Result};
+pub use gptq::GptqConfig;

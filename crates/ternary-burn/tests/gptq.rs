@@ -5,7 +5,7 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ternary_burn::gptq::{
-    GptqConfig, group_scale, gptq_ternary, inverse_cholesky_upper, output_error, refit_scales,
+    GptqConfig, gptq_ternary, group_scale, inverse_cholesky_upper, output_error, refit_scales,
     round_trit,
 };
 use ternary_core::quant::Method;
@@ -192,15 +192,7 @@ const NO_REFIT: GptqConfig = GptqConfig {
 fn gptq_should_match_the_obs_reference_on_edge_shapes() {
     let mut rng = StdRng::seed_from_u64(5);
     let mut checked = 0;
-    for &(rows, cols) in &[
-        (1, 1),
-        (3, 31),
-        (2, 32),
-        (3, 33),
-        (2, 63),
-        (4, 64),
-        (3, 65),
-    ] {
+    for &(rows, cols) in &[(1, 1), (3, 31), (2, 32), (3, 33), (2, 63), (4, 64), (3, 65)] {
         for layout in [
             ScaleLayout::PerRow,
             ScaleLayout::PerGroup { group_size: 32 },
@@ -293,7 +285,10 @@ fn refit_should_reach_the_least_squares_optimum() {
                 let mut p = m.clone();
                 p.set_scales(Scales::new(layout, s)).unwrap();
                 let ep = output_error(&w, &p.dequantize(), cols, &h).unwrap();
-                assert!(ep >= e * (1.0 - 1e-9), "{layout:?} scale {i}x{f}: {ep} < {e}");
+                assert!(
+                    ep >= e * (1.0 - 1e-9),
+                    "{layout:?} scale {i}x{f}: {ep} < {e}"
+                );
             }
         }
     }
@@ -310,7 +305,11 @@ fn inverse_cholesky_factor_should_invert_the_hessian() {
         let u = inverse_cholesky_upper(&h, n).unwrap();
         for i in 0..n {
             for j in 0..i {
-                assert_eq!(u[i * n + j], 0.0, "n={n}: U is not upper triangular at ({i},{j})");
+                assert_eq!(
+                    u[i * n + j],
+                    0.0,
+                    "n={n}: U is not upper triangular at ({i},{j})"
+                );
             }
         }
         // UᵀU·H = I.
