@@ -19,3 +19,4 @@ pub mod layer;
 pub mod model_file;
 
 pub use error::{Error, Result};
+pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
