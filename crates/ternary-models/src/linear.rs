@@ -23,6 +23,11 @@ pub trait LinearLayer<B: Backend>: Debug + Send + Sync {
     fn weight(&self) -> Tensor<B, 2>;
     /// Short description of the layer kind (e.g. `"f32"`).
     fn kind(&self) -> String;
+    /// The concrete layer, for downcasting (`layer.as_any()?.downcast_ref::<T>()`); `None`
+    /// for layers that do not opt in.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A model's handle on one linear layer; the boxed implementation can be replaced.

@@ -387,6 +387,39 @@ impl<B: Backend> Llama<B> {
         };
         Ok(self.lm_head.forward(self.norm.forward(x)))
     }
+
+    /// The float tensors that are not linear layers, copied to the host in Hugging Face
+    /// naming and shapes: `model.embed_tokens.weight` `[V, H]`, then per block
+    /// `model.layers.{l}.input_layernorm.weight` and `…post_attention_layernorm.weight` `[H]`,
+    /// then `model.norm.weight` `[H]`. With [`Llama::linears`] this is every weight of the
+    /// model (for saving it).
+    pub fn float_tensors(&self) -> Result<Vec<(String, HostTensor)>> {
+        let host1 = |name: String, t: &Tensor<B, 1>| -> Result<(String, HostTensor)> {
+            let shape = t.dims().to_vec();
+            let data = t
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| ModelError::Input(format!("cannot read {name} back: {e:?}")))?;
+            Ok((name, HostTensor { shape, data }))
+        };
+        let mut out = Vec::with_capacity(2 * self.blocks.len() + 2);
+        out.push((
+            "model.embed_tokens.weight".to_string(),
+            HostTensor {
+                shape: self.embed.dims().to_vec(),
+                data: to_rows(self.embed.clone())?,
+            },
+        ));
+        for (l, b) in self.blocks.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            out.push(host1(p("input_layernorm.weight"), &b.attn_norm.weight)?);
+            out.push(host1(p("post_attention_layernorm.weight"), &b.mlp_norm.weight)?);
+        }
+        out.push(host1("model.norm.weight".to_string(), &self.norm.weight)?);
+        Ok(out)
+    }
 }
 
 /// Copies a 2-D tensor to the host as row-major f32.

@@ -176,6 +176,59 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The whole tokenizer as one JSON document: `{"tokenizer": <Hugging Face tokenizer.json>,
+    /// "bos_id": …, "eos_id": …, "add_bos": …}`; [`Tokenizer::from_json`] reads it back.
+    pub fn to_json(&self) -> Result<String> {
+        let inner: serde_json::Value =
+            serde_json::from_str(&self.inner.to_string(false).map_err(tok_err)?)
+                .map_err(tok_err)?;
+        let doc = serde_json::json!({
+            "tokenizer": inner,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "add_bos": self.add_bos,
+        });
+        Ok(doc.to_string())
+    }
+
+    /// Parses what [`Tokenizer::to_json`] wrote; malformed documents are
+    /// [`ModelError::Tokenizer`] errors.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let doc: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::Tokenizer(format!("tokenizer JSON: {e}")))?;
+        let inner_doc = doc
+            .get("tokenizer")
+            .ok_or_else(|| ModelError::Tokenizer("tokenizer JSON has no 'tokenizer' key".into()))?;
+        let inner: tokenizers::Tokenizer = inner_doc
+            .to_string()
+            .parse()
+            .map_err(|e| ModelError::Tokenizer(format!("tokenizer JSON: {e}")))?;
+        let id = |k: &str| -> Result<Option<u32>> {
+            match doc.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ModelError::Tokenizer(format!("tokenizer JSON: '{k}' is not a token id"))
+                    }),
+            }
+        };
+        let add_bos = match doc.get("add_bos") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                ModelError::Tokenizer("tokenizer JSON: 'add_bos' is not a boolean".into())
+            })?,
+        };
+        Ok(Self {
+            bos_id: id("bos_id")?,
+            eos_id: id("eos_id")?,
+            add_bos,
+            inner,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +269,25 @@ mod tests {
         assert!(toy("gpt2").encode("12", false).unwrap().contains(&twelve));
         assert!(!toy("smollm").encode("12", false).unwrap().contains(&twelve));
         assert_eq!(toy("smollm").encode("12", false).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn json_round_trip_should_keep_ids_and_special_tokens() {
+        let mut t = toy("smollm");
+        t.bos_id = Some(0);
+        t.eos_id = Some(3);
+        t.add_bos = true;
+        let back = Tokenizer::from_json(&t.to_json().unwrap()).unwrap();
+        let text = "<|endoftext|> the 12 thé";
+        assert_eq!(back.encode(text, true).unwrap(), t.encode(text, true).unwrap());
+        assert_eq!(back.encode(text, true).unwrap()[0], 0);
+        assert_eq!((back.bos_id, back.eos_id, back.add_bos), (Some(0), Some(3), true));
+        assert_eq!(back.vocab_size(), t.vocab_size());
+        for bad in ["", "{", "{}", r#"{"tokenizer": 3}"#] {
+            assert!(Tokenizer::from_json(bad).is_err(), "{bad:?}");
+        }
+        let doc = t.to_json().unwrap().replace("\"add_bos\":true", "\"add_bos\":7");
+        assert!(Tokenizer::from_json(&doc).is_err());
     }
 
     #[test]

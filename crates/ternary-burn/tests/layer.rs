@@ -1,0 +1,589 @@
+//! `TernaryLinear` against independent references.
+//!
+//! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
+//! be replayed with `TERNARY_TEST_SEED=<seed>`.
+//!
+//! Tolerances:
+//! - `CpuF32` and `Float` paths: `|y − y_ref| ≤ TOL · (Σ_c |s[r, g(c)] · t[r, c] · x[j, c] · d[c]|
+//!   + |b[r]|)` against the `f64` reference built from the trits and scales; `TOL = 1e-5` covers
+//!   `f32` accumulation over up to 576 columns in any order (and the `f32` rounding of the
+//!   folded weight `s · t · d` on the float path).
+//! - `CpuInt8` path: bit-exact against `ternary_core::reference::gemm_i8` on the same `f32`
+//!   activations `x ⊙ d`, followed by the same `f32` bias add.
+
+use std::sync::Arc;
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::record::{
+    BinBytesRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder, RecorderError,
+};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ternary_burn::layer::LAYOUT_PER_GROUP;
+use ternary_burn::{
+    Error, LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData,
+};
+use ternary_core::quant::{Method, QuantConfig, quantize};
+use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
+use ternary_models::Cpu;
+
+const TOL: f64 = 1e-5;
+const EDGE: [usize; 5] = [1, 63, 64, 65, 576];
+const TOKENS: [usize; 3] = [1, 3, 17];
+const LAYOUTS: [ScaleLayout; 4] = [
+    ScaleLayout::PerRow,
+    ScaleLayout::PerGroup { group_size: 32 },
+    ScaleLayout::PerGroup { group_size: 64 },
+    ScaleLayout::PerGroup { group_size: 128 },
+];
+const PATHS: [LinearPath; 4] = [
+    LinearPath::Auto,
+    LinearPath::CpuF32,
+    LinearPath::Float,
+    LinearPath::CpuInt8,
+];
+
+/// The f64 backend: not `ternary_models::Cpu`, so `Auto` resolves to the float path there.
+type CpuF64 = burn::backend::NdArray<f64>;
+
+fn rng() -> StdRng {
+    let seed = std::env::var("TERNARY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+    eprintln!("TERNARY_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize, layout: ScaleLayout) -> TernaryMatrix {
+    let p_zero: f64 = rng.random_range(0.0..0.9);
+    let trits: Vec<i8> = (0..rows * cols)
+        .map(|_| {
+            if rng.random_bool(p_zero) {
+                0
+            } else if rng.random_bool(0.5) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let scales = (0..rows * layout.groups_per_row(cols))
+        .map(|_| rng.random_range(0.01f32..2.0))
+        .collect();
+    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
+}
+
+fn random_f32(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// `y_ref[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c] · d[c] + b[r]` in `f64`, with the mass
+/// `Σ_c |…| + |b[r]|` used for the tolerance.
+fn reference_f64(
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    d: Option<&[f32]>,
+    b: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (rows, cols) = (m.rows(), m.cols());
+    let trits = m.to_trits();
+    let mut y = vec![0f64; n * rows];
+    let mut mass = vec![0f64; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            let (mut acc, mut abs) = (0f64, 0f64);
+            for c in 0..cols {
+                let dc = d.map_or(1.0, |d| f64::from(d[c]));
+                let term = f64::from(m.scale_at(r, c))
+                    * f64::from(trits[r * cols + c])
+                    * f64::from(x[j * cols + c])
+                    * dc;
+                acc += term;
+                abs += term.abs();
+            }
+            let br = b.map_or(0.0, |b| f64::from(b[r]));
+            y[j * rows + r] = acc + br;
+            mass[j * rows + r] = abs + br.abs();
+        }
+    }
+    (y, mass)
+}
+
+/// The int8 reference: `reference::gemm_i8` on `x ⊙ d` (in `f32`), then `+ b` in `f32`.
+fn reference_int8(
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    d: Option<&[f32]>,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let cols = m.cols();
+    let xs: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| d.map_or(v, |d| v * d[i % cols]))
+        .collect();
+    let a = QuantizedActivations::quantize(&xs, n, cols).unwrap();
+    let mut y = reference::gemm_i8(m, &a).unwrap();
+    if let Some(b) = b {
+        for (i, v) in y.iter_mut().enumerate() {
+            *v += b[i % m.rows()];
+        }
+    }
+    y
+}
+
+fn tensor<B: Backend, const D: usize>(x: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(x, shape), &Default::default())
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+fn check_close(what: &str, got: &[f32], want: &[f64], mass: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mass).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        assert!(
+            err <= TOL * m + 1e-30,
+            "{what} [{i}]: got {g}, want {w} (err {err:e}, bound {:e})",
+            TOL * m
+        );
+    }
+}
+
+/// Builds the layer with the case's optional bias and input scale.
+fn layer<B: Backend>(
+    m: &TernaryMatrix,
+    bias: Option<&[f32]>,
+    d: Option<&[f32]>,
+    path: LinearPath,
+) -> TernaryLinear<B> {
+    let mut l = TernaryLinear::<B>::new(m.clone(), &Default::default()).unwrap();
+    if let Some(b) = bias {
+        l = l.with_bias(b.to_vec()).unwrap();
+    }
+    if let Some(d) = d {
+        l = l.with_input_scale(d.to_vec()).unwrap();
+    }
+    l.set_path(path);
+    l
+}
+
+#[test]
+fn every_path_should_match_the_reference_on_edge_shapes() {
+    let mut rng = rng();
+    let mut case = 0usize;
+    for &rows in &EDGE {
+        for &cols in &EDGE {
+            let layout = LAYOUTS[case % LAYOUTS.len()];
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            let bias = random_f32(&mut rng, rows, -1.0, 1.0);
+            let d = random_f32(&mut rng, cols, 0.1, 3.0);
+            for (t, &n) in TOKENS.iter().enumerate() {
+                case += 1;
+                // Every combination of bias and input scale across the token counts.
+                let flags = (case + t) % 4;
+                let b = (flags & 1 != 0).then_some(bias.as_slice());
+                let ds = (flags & 2 != 0).then_some(d.as_slice());
+                let x = random_f32(&mut rng, n * cols, -4.0, 4.0);
+                let (want, mass) = reference_f64(&m, &x, n, ds, b);
+                let want_i8 = reference_int8(&m, &x, n, ds, b);
+                let tag = format!(
+                    "{rows}x{cols} {layout:?} n={n} bias={} d={}",
+                    b.is_some(),
+                    ds.is_some()
+                );
+                for path in PATHS {
+                    let l = layer::<Cpu>(&m, b, ds, path);
+                    let y = l.forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
+                    assert_eq!(y.dims(), [n, rows], "{tag} {path}");
+                    let y = values(y);
+                    if path == LinearPath::CpuInt8 {
+                        assert_eq!(
+                            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            want_i8.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{tag} int8 path vs reference::gemm_i8"
+                        );
+                    } else {
+                        check_close(&format!("{tag} {path}"), &y, &want, &mass);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn three_dimensional_input_should_keep_leading_dims() {
+    let mut rng = rng();
+    let (rows, cols) = (65, 64);
+    let m = random_matrix(
+        &mut rng,
+        rows,
+        cols,
+        ScaleLayout::PerGroup { group_size: 32 },
+    );
+    let bias = random_f32(&mut rng, rows, -1.0, 1.0);
+    let d = random_f32(&mut rng, cols, 0.1, 3.0);
+    let x = random_f32(&mut rng, 2 * 3 * cols, -4.0, 4.0);
+    let (want, mass) = reference_f64(&m, &x, 6, Some(&d), Some(&bias));
+    let want_i8 = reference_int8(&m, &x, 6, Some(&d), Some(&bias));
+    for path in PATHS {
+        let l = layer::<Cpu>(&m, Some(&bias), Some(&d), path);
+        let y = l.forward(tensor::<Cpu, 3>(x.clone(), [2, 3, cols]));
+        assert_eq!(y.dims(), [2, 3, rows], "{path}");
+        let y = values(y);
+        if path == LinearPath::CpuInt8 {
+            assert_eq!(y, want_i8, "{path}");
+        } else {
+            check_close(&format!("3-D {path}"), &y, &want, &mass);
+        }
+    }
+    // A 1-D input is one token.
+    let l = layer::<Cpu>(&m, Some(&bias), Some(&d), LinearPath::CpuF32);
+    let y = l.forward(tensor::<Cpu, 1>(x[..cols].to_vec(), [cols]));
+    assert_eq!(y.dims(), [rows]);
+    check_close("1-D", &values(y), &want[..rows], &mass[..rows]);
+}
+
+#[test]
+fn auto_path_should_use_cpu_kernels_only_on_the_ndarray_f32_backend() {
+    assert_eq!(LinearPath::Auto.resolve::<Cpu>(), LinearPath::CpuF32);
+    assert_eq!(LinearPath::Auto.resolve::<CpuF64>(), LinearPath::Float);
+    assert_eq!(LinearPath::CpuInt8.resolve::<CpuF64>(), LinearPath::CpuInt8);
+    // Every path also runs on another backend (here ndarray in f64).
+    let mut rng = rng();
+    let m = random_matrix(&mut rng, 33, 65, ScaleLayout::PerRow);
+    let bias = random_f32(&mut rng, 33, -1.0, 1.0);
+    let x = random_f32(&mut rng, 3 * 65, -4.0, 4.0);
+    let (want, mass) = reference_f64(&m, &x, 3, None, Some(&bias));
+    for path in [LinearPath::Auto, LinearPath::CpuF32, LinearPath::Float] {
+        let l = layer::<CpuF64>(&m, Some(&bias), None, path);
+        let y = values(l.forward(tensor::<CpuF64, 2>(x.clone(), [3, 65])));
+        check_close(&format!("f64 backend {path}"), &y, &want, &mass);
+    }
+    let l = layer::<CpuF64>(&m, Some(&bias), None, LinearPath::CpuInt8);
+    let y = values(l.forward(tensor::<CpuF64, 2>(x.clone(), [3, 65])));
+    assert_eq!(y, reference_int8(&m, &x, 3, None, Some(&bias)));
+}
+
+#[test]
+fn from_linear_should_match_nn_linear_on_the_dequantized_weights() {
+    let mut rng = rng();
+    let device = Default::default();
+    for &(inp, out, bias) in &[(64, 65, true), (576, 63, false), (65, 1, true)] {
+        let lin: Linear<Cpu> = LinearConfig::new(inp, out).with_bias(bias).init(&device);
+        let cfg = QuantConfig::new(Method::AbsMean, ScaleLayout::PerGroup { group_size: 64 });
+        let t = TernaryLinear::from_linear(&lin, &cfg).unwrap();
+        assert_eq!((t.in_features(), t.out_features()), (inp, out));
+        // Independently transpose Burn's [in, out] weight to [out, in] rows and quantize.
+        let wb = values(lin.weight.val());
+        let mut rows = vec![0f32; inp * out];
+        for c in 0..inp {
+            for r in 0..out {
+                rows[r * inp + c] = wb[c * out + r];
+            }
+        }
+        let (expect, _) = quantize(&rows, out, inp, &cfg).unwrap();
+        assert_eq!(t.matrix(), &expect, "{inp}x{out}");
+        assert_eq!(t.bias(), lin.bias.as_ref().map(|b| values(b.val())));
+        // nn::Linear holding the dequantized weight, [in, out].
+        let deq = expect.dequantize();
+        let mut deq_t = vec![0f32; inp * out];
+        for r in 0..out {
+            for c in 0..inp {
+                deq_t[c * out + r] = deq[r * inp + c];
+            }
+        }
+        let float = Linear {
+            weight: Param::from_tensor(tensor::<Cpu, 2>(deq_t, [inp, out])),
+            bias: lin.bias.clone(),
+        };
+        let x = random_f32(&mut rng, 2 * 5 * inp, -2.0, 2.0);
+        let want: Vec<f64> = values(float.forward(tensor::<Cpu, 3>(x.clone(), [2, 5, inp])))
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let b = t.bias();
+        let (_, mass) = reference_f64(&expect, &x, 10, None, b.as_deref());
+        for path in [LinearPath::CpuF32, LinearPath::Float] {
+            let mut t = t.clone();
+            t.set_path(path);
+            let y = t.forward(tensor::<Cpu, 3>(x.clone(), [2, 5, inp]));
+            assert_eq!(y.dims(), [2, 5, out]);
+            // Both sides are f32 products: twice the reference tolerance.
+            let mass2: Vec<f64> = mass.iter().map(|m| 2.0 * m).collect();
+            check_close(
+                &format!("from_linear {inp}x{out} {path}"),
+                &values(y),
+                &want,
+                &mass2,
+            );
+        }
+    }
+}
+
+fn sample_layer(rng: &mut StdRng) -> TernaryLinear<Cpu> {
+    let m = random_matrix(rng, 65, 70, ScaleLayout::PerGroup { group_size: 32 });
+    let bias = random_f32(rng, 65, -1.0, 1.0);
+    let d = random_f32(rng, 70, 0.1, 3.0);
+    layer::<Cpu>(&m, Some(&bias), Some(&d), LinearPath::CpuF32)
+}
+
+fn assert_same_layer(a: &TernaryLinear<Cpu>, b: &TernaryLinear<Cpu>, rng: &mut StdRng) {
+    assert_eq!(a.matrix(), b.matrix());
+    assert_eq!(a.bias(), b.bias());
+    assert_eq!(a.input_scale(), b.input_scale());
+    let x = random_f32(rng, 3 * a.in_features(), -2.0, 2.0);
+    let cols = a.in_features();
+    let ya = values(a.forward(tensor::<Cpu, 2>(x.clone(), [3, cols])));
+    let yb = values(b.forward(tensor::<Cpu, 2>(x, [3, cols])));
+    assert_eq!(ya, yb);
+}
+
+#[test]
+fn burn_record_should_round_trip() {
+    let mut rng = rng();
+    let device = Default::default();
+    let l = sample_layer(&mut rng);
+    let blank = || {
+        TernaryLinear::<Cpu>::new(
+            TernaryMatrix::zeros(1, 1, Scales::per_row(vec![1.0])).unwrap(),
+            &device,
+        )
+        .unwrap()
+        .with_path(LinearPath::CpuF32)
+    };
+
+    let mpk = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = Recorder::<Cpu>::record(&mpk, l.clone().into_record(), ()).unwrap();
+    let rec: TernaryLinearRecord = Recorder::<Cpu>::load(&mpk, bytes, &device).unwrap();
+    assert_same_layer(&l, &blank().load_record(rec), &mut rng);
+
+    let bin = BinBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = Recorder::<Cpu>::record(&bin, l.clone().into_record(), ()).unwrap();
+    let rec: TernaryLinearRecord = Recorder::<Cpu>::load(&bin, bytes, &device).unwrap();
+    let loaded = TernaryLinear::<Cpu>::from_record(rec, &device).with_path(LinearPath::CpuF32);
+    assert_same_layer(&l, &loaded, &mut rng);
+
+    // Without bias and input scale, per-row scales.
+    let m = random_matrix(&mut rng, 3, 1, ScaleLayout::PerRow);
+    let plain = layer::<Cpu>(&m, None, None, LinearPath::CpuF32);
+    let bytes = Recorder::<Cpu>::record(&mpk, plain.clone().into_record(), ()).unwrap();
+    let rec: TernaryLinearRecord = Recorder::<Cpu>::load(&mpk, bytes, &device).unwrap();
+    assert_same_layer(&plain, &blank().load_record(rec), &mut rng);
+}
+
+#[test]
+fn malformed_records_should_fail_to_load_with_an_error() {
+    let mut rng = rng();
+    let device = Default::default();
+    let good: TernaryLinearRecordData = sample_layer(&mut rng).into_record().into();
+    assert_eq!(good.layout, LAYOUT_PER_GROUP);
+    let wpr = ternary_core::words_per_row(70);
+    let mut cases: Vec<(&str, TernaryLinearRecordData)> = Vec::new();
+    let mut both = good.clone();
+    both.plus[wpr + 1] |= 1;
+    both.minus[wpr + 1] |= 1;
+    cases.push(("both the +1 and the -1 bit", both));
+    let mut pad = good.clone();
+    pad.plus[wpr - 1] |= 1 << 31; // column 127 of row 0: padding of a 70-column row
+    cases.push(("padding bit", pad));
+    let mut short = good.clone();
+    short.minus.pop();
+    cases.push(("words per plane", short));
+    let mut scales = good.clone();
+    scales.scales.push(1.0);
+    cases.push(("scales", scales));
+    let mut nan = good.clone();
+    nan.scales[3] = f32::NAN;
+    cases.push(("non-finite", nan));
+    let mut bias = good.clone();
+    bias.bias = Some(vec![0.0; 64]);
+    cases.push(("bias", bias));
+    let mut ds = good.clone();
+    ds.input_scale = Some(vec![1.0; 71]);
+    cases.push(("input scale", ds));
+    let mut layout = good.clone();
+    layout.layout = "diagonal".into();
+    cases.push(("scale layout", layout));
+    let mut group = good.clone();
+    group.group_size = 48;
+    cases.push(("group size", group));
+    let mut huge = good.clone();
+    huge.rows = u64::MAX;
+    cases.push(("out of range", huge));
+
+    let mpk = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+    for (needle, bad) in cases {
+        let direct = TernaryLinearRecord::try_from(bad.clone()).unwrap_err();
+        assert!(matches!(direct, Error::Format(_)), "{needle}: {direct}");
+        assert!(direct.to_string().contains(needle), "{needle}: {direct}");
+        let bytes = Recorder::<Cpu>::record(&mpk, bad, ()).unwrap();
+        let err: RecorderError =
+            Recorder::<Cpu>::load::<TernaryLinearRecord>(&mpk, bytes, &device).unwrap_err();
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+    }
+    // The unmodified data still loads.
+    let bytes = Recorder::<Cpu>::record(&mpk, good, ()).unwrap();
+    Recorder::<Cpu>::load::<TernaryLinearRecord>(&mpk, bytes, &device).unwrap();
+}
+
+fn temp_path(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "ternary-burn-layer-{tag}-{}-{nanos}.safetensors",
+        std::process::id()
+    ))
+}
+
+#[test]
+fn safetensors_should_round_trip_and_reject_bad_files() {
+    let mut rng = rng();
+    let device = Default::default();
+    let l = sample_layer(&mut rng);
+    let path = temp_path("ok");
+    l.save_safetensors(&path).unwrap();
+    let back = TernaryLinear::<Cpu>::load_safetensors(&path, &device)
+        .unwrap()
+        .with_path(LinearPath::CpuF32);
+    assert_same_layer(&l, &back, &mut rng);
+    std::fs::remove_file(&path).unwrap();
+
+    let m = random_matrix(&mut rng, 2, 33, ScaleLayout::PerRow);
+    let plain = layer::<Cpu>(&m, None, None, LinearPath::CpuF32);
+    let path = temp_path("plain");
+    plain.save_safetensors(&path).unwrap();
+    let back = TernaryLinear::<Cpu>::load_safetensors(&path, &device).unwrap();
+    assert_eq!((back.bias(), back.input_scale()), (None, None));
+    assert_eq!(back.matrix(), &m);
+    std::fs::remove_file(&path).unwrap();
+
+    // A file without `weight`, with an unknown tensor, with a wrongly shaped bias, or garbage.
+    let other = temp_path("other");
+    ternary_core::io::save(&other, &[("w", &m)], ternary_core::io::Storage::Planes).unwrap();
+    let e = TernaryLinear::<Cpu>::load_safetensors(&other, &device).unwrap_err();
+    assert!(
+        matches!(e, Error::Format(_)) && e.to_string().contains("\"w\""),
+        "{e}"
+    );
+    std::fs::remove_file(&other).unwrap();
+    let bad_bias = temp_path("bias");
+    let b = ternary_core::io::FloatTensor::new(vec![3], vec![0.0; 3]).unwrap();
+    ternary_core::io::save_tensors(
+        &bad_bias,
+        &[
+            ("weight", ternary_core::io::TensorRef::Ternary(&m)),
+            ("bias", ternary_core::io::TensorRef::Float(&b)),
+        ],
+        ternary_core::io::Storage::Packed,
+    )
+    .unwrap();
+    let e = TernaryLinear::<Cpu>::load_safetensors(&bad_bias, &device).unwrap_err();
+    assert!(e.to_string().contains("bias shape"), "{e}");
+    std::fs::write(&bad_bias, b"not a safetensors file").unwrap();
+    assert!(TernaryLinear::<Cpu>::load_safetensors(&bad_bias, &device).is_err());
+    std::fs::remove_file(&bad_bias).unwrap();
+    assert!(TernaryLinear::<Cpu>::load_safetensors(&bad_bias, &device).is_err());
+}
+
+#[test]
+fn linear_layer_seam_should_expose_the_layer() {
+    let mut rng = rng();
+    let l = sample_layer(&mut rng);
+    let boxed: ternary_models::Linear<Cpu> = Box::new(l.clone());
+    assert_eq!(boxed.kind(), "ternary");
+    assert_eq!((boxed.in_features(), boxed.out_features()), (70, 65));
+    let back = boxed
+        .as_any()
+        .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+        .expect("downcast to TernaryLinear");
+    assert!(Arc::ptr_eq(back.matrix_arc(), l.matrix_arc()));
+    // weight() is Q·diag(d), [out, in].
+    let w = values(boxed.weight());
+    let deq = l.matrix().dequantize();
+    let d = l.input_scale().unwrap();
+    for (i, (&got, &q)) in w.iter().zip(&deq).enumerate() {
+        assert_eq!(got, q * d[i % 70], "[{i}]");
+    }
+    // The seam's forward is the layer's (bias included).
+    let x = random_f32(&mut rng, 2 * 70, -2.0, 2.0);
+    let y1 = values(boxed.forward(tensor::<Cpu, 2>(x.clone(), [2, 70])));
+    let y2 = values(l.forward(tensor::<Cpu, 2>(x, [2, 70])));
+    assert_eq!(y1, y2);
+    // Float layers do not opt in.
+    let f = ternary_models::LinearImpl::Host
+        .build::<Cpu>("f", vec![1.0; 4], 2, 2, &Default::default())
+        .unwrap();
+    assert!(f.as_any().is_none());
+}
+
+#[test]
+fn bad_inputs_should_be_errors_or_nan_not_panics() {
+    let mut rng = rng();
+    let m = random_matrix(&mut rng, 5, 64, ScaleLayout::PerRow);
+    let device = Default::default();
+    let l = TernaryLinear::<Cpu>::new(m.clone(), &device).unwrap();
+    assert!(matches!(
+        l.clone().with_bias(vec![0.0; 4]),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        l.clone().with_bias(vec![f32::NAN; 5]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        l.clone().with_input_scale(vec![1.0; 63]),
+        Err(Error::Shape(_))
+    ));
+    let e = l
+        .try_forward(tensor::<Cpu, 2>(vec![0.0; 2 * 63], [2, 63]))
+        .unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e}");
+    // A token holding NaN gives a NaN row on the int8 path; the other tokens are unaffected.
+    let mut x = random_f32(&mut rng, 3 * 64, -1.0, 1.0);
+    x[64 + 7] = f32::NAN;
+    let y = values(
+        l.clone()
+            .with_path(LinearPath::CpuInt8)
+            .forward(tensor::<Cpu, 2>(x.clone(), [3, 64])),
+    );
+    assert!(y[5..10].iter().all(|v| v.is_nan()));
+    let mut clean = x.clone();
+    clean[64..128].fill(0.0);
+    let want = reference_int8(&m, &clean, 3, None, None);
+    assert_eq!(&y[..5], &want[..5]);
+    assert_eq!(&y[10..], &want[10..]);
+    // Parsing path names.
+    assert_eq!(
+        "cpu-int8".parse::<LinearPath>().unwrap(),
+        LinearPath::CpuInt8
+    );
+    assert!("gpu".parse::<LinearPath>().is_err());
+}
+
+#[test]
+fn clones_should_share_the_host_matrix() {
+    let mut rng = rng();
+    let l = sample_layer(&mut rng);
+    let c = l.clone();
+    assert!(Arc::ptr_eq(l.matrix_arc(), c.matrix_arc()));
+    let rec = c.into_record();
+    let back = TernaryLinear::<Cpu>::from_record(rec, &Default::default());
+    assert!(Arc::ptr_eq(l.matrix_arc(), back.matrix_arc()));
+}
