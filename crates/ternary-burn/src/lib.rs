@@ -20,3 +20,4 @@ pub mod model_file;
 
 pub use error::{Error, Result};
 pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
+pub use model_file::{CALIBRATION_TEXT, FileSummary, inspect, load, save};
