@@ -26,3 +26,4 @@ pub use convert::{
 pub use error::{Error, Result};
 pub use gptq::GptqConfig;
 pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
+pub use model_file::{CALIBRATION_TEXT, FileSummary, inspect, load, save};
