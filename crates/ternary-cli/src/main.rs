@@ -1,5 +1,81 @@
 //! `ternary`: quantize pretrained models to ternary, evaluate them, inspect files.
+//!
+//! - `ternary quantize --model <gguf|dir> --out <file.safetensors> [...]`: calibrate, convert
+//!   (mixed precision within a perplexity budget), print the per-layer plan, save.
+//! - `ternary eval --model <gguf|dir|file.safetensors> --text <file> [--reference <model>]`:
+//!   perplexity (llama.cpp's algorithm), decode tokens/s and weight memory, side by side.
+//! - `ternary inspect <file.safetensors>`: layers, formats, bits per weight, bytes.
+//! - `ternary demo`: fetch SmolLM2-135M if needed, quantize it, compare with float.
+//!
+//! Errors are printed as `error: …` with a non-zero exit code; nothing panics on bad input.
 
-fn main() {
-    println!("ternary: not written yet");
+mod common;
+mod demo;
+mod eval;
+mod quantize;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::common::CliError;
+
+/// Ternary (1.58-bit) conversion of pretrained Llama-family models.
+#[derive(Debug, Parser)]
+#[command(name = "ternary", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a float model (GGUF file or Hugging Face directory) to a ternary model file.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity, decode speed and weight memory of a model, optionally next to a reference.
+    Eval(eval::EvalArgs),
+    /// Show the layers, formats, bits per weight and sizes of a ternary model file.
+    Inspect {
+        /// The `.safetensors` file written by `ternary quantize`.
+        file: PathBuf,
+    },
+    /// The README demo: fetch SmolLM2-135M, quantize it, compare float and ternary.
+    Demo(demo::DemoArgs),
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            return Err(CliError::new("--threads must be at least 1"));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| CliError::new(format!("cannot size the thread pool: {e}")))?;
+    }
+    match cli.command {
+        Command::Quantize(a) => quantize::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Inspect { file } => {
+            let summary = ternary_burn::inspect(&file)?;
+            print!("{summary}");
+            Ok(())
+        }
+        Command::Demo(a) => demo::run(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message());
+            ExitCode::FAILURE
+        }
+    }
 }

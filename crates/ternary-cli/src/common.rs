@@ -1,0 +1,358 @@
+//! Shared pieces: the error type, model loading by file kind, progress bars, footprints,
+//! perplexity and speed measurements.
+
+use std::fmt::Display;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ternary_burn::model_file::{as_ternary, human_bytes};
+use ternary_models::{Cpu, Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity};
+
+/// An error message for the user (any displayable error converts into one).
+///
+/// Deliberately not `Display` itself, so that the blanket `From` below does not overlap with
+/// `From<T> for T`.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl CliError {
+    /// An error with this message.
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<E: Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// `Result` with [`CliError`].
+pub type Res<T> = Result<T, CliError>;
+
+/// What a model path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A GGUF file (float or block-quantized weights).
+    Gguf,
+    /// A Hugging Face checkpoint directory.
+    HfDir,
+    /// A converted ternary model written by `ternary quantize`.
+    Ternary,
+}
+
+impl ModelKind {
+    /// Looks at `path`: a directory is a Hugging Face checkpoint, a file starting with `GGUF`
+    /// a GGUF file, anything else is read as a ternary model file.
+    pub fn of(path: &Path) -> Res<Self> {
+        if path.is_dir() {
+            return Ok(Self::HfDir);
+        }
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+        let mut magic = [0u8; 4];
+        let n = f
+            .read(&mut magic)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+        Ok(if n == 4 && &magic == b"GGUF" {
+            Self::Gguf
+        } else {
+            Self::Ternary
+        })
+    }
+}
+
+/// Loads any model kind onto the CPU backend, with a spinner.
+pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, ModelKind)> {
+    let kind = ModelKind::of(path)?;
+    let sp = spinner(format!("loading {}", path.display()));
+    let device = Default::default();
+    let m = match kind {
+        ModelKind::Gguf | ModelKind::HfDir => ternary_models::load::<Cpu>(path, &device)?,
+        ModelKind::Ternary => ternary_burn::load::<Cpu>(path, &device)?,
+    };
+    sp.finish_and_clear();
+    Ok((m, kind))
+}
+
+/// Reads a text file, with the path in the error.
+pub fn read_text(path: &Path) -> Res<String> {
+    std::fs::read_to_string(path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+}
+
+/// Whether `a` and `b` name the same existing file (or directory).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// A spinner with a message (hidden when stderr is not a terminal).
+pub fn spinner(msg: impl Into<String>) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(msg.into());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// A bar of `len` steps named `msg`.
+pub fn bar(len: u64, msg: impl Into<String>) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:<22} [{bar:32}] {pos}/{len} {elapsed_precise} eta {eta}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(msg.into());
+    pb
+}
+
+/// Weight memory of a model as held for inference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    /// Weights in linear layers.
+    pub linear_weights: u64,
+    /// Of which ternary.
+    pub ternary_weights: u64,
+    /// Bytes of linear layers (f32 for float layers; planes, scales and vectors for ternary).
+    pub linear_bytes: u64,
+    /// Bytes of the embedding and norms (f32).
+    pub other_bytes: u64,
+}
+
+impl Footprint {
+    /// Measures `model`'s layers.
+    pub fn of(model: &Llama<Cpu>) -> Self {
+        let mut f = Self {
+            linear_weights: 0,
+            ternary_weights: 0,
+            linear_bytes: 0,
+            other_bytes: 0,
+        };
+        for (_, l) in model.linears() {
+            let n = (l.out_features() * l.in_features()) as u64;
+            f.linear_weights += n;
+            match as_ternary::<Cpu>(l.as_ref()) {
+                Some(t) => {
+                    let m = t.matrix();
+                    f.ternary_weights += n;
+                    f.linear_bytes += 4
+                        * (m.plus().len()
+                            + m.minus().len()
+                            + m.scales().values().len()
+                            + t.bias().map_or(0, |b| b.len())
+                            + t.input_scale().map_or(0, <[f32]>::len))
+                            as u64;
+                }
+                None => f.linear_bytes += 4 * n,
+            }
+        }
+        let c = model.config();
+        f.other_bytes =
+            4 * (c.vocab_size * c.hidden_size + (2 * c.num_layers + 1) * c.hidden_size) as u64;
+        f
+    }
+
+    /// Bits per linear weight.
+    pub fn linear_bits_per_weight(&self) -> f64 {
+        8.0 * self.linear_bytes as f64 / self.linear_weights.max(1) as f64
+    }
+
+    /// All weight bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.linear_bytes + self.other_bytes
+    }
+}
+
+/// Perplexity with a bar over chunks.
+pub fn measure_ppl(
+    label: &str,
+    m: &LoadedModel<Cpu>,
+    tokens: &[u32],
+    ctx: usize,
+    chunks: Option<usize>,
+) -> Res<PerplexityReport> {
+    let total = (tokens.len() / ctx.max(1)).min(chunks.unwrap_or(usize::MAX).max(1));
+    let pb = bar(total as u64, format!("perplexity ({label})"));
+    let bos = if m.tokenizer.add_bos {
+        m.tokenizer.bos_id
+    } else {
+        None
+    };
+    let r = perplexity(&m.model, tokens, ctx, bos, chunks, |i, _| {
+        pb.set_position(i as u64 + 1)
+    })?;
+    pb.finish_and_clear();
+    Ok(r)
+}
+
+/// Greedy decode speed: `n` new tokens after `prompt`; returns decode tokens per second.
+pub fn measure_decode(m: &LoadedModel<Cpu>, prompt: &[u32], n: usize) -> Res<f64> {
+    if n < 2 {
+        return Err(CliError::new("decode speed needs at least 2 new tokens"));
+    }
+    let sp = spinner("decode speed");
+    let (_, stats) = generate(&m.model, prompt, n, Sampling::Greedy, None, |_| {})?;
+    sp.finish_and_clear();
+    Ok(stats.decode_tokens_per_sec())
+}
+
+/// One model's measured numbers.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Column title.
+    pub name: String,
+    /// Weight memory.
+    pub footprint: Footprint,
+    /// Perplexity.
+    pub ppl: PerplexityReport,
+    /// Decode tokens per second.
+    pub decode_tps: Option<f64>,
+    /// File size when the model came from a ternary file.
+    pub file_bytes: Option<u64>,
+}
+
+/// Measures a loaded model.
+pub fn measure(
+    name: &str,
+    m: &LoadedModel<Cpu>,
+    tokens: &[u32],
+    ctx: usize,
+    chunks: Option<usize>,
+    decode_tokens: usize,
+) -> Res<Measured> {
+    let ppl = measure_ppl(name, m, tokens, ctx, chunks)?;
+    let decode_tps = if decode_tokens >= 2 {
+        let prompt = &tokens[..tokens.len().min(16)];
+        Some(measure_decode(m, prompt, decode_tokens)?)
+    } else {
+        None
+    };
+    Ok(Measured {
+        name: name.to_string(),
+        footprint: Footprint::of(&m.model),
+        ppl,
+        decode_tps,
+        file_bytes: None,
+    })
+}
+
+/// Prints measured models side by side; the last column is each row's ratio of the last
+/// model to the first when there are two.
+pub fn print_side_by_side(cols: &[Measured]) {
+    let w = 24;
+    let mut header = format!("{:<28}", "");
+    for c in cols {
+        header.push_str(&format!("{:>w$}", c.name));
+    }
+    if cols.len() == 2 {
+        header.push_str(&format!("{:>12}", "ratio"));
+    }
+    println!("{header}");
+    let row = |label: &str, vals: Vec<String>, ratio: Option<f64>| {
+        let mut s = format!("{label:<28}");
+        for v in vals {
+            s.push_str(&format!("{v:>w$}"));
+        }
+        if let Some(r) = ratio {
+            s.push_str(&format!("{:>12}", format!("{r:.3}x")));
+        }
+        println!("{s}");
+    };
+    let ratio = |f: &dyn Fn(&Measured) -> f64| {
+        (cols.len() == 2).then(|| f(&cols[1]) / f(&cols[0]).max(f64::MIN_POSITIVE))
+    };
+    row(
+        "weights in memory",
+        cols.iter()
+            .map(|c| human_bytes(c.footprint.total_bytes()))
+            .collect(),
+        ratio(&|c| c.footprint.total_bytes() as f64),
+    );
+    row(
+        "  linear layers",
+        cols.iter()
+            .map(|c| human_bytes(c.footprint.linear_bytes))
+            .collect(),
+        ratio(&|c| c.footprint.linear_bytes as f64),
+    );
+    row(
+        "  embedding + norms",
+        cols.iter()
+            .map(|c| human_bytes(c.footprint.other_bytes))
+            .collect(),
+        None,
+    );
+    row(
+        "bits/weight (linear)",
+        cols.iter()
+            .map(|c| format!("{:.3}", c.footprint.linear_bits_per_weight()))
+            .collect(),
+        ratio(&|c| c.footprint.linear_bits_per_weight()),
+    );
+    row(
+        "ternary share (linear)",
+        cols.iter()
+            .map(|c| {
+                format!(
+                    "{:.1}%",
+                    100.0 * c.footprint.ternary_weights as f64
+                        / c.footprint.linear_weights.max(1) as f64
+                )
+            })
+            .collect(),
+        None,
+    );
+    if cols.iter().any(|c| c.file_bytes.is_some()) {
+        row(
+            "file size",
+            cols.iter()
+                .map(|c| c.file_bytes.map_or_else(|| "-".into(), human_bytes))
+                .collect(),
+            None,
+        );
+    }
+    row(
+        "perplexity",
+        cols.iter()
+            .map(|c| format!("{:.2} ± {:.2}", c.ppl.ppl, c.ppl.ppl_stderr))
+            .collect(),
+        ratio(&|c| c.ppl.ppl),
+    );
+    row(
+        "decode tokens/s",
+        cols.iter()
+            .map(|c| c.decode_tps.map_or_else(|| "-".into(), |t| format!("{t:.1}")))
+            .collect(),
+        if cols.iter().all(|c| c.decode_tps.is_some()) {
+            ratio(&|c| c.decode_tps.unwrap_or(0.0))
+        } else {
+            None
+        },
+    );
+    if let Some(c) = cols.first() {
+        println!(
+            "(perplexity: ctx {}, {} chunks, {} tokens scored)",
+            c.ppl.n_ctx, c.ppl.chunks, c.ppl.scored
+        );
+    }
+}
+
+/// Seconds since `t` as `12.3 s`.
+pub fn secs(t: Instant) -> String {
+    format!("{:.1} s", t.elapsed().as_secs_f64())
+}
+
+/// `path` made absolute for messages (unchanged when that fails).
+pub fn shown(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

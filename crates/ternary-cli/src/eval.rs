@@ -1,0 +1,77 @@
+//! `ternary eval`: perplexity, decode speed and weight memory, optionally beside a reference.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::common::{CliError, ModelKind, Res, load_model, measure, print_side_by_side, read_text};
+
+/// Arguments of `ternary eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// The model: a GGUF file, a Hugging Face directory or a converted `.safetensors` file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The text to score.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// A second model (usually the float original) evaluated the same way, shown first.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Tokens per perplexity chunk.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks.
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// New tokens to generate for the decode speed (0 to skip).
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+}
+
+/// `ternary eval`.
+pub fn run(args: &EvalArgs) -> Res<()> {
+    if args.ctx < 4 {
+        return Err(CliError::new(format!(
+            "--ctx {} is too short (at least 4)",
+            args.ctx
+        )));
+    }
+    if args.chunks == Some(0) {
+        return Err(CliError::new("--chunks must be at least 1"));
+    }
+    if args.decode_tokens == 1 {
+        return Err(CliError::new(
+            "--decode-tokens must be 0 (skip) or at least 2",
+        ));
+    }
+    let text = read_text(&args.text)?;
+    let mut cols = Vec::new();
+    for (path, default_name) in args
+        .reference
+        .iter()
+        .map(|p| (p, "reference"))
+        .chain([(&args.model, "model")])
+    {
+        let (m, kind) = load_model(path)?;
+        let tokens = m.tokenizer.encode(&text, true)?;
+        let name = match kind {
+            ModelKind::Ternary => "ternary",
+            ModelKind::Gguf | ModelKind::HfDir => {
+                if args.reference.is_some() && default_name == "model" {
+                    "model"
+                } else {
+                    "float"
+                }
+            }
+        };
+        let mut col = measure(name, &m, &tokens, args.ctx, args.chunks, args.decode_tokens)?;
+        if kind == ModelKind::Ternary {
+            col.file_bytes = std::fs::metadata(path).ok().map(|md| md.len());
+        }
+        eprintln!("{}: {}", path.display(), col.ppl.final_line());
+        cols.push(col);
+    }
+    print_side_by_side(&cols);
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The `ternary` binary end to end: quantize → inspect → eval on the tiny Llama fixture (always)
+//! and on a few layers of the real SmolLM2-135M with a short text (skipped with a message when
+//! the model is not cached, failing when `CI` is set), plus the error paths: missing and
+//! truncated files, bad flags, refusing to overwrite the input. Every failure must be a clean
+//! `error: …` with a non-zero exit code, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ternary"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ternary-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// The command must fail cleanly and mention `needle` on stderr.
+#[track_caller]
+fn fails(args: &[&str], needle: &str) {
+    let o = run(args);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{args:?} succeeded:\n{out}");
+    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    assert!(err.contains(needle), "{args:?}: expected {needle:?} in:\n{err}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tiny_model_should_quantize_inspect_and_eval() {
+    let dir = scratch("tiny");
+    let tiny = root().join("fixtures/tiny-llama");
+    let out = dir.join("tiny-ternary.safetensors");
+    let text = root().join("fixtures/text/declaration-gettysburg.txt");
+    let plan = ok(&[
+        "quantize",
+        "--model",
+        s(&tiny),
+        "--out",
+        s(&out),
+        "--layers",
+        "layers.0.,lm_head",
+        "--keep-float",
+        "q_proj",
+        "--calib-tokens",
+        "64",
+    ]);
+    // 6 of layer 0's 7 projections and the head are ternary; q_proj and layer 1 stay float.
+    assert!(plan.contains("7 ternary, 8 float"), "{plan}");
+    let inspected = ok(&["inspect", s(&out)]);
+    assert!(inspected.contains("7 ternary, 8 float"), "{inspected}");
+    for line in inspected.lines().filter(|l| l.starts_with("model.layers.")) {
+        let ternary = line.contains("layers.0.") && !line.contains("q_proj");
+        assert_eq!(line.contains("ternary"), ternary, "{line}");
+    }
+    let report = ok(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--reference",
+        s(&tiny),
+        "--text",
+        s(&text),
+        "--ctx",
+        "32",
+        "--chunks",
+        "2",
+        "--decode-tokens",
+        "4",
+    ]);
+    for needle in ["perplexity", "decode tokens/s", "bits/weight", "ternary", "float"] {
+        assert!(report.contains(needle), "{needle:?} missing:\n{report}");
+    }
+    // Refuses to overwrite its input, and leaves it intact.
+    let before = std::fs::read(&out).unwrap();
+    let copy = dir.join("copy.safetensors");
+    std::fs::copy(&out, &copy).unwrap();
+    fails(
+        &["quantize", "--model", s(&copy), "--out", s(&copy)],
+        "refusing to overwrite",
+    );
+    fails(
+        &["quantize", "--model", s(&copy), "--out", s(&dir.join("x.safetensors"))],
+        "already a converted",
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_inputs_should_be_clean_errors() {
+    let dir = scratch("errors");
+    let tiny = root().join("fixtures/tiny-llama");
+    let missing = dir.join("absent.gguf");
+    let out = dir.join("out.safetensors");
+    fails(&["inspect", s(&missing)], "absent.gguf");
+    fails(
+        &["quantize", "--model", s(&missing), "--out", s(&out)],
+        "absent.gguf",
+    );
+    fails(
+        &["eval", "--model", s(&missing), "--text", s(&missing)],
+        "absent.gguf",
+    );
+    fails(
+        &["eval", "--model", s(&tiny), "--text", s(&dir.join("no.txt"))],
+        "no.txt",
+    );
+    // Flags clap or we reject.
+    fails(&["quantize", "--model", s(&tiny)], "--out");
+    fails(&["quantize", "--model", s(&tiny), "--out", s(&out), "--group", "33"], "multiple of 32");
+    fails(&["quantize", "--model", s(&tiny), "--out", s(&out), "--budget", "0.5"], "budget");
+    fails(&["quantize", "--model", s(&tiny), "--out", s(&out), "--method", "magic"], "magic");
+    fails(&["quantize", "--model", s(&tiny), "--out", s(&dir)], "directory");
+    fails(&["eval", "--model", s(&tiny), "--text", s(&tiny), "--ctx", "2"], "ctx");
+    fails(&["frobnicate"], "frobnicate");
+    // A text too short for the context.
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "a few words").unwrap();
+    fails(
+        &["eval", "--model", s(&tiny), "--text", s(&short), "--ctx", "64"],
+        "tokens",
+    );
+    // Truncated and garbage model files.
+    ok(&["quantize", "--model", s(&tiny), "--out", s(&out), "--calib-tokens", "32"]);
+    let bytes = std::fs::read(&out).unwrap();
+    for (i, cut) in [0, 7, 8, 100, bytes.len() / 2, bytes.len() - 1].into_iter().enumerate() {
+        let t = dir.join(format!("cut{i}.safetensors"));
+        std::fs::write(&t, &bytes[..cut]).unwrap();
+        fails(&["inspect", s(&t)], "malformed");
+        fails(&["eval", "--model", s(&t), "--text", s(&short)], "malformed");
+    }
+    let garbage = dir.join("garbage.gguf");
+    std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    fails(&["eval", "--model", s(&garbage), "--text", s(&short)], "error");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The cached SmolLM2 GGUF, or `None` with a message (a failure when `CI` is set).
+fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("TERNARY_MODELS_DIR").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/ternary/models")
+        },
+        PathBuf::from,
+    );
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "{} not found; run `cargo xtask fetch-model` (python3 scripts/fetch_model.py)",
+        p.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{msg} (required when CI is set)");
+    eprintln!("skipping: {msg}");
+    None
+}
+
+#[test]
+fn smollm2_few_layers_should_quantize_inspect_and_eval() {
+    let Some(model) = smollm2() else { return };
+    let dir = scratch("smollm2");
+    let out = dir.join("smollm2-few.safetensors");
+    let text = dir.join("short.txt");
+    let full = std::fs::read_to_string(root().join("fixtures/text/declaration-gettysburg.txt"))
+        .unwrap();
+    std::fs::write(&text, full.chars().take(3000).collect::<String>()).unwrap();
+    let plan = ok(&[
+        "quantize",
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+        "--layers",
+        "layers.0.mlp,layers.1.self_attn.v_proj",
+        "--calib",
+        s(&text),
+        "--calib-tokens",
+        "128",
+    ]);
+    assert!(plan.contains("4 ternary, 206 float"), "{plan}");
+    let inspected = ok(&["inspect", s(&out)]);
+    assert!(inspected.contains("model.layers.0.mlp.down_proj"), "{inspected}");
+    assert!(inspected.contains("4 ternary, 206 float"), "{inspected}");
+    let report = ok(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--reference",
+        s(&model),
+        "--text",
+        s(&text),
+        "--ctx",
+        "64",
+        "--chunks",
+        "2",
+        "--decode-tokens",
+        "4",
+    ]);
+    // Perplexity of both, as numbers: the four ternary layers change the model's predictions.
+    let ppl_line = report.lines().find(|l| l.starts_with("perplexity")).unwrap();
+    let ppls: Vec<f64> = ppl_line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect();
+    assert!(ppls.len() >= 4, "{ppl_line}");
+    let (float, ternary) = (ppls[0], ppls[2]);
+    assert!(float > 1.0 && float < 200.0, "{report}");
+    assert!(ternary.is_finite() && ternary > 1.0 && ternary != float, "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
