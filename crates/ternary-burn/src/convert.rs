@@ -79,7 +79,7 @@ impl Default for ConvertConfig {
             calib_tokens: 4096,
             ctx: 512,
             eval_chunks: 2,
-            sensitivity_tokens: 128,
+            sensitivity_tokens: 64,
             measure: true,
         }
     }
@@ -184,6 +184,8 @@ pub struct ConversionReport {
     pub calib_tokens: usize,
     /// Whether the perplexity chunks were disjoint from the statistics tokens.
     pub held_out: bool,
+    /// Wall-clock seconds of each stage that ran, in order.
+    pub stage_seconds: Vec<(Stage, f64)>,
 }
 
 impl ConversionReport {
@@ -742,9 +744,26 @@ pub fn convert<B: Backend>(
     tokenizer: &Tokenizer,
     calib_text: &str,
     cfg: &ConvertConfig,
-    progress: &mut dyn FnMut(Progress),
+    outer: &mut dyn FnMut(Progress),
 ) -> Result<ConversionReport> {
     validate(cfg)?;
+    let mut stage_seconds: Vec<(Stage, f64)> = Vec::new();
+    let mut started: Option<(Stage, std::time::Instant)> = None;
+    let mut timed = |p: Progress| {
+        match &p {
+            Progress::Start { stage, .. } => started = Some((*stage, std::time::Instant::now())),
+            Progress::Finish { stage, .. } => {
+                if let Some((s, t)) = started.take()
+                    && s == *stage
+                {
+                    stage_seconds.push((s, t.elapsed().as_secs_f64()));
+                }
+            }
+            Progress::Step { .. } => {}
+        }
+        outer(p);
+    };
+    let progress: &mut dyn FnMut(Progress) = &mut timed;
     let tokens = tokenizer.encode(calib_text, true)?;
     let bos = bos_of(tokenizer);
     let ctx = cfg.ctx;
@@ -947,6 +966,7 @@ pub fn convert<B: Backend>(
         budget: cfg.budget,
         calib_tokens: stats_tokens.len(),
         held_out,
+        stage_seconds,
     })
 }
 
