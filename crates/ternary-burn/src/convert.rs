@@ -25,7 +25,7 @@
 //! perplexities and sensitivities. A text too short for both reuses the statistics tokens
 //! ([`ConversionReport::held_out`] is then `false`).
 
-use crate::calib::{Calibration, InputStats, calibrate, input_key};
+use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
 use crate::error::{Error, Result};
 use crate::gptq::{GptqConfig, HessianFactor, gptq_ternary_factored};
 use crate::layer::TernaryLinear;
@@ -801,14 +801,23 @@ pub fn convert<B: Backend>(
         stage: Stage::Calibrate,
         total: n_chunks,
     });
-    let calib = calibrate(model, stats_tokens, ctx, bos, None, &mut |done, total| {
-        progress(Progress::Step {
-            stage: Stage::Calibrate,
-            done,
-            total,
-            detail: format!("{} tokens", done * ctx),
-        });
-    })?;
+    let want = |name: &str| !cfg.keep_float.iter().any(|p| matches_pattern(p, name));
+    let calib = calibrate_layers(
+        model,
+        stats_tokens,
+        ctx,
+        bos,
+        None,
+        &want,
+        &mut |done, total| {
+            progress(Progress::Step {
+                stage: Stage::Calibrate,
+                done,
+                total,
+                detail: format!("{} tokens", done * ctx),
+            });
+        },
+    )?;
     progress(Progress::Finish {
         stage: Stage::Calibrate,
         message: format!("{} tokens, {} inputs", calib.tokens, calib.inputs()),
