@@ -273,6 +273,14 @@ impl fmt::Display for ConversionReport {
                 if self.held_out { "" } else { " (not held out)" }
             )?;
         }
+        if !self.stage_seconds.is_empty() {
+            let parts: Vec<String> = self
+                .stage_seconds
+                .iter()
+                .map(|(s, t)| format!("{} {t:.1} s", s.name()))
+                .collect();
+            write!(f, "\nstages: {}", parts.join(", "))?;
+        }
         Ok(())
     }
 }

@@ -206,8 +206,11 @@ fn convert_should_swap_layers_and_honor_keep_float() {
     let rep = report.calib_ppl_converted.unwrap();
     assert!((ppl - rep).abs() <= 1e-9 * ppl, "{ppl} vs {rep}");
     assert!(report.held_out);
+    let timed: Vec<Stage> = report.stage_seconds.iter().map(|(s, _)| *s).collect();
+    assert_eq!(timed, stages, "every stage timed, in order");
     let shown = report.to_string();
     assert!(shown.contains("model.layers.0.mlp.down_proj") && shown.contains("ternary"));
+    assert!(shown.contains("stages: calibrate"), "{shown}");
 }
 
 #[test]
