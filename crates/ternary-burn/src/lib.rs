@@ -18,6 +18,6 @@ pub mod gptq;
 pub mod layer;
 pub mod model_file;
 
-pub use attention::{ScaleRule, TernaryScores};
+pub use attention::{ScaleRule, TernaryScoreConfig, TernaryScores};
 pub use error::{Error, Result};
 pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
