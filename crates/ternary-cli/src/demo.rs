@@ -50,7 +50,8 @@ fn smollm2(no_fetch: bool) -> Res<PathBuf> {
     if path.is_file() {
         return Ok(path);
     }
-    let how = "python3 scripts/fetch_model.py (or `cargo xtask fetch-model`) in the ternary repository";
+    let how =
+        "python3 scripts/fetch_model.py (or `cargo xtask fetch-model`) in the ternary repository";
     if no_fetch {
         return Err(CliError::new(format!(
             "{} not found; fetch it with {how}",

@@ -101,7 +101,10 @@ impl QuantizeArgs {
     /// Whether layer `name` may be converted: it matches `--layers` (when given) and no
     /// `--keep-float` fragment.
     pub fn is_candidate(&self, name: &str) -> bool {
-        let matches = |list: &[String]| list.iter().any(|k| !k.is_empty() && name.contains(k.as_str()));
+        let matches = |list: &[String]| {
+            list.iter()
+                .any(|k| !k.is_empty() && name.contains(k.as_str()))
+        };
         (self.layers.is_empty() || matches(&self.layers)) && !matches(&self.keep_float)
     }
 
