@@ -1,1 +1,502 @@
-//! (to be written)
+//! Error-compensating ternary rounding (GPTQ; Frantar et al., 2022) with the calibration
+//! Hessian, and least-squares scale refitting.
+//!
+//! The objective is the layer's output error on the calibration inputs,
+//!
+//! `E(Ŵ) = Σ_tokens ‖(W − Ŵ)x‖² = tr(ΔW · H · ΔWᵀ)`,  `ΔW = W − Ŵ`,  `H = Σ x xᵀ`.
+//!
+//! GPTQ quantizes the columns left to right. After column `j` of a row is rounded to
+//! `q = s · t` (`t = sign(w_j) · [|w_j| > s/2]`, the nearest point of `{−s, 0, s}`), the
+//! not-yet-quantized weights of that row absorb its error:
+//!
+//! `w_{j+1..} −= (w_j − q) / U_jj · U_{j, j+1..}`,
+//!
+//! where `U` is the upper Cholesky factor of `H_λ⁻¹ = UᵀU`, `H_λ = H + λ·mean(diag H)·I`.
+//! This equals the optimal-brain-surgeon update with the inverse Hessian of the remaining
+//! columns (the tests check it against that `O(n⁴)` form). Columns with `H_jj = 0` (inputs that
+//! are always zero) get weight 0 first, as in the paper.
+//!
+//! Scales: per scale group, the scale `s` is chosen by a [`Method`] from the group's weights
+//! *as updated so far* when GPTQ reaches the group's first column (for per-row scales, from
+//! the original row); the activation-aware rule weighs positions by `diag H`. With
+//! [`GptqConfig::refit`], each row's scales are then re-solved by least squares for the chosen
+//! trits, `min_s tr(ΔW H ΔWᵀ)`, a `groups × groups` system per row, kept only when it lowers
+//! the row's error.
+//!
+//! Arithmetic is `f64` throughout (factorizations, updates, errors); the stored scales are
+//! rounded to `f32` and the error is evaluated with those.
+
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+
+/// GPTQ settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GptqConfig {
+    /// Dampening `λ`: `H + λ·mean(diag H)·I` is factorized (the paper uses 0.01).
+    pub damp: f64,
+    /// Re-solve each row's scales by least squares afterwards (kept only if better).
+    pub refit: bool,
+}
+
+impl Default for GptqConfig {
+    fn default() -> Self {
+        Self {
+            damp: 0.01,
+            refit: true,
+        }
+    }
+}
+
+/// `Σ_i a_i b_i` in `f64` with 8 partial sums (so it vectorizes).
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// Lower Cholesky factor `L` of the symmetric `n × n` matrix `a` (row-major): `a = L·Lᵀ`.
+/// Fails when `a` is not (numerically) positive definite.
+pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>> {
+    if a.len() != n * n {
+        return Err(Error::Shape(format!(
+            "Cholesky of {n}x{n} needs {} values, got {}",
+            n * n,
+            a.len()
+        )));
+    }
+    let mut l = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
+            if i == j {
+                if !(s > 0.0 && s.is_finite()) {
+                    return Err(Error::Invalid(format!(
+                        "Hessian is not positive definite (pivot {i} is {s}); increase the dampening"
+                    )));
+                }
+                l[i * n + i] = s.sqrt();
+            } else {
+                l[i * n + j] = s / l[j * n + j];
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// The upper Cholesky factor `U` of `H⁻¹` (`H⁻¹ = Uᵀ·U`, row-major `n × n`) for a symmetric
+/// positive definite `H`.
+///
+/// With `J` the reversal permutation, `J H J = L Lᵀ` gives `H = V Vᵀ` for the upper
+/// triangular `V = J L J`, so `H⁻¹ = V⁻ᵀ V⁻¹ = Uᵀ U` with `U = V⁻¹ = J L⁻¹ J`: one Cholesky
+/// and one triangular inverse (its columns solved in parallel).
+pub fn inverse_cholesky_upper(h: &[f64], n: usize) -> Result<Vec<f64>> {
+    let rev: Vec<f64> = (0..n * n)
+        .map(|k| h[(n - 1 - k / n) * n + (n - 1 - k % n)])
+        .collect();
+    let l = cholesky(&rev, n)?;
+    // Column j of M = L⁻¹ by forward substitution: m_i = (δ_ij − Σ_{j≤k<i} L_ik m_k) / L_ii.
+    let cols: Vec<Vec<f64>> = (0..n)
+        .into_par_iter()
+        .map(|j| {
+            let mut m = vec![0f64; n];
+            m[j] = 1.0 / l[j * n + j];
+            for i in j + 1..n {
+                m[i] = -dot(&l[i * n + j..i * n + i], &m[j..i]) / l[i * n + i];
+            }
+            m
+        })
+        .collect();
+    // U[a][b] = M[n−1−a][n−1−b], upper triangular.
+    let mut u = vec![0f64; n * n];
+    for a in 0..n {
+        for b in a..n {
+            u[a * n + b] = cols[n - 1 - b][n - 1 - a];
+        }
+    }
+    Ok(u)
+}
+
+/// The dampened Hessian `H + λ·mean(diag H)·I` with dead inputs (`H_jj = 0`) given
+/// `H_jj = 1`; returns it and the dead columns.
+pub fn prepare_hessian(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f64>, Vec<bool>)> {
+    if h.len() != n * n {
+        return Err(Error::Shape(format!(
+            "Hessian of {n}x{n} needs {} values, got {}",
+            n * n,
+            h.len()
+        )));
+    }
+    if let Some(i) = h.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("Hessian entry {i} is not finite")));
+    }
+    if !(damp.is_finite() && damp >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "dampening must be finite and >= 0, got {damp}"
+        )));
+    }
+    let mut h = h.to_vec();
+    let dead: Vec<bool> = (0..n).map(|j| h[j * n + j] <= 0.0).collect();
+    for j in 0..n {
+        if dead[j] {
+            h[j * n + j] = 1.0;
+        }
+    }
+    let mean_diag = if n == 0 {
+        0.0
+    } else {
+        (0..n).map(|j| h[j * n + j]).sum::<f64>() / n as f64
+    };
+    for j in 0..n {
+        h[j * n + j] += damp * mean_diag;
+    }
+    Ok((h, dead))
+}
+
+/// The scale a [`Method`] picks for one group of weights `w`, with position weights `e`
+/// (used by [`Method::ActivationAware`] only; `diag H` in GPTQ).
+pub fn group_scale(method: Method, w: &[f32], e: &[f32]) -> Result<f32> {
+    if w.is_empty() {
+        return Ok(0.0);
+    }
+    let (m, _) = match method {
+        Method::ActivationAware => {
+            quantize_activation_aware(w, 1, w.len(), ScaleLayout::PerRow, e)?
+        }
+        _ => quantize(
+            w,
+            1,
+            w.len(),
+            &QuantConfig::new(method, ScaleLayout::PerRow),
+        )?,
+    };
+    Ok(m.scales().values()[0])
+}
+
+/// The nearest point of `{−s, 0, s}` as a trit: `sign(w) · [|w| > s/2]` (`0` when `s = 0`).
+#[inline]
+pub fn round_trit(w: f64, s: f64) -> i8 {
+    if s > 0.0 && w.abs() > s / 2.0 {
+        if w > 0.0 { 1 } else { -1 }
+    } else {
+        0
+    }
+}
+
+/// A Hessian prepared for GPTQ: `H` itself (for scale refits and `diag H`), the dead inputs
+/// and the upper Cholesky factor `U` of the dampened inverse. Layers reading the same input
+/// share one.
+#[derive(Debug, Clone)]
+pub struct HessianFactor {
+    cols: usize,
+    h: Vec<f64>,
+    u: Vec<f64>,
+    dead: Vec<bool>,
+}
+
+impl HessianFactor {
+    /// Prepares `h` (`cols × cols`, symmetric positive semi-definite) with dampening `damp`.
+    pub fn new(h: Vec<f64>, cols: usize, damp: f64) -> Result<Self> {
+        let (hd, dead) = prepare_hessian(&h, cols, damp)?;
+        let u = inverse_cholesky_upper(&hd, cols)?;
+        Ok(Self { cols, h, u, dead })
+    }
+
+    /// Input width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The (undampened) Hessian, row-major.
+    pub fn hessian(&self) -> &[f64] {
+        &self.h
+    }
+}
+
+/// GPTQ ternarization of `w` (`rows × cols`, row-major) for the Hessian `h` (`cols × cols`,
+/// `Σ x xᵀ` or any positive multiple). See the [module docs](self).
+pub fn gptq_ternary(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    layout: ScaleLayout,
+    method: Method,
+    cfg: &GptqConfig,
+) -> Result<TernaryMatrix> {
+    if h.len() != cols * cols {
+        return Err(Error::Shape(format!(
+            "Hessian of {cols}x{cols} needs {} values, got {}",
+            cols * cols,
+            h.len()
+        )));
+    }
+    let f = HessianFactor::new(h.to_vec(), cols, cfg.damp)?;
+    gptq_ternary_factored(w, rows, f.cols, &f, layout, method, cfg.refit)
+}
+
+/// [`gptq_ternary`] with a prepared [`HessianFactor`] (`factor.cols() == cols`).
+pub fn gptq_ternary_factored(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    factor: &HessianFactor,
+    layout: ScaleLayout,
+    method: Method,
+    refit: bool,
+) -> Result<TernaryMatrix> {
+    layout.validate()?;
+    method.validate()?;
+    if w.len() != rows * cols || factor.cols != cols {
+        return Err(Error::Shape(format!(
+            "weights of {rows}x{cols} ({} values) with a Hessian of width {}",
+            w.len(),
+            factor.cols
+        )));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("weight {i} is not finite")));
+    }
+    let (h, u, dead) = (&factor.h, &factor.u, &factor.dead);
+    let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j].max(0.0) as f32).collect();
+    let glen = layout.group_len(cols).max(1);
+    let gpr = layout.groups_per_row(cols);
+    let mut trits = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; rows * gpr];
+    const TILE: usize = 16;
+    let results: Vec<Result<()>> = trits
+        .par_chunks_mut(TILE * cols.max(1))
+        .zip(scales.par_chunks_mut(TILE * gpr.max(1)))
+        .zip(w.par_chunks(TILE * cols.max(1)))
+        .map(|((t, s), w)| gptq_tile(w, t, s, cols, u, dead, &diag, glen, gpr, method))
+        .collect();
+    results.into_iter().collect::<Result<()>>()?;
+    let mut m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales))?;
+    if refit {
+        refit_scales(w, &mut m, h)?;
+    }
+    Ok(m)
+}
+
+/// GPTQ on a tile of rows sharing `U` (each row of `U` is read once per tile).
+#[allow(clippy::too_many_arguments)]
+fn gptq_tile(
+    w: &[f32],
+    trits: &mut [i8],
+    scales: &mut [f32],
+    cols: usize,
+    u: &[f64],
+    dead: &[bool],
+    diag: &[f32],
+    glen: usize,
+    gpr: usize,
+    method: Method,
+) -> Result<()> {
+    if cols == 0 {
+        return Ok(());
+    }
+    let n = w.len() / cols;
+    let mut work: Vec<f64> = w
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| if dead[k % cols] { 0.0 } else { f64::from(v) })
+        .collect();
+    let mut err = vec![0f64; n];
+    let mut group_w = vec![0f32; glen];
+    for j in 0..cols {
+        let g = j / glen;
+        if j % glen == 0 {
+            let end = (j + glen).min(cols);
+            for r in 0..n {
+                for (dst, &v) in group_w.iter_mut().zip(&work[r * cols + j..r * cols + end]) {
+                    *dst = v as f32;
+                }
+                scales[r * gpr + g] = group_scale(method, &group_w[..end - j], &diag[j..end])?;
+            }
+        }
+        let ujj = u[j * cols + j];
+        for r in 0..n {
+            let s = f64::from(scales[r * gpr + g]);
+            let x = work[r * cols + j];
+            let t = round_trit(x, s);
+            trits[r * cols + j] = t;
+            err[r] = (x - s * f64::from(t)) / ujj;
+        }
+        let urow = &u[j * cols + j + 1..(j + 1) * cols];
+        for r in 0..n {
+            let e = err[r];
+            if e != 0.0 {
+                for (x, &uv) in work[r * cols + j + 1..(r + 1) * cols].iter_mut().zip(urow) {
+                    *x -= e * uv;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r)` in `f64` for the rows of `w` and `w_hat`
+/// (`rows × cols`), `H` row-major `cols × cols`.
+pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &[f64]) -> Result<f64> {
+    if w.len() != w_hat.len() || h.len() != cols * cols || (cols > 0 && w.len() % cols != 0) {
+        return Err(Error::Shape(format!(
+            "output error: {} weights, {} approximations, width {cols}, Hessian of {} values",
+            w.len(),
+            w_hat.len(),
+            h.len()
+        )));
+    }
+    if cols == 0 {
+        return Ok(0.0);
+    }
+    Ok(w.par_chunks(cols)
+        .zip(w_hat.par_chunks(cols))
+        .map(|(a, b)| {
+            let d: Vec<f64> = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) - f64::from(y))
+                .collect();
+            quad_form(&d, h, cols)
+        })
+        .sum())
+}
+
+/// `dᵀ H d`.
+fn quad_form(d: &[f64], h: &[f64], n: usize) -> f64 {
+    (0..n)
+        .filter(|&i| d[i] != 0.0)
+        .map(|i| d[i] * dot(&h[i * n..(i + 1) * n], d))
+        .sum()
+}
+
+/// Re-solves each row's scales for its trits by least squares in the `H` metric,
+///
+/// `min_s Σ_r (w_r − Σ_g s_rg t_rg)ᵀ H (w_r − Σ_g s_rg t_rg)`  ⇔  `A s = b`,
+/// `A_gk = t_gᵀ H t_k`, `b_g = t_gᵀ H w_r`,
+///
+/// over the groups of the row with a non-zero trit, and keeps a row's new scales (rounded to
+/// `f32`) only when they lower its error. Returns the total error after refitting.
+pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> {
+    let (rows, cols) = (m.rows(), m.cols());
+    if w.len() != rows * cols || h.len() != cols * cols {
+        return Err(Error::Shape(format!(
+            "refit: {rows}x{cols} matrix with {} weights and a {}-value Hessian",
+            w.len(),
+            h.len()
+        )));
+    }
+    let layout = m.scales().layout();
+    let gpr = layout.groups_per_row(cols);
+    let glen = layout.group_len(cols).max(1);
+    if rows == 0 || cols == 0 {
+        return Ok(0.0);
+    }
+    let trits = m.to_trits();
+    let old = m.scales().values().to_vec();
+    let per_row: Vec<(Vec<f32>, f64)> = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let t = &trits[r * cols..(r + 1) * cols];
+            let wr: Vec<f64> = w[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let s_old = &old[r * gpr..(r + 1) * gpr];
+            let err_of = |s: &[f32]| {
+                let d: Vec<f64> = (0..cols)
+                    .map(|c| wr[c] - f64::from(s[c / glen]) * f64::from(t[c]))
+                    .collect();
+                quad_form(&d, h, cols)
+            };
+            let e_old = err_of(s_old);
+            // Columns of the design: v_g = H t_g (cols values each).
+            let active: Vec<usize> = (0..gpr)
+                .filter(|&g| {
+                    t[g * glen..((g + 1) * glen).min(cols)]
+                        .iter()
+                        .any(|&x| x != 0)
+                })
+                .collect();
+            let k = active.len();
+            if k == 0 {
+                return (s_old.to_vec(), e_old);
+            }
+            let mut v = vec![0f64; k * cols];
+            for (a, &g) in active.iter().enumerate() {
+                let vg = &mut v[a * cols..(a + 1) * cols];
+                for c in g * glen..((g + 1) * glen).min(cols) {
+                    if t[c] != 0 {
+                        let sign = f64::from(t[c]);
+                        for (x, &hv) in vg.iter_mut().zip(&h[c * cols..(c + 1) * cols]) {
+                            *x += sign * hv;
+                        }
+                    }
+                }
+            }
+            // A_ac = v_aᵀ t_c (t_c lives on group c's columns), b_a = v_aᵀ w_r (H symmetric).
+            let mut amat = vec![0f64; k * k];
+            let mut b = vec![0f64; k];
+            for a in 0..k {
+                let va = &v[a * cols..(a + 1) * cols];
+                b[a] = dot(va, &wr);
+                for (c, &g) in active.iter().enumerate() {
+                    amat[a * k + c] = (g * glen..((g + 1) * glen).min(cols))
+                        .map(|col| va[col] * f64::from(t[col]))
+                        .sum();
+                }
+            }
+            let Some(sol) = solve_spd(&amat, &b, k) else {
+                return (s_old.to_vec(), e_old);
+            };
+            let mut s_new = s_old.to_vec();
+            for (a, &g) in active.iter().enumerate() {
+                s_new[g] = sol[a] as f32;
+            }
+            if s_new.iter().any(|s| !s.is_finite()) {
+                return (s_old.to_vec(), e_old);
+            }
+            let e_new = err_of(&s_new);
+            if e_new < e_old {
+                (s_new, e_new)
+            } else {
+                (s_old.to_vec(), e_old)
+            }
+        })
+        .collect();
+    let total = per_row.iter().map(|(_, e)| e).sum();
+    let values: Vec<f32> = per_row.into_iter().flat_map(|(s, _)| s).collect();
+    m.set_scales(Scales::new(layout, values))?;
+    Ok(total)
+}
+
+/// Solves `A x = b` for a symmetric positive definite `k × k` `A` by Cholesky; `None` when it
+/// is not positive definite.
+fn solve_spd(a: &[f64], b: &[f64], k: usize) -> Option<Vec<f64>> {
+    let l = cholesky(a, k).ok()?;
+    let mut y = vec![0f64; k];
+    for i in 0..k {
+        y[i] = (b[i] - dot(&l[i * k..i * k + i], &y[..i])) / l[i * k + i];
+    }
+    let mut x = vec![0f64; k];
+    for i in (0..k).rev() {
+        let s: f64 = (i + 1..k).map(|j| l[j * k + i] * x[j]).sum();
+        x[i] = (y[i] - s) / l[i * k + i];
+    }
+    Some(x)
+}

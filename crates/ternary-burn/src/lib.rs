@@ -18,6 +18,12 @@ pub mod gptq;
 pub mod layer;
 pub mod model_file;
 
+pub use attention::{ScaleRule, TernaryScores};
+pub use calib::{Calibration, InputStats, calibrate};
+pub use convert::{
+    ConversionReport, ConvertConfig, LayerPlan, Progress, QuantizedLayer, Stage, convert,
+};
 pub use error::{Error, Result};
+pub use gptq::GptqConfig;
 pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
 pub use model_file::{CALIBRATION_TEXT, FileSummary, inspect, load, save};

@@ -17,6 +17,41 @@ use crate::quant_linear::QuantLinear;
 use crate::weights::{HostTensor, WeightSource};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use std::fmt::Debug;
+
+/// The attention-score seam: raw scores `S[h, i, j] = q[h, i] · k[h / g, j]` per query head
+/// `h` (`g = n_h / n_kv` query heads share a key head), before the `1/√d` scaling, the causal
+/// mask and the softmax. [`Llama`] uses [`FloatScores`] unless
+/// [`Llama::set_score_fn`] installs another implementation (e.g. ternary popcount scoring).
+pub trait ScoreFn<B: Backend>: Debug + Send + Sync {
+    /// Scores for block `layer`: `q: [n_h, n, d]` (after RoPE), `k: [n_kv, T, d]` (every cached
+    /// position, after RoPE, not repeated per group) → `[n_h, n, T]`.
+    fn scores(&self, layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3>;
+    /// Short name (e.g. `"float"`).
+    fn name(&self) -> String;
+}
+
+/// The float scores `q · kᵀ` with Burn's matmul (each key head repeated for its `g` query
+/// heads): the model's default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FloatScores;
+
+impl<B: Backend> ScoreFn<B> for FloatScores {
+    fn scores(&self, _layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [nh, _, _] = q.dims();
+        let [nkv, total, d] = k.dims();
+        // Repeat each key head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
+        let k = k
+            .unsqueeze_dim::<4>(1)
+            .expand([nkv, nh / nkv, total, d])
+            .reshape([nh, total, d]);
+        q.matmul(k.swap_dims(1, 2))
+    }
+
+    fn name(&self) -> String {
+        "float".into()
+    }
+}
 
 /// RMSNorm weight `w`: `y = x / sqrt(mean(x²) + ε) ⊙ w` over the last dimension.
 #[derive(Debug, Clone)]
@@ -110,6 +145,8 @@ pub struct Llama<B: Backend> {
     /// Inverse frequencies `θ^(−2i/d)`, `i < d/2`, in f64.
     inv_freq: Vec<f64>,
     device: B::Device,
+    /// Raw attention scores `q·kᵀ` ([`FloatScores`] by default).
+    score_fn: Box<dyn ScoreFn<B>>,
 }
 
 fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
@@ -220,6 +257,7 @@ impl<B: Backend> Llama<B> {
             lm_head,
             inv_freq,
             device: device.clone(),
+            score_fn: Box::new(FloatScores),
             config,
         })
     }
@@ -237,6 +275,21 @@ impl<B: Backend> Llama<B> {
     /// A fresh cache sized for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.config.num_layers)
+    }
+
+    /// Replaces the attention-score function of every block (see [`ScoreFn`]).
+    pub fn set_score_fn(&mut self, score_fn: Box<dyn ScoreFn<B>>) {
+        self.score_fn = score_fn;
+    }
+
+    /// Restores the default float scores ([`FloatScores`]).
+    pub fn reset_score_fn(&mut self) {
+        self.score_fn = Box::new(FloatScores);
+    }
+
+    /// The attention-score function in use.
+    pub fn score_fn(&self) -> &dyn ScoreFn<B> {
+        self.score_fn.as_ref()
     }
 
     /// Every linear layer with its Hugging Face name (e.g.
@@ -350,7 +403,7 @@ impl<B: Backend> Llama<B> {
             .collect();
         let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [1, n, total]), &self.device);
         let scale = 1.0 / (d as f64).sqrt();
-        for (b, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+        for (layer, (b, slot)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
             let h = b.attn_norm.forward(x.clone());
             let heads = |t: Tensor<B, 2>, k: usize| t.reshape([n, k, d]).swap_dims(0, 1);
             let q = Self::rope(heads(b.q_proj.forward(h.clone()), nh), &cos, &sin);
@@ -361,15 +414,14 @@ impl<B: Backend> Llama<B> {
                 None => (k, v),
             };
             *slot = Some((k.clone(), v.clone()));
-            // Repeat each key/value head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
-            let expand = |t: Tensor<B, 3>| {
-                t.unsqueeze_dim::<4>(1)
-                    .expand([nkv, group, total, d])
-                    .reshape([nh, total, d])
-            };
-            let (k, v) = (expand(k), expand(v));
-            let scores = q
-                .matmul(k.swap_dims(1, 2))
+            // Repeat each value head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
+            let v = v
+                .unsqueeze_dim::<4>(1)
+                .expand([nkv, group, total, d])
+                .reshape([nh, total, d]);
+            let scores = self
+                .score_fn
+                .scores(layer, q, k)
                 .mul_scalar(scale)
                 .add(mask.clone());
             let attn = softmax(scores, 2).matmul(v); // [n_h, n, d]

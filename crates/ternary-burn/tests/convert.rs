@@ -1,0 +1,292 @@
+//! Conversion plumbing on the tiny random Llama fixture (2 layers, hidden 32): calibration
+//! statistics and restoration, layers swapped for ternary ones, `keep_float` honored, the
+//! report consistent with the model, and the perplexity budget respected on its own measure.
+//! Runs without the real model.
+
+use std::path::PathBuf;
+use ternary_burn::calib::{calibrate, input_key};
+use ternary_burn::convert::{bos_of, eval_ppl, matches_pattern};
+use ternary_burn::{ConvertConfig, GptqConfig, Progress, Stage, convert};
+use ternary_core::ScaleLayout;
+use ternary_core::quant::Method;
+use ternary_models::model::to_rows;
+use ternary_models::{Cpu, LoadedModel, Logits, load_safetensors_dir};
+
+/// Calibration text for the tiny model (its tokenizer is byte-level, so any text works).
+const TEXT: &str = "The quick brown fox jumps over the lazy dog while the farmer counts his \
+    sheep in the evening light. A government of the people, by the people, for the people \
+    shall not perish from the earth. We hold these truths to be self-evident, that all men \
+    are created equal. Rivers run to the sea, yet the sea is not full; unto the place from \
+    whence the rivers come, thither they return again. In the beginning the fields were \
+    green and the harvest was plentiful, and the people of the valley gathered to give \
+    thanks for the rain that fell in the spring and the sun that warmed the summer days. \
+    Numbers such as 1776, 1863 and 1865 appear in the old documents of the republic.";
+
+fn tiny() -> LoadedModel<Cpu> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tiny-llama"
+    ));
+    load_safetensors_dir::<Cpu>(&dir, &Default::default()).unwrap()
+}
+
+fn text() -> String {
+    // Long enough for statistics plus two held-out chunks at ctx 32.
+    TEXT.repeat(3)
+}
+
+fn small_cfg() -> ConvertConfig {
+    ConvertConfig {
+        method: Method::ActivationAware,
+        layout: ScaleLayout::PerGroup { group_size: 32 },
+        gptq: Some(GptqConfig::default()),
+        input_scale_alphas: vec![],
+        budget: None,
+        keep_float: vec![],
+        calib_tokens: 256,
+        ctx: 32,
+        eval_chunks: 2,
+        sensitivity_tokens: 32,
+        measure: true,
+    }
+}
+
+fn logits(m: &LoadedModel<Cpu>, ids: &[u32]) -> Vec<f32> {
+    let mut cache = m.model.new_cache();
+    to_rows(m.model.forward(ids, &mut cache, Logits::All).unwrap()).unwrap()
+}
+
+/// The held-out tokens `convert` measures perplexity on (its documented split).
+fn held_out(m: &LoadedModel<Cpu>, cfg: &ConvertConfig) -> Vec<u32> {
+    let tokens = m.tokenizer.encode(&text(), true).unwrap();
+    let held = cfg.eval_chunks * cfg.ctx;
+    assert!(tokens.len() >= held + cfg.ctx, "test text too short");
+    let n = cfg.calib_tokens.min(tokens.len() - held);
+    tokens[n..n + held].to_vec()
+}
+
+/// Whether every row-group of `w` (`rows × cols`) takes at most the values `{−s, 0, s}`.
+fn is_ternary_valued(w: &[f32], cols: usize, group: usize) -> bool {
+    w.chunks_exact(cols).all(|row| {
+        row.chunks(group).all(|g| {
+            let s = g.iter().fold(0f32, |a, &x| a.max(x.abs()));
+            g.iter().all(|&x| x == 0.0 || x.abs() == s)
+        })
+    })
+}
+
+#[test]
+fn calibration_should_share_inputs_and_restore_the_model() {
+    let mut m = tiny();
+    let ids = m.tokenizer.encode(TEXT, true).unwrap();
+    let before = logits(&m, &ids[..40]);
+    let kinds: Vec<String> = m.model.linears().iter().map(|(_, l)| l.kind()).collect();
+    let calib = calibrate(&mut m.model, &ids, 32, None, None, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        logits(&m, &ids[..40]),
+        before,
+        "layers not restored exactly"
+    );
+    let after: Vec<String> = m.model.linears().iter().map(|(_, l)| l.kind()).collect();
+    assert_eq!(kinds, after);
+    assert_eq!(calib.tokens, ids.len());
+    // Per block: q/k/v input, o input, gate/up input, down input; plus lm_head.
+    assert_eq!(calib.inputs(), 2 * 4 + 1);
+    assert_eq!(
+        input_key("model.layers.1.self_attn.v_proj"),
+        "model.layers.1.self_attn.q_proj"
+    );
+    for (name, l) in m.model.linears() {
+        let s = calib.get(&name).unwrap();
+        assert_eq!(s.cols, l.in_features(), "{name}");
+        assert_eq!(s.tokens, ids.len(), "{name}");
+        let n = s.cols;
+        for i in 0..n {
+            // diag H = Σ x² (one from the f32 Gram matmul, one summed in f64).
+            let (d, q) = (s.hessian[i * n + i], s.sum_sq[i]);
+            assert!(
+                (d - q).abs() <= 1e-4 * q.max(1e-6),
+                "{name} [{i}]: {d} vs {q}"
+            );
+            assert!(s.sum_abs[i] >= 0.0 && s.sum_abs[i].powi(2) <= q * s.tokens as f64 * 1.0001);
+            for j in 0..i {
+                assert_eq!(
+                    s.hessian[i * n + j],
+                    s.hessian[j * n + i],
+                    "{name} H symmetric"
+                );
+            }
+        }
+    }
+    assert!(std::ptr::eq(
+        calib.get("model.layers.0.self_attn.k_proj").unwrap(),
+        calib.get("model.layers.0.self_attn.q_proj").unwrap()
+    ));
+    assert!(std::ptr::eq(
+        calib.get("model.layers.0.mlp.up_proj").unwrap(),
+        calib.get("model.layers.0.mlp.gate_proj").unwrap()
+    ));
+}
+
+#[test]
+fn convert_should_swap_layers_and_honor_keep_float() {
+    let mut m = tiny();
+    let originals: Vec<(String, Vec<f32>)> = m
+        .model
+        .linears()
+        .iter()
+        .map(|(n, l)| (n.clone(), to_rows(l.weight()).unwrap()))
+        .collect();
+    let cfg = ConvertConfig {
+        keep_float: vec!["lm_head".into(), "model.layers.1.mlp.*".into()],
+        ..small_cfg()
+    };
+    let mut stages = Vec::new();
+    let report = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |p| {
+        if let Progress::Start { stage, .. } = p {
+            stages.push(stage);
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        stages,
+        vec![Stage::Calibrate, Stage::Quantize, Stage::Measure],
+        "no budget: no sensitivity or search stage"
+    );
+    assert_eq!(report.layers.len(), 15);
+    for ((plan, (name, l)), (_, w0)) in report.layers.iter().zip(m.model.linears()).zip(&originals)
+    {
+        assert_eq!(plan.name, name);
+        assert_eq!((plan.rows, plan.cols), (l.out_features(), l.in_features()));
+        let kept = cfg.keep_float.iter().any(|p| matches_pattern(p, &name));
+        assert_eq!(plan.ternary, !kept, "{name}");
+        let w = to_rows(l.weight()).unwrap();
+        if kept {
+            assert_eq!(&w, w0, "{name} kept float must be untouched");
+            assert_eq!(plan.method, "float (kept)");
+            assert_eq!(plan.bits_per_weight, 32.0);
+        } else {
+            assert_ne!(&w, w0, "{name} was not replaced");
+            assert!(
+                is_ternary_valued(&w, plan.cols, 32),
+                "{name} is not ternary"
+            );
+            assert!(plan.method.contains("gptq"), "{}", plan.method);
+            assert!(plan.rel_error > 0.0 && plan.rel_error < 1.5, "{name}");
+            assert!((0.0..=1.0).contains(&plan.zero_fraction));
+            // Two planes of ⌈cols/64⌉·64 bits and one f32 scale per 32-column group, per row.
+            let want = (2.0 * 64.0 * plan.cols.div_ceil(64) as f64
+                + 32.0 * plan.cols.div_ceil(32) as f64)
+                / plan.cols as f64;
+            assert!((plan.bits_per_weight - want).abs() < 1e-12, "{name}");
+        }
+        assert_eq!(plan.sensitivity, None);
+    }
+    // Totals agree with the plan.
+    let all: usize = report.layers.iter().map(|l| l.rows * l.cols).sum();
+    let tern: usize = report
+        .layers
+        .iter()
+        .filter(|l| l.ternary)
+        .map(|l| l.rows * l.cols)
+        .sum();
+    assert!((report.ternary_fraction() - tern as f64 / all as f64).abs() < 1e-12);
+    assert!(report.bits_per_weight(16.0) < 16.0);
+    // The reported perplexity is the model's on the held-out chunks.
+    let eval = held_out(&m, &cfg);
+    let ppl = eval_ppl(&m.model, &eval, cfg.ctx, bos_of(&m.tokenizer)).unwrap();
+    let rep = report.calib_ppl_converted.unwrap();
+    assert!((ppl - rep).abs() <= 1e-9 * ppl, "{ppl} vs {rep}");
+    assert!(report.held_out);
+    let shown = report.to_string();
+    assert!(shown.contains("model.layers.0.mlp.down_proj") && shown.contains("ternary"));
+}
+
+#[test]
+fn budget_should_be_respected_on_its_own_measure() {
+    for budget in [1.0, 1.01, 1.1, 1e9] {
+        let mut m = tiny();
+        let cfg = ConvertConfig {
+            budget: Some(budget),
+            method: Method::AbsMean,
+            layout: ScaleLayout::PerRow,
+            gptq: None,
+            ..small_cfg()
+        };
+        let report = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).unwrap();
+        let (pf, pc) = (
+            report.calib_ppl_float.unwrap(),
+            report.calib_ppl_converted.unwrap(),
+        );
+        assert!(pc <= budget * pf, "budget {budget}: {pc} > {budget} x {pf}");
+        // Re-measure the converted model independently.
+        let eval = held_out(&m, &cfg);
+        let ppl = eval_ppl(&m.model, &eval, cfg.ctx, bos_of(&m.tokenizer)).unwrap();
+        assert!(
+            (ppl - pc).abs() <= 1e-9 * ppl,
+            "budget {budget}: {ppl} vs {pc}"
+        );
+        assert!(report.layers.iter().all(|l| l.sensitivity.is_some()));
+        let n_t = report.layers.iter().filter(|l| l.ternary).count();
+        if budget >= 1e9 {
+            assert_eq!(n_t, 15, "an unlimited budget converts every layer");
+        }
+    }
+}
+
+#[test]
+fn bad_configurations_should_be_errors_and_leave_the_model_alone() {
+    let mut m = tiny();
+    let ids = m.tokenizer.encode(TEXT, true).unwrap();
+    let before = logits(&m, &ids[..20]);
+    for cfg in [
+        ConvertConfig {
+            budget: Some(0.5),
+            ..small_cfg()
+        },
+        ConvertConfig {
+            ctx: 2,
+            ..small_cfg()
+        },
+        ConvertConfig {
+            eval_chunks: 1,
+            ..small_cfg()
+        },
+        ConvertConfig {
+            layout: ScaleLayout::PerGroup { group_size: 48 },
+            ..small_cfg()
+        },
+        ConvertConfig {
+            input_scale_alphas: vec![f32::NAN],
+            ..small_cfg()
+        },
+    ] {
+        assert!(convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).is_err());
+    }
+    // Too short a text for two held-out chunks.
+    assert!(
+        convert(
+            &mut m.model,
+            &m.tokenizer,
+            "short",
+            &small_cfg(),
+            &mut |_| {}
+        )
+        .is_err()
+    );
+    assert_eq!(logits(&m, &ids[..20]), before);
+}
+
+#[test]
+fn keep_float_patterns_should_match_as_documented() {
+    let n = "model.layers.12.mlp.down_proj";
+    assert!(matches_pattern("down_proj", n));
+    assert!(matches_pattern("layers.12.", n));
+    assert!(!matches_pattern("layers.1.", n));
+    assert!(matches_pattern("model.layers.*.mlp.*", n));
+    assert!(matches_pattern("*down_proj", n));
+    assert!(!matches_pattern("*up_proj", n));
+    assert!(!matches_pattern("model.layers.*.self_attn.*", n));
+    assert!(matches_pattern("*", n));
+    assert!(matches_pattern("lm_head", "lm_head"));
+}

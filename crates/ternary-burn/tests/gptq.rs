@@ -1,0 +1,388 @@
+//! GPTQ ternary rounding against an independent `O(n⁴)` optimal-brain-surgeon reference in
+//! `f64` (the inverse Hessian of the remaining columns recomputed by Gauss–Jordan at every
+//! step), on random correlated problems and edge shapes.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ternary_burn::gptq::{
+    GptqConfig, gptq_ternary, group_scale, inverse_cholesky_upper, output_error, refit_scales,
+    round_trit,
+};
+use ternary_core::quant::Method;
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+
+/// Random weights and a Hessian `H = XᵀX` of correlated inputs (`X = Z·M`, `M` random), so
+/// that error compensation has something to exploit.
+fn problem(rng: &mut StdRng, rows: usize, cols: usize) -> (Vec<f32>, Vec<f64>) {
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.random_range(-1.0f32..1.0) * rng.random_range(0.1f32..1.0))
+        .collect();
+    let tokens = 2 * cols + 8;
+    let mix: Vec<f64> = (0..cols * cols)
+        .map(|k| {
+            let (i, j) = (k / cols, k % cols);
+            if i == j {
+                1.0
+            } else {
+                rng.random_range(-0.3..0.3)
+            }
+        })
+        .collect();
+    let mut h = vec![0f64; cols * cols];
+    for _ in 0..tokens {
+        let z: Vec<f64> = (0..cols).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let x: Vec<f64> = (0..cols)
+            .map(|j| (0..cols).map(|i| z[i] * mix[i * cols + j]).sum())
+            .collect();
+        for i in 0..cols {
+            for j in 0..cols {
+                h[i * cols + j] += x[i] * x[j];
+            }
+        }
+    }
+    (w, h)
+}
+
+/// Inverse of a symmetric positive definite matrix by Gauss–Jordan with partial pivoting.
+fn inverse(a: &[f64], n: usize) -> Vec<f64> {
+    let mut m = a.to_vec();
+    let mut inv: Vec<f64> = (0..n * n)
+        .map(|k| if k / n == k % n { 1.0 } else { 0.0 })
+        .collect();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&x, &y| m[x * n + c].abs().total_cmp(&m[y * n + c].abs()))
+            .unwrap();
+        for k in 0..n {
+            m.swap(c * n + k, p * n + k);
+            inv.swap(c * n + k, p * n + k);
+        }
+        let d = m[c * n + c];
+        for k in 0..n {
+            m[c * n + k] /= d;
+            inv[c * n + k] /= d;
+        }
+        for r in 0..n {
+            if r != c {
+                let f = m[r * n + c];
+                for k in 0..n {
+                    m[r * n + k] -= f * m[c * n + k];
+                    inv[r * n + k] -= f * inv[c * n + k];
+                }
+            }
+        }
+    }
+    inv
+}
+
+/// The reference: left to right, column `j` rounded to the nearest of `{−s, 0, s}` and its
+/// error spread over the remaining columns `F = j..` with `(H_F)⁻¹`:
+/// `w_F −= (w_j − q) / [H_F⁻¹]_jj · [H_F⁻¹]_{F, j}`. Returns trits and scales.
+fn reference(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    layout: ScaleLayout,
+    method: Method,
+    damp: f64,
+) -> (Vec<i8>, Vec<f32>) {
+    let mut hd = h.to_vec();
+    let dead: Vec<bool> = (0..cols).map(|j| h[j * cols + j] <= 0.0).collect();
+    for j in 0..cols {
+        if dead[j] {
+            hd[j * cols + j] = 1.0;
+        }
+    }
+    let mean = (0..cols).map(|j| hd[j * cols + j]).sum::<f64>() / cols as f64;
+    for j in 0..cols {
+        hd[j * cols + j] += damp * mean;
+    }
+    // (H_F)⁻¹ for F = j..cols, for every j.
+    let invs: Vec<Vec<f64>> = (0..cols)
+        .map(|j| {
+            let m = cols - j;
+            let sub: Vec<f64> = (0..m * m)
+                .map(|k| hd[(j + k / m) * cols + j + k % m])
+                .collect();
+            inverse(&sub, m)
+        })
+        .collect();
+    let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j] as f32).collect();
+    let glen = layout.group_len(cols);
+    let gpr = layout.groups_per_row(cols);
+    let mut trits = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; rows * gpr];
+    for r in 0..rows {
+        let mut wr: Vec<f64> = (0..cols)
+            .map(|c| {
+                if dead[c] {
+                    0.0
+                } else {
+                    f64::from(w[r * cols + c])
+                }
+            })
+            .collect();
+        for j in 0..cols {
+            if j % glen == 0 {
+                let end = (j + glen).min(cols);
+                let g: Vec<f32> = wr[j..end].iter().map(|&v| v as f32).collect();
+                scales[r * gpr + j / glen] = group_scale(method, &g, &diag[j..end]).unwrap();
+            }
+            let s = f64::from(scales[r * gpr + j / glen]);
+            let t = round_trit(wr[j], s);
+            trits[r * cols + j] = t;
+            let e = wr[j] - s * f64::from(t);
+            let inv = &invs[j];
+            let m = cols - j;
+            for i in 1..m {
+                wr[j + i] -= e / inv[0] * inv[i * m];
+            }
+            wr[j] = s * f64::from(t);
+        }
+    }
+    (trits, scales)
+}
+
+/// Plain rounding to nearest with each group's scale chosen from the original weights.
+fn round_to_nearest(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    layout: ScaleLayout,
+    method: Method,
+) -> TernaryMatrix {
+    let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j] as f32).collect();
+    let glen = layout.group_len(cols);
+    let gpr = layout.groups_per_row(cols);
+    let mut trits = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; rows * gpr];
+    for r in 0..rows {
+        for g in 0..gpr {
+            let (a, b) = (g * glen, ((g + 1) * glen).min(cols));
+            let s = group_scale(method, &w[r * cols + a..r * cols + b], &diag[a..b]).unwrap();
+            scales[r * gpr + g] = s;
+            for c in a..b {
+                trits[r * cols + c] = round_trit(f64::from(w[r * cols + c]), f64::from(s));
+            }
+        }
+    }
+    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
+}
+
+fn methods() -> [Method; 4] {
+    [
+        Method::AbsMean,
+        Method::twn(),
+        Method::ActivationAware,
+        Method::Percentile {
+            p: 0.9,
+            refit: true,
+        },
+    ]
+}
+
+const NO_REFIT: GptqConfig = GptqConfig {
+    damp: 0.01,
+    refit: false,
+};
+
+#[test]
+fn gptq_should_match_the_obs_reference_on_edge_shapes() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut checked = 0;
+    for &(rows, cols) in &[(1, 1), (3, 31), (2, 32), (3, 33), (2, 63), (4, 64), (3, 65)] {
+        for layout in [
+            ScaleLayout::PerRow,
+            ScaleLayout::PerGroup { group_size: 32 },
+        ] {
+            for method in methods() {
+                let (w, h) = problem(&mut rng, rows, cols);
+                let m = gptq_ternary(&w, rows, cols, &h, layout, method, &NO_REFIT).unwrap();
+                let (trits, scales) = reference(&w, rows, cols, &h, layout, method, 0.01);
+                // Scales come from f32 casts of f64 weights that agree to ~1e-12 relative; one
+                // f32 ulp of difference is allowed.
+                for (i, (&a, &b)) in m.scales().values().iter().zip(&scales).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 2.0 * f32::EPSILON * b.abs(),
+                        "{rows}x{cols} {layout:?} {method}: scale {i} {a} vs {b}"
+                    );
+                }
+                assert_eq!(
+                    m.to_trits(),
+                    trits,
+                    "{rows}x{cols} {layout:?} {method}: trits"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 56);
+}
+
+#[test]
+fn gptq_should_not_be_worse_than_rounding_and_refit_should_help() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for &(rows, cols) in &[(16, 64), (8, 96), (12, 128)] {
+        for layout in [
+            ScaleLayout::PerRow,
+            ScaleLayout::PerGroup { group_size: 32 },
+        ] {
+            for method in methods() {
+                let (w, h) = problem(&mut rng, rows, cols);
+                let rtn = round_to_nearest(&w, rows, cols, &h, layout, method);
+                let e_rtn = output_error(&w, &rtn.dequantize(), cols, &h).unwrap();
+                let plain = gptq_ternary(&w, rows, cols, &h, layout, method, &NO_REFIT).unwrap();
+                let e_gptq = output_error(&w, &plain.dequantize(), cols, &h).unwrap();
+                let refit = gptq_ternary(
+                    &w,
+                    rows,
+                    cols,
+                    &h,
+                    layout,
+                    method,
+                    &GptqConfig {
+                        damp: 0.01,
+                        refit: true,
+                    },
+                )
+                .unwrap();
+                let e_refit = output_error(&w, &refit.dequantize(), cols, &h).unwrap();
+                let what = format!("{rows}x{cols} {layout:?} {method}");
+                assert!(e_gptq < e_rtn, "{what}: GPTQ {e_gptq} vs rounding {e_rtn}");
+                assert!(
+                    e_refit <= e_gptq * (1.0 + 1e-12),
+                    "{what}: refit {e_refit} vs {e_gptq}"
+                );
+                // The refit changes scales only: the same trits.
+                assert_eq!(refit.to_trits(), plain.to_trits(), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn refit_should_reach_the_least_squares_optimum() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (rows, cols) = (5, 96);
+    let (w, h) = problem(&mut rng, rows, cols);
+    for layout in [
+        ScaleLayout::PerRow,
+        ScaleLayout::PerGroup { group_size: 32 },
+    ] {
+        let mut m = round_to_nearest(&w, rows, cols, &h, layout, Method::AbsMean);
+        let total = refit_scales(&w, &mut m, &h).unwrap();
+        let e = output_error(&w, &m.dequantize(), cols, &h).unwrap();
+        assert!((total - e).abs() <= 1e-9 * e, "{total} vs {e}");
+        // Optimality: no single scale moved by ±0.1% lowers the error (the objective is a
+        // convex quadratic in the scales, so a first-order change must not help).
+        let base = m.scales().values().to_vec();
+        for i in 0..base.len() {
+            for f in [0.999f32, 1.001] {
+                let mut s = base.clone();
+                s[i] *= f;
+                let mut p = m.clone();
+                p.set_scales(Scales::new(layout, s)).unwrap();
+                let ep = output_error(&w, &p.dequantize(), cols, &h).unwrap();
+                assert!(
+                    ep >= e * (1.0 - 1e-9),
+                    "{layout:?} scale {i}x{f}: {ep} < {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn inverse_cholesky_factor_should_invert_the_hessian() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for n in [1usize, 2, 31, 33, 64, 65] {
+        let (_, mut h) = problem(&mut rng, 1, n);
+        for j in 0..n {
+            h[j * n + j] += 0.01;
+        }
+        let u = inverse_cholesky_upper(&h, n).unwrap();
+        for i in 0..n {
+            for j in 0..i {
+                assert_eq!(
+                    u[i * n + j],
+                    0.0,
+                    "n={n}: U is not upper triangular at ({i},{j})"
+                );
+            }
+        }
+        // UᵀU·H = I.
+        let mut hinv = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                hinv[i * n + j] = (0..n).map(|k| u[k * n + i] * u[k * n + j]).sum();
+            }
+        }
+        for i in 0..n {
+            for j in 0..n {
+                let v: f64 = (0..n).map(|k| hinv[i * n + k] * h[k * n + j]).sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-8, "n={n} ({i},{j}): {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dead_inputs_should_get_zero_trits_and_match_the_reference() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let (rows, cols) = (4, 40);
+    let (w, mut h) = problem(&mut rng, rows, cols);
+    for dead in [0usize, 7, 39] {
+        for k in 0..cols {
+            h[dead * cols + k] = 0.0;
+            h[k * cols + dead] = 0.0;
+        }
+    }
+    let layout = ScaleLayout::PerGroup { group_size: 32 };
+    let m = gptq_ternary(&w, rows, cols, &h, layout, Method::AbsMean, &NO_REFIT).unwrap();
+    let (trits, _) = reference(&w, rows, cols, &h, layout, Method::AbsMean, 0.01);
+    assert_eq!(m.to_trits(), trits);
+    for r in 0..rows {
+        for c in [0usize, 7, 39] {
+            assert_eq!(m.get(r, c).unwrap(), 0);
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_should_be_errors() {
+    let h = vec![1.0f64, 0.0, 0.0, 1.0];
+    let lay = ScaleLayout::PerRow;
+    let m = Method::AbsMean;
+    assert!(gptq_ternary(&[1.0; 3], 2, 2, &h, lay, m, &NO_REFIT).is_err());
+    assert!(gptq_ternary(&[1.0; 4], 2, 2, &h[..3], lay, m, &NO_REFIT).is_err());
+    assert!(gptq_ternary(&[f32::NAN; 4], 2, 2, &h, lay, m, &NO_REFIT).is_err());
+    let bad_h = vec![1.0, 2.0, 2.0, 1.0]; // indefinite
+    let cfg = GptqConfig {
+        damp: 0.0,
+        refit: false,
+    };
+    assert!(gptq_ternary(&[1.0; 4], 2, 2, &bad_h, lay, m, &cfg).is_err());
+    let neg = GptqConfig {
+        damp: -1.0,
+        refit: false,
+    };
+    assert!(gptq_ternary(&[1.0; 4], 2, 2, &h, lay, m, &neg).is_err());
+    assert!(
+        gptq_ternary(
+            &[1.0; 4],
+            2,
+            2,
+            &h,
+            ScaleLayout::PerGroup { group_size: 3 },
+            m,
+            &NO_REFIT
+        )
+        .is_err()
+    );
+    // Empty matrices are fine.
+    let e = gptq_ternary(&[], 0, 2, &h, lay, m, &NO_REFIT).unwrap();
+    assert_eq!((e.rows(), e.cols()), (0, 2));
+}
