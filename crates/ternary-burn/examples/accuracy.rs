@@ -7,13 +7,13 @@
 //! cargo run --release -p ternary-burn --example accuracy -- convert [--budget 1.05]
 //! ```
 //!
-//! `sweep`: calibrates once on `--calib` (default `fixtures/text/calibration.txt` when it
-//! exists, else `/usr/share/common-licenses/GPL-3`; never the evaluation text), then for each
+//! `sweep`: calibrates once on `--calib` (repeatable: files are concatenated; default
+//! `fixtures/text/calibration.txt`; never the evaluation text), then for each
 //! `--run` configuration quantizes every linear layer and measures perplexity on the held-out
 //! evaluation text `--text` (default `fixtures/text/declaration-gettysburg.txt`, ctx 512, all
 //! chunks) with all layers ternary, with all but `lm_head` ternary and, with `--pareto`, for
 //! prefixes of the layers ordered by KL sensitivity per weight (measured on a held-out chunk of
-//! the calibration text). Layers run as float stand-ins with the ternary layers' exact
+//! the calibration text; `--pareto-first`: for the first run only). Layers run as float stand-ins with the ternary layers' exact
 //! effective weights. Run keys: `method=absmean|twn|absmax|p<percent>|aware`,
 //! `group=row|<size>`, `gptq=0|1`, `refit=0|1`, `damp=<λ>`, `alpha=<a>[:<a>…]`.
 //!
@@ -163,9 +163,17 @@ fn main() -> Res<()> {
         )
         .into()
     });
-    let calib_path = arg(&args, "--calib").unwrap_or_else(default_calib);
+    let mut calib_paths = all_args(&args, "--calib");
+    if calib_paths.is_empty() {
+        calib_paths.push(default_calib());
+    }
+    let calib_path = calib_paths.join(" + ");
     let eval_text = std::fs::read_to_string(&text_path)?;
-    let calib_text = std::fs::read_to_string(&calib_path)?;
+    let mut calib_text = String::new();
+    for p in &calib_paths {
+        calib_text.push_str(&std::fs::read_to_string(p)?);
+        calib_text.push('\n');
+    }
     let ctx: usize = arg(&args, "--ctx").map_or(Ok(512), |s| s.parse())?;
     let bos = bos_of(&m.tokenizer);
     let eval_tokens = m.tokenizer.encode(&eval_text, true)?;
@@ -241,7 +249,7 @@ fn main() -> Res<()> {
         "| run | ternary layers | ternary weights | bits/weight (float=16) | eval ppl | ratio |"
     );
     println!("|---|---|---|---|---|---|");
-    for spec in all_args(&args, "--run") {
+    for (run_idx, spec) in all_args(&args, "--run").into_iter().enumerate() {
         let cfg = parse_run(&spec)?;
         let t = Instant::now();
         let q = quantize_model(&m.model, &calib, &cfg, &mut log_progress)?;
@@ -272,7 +280,9 @@ fn main() -> Res<()> {
             "all but lm_head",
             q.iter().filter(|p| p.0 != "lm_head").collect(),
         )?;
-        if args.iter().any(|a| a == "--pareto") {
+        let pareto = args.iter().any(|a| a == "--pareto")
+            || (run_idx == 0 && args.iter().any(|a| a == "--pareto-first"));
+        if pareto {
             let t = Instant::now();
             let s = sensitivities(&mut m.model, &q, &sens_chunk, &mut log_progress)?;
             eprintln!("sensitivities in {:.1} s", t.elapsed().as_secs_f64());

@@ -245,15 +245,16 @@ pub fn calibrate<B: Backend>(
     let mut originals = Vec::new();
     for (name, slot) in model.linears_mut() {
         let key = input_key(&name);
-        let sink = if sinks.contains_key(&key) {
-            None
-        } else {
-            let s = Arc::new(Mutex::new(Sink {
-                stats: InputStats::new(slot.in_features()),
-                error: None,
-            }));
-            sinks.insert(key, s.clone());
-            Some(s)
+        let sink = match sinks.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => None,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let s = Arc::new(Mutex::new(Sink {
+                    stats: InputStats::new(slot.in_features()),
+                    error: None,
+                }));
+                v.insert(s.clone());
+                Some(s)
+            }
         };
         let inner = Arc::new(std::mem::replace(slot, Box::new(Vacant)));
         originals.push(inner.clone());

@@ -28,6 +28,7 @@
 use crate::calib::{Calibration, InputStats, calibrate, input_key};
 use crate::error::{Error, Result};
 use crate::gptq::{GptqConfig, HessianFactor, gptq_ternary_factored};
+use crate::layer::TernaryLinear;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use std::fmt;
 use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
@@ -393,7 +394,9 @@ impl fmt::Debug for FactorCache {
 }
 
 /// Quantizes one layer `w` (`rows × cols`) named `name` with its input statistics, trying
-/// each input-scaling `α` of `cfg` (or none) and keeping the lowest output error.
+/// each input-scaling `α` of `cfg` (or none) and keeping the lowest output error. `cache`
+/// keeps the last prepared Hessian for the next layer reading the same input.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_layer<B: Backend>(
     name: &str,
     w: &[f32],
@@ -543,13 +546,14 @@ pub fn quantize_model<B: Backend>(
     Ok(out)
 }
 
-/// The layer that computes `q` inside a model: the ternary layer of [`crate::layer`].
-pub fn ternary_layer<B: Backend>(
-    name: &str,
-    q: &QuantizedLayer,
-    device: &B::Device,
-) -> Result<Linear<B>> {
-    float_standin(name, q, device)
+/// The layer that computes `q` inside a model: a [`TernaryLinear`] (path
+/// [`LinearPath::Auto`](crate::layer::LinearPath::Auto)) with `q`'s input scale.
+pub fn ternary_layer<B: Backend>(q: &QuantizedLayer, device: &B::Device) -> Result<Linear<B>> {
+    let mut layer = TernaryLinear::<B>::new(q.matrix.clone(), device)?;
+    if let Some(d) = &q.input_scale {
+        layer = layer.with_input_scale(d.clone())?;
+    }
+    Ok(Box::new(layer))
 }
 
 /// A float layer with `q`'s effective weight (the fast stand-in used while searching).
@@ -798,7 +802,8 @@ pub fn convert<B: Backend>(
         None => None,
     };
     let mut sens: Option<Vec<f64>> = None;
-    let mut chosen: Vec<bool> = vec![true; quantized.len()];
+    // Layers to make ternary, most important last (the budget guard drops from the end).
+    let mut install: Vec<usize> = (0..quantized.len()).collect();
     let mut ppl_converted: Option<f64> = None;
     if let (Some(budget), Some(eval), Some(pf)) = (cfg.budget, eval_tokens, ppl_float) {
         let mut sens_chunk = eval[..cfg.sensitivity_tokens.min(eval.len())].to_vec();
@@ -844,10 +849,7 @@ pub fn convert<B: Backend>(
             }
             probe = (lo + hi) / 2;
         }
-        chosen = vec![false; n];
-        for &i in &order[..lo] {
-            chosen[i] = true;
-        }
+        install = order[..lo].to_vec();
         ppl_converted = Some(lo_ppl);
         progress(Progress::Finish {
             stage: Stage::Search,
@@ -859,17 +861,28 @@ pub fn convert<B: Backend>(
     }
     // Install the chosen layers.
     let device = model.device().clone();
-    for ((name, q), &on) in quantized.iter().zip(&chosen) {
-        if on {
-            swap_layer(model, name, ternary_layer::<B>(name, q, &device)?)?;
-        }
+    let mut replaced = Vec::with_capacity(install.len());
+    for &i in &install {
+        let (name, q) = &quantized[i];
+        replaced.push(swap_layer(model, name, ternary_layer::<B>(q, &device)?)?);
     }
-    if let (Some(eval), true) = (eval_tokens, cfg.measure) {
+    if let (Some(eval), true) = (eval_tokens, cfg.measure || cfg.budget.is_some()) {
         progress(Progress::Start {
             stage: Stage::Measure,
             total: 1,
         });
-        let p = eval_ppl(model, eval, ctx, bos)?;
+        let mut p = eval_ppl(model, eval, ctx, bos)?;
+        // The search measured float stand-ins; the installed kernels round differently. Should
+        // that cross the budget, give back the most sensitive layers until it holds.
+        if let (Some(budget), Some(pf)) = (cfg.budget, ppl_float) {
+            while p > budget * pf {
+                let (Some(i), Some(old)) = (install.pop(), replaced.pop()) else {
+                    break;
+                };
+                swap_layer(model, &quantized[i].0, old)?;
+                p = eval_ppl(model, eval, ctx, bos)?;
+            }
+        }
         ppl_converted = Some(p);
         progress(Progress::Step {
             stage: Stage::Measure,
@@ -881,6 +894,10 @@ pub fn convert<B: Backend>(
             stage: Stage::Measure,
             message: format!("converted ppl {p:.3}"),
         });
+    }
+    let mut chosen = vec![false; quantized.len()];
+    for &i in &install {
+        chosen[i] = true;
     }
     // The plan, in model order.
     let mut layers = Vec::new();

@@ -353,7 +353,7 @@ fn gptq_tile(
 /// `Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r)` in `f64` for the rows of `w` and `w_hat`
 /// (`rows × cols`), `H` row-major `cols × cols`.
 pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &[f64]) -> Result<f64> {
-    if w.len() != w_hat.len() || h.len() != cols * cols || (cols > 0 && w.len() % cols != 0) {
+    if w.len() != w_hat.len() || h.len() != cols * cols || (cols > 0 && !w.len().is_multiple_of(cols)) {
         return Err(Error::Shape(format!(
             "output error: {} weights, {} approximations, width {cols}, Hessian of {} values",
             w.len(),
@@ -391,8 +391,8 @@ fn quad_form(d: &[f64], h: &[f64], n: usize) -> f64 {
 /// `A_gk = t_gᵀ H t_k`, `b_g = t_gᵀ H w_r`,
 ///
 /// over the groups of the row with a non-zero trit, and keeps a row's new scales (rounded to
-/// `f32`) only when they lower its error. Returns the total error after refitting.
-pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> {
+/// `f32`) only when they lower its error.
+pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<()> {
     let (rows, cols) = (m.rows(), m.cols());
     if w.len() != rows * cols || h.len() != cols * cols {
         return Err(Error::Shape(format!(
@@ -405,11 +405,11 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> 
     let gpr = layout.groups_per_row(cols);
     let glen = layout.group_len(cols).max(1);
     if rows == 0 || cols == 0 {
-        return Ok(0.0);
+        return Ok(());
     }
     let trits = m.to_trits();
     let old = m.scales().values().to_vec();
-    let per_row: Vec<(Vec<f32>, f64)> = (0..rows)
+    let per_row: Vec<Vec<f32>> = (0..rows)
         .into_par_iter()
         .map(|r| {
             let t = &trits[r * cols..(r + 1) * cols];
@@ -418,13 +418,6 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> 
                 .map(|&v| f64::from(v))
                 .collect();
             let s_old = &old[r * gpr..(r + 1) * gpr];
-            let err_of = |s: &[f32]| {
-                let d: Vec<f64> = (0..cols)
-                    .map(|c| wr[c] - f64::from(s[c / glen]) * f64::from(t[c]))
-                    .collect();
-                quad_form(&d, h, cols)
-            };
-            let e_old = err_of(s_old);
             // Columns of the design: v_g = H t_g (cols values each).
             let active: Vec<usize> = (0..gpr)
                 .filter(|&g| {
@@ -435,7 +428,7 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> 
                 .collect();
             let k = active.len();
             if k == 0 {
-                return (s_old.to_vec(), e_old);
+                return s_old.to_vec();
             }
             let mut v = vec![0f64; k * cols];
             for (a, &g) in active.iter().enumerate() {
@@ -462,27 +455,37 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<f64> 
                 }
             }
             let Some(sol) = solve_spd(&amat, &b, k) else {
-                return (s_old.to_vec(), e_old);
+                return s_old.to_vec();
             };
+            // E(s) = wᵀHw − 2·sᵀb + sᵀAs over the active groups' scales (others multiply
+            // zero trits); compare the new f32 scales with the old without forming ΔW.
+            let e_rel = |s: &[f64]| -> f64 {
+                let mut e = 0f64;
+                for a in 0..k {
+                    e -= 2.0 * s[a] * b[a];
+                    e += s[a] * dot(&amat[a * k..(a + 1) * k], s);
+                }
+                e
+            };
+            let new32: Vec<f32> = sol.iter().map(|&x| x as f32).collect();
+            if new32.iter().any(|s| !s.is_finite()) {
+                return s_old.to_vec();
+            }
+            let as64 = |v: &mut dyn Iterator<Item = f32>| v.map(f64::from).collect::<Vec<_>>();
+            let new64 = as64(&mut new32.iter().copied());
+            let old64 = as64(&mut active.iter().map(|&g| s_old[g]));
             let mut s_new = s_old.to_vec();
-            for (a, &g) in active.iter().enumerate() {
-                s_new[g] = sol[a] as f32;
+            if e_rel(&new64) < e_rel(&old64) {
+                for (a, &g) in active.iter().enumerate() {
+                    s_new[g] = new32[a];
+                }
             }
-            if s_new.iter().any(|s| !s.is_finite()) {
-                return (s_old.to_vec(), e_old);
-            }
-            let e_new = err_of(&s_new);
-            if e_new < e_old {
-                (s_new, e_new)
-            } else {
-                (s_old.to_vec(), e_old)
-            }
+            s_new
         })
         .collect();
-    let total = per_row.iter().map(|(_, e)| e).sum();
-    let values: Vec<f32> = per_row.into_iter().flat_map(|(s, _)| s).collect();
+    let values: Vec<f32> = per_row.into_iter().flatten().collect();
     m.set_scales(Scales::new(layout, values))?;
-    Ok(total)
+    Ok(())
 }
 
 /// Solves `A x = b` for a symmetric positive definite `k × k` `A` by Cholesky; `None` when it

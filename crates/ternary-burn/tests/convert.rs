@@ -163,9 +163,17 @@ fn convert_should_swap_layers_and_honor_keep_float() {
         let w = to_rows(l.weight()).unwrap();
         if kept {
             assert_eq!(&w, w0, "{name} kept float must be untouched");
+            assert_ne!(l.kind(), "ternary");
             assert_eq!(plan.method, "float (kept)");
             assert_eq!(plan.bits_per_weight, 32.0);
         } else {
+            assert_eq!(l.kind(), "ternary", "{name} was not replaced");
+            let t = l
+                .as_any()
+                .and_then(|a| a.downcast_ref::<ternary_burn::TernaryLinear<Cpu>>())
+                .expect("a TernaryLinear");
+            assert_eq!((t.out_features(), t.in_features()), (plan.rows, plan.cols));
+            assert!((t.matrix().zero_fraction() - plan.zero_fraction).abs() < 1e-12);
             assert_ne!(&w, w0, "{name} was not replaced");
             assert!(
                 is_ternary_valued(&w, plan.cols, 32),

@@ -272,9 +272,10 @@ fn refit_should_reach_the_least_squares_optimum() {
         ScaleLayout::PerGroup { group_size: 32 },
     ] {
         let mut m = round_to_nearest(&w, rows, cols, &h, layout, Method::AbsMean);
-        let total = refit_scales(&w, &mut m, &h).unwrap();
+        let e0 = output_error(&w, &m.dequantize(), cols, &h).unwrap();
+        refit_scales(&w, &mut m, &h).unwrap();
         let e = output_error(&w, &m.dequantize(), cols, &h).unwrap();
-        assert!((total - e).abs() <= 1e-9 * e, "{total} vs {e}");
+        assert!(e < e0, "{layout:?}: refit {e} vs {e0}");
         // Optimality: no single scale moved by ±0.1% lowers the error (the objective is a
         // convex quadratic in the scales, so a first-order change must not help).
         let base = m.scales().values().to_vec();
