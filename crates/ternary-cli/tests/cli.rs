@@ -78,6 +78,9 @@ fn tiny_model_should_quantize_inspect_and_eval() {
         "q_proj",
         "--calib-tokens",
         "64",
+        "--calib-ctx",
+        "32",
+        "--no-budget",
     ]);
     // 6 of layer 0's 7 projections and the head are ternary; q_proj and layer 1 stay float.
     assert!(plan.contains("7 ternary, 8 float"), "{plan}");
@@ -306,6 +309,9 @@ fn smollm2_few_layers_should_quantize_inspect_and_eval() {
         s(&text),
         "--calib-tokens",
         "128",
+        "--calib-ctx",
+        "64",
+        "--no-budget",
     ]);
     assert!(plan.contains("4 ternary, 206 float"), "{plan}");
     let inspected = ok(&["inspect", s(&out)]);
