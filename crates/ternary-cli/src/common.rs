@@ -331,7 +331,10 @@ pub fn print_side_by_side(cols: &[Measured]) {
     row(
         "decode tokens/s",
         cols.iter()
-            .map(|c| c.decode_tps.map_or_else(|| "-".into(), |t| format!("{t:.1}")))
+            .map(|c| {
+                c.decode_tps
+                    .map_or_else(|| "-".into(), |t| format!("{t:.1}"))
+            })
             .collect(),
         if cols.iter().all(|c| c.decode_tps.is_some()) {
             ratio(&|c| c.decode_tps.unwrap_or(0.0))
