@@ -29,7 +29,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;
 use ternary_core::kernels::ternary_dot;
 use ternary_core::words_per_row;
-use ternary_models::model::ScoreFn;
+use ternary_models::model::{FloatScores, ScoreFn};
 
 use crate::error::{Error, Result};
 
@@ -352,16 +352,29 @@ pub fn ternary_scores_host(
     Ok(out)
 }
 
-/// Popcount attention scores (see the [module docs](self)) as a [`ScoreFn`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Popcount attention scores (see the [module docs](self)) as a [`ScoreFn`], in every block
+/// or only in chosen ones ([`FloatScores`] elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TernaryScores {
     cfg: TernaryScoreConfig,
+    layers: Option<Vec<usize>>,
 }
 
 impl TernaryScores {
-    /// Ternary scores with the configuration `cfg` (checked on use).
+    /// Ternary scores in every block with the configuration `cfg` (checked on use).
     pub fn new(cfg: TernaryScoreConfig) -> Self {
-        Self { cfg }
+        Self { cfg, layers: None }
+    }
+
+    /// Restricts the ternary scores to the blocks in `layers`; the others use [`FloatScores`].
+    pub fn only_layers(mut self, layers: Vec<usize>) -> Self {
+        self.layers = Some(layers);
+        self
+    }
+
+    /// Whether block `layer` uses ternary scores.
+    pub fn applies_to(&self, layer: usize) -> bool {
+        self.layers.as_ref().is_none_or(|l| l.contains(&layer))
     }
 
     /// The configuration.
@@ -399,7 +412,10 @@ impl<B: Backend> ScoreFn<B> for TernaryScores {
     /// On an invalid configuration or inconsistent shapes (`n_h` not a multiple of `n_kv`,
     /// different head sizes), which the model never passes; [`TernaryScores::try_scores`]
     /// returns these as errors.
-    fn scores(&self, _layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn scores(&self, layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+        if !self.applies_to(layer) {
+            return FloatScores.scores(layer, q, k);
+        }
         match self.try_scores(q, k) {
             Ok(s) => s,
             Err(e) => panic!("TernaryScores: {e}"),
@@ -407,6 +423,9 @@ impl<B: Backend> ScoreFn<B> for TernaryScores {
     }
 
     fn name(&self) -> String {
-        self.cfg.name()
+        match &self.layers {
+            None => self.cfg.name(),
+            Some(l) => format!("{} in layers {l:?}", self.cfg.name()),
+        }
     }
 }

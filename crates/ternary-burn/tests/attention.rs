@@ -305,6 +305,16 @@ fn model_score_seam_should_switch_and_reset() {
     for (i, (&a, &b)) in last.iter().zip(full_last).enumerate() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "[{i}] {a} vs {b}");
     }
+    // Restricted to no block: the float scores, bit for bit; to one block: between the two.
+    m.set_score_fn(Box::new(TernaryScores::default().only_layers(vec![])));
+    assert_eq!(run(&m), base);
+    m.set_score_fn(Box::new(TernaryScores::default().only_layers(vec![1])));
+    assert_eq!(
+        m.score_fn().name(),
+        "ternary(absmean, vector, L=1) in layers [1]"
+    );
+    let one = run(&m);
+    assert!(one != base && one != tern);
     m.reset_score_fn();
     assert_eq!(run(&m), base);
 }
