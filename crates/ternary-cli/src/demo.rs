@@ -38,6 +38,9 @@ pub struct DemoArgs {
     /// Do not try to download the model when it is missing.
     #[arg(long)]
     pub no_fetch: bool,
+    /// Print the per-layer conversion plan (otherwise only its totals).
+    #[arg(long)]
+    pub plan: bool,
     /// Conversion settings (default: the library's default configuration).
     #[command(flatten)]
     pub conv: ConvertArgs,
@@ -139,7 +142,15 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         None => ternary_burn::CALIBRATION_TEXT.to_string(),
     };
     let report = convert(&mut m, &args.conv, &calib)?;
-    println!("{report}");
+    let table = report.to_string();
+    let skip = if args.plan {
+        0
+    } else {
+        report.layers.len() + 1
+    };
+    for line in table.lines().skip(skip) {
+        println!("    {line}");
+    }
     println!("    converted in {}", secs(t));
 
     println!("3/4 saving {}", shown(&out).display());

@@ -252,7 +252,7 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     eprintln!("converted in {}", secs(t1));
     println!("{report}");
     let summary = ternary_burn::save(&args.out, &m.model, &m.tokenizer)?;
-    print!("{summary}");
+    print!("{}", summary.totals());
     println!("wrote {}", shown(&args.out).display());
     Ok(())
 }
