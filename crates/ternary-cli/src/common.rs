@@ -126,6 +126,16 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether writing `out` would replace the model at `model` or one of its files (a Hugging
+/// Face directory's `model.safetensors`, `config.json`, `tokenizer.json`).
+pub fn overwrites_input(model: &Path, out: &Path) -> bool {
+    same_file(model, out)
+        || (model.is_dir()
+            && ["model.safetensors", "config.json", "tokenizer.json"]
+                .iter()
+                .any(|f| same_file(&model.join(f), out)))
+}
+
 /// A spinner with a message (hidden when stderr is not a terminal).
 pub fn spinner(msg: impl Into<String>) -> ProgressBar {
     let pb = ProgressBar::new_spinner();

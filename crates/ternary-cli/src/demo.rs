@@ -10,7 +10,8 @@ use clap::Args;
 use ternary_models::fetch;
 
 use crate::common::{
-    CliError, ModelKind, Res, load_model, measure, print_side_by_side, same_file, secs, shown,
+    CliError, ModelKind, Res, load_model, measure, overwrites_input, print_side_by_side, secs,
+    shown,
 };
 use crate::quantize::{ConvertArgs, convert};
 
@@ -110,7 +111,7 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
         fetch::models_dir().join(format!("{stem}.ternary.safetensors"))
     });
-    if same_file(&model_path, &out) {
+    if overwrites_input(&model_path, &out) {
         return Err(CliError::new(format!(
             "--out {} is the input model; refusing to overwrite it",
             out.display()
