@@ -41,7 +41,7 @@ pub mod gptq;
 pub mod layer;
 pub mod model_file;
 
-pub use attention::{ScaleRule, TernaryScores};
+pub use attention::{ScaleRule, TernaryScoreConfig, TernaryScores};
 pub use calib::{Calibration, InputStats, calibrate};
 pub use convert::{
     ConversionReport, ConvertConfig, LayerPlan, Progress, QuantizedLayer, Stage, convert,
