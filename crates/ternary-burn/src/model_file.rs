@@ -291,18 +291,23 @@ impl fmt::Display for FileSummary {
                 bytes
             )?;
         }
+        f.write_str(&self.totals())
+    }
+}
+
+impl FileSummary {
+    /// The two total lines that end the [`Display`](fmt::Display) table: layer counts and
+    /// ternary share, then bytes and bits per weight.
+    pub fn totals(&self) -> String {
         let ternary = self.stored_layers().filter(|l| l.is_ternary()).count();
-        writeln!(
-            f,
-            "linear layers: {} ternary, {} float; {:.1}% of {} linear weights ternary",
+        format!(
+            "linear layers: {} ternary, {} float; {:.1}% of {} linear weights ternary\n\
+             linear weights: {} ({:.3} bits/weight); embedding and norms: {}; all weights: {}; \
+             file: {}\n",
             ternary,
             self.stored_layers().count() - ternary,
             100.0 * self.ternary_fraction(),
-            self.linear_weights()
-        )?;
-        writeln!(
-            f,
-            "linear weights: {} ({:.3} bits/weight); embedding and norms: {}; all weights: {}; file: {}",
+            self.linear_weights(),
             human_bytes(self.linear_bytes()),
             self.linear_bits_per_weight(),
             human_bytes(self.other_bytes),

@@ -632,3 +632,48 @@ fn save_should_be_atomic_and_leave_no_temporary_files() {
     assert!(save(Path::new("/"), &m.model, &m.tokenizer).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn converted_tiny_model_should_round_trip_exactly() {
+    let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
+    let cfg = ternary_burn::ConvertConfig {
+        input_scale_alphas: vec![0.0, 0.5, 1.0],
+        budget: None,
+        keep_float: vec!["layers.1.mlp.down_proj".into()],
+        calib_tokens: 256,
+        ctx: 32,
+        ..Default::default()
+    };
+    let report = ternary_burn::convert(
+        &mut m.model,
+        &m.tokenizer,
+        ternary_burn::CALIBRATION_TEXT,
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
+    let bytes = to_bytes(&m.model, &m.tokenizer).unwrap();
+    let back = load_bytes::<Cpu>(&bytes, &Default::default()).unwrap();
+    let ids = ids(&m.tokenizer);
+    let (a, b) = (logits(&m.model, &ids), logits(&back.model, &ids));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // The file's plan agrees with the conversion report, layer by layer.
+    let s = inspect_bytes(&bytes).unwrap();
+    assert_eq!(s.layers.len(), report.layers.len());
+    for (l, p) in s.layers.iter().zip(&report.layers) {
+        assert_eq!(
+            (&l.name, l.rows, l.cols, l.is_ternary()),
+            (&p.name, p.rows, p.cols, p.ternary)
+        );
+        if p.ternary {
+            let z = l.zero_fraction.unwrap();
+            assert!(
+                (z - p.zero_fraction).abs() < 1e-12,
+                "{}: {z} vs {}",
+                l.name,
+                p.zero_fraction
+            );
+        }
+    }
+    assert_eq!(s.layers.iter().filter(|l| l.is_ternary()).count(), 14);
+}

@@ -10,7 +10,8 @@ use clap::Args;
 use ternary_models::fetch;
 
 use crate::common::{
-    CliError, ModelKind, Res, load_model, measure, print_side_by_side, same_file, secs, shown,
+    CliError, ModelKind, Res, load_model, measure, overwrites_input, print_side_by_side, secs,
+    shown,
 };
 use crate::quantize::{ConvertArgs, convert};
 
@@ -38,6 +39,9 @@ pub struct DemoArgs {
     /// Do not try to download the model when it is missing.
     #[arg(long)]
     pub no_fetch: bool,
+    /// Print the per-layer conversion plan (otherwise only its totals).
+    #[arg(long)]
+    pub plan: bool,
     /// Conversion settings (default: the library's default configuration).
     #[command(flatten)]
     pub conv: ConvertArgs,
@@ -107,7 +111,7 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
         fetch::models_dir().join(format!("{stem}.ternary.safetensors"))
     });
-    if same_file(&model_path, &out) {
+    if overwrites_input(&model_path, &out) {
         return Err(CliError::new(format!(
             "--out {} is the input model; refusing to overwrite it",
             out.display()
@@ -139,7 +143,15 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         None => ternary_burn::CALIBRATION_TEXT.to_string(),
     };
     let report = convert(&mut m, &args.conv, &calib)?;
-    println!("{report}");
+    let table = report.to_string();
+    let skip = if args.plan {
+        0
+    } else {
+        report.layers.len() + 1
+    };
+    for line in table.lines().skip(skip) {
+        println!("    {line}");
+    }
     println!("    converted in {}", secs(t));
 
     println!("3/4 saving {}", shown(&out).display());

@@ -11,7 +11,9 @@ use ternary_core::ScaleLayout;
 use ternary_core::quant::Method as CoreMethod;
 use ternary_models::{Cpu, LoadedModel};
 
-use crate::common::{CliError, ModelKind, Res, bar, load_model, read_text, same_file, secs, shown};
+use crate::common::{
+    CliError, ModelKind, Res, bar, load_model, overwrites_input, read_text, secs, shown,
+};
 
 /// Quantization rule per scale group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -222,7 +224,7 @@ pub fn convert(m: &mut LoadedModel<Cpu>, args: &ConvertArgs, calib: &str) -> Res
 /// `ternary quantize`.
 pub fn run(args: &QuantizeArgs) -> Res<()> {
     args.conv.validate()?;
-    if same_file(&args.model, &args.out) {
+    if overwrites_input(&args.model, &args.out) {
         return Err(CliError::new(format!(
             "--out {} is the input model; refusing to overwrite it",
             args.out.display()
@@ -252,7 +254,7 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     eprintln!("converted in {}", secs(t1));
     println!("{report}");
     let summary = ternary_burn::save(&args.out, &m.model, &m.tokenizer)?;
-    print!("{summary}");
+    print!("{}", summary.totals());
     println!("wrote {}", shown(&args.out).display());
     Ok(())
 }

@@ -133,6 +133,27 @@ fn tiny_model_should_quantize_inspect_and_eval() {
         "already a converted",
     );
     assert_eq!(std::fs::read(&copy).unwrap(), before);
+    // Nor a file of a checkpoint directory.
+    let ckpt = dir.join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny.join(f), ckpt.join(f)).unwrap();
+    }
+    let weights = std::fs::read(ckpt.join("model.safetensors")).unwrap();
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&ckpt),
+            "--out",
+            s(&ckpt.join("model.safetensors")),
+        ],
+        "refusing to overwrite",
+    );
+    assert_eq!(
+        std::fs::read(ckpt.join("model.safetensors")).unwrap(),
+        weights
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
