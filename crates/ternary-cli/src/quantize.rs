@@ -26,7 +26,7 @@ pub enum MethodArg {
     Absmax,
     /// Scale the 99th percentile of |w|, least-squares refit.
     Percentile,
-    /// Activation-aware: threshold and scale minimising the error weighted by E[x²].
+    /// Activation-aware: threshold and scale minimising the error weighted by `E[x²]`.
     Aware,
 }
 
