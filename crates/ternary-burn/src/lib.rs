@@ -7,7 +7,7 @@
 //! - [`attention`]: popcount (ternary) attention scoring, an optional score function.
 //! - [`calib`]: calibration — per-layer activation statistics from running the float model.
 //! - [`gptq`]: error-compensating (GPTQ-style) ternary rounding with the calibration Hessian.
-//! - [`convert`]: the conversion pipeline and automatic mixed precision.
+//! - [`convert`](mod@convert): the conversion pipeline and automatic mixed precision.
 //! - [`model_file`]: saving and loading converted models (ternary safetensors).
 //!
 //! # Quantize and load a model in four lines

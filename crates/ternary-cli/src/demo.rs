@@ -158,9 +158,11 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     let summary = ternary_burn::save(&out, &m.model, &m.tokenizer)?;
     drop(m);
     println!(
-        "    {} linear layers ternary ({:.1}% of linear weights), {:.3} bits/weight, file {}",
+        "    {}/{} linear layers ternary ({:.1}% of linear weights); stored linear layers {:.3} \
+         bits/weight; file {}",
         summary.layers.iter().filter(|l| l.is_ternary()).count(),
-        100.0 * summary.ternary_fraction(),
+        summary.layers.len(),
+        100.0 * report.ternary_fraction(),
         summary.linear_bits_per_weight(),
         ternary_burn::model_file::human_bytes(summary.file_bytes)
     );

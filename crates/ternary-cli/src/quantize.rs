@@ -26,7 +26,7 @@ pub enum MethodArg {
     Absmax,
     /// Scale the 99th percentile of |w|, least-squares refit.
     Percentile,
-    /// Activation-aware: threshold and scale minimising the error weighted by E[x²].
+    /// Activation-aware: threshold and scale minimising the error weighted by `E[x²]`.
     Aware,
 }
 
@@ -257,4 +257,121 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     print!("{}", summary.totals());
     println!("wrote {}", shown(&args.out).display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        conv: ConvertArgs,
+    }
+
+    fn cfg(args: &[&str], names: &[String]) -> ConvertConfig {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        t.conv.validate().unwrap();
+        convert_config(&t.conv, names)
+    }
+
+    fn names() -> Vec<String> {
+        let mut v: Vec<String> = (0..12)
+            .flat_map(|l| {
+                ["self_attn.q_proj", "mlp.down_proj"].map(|p| format!("model.layers.{l}.{p}"))
+            })
+            .collect();
+        v.push("lm_head".into());
+        v
+    }
+
+    fn kept(c: &ConvertConfig, name: &str) -> bool {
+        c.keep_float.iter().any(|p| matches_pattern(p, name))
+    }
+
+    #[test]
+    fn no_flags_should_give_the_library_default() {
+        assert_eq!(cfg(&[], &names()), ConvertConfig::default());
+    }
+
+    #[test]
+    fn flags_should_set_their_levers() {
+        let c = cfg(
+            &[
+                "--method",
+                "twn",
+                "--group",
+                "0",
+                "--no-gptq",
+                "--act-scale",
+                "--budget",
+                "1.2",
+                "--calib-tokens",
+                "100",
+                "--calib-ctx",
+                "64",
+            ],
+            &names(),
+        );
+        assert_eq!(c.method, CoreMethod::twn());
+        assert_eq!(c.layout, ScaleLayout::PerRow);
+        assert_eq!(c.gptq, None);
+        assert_eq!(c.input_scale_alphas, ACT_SCALE_ALPHAS.to_vec());
+        assert_eq!(c.budget, Some(1.2));
+        assert_eq!((c.calib_tokens, c.ctx), (100, 64));
+        let c = cfg(
+            &["--group", "128", "--no-budget", "--no-gptq", "--gptq"],
+            &names(),
+        );
+        assert_eq!(c.layout, ScaleLayout::PerGroup { group_size: 128 });
+        assert_eq!(c.budget, None);
+        assert_eq!(
+            c.gptq,
+            Some(GptqConfig::default()),
+            "the last of --gptq/--no-gptq wins"
+        );
+        for (m, want) in [
+            ("absmean", CoreMethod::AbsMean),
+            ("absmax", CoreMethod::AbsMax),
+            ("aware", CoreMethod::ActivationAware),
+        ] {
+            assert_eq!(cfg(&["--method", m], &names()).method, want);
+        }
+    }
+
+    #[test]
+    fn layers_and_keep_float_should_select_exactly_the_named_layers() {
+        let names = names();
+        let c = cfg(
+            &["--layers", "layers.1.,lm_head", "--keep-float", "q_proj"],
+            &names,
+        );
+        let converted: Vec<&String> = names.iter().filter(|n| !kept(&c, n)).collect();
+        assert_eq!(
+            converted,
+            ["model.layers.1.mlp.down_proj", "lm_head"]
+                .iter()
+                .collect::<Vec<_>>(),
+            "layers.1. must not match layers.10. or layers.11."
+        );
+        let c = cfg(&["--keep-float", "down_proj,lm_head"], &names);
+        assert_eq!(names.iter().filter(|n| !kept(&c, n)).count(), 12);
+    }
+
+    #[test]
+    fn bad_values_should_be_rejected() {
+        for bad in [
+            &["--group", "48"][..],
+            &["--budget", "0.9"],
+            &["--budget", "NaN"],
+            &["--calib-tokens", "0"],
+            &["--calib-ctx", "2"],
+        ] {
+            let t = T::try_parse_from(std::iter::once("t").chain(bad.iter().copied())).unwrap();
+            assert!(t.conv.validate().is_err(), "{bad:?}");
+        }
+        assert!(T::try_parse_from(["t", "--budget", "1.1", "--no-budget"]).is_err());
+        assert!(T::try_parse_from(["t", "--method", "magic"]).is_err());
+    }
 }
