@@ -353,7 +353,10 @@ fn gptq_tile(
 /// `Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r)` in `f64` for the rows of `w` and `w_hat`
 /// (`rows × cols`), `H` row-major `cols × cols`.
 pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &[f64]) -> Result<f64> {
-    if w.len() != w_hat.len() || h.len() != cols * cols || (cols > 0 && !w.len().is_multiple_of(cols)) {
+    if w.len() != w_hat.len()
+        || h.len() != cols * cols
+        || (cols > 0 && !w.len().is_multiple_of(cols))
+    {
         return Err(Error::Shape(format!(
             "output error: {} weights, {} approximations, width {cols}, Hessian of {} values",
             w.len(),
