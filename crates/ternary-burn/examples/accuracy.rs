@@ -16,6 +16,8 @@
 //! the calibration text; `--pareto-first`: for the first run only). Layers run as float stand-ins with the ternary layers' exact
 //! effective weights. Run keys: `method=absmean|twn|absmax|p<percent>|aware`,
 //! `group=row|<size>`, `gptq=0|1`, `refit=0|1`, `damp=<λ>`, `alpha=<a>[:<a>…]`.
+//! `--subset FILE` (layer names, one per line) quantizes and measures only those layers,
+//! to compare quantizers on one fixed mixed-precision plan.
 //!
 //! `convert`: the library's `convert` with the default configuration (or `--budget`), timed,
 //! then the evaluation-text perplexity of the result.
@@ -249,8 +251,29 @@ fn main() -> Res<()> {
         "| run | ternary layers | ternary weights | bits/weight (float=16) | eval ppl | ratio |"
     );
     println!("|---|---|---|---|---|---|");
+    // `--subset FILE`: quantize and measure only the layers named in FILE (one per line).
+    let subset: Option<Vec<String>> = match arg(&args, "--subset") {
+        Some(f) => Some(
+            std::fs::read_to_string(f)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
+        ),
+        None => None,
+    };
     for (run_idx, spec) in all_args(&args, "--run").into_iter().enumerate() {
-        let cfg = parse_run(&spec)?;
+        let mut cfg = parse_run(&spec)?;
+        if let Some(sub) = &subset {
+            cfg.keep_float = m
+                .model
+                .linears()
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !sub.contains(n))
+                .collect();
+        }
         let t = Instant::now();
         let q = quantize_model(&m.model, &calib, &cfg, &mut log_progress)?;
         let q_secs = t.elapsed().as_secs_f64();
@@ -274,6 +297,10 @@ fn main() -> Res<()> {
             );
             Ok(())
         };
+        if subset.is_some() {
+            point(&mut m.model, "subset", q.iter().collect())?;
+            continue;
+        }
         point(&mut m.model, "all", q.iter().collect())?;
         point(
             &mut m.model,
@@ -296,6 +323,7 @@ fn main() -> Res<()> {
                     q[i].1.rel_error
                 );
             }
+            let mut last_len = usize::MAX;
             for &f in &fractions {
                 let mut chosen = Vec::new();
                 let mut acc = 0usize;
@@ -306,6 +334,10 @@ fn main() -> Res<()> {
                     acc += q[i].1.weights();
                     chosen.push(&q[i]);
                 }
+                if chosen.len() == last_len {
+                    continue;
+                }
+                last_len = chosen.len();
                 point(&mut m.model, &format!("sens-prefix {f}"), chosen)?;
             }
         }

@@ -225,6 +225,21 @@ pub fn calibrate<B: Backend>(
     max_chunks: Option<usize>,
     on_chunk: &mut dyn FnMut(usize, usize),
 ) -> Result<Calibration> {
+    calibrate_layers(model, tokens, ctx, bos, max_chunks, &|_| true, on_chunk)
+}
+
+/// [`calibrate`] recording only the inputs of the layers for which `want(name)` holds (the
+/// others run unrecorded; [`Calibration::get`] has no statistics for them unless they share
+/// an input with a wanted layer).
+pub fn calibrate_layers<B: Backend>(
+    model: &mut Llama<B>,
+    tokens: &[u32],
+    ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+    want: &dyn Fn(&str) -> bool,
+    on_chunk: &mut dyn FnMut(usize, usize),
+) -> Result<Calibration> {
     if ctx < 2 {
         return Err(Error::Invalid(format!(
             "calibration context {ctx} is too short (at least 2)"
@@ -243,10 +258,17 @@ pub fn calibrate<B: Backend>(
     // Wrap every layer; the first layer of each input key owns the record.
     let mut sinks: BTreeMap<String, Arc<Mutex<Sink>>> = BTreeMap::new();
     let mut originals = Vec::new();
+    let wanted: std::collections::BTreeSet<String> = model
+        .linears()
+        .into_iter()
+        .filter(|(n, _)| want(n))
+        .map(|(n, _)| input_key(&n))
+        .collect();
     for (name, slot) in model.linears_mut() {
         let key = input_key(&name);
         let sink = match sinks.entry(key) {
             std::collections::btree_map::Entry::Occupied(_) => None,
+            std::collections::btree_map::Entry::Vacant(v) if !wanted.contains(v.key()) => None,
             std::collections::btree_map::Entry::Vacant(v) => {
                 let s = Arc::new(Mutex::new(Sink {
                     stats: InputStats::new(slot.in_features()),

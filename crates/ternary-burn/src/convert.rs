@@ -17,15 +17,22 @@
 //!    are ordered by sensitivity per weight; the largest prefix whose perplexity on held-out
 //!    calibration text stays within `budget × float` is found by bisection (every prefix
 //!    tried is measured, and the chosen one satisfied the budget when measured).
-//! 4. **Install**: the chosen layers are swapped into the model in place; the rest keep their
-//!    float layers. The report holds the per-layer plan and both perplexities.
+//!    The search runs float stand-ins holding the exact effective weights (fast GEMM).
+//! 4. **Install**: the chosen layers are swapped into the model in place as
+//!    [`TernaryLinear`]s; the rest keep their float layers. The converted model's perplexity is
+//!    measured again with the installed layers; should kernel rounding push it over the
+//!    budget, the most sensitive chosen layers go back to float until it holds. The report
+//!    holds the per-layer plan, both perplexities and each stage's time.
+//!
+//! Only the inputs of layers to be converted are recorded during calibration. Measured
+//! quality on SmolLM2-135M, lever by lever: `docs/accuracy.md`.
 //!
 //! Calibration text is split: the first [`ConvertConfig::calib_tokens`] tokens give the
 //! statistics; the next [`ConvertConfig::eval_chunks`]` × ctx` tokens (held out) give the
 //! perplexities and sensitivities. A text too short for both reuses the statistics tokens
 //! ([`ConversionReport::held_out`] is then `false`).
 
-use crate::calib::{Calibration, InputStats, calibrate, input_key};
+use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
 use crate::error::{Error, Result};
 use crate::gptq::{GptqConfig, HessianFactor, gptq_ternary_factored};
 use crate::layer::TernaryLinear;
@@ -67,6 +74,9 @@ pub struct ConvertConfig {
     pub measure: bool,
 }
 
+/// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
+/// group scales (groups of 64, λ = 0.01, scale refit), no input scaling, a 1.05× perplexity
+/// budget, 4096 statistics tokens at most, ctx 512, 2 held-out chunks, 64 sensitivity tokens.
 impl Default for ConvertConfig {
     fn default() -> Self {
         Self {
@@ -79,7 +89,7 @@ impl Default for ConvertConfig {
             calib_tokens: 4096,
             ctx: 512,
             eval_chunks: 2,
-            sensitivity_tokens: 128,
+            sensitivity_tokens: 64,
             measure: true,
         }
     }
@@ -184,6 +194,8 @@ pub struct ConversionReport {
     pub calib_tokens: usize,
     /// Whether the perplexity chunks were disjoint from the statistics tokens.
     pub held_out: bool,
+    /// Wall-clock seconds of each stage that ran, in order.
+    pub stage_seconds: Vec<(Stage, f64)>,
 }
 
 impl ConversionReport {
@@ -260,6 +272,14 @@ impl fmt::Display for ConversionReport {
                     .map_or_else(String::new, |x| format!(", budget {x}x")),
                 if self.held_out { "" } else { " (not held out)" }
             )?;
+        }
+        if !self.stage_seconds.is_empty() {
+            let parts: Vec<String> = self
+                .stage_seconds
+                .iter()
+                .map(|(s, t)| format!("{} {t:.1} s", s.name()))
+                .collect();
+            write!(f, "\nstages: {}", parts.join(", "))?;
         }
         Ok(())
     }
@@ -742,9 +762,26 @@ pub fn convert<B: Backend>(
     tokenizer: &Tokenizer,
     calib_text: &str,
     cfg: &ConvertConfig,
-    progress: &mut dyn FnMut(Progress),
+    outer: &mut dyn FnMut(Progress),
 ) -> Result<ConversionReport> {
     validate(cfg)?;
+    let mut stage_seconds: Vec<(Stage, f64)> = Vec::new();
+    let mut started: Option<(Stage, std::time::Instant)> = None;
+    let mut timed = |p: Progress| {
+        match &p {
+            Progress::Start { stage, .. } => started = Some((*stage, std::time::Instant::now())),
+            Progress::Finish { stage, .. } => {
+                if let Some((s, t)) = started.take()
+                    && s == *stage
+                {
+                    stage_seconds.push((s, t.elapsed().as_secs_f64()));
+                }
+            }
+            Progress::Step { .. } => {}
+        }
+        outer(p);
+    };
+    let progress: &mut dyn FnMut(Progress) = &mut timed;
     let tokens = tokenizer.encode(calib_text, true)?;
     let bos = bos_of(tokenizer);
     let ctx = cfg.ctx;
@@ -782,14 +819,23 @@ pub fn convert<B: Backend>(
         stage: Stage::Calibrate,
         total: n_chunks,
     });
-    let calib = calibrate(model, stats_tokens, ctx, bos, None, &mut |done, total| {
-        progress(Progress::Step {
-            stage: Stage::Calibrate,
-            done,
-            total,
-            detail: format!("{} tokens", done * ctx),
-        });
-    })?;
+    let want = |name: &str| !cfg.keep_float.iter().any(|p| matches_pattern(p, name));
+    let calib = calibrate_layers(
+        model,
+        stats_tokens,
+        ctx,
+        bos,
+        None,
+        &want,
+        &mut |done, total| {
+            progress(Progress::Step {
+                stage: Stage::Calibrate,
+                done,
+                total,
+                detail: format!("{} tokens", done * ctx),
+            });
+        },
+    )?;
     progress(Progress::Finish {
         stage: Stage::Calibrate,
         message: format!("{} tokens, {} inputs", calib.tokens, calib.inputs()),
@@ -947,6 +993,7 @@ pub fn convert<B: Backend>(
         budget: cfg.budget,
         calib_tokens: stats_tokens.len(),
         held_out,
+        stage_seconds,
     })
 }
 

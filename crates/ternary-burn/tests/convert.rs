@@ -206,8 +206,11 @@ fn convert_should_swap_layers_and_honor_keep_float() {
     let rep = report.calib_ppl_converted.unwrap();
     assert!((ppl - rep).abs() <= 1e-9 * ppl, "{ppl} vs {rep}");
     assert!(report.held_out);
+    let timed: Vec<Stage> = report.stage_seconds.iter().map(|(s, _)| *s).collect();
+    assert_eq!(timed, stages, "every stage timed, in order");
     let shown = report.to_string();
     assert!(shown.contains("model.layers.0.mlp.down_proj") && shown.contains("ternary"));
+    assert!(shown.contains("stages: calibrate"), "{shown}");
 }
 
 #[test]
@@ -297,4 +300,55 @@ fn keep_float_patterns_should_match_as_documented() {
     assert!(!matches_pattern("model.layers.*.self_attn.*", n));
     assert!(matches_pattern("*", n));
     assert!(matches_pattern("lm_head", "lm_head"));
+}
+
+/// The real model (skipped with a message when it is not cached; required in CI): three
+/// SmolLM2 layers converted on a short calibration text, the rest kept float.
+#[test]
+fn smollm2_should_convert_a_few_layers_within_budget() {
+    let Some(path) = ternary_models::fetch::smollm2_for_test() else {
+        return;
+    };
+    let mut m = ternary_models::load::<Cpu>(&path, &Default::default()).unwrap();
+    let text = include_str!("../../../fixtures/text/calibration.txt");
+    let convert_these = [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.mlp.down_proj",
+        "model.layers.29.mlp.up_proj",
+    ];
+    let keep_float: Vec<String> = m
+        .model
+        .linears()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !convert_these.contains(&n.as_str()))
+        .collect();
+    let cfg = ConvertConfig {
+        keep_float,
+        budget: Some(1.05),
+        calib_tokens: 256,
+        ctx: 64,
+        eval_chunks: 2,
+        sensitivity_tokens: 64,
+        ..ConvertConfig::default()
+    };
+    let report = convert(&mut m.model, &m.tokenizer, text, &cfg, &mut |_| {}).unwrap();
+    assert_eq!(report.layers.len(), 211);
+    let (pf, pc) = (
+        report.calib_ppl_float.unwrap(),
+        report.calib_ppl_converted.unwrap(),
+    );
+    assert!(pf.is_finite() && pf > 1.0);
+    assert!(pc <= 1.05 * pf, "{pc} > 1.05 x {pf}");
+    for (plan, (name, l)) in report.layers.iter().zip(m.model.linears()) {
+        let candidate = convert_these.contains(&name.as_str());
+        assert_eq!(plan.sensitivity.is_some(), candidate, "{name}");
+        assert_eq!(l.kind() == "ternary", plan.ternary, "{name}");
+        if candidate {
+            assert!(plan.rel_error > 0.0 && plan.rel_error < 1.0, "{name}");
+        } else {
+            assert!(!plan.ternary, "{name} must stay float");
+        }
+    }
+    println!("{report}");
 }
