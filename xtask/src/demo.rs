@@ -12,7 +12,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     fetch.current_dir(root()).arg("scripts/fetch_model.py");
     step("fetch-model", fetch)?;
     let mut demo = cargo();
-    demo.args(["run", "--release", "--quiet", "-p", "ternary-cli", "--", "demo"])
-        .args(args);
+    demo.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "ternary-cli",
+        "--",
+        "demo",
+    ])
+    .args(args);
     step("ternary demo", demo)
 }

@@ -3,19 +3,21 @@
 //! [`Llama::set_score_fn`](ternary_models::Llama::set_score_fn)).
 //!
 //! Every query and key vector `v ∈ ℝ^d` (per head, per token, after RoPE) is ternarized with
-//! an abs-mean threshold:
+//! an abs-mean threshold, per group of `G` consecutive dimensions (`G = d` by default):
 //!
-//! `m = mean_i |v_i|`,  `t_i = sign(v_i) · [|v_i| > m / 2]`,  scale `α` by [`ScaleRule`]:
-//! [`ScaleRule::AbsMean`] `α = m`; [`ScaleRule::Refit`] `α = mean(|v_i| : t_i ≠ 0)` (the
-//! least-squares scale for those trits, `0` when every `t_i = 0`).
+//! `m = mean_{i ∈ g} |v_i|`,  `t_i = sign(v_i) · [|v_i| > m / 2]`,  scale `α_g` by
+//! [`ScaleRule`]: [`ScaleRule::AbsMean`] `α_g = m`; [`ScaleRule::Refit`]
+//! `α_g = mean(|v_i| : i ∈ g, t_i ≠ 0)` (the least-squares scale for those trits, `0` when every
+//! `t_i = 0`).
 //!
-//! The raw score of query `q` and key `k` is then
+//! With `L = 2` levels the residual `v − α·t` (with the stored `f32` scales) is ternarized the
+//! same way, `v ≈ α¹t¹ + α²t²`. The raw score of query `q` and key `k` is then
 //!
-//! `S = α_q · α_k · Σ_i t_q,i · t_k,i`,
+//! `S = Σ_{a, b < L} Σ_g α_q^{a,g} · α_k^{b,g} · Σ_{i ∈ g} t_q,i^a · t_k,i^b`,
 //!
-//! the integer dot computed exactly by popcounts of bit-planes
-//! (`ternary_core::kernels::ternary_dot`: `popc(q⁺&k⁺) + popc(q⁻&k⁻) − popc(q⁺&k⁻) − popc(q⁻&k⁺)`),
-//! the product `α_q · α_k · dot` formed in `f64` and rounded to `f32`. Statistics (`m`, `α`)
+//! each integer dot computed exactly by popcounts of bit-planes
+//! (`popc(q⁺&k⁺ | q⁻&k⁻) − popc(q⁺&k⁻ | q⁻&k⁺)`; `ternary_core::kernels::ternary_dot` for
+//! groups of whole words), the weighted sum formed in `f64` and rounded to `f32`. Statistics
 //! are computed in `f64`. Grouped-query attention: query head `h` reads key head
 //! `h / (n_h / n_kv)`; each key vector is ternarized once.
 //!
@@ -27,40 +29,104 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;
 use ternary_core::kernels::ternary_dot;
 use ternary_core::words_per_row;
-use ternary_models::model::ScoreFn;
+use ternary_models::model::{FloatScores, ScoreFn};
 
 use crate::error::{Error, Result};
 
-/// How the scale `α` of a ternarized vector is chosen (the trits are the same for both).
+/// How the scale `α` of a ternarized group is chosen (the trits are the same for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ScaleRule {
-    /// `α = mean_i |v_i|` (BitNet's abs-mean scale).
-    AbsMean,
-    /// `α = mean(|v_i| : t_i ≠ 0)`, the least-squares scale for the chosen trits.
+    /// `α = mean_{i ∈ g} |v_i|` (BitNet's abs-mean scale).
     #[default]
+    AbsMean,
+    /// `α = mean(|v_i| : i ∈ g, t_i ≠ 0)`, the least-squares scale for the chosen trits.
     Refit,
 }
 
-/// Ternarized vectors: per vector `words_per_row(d)` words of each plane and one scale.
+/// The ternarization of attention vectors: scale rule, dimensions per scale, levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TernaryScoreConfig {
+    /// How each group's scale is chosen.
+    pub rule: ScaleRule,
+    /// Dimensions per scale group; `None` is one group per vector.
+    pub group: Option<usize>,
+    /// Ternary levels per vector: 1 (`v ≈ αt`) or 2 (`v ≈ α¹t¹ + α²t²`, residual).
+    pub levels: usize,
+}
+
+impl Default for TernaryScoreConfig {
+    /// Abs-mean, one scale per vector, one level.
+    fn default() -> Self {
+        Self {
+            rule: ScaleRule::AbsMean,
+            group: None,
+            levels: 1,
+        }
+    }
+}
+
+impl TernaryScoreConfig {
+    /// Checks the parameters (`group ≥ 1`, `levels ∈ {1, 2}`).
+    pub fn validate(&self) -> Result<()> {
+        if self.group == Some(0) {
+            return Err(Error::Invalid(
+                "attention group size must be at least 1".into(),
+            ));
+        }
+        if !(1..=2).contains(&self.levels) {
+            return Err(Error::Invalid(format!(
+                "ternary attention supports 1 or 2 levels, got {}",
+                self.levels
+            )));
+        }
+        Ok(())
+    }
+
+    /// Dimensions per group for vectors of `d` values.
+    fn group_len(&self, d: usize) -> usize {
+        self.group.unwrap_or(d).clamp(1, d.max(1))
+    }
+
+    /// A short name, e.g. `"ternary(absmean, g=16, L=2)"`.
+    pub fn name(&self) -> String {
+        let rule = match self.rule {
+            ScaleRule::AbsMean => "absmean",
+            ScaleRule::Refit => "refit",
+        };
+        let group = self
+            .group
+            .map_or("vector".to_string(), |g| format!("g={g}"));
+        format!("ternary({rule}, {group}, L={})", self.levels)
+    }
+}
+
+/// Ternarized vectors: per vector and level `words_per_row(dim)` words of each plane and one
+/// scale per group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TernaryVectors {
     /// Vectors.
     pub count: usize,
     /// Values per vector.
     pub dim: usize,
-    /// `+1` planes, `count × words_per_row(dim)` (column `i` in word `i / 32`, bit `i % 32`).
+    /// Dimensions per scale group (the last group may be shorter).
+    pub group: usize,
+    /// Levels per vector.
+    pub levels: usize,
+    /// `+1` planes, `count × levels × words_per_row(dim)` (dimension `i` in word `i / 32`,
+    /// bit `i % 32`).
     pub plus: Vec<u32>,
     /// `-1` planes, same layout.
     pub minus: Vec<u32>,
-    /// Scales `α`, one per vector.
+    /// Scales, `count × levels × ⌈dim / group⌉`.
     pub scales: Vec<f32>,
 }
 
 impl TernaryVectors {
-    /// Ternarizes `count = v.len() / dim` row-major vectors of `dim` values with `rule` (see
-    /// the [module docs](self)). A vector holding NaN or ±∞ gets zero planes and scale NaN, so
+    /// Ternarizes `v.len() / dim` row-major vectors of `dim` values (see the
+    /// [module docs](self)). A vector holding NaN or ±∞ gets zero planes and NaN scales, so
     /// every score it takes part in is NaN (as the float product would be).
-    pub fn ternarize(v: &[f32], dim: usize, rule: ScaleRule) -> Result<Self> {
+    pub fn ternarize(v: &[f32], dim: usize, cfg: &TernaryScoreConfig) -> Result<Self> {
+        cfg.validate()?;
         if dim == 0 || !v.len().is_multiple_of(dim) {
             return Err(Error::Shape(format!(
                 "{} values are not a whole number of vectors of {dim}",
@@ -68,75 +134,166 @@ impl TernaryVectors {
             )));
         }
         let count = v.len() / dim;
+        let (group, levels) = (cfg.group_len(dim), cfg.levels);
         let wpr = words_per_row(dim);
-        let mut plus = vec![0u32; count * wpr];
-        let mut minus = vec![0u32; count * wpr];
-        let mut scales = vec![f32::NAN; count];
-        plus.par_chunks_mut(wpr)
-            .zip(minus.par_chunks_mut(wpr))
-            .zip(scales.par_iter_mut())
+        let groups = dim.div_ceil(group);
+        let mut plus = vec![0u32; count * levels * wpr];
+        let mut minus = vec![0u32; count * levels * wpr];
+        let mut scales = vec![f32::NAN; count * levels * groups];
+        plus.par_chunks_mut(levels * wpr)
+            .zip(minus.par_chunks_mut(levels * wpr))
+            .zip(scales.par_chunks_mut(levels * groups))
             .zip(v.par_chunks(dim))
-            .for_each(|(((p, m), s), x)| *s = ternarize_one(x, p, m, rule));
+            .for_each(|(((p, m), s), x)| ternarize_one(x, group, cfg.rule, p, m, s));
         Ok(Self {
             count,
             dim,
+            group,
+            levels,
             plus,
             minus,
             scales,
         })
     }
 
-    /// The `+1` and `-1` words of vector `i`.
-    pub fn planes(&self, i: usize) -> (&[u32], &[u32]) {
-        let wpr = words_per_row(self.dim);
-        (
-            &self.plus[i * wpr..(i + 1) * wpr],
-            &self.minus[i * wpr..(i + 1) * wpr],
-        )
+    /// Scale groups per vector and level.
+    pub fn groups(&self) -> usize {
+        self.dim.div_ceil(self.group)
     }
 
-    /// The exact integer dot `Σ_i t_a,i · t_b,i` of vector `a` of `self` and `b` of `other`.
-    pub fn dot(&self, a: usize, other: &TernaryVectors, b: usize) -> Result<i64> {
-        let (ap, am) = self.planes(a);
-        let (bp, bm) = other.planes(b);
-        Ok(ternary_dot(ap, am, bp, bm)?)
+    /// The `+1` and `-1` words of vector `i`, level `level`.
+    pub fn planes(&self, i: usize, level: usize) -> (&[u32], &[u32]) {
+        let wpr = words_per_row(self.dim);
+        let at = (i * self.levels + level) * wpr;
+        (&self.plus[at..at + wpr], &self.minus[at..at + wpr])
+    }
+
+    /// The scales of vector `i`, level `level` (one per group).
+    pub fn group_scales(&self, i: usize, level: usize) -> &[f32] {
+        let g = self.groups();
+        let at = (i * self.levels + level) * g;
+        &self.scales[at..at + g]
+    }
+
+    /// The exact integer dots `Σ_{i ∈ g} t_a,i · t_b,i` per group, of vector `a` (level `la`)
+    /// of `self` and vector `b` (level `lb`) of `other`, written to `out` (one per group).
+    pub fn group_dots(
+        &self,
+        a: usize,
+        la: usize,
+        other: &TernaryVectors,
+        b: usize,
+        lb: usize,
+        out: &mut [i64],
+    ) -> Result<()> {
+        if other.dim != self.dim || other.group != self.group || out.len() != self.groups() {
+            return Err(Error::Shape(format!(
+                "cannot dot vectors of {} (groups of {}) with {} (groups of {}) into {} groups",
+                self.dim,
+                self.group,
+                other.dim,
+                other.group,
+                out.len()
+            )));
+        }
+        let (ap, am) = self.planes(a, la);
+        let (bp, bm) = other.planes(b, lb);
+        if self.group == self.dim || self.group.is_multiple_of(32) {
+            // Whole-word groups: the popcount kernel on word ranges.
+            let wpg = if self.group == self.dim {
+                ap.len()
+            } else {
+                self.group / 32
+            };
+            for (g, o) in out.iter_mut().enumerate() {
+                let r = (g * wpg).min(ap.len())..((g + 1) * wpg).min(ap.len());
+                *o = ternary_dot(&ap[r.clone()], &am[r.clone()], &bp[r.clone()], &bm[r])?;
+            }
+        } else {
+            for (g, o) in out.iter_mut().enumerate() {
+                let (lo, hi) = (g * self.group, ((g + 1) * self.group).min(self.dim));
+                let mut acc = 0i64;
+                let mut i = lo;
+                while i < hi {
+                    let (w, bit) = (i / 32, i % 32);
+                    let len = (32 - bit).min(hi - i);
+                    let mask = if len == 32 {
+                        u32::MAX
+                    } else {
+                        ((1u32 << len) - 1) << bit
+                    };
+                    let same = ((ap[w] & bp[w]) | (am[w] & bm[w])) & mask;
+                    let diff = ((ap[w] & bm[w]) | (am[w] & bp[w])) & mask;
+                    acc += i64::from(same.count_ones()) - i64::from(diff.count_ones());
+                    i += len;
+                }
+                *o = acc;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Writes the planes of one vector (zeroed first) and returns its scale.
-fn ternarize_one(x: &[f32], plus: &mut [u32], minus: &mut [u32], rule: ScaleRule) -> f32 {
+/// Writes the planes (`levels × wpr` words, zeroed first) and scales (`levels × groups`) of
+/// one vector.
+fn ternarize_one(
+    x: &[f32],
+    group: usize,
+    rule: ScaleRule,
+    plus: &mut [u32],
+    minus: &mut [u32],
+    scales: &mut [f32],
+) {
     plus.fill(0);
     minus.fill(0);
     if x.iter().any(|v| !v.is_finite()) {
-        return f32::NAN;
+        scales.fill(f32::NAN);
+        return;
     }
-    let abs_sum: f64 = x.iter().map(|v| f64::from(v.abs())).sum();
-    let mean = abs_sum / x.len() as f64;
-    let threshold = mean / 2.0;
-    let (mut kept_sum, mut kept) = (0f64, 0usize);
-    for (i, &v) in x.iter().enumerate() {
-        let a = f64::from(v.abs());
-        if a > threshold {
-            let bit = 1u32 << (i % 32);
-            if v > 0.0 {
-                plus[i / 32] |= bit;
-            } else {
-                minus[i / 32] |= bit;
+    let wpr = words_per_row(x.len());
+    let groups = x.len().div_ceil(group);
+    let mut r: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    for (level, (p, m)) in plus
+        .chunks_exact_mut(wpr.max(1))
+        .zip(minus.chunks_exact_mut(wpr.max(1)))
+        .enumerate()
+    {
+        for (g, rg) in r.chunks_mut(group).enumerate() {
+            let mean = rg.iter().map(|v| v.abs()).sum::<f64>() / rg.len() as f64;
+            let (mut kept_sum, mut kept) = (0f64, 0usize);
+            for (j, &v) in rg.iter().enumerate() {
+                if v.abs() > mean / 2.0 {
+                    let i = g * group + j;
+                    let bit = 1u32 << (i % 32);
+                    if v > 0.0 {
+                        p[i / 32] |= bit;
+                    } else {
+                        m[i / 32] |= bit;
+                    }
+                    kept_sum += v.abs();
+                    kept += 1;
+                }
             }
-            kept_sum += a;
-            kept += 1;
+            let alpha = match rule {
+                ScaleRule::AbsMean => mean as f32,
+                ScaleRule::Refit if kept == 0 => 0.0,
+                ScaleRule::Refit => (kept_sum / kept as f64) as f32,
+            };
+            scales[level * groups + g] = alpha;
+            // Residual for the next level, with the stored f32 scale.
+            for (j, v) in rg.iter_mut().enumerate() {
+                let i = g * group + j;
+                let bit = 1u32 << (i % 32);
+                let t = f64::from(i8::from(p[i / 32] & bit != 0) - i8::from(m[i / 32] & bit != 0));
+                *v -= f64::from(alpha) * t;
+            }
         }
-    }
-    match rule {
-        ScaleRule::AbsMean => mean as f32,
-        ScaleRule::Refit if kept == 0 => 0.0,
-        ScaleRule::Refit => (kept_sum / kept as f64) as f32,
     }
 }
 
 /// Ternary scores on host data: `q` is `[n_h, n, d]`, `k` is `[n_kv, T, d]` (row-major), the
-/// result `[n_h, n, T]` with `S[h, i, j] = α_q · α_k · Σ t_q t_k` for query head `h` and key
-/// head `h / (n_h / n_kv)`.
+/// result `[n_h, n, T]` (see the [module docs](self)) for query head `h` and key head
+/// `h / (n_h / n_kv)`.
 #[allow(clippy::too_many_arguments)]
 pub fn ternary_scores_host(
     q: &[f32],
@@ -146,8 +303,9 @@ pub fn ternary_scores_host(
     n: usize,
     total: usize,
     d: usize,
-    rule: ScaleRule,
+    cfg: &TernaryScoreConfig,
 ) -> Result<Vec<f32>> {
+    cfg.validate()?;
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(Error::Shape(format!(
             "{heads} query heads cannot share {kv_heads} key heads"
@@ -165,45 +323,67 @@ pub fn ternary_scores_host(
     if out.is_empty() {
         return Ok(out);
     }
-    let tq = TernaryVectors::ternarize(q, d, rule)?;
-    let tk = TernaryVectors::ternarize(k, d, rule)?;
+    let tq = TernaryVectors::ternarize(q, d, cfg)?;
+    let tk = TernaryVectors::ternarize(k, d, cfg)?;
+    let levels = cfg.levels;
     // One output row per (head, query): [T] scores.
     out.par_chunks_mut(total)
         .enumerate()
         .try_for_each(|(row, o)| -> Result<()> {
-            let h = row / n;
-            let kh = h / group;
-            let sq = f64::from(tq.scales[row]);
-            let (qp, qm) = tq.planes(row);
+            let kh = (row / n) / group;
+            let mut dots = vec![0i64; tq.groups()];
             for (j, s) in o.iter_mut().enumerate() {
                 let key = kh * total + j;
-                let (kp, km) = tk.planes(key);
-                let dot = ternary_dot(qp, qm, kp, km)?;
-                *s = (sq * f64::from(tk.scales[key]) * dot as f64) as f32;
+                let mut acc = 0f64;
+                for la in 0..levels {
+                    let sq = tq.group_scales(row, la);
+                    for lb in 0..levels {
+                        tq.group_dots(row, la, &tk, key, lb, &mut dots)?;
+                        let sk = tk.group_scales(key, lb);
+                        for ((&dot, &a), &b) in dots.iter().zip(sq).zip(sk) {
+                            acc += f64::from(a) * f64::from(b) * dot as f64;
+                        }
+                    }
+                }
+                *s = acc as f32;
             }
             Ok(())
         })?;
     Ok(out)
 }
 
-/// Popcount attention scores (see the [module docs](self)) as a [`ScoreFn`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Popcount attention scores (see the [module docs](self)) as a [`ScoreFn`], in every block
+/// or only in chosen ones ([`FloatScores`] elsewhere).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TernaryScores {
-    rule: ScaleRule,
+    cfg: TernaryScoreConfig,
+    layers: Option<Vec<usize>>,
 }
 
 impl TernaryScores {
-    /// Ternary scores with the scale `rule`.
-    pub fn new(rule: ScaleRule) -> Self {
-        Self { rule }
+    /// Ternary scores in every block with the configuration `cfg` (checked on use).
+    pub fn new(cfg: TernaryScoreConfig) -> Self {
+        Self { cfg, layers: None }
     }
 
-    /// The scale rule.
-    pub fn rule(&self) -> ScaleRule {
-        self.rule
+    /// Restricts the ternary scores to the blocks in `layers`; the others use [`FloatScores`].
+    pub fn only_layers(mut self, layers: Vec<usize>) -> Self {
+        self.layers = Some(layers);
+        self
     }
 
-    /// [`ScoreFn::scores`] with an error instead of a panic for misshaped input.
+    /// Whether block `layer` uses ternary scores.
+    pub fn applies_to(&self, layer: usize) -> bool {
+        self.layers.as_ref().is_none_or(|l| l.contains(&layer))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TernaryScoreConfig {
+        &self.cfg
+    }
+
+    /// [`ScoreFn::scores`] with an error instead of a panic for misshaped input or an invalid
+    /// configuration.
     pub fn try_scores<B: Backend>(&self, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
         let device = q.device();
         let [nh, n, d] = q.dims();
@@ -219,7 +399,7 @@ impl TernaryScores {
                 .into_vec::<f32>()
                 .map_err(|e| Error::Invalid(format!("cannot read attention inputs: {e:?}")))
         };
-        let s = ternary_scores_host(&host(q)?, &host(k)?, nh, nkv, n, total, d, self.rule)?;
+        let s = ternary_scores_host(&host(q)?, &host(k)?, nh, nkv, n, total, d, &self.cfg)?;
         Ok(Tensor::from_data(
             TensorData::new(s, [nh, n, total]),
             &device,
@@ -229,9 +409,13 @@ impl TernaryScores {
 
 impl<B: Backend> ScoreFn<B> for TernaryScores {
     /// # Panics
-    /// On inconsistent shapes (`n_h` not a multiple of `n_kv`, different head sizes), which
-    /// the model never passes; [`TernaryScores::try_scores`] returns these as errors.
-    fn scores(&self, _layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// On an invalid configuration or inconsistent shapes (`n_h` not a multiple of `n_kv`,
+    /// different head sizes), which the model never passes; [`TernaryScores::try_scores`]
+    /// returns these as errors.
+    fn scores(&self, layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+        if !self.applies_to(layer) {
+            return FloatScores.scores(layer, q, k);
+        }
         match self.try_scores(q, k) {
             Ok(s) => s,
             Err(e) => panic!("TernaryScores: {e}"),
@@ -239,9 +423,9 @@ impl<B: Backend> ScoreFn<B> for TernaryScores {
     }
 
     fn name(&self) -> String {
-        match self.rule {
-            ScaleRule::AbsMean => "ternary(absmean)".into(),
-            ScaleRule::Refit => "ternary(refit)".into(),
+        match &self.layers {
+            None => self.cfg.name(),
+            Some(l) => format!("{} in layers {l:?}", self.cfg.name()),
         }
     }
 }

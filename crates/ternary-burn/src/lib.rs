@@ -9,6 +9,29 @@
 //! - [`gptq`]: error-compensating (GPTQ-style) ternary rounding with the calibration Hessian.
 //! - [`convert`](mod@convert): the conversion pipeline and automatic mixed precision.
 //! - [`model_file`]: saving and loading converted models (ternary safetensors).
+//!
+//! # Quantize and load a model in four lines
+//!
+//! Convert a float model (a GGUF file or a Hugging Face directory; here the tiny test
+//! fixture) with the default configuration and the built-in calibration text, save it as one
+//! ternary safetensors file, and load it back:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use ternary_models::Cpu;
+//! # let dev = Default::default();
+//! # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+//! # let dir = std::env::temp_dir().join(format!("ternary-burn-doctest-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let out = dir.join("tiny-ternary.safetensors");
+//! let mut m = ternary_models::load::<Cpu>(model, &dev)?;
+//! ternary_burn::convert(&mut m.model, &m.tokenizer, ternary_burn::CALIBRATION_TEXT, &Default::default(), &mut |_| {})?;
+//! ternary_burn::save(&out, &m.model, &m.tokenizer)?;
+//! let t = ternary_burn::load::<Cpu>(&out, &dev)?;
+//! # assert_eq!(ternary_burn::inspect(&out)?.config, *t.model.config());
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
 
 pub mod attention;
 pub mod calib;
@@ -18,7 +41,7 @@ pub mod gptq;
 pub mod layer;
 pub mod model_file;
 
-pub use attention::{ScaleRule, TernaryScores};
+pub use attention::{ScaleRule, TernaryScoreConfig, TernaryScores};
 pub use calib::{Calibration, InputStats, calibrate};
 pub use convert::{
     ConversionReport, ConvertConfig, LayerPlan, Progress, QuantizedLayer, Stage, convert,

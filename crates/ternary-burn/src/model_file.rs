@@ -243,7 +243,12 @@ impl fmt::Display for FileSummary {
     /// A table of the layers, then the totals.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(p) = &self.path {
-            writeln!(f, "{} ({FORMAT_NAME} v{})", p.display(), self.format_version)?;
+            writeln!(
+                f,
+                "{} ({FORMAT_NAME} v{})",
+                p.display(),
+                self.format_version
+            )?;
         }
         let c = &self.config;
         writeln!(
@@ -273,10 +278,7 @@ impl fmt::Display for FileSummary {
             let (bits, bytes) = if l.bytes == 0 {
                 ("tied".to_string(), "-".to_string())
             } else {
-                (
-                    format!("{:.3}", l.bits_per_weight()),
-                    human_bytes(l.bytes),
-                )
+                (format!("{:.3}", l.bits_per_weight()), human_bytes(l.bytes))
             };
             writeln!(
                 f,
@@ -289,18 +291,23 @@ impl fmt::Display for FileSummary {
                 bytes
             )?;
         }
+        f.write_str(&self.totals())
+    }
+}
+
+impl FileSummary {
+    /// The two total lines that end the [`Display`](fmt::Display) table: layer counts and
+    /// ternary share, then bytes and bits per weight.
+    pub fn totals(&self) -> String {
         let ternary = self.stored_layers().filter(|l| l.is_ternary()).count();
-        writeln!(
-            f,
-            "linear layers: {} ternary, {} float; {:.1}% of {} linear weights ternary",
+        format!(
+            "linear layers: {} ternary, {} float; {:.1}% of {} linear weights ternary\n\
+             linear weights: {} ({:.3} bits/weight); embedding and norms: {}; all weights: {}; \
+             file: {}\n",
             ternary,
             self.stored_layers().count() - ternary,
             100.0 * self.ternary_fraction(),
-            self.linear_weights()
-        )?;
-        writeln!(
-            f,
-            "linear weights: {} ({:.3} bits/weight); embedding and norms: {}; all weights: {}; file: {}",
+            self.linear_weights(),
             human_bytes(self.linear_bytes()),
             self.linear_bits_per_weight(),
             human_bytes(self.other_bytes),
@@ -496,10 +503,7 @@ impl Contents {
                     ));
                     blobs.push((
                         format!("{name}.scales"),
-                        Blob::F32(
-                            vec![rows, layout.groups_per_row(cols)],
-                            m.scales().values(),
-                        ),
+                        Blob::F32(vec![rows, layout.groups_per_row(cols)], m.scales().values()),
                     ));
                     if let Some(b) = bias {
                         blobs.push((format!("{name}.bias"), Blob::F32(vec![rows], b)));
@@ -582,8 +586,12 @@ impl Contents {
         let config = LlamaConfig::from_hf_json(key("config")?)
             .map_err(|e| err(format!("metadata \"config\": {e}")))?;
         let tokenizer_json = key("tokenizer")?.clone();
-        let table: BTreeMap<String, LayerMeta> = serde_json::from_str(key("layers")?)
-            .map_err(|e| err(format!("metadata \"layers\" is not a valid layer table: {e}")))?;
+        let table: BTreeMap<String, LayerMeta> =
+            serde_json::from_str(key("layers")?).map_err(|e| {
+                err(format!(
+                    "metadata \"layers\" is not a valid layer table: {e}"
+                ))
+            })?;
 
         let mut claimed = BTreeSet::new();
         let mut fetch = |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<Vec<u8>> {
@@ -689,7 +697,10 @@ impl Contents {
                     let minus = fetch(format!("{name}.minus"), &[Dtype::U32], &[rows, wpr])?;
                     let gpr = layout.groups_per_row(cols);
                     let sn = format!("{name}.scales");
-                    let scales = finite(&sn, le_f32(&fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?))?;
+                    let scales = finite(
+                        &sn,
+                        le_f32(&fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?),
+                    )?;
                     let matrix = TernaryMatrix::from_planes(
                         rows,
                         cols,

@@ -3,16 +3,17 @@
 //! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
 //! be replayed with `TERNARY_TEST_SEED=<seed>`.
 //!
-//! Tolerances: trits and integer dots are exact; a score `α_q · α_k · dot` is compared with the
-//! `f64` reference by relative error `≤ 1e-6` (the `f32` rounding of the scales and the result;
-//! an integer dot off by one would be off by at least `1/d ≥ 1/128`).
+//! Tolerances: trits, scales and integer dots are exact; a score `Σ α_q · α_k · dot` is compared
+//! with the `f64` reference by `|S − S_ref| ≤ 1e-6 · Σ |α_q · α_k · dot|` (the `f32` rounding of
+//! the result; an integer dot off by one would be off by at least one `α_q · α_k`, i.e. a
+//! relative `1/d ≥ 1/128` of that term's mass).
 
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::path::PathBuf;
 use ternary_burn::attention::{TernaryVectors, ternary_scores_host};
-use ternary_burn::{ScaleRule, TernaryScores};
+use ternary_burn::{ScaleRule, TernaryScoreConfig, TernaryScores};
 use ternary_models::model::{FloatScores, ScoreFn, to_rows};
 use ternary_models::{Cpu, Logits, load_safetensors_dir};
 
@@ -51,36 +52,44 @@ fn random_vectors(rng: &mut StdRng, count: usize, d: usize) -> Vec<f32> {
     v
 }
 
-/// The rule of the module docs, in `f64`: trits and scale.
-fn reference_ternarize(x: &[f32], rule: ScaleRule) -> (Vec<i64>, f64) {
-    let mean = x.iter().map(|v| f64::from(v.abs())).sum::<f64>() / x.len() as f64;
-    let t: Vec<i64> = x
-        .iter()
-        .map(|&v| {
-            if f64::from(v.abs()) > mean / 2.0 {
-                if v > 0.0 { 1 } else { -1 }
-            } else {
-                0
+/// The rule of the module docs, in `f64`: per level, trits and the scale of each group.
+fn reference_ternarize(x: &[f32], cfg: &TernaryScoreConfig) -> Vec<(Vec<i64>, Vec<f64>)> {
+    let d = x.len();
+    let group = cfg.group.unwrap_or(d).min(d);
+    let mut r: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let mut levels = Vec::new();
+    for _ in 0..cfg.levels {
+        let mut t = vec![0i64; d];
+        let mut scales = Vec::new();
+        for g0 in (0..d).step_by(group) {
+            let g1 = (g0 + group).min(d);
+            let mean = r[g0..g1].iter().map(|v| v.abs()).sum::<f64>() / (g1 - g0) as f64;
+            let mut kept = Vec::new();
+            for i in g0..g1 {
+                if r[i].abs() > mean / 2.0 {
+                    t[i] = if r[i] > 0.0 { 1 } else { -1 };
+                    kept.push(r[i].abs());
+                }
             }
-        })
-        .collect();
-    let kept: Vec<f64> = x
-        .iter()
-        .zip(&t)
-        .filter(|(_, t)| **t != 0)
-        .map(|(v, _)| f64::from(v.abs()))
-        .collect();
-    let scale = match rule {
-        ScaleRule::AbsMean => mean,
-        ScaleRule::Refit if kept.is_empty() => 0.0,
-        ScaleRule::Refit => kept.iter().sum::<f64>() / kept.len() as f64,
-    };
-    // The stored scale is the f64 value rounded to f32.
-    (t, f64::from(scale as f32))
+            let scale = match cfg.rule {
+                ScaleRule::AbsMean => mean,
+                ScaleRule::Refit if kept.is_empty() => 0.0,
+                ScaleRule::Refit => kept.iter().sum::<f64>() / kept.len() as f64,
+            };
+            // The stored scale is the f64 value rounded to f32; the residual uses it.
+            let scale = f64::from(scale as f32);
+            for i in g0..g1 {
+                r[i] -= scale * t[i] as f64;
+            }
+            scales.push(scale);
+        }
+        levels.push((t, scales));
+    }
+    levels
 }
 
-fn decode(v: &TernaryVectors, i: usize) -> Vec<i64> {
-    let (p, m) = v.planes(i);
+fn decode(v: &TernaryVectors, i: usize, level: usize) -> Vec<i64> {
+    let (p, m) = v.planes(i, level);
     (0..v.dim)
         .map(|c| {
             let bit = 1u32 << (c % 32);
@@ -89,30 +98,68 @@ fn decode(v: &TernaryVectors, i: usize) -> Vec<i64> {
         .collect()
 }
 
+/// Every configuration the tests cover.
+fn configs() -> Vec<TernaryScoreConfig> {
+    let mut out = Vec::new();
+    for rule in [ScaleRule::AbsMean, ScaleRule::Refit] {
+        for group in [None, Some(8), Some(16), Some(32), Some(48), Some(64)] {
+            for levels in [1, 2] {
+                out.push(TernaryScoreConfig {
+                    rule,
+                    group,
+                    levels,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Per group, `Σ_{i ∈ g} a_i · b_i`.
+fn group_dots(a: &[i64], b: &[i64], group: usize) -> Vec<i64> {
+    a.chunks(group)
+        .zip(b.chunks(group))
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum())
+        .collect()
+}
+
 #[test]
 fn ternarize_and_dot_should_match_the_reference_exactly() {
     let mut rng = rng();
     for d in [1usize, 31, 32, 33, 63, 64, 65, 128] {
-        for rule in [ScaleRule::AbsMean, ScaleRule::Refit] {
-            let x = random_vectors(&mut rng, 12, d);
-            let y = random_vectors(&mut rng, 9, d);
-            let tx = TernaryVectors::ternarize(&x, d, rule).unwrap();
-            let ty = TernaryVectors::ternarize(&y, d, rule).unwrap();
-            for i in 0..12 {
-                let (t, s) = reference_ternarize(&x[i * d..(i + 1) * d], rule);
-                assert_eq!(decode(&tx, i), t, "d={d} {rule:?} vector {i}");
-                assert_eq!(f64::from(tx.scales[i]), s, "d={d} {rule:?} scale {i}");
-                for j in 0..9 {
-                    let (u, _) = reference_ternarize(&y[j * d..(j + 1) * d], rule);
-                    let want: i64 = t.iter().zip(&u).map(|(a, b)| a * b).sum();
-                    assert_eq!(tx.dot(i, &ty, j).unwrap(), want, "d={d} dot {i},{j}");
+        for cfg in configs() {
+            let group = cfg.group.unwrap_or(d).min(d);
+            let x = random_vectors(&mut rng, 6, d);
+            let y = random_vectors(&mut rng, 5, d);
+            let tx = TernaryVectors::ternarize(&x, d, &cfg).unwrap();
+            let ty = TernaryVectors::ternarize(&y, d, &cfg).unwrap();
+            let mut dots = vec![0i64; tx.groups()];
+            for i in 0..6 {
+                let rx = reference_ternarize(&x[i * d..(i + 1) * d], &cfg);
+                for (la, (t, s)) in rx.iter().enumerate() {
+                    let tag = format!("d={d} {cfg:?} vector {i} level {la}");
+                    assert_eq!(&decode(&tx, i, la), t, "{tag}");
+                    let got: Vec<f64> = tx
+                        .group_scales(i, la)
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .collect();
+                    assert_eq!(&got, s, "{tag}: scales");
+                    for j in 0..5 {
+                        let ry = reference_ternarize(&y[j * d..(j + 1) * d], &cfg);
+                        for (lb, (u, _)) in ry.iter().enumerate() {
+                            tx.group_dots(i, la, &ty, j, lb, &mut dots).unwrap();
+                            assert_eq!(dots, group_dots(t, u, group), "{tag}: dot with {j}/{lb}");
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// `S[h, i, j] = α_q · α_k · Σ t_q t_k` in `f64` from the reference rule.
+/// `S[h, i, j] = Σ_{a,b} Σ_g α_q · α_k · dot_g` in `f64` from the reference rule, with the
+/// mass `Σ |α_q · α_k · dot_g|`.
 #[allow(clippy::too_many_arguments)]
 fn reference_scores(
     q: &[f32],
@@ -122,33 +169,42 @@ fn reference_scores(
     n: usize,
     total: usize,
     d: usize,
-    rule: ScaleRule,
-) -> Vec<f64> {
-    let group = nh / nkv;
+    cfg: &TernaryScoreConfig,
+) -> (Vec<f64>, Vec<f64>) {
+    let heads_per_kv = nh / nkv;
+    let group = cfg.group.unwrap_or(d).min(d);
+    let keys: Vec<_> = k.chunks(d).map(|v| reference_ternarize(v, cfg)).collect();
     let mut out = vec![0f64; nh * n * total];
+    let mut mass = vec![0f64; nh * n * total];
     for h in 0..nh {
         for i in 0..n {
             let qo = (h * n + i) * d;
-            let (tq, sq) = reference_ternarize(&q[qo..qo + d], rule);
+            let rq = reference_ternarize(&q[qo..qo + d], cfg);
             for j in 0..total {
-                let ko = ((h / group) * total + j) * d;
-                let (tk, sk) = reference_ternarize(&k[ko..ko + d], rule);
-                let dot: i64 = tq.iter().zip(&tk).map(|(a, b)| a * b).sum();
-                out[(h * n + i) * total + j] = sq * sk * dot as f64;
+                let rk = &keys[(h / heads_per_kv) * total + j];
+                let (mut acc, mut abs) = (0f64, 0f64);
+                for (tq, sq) in &rq {
+                    for (tk, sk) in rk {
+                        for ((dot, a), b) in group_dots(tq, tk, group).iter().zip(sq).zip(sk) {
+                            let term = a * b * *dot as f64;
+                            acc += term;
+                            abs += term.abs();
+                        }
+                    }
+                }
+                out[(h * n + i) * total + j] = acc;
+                mass[(h * n + i) * total + j] = abs;
             }
         }
     }
-    out
+    (out, mass)
 }
 
-fn check_scores(what: &str, got: &[f32], want: &[f64]) {
+fn check_scores(what: &str, got: &[f32], want: &[f64], mass: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}");
-    for (idx, (&g, &w)) in got.iter().zip(want).enumerate() {
+    for (idx, ((&g, &w), &m)) in got.iter().zip(want).zip(mass).enumerate() {
         let err = (f64::from(g) - w).abs();
-        assert!(
-            err <= REL_TOL * w.abs(),
-            "{what} [{idx}]: got {g}, want {w}"
-        );
+        assert!(err <= REL_TOL * m, "{what} [{idx}]: got {g}, want {w}");
     }
 }
 
@@ -158,19 +214,22 @@ fn scores_should_match_the_reference_with_grouped_heads() {
     // (n_h, n_kv): SmolLM2's 9/3, plain multi-head, one shared key head.
     for &(nh, nkv) in &[(9usize, 3usize), (2, 2), (4, 1)] {
         for &d in &[1usize, 33, 64, 65] {
-            for &(n, total) in &[(1usize, 1usize), (1, 17), (5, 7), (17, 17)] {
-                for rule in [ScaleRule::AbsMean, ScaleRule::Refit] {
+            for (c, &(n, total)) in [(1usize, 1usize), (1, 17), (5, 7), (17, 17)]
+                .iter()
+                .enumerate()
+            {
+                for cfg in configs().into_iter().skip(c % 2).step_by(2) {
                     let q = random_vectors(&mut rng, nh * n, d);
                     let k = random_vectors(&mut rng, nkv * total, d);
-                    let want = reference_scores(&q, &k, nh, nkv, n, total, d, rule);
-                    let got = ternary_scores_host(&q, &k, nh, nkv, n, total, d, rule).unwrap();
-                    let tag = format!("{nh}/{nkv} heads d={d} n={n} T={total} {rule:?}");
-                    check_scores(&tag, &got, &want);
+                    let (want, mass) = reference_scores(&q, &k, nh, nkv, n, total, d, &cfg);
+                    let got = ternary_scores_host(&q, &k, nh, nkv, n, total, d, &cfg).unwrap();
+                    let tag = format!("{nh}/{nkv} heads d={d} n={n} T={total} {cfg:?}");
+                    check_scores(&tag, &got, &want, &mass);
                     // Through the ScoreFn seam, on Burn tensors.
                     let dev = Default::default();
                     let qt = Tensor::<Cpu, 3>::from_data(TensorData::new(q, [nh, n, d]), &dev);
                     let kt = Tensor::<Cpu, 3>::from_data(TensorData::new(k, [nkv, total, d]), &dev);
-                    let s = TernaryScores::new(rule).scores(0, qt, kt);
+                    let s = TernaryScores::new(cfg).scores(0, qt, kt);
                     assert_eq!(s.dims(), [nh, n, total], "{tag}");
                     let s = s.into_data().into_vec::<f32>().unwrap();
                     assert_eq!(s, got, "{tag}: seam vs host");
@@ -182,9 +241,20 @@ fn scores_should_match_the_reference_with_grouped_heads() {
 
 #[test]
 fn bad_shapes_should_be_errors_and_nan_inputs_nan_scores() {
-    assert!(ternary_scores_host(&[0.0; 8], &[0.0; 8], 3, 2, 1, 1, 4, ScaleRule::Refit).is_err());
-    assert!(ternary_scores_host(&[0.0; 8], &[0.0; 7], 2, 2, 1, 1, 4, ScaleRule::Refit).is_err());
-    assert!(TernaryVectors::ternarize(&[1.0; 5], 2, ScaleRule::Refit).is_err());
+    let cfg = TernaryScoreConfig::default();
+    assert!(ternary_scores_host(&[0.0; 8], &[0.0; 8], 3, 2, 1, 1, 4, &cfg).is_err());
+    assert!(ternary_scores_host(&[0.0; 8], &[0.0; 7], 2, 2, 1, 1, 4, &cfg).is_err());
+    assert!(TernaryVectors::ternarize(&[1.0; 5], 2, &cfg).is_err());
+    for bad in [
+        TernaryScoreConfig { levels: 3, ..cfg },
+        TernaryScoreConfig { levels: 0, ..cfg },
+        TernaryScoreConfig {
+            group: Some(0),
+            ..cfg
+        },
+    ] {
+        assert!(ternary_scores_host(&[0.0; 4], &[0.0; 4], 1, 1, 1, 1, 4, &bad).is_err());
+    }
     let dev = Default::default();
     let q = Tensor::<Cpu, 3>::zeros([2, 1, 4], &dev);
     let k = Tensor::<Cpu, 3>::zeros([2, 1, 5], &dev);
@@ -193,7 +263,7 @@ fn bad_shapes_should_be_errors_and_nan_inputs_nan_scores() {
     let q = vec![1.0f32, -1.0, 0.5, 2.0];
     let mut k = vec![1.0f32; 8];
     k[5] = f32::NAN;
-    let s = ternary_scores_host(&q, &k, 1, 1, 1, 2, 4, ScaleRule::Refit).unwrap();
+    let s = ternary_scores_host(&q, &k, 1, 1, 1, 2, 4, &cfg).unwrap();
     assert!(s[0].is_finite() && s[1].is_nan(), "{s:?}");
 }
 
@@ -219,7 +289,7 @@ fn model_score_seam_should_switch_and_reset() {
     m.set_score_fn(Box::new(FloatScores));
     assert_eq!(run(&m), base);
     m.set_score_fn(Box::new(TernaryScores::default()));
-    assert_eq!(m.score_fn().name(), "ternary(refit)");
+    assert_eq!(m.score_fn().name(), "ternary(absmean, vector, L=1)");
     let tern = run(&m);
     assert!(tern.iter().all(|v| v.is_finite()));
     assert_ne!(tern, base, "ternary scores should change the logits");
@@ -235,6 +305,59 @@ fn model_score_seam_should_switch_and_reset() {
     for (i, (&a, &b)) in last.iter().zip(full_last).enumerate() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "[{i}] {a} vs {b}");
     }
+    // Restricted to no block: the float scores, bit for bit; to one block: between the two.
+    m.set_score_fn(Box::new(TernaryScores::default().only_layers(vec![])));
+    assert_eq!(run(&m), base);
+    m.set_score_fn(Box::new(TernaryScores::default().only_layers(vec![1])));
+    assert_eq!(
+        m.score_fn().name(),
+        "ternary(absmean, vector, L=1) in layers [1]"
+    );
+    let one = run(&m);
+    assert!(one != base && one != tern);
     m.reset_score_fn();
     assert_eq!(run(&m), base);
+}
+
+/// Float scores computed on the host from `into_data` of the seam's tensors: checks that the
+/// host view of `q` and `k` (strided views in the model) is the logical `[heads, tokens, d]`.
+#[derive(Debug)]
+struct HostFloatScores;
+
+impl ScoreFn<Cpu> for HostFloatScores {
+    fn scores(&self, _layer: usize, q: Tensor<Cpu, 3>, k: Tensor<Cpu, 3>) -> Tensor<Cpu, 3> {
+        let [nh, n, d] = q.dims();
+        let [nkv, total, _] = k.dims();
+        let q = q.into_data().into_vec::<f32>().unwrap();
+        let k = k.into_data().into_vec::<f32>().unwrap();
+        let mut s = vec![0f32; nh * n * total];
+        for h in 0..nh {
+            for i in 0..n {
+                for j in 0..total {
+                    let qv = &q[(h * n + i) * d..][..d];
+                    let kv = &k[((h / (nh / nkv)) * total + j) * d..][..d];
+                    s[(h * n + i) * total + j] = qv.iter().zip(kv).map(|(a, b)| a * b).sum();
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(s, [nh, n, total]), &Default::default())
+    }
+
+    fn name(&self) -> String {
+        "host-float".into()
+    }
+}
+
+#[test]
+fn host_view_of_the_seam_tensors_should_be_logical_order() {
+    let mut m = load_safetensors_dir::<Cpu>(tiny_dir(), &Default::default())
+        .unwrap()
+        .model;
+    let ids: Vec<u32> = (0..12).map(|i| (i * 7 + 3) % 100).collect();
+    let base = to_rows(m.forward(&ids, &mut m.new_cache(), Logits::All).unwrap()).unwrap();
+    m.set_score_fn(Box::new(HostFloatScores));
+    let host = to_rows(m.forward(&ids, &mut m.new_cache(), Logits::All).unwrap()).unwrap();
+    for (i, (&a, &b)) in host.iter().zip(&base).enumerate() {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "[{i}] {a} vs {b}");
+    }
 }

@@ -587,3 +587,63 @@ fn clones_should_share_the_host_matrix() {
     let back = TernaryLinear::<Cpu>::from_record(rec, &Default::default());
     assert!(Arc::ptr_eq(l.matrix_arc(), back.matrix_arc()));
 }
+
+/// A user model mixing `TernaryLinear` with `burn::nn::Linear`, as `#[derive(Module)]` sees it.
+#[derive(Module, Debug)]
+struct Net<B: Backend> {
+    ternary: TernaryLinear<B>,
+    float: Linear<B>,
+}
+
+impl<B: Backend> Net<B> {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.float.forward(self.ternary.forward(x))
+    }
+}
+
+#[test]
+fn derived_module_should_hold_the_layer_and_round_trip_its_record() {
+    let mut rng = rng();
+    let device = Default::default();
+    let net = Net::<Cpu> {
+        ternary: sample_layer(&mut rng),
+        float: LinearConfig::new(65, 9).init(&device),
+    };
+    // Burn initializes parameters lazily; clones of an uninitialized one initialize apart.
+    let _ = net.float.weight.val();
+    let _ = net.float.bias.as_ref().map(|b| b.val());
+    let mpk = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = Recorder::<Cpu>::record(&mpk, net.clone().into_record(), ()).unwrap();
+    let blank = Net::<Cpu> {
+        ternary: TernaryLinear::new(
+            TernaryMatrix::zeros(1, 1, Scales::per_row(vec![1.0])).unwrap(),
+            &device,
+        )
+        .unwrap()
+        .with_path(LinearPath::CpuF32),
+        float: LinearConfig::new(65, 9).init(&device),
+    };
+    let loaded = blank.load_record(Recorder::<Cpu>::load(&mpk, bytes, &device).unwrap());
+    assert_eq!(loaded.ternary.matrix(), net.ternary.matrix());
+    assert_eq!(
+        values(loaded.float.weight.val()),
+        values(net.float.weight.val()),
+        "float weight"
+    );
+    assert_eq!(loaded.ternary.bias(), net.ternary.bias());
+    assert_eq!(loaded.ternary.input_scale(), net.ternary.input_scale());
+    assert_eq!(
+        loaded.float.bias.as_ref().map(|b| values(b.val())),
+        net.float.bias.as_ref().map(|b| values(b.val())),
+        "float bias"
+    );
+    let x = random_f32(&mut rng, 4 * 70, -2.0, 2.0);
+    let a = values(net.forward(tensor::<Cpu, 2>(x.clone(), [4, 70])));
+    let b = values(loaded.forward(tensor::<Cpu, 2>(x, [4, 70])));
+    // Same weights; the float layer's threaded matmul may round differently run to run.
+    for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "[{i}] {p} vs {q}");
+    }
+    // The ternary weights are not float parameters: only the float layer counts.
+    assert_eq!(net.num_params(), 65 * 9 + 9);
+}

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use ternary_burn::model_file::{FloatDtype, LayerFormat, inspect_bytes, load_bytes, to_bytes};
 use ternary_burn::layer::TernaryLinear;
+use ternary_burn::model_file::{FloatDtype, LayerFormat, inspect_bytes, load_bytes, to_bytes};
 use ternary_burn::{Error, inspect, load, save};
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{ScaleLayout, words_per_row};
@@ -84,7 +84,10 @@ fn mixed_tiny() -> LoadedModel<Cpu> {
 
 fn ids(t: &Tokenizer) -> Vec<u32> {
     let mut ids = t
-        .encode("The quick brown fox jumps over the lazy dog, 1234 times.", true)
+        .encode(
+            "The quick brown fox jumps over the lazy dog, 1234 times.",
+            true,
+        )
         .unwrap();
     ids.truncate(24);
     assert!(ids.len() >= 8);
@@ -105,8 +108,14 @@ fn round_trip_should_give_identical_logits_and_layers() {
         assert_eq!(x.to_bits(), y.to_bits(), "logit {i}: {x} vs {y}");
     }
     assert_eq!(back.model.config(), m.model.config());
-    assert_eq!(back.tokenizer.encode("hello world", true).unwrap(), m.tokenizer.encode("hello world", true).unwrap());
-    assert_eq!((back.tokenizer.bos_id, back.tokenizer.eos_id), (m.tokenizer.bos_id, m.tokenizer.eos_id));
+    assert_eq!(
+        back.tokenizer.encode("hello world", true).unwrap(),
+        m.tokenizer.encode("hello world", true).unwrap()
+    );
+    assert_eq!(
+        (back.tokenizer.bos_id, back.tokenizer.eos_id),
+        (m.tokenizer.bos_id, m.tokenizer.eos_id)
+    );
 
     // Layer by layer: same kind, same planes/scales/bias/input scale or same float weight.
     let (orig, loaded) = (m.model.linears(), back.model.linears());
@@ -126,7 +135,11 @@ fn round_trip_should_give_identical_logits_and_layers() {
                 assert_eq!(a.input_scale(), b.input_scale(), "{n1}");
             }
             (None, None) => {
-                assert_eq!(to_rows(l1.weight()).unwrap(), to_rows(l2.weight()).unwrap(), "{n1}");
+                assert_eq!(
+                    to_rows(l1.weight()).unwrap(),
+                    to_rows(l2.weight()).unwrap(),
+                    "{n1}"
+                );
             }
             _ => panic!("{n1}: kind changed"),
         }
@@ -147,10 +160,11 @@ fn round_trip_should_give_identical_logits_and_layers() {
                 let zeros = trits.iter().filter(|&&x| x == 0).count() as f64 / trits.len() as f64;
                 assert_eq!(l.zero_fraction, Some(zeros), "{name}");
                 let m = t.matrix();
-                let want = 4 * (2 * m.rows() * words_per_row(m.cols())
-                    + m.scales().values().len()
-                    + t.bias().map_or(0, |b| b.len())
-                    + t.input_scale().map_or(0, <[f32]>::len));
+                let want = 4
+                    * (2 * m.rows() * words_per_row(m.cols())
+                        + m.scales().values().len()
+                        + t.bias().map_or(0, |b| b.len())
+                        + t.input_scale().map_or(0, <[f32]>::len));
                 assert_eq!(l.bytes, want as u64, "{name}");
                 assert!(matches!(l.format, LayerFormat::Ternary { .. }));
             }
@@ -162,7 +176,10 @@ fn round_trip_should_give_identical_logits_and_layers() {
         }
     }
     let text = summary.to_string();
-    assert!(text.contains("ternary/g32+d+b") && text.contains("ternary/row"), "{text}");
+    assert!(
+        text.contains("ternary/g32+d+b") && text.contains("ternary/row"),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -174,7 +191,9 @@ impl WeightSource for Rounded<'_> {
     fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
         let mut t = self.0.tensor(name)?;
         if self.1 {
-            t.data.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
+            t.data
+                .iter_mut()
+                .for_each(|v| *v = f16::from_f32(*v).to_f32());
         }
         Ok(t)
     }
@@ -198,8 +217,13 @@ fn tied_heads_and_f16_exact_weights_should_round_trip() {
     let dir = scratch("tied");
     let path = dir.join("m.safetensors");
     let build = |f16: bool| {
-        Llama::<Cpu>::from_weights_with(cfg.clone(), &Rounded(&w, f16), &Default::default(), LinearImpl::Host)
-            .unwrap()
+        Llama::<Cpu>::from_weights_with(
+            cfg.clone(),
+            &Rounded(&w, f16),
+            &Default::default(),
+            LinearImpl::Host,
+        )
+        .unwrap()
     };
     for (f16_exact, ternary_head) in [(false, false), (true, false), (true, true)] {
         let mut model = build(f16_exact);
@@ -211,7 +235,10 @@ fn tied_heads_and_f16_exact_weights_should_round_trip() {
         let s = save(&path, &model, &tok).unwrap();
         let back = load::<Cpu>(&path, &Default::default()).unwrap();
         let (a, b) = (logits(&model, &ids), logits(&back.model, &ids));
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "f16={f16_exact} head={ternary_head}");
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "f16={f16_exact} head={ternary_head}"
+        );
         let head = s.layers.last().unwrap();
         assert_eq!(head.name, "lm_head");
         if ternary_head {
@@ -219,18 +246,40 @@ fn tied_heads_and_f16_exact_weights_should_round_trip() {
         } else {
             // The tied float head is the embedding: not stored, not counted twice.
             assert_eq!(head.bytes, 0);
-            assert_eq!(s.linear_weights(), s.layers.iter().filter(|l| l.name != "lm_head").map(|l| l.weights()).sum::<u64>());
+            assert_eq!(
+                s.linear_weights(),
+                s.layers
+                    .iter()
+                    .filter(|l| l.name != "lm_head")
+                    .map(|l| l.weights())
+                    .sum::<u64>()
+            );
         }
-        let want = if f16_exact { FloatDtype::F16 } else { FloatDtype::F32 };
+        let want = if f16_exact {
+            FloatDtype::F16
+        } else {
+            FloatDtype::F32
+        };
         assert_eq!(s.others[0].0, "model.embed_tokens.weight");
         assert_eq!(s.others[0].2, want);
-        assert!(s.others[1..].iter().all(|o| o.2 == FloatDtype::F32), "norms are f32");
-        assert!(s.layers.iter().filter(|l| !l.is_ternary() && l.bytes > 0).all(|l| l.format == LayerFormat::Float(want)));
+        assert!(
+            s.others[1..].iter().all(|o| o.2 == FloatDtype::F32),
+            "norms are f32"
+        );
+        assert!(
+            s.layers
+                .iter()
+                .filter(|l| !l.is_ternary() && l.bytes > 0)
+                .all(|l| l.format == LayerFormat::Float(want))
+        );
         // The raw file agrees with the summary.
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let want_dtype = if f16_exact { Dtype::F16 } else { Dtype::F32 };
-        assert_eq!(st.tensor("model.embed_tokens.weight").unwrap().dtype(), want_dtype);
+        assert_eq!(
+            st.tensor("model.embed_tokens.weight").unwrap().dtype(),
+            want_dtype
+        );
         assert!(st.tensor("lm_head.weight").is_err());
         assert_eq!(st.tensor("lm_head.plus").is_ok(), ternary_head);
     }
@@ -272,7 +321,10 @@ fn micro() -> (LoadedModel<Cpu>, Vec<u8>) {
             let n: usize = shape.iter().product();
             let seed = name.len() as u32;
             let data = (0..n as u32)
-                .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed * 97)) % 1000) as f32 / 1000.0 - 0.5)
+                .map(|i| {
+                    ((i.wrapping_mul(2654435761).wrapping_add(seed * 97)) % 1000) as f32 / 1000.0
+                        - 0.5
+                })
                 .collect();
             Ok(HostTensor { shape, data })
         }
@@ -280,8 +332,13 @@ fn micro() -> (LoadedModel<Cpu>, Vec<u8>) {
             false
         }
     }
-    let mut model =
-        Llama::<Cpu>::from_weights_with(cfg.clone(), &Src(cfg), &Default::default(), LinearImpl::Host).unwrap();
+    let mut model = Llama::<Cpu>::from_weights_with(
+        cfg.clone(),
+        &Src(cfg),
+        &Default::default(),
+        LinearImpl::Host,
+    )
+    .unwrap();
     for i in 0..7 {
         let cfg = if i % 2 == 0 {
             QuantConfig::default()
@@ -290,8 +347,12 @@ fn micro() -> (LoadedModel<Cpu>, Vec<u8>) {
         };
         make_ternary(&mut model, i, &cfg, i == 1);
     }
-    let tokens: Vec<String> = ["a", "b", "c", "d", "ab", "<s>"].iter().map(|s| s.to_string()).collect();
-    let tokenizer = Tokenizer::from_parts(&tokens, &["a b".to_string()], &[1, 1, 1, 1, 1, 3], "gpt2").unwrap();
+    let tokens: Vec<String> = ["a", "b", "c", "d", "ab", "<s>"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let tokenizer =
+        Tokenizer::from_parts(&tokens, &["a b".to_string()], &[1, 1, 1, 1, 1, 3], "gpt2").unwrap();
     let bytes = to_bytes(&model, &tokenizer).unwrap();
     (LoadedModel { model, tokenizer }, bytes)
 }
@@ -362,7 +423,11 @@ fn every_truncation_should_be_an_error() {
     assert!(bytes.len() > 1000, "{}", bytes.len());
     for len in 0..bytes.len() {
         let e = load_bytes::<Cpu>(&bytes[..len], &Default::default());
-        assert!(matches!(e, Err(Error::Format(_))), "truncated to {len} of {} bytes", bytes.len());
+        assert!(
+            matches!(e, Err(Error::Format(_))),
+            "truncated to {len} of {} bytes",
+            bytes.len()
+        );
     }
     // Trailing garbage is an error too.
     let mut longer = bytes.clone();
@@ -372,11 +437,16 @@ fn every_truncation_should_be_an_error() {
     let dir = scratch("truncated");
     let path = dir.join("cut.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = load::<Cpu>(&path, &Default::default()).unwrap_err().to_string();
+    let msg = load::<Cpu>(&path, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("cut.safetensors"), "{msg}");
     assert!(inspect(&path).is_err());
     let missing = dir.join("absent.safetensors");
-    assert!(matches!(load::<Cpu>(&missing, &Default::default()), Err(Error::Io { .. })));
+    assert!(matches!(
+        load::<Cpu>(&missing, &Default::default()),
+        Err(Error::Io { .. })
+    ));
     assert!(matches!(inspect(&missing), Err(Error::Io { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -457,7 +527,10 @@ fn corrupted_headers_should_be_errors() {
     );
     assert_format_error(&table(&|t| t[q]["rows"] = 31.into()), "31x32");
     assert_format_error(&table(&|t| t[q]["kind"] = "packed".into()), "layer table");
-    assert_format_error(&table(&|t| t[q]["scale_layout"] = "per_group".into()), "scale layout");
+    assert_format_error(
+        &table(&|t| t[q]["scale_layout"] = "per_group".into()),
+        "scale layout",
+    );
     assert_format_error(
         &table(&|t| {
             t[q]["scale_layout"] = "per_group".into();
@@ -469,9 +542,15 @@ fn corrupted_headers_should_be_errors() {
     assert_format_error(&table(&|t| t[q]["extra"] = 1.into()), "layer table");
 
     // Tensor edits.
-    assert_format_error(&edit(&|p| p.remove(&format!("{q}.minus"))), "missing tensor");
+    assert_format_error(
+        &edit(&|p| p.remove(&format!("{q}.minus"))),
+        "missing tensor",
+    );
     assert_format_error(&edit(&|p| p.remove("model.norm.weight")), "missing tensor");
-    assert_format_error(&edit(&|p| p.remove("model.embed_tokens.weight")), "missing tensor");
+    assert_format_error(
+        &edit(&|p| p.remove("model.embed_tokens.weight")),
+        "missing tensor",
+    );
     assert_format_error(
         &edit(&|p| {
             let t = p.tensor("model.norm.weight").clone();
@@ -541,12 +620,60 @@ fn save_should_be_atomic_and_leave_no_temporary_files() {
     save(&path, &m.model, &m.tokenizer).unwrap();
     assert!(load::<Cpu>(&path, &Default::default()).is_ok());
     let bad = dir.join("no-such-dir").join("m.safetensors");
-    assert!(matches!(save(&bad, &m.model, &m.tokenizer), Err(Error::Core(_))));
+    assert!(matches!(
+        save(&bad, &m.model, &m.tokenizer),
+        Err(Error::Core(_))
+    ));
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
-    assert!(matches!(save(Path::new("/"), &m.model, &m.tokenizer), Err(_)));
+    assert!(save(Path::new("/"), &m.model, &m.tokenizer).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn converted_tiny_model_should_round_trip_exactly() {
+    let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
+    let cfg = ternary_burn::ConvertConfig {
+        input_scale_alphas: vec![0.0, 0.5, 1.0],
+        budget: None,
+        keep_float: vec!["layers.1.mlp.down_proj".into()],
+        calib_tokens: 256,
+        ctx: 32,
+        ..Default::default()
+    };
+    let report = ternary_burn::convert(
+        &mut m.model,
+        &m.tokenizer,
+        ternary_burn::CALIBRATION_TEXT,
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
+    let bytes = to_bytes(&m.model, &m.tokenizer).unwrap();
+    let back = load_bytes::<Cpu>(&bytes, &Default::default()).unwrap();
+    let ids = ids(&m.tokenizer);
+    let (a, b) = (logits(&m.model, &ids), logits(&back.model, &ids));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // The file's plan agrees with the conversion report, layer by layer.
+    let s = inspect_bytes(&bytes).unwrap();
+    assert_eq!(s.layers.len(), report.layers.len());
+    for (l, p) in s.layers.iter().zip(&report.layers) {
+        assert_eq!(
+            (&l.name, l.rows, l.cols, l.is_ternary()),
+            (&p.name, p.rows, p.cols, p.ternary)
+        );
+        if p.ternary {
+            let z = l.zero_fraction.unwrap();
+            assert!(
+                (z - p.zero_fraction).abs() < 1e-12,
+                "{}: {z} vs {}",
+                l.name,
+                p.zero_fraction
+            );
+        }
+    }
+    assert_eq!(s.layers.iter().filter(|l| l.is_ternary()).count(), 14);
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use ternary_burn::LinearPath;
 use ternary_burn::model_file::{as_ternary, human_bytes};
 use ternary_models::{Cpu, Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity};
 
@@ -83,6 +84,35 @@ pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, ModelKind)> {
     Ok((m, kind))
 }
 
+/// How the ternary layers of a loaded model compute (`--ternary-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PathArg {
+    /// The backend's default (host f32 kernels on the CPU).
+    Auto,
+    /// Host f32 ternary kernels.
+    CpuF32,
+    /// Host kernels with activations quantized to int8 per token.
+    CpuInt8,
+    /// Dequantized weights and Burn's matmul.
+    Float,
+}
+
+/// Switches every ternary layer of `model` to `path`.
+pub fn set_ternary_path(model: &mut Llama<Cpu>, path: PathArg) {
+    let p = match path {
+        PathArg::Auto => LinearPath::Auto,
+        PathArg::CpuF32 => LinearPath::CpuF32,
+        PathArg::CpuInt8 => LinearPath::CpuInt8,
+        PathArg::Float => LinearPath::Float,
+    };
+    for (_, slot) in model.linears_mut() {
+        let switched = as_ternary::<Cpu>(slot.as_ref()).map(|t| t.clone().with_path(p));
+        if let Some(t) = switched {
+            *slot = Box::new(t);
+        }
+    }
+}
+
 /// Reads a text file, with the path in the error.
 pub fn read_text(path: &Path) -> Res<String> {
     std::fs::read_to_string(path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
@@ -94,6 +124,16 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     }
+}
+
+/// Whether writing `out` would replace the model at `model` or one of its files (a Hugging
+/// Face directory's `model.safetensors`, `config.json`, `tokenizer.json`).
+pub fn overwrites_input(model: &Path, out: &Path) -> bool {
+    same_file(model, out)
+        || (model.is_dir()
+            && ["model.safetensors", "config.json", "tokenizer.json"]
+                .iter()
+                .any(|f| same_file(&model.join(f), out)))
 }
 
 /// A spinner with a message (hidden when stderr is not a terminal).
@@ -331,7 +371,10 @@ pub fn print_side_by_side(cols: &[Measured]) {
     row(
         "decode tokens/s",
         cols.iter()
-            .map(|c| c.decode_tps.map_or_else(|| "-".into(), |t| format!("{t:.1}")))
+            .map(|c| {
+                c.decode_tps
+                    .map_or_else(|| "-".into(), |t| format!("{t:.1}"))
+            })
             .collect(),
         if cols.iter().all(|c| c.decode_tps.is_some()) {
             ratio(&|c| c.decode_tps.unwrap_or(0.0))

@@ -9,8 +9,11 @@ use std::time::Instant;
 use clap::Args;
 use ternary_models::fetch;
 
-use crate::common::{CliError, Res, load_model, measure, print_side_by_side, secs, shown};
-use crate::quantize::{QuantizeArgs, convert};
+use crate::common::{
+    CliError, ModelKind, Res, load_model, measure, overwrites_input, print_side_by_side, secs,
+    shown,
+};
+use crate::quantize::{ConvertArgs, convert};
 
 /// The evaluation text (`fixtures/text/declaration-gettysburg.txt`, public domain).
 pub const EVAL_TEXT: &str = include_str!("../../../fixtures/text/declaration-gettysburg.txt");
@@ -36,6 +39,12 @@ pub struct DemoArgs {
     /// Do not try to download the model when it is missing.
     #[arg(long)]
     pub no_fetch: bool,
+    /// Print the per-layer conversion plan (otherwise only its totals).
+    #[arg(long)]
+    pub plan: bool,
+    /// Conversion settings (default: the library's default configuration).
+    #[command(flatten)]
+    pub conv: ConvertArgs,
 }
 
 /// `scripts/fetch_model.py` of the source tree this binary was built from, if present.
@@ -50,7 +59,8 @@ fn smollm2(no_fetch: bool) -> Res<PathBuf> {
     if path.is_file() {
         return Ok(path);
     }
-    let how = "python3 scripts/fetch_model.py (or `cargo xtask fetch-model`) in the ternary repository";
+    let how =
+        "python3 scripts/fetch_model.py (or `cargo xtask fetch-model`) in the ternary repository";
     if no_fetch {
         return Err(CliError::new(format!(
             "{} not found; fetch it with {how}",
@@ -75,6 +85,21 @@ fn smollm2(no_fetch: bool) -> Res<PathBuf> {
 
 /// `ternary demo`.
 pub fn run(args: &DemoArgs) -> Res<()> {
+    args.conv.validate()?;
+    if args.ctx < 4 {
+        return Err(CliError::new(format!(
+            "--ctx {} is too short (at least 4)",
+            args.ctx
+        )));
+    }
+    if args.chunks == Some(0) {
+        return Err(CliError::new("--chunks must be at least 1"));
+    }
+    if args.decode_tokens == 1 {
+        return Err(CliError::new(
+            "--decode-tokens must be 0 (skip) or at least 2",
+        ));
+    }
     let t0 = Instant::now();
     let model_path = match &args.model {
         Some(p) => p.clone(),
@@ -86,23 +111,20 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
         fetch::models_dir().join(format!("{stem}.ternary.safetensors"))
     });
-    let qargs = QuantizeArgs {
-        model: model_path.clone(),
-        out: out.clone(),
-        method: None,
-        group: None,
-        calib: None,
-        budget: None,
-        keep_float: Vec::new(),
-        layers: Vec::new(),
-        gptq: false,
-        no_gptq: false,
-        act_scale: false,
-        no_act_scale: false,
-        calib_tokens: None,
-    };
+    if overwrites_input(&model_path, &out) {
+        return Err(CliError::new(format!(
+            "--out {} is the input model; refusing to overwrite it",
+            out.display()
+        )));
+    }
     println!("1/4 float model: {}", model_path.display());
-    let (mut m, _) = load_model(&model_path)?;
+    let (mut m, kind) = load_model(&model_path)?;
+    if kind == ModelKind::Ternary {
+        return Err(CliError::new(format!(
+            "{} is already a converted ternary model; give the float model",
+            model_path.display()
+        )));
+    }
     let tokens = m.tokenizer.encode(EVAL_TEXT, true)?;
     let float = measure(
         "float",
@@ -114,11 +136,21 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     )?;
     println!("    {}", float.ppl.final_line());
 
-    println!("2/4 converting to ternary (default configuration)");
+    println!("2/4 converting to ternary");
     let t = Instant::now();
-    let converted = convert(&mut m, &qargs, ternary_burn::CALIBRATION_TEXT)?;
-    if let Some(r) = &converted.report {
-        println!("{r}");
+    let calib = match &args.conv.calib {
+        Some(p) => crate::common::read_text(p)?,
+        None => ternary_burn::CALIBRATION_TEXT.to_string(),
+    };
+    let report = convert(&mut m, &args.conv, &calib)?;
+    let table = report.to_string();
+    let skip = if args.plan {
+        0
+    } else {
+        report.layers.len() + 1
+    };
+    for line in table.lines().skip(skip) {
+        println!("    {line}");
     }
     println!("    converted in {}", secs(t));
 
@@ -126,9 +158,11 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     let summary = ternary_burn::save(&out, &m.model, &m.tokenizer)?;
     drop(m);
     println!(
-        "    {} linear layers ternary ({:.1}% of linear weights), {:.3} bits/weight, file {}",
+        "    {}/{} linear layers ternary ({:.1}% of linear weights); stored linear layers {:.3} \
+         bits/weight; file {}",
         summary.layers.iter().filter(|l| l.is_ternary()).count(),
-        100.0 * summary.ternary_fraction(),
+        summary.layers.len(),
+        100.0 * report.ternary_fraction(),
         summary.linear_bits_per_weight(),
         ternary_burn::model_file::human_bytes(summary.file_bytes)
     );

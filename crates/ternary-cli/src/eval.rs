@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::common::{CliError, ModelKind, Res, load_model, measure, print_side_by_side, read_text};
+use crate::common::{
+    CliError, ModelKind, PathArg, Res, load_model, measure, print_side_by_side, read_text,
+    set_ternary_path,
+};
 
 /// Arguments of `ternary eval`.
 #[derive(Debug, Clone, Args)]
@@ -27,6 +30,9 @@ pub struct EvalArgs {
     /// New tokens to generate for the decode speed (0 to skip).
     #[arg(long, default_value_t = 32)]
     pub decode_tokens: usize,
+    /// How ternary layers compute.
+    #[arg(long, value_enum, default_value_t = PathArg::Auto)]
+    pub ternary_path: PathArg,
 }
 
 /// `ternary eval`.
@@ -53,7 +59,8 @@ pub fn run(args: &EvalArgs) -> Res<()> {
         .map(|p| (p, "reference"))
         .chain([(&args.model, "model")])
     {
-        let (m, kind) = load_model(path)?;
+        let (mut m, kind) = load_model(path)?;
+        set_ternary_path(&mut m.model, args.ternary_path);
         let tokens = m.tokenizer.encode(&text, true)?;
         let name = match kind {
             ModelKind::Ternary => "ternary",

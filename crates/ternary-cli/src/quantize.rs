@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use ternary_burn::layer::TernaryLinear;
+use indicatif::ProgressBar;
+use ternary_burn::convert::matches_pattern;
+use ternary_burn::{ConversionReport, ConvertConfig, GptqConfig, Progress};
 use ternary_core::ScaleLayout;
-use ternary_core::quant::{Method as CoreMethod, QuantConfig, quantize};
-use ternary_models::model::to_rows;
+use ternary_core::quant::Method as CoreMethod;
 use ternary_models::{Cpu, LoadedModel};
 
-use crate::common::{CliError, ModelKind, Res, bar, load_model, read_text, same_file, secs, shown};
+use crate::common::{
+    CliError, ModelKind, Res, bar, load_model, overwrites_input, read_text, secs, shown,
+};
 
 /// Quantization rule per scale group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -23,7 +26,7 @@ pub enum MethodArg {
     Absmax,
     /// Scale the 99th percentile of |w|, least-squares refit.
     Percentile,
-    /// Activation-aware: threshold and scale minimising the error weighted by E[x²].
+    /// Activation-aware: threshold and scale minimising the error weighted by `E[x²]`.
     Aware,
 }
 
@@ -36,6 +39,15 @@ pub struct QuantizeArgs {
     /// Where to write the converted model (`.safetensors`); replaced atomically.
     #[arg(long)]
     pub out: PathBuf,
+    /// Conversion settings.
+    #[command(flatten)]
+    pub conv: ConvertArgs,
+}
+
+/// The conversion levers (shared by `quantize` and `demo`); unset ones keep
+/// [`ConvertConfig::default`].
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConvertArgs {
     /// Quantization rule (default: the conversion's default).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
@@ -46,15 +58,18 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub calib: Option<PathBuf>,
     /// Perplexity budget: keep the fewest layers in float so that the converted model's
-    /// calibration perplexity stays within this ratio of the float model's (e.g. 1.05).
-    #[arg(long)]
+    /// calibration perplexity stays within this ratio of the float model's (default 1.05).
+    #[arg(long, conflicts_with = "no_budget")]
     pub budget: Option<f64>,
-    /// Layers to keep in float: comma-separated names or name fragments (e.g.
-    /// `lm_head,layers.0.`).
+    /// No budget: every layer not kept float becomes ternary.
+    #[arg(long)]
+    pub no_budget: bool,
+    /// Layers to keep in float: comma-separated patterns; one with `*` must match the whole
+    /// name, one without matches names containing it (e.g. `lm_head,layers.0.`).
     #[arg(long, value_delimiter = ',')]
     pub keep_float: Vec<String>,
-    /// Convert only these layers (comma-separated names or name fragments); the others stay
-    /// float. Default: every linear layer is a candidate.
+    /// Convert only these layers (patterns as for `--keep-float`); the others stay float.
+    /// Default: every linear layer is a candidate.
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
     /// Error-compensating (GPTQ-style) rounding with the calibration Hessian.
@@ -69,12 +84,15 @@ pub struct QuantizeArgs {
     /// No activation-aware input scaling.
     #[arg(long, overrides_with = "act_scale")]
     pub no_act_scale: bool,
-    /// Calibration tokens to use at most.
+    /// Calibration tokens for the activation statistics.
     #[arg(long)]
     pub calib_tokens: Option<usize>,
+    /// Tokens per calibration / perplexity chunk during conversion.
+    #[arg(long)]
+    pub calib_ctx: Option<usize>,
 }
 
-impl QuantizeArgs {
+impl ConvertArgs {
     /// Checks values clap cannot.
     pub fn validate(&self) -> Res<()> {
         if let Some(g) = self.group
@@ -95,68 +113,118 @@ impl QuantizeArgs {
         if self.calib_tokens == Some(0) {
             return Err(CliError::new("--calib-tokens must be at least 1"));
         }
+        if let Some(c) = self.calib_ctx
+            && c < 4
+        {
+            return Err(CliError::new(format!(
+                "--calib-ctx {c} is too short (at least 4)"
+            )));
+        }
         Ok(())
     }
+}
 
-    /// Whether layer `name` may be converted: it matches `--layers` (when given) and no
-    /// `--keep-float` fragment.
-    pub fn is_candidate(&self, name: &str) -> bool {
-        let matches = |list: &[String]| list.iter().any(|k| !k.is_empty() && name.contains(k.as_str()));
-        (self.layers.is_empty() || matches(&self.layers)) && !matches(&self.keep_float)
+/// The conversion configuration the arguments describe: [`ConvertConfig::default`] with each
+/// given flag applied; `names` are the model's linear layers (for `--layers`).
+pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
+    let mut cfg = ConvertConfig::default();
+    if let Some(m) = args.method {
+        cfg.method = match m {
+            MethodArg::Absmean => CoreMethod::AbsMean,
+            MethodArg::Twn => CoreMethod::twn(),
+            MethodArg::Absmax => CoreMethod::AbsMax,
+            MethodArg::Percentile => CoreMethod::Percentile {
+                p: 0.99,
+                refit: true,
+            },
+            MethodArg::Aware => CoreMethod::ActivationAware,
+        };
     }
+    if let Some(g) = args.group {
+        cfg.layout = if g == 0 {
+            ScaleLayout::PerRow
+        } else {
+            ScaleLayout::PerGroup { group_size: g }
+        };
+    }
+    if args.gptq {
+        cfg.gptq = Some(GptqConfig::default());
+    }
+    if args.no_gptq {
+        cfg.gptq = None;
+    }
+    if args.act_scale {
+        cfg.input_scale_alphas = ACT_SCALE_ALPHAS.to_vec();
+    }
+    if args.no_act_scale {
+        cfg.input_scale_alphas.clear();
+    }
+    if args.budget.is_some() {
+        cfg.budget = args.budget;
+    }
+    if args.no_budget {
+        cfg.budget = None;
+    }
+    if let Some(t) = args.calib_tokens {
+        cfg.calib_tokens = t;
+    }
+    if let Some(c) = args.calib_ctx {
+        cfg.ctx = c;
+    }
+    cfg.keep_float.extend(args.keep_float.iter().cloned());
+    if !args.layers.is_empty() {
+        // `--layers`: every other layer is kept float, by its exact name.
+        cfg.keep_float.extend(
+            names
+                .iter()
+                .filter(|n| !args.layers.iter().any(|p| matches_pattern(p, n)))
+                .map(|n| format!("{n}*")),
+        );
+    }
+    cfg
+}
 
-    fn layout(&self) -> ScaleLayout {
-        match self.group {
-            None | Some(0) => ScaleLayout::PerRow,
-            Some(g) => ScaleLayout::PerGroup { group_size: g },
+/// Candidate exponents of activation-aware input scaling with `--act-scale`.
+const ACT_SCALE_ALPHAS: [f32; 3] = [0.0, 0.25, 0.5];
+
+/// Converts `m` in place as `args` say on `calib` text, with one progress bar per stage, and
+/// returns the conversion report (the per-layer plan).
+pub fn convert(m: &mut LoadedModel<Cpu>, args: &ConvertArgs, calib: &str) -> Res<ConversionReport> {
+    args.validate()?;
+    let names: Vec<String> = m.model.linears().into_iter().map(|(n, _)| n).collect();
+    let cfg = convert_config(args, &names);
+    let mut current: Option<ProgressBar> = None;
+    let mut on_progress = |p: Progress| match p {
+        Progress::Start { stage, total } => {
+            if let Some(pb) = current.take() {
+                pb.finish_and_clear();
+            }
+            current = Some(bar(total as u64, stage.name()));
         }
-    }
-}
-
-/// The outcome of a conversion, for printing.
-pub struct Converted {
-    /// Table printed after the conversion (the plan), if the converter produced one.
-    pub report: Option<String>,
-}
-
-/// Converts `m` in place as `args` say, with progress bars, on `calib` text.
-pub fn convert(m: &mut LoadedModel<Cpu>, args: &QuantizeArgs, _calib: &str) -> Res<Converted> {
-    let method = match args.method.unwrap_or(MethodArg::Absmean) {
-        MethodArg::Absmean => CoreMethod::AbsMean,
-        MethodArg::Twn => CoreMethod::Twn { delta_factor: 0.7 },
-        MethodArg::Absmax => CoreMethod::AbsMax,
-        MethodArg::Percentile => CoreMethod::Percentile {
-            p: 0.99,
-            refit: true,
-        },
-        MethodArg::Aware => {
-            return Err(CliError::new(
-                "--method aware needs the calibrated conversion, not available in this build",
-            ));
+        Progress::Step { done, total, .. } => {
+            if let Some(pb) = &current {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            }
+        }
+        Progress::Finish { stage, message } => {
+            if let Some(pb) = current.take() {
+                pb.finish_and_clear();
+            }
+            eprintln!("  {:<12} {message}", stage.name());
         }
     };
-    let cfg = QuantConfig::new(method, args.layout());
-    let device = Default::default();
-    let mut linears = m.model.linears_mut();
-    let pb = bar(linears.len() as u64, "quantize layers");
-    for (name, slot) in &mut linears {
-        pb.inc(1);
-        if !args.is_candidate(name) {
-            continue;
-        }
-        let (rows, cols) = (slot.out_features(), slot.in_features());
-        let w = to_rows(slot.weight())?;
-        let (matrix, _) = quantize(&w, rows, cols, &cfg)?;
-        **slot = Box::new(TernaryLinear::<Cpu>::new(matrix, &device)?);
+    let report = ternary_burn::convert(&mut m.model, &m.tokenizer, calib, &cfg, &mut on_progress);
+    if let Some(pb) = current.take() {
+        pb.finish_and_clear();
     }
-    pb.finish_and_clear();
-    Ok(Converted { report: None })
+    Ok(report?)
 }
 
 /// `ternary quantize`.
 pub fn run(args: &QuantizeArgs) -> Res<()> {
-    args.validate()?;
-    if same_file(&args.model, &args.out) {
+    args.conv.validate()?;
+    if overwrites_input(&args.model, &args.out) {
         return Err(CliError::new(format!(
             "--out {} is the input model; refusing to overwrite it",
             args.out.display()
@@ -168,7 +236,7 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
             args.out.display()
         )));
     }
-    let calib = match &args.calib {
+    let calib = match &args.conv.calib {
         Some(p) => read_text(p)?,
         None => ternary_burn::CALIBRATION_TEXT.to_string(),
     };
@@ -182,13 +250,128 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     }
     eprintln!("loaded {} in {}", args.model.display(), secs(t0));
     let t1 = Instant::now();
-    let converted = convert(&mut m, args, &calib)?;
+    let report = convert(&mut m, &args.conv, &calib)?;
     eprintln!("converted in {}", secs(t1));
-    if let Some(r) = &converted.report {
-        println!("{r}");
-    }
+    println!("{report}");
     let summary = ternary_burn::save(&args.out, &m.model, &m.tokenizer)?;
-    print!("{summary}");
+    print!("{}", summary.totals());
     println!("wrote {}", shown(&args.out).display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        conv: ConvertArgs,
+    }
+
+    fn cfg(args: &[&str], names: &[String]) -> ConvertConfig {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        t.conv.validate().unwrap();
+        convert_config(&t.conv, names)
+    }
+
+    fn names() -> Vec<String> {
+        let mut v: Vec<String> = (0..12)
+            .flat_map(|l| {
+                ["self_attn.q_proj", "mlp.down_proj"].map(|p| format!("model.layers.{l}.{p}"))
+            })
+            .collect();
+        v.push("lm_head".into());
+        v
+    }
+
+    fn kept(c: &ConvertConfig, name: &str) -> bool {
+        c.keep_float.iter().any(|p| matches_pattern(p, name))
+    }
+
+    #[test]
+    fn no_flags_should_give_the_library_default() {
+        assert_eq!(cfg(&[], &names()), ConvertConfig::default());
+    }
+
+    #[test]
+    fn flags_should_set_their_levers() {
+        let c = cfg(
+            &[
+                "--method",
+                "twn",
+                "--group",
+                "0",
+                "--no-gptq",
+                "--act-scale",
+                "--budget",
+                "1.2",
+                "--calib-tokens",
+                "100",
+                "--calib-ctx",
+                "64",
+            ],
+            &names(),
+        );
+        assert_eq!(c.method, CoreMethod::twn());
+        assert_eq!(c.layout, ScaleLayout::PerRow);
+        assert_eq!(c.gptq, None);
+        assert_eq!(c.input_scale_alphas, ACT_SCALE_ALPHAS.to_vec());
+        assert_eq!(c.budget, Some(1.2));
+        assert_eq!((c.calib_tokens, c.ctx), (100, 64));
+        let c = cfg(
+            &["--group", "128", "--no-budget", "--no-gptq", "--gptq"],
+            &names(),
+        );
+        assert_eq!(c.layout, ScaleLayout::PerGroup { group_size: 128 });
+        assert_eq!(c.budget, None);
+        assert_eq!(
+            c.gptq,
+            Some(GptqConfig::default()),
+            "the last of --gptq/--no-gptq wins"
+        );
+        for (m, want) in [
+            ("absmean", CoreMethod::AbsMean),
+            ("absmax", CoreMethod::AbsMax),
+            ("aware", CoreMethod::ActivationAware),
+        ] {
+            assert_eq!(cfg(&["--method", m], &names()).method, want);
+        }
+    }
+
+    #[test]
+    fn layers_and_keep_float_should_select_exactly_the_named_layers() {
+        let names = names();
+        let c = cfg(
+            &["--layers", "layers.1.,lm_head", "--keep-float", "q_proj"],
+            &names,
+        );
+        let converted: Vec<&String> = names.iter().filter(|n| !kept(&c, n)).collect();
+        assert_eq!(
+            converted,
+            ["model.layers.1.mlp.down_proj", "lm_head"]
+                .iter()
+                .collect::<Vec<_>>(),
+            "layers.1. must not match layers.10. or layers.11."
+        );
+        let c = cfg(&["--keep-float", "down_proj,lm_head"], &names);
+        assert_eq!(names.iter().filter(|n| !kept(&c, n)).count(), 12);
+    }
+
+    #[test]
+    fn bad_values_should_be_rejected() {
+        for bad in [
+            &["--group", "48"][..],
+            &["--budget", "0.9"],
+            &["--budget", "NaN"],
+            &["--calib-tokens", "0"],
+            &["--calib-ctx", "2"],
+        ] {
+            let t = T::try_parse_from(std::iter::once("t").chain(bad.iter().copied())).unwrap();
+            assert!(t.conv.validate().is_err(), "{bad:?}");
+        }
+        assert!(T::try_parse_from(["t", "--budget", "1.1", "--no-budget"]).is_err());
+        assert!(T::try_parse_from(["t", "--method", "magic"]).is_err());
+    }
 }

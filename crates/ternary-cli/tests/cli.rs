@@ -50,7 +50,10 @@ fn fails(args: &[&str], needle: &str) {
     let (out, err) = text(&o);
     assert!(!o.status.success(), "{args:?} succeeded:\n{out}");
     assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    assert!(err.contains(needle), "{args:?}: expected {needle:?} in:\n{err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{err}"
+    );
 }
 
 fn s(p: &Path) -> &str {
@@ -75,6 +78,9 @@ fn tiny_model_should_quantize_inspect_and_eval() {
         "q_proj",
         "--calib-tokens",
         "64",
+        "--calib-ctx",
+        "32",
+        "--no-budget",
     ]);
     // 6 of layer 0's 7 projections and the head are ternary; q_proj and layer 1 stay float.
     assert!(plan.contains("7 ternary, 8 float"), "{plan}");
@@ -99,7 +105,13 @@ fn tiny_model_should_quantize_inspect_and_eval() {
         "--decode-tokens",
         "4",
     ]);
-    for needle in ["perplexity", "decode tokens/s", "bits/weight", "ternary", "float"] {
+    for needle in [
+        "perplexity",
+        "decode tokens/s",
+        "bits/weight",
+        "ternary",
+        "float",
+    ] {
         assert!(report.contains(needle), "{needle:?} missing:\n{report}");
     }
     // Refuses to overwrite its input, and leaves it intact.
@@ -111,10 +123,37 @@ fn tiny_model_should_quantize_inspect_and_eval() {
         "refusing to overwrite",
     );
     fails(
-        &["quantize", "--model", s(&copy), "--out", s(&dir.join("x.safetensors"))],
+        &[
+            "quantize",
+            "--model",
+            s(&copy),
+            "--out",
+            s(&dir.join("x.safetensors")),
+        ],
         "already a converted",
     );
     assert_eq!(std::fs::read(&copy).unwrap(), before);
+    // Nor a file of a checkpoint directory.
+    let ckpt = dir.join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny.join(f), ckpt.join(f)).unwrap();
+    }
+    let weights = std::fs::read(ckpt.join("model.safetensors")).unwrap();
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&ckpt),
+            "--out",
+            s(&ckpt.join("model.safetensors")),
+        ],
+        "refusing to overwrite",
+    );
+    assert_eq!(
+        std::fs::read(ckpt.join("model.safetensors")).unwrap(),
+        weights
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -134,36 +173,114 @@ fn bad_inputs_should_be_clean_errors() {
         "absent.gguf",
     );
     fails(
-        &["eval", "--model", s(&tiny), "--text", s(&dir.join("no.txt"))],
+        &[
+            "eval",
+            "--model",
+            s(&tiny),
+            "--text",
+            s(&dir.join("no.txt")),
+        ],
         "no.txt",
     );
     // Flags clap or we reject.
     fails(&["quantize", "--model", s(&tiny)], "--out");
-    fails(&["quantize", "--model", s(&tiny), "--out", s(&out), "--group", "33"], "multiple of 32");
-    fails(&["quantize", "--model", s(&tiny), "--out", s(&out), "--budget", "0.5"], "budget");
-    fails(&["quantize", "--model", s(&tiny), "--out", s(&out), "--method", "magic"], "magic");
-    fails(&["quantize", "--model", s(&tiny), "--out", s(&dir)], "directory");
-    fails(&["eval", "--model", s(&tiny), "--text", s(&tiny), "--ctx", "2"], "ctx");
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&tiny),
+            "--out",
+            s(&out),
+            "--group",
+            "33",
+        ],
+        "multiple of 32",
+    );
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&tiny),
+            "--out",
+            s(&out),
+            "--budget",
+            "0.5",
+        ],
+        "budget",
+    );
+    fails(
+        &[
+            "quantize",
+            "--model",
+            s(&tiny),
+            "--out",
+            s(&out),
+            "--method",
+            "magic",
+        ],
+        "magic",
+    );
+    fails(
+        &["quantize", "--model", s(&tiny), "--out", s(&dir)],
+        "directory",
+    );
+    fails(
+        &[
+            "eval",
+            "--model",
+            s(&tiny),
+            "--text",
+            s(&tiny),
+            "--ctx",
+            "2",
+        ],
+        "ctx",
+    );
     fails(&["frobnicate"], "frobnicate");
     // A text too short for the context.
     let short = dir.join("short.txt");
     std::fs::write(&short, "a few words").unwrap();
     fails(
-        &["eval", "--model", s(&tiny), "--text", s(&short), "--ctx", "64"],
+        &[
+            "eval",
+            "--model",
+            s(&tiny),
+            "--text",
+            s(&short),
+            "--ctx",
+            "64",
+        ],
         "tokens",
     );
     // Truncated and garbage model files.
-    ok(&["quantize", "--model", s(&tiny), "--out", s(&out), "--calib-tokens", "32"]);
+    ok(&[
+        "quantize",
+        "--model",
+        s(&tiny),
+        "--out",
+        s(&out),
+        "--calib-tokens",
+        "32",
+    ]);
     let bytes = std::fs::read(&out).unwrap();
-    for (i, cut) in [0, 7, 8, 100, bytes.len() / 2, bytes.len() - 1].into_iter().enumerate() {
+    for (i, cut) in [0, 7, 8, 100, bytes.len() / 2, bytes.len() - 1]
+        .into_iter()
+        .enumerate()
+    {
         let t = dir.join(format!("cut{i}.safetensors"));
         std::fs::write(&t, &bytes[..cut]).unwrap();
         fails(&["inspect", s(&t)], "malformed");
-        fails(&["eval", "--model", s(&t), "--text", s(&short)], "malformed");
+        fails(
+            &["eval", "--model", s(&t), "--text", s(&short)],
+            "malformed",
+        );
     }
     let garbage = dir.join("garbage.gguf");
     std::fs::write(&garbage, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    fails(&["eval", "--model", s(&garbage), "--text", s(&short)], "error");
+    fails(
+        &["eval", "--model", s(&garbage), "--text", s(&short)],
+        "error",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -184,7 +301,10 @@ fn smollm2() -> Option<PathBuf> {
         "{} not found; run `cargo xtask fetch-model` (python3 scripts/fetch_model.py)",
         p.display()
     );
-    assert!(std::env::var_os("CI").is_none(), "{msg} (required when CI is set)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{msg} (required when CI is set)"
+    );
     eprintln!("skipping: {msg}");
     None
 }
@@ -195,8 +315,8 @@ fn smollm2_few_layers_should_quantize_inspect_and_eval() {
     let dir = scratch("smollm2");
     let out = dir.join("smollm2-few.safetensors");
     let text = dir.join("short.txt");
-    let full = std::fs::read_to_string(root().join("fixtures/text/declaration-gettysburg.txt"))
-        .unwrap();
+    let full =
+        std::fs::read_to_string(root().join("fixtures/text/declaration-gettysburg.txt")).unwrap();
     std::fs::write(&text, full.chars().take(3000).collect::<String>()).unwrap();
     let plan = ok(&[
         "quantize",
@@ -210,10 +330,16 @@ fn smollm2_few_layers_should_quantize_inspect_and_eval() {
         s(&text),
         "--calib-tokens",
         "128",
+        "--calib-ctx",
+        "64",
+        "--no-budget",
     ]);
     assert!(plan.contains("4 ternary, 206 float"), "{plan}");
     let inspected = ok(&["inspect", s(&out)]);
-    assert!(inspected.contains("model.layers.0.mlp.down_proj"), "{inspected}");
+    assert!(
+        inspected.contains("model.layers.0.mlp.down_proj"),
+        "{inspected}"
+    );
     assert!(inspected.contains("4 ternary, 206 float"), "{inspected}");
     let report = ok(&[
         "eval",
@@ -231,7 +357,10 @@ fn smollm2_few_layers_should_quantize_inspect_and_eval() {
         "4",
     ]);
     // Perplexity of both, as numbers: the four ternary layers change the model's predictions.
-    let ppl_line = report.lines().find(|l| l.starts_with("perplexity")).unwrap();
+    let ppl_line = report
+        .lines()
+        .find(|l| l.starts_with("perplexity"))
+        .unwrap();
     let ppls: Vec<f64> = ppl_line
         .split_whitespace()
         .filter_map(|w| w.parse::<f64>().ok())
@@ -239,6 +368,9 @@ fn smollm2_few_layers_should_quantize_inspect_and_eval() {
     assert!(ppls.len() >= 4, "{ppl_line}");
     let (float, ternary) = (ppls[0], ppls[2]);
     assert!(float > 1.0 && float < 200.0, "{report}");
-    assert!(ternary.is_finite() && ternary > 1.0 && ternary != float, "{report}");
+    assert!(
+        ternary.is_finite() && ternary > 1.0 && ternary != float,
+        "{report}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -467,7 +467,10 @@ impl<B: Backend> Llama<B> {
         for (l, b) in self.blocks.iter().enumerate() {
             let p = |s: &str| format!("model.layers.{l}.{s}");
             out.push(host1(p("input_layernorm.weight"), &b.attn_norm.weight)?);
-            out.push(host1(p("post_attention_layernorm.weight"), &b.mlp_norm.weight)?);
+            out.push(host1(
+                p("post_attention_layernorm.weight"),
+                &b.mlp_norm.weight,
+            )?);
         }
         out.push(host1("model.norm.weight".to_string(), &self.norm.weight)?);
         Ok(out)

@@ -279,14 +279,23 @@ mod tests {
         t.add_bos = true;
         let back = Tokenizer::from_json(&t.to_json().unwrap()).unwrap();
         let text = "<|endoftext|> the 12 thé";
-        assert_eq!(back.encode(text, true).unwrap(), t.encode(text, true).unwrap());
+        assert_eq!(
+            back.encode(text, true).unwrap(),
+            t.encode(text, true).unwrap()
+        );
         assert_eq!(back.encode(text, true).unwrap()[0], 0);
-        assert_eq!((back.bos_id, back.eos_id, back.add_bos), (Some(0), Some(3), true));
+        assert_eq!(
+            (back.bos_id, back.eos_id, back.add_bos),
+            (Some(0), Some(3), true)
+        );
         assert_eq!(back.vocab_size(), t.vocab_size());
         for bad in ["", "{", "{}", r#"{"tokenizer": 3}"#] {
             assert!(Tokenizer::from_json(bad).is_err(), "{bad:?}");
         }
-        let doc = t.to_json().unwrap().replace("\"add_bos\":true", "\"add_bos\":7");
+        let doc = t
+            .to_json()
+            .unwrap()
+            .replace("\"add_bos\":true", "\"add_bos\":7");
         assert!(Tokenizer::from_json(&doc).is_err());
     }
 
