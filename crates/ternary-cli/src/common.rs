@@ -294,22 +294,26 @@ pub fn print_side_by_side(cols: &[Measured]) {
     for c in cols {
         header.push_str(&format!("{:>w$}", c.name));
     }
-    if cols.len() == 2 {
-        header.push_str(&format!("{:>12}", "ratio"));
+    for c in cols.iter().skip(1) {
+        header.push_str(&format!("{:>w$}", format!("{} / {}", c.name, cols[0].name)));
     }
     println!("{header}");
-    let row = |label: &str, vals: Vec<String>, ratio: Option<f64>| {
+    let row = |label: &str, vals: Vec<String>, ratios: Option<Vec<f64>>| {
         let mut s = format!("{label:<28}");
         for v in vals {
             s.push_str(&format!("{v:>w$}"));
         }
-        if let Some(r) = ratio {
-            s.push_str(&format!("{:>12}", format!("{r:.3}x")));
+        for r in ratios.unwrap_or_default() {
+            s.push_str(&format!("{:>w$}", format!("{r:.3}x")));
         }
         println!("{s}");
     };
+    // Each later column relative to the first (the float model).
     let ratio = |f: &dyn Fn(&Measured) -> f64| {
-        (cols.len() == 2).then(|| f(&cols[1]) / f(&cols[0]).max(f64::MIN_POSITIVE))
+        cols.split_first().map(|(first, rest)| {
+            let base = f(first).max(f64::MIN_POSITIVE);
+            rest.iter().map(|c| f(c) / base).collect::<Vec<_>>()
+        })
     };
     row(
         "weights in memory",

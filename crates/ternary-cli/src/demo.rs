@@ -1,6 +1,7 @@
-//! `ternary demo`: the README's main job. Fetch SmolLM2-135M if it is not cached, quantize it
-//! with the default conversion, save and reload the ternary file, and compare float and
-//! ternary weight memory, bits per weight, perplexity and decode tokens/s on the shipped text.
+//! `ternary demo`: the README's main job. Fetch SmolLM2-135M if it is not cached, convert it
+//! twice — with the default configuration (mixed precision within the perplexity budget) and
+//! with every linear layer ternary — save and reload each file, and compare float, mixed and
+//! all-ternary weight memory, bits per weight, perplexity and decode tokens/s on the shipped text.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,8 +11,8 @@ use clap::Args;
 use ternary_models::fetch;
 
 use crate::common::{
-    CliError, ModelKind, Res, load_model, measure, overwrites_input, print_side_by_side, secs,
-    shown,
+    CliError, Measured, ModelKind, Res, load_model, measure, overwrites_input, print_side_by_side,
+    secs, shown,
 };
 use crate::quantize::{ConvertArgs, convert};
 
@@ -24,7 +25,8 @@ pub struct DemoArgs {
     /// The float model (default: the cached SmolLM2-135M GGUF, fetched if missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Where to write the ternary model (default: beside the cached model).
+    /// Where to write the converted model (default: beside the cached model); the all-ternary
+    /// one goes beside it with the extension `.all.safetensors`.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Tokens per perplexity chunk.
@@ -39,6 +41,9 @@ pub struct DemoArgs {
     /// Do not try to download the model when it is missing.
     #[arg(long)]
     pub no_fetch: bool,
+    /// Skip the third column (every linear layer ternary, no budget).
+    #[arg(long)]
+    pub no_all_ternary: bool,
     /// Print the per-layer conversion plan (otherwise only its totals).
     #[arg(long)]
     pub plan: bool,
@@ -117,8 +122,8 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             out.display()
         )));
     }
-    println!("1/4 float model: {}", model_path.display());
-    let (mut m, kind) = load_model(&model_path)?;
+    println!("float model: {}", model_path.display());
+    let (m, kind) = load_model(&model_path)?;
     if kind == ModelKind::Ternary {
         return Err(CliError::new(format!(
             "{} is already a converted ternary model; give the float model",
@@ -136,13 +141,68 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     )?;
     println!("    {}", float.ppl.final_line());
 
-    println!("2/4 converting to ternary");
-    let t = Instant::now();
+    drop(m);
     let calib = match &args.conv.calib {
         Some(p) => crate::common::read_text(p)?,
         None => ternary_burn::CALIBRATION_TEXT.to_string(),
     };
-    let report = convert(&mut m, &args.conv, &calib)?;
+    let mut cols = vec![float];
+    let budget_name = if args.conv.no_budget {
+        "all ternary"
+    } else {
+        "mixed (budget)"
+    };
+    cols.push(convert_save_measure(
+        budget_name,
+        &model_path,
+        &args.conv,
+        &calib,
+        &out,
+        &tokens,
+        args,
+    )?);
+    if !args.conv.no_budget && !args.no_all_ternary {
+        let mut conv = args.conv.clone();
+        conv.no_budget = true;
+        conv.budget = None;
+        let out_all = out.with_extension("all.safetensors");
+        cols.push(convert_save_measure(
+            "all ternary",
+            &model_path,
+            &conv,
+            &calib,
+            &out_all,
+            &tokens,
+            args,
+        )?);
+    }
+    println!();
+    print_side_by_side(&cols);
+    println!("total {}", secs(t0));
+    Ok(())
+}
+
+/// Loads the float model, converts it with `conv`, saves it to `out`, reloads it from the file
+/// and measures it on `tokens` (the column `name` of the table).
+fn convert_save_measure(
+    name: &str,
+    model_path: &Path,
+    conv: &ConvertArgs,
+    calib: &str,
+    out: &Path,
+    tokens: &[u32],
+    args: &DemoArgs,
+) -> Res<Measured> {
+    if overwrites_input(model_path, out) {
+        return Err(CliError::new(format!(
+            "{} is the input model; refusing to overwrite it",
+            out.display()
+        )));
+    }
+    println!("{name}: converting");
+    let (mut m, _) = load_model(model_path)?;
+    let t = Instant::now();
+    let report = convert(&mut m, conv, calib)?;
     let table = report.to_string();
     let skip = if args.plan {
         0
@@ -153,9 +213,8 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         println!("    {line}");
     }
     println!("    converted in {}", secs(t));
-
-    println!("3/4 saving {}", shown(&out).display());
-    let summary = ternary_burn::save(&out, &m.model, &m.tokenizer)?;
+    println!("{name}: saving {}", shown(out).display());
+    let summary = ternary_burn::save(out, &m.model, &m.tokenizer)?;
     drop(m);
     println!(
         "    {}/{} linear layers ternary ({:.1}% of linear weights); stored linear layers {:.3} \
@@ -166,21 +225,17 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         summary.linear_bits_per_weight(),
         ternary_burn::model_file::human_bytes(summary.file_bytes)
     );
-
-    println!("4/4 ternary model, reloaded from the file");
-    let (t_model, _) = load_model(&out)?;
-    let mut ternary = measure(
-        "ternary",
+    println!("{name}: reloaded from the file");
+    let (t_model, _) = load_model(out)?;
+    let mut measured = measure(
+        name,
         &t_model,
-        &tokens,
+        tokens,
         args.ctx,
         args.chunks,
         args.decode_tokens,
     )?;
-    ternary.file_bytes = Some(summary.file_bytes);
-    println!("    {}", ternary.ppl.final_line());
-    println!();
-    print_side_by_side(&[float, ternary]);
-    println!("total {}", secs(t0));
-    Ok(())
+    measured.file_bytes = Some(summary.file_bytes);
+    println!("    {}", measured.ppl.final_line());
+    Ok(measured)
 }
