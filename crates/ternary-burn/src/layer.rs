@@ -25,6 +25,9 @@
 //! `u32` words, the scales, their layout, the dims, the bias and the input scale, validated when
 //! deserialized; and single-layer safetensors files through `ternary_core::io`
 //! ([`TernaryLinear::save_safetensors`], [`TernaryLinear::load_safetensors`]).
+//! For records from untrusted sources use a self-describing recorder (e.g. Burn's
+//! `NamedMpkBytesRecorder`): Burn 0.21's `BinBytesRecorder` panics inside Burn on some garbage
+//! inputs before our validation runs.
 
 use std::any::{Any, TypeId};
 use std::path::Path;

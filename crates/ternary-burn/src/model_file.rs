@@ -558,7 +558,7 @@ impl Contents {
             Some(p) => Error::Format(format!("{}: {reason}", p.display())),
             None => Error::Format(reason),
         };
-        check_data_offsets(bytes).map_err(err)?;
+        ternary_core::io::check_data_offsets(bytes).map_err(err)?;
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
         let st = SafeTensors::deserialize(bytes)
@@ -843,38 +843,6 @@ impl Contents {
             file_bytes: self.file_bytes,
         }
     }
-}
-
-/// Rejects a header whose tensors claim data beyond the end of the buffer (`safetensors` 0.8
-/// computes `data_end + 8 + header_len` unchecked, which overflows for offsets near
-/// `u64::MAX`). Headers this cannot parse are left to `safetensors`, which reports them.
-fn check_data_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
-    let Some(n) = bytes
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
-    else {
-        return Ok(());
-    };
-    let Some(header) = bytes.get(8..).and_then(|rest| rest.get(..n)) else {
-        return Ok(());
-    };
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(header) else {
-        return Ok(());
-    };
-    let len = bytes.len() as u64;
-    for (name, info) in &map {
-        let offsets = info.get("data_offsets").and_then(|o| o.as_array());
-        for off in offsets.into_iter().flatten() {
-            if off.as_u64().is_some_and(|o| o > len) {
-                return Err(format!(
-                    "not a valid safetensors file: tensor {name:?} has data offset {off}, \
-                     beyond the {len}-byte file"
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn le_u32(bytes: &[u8]) -> Vec<u32> {

@@ -403,3 +403,21 @@ pub fn secs(t: Instant) -> String {
 pub fn shown(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
+
+/// Checks the perplexity / decode flags shared by `eval` and `demo`.
+pub fn check_measure_args(ctx: usize, chunks: Option<usize>, decode_tokens: usize) -> Res<()> {
+    if ctx < 4 {
+        return Err(CliError::new(format!(
+            "--ctx {ctx} is too short (at least 4)"
+        )));
+    }
+    if chunks == Some(0) {
+        return Err(CliError::new("--chunks must be at least 1"));
+    }
+    if decode_tokens == 1 {
+        return Err(CliError::new(
+            "--decode-tokens must be 0 (skip) or at least 2",
+        ));
+    }
+    Ok(())
+}

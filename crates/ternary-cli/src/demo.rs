@@ -11,8 +11,8 @@ use clap::Args;
 use ternary_models::fetch;
 
 use crate::common::{
-    CliError, Measured, ModelKind, Res, load_model, measure, overwrites_input, print_side_by_side,
-    secs, shown,
+    CliError, Measured, ModelKind, Res, check_measure_args, load_model, measure, overwrites_input,
+    print_side_by_side, secs, shown,
 };
 use crate::quantize::{ConvertArgs, convert};
 
@@ -91,20 +91,7 @@ fn smollm2(no_fetch: bool) -> Res<PathBuf> {
 /// `ternary demo`.
 pub fn run(args: &DemoArgs) -> Res<()> {
     args.conv.validate()?;
-    if args.ctx < 4 {
-        return Err(CliError::new(format!(
-            "--ctx {} is too short (at least 4)",
-            args.ctx
-        )));
-    }
-    if args.chunks == Some(0) {
-        return Err(CliError::new("--chunks must be at least 1"));
-    }
-    if args.decode_tokens == 1 {
-        return Err(CliError::new(
-            "--decode-tokens must be 0 (skip) or at least 2",
-        ));
-    }
+    check_measure_args(args.ctx, args.chunks, args.decode_tokens)?;
     let t0 = Instant::now();
     let model_path = match &args.model {
         Some(p) => p.clone(),

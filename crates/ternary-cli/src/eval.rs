@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::common::{
-    CliError, ModelKind, PathArg, Res, load_model, measure, print_side_by_side, read_text,
-    set_ternary_path,
+    ModelKind, PathArg, Res, check_measure_args, load_model, measure, print_side_by_side,
+    read_text, set_ternary_path,
 };
 
 /// Arguments of `ternary eval`.
@@ -37,20 +37,7 @@ pub struct EvalArgs {
 
 /// `ternary eval`.
 pub fn run(args: &EvalArgs) -> Res<()> {
-    if args.ctx < 4 {
-        return Err(CliError::new(format!(
-            "--ctx {} is too short (at least 4)",
-            args.ctx
-        )));
-    }
-    if args.chunks == Some(0) {
-        return Err(CliError::new("--chunks must be at least 1"));
-    }
-    if args.decode_tokens == 1 {
-        return Err(CliError::new(
-            "--decode-tokens must be 0 (skip) or at least 2",
-        ));
-    }
+    check_measure_args(args.ctx, args.chunks, args.decode_tokens)?;
     let text = read_text(&args.text)?;
     let mut cols = Vec::new();
     for (path, default_name) in args

@@ -640,13 +640,14 @@ fn decode(bytes: &[u8], path: Option<&Path>, select: Select<'_>) -> Result<Vec<(
     Ok(out)
 }
 
-/// Rejects a header whose tensors claim data beyond the end of the buffer.
+/// Rejects a safetensors header whose tensors claim data beyond the end of the buffer (the
+/// message is the reason, without a file name). Call it before `SafeTensors::deserialize`.
 ///
 /// `safetensors` 0.8 computes `data_end + 8 + header_len` unchecked, which panics under
 /// overflow checks (debug builds) for offsets near `u64::MAX`. Bounding every offset by the
 /// buffer length first rules that out. Headers this check cannot parse are left to
 /// `safetensors`, which reports them.
-fn check_data_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
+pub fn check_data_offsets(bytes: &[u8]) -> std::result::Result<(), String> {
     let Some(n) = bytes
         .get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
