@@ -29,6 +29,9 @@ pub enum Error {
     /// A configuration or argument that cannot be used.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A GPU kernel failed to launch or run (the `cube` path).
+    #[error("GPU kernel error: {0}")]
+    Device(String),
 }
 
 /// `Result` with [`Error`].

@@ -13,10 +13,13 @@
 //! - [`LinearPath::CpuF32`]: rows copied to the host, `ternary_core::kernels::gemm_f32`.
 //! - [`LinearPath::CpuInt8`]: per-token int8 activations ([`QuantizedActivations`]) and
 //!   `ternary_core::kernels::gemm_i8` (exact integer sums, then `f32` scaling).
+//! - [`LinearPath::Cube`]: `ternary-kernels` GEMV/GEMM on the device buffers of Burn's CubeCL
+//!   backends (`CubeBackend` on wgpu or CUDA; features `wgpu` / `cuda`), no host copy.
 //! - [`LinearPath::Float`]: the dequantized weight `(Q·diag(d))ᵀ` cached on the layer's device
 //!   and Burn's matmul; works on every backend.
 //! - [`LinearPath::Auto`]: [`LinearPath::CpuF32`] on the ndarray backend
-//!   ([`ternary_models::Cpu`]), [`LinearPath::Float`] elsewhere.
+//!   ([`ternary_models::Cpu`]), [`LinearPath::Cube`] on a supported CubeCL backend with `f32`
+//!   activations, [`LinearPath::Float`] elsewhere.
 //!
 //! The host matrix sits behind an [`Arc`]: clones share it, and the CPU paths read it in place
 //! (a one-row decode step copies the activations, never the weights).
@@ -39,7 +42,7 @@ use burn::module::{
 };
 use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use serde::{Deserialize, Serialize};
 use ternary_core::io::{self, FloatTensor, Storage, TensorRef};
 use ternary_core::kernels::{gemm_f32, gemm_i8};
@@ -52,6 +55,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum LinearPath {
     /// [`LinearPath::CpuF32`] on the ndarray backend ([`ternary_models::Cpu`]),
+    /// [`LinearPath::Cube`] on a CubeCL backend this build supports (with `f32` activations),
     /// [`LinearPath::Float`] on every other backend.
     #[default]
     Auto,
@@ -62,6 +66,11 @@ pub enum LinearPath {
     CpuInt8,
     /// Dequantized weights cached on the device and Burn's matmul (any backend).
     Float,
+    /// `ternary-kernels` on the device: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]` read
+    /// straight from the bit planes (2 bits per weight in device memory). Needs Burn's
+    /// `CubeBackend` on wgpu or CUDA (this crate's `wgpu` / `cuda` feature, Burn without
+    /// `fusion`) and `f32` activations; elsewhere [`TernaryLinear::try_forward`] errors.
+    Cube,
 }
 
 impl LinearPath {
@@ -69,18 +78,20 @@ impl LinearPath {
     pub fn resolve<B: Backend>(self) -> LinearPath {
         match self {
             LinearPath::Auto if is_cpu_backend::<B>() => LinearPath::CpuF32,
+            LinearPath::Auto if crate::cube::supports::<B>() => LinearPath::Cube,
             LinearPath::Auto => LinearPath::Float,
             other => other,
         }
     }
 
-    /// A short lowercase name (`"auto"`, `"cpu-f32"`, `"cpu-int8"`, `"float"`).
+    /// A short lowercase name (`"auto"`, `"cpu-f32"`, `"cpu-int8"`, `"float"`, `"cube"`).
     pub fn name(self) -> &'static str {
         match self {
             LinearPath::Auto => "auto",
             LinearPath::CpuF32 => "cpu-f32",
             LinearPath::CpuInt8 => "cpu-int8",
             LinearPath::Float => "float",
+            LinearPath::Cube => "cube",
         }
     }
 }
@@ -100,9 +111,10 @@ impl std::str::FromStr for LinearPath {
             "cpu-f32" => LinearPath::CpuF32,
             "cpu-int8" => LinearPath::CpuInt8,
             "float" => LinearPath::Float,
+            "cube" => LinearPath::Cube,
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown linear path {other:?} (auto | cpu-f32 | cpu-int8 | float)"
+                    "unknown linear path {other:?} (auto | cpu-f32 | cpu-int8 | float | cube)"
                 )));
             }
         })
@@ -121,6 +133,13 @@ struct FloatWeights<B: Backend> {
     bias: Option<Tensor<B, 1>>,
 }
 
+/// The cube path's small device tensors: the input scale `d` and the bias, `[in]` / `[out]`.
+#[derive(Debug, Clone)]
+struct CubeVectors<B: Backend> {
+    input_scale: Option<Tensor<B, 1>>,
+    bias: Option<Tensor<B, 1>>,
+}
+
 /// A linear layer with ternary weights: `y = Q·(x ⊙ d) + b`. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct TernaryLinear<B: Backend> {
@@ -131,6 +150,10 @@ pub struct TernaryLinear<B: Backend> {
     device: B::Device,
     /// Built on first use of the float path; reset when the weights or device change.
     float_cache: OnceLock<FloatWeights<B>>,
+    /// The cube path's device tensors, built on first use; reset like `float_cache`.
+    cube_vectors: OnceLock<CubeVectors<B>>,
+    /// The planes uploaded by the cube path, per device; reset when the weights change.
+    cube_cache: crate::cube::CubeCache,
 }
 
 fn check_vector(what: &str, v: &[f32], len: usize) -> Result<()> {
@@ -167,6 +190,8 @@ impl<B: Backend> TernaryLinear<B> {
             path: LinearPath::Auto,
             device: device.clone(),
             float_cache: OnceLock::new(),
+            cube_vectors: OnceLock::new(),
+            cube_cache: Default::default(),
         })
     }
 
@@ -175,6 +200,7 @@ impl<B: Backend> TernaryLinear<B> {
         check_vector("bias", &bias, self.matrix.rows())?;
         self.bias = Some(Arc::new(bias));
         self.float_cache = OnceLock::new();
+        self.cube_vectors = OnceLock::new();
         Ok(self)
     }
 
@@ -183,6 +209,7 @@ impl<B: Backend> TernaryLinear<B> {
         check_vector("input scale", &d, self.matrix.cols())?;
         self.input_scale = Some(Arc::new(d));
         self.float_cache = OnceLock::new();
+        self.cube_vectors = OnceLock::new();
         Ok(self)
     }
 
@@ -301,8 +328,50 @@ impl<B: Backend> TernaryLinear<B> {
         match self.path.resolve::<B>() {
             LinearPath::CpuInt8 => self.forward_host(x, true),
             LinearPath::Float => Ok(self.forward_float(x)),
+            // Auto picks the cube path by backend type; other float types take the float path.
+            LinearPath::Cube if self.path == LinearPath::Auto && x.dtype() != DType::F32 => {
+                Ok(self.forward_float(x))
+            }
+            LinearPath::Cube => self.forward_cube(x),
             _ => self.forward_host(x, false),
         }
+    }
+
+    /// The cube path: `x ⊙ d` and `+ b` by Burn, the product by `ternary-kernels`.
+    fn forward_cube(&self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let [n, cols] = x.dims();
+        let rows = self.matrix.rows();
+        if !crate::cube::supports::<B>() {
+            return Err(crate::cube::unsupported::<B>());
+        }
+        if x.dtype() != DType::F32 {
+            return Err(Error::Invalid(format!(
+                "the cube path takes f32 activations, got {:?}",
+                x.dtype()
+            )));
+        }
+        if n == 0 || rows == 0 || cols == 0 {
+            // Nothing for a kernel to do; Burn handles empty shapes.
+            return Ok(self.forward_float(x));
+        }
+        let v = self.cube_vectors.get_or_init(|| CubeVectors {
+            input_scale: self.input_scale.as_ref().map(|d| {
+                Tensor::from_data(TensorData::new(d.as_ref().clone(), [cols]), &self.device)
+            }),
+            bias: self.bias.as_ref().map(|b| {
+                Tensor::from_data(TensorData::new(b.as_ref().clone(), [rows]), &self.device)
+            }),
+        });
+        let x = match &v.input_scale {
+            Some(d) => x.mul(d.clone().unsqueeze::<2>()),
+            None => x,
+        };
+        let y = crate::cube::gemm::<B>(&self.matrix, &self.cube_cache, x.into_primitive().tensor())?;
+        let y = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(y));
+        Ok(match &v.bias {
+            Some(b) => y.add(b.clone().unsqueeze::<2>()),
+            None => y,
+        })
     }
 
     fn forward_float(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -410,6 +479,8 @@ impl<B: Backend> TernaryLinear<B> {
             path: LinearPath::Auto,
             device: device.clone(),
             float_cache: OnceLock::new(),
+            cube_vectors: OnceLock::new(),
+            cube_cache: Default::default(),
         }
     }
 
@@ -693,6 +764,7 @@ impl<B: Backend> Module<B> for TernaryLinear<B> {
     fn to_device(mut self, device: &B::Device) -> Self {
         self.device = device.clone();
         self.float_cache = OnceLock::new();
+        self.cube_vectors = OnceLock::new();
         self
     }
 
@@ -707,6 +779,8 @@ impl<B: Backend> Module<B> for TernaryLinear<B> {
         self.bias = record.bias;
         self.input_scale = record.input_scale;
         self.float_cache = OnceLock::new();
+        self.cube_vectors = OnceLock::new();
+        self.cube_cache = Default::default();
         self
     }
 
@@ -726,6 +800,8 @@ impl<B: AutodiffBackend> AutodiffModule<B> for TernaryLinear<B> {
             path: self.path,
             device: self.device.clone(),
             float_cache: OnceLock::new(),
+            cube_vectors: OnceLock::new(),
+            cube_cache: Default::default(),
         }
     }
 
@@ -737,6 +813,8 @@ impl<B: AutodiffBackend> AutodiffModule<B> for TernaryLinear<B> {
             path: module.path,
             device: module.device,
             float_cache: OnceLock::new(),
+            cube_vectors: OnceLock::new(),
+            cube_cache: Default::default(),
         }
     }
 }

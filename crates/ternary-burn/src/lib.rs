@@ -36,6 +36,11 @@
 pub mod attention;
 pub mod calib;
 pub mod convert;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube;
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+#[path = "cube_stub.rs"]
+mod cube;
 pub mod error;
 pub mod gptq;
 pub mod layer;

@@ -2,8 +2,9 @@
 //!
 //! This is the only module with `unsafe` code: CubeCL's `ArrayArg::from_raw_parts` is unsafe
 //! because a wrong length lets a kernel read or write out of bounds. A [`DeviceArray`] is only
-//! ever built by this module from a buffer it allocated with exactly `len` elements, so the
-//! length it passes is always the allocation's true element count.
+//! ever built by this module, from a buffer it allocated with exactly `len` elements or from a
+//! foreign handle whose size it checked ([`DeviceArray::from_handle`]), so the length it passes
+//! never exceeds the buffer.
 
 use std::marker::PhantomData;
 
@@ -72,6 +73,43 @@ impl<R: Runtime, T: DeviceElement> DeviceArray<R, T> {
         }
     }
 
+    /// Wraps a buffer allocated elsewhere on the same client (e.g. the storage of a Burn
+    /// tensor on a CubeCL backend) as `len` elements of `T`, starting at the handle's offset.
+    ///
+    /// Errors with [`KernelError::Shape`] when the handle's bytes in use are fewer than
+    /// `max(len, 1) · size_of::<T>()`, so a kernel bound to the result never reaches past it.
+    /// The bytes are reinterpreted as `T` as they are: the caller states the element type.
+    pub fn from_handle(handle: Handle, len: usize) -> Result<Self> {
+        let need = len
+            .max(1)
+            .checked_mul(size_of::<T>())
+            .ok_or_else(|| KernelError::shape("buffer length overflows usize"))?;
+        let have = handle.size_in_used();
+        if have < need as u64 {
+            return Err(KernelError::shape(format!(
+                "buffer holds {have} bytes, {len} elements of {} bytes need {need}",
+                size_of::<T>()
+            )));
+        }
+        Ok(Self {
+            handle,
+            len,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The CubeCL handle of the buffer (for handing it to another CubeCL user, e.g. Burn).
+    #[inline]
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Consumes the buffer and returns its handle.
+    #[inline]
+    pub fn into_handle(self) -> Handle {
+        self.handle
+    }
+
     /// A new buffer of `len` elements with unspecified contents (for outputs a kernel overwrites).
     pub fn empty(client: &ComputeClient<R>, len: usize) -> Self {
         Self {
@@ -127,8 +165,9 @@ impl<R: Runtime, T: DeviceElement> DeviceArray<R, T> {
 
     /// The kernel argument for this buffer.
     pub(crate) fn arg(&self) -> ArrayArg<R> {
-        // SAFETY: `handle` was allocated by `from_slice` with `max(len, 1)` elements of `T`,
-        // so `alloc_len()` is exactly the number of elements the device buffer holds.
+        // SAFETY: `handle` was allocated by `from_slice` / `empty` with `max(len, 1)` elements of
+        // `T`, or checked by `from_handle` to hold at least that many bytes in use, so the
+        // buffer holds at least `alloc_len()` elements.
         unsafe { ArrayArg::from_raw_parts(self.handle.clone(), self.alloc_len()) }
     }
 

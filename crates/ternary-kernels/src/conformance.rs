@@ -618,6 +618,95 @@ pub fn skip_matches_reference<R: Runtime>(client: &ComputeClient<R>, case: GemmC
     )
 }
 
+/// Activations that are already on the device, unpadded (as a Burn tensor's buffer), through
+/// [`DeviceActivations::from_device`] (padded by a kernel, or wrapped when `cols % 64 == 0`) and
+/// a handle re-wrapped with [`DeviceArray::from_handle`], against the reference.
+pub fn device_activations_match_reference<R: Runtime>(
+    client: &ComputeClient<R>,
+    case: GemmCase,
+) -> Check {
+    let mut rng = SplitMix64::new(case.seed);
+    let m = random_matrix(
+        &mut rng,
+        case.rows,
+        case.cols,
+        case.layout,
+        case.zero_fraction,
+    );
+    let x = random_activations(&mut rng, case.n, case.cols);
+    let dm = dev("upload matrix", DeviceMatrix::upload(client, &m))?;
+    let raw = DeviceArray::<R, f32>::from_slice(client, &x);
+    let foreign = dev(
+        "from_handle",
+        DeviceArray::<R, f32>::from_handle(raw.handle().clone(), x.len()),
+    )?;
+    let dx = dev(
+        "from_device",
+        DeviceActivations::from_device(client, foreign, case.n, case.cols),
+    )?;
+    let y = DeviceArray::<R, f32>::filled(client, case.n * case.rows, f32::NAN);
+    let plan = dev(
+        "launch_gemm",
+        launch_gemm(client, &dm, &dx, &y, Strategy::Auto),
+    )?;
+    let got = dev("read y", y.read(client))?;
+    let want = reference::gemm_f32(&m, &x, case.n).map_err(|e| e.to_string())?;
+    compare_f32(
+        &format!("from_device {case:?} {plan:?}"),
+        &got,
+        &want,
+        &magnitudes(&m, &x, case.n),
+        case.cols,
+    )?;
+    // The input buffer is read, never written.
+    let back = dev("read x", raw.read(client))?;
+    if back != x {
+        return Err(format!("from_device {case:?}: the input buffer changed"));
+    }
+    Ok(())
+}
+
+/// Device-resident activations over edge shapes (padded and unpadded widths, 1 to 70 tokens),
+/// plus the length checks of [`DeviceArray::from_handle`] and
+/// [`DeviceActivations::from_device`].
+pub fn device_activations_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    let cases = [
+        (67, 1, 1),
+        (67, 33, 3),
+        (67, 63, 8),
+        (67, 64, 1),
+        (67, 65, 17),
+        (130, 576, 3),
+        (67, 1536, 70),
+        (5, 0, 2),
+        (5, 64, 0),
+    ];
+    let mut count = 0;
+    for (i, &(r, c, n)) in cases.iter().enumerate() {
+        let case = GemmCase::new(r, c, n, 9000 + i as u64);
+        device_activations_match_reference(client, case)?;
+        count += 1;
+        if c >= 64 {
+            device_activations_match_reference(client, case.per_group(64))?;
+            count += 1;
+        }
+    }
+    let raw = DeviceArray::<R, f32>::from_slice(client, &[0.5; 12]);
+    match DeviceArray::<R, f32>::from_handle(raw.handle().clone(), 13) {
+        Err(KernelError::Shape(_)) => {}
+        other => return Err(format!("from_handle past the end should fail, got {other:?}")),
+    }
+    let short = dev(
+        "from_handle",
+        DeviceArray::<R, f32>::from_handle(raw.handle().clone(), 12),
+    )?;
+    match DeviceActivations::from_device(client, short, 2, 7) {
+        Err(KernelError::Shape(_)) => {}
+        other => return Err(format!("from_device with a wrong length should fail, got {other:?}")),
+    }
+    Ok(Ran::Passed(count))
+}
+
 /// Bad shapes give errors, never panics or launches.
 pub fn bad_shapes_are_errors<R: Runtime>(client: &ComputeClient<R>) -> Check {
     let mut rng = SplitMix64::new(7);
@@ -852,6 +941,7 @@ pub fn run_all<R: Runtime>(client: &ComputeClient<R>) -> Vec<(&'static str, Suit
         ("edits", edits_suite(client)),
         ("attention", attention_suite(client)),
         ("block skipping", skip_suite(client)),
+        ("device-resident activations", device_activations_suite(client)),
         (
             "bad shapes",
             bad_shapes_are_errors(client).map(|()| Ran::Passed(1)),

@@ -11,7 +11,7 @@ use cubecl::prelude::*;
 use ternary_core::matrix::WORD_BITS;
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, words_per_row};
 
-use crate::buffer::DeviceArray;
+use crate::buffer::{DeviceArray, DeviceElement};
 use crate::error::{KernelError, Result};
 
 /// `padded_cols(cols) = 64 · ⌈cols / 64⌉`: the device row stride of activations.
@@ -195,6 +195,57 @@ impl<R: Runtime> DeviceActivations<R, half::f16> {
             cols,
             data: DeviceArray::from_slice(client, &data),
         })
+    }
+}
+
+impl<R: Runtime, F: Numeric + DeviceElement> DeviceActivations<R, F> {
+    /// Activations already on the device: `x` holds `n × cols` row-major values (no padding),
+    /// e.g. the storage of a Burn tensor wrapped with [`DeviceArray::from_handle`].
+    ///
+    /// When `cols` is a multiple of 64 the buffer is used as it is (no copy); otherwise a
+    /// kernel copies it into zero-padded rows of [`padded_cols(cols)`](padded_cols) values.
+    /// Unlike [`upload`](DeviceActivations::upload), values are not checked for NaN/Inf (that
+    /// would need a read-back); non-finite inputs give non-finite outputs, as a float matmul.
+    /// Errors with [`KernelError::Shape`] when `x.len() != n · cols`.
+    pub fn from_device(
+        client: &ComputeClient<R>,
+        x: DeviceArray<R, F>,
+        n: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        if n.checked_mul(cols) != Some(x.len()) {
+            return Err(KernelError::shape(format!(
+                "activations: expected n x cols = {n} x {cols} values, got {}",
+                x.len()
+            )));
+        }
+        let pc = padded_cols(cols);
+        let total = n
+            .checked_mul(pc)
+            .ok_or_else(|| KernelError::shape("activations overflow usize"))?;
+        check_u32_range("activation values", total)?;
+        if pc == cols {
+            return Ok(Self { n, cols, data: x });
+        }
+        let data = DeviceArray::<R, F>::empty(client, total);
+        if total > 0 {
+            let caps = crate::device::DeviceCaps::of(client);
+            let cubes = total.div_ceil(256);
+            let gx = cubes.min(caps.max_cube_count.0 as usize);
+            let count = crate::gemm::check_grid(&caps, gx, cubes.div_ceil(gx), 1)?;
+            crate::kernels::pad_rows::launch::<F, R>(
+                client,
+                count,
+                CubeDim::new_1d(256),
+                x.arg(),
+                data.arg(),
+                cols as u32,
+                pc as u32,
+                total as u32,
+            );
+            crate::gemm::flush(client)?;
+        }
+        Ok(Self { n, cols, data })
     }
 }
 

@@ -10,6 +10,7 @@ mod bitmap;
 mod copy;
 mod edit;
 mod gemv;
+mod pad;
 mod quantize;
 mod tiled;
 
@@ -18,5 +19,6 @@ pub(crate) use bitmap::build_bitmap;
 pub(crate) use copy::copy_words;
 pub(crate) use edit::apply_edits;
 pub(crate) use gemv::gemv_rows;
+pub(crate) use pad::pad_rows;
 pub(crate) use quantize::quantize_tokens;
 pub(crate) use tiled::gemm_tiled;

@@ -88,6 +88,11 @@ macro_rules! conformance_suite {
         }
 
         #[test]
+        fn device_activations_match_reference() {
+            passed(conf::device_activations_suite(&$client));
+        }
+
+        #[test]
         fn bad_shapes_are_errors() {
             conf::bad_shapes_are_errors(&$client).unwrap();
         }

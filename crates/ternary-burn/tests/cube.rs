@@ -1,0 +1,332 @@
+//! `TernaryLinear`'s cube path (`ternary-kernels` on Burn's CubeCL backend) on wgpu — Mesa's
+//! lavapipe in CI (`apt-get install mesa-vulkan-drivers`) — against independent references.
+//!
+//! Inputs are fresh random values each run; the seed is printed and can be replayed with
+//! `TERNARY_TEST_SEED=<seed>`. Outputs are poisoned with NaN before the kernel writes them (debug
+//! assertions, on in tests), so an unwritten value fails the comparison.
+//!
+//! Tolerance: `|y − y_ref| ≤ TOL · (Σ_c |s[r, g(c)] · t[r, c] · x[j, c] · d[c]| + |b[r]|)` against
+//! the `f64` reference from the trits and scales; `TOL = 1e-5` covers `f32` accumulation over up
+//! to 576 columns in any order, plus the `f32` products `x · d` and the `f32` bias add.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ternary_burn::{Error, LinearPath, TernaryLinear};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+use ternary_models::model::to_rows;
+use ternary_models::{Cpu, Llama, Logits, load_safetensors_dir};
+
+/// Burn's CubeCL backend on wgpu, named explicitly (not `burn::backend::Wgpu`, which becomes a
+/// fused backend when Burn's `fusion` feature is on anywhere in the build).
+type Gpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
+
+const TOL: f64 = 1e-5;
+const EDGE: [usize; 5] = [1, 63, 64, 65, 576];
+const TOKENS: [usize; 4] = [1, 3, 17, 70];
+const LAYOUTS: [ScaleLayout; 4] = [
+    ScaleLayout::PerRow,
+    ScaleLayout::PerGroup { group_size: 32 },
+    ScaleLayout::PerGroup { group_size: 64 },
+    ScaleLayout::PerGroup { group_size: 128 },
+];
+
+fn rng() -> StdRng {
+    let seed = std::env::var("TERNARY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+    eprintln!("TERNARY_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize, layout: ScaleLayout) -> TernaryMatrix {
+    let p_zero: f64 = rng.random_range(0.0..0.9);
+    let trits: Vec<i8> = (0..rows * cols)
+        .map(|_| {
+            if rng.random_bool(p_zero) {
+                0
+            } else if rng.random_bool(0.5) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let scales = (0..rows * layout.groups_per_row(cols))
+        .map(|_| rng.random_range(0.01f32..2.0))
+        .collect();
+    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
+}
+
+fn random_f32(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// `y_ref[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c] · d[c] + b[r]` in `f64`, and the mass
+/// `Σ_c |…| + |b[r]|` that scales the tolerance.
+fn reference_f64(
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    d: Option<&[f32]>,
+    b: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (rows, cols) = (m.rows(), m.cols());
+    let trits = m.to_trits();
+    let mut y = vec![0f64; n * rows];
+    let mut mass = vec![0f64; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            let (mut acc, mut abs) = (0f64, 0f64);
+            for c in 0..cols {
+                let dc = d.map_or(1.0, |d| f64::from(d[c]));
+                let term = f64::from(m.scale_at(r, c))
+                    * f64::from(trits[r * cols + c])
+                    * f64::from(x[j * cols + c])
+                    * dc;
+                acc += term;
+                abs += term.abs();
+            }
+            let br = b.map_or(0.0, |b| f64::from(b[r]));
+            y[j * rows + r] = acc + br;
+            mass[j * rows + r] = abs + br.abs();
+        }
+    }
+    (y, mass)
+}
+
+fn tensor<B: Backend, const D: usize>(x: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(x, shape), &Default::default())
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+fn check_close(what: &str, got: &[f32], want: &[f64], mass: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mass).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        assert!(
+            err <= TOL * m + 1e-30,
+            "{what} [{i}]: got {g}, want {w} (err {err:e}, bound {:e})",
+            TOL * m
+        );
+    }
+}
+
+fn layer<B: Backend>(
+    m: &TernaryMatrix,
+    bias: Option<&[f32]>,
+    d: Option<&[f32]>,
+    path: LinearPath,
+) -> TernaryLinear<B> {
+    let mut l = TernaryLinear::<B>::new(m.clone(), &Default::default()).unwrap();
+    if let Some(b) = bias {
+        l = l.with_bias(b.to_vec()).unwrap();
+    }
+    if let Some(d) = d {
+        l = l.with_input_scale(d.to_vec()).unwrap();
+    }
+    l.set_path(path);
+    l
+}
+
+#[test]
+fn auto_should_resolve_to_the_cube_path_on_the_cubecl_backend() {
+    assert_eq!(LinearPath::Auto.resolve::<Gpu>(), LinearPath::Cube);
+    assert_eq!(LinearPath::Auto.resolve::<Cpu>(), LinearPath::CpuF32);
+    assert_eq!(
+        LinearPath::Auto.resolve::<burn::backend::NdArray<f64>>(),
+        LinearPath::Float
+    );
+    assert_eq!("cube".parse::<LinearPath>().unwrap(), LinearPath::Cube);
+}
+
+#[test]
+fn cube_path_should_match_the_reference_on_edge_shapes() {
+    let mut rng = rng();
+    let mut case = 0usize;
+    for &rows in &EDGE {
+        for &cols in &EDGE {
+            let layout = LAYOUTS[case % LAYOUTS.len()];
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            let bias = random_f32(&mut rng, rows, -1.0, 1.0);
+            let d = random_f32(&mut rng, cols, 0.1, 3.0);
+            for (t, &n) in TOKENS.iter().enumerate() {
+                case += 1;
+                let flags = (case + t) % 4;
+                let b = (flags & 1 != 0).then_some(bias.as_slice());
+                let ds = (flags & 2 != 0).then_some(d.as_slice());
+                let x = random_f32(&mut rng, n * cols, -4.0, 4.0);
+                let (want, mass) = reference_f64(&m, &x, n, ds, b);
+                let tag = format!(
+                    "{rows}x{cols} {layout:?} n={n} bias={} d={}",
+                    b.is_some(),
+                    ds.is_some()
+                );
+                for path in [LinearPath::Auto, LinearPath::Cube] {
+                    let l = layer::<Gpu>(&m, b, ds, path);
+                    let y = l.try_forward(tensor::<Gpu, 2>(x.clone(), [n, cols])).unwrap();
+                    assert_eq!(y.dims(), [n, rows], "{tag} {path}");
+                    check_close(&format!("{tag} {path}"), &values(y), &want, &mass);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cube_path_should_agree_with_the_host_kernels_on_the_same_layer() {
+    let mut rng = rng();
+    let m = random_matrix(
+        &mut rng,
+        1536,
+        576,
+        ScaleLayout::PerGroup { group_size: 64 },
+    );
+    let d = random_f32(&mut rng, 576, 0.1, 3.0);
+    let b = random_f32(&mut rng, 1536, -1.0, 1.0);
+    for n in [1, 8, 9, 33] {
+        let x = random_f32(&mut rng, n * 576, -4.0, 4.0);
+        let (want, mass) = reference_f64(&m, &x, n, Some(&d), Some(&b));
+        let gpu = layer::<Gpu>(&m, Some(&b), Some(&d), LinearPath::Cube)
+            .forward(tensor::<Gpu, 2>(x.clone(), [n, 576]));
+        let cpu = layer::<Cpu>(&m, Some(&b), Some(&d), LinearPath::CpuF32)
+            .forward(tensor::<Cpu, 2>(x, [n, 576]));
+        check_close(&format!("gpu n={n}"), &values(gpu), &want, &mass);
+        check_close(&format!("cpu n={n}"), &values(cpu), &want, &mass);
+    }
+}
+
+#[test]
+fn cube_path_should_handle_3d_strided_sliced_and_empty_inputs() {
+    let mut rng = rng();
+    let (rows, cols) = (67, 65);
+    let m = random_matrix(&mut rng, rows, cols, ScaleLayout::PerRow);
+    let l = layer::<Gpu>(&m, None, None, LinearPath::Cube);
+
+    // 3-D input: leading dims kept.
+    let x = random_f32(&mut rng, 2 * 5 * cols, -2.0, 2.0);
+    let (want, mass) = reference_f64(&m, &x, 10, None, None);
+    let y = l.forward(tensor::<Gpu, 3>(x, [2, 5, cols]));
+    assert_eq!(y.dims(), [2, 5, rows]);
+    check_close("3-D", &values(y), &want, &mass);
+
+    // A transposed (non-contiguous) input: the path makes it contiguous first.
+    let xt = random_f32(&mut rng, cols * 7, -2.0, 2.0);
+    let x: Vec<f32> = (0..7)
+        .flat_map(|j| (0..cols).map(move |c| (j, c)))
+        .map(|(j, c)| xt[c * 7 + j])
+        .collect();
+    let (want, mass) = reference_f64(&m, &x, 7, None, None);
+    let y = l.forward(tensor::<Gpu, 2>(xt, [cols, 7]).transpose());
+    check_close("transposed", &values(y), &want, &mass);
+
+    // A slice of a larger tensor (rows 3..9): the buffer starts at an offset.
+    let big = random_f32(&mut rng, 12 * cols, -2.0, 2.0);
+    let x = big[3 * cols..9 * cols].to_vec();
+    let (want, mass) = reference_f64(&m, &x, 6, None, None);
+    let y = l.forward(tensor::<Gpu, 2>(big, [12, cols]).slice([3..9, 0..cols]));
+    check_close("sliced", &values(y), &want, &mass);
+
+    // No tokens.
+    let y = l.forward(Tensor::<Gpu, 2>::zeros([0, cols], &Default::default()));
+    assert_eq!(y.dims(), [0, rows]);
+}
+
+#[test]
+fn cube_path_should_reject_bad_inputs_with_errors() {
+    let mut rng = rng();
+    let m = random_matrix(&mut rng, 5, 40, ScaleLayout::PerRow);
+    let l = layer::<Gpu>(&m, None, None, LinearPath::Cube);
+    let e = l.try_forward(Tensor::<Gpu, 2>::zeros([2, 41], &Default::default()));
+    assert!(matches!(e, Err(Error::Shape(_))), "{e:?}");
+    // The cube path on a backend it cannot run on: an error, not a panic.
+    let cpu = layer::<Cpu>(&m, None, None, LinearPath::Cube);
+    let e = cpu.try_forward(Tensor::<Cpu, 2>::zeros([2, 40], &Default::default()));
+    match e {
+        Err(Error::Invalid(msg)) => assert!(msg.contains("CubeBackend"), "{msg}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // NaN activations propagate (as in a float matmul) instead of panicking.
+    let mut x = vec![0.5f32; 2 * 40];
+    x[3] = f32::NAN;
+    let y = values(l.forward(tensor::<Gpu, 2>(x, [2, 40])));
+    assert!(y[..5].iter().any(|v| v.is_nan()), "{y:?}");
+    assert!(y[5..].iter().all(|v| v.is_finite()), "{y:?}");
+}
+
+fn fixture() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tiny-llama"
+    ))
+}
+
+/// Logits of `model` for `ids`, all positions.
+fn logits<B: Backend>(model: &Llama<B>, ids: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache();
+    to_rows(model.forward(ids, &mut cache, Logits::All).unwrap()).unwrap()
+}
+
+#[test]
+fn converted_model_should_give_the_same_logits_on_the_gpu_cube_path() {
+    // Convert the tiny fixture on the CPU (every linear layer ternary), save it, load it on
+    // the GPU backend: its layers then take the cube path.
+    let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
+    let cfg = ternary_burn::ConvertConfig {
+        layout: ScaleLayout::PerGroup { group_size: 32 },
+        input_scale_alphas: vec![0.0, 0.5],
+        budget: None,
+        measure: false,
+        ..Default::default()
+    };
+    ternary_burn::convert(
+        &mut m.model,
+        &m.tokenizer,
+        ternary_burn::CALIBRATION_TEXT,
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("ternary-burn-cube-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.safetensors");
+    ternary_burn::save(&path, &m.model, &m.tokenizer).unwrap();
+    let gpu = ternary_burn::load::<Gpu>(&path, &Default::default()).unwrap();
+    let cpu = ternary_burn::load::<Cpu>(&path, &Default::default()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let ternary = gpu
+        .model
+        .linears()
+        .iter()
+        .filter(|(_, l)| l.kind() == "ternary")
+        .count();
+    assert!(ternary > 0, "the converted model has no ternary layer");
+    let ids: Vec<u32> = gpu
+        .tokenizer
+        .encode("The quick brown fox jumps over the lazy dog.", true)
+        .unwrap();
+    let (a, b) = (logits(&cpu.model, &ids), logits(&gpu.model, &ids));
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |w, (x, y)| w.max((x - y).abs()));
+    eprintln!("{ternary} ternary layers; max |logit| {scale}, max |cpu − gpu| {worst:e}");
+    // Both run f32 throughout; the whole network's rounding differences stay far below 1e-3
+    // of the logit scale, while one wrong layer moves logits by O(scale).
+    assert!(worst <= 1e-3 * scale, "max |cpu − gpu| {worst} vs scale {scale}");
+}
