@@ -68,13 +68,36 @@ fn run_ci_steps(skip_fmt: bool) -> Result<(), String> {
         check.env("CUDARC_CUDA_VERSION", "13000");
         step(&format!("check ({feature})"), check)?;
     }
-    // The model crate's GPU backends (Burn's own) must keep compiling too.
-    for feature in ["wgpu", "cuda"] {
-        let mut check = cargo();
-        check.args(["check", "-p", "ternary-models", "--features", feature]);
-        check.env("CUDARC_CUDA_VERSION", "13000");
-        step(&format!("check models ({feature})"), check)?;
-    }
+    // TernaryLinear's cube path on Burn's CubeCL backend (wgpu over lavapipe), which also builds
+    // the model crate on Burn's wgpu backend; then the same crates with CUDA (compile only).
+    let mut clippy_burn = cargo();
+    clippy_burn.args([
+        "clippy",
+        "-p",
+        "ternary-burn",
+        "--features",
+        "wgpu",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step("clippy (ternary-burn, wgpu)", clippy_burn)?;
+    let mut cube = cargo();
+    cube.args([
+        "test",
+        "-p",
+        "ternary-burn",
+        "--features",
+        "wgpu",
+        "--test",
+        "cube",
+    ]);
+    step("test (ternary-burn cube path, wgpu)", cube)?;
+    let mut check = cargo();
+    check.args(["check", "-p", "ternary-burn", "--features", "cuda"]);
+    check.env("CUDARC_CUDA_VERSION", "13000");
+    step("check (ternary-burn, cuda)", check)?;
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]);

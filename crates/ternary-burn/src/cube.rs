@@ -132,7 +132,9 @@ fn back<B: Backend, T: 'static>(t: T) -> Result<B::FloatTensorPrimitive> {
     let t: Box<dyn Any> = Box::new(t);
     t.downcast::<B::FloatTensorPrimitive>()
         .map(|b| *b)
-        .map_err(|_| Error::Invalid("cube path: output tensor type differs from the input's".into()))
+        .map_err(|_| {
+            Error::Invalid("cube path: output tensor type differs from the input's".into())
+        })
 }
 
 fn gemm_on<R: CubeRuntime>(
@@ -149,7 +151,11 @@ fn gemm_on<R: CubeRuntime>(
     let dims = x.meta.shape().clone();
     let (n, cols) = match dims.num_dims() {
         2 => (dims[0], dims[1]),
-        d => return Err(Error::Shape(format!("cube path: expected a 2-D input, got {d}-D"))),
+        d => {
+            return Err(Error::Shape(format!(
+                "cube path: expected a 2-D input, got {d}-D"
+            )));
+        }
     };
     if cols != m.cols() {
         return Err(Error::Shape(format!(

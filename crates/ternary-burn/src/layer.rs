@@ -366,7 +366,8 @@ impl<B: Backend> TernaryLinear<B> {
             Some(d) => x.mul(d.clone().unsqueeze::<2>()),
             None => x,
         };
-        let y = crate::cube::gemm::<B>(&self.matrix, &self.cube_cache, x.into_primitive().tensor())?;
+        let y =
+            crate::cube::gemm::<B>(&self.matrix, &self.cube_cache, x.into_primitive().tensor())?;
         let y = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(y));
         Ok(match &v.bias {
             Some(b) => y.add(b.clone().unsqueeze::<2>()),

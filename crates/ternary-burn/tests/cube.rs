@@ -176,7 +176,9 @@ fn cube_path_should_match_the_reference_on_edge_shapes() {
                 );
                 for path in [LinearPath::Auto, LinearPath::Cube] {
                     let l = layer::<Gpu>(&m, b, ds, path);
-                    let y = l.try_forward(tensor::<Gpu, 2>(x.clone(), [n, cols])).unwrap();
+                    let y = l
+                        .try_forward(tensor::<Gpu, 2>(x.clone(), [n, cols]))
+                        .unwrap();
                     assert_eq!(y.dims(), [n, rows], "{tag} {path}");
                     check_close(&format!("{tag} {path}"), &values(y), &want, &mass);
                 }
@@ -328,5 +330,8 @@ fn converted_model_should_give_the_same_logits_on_the_gpu_cube_path() {
     eprintln!("{ternary} ternary layers; max |logit| {scale}, max |cpu − gpu| {worst:e}");
     // Both run f32 throughout; the whole network's rounding differences stay far below 1e-3
     // of the logit scale, while one wrong layer moves logits by O(scale).
-    assert!(worst <= 1e-3 * scale, "max |cpu − gpu| {worst} vs scale {scale}");
+    assert!(
+        worst <= 1e-3 * scale,
+        "max |cpu − gpu| {worst} vs scale {scale}"
+    );
 }

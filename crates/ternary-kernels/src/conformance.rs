@@ -694,7 +694,11 @@ pub fn device_activations_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteR
     let raw = DeviceArray::<R, f32>::from_slice(client, &[0.5; 12]);
     match DeviceArray::<R, f32>::from_handle(raw.handle().clone(), 13) {
         Err(KernelError::Shape(_)) => {}
-        other => return Err(format!("from_handle past the end should fail, got {other:?}")),
+        other => {
+            return Err(format!(
+                "from_handle past the end should fail, got {other:?}"
+            ));
+        }
     }
     let short = dev(
         "from_handle",
@@ -702,7 +706,11 @@ pub fn device_activations_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteR
     )?;
     match DeviceActivations::from_device(client, short, 2, 7) {
         Err(KernelError::Shape(_)) => {}
-        other => return Err(format!("from_device with a wrong length should fail, got {other:?}")),
+        other => {
+            return Err(format!(
+                "from_device with a wrong length should fail, got {other:?}"
+            ));
+        }
     }
     Ok(Ran::Passed(count))
 }
@@ -941,7 +949,10 @@ pub fn run_all<R: Runtime>(client: &ComputeClient<R>) -> Vec<(&'static str, Suit
         ("edits", edits_suite(client)),
         ("attention", attention_suite(client)),
         ("block skipping", skip_suite(client)),
-        ("device-resident activations", device_activations_suite(client)),
+        (
+            "device-resident activations",
+            device_activations_suite(client),
+        ),
         (
             "bad shapes",
             bad_shapes_are_errors(client).map(|()| Ran::Passed(1)),
