@@ -68,36 +68,39 @@ fn run_ci_steps(skip_fmt: bool) -> Result<(), String> {
         check.env("CUDARC_CUDA_VERSION", "13000");
         step(&format!("check ({feature})"), check)?;
     }
-    // TernaryLinear's cube path on Burn's CubeCL backend (wgpu over lavapipe), which also builds
-    // the model crate on Burn's wgpu backend; then the same crates with CUDA (compile only).
+    // TernaryLinear's cube path on Burn's CubeCL backends over wgpu (lavapipe), unfused and
+    // fused (which also builds the model crate on Burn's wgpu backend); then compile checks of
+    // the unfused-only build and of CUDA.
     let mut clippy_burn = cargo();
     clippy_burn.args([
         "clippy",
         "-p",
         "ternary-burn",
         "--features",
-        "wgpu",
+        "wgpu,fusion",
         "--all-targets",
         "--",
         "-D",
         "warnings",
     ]);
-    step("clippy (ternary-burn, wgpu)", clippy_burn)?;
+    step("clippy (ternary-burn, wgpu + fusion)", clippy_burn)?;
     let mut cube = cargo();
     cube.args([
         "test",
         "-p",
         "ternary-burn",
         "--features",
-        "wgpu",
+        "wgpu,fusion",
         "--test",
         "cube",
     ]);
-    step("test (ternary-burn cube path, wgpu)", cube)?;
-    let mut check = cargo();
-    check.args(["check", "-p", "ternary-burn", "--features", "cuda"]);
-    check.env("CUDARC_CUDA_VERSION", "13000");
-    step("check (ternary-burn, cuda)", check)?;
+    step("test (ternary-burn cube path, wgpu + fusion)", cube)?;
+    for features in ["wgpu", "cuda,fusion"] {
+        let mut check = cargo();
+        check.args(["check", "-p", "ternary-burn", "--features", features]);
+        check.env("CUDARC_CUDA_VERSION", "13000");
+        step(&format!("check (ternary-burn, {features})"), check)?;
+    }
 
     let mut doc = cargo();
     doc.args(["doc", "--workspace", "--no-deps"]);

@@ -2,9 +2,12 @@
 //! buffers of Burn's CubeCL backends, with no copy to the host.
 //!
 //! Supported backends are Burn's `CubeBackend<R, F, I, BT>` for the runtimes whose feature is
-//! on: `wgpu` (`burn::backend::Wgpu` built without Burn's `fusion` feature) and `cuda`
-//! (`burn::backend::Cuda` likewise). Burn and `ternary-kernels` share CubeCL 0.10, so the input
-//! tensor's handle is bound to the kernel as it is and the output buffer becomes a Burn tensor.
+//! on (`wgpu`, `cuda`) and, with the `fusion` feature, `Fusion<CubeBackend<R, ..>>` — what
+//! `burn::backend::Wgpu` and `burn::backend::Cuda` are when Burn's `fusion` feature is on. Burn
+//! and `ternary-kernels` share CubeCL 0.10, so the input tensor's handle is bound to the kernel
+//! as it is and the output buffer becomes a Burn tensor. On a fused backend the product is a
+//! custom operation in Burn's fusion stream: element-wise work before and after it still fuses,
+//! and it runs when the stream is flushed.
 //!
 //! Per call, for `x: [n, in]` (`f32`, made contiguous if it is not):
 //! 1. `x` is wrapped ([`DeviceArray::from_handle`]) and, when `in` is not a multiple of 64,
@@ -15,6 +18,8 @@
 //! The planes and scales are uploaded once per layer and device ([`CubeWeights`]).
 
 use std::any::{Any, TypeId};
+#[cfg(feature = "fusion")]
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::Backend;
@@ -36,15 +41,33 @@ const RUNTIMES: &str = if cfg!(all(feature = "wgpu", feature = "cuda")) {
     "cuda"
 };
 
-/// Whether `B`'s float tensors are `CubeTensor`s of a runtime this build supports.
+#[cfg(feature = "wgpu")]
+type Wgpu = ternary_kernels::cubecl::wgpu::WgpuRuntime;
+#[cfg(feature = "cuda")]
+type Cuda = ternary_kernels::cubecl::cuda::CudaRuntime;
+
+/// The float primitive of `Fusion<CubeBackend<R, ..>>`.
+#[cfg(feature = "fusion")]
+type Fused<R> = burn_fusion::FusionTensor<burn_cubecl::fusion::FusionCubeRuntime<R>>;
+
+/// Whether `B`'s float tensors are `CubeTensor`s (or, with `fusion`, fused tensors over them)
+/// of a runtime this build supports.
 pub(crate) fn supports<B: Backend>() -> bool {
     let id = TypeId::of::<B::FloatTensorPrimitive>();
     #[cfg(feature = "wgpu")]
-    if id == TypeId::of::<CubeTensor<ternary_kernels::cubecl::wgpu::WgpuRuntime>>() {
+    if id == TypeId::of::<CubeTensor<Wgpu>>() {
         return true;
     }
     #[cfg(feature = "cuda")]
-    if id == TypeId::of::<CubeTensor<ternary_kernels::cubecl::cuda::CudaRuntime>>() {
+    if id == TypeId::of::<CubeTensor<Cuda>>() {
+        return true;
+    }
+    #[cfg(all(feature = "fusion", feature = "wgpu"))]
+    if id == TypeId::of::<Fused<Wgpu>>() {
+        return true;
+    }
+    #[cfg(all(feature = "fusion", feature = "cuda"))]
+    if id == TypeId::of::<Fused<Cuda>>() {
         return true;
     }
     let _ = id;
@@ -99,19 +122,29 @@ fn kernel_error(e: KernelError) -> Error {
 /// Errors with [`Error::Invalid`] when `B` is not a supported CubeCL backend or `x` is not
 /// `f32`, and with [`Error::Device`] when a kernel fails.
 pub(crate) fn gemm<B: Backend>(
-    m: &TernaryMatrix,
+    m: &Arc<TernaryMatrix>,
     cache: &CubeCache,
     x: B::FloatTensorPrimitive,
 ) -> Result<B::FloatTensorPrimitive> {
     let x: Box<dyn Any> = Box::new(x);
     #[cfg(feature = "wgpu")]
-    let x = match x.downcast::<CubeTensor<ternary_kernels::cubecl::wgpu::WgpuRuntime>>() {
+    let x = match x.downcast::<CubeTensor<Wgpu>>() {
         Ok(t) => return back::<B, _>(gemm_on(m, cache, *t)?),
         Err(other) => other,
     };
     #[cfg(feature = "cuda")]
-    let x = match x.downcast::<CubeTensor<ternary_kernels::cubecl::cuda::CudaRuntime>>() {
+    let x = match x.downcast::<CubeTensor<Cuda>>() {
         Ok(t) => return back::<B, _>(gemm_on(m, cache, *t)?),
+        Err(other) => other,
+    };
+    #[cfg(all(feature = "fusion", feature = "wgpu"))]
+    let x = match x.downcast::<Fused<Wgpu>>() {
+        Ok(t) => return back::<B, _>(fused::gemm(m, cache, *t)?),
+        Err(other) => other,
+    };
+    #[cfg(all(feature = "fusion", feature = "cuda"))]
+    let x = match x.downcast::<Fused<Cuda>>() {
+        Ok(t) => return back::<B, _>(fused::gemm(m, cache, *t)?),
         Err(other) => other,
     };
     drop(x);
@@ -120,9 +153,14 @@ pub(crate) fn gemm<B: Backend>(
 
 /// The error for a backend the cube path cannot run on.
 pub(crate) fn unsupported<B: Backend>() -> Error {
+    let fused = if cfg!(feature = "fusion") {
+        " (or Fusion over it)"
+    } else {
+        " (unfused; ternary-burn's `fusion` feature adds Fusion over it)"
+    };
     Error::Invalid(format!(
-        "the cube path needs Burn's CubeBackend on one of [{RUNTIMES}] (without Burn's \
-         `fusion` feature); backend {} is not one",
+        "the cube path needs Burn's CubeBackend on one of [{RUNTIMES}]{fused}; backend {} is \
+         not one",
         std::any::type_name::<B>()
     ))
 }
@@ -137,20 +175,15 @@ fn back<B: Backend, T: 'static>(t: T) -> Result<B::FloatTensorPrimitive> {
         })
 }
 
-fn gemm_on<R: CubeRuntime>(
-    m: &TernaryMatrix,
-    cache: &CubeCache,
-    x: CubeTensor<R>,
-) -> Result<CubeTensor<R>> {
-    if x.dtype != DType::F32 {
+/// Checks an input of `dtype` and `shape` for `m`; returns `(n, in)`.
+fn check_input(m: &TernaryMatrix, dtype: DType, shape: &Shape) -> Result<(usize, usize)> {
+    if dtype != DType::F32 {
         return Err(Error::Invalid(format!(
-            "the cube path takes f32 activations, got {:?}",
-            x.dtype
+            "the cube path takes f32 activations, got {dtype:?}"
         )));
     }
-    let dims = x.meta.shape().clone();
-    let (n, cols) = match dims.num_dims() {
-        2 => (dims[0], dims[1]),
+    let (n, cols) = match shape.num_dims() {
+        2 => (shape[0], shape[1]),
         d => {
             return Err(Error::Shape(format!(
                 "cube path: expected a 2-D input, got {d}-D"
@@ -163,6 +196,15 @@ fn gemm_on<R: CubeRuntime>(
             m.cols()
         )));
     }
+    Ok((n, cols))
+}
+
+fn gemm_on<R: CubeRuntime>(
+    m: &TernaryMatrix,
+    cache: &CubeCache,
+    x: CubeTensor<R>,
+) -> Result<CubeTensor<R>> {
+    let (n, cols) = check_input(m, x.dtype, x.meta.shape())?;
     let x = into_contiguous(x);
     let entry = cache.matrix(m, &x)?;
     let weights = entry
@@ -191,4 +233,82 @@ fn gemm_on<R: CubeRuntime>(
         y.into_handle(),
         DType::F32,
     ))
+}
+
+/// The product as a custom operation in Burn's fusion stream.
+#[cfg(feature = "fusion")]
+mod fused {
+    use burn_cubecl::CubeBackend;
+    use burn_cubecl::fusion::FusionCubeRuntime;
+    use burn_fusion::FusionRuntime;
+    use burn_fusion::stream::{Operation, OperationStreams};
+    use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+
+    use super::*;
+
+    /// The unfused backend whose tensors the stream's handles hold (element types do not
+    /// change a `CubeTensor`).
+    type Inner<R> = CubeBackend<R, f32, i32, u32>;
+
+    /// `y = Q·x`, run by the fusion server when the stream reaches it.
+    #[derive(Debug)]
+    struct TernaryGemm<R: CubeRuntime> {
+        desc: CustomOpIr,
+        matrix: Arc<TernaryMatrix>,
+        cache: CubeCache,
+        _runtime: PhantomData<R>,
+    }
+
+    impl<R: CubeRuntime> Operation<FusionCubeRuntime<R>> for TernaryGemm<R> {
+        fn execute(
+            &self,
+            handles: &mut HandleContainer<<FusionCubeRuntime<R> as FusionRuntime>::FusionHandle>,
+        ) {
+            let ([x], [out]) = self.desc.as_fixed::<1, 1>();
+            let x = handles.get_float_tensor::<Inner<R>>(x);
+            // Shapes, dtype and matrix size were checked when the operation was registered, so
+            // only a device failure (a lost device, out of memory) can fail here, where no error
+            // can be returned; Burn's own operations panic in that case too.
+            let y = match gemm_on(&self.matrix, &self.cache, x) {
+                Ok(y) => y,
+                Err(e) => panic!("TernaryLinear cube path (fused backend): {e}"),
+            };
+            handles.register_float_tensor::<Inner<R>>(&out.id, y);
+        }
+    }
+
+    /// Registers `y = Q·x` on `x`'s stream and returns the (lazy) output `[n, out]`.
+    pub(super) fn gemm<R: CubeRuntime>(
+        m: &Arc<TernaryMatrix>,
+        cache: &CubeCache,
+        x: Fused<R>,
+    ) -> Result<Fused<R>> {
+        let (n, _) = check_input(m, x.dtype, &x.shape)?;
+        // What `DeviceMatrix::upload` would reject, rejected before the operation is queued.
+        let words = m.plus().len().max(m.scales().values().len()).max(m.rows());
+        if words > i32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "{} x {} matrix exceeds the 32-bit addressing of the kernels",
+                m.rows(),
+                m.cols()
+            )));
+        }
+        let client = x.client.clone();
+        let streams = OperationStreams::with_inputs([&x]);
+        let out = TensorIr::uninit(
+            client.create_empty_handle(),
+            Shape::new([n, m.rows()]),
+            DType::F32,
+        );
+        let desc = CustomOpIr::new("ternary_linear", &[x.into_ir()], &[out]);
+        let op = TernaryGemm::<R> {
+            desc: desc.clone(),
+            matrix: Arc::clone(m),
+            cache: cache.clone(),
+            _runtime: PhantomData,
+        };
+        Ok(client
+            .register(streams, OperationIr::Custom(desc), op)
+            .output())
+    }
 }

@@ -26,7 +26,7 @@ pub(crate) fn unsupported<B: Backend>() -> Error {
 
 /// Always an error: the cube path needs the `wgpu` or `cuda` feature.
 pub(crate) fn gemm<B: Backend>(
-    _m: &TernaryMatrix,
+    _m: &std::sync::Arc<TernaryMatrix>,
     _cache: &CubeCache,
     _x: B::FloatTensorPrimitive,
 ) -> Result<B::FloatTensorPrimitive> {

@@ -23,6 +23,9 @@ use ternary_models::{Cpu, Llama, Logits, load_safetensors_dir};
 /// Burn's CubeCL backend on wgpu, named explicitly (not `burn::backend::Wgpu`, which becomes a
 /// fused backend when Burn's `fusion` feature is on anywhere in the build).
 type Gpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
+/// The fused backend over it (ternary-burn's `fusion` feature turns on Burn's).
+#[cfg(feature = "fusion")]
+type Fused = burn::backend::Wgpu;
 
 const TOL: f64 = 1e-5;
 const EDGE: [usize; 5] = [1, 63, 64, 65, 576];
@@ -144,6 +147,11 @@ fn layer<B: Backend>(
 #[test]
 fn auto_should_resolve_to_the_cube_path_on_the_cubecl_backend() {
     assert_eq!(LinearPath::Auto.resolve::<Gpu>(), LinearPath::Cube);
+    // Burn's `Wgpu` alias: fused or not, depending on Burn's `fusion` feature.
+    assert_eq!(
+        LinearPath::Auto.resolve::<burn::backend::Wgpu>(),
+        LinearPath::Cube
+    );
     assert_eq!(LinearPath::Auto.resolve::<Cpu>(), LinearPath::CpuF32);
     assert_eq!(
         LinearPath::Auto.resolve::<burn::backend::NdArray<f64>>(),
@@ -154,6 +162,16 @@ fn auto_should_resolve_to_the_cube_path_on_the_cubecl_backend() {
 
 #[test]
 fn cube_path_should_match_the_reference_on_edge_shapes() {
+    edge_shapes::<Gpu>();
+}
+
+#[cfg(feature = "fusion")]
+#[test]
+fn fused_cube_path_should_match_the_reference_on_edge_shapes() {
+    edge_shapes::<Fused>();
+}
+
+fn edge_shapes<B: Backend>() {
     let mut rng = rng();
     let mut case = 0usize;
     for &rows in &EDGE {
@@ -175,10 +193,8 @@ fn cube_path_should_match_the_reference_on_edge_shapes() {
                     ds.is_some()
                 );
                 for path in [LinearPath::Auto, LinearPath::Cube] {
-                    let l = layer::<Gpu>(&m, b, ds, path);
-                    let y = l
-                        .try_forward(tensor::<Gpu, 2>(x.clone(), [n, cols]))
-                        .unwrap();
+                    let l = layer::<B>(&m, b, ds, path);
+                    let y = l.try_forward(tensor::<B, 2>(x.clone(), [n, cols])).unwrap();
                     assert_eq!(y.dims(), [n, rows], "{tag} {path}");
                     check_close(&format!("{tag} {path}"), &values(y), &want, &mass);
                 }
@@ -212,15 +228,25 @@ fn cube_path_should_agree_with_the_host_kernels_on_the_same_layer() {
 
 #[test]
 fn cube_path_should_handle_3d_strided_sliced_and_empty_inputs() {
+    odd_inputs::<Gpu>();
+}
+
+#[cfg(feature = "fusion")]
+#[test]
+fn fused_cube_path_should_handle_3d_strided_sliced_and_empty_inputs() {
+    odd_inputs::<Fused>();
+}
+
+fn odd_inputs<B: Backend>() {
     let mut rng = rng();
     let (rows, cols) = (67, 65);
     let m = random_matrix(&mut rng, rows, cols, ScaleLayout::PerRow);
-    let l = layer::<Gpu>(&m, None, None, LinearPath::Cube);
+    let l = layer::<B>(&m, None, None, LinearPath::Cube);
 
     // 3-D input: leading dims kept.
     let x = random_f32(&mut rng, 2 * 5 * cols, -2.0, 2.0);
     let (want, mass) = reference_f64(&m, &x, 10, None, None);
-    let y = l.forward(tensor::<Gpu, 3>(x, [2, 5, cols]));
+    let y = l.forward(tensor::<B, 3>(x, [2, 5, cols]));
     assert_eq!(y.dims(), [2, 5, rows]);
     check_close("3-D", &values(y), &want, &mass);
 
@@ -231,19 +257,29 @@ fn cube_path_should_handle_3d_strided_sliced_and_empty_inputs() {
         .map(|(j, c)| xt[c * 7 + j])
         .collect();
     let (want, mass) = reference_f64(&m, &x, 7, None, None);
-    let y = l.forward(tensor::<Gpu, 2>(xt, [cols, 7]).transpose());
+    let y = l.forward(tensor::<B, 2>(xt, [cols, 7]).transpose());
     check_close("transposed", &values(y), &want, &mass);
 
     // A slice of a larger tensor (rows 3..9): the buffer starts at an offset.
     let big = random_f32(&mut rng, 12 * cols, -2.0, 2.0);
     let x = big[3 * cols..9 * cols].to_vec();
     let (want, mass) = reference_f64(&m, &x, 6, None, None);
-    let y = l.forward(tensor::<Gpu, 2>(big, [12, cols]).slice([3..9, 0..cols]));
+    let y = l.forward(tensor::<B, 2>(big, [12, cols]).slice([3..9, 0..cols]));
     check_close("sliced", &values(y), &want, &mass);
 
     // No tokens.
-    let y = l.forward(Tensor::<Gpu, 2>::zeros([0, cols], &Default::default()));
+    let y = l.forward(Tensor::<B, 2>::zeros([0, cols], &Default::default()));
     assert_eq!(y.dims(), [0, rows]);
+
+    // Element-wise work around the layer (fused around the custom operation on a fused
+    // backend): relu(Q·(2x + 1)).
+    let x = random_f32(&mut rng, 4 * cols, -2.0, 2.0);
+    let x2: Vec<f32> = x.iter().map(|v| 2.0 * v + 1.0).collect();
+    let (want, mass) = reference_f64(&m, &x2, 4, None, None);
+    let want: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+    let y = l.forward(tensor::<B, 2>(x, [4, cols]).mul_scalar(2.0).add_scalar(1.0));
+    let y = burn::tensor::activation::relu(y);
+    check_close("relu(Q(2x+1))", &values(y), &want, &mass);
 }
 
 #[test]
@@ -283,6 +319,16 @@ fn logits<B: Backend>(model: &Llama<B>, ids: &[u32]) -> Vec<f32> {
 
 #[test]
 fn converted_model_should_give_the_same_logits_on_the_gpu_cube_path() {
+    converted_model::<Gpu>();
+}
+
+#[cfg(feature = "fusion")]
+#[test]
+fn converted_model_should_give_the_same_logits_on_the_fused_cube_path() {
+    converted_model::<Fused>();
+}
+
+fn converted_model<B: Backend>() {
     // Convert the tiny fixture on the CPU (every linear layer ternary), save it, load it on
     // the GPU backend: its layers then take the cube path.
     let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
@@ -301,11 +347,16 @@ fn converted_model_should_give_the_same_logits_on_the_gpu_cube_path() {
         &mut |_| {},
     )
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("ternary-burn-cube-{}", std::process::id()));
+    // One directory per backend: the tests run in parallel.
+    let tag: String = std::any::type_name::<B>()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let dir = std::env::temp_dir().join(format!("ternary-burn-cube-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tiny.safetensors");
     ternary_burn::save(&path, &m.model, &m.tokenizer).unwrap();
-    let gpu = ternary_burn::load::<Gpu>(&path, &Default::default()).unwrap();
+    let gpu = ternary_burn::load::<B>(&path, &Default::default()).unwrap();
     let cpu = ternary_burn::load::<Cpu>(&path, &Default::default()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 
