@@ -15,7 +15,8 @@
 //! prefixes of the layers ordered by KL sensitivity per weight (measured on a held-out chunk of
 //! the calibration text; `--pareto-first`: for the first run only). Layers run as float stand-ins with the ternary layers' exact
 //! effective weights. Run keys: `method=absmean|twn|absmax|p<percent>|aware`,
-//! `group=row|<size>`, `gptq=0|1`, `refit=0|1`, `damp=<λ>`, `alpha=<a>[:<a>…]`.
+//! `group=row|<size>`, `gptq=0|1`, `refit=0|1`, `damp=<λ>`, `alpha=<a>[:<a>…]`, `seq=0|1`
+//! (sequential: each block calibrated with the blocks before it already quantized).
 //! `--subset FILE` (layer names, one per line) quantizes and measures only those layers,
 //! to compare quantizers on one fixed mixed-precision plan.
 //!
@@ -25,7 +26,7 @@
 use std::time::Instant;
 use ternary_burn::convert::{
     ConvertConfig, QuantizedLayer, apply_standins, bos_of, eval_ppl, quantize_model,
-    restore_layers, sensitivities, sensitivity_order,
+    quantize_model_sequential, restore_layers, sensitivities, sensitivity_order,
 };
 use ternary_burn::{GptqConfig, Progress, calibrate, convert};
 use ternary_core::ScaleLayout;
@@ -264,7 +265,14 @@ fn main() -> Res<()> {
         None => None,
     };
     for (run_idx, spec) in all_args(&args, "--run").into_iter().enumerate() {
-        let mut cfg = parse_run(&spec)?;
+        // `seq=1`: sequential quantization (each block calibrated after the previous ones
+        // are quantized), on the same calibration tokens.
+        let seq = spec.split(',').any(|kv| kv == "seq=1");
+        let cfg_spec: Vec<&str> = spec
+            .split(',')
+            .filter(|kv| !kv.starts_with("seq="))
+            .collect();
+        let mut cfg = parse_run(&cfg_spec.join(","))?;
         if let Some(sub) = &subset {
             cfg.keep_float = m
                 .model
@@ -275,7 +283,18 @@ fn main() -> Res<()> {
                 .collect();
         }
         let t = Instant::now();
-        let q = quantize_model(&m.model, &calib, &cfg, &mut log_progress)?;
+        let q = if seq {
+            quantize_model_sequential(
+                &mut m.model,
+                &calib_tokens[..n_calib],
+                ctx,
+                bos,
+                &cfg,
+                &mut log_progress,
+            )?
+        } else {
+            quantize_model(&m.model, &calib, &cfg, &mut log_progress)?
+        };
         let q_secs = t.elapsed().as_secs_f64();
         let mean_err = q.iter().map(|p| p.1.rel_error).sum::<f64>() / q.len().max(1) as f64;
         eprintln!("{spec}: quantized in {q_secs:.1} s, mean rel. output error {mean_err:.4}");

@@ -566,6 +566,104 @@ pub fn quantize_model<B: Backend>(
     Ok(out)
 }
 
+/// The block a layer belongs to for [`quantize_model_sequential`]: `model.layers.<i>.` for block
+/// layers, the name itself otherwise (e.g. `lm_head`).
+fn block_of(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("model.layers.")
+        && let Some((i, _)) = rest.split_once('.')
+    {
+        return format!("model.layers.{i}.");
+    }
+    name.to_string()
+}
+
+/// [`quantize_model`] block by block, each block calibrated on the model whose earlier blocks
+/// are already quantized ("sequential" GPTQ): the statistics of block `b` (E|x|, E[x²], the
+/// Hessian `H = Σ x xᵀ`) are collected with blocks `< b` replaced by float stand-ins holding
+/// their quantized weights, so each block's rounding also compensates the error its inputs
+/// carry from the blocks before it. One calibration pass over `tokens` per block (the whole
+/// model runs each time). The model is restored before returning.
+pub fn quantize_model_sequential<B: Backend>(
+    model: &mut Llama<B>,
+    tokens: &[u32],
+    ctx: usize,
+    bos: Option<u32>,
+    cfg: &ConvertConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(String, QuantizedLayer)>> {
+    let names: Vec<String> = model
+        .linears()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !cfg.keep_float.iter().any(|p| matches_pattern(p, n)))
+        .collect();
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    for n in names {
+        let b = block_of(&n);
+        match blocks.last_mut() {
+            Some((key, members)) if *key == b => members.push(n),
+            _ => blocks.push((b, vec![n])),
+        }
+    }
+    let total = blocks.iter().map(|(_, m)| m.len()).sum();
+    progress(Progress::Start {
+        stage: Stage::Quantize,
+        total,
+    });
+    let device = model.device().clone();
+    let mut cache = FactorCache::default();
+    let mut out: Vec<(String, QuantizedLayer)> = Vec::with_capacity(total);
+    let mut saved: Vec<(String, Linear<B>)> = Vec::new();
+    let result = (|| -> Result<()> {
+        for (_, members) in &blocks {
+            let calib = calibrate_layers(
+                model,
+                tokens,
+                ctx,
+                bos,
+                None,
+                &|n: &str| members.iter().any(|m| m == n),
+                &mut |_, _| {},
+            )?;
+            let start = out.len();
+            for name in members {
+                let layer = model
+                    .linears()
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, l)| l)
+                    .ok_or_else(|| Error::Invalid(format!("layer {name} vanished")))?;
+                let (rows, cols) = (layer.out_features(), layer.in_features());
+                let w = to_rows(layer.weight())?;
+                let stats = calib.get(name).ok_or_else(|| {
+                    Error::Invalid(format!("no calibration statistics for {name}"))
+                })?;
+                let q = quantize_layer::<B>(name, &w, rows, cols, stats, cfg, &mut cache, &device)?;
+                progress(Progress::Step {
+                    stage: Stage::Quantize,
+                    done: out.len() + 1,
+                    total,
+                    detail: format!("{name}: rel. error {:.4} (sequential)", q.rel_error),
+                });
+                out.push((name.clone(), q));
+            }
+            // The next blocks see this one quantized.
+            for (name, q) in &out[start..] {
+                let l = float_standin::<B>(name, q, &device)?;
+                saved.push((name.clone(), swap_layer(model, name, l)?));
+            }
+        }
+        Ok(())
+    })();
+    restore_layers(model, saved)?;
+    result?;
+    progress(Progress::Finish {
+        stage: Stage::Quantize,
+        message: format!("{total} layers quantized sequentially"),
+    });
+    Ok(out)
+}
+
 /// The layer that computes `q` inside a model: a [`TernaryLinear`] (path
 /// [`LinearPath::Auto`](crate::layer::LinearPath::Auto)) with `q`'s input scale.
 pub fn ternary_layer<B: Backend>(q: &QuantizedLayer, device: &B::Device) -> Result<Linear<B>> {
