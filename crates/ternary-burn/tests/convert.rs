@@ -352,3 +352,69 @@ fn smollm2_should_convert_a_few_layers_within_budget() {
     }
     println!("{report}");
 }
+
+/// Sequential quantization against its definition, rebuilt from the non-sequential pieces: the
+/// layers of each block equal [`quantize_model`] on a calibration of the model whose earlier
+/// blocks hold the sequential result's stand-ins. Block 0 therefore equals the plain result;
+/// later blocks must differ from it (their inputs changed), and the model is restored.
+#[test]
+fn sequential_quantization_should_match_blockwise_recalibration() {
+    use ternary_burn::convert::{
+        apply_standins, quantize_model, quantize_model_sequential, restore_layers,
+    };
+    let mut m = tiny();
+    let cfg = small_cfg();
+    let tokens = m.tokenizer.encode(&text(), true).unwrap();
+    let tokens = &tokens[..256];
+    let ids = &tokens[..40];
+    let before = logits(&m, ids);
+    let seq =
+        quantize_model_sequential(&mut m.model, tokens, cfg.ctx, None, &cfg, &mut |_| {}).unwrap();
+    assert_eq!(logits(&m, ids), before, "model not restored");
+    let names: Vec<String> = m.model.linears().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(seq.iter().map(|p| p.0.clone()).collect::<Vec<_>>(), names);
+
+    let block = |n: &str| -> String {
+        match n.strip_prefix("model.layers.") {
+            Some(rest) => rest.split('.').next().unwrap().to_string(),
+            None => n.to_string(),
+        }
+    };
+    let mut groups: Vec<String> = names.iter().map(|n| block(n)).collect();
+    groups.dedup();
+    assert_eq!(groups.len(), 3, "2 blocks + lm_head");
+    let plain = {
+        let calib = calibrate(&mut m.model, tokens, cfg.ctx, None, None, &mut |_, _| {}).unwrap();
+        quantize_model(&m.model, &calib, &cfg, &mut |_| {}).unwrap()
+    };
+    let mut differs_later = false;
+    for (g, key) in groups.iter().enumerate() {
+        let earlier: Vec<&(String, _)> = seq
+            .iter()
+            .filter(|p| groups[..g].contains(&block(&p.0)))
+            .collect();
+        let saved = apply_standins(&mut m.model, &earlier).unwrap();
+        let calib = calibrate(&mut m.model, tokens, cfg.ctx, None, None, &mut |_, _| {}).unwrap();
+        let want = quantize_model(&m.model, &calib, &cfg, &mut |_| {}).unwrap();
+        restore_layers(&mut m.model, saved).unwrap();
+        for ((name, got), (wname, w)) in seq.iter().zip(&want) {
+            assert_eq!(name, wname);
+            if block(name) != *key {
+                continue;
+            }
+            assert_eq!(got.matrix, w.matrix, "{name}: matrix");
+            assert_eq!(got.input_scale, w.input_scale, "{name}: input scale");
+            let p = &plain.iter().find(|p| p.0 == *name).unwrap().1;
+            if g == 0 {
+                assert_eq!(got.matrix, p.matrix, "{name}: block 0 sees the float model");
+            } else {
+                differs_later |= got.matrix != p.matrix;
+            }
+        }
+    }
+    assert!(
+        differs_later,
+        "later blocks should see the quantized earlier blocks"
+    );
+    assert_eq!(logits(&m, ids), before);
+}
