@@ -10,7 +10,9 @@
 //!    [`ConvertConfig::input_scale_alphas`] by the smallest output error), then GPTQ
 //!    ([`gptq`](crate::gptq)) or plain rounding with the configured [`Method`] and scale layout.
 //!    Each layer's error is the relative output error on the calibration inputs,
-//!    `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))`.
+//!    `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))`. With [`ConvertConfig::sequential`], steps 1–2 run
+//!    block by block instead ([`quantize_model_sequential`]): each block is calibrated on the
+//!    model whose earlier blocks already hold their quantized weights.
 //! 3. **Mixed precision** (when [`ConvertConfig::budget`] is set): each candidate's
 //!    sensitivity is the mean KL divergence `KL(p_float ‖ p)` of the next-token distribution on a
 //!    short held-out calibration chunk with only that layer ternary ([`sensitivities`]). Layers
@@ -72,6 +74,11 @@ pub struct ConvertConfig {
     /// Measure the calibration perplexity of the float and the converted model for the
     /// report even without a budget.
     pub measure: bool,
+    /// Sequential quantization ([`quantize_model_sequential`]): each block is calibrated on the
+    /// model whose earlier blocks are already quantized, so its rounding also compensates the
+    /// error of its inputs. One calibration pass per block (about 30× the calibration time of
+    /// SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
+    pub sequential: bool,
 }
 
 /// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
@@ -91,6 +98,7 @@ impl Default for ConvertConfig {
             eval_chunks: 2,
             sensitivity_tokens: 64,
             measure: true,
+            sequential: false,
         }
     }
 }
@@ -912,34 +920,11 @@ pub fn convert<B: Backend>(
             tokens.len()
         )));
     }
-    let n_chunks = stats_tokens.len().div_ceil(ctx);
-    progress(Progress::Start {
-        stage: Stage::Calibrate,
-        total: n_chunks,
-    });
-    let want = |name: &str| !cfg.keep_float.iter().any(|p| matches_pattern(p, name));
-    let calib = calibrate_layers(
-        model,
-        stats_tokens,
-        ctx,
-        bos,
-        None,
-        &want,
-        &mut |done, total| {
-            progress(Progress::Step {
-                stage: Stage::Calibrate,
-                done,
-                total,
-                detail: format!("{} tokens", done * ctx),
-            });
-        },
-    )?;
-    progress(Progress::Finish {
-        stage: Stage::Calibrate,
-        message: format!("{} tokens, {} inputs", calib.tokens, calib.inputs()),
-    });
-    let quantized = quantize_model(model, &calib, cfg, progress)?;
-    drop(calib);
+    let quantized = if cfg.sequential {
+        quantize_model_sequential(model, stats_tokens, ctx, bos, cfg, progress)?
+    } else {
+        calibrate_and_quantize(model, stats_tokens, ctx, bos, cfg, progress)?
+    };
 
     let ppl_float = match eval_tokens {
         Some(t) => Some(eval_ppl(model, t, ctx, bos)?),
@@ -1093,6 +1078,44 @@ pub fn convert<B: Backend>(
         held_out,
         stage_seconds,
     })
+}
+
+/// Calibrates every layer not kept float on `stats_tokens`, then quantizes them.
+fn calibrate_and_quantize<B: Backend>(
+    model: &mut Llama<B>,
+    stats_tokens: &[u32],
+    ctx: usize,
+    bos: Option<u32>,
+    cfg: &ConvertConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(String, QuantizedLayer)>> {
+    let n_chunks = stats_tokens.len().div_ceil(ctx);
+    progress(Progress::Start {
+        stage: Stage::Calibrate,
+        total: n_chunks,
+    });
+    let want = |name: &str| !cfg.keep_float.iter().any(|p| matches_pattern(p, name));
+    let calib = calibrate_layers(
+        model,
+        stats_tokens,
+        ctx,
+        bos,
+        None,
+        &want,
+        &mut |done, total| {
+            progress(Progress::Step {
+                stage: Stage::Calibrate,
+                done,
+                total,
+                detail: format!("{} tokens", done * ctx),
+            });
+        },
+    )?;
+    progress(Progress::Finish {
+        stage: Stage::Calibrate,
+        message: format!("{} tokens, {} inputs", calib.tokens, calib.inputs()),
+    });
+    quantize_model(model, &calib, cfg, progress)
 }
 
 fn validate(cfg: &ConvertConfig) -> Result<()> {

@@ -48,6 +48,7 @@ fn small_cfg() -> ConvertConfig {
         eval_chunks: 2,
         sensitivity_tokens: 32,
         measure: true,
+        sequential: false,
     }
 }
 
@@ -417,4 +418,35 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
         "later blocks should see the quantized earlier blocks"
     );
     assert_eq!(logits(&m, ids), before);
+}
+
+/// `ConvertConfig::sequential` installs exactly what `quantize_model_sequential` computes on the
+/// statistics tokens.
+#[test]
+fn convert_should_install_the_sequential_result_when_asked() {
+    use ternary_burn::TernaryLinear;
+    use ternary_burn::convert::quantize_model_sequential;
+    let cfg = ConvertConfig {
+        budget: None,
+        measure: false,
+        sequential: true,
+        ..small_cfg()
+    };
+    let mut m = tiny();
+    let tokens = m.tokenizer.encode(&text(), true).unwrap();
+    let stats = &tokens[..tokens.len().min(cfg.calib_tokens)];
+    let bos = bos_of(&m.tokenizer);
+    let want =
+        quantize_model_sequential(&mut m.model, stats, cfg.ctx, bos, &cfg, &mut |_| {}).unwrap();
+    let report = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).unwrap();
+    assert_eq!(report.ternary_fraction(), 1.0);
+    for ((name, layer), (wname, q)) in m.model.linears().into_iter().zip(&want) {
+        assert_eq!(&name, wname);
+        let t = layer
+            .as_any()
+            .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+            .unwrap_or_else(|| panic!("{name} is not ternary"));
+        assert_eq!(t.matrix(), &q.matrix, "{name}");
+        assert_eq!(t.input_scale(), q.input_scale.as_deref(), "{name}");
+    }
 }

@@ -152,6 +152,9 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         let mut conv = args.conv.clone();
         conv.no_budget = true;
         conv.budget = None;
+        // With every layer ternary, each block's rounding should see the quantized blocks
+        // before it (docs/accuracy.md §1: 598× → 46× float on the same calibration text).
+        conv.sequential = true;
         let out_all = out.with_extension("all.safetensors");
         cols.push(convert_save_measure(
             "all ternary",

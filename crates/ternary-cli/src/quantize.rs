@@ -90,6 +90,10 @@ pub struct ConvertArgs {
     /// Tokens per calibration / perplexity chunk during conversion.
     #[arg(long)]
     pub calib_ctx: Option<usize>,
+    /// Sequential quantization: calibrate each block on the model whose earlier blocks are
+    /// already ternary (one calibration pass per block; best when most layers become ternary).
+    #[arg(long)]
+    pub sequential: bool,
 }
 
 impl ConvertArgs {
@@ -170,6 +174,9 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     }
     if let Some(c) = args.calib_ctx {
         cfg.ctx = c;
+    }
+    if args.sequential {
+        cfg.sequential = true;
     }
     cfg.keep_float.extend(args.keep_float.iter().cloned());
     if !args.layers.is_empty() {
@@ -320,6 +327,8 @@ mod tests {
         assert_eq!(c.input_scale_alphas, ACT_SCALE_ALPHAS.to_vec());
         assert_eq!(c.budget, Some(1.2));
         assert_eq!((c.calib_tokens, c.ctx), (100, 64));
+        assert!(!c.sequential);
+        assert!(cfg(&["--sequential"], &names()).sequential);
         let c = cfg(
             &["--group", "128", "--no-budget", "--no-gptq", "--gptq"],
             &names(),
