@@ -586,7 +586,7 @@ fn block_of(name: &str) -> String {
 }
 
 /// [`quantize_model`] block by block, each block calibrated on the model whose earlier blocks
-/// are already quantized ("sequential" GPTQ): the statistics of block `b` (E|x|, E[x²], the
+/// are already quantized ("sequential" GPTQ): the statistics of block `b` (`E|x|`, `E[x²]`, the
 /// Hessian `H = Σ x xᵀ`) are collected with blocks `< b` replaced by float stand-ins holding
 /// their quantized weights, so each block's rounding also compensates the error its inputs
 /// carry from the blocks before it. One calibration pass over `tokens` per block (the whole
