@@ -8,9 +8,12 @@
 //! the result; an integer dot off by one would be off by at least one `α_q · α_k`, i.e. a
 //! relative `1/d ≥ 1/128` of that term's mass).
 
+mod common;
+use common::rng;
+
 use burn::tensor::{Tensor, TensorData};
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use std::path::PathBuf;
 use ternary_burn::attention::{TernaryVectors, ternary_scores_host};
 use ternary_burn::{ScaleRule, TernaryScoreConfig, TernaryScores};
@@ -18,20 +21,6 @@ use ternary_models::model::{FloatScores, ScoreFn, to_rows};
 use ternary_models::{Cpu, Logits, load_safetensors_dir};
 
 const REL_TOL: f64 = 1e-6;
-
-fn rng() -> StdRng {
-    let seed = std::env::var("TERNARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    eprintln!("TERNARY_TEST_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
 
 /// Random vectors; some are all zero, some have ties at the threshold, most are Gaussian-ish.
 fn random_vectors(rng: &mut StdRng, count: usize, d: usize) -> Vec<f32> {

@@ -11,6 +11,9 @@
 //! - `CpuInt8` path: bit-exact against `ternary_core::reference::gemm_i8` on the same `f32`
 //!   activations `x ⊙ d`, followed by the same `f32` bias add.
 
+mod common;
+use common::*;
+
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
@@ -18,10 +21,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::record::{
     BinBytesRecorder, FullPrecisionSettings, NamedMpkBytesRecorder, Recorder, RecorderError,
 };
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use ternary_burn::layer::LAYOUT_PER_GROUP;
 use ternary_burn::{
     Error, LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData,
@@ -30,15 +32,7 @@ use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
 use ternary_models::Cpu;
 
-const TOL: f64 = 1e-5;
-const EDGE: [usize; 5] = [1, 63, 64, 65, 576];
 const TOKENS: [usize; 3] = [1, 3, 17];
-const LAYOUTS: [ScaleLayout; 4] = [
-    ScaleLayout::PerRow,
-    ScaleLayout::PerGroup { group_size: 32 },
-    ScaleLayout::PerGroup { group_size: 64 },
-    ScaleLayout::PerGroup { group_size: 128 },
-];
 const PATHS: [LinearPath; 4] = [
     LinearPath::Auto,
     LinearPath::CpuF32,
@@ -48,76 +42,6 @@ const PATHS: [LinearPath; 4] = [
 
 /// The f64 backend: not `ternary_models::Cpu`, so `Auto` resolves to the float path there.
 type CpuF64 = burn::backend::NdArray<f64>;
-
-fn rng() -> StdRng {
-    let seed = std::env::var("TERNARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    eprintln!("TERNARY_TEST_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize, layout: ScaleLayout) -> TernaryMatrix {
-    let p_zero: f64 = rng.random_range(0.0..0.9);
-    let trits: Vec<i8> = (0..rows * cols)
-        .map(|_| {
-            if rng.random_bool(p_zero) {
-                0
-            } else if rng.random_bool(0.5) {
-                1
-            } else {
-                -1
-            }
-        })
-        .collect();
-    let scales = (0..rows * layout.groups_per_row(cols))
-        .map(|_| rng.random_range(0.01f32..2.0))
-        .collect();
-    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
-}
-
-fn random_f32(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..len).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-/// `y_ref[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c] · d[c] + b[r]` in `f64`, with the mass
-/// `Σ_c |…| + |b[r]|` used for the tolerance.
-fn reference_f64(
-    m: &TernaryMatrix,
-    x: &[f32],
-    n: usize,
-    d: Option<&[f32]>,
-    b: Option<&[f32]>,
-) -> (Vec<f64>, Vec<f64>) {
-    let (rows, cols) = (m.rows(), m.cols());
-    let trits = m.to_trits();
-    let mut y = vec![0f64; n * rows];
-    let mut mass = vec![0f64; n * rows];
-    for j in 0..n {
-        for r in 0..rows {
-            let (mut acc, mut abs) = (0f64, 0f64);
-            for c in 0..cols {
-                let dc = d.map_or(1.0, |d| f64::from(d[c]));
-                let term = f64::from(m.scale_at(r, c))
-                    * f64::from(trits[r * cols + c])
-                    * f64::from(x[j * cols + c])
-                    * dc;
-                acc += term;
-                abs += term.abs();
-            }
-            let br = b.map_or(0.0, |b| f64::from(b[r]));
-            y[j * rows + r] = acc + br;
-            mass[j * rows + r] = abs + br.abs();
-        }
-    }
-    (y, mass)
-}
 
 /// The int8 reference: `reference::gemm_i8` on `x ⊙ d` (in `f32`), then `+ b` in `f32`.
 fn reference_int8(
@@ -141,44 +65,6 @@ fn reference_int8(
         }
     }
     y
-}
-
-fn tensor<B: Backend, const D: usize>(x: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(x, shape), &Default::default())
-}
-
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
-}
-
-fn check_close(what: &str, got: &[f32], want: &[f64], mass: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mass).enumerate() {
-        let err = (f64::from(g) - w).abs();
-        assert!(
-            err <= TOL * m + 1e-30,
-            "{what} [{i}]: got {g}, want {w} (err {err:e}, bound {:e})",
-            TOL * m
-        );
-    }
-}
-
-/// Builds the layer with the case's optional bias and input scale.
-fn layer<B: Backend>(
-    m: &TernaryMatrix,
-    bias: Option<&[f32]>,
-    d: Option<&[f32]>,
-    path: LinearPath,
-) -> TernaryLinear<B> {
-    let mut l = TernaryLinear::<B>::new(m.clone(), &Default::default()).unwrap();
-    if let Some(b) = bias {
-        l = l.with_bias(b.to_vec()).unwrap();
-    }
-    if let Some(d) = d {
-        l = l.with_input_scale(d.to_vec()).unwrap();
-    }
-    l.set_path(path);
-    l
 }
 
 #[test]

@@ -1,0 +1,135 @@
+//! Helpers shared by the `TernaryLinear` tests (`layer.rs`, `cube.rs`, `attention.rs`): seeded
+//! random inputs, the `f64` reference and the tolerance check.
+#![allow(dead_code)] // each test binary uses a subset
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ternary_burn::{LinearPath, TernaryLinear};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+
+/// Relative tolerance of [`check_close`] (see the test files' docs).
+pub const TOL: f64 = 1e-5;
+/// Edge sizes for rows and columns.
+pub const EDGE: [usize; 5] = [1, 63, 64, 65, 576];
+/// Scale layouts cycled through the edge-shape cases.
+pub const LAYOUTS: [ScaleLayout; 4] = [
+    ScaleLayout::PerRow,
+    ScaleLayout::PerGroup { group_size: 32 },
+    ScaleLayout::PerGroup { group_size: 64 },
+    ScaleLayout::PerGroup { group_size: 128 },
+];
+
+pub fn rng() -> StdRng {
+    let seed = std::env::var("TERNARY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+    eprintln!("TERNARY_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn random_matrix(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    layout: ScaleLayout,
+) -> TernaryMatrix {
+    let p_zero: f64 = rng.random_range(0.0..0.9);
+    let trits: Vec<i8> = (0..rows * cols)
+        .map(|_| {
+            if rng.random_bool(p_zero) {
+                0
+            } else if rng.random_bool(0.5) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let scales = (0..rows * layout.groups_per_row(cols))
+        .map(|_| rng.random_range(0.01f32..2.0))
+        .collect();
+    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
+}
+
+pub fn random_f32(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// `y_ref[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c] · d[c] + b[r]` in `f64`, with the mass
+/// `Σ_c |…| + |b[r]|` used for the tolerance.
+pub fn reference_f64(
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    d: Option<&[f32]>,
+    b: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (rows, cols) = (m.rows(), m.cols());
+    let trits = m.to_trits();
+    let mut y = vec![0f64; n * rows];
+    let mut mass = vec![0f64; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            let (mut acc, mut abs) = (0f64, 0f64);
+            for c in 0..cols {
+                let dc = d.map_or(1.0, |d| f64::from(d[c]));
+                let term = f64::from(m.scale_at(r, c))
+                    * f64::from(trits[r * cols + c])
+                    * f64::from(x[j * cols + c])
+                    * dc;
+                acc += term;
+                abs += term.abs();
+            }
+            let br = b.map_or(0.0, |b| f64::from(b[r]));
+            y[j * rows + r] = acc + br;
+            mass[j * rows + r] = abs + br.abs();
+        }
+    }
+    (y, mass)
+}
+
+pub fn tensor<B: Backend, const D: usize>(x: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(x, shape), &Default::default())
+}
+
+pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+pub fn check_close(what: &str, got: &[f32], want: &[f64], mass: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mass).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        assert!(
+            err <= TOL * m + 1e-30,
+            "{what} [{i}]: got {g}, want {w} (err {err:e}, bound {:e})",
+            TOL * m
+        );
+    }
+}
+
+/// Builds the layer with the case's optional bias and input scale.
+pub fn layer<B: Backend>(
+    m: &TernaryMatrix,
+    bias: Option<&[f32]>,
+    d: Option<&[f32]>,
+    path: LinearPath,
+) -> TernaryLinear<B> {
+    let mut l = TernaryLinear::<B>::new(m.clone(), &Default::default()).unwrap();
+    if let Some(b) = bias {
+        l = l.with_bias(b.to_vec()).unwrap();
+    }
+    if let Some(d) = d {
+        l = l.with_input_scale(d.to_vec()).unwrap();
+    }
+    l.set_path(path);
+    l
+}
