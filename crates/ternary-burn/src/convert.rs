@@ -525,6 +525,39 @@ pub fn quantize_layer<B: Backend>(
         .ok_or_else(|| Error::Invalid(format!("{name}: no candidate")))
 }
 
+/// The layers of `model` not matched by `cfg.keep_float`, in model order.
+fn candidates<B: Backend>(model: &Llama<B>, cfg: &ConvertConfig) -> Vec<String> {
+    model
+        .linears()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !cfg.keep_float.iter().any(|p| matches_pattern(p, n)))
+        .collect()
+}
+
+/// Quantizes layer `name` of `model` with its statistics in `calib`.
+fn quantize_named<B: Backend>(
+    model: &Llama<B>,
+    name: &str,
+    calib: &Calibration,
+    cfg: &ConvertConfig,
+    cache: &mut FactorCache,
+    device: &B::Device,
+) -> Result<QuantizedLayer> {
+    let layer = model
+        .linears()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, l)| l)
+        .ok_or_else(|| Error::Invalid(format!("layer {name} vanished")))?;
+    let (rows, cols) = (layer.out_features(), layer.in_features());
+    let w = to_rows(layer.weight())?;
+    let stats = calib
+        .get(name)
+        .ok_or_else(|| Error::Invalid(format!("no calibration statistics for {name}")))?;
+    quantize_layer::<B>(name, &w, rows, cols, stats, cfg, cache, device)
+}
+
 /// Quantizes every layer of `model` not matched by `cfg.keep_float`, in model order.
 pub fn quantize_model<B: Backend>(
     model: &Llama<B>,
@@ -532,12 +565,7 @@ pub fn quantize_model<B: Backend>(
     cfg: &ConvertConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<(String, QuantizedLayer)>> {
-    let names: Vec<String> = model
-        .linears()
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| !cfg.keep_float.iter().any(|p| matches_pattern(p, n)))
-        .collect();
+    let names = candidates(model, cfg);
     let total = names.len();
     progress(Progress::Start {
         stage: Stage::Quantize,
@@ -547,18 +575,7 @@ pub fn quantize_model<B: Backend>(
     let mut out = Vec::with_capacity(total);
     let device = model.device().clone();
     for (i, name) in names.into_iter().enumerate() {
-        let layer = model
-            .linears()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, l)| l)
-            .ok_or_else(|| Error::Invalid(format!("layer {name} vanished")))?;
-        let (rows, cols) = (layer.out_features(), layer.in_features());
-        let w = to_rows(layer.weight())?;
-        let stats = calib
-            .get(&name)
-            .ok_or_else(|| Error::Invalid(format!("no calibration statistics for {name}")))?;
-        let q = quantize_layer::<B>(&name, &w, rows, cols, stats, cfg, &mut cache, &device)?;
+        let q = quantize_named(model, &name, calib, cfg, &mut cache, &device)?;
         progress(Progress::Step {
             stage: Stage::Quantize,
             done: i + 1,
@@ -599,12 +616,7 @@ pub fn quantize_model_sequential<B: Backend>(
     cfg: &ConvertConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<(String, QuantizedLayer)>> {
-    let names: Vec<String> = model
-        .linears()
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| !cfg.keep_float.iter().any(|p| matches_pattern(p, n)))
-        .collect();
+    let names = candidates(model, cfg);
     let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
     for n in names {
         let b = block_of(&n);
@@ -635,18 +647,7 @@ pub fn quantize_model_sequential<B: Backend>(
             )?;
             let start = out.len();
             for name in members {
-                let layer = model
-                    .linears()
-                    .into_iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, l)| l)
-                    .ok_or_else(|| Error::Invalid(format!("layer {name} vanished")))?;
-                let (rows, cols) = (layer.out_features(), layer.in_features());
-                let w = to_rows(layer.weight())?;
-                let stats = calib.get(name).ok_or_else(|| {
-                    Error::Invalid(format!("no calibration statistics for {name}"))
-                })?;
-                let q = quantize_layer::<B>(name, &w, rows, cols, stats, cfg, &mut cache, &device)?;
+                let q = quantize_named(model, name, &calib, cfg, &mut cache, &device)?;
                 progress(Progress::Step {
                     stage: Stage::Quantize,
                     done: out.len() + 1,
