@@ -213,17 +213,7 @@ impl<R: Runtime, F: Numeric + DeviceElement> DeviceActivations<R, F> {
         n: usize,
         cols: usize,
     ) -> Result<Self> {
-        if n.checked_mul(cols) != Some(x.len()) {
-            return Err(KernelError::shape(format!(
-                "activations: expected n x cols = {n} x {cols} values, got {}",
-                x.len()
-            )));
-        }
-        let pc = padded_cols(cols);
-        let total = n
-            .checked_mul(pc)
-            .ok_or_else(|| KernelError::shape("activations overflow usize"))?;
-        check_u32_range("activation values", total)?;
+        let (pc, total) = padded_shape(x.len(), n, cols)?;
         if pc == cols {
             return Ok(Self { n, cols, data: x });
         }
@@ -263,13 +253,12 @@ impl<R: Runtime, F> DeviceActivations<R, F> {
     }
 }
 
-/// Copies `n × cols` values into rows of [`padded_cols(cols)`](padded_cols), zero-padded.
-fn pad_rows<T: Copy + Default>(x: &[T], n: usize, cols: usize) -> Result<Vec<T>> {
-    let need = n.checked_mul(cols);
-    if need != Some(x.len()) {
+/// Checks that `len = n · cols` values fit the kernels once padded; returns the padded row
+/// length [`padded_cols(cols)`](padded_cols) and the padded total `n · padded_cols`.
+fn padded_shape(len: usize, n: usize, cols: usize) -> Result<(usize, usize)> {
+    if n.checked_mul(cols) != Some(len) {
         return Err(KernelError::shape(format!(
-            "activations: expected n x cols = {n} x {cols} values, got {}",
-            x.len()
+            "activations: expected n x cols = {n} x {cols} values, got {len}"
         )));
     }
     let pc = padded_cols(cols);
@@ -277,6 +266,12 @@ fn pad_rows<T: Copy + Default>(x: &[T], n: usize, cols: usize) -> Result<Vec<T>>
         .checked_mul(pc)
         .ok_or_else(|| KernelError::shape("activations overflow usize"))?;
     check_u32_range("activation values", total)?;
+    Ok((pc, total))
+}
+
+/// Copies `n × cols` values into rows of [`padded_cols(cols)`](padded_cols), zero-padded.
+fn pad_rows<T: Copy + Default>(x: &[T], n: usize, cols: usize) -> Result<Vec<T>> {
+    let (pc, total) = padded_shape(x.len(), n, cols)?;
     let mut data = vec![T::default(); total];
     if cols > 0 {
         for (dst, src) in data.chunks_exact_mut(pc).zip(x.chunks_exact(cols)) {
