@@ -58,35 +58,17 @@ fn fused_cube_path_should_match_the_reference_on_edge_shapes() {
 }
 
 fn edge_shapes<B: Backend>() {
-    let mut rng = rng();
-    let mut case = 0usize;
-    for &rows in &EDGE {
-        for &cols in &EDGE {
-            let layout = LAYOUTS[case % LAYOUTS.len()];
-            let m = random_matrix(&mut rng, rows, cols, layout);
-            let bias = random_f32(&mut rng, rows, -1.0, 1.0);
-            let d = random_f32(&mut rng, cols, 0.1, 3.0);
-            for (t, &n) in TOKENS.iter().enumerate() {
-                case += 1;
-                let flags = (case + t) % 4;
-                let b = (flags & 1 != 0).then_some(bias.as_slice());
-                let ds = (flags & 2 != 0).then_some(d.as_slice());
-                let x = random_f32(&mut rng, n * cols, -4.0, 4.0);
-                let (want, mass) = reference_f64(&m, &x, n, ds, b);
-                let tag = format!(
-                    "{rows}x{cols} {layout:?} n={n} bias={} d={}",
-                    b.is_some(),
-                    ds.is_some()
-                );
-                for path in [LinearPath::Auto, LinearPath::Cube] {
-                    let l = layer::<B>(&m, b, ds, path);
-                    let y = l.try_forward(tensor::<B, 2>(x.clone(), [n, cols])).unwrap();
-                    assert_eq!(y.dims(), [n, rows], "{tag} {path}");
-                    check_close(&format!("{tag} {path}"), &values(y), &want, &mass);
-                }
-            }
+    for_each_edge_case(&TOKENS, |c| {
+        let (rows, cols) = (c.m.rows(), c.m.cols());
+        for path in [LinearPath::Auto, LinearPath::Cube] {
+            let l = layer::<B>(c.m, c.bias, c.d, path);
+            let y = l
+                .try_forward(tensor::<B, 2>(c.x.to_vec(), [c.n, cols]))
+                .unwrap();
+            assert_eq!(y.dims(), [c.n, rows], "{} {path}", c.tag);
+            check_close(&format!("{} {path}", c.tag), &values(y), &c.want, &c.mass);
         }
-    }
+    });
 }
 
 #[test]

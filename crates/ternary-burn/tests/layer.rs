@@ -69,46 +69,26 @@ fn reference_int8(
 
 #[test]
 fn every_path_should_match_the_reference_on_edge_shapes() {
-    let mut rng = rng();
-    let mut case = 0usize;
-    for &rows in &EDGE {
-        for &cols in &EDGE {
-            let layout = LAYOUTS[case % LAYOUTS.len()];
-            let m = random_matrix(&mut rng, rows, cols, layout);
-            let bias = random_f32(&mut rng, rows, -1.0, 1.0);
-            let d = random_f32(&mut rng, cols, 0.1, 3.0);
-            for (t, &n) in TOKENS.iter().enumerate() {
-                case += 1;
-                // Every combination of bias and input scale across the token counts.
-                let flags = (case + t) % 4;
-                let b = (flags & 1 != 0).then_some(bias.as_slice());
-                let ds = (flags & 2 != 0).then_some(d.as_slice());
-                let x = random_f32(&mut rng, n * cols, -4.0, 4.0);
-                let (want, mass) = reference_f64(&m, &x, n, ds, b);
-                let want_i8 = reference_int8(&m, &x, n, ds, b);
-                let tag = format!(
-                    "{rows}x{cols} {layout:?} n={n} bias={} d={}",
-                    b.is_some(),
-                    ds.is_some()
+    for_each_edge_case(&TOKENS, |c| {
+        let (rows, cols) = (c.m.rows(), c.m.cols());
+        let want_i8 = reference_int8(c.m, c.x, c.n, c.d, c.bias);
+        for path in PATHS {
+            let l = layer::<Cpu>(c.m, c.bias, c.d, path);
+            let y = l.forward(tensor::<Cpu, 2>(c.x.to_vec(), [c.n, cols]));
+            assert_eq!(y.dims(), [c.n, rows], "{} {path}", c.tag);
+            let y = values(y);
+            if path == LinearPath::CpuInt8 {
+                assert_eq!(
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want_i8.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{} int8 path vs reference::gemm_i8",
+                    c.tag
                 );
-                for path in PATHS {
-                    let l = layer::<Cpu>(&m, b, ds, path);
-                    let y = l.forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
-                    assert_eq!(y.dims(), [n, rows], "{tag} {path}");
-                    let y = values(y);
-                    if path == LinearPath::CpuInt8 {
-                        assert_eq!(
-                            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            want_i8.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            "{tag} int8 path vs reference::gemm_i8"
-                        );
-                    } else {
-                        check_close(&format!("{tag} {path}"), &y, &want, &mass);
-                    }
-                }
+            } else {
+                check_close(&format!("{} {path}", c.tag), &y, &c.want, &c.mass);
             }
         }
-    }
+    });
 }
 
 #[test]

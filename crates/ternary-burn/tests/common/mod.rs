@@ -133,3 +133,61 @@ pub fn layer<B: Backend>(
     l.set_path(path);
     l
 }
+
+/// One case of [`for_each_edge_case`]: a random layer and input with the `f64` reference.
+pub struct EdgeCase<'a> {
+    /// The matrix (`rows × cols`).
+    pub m: &'a TernaryMatrix,
+    /// `n × cols` activations.
+    pub x: &'a [f32],
+    /// Tokens.
+    pub n: usize,
+    /// Bias, if this case has one.
+    pub bias: Option<&'a [f32]>,
+    /// Input scale, if this case has one.
+    pub d: Option<&'a [f32]>,
+    /// [`reference_f64`] of the case and its tolerance mass.
+    pub want: Vec<f64>,
+    pub mass: Vec<f64>,
+    /// A description for failure messages.
+    pub tag: String,
+}
+
+/// Runs `f` on every rows × cols in [`EDGE`]², each token count in `tokens`, scale layouts
+/// cycled through [`LAYOUTS`] and every combination of bias and input scale across the token
+/// counts; fresh random values from `rng()`.
+pub fn for_each_edge_case(tokens: &[usize], mut f: impl FnMut(&EdgeCase<'_>)) {
+    let mut rng = rng();
+    let mut case = 0usize;
+    for &rows in &EDGE {
+        for &cols in &EDGE {
+            let layout = LAYOUTS[case % LAYOUTS.len()];
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            let bias = random_f32(&mut rng, rows, -1.0, 1.0);
+            let d = random_f32(&mut rng, cols, 0.1, 3.0);
+            for (t, &n) in tokens.iter().enumerate() {
+                case += 1;
+                let flags = (case + t) % 4;
+                let b = (flags & 1 != 0).then_some(bias.as_slice());
+                let ds = (flags & 2 != 0).then_some(d.as_slice());
+                let x = random_f32(&mut rng, n * cols, -4.0, 4.0);
+                let (want, mass) = reference_f64(&m, &x, n, ds, b);
+                let tag = format!(
+                    "{rows}x{cols} {layout:?} n={n} bias={} d={}",
+                    b.is_some(),
+                    ds.is_some()
+                );
+                f(&EdgeCase {
+                    m: &m,
+                    x: &x,
+                    n,
+                    bias: b,
+                    d: ds,
+                    want,
+                    mass,
+                    tag,
+                });
+            }
+        }
+    }
+}
