@@ -76,8 +76,7 @@ pub struct ConvertConfig {
     pub measure: bool,
     /// Sequential quantization ([`quantize_model_sequential`]): each block is calibrated on the
     /// model whose earlier blocks are already quantized, so its rounding also compensates the
-    /// error of its inputs. One calibration pass per block (about 30× the calibration time of
-    /// SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
+    /// error of its inputs. One calibration pass per block (30 for SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
     pub sequential: bool,
 }
 

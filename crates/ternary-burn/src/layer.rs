@@ -350,10 +350,6 @@ impl<B: Backend> TernaryLinear<B> {
                 x.dtype()
             )));
         }
-        if n == 0 || rows == 0 || cols == 0 {
-            // Nothing for a kernel to do; Burn handles empty shapes.
-            return Ok(self.forward_float(x));
-        }
         let v = self.cube_vectors.get_or_init(|| CubeVectors {
             input_scale: self.input_scale.as_ref().map(|d| {
                 Tensor::from_data(TensorData::new(d.as_ref().clone(), [cols]), &self.device)
@@ -362,6 +358,15 @@ impl<B: Backend> TernaryLinear<B> {
                 Tensor::from_data(TensorData::new(b.as_ref().clone(), [rows]), &self.device)
             }),
         });
+        if n == 0 || rows == 0 || cols == 0 {
+            // Nothing for a kernel to do: `y = b` (or 0) per token. (Not the float path, which
+            // would build the dense weight on the device for nothing.)
+            let y = Tensor::<B, 2>::zeros([n, rows], &x.device());
+            return Ok(match &v.bias {
+                Some(b) if n > 0 && rows > 0 => y.add(b.clone().unsqueeze::<2>()),
+                _ => y,
+            });
+        }
         let x = match &v.input_scale {
             Some(d) => x.mul(d.clone().unsqueeze::<2>()),
             None => x,

@@ -17,7 +17,7 @@ use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use ternary_burn::{Error, LinearPath};
-use ternary_core::ScaleLayout;
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
 use ternary_models::model::to_rows;
 use ternary_models::{Cpu, Llama, Logits, load_safetensors_dir};
 
@@ -138,6 +138,15 @@ fn odd_inputs<B: Backend>() {
     // No tokens.
     let y = l.forward(Tensor::<B, 2>::zeros([0, cols], &Default::default()));
     assert_eq!(y.dims(), [0, rows]);
+    // No input features: y = b for every token.
+    let empty =
+        TernaryMatrix::from_trits(3, 0, &[], Scales::new(ScaleLayout::PerRow, vec![1.0; 3]))
+            .unwrap();
+    let bias = [0.5f32, -1.25, 2.0];
+    let y = layer::<B>(&empty, Some(&bias), None, LinearPath::Cube)
+        .forward(Tensor::<B, 2>::zeros([2, 0], &Default::default()));
+    assert_eq!(y.dims(), [2, 3]);
+    assert_eq!(values(y), [bias, bias].concat());
 
     // Element-wise work around the layer (fused around the custom operation on a fused
     // backend): relu(Q·(2x + 1)).

@@ -146,8 +146,9 @@ pub struct EdgeCase<'a> {
     pub bias: Option<&'a [f32]>,
     /// Input scale, if this case has one.
     pub d: Option<&'a [f32]>,
-    /// [`reference_f64`] of the case and its tolerance mass.
+    /// [`reference_f64`] of the case.
     pub want: Vec<f64>,
+    /// Its tolerance mass `Σ_c |terms| + |b|`.
     pub mass: Vec<f64>,
     /// A description for failure messages.
     pub tag: String,
