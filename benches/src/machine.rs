@@ -41,6 +41,15 @@ pub fn l3_bytes() -> Option<usize> {
     None
 }
 
+/// Bytes to read to evict the caches: `1.25 · L3`, within [64 MiB, 1 GiB]; 256 MiB when the
+/// L3 size is unknown (`None`). A reported size of 0 still gets the 64 MiB floor.
+pub fn flush_bytes_for(l3: Option<usize>) -> usize {
+    match l3 {
+        None => 256 << 20,
+        Some(l3) => l3.saturating_add(l3 / 4).clamp(64 << 20, 1 << 30),
+    }
+}
+
 /// Parses a sysfs cache size such as `"491520K"`, `"480M"` or `"1024"` into bytes.
 pub fn parse_cache_size(s: &str) -> Option<usize> {
     let s = s.trim();
@@ -136,7 +145,8 @@ pub fn read_bandwidth(buf: &[u64], passes: usize) -> f64 {
             .map(sum_words)
             .reduce(|| 0, u64::wrapping_add);
         std::hint::black_box(s);
-        best = best.min(t0.elapsed().as_secs_f64());
+        // A coarse clock can read 0 for a tiny buffer; one nanosecond keeps the result finite.
+        best = best.min(t0.elapsed().as_secs_f64().max(1e-9));
     }
     std::mem::size_of_val(buf) as f64 / best
 }
@@ -157,6 +167,30 @@ mod tests {
         assert_eq!(parse_cache_size("32M"), Some(32 << 20));
         assert_eq!(parse_cache_size("1024"), Some(1024));
         assert_eq!(parse_cache_size("x"), None);
+        for bad in [
+            "",
+            "K",
+            "-1K",
+            "1.5M",
+            "99999999999999999999G",
+            "18014398509481984G",
+        ] {
+            assert_eq!(parse_cache_size(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flush_buffer_covers_any_cache_size() {
+        assert_eq!(flush_bytes_for(None), 256 << 20);
+        assert_eq!(flush_bytes_for(Some(0)), 64 << 20);
+        assert_eq!(flush_bytes_for(Some(32 << 20)), 64 << 20);
+        assert_eq!(flush_bytes_for(Some(480 << 20)), 600 << 20);
+        assert_eq!(flush_bytes_for(Some(1 << 30)), 1 << 30);
+        assert_eq!(flush_bytes_for(Some(usize::MAX)), 1 << 30);
+        for l3 in [1usize, 1 << 20, 100 << 20, 819 << 20] {
+            let b = flush_bytes_for(Some(l3));
+            assert!(b > l3 && (64 << 20..=1 << 30).contains(&b), "{b} for {l3}");
+        }
     }
 
     #[test]

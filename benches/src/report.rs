@@ -247,6 +247,9 @@ pub struct RunInfo {
     pub detected: Level,
     /// Every available level.
     pub available: Vec<Level>,
+    /// The `TERNARY_SIMD` cap in force (`Level::forced`), if any: then `detected` may be below
+    /// what the CPU supports.
+    pub forced: Option<Level>,
     /// Git commit of the tree, if known.
     pub commit: Option<String>,
     /// UTC start time.
@@ -347,13 +350,15 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "- Machine: {}, {} logical CPUs, L3 {}; kernel level detected: **{}** (available: {}).",
+            "- Machine: {}, {} logical CPUs, L3 {}; kernel level detected: **{}** (available: {}){}.",
             i.cpu,
             i.logical_cpus,
             i.l3_bytes
                 .map_or("unknown".into(), |b| format!("{} MiB", b >> 20)),
             i.detected.name(),
-            levels.join(", ")
+            levels.join(", "),
+            i.forced
+                .map_or(String::new(), |l| format!("; capped by TERNARY_SIMD={l}"))
         );
         let _ = writeln!(
             s,
@@ -627,6 +632,7 @@ impl Report {
             "l3_bytes": i.l3_bytes,
             "detected_level": i.detected.name(),
             "available_levels": i.available.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "forced_level": i.forced.map(Level::name),
             "commit": i.commit,
             "date": i.date,
             "quick": i.quick,
@@ -780,6 +786,7 @@ mod tests {
                 l3_bytes: Some(480 << 20),
                 detected: Level::Avx2,
                 available: vec![Level::Scalar, Level::Avx2],
+                forced: None,
                 commit: Some("abc".into()),
                 date: "2026-01-01T00:00:00Z".into(),
                 quick: true,

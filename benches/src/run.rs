@@ -84,20 +84,39 @@ pub struct Plan {
 pub const LLAMA_SHAPES: [(usize, usize); 4] =
     [(4096, 4096), (11008, 4096), (4096, 11008), (4096, 14336)];
 
-/// Streaming footprint: more than 600 MB and at least twice the last-level cache.
+/// The smallest streaming footprint, whatever the cache: 600 MB.
+pub const MIN_STREAMING_BYTES: usize = 600_000_000;
+
+/// Streaming footprint of this host: [`streaming_bytes_for`] its L3 size (sysfs).
 pub fn streaming_bytes() -> usize {
-    let l3 = machine::l3_bytes().unwrap_or(0);
-    (600_000_000usize).max(2 * l3)
+    streaming_bytes_for(machine::l3_bytes())
+}
+
+/// Streaming footprint for a last-level cache of `l3` bytes (`None`: unknown):
+/// `max(600 MB, 2 · L3)`, so at least 600 MB and at least twice the cache.
+pub fn streaming_bytes_for(l3: Option<usize>) -> usize {
+    MIN_STREAMING_BYTES.max(l3.unwrap_or(0).saturating_mul(2))
+}
+
+/// Thread counts to measure on a host with `cpus` logical CPUs: 1, 2 and all of them, each at
+/// most `cpus`, without repeats (`[1]` on a 1-CPU host, `[1, 2]` on our 2-core hosts).
+pub fn thread_counts(cpus: usize) -> Vec<usize> {
+    let mut t: Vec<usize> = [1, 2, cpus]
+        .into_iter()
+        .filter(|&t| t >= 1 && t <= cpus.max(1))
+        .collect();
+    t.dedup();
+    t
 }
 
 impl Plan {
-    /// The full run: every shape, n = 1, 8, 512, threads 1 and 2, hot and streaming; scalar
+    /// The full run: every shape, n = 1, 8, 512, threads [`thread_counts`], hot and streaming; scalar
     /// and AVX2 (when not the detected level) kernels skipped at n = 512.
     pub fn full() -> Self {
         Self {
             shapes: LLAMA_SHAPES.to_vec(),
             ns: vec![1, 8, 512],
-            threads: vec![1, 2],
+            threads: thread_counts(machine::logical_cpus()),
             regimes: vec![Regime::Hot, Regime::Streaming],
             budget: Budget {
                 warmup: 1,
@@ -110,7 +129,7 @@ impl Plan {
             secondary_max_call_s: 3.0,
             avx2: true,
             streaming_bytes: streaming_bytes(),
-            bandwidth_bytes: 1 << 30,
+            bandwidth_bytes: streaming_bytes().max(1 << 30),
             quick: false,
             seed: 0x7E57_BE4C,
             gemm_f32: kernels::gemm_f32_with,
@@ -119,7 +138,7 @@ impl Plan {
     }
 
     /// The `--quick` run (under two minutes on 2 cores): 4096×14336 and 4096×4096, n = 1, 8
-    /// and 64, both regimes, threads 1 and 2, fewer repetitions, scalar only at n = 1 and
+    /// and 64, both regimes, the same threads, fewer repetitions, scalar only at n = 1 and
     /// AVX2 (when not the detected level) only at n ≤ 8.
     pub fn quick() -> Self {
         Self {
@@ -134,7 +153,7 @@ impl Plan {
             scalar_max_n: 1,
             avx2_max_n: 8,
             secondary_max_call_s: 2.0,
-            bandwidth_bytes: 1 << 29,
+            bandwidth_bytes: streaming_bytes().max(1 << 29),
             quick: true,
             ..Self::full()
         }
@@ -347,6 +366,7 @@ fn run_info(plan: &Plan, bandwidth: Vec<(usize, f64)>) -> RunInfo {
         l3_bytes: machine::l3_bytes(),
         detected: Level::detect(),
         available: Level::available(),
+        forced: Level::forced(),
         commit: machine::git_commit(),
         date: machine::utc_now(),
         quick: plan.quick,
@@ -561,7 +581,7 @@ mod tests {
         Plan {
             shapes: vec![(64, 128), (33, 65)],
             ns: vec![1, 3],
-            threads: vec![1, 2],
+            threads: thread_counts(machine::logical_cpus()),
             regimes: vec![Regime::Hot, Regime::Streaming],
             budget: Budget {
                 warmup: 1,
@@ -693,7 +713,61 @@ mod tests {
             p.kernels(Level::Avx2, &[Level::Scalar, Level::Avx2]).len(),
             6
         );
-        assert!(Plan::full().streaming_bytes > 600_000_000);
+        // What the plan promises, on this host whatever its cache.
+        let l3 = crate::machine::l3_bytes().unwrap_or(0);
+        let full = Plan::full().streaming_bytes;
+        assert!(
+            full >= MIN_STREAMING_BYTES && full >= 2 * l3,
+            "{full} for L3 {l3}"
+        );
+    }
+
+    #[test]
+    fn thread_counts_fit_the_host() {
+        assert_eq!(thread_counts(0), [1]);
+        assert_eq!(thread_counts(1), [1]);
+        assert_eq!(thread_counts(2), [1, 2]);
+        assert_eq!(thread_counts(16), [1, 2, 16]);
+        let here = crate::machine::logical_cpus();
+        assert!(Plan::full().threads.iter().all(|&t| t >= 1 && t <= here));
+    }
+
+    #[test]
+    fn streaming_footprint_holds_for_any_cache_size() {
+        // 0 = unknown, the AMD Zen 3 hosts' 32 MiB, the boundary where 2 · L3 = 600 MB, the
+        // Xeon hosts' 480 MiB, 1 GiB.
+        let sizes = [
+            None,
+            Some(0),
+            Some(1),
+            Some(32 << 20),
+            Some(MIN_STREAMING_BYTES / 2 - 1),
+            Some(MIN_STREAMING_BYTES / 2),
+            Some(MIN_STREAMING_BYTES / 2 + 1),
+            Some(480 << 20),
+            Some(1 << 30),
+        ];
+        for l3 in sizes {
+            let b = streaming_bytes_for(l3);
+            let l3 = l3.unwrap_or(0);
+            assert!(b >= MIN_STREAMING_BYTES, "{b} for L3 {l3}");
+            assert!(b >= 2 * l3, "{b} for L3 {l3}");
+            assert_eq!(b, MIN_STREAMING_BYTES.max(2 * l3), "L3 {l3}");
+        }
+        // The sysfs strings those sizes come from.
+        for (text, l3) in [
+            ("0K", 0),
+            ("0", 0),
+            ("32768K\n", 32 << 20),
+            ("491520K", 480 << 20),
+            ("1048576K", 1 << 30),
+            ("1G", 1 << 30),
+        ] {
+            let parsed = crate::machine::parse_cache_size(text);
+            assert_eq!(parsed, Some(l3), "{text:?}");
+            assert!(streaming_bytes_for(parsed) >= MIN_STREAMING_BYTES);
+        }
+        assert_eq!(streaming_bytes_for(Some(usize::MAX)), usize::MAX);
     }
 
     #[test]

@@ -19,7 +19,8 @@ usage: cargo xtask <command> [args]
 commands:
   demo [ARGS]         the main job: fetch SmolLM2-135M, quantize it to ternary, compare
                       memory, bits/weight, perplexity and tokens/s with float (`ternary demo`)
-  ci                  fmt check, clippy -D warnings, tests, doc build (what CI runs)
+  ci [--skip-gpu]     fmt check, clippy -D warnings, tests (at every SIMD level the host
+                      has), wgpu suites, doc build (what CI runs)
   bench [--quick] [--out DIR] [--suite core|sparsity|vsa]...
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
                       (default DIR: target/bench-report; default: every suite)

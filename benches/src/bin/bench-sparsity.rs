@@ -20,6 +20,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use serde_json::{Value, json};
+use ternary_bench::machine::{cpu_model, flush_bytes_for, l3_bytes};
 use ternary_core::quant::{self, QuantConfig};
 use ternary_core::{QuantizedActivations, TernaryMatrix, kernels as core_kernels};
 use ternary_sparsity::prune::{Pruning, prune_ternary};
@@ -157,10 +158,9 @@ struct Flusher {
 }
 
 impl Flusher {
-    /// A buffer of `1.25 · L3` (L3 from sysfs; 256 MiB if unknown), at most 1 GiB.
+    /// A buffer of [`flush_bytes_for`] this host's L3 (sysfs).
     fn new() -> Self {
-        let l3 = l3_bytes().unwrap_or(256 << 20);
-        let bytes = (l3 + l3 / 4).min(1 << 30);
+        let bytes = flush_bytes_for(l3_bytes());
         let buf = (0..bytes / 8)
             .into_par_iter()
             .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -194,27 +194,6 @@ fn time_cold(reps: usize, fl: &Flusher, mut f: impl FnMut()) -> f64 {
         best = best.min(t0.elapsed().as_secs_f64());
     }
     best
-}
-
-/// Size in bytes of the level-3 cache from sysfs.
-fn l3_bytes() -> Option<usize> {
-    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = entry.path();
-        let level = std::fs::read_to_string(p.join("level")).ok();
-        if level.as_deref().map(str::trim) == Some("3") {
-            let s = std::fs::read_to_string(p.join("size")).ok()?;
-            let s = s.trim();
-            let (num, mult) = match s.as_bytes().last()? {
-                b'K' => (&s[..s.len() - 1], 1 << 10),
-                b'M' => (&s[..s.len() - 1], 1 << 20),
-                b'G' => (&s[..s.len() - 1], 1 << 30),
-                _ => (s, 1),
-            };
-            return num.parse::<usize>().ok()?.checked_mul(mult);
-        }
-    }
-    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1292,16 +1271,4 @@ fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == "model name").then(|| v.trim().to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
 }

@@ -95,7 +95,7 @@ fn plane_bytes() -> f64 {
 }
 
 fn throughput(budget: f64) -> Res<Vec<Row>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = rayon::current_num_threads();
     let pb = plane_bytes();
     let mut rows = Vec::new();
     let mut push = |op: &str, implementation, threads, secs, vectors, bytes| {
@@ -428,25 +428,13 @@ fn iterative_sweep(quick: bool) -> Res<(Vec<IterRow>, usize)> {
     Ok((rows, best))
 }
 
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn main() -> Res<()> {
     let args = parse_args()?;
     let budget = if args.quick { 0.15 } else { 1.0 };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = rayon::current_num_threads();
     let machine = format!(
         "{} ({} threads, kernels: {})",
-        cpu_name(),
+        ternary_bench::machine::cpu_model(),
         threads,
         Level::detect()
     );

@@ -284,34 +284,10 @@ fn bad_inputs_should_be_clean_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The cached SmolLM2 GGUF, or `None` with a message (a failure when `CI` is set).
-fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("TERNARY_MODELS_DIR").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/ternary/models")
-        },
-        PathBuf::from,
-    );
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    let msg = format!(
-        "{} not found; run `cargo xtask fetch-model` (python3 scripts/fetch_model.py)",
-        p.display()
-    );
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{msg} (required when CI is set)"
-    );
-    eprintln!("skipping: {msg}");
-    None
-}
-
 #[test]
+#[ignore = "needs the model: cargo xtask fetch-model"]
 fn smollm2_few_layers_should_quantize_inspect_and_eval() {
-    let Some(model) = smollm2() else { return };
+    let model = ternary_models::fetch::smollm2_for_test();
     let dir = scratch("smollm2");
     let out = dir.join("smollm2-few.safetensors");
     let text = dir.join("short.txt");

@@ -5,8 +5,10 @@
 //! ```
 //! Defaults: 4096 × 14336, n = 1 and 512, one thread (`RAYON_NUM_THREADS` is ignored; set
 //! `THREADS=2` to use two). Each case reports the best of several runs. The scalar level is
-//! timed only for n ≤ 8; `LEVEL=avx512` times one level, `F32=0` skips the f32 path. Also prints a read-bandwidth probe over a buffer the size of the
-//! planes, the floor for GEMV (which must stream every plane byte once).
+//! timed only for n ≤ 8, a secondary level's f32 path (AVX2 on an AVX-512 host) only for
+//! n ≤ 64; `LEVEL=avx512` times one level, `F32=0` skips the f32 path; `TERNARY_SIMD=avx2`
+//! makes the run look like an AVX2-only host's. Also prints a read-bandwidth probe over a
+//! buffer the size of the planes, the floor for GEMV (which must stream every plane byte once).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -53,6 +55,14 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let only = std::env::var("LEVEL").ok();
+    if let Some(o) = &only
+        && !Level::available().iter().any(|l| l.name() == o)
+    {
+        eprintln!(
+            "LEVEL={o} is not available here (available: {:?}); no kernel is timed",
+            Level::available()
+        );
+    }
     let with_f32 = std::env::var("F32").map_or(true, |v| v != "0");
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -121,7 +131,7 @@ fn main() {
                     kernels::gemm_i8_with(level, &m, &a, &mut y).expect("gemm_i8")
                 })
             });
-            let tf = if (level == Level::Avx2 && n > 64) || !with_f32 {
+            let tf = if (level != Level::detect() && n > 64) || !with_f32 {
                 None
             } else {
                 Some(pool.install(|| {

@@ -269,9 +269,16 @@ fn one_thread_pool_gives_identical_results() {
         .num_threads(1)
         .build()
         .unwrap();
+    // The other side runs on 4 threads whatever this host's core count, so the split work is
+    // compared with the serial one even on a 1-CPU machine.
+    let four = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
     for &level in &Level::available() {
         let mut many = vec![f32::NAN; 40 * 640];
-        kernels::gemm_i8_with(level, &m, &a, &mut many).unwrap();
+        four.install(|| kernels::gemm_i8_with(level, &m, &a, &mut many))
+            .unwrap();
         let mut one = vec![f32::NAN; 40 * 640];
         pool.install(|| kernels::gemm_i8_with(level, &m, &a, &mut one))
             .unwrap();
@@ -514,10 +521,17 @@ fn long_rows_cross_the_kernels_row_blocks() {
         let m = random_matrix(&mut rng, 150, 14336, layout);
         let x = random_f32(&mut rng, 20 * 14336);
         let a = random_q(&mut rng, 20, 14336);
-        for &level in &Level::available() {
-            check_f32(level, &m, &x[..3 * 14336], 3, seed);
-            check_f32(level, &m, &x, 20, seed);
-            check_i8(level, &m, &a, seed);
-        }
+        // 4 threads whatever the host has, so the rows are split between threads.
+        let four = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        four.install(|| {
+            for &level in &Level::available() {
+                check_f32(level, &m, &x[..3 * 14336], 3, seed);
+                check_f32(level, &m, &x, 20, seed);
+                check_i8(level, &m, &a, seed);
+            }
+        });
     }
 }

@@ -148,6 +148,15 @@ fn top_k_matches_brute_force_for_binary_and_ternary() {
 
 #[test]
 fn count_queries_match_brute_force_serial_and_parallel() {
+    // 4 threads whatever the host has: the parallel path needs more than one.
+    let four = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    four.install(count_queries_match_brute_force);
+}
+
+fn count_queries_match_brute_force() {
     // M·words large enough to take the parallel path, and small ones for the serial path.
     for &(dim, m) in &[(10_000usize, 2_000usize), (65, 30), (1, 3)] {
         let items = basis::random_binary(m, dim, 5).unwrap();

@@ -33,6 +33,15 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+/// The environment variable that caps the SIMD level: `scalar`, `avx2`, `avx512`, `neon`
+/// (or `auto`, the default: the best level this CPU has).
+///
+/// With `TERNARY_SIMD=avx2` an AVX-512 machine behaves as an AVX2-only one: [`Level::detect`]
+/// returns [`Level::Avx2`] and [`Level::is_available`] is `false` for [`Level::Avx512`], so
+/// explicit `*_with(Level::Avx512, ..)` calls fail as they would there. A level this CPU lacks
+/// cannot be forced: the override is then ignored, with a warning on stderr.
+pub const SIMD_ENV: &str = "TERNARY_SIMD";
+
 /// A SIMD instruction-set level a kernel can run at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Level {
@@ -46,23 +55,51 @@ pub enum Level {
     Neon,
 }
 
+/// The parsed [`SIMD_ENV`] override and the warning it produced, read once.
+fn simd_override() -> Option<Level> {
+    static CAP: OnceLock<Option<Level>> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        let raw = std::env::var(SIMD_ENV).ok();
+        match Level::resolve_override(raw.as_deref(), Level::is_supported) {
+            Ok(cap) => cap,
+            Err(warning) => {
+                eprintln!("ternary: {warning}");
+                None
+            }
+        }
+    })
+}
+
 impl Level {
-    /// The best level this CPU supports, detected on first use and cached.
+    /// Every level, scalar first; the x86 levels in increasing order.
+    pub const ALL: [Level; 4] = [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon];
+
+    /// The best available level: the CPU's best, capped by [`SIMD_ENV`]; detected on first
+    /// use and cached.
     pub fn detect() -> Level {
         static BEST: OnceLock<Level> = OnceLock::new();
         *BEST.get_or_init(|| Self::available().last().copied().unwrap_or(Level::Scalar))
     }
 
-    /// Every level usable on this CPU, [`Level::Scalar`] first, best last.
+    /// Every available level ([`Level::is_available`]), [`Level::Scalar`] first, best last.
     pub fn available() -> Vec<Level> {
-        [Level::Scalar, Level::Avx2, Level::Avx512, Level::Neon]
-            .into_iter()
-            .filter(|l| l.is_available())
-            .collect()
+        Self::ALL.into_iter().filter(|l| l.is_available()).collect()
     }
 
-    /// Whether this CPU (and this build's target architecture) supports the level.
+    /// Every level this CPU supports, ignoring [`SIMD_ENV`], scalar first, best last.
+    pub fn supported() -> Vec<Level> {
+        Self::ALL.into_iter().filter(|l| l.is_supported()).collect()
+    }
+
+    /// Whether kernels may run at this level: this CPU supports it ([`Level::is_supported`])
+    /// and it is not above the [`SIMD_ENV`] cap.
     pub fn is_available(self) -> bool {
+        self.is_supported() && simd_override().is_none_or(|cap| self.within(cap))
+    }
+
+    /// Whether this CPU (and this build's target architecture) supports the level,
+    /// whatever [`SIMD_ENV`] says.
+    pub fn is_supported(self) -> bool {
         match self {
             Level::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -74,6 +111,57 @@ impl Level {
             #[allow(unreachable_patterns)]
             _ => false,
         }
+    }
+
+    /// The level [`SIMD_ENV`] caps kernels at, if it is set to a level this CPU supports.
+    pub fn forced() -> Option<Level> {
+        simd_override()
+    }
+
+    /// Whether `self` may run under the cap `cap`: scalar always; otherwise a level of the
+    /// cap's family (x86 or aarch64) no higher than it.
+    pub fn within(self, cap: Level) -> bool {
+        matches!(
+            (self, cap),
+            (Level::Scalar, _)
+                | (Level::Avx2, Level::Avx2 | Level::Avx512)
+                | (Level::Avx512, Level::Avx512)
+                | (Level::Neon, Level::Neon)
+        )
+    }
+
+    /// Parses a level name as [`Level::name`] writes it (ASCII case-insensitive).
+    pub fn from_name(name: &str) -> Option<Level> {
+        Self::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// The cap an [`SIMD_ENV`] value asks for, given which levels the CPU supports: `None` for
+    /// no value, an empty value or `auto`. `Err` (a warning; the caller ignores the value) for
+    /// an unknown name or a level the CPU lacks.
+    pub fn resolve_override(
+        value: Option<&str>,
+        supported: impl Fn(Level) -> bool,
+    ) -> std::result::Result<Option<Level>, String> {
+        let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        if v.eq_ignore_ascii_case("auto") {
+            return Ok(None);
+        }
+        let Some(level) = Self::from_name(v) else {
+            return Err(format!(
+                "ignoring {SIMD_ENV}={v:?}: expected one of auto, scalar, avx2, avx512, neon"
+            ));
+        };
+        if !supported(level) {
+            return Err(format!(
+                "ignoring {SIMD_ENV}={v}: this CPU (or build) does not support {}",
+                level.name()
+            ));
+        }
+        Ok(Some(level))
     }
 
     /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512"`, `"neon"`).
@@ -94,10 +182,97 @@ impl std::fmt::Display for Level {
 }
 
 fn unavailable(level: Level) -> TernaryError {
+    let why = if level.is_supported() {
+        format!(" ({SIMD_ENV} caps kernels at {})", Level::detect())
+    } else {
+        String::new()
+    };
     TernaryError::config(format!(
-        "kernel level {} is not available on this CPU",
+        "kernel level {} is not available on this CPU{why}",
         level.name()
     ))
+}
+
+/// A level made concrete: the architecture token that proves its features are present.
+/// Every entry point dispatches through it, so the `match` over levels lives here once.
+#[derive(Clone, Copy)]
+enum Isa {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2(x86::Avx2),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(x86::Avx512),
+    #[cfg(target_arch = "aarch64")]
+    Neon(aarch64::Neon),
+}
+
+impl Isa {
+    /// The token of `level`, if it is available ([`Level::is_available`]).
+    fn of(level: Level) -> Result<Self> {
+        if !level.is_available() {
+            return Err(unavailable(level));
+        }
+        let isa = match level {
+            Level::Scalar => Some(Isa::Scalar),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => x86::Avx2::new().map(Isa::Avx2),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => x86::Avx512::new().map(Isa::Avx512),
+            #[cfg(target_arch = "aarch64")]
+            Level::Neon => aarch64::Neon::new().map(Isa::Neon),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        isa.ok_or_else(|| unavailable(level))
+    }
+
+    fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+        match self {
+            Isa::Scalar => scalar::gemm_f32(m, x, n, y),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.gemm_f32(m, x, n, y),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.gemm_f32(m, x, n, y),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(t) => t.gemm_f32(m, x, n, y),
+        }
+    }
+
+    fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+        match self {
+            Isa::Scalar => scalar::gemm_i8(m, a, y),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.gemm_i8(m, a, y),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.gemm_i8(m, a, y),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(t) => t.gemm_i8(m, a, y),
+        }
+    }
+
+    fn ternary_dot(self, ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
+        match self {
+            Isa::Scalar => popcount::ternary_dot(ap, am, bp, bm),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.ternary_dot(ap, am, bp, bm),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.ternary_dot(ap, am, bp, bm),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(t) => t.ternary_dot(ap, am, bp, bm),
+        }
+    }
+
+    fn xor_popcount(self, a: &[u32], b: &[u32]) -> u64 {
+        match self {
+            Isa::Scalar => popcount::xor_popcount(a, b),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.xor_popcount(a, b),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.xor_popcount(a, b),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(t) => t.xor_popcount(a, b),
+        }
+    }
 }
 
 fn check_f32_shapes(m: &TernaryMatrix, x: &[f32], n: usize, y: &[f32]) -> Result<()> {
@@ -152,23 +327,7 @@ pub fn gemm_f32_with(
     y: &mut [f32],
 ) -> Result<()> {
     check_f32_shapes(m, x, n, y)?;
-    match level {
-        Level::Scalar => scalar::gemm_f32(m, x, n, y),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::Avx2::new()
-            .ok_or_else(|| unavailable(level))?
-            .gemm_f32(m, x, n, y),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::Avx512::new()
-            .ok_or_else(|| unavailable(level))?
-            .gemm_f32(m, x, n, y),
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::Neon::new()
-            .ok_or_else(|| unavailable(level))?
-            .gemm_f32(m, x, n, y),
-        #[allow(unreachable_patterns)]
-        _ => return Err(unavailable(level)),
-    }
+    Isa::of(level)?.gemm_f32(m, x, n, y);
     Ok(())
 }
 
@@ -195,23 +354,7 @@ pub fn gemm_i8_with(
     y: &mut [f32],
 ) -> Result<()> {
     check_i8_shapes(m, a, y)?;
-    match level {
-        Level::Scalar => scalar::gemm_i8(m, a, y),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::Avx2::new()
-            .ok_or_else(|| unavailable(level))?
-            .gemm_i8(m, a, y),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::Avx512::new()
-            .ok_or_else(|| unavailable(level))?
-            .gemm_i8(m, a, y),
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::Neon::new()
-            .ok_or_else(|| unavailable(level))?
-            .gemm_i8(m, a, y),
-        #[allow(unreachable_patterns)]
-        _ => return Err(unavailable(level)),
-    }
+    Isa::of(level)?.gemm_i8(m, a, y);
     Ok(())
 }
 
@@ -257,24 +400,7 @@ pub fn ternary_dot_with(
     b_minus: &[u32],
 ) -> Result<i64> {
     check_ternary_planes(a_plus, a_minus, b_plus, b_minus)?;
-    let (ap, am, bp, bm) = (a_plus, a_minus, b_plus, b_minus);
-    Ok(match level {
-        Level::Scalar => popcount::ternary_dot(ap, am, bp, bm),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::Avx2::new()
-            .ok_or_else(|| unavailable(level))?
-            .ternary_dot(ap, am, bp, bm),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::Avx512::new()
-            .ok_or_else(|| unavailable(level))?
-            .ternary_dot(ap, am, bp, bm),
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::Neon::new()
-            .ok_or_else(|| unavailable(level))?
-            .ternary_dot(ap, am, bp, bm),
-        #[allow(unreachable_patterns)]
-        _ => return Err(unavailable(level)),
-    })
+    Ok(Isa::of(level)?.ternary_dot(a_plus, a_minus, b_plus, b_minus))
 }
 
 /// Binary (±1, bit `1` = `+1`) dot of the first `bits` elements, at [`Level::detect`]:
@@ -298,23 +424,7 @@ pub fn binary_dot_with(level: Level, a: &[u32], b: &[u32], bits: usize) -> Resul
     let full = bits / 32;
     let tail = bits % 32;
     let (af, bf) = (&a[..full], &b[..full]);
-    let mut differ = match level {
-        Level::Scalar => popcount::xor_popcount(af, bf),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => x86::Avx2::new()
-            .ok_or_else(|| unavailable(level))?
-            .xor_popcount(af, bf),
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx512 => x86::Avx512::new()
-            .ok_or_else(|| unavailable(level))?
-            .xor_popcount(af, bf),
-        #[cfg(target_arch = "aarch64")]
-        Level::Neon => aarch64::Neon::new()
-            .ok_or_else(|| unavailable(level))?
-            .xor_popcount(af, bf),
-        #[allow(unreachable_patterns)]
-        _ => return Err(unavailable(level)),
-    };
+    let mut differ = Isa::of(level)?.xor_popcount(af, bf);
     if tail != 0 {
         let mask = (1u32 << tail) - 1;
         differ += u64::from(((a[full] ^ b[full]) & mask).count_ones());

@@ -1,5 +1,10 @@
 //! Architecture-specific kernels, picked once at run time. The portable versions in
-//! [`crate::linear`] stay the oracle they are tested against.
+//! [`crate::linear`] stay the oracle they are tested against. The level comes from
+//! `ternary_core`'s [`Level`] (so the `TERNARY_SIMD` cap applies here too): these kernels
+//! need [`Level::Avx2`] available.
+
+#[cfg(target_arch = "x86_64")]
+use ternary_core::kernels::Level;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -13,7 +18,7 @@ pub fn best_dot() -> DotFn {
     static BEST: std::sync::OnceLock<DotFn> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if let Some(f) = x86::dot_avx2_fma() {
+        if let Some(f) = x86::dot_avx2_fma().filter(|_| Level::Avx2.is_available()) {
             return f;
         }
         crate::linear::dot_portable
@@ -28,7 +33,7 @@ pub fn best_qdot() -> QDotFn {
     static BEST: std::sync::OnceLock<QDotFn> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if let Some(f) = x86::qdot_avx2_fma() {
+        if let Some(f) = x86::qdot_avx2_fma().filter(|_| Level::Avx2.is_available()) {
             return f;
         }
         crate::quant_linear::qdot_portable
