@@ -11,12 +11,13 @@ use crate::util::{cargo, step};
 
 /// Crates whose CPU kernels, or models and layers on them, follow `TERNARY_SIMD`: their tests
 /// run again at every lower level.
-const CPU_CRATES: [&str; 6] = [
+const CPU_CRATES: [&str; 7] = [
     "ternary-core",
     "ternary-sparsity",
     "ternary-vsa",
+    "ternary-layers",
     "ternary-models",
-    "ternary-burn",
+    "ternary-convert",
     "ternary-cli",
 ];
 
@@ -200,13 +201,15 @@ fn gpu_steps() -> Result<(), String> {
         step(&format!("check ({feature})"), check)?;
     }
     // TernaryLinear's cube path on Burn's CubeCL backends over wgpu (lavapipe), unfused and
-    // fused (which also builds the model crate on Burn's wgpu backend); then compile checks of
-    // the unfused-only build and of CUDA.
+    // fused, and a converted model on it (which also builds the model crate on Burn's wgpu
+    // backend); then compile checks of the unfused-only build and of CUDA.
     let mut clippy_burn = cargo();
     clippy_burn.args([
         "clippy",
         "-p",
-        "ternary-burn",
+        "ternary-layers",
+        "-p",
+        "ternary-convert",
         "--features",
         "wgpu,fusion",
         "--all-targets",
@@ -214,23 +217,30 @@ fn gpu_steps() -> Result<(), String> {
         "-D",
         "warnings",
     ]);
-    step("clippy (ternary-burn, wgpu + fusion)", clippy_burn)?;
+    step(
+        "clippy (ternary-layers, ternary-convert; wgpu + fusion)",
+        clippy_burn,
+    )?;
     let mut cube = cargo();
-    cube.args([
-        "test",
-        "-p",
-        "ternary-burn",
-        "--features",
-        "wgpu,fusion",
-        "--test",
-        "cube",
-    ]);
-    step("test (ternary-burn cube path, wgpu + fusion)", cube)?;
+    cube.args(["test", "-p", "ternary-layers", "-p", "ternary-convert"])
+        .args([
+            "--features",
+            "wgpu,fusion",
+            "--test",
+            "cube",
+            "--test",
+            "cube_model",
+        ]);
+    step("test (cube path and converted model, wgpu + fusion)", cube)?;
     for features in ["wgpu", "cuda,fusion"] {
         let mut check = cargo();
-        check.args(["check", "-p", "ternary-burn", "--features", features]);
+        check.args(["check", "-p", "ternary-layers", "-p", "ternary-convert"]);
+        check.args(["--features", features]);
         check.env("CUDARC_CUDA_VERSION", "13000");
-        step(&format!("check (ternary-burn, {features})"), check)?;
+        step(
+            &format!("check (ternary-layers, ternary-convert; {features})"),
+            check,
+        )?;
     }
     Ok(())
 }

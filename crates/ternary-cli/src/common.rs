@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use ternary_burn::LinearPath;
-use ternary_burn::model_file::{as_ternary, human_bytes};
-use ternary_models::{Cpu, Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity};
+use ternary_convert::model_file::{as_ternary, human_bytes};
+use ternary_layers::Cpu;
+use ternary_layers::LinearPath;
+use ternary_models::{Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity};
 
 /// An error message for the user (any displayable error converts into one).
 ///
@@ -78,7 +79,7 @@ pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, ModelKind)> {
     let device = Default::default();
     let m = match kind {
         ModelKind::Gguf | ModelKind::HfDir => ternary_models::load::<Cpu>(path, &device)?,
-        ModelKind::Ternary => ternary_burn::load::<Cpu>(path, &device)?,
+        ModelKind::Ternary => ternary_convert::load::<Cpu>(path, &device)?,
     };
     sp.finish_and_clear();
     Ok((m, kind))

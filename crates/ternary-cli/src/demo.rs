@@ -131,7 +131,7 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     drop(m);
     let calib = match &args.conv.calib {
         Some(p) => crate::common::read_text(p)?,
-        None => ternary_burn::CALIBRATION_TEXT.to_string(),
+        None => ternary_convert::CALIBRATION_TEXT.to_string(),
     };
     let mut cols = vec![float];
     let budget_name = if args.conv.no_budget {
@@ -204,7 +204,7 @@ fn convert_save_measure(
     }
     println!("    converted in {}", secs(t));
     println!("{name}: saving {}", shown(out).display());
-    let summary = ternary_burn::save(out, &m.model, &m.tokenizer)?;
+    let summary = ternary_convert::save(out, &m.model, &m.tokenizer)?;
     drop(m);
     println!(
         "    {}/{} linear layers ternary ({:.1}% of linear weights); stored linear layers {:.3} \
@@ -213,7 +213,7 @@ fn convert_save_measure(
         summary.layers.len(),
         100.0 * report.ternary_fraction(),
         summary.linear_bits_per_weight(),
-        ternary_burn::model_file::human_bytes(summary.file_bytes)
+        ternary_convert::model_file::human_bytes(summary.file_bytes)
     );
     println!("{name}: reloaded from the file");
     let (t_model, _) = load_model(out)?;

@@ -61,7 +61,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Quantize(a) => quantize::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Inspect { file } => {
-            let summary = ternary_burn::inspect(&file)?;
+            let summary = ternary_convert::inspect(&file)?;
             print!("{summary}");
             Ok(())
         }

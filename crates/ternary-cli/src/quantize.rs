@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
-use ternary_burn::convert::matches_pattern;
-use ternary_burn::{ConversionReport, ConvertConfig, GptqConfig, Progress};
+use ternary_convert::convert::matches_pattern;
+use ternary_convert::{ConversionReport, ConvertConfig, GptqConfig, Progress};
 use ternary_core::ScaleLayout;
 use ternary_core::quant::Method as CoreMethod;
-use ternary_models::{Cpu, LoadedModel};
+use ternary_layers::Cpu;
+use ternary_models::LoadedModel;
 
 use crate::common::{
     CliError, ModelKind, Res, bar, load_model, overwrites_input, read_text, secs, shown,
@@ -221,7 +222,8 @@ pub fn convert(m: &mut LoadedModel<Cpu>, args: &ConvertArgs, calib: &str) -> Res
             eprintln!("  {:<12} {message}", stage.name());
         }
     };
-    let report = ternary_burn::convert(&mut m.model, &m.tokenizer, calib, &cfg, &mut on_progress);
+    let report =
+        ternary_convert::convert(&mut m.model, &m.tokenizer, calib, &cfg, &mut on_progress);
     if let Some(pb) = current.take() {
         pb.finish_and_clear();
     }
@@ -245,7 +247,7 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     }
     let calib = match &args.conv.calib {
         Some(p) => read_text(p)?,
-        None => ternary_burn::CALIBRATION_TEXT.to_string(),
+        None => ternary_convert::CALIBRATION_TEXT.to_string(),
     };
     let t0 = Instant::now();
     let (mut m, kind) = load_model(&args.model)?;
@@ -260,7 +262,7 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     let report = convert(&mut m, &args.conv, &calib)?;
     eprintln!("converted in {}", secs(t1));
     println!("{report}");
-    let summary = ternary_burn::save(&args.out, &m.model, &m.tokenizer)?;
+    let summary = ternary_convert::save(&args.out, &m.model, &m.tokenizer)?;
     print!("{}", summary.totals());
     println!("wrote {}", shown(&args.out).display());
     Ok(())

@@ -10,9 +10,8 @@
 //! 16 tokens) reads `MATMUL_NUM_THREADS` (default: all cores).
 
 use std::time::Instant;
-use ternary_models::{
-    Cpu, LinearImpl, Sampling, fetch, generate, load, load_gguf_with, perplexity,
-};
+use ternary_layers::Cpu;
+use ternary_models::{LinearImpl, Sampling, fetch, generate, load, load_gguf_with, perplexity};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

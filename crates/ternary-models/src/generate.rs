@@ -1,9 +1,10 @@
 //! Greedy and top-p generation with a KV cache, timed per phase.
 
 use crate::error::{ModelError, Result};
-use crate::model::{Llama, Logits, to_rows};
+use crate::model::{Llama, Logits};
 use burn::tensor::backend::Backend;
 use std::time::Instant;
+use ternary_layers::to_rows;
 
 /// How the next token is picked from the logits.
 #[derive(Debug, Clone, Copy, PartialEq)]

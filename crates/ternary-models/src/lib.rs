@@ -12,7 +12,9 @@
 //!   [`perplexity`](mod@perplexity): llama.cpp's `llama-perplexity` algorithm.
 //! - [`fetch`]: where the cached SmolLM2-135M GGUF lives and how it is fetched.
 //!
-//! The CPU backend is [`Cpu`] (`burn-ndarray`, multi-threaded matmul).
+//! The layer seams ([`LinearLayer`](ternary_layers::LinearLayer),
+//! [`ScoreFn`](ternary_layers::ScoreFn)) and the CPU backend ([`Cpu`](ternary_layers::Cpu)) come
+//! from `ternary-layers`.
 
 mod arch;
 pub mod config;
@@ -29,15 +31,11 @@ pub mod quant_linear;
 pub mod tokenizer;
 pub mod weights;
 
-pub use burn;
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
 pub use generate::{GenerationStats, Sampling, generate};
-pub use linear::{FloatLinear, HostLinear, Linear, LinearImpl, LinearLayer};
+pub use linear::{FloatLinear, HostLinear, LinearImpl};
 pub use loader::{LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir};
 pub use model::{KvCache, Llama, Logits};
 pub use perplexity::{PerplexityReport, perplexity};
 pub use tokenizer::Tokenizer;
-
-/// The CPU backend: Burn's ndarray backend in f32.
-pub type Cpu = burn_ndarray::NdArray<f32>;

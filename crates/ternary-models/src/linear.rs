@@ -1,37 +1,11 @@
-//! The one seam every linear layer of the model goes through.
-//!
-//! The model holds each projection as a [`Linear`], a boxed [`LinearLayer`]. The float
-//! implementation is [`FloatLinear`]; another crate (the ternary conversion) implements the
-//! trait for its own layer and swaps it in per layer with
+//! The float implementations of the linear-layer seam ([`LinearLayer`], from `ternary-layers`):
+//! [`FloatLinear`] (Burn's matmul), [`HostLinear`] (host GEMV/GEMM), and the choice between them
+//! ([`LinearImpl`]). A conversion swaps in ternary layers per layer with
 //! [`Llama::linears_mut`](crate::model::Llama::linears_mut), without touching the model code.
 
 use crate::error::{ModelError, Result};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use std::fmt::Debug;
-
-/// A linear map `y = x·Wᵀ` on rows: `x` is `[tokens, in]`, `y` is `[tokens, out]`,
-/// `W` is `[out, in]` (PyTorch's layout).
-pub trait LinearLayer<B: Backend>: Debug + Send + Sync {
-    /// `y = x·Wᵀ` for `x: [tokens, in_features]`.
-    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2>;
-    /// Input width.
-    fn in_features(&self) -> usize;
-    /// Output width.
-    fn out_features(&self) -> usize;
-    /// The effective weight `W: [out, in]` as floats (dequantized for non-float layers), for
-    /// conversion and inspection.
-    fn weight(&self) -> Tensor<B, 2>;
-    /// Short description of the layer kind (e.g. `"f32"`).
-    fn kind(&self) -> String;
-    /// The concrete layer, for downcasting (`layer.as_any()?.downcast_ref::<T>()`); `None`
-    /// for layers that do not opt in.
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        None
-    }
-}
-
-/// A model's handle on one linear layer; the boxed implementation can be replaced.
-pub type Linear<B> = Box<dyn LinearLayer<B>>;
+use ternary_layers::{Linear, LinearLayer, TernaryBackend};
 
 /// Plain float linear layer. Stores `Wᵀ: [in, out]` contiguously so the product is one
 /// row-major matmul `x · Wᵀ`.
@@ -117,9 +91,10 @@ pub enum LinearImpl {
 }
 
 impl LinearImpl {
-    /// [`LinearImpl::Host`] for the CPU ndarray backend, [`LinearImpl::Burn`] otherwise.
-    pub fn default_for<B: Backend>() -> Self {
-        if std::any::TypeId::of::<B>() == std::any::TypeId::of::<crate::Cpu>() {
+    /// [`LinearImpl::Host`] on backends whose ternary layers take the host kernels (the ndarray
+    /// CPU backend: [`TernaryBackend::auto_path`] is `CpuF32`), [`LinearImpl::Burn`] otherwise.
+    pub fn default_for<B: TernaryBackend>() -> Self {
+        if B::auto_path() == ternary_layers::LinearPath::CpuF32 {
             Self::Host
         } else {
             Self::Burn
@@ -262,7 +237,7 @@ impl<B: Backend> LinearLayer<B> for HostLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Cpu;
+    use ternary_layers::Cpu;
 
     /// f64 reference `x·Wᵀ`.
     fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {

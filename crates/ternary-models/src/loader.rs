@@ -12,6 +12,7 @@ use burn::tensor::backend::Backend;
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
+use ternary_layers::TernaryBackend;
 
 /// A model with its tokenizer.
 #[derive(Debug)]
@@ -24,7 +25,10 @@ pub struct LoadedModel<B: Backend> {
 
 /// Loads a GGUF file: hyper-parameters and tokenizer from its metadata, weights dequantized
 /// to f32 (F32/F16/BF16/Q8_0/Q4_0/Q4_1).
-pub fn load_gguf<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<LoadedModel<B>> {
+pub fn load_gguf<B: TernaryBackend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>> {
     load_gguf_with(path, device, LinearImpl::default_for::<B>())
 }
 
@@ -111,7 +115,7 @@ impl WeightSource for SafetensorsWeights {
 
 /// Loads a Hugging Face checkpoint directory: `config.json`, `model.safetensors` and
 /// `tokenizer.json`.
-pub fn load_safetensors_dir<B: Backend>(
+pub fn load_safetensors_dir<B: TernaryBackend>(
     dir: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>> {
@@ -142,7 +146,10 @@ pub fn load_safetensors_dir<B: Backend>(
 }
 
 /// Loads a `.gguf` file or a safetensors directory, whichever `path` is.
-pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<LoadedModel<B>> {
+pub fn load<B: TernaryBackend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>> {
     let path = path.as_ref();
     if path.is_dir() {
         load_safetensors_dir(path, device)

@@ -12,46 +12,13 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::linear::{Linear, LinearImpl};
+use crate::linear::LinearImpl;
 use crate::quant_linear::QuantLinear;
 use crate::weights::{HostTensor, WeightSource};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use std::fmt::Debug;
-
-/// The attention-score seam: raw scores `S[h, i, j] = q[h, i] · k[h / g, j]` per query head
-/// `h` (`g = n_h / n_kv` query heads share a key head), before the `1/√d` scaling, the causal
-/// mask and the softmax. [`Llama`] uses [`FloatScores`] unless
-/// [`Llama::set_score_fn`] installs another implementation (e.g. ternary popcount scoring).
-pub trait ScoreFn<B: Backend>: Debug + Send + Sync {
-    /// Scores for block `layer`: `q: [n_h, n, d]` (after RoPE), `k: [n_kv, T, d]` (every cached
-    /// position, after RoPE, not repeated per group) → `[n_h, n, T]`.
-    fn scores(&self, layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3>;
-    /// Short name (e.g. `"float"`).
-    fn name(&self) -> String;
-}
-
-/// The float scores `q · kᵀ` with Burn's matmul (each key head repeated for its `g` query
-/// heads): the model's default.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FloatScores;
-
-impl<B: Backend> ScoreFn<B> for FloatScores {
-    fn scores(&self, _layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [nh, _, _] = q.dims();
-        let [nkv, total, d] = k.dims();
-        // Repeat each key head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
-        let k = k
-            .unsqueeze_dim::<4>(1)
-            .expand([nkv, nh / nkv, total, d])
-            .reshape([nh, total, d]);
-        q.matmul(k.swap_dims(1, 2))
-    }
-
-    fn name(&self) -> String {
-        "float".into()
-    }
-}
+use ternary_layers::{FloatScores, Linear, ScoreFn, TernaryBackend, to_rows};
 
 /// RMSNorm weight `w`: `y = x / sqrt(mean(x²) + ε) ⊙ w` over the last dimension.
 #[derive(Debug, Clone)]
@@ -160,7 +127,7 @@ fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
     Ok(())
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: TernaryBackend> Llama<B> {
     /// Builds the model from Hugging Face-named weights, checking every shape, with the
     /// backend's default float linear layers ([`LinearImpl::default_for`]).
     pub fn from_weights(
@@ -170,7 +137,9 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Self> {
         Self::from_weights_with(config, src, device, LinearImpl::default_for::<B>())
     }
+}
 
+impl<B: Backend> Llama<B> {
     /// [`Llama::from_weights`] with an explicit kind of float linear layer.
     pub fn from_weights_with(
         config: LlamaConfig,
@@ -475,12 +444,4 @@ impl<B: Backend> Llama<B> {
         out.push(host1("model.norm.weight".to_string(), &self.norm.weight)?);
         Ok(out)
     }
-}
-
-/// Copies a 2-D tensor to the host as row-major f32.
-pub fn to_rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| ModelError::Input(format!("cannot read tensor back: {e:?}")))
 }

@@ -9,8 +9,9 @@
 //! `NLL = mean ℓ`, `PPL = exp(NLL)`, `±PPL = PPL · sqrt((mean ℓ² − NLL²) / (M − 1))`.
 
 use crate::error::{ModelError, Result};
-use crate::model::{Llama, Logits, to_rows};
+use crate::model::{Llama, Logits};
 use burn::tensor::backend::Backend;
+use ternary_layers::to_rows;
 
 /// The outcome of a perplexity run.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,12 +7,13 @@
 //! different order. Reads 20 (Q4_1) instead of 128 bytes per block when decoding.
 
 use crate::error::{ModelError, Result};
-use crate::linear::{HostLinear, LinearLayer};
+use crate::linear::HostLinear;
 use crate::quant::{self, GgmlType, QK};
 use crate::weights::QuantizedTensor;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use half::f16;
 use std::sync::Arc;
+use ternary_layers::LinearLayer;
 
 /// Block-quantized linear layer `y = x·Wᵀ`, `W: [out, in]` in GGUF blocks.
 #[derive(Debug, Clone)]
@@ -196,7 +197,7 @@ impl<B: Backend> LinearLayer<B> for QuantLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Cpu;
+    use ternary_layers::Cpu;
 
     fn lcg(seed: &mut u64) -> u64 {
         *seed = seed

@@ -12,10 +12,11 @@
 
 use serde_json::Value;
 use std::sync::OnceLock;
+use ternary_layers::Cpu;
+use ternary_layers::to_rows;
 use ternary_models::fetch::smollm2_for_test;
-use ternary_models::model::to_rows;
 use ternary_models::{
-    Cpu, LinearImpl, LoadedModel, Logits, Sampling, generate, load_gguf, load_gguf_with, perplexity,
+    LinearImpl, LoadedModel, Logits, Sampling, generate, load_gguf, load_gguf_with, perplexity,
 };
 
 const LOGIT_TOL: f64 = 5e-4;

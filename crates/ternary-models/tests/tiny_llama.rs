@@ -6,14 +6,13 @@
 use half::f16;
 use serde_json::Value;
 use std::path::PathBuf;
+use ternary_layers::Cpu;
+use ternary_layers::to_rows;
 use ternary_models::gguf::{GgufFile, GgufTensorData, GgufValue, write_gguf};
 use ternary_models::loader::SafetensorsWeights;
-use ternary_models::model::to_rows;
 use ternary_models::quant::GgmlType;
 use ternary_models::weights::{GgufWeights, HostTensor, WeightSource, gguf_name};
-use ternary_models::{
-    Cpu, LinearImpl, Llama, LlamaConfig, Logits, ModelError, load_safetensors_dir,
-};
+use ternary_models::{LinearImpl, Llama, LlamaConfig, Logits, ModelError, load_safetensors_dir};
 
 /// f32 here vs. f32 PyTorch on a 2-layer model with O(1..10) logits.
 const TOL: f64 = 1e-4;

@@ -35,15 +35,16 @@
 //! ([`ConversionReport::held_out`] is then `false`).
 
 use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
-use crate::error::{Error, Result};
+use crate::error::{ConvertError, Result};
 use crate::gptq::{GptqConfig, HessianFactor, gptq_ternary_factored};
-use crate::layer::TernaryLinear;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData};
 use std::fmt;
 use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
 use ternary_core::{ScaleLayout, TernaryMatrix};
-use ternary_models::model::to_rows;
-use ternary_models::{Linear, LinearImpl, Llama, Logits, Tokenizer, perplexity};
+use ternary_layers::TernaryBackend;
+use ternary_layers::TernaryLinear;
+use ternary_layers::{Linear, to_rows};
+use ternary_models::{LinearImpl, Llama, Logits, Tokenizer, perplexity};
 
 /// Everything [`convert`] can be told. See the [module docs](self) for the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,7 +363,7 @@ fn describe(cfg: &ConvertConfig, alpha: f32) -> String {
 }
 
 /// `tr(ΔW H ΔWᵀ)` and `tr(W H Wᵀ)` with one `f32` matmul each on the backend.
-fn output_errors<B: Backend>(
+fn output_errors<B: TernaryBackend>(
     w: &[f32],
     w_hat: &[f32],
     rows: usize,
@@ -424,7 +425,7 @@ impl fmt::Debug for FactorCache {
 /// each input-scaling `α` of `cfg` (or none) and keeping the lowest output error. `cache`
 /// keeps the last prepared Hessian for the next layer reading the same input.
 #[allow(clippy::too_many_arguments)]
-pub fn quantize_layer<B: Backend>(
+pub fn quantize_layer<B: TernaryBackend>(
     name: &str,
     w: &[f32],
     rows: usize,
@@ -435,7 +436,7 @@ pub fn quantize_layer<B: Backend>(
     device: &B::Device,
 ) -> Result<QuantizedLayer> {
     if stats.cols != cols || w.len() != rows * cols {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "{name}: {rows}x{cols} weights ({} values) with statistics of width {}",
             w.len(),
             stats.cols
@@ -458,7 +459,9 @@ pub fn quantize_layer<B: Backend>(
     let mut best: Option<(f64, QuantizedLayer)> = None;
     for &alpha in &alphas {
         if !(alpha.is_finite()) {
-            return Err(Error::Invalid(format!("input-scale exponent {alpha}")));
+            return Err(ConvertError::Invalid(format!(
+                "input-scale exponent {alpha}"
+            )));
         }
         let c = if alpha == 0.0 {
             None
@@ -489,7 +492,7 @@ pub fn quantize_layer<B: Backend>(
                 let factor = cache
                     .factor
                     .as_ref()
-                    .ok_or_else(|| Error::Invalid("Hessian cache is empty".into()))?;
+                    .ok_or_else(|| ConvertError::Invalid("Hessian cache is empty".into()))?;
                 gptq_ternary_factored(&ws, rows, cols, factor, cfg.layout, cfg.method, g.refit)?
             }
             None => {
@@ -521,11 +524,11 @@ pub fn quantize_layer<B: Backend>(
         }
     }
     best.map(|(_, q)| q)
-        .ok_or_else(|| Error::Invalid(format!("{name}: no candidate")))
+        .ok_or_else(|| ConvertError::Invalid(format!("{name}: no candidate")))
 }
 
 /// The layers of `model` not matched by `cfg.keep_float`, in model order.
-fn candidates<B: Backend>(model: &Llama<B>, cfg: &ConvertConfig) -> Vec<String> {
+fn candidates<B: TernaryBackend>(model: &Llama<B>, cfg: &ConvertConfig) -> Vec<String> {
     model
         .linears()
         .into_iter()
@@ -535,7 +538,7 @@ fn candidates<B: Backend>(model: &Llama<B>, cfg: &ConvertConfig) -> Vec<String> 
 }
 
 /// Quantizes layer `name` of `model` with its statistics in `calib`.
-fn quantize_named<B: Backend>(
+fn quantize_named<B: TernaryBackend>(
     model: &Llama<B>,
     name: &str,
     calib: &Calibration,
@@ -548,17 +551,17 @@ fn quantize_named<B: Backend>(
         .into_iter()
         .find(|(n, _)| n == name)
         .map(|(_, l)| l)
-        .ok_or_else(|| Error::Invalid(format!("layer {name} vanished")))?;
+        .ok_or_else(|| ConvertError::Invalid(format!("layer {name} vanished")))?;
     let (rows, cols) = (layer.out_features(), layer.in_features());
     let w = to_rows(layer.weight())?;
     let stats = calib
         .get(name)
-        .ok_or_else(|| Error::Invalid(format!("no calibration statistics for {name}")))?;
+        .ok_or_else(|| ConvertError::Invalid(format!("no calibration statistics for {name}")))?;
     quantize_layer::<B>(name, &w, rows, cols, stats, cfg, cache, device)
 }
 
 /// Quantizes every layer of `model` not matched by `cfg.keep_float`, in model order.
-pub fn quantize_model<B: Backend>(
+pub fn quantize_model<B: TernaryBackend>(
     model: &Llama<B>,
     calib: &Calibration,
     cfg: &ConvertConfig,
@@ -607,7 +610,7 @@ fn block_of(name: &str) -> String {
 /// their quantized weights, so each block's rounding also compensates the error its inputs
 /// carry from the blocks before it. One calibration pass over `tokens` per block (the whole
 /// model runs each time). The model is restored before returning.
-pub fn quantize_model_sequential<B: Backend>(
+pub fn quantize_model_sequential<B: TernaryBackend>(
     model: &mut Llama<B>,
     tokens: &[u32],
     ctx: usize,
@@ -674,7 +677,10 @@ pub fn quantize_model_sequential<B: Backend>(
 
 /// The layer that computes `q` inside a model: a [`TernaryLinear`] (path
 /// [`LinearPath::Auto`](crate::layer::LinearPath::Auto)) with `q`'s input scale.
-pub fn ternary_layer<B: Backend>(q: &QuantizedLayer, device: &B::Device) -> Result<Linear<B>> {
+pub fn ternary_layer<B: TernaryBackend>(
+    q: &QuantizedLayer,
+    device: &B::Device,
+) -> Result<Linear<B>> {
     let mut layer = TernaryLinear::<B>::new(q.matrix.clone(), device)?;
     if let Some(d) = &q.input_scale {
         layer = layer.with_input_scale(d.clone())?;
@@ -683,7 +689,7 @@ pub fn ternary_layer<B: Backend>(q: &QuantizedLayer, device: &B::Device) -> Resu
 }
 
 /// A float layer with `q`'s effective weight (the fast stand-in used while searching).
-pub fn float_standin<B: Backend>(
+pub fn float_standin<B: TernaryBackend>(
     name: &str,
     q: &QuantizedLayer,
     device: &B::Device,
@@ -698,7 +704,7 @@ pub fn float_standin<B: Backend>(
 }
 
 /// Puts `layer` into slot `name`; returns the layer it replaced.
-pub fn swap_layer<B: Backend>(
+pub fn swap_layer<B: TernaryBackend>(
     model: &mut Llama<B>,
     name: &str,
     layer: Linear<B>,
@@ -708,9 +714,9 @@ pub fn swap_layer<B: Backend>(
         .iter_mut()
         .find(|(n, _)| n == name)
         .map(|(_, s)| s)
-        .ok_or_else(|| Error::Invalid(format!("the model has no layer {name}")))?;
+        .ok_or_else(|| ConvertError::Invalid(format!("the model has no layer {name}")))?;
     if (slot.out_features(), slot.in_features()) != (layer.out_features(), layer.in_features()) {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "{name}: {}x{} cannot replace {}x{}",
             layer.out_features(),
             layer.in_features(),
@@ -723,7 +729,7 @@ pub fn swap_layer<B: Backend>(
 
 /// Swaps float stand-ins of `layers` into the model; returns the originals for
 /// [`restore_layers`].
-pub fn apply_standins<B: Backend>(
+pub fn apply_standins<B: TernaryBackend>(
     model: &mut Llama<B>,
     layers: &[&(String, QuantizedLayer)],
 ) -> Result<Vec<(String, Linear<B>)>> {
@@ -743,7 +749,7 @@ pub fn apply_standins<B: Backend>(
 }
 
 /// Puts back layers returned by [`apply_standins`] / [`swap_layer`].
-pub fn restore_layers<B: Backend>(
+pub fn restore_layers<B: TernaryBackend>(
     model: &mut Llama<B>,
     saved: Vec<(String, Linear<B>)>,
 ) -> Result<()> {
@@ -790,7 +796,7 @@ pub fn mean_kl(lp: &[f32], lq: &[f32], vocab: usize) -> f64 {
 }
 
 /// Log-probabilities of the model on `tokens` (one chunk from an empty cache).
-pub fn log_probs<B: Backend>(model: &Llama<B>, tokens: &[u32]) -> Result<Vec<f32>> {
+pub fn log_probs<B: TernaryBackend>(model: &Llama<B>, tokens: &[u32]) -> Result<Vec<f32>> {
     let mut cache = model.new_cache();
     let logits = to_rows(model.forward(tokens, &mut cache, Logits::All)?)?;
     Ok(log_softmax_rows(&logits, model.config().vocab_size))
@@ -798,7 +804,7 @@ pub fn log_probs<B: Backend>(model: &Llama<B>, tokens: &[u32]) -> Result<Vec<f32
 
 /// Each layer's sensitivity: the mean KL divergence from the current model's next-token
 /// distribution on `tokens` (one chunk) when only that layer is replaced by its stand-in.
-pub fn sensitivities<B: Backend>(
+pub fn sensitivities<B: TernaryBackend>(
     model: &mut Llama<B>,
     layers: &[(String, QuantizedLayer)],
     tokens: &[u32],
@@ -833,7 +839,7 @@ pub fn sensitivities<B: Backend>(
 }
 
 /// Perplexity (llama.cpp's algorithm) of the model on `tokens` in chunks of `ctx`.
-pub fn eval_ppl<B: Backend>(
+pub fn eval_ppl<B: TernaryBackend>(
     model: &Llama<B>,
     tokens: &[u32],
     ctx: usize,
@@ -863,7 +869,7 @@ pub fn bos_of(tokenizer: &Tokenizer) -> Option<u32> {
 }
 
 /// Converts `model` in place. See the [module docs](self).
-pub fn convert<B: Backend>(
+pub fn convert<B: TernaryBackend>(
     model: &mut Llama<B>,
     tokenizer: &Tokenizer,
     calib_text: &str,
@@ -907,7 +913,7 @@ pub fn convert<B: Backend>(
             false,
         )
     } else {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "the calibration text has {} tokens; measuring perplexity with a context of {ctx} \
              needs at least {}",
             tokens.len(),
@@ -915,7 +921,7 @@ pub fn convert<B: Backend>(
         )));
     };
     if stats_tokens.len() < 2 {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "the calibration text has {} tokens; at least 2 are needed",
             tokens.len()
         )));
@@ -1081,7 +1087,7 @@ pub fn convert<B: Backend>(
 }
 
 /// Calibrates every layer not kept float on `stats_tokens`, then quantizes them.
-fn calibrate_and_quantize<B: Backend>(
+fn calibrate_and_quantize<B: TernaryBackend>(
     model: &mut Llama<B>,
     stats_tokens: &[u32],
     ctx: usize,
@@ -1122,13 +1128,13 @@ fn validate(cfg: &ConvertConfig) -> Result<()> {
     cfg.layout.validate()?;
     cfg.method.validate()?;
     if cfg.ctx < 4 {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "context {} is too short (at least 4)",
             cfg.ctx
         )));
     }
     if cfg.eval_chunks < 2 && (cfg.budget.is_some() || cfg.measure) {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "perplexity needs at least 2 held-out chunks, got {}",
             cfg.eval_chunks
         )));
@@ -1136,18 +1142,18 @@ fn validate(cfg: &ConvertConfig) -> Result<()> {
     if let Some(b) = cfg.budget
         && !(b.is_finite() && b >= 1.0)
     {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "the perplexity budget is a ratio to the float model and must be >= 1, got {b}"
         )));
     }
     if cfg.calib_tokens < 2 {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "at least 2 calibration tokens are needed, got {}",
             cfg.calib_tokens
         )));
     }
     if cfg.sensitivity_tokens < 2 && cfg.budget.is_some() {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "sensitivity needs at least 2 tokens, got {}",
             cfg.sensitivity_tokens
         )));
@@ -1155,13 +1161,13 @@ fn validate(cfg: &ConvertConfig) -> Result<()> {
     if let Some(g) = cfg.gptq
         && !(g.damp.is_finite() && g.damp >= 0.0)
     {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "GPTQ dampening must be finite and >= 0, got {}",
             g.damp
         )));
     }
     if let Some(a) = cfg.input_scale_alphas.iter().find(|a| !a.is_finite()) {
-        return Err(Error::Invalid(format!("input-scale exponent {a}")));
+        return Err(ConvertError::Invalid(format!("input-scale exponent {a}")));
     }
     Ok(())
 }

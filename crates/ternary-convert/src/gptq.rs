@@ -26,7 +26,7 @@
 //! Arithmetic is `f64` throughout (factorizations, updates, errors); the stored scales are
 //! rounded to `f32` and the error is evaluated with those.
 
-use crate::error::{Error, Result};
+use crate::error::{ConvertError, Result};
 use rayon::prelude::*;
 use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
@@ -74,7 +74,7 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// Fails when `a` is not (numerically) positive definite.
 pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>> {
     if a.len() != n * n {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "Cholesky of {n}x{n} needs {} values, got {}",
             n * n,
             a.len()
@@ -86,7 +86,7 @@ pub fn cholesky(a: &[f64], n: usize) -> Result<Vec<f64>> {
             let s = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
             if i == j {
                 if !(s > 0.0 && s.is_finite()) {
-                    return Err(Error::Invalid(format!(
+                    return Err(ConvertError::Invalid(format!(
                         "Hessian is not positive definite (pivot {i} is {s}); increase the dampening"
                     )));
                 }
@@ -136,17 +136,19 @@ pub fn inverse_cholesky_upper(h: &[f64], n: usize) -> Result<Vec<f64>> {
 /// `H_jj = 1`; returns it and the dead columns.
 pub fn prepare_hessian(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f64>, Vec<bool>)> {
     if h.len() != n * n {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "Hessian of {n}x{n} needs {} values, got {}",
             n * n,
             h.len()
         )));
     }
     if let Some(i) = h.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!("Hessian entry {i} is not finite")));
+        return Err(ConvertError::Invalid(format!(
+            "Hessian entry {i} is not finite"
+        )));
     }
     if !(damp.is_finite() && damp >= 0.0) {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "dampening must be finite and >= 0, got {damp}"
         )));
     }
@@ -240,7 +242,7 @@ pub fn gptq_ternary(
     cfg: &GptqConfig,
 ) -> Result<TernaryMatrix> {
     if h.len() != cols * cols {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "Hessian of {cols}x{cols} needs {} values, got {}",
             cols * cols,
             h.len()
@@ -263,14 +265,14 @@ pub fn gptq_ternary_factored(
     layout.validate()?;
     method.validate()?;
     if w.len() != rows * cols || factor.cols != cols {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "weights of {rows}x{cols} ({} values) with a Hessian of width {}",
             w.len(),
             factor.cols
         )));
     }
     if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!("weight {i} is not finite")));
+        return Err(ConvertError::Invalid(format!("weight {i} is not finite")));
     }
     let (h, u, dead) = (&factor.h, &factor.u, &factor.dead);
     let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j].max(0.0) as f32).collect();
@@ -357,7 +359,7 @@ pub fn output_error(w: &[f32], w_hat: &[f32], cols: usize, h: &[f64]) -> Result<
         || h.len() != cols * cols
         || (cols > 0 && !w.len().is_multiple_of(cols))
     {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "output error: {} weights, {} approximations, width {cols}, Hessian of {} values",
             w.len(),
             w_hat.len(),
@@ -398,7 +400,7 @@ fn quad_form(d: &[f64], h: &[f64], n: usize) -> f64 {
 pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<()> {
     let (rows, cols) = (m.rows(), m.cols());
     if w.len() != rows * cols || h.len() != cols * cols {
-        return Err(Error::Shape(format!(
+        return Err(ConvertError::Shape(format!(
             "refit: {rows}x{cols} matrix with {} weights and a {}-value Hessian",
             w.len(),
             h.len()

@@ -6,8 +6,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use ternary_burn::{LinearPath, TernaryLinear};
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+use ternary_layers::{LinearPath, TernaryLinear};
 
 /// Relative tolerance of [`check_close`] (see the test files' docs).
 pub const TOL: f64 = 1e-5;

@@ -17,62 +17,33 @@
 //!
 //! The planes and scales are uploaded once per layer and device ([`CubeWeights`]).
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 #[cfg(feature = "fusion")]
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
-use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use ternary_core::TernaryMatrix;
-use ternary_kernels::{DeviceActivations, DeviceArray, DeviceMatrix, KernelError, Strategy};
+use ternary_kernels::{DeviceActivations, DeviceArray, DeviceMatrix, Strategy};
 
-use crate::error::{Error, Result};
+use crate::backend::TernaryBackend;
+use crate::error::{LayerError, Result};
+use crate::layer::LinearPath;
 
-/// The runtimes this build supports, by name (for error messages).
-const RUNTIMES: &str = if cfg!(all(feature = "wgpu", feature = "cuda")) {
-    "wgpu, cuda"
-} else if cfg!(feature = "wgpu") {
-    "wgpu"
+/// What the cube path needs, for errors on other backends.
+pub(crate) const CUBE_NEEDS: &str = if cfg!(feature = "fusion") {
+    "the cube path needs Burn's CubeBackend (or Fusion over it)"
 } else {
-    "cuda"
+    "the cube path needs Burn's CubeBackend (ternary-layers' `fusion` feature adds Fusion over it)"
 };
-
-#[cfg(feature = "wgpu")]
-type Wgpu = ternary_kernels::cubecl::wgpu::WgpuRuntime;
-#[cfg(feature = "cuda")]
-type Cuda = ternary_kernels::cubecl::cuda::CudaRuntime;
 
 /// The float primitive of `Fusion<CubeBackend<R, ..>>`.
 #[cfg(feature = "fusion")]
 type Fused<R> = burn_fusion::FusionTensor<burn_cubecl::fusion::FusionCubeRuntime<R>>;
-
-/// Whether `B`'s float tensors are `CubeTensor`s (or, with `fusion`, fused tensors over them)
-/// of a runtime this build supports.
-pub(crate) fn supports<B: Backend>() -> bool {
-    let id = TypeId::of::<B::FloatTensorPrimitive>();
-    #[cfg(feature = "wgpu")]
-    if id == TypeId::of::<CubeTensor<Wgpu>>() {
-        return true;
-    }
-    #[cfg(feature = "cuda")]
-    if id == TypeId::of::<CubeTensor<Cuda>>() {
-        return true;
-    }
-    #[cfg(all(feature = "fusion", feature = "wgpu"))]
-    if id == TypeId::of::<Fused<Wgpu>>() {
-        return true;
-    }
-    #[cfg(all(feature = "fusion", feature = "cuda"))]
-    if id == TypeId::of::<Fused<Cuda>>() {
-        return true;
-    }
-    let _ = id;
-    false
-}
 
 /// A layer's matrix on one device, uploaded on first use.
 #[derive(Debug)]
@@ -81,13 +52,14 @@ struct CubeWeights<R: CubeRuntime> {
     matrix: DeviceMatrix<R>,
 }
 
-/// The per-layer cache of uploaded matrices (one per device the layer has run on; usually one).
+/// A layer's uploaded matrices, one per device it has run on (usually one), filled on first
+/// use; clones share it. Opaque: only [`TernaryBackend::ternary_gemm`] implementations use it.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct CubeCache {
+pub struct DeviceCache {
     entries: Arc<Mutex<Vec<Arc<dyn Any + Send + Sync>>>>,
 }
 
-impl CubeCache {
+impl DeviceCache {
     /// The matrix on `x`'s device, uploading it the first time.
     fn matrix<R: CubeRuntime>(
         &self,
@@ -103,7 +75,7 @@ impl CubeCache {
         }) {
             return Ok(Arc::clone(e));
         }
-        let matrix = DeviceMatrix::upload(&x.client, m).map_err(kernel_error)?;
+        let matrix = DeviceMatrix::upload(&x.client, m)?;
         let entry: Arc<dyn Any + Send + Sync> = Arc::new(CubeWeights::<R> {
             device: x.device.clone(),
             matrix,
@@ -113,85 +85,64 @@ impl CubeCache {
     }
 }
 
-fn kernel_error(e: KernelError) -> Error {
-    Error::Device(e.to_string())
+impl<R, F, I, BT> TernaryBackend for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn auto_path() -> LinearPath {
+        LinearPath::Cube
+    }
+
+    fn ternary_gemm(
+        matrix: &Arc<TernaryMatrix>,
+        cache: &DeviceCache,
+        x: CubeTensor<R>,
+    ) -> Result<CubeTensor<R>> {
+        gemm_on(matrix, cache, x)
+    }
 }
 
-/// `y = Q·x` for a 2-D `f32` float primitive `x: [n, in]` of a supported backend; `[n, out]`.
-///
-/// Errors with [`Error::Invalid`] when `B` is not a supported CubeCL backend or `x` is not
-/// `f32`, and with [`Error::Device`] when a kernel fails.
-pub(crate) fn gemm<B: Backend>(
-    m: &Arc<TernaryMatrix>,
-    cache: &CubeCache,
-    x: B::FloatTensorPrimitive,
-) -> Result<B::FloatTensorPrimitive> {
-    let x: Box<dyn Any> = Box::new(x);
-    #[cfg(feature = "wgpu")]
-    let x = match x.downcast::<CubeTensor<Wgpu>>() {
-        Ok(t) => return back::<B, _>(gemm_on(m, cache, *t)?),
-        Err(other) => other,
-    };
-    #[cfg(feature = "cuda")]
-    let x = match x.downcast::<CubeTensor<Cuda>>() {
-        Ok(t) => return back::<B, _>(gemm_on(m, cache, *t)?),
-        Err(other) => other,
-    };
-    #[cfg(all(feature = "fusion", feature = "wgpu"))]
-    let x = match x.downcast::<Fused<Wgpu>>() {
-        Ok(t) => return back::<B, _>(fused::gemm(m, cache, *t)?),
-        Err(other) => other,
-    };
-    #[cfg(all(feature = "fusion", feature = "cuda"))]
-    let x = match x.downcast::<Fused<Cuda>>() {
-        Ok(t) => return back::<B, _>(fused::gemm(m, cache, *t)?),
-        Err(other) => other,
-    };
-    drop(x);
-    Err(unsupported::<B>())
-}
+#[cfg(feature = "fusion")]
+impl<R, F, I, BT> TernaryBackend for burn_fusion::Fusion<CubeBackend<R, F, I, BT>>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn auto_path() -> LinearPath {
+        LinearPath::Cube
+    }
 
-/// The error for a backend the cube path cannot run on.
-pub(crate) fn unsupported<B: Backend>() -> Error {
-    let fused = if cfg!(feature = "fusion") {
-        " (or Fusion over it)"
-    } else {
-        " (unfused; ternary-burn's `fusion` feature adds Fusion over it)"
-    };
-    Error::Invalid(format!(
-        "the cube path needs Burn's CubeBackend on one of [{RUNTIMES}]{fused}; backend {} is \
-         not one",
-        std::any::type_name::<B>()
-    ))
-}
-
-/// Turns a concrete `CubeTensor<R>` back into `B`'s primitive (the same type, by construction).
-fn back<B: Backend, T: 'static>(t: T) -> Result<B::FloatTensorPrimitive> {
-    let t: Box<dyn Any> = Box::new(t);
-    t.downcast::<B::FloatTensorPrimitive>()
-        .map(|b| *b)
-        .map_err(|_| {
-            Error::Invalid("cube path: output tensor type differs from the input's".into())
-        })
+    fn ternary_gemm(
+        matrix: &Arc<TernaryMatrix>,
+        cache: &DeviceCache,
+        x: Fused<R>,
+    ) -> Result<Fused<R>> {
+        fused::gemm(matrix, cache, x)
+    }
 }
 
 /// Checks an input of `dtype` and `shape` for `m`; returns `(n, in)`.
 fn check_input(m: &TernaryMatrix, dtype: DType, shape: &Shape) -> Result<(usize, usize)> {
     if dtype != DType::F32 {
-        return Err(Error::Invalid(format!(
+        return Err(LayerError::Invalid(format!(
             "the cube path takes f32 activations, got {dtype:?}"
         )));
     }
     let (n, cols) = match shape.num_dims() {
         2 => (shape[0], shape[1]),
         d => {
-            return Err(Error::Shape(format!(
+            return Err(LayerError::Shape(format!(
                 "cube path: expected a 2-D input, got {d}-D"
             )));
         }
     };
     if cols != m.cols() {
-        return Err(Error::Shape(format!(
+        return Err(LayerError::Shape(format!(
             "input has {cols} features, the layer takes {}",
             m.cols()
         )));
@@ -201,7 +152,7 @@ fn check_input(m: &TernaryMatrix, dtype: DType, shape: &Shape) -> Result<(usize,
 
 fn gemm_on<R: CubeRuntime>(
     m: &TernaryMatrix,
-    cache: &CubeCache,
+    cache: &DeviceCache,
     x: CubeTensor<R>,
 ) -> Result<CubeTensor<R>> {
     let (n, cols) = check_input(m, x.dtype, x.meta.shape())?;
@@ -209,12 +160,12 @@ fn gemm_on<R: CubeRuntime>(
     let entry = cache.matrix(m, &x)?;
     let weights = entry
         .downcast_ref::<CubeWeights<R>>()
-        .ok_or_else(|| Error::Invalid("cube path: cached matrix of another runtime".into()))?;
+        .ok_or_else(|| LayerError::Invalid("cube path: cached matrix of another runtime".into()))?;
     let client = x.client.clone();
     let device = x.device.clone();
     let len = n * cols;
-    let xa = DeviceArray::<R, f32>::from_handle(x.handle.clone(), len).map_err(kernel_error)?;
-    let xa = DeviceActivations::from_device(&client, xa, n, cols).map_err(kernel_error)?;
+    let xa = DeviceArray::<R, f32>::from_handle(x.handle.clone(), len)?;
+    let xa = DeviceActivations::from_device(&client, xa, n, cols)?;
     let rows = m.rows();
     // Debug builds (and tests) poison the output, so a value the kernel fails to write shows.
     let y = if cfg!(debug_assertions) {
@@ -222,8 +173,7 @@ fn gemm_on<R: CubeRuntime>(
     } else {
         DeviceArray::<R, f32>::empty(&client, n * rows)
     };
-    ternary_kernels::launch_gemm(&client, &weights.matrix, &xa, &y, Strategy::Auto)
-        .map_err(kernel_error)?;
+    ternary_kernels::launch_gemm(&client, &weights.matrix, &xa, &y, Strategy::Auto)?;
     // `x` (and its handle) must stay alive until the launch is queued; it is dropped here.
     drop(x);
     Ok(CubeTensor::new_contiguous(
@@ -238,7 +188,6 @@ fn gemm_on<R: CubeRuntime>(
 /// The product as a custom operation in Burn's fusion stream.
 #[cfg(feature = "fusion")]
 mod fused {
-    use burn_cubecl::CubeBackend;
     use burn_cubecl::fusion::FusionCubeRuntime;
     use burn_fusion::FusionRuntime;
     use burn_fusion::stream::{Operation, OperationStreams};
@@ -255,7 +204,7 @@ mod fused {
     struct TernaryGemm<R: CubeRuntime> {
         desc: CustomOpIr,
         matrix: Arc<TernaryMatrix>,
-        cache: CubeCache,
+        cache: DeviceCache,
         _runtime: PhantomData<R>,
     }
 
@@ -280,14 +229,14 @@ mod fused {
     /// Registers `y = Q·x` on `x`'s stream and returns the (lazy) output `[n, out]`.
     pub(super) fn gemm<R: CubeRuntime>(
         m: &Arc<TernaryMatrix>,
-        cache: &CubeCache,
+        cache: &DeviceCache,
         x: Fused<R>,
     ) -> Result<Fused<R>> {
         let (n, _) = check_input(m, x.dtype, &x.shape)?;
         // What `DeviceMatrix::upload` would reject, rejected before the operation is queued.
         let words = m.plus().len().max(m.scales().values().len()).max(m.rows());
         if words > i32::MAX as usize {
-            return Err(Error::Shape(format!(
+            return Err(LayerError::Shape(format!(
                 "{} x {} matrix exceeds the 32-bit addressing of the kernels",
                 m.rows(),
                 m.cols()

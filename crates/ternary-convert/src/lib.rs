@@ -1,10 +1,9 @@
-//! # ternary-burn
+//! # ternary-convert
 //!
-//! Ternary layers for [Burn](https://burn.dev) and post-training conversion of pretrained
-//! float models (Llama-family, from `ternary-models`) to ternary weights.
+//! Post-training conversion of pretrained float models (Llama-family, from `ternary-models`)
+//! to ternary weights ([`TernaryLinear`](ternary_layers::TernaryLinear) layers), and the files
+//! converted models live in.
 //!
-//! - [`layer`]: `TernaryLinear`, a drop-in for `burn::nn::Linear`.
-//! - [`attention`]: popcount (ternary) attention scoring, an optional score function.
 //! - [`calib`]: calibration — per-layer activation statistics from running the float model.
 //! - [`gptq`]: error-compensating (GPTQ-style) ternary rounding with the calibration Hessian.
 //! - [`convert`](mod@convert): the conversion pipeline and automatic mixed precision.
@@ -18,40 +17,31 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # use ternary_models::Cpu;
+//! # use ternary_layers::Cpu;
 //! # let dev = Default::default();
 //! # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
-//! # let dir = std::env::temp_dir().join(format!("ternary-burn-doctest-{}", std::process::id()));
+//! # let dir = std::env::temp_dir().join(format!("ternary-convert-doctest-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir)?;
 //! # let out = dir.join("tiny-ternary.safetensors");
 //! let mut m = ternary_models::load::<Cpu>(model, &dev)?;
-//! ternary_burn::convert(&mut m.model, &m.tokenizer, ternary_burn::CALIBRATION_TEXT, &Default::default(), &mut |_| {})?;
-//! ternary_burn::save(&out, &m.model, &m.tokenizer)?;
-//! let t = ternary_burn::load::<Cpu>(&out, &dev)?;
-//! # assert_eq!(ternary_burn::inspect(&out)?.config, *t.model.config());
+//! ternary_convert::convert(&mut m.model, &m.tokenizer, ternary_convert::CALIBRATION_TEXT, &Default::default(), &mut |_| {})?;
+//! ternary_convert::save(&out, &m.model, &m.tokenizer)?;
+//! let t = ternary_convert::load::<Cpu>(&out, &dev)?;
+//! # assert_eq!(ternary_convert::inspect(&out)?.config, *t.model.config());
 //! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(()) }
 //! ```
 
-pub mod attention;
 pub mod calib;
 pub mod convert;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-mod cube;
-#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
-#[path = "cube_stub.rs"]
-mod cube;
 pub mod error;
 pub mod gptq;
-pub mod layer;
 pub mod model_file;
 
-pub use attention::{ScaleRule, TernaryScoreConfig, TernaryScores};
 pub use calib::{Calibration, InputStats, calibrate};
 pub use convert::{
     ConversionReport, ConvertConfig, LayerPlan, Progress, QuantizedLayer, Stage, convert,
 };
-pub use error::{Error, Result};
+pub use error::{ConvertError, Result};
 pub use gptq::GptqConfig;
-pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
 pub use model_file::{CALIBRATION_TEXT, FileSummary, inspect, load, save};

@@ -2,9 +2,9 @@
 //! `docs/accuracy.md` comes from this program.
 //!
 //! ```text
-//! cargo run --release -p ternary-burn --example accuracy -- sweep \
+//! cargo run --release -p ternary-convert --example accuracy -- sweep \
 //!     --run method=absmean,group=row,gptq=0 --run method=aware,group=64,gptq=1 ... [--pareto]
-//! cargo run --release -p ternary-burn --example accuracy -- convert [--budget 1.05]
+//! cargo run --release -p ternary-convert --example accuracy -- convert [--budget 1.05]
 //! ```
 //!
 //! `sweep`: calibrates once on `--calib` (repeatable: files are concatenated; default
@@ -24,14 +24,15 @@
 //! then the evaluation-text perplexity of the result.
 
 use std::time::Instant;
-use ternary_burn::convert::{
+use ternary_convert::convert::{
     ConvertConfig, QuantizedLayer, apply_standins, bos_of, eval_ppl, quantize_model,
     quantize_model_sequential, restore_layers, sensitivities, sensitivity_order,
 };
-use ternary_burn::{GptqConfig, Progress, calibrate, convert};
+use ternary_convert::{GptqConfig, Progress, calibrate, convert};
 use ternary_core::ScaleLayout;
 use ternary_core::quant::Method;
-use ternary_models::{Cpu, Llama, fetch, load};
+use ternary_layers::Cpu;
+use ternary_models::{Llama, fetch, load};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -118,7 +119,7 @@ fn log_progress(p: Progress) {
             done,
             total,
             detail,
-        } if done == total || done % 20 == 0 || stage == ternary_burn::Stage::Search => {
+        } if done == total || done % 20 == 0 || stage == ternary_convert::Stage::Search => {
             eprintln!("  [{}] {done}/{total} {detail}", stage.name());
         }
         Progress::Finish { stage, message } => eprintln!("  [{}] {message}", stage.name()),

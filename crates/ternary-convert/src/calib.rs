@@ -14,11 +14,12 @@
 //! attention norm's output, `gate_proj` and `up_proj` the MLP norm's output (see
 //! [`input_key`]). After the pass the original layers are restored exactly (the same boxes).
 
-use crate::error::{Error, Result};
+use crate::error::{ConvertError, Result};
 use burn::tensor::{Tensor, backend::Backend};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use ternary_models::{Linear, LinearLayer, Llama, Logits};
+use ternary_layers::{Linear, LinearLayer};
+use ternary_models::{Llama, Logits};
 
 /// Accumulated statistics of one layer input over `tokens` calibration tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +52,7 @@ impl InputStats {
     /// (`cols × cols`, computed by the caller, e.g. on the backend).
     pub fn add(&mut self, x: &[f32], n: usize, g: &[f32]) -> Result<()> {
         if x.len() != n * self.cols || g.len() != self.cols * self.cols {
-            return Err(Error::Shape(format!(
+            return Err(ConvertError::Shape(format!(
                 "calibration statistics of width {}: got {} inputs for {n} tokens and a \
                  {}-value Gram matrix",
                 self.cols,
@@ -60,7 +61,7 @@ impl InputStats {
             )));
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Invalid(format!(
+            return Err(ConvertError::Invalid(format!(
                 "calibration activation {i} is not finite ({})",
                 x[i]
             )));
@@ -137,7 +138,7 @@ pub fn input_key(name: &str) -> String {
 #[derive(Debug)]
 struct Sink {
     stats: InputStats,
-    error: Option<Error>,
+    error: Option<ConvertError>,
 }
 
 /// A layer that records its input into `sink` (when it owns the record) and forwards it.
@@ -156,8 +157,8 @@ impl<B: Backend> Recorder<B> {
         let [n, _] = x.dims();
         let gram = x.clone().transpose().matmul(x.clone());
         let rows = (
-            ternary_models::model::to_rows(x.clone()),
-            ternary_models::model::to_rows(gram),
+            ternary_layers::to_rows(x.clone()),
+            ternary_layers::to_rows(gram),
         );
         let res = match rows {
             (Ok(xs), Ok(g)) => s.stats.add(&xs, n, &g),
@@ -241,7 +242,7 @@ pub fn calibrate_layers<B: Backend>(
     on_chunk: &mut dyn FnMut(usize, usize),
 ) -> Result<Calibration> {
     if ctx < 2 {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "calibration context {ctx} is too short (at least 2)"
         )));
     }
@@ -250,7 +251,7 @@ pub fn calibrate_layers<B: Backend>(
         chunks.truncate(m);
     }
     if chunks.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "calibration needs at least 2 tokens, got {}",
             tokens.len()
         )));
@@ -302,9 +303,9 @@ pub fn calibrate_layers<B: Backend>(
     let mut by_input = BTreeMap::new();
     for (key, sink) in sinks {
         let sink = Arc::try_unwrap(sink)
-            .map_err(|_| Error::Invalid("calibration record still shared".into()))?
+            .map_err(|_| ConvertError::Invalid("calibration record still shared".into()))?
             .into_inner()
-            .map_err(|_| Error::Invalid("a calibration recorder panicked".into()))?;
+            .map_err(|_| ConvertError::Invalid("a calibration recorder panicked".into()))?;
         if let Some(e) = sink.error {
             return Err(e);
         }
@@ -327,7 +328,7 @@ fn restore<B: Backend>(model: &mut Llama<B>, originals: Vec<Arc<Linear<B>>>) -> 
         }
     }
     if lost > 0 {
-        return Err(Error::Invalid(format!(
+        return Err(ConvertError::Invalid(format!(
             "{lost} layers could not be restored after calibration"
         )));
     }

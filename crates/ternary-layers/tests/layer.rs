@@ -24,13 +24,13 @@ use burn::record::{
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use rand::rngs::StdRng;
-use ternary_burn::layer::LAYOUT_PER_GROUP;
-use ternary_burn::{
-    Error, LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData,
-};
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
-use ternary_models::Cpu;
+use ternary_layers::Cpu;
+use ternary_layers::layer::LAYOUT_PER_GROUP;
+use ternary_layers::{
+    LayerError, LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData,
+};
 
 const TOKENS: [usize; 3] = [1, 3, 17];
 const PATHS: [LinearPath; 4] = [
@@ -40,7 +40,7 @@ const PATHS: [LinearPath; 4] = [
     LinearPath::CpuInt8,
 ];
 
-/// The f64 backend: not `ternary_models::Cpu`, so `Auto` resolves to the float path there.
+/// The f64 backend: not `ternary_layers::Cpu`, so `Auto` resolves to the float path there.
 type CpuF64 = burn::backend::NdArray<f64>;
 
 /// The int8 reference: `reference::gemm_i8` on `x ⊙ d` (in `f32`), then `+ b` in `f32`.
@@ -295,7 +295,10 @@ fn malformed_records_should_fail_to_load_with_an_error() {
     let mpk = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
     for (needle, bad) in cases {
         let direct = TernaryLinearRecord::try_from(bad.clone()).unwrap_err();
-        assert!(matches!(direct, Error::Format(_)), "{needle}: {direct}");
+        assert!(
+            matches!(direct, LayerError::Format(_)),
+            "{needle}: {direct}"
+        );
         assert!(direct.to_string().contains(needle), "{needle}: {direct}");
         let bytes = Recorder::<Cpu>::record(&mpk, bad, ()).unwrap();
         let err: RecorderError =
@@ -313,7 +316,7 @@ fn temp_path(tag: &str) -> std::path::PathBuf {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     std::env::temp_dir().join(format!(
-        "ternary-burn-layer-{tag}-{}-{nanos}.safetensors",
+        "ternary-layers-test-{tag}-{}-{nanos}.safetensors",
         std::process::id()
     ))
 }
@@ -345,7 +348,7 @@ fn safetensors_should_round_trip_and_reject_bad_files() {
     ternary_core::io::save(&other, &[("w", &m)], ternary_core::io::Storage::Planes).unwrap();
     let e = TernaryLinear::<Cpu>::load_safetensors(&other, &device).unwrap_err();
     assert!(
-        matches!(e, Error::Format(_)) && e.to_string().contains("\"w\""),
+        matches!(e, LayerError::Format(_)) && e.to_string().contains("\"w\""),
         "{e}"
     );
     std::fs::remove_file(&other).unwrap();
@@ -372,7 +375,7 @@ fn safetensors_should_round_trip_and_reject_bad_files() {
 fn linear_layer_seam_should_expose_the_layer() {
     let mut rng = rng();
     let l = sample_layer(&mut rng);
-    let boxed: ternary_models::Linear<Cpu> = Box::new(l.clone());
+    let boxed: ternary_layers::Linear<Cpu> = Box::new(l.clone());
     assert_eq!(boxed.kind(), "ternary");
     assert_eq!((boxed.in_features(), boxed.out_features()), (70, 65));
     let back = boxed
@@ -392,11 +395,6 @@ fn linear_layer_seam_should_expose_the_layer() {
     let y1 = values(boxed.forward(tensor::<Cpu, 2>(x.clone(), [2, 70])));
     let y2 = values(l.forward(tensor::<Cpu, 2>(x, [2, 70])));
     assert_eq!(y1, y2);
-    // Float layers do not opt in.
-    let f = ternary_models::LinearImpl::Host
-        .build::<Cpu>("f", vec![1.0; 4], 2, 2, &Default::default())
-        .unwrap();
-    assert!(f.as_any().is_none());
 }
 
 #[test]
@@ -407,20 +405,20 @@ fn bad_inputs_should_be_errors_or_nan_not_panics() {
     let l = TernaryLinear::<Cpu>::new(m.clone(), &device).unwrap();
     assert!(matches!(
         l.clone().with_bias(vec![0.0; 4]),
-        Err(Error::Shape(_))
+        Err(LayerError::Shape(_))
     ));
     assert!(matches!(
         l.clone().with_bias(vec![f32::NAN; 5]),
-        Err(Error::Invalid(_))
+        Err(LayerError::Invalid(_))
     ));
     assert!(matches!(
         l.clone().with_input_scale(vec![1.0; 63]),
-        Err(Error::Shape(_))
+        Err(LayerError::Shape(_))
     ));
     let e = l
         .try_forward(tensor::<Cpu, 2>(vec![0.0; 2 * 63], [2, 63]))
         .unwrap_err();
-    assert!(matches!(e, Error::Shape(_)), "{e}");
+    assert!(matches!(e, LayerError::Shape(_)), "{e}");
     // A token holding NaN gives a NaN row on the int8 path; the other tokens are unaffected.
     let mut x = random_f32(&mut rng, 3 * 64, -1.0, 1.0);
     x[64 + 7] = f32::NAN;
@@ -461,7 +459,7 @@ struct Net<B: Backend> {
     float: Linear<B>,
 }
 
-impl<B: Backend> Net<B> {
+impl<B: ternary_layers::TernaryBackend> Net<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.float.forward(self.ternary.forward(x))
     }
@@ -512,4 +510,94 @@ fn derived_module_should_hold_the_layer_and_round_trip_its_record() {
     }
     // The ternary weights are not float parameters: only the float layer counts.
     assert_eq!(net.num_params(), 65 * 9 + 9);
+}
+
+/// Burn's autodiff backend over the CPU backend.
+type Ad = burn::backend::Autodiff<Cpu>;
+
+#[test]
+fn autodiff_backend_should_forward_inference_and_take_gradients_through_the_float_path() {
+    let mut rng = rng();
+    let (rows, cols, n) = (33, 65, 3);
+    let m = random_matrix(
+        &mut rng,
+        rows,
+        cols,
+        ScaleLayout::PerGroup { group_size: 32 },
+    );
+    let bias = random_f32(&mut rng, rows, -1.0, 1.0);
+    let d = random_f32(&mut rng, cols, 0.5, 2.0);
+    let x = random_f32(&mut rng, n * cols, -4.0, 4.0);
+    let (want, mass) = reference_f64(&m, &x, n, Some(&d), Some(&bias));
+    assert_eq!(LinearPath::Auto.resolve::<Ad>(), LinearPath::CpuF32);
+
+    // Inference (the input tracks nothing): the inner backend's paths, same values as on `Cpu`.
+    for path in [LinearPath::Auto, LinearPath::CpuF32, LinearPath::CpuInt8] {
+        let cpu = values(
+            layer::<Cpu>(&m, Some(&bias), Some(&d), path)
+                .forward(tensor::<Cpu, 2>(x.clone(), [n, cols])),
+        );
+        let ad = values(
+            layer::<Ad>(&m, Some(&bias), Some(&d), path)
+                .forward(tensor::<Ad, 2>(x.clone(), [n, cols])),
+        );
+        assert_eq!(ad, cpu, "{path}");
+    }
+    let ad = values(
+        layer::<Ad>(&m, Some(&bias), Some(&d), LinearPath::Auto)
+            .forward(tensor::<Ad, 2>(x.clone(), [n, cols])),
+    );
+    check_close("autodiff inference", &ad, &want, &mass);
+    // The cube path does not exist on this backend: an error naming it, not a fallback.
+    let l = layer::<Ad>(&m, None, None, LinearPath::Cube);
+    match l.try_forward(tensor::<Ad, 2>(x.clone(), [n, cols])) {
+        Err(LayerError::Unsupported { path: "cube", .. }) => {}
+        other => panic!("expected Unsupported(cube), got {other:?}"),
+    }
+
+    // Training: a tracked input takes the float path under Auto, and the gradient of
+    // L = Σ_{j,r} g[j, r] · y[j, r] is ∂L/∂x[j, c] = Σ_r g[j, r] · s[r, g(c)] · t[r, c] · d[c].
+    let g = random_f32(&mut rng, n * rows, -1.0, 1.0);
+    let l = layer::<Ad>(&m, Some(&bias), Some(&d), LinearPath::Auto);
+    let xt = tensor::<Ad, 2>(x.clone(), [n, cols]).require_grad();
+    let y = l.forward(xt.clone());
+    check_close(
+        "autodiff training forward",
+        &values(y.clone()),
+        &want,
+        &mass,
+    );
+    let loss = y.mul(tensor::<Ad, 2>(g.clone(), [n, rows])).sum();
+    let grads = loss.backward();
+    let gx = values(xt.grad(&grads).expect("x has a gradient"));
+    let w = m.dequantize();
+    for j in 0..n {
+        for c in 0..cols {
+            let (mut s, mut mass) = (0f64, 0f64);
+            for r in 0..rows {
+                let t = f64::from(g[j * rows + r]) * f64::from(w[r * cols + c]) * f64::from(d[c]);
+                s += t;
+                mass += t.abs();
+            }
+            let got = f64::from(gx[j * cols + c]);
+            assert!(
+                (got - s).abs() <= TOL * mass + 1e-12,
+                "∂L/∂x[{j}, {c}] = {got}, reference {s} (mass {mass})"
+            );
+        }
+    }
+    // Explicit host paths would drop the gradient: an error instead.
+    for path in [LinearPath::CpuF32, LinearPath::CpuInt8, LinearPath::Cube] {
+        let l = layer::<Ad>(&m, None, None, path);
+        let xt = tensor::<Ad, 2>(x.clone(), [n, cols]).require_grad();
+        match l.try_forward(xt) {
+            Err(LayerError::Unsupported {
+                path: p, reason, ..
+            }) => {
+                assert_eq!(p, path.name());
+                assert!(reason.contains("gradients"), "{reason}");
+            }
+            other => panic!("{path}: expected Unsupported, got {other:?}"),
+        }
+    }
 }

@@ -28,7 +28,7 @@
 //! Reading checks everything before building the model: a truncated or garbage file, an
 //! unknown format or version, a malformed config, tokenizer or layer table, a missing or
 //! unexpected tensor, a wrong dtype or shape, both planes set, padding bits, and non-finite
-//! values all give [`Error::Format`] naming the file; nothing panics. Writing is atomic
+//! values all give [`ConvertError::Format`] naming the file; nothing panics. Writing is atomic
 //! (`ternary_core::io::write_atomic`: temporary file, fsync, rename).
 
 use std::borrow::Cow;
@@ -36,16 +36,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use half::f16;
 use safetensors::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
+use ternary_layers::LinearLayer;
+use ternary_layers::TernaryBackend;
 use ternary_models::weights::{HostTensor, WeightSource};
-use ternary_models::{LinearImpl, LinearLayer, Llama, LlamaConfig, LoadedModel, Tokenizer};
+use ternary_models::{LinearImpl, Llama, LlamaConfig, LoadedModel, Tokenizer};
 
-use crate::error::{Error, Result};
-use crate::layer::TernaryLinear;
+use crate::error::{ConvertError, Result};
+use ternary_layers::TernaryLinear;
 
 /// The default calibration text (`fixtures/text/calibration.txt`): ~2100 words of original
 /// English prose in many registers (narrative, dialogue, technical, history, instructions,
@@ -514,7 +515,7 @@ impl Contents {
                 }
                 StoredLinear::Float(t) => {
                     let [rows, cols] = t.shape[..] else {
-                        return Err(Error::Shape(format!(
+                        return Err(ConvertError::Shape(format!(
                             "float layer {name} has shape {:?}, expected 2 dimensions",
                             t.shape
                         )));
@@ -537,7 +538,7 @@ impl Contents {
             blobs.push((name.clone(), float_blob(t.shape.clone(), &t.data, dtype)));
         }
         let layers = serde_json::to_string(&layers)
-            .map_err(|e| Error::Invalid(format!("cannot encode the layer table: {e}")))?;
+            .map_err(|e| ConvertError::Invalid(format!("cannot encode the layer table: {e}")))?;
         let meta: HashMap<String, String> = [
             ("format", FORMAT_NAME.to_string()),
             ("format_version", FORMAT_VERSION.to_string()),
@@ -549,14 +550,14 @@ impl Contents {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         safetensors::serialize(blobs, Some(meta))
-            .map_err(|e| Error::Invalid(format!("cannot serialize safetensors: {e}")))
+            .map_err(|e| ConvertError::Invalid(format!("cannot serialize safetensors: {e}")))
     }
 
     /// Parses and validates safetensors bytes; `path` names the file in errors.
     fn from_bytes(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
         let err = |reason: String| match path {
-            Some(p) => Error::Format(format!("{}: {reason}", p.display())),
-            None => Error::Format(reason),
+            Some(p) => ConvertError::Format(format!("{}: {reason}", p.display())),
+            None => ConvertError::Format(reason),
         };
         ternary_core::io::check_data_offsets(bytes).map_err(err)?;
         let (_, header) = SafeTensors::read_metadata(bytes)
@@ -864,11 +865,11 @@ fn le_f32(bytes: &[u8]) -> Vec<f32> {
 // ---------------------------------------------------------------------------------------------
 
 /// The [`TernaryLinear`] behind a model's linear layer, if it is one.
-pub fn as_ternary<B: Backend>(layer: &dyn LinearLayer<B>) -> Option<&TernaryLinear<B>> {
+pub fn as_ternary<B: TernaryBackend>(layer: &dyn LinearLayer<B>) -> Option<&TernaryLinear<B>> {
     layer.as_any()?.downcast_ref::<TernaryLinear<B>>()
 }
 
-fn contents_of<B: Backend>(model: &Llama<B>) -> Result<Contents> {
+fn contents_of<B: TernaryBackend>(model: &Llama<B>) -> Result<Contents> {
     let config = model.config().clone();
     let others = model.float_tensors()?;
     let mut linears = Vec::new();
@@ -881,7 +882,7 @@ fn contents_of<B: Backend>(model: &Llama<B>) -> Result<Contents> {
             },
             None => {
                 let (rows, cols) = (layer.out_features(), layer.in_features());
-                let data = ternary_models::model::to_rows(layer.weight())?;
+                let data = ternary_layers::to_rows(layer.weight())?;
                 if name == LM_HEAD
                     && config.tie_word_embeddings
                     && others.first().is_some_and(|(_, e)| e.data == data)
@@ -889,7 +890,7 @@ fn contents_of<B: Backend>(model: &Llama<B>) -> Result<Contents> {
                     continue; // tied head: it is the embedding
                 }
                 if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::Invalid(format!(
+                    return Err(ConvertError::Invalid(format!(
                         "layer {name} holds a non-finite weight at index {i}"
                     )));
                 }
@@ -911,7 +912,7 @@ fn contents_of<B: Backend>(model: &Llama<B>) -> Result<Contents> {
 }
 
 /// Serializes a model and its tokenizer to the bytes [`save`] writes.
-pub fn to_bytes<B: Backend>(model: &Llama<B>, tokenizer: &Tokenizer) -> Result<Vec<u8>> {
+pub fn to_bytes<B: TernaryBackend>(model: &Llama<B>, tokenizer: &Tokenizer) -> Result<Vec<u8>> {
     contents_of(model)?.to_bytes(&tokenizer.to_json()?)
 }
 
@@ -920,7 +921,7 @@ pub fn to_bytes<B: Backend>(model: &Llama<B>, tokenizer: &Tokenizer) -> Result<V
 ///
 /// The target is replaced only once the new file is complete and flushed; on error it is left
 /// as it was.
-pub fn save<B: Backend>(
+pub fn save<B: TernaryBackend>(
     path: impl AsRef<Path>,
     model: &Llama<B>,
     tokenizer: &Tokenizer,
@@ -934,7 +935,7 @@ pub fn save<B: Backend>(
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
+    std::fs::read(path).map_err(|source| ConvertError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -955,14 +956,17 @@ pub fn inspect_bytes(bytes: &[u8]) -> Result<FileSummary> {
 
 /// Loads a file written by [`save`]: the model (ternary layers as [`TernaryLinear`], float
 /// layers as the backend's default float linear) and its tokenizer.
-pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<LoadedModel<B>> {
+pub fn load<B: TernaryBackend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>> {
     let path = path.as_ref();
     let bytes = read(path)?;
     build(Contents::from_bytes(&bytes, Some(path))?, device)
 }
 
 /// [`load`] from bytes.
-pub fn load_bytes<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<LoadedModel<B>> {
+pub fn load_bytes<B: TernaryBackend>(bytes: &[u8], device: &B::Device) -> Result<LoadedModel<B>> {
     build(Contents::from_bytes(bytes, None)?, device)
 }
 
@@ -1003,7 +1007,7 @@ impl WeightSource for FileWeights<'_> {
     }
 }
 
-fn build<B: Backend>(contents: Contents, device: &B::Device) -> Result<LoadedModel<B>> {
+fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<LoadedModel<B>> {
     let tokenizer = Tokenizer::from_json(&contents.tokenizer_json)?;
     let linear_impl = LinearImpl::default_for::<B>();
     let mut model = Llama::<B>::from_weights_with(
@@ -1042,7 +1046,7 @@ fn build<B: Backend>(contents: Contents, device: &B::Device) -> Result<LoadedMod
         }
     }
     if let Some(name) = stored.keys().next() {
-        return Err(Error::Format(format!(
+        return Err(ConvertError::Format(format!(
             "layer {name:?} is not a linear layer of the model"
         )));
     }

@@ -3,7 +3,7 @@
 //! layer shape and, with `--model`, SmolLM2-135M end to end.
 //!
 //! ```text
-//! cargo run --release -p ternary-burn --features wgpu --example cube_linear -- [--reps 20] [--model] [--n 16]
+//! cargo run --release -p ternary-convert --features wgpu --example cube_linear -- [--reps 20] [--model] [--n 16]
 //! ```
 //! Per shape and token count: median time of a forward (synchronized with `B::sync`) on each
 //! path, their ratio, the weight bytes each path keeps on the device, and the largest difference
@@ -19,11 +19,12 @@ use std::time::Instant;
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ternary_burn::{LinearPath, TernaryLinear};
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
-use ternary_models::model::to_rows;
-use ternary_models::{Linear, Llama, Sampling, fetch, generate, load};
+use ternary_layers::Linear;
+use ternary_layers::to_rows;
+use ternary_layers::{LinearPath, TernaryLinear};
+use ternary_models::{Llama, Sampling, fetch, generate, load};
 
 type Gpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 

@@ -1,6 +1,6 @@
-//! Ternary (popcount) attention scoring, an optional [`ScoreFn`] for
-//! [`Llama`](ternary_models::Llama) (off by default: install it with
-//! [`Llama::set_score_fn`](ternary_models::Llama::set_score_fn)).
+//! The attention-score seam [`ScoreFn`] with its two implementations: [`FloatScores`] (a
+//! model's default) and [`TernaryScores`], ternary (popcount) scoring (installed with
+//! `Llama::set_score_fn` in `ternary-models`).
 //!
 //! Every query and key vector `v ∈ ℝ^d` (per head, per token, after RoPE) is ternarized with
 //! an abs-mean threshold, per group of `G` consecutive dimensions (`G = d` by default):
@@ -27,11 +27,45 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;
+use std::fmt::Debug;
 use ternary_core::kernels::ternary_dot;
 use ternary_core::words_per_row;
-use ternary_models::model::{FloatScores, ScoreFn};
 
-use crate::error::{Error, Result};
+use crate::error::{LayerError, Result};
+
+/// The attention-score seam: raw scores `S[h, i, j] = q[h, i] · k[h / g, j]` per query head
+/// `h` (`g = n_h / n_kv` query heads share a key head), before the `1/√d` scaling, the causal
+/// mask and the softmax. A model uses [`FloatScores`] unless
+/// it installs another implementation (e.g. ternary popcount scoring).
+pub trait ScoreFn<B: Backend>: Debug + Send + Sync {
+    /// Scores for block `layer`: `q: [n_h, n, d]` (after RoPE), `k: [n_kv, T, d]` (every cached
+    /// position, after RoPE, not repeated per group) → `[n_h, n, T]`.
+    fn scores(&self, layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3>;
+    /// Short name (e.g. `"float"`).
+    fn name(&self) -> String;
+}
+
+/// The float scores `q · kᵀ` with Burn's matmul (each key head repeated for its `g` query
+/// heads): the model's default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FloatScores;
+
+impl<B: Backend> ScoreFn<B> for FloatScores {
+    fn scores(&self, _layer: usize, q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [nh, _, _] = q.dims();
+        let [nkv, total, d] = k.dims();
+        // Repeat each key head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
+        let k = k
+            .unsqueeze_dim::<4>(1)
+            .expand([nkv, nh / nkv, total, d])
+            .reshape([nh, total, d]);
+        q.matmul(k.swap_dims(1, 2))
+    }
+
+    fn name(&self) -> String {
+        "float".into()
+    }
+}
 
 /// How the scale `α` of a ternarized group is chosen (the trits are the same for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -69,12 +103,12 @@ impl TernaryScoreConfig {
     /// Checks the parameters (`group ≥ 1`, `levels ∈ {1, 2}`).
     pub fn validate(&self) -> Result<()> {
         if self.group == Some(0) {
-            return Err(Error::Invalid(
+            return Err(LayerError::Invalid(
                 "attention group size must be at least 1".into(),
             ));
         }
         if !(1..=2).contains(&self.levels) {
-            return Err(Error::Invalid(format!(
+            return Err(LayerError::Invalid(format!(
                 "ternary attention supports 1 or 2 levels, got {}",
                 self.levels
             )));
@@ -128,7 +162,7 @@ impl TernaryVectors {
     pub fn ternarize(v: &[f32], dim: usize, cfg: &TernaryScoreConfig) -> Result<Self> {
         cfg.validate()?;
         if dim == 0 || !v.len().is_multiple_of(dim) {
-            return Err(Error::Shape(format!(
+            return Err(LayerError::Shape(format!(
                 "{} values are not a whole number of vectors of {dim}",
                 v.len()
             )));
@@ -187,7 +221,7 @@ impl TernaryVectors {
         out: &mut [i64],
     ) -> Result<()> {
         if other.dim != self.dim || other.group != self.group || out.len() != self.groups() {
-            return Err(Error::Shape(format!(
+            return Err(LayerError::Shape(format!(
                 "cannot dot vectors of {} (groups of {}) with {} (groups of {}) into {} groups",
                 self.dim,
                 self.group,
@@ -307,12 +341,12 @@ pub fn ternary_scores_host(
 ) -> Result<Vec<f32>> {
     cfg.validate()?;
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        return Err(Error::Shape(format!(
+        return Err(LayerError::Shape(format!(
             "{heads} query heads cannot share {kv_heads} key heads"
         )));
     }
     if q.len() != heads * n * d || k.len() != kv_heads * total * d {
-        return Err(Error::Shape(format!(
+        return Err(LayerError::Shape(format!(
             "q has {} values (expected {heads}x{n}x{d}), k has {} (expected {kv_heads}x{total}x{d})",
             q.len(),
             k.len()
@@ -389,7 +423,7 @@ impl TernaryScores {
         let [nh, n, d] = q.dims();
         let [nkv, total, dk] = k.dims();
         if dk != d {
-            return Err(Error::Shape(format!(
+            return Err(LayerError::Shape(format!(
                 "queries have {d} values per head, keys {dk}"
             )));
         }
@@ -397,7 +431,7 @@ impl TernaryScores {
             t.into_data()
                 .convert::<f32>()
                 .into_vec::<f32>()
-                .map_err(|e| Error::Invalid(format!("cannot read attention inputs: {e:?}")))
+                .map_err(|e| LayerError::Invalid(format!("cannot read attention inputs: {e:?}")))
         };
         let s = ternary_scores_host(&host(q)?, &host(k)?, nh, nkv, n, total, d, &self.cfg)?;
         Ok(Tensor::from_data(

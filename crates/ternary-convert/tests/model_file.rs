@@ -9,16 +9,17 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use ternary_burn::layer::TernaryLinear;
-use ternary_burn::model_file::{FloatDtype, LayerFormat, inspect_bytes, load_bytes, to_bytes};
-use ternary_burn::{Error, inspect, load, save};
+use ternary_convert::model_file::{FloatDtype, LayerFormat, inspect_bytes, load_bytes, to_bytes};
+use ternary_convert::{ConvertError, inspect, load, save};
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{ScaleLayout, words_per_row};
+use ternary_layers::Cpu;
+use ternary_layers::TernaryLinear;
+use ternary_layers::to_rows;
 use ternary_models::loader::SafetensorsWeights;
-use ternary_models::model::to_rows;
 use ternary_models::weights::{HostTensor, WeightSource};
 use ternary_models::{
-    Cpu, LinearImpl, Llama, LlamaConfig, LoadedModel, Logits, Tokenizer, load_safetensors_dir,
+    LinearImpl, Llama, LlamaConfig, LoadedModel, Logits, Tokenizer, load_safetensors_dir,
 };
 
 fn fixture() -> PathBuf {
@@ -31,7 +32,7 @@ fn fixture() -> PathBuf {
 /// A fresh directory for this test's files.
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
-        "ternary-burn-model-file-{}-{name}",
+        "ternary-convert-model-file-{}-{name}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&d);
@@ -125,8 +126,8 @@ fn round_trip_should_give_identical_logits_and_layers() {
     for ((n1, l1), (n2, l2)) in orig.iter().zip(&loaded) {
         assert_eq!(n1, n2);
         total += (l1.out_features() * l1.in_features()) as u64;
-        let t1 = ternary_burn::model_file::as_ternary::<Cpu>(l1.as_ref());
-        let t2 = ternary_burn::model_file::as_ternary::<Cpu>(l2.as_ref());
+        let t1 = ternary_convert::model_file::as_ternary::<Cpu>(l1.as_ref());
+        let t2 = ternary_convert::model_file::as_ternary::<Cpu>(l2.as_ref());
         match (t1, t2) {
             (Some(a), Some(b)) => {
                 ternary += (a.matrix().rows() * a.matrix().cols()) as u64;
@@ -154,7 +155,7 @@ fn round_trip_should_give_identical_logits_and_layers() {
     assert_eq!(summary.file_bytes, std::fs::metadata(&path).unwrap().len());
     for (l, (name, layer)) in summary.layers.iter().zip(&orig) {
         assert_eq!(&l.name, name);
-        match ternary_burn::model_file::as_ternary::<Cpu>(layer.as_ref()) {
+        match ternary_convert::model_file::as_ternary::<Cpu>(layer.as_ref()) {
             Some(t) => {
                 let trits = t.matrix().to_trits();
                 let zeros = trits.iter().filter(|&&x| x == 0).count() as f64 / trits.len() as f64;
@@ -402,7 +403,7 @@ impl Parts {
 fn assert_format_error(bytes: &[u8], needle: &str) {
     let e = load_bytes::<Cpu>(bytes, &Default::default()).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Format(_)), "{msg}");
+    assert!(matches!(e, ConvertError::Format(_)), "{msg}");
     assert!(msg.contains(needle), "expected {needle:?} in {msg:?}");
     assert!(inspect_bytes(bytes).is_err());
 }
@@ -424,7 +425,7 @@ fn every_truncation_should_be_an_error() {
     for len in 0..bytes.len() {
         let e = load_bytes::<Cpu>(&bytes[..len], &Default::default());
         assert!(
-            matches!(e, Err(Error::Format(_))),
+            matches!(e, Err(ConvertError::Format(_))),
             "truncated to {len} of {} bytes",
             bytes.len()
         );
@@ -445,9 +446,9 @@ fn every_truncation_should_be_an_error() {
     let missing = dir.join("absent.safetensors");
     assert!(matches!(
         load::<Cpu>(&missing, &Default::default()),
-        Err(Error::Io { .. })
+        Err(ConvertError::Io { .. })
     ));
-    assert!(matches!(inspect(&missing), Err(Error::Io { .. })));
+    assert!(matches!(inspect(&missing), Err(ConvertError::Io { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -622,7 +623,7 @@ fn save_should_be_atomic_and_leave_no_temporary_files() {
     let bad = dir.join("no-such-dir").join("m.safetensors");
     assert!(matches!(
         save(&bad, &m.model, &m.tokenizer),
-        Err(Error::Core(_))
+        Err(ConvertError::Core(_))
     ));
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -636,7 +637,7 @@ fn save_should_be_atomic_and_leave_no_temporary_files() {
 #[test]
 fn converted_tiny_model_should_round_trip_exactly() {
     let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
-    let cfg = ternary_burn::ConvertConfig {
+    let cfg = ternary_convert::ConvertConfig {
         input_scale_alphas: vec![0.0, 0.5, 1.0],
         budget: None,
         keep_float: vec!["layers.1.mlp.down_proj".into()],
@@ -644,10 +645,10 @@ fn converted_tiny_model_should_round_trip_exactly() {
         ctx: 32,
         ..Default::default()
     };
-    let report = ternary_burn::convert(
+    let report = ternary_convert::convert(
         &mut m.model,
         &m.tokenizer,
-        ternary_burn::CALIBRATION_TEXT,
+        ternary_convert::CALIBRATION_TEXT,
         &cfg,
         &mut |_| {},
     )

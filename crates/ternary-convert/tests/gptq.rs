@@ -4,7 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use ternary_burn::gptq::{
+use ternary_convert::gptq::{
     GptqConfig, gptq_ternary, group_scale, inverse_cholesky_upper, output_error, refit_scales,
     round_trit,
 };

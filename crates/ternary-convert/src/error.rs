@@ -1,14 +1,18 @@
-//! The one error type of `ternary-burn`.
+//! The one error type of `ternary-convert`.
 
 use std::path::PathBuf;
 
-/// Every fallible operation in `ternary-burn` returns this error.
+/// Every fallible operation in `ternary-convert` returns this error; errors from the crates
+/// below keep their type as the source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum ConvertError {
     /// An error from the ternary format, quantizers or kernels.
     #[error(transparent)]
     Core(#[from] ternary_core::TernaryError),
+    /// An error from a ternary layer.
+    #[error(transparent)]
+    Layer(#[from] ternary_layers::LayerError),
     /// An error from the float model (loading, tokenizing, running).
     #[error(transparent)]
     Model(#[from] ternary_models::ModelError),
@@ -29,10 +33,7 @@ pub enum Error {
     /// A configuration or argument that cannot be used.
     #[error("invalid argument: {0}")]
     Invalid(String),
-    /// A GPU kernel failed to launch or run (the `cube` path).
-    #[error("GPU kernel error: {0}")]
-    Device(String),
 }
 
-/// `Result` with [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;
+/// `Result` with [`ConvertError`].
+pub type Result<T> = std::result::Result<T, ConvertError>;

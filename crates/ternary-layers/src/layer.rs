@@ -14,12 +14,14 @@
 //! - [`LinearPath::CpuInt8`]: per-token int8 activations ([`QuantizedActivations`]) and
 //!   `ternary_core::kernels::gemm_i8` (exact integer sums, then `f32` scaling).
 //! - [`LinearPath::Cube`]: `ternary-kernels` GEMV/GEMM on the device buffers of Burn's CubeCL
-//!   backends (`CubeBackend` on wgpu or CUDA; features `wgpu` / `cuda`), no host copy.
+//!   backends (`CubeBackend` on any CubeCL runtime, e.g. wgpu or CUDA; features `wgpu` /
+//!   `cuda`), no host copy.
 //! - [`LinearPath::Float`]: the dequantized weight `(Q·diag(d))ᵀ` cached on the layer's device
 //!   and Burn's matmul; works on every backend.
-//! - [`LinearPath::Auto`]: [`LinearPath::CpuF32`] on the ndarray backend
-//!   ([`ternary_models::Cpu`]), [`LinearPath::Cube`] on a supported CubeCL backend with `f32`
-//!   activations, [`LinearPath::Float`] elsewhere.
+//! - [`LinearPath::Auto`]: the backend's choice ([`TernaryBackend`](crate::TernaryBackend)):
+//!   [`LinearPath::CpuF32`] on the ndarray backend in `f32` ([`Cpu`](crate::Cpu)),
+//!   [`LinearPath::Cube`] on CubeCL backends with `f32` activations, [`LinearPath::Float`]
+//!   elsewhere and for inputs that track gradients (`Autodiff`).
 //!
 //! The host matrix sits behind an [`Arc`]: clones share it, and the CPU paths read it in place
 //! (a one-row decode step copies the activations, never the weights).
@@ -32,7 +34,7 @@
 //! `NamedMpkBytesRecorder`): Burn 0.21's `BinBytesRecorder` panics inside Burn on some garbage
 //! inputs before our validation runs.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -49,14 +51,16 @@ use ternary_core::kernels::{gemm_f32, gemm_i8};
 use ternary_core::quant::{QuantConfig, quantize};
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix};
 
-use crate::error::{Error, Result};
+use crate::backend::{DeviceCache, NO_GRADIENT, TernaryBackend, unsupported};
+use crate::error::{LayerError, Result};
+use crate::linear::to_rows;
 
 /// How [`TernaryLinear::forward`] computes the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum LinearPath {
-    /// [`LinearPath::CpuF32`] on the ndarray backend ([`ternary_models::Cpu`]),
-    /// [`LinearPath::Cube`] on a CubeCL backend this build supports (with `f32` activations),
-    /// [`LinearPath::Float`] on every other backend.
+    /// The backend's choice ([`TernaryBackend::auto_path`]): [`LinearPath::CpuF32`] on the
+    /// ndarray backend, [`LinearPath::Cube`] on CubeCL backends (with `f32` activations, else
+    /// [`LinearPath::Float`]), and [`LinearPath::Float`] for inputs that track gradients.
     #[default]
     Auto,
     /// Host `f32` ternary GEMM: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]`.
@@ -68,18 +72,17 @@ pub enum LinearPath {
     Float,
     /// `ternary-kernels` on the device: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]` read
     /// straight from the bit planes (2 bits per weight in device memory). Needs Burn's
-    /// `CubeBackend` on wgpu or CUDA (this crate's `wgpu` / `cuda` feature, Burn without
-    /// `fusion`) and `f32` activations; elsewhere [`TernaryLinear::try_forward`] errors.
+    /// `CubeBackend` (this crate's `wgpu` / `cuda` feature; with `fusion` also the fused
+    /// backend) and `f32` activations; elsewhere [`TernaryLinear::try_forward`] errors.
     Cube,
 }
 
 impl LinearPath {
-    /// The path actually taken on backend `B` (resolves [`LinearPath::Auto`]).
-    pub fn resolve<B: Backend>(self) -> LinearPath {
+    /// The path taken on backend `B` for an input that does not track gradients (resolves
+    /// [`LinearPath::Auto`] with [`TernaryBackend::auto_path`]).
+    pub fn resolve<B: TernaryBackend>(self) -> LinearPath {
         match self {
-            LinearPath::Auto if is_cpu_backend::<B>() => LinearPath::CpuF32,
-            LinearPath::Auto if crate::cube::supports::<B>() => LinearPath::Cube,
-            LinearPath::Auto => LinearPath::Float,
+            LinearPath::Auto => B::auto_path(),
             other => other,
         }
     }
@@ -103,7 +106,7 @@ impl std::fmt::Display for LinearPath {
 }
 
 impl std::str::FromStr for LinearPath {
-    type Err = Error;
+    type Err = LayerError;
 
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s {
@@ -113,17 +116,12 @@ impl std::str::FromStr for LinearPath {
             "float" => LinearPath::Float,
             "cube" => LinearPath::Cube,
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(LayerError::Invalid(format!(
                     "unknown linear path {other:?} (auto | cpu-f32 | cpu-int8 | float | cube)"
                 )));
             }
         })
     }
-}
-
-/// Whether `B` is the ndarray CPU backend the host kernels are meant for.
-fn is_cpu_backend<B: Backend>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<ternary_models::Cpu>()
 }
 
 /// The float path's device tensors: `Wᵀ = (Q·diag(d))ᵀ: [in, out]` and the bias `[out]`.
@@ -153,31 +151,23 @@ pub struct TernaryLinear<B: Backend> {
     /// The cube path's device tensors, built on first use; reset like `float_cache`.
     cube_vectors: OnceLock<CubeVectors<B>>,
     /// The planes uploaded by the cube path, per device; reset when the weights change.
-    cube_cache: crate::cube::CubeCache,
+    cube_cache: DeviceCache,
 }
 
 fn check_vector(what: &str, v: &[f32], len: usize) -> Result<()> {
     if v.len() != len {
-        return Err(Error::Shape(format!(
+        return Err(LayerError::Shape(format!(
             "{what} has {} values, the layer needs {len}",
             v.len()
         )));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::Invalid(format!(
+        return Err(LayerError::Invalid(format!(
             "{what} holds a non-finite value at index {i}: {}",
             v[i]
         )));
     }
     Ok(())
-}
-
-/// Copies a 2-D tensor to the host as row-major `f32`.
-fn to_host<B: Backend>(x: Tensor<B, 2>) -> Result<Vec<f32>> {
-    x.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| Error::Invalid(format!("cannot read activations back to the host: {e:?}")))
 }
 
 impl<B: Backend> TernaryLinear<B> {
@@ -220,7 +210,7 @@ impl<B: Backend> TernaryLinear<B> {
         let device = weight.device();
         let [inp, out] = weight.dims();
         // Burn's `Linear` holds W as [in, out]; transposing gives PyTorch's [out, in] rows.
-        let w = to_host(weight.transpose())?;
+        let w = to_rows(weight.transpose())?;
         let (matrix, _) = quantize(&w, out, inp, cfg)?;
         let layer = Self::new(matrix, &device)?;
         match &linear.bias {
@@ -230,7 +220,7 @@ impl<B: Backend> TernaryLinear<B> {
                     .into_data()
                     .convert::<f32>()
                     .into_vec::<f32>()
-                    .map_err(|e| Error::Invalid(format!("cannot read the bias: {e:?}")))?;
+                    .map_err(|e| LayerError::Invalid(format!("cannot read the bias: {e:?}")))?;
                 layer.with_bias(b)
             }
             None => Ok(layer),
@@ -287,7 +277,9 @@ impl<B: Backend> TernaryLinear<B> {
     pub fn device(&self) -> &B::Device {
         &self.device
     }
+}
 
+impl<B: TernaryBackend> TernaryLinear<B> {
     /// `y = Q·(x ⊙ d) + b` over the last dimension: `[..., in] → [..., out]`.
     ///
     /// # Panics
@@ -302,17 +294,17 @@ impl<B: Backend> TernaryLinear<B> {
         }
     }
 
-    /// [`forward`](Self::forward) with a [`Error::Shape`] for a wrong input width.
+    /// [`forward`](Self::forward) with a [`LayerError::Shape`] for a wrong input width.
     pub fn try_forward<const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
         let dims = x.dims();
         let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
         let Some(&width) = dims.last() else {
-            return Err(Error::Shape(
+            return Err(LayerError::Shape(
                 "a rank-0 input has no feature dimension".into(),
             ));
         };
         if width != cols {
-            return Err(Error::Shape(format!(
+            return Err(LayerError::Shape(format!(
                 "input {dims:?} has {width} features, the layer takes {cols}"
             )));
         }
@@ -325,6 +317,13 @@ impl<B: Backend> TernaryLinear<B> {
 
     /// `[n, in] → [n, out]` on the resolved path.
     fn forward_rows(&self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        if B::tracks_gradient(&x.clone().into_primitive().tensor()) {
+            // Only the float path records gradients (see `backend`'s docs).
+            return match self.path {
+                LinearPath::Auto | LinearPath::Float => Ok(self.forward_float(x)),
+                p => Err(unsupported::<B>(p, NO_GRADIENT.into())),
+            };
+        }
         match self.path.resolve::<B>() {
             LinearPath::CpuInt8 => self.forward_host(x, true),
             LinearPath::Float => Ok(self.forward_float(x)),
@@ -341,15 +340,6 @@ impl<B: Backend> TernaryLinear<B> {
     fn forward_cube(&self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         let [n, cols] = x.dims();
         let rows = self.matrix.rows();
-        if !crate::cube::supports::<B>() {
-            return Err(crate::cube::unsupported::<B>());
-        }
-        if x.dtype() != DType::F32 {
-            return Err(Error::Invalid(format!(
-                "the cube path takes f32 activations, got {:?}",
-                x.dtype()
-            )));
-        }
         let v = self.cube_vectors.get_or_init(|| CubeVectors {
             input_scale: self.input_scale.as_ref().map(|d| {
                 Tensor::from_data(TensorData::new(d.as_ref().clone(), [cols]), &self.device)
@@ -371,8 +361,7 @@ impl<B: Backend> TernaryLinear<B> {
             Some(d) => x.mul(d.clone().unsqueeze::<2>()),
             None => x,
         };
-        let y =
-            crate::cube::gemm::<B>(&self.matrix, &self.cube_cache, x.into_primitive().tensor())?;
+        let y = B::ternary_gemm(&self.matrix, &self.cube_cache, x.into_primitive().tensor())?;
         let y = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(y));
         Ok(match &v.bias {
             Some(b) => y.add(b.clone().unsqueeze::<2>()),
@@ -409,25 +398,12 @@ impl<B: Backend> TernaryLinear<B> {
         })
     }
 
-    /// The effective weight `W = Q·diag(d)` as `out × in` row-major `f32`.
-    pub fn effective_weight_rows(&self) -> Vec<f32> {
-        let mut w = self.matrix.dequantize();
-        if let (Some(d), cols @ 1..) = (&self.input_scale, self.matrix.cols()) {
-            for row in w.chunks_exact_mut(cols) {
-                for (v, s) in row.iter_mut().zip(d.iter()) {
-                    *v *= s;
-                }
-            }
-        }
-        w
-    }
-
     /// The host kernels: copy `x` to the host, scale by `d`, ternary GEMM, add `b`.
     fn forward_host(&self, x: Tensor<B, 2>, int8: bool) -> Result<Tensor<B, 2>> {
         let device = x.device();
         let [n, cols] = x.dims();
         let rows = self.matrix.rows();
-        let mut xs = to_host(x)?;
+        let mut xs = to_rows(x)?;
         if let (Some(d), 1..) = (&self.input_scale, cols) {
             for row in xs.chunks_exact_mut(cols) {
                 for (v, s) in row.iter_mut().zip(d.iter()) {
@@ -465,6 +441,21 @@ impl<B: Backend> TernaryLinear<B> {
             }
         }
         Ok(Tensor::from_data(TensorData::new(y, [n, rows]), &device))
+    }
+}
+
+impl<B: Backend> TernaryLinear<B> {
+    /// The effective weight `W = Q·diag(d)` as `out × in` row-major `f32`.
+    pub fn effective_weight_rows(&self) -> Vec<f32> {
+        let mut w = self.matrix.dequantize();
+        if let (Some(d), cols @ 1..) = (&self.input_scale, self.matrix.cols()) {
+            for row in w.chunks_exact_mut(cols) {
+                for (v, s) in row.iter_mut().zip(d.iter()) {
+                    *v *= s;
+                }
+            }
+        }
+        w
     }
 
     /// The layer's record (shares the matrix; no copy).
@@ -516,10 +507,10 @@ impl<B: Backend> TernaryLinear<B> {
 
     /// Reads a layer written by [`save_safetensors`](Self::save_safetensors); every tensor is
     /// validated (a missing `weight`, a wrong kind or shape, or an unknown tensor is
-    /// [`Error::Format`]).
+    /// [`LayerError::Format`]).
     pub fn load_safetensors(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let path = path.as_ref();
-        let fmt = |why: String| Error::Format(format!("{}: {why}", path.display()));
+        let fmt = |why: String| LayerError::Format(format!("{}: {why}", path.display()));
         let mut matrix = None;
         let (mut bias, mut scale) = (None, None);
         for (name, t) in io::load_tensors(path)? {
@@ -565,7 +556,7 @@ const TENSOR_WEIGHT: &str = "weight";
 const TENSOR_BIAS: &str = "bias";
 const TENSOR_INPUT_SCALE: &str = "input_scale";
 
-impl<B: Backend> ternary_models::LinearLayer<B> for TernaryLinear<B> {
+impl<B: TernaryBackend> crate::linear::LinearLayer<B> for TernaryLinear<B> {
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         TernaryLinear::forward(self, x)
     }
@@ -687,14 +678,14 @@ impl From<TernaryLinearRecord> for TernaryLinearRecordData {
 }
 
 impl TryFrom<TernaryLinearRecordData> for TernaryLinearRecord {
-    type Error = Error;
+    type Error = LayerError;
 
     fn try_from(d: TernaryLinearRecordData) -> Result<Self> {
         let dim = |what: &str, v: u64| {
             usize::try_from(v)
                 .ok()
                 .filter(|&v| v <= io::MAX_DIM)
-                .ok_or_else(|| Error::Format(format!("record {what} {v} is out of range")))
+                .ok_or_else(|| LayerError::Format(format!("record {what} {v} is out of range")))
         };
         let (rows, cols) = (dim("rows", d.rows)?, dim("cols", d.cols)?);
         let layout = match d.layout.as_str() {
@@ -703,7 +694,7 @@ impl TryFrom<TernaryLinearRecordData> for TernaryLinearRecord {
                 group_size: dim("group size", d.group_size)?,
             },
             other => {
-                return Err(Error::Format(format!(
+                return Err(LayerError::Format(format!(
                     "record scale layout {other:?} is neither {LAYOUT_PER_ROW:?} nor \
                      {LAYOUT_PER_GROUP:?}"
                 )));
@@ -711,13 +702,13 @@ impl TryFrom<TernaryLinearRecordData> for TernaryLinearRecord {
         };
         let matrix =
             TernaryMatrix::from_planes(rows, cols, d.plus, d.minus, Scales::new(layout, d.scales))
-                .map_err(|e| Error::Format(format!("record weights: {e}")))?;
+                .map_err(|e| LayerError::Format(format!("record weights: {e}")))?;
         if let Some(b) = &d.bias {
-            check_vector("record bias", b, rows).map_err(|e| Error::Format(e.to_string()))?;
+            check_vector("record bias", b, rows).map_err(|e| LayerError::Format(e.to_string()))?;
         }
         if let Some(s) = &d.input_scale {
             check_vector("record input scale", s, cols)
-                .map_err(|e| Error::Format(e.to_string()))?;
+                .map_err(|e| LayerError::Format(e.to_string()))?;
         }
         Ok(Self {
             matrix: Arc::new(matrix),

@@ -1,7 +1,7 @@
 //! Perplexity cost of ternary (popcount) attention scores on SmolLM2-135M (float weights).
 //!
 //! ```text
-//! cargo run --release -p ternary-burn --example ternary_attention -- [--model M] [--text F] [--ctx 512] [--chunks N] [--subsets-only]
+//! cargo run --release -p ternary-convert --example ternary_attention -- [--model M] [--text F] [--ctx 512] [--chunks N] [--subsets-only]
 //! ```
 //! Runs llama.cpp's perplexity (`ternary_models::perplexity`) on the same tokens with float
 //! scores `q·kᵀ` (the default), then with [`TernaryScores`] in several configurations (scale
@@ -23,8 +23,9 @@
 //! swamps them; one block tolerates it, many do not. It stays off by default.
 
 use std::time::Instant;
-use ternary_burn::{ScaleRule, TernaryScoreConfig, TernaryScores};
-use ternary_models::{Cpu, fetch, load, perplexity};
+use ternary_layers::Cpu;
+use ternary_layers::{ScaleRule, TernaryScoreConfig, TernaryScores};
+use ternary_models::{fetch, load, perplexity};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

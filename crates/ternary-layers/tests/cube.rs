@@ -16,15 +16,15 @@ use common::*;
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use ternary_burn::{Error, LinearPath};
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
-use ternary_models::model::to_rows;
-use ternary_models::{Cpu, Llama, Logits, load_safetensors_dir};
+use ternary_layers::Cpu;
+use ternary_layers::to_rows;
+use ternary_layers::{LayerError, LinearPath};
 
 /// Burn's CubeCL backend on wgpu, named explicitly (not `burn::backend::Wgpu`, which becomes a
 /// fused backend when Burn's `fusion` feature is on anywhere in the build).
 type Gpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
-/// The fused backend over it (ternary-burn's `fusion` feature turns on Burn's).
+/// The fused backend over it (ternary-layers' `fusion` feature turns on Burn's).
 #[cfg(feature = "fusion")]
 type Fused = burn::backend::Wgpu;
 
@@ -165,12 +165,12 @@ fn cube_path_should_reject_bad_inputs_with_errors() {
     let m = random_matrix(&mut rng, 5, 40, ScaleLayout::PerRow);
     let l = layer::<Gpu>(&m, None, None, LinearPath::Cube);
     let e = l.try_forward(Tensor::<Gpu, 2>::zeros([2, 41], &Default::default()));
-    assert!(matches!(e, Err(Error::Shape(_))), "{e:?}");
+    assert!(matches!(e, Err(LayerError::Shape(_))), "{e:?}");
     // The cube path on a backend it cannot run on: an error, not a panic.
     let cpu = layer::<Cpu>(&m, None, None, LinearPath::Cube);
     let e = cpu.try_forward(Tensor::<Cpu, 2>::zeros([2, 40], &Default::default()));
     match e {
-        Err(Error::Invalid(msg)) => assert!(msg.contains("CubeBackend"), "{msg}"),
+        Err(LayerError::Invalid(msg)) => assert!(msg.contains("CubeBackend"), "{msg}"),
         other => panic!("expected an error, got {other:?}"),
     }
     // NaN activations propagate (as in a float matmul) instead of panicking.
@@ -179,87 +179,4 @@ fn cube_path_should_reject_bad_inputs_with_errors() {
     let y = values(l.forward(tensor::<Gpu, 2>(x, [2, 40])));
     assert!(y[..5].iter().any(|v| v.is_nan()), "{y:?}");
     assert!(y[5..].iter().all(|v| v.is_finite()), "{y:?}");
-}
-
-fn fixture() -> std::path::PathBuf {
-    std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
-}
-
-/// Logits of `model` for `ids`, all positions.
-fn logits<B: Backend>(model: &Llama<B>, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache();
-    to_rows(model.forward(ids, &mut cache, Logits::All).unwrap()).unwrap()
-}
-
-#[test]
-fn converted_model_should_give_the_same_logits_on_the_gpu_cube_path() {
-    converted_model::<Gpu>();
-}
-
-#[cfg(feature = "fusion")]
-#[test]
-fn converted_model_should_give_the_same_logits_on_the_fused_cube_path() {
-    converted_model::<Fused>();
-}
-
-fn converted_model<B: Backend>() {
-    // Convert the tiny fixture on the CPU (every linear layer ternary), save it, load it on
-    // the GPU backend: its layers then take the cube path.
-    let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
-    let cfg = ternary_burn::ConvertConfig {
-        layout: ScaleLayout::PerGroup { group_size: 32 },
-        input_scale_alphas: vec![0.0, 0.5],
-        budget: None,
-        measure: false,
-        ..Default::default()
-    };
-    ternary_burn::convert(
-        &mut m.model,
-        &m.tokenizer,
-        ternary_burn::CALIBRATION_TEXT,
-        &cfg,
-        &mut |_| {},
-    )
-    .unwrap();
-    // One directory per backend: the tests run in parallel.
-    let tag: String = std::any::type_name::<B>()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    let dir = std::env::temp_dir().join(format!("ternary-burn-cube-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tiny.safetensors");
-    ternary_burn::save(&path, &m.model, &m.tokenizer).unwrap();
-    let gpu = ternary_burn::load::<B>(&path, &Default::default()).unwrap();
-    let cpu = ternary_burn::load::<Cpu>(&path, &Default::default()).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-
-    let ternary = gpu
-        .model
-        .linears()
-        .iter()
-        .filter(|(_, l)| l.kind() == "ternary")
-        .count();
-    assert!(ternary > 0, "the converted model has no ternary layer");
-    let ids: Vec<u32> = gpu
-        .tokenizer
-        .encode("The quick brown fox jumps over the lazy dog.", true)
-        .unwrap();
-    let (a, b) = (logits(&cpu.model, &ids), logits(&gpu.model, &ids));
-    assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |w, (x, y)| w.max((x - y).abs()));
-    eprintln!("{ternary} ternary layers; max |logit| {scale}, max |cpu − gpu| {worst:e}");
-    // Both run f32 throughout; the whole network's rounding differences stay far below 1e-3
-    // of the logit scale, while one wrong layer moves logits by O(scale).
-    assert!(
-        worst <= 1e-3 * scale,
-        "max |cpu − gpu| {worst} vs scale {scale}"
-    );
 }

@@ -2,7 +2,7 @@
 //! decode speed of each forward path against the float model.
 //!
 //! ```text
-//! cargo run --release -p ternary-burn --example ternary_linear -- [--model M] [--text F] [--ctx 512] [--chunks N] [--group 64] [--n 64] [--threads T] [--only a,b]
+//! cargo run --release -p ternary-convert --example ternary_linear -- [--model M] [--text F] [--ctx 512] [--chunks N] [--group 64] [--n 64] [--threads T] [--only a,b]
 //! ```
 //! Every `q/k/v/o/gate/up/down` projection (or, with `--only`, those whose name contains one
 //! of the comma-separated strings) is quantized with abs-mean scales per group of
@@ -29,11 +29,12 @@
 //! 30 `up_proj` ternary.
 
 use std::time::Instant;
-use ternary_burn::{LinearPath, TernaryLinear};
 use ternary_core::ScaleLayout;
 use ternary_core::quant::{Method, QuantConfig, QuantStats, quantize};
-use ternary_models::model::to_rows;
-use ternary_models::{Cpu, Linear, Llama, Logits, Sampling, fetch, generate, load, perplexity};
+use ternary_layers::to_rows;
+use ternary_layers::{Cpu, Linear};
+use ternary_layers::{LinearPath, TernaryLinear};
+use ternary_models::{Llama, Logits, Sampling, fetch, generate, load, perplexity};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

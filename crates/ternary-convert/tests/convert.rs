@@ -4,13 +4,14 @@
 //! Runs without the real model.
 
 use std::path::PathBuf;
-use ternary_burn::calib::{calibrate, input_key};
-use ternary_burn::convert::{bos_of, eval_ppl, matches_pattern};
-use ternary_burn::{ConvertConfig, GptqConfig, Progress, Stage, convert};
+use ternary_convert::calib::{calibrate, input_key};
+use ternary_convert::convert::{bos_of, eval_ppl, matches_pattern};
+use ternary_convert::{ConvertConfig, GptqConfig, Progress, Stage, convert};
 use ternary_core::ScaleLayout;
 use ternary_core::quant::Method;
-use ternary_models::model::to_rows;
-use ternary_models::{Cpu, LoadedModel, Logits, load_safetensors_dir};
+use ternary_layers::Cpu;
+use ternary_layers::to_rows;
+use ternary_models::{LoadedModel, Logits, load_safetensors_dir};
 
 /// Calibration text for the tiny model (its tokenizer is byte-level, so any text works).
 const TEXT: &str = "The quick brown fox jumps over the lazy dog while the farmer counts his \
@@ -171,7 +172,7 @@ fn convert_should_swap_layers_and_honor_keep_float() {
             assert_eq!(l.kind(), "ternary", "{name} was not replaced");
             let t = l
                 .as_any()
-                .and_then(|a| a.downcast_ref::<ternary_burn::TernaryLinear<Cpu>>())
+                .and_then(|a| a.downcast_ref::<ternary_layers::TernaryLinear<Cpu>>())
                 .expect("a TernaryLinear");
             assert_eq!((t.out_features(), t.in_features()), (plan.rows, plan.cols));
             assert!((t.matrix().zero_fraction() - plan.zero_fraction).abs() < 1e-12);
@@ -359,7 +360,7 @@ fn smollm2_should_convert_a_few_layers_within_budget() {
 /// later blocks must differ from it (their inputs changed), and the model is restored.
 #[test]
 fn sequential_quantization_should_match_blockwise_recalibration() {
-    use ternary_burn::convert::{
+    use ternary_convert::convert::{
         apply_standins, quantize_model, quantize_model_sequential, restore_layers,
     };
     let mut m = tiny();
@@ -423,8 +424,8 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
 /// statistics tokens.
 #[test]
 fn convert_should_install_the_sequential_result_when_asked() {
-    use ternary_burn::TernaryLinear;
-    use ternary_burn::convert::quantize_model_sequential;
+    use ternary_convert::convert::quantize_model_sequential;
+    use ternary_layers::TernaryLinear;
     let cfg = ConvertConfig {
         budget: None,
         measure: false,
