@@ -44,4 +44,9 @@ pub use convert::{
 };
 pub use error::{ConvertError, Result};
 pub use gptq::GptqConfig;
-pub use model_file::{CALIBRATION_TEXT, FileSummary, inspect, load, save};
+pub use model_file::{FileSummary, inspect, load, save};
+
+/// The default calibration text (`fixtures/text/calibration.txt`): ~2100 words of original
+/// English prose in many registers (narrative, dialogue, technical, history, instructions,
+/// code, numbers), CC0, disjoint from the evaluation text.
+pub const CALIBRATION_TEXT: &str = include_str!("../../../fixtures/text/calibration.txt");

@@ -246,10 +246,17 @@ fn as_refs<'a>(matrices: &[(&'a str, &'a TernaryMatrix)]) -> Vec<(&'a str, Tenso
         .collect()
 }
 
-/// One tensor's bytes for `safetensors::serialize`, converted to little-endian lazily.
-enum Blob<'a> {
+/// One tensor's bytes for `safetensors::serialize`, converted to little-endian lazily (the one
+/// safetensors writer view of the workspace; the converted-model files use it too).
+#[derive(Debug)]
+pub enum Blob<'a> {
+    /// `U32` words.
     U32(Vec<usize>, &'a [u32]),
+    /// `F32` values.
     F32(Vec<usize>, &'a [f32]),
+    /// `F16`: each `f32` value rounded to nearest `f16` as it is written.
+    F16(Vec<usize>, &'a [f32]),
+    /// `U8` bytes, owned.
     U8(Vec<usize>, Vec<u8>),
 }
 
@@ -258,13 +265,14 @@ impl View for Blob<'_> {
         match self {
             Self::U32(..) => Dtype::U32,
             Self::F32(..) => Dtype::F32,
+            Self::F16(..) => Dtype::F16,
             Self::U8(..) => Dtype::U8,
         }
     }
 
     fn shape(&self) -> &[usize] {
         match self {
-            Self::U32(s, _) | Self::F32(s, _) | Self::U8(s, _) => s,
+            Self::U32(s, _) | Self::F32(s, _) | Self::F16(s, _) | Self::U8(s, _) => s,
         }
     }
 
@@ -272,6 +280,11 @@ impl View for Blob<'_> {
         match self {
             Self::U32(_, d) => Cow::Owned(d.iter().flat_map(|w| w.to_le_bytes()).collect()),
             Self::F32(_, d) => Cow::Owned(d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            Self::F16(_, d) => Cow::Owned(
+                d.iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+            ),
             Self::U8(_, d) => Cow::Borrowed(d),
         }
     }
@@ -280,6 +293,7 @@ impl View for Blob<'_> {
         match self {
             Self::U32(_, d) => d.len() * 4,
             Self::F32(_, d) => d.len() * 4,
+            Self::F16(_, d) => d.len() * 2,
             Self::U8(_, d) => d.len(),
         }
     }
@@ -374,28 +388,66 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// `create_new`, so never an existing file), `write_all`, `fsync`, `rename` over `path`, then
 /// a best-effort `fsync` of the directory. Any failure removes the temporary file and leaves
 /// `path` untouched.
+///
+/// Errors are [`TernaryError::Io`] naming `path` (not the temporary file, which is gone by
+/// then). The source keeps the [`std::io::ErrorKind`] of the cause (e.g.
+/// [`std::io::ErrorKind::StorageFull`] on a full disk) and its message says which step failed,
+/// that the file was left as it was, and the cause: `I/O error on out.safetensors: writing the
+/// new contents failed (the file is unchanged): No space left on device (os error 28)`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_err = |p: &Path, source| TernaryError::Io {
-        path: p.to_path_buf(),
-        source,
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io_err(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-        )
+    write_atomic_with(path, bytes, |f| f, |from, to| std::fs::rename(from, to))
+}
+
+/// The temporary file of [`write_atomic_with`]: written with [`Write`], then flushed to disk.
+pub(crate) trait TempFile: Write {
+    /// Flushes the contents to the storage device (`fsync`).
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl TempFile for File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// [`write_atomic`] with its failure points exposed, the seam for fault-injection tests:
+/// `wrap` turns the freshly created temporary file into the sink the bytes are written to and
+/// synced through (a test wraps it in a writer that fails after `N` bytes), and `rename` moves
+/// the complete temporary file over `path`. Production passes the identity and
+/// [`std::fs::rename`].
+pub(crate) fn write_atomic_with<W: TempFile>(
+    path: &Path,
+    bytes: &[u8],
+    wrap: impl FnOnce(File) -> W,
+    rename: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> Result<()> {
+    let file_name = path.file_name().ok_or_else(|| TernaryError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
     })?;
+    let failed = |step: &'static str| {
+        move |cause: std::io::Error| TernaryError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(cause.kind(), WriteFailed { step, cause }),
+        }
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (tmp, mut file) = create_temp(&dir, &file_name.to_string_lossy())?;
-    let written = file
+    let (tmp, file) = create_temp(&dir, &file_name.to_string_lossy())
+        .map_err(failed("creating a temporary file beside it"))?;
+    let mut sink = wrap(file);
+    let written = sink
         .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_err(&tmp, e));
-    drop(file);
-    let renamed = written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
+        .map_err(failed("writing the new contents"))
+        .and_then(|()| {
+            sink.sync()
+                .map_err(failed("flushing the new contents to disk"))
+        });
+    drop(sink);
+    let renamed =
+        written.and_then(|()| rename(&tmp, path).map_err(failed("renaming the new file over it")));
     if let Err(e) = renamed {
         // Best effort: the temporary file is ours and must not be left behind.
         let _ = std::fs::remove_file(&tmp);
@@ -410,7 +462,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn create_temp(dir: &Path, file_name: &str) -> Result<(PathBuf, File)> {
+/// The source of a failed [`write_atomic`]: which step failed, and why.
+#[derive(Debug)]
+struct WriteFailed {
+    step: &'static str,
+    cause: std::io::Error,
+}
+
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed (the file is unchanged): {}",
+            self.step, self.cause
+        )
+    }
+}
+
+impl std::error::Error for WriteFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// Creates a temporary file in `dir` that did not exist before; the error is the cause only
+/// (the caller names the target).
+fn create_temp(dir: &Path, file_name: &str) -> std::io::Result<(PathBuf, File)> {
     let pid = std::process::id();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -423,18 +500,10 @@ fn create_temp(dir: &Path, file_name: &str) -> Result<(PathBuf, File)> {
         match OpenOptions::new().write(true).create_new(true).open(&tmp) {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => {
-                return Err(TernaryError::Io {
-                    path: tmp,
-                    source: e,
-                });
-            }
+            Err(e) => return Err(e),
         }
     }
-    Err(TernaryError::Io {
-        path: dir.to_path_buf(),
-        source: last_err.unwrap_or_else(|| std::io::Error::other("no free temporary file name")),
-    })
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free temporary file name")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -780,14 +849,16 @@ fn tensor_bytes<'d>(
     Ok(view.data())
 }
 
-fn le_u32(bytes: &[u8]) -> Vec<u32> {
+/// Little-endian `u32` words of `bytes` (a trailing partial word is ignored).
+pub fn le_u32(bytes: &[u8]) -> Vec<u32> {
     bytes
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
 
-fn le_f32(bytes: &[u8]) -> Vec<f32> {
+/// Little-endian `f32` values of `bytes` (a trailing partial value is ignored).
+pub fn le_f32(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -850,4 +921,230 @@ fn decode_entry(ctx: Ctx<'_>, st: &SafeTensors<'_>, name: &str, entry: &Entry) -
         }
     };
     Ok(Tensor::Ternary(m))
+}
+
+/// Fault injection into [`write_atomic_with`]: a sink that fails after `N` bytes, a failing
+/// `fsync`, a failing rename. The previous file must survive byte for byte, no temporary file
+/// may remain, and the error must name the target, the failed step and the cause.
+#[cfg(test)]
+mod write_fault_tests {
+    use std::cell::Cell;
+    use std::io::ErrorKind;
+    use std::rc::Rc;
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let d = std::env::temp_dir().join(format!(
+                "ternary-core-write-fault-{}-{name}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+
+        fn entries(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const CAUSE: &str = "injected fault";
+
+    /// Passes the first `budget` bytes to the real temporary file (counting them in
+    /// `written`), then fails every write with `kind`, like a disk that fills up after
+    /// `budget` bytes. `sync` fails with `sync_fails` when set.
+    struct FailAfter {
+        file: File,
+        budget: usize,
+        kind: ErrorKind,
+        sync_fails: Option<ErrorKind>,
+        written: Rc<Cell<usize>>,
+    }
+
+    impl Write for FailAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.budget == 0 && !buf.is_empty() {
+                return Err(std::io::Error::new(self.kind, CAUSE));
+            }
+            let n = self.file.write(&buf[..buf.len().min(self.budget)])?;
+            self.budget -= n;
+            self.written.set(self.written.get() + n);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    impl TempFile for FailAfter {
+        fn sync(&mut self) -> std::io::Result<()> {
+            match self.sync_fails {
+                Some(kind) => Err(std::io::Error::new(kind, CAUSE)),
+                None => self.file.sync_all(),
+            }
+        }
+    }
+
+    fn payload(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+    }
+
+    /// `e` is an I/O error on `target` of kind `kind` whose message names the target, `step`
+    /// and the injected cause, and says the file is unchanged.
+    #[track_caller]
+    fn check_error(e: &TernaryError, target: &Path, step: &str, kind: ErrorKind) {
+        let msg = e.to_string();
+        let TernaryError::Io { path, source } = e else {
+            panic!("expected an I/O error, got {msg}");
+        };
+        assert_eq!(path, target, "{msg}");
+        assert_eq!(source.kind(), kind, "{msg}");
+        for needle in [&target.display().to_string(), step, CAUSE, "unchanged"] {
+            assert!(msg.contains(needle), "{needle:?} missing from {msg:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_failing_after_n_bytes_keeps_the_previous_file_and_leaves_no_temporary() {
+        let dir = Scratch::new("after-n");
+        let target = dir.0.join("m.safetensors");
+        let previous = b"the previous, complete file".to_vec();
+        let new = payload(10_000);
+        for kind in [ErrorKind::StorageFull, ErrorKind::Other] {
+            for n in [0, 1, 7, 4096, new.len() - 1] {
+                for has_previous in [true, false] {
+                    if has_previous {
+                        std::fs::write(&target, &previous).unwrap();
+                    } else {
+                        let _ = std::fs::remove_file(&target);
+                    }
+                    let written = Rc::new(Cell::new(0));
+                    let w = Rc::clone(&written);
+                    let wrap = |file| FailAfter {
+                        file,
+                        budget: n,
+                        kind,
+                        sync_fails: None,
+                        written: w,
+                    };
+                    let e = write_atomic_with(&target, &new, wrap, |_, _| {
+                        panic!("renamed an incomplete file (n = {n})")
+                    })
+                    .unwrap_err();
+                    check_error(&e, &target, "writing the new contents", kind);
+                    assert_eq!(written.get(), n, "the fault hit after {n} bytes");
+                    if has_previous {
+                        assert_eq!(std::fs::read(&target).unwrap(), previous, "n = {n}");
+                        assert_eq!(dir.entries(), ["m.safetensors"], "n = {n}");
+                    } else {
+                        assert!(dir.entries().is_empty(), "n = {n}: {:?}", dir.entries());
+                    }
+                }
+            }
+        }
+        // Control: with room for every byte the same sink succeeds and replaces the file.
+        std::fs::write(&target, &previous).unwrap();
+        let wrap = |file| FailAfter {
+            file,
+            budget: new.len(),
+            kind: ErrorKind::StorageFull,
+            sync_fails: None,
+            written: Rc::new(Cell::new(0)),
+        };
+        write_atomic_with(&target, &new, wrap, |a, b| std::fs::rename(a, b)).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), new);
+        assert_eq!(dir.entries(), ["m.safetensors"]);
+    }
+
+    #[test]
+    fn a_failing_fsync_keeps_the_previous_file_and_leaves_no_temporary() {
+        let dir = Scratch::new("fsync");
+        let target = dir.0.join("m.safetensors");
+        let previous = b"previous".to_vec();
+        std::fs::write(&target, &previous).unwrap();
+        let new = payload(5000);
+        for kind in [ErrorKind::StorageFull, ErrorKind::Other] {
+            let written = Rc::new(Cell::new(0));
+            let w = Rc::clone(&written);
+            let wrap = |file| FailAfter {
+                file,
+                budget: usize::MAX,
+                kind: ErrorKind::Other,
+                sync_fails: Some(kind),
+                written: w,
+            };
+            let e = write_atomic_with(&target, &new, wrap, |_, _| {
+                panic!("renamed a file whose fsync failed")
+            })
+            .unwrap_err();
+            check_error(&e, &target, "flushing the new contents to disk", kind);
+            assert_eq!(written.get(), new.len());
+            assert_eq!(std::fs::read(&target).unwrap(), previous);
+            assert_eq!(dir.entries(), ["m.safetensors"]);
+        }
+    }
+
+    #[test]
+    fn a_failing_rename_keeps_the_previous_file_and_removes_the_complete_temporary() {
+        let dir = Scratch::new("rename");
+        let target = dir.0.join("m.safetensors");
+        let previous = b"previous".to_vec();
+        std::fs::write(&target, &previous).unwrap();
+        let new = payload(3000);
+        let seen = Cell::new(false);
+        let e = write_atomic_with(
+            &target,
+            &new,
+            |f| f,
+            |from, to| {
+                // The temporary file is complete and beside the target when the rename runs.
+                assert_eq!(from.parent(), to.parent());
+                assert_eq!(std::fs::read(from).unwrap(), new);
+                seen.set(true);
+                Err(std::io::Error::new(ErrorKind::PermissionDenied, CAUSE))
+            },
+        )
+        .unwrap_err();
+        assert!(seen.get());
+        check_error(
+            &e,
+            &target,
+            "renaming the new file over it",
+            ErrorKind::PermissionDenied,
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), previous);
+        assert_eq!(dir.entries(), ["m.safetensors"]);
+    }
+
+    #[test]
+    fn a_missing_directory_names_the_target_and_the_step() {
+        let dir = Scratch::new("nodir");
+        let target = dir.0.join("missing").join("m.safetensors");
+        let e = write_atomic(&target, b"x").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(&e, TernaryError::Io { path, source } if path == &target
+                && source.kind() == ErrorKind::NotFound),
+            "{msg}"
+        );
+        assert!(msg.contains("creating a temporary file beside it"), "{msg}");
+        assert!(dir.entries().is_empty());
+    }
 }

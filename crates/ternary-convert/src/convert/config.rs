@@ -1,0 +1,148 @@
+//! What [`convert`](super::convert) can be told: [`ConvertConfig`], its validation, and layer-name patterns.
+
+use ternary_core::ScaleLayout;
+use ternary_core::quant::Method;
+
+use crate::error::{ConvertError, Result};
+use crate::gptq::GptqConfig;
+
+/// Everything [`convert`] can be told. See the [module docs](self) for the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvertConfig {
+    /// Scale rule per group (with GPTQ: how each group's scale is picked before rounding).
+    pub method: Method,
+    /// Scales per row or per group of columns.
+    pub layout: ScaleLayout,
+    /// Error-compensating rounding; `None` rounds each weight independently with `method`.
+    pub gptq: Option<GptqConfig>,
+    /// Candidate exponents `α` of activation-aware input scaling `c_j = E[|x_j|]^α`; the one
+    /// with the smallest output error is kept per layer (`0` = no scaling). Empty: off.
+    pub input_scale_alphas: Vec<f32>,
+    /// Perplexity budget as a ratio to the float model (e.g. `1.05`); `None`: every layer
+    /// not kept float becomes ternary.
+    pub budget: Option<f64>,
+    /// Layers that stay float: a pattern with `*` must match the whole name (glob), one
+    /// without `*` matches names containing it (e.g. `lm_head`, `layers.0.`, `down_proj`).
+    pub keep_float: Vec<String>,
+    /// Calibration tokens for the statistics.
+    pub calib_tokens: usize,
+    /// Tokens per forward pass (chunk length) for calibration and perplexity.
+    pub ctx: usize,
+    /// Held-out chunks of `ctx` tokens for perplexity (budget search and report); at least 2.
+    pub eval_chunks: usize,
+    /// Tokens of the held-out chunk used for each layer's sensitivity.
+    pub sensitivity_tokens: usize,
+    /// Measure the calibration perplexity of the float and the converted model for the
+    /// report even without a budget.
+    pub measure: bool,
+    /// Sequential quantization ([`quantize_model_sequential`]): each block is calibrated on the
+    /// model whose earlier blocks are already quantized, so its rounding also compensates the
+    /// error of its inputs. One calibration pass per block (30 for SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
+    pub sequential: bool,
+}
+
+/// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
+/// group scales (groups of 64, λ = 0.01, scale refit), no input scaling, a 1.05× perplexity
+/// budget, 4096 statistics tokens at most, ctx 512, 2 held-out chunks, 64 sensitivity tokens.
+impl Default for ConvertConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::ActivationAware,
+            layout: ScaleLayout::PerGroup { group_size: 64 },
+            gptq: Some(GptqConfig::default()),
+            input_scale_alphas: vec![],
+            budget: Some(1.05),
+            keep_float: vec![],
+            calib_tokens: 4096,
+            ctx: 512,
+            eval_chunks: 2,
+            sensitivity_tokens: 64,
+            measure: true,
+            sequential: false,
+        }
+    }
+}
+
+/// Whether `name` matches `pattern` (see [`ConvertConfig::keep_float`]).
+pub fn matches_pattern(pattern: &str, name: &str) -> bool {
+    if !pattern.contains('*') {
+        return name.contains(pattern);
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+pub(super) fn describe(cfg: &ConvertConfig, alpha: f32) -> String {
+    let layout = match cfg.layout {
+        ScaleLayout::PerRow => "row".to_string(),
+        ScaleLayout::PerGroup { group_size } => format!("g{group_size}"),
+    };
+    let mut s = format!(
+        "{}{} {layout}",
+        if cfg.gptq.is_some() { "gptq+" } else { "" },
+        cfg.method
+    );
+    if alpha != 0.0 {
+        s.push_str(&format!(" α={alpha}"));
+    }
+    s
+}
+
+pub(super) fn validate(cfg: &ConvertConfig) -> Result<()> {
+    cfg.layout.validate()?;
+    cfg.method.validate()?;
+    if cfg.ctx < 4 {
+        return Err(ConvertError::Invalid(format!(
+            "context {} is too short (at least 4)",
+            cfg.ctx
+        )));
+    }
+    if cfg.eval_chunks < 2 && (cfg.budget.is_some() || cfg.measure) {
+        return Err(ConvertError::Invalid(format!(
+            "perplexity needs at least 2 held-out chunks, got {}",
+            cfg.eval_chunks
+        )));
+    }
+    if let Some(b) = cfg.budget
+        && !(b.is_finite() && b >= 1.0)
+    {
+        return Err(ConvertError::Invalid(format!(
+            "the perplexity budget is a ratio to the float model and must be >= 1, got {b}"
+        )));
+    }
+    if cfg.calib_tokens < 2 {
+        return Err(ConvertError::Invalid(format!(
+            "at least 2 calibration tokens are needed, got {}",
+            cfg.calib_tokens
+        )));
+    }
+    if cfg.sensitivity_tokens < 2 && cfg.budget.is_some() {
+        return Err(ConvertError::Invalid(format!(
+            "sensitivity needs at least 2 tokens, got {}",
+            cfg.sensitivity_tokens
+        )));
+    }
+    if let Some(g) = cfg.gptq
+        && !(g.damp.is_finite() && g.damp >= 0.0)
+    {
+        return Err(ConvertError::Invalid(format!(
+            "GPTQ dampening must be finite and >= 0, got {}",
+            g.damp
+        )));
+    }
+    if let Some(a) = cfg.input_scale_alphas.iter().find(|a| !a.is_finite()) {
+        return Err(ConvertError::Invalid(format!("input-scale exponent {a}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! Quantizing layers: activation-aware input scaling, GPTQ or plain rounding, per layer, for the
+//! whole model at once or block by block.
+
+use burn::tensor::{Tensor, TensorData};
+use std::fmt;
+use ternary_core::TernaryMatrix;
+use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
+use ternary_layers::{Linear, TernaryBackend, to_rows};
+use ternary_models::Llama;
+
+use super::*;
+use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
+use crate::error::{ConvertError, Result};
+use crate::gptq::{HessianFactor, gptq_ternary_factored};
+
+/// A ternary candidate for one layer: `y = Q·(x ⊙ d)`, `d` the optional input scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedLayer {
+    /// The ternary matrix `Q` (of `W·diag(1/d)`).
+    pub matrix: TernaryMatrix,
+    /// Per-input-channel factors `d = 1/c` applied to `x` before `Q`, if any.
+    pub input_scale: Option<Vec<f32>>,
+    /// Relative output error `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))` of the effective weight.
+    pub rel_error: f64,
+    /// Description of how it was made.
+    pub method: String,
+}
+
+impl QuantizedLayer {
+    /// The effective float weight `W_eff[r, c] = Q[r, c] · d[c]`, row-major.
+    pub fn effective_weight(&self) -> Vec<f32> {
+        let mut w = self.matrix.dequantize();
+        if let Some(d) = &self.input_scale {
+            for row in w.chunks_exact_mut(self.matrix.cols().max(1)) {
+                for (x, &s) in row.iter_mut().zip(d) {
+                    *x *= s;
+                }
+            }
+        }
+        w
+    }
+
+    /// Weights in the layer.
+    pub fn weights(&self) -> usize {
+        self.matrix.rows() * self.matrix.cols()
+    }
+}
+
+/// `tr(ΔW H ΔWᵀ)` and `tr(W H Wᵀ)` with one `f32` matmul each on the backend.
+pub(super) fn output_errors<B: TernaryBackend>(
+    w: &[f32],
+    w_hat: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Tensor<B, 2>,
+) -> Result<(f64, f64)> {
+    let device = h.device();
+    let tw = Tensor::<B, 2>::from_data(TensorData::new(w.to_vec(), [rows, cols]), &device);
+    let dw: Vec<f32> = w.iter().zip(w_hat).map(|(a, b)| a - b).collect();
+    let td = Tensor::<B, 2>::from_data(TensorData::new(dw, [rows, cols]), &device);
+    let quad = |t: Tensor<B, 2>| -> Result<f64> {
+        let v = to_rows(t.clone().matmul(h.clone()).mul(t).sum().reshape([1, 1]))?;
+        Ok(v.first().map_or(0.0, |&x| f64::from(x)))
+    };
+    Ok((quad(td)?, quad(tw)?))
+}
+
+/// Per-input factors `c_j = E[|x_j|]^α`, normalized to geometric mean 1 over live channels;
+/// dead channels (`E|x_j| = 0`) get 1.
+pub fn input_scale_factors(mean_abs: &[f32], alpha: f32) -> Vec<f32> {
+    let live: Vec<f64> = mean_abs
+        .iter()
+        .filter(|&&a| a > 0.0)
+        .map(|&a| f64::from(a).ln())
+        .collect();
+    let mean_log = if live.is_empty() {
+        0.0
+    } else {
+        live.iter().sum::<f64>() / live.len() as f64
+    };
+    mean_abs
+        .iter()
+        .map(|&a| {
+            if a > 0.0 {
+                ((f64::from(a).ln() - mean_log) * f64::from(alpha)).exp() as f32
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Cache of prepared Hessians for consecutive layers sharing an input and `α`.
+#[derive(Default)]
+pub struct FactorCache {
+    key: Option<(String, u32)>,
+    factor: Option<HessianFactor>,
+}
+
+impl fmt::Debug for FactorCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FactorCache")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// Quantizes one layer `w` (`rows × cols`) named `name` with its input statistics, trying
+/// each input-scaling `α` of `cfg` (or none) and keeping the lowest output error. `cache`
+/// keeps the last prepared Hessian for the next layer reading the same input.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_layer<B: TernaryBackend>(
+    name: &str,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    stats: &InputStats,
+    cfg: &ConvertConfig,
+    cache: &mut FactorCache,
+    device: &B::Device,
+) -> Result<QuantizedLayer> {
+    if stats.cols != cols || w.len() != rows * cols {
+        return Err(ConvertError::Shape(format!(
+            "{name}: {rows}x{cols} weights ({} values) with statistics of width {}",
+            w.len(),
+            stats.cols
+        )));
+    }
+    let h = stats.hessian_mean();
+    let h_t = Tensor::<B, 2>::from_data(
+        TensorData::new(
+            h.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            [cols, cols],
+        ),
+        device,
+    );
+    let alphas: Vec<f32> = if cfg.input_scale_alphas.is_empty() {
+        vec![0.0]
+    } else {
+        cfg.input_scale_alphas.clone()
+    };
+    let mean_abs = stats.mean_abs();
+    let mut best: Option<(f64, QuantizedLayer)> = None;
+    for &alpha in &alphas {
+        if !(alpha.is_finite()) {
+            return Err(ConvertError::Invalid(format!(
+                "input-scale exponent {alpha}"
+            )));
+        }
+        let c = if alpha == 0.0 {
+            None
+        } else {
+            Some(input_scale_factors(&mean_abs, alpha))
+        };
+        // W' = W·diag(c), H' = diag(1/c)·H·diag(1/c).
+        let (ws, hs): (Vec<f32>, Vec<f64>) = match &c {
+            None => (w.to_vec(), h.clone()),
+            Some(c) => (
+                w.iter()
+                    .enumerate()
+                    .map(|(k, &v)| v * c[k % cols])
+                    .collect(),
+                h.iter()
+                    .enumerate()
+                    .map(|(k, &v)| v / (f64::from(c[k / cols]) * f64::from(c[k % cols])))
+                    .collect(),
+            ),
+        };
+        let matrix = match cfg.gptq {
+            Some(g) => {
+                let key = (input_key(name), alpha.to_bits());
+                if cache.key.as_ref() != Some(&key) {
+                    cache.factor = Some(HessianFactor::new(hs.clone(), cols, g.damp)?);
+                    cache.key = Some(key);
+                }
+                let factor = cache
+                    .factor
+                    .as_ref()
+                    .ok_or_else(|| ConvertError::Invalid("Hessian cache is empty".into()))?;
+                gptq_ternary_factored(&ws, rows, cols, factor, cfg.layout, cfg.method, g.refit)?
+            }
+            None => {
+                let diag: Vec<f32> = (0..cols).map(|j| hs[j * cols + j] as f32).collect();
+                match cfg.method {
+                    Method::ActivationAware => {
+                        quantize_activation_aware(&ws, rows, cols, cfg.layout, &diag)?.0
+                    }
+                    m => quantize(&ws, rows, cols, &QuantConfig::new(m, cfg.layout))?.0,
+                }
+            }
+        };
+        let q = QuantizedLayer {
+            matrix,
+            input_scale: c.map(|c| c.iter().map(|&v| 1.0 / v).collect()),
+            rel_error: 0.0,
+            method: describe(cfg, alpha),
+        };
+        let (err, norm) = output_errors(w, &q.effective_weight(), rows, cols, &h_t)?;
+        let rel = if norm > 0.0 { (err / norm).sqrt() } else { 0.0 };
+        if best.as_ref().is_none_or(|(e, _)| rel < *e) {
+            best = Some((
+                rel,
+                QuantizedLayer {
+                    rel_error: rel,
+                    ..q
+                },
+            ));
+        }
+    }
+    best.map(|(_, q)| q)
+        .ok_or_else(|| ConvertError::Invalid(format!("{name}: no candidate")))
+}
+
+/// The layers of `model` not matched by `cfg.keep_float`, in model order.
+pub(super) fn candidates<B: TernaryBackend>(model: &Llama<B>, cfg: &ConvertConfig) -> Vec<String> {
+    model
+        .linears()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !cfg.keep_float.iter().any(|p| matches_pattern(p, n)))
+        .collect()
+}
+
+/// Quantizes layer `name` of `model` with its statistics in `calib`.
+pub(super) fn quantize_named<B: TernaryBackend>(
+    model: &Llama<B>,
+    name: &str,
+    calib: &Calibration,
+    cfg: &ConvertConfig,
+    cache: &mut FactorCache,
+    device: &B::Device,
+) -> Result<QuantizedLayer> {
+    let layer = model
+        .linears()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, l)| l)
+        .ok_or_else(|| ConvertError::Invalid(format!("layer {name} vanished")))?;
+    let (rows, cols) = (layer.out_features(), layer.in_features());
+    let w = to_rows(layer.weight())?;
+    let stats = calib
+        .get(name)
+        .ok_or_else(|| ConvertError::Invalid(format!("no calibration statistics for {name}")))?;
+    quantize_layer::<B>(name, &w, rows, cols, stats, cfg, cache, device)
+}
+
+/// Quantizes every layer of `model` not matched by `cfg.keep_float`, in model order.
+pub fn quantize_model<B: TernaryBackend>(
+    model: &Llama<B>,
+    calib: &Calibration,
+    cfg: &ConvertConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(String, QuantizedLayer)>> {
+    let names = candidates(model, cfg);
+    let total = names.len();
+    progress(Progress::Start {
+        stage: Stage::Quantize,
+        total,
+    });
+    let mut cache = FactorCache::default();
+    let mut out = Vec::with_capacity(total);
+    let device = model.device().clone();
+    for (i, name) in names.into_iter().enumerate() {
+        let q = quantize_named(model, &name, calib, cfg, &mut cache, &device)?;
+        progress(Progress::Step {
+            stage: Stage::Quantize,
+            done: i + 1,
+            total,
+            detail: format!("{name}: rel. error {:.4}", q.rel_error),
+        });
+        out.push((name, q));
+    }
+    progress(Progress::Finish {
+        stage: Stage::Quantize,
+        message: format!("{total} layers quantized"),
+    });
+    Ok(out)
+}
+
+/// The block a layer belongs to for [`quantize_model_sequential`]: `model.layers.<i>.` for block
+/// layers, the name itself otherwise (e.g. `lm_head`).
+pub(super) fn block_of(name: &str) -> String {
+    if let Some(rest) = name.strip_prefix("model.layers.")
+        && let Some((i, _)) = rest.split_once('.')
+    {
+        return format!("model.layers.{i}.");
+    }
+    name.to_string()
+}
+
+/// [`quantize_model`] block by block, each block calibrated on the model whose earlier blocks
+/// are already quantized ("sequential" GPTQ): the statistics of block `b` (`E|x|`, `E[x²]`, the
+/// Hessian `H = Σ x xᵀ`) are collected with blocks `< b` replaced by float stand-ins holding
+/// their quantized weights, so each block's rounding also compensates the error its inputs
+/// carry from the blocks before it. One calibration pass over `tokens` per block (the whole
+/// model runs each time). The model is restored before returning.
+pub fn quantize_model_sequential<B: TernaryBackend>(
+    model: &mut Llama<B>,
+    tokens: &[u32],
+    ctx: usize,
+    bos: Option<u32>,
+    cfg: &ConvertConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(String, QuantizedLayer)>> {
+    let names = candidates(model, cfg);
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    for n in names {
+        let b = block_of(&n);
+        match blocks.last_mut() {
+            Some((key, members)) if *key == b => members.push(n),
+            _ => blocks.push((b, vec![n])),
+        }
+    }
+    let total = blocks.iter().map(|(_, m)| m.len()).sum();
+    progress(Progress::Start {
+        stage: Stage::Quantize,
+        total,
+    });
+    let device = model.device().clone();
+    let mut cache = FactorCache::default();
+    let mut out: Vec<(String, QuantizedLayer)> = Vec::with_capacity(total);
+    let mut saved: Vec<(String, Linear<B>)> = Vec::new();
+    let result = (|| -> Result<()> {
+        for (_, members) in &blocks {
+            let calib = calibrate_layers(
+                model,
+                tokens,
+                ctx,
+                bos,
+                None,
+                &|n: &str| members.iter().any(|m| m == n),
+                &mut |_, _| {},
+            )?;
+            let start = out.len();
+            for name in members {
+                let q = quantize_named(model, name, &calib, cfg, &mut cache, &device)?;
+                progress(Progress::Step {
+                    stage: Stage::Quantize,
+                    done: out.len() + 1,
+                    total,
+                    detail: format!("{name}: rel. error {:.4} (sequential)", q.rel_error),
+                });
+                out.push((name.clone(), q));
+            }
+            // The next blocks see this one quantized.
+            for (name, q) in &out[start..] {
+                let l = float_standin::<B>(name, q, &device)?;
+                saved.push((name.clone(), swap_layer(model, name, l)?));
+            }
+        }
+        Ok(())
+    })();
+    restore_layers(model, saved)?;
+    result?;
+    progress(Progress::Finish {
+        stage: Stage::Quantize,
+        message: format!("{total} layers quantized sequentially"),
+    });
+    Ok(out)
+}
+
+/// Calibrates every layer not kept float on `stats_tokens`, then quantizes them.
+pub(super) fn calibrate_and_quantize<B: TernaryBackend>(
+    model: &mut Llama<B>,
+    stats_tokens: &[u32],
+    ctx: usize,
+    bos: Option<u32>,
+    cfg: &ConvertConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(String, QuantizedLayer)>> {
+    let n_chunks = stats_tokens.len().div_ceil(ctx);
+    progress(Progress::Start {
+        stage: Stage::Calibrate,
+        total: n_chunks,
+    });
+    let want = |name: &str| !cfg.keep_float.iter().any(|p| matches_pattern(p, name));
+    let calib = calibrate_layers(
+        model,
+        stats_tokens,
+        ctx,
+        bos,
+        None,
+        &want,
+        &mut |done, total| {
+            progress(Progress::Step {
+                stage: Stage::Calibrate,
+                done,
+                total,
+                detail: format!("{} tokens", done * ctx),
+            });
+        },
+    )?;
+    progress(Progress::Finish {
+        stage: Stage::Calibrate,
+        message: format!("{} tokens, {} inputs", calib.tokens, calib.inputs()),
+    });
+    quantize_model(model, &calib, cfg, progress)
+}

@@ -1,0 +1,42 @@
+//! Converted models in one safetensors file: [`save`], [`load`], [`inspect`].
+//!
+//! # Layout (format `"ternary-model"`, version `"1"`)
+//!
+//! Every linear layer `N` of [`Llama::linears`] (`model.layers.{l}.self_attn.q_proj`, …,
+//! `lm_head`) is stored either
+//!
+//! - **ternary** (a [`TernaryLinear`]): `N.plus`, `N.minus` — `U32 [rows, words_per_row]`, the
+//!   in-memory bit-planes verbatim (little-endian words, column `c` in word `c / 32`, bit
+//!   `c % 32`, as in `ternary_core::io`); `N.scales` — `F32 [rows, groups_per_row]`; optional
+//!   `N.bias` — `F32 [rows]`; optional `N.input_scale` — `F32 [cols]`. The layer computes
+//!   `y = Q·(x ⊙ d) + b` with `Q[r, c] = s[r, g(c)] · t[r, c]`;
+//! - or **float**: `N.weight` — `[rows, cols]`, the effective weight `W` of the layer.
+//!
+//! The other tensors keep their Hugging Face names: `model.embed_tokens.weight` `[V, H]`,
+//! `model.layers.{l}.input_layernorm.weight`, `…post_attention_layernorm.weight` and
+//! `model.norm.weight` `[H]`. Float linears and the embedding are stored as `F16` when every
+//! value converts to `f16` and back exactly (a model that came from f16 weights), otherwise
+//! as `F32`, so saving never changes a value; norms are always `F32`. A tied output head kept
+//! in float is not stored (it is the embedding).
+//!
+//! Metadata (`__metadata__`, all strings): `format`, `format_version`, `config` (a Hugging
+//! Face `config.json`, [`LlamaConfig::to_hf_json`]), `tokenizer` ([`Tokenizer::to_json`]) and
+//! `layers`, a JSON object mapping each stored linear layer to
+//! `{"kind": "ternary", "rows", "cols", "scale_layout": "per_row" | "per_group",
+//! "group_size", "bias", "input_scale"}` or `{"kind": "float", "rows", "cols"}`.
+//!
+//! Reading checks everything before building the model: a truncated or garbage file, an
+//! unknown format or version, a malformed config, tokenizer or layer table, a missing or
+//! unexpected tensor, a wrong dtype or shape, both planes set, padding bits, and non-finite
+//! values all give [`ConvertError::Format`] naming the file; nothing panics. Writing is atomic
+//! (`ternary_core::io::write_atomic`: temporary file, fsync, rename).
+
+mod read;
+mod schema;
+mod summary;
+mod write;
+
+pub use read::{load, load_bytes};
+pub use schema::{FORMAT_NAME, FORMAT_VERSION, FloatDtype, LayerFormat};
+pub use summary::{FileSummary, LayerSummary, human_bytes, inspect, inspect_bytes};
+pub use write::{as_ternary, save, to_bytes};

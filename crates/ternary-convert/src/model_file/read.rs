@@ -1,0 +1,328 @@
+//! Reading: safetensors bytes validated into [`Contents`], then a model on a Burn backend.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use half::f16;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+use ternary_core::io::{le_f32, le_u32};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
+use ternary_layers::{TernaryBackend, TernaryLinear};
+use ternary_models::weights::{HostTensor, WeightSource};
+use ternary_models::{LinearImpl, Llama, LlamaConfig, LoadedModel, Tokenizer};
+
+use super::schema::*;
+use crate::error::{ConvertError, Result};
+
+impl Contents {
+    /// Parses and validates safetensors bytes; `path` names the file in errors.
+    pub(super) fn from_bytes(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
+        let err = |reason: String| match path {
+            Some(p) => ConvertError::Format(format!("{}: {reason}", p.display())),
+            None => ConvertError::Format(reason),
+        };
+        ternary_core::io::check_data_offsets(bytes).map_err(err)?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let meta = header
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| err("no __metadata__ map: not a converted ternary model".into()))?;
+        let key = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| err(format!("missing metadata key {k:?}")))
+        };
+        let format = key("format")?;
+        if format != FORMAT_NAME {
+            return Err(err(format!(
+                "metadata \"format\" is {format:?}, expected {FORMAT_NAME:?}"
+            )));
+        }
+        let version = key("format_version")?;
+        if version != FORMAT_VERSION {
+            return Err(err(format!(
+                "unsupported format version {version:?} (this reader supports {FORMAT_VERSION:?})"
+            )));
+        }
+        let config = LlamaConfig::from_hf_json(key("config")?)
+            .map_err(|e| err(format!("metadata \"config\": {e}")))?;
+        let tokenizer_json = key("tokenizer")?.clone();
+        let table: BTreeMap<String, LayerMeta> =
+            serde_json::from_str(key("layers")?).map_err(|e| {
+                err(format!(
+                    "metadata \"layers\" is not a valid layer table: {e}"
+                ))
+            })?;
+
+        let mut claimed = BTreeSet::new();
+        let mut fetch = |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<Vec<u8>> {
+            let view = st
+                .tensor(&name)
+                .map_err(|_| err(format!("missing tensor {name:?}")))?;
+            if !dtypes.contains(&view.dtype()) {
+                return Err(err(format!(
+                    "tensor {name:?} has dtype {}, expected {}",
+                    view.dtype(),
+                    dtypes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )));
+            }
+            if view.shape() != shape {
+                return Err(err(format!(
+                    "tensor {name:?} has shape {:?}, expected {shape:?}",
+                    view.shape()
+                )));
+            }
+            let data = match view.dtype() {
+                Dtype::F16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .flat_map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
+                    .collect(),
+                _ => view.data().to_vec(),
+            };
+            claimed.insert(name);
+            Ok(data)
+        };
+        let finite = |name: &str, v: Vec<f32>| -> Result<Vec<f32>> {
+            match v.iter().position(|x| !x.is_finite()) {
+                Some(i) => Err(err(format!(
+                    "tensor {name:?} holds a non-finite value at index {i}"
+                ))),
+                None => Ok(v),
+            }
+        };
+
+        let expected = expected_linears(&config);
+        let expected_names: BTreeSet<&str> = expected.iter().map(|(n, ..)| n.as_str()).collect();
+        if let Some(stray) = table.keys().find(|n| !expected_names.contains(n.as_str())) {
+            return Err(err(format!(
+                "the layer table names {stray:?}, which the model's config does not have"
+            )));
+        }
+        let mut linears = Vec::with_capacity(expected.len());
+        for (name, rows, cols) in expected {
+            let Some(entry) = table.get(&name) else {
+                if name == LM_HEAD && config.tie_word_embeddings {
+                    continue; // the tied head is the embedding
+                }
+                return Err(err(format!("the layer table has no entry for {name:?}")));
+            };
+            let (r, c) = match entry {
+                LayerMeta::Ternary { rows, cols, .. } | LayerMeta::Float { rows, cols } => {
+                    (*rows, *cols)
+                }
+            };
+            if (r, c) != (rows, cols) {
+                return Err(err(format!(
+                    "layer {name:?} is {r}x{c} in the layer table; the config says {rows}x{cols}"
+                )));
+            }
+            let stored = match entry {
+                LayerMeta::Float { .. } => {
+                    let n = format!("{name}.weight");
+                    let data = fetch(n.clone(), &[Dtype::F16, Dtype::F32], &[rows, cols])?;
+                    StoredLinear::Float(HostTensor {
+                        shape: vec![rows, cols],
+                        data: finite(&n, le_f32(&data))?,
+                    })
+                }
+                LayerMeta::Ternary {
+                    scale_layout,
+                    group_size,
+                    bias,
+                    input_scale,
+                    ..
+                } => {
+                    let layout = match (scale_layout.as_str(), group_size) {
+                        ("per_row", None) => ScaleLayout::PerRow,
+                        ("per_group", Some(g)) => {
+                            let l = ScaleLayout::PerGroup { group_size: *g };
+                            l.validate()
+                                .map_err(|e| err(format!("layer {name:?}: {e}")))?;
+                            l
+                        }
+                        (other, g) => {
+                            return Err(err(format!(
+                                "layer {name:?}: scale layout {other:?} with group size {g:?} \
+                                 (expected \"per_row\" without a group size or \"per_group\" \
+                                 with one)"
+                            )));
+                        }
+                    };
+                    let wpr = words_per_row(cols);
+                    let plus = fetch(format!("{name}.plus"), &[Dtype::U32], &[rows, wpr])?;
+                    let minus = fetch(format!("{name}.minus"), &[Dtype::U32], &[rows, wpr])?;
+                    let gpr = layout.groups_per_row(cols);
+                    let sn = format!("{name}.scales");
+                    let scales = finite(
+                        &sn,
+                        le_f32(&fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?),
+                    )?;
+                    let matrix = TernaryMatrix::from_planes(
+                        rows,
+                        cols,
+                        le_u32(&plus),
+                        le_u32(&minus),
+                        Scales::new(layout, scales),
+                    )
+                    .map_err(|e| err(format!("layer {name:?}: {e}")))?;
+                    let mut vector = |suffix: &str, len: usize, present: bool| -> Result<_> {
+                        if !present {
+                            return Ok(None);
+                        }
+                        let n = format!("{name}.{suffix}");
+                        let v = le_f32(&fetch(n.clone(), &[Dtype::F32], &[len])?);
+                        Ok(Some(finite(&n, v)?))
+                    };
+                    let bias = vector("bias", rows, *bias)?;
+                    let input_scale = vector("input_scale", cols, *input_scale)?;
+                    StoredLinear::Ternary {
+                        matrix,
+                        bias,
+                        input_scale,
+                    }
+                }
+            };
+            linears.push((name, stored));
+        }
+        let mut others = Vec::new();
+        for (name, shape) in expected_others(&config) {
+            let dtypes: &[Dtype] = if is_norm(&name) {
+                &[Dtype::F32]
+            } else {
+                &[Dtype::F16, Dtype::F32]
+            };
+            let data = finite(&name, le_f32(&fetch(name.clone(), dtypes, &shape)?))?;
+            others.push((name, HostTensor { shape, data }));
+        }
+        let mut names = st.names();
+        names.sort_unstable();
+        if let Some(stray) = names.into_iter().find(|n| !claimed.contains(*n)) {
+            return Err(err(format!(
+                "tensor {stray:?} is not part of the model the metadata describes"
+            )));
+        }
+        Tokenizer::from_json(&tokenizer_json)
+            .map_err(|e| err(format!("metadata \"tokenizer\": {e}")))?;
+        Ok(Self {
+            config,
+            tokenizer_json,
+            linears,
+            others,
+            file_bytes: bytes.len() as u64,
+        })
+    }
+}
+
+pub(super) fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| ConvertError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads a file written by [`save`]: the model (ternary layers as [`TernaryLinear`], float
+/// layers as the backend's default float linear) and its tokenizer.
+pub fn load<B: TernaryBackend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<LoadedModel<B>> {
+    let path = path.as_ref();
+    let bytes = read(path)?;
+    build(Contents::from_bytes(&bytes, Some(path))?, device)
+}
+
+/// [`load`] from bytes.
+pub fn load_bytes<B: TernaryBackend>(bytes: &[u8], device: &B::Device) -> Result<LoadedModel<B>> {
+    build(Contents::from_bytes(bytes, None)?, device)
+}
+
+/// Serves the file's float tensors under their Hugging Face names; a ternary layer's
+/// `.weight` is served as zeros (never read: the layer is replaced right after building).
+struct FileWeights<'a> {
+    contents: &'a Contents,
+}
+
+impl FileWeights<'_> {
+    fn linear(&self, name: &str) -> Option<&StoredLinear> {
+        let layer = name.strip_suffix(".weight")?;
+        self.contents
+            .linears
+            .iter()
+            .find(|(n, _)| n == layer)
+            .map(|(_, l)| l)
+    }
+}
+
+impl WeightSource for FileWeights<'_> {
+    fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
+        if let Some((_, t)) = self.contents.others.iter().find(|(n, _)| n == name) {
+            return Ok(t.clone());
+        }
+        match self.linear(name) {
+            Some(StoredLinear::Float(t)) => Ok(t.clone()),
+            Some(StoredLinear::Ternary { matrix, .. }) => Ok(HostTensor {
+                shape: vec![matrix.rows(), matrix.cols()],
+                data: vec![0.0; matrix.rows() * matrix.cols()],
+            }),
+            None => Err(ternary_models::ModelError::MissingTensor(name.to_string())),
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.contents.others.iter().any(|(n, _)| n == name) || self.linear(name).is_some()
+    }
+}
+
+fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<LoadedModel<B>> {
+    let tokenizer = Tokenizer::from_json(&contents.tokenizer_json)?;
+    let linear_impl = LinearImpl::default_for::<B>();
+    let mut model = Llama::<B>::from_weights_with(
+        contents.config.clone(),
+        &FileWeights {
+            contents: &contents,
+        },
+        device,
+        linear_impl,
+    )?;
+    let tied = contents.config.tie_word_embeddings;
+    let mut stored: HashMap<String, StoredLinear> = contents.linears.into_iter().collect();
+    for (name, slot) in model.linears_mut() {
+        match stored.remove(&name) {
+            Some(StoredLinear::Ternary {
+                matrix,
+                bias,
+                input_scale,
+            }) => {
+                let mut layer = TernaryLinear::<B>::new(matrix, device)?;
+                if let Some(b) = bias {
+                    layer = layer.with_bias(b)?;
+                }
+                if let Some(d) = input_scale {
+                    layer = layer.with_input_scale(d)?;
+                }
+                *slot = Box::new(layer);
+            }
+            // The builder ignores `lm_head.weight` when the head is tied; a float head that
+            // differs from the embedding was stored, so put it in.
+            Some(StoredLinear::Float(t)) if name == LM_HEAD && tied => {
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                *slot = linear_impl.build::<B>("lm_head.weight", t.data, rows, cols, device)?;
+            }
+            Some(StoredLinear::Float(_)) | None => {}
+        }
+    }
+    if let Some(name) = stored.keys().next() {
+        return Err(ConvertError::Format(format!(
+            "layer {name:?} is not a linear layer of the model"
+        )));
+    }
+    Ok(LoadedModel { model, tokenizer })
+}
