@@ -11,8 +11,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ternary_bench::data::{SplitMix64, random_activations, random_ternary};
+use ternary_bench::data::{random_activations, random_ternary};
 use ternary_core::kernels::{self, Level};
+use ternary_core::rng::SplitMix64;
 use ternary_core::{QuantizedActivations, pack};
 
 const ROWS: usize = 4096;

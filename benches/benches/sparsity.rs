@@ -14,12 +14,9 @@ use ternary_sparsity::BitmapMatrix;
 
 const DIM: usize = 4096;
 
-/// SplitMix64.
+/// The first SplitMix64 output for seed `i`.
 fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    ternary_core::rng::mix64(i.wrapping_add(ternary_core::rng::GOLDEN))
 }
 
 fn matrix() -> TernaryMatrix {

@@ -55,7 +55,7 @@ pub fn spot_check_dense(
         return Ok(0.0);
     }
     let mut picks = vec![(0, 0), (0, rows - 1), (n - 1, 0), (n - 1, rows - 1)];
-    let mut rng = crate::data::SplitMix64::new(0x5EED);
+    let mut rng = ternary_core::rng::SplitMix64::new(0x5EED);
     picks.extend((0..samples).map(|_| {
         let v = rng.next_u64();
         ((v as usize >> 32) % n, (v as u32 as usize) % rows)

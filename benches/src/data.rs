@@ -6,42 +6,10 @@
 //! scalar kernels walk set bits, so the density matters for them.
 
 use ternary_core::matrix::WORD_BITS;
+use ternary_core::rng::SplitMix64;
 use ternary_core::{Scales, TernaryMatrix, words_per_row};
 
 use crate::error::Result;
-
-/// SplitMix64: a tiny, fast, well-mixed 64-bit generator (`x += φ; mix(x)`).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator with the given seed.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)` (24 random mantissa bits).
-    #[inline]
-    pub fn next_signed_unit(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32) * (2.0 / (1u64 << 24) as f32) - 1.0
-    }
-
-    /// Uniform in `[lo, hi)`.
-    #[inline]
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * 0.5 * (self.next_signed_unit() + 1.0)
-    }
-}
 
 /// Mask of the valid (non-padding) bits of word `w` of a row of `cols` columns.
 fn valid_mask(w: usize, cols: usize) -> u32 {
@@ -79,7 +47,7 @@ pub fn random_ternary(rows: usize, cols: usize, seed: u64) -> Result<TernaryMatr
     }
     let inv_sqrt = 1.0 / (cols.max(1) as f32).sqrt();
     let scales = (0..rows)
-        .map(|_| rng.uniform(0.5, 1.5) * inv_sqrt)
+        .map(|_| rng.range_f32(0.5, 1.5) * inv_sqrt)
         .collect();
     Ok(TernaryMatrix::from_planes(
         rows,
@@ -93,7 +61,7 @@ pub fn random_ternary(rows: usize, cols: usize, seed: u64) -> Result<TernaryMatr
 /// `len` activations uniform in `[-1, 1)`.
 pub fn random_activations(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
-    (0..len).map(|_| rng.next_signed_unit()).collect()
+    (0..len).map(|_| rng.signed_unit_f32()).collect()
 }
 
 #[cfg(test)]

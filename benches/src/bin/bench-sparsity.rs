@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
+use ternary_core::rng::SplitMix64;
 
 use gemm::Parallelism;
 use half::f16;
@@ -83,28 +84,16 @@ struct Settings {
 // Random data (SplitMix64; deterministic, parallel by block)
 // ---------------------------------------------------------------------------------------------
 
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `(0, 1]`.
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
+/// Uniform in `(0, 1]` (53 bits), so that `ln` of it is finite.
+fn unit(r: &mut SplitMix64) -> f64 {
+    ((r.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
 }
 
 /// `len` values from `gen`, generated in parallel blocks seeded by `seed` and the block index.
-fn random_vec(len: usize, seed: u64, g: impl Fn(&mut SplitMix) -> f32 + Sync) -> Vec<f32> {
+fn random_vec(len: usize, seed: u64, g: impl Fn(&mut SplitMix64) -> f32 + Sync) -> Vec<f32> {
     let mut v = vec![0f32; len];
     v.par_chunks_mut(1 << 16).enumerate().for_each(|(b, c)| {
-        let mut r = SplitMix(seed ^ (b as u64).wrapping_mul(0xd134_2543_de82_ef95));
+        let mut r = SplitMix64::new(seed ^ (b as u64).wrapping_mul(0xd134_2543_de82_ef95));
         for x in c {
             *x = g(&mut r);
         }
@@ -115,14 +104,14 @@ fn random_vec(len: usize, seed: u64, g: impl Fn(&mut SplitMix) -> f32 + Sync) ->
 /// Standard normal values (Box–Muller).
 fn gaussian(len: usize, seed: u64) -> Vec<f32> {
     random_vec(len, seed, |r| {
-        let (u, v) = (r.unit(), r.unit());
+        let (u, v) = (unit(r), unit(r));
         ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
     })
 }
 
 /// Uniform values in `[-1, 1)`.
 fn uniform(len: usize, seed: u64) -> Vec<f32> {
-    random_vec(len, seed, |r| (2.0 * r.unit() - 1.0) as f32)
+    random_vec(len, seed, |r| (2.0 * unit(r) - 1.0) as f32)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -782,10 +771,10 @@ fn run_sweep(
 /// Mean nanoseconds per `modify_dim` (and per plain `TernaryMatrix::set`) over random edits.
 fn edit_latency(m: &TernaryMatrix) -> (f64, f64) {
     let (rows, cols) = (m.rows(), m.cols());
-    let mut r = SplitMix(0xed17);
+    let mut r = SplitMix64::new(0xed17);
     let edits: Vec<(usize, usize, i8)> = (0..1 << 20)
         .map(|_| {
-            let v = r.next();
+            let v = r.next_u64();
             (
                 (v % rows as u64) as usize,
                 ((v >> 20) % cols as u64) as usize,

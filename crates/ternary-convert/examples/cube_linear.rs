@@ -36,17 +36,8 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 
 /// Deterministic pseudo-random values in `[-1, 1)` (SplitMix64).
 fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    let mut rng = ternary_core::rng::SplitMix64::new(seed);
+    (0..len).map(|_| rng.signed_unit_f32()).collect()
 }
 
 /// A matrix with about 1/3 zeros and scales in `[0.5, 1.5)`, groups of 64.

@@ -25,6 +25,7 @@ pub mod matrix;
 pub mod pack;
 pub mod quant;
 pub mod reference;
+pub mod rng;
 
 pub use activations::QuantizedActivations;
 pub use error::{Result, TernaryError};

@@ -1,7 +1,7 @@
 //! Every available kernel level against the scalar oracles in `ternary_core::reference`.
 //!
-//! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
-//! be replayed with `TERNARY_TEST_SEED=<seed>`.
+//! Inputs are random from a fixed seed (`ternary_testkit::seed`); the seed is printed (and
+//! shown on failure), and `TERNARY_TEST_SEED=<seed>` runs another.
 //!
 //! Tolerances:
 //! - `gemm_f32`: `|y − y_ref| ≤ F32_TOL · Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` per output, where
@@ -9,8 +9,8 @@
 //!   accumulation over up to 1536 columns in any summation order.
 //! - `gemm_i8`, `ternary_dot`, `binary_dot`: exact (the `f32` bits of `gemm_i8` included).
 
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use ternary_core::kernels::{self, Level};
 use ternary_core::{
     QuantizedActivations, ScaleLayout, Scales, TernaryError, TernaryMatrix, reference,
@@ -18,7 +18,7 @@ use ternary_core::{
 
 const F32_TOL: f64 = 1e-5;
 /// The edge sizes every kernel must handle, for rows and for columns.
-const EDGE: [usize; 9] = [1, 31, 32, 33, 63, 64, 65, 576, 1536];
+use ternary_testkit::EDGE;
 const LAYOUTS: [ScaleLayout; 5] = [
     ScaleLayout::PerRow,
     ScaleLayout::PerGroup { group_size: 32 },
@@ -28,69 +28,15 @@ const LAYOUTS: [ScaleLayout; 5] = [
 ];
 
 fn rng() -> (StdRng, u64) {
-    let seed = std::env::var("TERNARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    eprintln!("TERNARY_TEST_SEED={seed}");
-    (StdRng::seed_from_u64(seed), seed)
+    ternary_testkit::seeded()
 }
 
-/// A random matrix: each trit is zero with probability `p_zero`, else ±1; scales in ±[0.01, 2).
 fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize, layout: ScaleLayout) -> TernaryMatrix {
-    let p_zero: f64 = rng.random_range(0.0..0.9);
-    let trits: Vec<i8> = (0..rows * cols)
-        .map(|_| {
-            if rng.random_bool(p_zero) {
-                0
-            } else if rng.random_bool(0.5) {
-                1
-            } else {
-                -1
-            }
-        })
-        .collect();
-    let count = rows * layout.groups_per_row(cols);
-    let scales = (0..count)
-        .map(|_| {
-            let s: f32 = rng.random_range(0.01..2.0);
-            if rng.random_bool(0.2) { -s } else { s }
-        })
-        .collect();
-    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
+    ternary_testkit::random_matrix(rng, rows, cols, layout)
 }
 
 fn random_f32(rng: &mut StdRng, len: usize) -> Vec<f32> {
-    (0..len).map(|_| rng.random_range(-4.0f32..4.0)).collect()
-}
-
-/// Random int8 activations, with the extremes ±127 and all-zero tokens showing up often.
-fn random_q(rng: &mut StdRng, n: usize, cols: usize) -> QuantizedActivations {
-    let mut q = Vec::with_capacity(n * cols);
-    let mut scales = Vec::with_capacity(n);
-    for _ in 0..n {
-        let kind = rng.random_range(0..4);
-        for _ in 0..cols {
-            q.push(match kind {
-                0 => 0,
-                1 => {
-                    if rng.random_bool(0.5) {
-                        127
-                    } else {
-                        -127
-                    }
-                }
-                _ => rng.random_range(-127..=127),
-            });
-        }
-        scales.push(rng.random_range(1e-4f32..0.1));
-    }
-    QuantizedActivations::from_parts(n, cols, &q, scales).unwrap()
+    ternary_testkit::random_f32(rng, len, -4.0, 4.0)
 }
 
 /// `Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` for every output (`n × rows`).
@@ -218,7 +164,7 @@ fn gemm_i8_should_match_reference_bit_for_bit_on_edge_shapes() {
             if rows * cols * n > 1536 * 576 * 3 {
                 continue;
             }
-            let a = random_q(&mut rng, n, cols);
+            let a = ternary_testkit::random_q(&mut rng, n, cols);
             for &level in &Level::available() {
                 check_i8(level, &m, &a, seed);
             }
@@ -240,7 +186,7 @@ fn gemm_i8_should_match_reference_for_every_scale_layout_and_batch() {
             (50, 333, 70),
         ] {
             let m = random_matrix(&mut rng, rows, cols, layout);
-            let a = random_q(&mut rng, n, cols);
+            let a = ternary_testkit::random_q(&mut rng, n, cols);
             for &level in &Level::available() {
                 check_i8(level, &m, &a, seed);
             }
@@ -263,7 +209,7 @@ fn gemm_i8_of_quantized_floats_matches_reference() {
 fn one_thread_pool_gives_identical_results() {
     let (mut rng, seed) = rng();
     let m = random_matrix(&mut rng, 640, 1536, ScaleLayout::PerRow);
-    let a = random_q(&mut rng, 40, 1536);
+    let a = ternary_testkit::random_q(&mut rng, 40, 1536);
     let x = random_f32(&mut rng, 3 * 1536);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -520,7 +466,7 @@ fn long_rows_cross_the_kernels_row_blocks() {
     ] {
         let m = random_matrix(&mut rng, 150, 14336, layout);
         let x = random_f32(&mut rng, 20 * 14336);
-        let a = random_q(&mut rng, 20, 14336);
+        let a = ternary_testkit::random_q(&mut rng, 20, 14336);
         // 4 threads whatever the host has, so the rows are split between threads.
         let four = rayon::ThreadPoolBuilder::new()
             .num_threads(4)

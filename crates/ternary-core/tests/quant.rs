@@ -1,12 +1,12 @@
-//! Quantizers against independent `f64` implementations of their formulas, on fresh random
+//! Quantizers against independent `f64` implementations of their formulas, on seeded random
 //! inputs and edge shapes; the activation-aware rule against brute-force searches.
 //!
-//! Seed: random per run and printed; set `TERNARY_TEST_SEED=<u64>` to replay a run.
+//! Seed: fixed (`ternary_testkit::seed`) and printed; `TERNARY_TEST_SEED=<u64>` runs another.
 //! Tolerances: trits compare exactly; scales to 1e-6 relative (they are the same `f64`
 //! value rounded to `f32`, so in practice they agree bit for bit); error statistics to 1e-9.
 
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use ternary_core::quant::{
     Method, QuantConfig, QuantStats, TWN_DELTA_FACTOR, quantize, quantize_absmax, quantize_absmean,
     quantize_activation_aware, quantize_percentile, quantize_twn, weighted_error,
@@ -52,12 +52,8 @@ const METHODS: [Method; 10] = [
 ];
 
 fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("TERNARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    println!("{test}: seed {seed} (replay with TERNARY_TEST_SEED={seed})");
-    StdRng::seed_from_u64(seed)
+    eprintln!("{test}:");
+    ternary_testkit::rng()
 }
 
 fn gaussian(rng: &mut StdRng) -> f64 {

@@ -8,8 +8,9 @@
 //! conformance suite checks the device kernels against (planes and dots bit-exact, scores within
 //! `1e-6` relative), so the numbers hold for every runtime. Prints one markdown table.
 
+use ternary_core::rng::SplitMix64;
+use ternary_core::quant::AttentionQuant;
 use ternary_kernels::attention::{QkQuant, cpu};
-use ternary_kernels::rng::SplitMix64;
 
 const HEADS: usize = 4;
 const DIM: usize = 128;
@@ -21,7 +22,7 @@ fn gaussian(rng: &mut SplitMix64, tokens: usize) -> Vec<f32> {
     (0..tokens * HEADS * DIM).map(|_| rng.normal()).collect()
 }
 
-fn main() {
+fn main() -> Result<(), ternary_kernels::KernelError> {
     let mut rng = SplitMix64::new(2024);
     let scale = 1.0 / (DIM as f32).sqrt();
 
@@ -56,13 +57,20 @@ fn main() {
         ("4 outlier channels x10", &q_out, &k_out),
     ] {
         let exact = cpu::float_scores(q, k, TOKENS, TOKENS, HEADS, DIM, scale, false);
-        for quant in [QkQuant::Ternary, QkQuant::Binary] {
-            let qh = cpu::quantize_heads(q, TOKENS * HEADS, DIM, quant);
-            let kh = cpu::quantize_heads(k, TOKENS * HEADS, DIM, quant);
-            let approx = cpu::scores(&qh, &kh, TOKENS, TOKENS, HEADS, quant, scale, false);
+        for (label, quant) in [
+            ("Ternary, TWN (0.7, refit)", QkQuant::TWN),
+            (
+                "Ternary, abs-mean (1/2)",
+                QkQuant::Ternary(AttentionQuant::abs_mean()),
+            ),
+            ("Binary", QkQuant::Binary),
+        ] {
+            let qh = cpu::quantize_heads(q, TOKENS * HEADS, DIM, quant)?;
+            let kh = cpu::quantize_heads(k, TOKENS * HEADS, DIM, quant)?;
+            let approx = cpu::scores(&qh, &kh, TOKENS, TOKENS, HEADS, scale, false)?;
             let a = cpu::agreement(&approx, &exact, HEADS * TOKENS, TOKENS, TOP_K);
             println!(
-                "| {name} | {quant:?} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {name} | {label} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 a.correlation, a.top_k_overlap, a.top1, a.softmax_tv
             );
         }
@@ -71,4 +79,5 @@ fn main() {
         "\n{HEADS} heads x {TOKENS} queries x {TOKENS} keys, head dim {DIM}, scale 1/sqrt({DIM}), \
          no mask; metrics averaged over (head, query) rows."
     );
+    Ok(())
 }

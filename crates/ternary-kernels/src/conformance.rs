@@ -19,15 +19,16 @@ use cubecl::prelude::*;
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
 
 use crate::attention::{self, QkQuant, cpu};
+use ternary_core::quant::attention::{AttentionQuant, ScaleRule, Threshold};
 use crate::buffer::DeviceArray;
 use crate::edit::{Edit, launch_edits};
 use crate::error::KernelError;
 use crate::int8::{launch_gemm_i8, launch_quantize_into};
 use crate::matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized};
 use crate::plan::{Plan, Strategy};
-use crate::rng::SplitMix64;
 use crate::skip::{ChunkBitmap, DeviceBitmap, launch_gemv_skip};
 use crate::{DeviceCaps, launch_gemm};
+use ternary_core::rng::SplitMix64;
 
 /// Outcome of one check: `Err` describes the first mismatch.
 pub type Check = std::result::Result<(), String>;
@@ -489,7 +490,7 @@ pub fn attention_matches_reference<R: Runtime>(
     let q = random_activations(&mut rng, nq * heads, dim);
     let k = random_activations(&mut rng, nk * heads, dim);
     let what =
-        format!("attention nq={nq} nk={nk} heads={heads} dim={dim} {quant:?} causal={causal}");
+        format!("attention nq={nq} nk={nk} heads={heads} dim={dim} {quant} causal={causal}");
     let dq = DeviceArray::<R, f32>::from_slice(client, &q);
     let dk = DeviceArray::<R, f32>::from_slice(client, &k);
     let qh = dev(
@@ -500,8 +501,8 @@ pub fn attention_matches_reference<R: Runtime>(
         "quantize K",
         attention::launch_quantize_heads(client, &dk, nk, heads, dim, quant),
     )?;
-    let hq = cpu::quantize_heads(&q, nq * heads, dim, quant);
-    let hk = cpu::quantize_heads(&k, nk * heads, dim, quant);
+    let hq = dev("host Q", cpu::quantize_heads(&q, nq * heads, dim, quant))?;
+    let hk = dev("host K", cpu::quantize_heads(&k, nk * heads, dim, quant))?;
     for (name, dh, hh) in [("Q", &qh, &hq), ("K", &kh, &hk)] {
         let (p, mi, a) = (
             dev("read", dh.plus.read(client))?,
@@ -532,7 +533,7 @@ pub fn attention_matches_reference<R: Runtime>(
     for h in 0..heads {
         for i in 0..nq {
             for j in 0..nk {
-                let want = cpu::dot(&hq, i * heads + h, &hk, j * heads + h, quant);
+                let want = cpu::dot(&hq, i * heads + h, &hk, j * heads + h);
                 let got = dots[(h * nq + i) * nk + j];
                 if i64::from(got) != want {
                     return Err(format!(
@@ -549,7 +550,10 @@ pub fn attention_matches_reference<R: Runtime>(
         attention::launch_qk_scores(client, &qh, &kh, scale, causal, &out),
     )?;
     let got = dev("read scores", out.read(client))?;
-    let want = cpu::scores(&hq, &hk, nq, nk, heads, quant, scale, causal);
+    let want = dev(
+        "host scores",
+        cpu::scores(&hq, &hk, nq, nk, heads, scale, causal),
+    )?;
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let ok = if w.is_infinite() {
             g == f32::NEG_INFINITY
@@ -561,6 +565,148 @@ pub fn attention_matches_reference<R: Runtime>(
         }
     }
     Ok(())
+}
+
+/// Head vectors for the quantizer check, `count × dim` values, a mix per vector: all zero;
+/// values in `{0, ±1, ±2}` (ties at the threshold); Gaussian times `10^u`, `u ∈ [−3, 3)`;
+/// Gaussian times `2^k` per value, `k ∈ [−20, 20]` (a sum whose order matters); a NaN or ±∞ at
+/// a random place; values near `10³⁸` (sums beyond `f32::MAX`); plain Gaussian. No subnormals
+/// (a device may flush them).
+pub fn attention_vectors(rng: &mut SplitMix64, count: usize, dim: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(count * dim);
+    for _ in 0..count {
+        let start = v.len();
+        match rng.below(9) {
+            0 => v.extend(std::iter::repeat_n(0.0, dim)),
+            1 => v.extend((0..dim).map(|_| [0.0f32, 1.0, -1.0, 2.0, -2.0][rng.below(5)])),
+            2 => {
+                let s = 10f32.powf(rng.range_f32(-3.0, 3.0));
+                v.extend((0..dim).map(|_| s * rng.normal()));
+            }
+            3 => v.extend((0..dim).map(|_| {
+                let k = rng.below(41) as i32 - 20;
+                rng.normal() * 2f32.powi(k)
+            })),
+            4 => {
+                v.extend((0..dim).map(|_| rng.normal()));
+                if dim > 0 {
+                    let bad = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][rng.below(3)];
+                    v[start + rng.below(dim)] = bad;
+                }
+            }
+            5 => v.extend((0..dim).map(|_| rng.range_f32(-3.0e38, 3.0e38))),
+            _ => v.extend((0..dim).map(|_| rng.normal())),
+        }
+    }
+    v
+}
+
+/// The attention quantizer: planes and scales from the device kernel equal
+/// `ternary_core::quant::attention` on the host bit for bit (scales compared with
+/// `to_bits`), for `count` vectors of `dim` values ([`attention_vectors`]) quantized with
+/// `quant`.
+pub fn attention_quantizer_matches_core<R: Runtime>(
+    client: &ComputeClient<R>,
+    count: usize,
+    dim: usize,
+    quant: QkQuant,
+    seed: u64,
+) -> Check {
+    let mut rng = SplitMix64::new(seed);
+    let x = attention_vectors(&mut rng, count, dim);
+    let what = format!("quantize {count} vectors of {dim} with {quant} (seed {seed})");
+    let dx = DeviceArray::<R, f32>::from_slice(client, &x);
+    let dh = dev(
+        &what,
+        attention::launch_quantize_heads(client, &dx, count, 1, dim, quant),
+    )?;
+    let host = dev(&what, cpu::quantize_heads(&x, count, dim, quant))?;
+    let (wpv, spv) = (quant.words_per_vector(dim), quant.scales_per_vector(dim));
+    let (plus, minus, alpha) = (
+        dev("read", dh.plus.read(client))?,
+        dev("read", dh.minus.read(client))?,
+        dev("read", dh.alpha.read(client))?,
+    );
+    if (plus.len(), minus.len(), alpha.len()) != (count * wpv, count * wpv, count * spv) {
+        return Err(format!(
+            "{what}: device buffers of {} / {} words and {} scales",
+            plus.len(),
+            minus.len(),
+            alpha.len()
+        ));
+    }
+    for v in 0..count {
+        let words = v * wpv..(v + 1) * wpv;
+        let scales = v * spv..(v + 1) * spv;
+        let bits = |a: &[f32]| a.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+        if plus[words.clone()] != host.plus[words.clone()]
+            || minus[words.clone()] != host.minus[words.clone()]
+            || bits(&alpha[scales.clone()]) != bits(&host.alpha[scales.clone()])
+        {
+            return Err(format!(
+                "{what}: vector {v} differs\n  x      {:?}\n  device +{:08x?} -{:08x?} {:?}\n  \
+                 host   +{:08x?} -{:08x?} {:?}",
+                &x[v * dim..(v + 1) * dim],
+                &plus[words.clone()],
+                &minus[words.clone()],
+                &alpha[scales.clone()],
+                &host.plus[words.clone()],
+                &host.minus[words],
+                &host.alpha[scales],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every attention quantizer configuration the checks cover: both thresholds and scale rules,
+/// groups (whole vector, 1, 8, 48, 64, 1000), one and two levels, and binary.
+pub fn attention_quantizers() -> Vec<QkQuant> {
+    let mut out = vec![QkQuant::Binary];
+    for threshold in [Threshold::HalfMean, Threshold::Twn] {
+        for scale in [ScaleRule::AbsMean, ScaleRule::Refit] {
+            for group in [None, Some(1), Some(8), Some(48), Some(64), Some(1000)] {
+                for levels in [1, 2] {
+                    out.push(QkQuant::Ternary(AttentionQuant {
+                        threshold,
+                        scale,
+                        group,
+                        levels,
+                    }));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Dimensions of the quantizer check.
+pub const ATTENTION_QUANT_DIMS: [usize; 5] = [1, 63, 64, 65, 576];
+
+/// The attention quantizer, device against host, bit for bit: every configuration of
+/// [`attention_quantizers`] on 12 vectors of each of [`ATTENTION_QUANT_DIMS`], plus the empty
+/// cases (no vectors; vectors of no values). Inputs from `seed`.
+pub fn attention_quantizer_suite_seeded<R: Runtime>(
+    client: &ComputeClient<R>,
+    seed: u64,
+) -> SuiteResult {
+    let mut count = 0usize;
+    for (c, quant) in attention_quantizers().into_iter().enumerate() {
+        for (d, &dim) in ATTENTION_QUANT_DIMS.iter().enumerate() {
+            let case_seed = seed.wrapping_add((c * 16 + d) as u64);
+            attention_quantizer_matches_core(client, 12, dim, quant, case_seed)?;
+            count += 1;
+        }
+        attention_quantizer_matches_core(client, 0, 64, quant, seed)?;
+        attention_quantizer_matches_core(client, 3, 0, quant, seed)?;
+        count += 2;
+    }
+    Ok(Ran::Passed(count))
+}
+
+/// [`attention_quantizer_suite_seeded`] with the fixed seed `9000`.
+pub fn attention_quantizer_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
+    attention_quantizer_suite_seeded(client, 9000)
 }
 
 /// Block skipping: the device-built bitmap equals the host one, and the skipping GEMV matches
@@ -761,8 +907,29 @@ pub fn bad_shapes_are_errors<R: Runtime>(client: &ComputeClient<R>) -> Check {
     let heads = DeviceArray::<R, f32>::from_slice(client, &[0.5; 12]);
     expect_shape(
         "head vectors",
-        attention::launch_quantize_heads(client, &heads, 2, 2, 4, QkQuant::Ternary).map(|_| ()),
+        attention::launch_quantize_heads(client, &heads, 2, 2, 4, QkQuant::TWN).map(|_| ()),
     )?;
+    let grouped = QkQuant::Ternary(AttentionQuant {
+        group: Some(2),
+        ..AttentionQuant::abs_mean()
+    });
+    let gq = dev(
+        "grouped heads",
+        attention::launch_quantize_heads(client, &heads, 3, 1, 4, grouped),
+    )?;
+    let scores = DeviceArray::<R, f32>::filled(client, 9, f32::NAN);
+    match attention::launch_qk_scores(client, &gq, &gq, 1.0, false, &scores) {
+        Err(KernelError::Config(_)) => {}
+        other => return Err(format!("scoring grouped heads should fail, got {other:?}")),
+    }
+    let zero_group = QkQuant::Ternary(AttentionQuant {
+        group: Some(0),
+        ..AttentionQuant::abs_mean()
+    });
+    match attention::launch_quantize_heads(client, &heads, 3, 1, 4, zero_group) {
+        Err(KernelError::Core(_)) => {}
+        other => return Err(format!("group size 0 should fail, got {other:?}")),
+    }
     match DeviceActivations::upload(client, &[f32::NAN; 40], 1, 40) {
         Err(KernelError::Core(_)) => {}
         other => return Err(format!("NaN activations should fail, got {other:?}")),
@@ -899,7 +1066,11 @@ pub fn edits_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
 /// Attention scoring, ternary and binary, causal or not, over a few head sizes.
 pub fn attention_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
     let mut count = 0;
-    for quant in [QkQuant::Ternary, QkQuant::Binary] {
+    for quant in [
+        QkQuant::TWN,
+        QkQuant::Ternary(AttentionQuant::abs_mean()),
+        QkQuant::Binary,
+    ] {
         for causal in [false, true] {
             for &(nq, nk, dim) in &[(1, 5, 64), (5, 37, 80), (17, 17, 128), (3, 40, 33)] {
                 count += 1;
@@ -947,6 +1118,7 @@ pub fn run_all<R: Runtime>(client: &ComputeClient<R>) -> Vec<(&'static str, Suit
         ("int8 quantize", quantize_suite(client)),
         ("int8 gemm", int8_suite(client)),
         ("edits", edits_suite(client)),
+        ("attention quantizer", attention_quantizer_suite(client)),
         ("attention", attention_suite(client)),
         ("block skipping", skip_suite(client)),
         (

@@ -1,8 +1,8 @@
 //! `TernaryLinear`'s cube path (`ternary-kernels` on Burn's CubeCL backend) on wgpu — Mesa's
 //! lavapipe in CI (`apt-get install mesa-vulkan-drivers`) — against independent references.
 //!
-//! Inputs are fresh random values each run; the seed is printed and can be replayed with
-//! `TERNARY_TEST_SEED=<seed>`. Outputs are poisoned with NaN before the kernel writes them (debug
+//! Inputs are random from a fixed seed (`ternary_testkit::seed`), printed;
+//! `TERNARY_TEST_SEED=<seed>` runs another. Outputs are poisoned with NaN before the kernel writes them (debug
 //! assertions, on in tests), so an unwritten value fails the comparison.
 //!
 //! Tolerance: `|y − y_ref| ≤ TOL · (Σ_c |s[r, g(c)] · t[r, c] · x[j, c] · d[c]| + |b[r]|)` against

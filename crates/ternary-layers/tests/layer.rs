@@ -1,7 +1,7 @@
 //! `TernaryLinear` against independent references.
 //!
-//! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
-//! be replayed with `TERNARY_TEST_SEED=<seed>`.
+//! Inputs are random from a fixed seed (`ternary_testkit::seed`), printed (and shown on
+//! failure); `TERNARY_TEST_SEED=<seed>` runs another.
 //!
 //! Tolerances:
 //! - `CpuF32` and `Float` paths: `|y − y_ref| ≤ TOL · (Σ_c |s[r, g(c)] · t[r, c] · x[j, c] · d[c]|

@@ -4,6 +4,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{Llama, Logits};
 use burn::tensor::backend::Backend;
 use std::time::Instant;
+use ternary_core::rng::SplitMix64;
 use ternary_layers::to_rows;
 
 /// How the next token is picked from the logits.
@@ -48,21 +49,6 @@ impl GenerationStats {
     }
 }
 
-/// SplitMix64: a tiny, well-mixed seeded generator for sampling.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Index of the largest logit (lowest index on ties; NaN never wins).
 pub fn argmax(logits: &[f32]) -> usize {
     let mut best = 0;
@@ -95,7 +81,7 @@ fn sample_top_p(logits: &[f32], top_p: f32, temperature: f32, rng: &mut SplitMix
     }
     let p = &p[..kept];
     let total: f64 = p.iter().map(|x| x.1).sum();
-    let mut r = rng.next_f64() * total;
+    let mut r = rng.unit_f64() * total;
     for &(i, w) in p {
         if r < w {
             return i;
@@ -127,7 +113,7 @@ pub fn generate<B: Backend>(
             "top-p {top_p} must be in (0, 1] and temperature {temperature} positive"
         )));
     }
-    let mut rng = SplitMix64(match sampling {
+    let mut rng = SplitMix64::new(match sampling {
         Sampling::TopP { seed, .. } => seed,
         Sampling::Greedy => 0,
     });
@@ -183,7 +169,7 @@ mod tests {
     fn top_p_should_only_draw_from_the_nucleus() {
         // Probabilities ~ [0.64, 0.24, 0.09, 0.03]: top-p 0.8 keeps the first two.
         let l = [2.0f32, 1.0, 0.0, -1.0];
-        let mut rng = SplitMix64(7);
+        let mut rng = SplitMix64::new(7);
         let mut seen = [0usize; 4];
         for _ in 0..2000 {
             seen[sample_top_p(&l, 0.8, 1.0, &mut rng)] += 1;

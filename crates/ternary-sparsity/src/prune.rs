@@ -136,13 +136,10 @@ fn check_indexable(total: usize) -> Result<()> {
     Ok(())
 }
 
-/// SplitMix64: the deterministic tie-break of positions.
+/// The deterministic tie-break of positions: the first SplitMix64 output for seed `i`.
 #[inline]
 fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    ternary_core::rng::mix64(i.wrapping_add(ternary_core::rng::GOLDEN))
 }
 
 /// Reorders `cands` so that its first `count` entries are the `count` smallest by `key`

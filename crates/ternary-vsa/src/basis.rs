@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use crate::binary::BinaryHv;
 use crate::error::{Result, VsaError, check_dim};
-use crate::rng::{Rng, derive_seed};
 use crate::ternary::TernaryHv;
+use ternary_core::rng::{Rng, derive_seed};
 
 /// `count` independent uniformly random binary vectors; item `i` is
 /// `BinaryHv::random(D, derive_seed(seed, i))`.

@@ -8,13 +8,13 @@ use ternary_core::kernels;
 
 use crate::bundle::CountBundle;
 use crate::error::{Result, VsaError, check_dim, same_dim};
-use crate::rng::Rng;
 use crate::sliced::SlicedCounts;
 use crate::ternary::TernaryHv;
 use crate::words::{
     BIPOLAR, BIT_MASK, clear_padding, padding_violation, rotate, words_for, zip_bytes,
 };
 use crate::{Hypervector, sealed};
+use ternary_core::rng::Rng;
 
 /// A `D`-dimensional binary hypervector on `⌈D / 32⌉` `u32` words; padding bits are zero.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

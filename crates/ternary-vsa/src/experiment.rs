@@ -12,7 +12,7 @@ use crate::bundle::CountBundle;
 use crate::cleanup::{self, ExplainAway};
 use crate::error::{Result, VsaError};
 use crate::memory::ItemMemory;
-use crate::rng::{Rng, derive_seed};
+use ternary_core::rng::{Rng, derive_seed};
 
 /// How the bundle is decoded.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -33,7 +33,6 @@ pub mod error;
 pub mod experiment;
 pub mod memory;
 pub mod reference;
-pub mod rng;
 pub mod sliced;
 pub mod ternary;
 mod vertical;

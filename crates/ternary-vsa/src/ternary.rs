@@ -10,10 +10,10 @@ use ternary_core::kernels;
 
 use crate::bundle::CountBundle;
 use crate::error::{Result, VsaError, check_dim, same_dim};
-use crate::rng::Rng;
 use crate::sliced::SlicedCounts;
 use crate::words::{BIT_MASK, padding_violation, rotate, words_for, zip_bytes};
 use crate::{Hypervector, sealed};
+use ternary_core::rng::Rng;
 
 /// A `D`-dimensional ternary hypervector: `+1`/`−1` planes of `⌈D / 32⌉` words each.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,8 +1,8 @@
 //! Algebra of binary and ternary hypervectors against the naive `Vec<i8>` reference, on fresh
 //! random inputs and edge dimensions.
 
+use ternary_core::rng::{Rng, SplitMix64, derive_seed};
 use ternary_vsa::reference as r;
-use ternary_vsa::rng::{Rng, SplitMix64, derive_seed};
 use ternary_vsa::{BinaryHv, CountBundle, Hypervector, TernaryHv, VsaError, basis};
 
 const DIMS: [usize; 11] = [1, 31, 32, 33, 63, 64, 65, 100, 576, 1536, 10_007];

@@ -1,11 +1,11 @@
 //! Capacity: the theory function, its Gaussian model, the caps, and seeded Monte Carlo
 //! measurements of real bundles against it.
 
+use ternary_core::rng::Rng;
 use ternary_vsa::capacity::{
     self, CapacityModel, erfc, ln_normal_cdf, majority_correlation, normal_cdf, retrieval_accuracy,
 };
 use ternary_vsa::experiment::{KeyValueExperiment, Readout};
-use ternary_vsa::rng::Rng;
 use ternary_vsa::{BinaryHv, CapacityLimit, CountBundle, ExplainAway, Load, OnExceed, VsaError};
 
 const D: usize = 10_000;

@@ -1,8 +1,8 @@
 //! Item memory and bit-sliced count dots against brute-force references.
 
+use ternary_core::rng::Rng;
 use ternary_vsa::cleanup::{self, ExplainAway};
 use ternary_vsa::reference as r;
-use ternary_vsa::rng::Rng;
 use ternary_vsa::{
     BinaryHv, CountBundle, ItemMemory, Match, SlicedCounts, TernaryHv, VsaError, basis,
 };

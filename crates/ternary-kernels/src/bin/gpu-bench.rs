@@ -24,11 +24,12 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use ternary_core::rng::SplitMix64;
 use ternary_kernels::cubecl::prelude::*;
 use ternary_kernels::{
     DeviceActivations, DeviceArray, DeviceBitmap, DeviceCaps, DeviceMatrix, DeviceQuantized,
     Strategy, attention, conformance, device, launch_gemm, launch_gemm_i8, launch_gemv_skip,
-    launch_quantize_into, rng::SplitMix64,
+    launch_quantize_into,
 };
 
 #[derive(Debug, Clone)]
@@ -293,7 +294,7 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
             nq,
             heads,
             dim,
-            attention::QkQuant::Ternary,
+            attention::QkQuant::TWN,
         )?;
         let kh = attention::launch_quantize_heads(
             client,
@@ -301,7 +302,7 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
             nk,
             heads,
             dim,
-            attention::QkQuant::Ternary,
+            attention::QkQuant::TWN,
         )?;
         let out = DeviceArray::<R, f32>::empty(client, heads * nq * nk);
         let s = time_it(client, || {

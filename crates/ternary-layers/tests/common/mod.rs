@@ -4,9 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+use ternary_core::{ScaleLayout, TernaryMatrix};
 use ternary_layers::{LinearPath, TernaryLinear};
 
 /// Relative tolerance of [`check_close`] (see the test files' docs).
@@ -21,47 +19,7 @@ pub const LAYOUTS: [ScaleLayout; 4] = [
     ScaleLayout::PerGroup { group_size: 128 },
 ];
 
-pub fn rng() -> StdRng {
-    let seed = std::env::var("TERNARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    eprintln!("TERNARY_TEST_SEED={seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-pub fn random_matrix(
-    rng: &mut StdRng,
-    rows: usize,
-    cols: usize,
-    layout: ScaleLayout,
-) -> TernaryMatrix {
-    let p_zero: f64 = rng.random_range(0.0..0.9);
-    let trits: Vec<i8> = (0..rows * cols)
-        .map(|_| {
-            if rng.random_bool(p_zero) {
-                0
-            } else if rng.random_bool(0.5) {
-                1
-            } else {
-                -1
-            }
-        })
-        .collect();
-    let scales = (0..rows * layout.groups_per_row(cols))
-        .map(|_| rng.random_range(0.01f32..2.0))
-        .collect();
-    TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)).unwrap()
-}
-
-pub fn random_f32(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..len).map(|_| rng.random_range(lo..hi)).collect()
-}
+pub use ternary_testkit::{random_f32, random_matrix, rng};
 
 /// `y_ref[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c] · d[c] + b[r]` in `f64`, with the mass
 /// `Σ_c |…| + |b[r]|` used for the tolerance.
@@ -156,7 +114,7 @@ pub struct EdgeCase<'a> {
 
 /// Runs `f` on every rows × cols in [`EDGE`]², each token count in `tokens`, scale layouts
 /// cycled through [`LAYOUTS`] and every combination of bias and input scale across the token
-/// counts; fresh random values from `rng()`.
+/// counts; random values from `rng()` (the fixed test seed).
 pub fn for_each_edge_case(tokens: &[usize], mut f: impl FnMut(&EdgeCase<'_>)) {
     let mut rng = rng();
     let mut case = 0usize;

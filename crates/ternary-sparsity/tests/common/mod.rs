@@ -1,11 +1,12 @@
 //! Shared test helpers: seeded randomness, random sparse matrices, reference checks.
 //!
-//! The seed is printed and can be replayed with `TERNARY_TEST_SEED=<seed>`.
+//! The seed is fixed (`ternary_testkit::seed`), printed, and overridden by
+//! `TERNARY_TEST_SEED=<seed>`.
 
 #![allow(dead_code)]
 
+use rand::RngExt;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
 
 /// `f32` tolerance: `|y − y_ref| ≤ F32_TOL · Σ_c |s · t · x|` per output (`y_ref` in `f64`).
@@ -27,19 +28,7 @@ pub const LAYOUTS: [ScaleLayout; 4] = [
     ScaleLayout::PerGroup { group_size: 96 },
 ];
 
-pub fn rng() -> (StdRng, u64) {
-    let seed = std::env::var("TERNARY_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x5eed)
-        });
-    eprintln!("TERNARY_TEST_SEED={seed}");
-    (StdRng::seed_from_u64(seed), seed)
-}
+pub use ternary_testkit::seeded as rng;
 
 /// Where the non-zeros go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

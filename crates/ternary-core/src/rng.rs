@@ -1,5 +1,6 @@
-//! Small self-contained pseudo-random generators, so that every seed gives the same vectors on
-//! every platform and every version of the dependencies.
+//! The workspace's seeded pseudo-random generators (one of each), small and self-contained, so
+//! that every seed gives the same data on every platform and every version of the dependencies:
+//! test inputs, benchmark data, sampling in generation, hypervector codebooks.
 //!
 //! - [`SplitMix64`] (Steele, Lea & Flood 2014) expands a `u64` seed;
 //! - [`Rng`] is xoshiro256++ (Blackman & Vigna 2019) seeded by four SplitMix64 outputs;
@@ -10,7 +11,7 @@
 //! `cos` from the platform's math library and is reproducible only up to their rounding.
 
 /// The 64-bit golden-ratio increment of SplitMix64, `⌊2⁶⁴ / φ⌋` made odd.
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+pub const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The SplitMix64 output function: a bijective 64-bit mixer (Stafford's variant 13).
 #[inline]
@@ -43,6 +44,55 @@ impl SplitMix64 {
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN);
         mix64(self.state)
+    }
+
+    /// Uniform in `[0, 1)` with 24 random bits: `(x >> 40) · 2⁻²⁴`.
+    #[inline]
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in `[−1, 1)` with 24 random bits: `(x >> 40) · 2⁻²³ − 1`.
+    #[inline]
+    pub fn signed_unit_f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32) * (2.0 / (1u64 << 24) as f32) - 1.0
+    }
+
+    /// Uniform in `[lo, hi)`: `lo + (hi − lo) · u`, `u` from [`unit_f32`](Self::unit_f32).
+    #[inline]
+    pub fn range_f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit_f32()
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits: `(x >> 11) · 2⁻⁵³`.
+    #[inline]
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform integer in `0..n` by multiply-shift (`⌊x · n / 2⁶⁴⌋`; bias below `n / 2⁶⁴`);
+    /// `0` for `n = 0`.
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Standard normal (Box–Muller with `f32` uniforms; platform `ln`/`cos`).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = f64::from(self.unit_f32()).max(1e-12);
+        let u2 = f64::from(self.unit_f32());
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
+    /// A trit: `0` with probability `zero_fraction`, else `±1` with equal odds.
+    pub fn trit(&mut self, zero_fraction: f64) -> i8 {
+        if self.unit_f64() < zero_fraction {
+            0
+        } else if self.next_u64() & 1 == 0 {
+            1
+        } else {
+            -1
+        }
     }
 }
 

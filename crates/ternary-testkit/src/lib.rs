@@ -1,0 +1,168 @@
+//! # ternary-testkit
+//!
+//! Dev-only support shared by the workspace's tests (a `[dev-dependencies]` entry, never a
+//! normal dependency):
+//!
+//! - [`seed`] / [`rng`]: every random test starts from one seed, [`DEFAULT_SEED`] unless the
+//!   environment variable [`SEED_ENV`] (`TERNARY_TEST_SEED`, decimal or `0x` hex) overrides it.
+//!   The seed is printed to stderr, which the test harness shows with a failure, so any failing
+//!   run can be replayed exactly. A run never depends on the clock.
+//! - [`random_matrix`], [`random_f32`], [`random_q`]: the random ternary matrices, float and
+//!   int8 activations the kernel, layer and sparsity tests draw from.
+//! - [`EDGE`]: the edge sizes every kernel must handle.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix};
+
+pub use rand;
+
+/// The environment variable that overrides the test seed.
+pub const SEED_ENV: &str = "TERNARY_TEST_SEED";
+
+/// The seed of every random test unless [`SEED_ENV`] says otherwise.
+pub const DEFAULT_SEED: u64 = 0x7E57_5EED;
+
+/// The edge sizes of rows and columns: around a 32-bit word, a 64-column row pad, SmolLM2's
+/// hidden size (576) and FFN size (1536).
+pub const EDGE: [usize; 9] = [1, 31, 32, 33, 63, 64, 65, 576, 1536];
+
+/// Parses a seed: decimal, or hexadecimal with a `0x` prefix.
+pub fn parse_seed(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The test seed: [`SEED_ENV`] if set (a value that does not parse is a panic, not a silent
+/// default), else [`DEFAULT_SEED`]; printed as `TERNARY_TEST_SEED=<seed>`.
+pub fn seed() -> u64 {
+    let seed = match std::env::var(SEED_ENV) {
+        Ok(v) => parse_seed(&v)
+            .unwrap_or_else(|| panic!("{SEED_ENV}={v:?} is not a decimal or 0x-hex u64")),
+        Err(_) => DEFAULT_SEED,
+    };
+    eprintln!("{SEED_ENV}={seed}");
+    seed
+}
+
+/// A generator from [`seed`].
+pub fn rng() -> StdRng {
+    StdRng::seed_from_u64(seed())
+}
+
+/// A generator from [`seed`], and the seed (for messages).
+pub fn seeded() -> (StdRng, u64) {
+    let s = seed();
+    (StdRng::seed_from_u64(s), s)
+}
+
+/// A random `rows × cols` matrix: the zero probability `p ∈ [0, 0.9)` drawn once, each trit
+/// `0` with probability `p`, else `±1` with equal odds; scales `±[0.01, 2)`, negative with
+/// probability 0.2 (scales may be negative in the format).
+pub fn random_matrix(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    layout: ScaleLayout,
+) -> TernaryMatrix {
+    let p_zero: f64 = rng.random_range(0.0..0.9);
+    let trits: Vec<i8> = (0..rows * cols)
+        .map(|_| {
+            if rng.random_bool(p_zero) {
+                0
+            } else if rng.random_bool(0.5) {
+                1
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let count = rows * layout.groups_per_row(cols);
+    let scales = (0..count)
+        .map(|_| {
+            let s: f32 = rng.random_range(0.01..2.0);
+            if rng.random_bool(0.2) { -s } else { s }
+        })
+        .collect();
+    match TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)) {
+        Ok(m) => m,
+        Err(e) => panic!("random_matrix({rows}, {cols}, {layout:?}): {e}"),
+    }
+}
+
+/// `len` values uniform in `[lo, hi)`.
+pub fn random_f32(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Random int8 activations for `n` tokens of `cols`: per token, all zero, all `±127`, or
+/// uniform in `[−127, 127]` (the extremes show up often); scales in `[1e-4, 0.1)`.
+pub fn random_q(rng: &mut StdRng, n: usize, cols: usize) -> QuantizedActivations {
+    let mut q = Vec::with_capacity(n * cols);
+    let mut scales = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = rng.random_range(0..4);
+        for _ in 0..cols {
+            q.push(match kind {
+                0 => 0,
+                1 => {
+                    if rng.random_bool(0.5) {
+                        127
+                    } else {
+                        -127
+                    }
+                }
+                _ => rng.random_range(-127..=127),
+            });
+        }
+        scales.push(rng.random_range(1e-4f32..0.1));
+    }
+    match QuantizedActivations::from_parts(n, cols, &q, scales) {
+        Ok(a) => a,
+        Err(e) => panic!("random_q({n}, {cols}): {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_in_decimal_and_hex_and_reject_garbage() {
+        assert_eq!(parse_seed("42"), Some(42));
+        assert_eq!(parse_seed(" 0x2A "), Some(42));
+        assert_eq!(parse_seed("0X2a"), Some(42));
+        assert_eq!(parse_seed("18446744073709551615"), Some(u64::MAX));
+        for bad in ["", "x", "0x", "-1", "18446744073709551616", "1.5"] {
+            assert_eq!(parse_seed(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generators_are_deterministic_for_a_seed_and_respect_their_ranges() {
+        let mk = |s| {
+            let mut r = StdRng::seed_from_u64(s);
+            let m = random_matrix(&mut r, 5, 70, ScaleLayout::PerGroup { group_size: 32 });
+            (
+                m,
+                random_f32(&mut r, 100, -2.0, 3.0),
+                random_q(&mut r, 4, 9),
+            )
+        };
+        let (a, b) = (mk(1), mk(1));
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert_eq!((a.2.data(), a.2.scales()), (b.2.data(), b.2.scales()));
+        assert_ne!(mk(2).1, a.1);
+        assert!(a.1.iter().all(|v| (-2.0..3.0).contains(v)));
+        assert!(
+            a.0.scales()
+                .values()
+                .iter()
+                .all(|s| (0.01..2.0).contains(&s.abs()))
+        );
+    }
+}
