@@ -18,6 +18,7 @@
 //! - [`pack`]: base-3 storage at 1.6 bits per weight; [`io`]: safetensors files.
 
 pub mod activations;
+pub mod bitmap;
 pub mod error;
 pub mod io;
 pub mod kernels;
@@ -28,6 +29,7 @@ pub mod reference;
 pub mod rng;
 
 pub use activations::QuantizedActivations;
+pub use bitmap::ChunkBitmap;
 pub use error::{Result, TernaryError};
 pub use matrix::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
 

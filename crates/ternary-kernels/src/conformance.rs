@@ -26,7 +26,8 @@ use crate::error::KernelError;
 use crate::int8::{launch_gemm_i8, launch_quantize_into};
 use crate::matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized};
 use crate::plan::{Plan, Strategy};
-use crate::skip::{ChunkBitmap, DeviceBitmap, launch_gemv_skip};
+use crate::skip::{DeviceBitmap, launch_gemv_skip};
+use ternary_core::ChunkBitmap;
 use crate::{DeviceCaps, launch_gemm};
 use ternary_core::rng::SplitMix64;
 

@@ -53,7 +53,7 @@ pub use gemm::launch_gemm;
 pub use int8::{launch_gemm_i8, launch_quantize, launch_quantize_into};
 pub use matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized, padded_cols};
 pub use plan::{Plan, Strategy, TileConfig};
-pub use skip::{ChunkBitmap, DeviceBitmap, launch_gemv_skip};
+pub use skip::{DeviceBitmap, launch_gemv_skip};
 
 /// Re-export of CubeCL, so callers name runtimes and clients without a direct dependency.
 pub use cubecl;

@@ -11,9 +11,9 @@
 
 use ternary_core::{Result, Scales, TernaryError, TernaryMatrix};
 
-use crate::bitmap::ChunkBitmap;
 use crate::kernels::ChunkView;
 use crate::matrix::BitmapMatrix;
+use ternary_core::ChunkBitmap;
 
 /// A ternary matrix that stores only its non-empty chunks. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq)]

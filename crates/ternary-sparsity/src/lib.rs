@@ -3,7 +3,7 @@
 //! Makes zero weights cost nothing in bit-sliced ternary matrices: less memory and less work,
 //! and a per-layer decision whether ternary (dense or sparse) pays at all.
 //!
-//! - [`ChunkBitmap`]: one bit per 32-weight chunk of a row, set iff the chunk holds a
+//! - [`ChunkBitmap`](ternary_core::ChunkBitmap) (in `ternary-core`): one bit per 32-weight chunk of a row, set iff the chunk holds a
 //!   non-zero weight; [`BitmapMatrix`] keeps it exactly consistent through O(1)
 //!   [`modify_dim`](BitmapMatrix::modify_dim) edits and rebuilds it when loading a file.
 //! - Compressed formats for high sparsity: [`PackedChunks`] (only the non-empty chunks) and
@@ -23,7 +23,6 @@
 //! served by the index lists and chunk-structured sparsity by the bitmap. See
 //! `docs/sparsity.md` for the formats, the math and measured crossovers.
 
-pub mod bitmap;
 pub mod chunks;
 pub mod footprint;
 pub mod kernels;
@@ -32,7 +31,6 @@ pub mod matrix;
 pub mod plan;
 pub mod prune;
 
-pub use bitmap::ChunkBitmap;
 pub use chunks::PackedChunks;
 pub use footprint::Footprint;
 pub use kernels::{KernelConfig, Level, Strategy, TernaryGemm};

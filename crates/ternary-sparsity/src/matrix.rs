@@ -11,7 +11,7 @@ use std::path::Path;
 use ternary_core::io::{self, Storage};
 use ternary_core::{Result, Scales, TernaryMatrix};
 
-use crate::bitmap::ChunkBitmap;
+use ternary_core::ChunkBitmap;
 
 /// A ternary matrix with its chunk bitmap (see [`crate::bitmap`]).
 ///

@@ -27,11 +27,11 @@ use serde_json::{Map, Value, json};
 use ternary_core::quant::QuantStats;
 use ternary_core::{QuantizedActivations, Result, TernaryError, TernaryMatrix};
 
-use crate::bitmap::ChunkBitmap;
 use crate::chunks::PackedChunks;
 use crate::footprint::Footprint;
 use crate::kernels::{KernelConfig, TernaryGemm};
 use crate::lists::IndexLists;
+use ternary_core::ChunkBitmap;
 
 /// Default [`PlanRule::index_density`]: index lists tie with dense ternary at this density.
 ///

@@ -5,9 +5,10 @@ mod common;
 use common::*;
 use rand::RngExt;
 use rand::rngs::StdRng;
+use ternary_core::ChunkBitmap;
 use ternary_core::io::Storage;
 use ternary_core::{ScaleLayout, TernaryError, TernaryMatrix, reference};
-use ternary_sparsity::{BitmapMatrix, ChunkBitmap, TernaryGemm};
+use ternary_sparsity::{BitmapMatrix, TernaryGemm};
 
 /// Checks the bitmap bit of the chunk holding `(r, c)` against the planes.
 fn check_chunk(m: &BitmapMatrix, r: usize, c: usize, what: &str) {

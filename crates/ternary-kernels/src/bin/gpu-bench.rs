@@ -271,7 +271,7 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
                         launch_gemm(client, &dm, &dx, &y, Strategy::Auto).map(|_| ())
                     })?;
                     push("f32 (95% zeros, dense kernel)", s, plane_bytes + io);
-                    let nz = bitmap.read(client)?.nonzero_chunks() as f64;
+                    let nz = bitmap.read(client)?.count_nonempty() as f64;
                     let s = time_it(client, || {
                         launch_gemv_skip(client, &dm, &bitmap, &dx, &y).map(|_| ())
                     })?;
@@ -288,22 +288,10 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
         let k = conformance::random_activations(&mut rng, nk * heads, dim);
         let dq = DeviceArray::<R, f32>::from_slice(client, &q);
         let dk = DeviceArray::<R, f32>::from_slice(client, &k);
-        let qh = attention::launch_quantize_heads(
-            client,
-            &dq,
-            nq,
-            heads,
-            dim,
-            attention::QkQuant::TWN,
-        )?;
-        let kh = attention::launch_quantize_heads(
-            client,
-            &dk,
-            nk,
-            heads,
-            dim,
-            attention::QkQuant::TWN,
-        )?;
+        let qh =
+            attention::launch_quantize_heads(client, &dq, nq, heads, dim, attention::QkQuant::TWN)?;
+        let kh =
+            attention::launch_quantize_heads(client, &dk, nk, heads, dim, attention::QkQuant::TWN)?;
         let out = DeviceArray::<R, f32>::empty(client, heads * nq * nk);
         let s = time_it(client, || {
             attention::launch_qk_scores(client, &qh, &kh, 0.088, true, &out)

@@ -1,4 +1,5 @@
-//! The chunk bitmap: one bit per 32-weight word of each row.
+//! The chunk bitmap: one bit per 32-weight word of each row (the one format: the sparsity
+//! crate's skip kernels and compressed formats and the GPU skip kernels all use it).
 //!
 //! Chunk `w` of row `r` is plane word `r · words_per_row + w` (columns `32w .. 32w + 32`). Its
 //! bit is set iff `plus[r, w] | minus[r, w] ≠ 0`, i.e. iff the chunk holds a non-zero weight.
@@ -10,7 +11,7 @@
 //! chunk of 32 weights is empty with probability `(1 − d)³²`: a skip kernel reads the fraction
 //! `1 − (1 − d)³²` of the chunks (81% at `d = 5%`, 27% at `d = 1%`).
 
-use ternary_core::{Result, TernaryError, TernaryMatrix};
+use crate::{Result, TernaryError, TernaryMatrix};
 
 /// Chunks (32-column plane words) covered by one `u64` mask word.
 pub const CHUNKS_PER_MASK: usize = 64;
@@ -32,13 +33,8 @@ impl ChunkBitmap {
     }
 
     /// The bitmap of `rows` rows of `chunks_per_row` plane words each (`plus.len() ==
-    /// minus.len() == rows · chunks_per_row`).
-    pub(crate) fn from_planes(
-        rows: usize,
-        chunks_per_row: usize,
-        plus: &[u32],
-        minus: &[u32],
-    ) -> Self {
+    /// minus.len() == rows · chunks_per_row`; shorter planes leave the missing rows empty).
+    pub fn from_planes(rows: usize, chunks_per_row: usize, plus: &[u32], minus: &[u32]) -> Self {
         let masks_per_row = chunks_per_row.div_ceil(CHUNKS_PER_MASK);
         let mut masks = vec![0u64; rows * masks_per_row];
         if chunks_per_row > 0 {
@@ -100,9 +96,13 @@ impl ChunkBitmap {
         Ok(self.masks[r * self.masks_per_row + w / 64] >> (w % 64) & 1 != 0)
     }
 
-    /// Sets bit `(r, w)` to `nonzero` in O(1); returns its old value.
+    /// Sets bit `(r, w)` to `nonzero` in O(1); returns its old value. For edits that already
+    /// checked `(r, w)`.
+    ///
+    /// # Panics
+    /// If `r >= rows` (or `w` is past the row's mask words).
     #[inline]
-    pub(crate) fn put(&mut self, r: usize, w: usize, nonzero: bool) -> bool {
+    pub fn put(&mut self, r: usize, w: usize, nonzero: bool) -> bool {
         let i = r * self.masks_per_row + w / 64;
         let bit = 1u64 << (w % 64);
         let was = self.masks[i] & bit != 0;
@@ -182,6 +182,60 @@ impl ChunkBitmap {
         Ok(())
     }
 
+    /// The bitmap from `u64` mask words (per row `⌈chunks_per_row / 64⌉` words, chunk `w` in bit
+    /// `w % 64` of word `w / 64`): an error when the length is wrong or a bit past the row's
+    /// chunks is set.
+    pub fn from_masks(rows: usize, chunks_per_row: usize, masks: Vec<u64>) -> Result<Self> {
+        let masks_per_row = chunks_per_row.div_ceil(CHUNKS_PER_MASK);
+        if Some(masks.len()) != rows.checked_mul(masks_per_row) {
+            return Err(TernaryError::Shape(format!(
+                "{rows} rows of {chunks_per_row} chunks need {rows} x {masks_per_row} u64 masks, \
+                 got {}",
+                masks.len()
+            )));
+        }
+        for (i, &m) in masks.iter().enumerate() {
+            let first = (i % masks_per_row.max(1)) * CHUNKS_PER_MASK;
+            let valid = chunks_per_row.saturating_sub(first).min(CHUNKS_PER_MASK);
+            if valid < CHUNKS_PER_MASK && m >> valid != 0 {
+                return Err(TernaryError::Shape(format!(
+                    "mask word {i} has bits set past the {chunks_per_row} chunks of a row"
+                )));
+            }
+        }
+        Ok(Self {
+            rows,
+            chunks_per_row,
+            masks_per_row,
+            masks,
+        })
+    }
+
+    /// The masks as `u32` words, each `u64` split into its low then high half: per row
+    /// `2 · masks_per_row` words, chunk `w` in bit `w % 32` of word `w / 32` (the GPU layout).
+    pub fn to_u32_words(&self) -> Vec<u32> {
+        self.masks
+            .iter()
+            .flat_map(|&m| [m as u32, (m >> 32) as u32])
+            .collect()
+    }
+
+    /// The inverse of [`to_u32_words`](Self::to_u32_words), checked like
+    /// [`from_masks`](Self::from_masks).
+    pub fn from_u32_words(rows: usize, chunks_per_row: usize, words: &[u32]) -> Result<Self> {
+        if words.len() % 2 != 0 {
+            return Err(TernaryError::Shape(format!(
+                "{} u32 bitmap words do not pair into u64 masks",
+                words.len()
+            )));
+        }
+        let masks = words
+            .chunks_exact(2)
+            .map(|p| u64::from(p[0]) | u64::from(p[1]) << 32)
+            .collect();
+        Self::from_masks(rows, chunks_per_row, masks)
+    }
+
     /// Iterates the non-empty chunk indices `w` of row `r` in increasing order.
     pub fn iter_row(&self, r: usize) -> impl Iterator<Item = usize> + '_ {
         self.row(r).iter().enumerate().flat_map(|(i, &m)| {
@@ -202,7 +256,7 @@ impl ChunkBitmap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ternary_core::Scales;
+    use crate::Scales;
 
     #[test]
     fn bitmap_marks_exactly_the_nonempty_words() {
@@ -238,5 +292,43 @@ mod tests {
         let b = ChunkBitmap::from_matrix(&m);
         assert_eq!(b.masks_per_row(), 3);
         assert_eq!(b.iter_row(0).collect::<Vec<_>>(), vec![64, 128]);
+    }
+
+    #[test]
+    fn u32_words_split_each_mask_low_then_high_and_round_trip() {
+        // 2 rows x 4200 columns: wpr = 2 * 66 = 132 words, so 3 u64 masks (6 u32) per row.
+        let (rows, cols) = (2, 4200);
+        let mut trits = vec![0i8; rows * cols];
+        for &(r, c) in &[(0, 0), (0, 31), (0, 64 * 32 + 5), (1, 4199), (1, 32)] {
+            trits[r * cols + c] = if c % 2 == 0 { 1 } else { -1 };
+        }
+        let m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::per_row(vec![1.0; rows]))
+            .unwrap();
+        let b = ChunkBitmap::from_matrix(&m);
+        assert_eq!(b.masks_per_row(), 3);
+        let words = b.to_u32_words();
+        assert_eq!(words.len(), rows * 6);
+        // Row 0: chunks 0 and 64; row 1: chunks 1 and 131.
+        let as_u64 = |r: usize, k: usize| {
+            let w = &words[r * 6..(r + 1) * 6];
+            u64::from(w[2 * k]) | (u64::from(w[2 * k + 1]) << 32)
+        };
+        assert_eq!(as_u64(0, 0), 1);
+        assert_eq!(as_u64(0, 1), 1);
+        assert_eq!(as_u64(0, 2), 0);
+        assert_eq!(as_u64(1, 0), 2);
+        assert_eq!(as_u64(1, 2), 1 << (131 - 128));
+        assert_eq!(b.count_nonempty(), 4);
+        let wpr = m.words_per_row();
+        assert_eq!(ChunkBitmap::from_u32_words(rows, wpr, &words).unwrap(), b);
+        assert_eq!(
+            ChunkBitmap::from_masks(rows, wpr, b.masks().to_vec()).unwrap(),
+            b
+        );
+        assert!(ChunkBitmap::from_masks(rows, wpr, b.masks()[1..].to_vec()).is_err());
+        assert!(ChunkBitmap::from_u32_words(rows, wpr, &words[1..]).is_err());
+        let mut bad = b.masks().to_vec();
+        bad[2] |= 1 << 4; // chunk 132 does not exist (wpr = 132)
+        assert!(ChunkBitmap::from_masks(rows, wpr, bad).is_err());
     }
 }
