@@ -8,66 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A tmpfs of `size` bytes mounted on a fresh directory; unmounted and removed on drop, also
-/// when the test fails.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(name: &str, size: u64) -> Self {
-        let dir = std::env::temp_dir().join(format!("ternary-tmpfs-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Self(dir),
-            other => {
-                let _ = std::fs::remove_dir(&dir);
-                let uid = Command::new("id")
-                    .arg("-u")
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                    .unwrap_or_else(|e| format!("unknown ({e})"));
-                let why = match other {
-                    Ok(o) => format!(
-                        "{}: {}",
-                        o.status,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => e.to_string(),
-                };
-                panic!(
-                    "this test mounts a tmpfs and could not (uid {uid}; mount: {why}); run it \
-                     as root (CAP_SYS_ADMIN) or leave it ignored"
-                );
-            }
-        }
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (should not happen): detach it so it does not outlive the test.
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+use ternary_testkit::Tmpfs;
 
 fn fixture() -> PathBuf {
     PathBuf::from(concat!(
@@ -106,7 +47,7 @@ fn quantize_onto_a_full_disk_fails_cleanly_and_keeps_the_previous_output() {
     // Room for the previous file plus 16 KiB: the new file (tens of KiB) cannot fit beside it.
     let size = previous.len().div_ceil(4096) as u64 * 4096 + 16 * 1024;
     let fs = Tmpfs::mount("cli", size);
-    let out = fs.0.join("model.safetensors");
+    let out = fs.dir().join("model.safetensors");
     std::fs::write(&out, &previous).unwrap();
 
     let o = quantize(&out, &[]);

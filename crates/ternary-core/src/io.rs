@@ -934,35 +934,7 @@ mod write_fault_tests {
 
     use super::*;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let d = std::env::temp_dir().join(format!(
-                "ternary-core-write-fault-{}-{name}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Self(d)
-        }
-
-        fn entries(&self) -> Vec<String> {
-            let mut v: Vec<String> = std::fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use ternary_testkit::TempDir as Scratch;
 
     const CAUSE: &str = "injected fault";
 
@@ -1023,8 +995,8 @@ mod write_fault_tests {
 
     #[test]
     fn a_write_failing_after_n_bytes_keeps_the_previous_file_and_leaves_no_temporary() {
-        let dir = Scratch::new("after-n");
-        let target = dir.0.join("m.safetensors");
+        let dir = Scratch::new("write-fault-after-n");
+        let target = dir.path("m.safetensors");
         let previous = b"the previous, complete file".to_vec();
         let new = payload(10_000);
         for kind in [ErrorKind::StorageFull, ErrorKind::Other] {
@@ -1075,8 +1047,8 @@ mod write_fault_tests {
 
     #[test]
     fn a_failing_fsync_keeps_the_previous_file_and_leaves_no_temporary() {
-        let dir = Scratch::new("fsync");
-        let target = dir.0.join("m.safetensors");
+        let dir = Scratch::new("write-fault-fsync");
+        let target = dir.path("m.safetensors");
         let previous = b"previous".to_vec();
         std::fs::write(&target, &previous).unwrap();
         let new = payload(5000);
@@ -1103,8 +1075,8 @@ mod write_fault_tests {
 
     #[test]
     fn a_failing_rename_keeps_the_previous_file_and_removes_the_complete_temporary() {
-        let dir = Scratch::new("rename");
-        let target = dir.0.join("m.safetensors");
+        let dir = Scratch::new("write-fault-rename");
+        let target = dir.path("m.safetensors");
         let previous = b"previous".to_vec();
         std::fs::write(&target, &previous).unwrap();
         let new = payload(3000);
@@ -1135,8 +1107,8 @@ mod write_fault_tests {
 
     #[test]
     fn a_missing_directory_names_the_target_and_the_step() {
-        let dir = Scratch::new("nodir");
-        let target = dir.0.join("missing").join("m.safetensors");
+        let dir = Scratch::new("write-fault-nodir");
+        let target = dir.path("missing").join("m.safetensors");
         let e = write_atomic(&target, b"x").unwrap_err();
         let msg = e.to_string();
         assert!(

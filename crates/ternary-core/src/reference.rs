@@ -40,6 +40,30 @@ pub fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize) -> Result<Vec<f64>> {
     Ok(y)
 }
 
+/// The mass of each output of [`gemm_f32`], `Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` in `f64`
+/// (`n × rows`): the scale of the `f32` error bound the fast kernels are tested against.
+///
+/// # Panics
+/// If `x` holds fewer than `n · cols` values.
+pub fn abs_mass(m: &TernaryMatrix, x: &[f32], n: usize) -> Vec<f64> {
+    let (rows, cols) = (m.rows(), m.cols());
+    let trits = m.to_trits();
+    let mut out = vec![0f64; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            out[j * rows + r] = (0..cols)
+                .map(|c| {
+                    (f64::from(m.scale_at(r, c))
+                        * f64::from(trits[r * cols + c])
+                        * f64::from(x[j * cols + c]))
+                    .abs()
+                })
+                .sum();
+        }
+    }
+    out
+}
+
 /// Integer accumulators of the int8 path: `acc[j, r, g] = Σ_{c ∈ g} q[j, c] · t[r, c]`
 /// (`n × rows × groups_per_row`, row-major).
 pub fn gemm_i8_accumulators(m: &TernaryMatrix, a: &QuantizedActivations) -> Result<Vec<i32>> {

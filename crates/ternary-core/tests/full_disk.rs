@@ -6,72 +6,12 @@
 //! `src/io.rs` cover the same guarantees without root.
 
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use ternary_core::TernaryError;
 use ternary_core::io::write_atomic;
 
-/// A tmpfs of `size` bytes mounted on a fresh directory; unmounted and removed on drop, also
-/// when the test fails.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(name: &str, size: u64) -> Self {
-        let dir = std::env::temp_dir().join(format!("ternary-tmpfs-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Self(dir),
-            other => {
-                let _ = std::fs::remove_dir(&dir);
-                let uid = Command::new("id")
-                    .arg("-u")
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                    .unwrap_or_else(|e| format!("unknown ({e})"));
-                let why = match other {
-                    Ok(o) => format!(
-                        "{}: {}",
-                        o.status,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => e.to_string(),
-                };
-                panic!(
-                    "this test mounts a tmpfs and could not (uid {uid}; mount: {why}); run it \
-                     as root (CAP_SYS_ADMIN) or leave it ignored"
-                );
-            }
-        }
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (should not happen): detach it so it does not outlive the test.
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+use ternary_testkit::Tmpfs;
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -101,7 +41,7 @@ fn check_no_space(e: &TernaryError, target: &Path) {
 #[ignore = "mounts a tmpfs: needs root; run with --include-ignored"]
 fn write_atomic_on_a_full_tmpfs_keeps_the_previous_file_and_frees_the_space() {
     let fs = Tmpfs::mount("core", 64 * 1024);
-    let target = fs.0.join("m.safetensors");
+    let target = fs.dir().join("m.safetensors");
     let previous = payload(16 * 1024, 7);
     write_atomic(&target, &previous).unwrap();
 
@@ -112,7 +52,7 @@ fn write_atomic_on_a_full_tmpfs_keeps_the_previous_file_and_frees_the_space() {
     assert_eq!(fs.entries(), ["m.safetensors"]);
 
     // Without a previous file, nothing is created.
-    let fresh = fs.0.join("fresh.safetensors");
+    let fresh = fs.dir().join("fresh.safetensors");
     let e = write_atomic(&fresh, &payload(256 * 1024, 17)).unwrap_err();
     check_no_space(&e, &fresh);
     assert_eq!(fs.entries(), ["m.safetensors"]);

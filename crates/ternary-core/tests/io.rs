@@ -13,6 +13,7 @@ use ternary_core::io::{
 };
 use ternary_core::pack::bytes_per_row;
 use ternary_core::{Scales, TernaryError, TernaryMatrix, words_per_row};
+use ternary_testkit::TempDir;
 
 const STORAGES: [Storage; 2] = [Storage::Planes, Storage::Packed];
 
@@ -37,37 +38,6 @@ fn random_matrix(
         ),
     };
     TernaryMatrix::from_trits(rows, cols, &trits, scales).unwrap()
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("ternary-io-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One raw tensor of a hand-built safetensors file.
@@ -182,7 +152,7 @@ fn round_trip_should_be_bit_exact_for_every_shape_layout_and_storage() {
 
 #[test]
 fn files_round_trip_many_named_matrices_and_float_tensors() {
-    let dir = TempDir::new("files");
+    let dir = TempDir::new("io-files");
     let mut rng = StdRng::seed_from_u64(0x11);
     let mats: Vec<(String, TernaryMatrix)> = (0..6)
         .map(|i| {
@@ -640,7 +610,7 @@ fn float_tensor_errors_are_reported() {
 
 #[test]
 fn file_errors_carry_the_path() {
-    let dir = TempDir::new("errpath");
+    let dir = TempDir::new("io-errpath");
     let missing = dir.path("nope.safetensors");
     let e = load(&missing).unwrap_err();
     assert!(
@@ -659,7 +629,7 @@ fn file_errors_carry_the_path() {
 
 #[test]
 fn save_into_missing_directory_is_an_io_error_and_creates_nothing() {
-    let dir = TempDir::new("nodir");
+    let dir = TempDir::new("io-nodir");
     let m = TernaryMatrix::zeros(1, 8, Scales::per_row(vec![1.0])).unwrap();
     let target = dir.path("missing/sub/m.safetensors");
     let e = save(&target, &[("m", &m)], Storage::Planes).unwrap_err();
@@ -669,7 +639,7 @@ fn save_into_missing_directory_is_an_io_error_and_creates_nothing() {
 
 #[test]
 fn failed_save_leaves_the_target_and_no_temporary_file() {
-    let dir = TempDir::new("fail");
+    let dir = TempDir::new("io-fail");
     let mut rng = StdRng::seed_from_u64(0x30);
     let a = random_matrix(&mut rng, 4, 100, None);
     let target = dir.path("m.safetensors");
@@ -699,7 +669,7 @@ fn failed_save_leaves_the_target_and_no_temporary_file() {
 
 #[test]
 fn save_replaces_an_existing_file_completely_and_load_does_not_modify_it() {
-    let dir = TempDir::new("replace");
+    let dir = TempDir::new("io-replace");
     let mut rng = StdRng::seed_from_u64(0x31);
     let big = random_matrix(&mut rng, 64, 1536, Some(128));
     let small = random_matrix(&mut rng, 2, 33, None);
@@ -729,7 +699,7 @@ fn save_replaces_an_existing_file_completely_and_load_does_not_modify_it() {
 
 #[test]
 fn concurrent_readers_never_see_a_partial_file() {
-    let dir = TempDir::new("concurrent");
+    let dir = TempDir::new("io-concurrent");
     let mut rng = StdRng::seed_from_u64(0x32);
     let a = random_matrix(&mut rng, 32, 1536, Some(64));
     let b = random_matrix(&mut rng, 8, 65, None);

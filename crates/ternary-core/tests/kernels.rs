@@ -39,25 +39,7 @@ fn random_f32(rng: &mut StdRng, len: usize) -> Vec<f32> {
     ternary_testkit::random_f32(rng, len, -4.0, 4.0)
 }
 
-/// `Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` for every output (`n × rows`).
-fn abs_mass(m: &TernaryMatrix, x: &[f32], n: usize) -> Vec<f64> {
-    let (rows, cols) = (m.rows(), m.cols());
-    let trits = m.to_trits();
-    let mut out = vec![0f64; n * rows];
-    for j in 0..n {
-        for r in 0..rows {
-            out[j * rows + r] = (0..cols)
-                .map(|c| {
-                    (f64::from(m.scale_at(r, c))
-                        * f64::from(trits[r * cols + c])
-                        * f64::from(x[j * cols + c]))
-                    .abs()
-                })
-                .sum();
-        }
-    }
-    out
-}
+use ternary_core::reference::abs_mass;
 
 fn check_f32(level: Level, m: &TernaryMatrix, x: &[f32], n: usize, seed: u64) {
     let what = format!(

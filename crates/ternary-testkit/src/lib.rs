@@ -10,6 +10,11 @@
 //! - [`random_matrix`], [`random_f32`], [`random_q`]: the random ternary matrices, float and
 //!   int8 activations the kernel, layer and sparsity tests draw from.
 //! - [`EDGE`]: the edge sizes every kernel must handle.
+//! - [`TempDir`], [`Tmpfs`]: a scratch directory, and a small tmpfs mounted for full-disk tests,
+//!   both removed on drop (also when the test fails).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -123,6 +128,135 @@ pub fn random_q(rng: &mut StdRng, n: usize, cols: usize) -> QuantizedActivations
     match QuantizedActivations::from_parts(n, cols, &q, scales) {
         Ok(a) => a,
         Err(e) => panic!("random_q({n}, {cols}): {e}"),
+    }
+}
+
+/// The sorted file names in `dir`.
+///
+/// # Panics
+/// If `dir` cannot be listed.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| match e {
+            Ok(e) => e.file_name().to_string_lossy().into_owned(),
+            Err(e) => panic!("cannot list {}: {e}", dir.display()),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A fresh, empty directory `ternary-<tag>-<pid>` under the system temp dir, removed with its
+/// contents on drop. Tags must differ between tests that run at the same time.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates (after removing any leftover of) the directory.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("ternary-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
+        Self(p)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The sorted file names in the directory.
+    pub fn entries(&self) -> Vec<String> {
+        entries(&self.0)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A tmpfs of `size` bytes mounted on a fresh directory, for tests of a full disk; unmounted
+/// (lazily if still busy) and removed on drop.
+///
+/// Mounting needs root (`CAP_SYS_ADMIN`): tests using it are `#[ignore = "mounts a tmpfs: ..."]`
+/// and CI runs them with `--include-ignored`. Where it cannot mount, [`Tmpfs::mount`] panics
+/// with the reason, so such a test never passes without having tested anything.
+#[derive(Debug)]
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts the tmpfs on `ternary-tmpfs-<pid>-<name>` under the system temp dir.
+    ///
+    /// # Panics
+    /// If the directory cannot be created or the mount fails (with the uid and `mount`'s
+    /// message).
+    pub fn mount(name: &str, size: u64) -> Self {
+        let dir = std::env::temp_dir().join(format!("ternary-tmpfs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Self(dir),
+            other => {
+                let _ = std::fs::remove_dir(&dir);
+                let uid = Command::new("id")
+                    .arg("-u")
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                    .unwrap_or_else(|e| format!("unknown ({e})"));
+                let why = match other {
+                    Ok(o) => format!(
+                        "{}: {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    Err(e) => e.to_string(),
+                };
+                panic!(
+                    "this test mounts a tmpfs and could not (uid {uid}; mount: {why}); run it \
+                     as root (CAP_SYS_ADMIN) or leave it ignored"
+                );
+            }
+        }
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// The sorted file names on the tmpfs.
+    pub fn entries(&self) -> Vec<String> {
+        entries(&self.0)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (should not happen): detach it so it does not outlive the test.
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
 

@@ -19,6 +19,7 @@ pub const LAYOUTS: [ScaleLayout; 4] = [
     ScaleLayout::PerGroup { group_size: 128 },
 ];
 
+#[allow(unused_imports)] // each test binary uses a subset
 pub use ternary_testkit::{random_f32, random_matrix, rng};
 
 /// `y_ref[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c] · d[c] + b[r]` in `f64`, with the mass

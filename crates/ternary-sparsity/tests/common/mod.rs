@@ -7,7 +7,7 @@
 
 use rand::RngExt;
 use rand::rngs::StdRng;
-use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix, reference};
 
 /// `f32` tolerance: `|y − y_ref| ≤ F32_TOL · Σ_c |s · t · x|` per output (`y_ref` in `f64`).
 /// `1e-5` (≈ 84 ulp at 1.0) covers `f32` accumulation over up to 1536 columns in any order,
@@ -28,6 +28,7 @@ pub const LAYOUTS: [ScaleLayout; 4] = [
     ScaleLayout::PerGroup { group_size: 96 },
 ];
 
+#[allow(unused_imports)] // each test binary uses a subset
 pub use ternary_testkit::seeded as rng;
 
 /// Where the non-zeros go.
@@ -110,49 +111,11 @@ pub fn random_f32(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-4.0f32..4.0)).collect()
 }
 
-/// Random int8 activations with the extremes ±127 and all-zero tokens showing up often.
-pub fn random_q(rng: &mut StdRng, n: usize, cols: usize) -> QuantizedActivations {
-    let mut q = Vec::with_capacity(n * cols);
-    let mut scales = Vec::with_capacity(n);
-    for _ in 0..n {
-        let kind = rng.random_range(0..4);
-        for _ in 0..cols {
-            q.push(match kind {
-                0 => 0,
-                1 => {
-                    if rng.random_bool(0.5) {
-                        127
-                    } else {
-                        -127
-                    }
-                }
-                _ => rng.random_range(-127..=127),
-            });
-        }
-        scales.push(rng.random_range(1e-4f32..0.1));
-    }
-    QuantizedActivations::from_parts(n, cols, &q, scales).unwrap()
-}
+#[allow(unused_imports)] // each test binary uses a subset
+pub use ternary_testkit::random_q;
 
-/// `Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` for every output (`n × rows`).
-pub fn abs_mass(m: &TernaryMatrix, x: &[f32], n: usize) -> Vec<f64> {
-    let (rows, cols) = (m.rows(), m.cols());
-    let trits = m.to_trits();
-    let mut out = vec![0f64; n * rows];
-    for j in 0..n {
-        for r in 0..rows {
-            out[j * rows + r] = (0..cols)
-                .map(|c| {
-                    (f64::from(m.scale_at(r, c))
-                        * f64::from(trits[r * cols + c])
-                        * f64::from(x[j * cols + c]))
-                    .abs()
-                })
-                .sum();
-        }
-    }
-    out
-}
+#[allow(unused_imports)] // each test binary uses a subset
+pub use ternary_core::reference::abs_mass;
 
 /// The `f32` oracle and tolerance bound of `m · x` (`n` tokens).
 pub struct F32Expect {
