@@ -463,3 +463,31 @@ fn long_rows_cross_the_kernels_row_blocks() {
         });
     }
 }
+
+#[test]
+fn f32_dot_at_every_level_should_match_the_f64_reference_on_edge_lengths() {
+    let (mut rng, seed) = rng();
+    let lengths = [
+        0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 576, 1536,
+    ];
+    for level in Level::available() {
+        let dot = kernels::DotF32::new(level).unwrap();
+        assert_eq!(dot.level(), level);
+        for &n in &lengths {
+            let a = random_f32(&mut rng, n);
+            let b = random_f32(&mut rng, n + 3); // longer: the dot covers the shorter length
+            let (want, mass) = a.iter().zip(&b).fold((0f64, 0f64), |(s, m), (&x, &y)| {
+                let p = f64::from(x) * f64::from(y);
+                (s + p, m + p.abs())
+            });
+            let got = f64::from(dot.dot(&a, &b));
+            // f32 sums of n products: |Δ| ≤ F32_TOL · Σ|a_i b_i| (as for gemm_f32).
+            assert!(
+                (got - want).abs() <= F32_TOL * mass + 1e-30,
+                "{level:?} n={n} seed {seed}: {got} vs {want}"
+            );
+            assert_eq!(dot.dot(&b, &a), dot.dot(&a, &b[..n]), "{level:?} n={n}");
+        }
+    }
+    assert_eq!(kernels::DotF32::detect().level(), Level::detect());
+}

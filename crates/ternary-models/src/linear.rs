@@ -117,25 +117,6 @@ impl LinearImpl {
     }
 }
 
-/// `Σ_i a[i]·b[i]` with 16 independent partial sums (vectorizes; sums in a fixed order).
-/// The portable oracle of `arch::best_dot`.
-pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 impl HostLinear {
     /// Products with at most this many rows use the streaming GEMV.
     pub const GEMV_MAX_ROWS: usize = 16;
@@ -164,7 +145,7 @@ impl HostLinear {
         if m <= Self::GEMV_MAX_ROWS {
             // y[r, o] = dot(x_r, W_o); parallel over blocks of output rows.
             const BLOCK: usize = 64;
-            let dot = crate::arch::best_dot();
+            let dot = ternary_core::kernels::DotF32::detect();
             let mut yt = vec![0f32; n * m]; // [out, m]
             yt.par_chunks_mut(BLOCK * m)
                 .enumerate()
@@ -173,7 +154,7 @@ impl HostLinear {
                         let o = bi * BLOCK + j;
                         let w = &self.weight[o * k..(o + 1) * k];
                         for (r, s) in slot.iter_mut().enumerate() {
-                            *s = dot(&x[r * k..(r + 1) * k], w);
+                            *s = dot.dot(&x[r * k..(r + 1) * k], w);
                         }
                     }
                 });
@@ -294,30 +275,6 @@ mod tests {
                 }
                 let back = lin.weight().into_data().into_vec::<f32>().unwrap();
                 assert_eq!(back, w, "{kind:?} weight()");
-            }
-        }
-    }
-
-    #[test]
-    fn fast_dot_should_match_f64_reference_on_edge_lengths() {
-        let mut seed = 7;
-        for n in [
-            0usize, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 576, 1536,
-        ] {
-            let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
-            let b: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
-            let want: f64 = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| f64::from(*x) * f64::from(*y))
-                .sum();
-            let tol = 1e-6 * (n as f64 + 1.0);
-            for (name, f) in [
-                ("best", crate::arch::best_dot()),
-                ("portable", dot_portable as crate::arch::DotFn),
-            ] {
-                let got = f64::from(f(&a, &b));
-                assert!((got - want).abs() <= tol, "{name} n={n}: {got} vs {want}");
             }
         }
     }

@@ -275,6 +275,60 @@ impl Isa {
     }
 }
 
+/// A resolved `f32` dot-product kernel, `Σ_i a[i] · b[i]`: the [`Level`] is checked once, when
+/// the handle is made, so a hot loop of short dots pays no dispatch (the float model's host
+/// GEMV calls it once per output row).
+///
+/// Scalar (and NEON, for now): 16 independent partial sums in a fixed order; AVX2 and AVX-512:
+/// four 8-lane FMA accumulators. Sums are in `f32`: they differ from the `f64` reference by
+/// rounding only, `|Δ| ≤ ~n·ε·Σ|a_i·b_i|`.
+#[derive(Clone, Copy)]
+pub struct DotF32(Isa);
+
+impl std::fmt::Debug for DotF32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DotF32({})", self.level().name())
+    }
+}
+
+impl DotF32 {
+    /// The kernel at [`Level::detect`].
+    pub fn detect() -> Self {
+        // The detected level is available by construction; scalar is the fallback anyway.
+        Self(Isa::of(Level::detect()).unwrap_or(Isa::Scalar))
+    }
+
+    /// The kernel at `level`; [`TernaryError::Config`] if it is not available.
+    pub fn new(level: Level) -> Result<Self> {
+        Isa::of(level).map(Self)
+    }
+
+    /// The level it runs at.
+    pub fn level(self) -> Level {
+        match self.0 {
+            Isa::Scalar => Level::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(_) => Level::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(_) => Level::Avx512,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon(_) => Level::Neon,
+        }
+    }
+
+    /// `Σ_i a[i] · b[i]` over the shorter of the two lengths.
+    #[inline]
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.dot_f32(a, b),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.dot_f32(a, b),
+            _ => scalar::dot_f32(a, b),
+        }
+    }
+}
+
 fn check_f32_shapes(m: &TernaryMatrix, x: &[f32], n: usize, y: &[f32]) -> Result<()> {
     let need_x = n.checked_mul(m.cols());
     if need_x != Some(x.len()) {

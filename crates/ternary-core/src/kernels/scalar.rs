@@ -80,3 +80,24 @@ pub(super) fn gemm_i8(m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]
         }
     });
 }
+
+/// `Σ_i a[i] · b[i]` over the shorter length, with 16 independent partial sums (vectorizes;
+/// a fixed summation order).
+pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}

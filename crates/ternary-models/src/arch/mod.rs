@@ -1,5 +1,6 @@
-//! Architecture-specific kernels, picked once at run time. The portable versions in
-//! [`crate::linear`] stay the oracle they are tested against. The level comes from
+//! Architecture-specific kernels of the GGML block formats, picked once at run time. The
+//! portable version in [`crate::quant_linear`] stays the oracle it is tested against. (The
+//! float dot product is `ternary_core::kernels::DotF32`.) The level comes from
 //! `ternary_core`'s [`Level`] (so the `TERNARY_SIMD` cap applies here too): these kernels
 //! need [`Level::Avx2`] available.
 
@@ -8,22 +9,6 @@ use ternary_core::kernels::Level;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
-
-/// `Σ a[i]·b[i]` over equal-length slices.
-pub type DotFn = fn(&[f32], &[f32]) -> f32;
-
-/// The fastest dot product this CPU supports (AVX2+FMA on x86-64, else portable); detected
-/// once and cached.
-pub fn best_dot() -> DotFn {
-    static BEST: std::sync::OnceLock<DotFn> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(f) = x86::dot_avx2_fma().filter(|_| Level::Avx2.is_available()) {
-            return f;
-        }
-        crate::linear::dot_portable
-    })
-}
 
 /// Dot of one row of quantized blocks with an input row: `(kind, row bytes, x, block sums of x)`.
 pub type QDotFn = fn(crate::quant::GgmlType, &[u8], &[f32], &[f32]) -> f32;

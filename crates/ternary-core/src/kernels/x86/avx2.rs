@@ -327,3 +327,34 @@ pub(super) unsafe fn xor_popcount(a: &[u32], b: &[u32]) -> u64 {
     let k = 8 * chunks;
     hsum_epi64(acc) + popcount::xor_popcount(&a[k..], &b[k..])
 }
+
+/// `Σ_i a[i] · b[i]` over the shorter length with four 8-lane FMA accumulators.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= i + 32 <= n, within both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                )
+            };
+            *s = _mm256_fmadd_ps(x, y, *s);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, within both slices.
+        let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+    hsum_ps(v) + tail
+}

@@ -54,6 +54,11 @@ impl Avx2 {
         // SAFETY: the token exists only if AVX2 and POPCNT were detected.
         unsafe { avx2::xor_popcount(a, b) }
     }
+
+    pub(super) fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the token exists only if AVX2 and FMA were detected.
+        unsafe { avx2::dot_f32(a, b) }
+    }
 }
 
 /// Proof that [`has_avx512`] holds.
@@ -82,5 +87,12 @@ impl Avx512 {
     pub(super) fn xor_popcount(self, a: &[u32], b: &[u32]) -> u64 {
         // SAFETY: the token exists only if the AVX-512 features were detected.
         unsafe { avx512::xor_popcount(a, b) }
+    }
+
+    /// The AVX2 kernel: a streaming `f32` dot is bound by memory, not by vector width.
+    pub(super) fn dot_f32(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the token exists only if the AVX-512 features were detected, which
+        // `has_avx512` requires to include AVX2 and FMA.
+        unsafe { avx2::dot_f32(a, b) }
     }
 }
