@@ -223,7 +223,7 @@ impl ChunkBitmap {
     /// The inverse of [`to_u32_words`](Self::to_u32_words), checked like
     /// [`from_masks`](Self::from_masks).
     pub fn from_u32_words(rows: usize, chunks_per_row: usize, words: &[u32]) -> Result<Self> {
-        if words.len() % 2 != 0 {
+        if !words.len().is_multiple_of(2) {
             return Err(TernaryError::Shape(format!(
                 "{} u32 bitmap words do not pair into u64 masks",
                 words.len()
