@@ -20,18 +20,19 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 use crate::activations::QuantizedActivations;
 use crate::error::{Result, TernaryError};
 use crate::matrix::TernaryMatrix;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod parallel;
 mod popcount;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use parallel::RowSplit;
 
 /// The environment variable that caps the SIMD level: `scalar`, `avx2`, `avx512`, `neon`
 /// (or `auto`, the default: the best level this CPU has).
@@ -522,69 +523,21 @@ impl GroupWords {
     }
 }
 
-/// Multiply-accumulates below which a row chunk is not worth a rayon task.
+/// Multiply-accumulates below which a row chunk of the dense kernels is not worth a rayon task.
 const MIN_TASK_WORK: usize = 1 << 20;
 
-/// Runs `f(rows, out)` over chunks of output rows, in parallel when worthwhile.
-///
-/// `f` writes row `r ∈ rows`, token `j` to `out[(r − rows.start) · n + j]` (row-major by row).
-/// `y` is `n × rows` row-major; for `n > 1` the rows-major result is transposed into it.
-/// Chunks are multiples of `align` rows.
+/// [`RowSplit::run`] for the dense kernels: chunks of about a quarter of a thread's share,
+/// at least `MIN_TASK_WORK` multiply-accumulates, multiples of `align` rows.
 pub(crate) fn par_rows<F>(rows: usize, cols: usize, n: usize, align: usize, y: &mut [f32], f: F)
 where
     F: Fn(Range<usize>, &mut [f32]) + Sync,
 {
-    if rows == 0 || n == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let work_per_row = cols.max(1) * n;
-    let min_rows = MIN_TASK_WORK.div_ceil(work_per_row);
-    // About four chunks per thread for balance, never below the minimum work per task.
-    let target = rows.div_ceil(threads * 4).max(min_rows).max(1);
-    let chunk = target.div_ceil(align) * align;
-    let serial = threads == 1 || chunk >= rows;
-
-    let run = |out: &mut [f32]| {
-        if serial {
-            f(0..rows, out);
-        } else {
-            out.par_chunks_mut(chunk * n)
-                .enumerate()
-                .for_each(|(i, o)| {
-                    let r0 = i * chunk;
-                    f(r0..r0 + o.len() / n, o);
-                });
-        }
+    let split = RowSplit {
+        min_task_work: MIN_TASK_WORK,
+        parts_per_thread: 4,
+        align,
     };
-    if n == 1 {
-        run(y);
-    } else {
-        let mut tmp = vec![0f32; rows * n];
-        run(&mut tmp);
-        // y[j, r] = tmp[r, j], in square blocks so both sides stay in cache.
-        const B: usize = 32;
-        let transpose = |j0: usize, dst: &mut [f32]| {
-            for r0 in (0..rows).step_by(B) {
-                let r1 = (r0 + B).min(rows);
-                for (dj, d) in dst.chunks_exact_mut(rows).enumerate() {
-                    let j = j0 + dj;
-                    for (v, r) in d[r0..r1].iter_mut().zip(r0..r1) {
-                        *v = tmp[r * n + j];
-                    }
-                }
-            }
-        };
-        if serial {
-            for (b, dst) in y.chunks_mut(B * rows).enumerate() {
-                transpose(b * B, dst);
-            }
-        } else {
-            y.par_chunks_mut(B * rows)
-                .enumerate()
-                .for_each(|(b, dst)| transpose(b * B, dst));
-        }
-    }
+    split.run(rows, cols.max(1) * n, n, y, f);
 }
 
 /// Calls `full(r, out)` on blocks of `block` rows and `single(r, out)` on the remaining rows.
