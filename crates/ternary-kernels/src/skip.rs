@@ -79,8 +79,11 @@ impl<R: Runtime> DeviceBitmap<R> {
     /// Reads the bitmap back.
     pub fn read(&self, client: &ComputeClient<R>) -> Result<ChunkBitmap> {
         let words = self.words.read(client)?;
-        ChunkBitmap::from_u32_words(self.rows, self.chunks_per_row, &words)
-            .map_err(|e| crate::KernelError::shape(format!("device bitmap: {e}")))
+        Ok(ChunkBitmap::from_u32_words(
+            self.rows,
+            self.chunks_per_row,
+            &words,
+        )?)
     }
 
     /// `u32` words per row.

@@ -47,6 +47,9 @@ pub enum ModelError {
     /// The tokenizer cannot be built or cannot encode/decode.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// An error from the ternary format or its host kernels.
+    #[error(transparent)]
+    Core(#[from] ternary_core::TernaryError),
     /// An error from a layer (the ternary layers, the score seam).
     #[error(transparent)]
     Layer(#[from] ternary_layers::LayerError),
