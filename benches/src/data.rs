@@ -5,6 +5,7 @@
 //! to what abs-mean quantization of Gaussian weights gives (`P(|z| < 0.4) ≈ 0.31`); the
 //! scalar kernels walk set bits, so the density matters for them.
 
+use rayon::prelude::*;
 use ternary_core::matrix::WORD_BITS;
 use ternary_core::rng::SplitMix64;
 use ternary_core::{Scales, TernaryMatrix, words_per_row};
@@ -62,6 +63,36 @@ pub fn random_ternary(rows: usize, cols: usize, seed: u64) -> Result<TernaryMatr
 pub fn random_activations(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64::new(seed);
     (0..len).map(|_| rng.signed_unit_f32()).collect()
+}
+
+/// Uniform in `(0, 1]` (53 bits), so that `ln` of it is finite.
+fn unit_open(r: &mut SplitMix64) -> f64 {
+    ((r.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+}
+
+/// `len` values from `gen`, generated in parallel blocks seeded by `seed` and the block index.
+fn random_vec(len: usize, seed: u64, g: impl Fn(&mut SplitMix64) -> f32 + Sync) -> Vec<f32> {
+    let mut v = vec![0f32; len];
+    v.par_chunks_mut(1 << 16).enumerate().for_each(|(b, c)| {
+        let mut r = SplitMix64::new(seed ^ (b as u64).wrapping_mul(0xd134_2543_de82_ef95));
+        for x in c {
+            *x = g(&mut r);
+        }
+    });
+    v
+}
+
+/// Standard normal values (Box–Muller).
+pub fn gaussian_vec(len: usize, seed: u64) -> Vec<f32> {
+    random_vec(len, seed, |r| {
+        let (u, v) = (unit_open(r), unit_open(r));
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    })
+}
+
+/// Uniform values in `[-1, 1)`.
+pub fn uniform_vec(len: usize, seed: u64) -> Vec<f32> {
+    random_vec(len, seed, |r| (2.0 * unit_open(r) - 1.0) as f32)
 }
 
 #[cfg(test)]

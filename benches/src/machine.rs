@@ -208,3 +208,52 @@ mod tests {
         assert!(bw.is_finite() && bw > 0.0);
     }
 }
+
+/// Evicts the caches by reading a buffer larger than the last-level cache.
+#[derive(Debug)]
+pub struct Flusher {
+    buf: Vec<u64>,
+}
+
+impl Flusher {
+    /// A buffer of [`flush_bytes_for`] this host's L3 (sysfs).
+    pub fn new() -> Self {
+        let bytes = flush_bytes_for(l3_bytes());
+        let buf = (0..bytes / 8)
+            .into_par_iter()
+            .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        Self { buf }
+    }
+
+    /// The buffer's size.
+    pub fn bytes(&self) -> usize {
+        self.buf.len() * 8
+    }
+
+    /// Reads the whole buffer (in parallel).
+    pub fn flush(&self) {
+        let x = self
+            .buf
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u64, |a, &b| a ^ b))
+            .reduce(|| 0, |a, b| a ^ b);
+        std::hint::black_box(x);
+    }
+}
+
+impl Default for Flusher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The 1-minute load average from `/proc/loadavg`; `None` where it cannot be read.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}

@@ -106,3 +106,51 @@ mod tests {
         assert_eq!(seen.len(), 7);
     }
 }
+
+/// The budget of [`best_time`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeBudget {
+    /// Seconds of timed calls per measurement (after one untimed warm-up call).
+    pub seconds: f64,
+    /// Timed calls never exceeded.
+    pub max_reps: usize,
+    /// A first call this long is the whole measurement (long calls are not repeated).
+    pub single_call_s: f64,
+}
+
+/// Seconds per call: the minimum over timed calls (the machine may be shared; the minimum is
+/// the least disturbed). The first call is a warm-up, unless it alone takes at least
+/// `single_call_s`, in which case it is the measurement.
+pub fn best_time(b: TimeBudget, mut f: impl FnMut()) -> f64 {
+    let t0 = Instant::now();
+    f();
+    let first = t0.elapsed().as_secs_f64();
+    if first >= b.single_call_s {
+        return first;
+    }
+    let mut best = f64::INFINITY;
+    let (mut spent, mut reps) = (0.0, 0);
+    while reps == 0 || (spent < b.seconds && reps < b.max_reps) {
+        let t0 = Instant::now();
+        f();
+        let dt = t0.elapsed().as_secs_f64();
+        spent += dt;
+        reps += 1;
+        best = best.min(dt);
+    }
+    best
+}
+
+/// Seconds per call with cold caches: the minimum over `reps` calls, each right after a
+/// [`Flusher::flush`](crate::machine::Flusher::flush) (the weights come from memory, as in
+/// token-by-token decoding of a model far larger than the cache).
+pub fn best_cold_time(reps: usize, fl: &crate::machine::Flusher, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        fl.flush();
+        let t0 = Instant::now();
+        f();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    best
+}

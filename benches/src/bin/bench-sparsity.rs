@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 use ternary_core::rng::SplitMix64;
 
-use gemm::Parallelism;
 use half::f16;
-use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 use serde_json::{Value, json};
-use ternary_bench::machine::{cpu_model, flush_bytes_for, l3_bytes};
+use ternary_bench::baseline::{Dims, matmul_f16, matmul_f32, parallelism, to_f16};
+use ternary_bench::data::{gaussian_vec, uniform_vec};
+use ternary_bench::machine::{Flusher, cpu_model, load_average};
+use ternary_bench::timing::{TimeBudget, best_cold_time, best_time};
 use ternary_core::quant::{self, QuantConfig};
 use ternary_core::{QuantizedActivations, TernaryMatrix, kernels as core_kernels};
 use ternary_sparsity::prune::{Pruning, prune_ternary};
@@ -69,11 +69,8 @@ fn parse_args() -> Result<Args, String> {
 struct Settings {
     n_big: usize,
     n_sweep: usize,
-    /// Seconds of timed calls per measurement (after one untimed warm-up call).
-    budget_s: f64,
-    max_reps: usize,
-    /// A first call this long is the whole measurement.
-    single_call_s: f64,
+    /// Timed calls per measurement (after one untimed warm-up call).
+    budget: TimeBudget,
     /// Sweep points per structure (the densest ones are dropped first).
     sweep_points: usize,
     /// Calls per cold-cache measurement (n = 1).
@@ -84,156 +81,13 @@ struct Settings {
 // Random data (SplitMix64; deterministic, parallel by block)
 // ---------------------------------------------------------------------------------------------
 
-/// Uniform in `(0, 1]` (53 bits), so that `ln` of it is finite.
-fn unit(r: &mut SplitMix64) -> f64 {
-    ((r.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-}
-
-/// `len` values from `gen`, generated in parallel blocks seeded by `seed` and the block index.
-fn random_vec(len: usize, seed: u64, g: impl Fn(&mut SplitMix64) -> f32 + Sync) -> Vec<f32> {
-    let mut v = vec![0f32; len];
-    v.par_chunks_mut(1 << 16).enumerate().for_each(|(b, c)| {
-        let mut r = SplitMix64::new(seed ^ (b as u64).wrapping_mul(0xd134_2543_de82_ef95));
-        for x in c {
-            *x = g(&mut r);
-        }
-    });
-    v
-}
-
-/// Standard normal values (Box–Muller).
-fn gaussian(len: usize, seed: u64) -> Vec<f32> {
-    random_vec(len, seed, |r| {
-        let (u, v) = (unit(r), unit(r));
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    })
-}
-
-/// Uniform values in `[-1, 1)`.
-fn uniform(len: usize, seed: u64) -> Vec<f32> {
-    random_vec(len, seed, |r| (2.0 * unit(r) - 1.0) as f32)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Timing
 // ---------------------------------------------------------------------------------------------
 
-/// Seconds per call: the minimum over timed calls (the machine may be shared; the minimum is
-/// the least disturbed). The first call is a warm-up, unless it alone takes at least
-/// `single_call_s`, in which case it is the measurement (long calls are not repeated).
-fn time(s: &Settings, mut f: impl FnMut()) -> f64 {
-    let t0 = Instant::now();
-    f();
-    let first = t0.elapsed().as_secs_f64();
-    if first >= s.single_call_s {
-        return first;
-    }
-    let mut best = f64::INFINITY;
-    let (mut spent, mut reps) = (0.0, 0);
-    while reps == 0 || (spent < s.budget_s && reps < s.max_reps) {
-        let t0 = Instant::now();
-        f();
-        let dt = t0.elapsed().as_secs_f64();
-        spent += dt;
-        reps += 1;
-        best = best.min(dt);
-    }
-    best
-}
-
-/// Evicts the caches by reading a buffer larger than the last-level cache.
-struct Flusher {
-    buf: Vec<u64>,
-}
-
-impl Flusher {
-    /// A buffer of [`flush_bytes_for`] this host's L3 (sysfs).
-    fn new() -> Self {
-        let bytes = flush_bytes_for(l3_bytes());
-        let buf = (0..bytes / 8)
-            .into_par_iter()
-            .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            .collect();
-        Self { buf }
-    }
-
-    fn bytes(&self) -> usize {
-        self.buf.len() * 8
-    }
-
-    fn flush(&self) {
-        let x = self
-            .buf
-            .par_chunks(1 << 16)
-            .map(|c| c.iter().fold(0u64, |a, &b| a ^ b))
-            .reduce(|| 0, |a, b| a ^ b);
-        std::hint::black_box(x);
-    }
-}
-
-/// Seconds per call with cold caches: the minimum over `reps` calls, each right after a
-/// [`Flusher::flush`] (the weights come from memory, as in token-by-token decoding of a model
-/// far larger than the cache).
-fn time_cold(reps: usize, fl: &Flusher, mut f: impl FnMut()) -> f64 {
-    let mut best = f64::INFINITY;
-    for _ in 0..reps.max(1) {
-        fl.flush();
-        let t0 = Instant::now();
-        f();
-        best = best.min(t0.elapsed().as_secs_f64());
-    }
-    best
-}
-
 // ---------------------------------------------------------------------------------------------
 // Dense baselines (gemm 0.19)
 // ---------------------------------------------------------------------------------------------
-
-/// `y = x · Wᵀ` (`W`: `rows × cols`, `x`: `n × cols`, `y`: `n × rows`, all row-major).
-fn dense<T: 'static + Copy>(
-    w: &[T],
-    (rows, cols): (usize, usize),
-    x: &[T],
-    n: usize,
-    y: &mut [T],
-    (zero, one): (T, T),
-) {
-    assert!(w.len() == rows * cols && x.len() == n * cols && y.len() == n * rows);
-    let par = Parallelism::Rayon(rayon::current_num_threads());
-    // SAFETY: the lengths were asserted: `y` holds n·rows values addressed as y[i·rows + j],
-    // `x` holds n·cols addressed as x[i·cols + k] and `w` rows·cols addressed as
-    // w[j·cols + k] (i < n, j < rows, k < cols). `y` is a unique borrow aliasing neither
-    // input; `read_dst = false` never reads it. `T` is f32 or f16, both supported by gemm.
-    unsafe {
-        gemm::gemm(
-            n,
-            rows,
-            cols,
-            y.as_mut_ptr(),
-            1,
-            rows as isize,
-            false,
-            x.as_ptr(),
-            1,
-            cols as isize,
-            w.as_ptr(),
-            cols as isize,
-            1,
-            zero,
-            one,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-fn to_f16(v: &[f32]) -> Vec<f16> {
-    let mut out = vec![f16::ZERO; v.len()];
-    out.convert_from_f32_slice(v);
-    out
-}
 
 // ---------------------------------------------------------------------------------------------
 // Workloads
@@ -417,9 +271,11 @@ fn main() {
         Settings {
             n_big: 64,
             n_sweep: 64,
-            budget_s: 0.1,
-            max_reps: 20,
-            single_call_s: 1.0,
+            budget: TimeBudget {
+                seconds: 0.1,
+                max_reps: 20,
+                single_call_s: 1.0,
+            },
             sweep_points: 4,
             cold_reps: 2,
         }
@@ -427,9 +283,11 @@ fn main() {
         Settings {
             n_big: 8192,
             n_sweep: 512,
-            budget_s: 0.5,
-            max_reps: 20,
-            single_call_s: 2.0,
+            budget: TimeBudget {
+                seconds: 0.5,
+                max_reps: 20,
+                single_call_s: 2.0,
+            },
             sweep_points: 7,
             cold_reps: 5,
         }
@@ -456,7 +314,7 @@ fn main() {
 
     for (si, &(shape, rows, cols)) in SHAPES.iter().enumerate() {
         let t0 = Instant::now();
-        let w = gaussian(rows * cols, 0x5eed_0000 + si as u64);
+        let w = gaussian_vec(rows * cols, 0x5eed_0000 + si as u64);
         let (m0, _) = quant::quantize(&w, rows, cols, &QuantConfig::default()).expect("quantize");
         let mut layers = Vec::new();
         for structure in [Structure::Unstructured, Structure::Chunks] {
@@ -487,21 +345,22 @@ fn main() {
         let w16 = to_f16(&w);
 
         for n in [1, settings.n_big] {
-            let x = uniform(n * cols, 0xacc0 + n as u64);
+            let x = uniform_vec(n * cols, 0xacc0 + n as u64);
             let x16 = to_f16(&x);
             let a = QuantizedActivations::quantize(&x, n, cols).expect("quantize activations");
             let mut y = vec![0f32; n * rows];
             let mut y16 = vec![f16::ZERO; n * rows];
-            let f32_s = time(&settings, || {
-                dense(&w, (rows, cols), &x, n, &mut y, (0.0, 1.0))
+            let f32_s = best_time(settings.budget, || {
+                matmul_f32(Dims::new(rows, cols, n), &w, &x, &mut y, par()).expect("dense f32")
             });
-            let f16_s = time(&settings, || {
-                dense(&w16, (rows, cols), &x16, n, &mut y16, (f16::ZERO, f16::ONE))
+            let f16_s = best_time(settings.budget, || {
+                matmul_f16(Dims::new(rows, cols, n), &w16, &x16, &mut y16, par())
+                    .expect("dense f16")
             });
-            let tern_f32_s = time(&settings, || {
+            let tern_f32_s = best_time(settings.budget, || {
                 core_kernels::gemm_f32(&m0, &x, n, &mut y).expect("dense f32")
             });
-            let tern_i8_s = time(&settings, || {
+            let tern_i8_s = best_time(settings.budget, || {
                 core_kernels::gemm_i8(&m0, &a, &mut y).expect("dense i8")
             });
             eprintln!(
@@ -514,16 +373,18 @@ fn main() {
             let cold = (n == 1).then(|| {
                 let r = settings.cold_reps;
                 [
-                    time_cold(r, &flusher, || {
-                        dense(&w, (rows, cols), &x, n, &mut y, (0.0, 1.0))
+                    best_cold_time(r, &flusher, || {
+                        matmul_f32(Dims::new(rows, cols, n), &w, &x, &mut y, par())
+                            .expect("dense f32")
                     }),
-                    time_cold(r, &flusher, || {
-                        dense(&w16, (rows, cols), &x16, n, &mut y16, (f16::ZERO, f16::ONE))
+                    best_cold_time(r, &flusher, || {
+                        matmul_f16(Dims::new(rows, cols, n), &w16, &x16, &mut y16, par())
+                            .expect("dense f16")
                     }),
-                    time_cold(r, &flusher, || {
+                    best_cold_time(r, &flusher, || {
                         core_kernels::gemm_f32(&m0, &x, n, &mut y).expect("dense f32")
                     }),
-                    time_cold(r, &flusher, || {
+                    best_cold_time(r, &flusher, || {
                         core_kernels::gemm_i8(&m0, &a, &mut y).expect("dense i8")
                     }),
                 ]
@@ -569,10 +430,10 @@ fn main() {
                 // the ratios compare measurements taken under the same load.
                 let dense_s = if n == 1 {
                     (
-                        time(&settings, || {
+                        best_time(settings.budget, || {
                             core_kernels::gemm_f32(&m0, &x, n, &mut y).expect("dense f32")
                         }),
-                        time(&settings, || {
+                        best_time(settings.budget, || {
                             core_kernels::gemm_i8(&m0, &a, &mut y).expect("dense i8")
                         }),
                     )
@@ -588,12 +449,12 @@ fn main() {
                     }
                     let cfg = KernelConfig::auto();
                     y.fill(f32::NAN);
-                    let f32_s = time(&settings, || {
+                    let f32_s = best_time(settings.budget, || {
                         f.gemm_f32_with(cfg, &x, n, &mut y).expect("sparse f32")
                     });
                     let f32_rel_err = want_f32.as_ref().map(|v| max_rel(&y, v));
                     y.fill(f32::NAN);
-                    let i8_s = time(&settings, || {
+                    let i8_s = best_time(settings.budget, || {
                         f.gemm_i8_with(cfg, &a, &mut y).expect("sparse i8")
                     });
                     let i8_exact = (0..n).all(|j| {
@@ -604,10 +465,10 @@ fn main() {
                     let cold = (n == 1 && fname != "bitmap").then(|| {
                         let r = settings.cold_reps;
                         (
-                            time_cold(r, &flusher, || {
+                            best_cold_time(r, &flusher, || {
                                 f.gemm_f32_with(cfg, &x, n, &mut y).expect("sparse f32")
                             }),
-                            time_cold(r, &flusher, || {
+                            best_cold_time(r, &flusher, || {
                                 f.gemm_i8_with(cfg, &a, &mut y).expect("sparse i8")
                             }),
                         )
@@ -707,7 +568,7 @@ fn run_sweep(
         (Structure::Chunks, &[0.45, 0.55, 0.65, 0.75, 0.85, 0.95]),
     ];
     for n in [1, s.n_sweep] {
-        let x = uniform(n * cols, 0x5eeb + n as u64);
+        let x = uniform_vec(n * cols, 0x5eeb + n as u64);
         let a = QuantizedActivations::quantize(&x, n, cols).expect("quantize activations");
         let mut y = vec![0f32; n * rows];
         for (structure, sparsities) in points {
@@ -720,20 +581,24 @@ fn run_sweep(
                 let mut best = [f64::INFINITY; 6];
                 for _round in 0..2 {
                     let t = [
-                        time(s, || {
+                        best_time(s.budget, || {
                             core_kernels::gemm_f32(m0, &x, n, &mut y).expect("dense")
                         }),
-                        time(s, || {
+                        best_time(s.budget, || {
                             l.packed.gemm_f32_with(cfg, &x, n, &mut y).expect("sparse")
                         }),
-                        time(s, || {
+                        best_time(s.budget, || {
                             l.lists.gemm_f32_with(cfg, &x, n, &mut y).expect("sparse")
                         }),
-                        time(s, || core_kernels::gemm_i8(m0, &a, &mut y).expect("dense")),
-                        time(s, || {
+                        best_time(s.budget, || {
+                            core_kernels::gemm_i8(m0, &a, &mut y).expect("dense")
+                        }),
+                        best_time(s.budget, || {
                             l.packed.gemm_i8_with(cfg, &a, &mut y).expect("sparse")
                         }),
-                        time(s, || l.lists.gemm_i8_with(cfg, &a, &mut y).expect("sparse")),
+                        best_time(s.budget, || {
+                            l.lists.gemm_i8_with(cfg, &a, &mut y).expect("sparse")
+                        }),
                     ];
                     for (b, v) in best.iter_mut().zip(t) {
                         *b = b.min(v);
@@ -877,7 +742,7 @@ fn report_md(
     let _ = writeln!(
         o,
         "- batch: n = 1 and n = {} (sweep n = {}); minimum of timed calls after one warm-up (≈ {:.2} s of calls per measurement; a first call over {:.0} s is the measurement)",
-        s.n_big, s.n_sweep, s.budget_s, s.single_call_s
+        s.n_big, s.n_sweep, s.budget.seconds, s.budget.single_call_s
     );
     let _ = writeln!(
         o,
@@ -1252,12 +1117,7 @@ fn report_json(
 /// The 1-minute load average when the run started.
 static LOAD_AT_START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
-/// The 1-minute load average from `/proc/loadavg`.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// `gemm`'s parallelism over rayon's current pool.
+fn par() -> gemm::Parallelism {
+    parallelism(rayon::current_num_threads())
 }
