@@ -22,12 +22,13 @@ use ternary_bench::baseline::{Dims, matmul_f16, matmul_f32, parallelism, to_f16}
 use ternary_bench::data::{gaussian_vec, uniform_vec};
 use ternary_bench::machine::{Flusher, cpu_model, load_average};
 use ternary_bench::timing::{TimeBudget, best_cold_time, best_time};
+use ternary_core::kernels::Level;
 use ternary_core::quant::{self, QuantConfig};
 use ternary_core::{QuantizedActivations, TernaryMatrix, kernels as core_kernels};
 use ternary_sparsity::prune::{Pruning, prune_ternary};
 use ternary_sparsity::{
-    BitmapMatrix, Footprint, IndexLists, KernelConfig, LayerFormat, LayerProfile, Level,
-    PackedChunks, Planner, TernaryGemm,
+    BitmapMatrix, Footprint, IndexLists, KernelConfig, LayerFormat, LayerProfile, PackedChunks,
+    Planner, TernaryGemm,
 };
 
 const SPARSITIES: [f64; 4] = [0.50, 0.90, 0.95, 0.99];

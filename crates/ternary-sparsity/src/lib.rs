@@ -33,10 +33,9 @@ pub mod prune;
 
 pub use chunks::PackedChunks;
 pub use footprint::Footprint;
-pub use kernels::{KernelConfig, Level, Strategy, TernaryGemm};
+pub use kernels::{KernelConfig, Strategy, TernaryGemm};
 pub use lists::IndexLists;
 pub use matrix::{BitmapMatrix, density};
 pub use plan::{
     FloatLayer, LayerFormat, LayerPlan, LayerProfile, Plan, PlanRule, PlannedLayer, Planner,
 };
-pub use ternary_core::{Result, TernaryError};

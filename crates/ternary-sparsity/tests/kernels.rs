@@ -11,9 +11,10 @@ mod common;
 
 use common::*;
 use rand::RngExt;
+use ternary_core::kernels::Level;
 use ternary_core::{QuantizedActivations, ScaleLayout, TernaryError, TernaryMatrix, reference};
 use ternary_sparsity::{
-    BitmapMatrix, IndexLists, KernelConfig, Level, PackedChunks, Strategy, TernaryGemm,
+    BitmapMatrix, IndexLists, KernelConfig, PackedChunks, Strategy, TernaryGemm,
 };
 
 const STRATEGIES: [Strategy; 4] = [

@@ -35,7 +35,7 @@
 //! (each task then keeps its panel in cache for every row and writes its outputs in place).
 //! `unsafe` code lives only in `x86`.
 
-pub use ternary_core::kernels::Level;
+use ternary_core::kernels::Level;
 
 mod api;
 mod parallel;
