@@ -18,7 +18,7 @@
 //!   `cuda`), no host copy.
 //! - [`LinearPath::Float`]: the dequantized weight `(Q·diag(d))ᵀ` cached on the layer's device
 //!   and Burn's matmul; works on every backend.
-//! - [`LinearPath::Auto`]: the backend's choice ([`TernaryBackend`](crate::TernaryBackend)):
+//! - [`LinearPath::Auto`]: the backend's choice ([`TernaryBackend`]):
 //!   [`LinearPath::CpuF32`] on the ndarray backend in `f32` ([`Cpu`](crate::Cpu)),
 //!   [`LinearPath::Cube`] on CubeCL backends with `f32` activations, [`LinearPath::Float`]
 //!   elsewhere and for inputs that track gradients (`Autodiff`).

@@ -13,7 +13,7 @@ use ternary_core::{Result, Scales, TernaryMatrix};
 
 use ternary_core::ChunkBitmap;
 
-/// A ternary matrix with its chunk bitmap (see [`crate::bitmap`]).
+/// A ternary matrix with its chunk bitmap (see [`ternary_core::bitmap`]).
 ///
 /// Invariants after every operation: `bitmap == ChunkBitmap::from_matrix(matrix)`, and the
 /// cached counts equal `matrix.nnz()` and `bitmap.count_nonempty()` (kept in O(1) per edit,

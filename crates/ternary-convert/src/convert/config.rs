@@ -6,7 +6,8 @@ use ternary_core::quant::Method;
 use crate::error::{ConvertError, Result};
 use crate::gptq::GptqConfig;
 
-/// Everything [`convert`] can be told. See the [module docs](self) for the pipeline.
+/// Everything [`convert`](super::convert) can be told. See the [module docs](super) for the
+/// pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvertConfig {
     /// Scale rule per group (with GPTQ: how each group's scale is picked before rounding).
@@ -35,7 +36,7 @@ pub struct ConvertConfig {
     /// Measure the calibration perplexity of the float and the converted model for the
     /// report even without a budget.
     pub measure: bool,
-    /// Sequential quantization ([`quantize_model_sequential`]): each block is calibrated on the
+    /// Sequential quantization ([`quantize_model_sequential`](super::quantize_model_sequential)): each block is calibrated on the
     /// model whose earlier blocks are already quantized, so its rounding also compensates the
     /// error of its inputs. One calibration pass per block (30 for SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
     pub sequential: bool,

@@ -8,7 +8,7 @@ use super::*;
 use crate::error::{ConvertError, Result};
 
 /// The layer that computes `q` inside a model: a [`TernaryLinear`] (path
-/// [`LinearPath::Auto`](crate::layer::LinearPath::Auto)) with `q`'s input scale.
+/// [`LinearPath::Auto`](ternary_layers::LinearPath::Auto)) with `q`'s input scale.
 pub fn ternary_layer<B: TernaryBackend>(
     q: &QuantizedLayer,
     device: &B::Device,

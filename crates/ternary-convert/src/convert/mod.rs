@@ -8,7 +8,7 @@
 //!    ([`quantize_layer`]): optional activation-aware input scaling `W' = W·diag(c)`,
 //!    `c_j = E[|x_j|]^α` (the layer then computes `Q'·(x ⊙ 1/c)`; `α` chosen per layer from
 //!    [`ConvertConfig::input_scale_alphas`] by the smallest output error), then GPTQ
-//!    ([`gptq`](crate::gptq)) or plain rounding with the configured [`Method`] and scale layout.
+//!    ([`gptq`](crate::gptq)) or plain rounding with the configured [`Method`](ternary_core::quant::Method) and scale layout.
 //!    Each layer's error is the relative output error on the calibration inputs,
 //!    `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))`. With [`ConvertConfig::sequential`], steps 1–2 run
 //!    block by block instead ([`quantize_model_sequential`]): each block is calibrated on the
@@ -21,7 +21,7 @@
 //!    tried is measured, and the chosen one satisfied the budget when measured).
 //!    The search runs float stand-ins holding the exact effective weights (fast GEMM).
 //! 4. **Install**: the chosen layers are swapped into the model in place as
-//!    [`TernaryLinear`]s; the rest keep their float layers. The converted model's perplexity is
+//!    [`TernaryLinear`](ternary_layers::TernaryLinear)s; the rest keep their float layers. The converted model's perplexity is
 //!    measured again with the installed layers; should kernel rounding push it over the
 //!    budget, the most sensitive chosen layers go back to float until it holds. The report
 //!    holds the per-layer plan, both perplexities and each stage's time.

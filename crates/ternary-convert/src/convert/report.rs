@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// The stages of [`convert`].
+/// The stages of [`convert`](super::convert).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Running the float model on calibration chunks.
@@ -31,7 +31,7 @@ impl Stage {
     }
 }
 
-/// Progress of [`convert`], for progress bars: each stage sends `Start`, then `Step`s with
+/// Progress of [`convert`](super::convert), for progress bars: each stage sends `Start`, then `Step`s with
 /// `done` counting up to `total`, then `Finish`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
@@ -87,7 +87,7 @@ pub struct LayerPlan {
     pub sensitivity: Option<f64>,
 }
 
-/// What [`convert`] did.
+/// What [`convert`](super::convert) did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversionReport {
     /// Every linear layer of the model, in model order.

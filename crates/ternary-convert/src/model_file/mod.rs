@@ -2,10 +2,10 @@
 //!
 //! # Layout (format `"ternary-model"`, version `"1"`)
 //!
-//! Every linear layer `N` of [`Llama::linears`] (`model.layers.{l}.self_attn.q_proj`, …,
+//! Every linear layer `N` of [`Llama::linears`](ternary_models::Llama::linears) (`model.layers.{l}.self_attn.q_proj`, …,
 //! `lm_head`) is stored either
 //!
-//! - **ternary** (a [`TernaryLinear`]): `N.plus`, `N.minus` — `U32 [rows, words_per_row]`, the
+//! - **ternary** (a [`TernaryLinear`](ternary_layers::TernaryLinear)): `N.plus`, `N.minus` — `U32 [rows, words_per_row]`, the
 //!   in-memory bit-planes verbatim (little-endian words, column `c` in word `c / 32`, bit
 //!   `c % 32`, as in `ternary_core::io`); `N.scales` — `F32 [rows, groups_per_row]`; optional
 //!   `N.bias` — `F32 [rows]`; optional `N.input_scale` — `F32 [cols]`. The layer computes
@@ -20,7 +20,7 @@
 //! in float is not stored (it is the embedding).
 //!
 //! Metadata (`__metadata__`, all strings): `format`, `format_version`, `config` (a Hugging
-//! Face `config.json`, [`LlamaConfig::to_hf_json`]), `tokenizer` ([`Tokenizer::to_json`]) and
+//! Face `config.json`, [`LlamaConfig::to_hf_json`](ternary_models::LlamaConfig::to_hf_json)), `tokenizer` ([`Tokenizer::to_json`](ternary_models::Tokenizer::to_json)) and
 //! `layers`, a JSON object mapping each stored linear layer to
 //! `{"kind": "ternary", "rows", "cols", "scale_layout": "per_row" | "per_group",
 //! "group_size", "bias", "input_scale"}` or `{"kind": "float", "rows", "cols"}`.
@@ -28,7 +28,7 @@
 //! Reading checks everything before building the model: a truncated or garbage file, an
 //! unknown format or version, a malformed config, tokenizer or layer table, a missing or
 //! unexpected tensor, a wrong dtype or shape, both planes set, padding bits, and non-finite
-//! values all give [`ConvertError::Format`] naming the file; nothing panics. Writing is atomic
+//! values all give [`ConvertError::Format`](crate::ConvertError::Format) naming the file; nothing panics. Writing is atomic
 //! (`ternary_core::io::write_atomic`: temporary file, fsync, rename).
 
 mod read;

@@ -15,7 +15,7 @@ pub const PANEL_MIN_TOKENS: usize = 8;
 /// `nnz ≥ CHUNK_PANEL_MIN_FILL · stored chunks` (a `vpdpbusd` covers 4 weights; a walk add one).
 pub const CHUNK_PANEL_MIN_FILL: usize = 8;
 
-/// How a kernel walks the weights. See the [module docs](self).
+/// How a kernel walks the weights. See the [module docs](super).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Strategy {
     /// Chosen from the token count and the format's fill.

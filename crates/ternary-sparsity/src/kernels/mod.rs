@@ -4,8 +4,8 @@
 //!
 //! `y[j, r] = Σ_g s[r, g] · Σ_{c ∈ g} t[r, c] · x[j, c]`,
 //!
-//! but touches only the non-empty chunks ([`BitmapMatrix`], [`PackedChunks`]) or only the
-//! non-zero weights ([`IndexLists`]). The int8 path keeps exact `i32` group sums and the `f32`
+//! but touches only the non-empty chunks ([`BitmapMatrix`](crate::BitmapMatrix), [`PackedChunks`](crate::PackedChunks)) or only the
+//! non-zero weights ([`IndexLists`](crate::IndexLists)). The int8 path keeps exact `i32` group sums and the `f32`
 //! order of [`reference::gemm_i8`](ternary_core::reference::gemm_i8)
 //! (`sum = 0; for g { sum += s[r, g] · (acc as f32) }; y = sum · s_j`), so its results equal
 //! the reference bit for bit: a skipped group has `acc = 0` and would add `±0` to a sum that
@@ -30,7 +30,7 @@
 //!
 //! Levels: [`Level::Avx512`] has dedicated kernels for every strategy; [`Level::Scalar`] (and
 //! levels without dedicated kernels here: AVX2, NEON) run the portable per-token kernels,
-//! whatever the strategy. Requesting a level this CPU lacks is [`TernaryError::Config`].
+//! whatever the strategy. Requesting a level this CPU lacks is [`TernaryError::Config`](ternary_core::TernaryError::Config).
 //! Work is split over output rows with rayon, or, from 256 tokens on, over 64-token panels
 //! (each task then keeps its panel in cache for every row and writes its outputs in place).
 //! `unsafe` code lives only in `x86`.
