@@ -123,6 +123,34 @@ impl QuantizedActivations {
     pub fn scales(&self) -> &[f32] {
         &self.scales
     }
+
+    /// The codes as `u8 = q + 128` in `panels` panels of 16 tokens starting at token `first`,
+    /// the operand layout of a 16-token `vpdpbusd` GEMM: panel `p`, step `k` (columns
+    /// `4k .. 4k + 4`) is 64 bytes, token `first + 16p + t` at bytes `4t .. 4t + 4`. Tokens past
+    /// the last are `q = 0` (`u8` 128).
+    pub fn u8_panels(&self, first: usize, panels: usize) -> Vec<u8> {
+        use rayon::prelude::*;
+        let steps = self.padded_cols() / 4;
+        let mut packed = vec![0x80u8; panels * steps * 64];
+        if steps == 0 {
+            return packed;
+        }
+        packed
+            .par_chunks_mut(steps * 64)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let t0 = first + 16 * p;
+                for t in 0..16.min(self.n().saturating_sub(t0)) {
+                    let row = self.row(t0 + t);
+                    for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
+                        for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
+                            *d = (s as u8) ^ 0x80;
+                        }
+                    }
+                }
+            });
+        packed
+    }
 }
 
 /// Rounds `v` to the nearest integer, ties to even, for `|v| < 2^22`.

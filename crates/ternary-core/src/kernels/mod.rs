@@ -34,6 +34,27 @@ mod x86;
 
 pub use parallel::RowSplit;
 
+/// Per-ISA building blocks shared with the kernels of other crates (`ternary-sparsity`):
+/// safe `#[target_feature]` functions, callable from code compiled for the same features.
+#[cfg(target_arch = "x86_64")]
+pub mod x86_primitives {
+    use std::arch::x86_64::*;
+
+    /// Sum of the eight `i32` lanes (wrapping; exact when the true sum fits).
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with `avx2` enabled (or a feature implying it, such as
+    /// `avx512f`); from anywhere else the caller must ensure the CPU has AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn hsum_epi32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
 /// The environment variable that caps the SIMD level: `scalar`, `avx2`, `avx512`, `neon`
 /// (or `auto`, the default: the best level this CPU has).
 ///

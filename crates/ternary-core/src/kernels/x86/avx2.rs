@@ -78,16 +78,6 @@ fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Sum of the eight `i32` lanes (wrapping, exact when the true sum fits).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
-    _mm_cvtsi128_si32(s)
-}
-
 /// Rows `r0..r0 + R`, token `j`: `out[i · n + j] = Σ_g s[r0 + i, g] · Σ_{c ∈ g} t · x[j, c]`.
 ///
 /// # Safety
@@ -244,7 +234,8 @@ unsafe fn i8_rows<const R: usize>(
             }
             for i in 0..R {
                 let acc = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones16));
-                sum[i] += scales[(r0 + i) * gw.groups + g] * hsum_epi32(acc) as f32;
+                sum[i] += scales[(r0 + i) * gw.groups + g]
+                    * crate::kernels::x86_primitives::hsum_epi32(acc) as f32;
             }
         }
         for i in 0..R {

@@ -495,31 +495,6 @@ unsafe fn fma_tile<const Z: usize>(
     }
 }
 
-/// Activations as `u8 = q + 128` in panels of 16 tokens: panel `p`, step `k` (columns
-/// `4k..4k + 4`) is 64 bytes, token `16p + t` at bytes `4t..4t + 4`. Missing tokens are `q = 0`.
-fn pack_panels(a: &QuantizedActivations) -> Vec<u8> {
-    let steps = a.padded_cols() / 4;
-    let panels = a.n().div_ceil(16);
-    let mut packed = vec![0x80u8; panels * steps * 64];
-    if steps == 0 {
-        return packed;
-    }
-    packed
-        .par_chunks_mut(steps * 64)
-        .enumerate()
-        .for_each(|(p, panel)| {
-            for t in 0..16.min(a.n() - 16 * p) {
-                let row = a.row(16 * p + t);
-                for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
-                    for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
-                        *d = (s as u8) ^ 0x80;
-                    }
-                }
-            }
-        });
-    packed
-}
-
 fn gemm_i8_blocked<const MR: usize>(
     t: Avx512,
     m: &TernaryMatrix,
@@ -532,7 +507,7 @@ fn gemm_i8_blocked<const MR: usize>(
     let gw = GroupWords::of(m);
     let groups = gw.groups;
     let panels = n.div_ceil(16);
-    let packed = pack_panels(a);
+    let packed = a.u8_panels(0, a.n().div_ceil(16));
     let mut tok_scales = a.scales().to_vec();
     tok_scales.resize(panels * 16, 0.0);
     let scales = m.scales().values();

@@ -208,51 +208,17 @@ unsafe fn masked_i8_row<const T: usize>(
 #[target_feature(enable = "avx2")]
 fn flush_i8<const T: usize>(sum: &mut [f32; T], acc: &mut [[__m256i; 2]; T], s: f32) {
     for t in 0..T {
-        let v = hsum_epi32(_mm256_add_epi32(acc[t][0], acc[t][1]));
+        let v = ternary_core::kernels::x86_primitives::hsum_epi32(_mm256_add_epi32(
+            acc[t][0], acc[t][1],
+        ));
         sum[t] += s * v as f32;
         acc[t] = [_mm256_setzero_si256(); 2];
     }
 }
 
-/// Sum of the eight `i32` lanes (wrapping; exact when the true sum fits).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
-    _mm_cvtsi128_si32(s)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Chunk panels (int8, vpdpbusd)
 // ---------------------------------------------------------------------------------------------
-
-/// Activations as `u8 = q + 128` in `panels` panels of 16 tokens, starting at token `first`:
-/// panel `p`, step `k` (columns `4k .. 4k + 4`) is 64 bytes, token `first + 16p + t` at bytes
-/// `4t .. 4t + 4`. Missing tokens are `q = 0`.
-fn pack_u8_panels(a: &QuantizedActivations, first: usize, panels: usize) -> Vec<u8> {
-    let steps = a.padded_cols() / 4;
-    let mut packed = vec![0x80u8; panels * steps * 64];
-    if steps == 0 {
-        return packed;
-    }
-    packed
-        .par_chunks_mut(steps * 64)
-        .enumerate()
-        .for_each(|(p, panel)| {
-            let t0 = first + 16 * p;
-            for t in 0..16.min(a.n().saturating_sub(t0)) {
-                let row = a.row(t0 + t);
-                for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
-                    for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
-                        *d = (s as u8) ^ 0x80;
-                    }
-                }
-            }
-        });
-    packed
-}
 
 pub(super) fn chunk_panels_i8(
     t: Avx512,
@@ -282,7 +248,7 @@ fn chunk_panels_i8_z<const Z: usize>(
         chunk_panels_i8_by_panels(_t, v, a, y);
         return;
     }
-    let packed = pack_u8_panels(a, 0, pgroups * Z);
+    let packed = a.u8_panels(0, pgroups * Z);
     let mut ts = a.scales().to_vec();
     ts.resize(pgroups * lanes, 0.0);
     let work = (v.nonempty / v.rows.max(1) * 16 + 16) * n;
@@ -317,7 +283,7 @@ fn chunk_panels_i8_by_panels(
     let steps = a.padded_cols() / 4;
     par_panels(rows, lanes, y, |p, yp| {
         let valid = yp.len() / rows;
-        let panel = pack_u8_panels(a, p * lanes, MAX_Z);
+        let panel = a.u8_panels(p * lanes, MAX_Z);
         let mut ts = a.scales()[p * lanes..(p * lanes + valid).min(n)].to_vec();
         ts.resize(lanes, 0.0);
         let mut tile = [0f32; 16 * MAX_Z];
