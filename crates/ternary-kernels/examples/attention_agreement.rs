@@ -8,8 +8,8 @@
 //! conformance suite checks the device kernels against (planes and dots bit-exact, scores within
 //! `1e-6` relative), so the numbers hold for every runtime. Prints one markdown table.
 
-use ternary_core::rng::SplitMix64;
 use ternary_core::quant::AttentionQuant;
+use ternary_core::rng::SplitMix64;
 use ternary_kernels::attention::{QkQuant, cpu};
 
 const HEADS: usize = 4;

@@ -1,16 +1,22 @@
 //! Popcount attention scoring.
 //!
 //! Q (`nq` tokens) and K (`nk` tokens) are `tokens × heads × dim` row-major `f32`; each head
-//! vector is quantized into planes of `wpd = words_per_row(dim)` words plus one scale `α`
-//! ([`QkQuant`]), then `score[h, i, j] = α_q · α_k · dot(q_{i,h}, k_{j,h}) · scale` with the
-//! integer dot computed by popcounts. With `causal`, key `j` is masked for query `i` when
-//! `j > i + (nk − nq)` (queries are the last `nq` positions), and masked scores are `−∞`, so
-//! the scores go straight into a float softmax. Layout of scores: `heads × nq × nk`.
+//! vector is quantized into bit-planes and scales ([`QkQuant`]): ternary vectors by the one
+//! attention quantizer, [`ternary_core::quant::attention`] (the device kernel reproduces the
+//! host function bit for bit), or binary sign vectors. Then
+//! `score[h, i, j] = α_q · α_k · dot(q_{i,h}, k_{j,h}) · scale` with the integer dot computed by
+//! popcounts (device scoring takes one level and one scale per vector). With `causal`, key `j`
+//! is masked for query `i` when `j > i + (nk − nq)` (queries are the last `nq` positions), and
+//! masked scores are `−∞`, so the scores go straight into a float softmax. Layout of scores:
+//! `heads × nq × nk`.
 //!
-//! [`cpu`] holds the host reference (bit-identical quantization, `ternary_core::reference`
-//! dots) and the agreement metrics against float `QKᵀ` reported in `docs/gpu.md`.
+//! [`cpu`] holds the host reference (the core quantizer, `ternary_core::reference` dots) and the
+//! agreement metrics against float `QKᵀ` reported in `docs/gpu.md`.
+
+use std::fmt;
 
 use cubecl::prelude::*;
+use ternary_core::quant::attention::{AttentionQuant, MAX_GROUP_LEN, ScaleRule};
 use ternary_core::words_per_row;
 
 use crate::buffer::DeviceArray;
@@ -21,18 +27,89 @@ use crate::kernels::{qk_scores, quantize_heads};
 use crate::matrix::check_u32_range;
 
 /// How head vectors become bit planes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QkQuant {
-    /// `t_i = sign(x_i)` where `|x_i| > 0.7 · mean|x|` else `0` (TWN threshold);
-    /// `α = mean of the kept |x_i|`.
-    #[default]
-    Ternary,
-    /// `b_i = sign(x_i)` (`x_i ≤ 0` counts as `−1`); `α = mean|x|`.
+    /// The attention quantizer of [`ternary_core::quant::attention`] with these parameters:
+    /// per group, `t_i = sign(x_i) · [|x_i| > δ · mean|x|]` (`δ = 1/2` or `0.7`), scale the
+    /// abs-mean or the mean of the kept `|x_i|`, one or two residual levels.
+    /// [`QkQuant::TWN`] is the default.
+    Ternary(AttentionQuant),
+    /// `b_i = sign(x_i)` (`x_i ≤ 0` counts as `−1`); `α = mean|x|` (`f32` sum in index order,
+    /// as [`ternary_core::quant::attention::sum_abs`]); a vector whose sum is not finite gets
+    /// a zero plane and `α = NaN`. One plane and one scale per vector.
     Binary,
 }
 
-/// Quantized head vectors on the device: `vectors = tokens · heads` vectors of `wpd` words per
-/// plane, vector `t · heads + h` for token `t`, head `h`.
+impl Default for QkQuant {
+    /// [`QkQuant::TWN`].
+    fn default() -> Self {
+        Self::TWN
+    }
+}
+
+impl fmt::Display for QkQuant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ternary(q) => q.fmt(f),
+            Self::Binary => f.write_str("binary"),
+        }
+    }
+}
+
+impl QkQuant {
+    /// Ternary with the TWN threshold `0.7 · mean|x|`, `α` the mean of the kept `|x_i|`, one
+    /// scale per vector, one level ([`AttentionQuant::twn`]).
+    pub const TWN: Self = Self::Ternary(AttentionQuant::twn());
+
+    /// Checks the parameters for vectors of `dim` values (at most `2²⁴` values per group).
+    pub fn check_dim(&self, dim: usize) -> Result<()> {
+        match self {
+            Self::Ternary(q) => Ok(q.check_dim(dim)?),
+            Self::Binary if dim > MAX_GROUP_LEN => Err(KernelError::config(format!(
+                "binary head vectors of {dim} values exceed {MAX_GROUP_LEN}"
+            ))),
+            Self::Binary => Ok(()),
+        }
+    }
+
+    /// Plane words per vector in each of the two planes (levels × `words_per_row(dim)`).
+    pub fn words_per_vector(&self, dim: usize) -> usize {
+        match self {
+            Self::Ternary(q) => q.words_per_vector(dim),
+            Self::Binary => words_per_row(dim),
+        }
+    }
+
+    /// Scales per vector (levels × groups; `1` for binary).
+    pub fn scales_per_vector(&self, dim: usize) -> usize {
+        match self {
+            Self::Ternary(q) => q.scales_per_vector(dim),
+            Self::Binary => 1,
+        }
+    }
+
+    /// Whether popcount scoring can use vectors of `dim` values quantized this way: one level
+    /// and at most one scale per vector.
+    pub fn check_scoring(&self, dim: usize) -> Result<()> {
+        match self {
+            Self::Ternary(q) if q.levels != 1 || q.groups(dim) > 1 => {
+                Err(KernelError::config(format!(
+                    "popcount scoring takes one level and one scale per vector; {q} has {} \
+                     level(s) and {} group(s) for dim {dim} (ternary_layers' host path scores \
+                     groups and levels)",
+                    q.levels,
+                    q.groups(dim)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Quantized head vectors on the device: `vectors = tokens · heads` vectors, vector
+/// `t · heads + h` for token `t`, head `h`; the layout of
+/// [`AttentionQuant::quantize_vectors`] (planes at `v · words_per_vector`, scales at
+/// `v · scales_per_vector`).
 #[derive(Debug, Clone)]
 pub struct DeviceHeads<R: Runtime> {
     tokens: usize,
@@ -43,7 +120,7 @@ pub struct DeviceHeads<R: Runtime> {
     pub plus: DeviceArray<R, u32>,
     /// `−1` plane (all zero for [`QkQuant::Binary`]).
     pub minus: DeviceArray<R, u32>,
-    /// One scale per vector.
+    /// Scales ([`QkQuant::scales_per_vector`] per vector).
     pub alpha: DeviceArray<R, f32>,
 }
 
@@ -62,9 +139,16 @@ impl<R: Runtime> DeviceHeads<R> {
     pub fn dim(&self) -> usize {
         self.dim
     }
+
+    /// How the vectors were quantized.
+    pub fn quant(&self) -> QkQuant {
+        self.quant
+    }
 }
 
-/// Quantizes `x` (`tokens × heads × dim` values already on the device) per head vector.
+/// Quantizes `x` (`tokens × heads × dim` values already on the device) per head vector, one
+/// unit per vector; the planes and scales equal the host's ([`cpu::quantize_heads`]) bit for
+/// bit.
 pub fn launch_quantize_heads<R: Runtime>(
     client: &ComputeClient<R>,
     x: &DeviceArray<R, f32>,
@@ -73,6 +157,7 @@ pub fn launch_quantize_heads<R: Runtime>(
     dim: usize,
     quant: QkQuant,
 ) -> Result<DeviceHeads<R>> {
+    quant.check_dim(dim)?;
     let vectors = tokens
         .checked_mul(heads)
         .ok_or_else(|| KernelError::shape("tokens x heads overflows"))?;
@@ -82,13 +167,30 @@ pub fn launch_quantize_heads<R: Runtime>(
             x.len()
         )));
     }
-    let wpd = words_per_row(dim);
+    let (wpv, spv) = (quant.words_per_vector(dim), quant.scales_per_vector(dim));
+    let plane_words = vectors
+        .checked_mul(wpv)
+        .ok_or_else(|| KernelError::shape("head plane words overflow"))?;
+    let scales = vectors
+        .checked_mul(spv)
+        .ok_or_else(|| KernelError::shape("head scales overflow"))?;
     check_u32_range("head vector values", x.len())?;
-    check_u32_range("head plane words", vectors * wpd)?;
-    let plus = DeviceArray::<R, u32>::filled(client, vectors * wpd, 0xDEAD_BEEF);
-    let minus = DeviceArray::<R, u32>::filled(client, vectors * wpd, 0xDEAD_BEEF);
-    let alpha = DeviceArray::<R, f32>::filled(client, vectors, f32::NAN);
+    check_u32_range("head plane words", plane_words)?;
+    check_u32_range("head scales", scales)?;
+    let plus = DeviceArray::<R, u32>::filled(client, plane_words, 0xDEAD_BEEF);
+    let minus = DeviceArray::<R, u32>::filled(client, plane_words, 0xDEAD_BEEF);
+    let alpha = DeviceArray::<R, f32>::filled(client, scales, f32::NAN);
     if vectors > 0 {
+        let (group, groups, levels, factor, refit) = match quant {
+            QkQuant::Ternary(q) => (
+                q.group_len(dim),
+                q.groups(dim),
+                q.levels,
+                q.threshold.factor(),
+                q.scale == ScaleRule::Refit,
+            ),
+            QkQuant::Binary => (dim.max(1), 1, 1, 0.0, false),
+        };
         let caps = DeviceCaps::of(client);
         let count = check_grid(&caps, vectors.div_ceil(64), 1, 1)?;
         quantize_heads::launch::<R>(
@@ -101,8 +203,14 @@ pub fn launch_quantize_heads<R: Runtime>(
             alpha.arg(),
             vectors as u32,
             dim as u32,
-            wpd as u32,
+            words_per_row(dim) as u32,
+            group as u32,
+            groups as u32,
+            levels as u32,
+            factor,
+            f32::NAN,
             quant == QkQuant::Binary,
+            refit,
         );
         flush(client)?;
     }
@@ -120,10 +228,11 @@ pub fn launch_quantize_heads<R: Runtime>(
 fn check_pair<R: Runtime>(q: &DeviceHeads<R>, k: &DeviceHeads<R>) -> Result<()> {
     if q.heads != k.heads || q.dim != k.dim || q.quant != k.quant {
         return Err(KernelError::shape(format!(
-            "Q has {} heads of {} ({:?}), K has {} heads of {} ({:?})",
+            "Q has {} heads of {} ({}), K has {} heads of {} ({})",
             q.heads, q.dim, q.quant, k.heads, k.dim, k.quant
         )));
     }
+    q.quant.check_scoring(q.dim)?;
     if q.tokens > k.tokens {
         return Err(KernelError::shape(format!(
             "{} queries but only {} keys: queries are the last positions of the keys",
@@ -178,7 +287,8 @@ fn launch_scores<R: Runtime>(
 }
 
 /// Scaled scores `heads × nq × nk` into `out` (see the [module docs](self)); `scale` is
-/// usually `1 / √dim`. Masked entries are `−∞`.
+/// usually `1 / √dim`. Masked entries are `−∞`. Vectors quantized with more than one level or
+/// scale group are a [`KernelError::Config`] ([`QkQuant::check_scoring`]).
 pub fn launch_qk_scores<R: Runtime>(
     client: &ComputeClient<R>,
     q: &DeviceHeads<R>,
@@ -226,80 +336,79 @@ pub fn launch_qk_dots<R: Runtime>(
 /// Host reference of the attention path and agreement metrics.
 pub mod cpu {
     use super::QkQuant;
+    use crate::error::{KernelError, Result};
+    use ternary_core::quant::attention::sum_abs;
     use ternary_core::{reference, words_per_row};
 
-    /// Quantized head vectors on the host: `(plus, minus, alpha)` in the device layout.
+    /// Quantized head vectors on the host, in the device layout ([`super::DeviceHeads`]).
     #[derive(Debug, Clone, PartialEq)]
     pub struct Heads {
         /// Vectors (`tokens · heads`).
         pub vectors: usize,
         /// Values per vector.
         pub dim: usize,
-        /// `+1` (or sign) plane, `vectors × words_per_row(dim)`.
+        /// How they were quantized.
+        pub quant: QkQuant,
+        /// `+1` (or sign) planes, `vectors × quant.words_per_vector(dim)`.
         pub plus: Vec<u32>,
-        /// `−1` plane.
+        /// `−1` planes.
         pub minus: Vec<u32>,
-        /// Scales.
+        /// Scales, `vectors × quant.scales_per_vector(dim)`.
         pub alpha: Vec<f32>,
     }
 
-    /// Quantizes `vectors` head vectors of `dim` values with the device's exact `f32` rules.
-    pub fn quantize_heads(x: &[f32], vectors: usize, dim: usize, quant: QkQuant) -> Heads {
-        let wpd = words_per_row(dim);
-        let mut plus = vec![0u32; vectors * wpd];
-        let mut minus = vec![0u32; vectors * wpd];
-        let mut alpha = vec![0f32; vectors];
-        for v in 0..vectors {
-            let xv = &x[v * dim..(v + 1) * dim];
-            let mut total = 0f32;
-            for &a in xv {
-                total += a.abs();
-            }
-            let thr = 0.7f32 * total;
-            let (mut kept, mut nnz) = (0f32, 0u32);
-            for (c, &a) in xv.iter().enumerate() {
-                let word = v * wpd + c / 32;
-                let bit = 1u32 << (c % 32);
-                match quant {
-                    QkQuant::Binary => {
-                        if a > 0.0 {
-                            plus[word] |= bit;
+    /// Quantizes `vectors` head vectors of `dim` values: ternary with
+    /// [`AttentionQuant::quantize_vectors`](ternary_core::quant::AttentionQuant::quantize_vectors)
+    /// (the rule the device kernel reproduces bit for bit), binary as [`QkQuant::Binary`]
+    /// states.
+    pub fn quantize_heads(x: &[f32], vectors: usize, dim: usize, quant: QkQuant) -> Result<Heads> {
+        quant.check_dim(dim)?;
+        if vectors.checked_mul(dim) != Some(x.len()) {
+            return Err(KernelError::shape(format!(
+                "head vectors: expected {vectors} x {dim} values, got {}",
+                x.len()
+            )));
+        }
+        let wpv = quant.words_per_vector(dim);
+        let mut plus = vec![0u32; vectors * wpv];
+        let mut minus = vec![0u32; vectors * wpv];
+        let mut alpha = vec![f32::NAN; vectors * quant.scales_per_vector(dim)];
+        match quant {
+            QkQuant::Ternary(q) => q.quantize_vectors(x, dim, &mut plus, &mut minus, &mut alpha)?,
+            QkQuant::Binary => {
+                for (v, a) in alpha.iter_mut().enumerate() {
+                    let xv = &x[v * dim..(v + 1) * dim];
+                    let total = sum_abs(xv);
+                    if !total.is_finite() {
+                        *a = f32::NAN;
+                        continue;
+                    }
+                    for (c, &value) in xv.iter().enumerate() {
+                        if value > 0.0 {
+                            plus[v * wpv + c / 32] |= 1u32 << (c % 32);
                         }
                     }
-                    QkQuant::Ternary => {
-                        if a.abs() * dim as f32 > thr {
-                            if a > 0.0 {
-                                plus[word] |= bit;
-                            } else {
-                                minus[word] |= bit;
-                            }
-                            kept += a.abs();
-                            nnz += 1;
-                        }
-                    }
+                    *a = if dim > 0 { total / dim as f32 } else { 0.0 };
                 }
             }
-            alpha[v] = match quant {
-                QkQuant::Binary if dim > 0 => total / dim as f32,
-                QkQuant::Ternary if nnz > 0 => kept / nnz as f32,
-                _ => 0.0,
-            };
         }
-        Heads {
+        Ok(Heads {
             vectors,
             dim,
+            quant,
             plus,
             minus,
             alpha,
-        }
+        })
     }
 
-    /// Integer dot of vectors `a` of `qh` and `b` of `kh` with `ternary_core::reference`.
-    pub fn dot(qh: &Heads, a: usize, kh: &Heads, b: usize, quant: QkQuant) -> i64 {
-        let wpd = words_per_row(qh.dim);
-        let (ra, rb) = (a * wpd..(a + 1) * wpd, b * wpd..(b + 1) * wpd);
-        match quant {
-            QkQuant::Ternary => reference::ternary_dot(
+    /// Integer dot of the first-level planes of vector `a` of `qh` and vector `b` of `kh`
+    /// with `ternary_core::reference`.
+    pub fn dot(qh: &Heads, a: usize, kh: &Heads, b: usize) -> i64 {
+        let (wpv, wpd) = (qh.quant.words_per_vector(qh.dim), words_per_row(qh.dim));
+        let (ra, rb) = (a * wpv..a * wpv + wpd, b * wpv..b * wpv + wpd);
+        match qh.quant {
+            QkQuant::Ternary(_) => reference::ternary_dot(
                 &qh.plus[ra.clone()],
                 &qh.minus[ra],
                 &kh.plus[rb.clone()],
@@ -309,18 +418,30 @@ pub mod cpu {
         }
     }
 
-    /// Reference scores in `f64` (`heads × nq × nk`, masked entries `−∞`).
-    #[allow(clippy::too_many_arguments)]
+    /// Reference scores in `f64` (`heads × nq × nk`, masked entries `−∞`); like the device, one
+    /// level and one scale per vector ([`QkQuant::check_scoring`]), and `Q`, `K` quantized alike.
     pub fn scores(
         qh: &Heads,
         kh: &Heads,
         nq: usize,
         nk: usize,
         heads: usize,
-        quant: QkQuant,
         scale: f32,
         causal: bool,
-    ) -> Vec<f64> {
+    ) -> Result<Vec<f64>> {
+        if qh.quant != kh.quant || qh.dim != kh.dim {
+            return Err(KernelError::shape(format!(
+                "Q is {} of {}, K is {} of {}",
+                qh.quant, qh.dim, kh.quant, kh.dim
+            )));
+        }
+        qh.quant.check_scoring(qh.dim)?;
+        if qh.vectors != nq * heads || kh.vectors != nk * heads || nk < nq {
+            return Err(KernelError::shape(format!(
+                "{} query and {} key vectors for nq = {nq}, nk = {nk}, heads = {heads}",
+                qh.vectors, kh.vectors
+            )));
+        }
         let mut out = vec![0f64; heads * nq * nk];
         for h in 0..heads {
             for i in 0..nq {
@@ -331,12 +452,17 @@ pub mod cpu {
                         continue;
                     }
                     let (a, b) = (i * heads + h, j * heads + h);
-                    let d = dot(qh, a, kh, b, quant) as f64;
-                    out[o] = f64::from(qh.alpha[a]) * f64::from(kh.alpha[b]) * d * f64::from(scale);
+                    // Ternary vectors of `dim = 0` have no scales (and score 0).
+                    let (sa, sb) = match (qh.alpha.get(a), kh.alpha.get(b)) {
+                        (Some(&x), Some(&y)) if qh.dim > 0 || qh.quant == QkQuant::Binary => (x, y),
+                        _ => (0.0, 0.0),
+                    };
+                    let d = dot(qh, a, kh, b) as f64;
+                    out[o] = f64::from(sa) * f64::from(sb) * d * f64::from(scale);
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Float `QKᵀ · scale` in `f64` (`heads × nq × nk`, masked entries `−∞`).
@@ -457,6 +583,7 @@ mod tests {
     use super::QkQuant;
     use super::cpu;
     use crate::rng::SplitMix64;
+    use ternary_core::quant::AttentionQuant;
 
     #[test]
     fn agreement_of_identical_scores_is_perfect_and_of_reversed_is_not() {
@@ -473,16 +600,26 @@ mod tests {
     }
 
     #[test]
-    fn ternary_quantization_follows_the_threshold_rule() {
-        // |x| = 4, 1, 1, 0 over dim 4: S = 6, keep |x| * 4 > 4.2, i.e. only the 4.
-        let h = cpu::quantize_heads(&[-4.0, 1.0, -1.0, 0.0], 1, 4, QkQuant::Ternary);
+    fn host_reference_is_the_core_rule() {
+        // |x| = 4, 1, 1, 0 over dim 4: S = 6, keep |x| * 4 > 0.7 * 6, i.e. only the 4.
+        let h = cpu::quantize_heads(&[-4.0, 1.0, -1.0, 0.0], 1, 4, QkQuant::TWN).unwrap();
         assert_eq!((h.plus[0], h.minus[0]), (0, 1));
         assert_eq!(h.alpha, vec![4.0]);
-        let b = cpu::quantize_heads(&[-4.0, 1.0, -1.0, 0.0], 1, 4, QkQuant::Binary);
+        let b = cpu::quantize_heads(&[-4.0, 1.0, -1.0, 0.0], 1, 4, QkQuant::Binary).unwrap();
         assert_eq!(b.plus[0], 0b0010);
         assert_eq!(b.alpha, vec![1.5]);
         // Dot with itself: ternary 1, binary 4.
-        assert_eq!(cpu::dot(&h, 0, &h, 0, QkQuant::Ternary), 1);
-        assert_eq!(cpu::dot(&b, 0, &b, 0, QkQuant::Binary), 4);
+        assert_eq!(cpu::dot(&h, 0, &h, 0), 1);
+        assert_eq!(cpu::dot(&b, 0, &b, 0), 4);
+        // Grouped / two-level vectors quantize, but do not score.
+        let q = AttentionQuant {
+            group: Some(2),
+            levels: 2,
+            ..AttentionQuant::abs_mean()
+        };
+        let g = cpu::quantize_heads(&[3.0, 1.0, 0.0, 0.0], 1, 4, QkQuant::Ternary(q)).unwrap();
+        assert_eq!(g.alpha, vec![2.0, 0.0, 1.0, 0.0]);
+        assert!(cpu::scores(&g, &g, 1, 1, 1, 1.0, false).is_err());
+        assert!(cpu::quantize_heads(&[1.0; 5], 2, 2, QkQuant::TWN).is_err());
     }
 }

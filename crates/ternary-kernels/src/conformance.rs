@@ -9,6 +9,7 @@
 //! Tolerances (stated once, here):
 //! - integer results (int8 accumulators, popcount dots, quantized activations, planes after
 //!   edits, bitmaps) compare exactly;
+//! - the attention quantizer's planes and scales compare bit for bit (`f32::to_bits`);
 //! - `f32` products: `|y − y_ref| ≤ (cols + 64) · 2⁻²⁴ · Σ_c |s · t · x|` against the `f64`
 //!   reference (the worst-case bound of `f32` summation; a missing or wrong weight breaks it);
 //! - int8 results: bit-exact for per-row scales; per-group within
@@ -19,7 +20,6 @@ use cubecl::prelude::*;
 use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, reference};
 
 use crate::attention::{self, QkQuant, cpu};
-use ternary_core::quant::attention::{AttentionQuant, ScaleRule, Threshold};
 use crate::buffer::DeviceArray;
 use crate::edit::{Edit, launch_edits};
 use crate::error::KernelError;
@@ -27,8 +27,9 @@ use crate::int8::{launch_gemm_i8, launch_quantize_into};
 use crate::matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized};
 use crate::plan::{Plan, Strategy};
 use crate::skip::{DeviceBitmap, launch_gemv_skip};
-use ternary_core::ChunkBitmap;
 use crate::{DeviceCaps, launch_gemm};
+use ternary_core::ChunkBitmap;
+use ternary_core::quant::attention::{AttentionQuant, ScaleRule, Threshold};
 use ternary_core::rng::SplitMix64;
 
 /// Outcome of one check: `Err` describes the first mismatch.
@@ -490,8 +491,7 @@ pub fn attention_matches_reference<R: Runtime>(
     let mut rng = SplitMix64::new(seed);
     let q = random_activations(&mut rng, nq * heads, dim);
     let k = random_activations(&mut rng, nk * heads, dim);
-    let what =
-        format!("attention nq={nq} nk={nk} heads={heads} dim={dim} {quant} causal={causal}");
+    let what = format!("attention nq={nq} nk={nk} heads={heads} dim={dim} {quant} causal={causal}");
     let dq = DeviceArray::<R, f32>::from_slice(client, &q);
     let dk = DeviceArray::<R, f32>::from_slice(client, &k);
     let qh = dev(
@@ -571,13 +571,13 @@ pub fn attention_matches_reference<R: Runtime>(
 /// Head vectors for the quantizer check, `count × dim` values, a mix per vector: all zero;
 /// values in `{0, ±1, ±2}` (ties at the threshold); Gaussian times `10^u`, `u ∈ [−3, 3)`;
 /// Gaussian times `2^k` per value, `k ∈ [−20, 20]` (a sum whose order matters); a NaN or ±∞ at
-/// a random place; values near `10³⁸` (sums beyond `f32::MAX`); plain Gaussian. No subnormals
-/// (a device may flush them).
+/// a random place; values near `10³⁸` (sums beyond `f32::MAX`); subnormals (Gaussian times
+/// `10⁻⁴⁰`: a device that flushes them to zero fails, as the rule keeps them); plain Gaussian.
 pub fn attention_vectors(rng: &mut SplitMix64, count: usize, dim: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(count * dim);
     for _ in 0..count {
         let start = v.len();
-        match rng.below(9) {
+        match rng.below(10) {
             0 => v.extend(std::iter::repeat_n(0.0, dim)),
             1 => v.extend((0..dim).map(|_| [0.0f32, 1.0, -1.0, 2.0, -2.0][rng.below(5)])),
             2 => {
@@ -596,6 +596,7 @@ pub fn attention_vectors(rng: &mut SplitMix64, count: usize, dim: usize) -> Vec<
                 }
             }
             5 => v.extend((0..dim).map(|_| rng.range_f32(-3.0e38, 3.0e38))),
+            6 => v.extend((0..dim).map(|_| rng.normal() * 1e-40)),
             _ => v.extend((0..dim).map(|_| rng.normal())),
         }
     }

@@ -17,3 +17,20 @@ fn device_summary() {
     eprintln!("wgpu device: {caps:?}");
     assert!(caps.max_units_per_cube >= 64);
 }
+
+/// The one attention-score quantizer (`ternary_core::quant::attention`): the `quantize_heads`
+/// kernel's planes and scales equal the core host function bit for bit (`to_bits`), over both
+/// thresholds and scale rules, groups, one and two levels, binary, dims 1, 63, 64, 65, 576 and
+/// the empty cases. The seed is printed; replay with `TERNARY_TEST_SEED=<seed>`.
+#[test]
+fn attention_quantizer_matches_core_bit_for_bit() {
+    let seed = std::env::var("TERNARY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9000);
+    eprintln!("attention quantizer seed: {seed} (TERNARY_TEST_SEED={seed} replays it)");
+    match ternary_kernels::conformance::attention_quantizer_suite_seeded(&client(), seed) {
+        Ok(ternary_kernels::conformance::Ran::Passed(n)) => assert!(n > 0),
+        other => panic!("seed {seed}: {other:?}"),
+    }
+}

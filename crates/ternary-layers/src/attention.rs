@@ -2,13 +2,15 @@
 //! model's default) and [`TernaryScores`], ternary (popcount) scoring (installed with
 //! `Llama::set_score_fn` in `ternary-models`).
 //!
-//! Every query and key vector `v ∈ ℝ^d` (per head, per token, after RoPE) is ternarized with
-//! an abs-mean threshold, per group of `G` consecutive dimensions (`G = d` by default):
+//! Every query and key vector `v ∈ ℝ^d` (per head, per token, after RoPE) is ternarized by the
+//! one attention quantizer, [`ternary_core::quant::attention`] (the rule the GPU kernel of
+//! `ternary-kernels` reproduces bit for bit), with the abs-mean threshold `δ = 1/2`, per group
+//! of `G` consecutive dimensions (`G = d` by default):
 //!
-//! `m = mean_{i ∈ g} |v_i|`,  `t_i = sign(v_i) · [|v_i| > m / 2]`,  scale `α_g` by
-//! [`ScaleRule`]: [`ScaleRule::AbsMean`] `α_g = m`; [`ScaleRule::Refit`]
-//! `α_g = mean(|v_i| : i ∈ g, t_i ≠ 0)` (the least-squares scale for those trits, `0` when every
-//! `t_i = 0`).
+//! `S = Σ_{i ∈ g} |v_i|` (`f32`, index order), `t_i = sign(v_i) · [|v_i| · n > S / 2]` (i.e.
+//! `|v_i| > m / 2` with `m = mean_{i ∈ g} |v_i|`), scale `α_g` by [`ScaleRule`]:
+//! [`ScaleRule::AbsMean`] `α_g = m`; [`ScaleRule::Refit`] `α_g = mean(|v_i| : i ∈ g, t_i ≠ 0)`
+//! (the least-squares scale for those trits, `0` when every `t_i = 0`).
 //!
 //! With `L = 2` levels the residual `v − α·t` (with the stored `f32` scales) is ternarized the
 //! same way, `v ≈ α¹t¹ + α²t²`. The raw score of query `q` and key `k` is then
@@ -17,9 +19,10 @@
 //!
 //! each integer dot computed exactly by popcounts of bit-planes
 //! (`popc(q⁺&k⁺ | q⁻&k⁻) − popc(q⁺&k⁻ | q⁻&k⁺)`; `ternary_core::kernels::ternary_dot` for
-//! groups of whole words), the weighted sum formed in `f64` and rounded to `f32`. Statistics
-//! are computed in `f64`. Grouped-query attention: query head `h` reads key head
-//! `h / (n_h / n_kv)`; each key vector is ternarized once.
+//! groups of whole words), the weighted sum formed in `f64` and rounded to `f32`. The
+//! quantizer's statistics are `f32` sums in index order (see its docs for why). Grouped-query
+//! attention: query head `h` reads key head `h / (n_h / n_kv)`; each key vector is ternarized
+//! once.
 //!
 //! The scores are computed on the host (rows in parallel with rayon) and copied back to the
 //! device, so this is a CPU path; its cost in perplexity is measured by the
@@ -29,7 +32,10 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rayon::prelude::*;
 use std::fmt::Debug;
 use ternary_core::kernels::ternary_dot;
+use ternary_core::quant::attention::{AttentionQuant, Threshold};
 use ternary_core::words_per_row;
+
+pub use ternary_core::quant::attention::ScaleRule;
 
 use crate::error::{LayerError, Result};
 
@@ -67,16 +73,6 @@ impl<B: Backend> ScoreFn<B> for FloatScores {
     }
 }
 
-/// How the scale `α` of a ternarized group is chosen (the trits are the same for both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum ScaleRule {
-    /// `α = mean_{i ∈ g} |v_i|` (BitNet's abs-mean scale).
-    #[default]
-    AbsMean,
-    /// `α = mean(|v_i| : i ∈ g, t_i ≠ 0)`, the least-squares scale for the chosen trits.
-    Refit,
-}
-
 /// The ternarization of attention vectors: scale rule, dimensions per scale, levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TernaryScoreConfig {
@@ -100,25 +96,21 @@ impl Default for TernaryScoreConfig {
 }
 
 impl TernaryScoreConfig {
-    /// Checks the parameters (`group ≥ 1`, `levels ∈ {1, 2}`).
-    pub fn validate(&self) -> Result<()> {
-        if self.group == Some(0) {
-            return Err(LayerError::Invalid(
-                "attention group size must be at least 1".into(),
-            ));
+    /// The attention quantizer this configuration stands for: the abs-mean threshold
+    /// `δ = 1/2` ([`Threshold::HalfMean`]) with this scale rule, group size and levels.
+    pub const fn quantizer(&self) -> AttentionQuant {
+        AttentionQuant {
+            threshold: Threshold::HalfMean,
+            scale: self.rule,
+            group: self.group,
+            levels: self.levels,
         }
-        if !(1..=2).contains(&self.levels) {
-            return Err(LayerError::Invalid(format!(
-                "ternary attention supports 1 or 2 levels, got {}",
-                self.levels
-            )));
-        }
-        Ok(())
     }
 
-    /// Dimensions per group for vectors of `d` values.
-    fn group_len(&self, d: usize) -> usize {
-        self.group.unwrap_or(d).clamp(1, d.max(1))
+    /// Checks the parameters (`group ≥ 1`, `levels ∈ {1, 2}`; see
+    /// [`AttentionQuant::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        Ok(self.quantizer().validate()?)
     }
 
     /// A short name, e.g. `"ternary(absmean, g=16, L=2)"`.
@@ -156,11 +148,13 @@ pub struct TernaryVectors {
 }
 
 impl TernaryVectors {
-    /// Ternarizes `v.len() / dim` row-major vectors of `dim` values (see the
-    /// [module docs](self)). A vector holding NaN or ±∞ gets zero planes and NaN scales, so
-    /// every score it takes part in is NaN (as the float product would be).
+    /// Ternarizes `v.len() / dim` row-major vectors of `dim` values with
+    /// [`AttentionQuant::quantize_vectors`] (see the [module docs](self)). A group holding NaN
+    /// or ±∞ gets zero trits and NaN scales, so every score it takes part in is NaN (as the
+    /// float product would be).
     pub fn ternarize(v: &[f32], dim: usize, cfg: &TernaryScoreConfig) -> Result<Self> {
-        cfg.validate()?;
+        let quant = cfg.quantizer();
+        quant.check_dim(dim)?;
         if dim == 0 || !v.len().is_multiple_of(dim) {
             return Err(LayerError::Shape(format!(
                 "{} values are not a whole number of vectors of {dim}",
@@ -168,22 +162,16 @@ impl TernaryVectors {
             )));
         }
         let count = v.len() / dim;
-        let (group, levels) = (cfg.group_len(dim), cfg.levels);
-        let wpr = words_per_row(dim);
-        let groups = dim.div_ceil(group);
-        let mut plus = vec![0u32; count * levels * wpr];
-        let mut minus = vec![0u32; count * levels * wpr];
-        let mut scales = vec![f32::NAN; count * levels * groups];
-        plus.par_chunks_mut(levels * wpr)
-            .zip(minus.par_chunks_mut(levels * wpr))
-            .zip(scales.par_chunks_mut(levels * groups))
-            .zip(v.par_chunks(dim))
-            .for_each(|(((p, m), s), x)| ternarize_one(x, group, cfg.rule, p, m, s));
+        let words = count * quant.words_per_vector(dim);
+        let mut plus = vec![0u32; words];
+        let mut minus = vec![0u32; words];
+        let mut scales = vec![f32::NAN; count * quant.scales_per_vector(dim)];
+        quant.quantize_vectors(v, dim, &mut plus, &mut minus, &mut scales)?;
         Ok(Self {
             count,
             dim,
-            group,
-            levels,
+            group: quant.group_len(dim),
+            levels: quant.levels,
             plus,
             minus,
             scales,
@@ -265,63 +253,6 @@ impl TernaryVectors {
             }
         }
         Ok(())
-    }
-}
-
-/// Writes the planes (`levels × wpr` words, zeroed first) and scales (`levels × groups`) of
-/// one vector.
-fn ternarize_one(
-    x: &[f32],
-    group: usize,
-    rule: ScaleRule,
-    plus: &mut [u32],
-    minus: &mut [u32],
-    scales: &mut [f32],
-) {
-    plus.fill(0);
-    minus.fill(0);
-    if x.iter().any(|v| !v.is_finite()) {
-        scales.fill(f32::NAN);
-        return;
-    }
-    let wpr = words_per_row(x.len());
-    let groups = x.len().div_ceil(group);
-    let mut r: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-    for (level, (p, m)) in plus
-        .chunks_exact_mut(wpr.max(1))
-        .zip(minus.chunks_exact_mut(wpr.max(1)))
-        .enumerate()
-    {
-        for (g, rg) in r.chunks_mut(group).enumerate() {
-            let mean = rg.iter().map(|v| v.abs()).sum::<f64>() / rg.len() as f64;
-            let (mut kept_sum, mut kept) = (0f64, 0usize);
-            for (j, &v) in rg.iter().enumerate() {
-                if v.abs() > mean / 2.0 {
-                    let i = g * group + j;
-                    let bit = 1u32 << (i % 32);
-                    if v > 0.0 {
-                        p[i / 32] |= bit;
-                    } else {
-                        m[i / 32] |= bit;
-                    }
-                    kept_sum += v.abs();
-                    kept += 1;
-                }
-            }
-            let alpha = match rule {
-                ScaleRule::AbsMean => mean as f32,
-                ScaleRule::Refit if kept == 0 => 0.0,
-                ScaleRule::Refit => (kept_sum / kept as f64) as f32,
-            };
-            scales[level * groups + g] = alpha;
-            // Residual for the next level, with the stored f32 scale.
-            for (j, v) in rg.iter_mut().enumerate() {
-                let i = g * group + j;
-                let bit = 1u32 << (i % 32);
-                let t = f64::from(i8::from(p[i / 32] & bit != 0) - i8::from(m[i / 32] & bit != 0));
-                *v -= f64::from(alpha) * t;
-            }
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Ternary attention scores against an `f64` reference (the model's score seam is tested in
-//! `ternary-models`' `score_seam` test).
+//! Ternary attention scores against a reference: the quantizer's rule written out plainly
+//! (`f32` statistics, as `ternary_core::quant::attention` defines them), scores in `f64` (the
+//! model's score seam is tested in `ternary-models`' `score_seam` test).
 //!
 //! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
 //! be replayed with `TERNARY_TEST_SEED=<seed>`.
@@ -41,36 +42,46 @@ fn random_vectors(rng: &mut StdRng, count: usize, d: usize) -> Vec<f32> {
     v
 }
 
-/// The rule of the module docs, in `f64`: per level, trits and the scale of each group.
+/// The rule of the module docs (`ternary_core::quant::attention`), written out plainly: per
+/// level, trits and the scale of each group, statistics as `f32` sums in index order.
 fn reference_ternarize(x: &[f32], cfg: &TernaryScoreConfig) -> Vec<(Vec<i64>, Vec<f64>)> {
     let d = x.len();
     let group = cfg.group.unwrap_or(d).min(d);
-    let mut r: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let mut r = x.to_vec();
     let mut levels = Vec::new();
     for _ in 0..cfg.levels {
         let mut t = vec![0i64; d];
         let mut scales = Vec::new();
         for g0 in (0..d).step_by(group) {
             let g1 = (g0 + group).min(d);
-            let mean = r[g0..g1].iter().map(|v| v.abs()).sum::<f64>() / (g1 - g0) as f64;
-            let mut kept = Vec::new();
+            let n = (g1 - g0) as f32;
+            let mut sum = 0f32;
+            for v in &r[g0..g1] {
+                sum += v.abs();
+            }
+            if !sum.is_finite() {
+                scales.push(f64::NAN);
+                continue;
+            }
+            let (mut kept, mut count) = (0f32, 0u32);
             for i in g0..g1 {
-                if r[i].abs() > mean / 2.0 {
+                // |r| > mean|r| / 2, as two f32 products.
+                if r[i].abs() * n > 0.5 * sum {
                     t[i] = if r[i] > 0.0 { 1 } else { -1 };
-                    kept.push(r[i].abs());
+                    kept += r[i].abs();
+                    count += 1;
                 }
             }
             let scale = match cfg.rule {
-                ScaleRule::AbsMean => mean,
-                ScaleRule::Refit if kept.is_empty() => 0.0,
-                ScaleRule::Refit => kept.iter().sum::<f64>() / kept.len() as f64,
+                ScaleRule::AbsMean => sum / n,
+                ScaleRule::Refit if count == 0 => 0.0,
+                ScaleRule::Refit => kept / count as f32,
             };
-            // The stored scale is the f64 value rounded to f32; the residual uses it.
-            let scale = f64::from(scale as f32);
+            // The residual uses the stored f32 scale.
             for i in g0..g1 {
-                r[i] -= scale * t[i] as f64;
+                r[i] -= scale * t[i] as f32;
             }
-            scales.push(scale);
+            scales.push(f64::from(scale));
         }
         levels.push((t, scales));
     }

@@ -15,6 +15,11 @@
 //! - [`quantize_activation_aware`]: the `(Δ, α)` minimising `Σ_j e_j (w_j − α t_j)²` for
 //!   calibration statistics `e_j = E[x_j²]`; `α = Σ_S e|w| / Σ_S e` on the support `S`.
 //!
+//! - [`attention`] ([`AttentionQuant`]): queries and keys of popcount attention scores, per
+//!   vector or group, `Δ = δ · mean|v|` with `δ = 1/2` or `0.7`, abs-mean or refit scale, one or
+//!   two residual levels; its statistics are `f32` sums in index order (not `f64`, unlike the
+//!   weight quantizers here) so that a GPU reproduces it bit for bit.
+//!
 //! [`quantize`] runs any of the first four from a [`QuantConfig`]; [`weighted_error`] and
 //! [`QuantStats::measure`] evaluate a result.
 //!
@@ -38,6 +43,7 @@
 mod absmax;
 mod absmean;
 mod activation_aware;
+pub mod attention;
 mod percentile;
 mod twn;
 
@@ -51,6 +57,7 @@ use crate::matrix::{ScaleLayout, Scales, TernaryMatrix, WORD_BITS, words_per_row
 pub use absmax::quantize_absmax;
 pub use absmean::quantize_absmean;
 pub use activation_aware::quantize_activation_aware;
+pub use attention::AttentionQuant;
 pub use percentile::quantize_percentile;
 pub use twn::quantize_twn;
 
