@@ -15,10 +15,9 @@ use common::*;
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
 use ternary_layers::Cpu;
-use ternary_layers::to_rows;
+use ternary_layers::TernaryBackend;
 use ternary_layers::{LayerError, LinearPath};
 
 /// Burn's CubeCL backend on wgpu, named explicitly (not `burn::backend::Wgpu`, which becomes a
@@ -57,7 +56,7 @@ fn fused_cube_path_should_match_the_reference_on_edge_shapes() {
     edge_shapes::<Fused>();
 }
 
-fn edge_shapes<B: Backend>() {
+fn edge_shapes<B: TernaryBackend>() {
     for_each_edge_case(&TOKENS, |c| {
         let (rows, cols) = (c.m.rows(), c.m.cols());
         for path in [LinearPath::Auto, LinearPath::Cube] {
@@ -105,7 +104,7 @@ fn fused_cube_path_should_handle_3d_strided_sliced_and_empty_inputs() {
     odd_inputs::<Fused>();
 }
 
-fn odd_inputs<B: Backend>() {
+fn odd_inputs<B: TernaryBackend>() {
     let mut rng = rng();
     let (rows, cols) = (67, 65);
     let m = random_matrix(&mut rng, rows, cols, ScaleLayout::PerRow);
@@ -170,7 +169,11 @@ fn cube_path_should_reject_bad_inputs_with_errors() {
     let cpu = layer::<Cpu>(&m, None, None, LinearPath::Cube);
     let e = cpu.try_forward(Tensor::<Cpu, 2>::zeros([2, 40], &Default::default()));
     match e {
-        Err(LayerError::Invalid(msg)) => assert!(msg.contains("CubeBackend"), "{msg}"),
+        Err(LayerError::Unsupported {
+            path: "cube",
+            reason,
+            ..
+        }) => assert!(reason.contains("CubeBackend"), "{reason}"),
         other => panic!("expected an error, got {other:?}"),
     }
     // NaN activations propagate (as in a float matmul) instead of panicking.
