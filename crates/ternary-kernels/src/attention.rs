@@ -582,8 +582,8 @@ pub mod cpu {
 mod tests {
     use super::QkQuant;
     use super::cpu;
-    use crate::rng::SplitMix64;
     use ternary_core::quant::AttentionQuant;
+    use ternary_core::rng::SplitMix64;
 
     #[test]
     fn agreement_of_identical_scores_is_perfect_and_of_reversed_is_not() {

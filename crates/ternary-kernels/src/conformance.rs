@@ -107,27 +107,6 @@ pub fn random_activations(rng: &mut SplitMix64, n: usize, cols: usize) -> Vec<f3
     (0..n * cols).map(|_| rng.normal()).collect()
 }
 
-/// `Σ_c |s[r, g(c)] · t[r, c] · x[j, c]|` for every output (`n × rows`): the scale of the
-/// `f32` error bound.
-pub fn magnitudes(m: &TernaryMatrix, x: &[f32], n: usize) -> Vec<f64> {
-    let (rows, cols) = (m.rows(), m.cols());
-    let trits = m.to_trits();
-    let mut out = vec![0f64; n * rows];
-    for j in 0..n {
-        for r in 0..rows {
-            out[j * rows + r] = (0..cols)
-                .map(|c| {
-                    (f64::from(m.scale_at(r, c))
-                        * f64::from(trits[r * cols + c])
-                        * f64::from(x[j * cols + c]))
-                    .abs()
-                })
-                .sum();
-        }
-    }
-    out
-}
-
 /// Compares `y` with the `f64` reference under the `f32` tolerance of the module docs.
 pub fn compare_f32(
     what: &str,
@@ -184,7 +163,7 @@ pub fn gemm_matches_reference<R: Runtime>(
         &format!("{case:?} {plan:?}"),
         &got,
         &want,
-        &magnitudes(&m, &x, case.n),
+        &reference::abs_mass(&m, &x, case.n),
         case.cols,
     )?;
     Ok(plan)
@@ -227,7 +206,7 @@ pub fn gemm_f16_matches_reference<R: Runtime>(
         &format!("f16 {case:?} {plan:?}"),
         &got,
         &want,
-        &magnitudes(&m, &x, case.n),
+        &reference::abs_mass(&m, &x, case.n),
         case.cols,
     )
 }
@@ -761,7 +740,7 @@ pub fn skip_matches_reference<R: Runtime>(client: &ComputeClient<R>, case: GemmC
         &format!("skip {case:?}"),
         &got,
         &want,
-        &magnitudes(&m, &x, case.n),
+        &reference::abs_mass(&m, &x, case.n),
         case.cols,
     )
 }
@@ -803,7 +782,7 @@ pub fn device_activations_match_reference<R: Runtime>(
         &format!("from_device {case:?} {plan:?}"),
         &got,
         &want,
-        &magnitudes(&m, &x, case.n),
+        &reference::abs_mass(&m, &x, case.n),
         case.cols,
     )?;
     // The input buffer is read, never written.

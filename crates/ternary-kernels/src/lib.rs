@@ -37,12 +37,6 @@ mod matrix;
 pub mod plan;
 #[cfg(feature = "cuda")]
 mod probe;
-/// The seeded generator moved to `ternary_core::rng`; this alias keeps in-crate test modules
-/// compiling while they are migrated.
-mod rng {
-    #[allow(unused_imports)]
-    pub(crate) use ternary_core::rng::SplitMix64;
-}
 pub mod skip;
 
 pub use buffer::{DeviceArray, DeviceElement};

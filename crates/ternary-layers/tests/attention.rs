@@ -2,8 +2,8 @@
 //! (`f32` statistics, as `ternary_core::quant::attention` defines them), scores in `f64` (the
 //! model's score seam is tested in `ternary-models`' `score_seam` test).
 //!
-//! Inputs are fresh random values each run; the seed is printed (and shown on failure) and can
-//! be replayed with `TERNARY_TEST_SEED=<seed>`.
+//! Inputs are random from a fixed seed (`ternary_testkit::seed`), printed (and shown on
+//! failure); `TERNARY_TEST_SEED=<seed>` runs another.
 //!
 //! Tolerances: trits, scales and integer dots are exact; a score `Σ α_q · α_k · dot` is compared
 //! with the `f64` reference by `|S − S_ref| ≤ 1e-6 · Σ |α_q · α_k · dot|` (the `f32` rounding of
