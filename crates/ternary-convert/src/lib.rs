@@ -40,7 +40,7 @@ pub mod model_file;
 
 pub use calib::{Calibration, InputStats, calibrate};
 pub use convert::{
-    ConversionReport, ConvertConfig, LayerPlan, Progress, QuantizedLayer, Stage, convert,
+    ConversionReport, ConvertConfig, LayerReport, Progress, QuantizedLayer, Stage, convert,
 };
 pub use error::{ConvertError, Result};
 pub use gptq::GptqConfig;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use ternary_convert::model_file::{FloatDtype, LayerFormat, inspect_bytes, load_bytes, to_bytes};
+use ternary_convert::model_file::{FloatDtype, StoredFormat, inspect_bytes, load_bytes, to_bytes};
 use ternary_convert::{ConvertError, inspect, load, save};
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{ScaleLayout, words_per_row};
@@ -167,11 +167,11 @@ fn round_trip_should_give_identical_logits_and_layers() {
                         + t.bias().map_or(0, |b| b.len())
                         + t.input_scale().map_or(0, <[f32]>::len));
                 assert_eq!(l.bytes, want as u64, "{name}");
-                assert!(matches!(l.format, LayerFormat::Ternary { .. }));
+                assert!(matches!(l.format, StoredFormat::Ternary { .. }));
             }
             None => {
                 // The fixture is float32 with random values: not f16-exact, so stored as f32.
-                assert_eq!(l.format, LayerFormat::Float(FloatDtype::F32), "{name}");
+                assert_eq!(l.format, StoredFormat::Float(FloatDtype::F32), "{name}");
                 assert_eq!(l.bytes, 4 * l.weights(), "{name}");
             }
         }
@@ -271,7 +271,7 @@ fn tied_heads_and_f16_exact_weights_should_round_trip() {
             s.layers
                 .iter()
                 .filter(|l| !l.is_ternary() && l.bytes > 0)
-                .all(|l| l.format == LayerFormat::Float(want))
+                .all(|l| l.format == StoredFormat::Float(want))
         );
         // The raw file agrees with the summary.
         let bytes = std::fs::read(&path).unwrap();

@@ -25,7 +25,7 @@ use crate::edit::{Edit, launch_edits};
 use crate::error::KernelError;
 use crate::int8::{launch_gemm_i8, launch_quantize_into};
 use crate::matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized};
-use crate::plan::{Plan, Strategy};
+use crate::plan::{GemmStrategy, Plan};
 use crate::skip::{DeviceBitmap, launch_gemv_skip};
 use crate::{DeviceCaps, launch_gemm};
 use ternary_core::ChunkBitmap;
@@ -139,7 +139,7 @@ pub fn compare_f32(
 pub fn gemm_matches_reference<R: Runtime>(
     client: &ComputeClient<R>,
     case: GemmCase,
-    strategy: Strategy,
+    strategy: GemmStrategy,
 ) -> std::result::Result<Plan, String> {
     let mut rng = SplitMix64::new(case.seed);
     let m = random_matrix(
@@ -174,7 +174,7 @@ pub fn gemm_matches_reference<R: Runtime>(
 pub fn gemm_f16_matches_reference<R: Runtime>(
     client: &ComputeClient<R>,
     case: GemmCase,
-    strategy: Strategy,
+    strategy: GemmStrategy,
 ) -> Check {
     let mut rng = SplitMix64::new(case.seed);
     let m = random_matrix(
@@ -774,7 +774,7 @@ pub fn device_activations_match_reference<R: Runtime>(
     let y = DeviceArray::<R, f32>::filled(client, case.n * case.rows, f32::NAN);
     let plan = dev(
         "launch_gemm",
-        launch_gemm(client, &dm, &dx, &y, Strategy::Auto),
+        launch_gemm(client, &dm, &dx, &y, GemmStrategy::Auto),
     )?;
     let got = dev("read y", y.read(client))?;
     let want = reference::gemm_f32(&m, &x, case.n).map_err(|e| e.to_string())?;
@@ -858,7 +858,7 @@ pub fn bad_shapes_are_errors<R: Runtime>(client: &ComputeClient<R>) -> Check {
     let y = DeviceArray::<R, f32>::filled(client, 10, f32::NAN);
     expect_shape(
         "cols mismatch",
-        launch_gemm(client, &dm, &x, &y, Strategy::Auto).map(|_| ()),
+        launch_gemm(client, &dm, &x, &y, GemmStrategy::Auto).map(|_| ()),
     )?;
     let x = dev(
         "x",
@@ -867,7 +867,7 @@ pub fn bad_shapes_are_errors<R: Runtime>(client: &ComputeClient<R>) -> Check {
     let y_bad = DeviceArray::<R, f32>::filled(client, 9, f32::NAN);
     expect_shape(
         "y too short",
-        launch_gemm(client, &dm, &x, &y_bad, Strategy::Auto).map(|_| ()),
+        launch_gemm(client, &dm, &x, &y_bad, GemmStrategy::Auto).map(|_| ()),
     )?;
     expect_shape(
         "x length",
@@ -937,7 +937,7 @@ pub const EDGE_COLS: [usize; 5] = [1, 31, 33, 576, 1536];
 /// The float product with `strategy` over edge shapes: rows 1 and 67, cols [`EDGE_COLS`],
 /// n = 1, 3, 8 for the row kernels (plus 17 and 70 for the tiled one), per-row and per-group
 /// (64) scales. A strategy the device cannot run must fail with `Unsupported`.
-pub fn gemm_suite<R: Runtime>(client: &ComputeClient<R>, strategy: Strategy) -> SuiteResult {
+pub fn gemm_suite<R: Runtime>(client: &ComputeClient<R>, strategy: GemmStrategy) -> SuiteResult {
     let caps = DeviceCaps::of(client);
     if let Err(e) = crate::plan::plan(&caps, 1, strategy) {
         return match e {
@@ -947,7 +947,7 @@ pub fn gemm_suite<R: Runtime>(client: &ComputeClient<R>, strategy: Strategy) -> 
     }
     let mut cases: Vec<(usize, usize, usize)> = Vec::new();
     let ns: &[usize] = match strategy {
-        Strategy::Tiled => &[1, 3, 8, 17],
+        GemmStrategy::Tiled => &[1, 3, 8, 17],
         _ => &[1, 3, 8],
     };
     for &n in ns {
@@ -957,7 +957,7 @@ pub fn gemm_suite<R: Runtime>(client: &ComputeClient<R>, strategy: Strategy) -> 
             }
         }
     }
-    if strategy == Strategy::Tiled {
+    if strategy == GemmStrategy::Tiled {
         cases.extend([(130, 31, 70), (130, 1536, 70)]);
     }
     let mut count = 0;
@@ -973,7 +973,7 @@ pub fn gemm_suite<R: Runtime>(client: &ComputeClient<R>, strategy: Strategy) -> 
     Ok(Ran::Passed(count))
 }
 
-/// [`Strategy::Auto`] with other group sizes (groups ending inside a word pair, a short last
+/// [`GemmStrategy::Auto`] with other group sizes (groups ending inside a word pair, a short last
 /// group, padding words past the last group) and empty shapes (cols 0, rows 0, n 0).
 pub fn gemm_groups_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
     let cases = [
@@ -988,8 +988,8 @@ pub fn gemm_groups_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
     ];
     for (i, &(r, c, n, g)) in cases.iter().enumerate() {
         let case = GemmCase::new(r, c, n, 2000 + i as u64);
-        gemm_matches_reference(client, case.per_group(g), Strategy::Auto)?;
-        gemm_matches_reference(client, case, Strategy::Auto)?;
+        gemm_matches_reference(client, case.per_group(g), GemmStrategy::Auto)?;
+        gemm_matches_reference(client, case, GemmStrategy::Auto)?;
     }
     Ok(Ran::Passed(2 * cases.len()))
 }
@@ -997,15 +997,23 @@ pub fn gemm_groups_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
 /// `f16` activations through both kernels, or `Unsupported` on a device without `f16`.
 pub fn f16_suite<R: Runtime>(client: &ComputeClient<R>) -> SuiteResult {
     if !DeviceCaps::of(client).f16 {
-        gemm_f16_matches_reference(client, GemmCase::new(3, 64, 1, 1), Strategy::Auto)?;
+        gemm_f16_matches_reference(client, GemmCase::new(3, 64, 1, 1), GemmStrategy::Auto)?;
         return Ok(Ran::Unsupported(format!(
             "{}: no f16 storage",
             R::name(client)
         )));
     }
-    gemm_f16_matches_reference(client, GemmCase::new(67, 576, 3, 3000), Strategy::Auto)?;
-    gemm_f16_matches_reference(client, GemmCase::new(67, 33, 1, 3001), Strategy::RowsShared)?;
-    gemm_f16_matches_reference(client, GemmCase::new(67, 576, 17, 3002), Strategy::Tiled)?;
+    gemm_f16_matches_reference(client, GemmCase::new(67, 576, 3, 3000), GemmStrategy::Auto)?;
+    gemm_f16_matches_reference(
+        client,
+        GemmCase::new(67, 33, 1, 3001),
+        GemmStrategy::RowsShared,
+    )?;
+    gemm_f16_matches_reference(
+        client,
+        GemmCase::new(67, 576, 17, 3002),
+        GemmStrategy::Tiled,
+    )?;
     Ok(Ran::Passed(3))
 }
 
@@ -1087,13 +1095,13 @@ pub fn run_all<R: Runtime>(client: &ComputeClient<R>) -> Vec<(&'static str, Suit
     vec![
         (
             "gemv rows (plane_sum)",
-            gemm_suite(client, Strategy::RowsPlane),
+            gemm_suite(client, GemmStrategy::RowsPlane),
         ),
         (
             "gemv rows (shared tree)",
-            gemm_suite(client, Strategy::RowsShared),
+            gemm_suite(client, GemmStrategy::RowsShared),
         ),
-        ("gemm tiled", gemm_suite(client, Strategy::Tiled)),
+        ("gemm tiled", gemm_suite(client, GemmStrategy::Tiled)),
         ("gemm groups / empty", gemm_groups_suite(client)),
         ("f16 activations", f16_suite(client)),
         ("int8 quantize", quantize_suite(client)),

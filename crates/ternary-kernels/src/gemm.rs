@@ -7,7 +7,7 @@ use crate::device::DeviceCaps;
 use crate::error::{KernelError, Result};
 use crate::kernels::{gemm_tiled, gemv_rows};
 use crate::matrix::{DeviceActivations, DeviceMatrix, Geometry};
-use crate::plan::{Plan, RowsConfig, Strategy, TileConfig, plan};
+use crate::plan::{GemmStrategy, Plan, RowsConfig, TileConfig, plan};
 use crate::skip::DeviceBitmap;
 
 /// Checks that `y` holds `n × rows` outputs.
@@ -51,7 +51,7 @@ pub fn launch_gemm<R: Runtime, F: Float + DeviceElement>(
     m: &DeviceMatrix<R>,
     x: &DeviceActivations<R, F>,
     y: &DeviceArray<R, f32>,
-    strategy: Strategy,
+    strategy: GemmStrategy,
 ) -> Result<Plan> {
     check_activations(m, x.cols())?;
     check_output(m.rows(), x.n(), y)?;

@@ -46,7 +46,7 @@ pub use error::{KernelError, Result};
 pub use gemm::launch_gemm;
 pub use int8::{launch_gemm_i8, launch_quantize, launch_quantize_into};
 pub use matrix::{DeviceActivations, DeviceMatrix, DeviceQuantized, padded_cols};
-pub use plan::{Plan, Strategy, TileConfig};
+pub use plan::{GemmStrategy, Plan, TileConfig};
 pub use skip::{DeviceBitmap, launch_gemv_skip};
 
 /// Re-export of CubeCL, so callers name runtimes and clients without a direct dependency.

@@ -9,9 +9,9 @@ use crate::error::{KernelError, Result};
 
 /// Which GEMV/GEMM kernel to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Strategy {
-    /// Let the planner choose: [`Strategy::RowsPlane`] (or [`Strategy::RowsShared`] without
-    /// plane operations) for up to 8 tokens, [`Strategy::Tiled`] above.
+pub enum GemmStrategy {
+    /// Let the planner choose: [`GemmStrategy::RowsPlane`] (or [`GemmStrategy::RowsShared`] without
+    /// plane operations) for up to 8 tokens, [`GemmStrategy::Tiled`] above.
     #[default]
     Auto,
     /// One row per plane (warp / subgroup), lanes reduced with `plane_sum`.
@@ -99,7 +99,7 @@ pub enum Plan {
     Tiled(TileConfig),
 }
 
-/// Tokens up to which [`Strategy::Auto`] picks the row-parallel kernel.
+/// Tokens up to which [`GemmStrategy::Auto`] picks the row-parallel kernel.
 pub const ROWS_MAX_TOKENS: usize = 8;
 
 /// Plans the row-parallel kernel for `n` tokens.
@@ -197,15 +197,15 @@ pub fn plan_tiled(caps: &DeviceCaps, n: usize) -> Result<TileConfig> {
 }
 
 /// Plans a product of `n` tokens with `strategy`.
-pub fn plan(caps: &DeviceCaps, n: usize, strategy: Strategy) -> Result<Plan> {
+pub fn plan(caps: &DeviceCaps, n: usize, strategy: GemmStrategy) -> Result<Plan> {
     match strategy {
-        Strategy::Auto if n <= ROWS_MAX_TOKENS => {
+        GemmStrategy::Auto if n <= ROWS_MAX_TOKENS => {
             let rows = plan_rows(caps, n, true).or_else(|_| plan_rows(caps, n, false))?;
             Ok(Plan::Rows(rows))
         }
-        Strategy::Auto | Strategy::Tiled => Ok(Plan::Tiled(plan_tiled(caps, n)?)),
-        Strategy::RowsPlane => Ok(Plan::Rows(plan_rows(caps, n, true)?)),
-        Strategy::RowsShared => Ok(Plan::Rows(plan_rows(caps, n, false)?)),
+        GemmStrategy::Auto | GemmStrategy::Tiled => Ok(Plan::Tiled(plan_tiled(caps, n)?)),
+        GemmStrategy::RowsPlane => Ok(Plan::Rows(plan_rows(caps, n, true)?)),
+        GemmStrategy::RowsShared => Ok(Plan::Rows(plan_rows(caps, n, false)?)),
     }
 }
 
@@ -228,11 +228,11 @@ mod tests {
     #[test]
     fn auto_picks_rows_for_few_tokens_and_tiles_for_many() {
         let c = caps(Some(32), 32 * 1024);
-        let Plan::Rows(r) = plan(&c, 3, Strategy::Auto).unwrap() else {
+        let Plan::Rows(r) = plan(&c, 3, GemmStrategy::Auto).unwrap() else {
             panic!("expected rows")
         };
         assert_eq!((r.lanes, r.tokens, r.plane_reduce), (32, 4, true));
-        let Plan::Tiled(t) = plan(&c, 8192, Strategy::Auto).unwrap() else {
+        let Plan::Tiled(t) = plan(&c, 8192, GemmStrategy::Auto).unwrap() else {
             panic!("expected tiled")
         };
         assert_eq!(t, LARGE_TILES[0]);
@@ -244,10 +244,10 @@ mod tests {
         let t = plan_tiled(&small, 8192).unwrap();
         assert!(t.shared_bytes() <= 16 * 1024, "{t:?}");
         assert!(matches!(
-            plan(&small, 1, Strategy::RowsPlane),
+            plan(&small, 1, GemmStrategy::RowsPlane),
             Err(KernelError::Unsupported(_))
         ));
-        let Plan::Rows(r) = plan(&small, 1, Strategy::Auto).unwrap() else {
+        let Plan::Rows(r) = plan(&small, 1, GemmStrategy::Auto).unwrap() else {
             panic!("expected rows")
         };
         assert!(!r.plane_reduce);

@@ -27,7 +27,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use ternary_core::TernaryMatrix;
-use ternary_kernels::{DeviceActivations, DeviceArray, DeviceMatrix, Strategy};
+use ternary_kernels::{DeviceActivations, DeviceArray, DeviceMatrix, GemmStrategy};
 
 use crate::backend::TernaryBackend;
 use crate::error::{LayerError, Result};
@@ -172,7 +172,7 @@ fn gemm_on<R: CubeRuntime>(
     } else {
         DeviceArray::<R, f32>::empty(&client, n * rows)
     };
-    ternary_kernels::launch_gemm(&client, &weights.matrix, &xa, &y, Strategy::Auto)?;
+    ternary_kernels::launch_gemm(&client, &weights.matrix, &xa, &y, GemmStrategy::Auto)?;
     // `x` (and its handle) must stay alive until the launch is queued; it is dropped here.
     drop(x);
     Ok(CubeTensor::new_contiguous(

@@ -33,7 +33,7 @@ pub mod prune;
 
 pub use chunks::PackedChunks;
 pub use footprint::Footprint;
-pub use kernels::{KernelConfig, Strategy, TernaryGemm};
+pub use kernels::{KernelConfig, TernaryGemm, WalkStrategy};
 pub use lists::IndexLists;
 pub use matrix::{BitmapMatrix, density};
 pub use plan::{

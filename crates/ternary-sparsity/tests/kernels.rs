@@ -14,14 +14,14 @@ use rand::RngExt;
 use ternary_core::kernels::Level;
 use ternary_core::{QuantizedActivations, ScaleLayout, TernaryError, TernaryMatrix, reference};
 use ternary_sparsity::{
-    BitmapMatrix, IndexLists, KernelConfig, PackedChunks, Strategy, TernaryGemm,
+    BitmapMatrix, IndexLists, KernelConfig, PackedChunks, TernaryGemm, WalkStrategy,
 };
 
-const STRATEGIES: [Strategy; 4] = [
-    Strategy::Auto,
-    Strategy::PerToken,
-    Strategy::WalkPanels,
-    Strategy::ChunkPanels,
+const STRATEGIES: [WalkStrategy; 4] = [
+    WalkStrategy::Auto,
+    WalkStrategy::PerToken,
+    WalkStrategy::WalkPanels,
+    WalkStrategy::ChunkPanels,
 ];
 
 fn configs() -> Vec<KernelConfig> {
@@ -223,7 +223,7 @@ fn bad_shapes_and_levels_are_errors() {
         for level in [Level::Avx2, Level::Avx512, Level::Neon] {
             if !level.is_available() {
                 let e = f(
-                    KernelConfig::new(level, Strategy::Auto),
+                    KernelConfig::new(level, WalkStrategy::Auto),
                     &[0.0; 80],
                     2,
                     &mut [0.0; 8],

@@ -46,7 +46,7 @@ pub use quantize::{
     FactorCache, QuantizedLayer, input_scale_factors, quantize_layer, quantize_model,
     quantize_model_sequential,
 };
-pub use report::{ConversionReport, LayerPlan, Progress, Stage};
+pub use report::{ConversionReport, LayerReport, Progress, Stage};
 pub use search::{bos_of, eval_ppl, log_probs, mean_kl, sensitivities, sensitivity_order};
 
 use ternary_layers::TernaryBackend;
@@ -233,7 +233,7 @@ pub fn convert<B: TernaryBackend>(
                     .input_scale
                     .as_ref()
                     .map_or(0.0, |d| 32.0 * d.len() as f64 / q.weights().max(1) as f64);
-                LayerPlan {
+                LayerReport {
                     name,
                     rows: q.matrix.rows(),
                     cols: q.matrix.cols(),
@@ -249,7 +249,7 @@ pub fn convert<B: TernaryBackend>(
                     sensitivity: sens.as_ref().map(|s| s[k]),
                 }
             }
-            None => LayerPlan {
+            None => LayerReport {
                 name,
                 rows: l.out_features(),
                 cols: l.in_features(),

@@ -64,7 +64,7 @@ pub enum Progress {
 
 /// One layer of the conversion plan.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LayerPlan {
+pub struct LayerReport {
     /// Hugging Face name (`model.layers.3.mlp.down_proj`, `lm_head`).
     pub name: String,
     /// Output channels.
@@ -91,7 +91,7 @@ pub struct LayerPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConversionReport {
     /// Every linear layer of the model, in model order.
-    pub layers: Vec<LayerPlan>,
+    pub layers: Vec<LayerReport>,
     /// Perplexity of the float model on the held-out calibration chunks.
     pub calib_ppl_float: Option<f64>,
     /// Perplexity of the converted model on the same chunks.

@@ -37,6 +37,6 @@ mod summary;
 mod write;
 
 pub use read::{load, load_bytes};
-pub use schema::{FORMAT_NAME, FORMAT_VERSION, FloatDtype, LayerFormat};
+pub use schema::{FORMAT_NAME, FORMAT_VERSION, FloatDtype, StoredFormat};
 pub use summary::{FileSummary, LayerSummary, human_bytes, inspect, inspect_bytes};
 pub use write::{as_ternary, save, to_bytes};

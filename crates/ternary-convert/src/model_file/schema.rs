@@ -50,7 +50,7 @@ impl fmt::Display for FloatDtype {
 
 /// How one linear layer is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerFormat {
+pub enum StoredFormat {
     /// Bit-planes and scales.
     Ternary {
         /// Scale layout (per row or per group of input columns).
@@ -64,7 +64,7 @@ pub enum LayerFormat {
     Float(FloatDtype),
 }
 
-impl fmt::Display for LayerFormat {
+impl fmt::Display for StoredFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Ternary {

@@ -19,7 +19,7 @@ pub struct LayerSummary {
     /// Input features.
     pub cols: usize,
     /// Storage.
-    pub format: LayerFormat,
+    pub format: StoredFormat,
     /// Fraction of zero trits (ternary layers only).
     pub zero_fraction: Option<f64>,
     /// Bytes the layer takes in the file (planes, scales, bias, input scale; or the weight).
@@ -34,7 +34,7 @@ impl LayerSummary {
 
     /// Whether the layer is ternary.
     pub fn is_ternary(&self) -> bool {
-        matches!(self.format, LayerFormat::Ternary { .. })
+        matches!(self.format, StoredFormat::Ternary { .. })
     }
 
     /// Stored bits per weight, `8 · bytes / (rows · cols)` (planes with their row padding,
@@ -222,7 +222,7 @@ impl Contents {
                         name: name.clone(),
                         rows: m.rows(),
                         cols: m.cols(),
-                        format: LayerFormat::Ternary {
+                        format: StoredFormat::Ternary {
                             layout: m.scales().layout(),
                             bias: bias.is_some(),
                             input_scale: input_scale.is_some(),
@@ -241,7 +241,7 @@ impl Contents {
                         name: name.clone(),
                         rows: t.shape[0],
                         cols: t.shape[1],
-                        format: LayerFormat::Float(dtype),
+                        format: StoredFormat::Float(dtype),
                         zero_fraction: None,
                         bytes: dtype.bytes() * t.data.len() as u64,
                     }
@@ -268,7 +268,7 @@ impl Contents {
                 name: LM_HEAD.to_string(),
                 rows: c.vocab_size,
                 cols: c.hidden_size,
-                format: LayerFormat::Float(dtype),
+                format: StoredFormat::Float(dtype),
                 zero_fraction: None,
                 bytes: 0,
             });

@@ -28,7 +28,7 @@ use ternary_core::rng::SplitMix64;
 use ternary_kernels::cubecl::prelude::*;
 use ternary_kernels::{
     DeviceActivations, DeviceArray, DeviceBitmap, DeviceCaps, DeviceMatrix, DeviceQuantized,
-    Strategy, attention, conformance, device, launch_gemm, launch_gemm_i8, launch_gemv_skip,
+    GemmStrategy, attention, conformance, device, launch_gemm, launch_gemm_i8, launch_gemv_skip,
     launch_quantize_into,
 };
 
@@ -252,7 +252,7 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
                 };
                 if kernel == "dense" {
                     let s = time_it(client, || {
-                        launch_gemm(client, &dm, &dx, &y, Strategy::Auto).map(|_| ())
+                        launch_gemm(client, &dm, &dx, &y, GemmStrategy::Auto).map(|_| ())
                     })?;
                     push("f32", s, plane_bytes + io);
                     let dq = DeviceQuantized::empty(client, n, cols)?;
@@ -268,7 +268,7 @@ fn bench<R: Runtime>(client: &ComputeClient<R>, opts: &Opts) -> ternary_kernels:
                     push("int8+quantize", s, plane_bytes + 2.0 * io);
                 } else {
                     let s = time_it(client, || {
-                        launch_gemm(client, &dm, &dx, &y, Strategy::Auto).map(|_| ())
+                        launch_gemm(client, &dm, &dx, &y, GemmStrategy::Auto).map(|_| ())
                     })?;
                     push("f32 (95% zeros, dense kernel)", s, plane_bytes + io);
                     let nz = bitmap.read(client)?.count_nonempty() as f64;

@@ -10,7 +10,7 @@ macro_rules! conformance_suite {
     ($client:expr) => {
         use ternary_kernels::DeviceCaps;
         use ternary_kernels::conformance::{self as conf, Ran};
-        use ternary_kernels::plan::Strategy;
+        use ternary_kernels::plan::GemmStrategy;
 
         fn passed(r: conf::SuiteResult) {
             match r {
@@ -23,7 +23,7 @@ macro_rules! conformance_suite {
         fn gemv_rows_plane_matches_reference() {
             let client = $client;
             let caps = DeviceCaps::of(&client);
-            match conf::gemm_suite(&client, Strategy::RowsPlane) {
+            match conf::gemm_suite(&client, GemmStrategy::RowsPlane) {
                 Ok(Ran::Passed(n)) => assert!(n > 0),
                 Ok(Ran::Unsupported(msg)) => {
                     // Only acceptable when the device really has no usable fixed plane size.
@@ -39,12 +39,12 @@ macro_rules! conformance_suite {
 
         #[test]
         fn gemv_rows_shared_matches_reference() {
-            passed(conf::gemm_suite(&$client, Strategy::RowsShared));
+            passed(conf::gemm_suite(&$client, GemmStrategy::RowsShared));
         }
 
         #[test]
         fn gemm_tiled_matches_reference() {
-            passed(conf::gemm_suite(&$client, Strategy::Tiled));
+            passed(conf::gemm_suite(&$client, GemmStrategy::Tiled));
         }
 
         #[test]

@@ -9,15 +9,15 @@ use crate::chunks::PackedChunks;
 use crate::lists::IndexLists;
 use crate::matrix::BitmapMatrix;
 
-/// From this many tokens on, [`Strategy::Auto`] uses token panels.
+/// From this many tokens on, [`WalkStrategy::Auto`] uses token panels.
 pub const PANEL_MIN_TOKENS: usize = 8;
-/// [`Strategy::Auto`] runs int8 chunk formats with [`Strategy::ChunkPanels`] when
+/// [`WalkStrategy::Auto`] runs int8 chunk formats with [`WalkStrategy::ChunkPanels`] when
 /// `nnz ≥ CHUNK_PANEL_MIN_FILL · stored chunks` (a `vpdpbusd` covers 4 weights; a walk add one).
 pub const CHUNK_PANEL_MIN_FILL: usize = 8;
 
 /// How a kernel walks the weights. See the [module docs](super).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Strategy {
+pub enum WalkStrategy {
     /// Chosen from the token count and the format's fill.
     #[default]
     Auto,
@@ -26,30 +26,30 @@ pub enum Strategy {
     /// Transposed activation panels, one vector add per non-zero weight.
     WalkPanels,
     /// Int8 only, chunk formats only: `vpdpbusd` over decoded chunks and 16-token panels
-    /// (other cases run [`Strategy::WalkPanels`]).
+    /// (other cases run [`WalkStrategy::WalkPanels`]).
     ChunkPanels,
 }
 
-/// Which kernel to run: a SIMD [`Level`] and a [`Strategy`].
+/// Which kernel to run: a SIMD [`Level`] and a [`WalkStrategy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KernelConfig {
     /// Instruction-set level; an error if this CPU lacks it.
     pub level: Level,
     /// How to walk the weights.
-    pub strategy: Strategy,
+    pub strategy: WalkStrategy,
 }
 
 impl KernelConfig {
-    /// [`Level::detect`] and [`Strategy::Auto`].
+    /// [`Level::detect`] and [`WalkStrategy::Auto`].
     pub fn auto() -> Self {
         Self {
             level: Level::detect(),
-            strategy: Strategy::Auto,
+            strategy: WalkStrategy::Auto,
         }
     }
 
     /// A chosen level and strategy.
-    pub const fn new(level: Level, strategy: Strategy) -> Self {
+    pub const fn new(level: Level, strategy: WalkStrategy) -> Self {
         Self { level, strategy }
     }
 }
@@ -238,11 +238,11 @@ pub(super) fn dense_view(m: &BitmapMatrix) -> ChunkView<'_> {
     }
 }
 
-pub(super) fn strategy_uses_panels(s: Strategy, n: usize) -> bool {
+pub(super) fn strategy_uses_panels(s: WalkStrategy, n: usize) -> bool {
     match s {
-        Strategy::Auto => n >= PANEL_MIN_TOKENS,
-        Strategy::PerToken => false,
-        Strategy::WalkPanels | Strategy::ChunkPanels => true,
+        WalkStrategy::Auto => n >= PANEL_MIN_TOKENS,
+        WalkStrategy::PerToken => false,
+        WalkStrategy::WalkPanels | WalkStrategy::ChunkPanels => true,
     }
 }
 
@@ -276,8 +276,8 @@ pub(super) fn chunk_gemm_i8(
     let level = simd_level(checked_level(cfg.level)?, v.cols);
     let panels = strategy_uses_panels(cfg.strategy, a.n());
     let chunk_panels = match cfg.strategy {
-        Strategy::ChunkPanels => true,
-        Strategy::Auto => v.nnz >= CHUNK_PANEL_MIN_FILL * v.nonempty,
+        WalkStrategy::ChunkPanels => true,
+        WalkStrategy::Auto => v.nnz >= CHUNK_PANEL_MIN_FILL * v.nonempty,
         _ => false,
     };
     match level {

@@ -11,20 +11,20 @@
 //! the reference bit for bit: a skipped group has `acc = 0` and would add `±0` to a sum that
 //! is never `−0`, which changes nothing.
 //!
-//! Strategies ([`Strategy`]):
-//! - [`Strategy::PerToken`]: one token at a time. Chunk formats run masked adds (`f32`) or a
+//! Strategies ([`WalkStrategy`]):
+//! - [`WalkStrategy::PerToken`]: one token at a time. Chunk formats run masked adds (`f32`) or a
 //!   masked `vpdpbusd` (int8) over each non-empty 32-chunk; index lists decode their gap codes
 //!   16 bytes at a time and gather `x[j, c]` at the listed columns.
-//! - [`Strategy::WalkPanels`]: activations transposed into panels of up to 64 tokens
+//! - [`WalkStrategy::WalkPanels`]: activations transposed into panels of up to 64 tokens
 //!   (`x̃[c] = (x[j₀, c], …, x[j₀+63, c])`, `f32`, or int8 widened to `i32` up to 32 tokens and
 //!   to `i16` beyond, summed in runs of at most 256 weights so `i16` cannot overflow); rows are
 //!   decoded once into column lists and each non-zero weight adds or subtracts one panel
 //!   column: `nnz · n / 16` (`/ 32` for `i16`) vector adds in all.
-//! - [`Strategy::ChunkPanels`] (int8, chunk formats): each non-empty chunk is decoded to 32
+//! - [`WalkStrategy::ChunkPanels`] (int8, chunk formats): each non-empty chunk is decoded to 32
 //!   `i8` weights and multiplied into 16-token panels of `u8 = q + 128` with `vpdpbusd`
 //!   (8 per chunk per 16 tokens, as the dense blocked kernel), the offset removed exactly by
 //!   `−128 · Σ_{c ∈ g} t[r, c]`.
-//! - [`Strategy::Auto`]: `PerToken` below [`PANEL_MIN_TOKENS`] tokens, else `WalkPanels`
+//! - [`WalkStrategy::Auto`]: `PerToken` below [`PANEL_MIN_TOKENS`] tokens, else `WalkPanels`
 //!   (`ChunkPanels` for int8 when the stored chunks hold at least [`CHUNK_PANEL_MIN_FILL`]
 //!   non-zeros on average).
 //!
@@ -44,6 +44,6 @@ mod views;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use api::{CHUNK_PANEL_MIN_FILL, KernelConfig, PANEL_MIN_TOKENS, Strategy, TernaryGemm};
+pub use api::{CHUNK_PANEL_MIN_FILL, KernelConfig, PANEL_MIN_TOKENS, TernaryGemm, WalkStrategy};
 #[allow(unused_imports)] // what the per-ISA kernels use
 pub(crate) use {api::*, parallel::*, views::*};
