@@ -228,7 +228,8 @@ pub(super) fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Loads a file written by [`save`]: the model (ternary layers as [`TernaryLinear`], float
+/// Loads a file written by [`save`](super::save): the model (ternary layers as
+/// [`TernaryLinear`], float
 /// layers as the backend's default float linear) and its tokenizer.
 pub fn load<B: TernaryBackend>(
     path: impl AsRef<Path>,
