@@ -3,6 +3,12 @@
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 
+/// The largest size a configuration may declare (`2^24`, as `ternary_core::io::MAX_DIM`):
+/// vocabulary, widths, layers, head dimension, and `heads · head_dim`. Real models are far below
+/// it (SmolLM2: 49152, 576, 1536, 30 layers); it keeps a corrupt file from asking for more
+/// memory or work than any real model could.
+pub const MAX_SIZE: usize = 1 << 24;
+
 /// The hyper-parameters of a Llama-family decoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
@@ -48,11 +54,33 @@ impl LlamaConfig {
         }
     }
 
-    /// Checks the invariants the model relies on.
+    /// Checks the invariants the model relies on: sizes non-zero and at most [`MAX_SIZE`]
+    /// (`n_h · d` and `n_kv · d` included), heads grouped evenly, even head dimension, finite
+    /// positive RoPE base and non-negative ε.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
         if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 {
             return bad(format!("zero-sized dimension in {self:?}"));
+        }
+        let sizes = [
+            ("vocab_size", Some(self.vocab_size)),
+            ("hidden_size", Some(self.hidden_size)),
+            ("intermediate_size", Some(self.intermediate_size)),
+            ("num_layers", Some(self.num_layers)),
+            ("head_dim", Some(self.head_dim)),
+            (
+                "num_heads · head_dim",
+                self.num_heads.checked_mul(self.head_dim),
+            ),
+            (
+                "num_kv_heads · head_dim",
+                self.num_kv_heads.checked_mul(self.head_dim),
+            ),
+        ];
+        for (what, size) in sizes {
+            if size.is_none_or(|s| s > MAX_SIZE) {
+                return bad(format!("{what} is above the limit {MAX_SIZE} in {self:?}"));
+            }
         }
         if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
             return bad(format!("zero layers or heads in {self:?}"));

@@ -29,6 +29,7 @@ pub mod perplexity;
 pub mod quant;
 pub mod quant_linear;
 pub mod tokenizer;
+mod tokenizer_json;
 pub mod weights;
 
 pub use config::LlamaConfig;

@@ -66,6 +66,9 @@ impl SafetensorsWeights {
 
     /// Validates safetensors bytes (header, offsets) and keeps them.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        // Offsets beyond the buffer first: `safetensors` 0.8 adds the last end offset to the
+        // header length unchecked (an overflow panic in builds with overflow checks).
+        ternary_core::io::check_data_offsets(&bytes).map_err(ModelError::Safetensors)?;
         SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors(e.to_string()))?;
         Ok(Self { bytes })
     }

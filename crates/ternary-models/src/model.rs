@@ -201,7 +201,9 @@ impl<B: Backend> Llama<B> {
         } else {
             linear("lm_head.weight", c.vocab_size, h)?
         };
-        let mut blocks = Vec::with_capacity(c.num_layers);
+        // Grown as blocks load: `num_layers` comes from the file and is checked only by the
+        // tensors each block needs.
+        let mut blocks = Vec::new();
         for l in 0..c.num_layers {
             let p = |s: &str| format!("model.layers.{l}.{s}");
             blocks.push(Block {

@@ -9,6 +9,9 @@
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::tokenizer_json::{
+    check_added_token, check_document, guarded, without_truncation_and_padding,
+};
 use std::path::Path;
 use tokenizers::AddedToken;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -85,7 +88,8 @@ impl Tokenizer {
     }
 
     /// Builds a byte-level BPE tokenizer from its parts: `tokens[id]`, merges `"a b"` in rank
-    /// order, token types (3 and 4 are matched whole), and the GGUF pre-tokenizer name.
+    /// order, token types (3 and 4 are matched whole, and may be at most 256 bytes long), and
+    /// the GGUF pre-tokenizer name.
     pub fn from_parts(
         tokens: &[String],
         merges: &[String],
@@ -106,10 +110,12 @@ impl Tokenizer {
                     .ok_or_else(|| ModelError::Tokenizer(format!("merge '{m}' is not two tokens")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tok_err)?;
+        let bpe = guarded("BPE", || {
+            BPE::builder()
+                .vocab_and_merges(vocab, merges)
+                .build()
+                .map_err(tok_err)
+        })?;
         let byte_level = ByteLevel::new(false, true, true);
         let pre_tok: PreTokenizerWrapper = match pre {
             "gpt2" | "default" => byte_level.into(),
@@ -126,9 +132,13 @@ impl Tokenizer {
         let special: Vec<AddedToken> = tokens
             .iter()
             .zip(types)
-            .filter(|&(_, &ty)| ty == 3 || ty == 4)
-            .map(|(t, _)| AddedToken::from(t.clone(), true))
-            .collect();
+            .enumerate()
+            .filter(|&(_, (_, &ty))| ty == 3 || ty == 4)
+            .map(|(i, (t, _))| {
+                check_added_token(i, t)?;
+                Ok(AddedToken::from(t.clone(), true))
+            })
+            .collect::<Result<_>>()?;
         inner.add_special_tokens(&special);
         Ok(Self {
             inner,
@@ -143,8 +153,31 @@ impl Tokenizer {
     /// them from `config.json` instead when it has them).
     pub fn from_hf_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_hf_json(&text).map_err(|e| match e {
+            ModelError::Tokenizer(m) => ModelError::Tokenizer(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// [`Tokenizer::from_hf_file`] on the text of a `tokenizer.json`.
+    ///
+    /// Documents that the `tokenizers` crate would panic on (when loading or at the first
+    /// encode or decode) are [`ModelError::Tokenizer`] errors. The file's `truncation` and
+    /// `padding` settings are ignored: texts are encoded whole, one at a time.
+    pub fn from_hf_json(text: &str) -> Result<Self> {
+        // Syntax first: tokenizers 0.22 deserializes decoders through an untagged helper that
+        // panics (`expect("Helper")`) when the JSON text itself is malformed inside it; from
+        // an already parsed `Value` that step cannot fail.
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(tok_err)?;
+        check_document(&doc)?;
+        let doc = without_truncation_and_padding(doc);
+        let inner: tokenizers::Tokenizer = guarded("tokenizer.json", || {
+            serde_json::from_value(doc).map_err(tok_err)
+        })?;
         let id = |s: &str| inner.token_to_id(s);
         let eos_id = id("<|endoftext|>").or_else(|| id("</s>"));
         Ok(Self {
@@ -158,7 +191,7 @@ impl Tokenizer {
     /// Token ids of `text`; with `add_special` a BOS is prepended when the model wants one.
     /// Special-token strings in the text (e.g. `<|im_start|>`) map to their single ids.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        let enc = guarded("encode", || self.inner.encode(text, false).map_err(tok_err))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if add_special && self.add_bos {
             ids.extend(self.bos_id);
@@ -169,7 +202,7 @@ impl Tokenizer {
 
     /// The text of `ids` (special tokens included).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(tok_err)
+        guarded("decode", || self.inner.decode(ids, false).map_err(tok_err))
     }
 
     /// Vocabulary size including special tokens.
@@ -200,10 +233,12 @@ impl Tokenizer {
         let inner_doc = doc
             .get("tokenizer")
             .ok_or_else(|| ModelError::Tokenizer("tokenizer JSON has no 'tokenizer' key".into()))?;
-        let inner: tokenizers::Tokenizer = inner_doc
-            .to_string()
-            .parse()
-            .map_err(|e| ModelError::Tokenizer(format!("tokenizer JSON: {e}")))?;
+        check_document(inner_doc)?;
+        let inner_doc = without_truncation_and_padding(inner_doc.clone());
+        let inner: tokenizers::Tokenizer = guarded("tokenizer JSON", || {
+            serde_json::from_value(inner_doc)
+                .map_err(|e| ModelError::Tokenizer(format!("tokenizer JSON: {e}")))
+        })?;
         let id = |k: &str| -> Result<Option<u32>> {
             match doc.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),

@@ -49,6 +49,17 @@ impl Contents {
         }
         let config = LlamaConfig::from_hf_json(key("config")?)
             .map_err(|e| err(format!("metadata \"config\": {e}")))?;
+        // Every block stores at least nine tensors (two norms, seven linears): a config that
+        // claims more blocks than the file holds is rejected before the list of expected
+        // tensors (seven linears per claimed block) is built.
+        let n_tensors = st.names().len();
+        if config.num_layers > n_tensors / 9 {
+            return Err(err(format!(
+                "metadata \"config\" has {} layers, but the file holds only {n_tensors} tensors \
+                 (at least 9 per layer)",
+                config.num_layers
+            )));
+        }
         let tokenizer_json = key("tokenizer")?.clone();
         let table: BTreeMap<String, LayerMeta> =
             serde_json::from_str(key("layers")?).map_err(|e| {
