@@ -433,6 +433,28 @@ impl GgufFile {
         Ok((info.shape(), values))
     }
 
+    /// The ternary tensor `name` (`TQ1_0`, `TQ2_0` or `I2_S`) as bit-planes and scales,
+    /// without a float detour ([`quant::decode_ternary`]); rows in file order (`ne[1..]`),
+    /// columns `ne[0]`. Other types are [`ModelError::UnsupportedType`].
+    pub fn ternary(&self, name: &str) -> Result<ternary_core::TernaryMatrix> {
+        let info = self
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        if !info.kind.is_ternary() {
+            return Err(ModelError::UnsupportedType {
+                name: name.to_string(),
+                kind: format!("{} (not ternary: TQ1_0, TQ2_0 or I2_S)", info.kind.name()),
+            });
+        }
+        let cols = info.dims[0];
+        let rows = info.dims[1..].iter().product();
+        let bytes = self.tensor_bytes(info)?;
+        quant::decode_ternary(info.kind, bytes, rows, cols).map_err(|e| match e {
+            ModelError::Gguf(m) => ModelError::Gguf(format!("tensor '{name}': {m}")),
+            other => other,
+        })
+    }
+
     /// Metadata value `key`.
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
         self.metadata.get(key)
@@ -688,7 +710,7 @@ mod tests {
             &[GgufTensorData {
                 name: "odd".into(),
                 dims: vec![256],
-                kind: GgmlType::Other(12),
+                kind: GgmlType::Other(16),
                 bytes: vec![0; 144],
             }],
         );

@@ -8,17 +8,30 @@
 //! | `Q4_1` | 20    | `d: f16, m: f16, qs: [u8; 16]` | `d·(qs[j] & 15) + m`, `d·(qs[j] >> 4) + m` |
 //! | `Q8_0` | 34    | `d: f16, qs: [i8; 32]`         | `d·qs[j]` for all 32                     |
 //!
-//! `F32`, `F16` and `BF16` are plain little-endian arrays.
+//! `F32`, `F16` and `BF16` are plain little-endian arrays. The 256-weight K-quants
+//! (`Q4_K`, `Q5_K`, `Q6_K`, `Q8_K`) are in [`kquants`]; the ternary types (`TQ1_0`, `TQ2_0`
+//! and bitnet.cpp's `I2_S`), which also decode straight into a [`TernaryMatrix`] with
+//! [`decode_ternary`] and encode with [`encode_ternary`], are in [`ternary`].
+
+pub mod kquants;
+pub mod ternary;
 
 use crate::error::{ModelError, Result};
 use half::{bf16, f16};
 
+pub use ternary::{
+    decode_ternary, encode_q8_0_exact, encode_ternary, select_rows, with_f16_scales,
+};
+
 /// Weights per quantization block of the 32-wide formats.
 pub const QK: usize = 32;
+/// Weights per block of the K-quants and of `TQ1_0` / `TQ2_0` (ggml's `QK_K`).
+pub const QK_K: usize = 256;
 
 /// A GGML tensor type, as numbered in the GGUF format (`ggml_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[allow(non_camel_case_types)] // GGML's own names (`Q4_K`, `I2_S`)
 pub enum GgmlType {
     /// 32-bit float.
     F32,
@@ -30,8 +43,23 @@ pub enum GgmlType {
     Q4_1,
     /// 8-bit, scale only (`ggml_type` 8).
     Q8_0,
+    /// 4-bit K-quant, 144-byte super-blocks of 256 (`ggml_type` 12).
+    Q4_K,
+    /// 5-bit K-quant, 176-byte super-blocks of 256 (`ggml_type` 13).
+    Q5_K,
+    /// 6-bit K-quant, 210-byte super-blocks of 256 (`ggml_type` 14).
+    Q6_K,
+    /// 8-bit K-quant with an f32 scale, 292-byte blocks of 256 (`ggml_type` 15).
+    Q8_K,
     /// bfloat16 (`ggml_type` 30).
     BF16,
+    /// Ternary, base-3 packed (1.6875 bits/weight), 54-byte blocks of 256 (`ggml_type` 34).
+    TQ1_0,
+    /// Ternary, 2 bits/weight, 66-byte blocks of 256 (`ggml_type` 35).
+    TQ2_0,
+    /// bitnet.cpp's ternary type (`ggml_type` 36 in its ggml fork; not in mainline ggml):
+    /// 2 bits/weight in 128-weight blocks plus one f32 scale per tensor, see [`ternary`].
+    I2_S,
     /// A type this crate recognises by number but cannot decode.
     Other(u32),
 }
@@ -45,7 +73,14 @@ impl GgmlType {
             2 => Self::Q4_0,
             3 => Self::Q4_1,
             8 => Self::Q8_0,
+            12 => Self::Q4_K,
+            13 => Self::Q5_K,
+            14 => Self::Q6_K,
+            15 => Self::Q8_K,
             30 => Self::BF16,
+            34 => Self::TQ1_0,
+            35 => Self::TQ2_0,
+            36 => Self::I2_S,
             other => Self::Other(other),
         }
     }
@@ -58,12 +93,21 @@ impl GgmlType {
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
             Self::Q8_0 => 8,
+            Self::Q4_K => 12,
+            Self::Q5_K => 13,
+            Self::Q6_K => 14,
+            Self::Q8_K => 15,
             Self::BF16 => 30,
+            Self::TQ1_0 => 34,
+            Self::TQ2_0 => 35,
+            Self::I2_S => 36,
             Self::Other(id) => id,
         }
     }
 
     /// `(weights per block, bytes per block)`, or `None` for a type this crate cannot decode.
+    ///
+    /// `I2_S` is `(128, 32)`; its tensors also carry a 32-byte tail (see [`Self::byte_size`]).
     pub fn block_layout(self) -> Option<(usize, usize)> {
         match self {
             Self::F32 => Some((1, 4)),
@@ -71,18 +115,38 @@ impl GgmlType {
             Self::Q4_0 => Some((QK, 18)),
             Self::Q4_1 => Some((QK, 20)),
             Self::Q8_0 => Some((QK, 34)),
+            Self::Q4_K => Some((QK_K, kquants::BlockQ4K::BYTES)),
+            Self::Q5_K => Some((QK_K, kquants::BlockQ5K::BYTES)),
+            Self::Q6_K => Some((QK_K, kquants::BlockQ6K::BYTES)),
+            Self::Q8_K => Some((QK_K, kquants::BlockQ8K::BYTES)),
+            Self::TQ1_0 => Some((QK_K, ternary::BlockTq1_0::BYTES)),
+            Self::TQ2_0 => Some((QK_K, ternary::BlockTq2_0::BYTES)),
+            Self::I2_S => Some((ternary::I2S_BLOCK, ternary::I2S_BLOCK / 4)),
             Self::Other(_) => None,
         }
     }
 
     /// Bytes that `n` weights take, or `None` when `n` is not a whole number of blocks, the
     /// type is unsupported, or the size overflows.
+    ///
+    /// `I2_S` takes `n/4 + 32` bytes: the packed trits, then a 32-byte tail whose first four
+    /// bytes are the tensor's f32 scale (bitnet.cpp's `ggml_nbytes`, see [`ternary`]).
     pub fn byte_size(self, n: usize) -> Option<usize> {
         let (block, bytes) = self.block_layout()?;
         if !n.is_multiple_of(block) {
             return None;
         }
-        (n / block).checked_mul(bytes)
+        let packed = (n / block).checked_mul(bytes)?;
+        if self == Self::I2_S {
+            packed.checked_add(ternary::I2S_TAIL)
+        } else {
+            Some(packed)
+        }
+    }
+
+    /// Whether the type stores ternary weights ([`decode_ternary`] reads it).
+    pub fn is_ternary(self) -> bool {
+        matches!(self, Self::TQ1_0 | Self::TQ2_0 | Self::I2_S)
     }
 
     /// The name GGML uses for the type (`"Q4_1"`, or `"type 12"` for unknown ones).
@@ -93,19 +157,67 @@ impl GgmlType {
             Self::Q4_0 => "Q4_0".into(),
             Self::Q4_1 => "Q4_1".into(),
             Self::Q8_0 => "Q8_0".into(),
+            Self::Q4_K => "Q4_K".into(),
+            Self::Q5_K => "Q5_K".into(),
+            Self::Q6_K => "Q6_K".into(),
+            Self::Q8_K => "Q8_K".into(),
             Self::BF16 => "BF16".into(),
+            Self::TQ1_0 => "TQ1_0".into(),
+            Self::TQ2_0 => "TQ2_0".into(),
+            Self::I2_S => "I2_S".into(),
             Self::Other(id) => format!("ggml type {id}"),
         }
     }
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+/// One block format: its size, how to parse a block, and its weights in f32.
+pub trait BlockFormat: Sized {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// Parses one block; `b` holds exactly [`Self::BYTES`] bytes.
+    fn parse(b: &[u8]) -> Self;
+    /// Appends the block's weights, in order, to `out`.
+    fn to_float(&self, out: &mut Vec<f32>);
+}
+
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
-/// Dequantizes `n` weights of type `kind` from `bytes` into f32.
+/// Whether every value survives `f32 → f16 → f32` bit for bit.
+pub fn is_f16_exact(values: &[f32]) -> bool {
+    values
+        .iter()
+        .all(|&v| f16::from_f32(v).to_f32().to_bits() == v.to_bits())
+}
+
+/// Encodes f32 values as a plain `F32`, `F16` (round to nearest even) or `BF16` array.
+pub fn encode_float(kind: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
+    Ok(match kind {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_bits().to_le_bytes())
+            .collect(),
+        other => {
+            return Err(ModelError::Input(format!(
+                "encode_float: {} is not a plain float type",
+                other.name()
+            )));
+        }
+    })
+}
+
+/// Dequantizes `n` weights of type `kind` from `bytes` into f32, exactly as ggml's
+/// `dequantize_row_*` (and gguf-py's `gguf.quants.dequantize`) compute them.
 ///
 /// `bytes` must hold exactly [`GgmlType::byte_size`]`(n)` bytes; `name` is only used in errors.
+/// `I2_S` is read through [`decode_ternary`] (rows of `n` weights), so a 2-bit code 3 is an
+/// error there; `TQ2_0` code 3 dequantizes to `2·d` as in ggml.
 pub fn dequantize(name: &str, kind: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     let unsupported = || ModelError::UnsupportedType {
         name: name.to_string(),
@@ -161,6 +273,19 @@ pub fn dequantize(name: &str, kind: GgmlType, bytes: &[u8], n: usize) -> Result<
                 let d = f16_at(b, 0);
                 out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
             }
+        }
+        GgmlType::Q4_K => kquants::dequantize::<kquants::BlockQ4K>(bytes, &mut out),
+        GgmlType::Q5_K => kquants::dequantize::<kquants::BlockQ5K>(bytes, &mut out),
+        GgmlType::Q6_K => kquants::dequantize::<kquants::BlockQ6K>(bytes, &mut out),
+        GgmlType::Q8_K => kquants::dequantize::<kquants::BlockQ8K>(bytes, &mut out),
+        GgmlType::TQ1_0 => ternary::dequantize_tq::<ternary::BlockTq1_0>(bytes, &mut out),
+        GgmlType::TQ2_0 => ternary::dequantize_tq::<ternary::BlockTq2_0>(bytes, &mut out),
+        GgmlType::I2_S => {
+            let m = decode_ternary(kind, bytes, 1, n).map_err(|e| match e {
+                ModelError::Gguf(m) => ModelError::Gguf(format!("tensor '{name}': {m}")),
+                other => other,
+            })?;
+            out = m.dequantize();
         }
         GgmlType::Other(_) => return Err(unsupported()),
     }
@@ -242,7 +367,7 @@ mod tests {
         assert!(dequantize("t", GgmlType::Q4_1, &b[..19], 32).is_err());
         assert!(dequantize("t", GgmlType::Q4_1, &b, 31).is_err());
         assert!(dequantize("t", GgmlType::Q4_1, &b, 64).is_err());
-        let err = dequantize("blk.0.x", GgmlType::Other(12), &b, 32).unwrap_err();
+        let err = dequantize("blk.0.x", GgmlType::Other(16), &b, 32).unwrap_err();
         assert!(err.to_string().contains("blk.0.x"), "{err}");
     }
 
