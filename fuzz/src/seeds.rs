@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use ternary_core::io::{FloatTensor, Storage, TensorRef, tensors_to_bytes};
 use ternary_core::quant::{Method, QuantConfig, quantize};
-use ternary_core::{ScaleLayout, TernaryMatrix};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
 use ternary_layers::{Cpu, TernaryLinear};
 use ternary_models::gguf::{GgufTensorData, GgufValue, write_gguf};
-use ternary_models::quant::{GgmlType, QK};
+use ternary_models::quant::{GgmlType, QK, QK_K, encode_ternary};
 use ternary_models::weights::{HostTensor, WeightSource};
 use ternary_models::{Llama, LlamaConfig, ModelError, Tokenizer};
 
@@ -101,6 +101,36 @@ fn encode(rng: &mut Rng, kind: GgmlType, n: usize) -> Vec<u8> {
             }
         }
         GgmlType::Other(_) => out = (0..n).map(|_| rng.below(256) as u8).collect(),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K | GgmlType::Q8_K => {
+            let bytes = kind.byte_size(QK_K).unwrap_or(0);
+            for _ in 0..n / QK_K {
+                let mut b: Vec<u8> = (0..bytes).map(|_| rng.below(256) as u8).collect();
+                let d = h(0.001 + rng.below(100) as f32 / 10_000.0);
+                match kind {
+                    GgmlType::Q6_K => b[bytes - 2..].copy_from_slice(&d),
+                    GgmlType::Q8_K => b[..4].copy_from_slice(&0.01f32.to_le_bytes()),
+                    _ => {
+                        b[..2].copy_from_slice(&d);
+                        b[2..4].copy_from_slice(&h(0.002));
+                    }
+                }
+                out.extend(b);
+            }
+        }
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 | GgmlType::I2_S => {
+            let cols = if kind == GgmlType::I2_S { 128 } else { QK_K };
+            let rows = n / cols;
+            let trits: Vec<i8> = (0..n).map(|_| rng.below(3) as i8 - 1).collect();
+            let scales = if kind == GgmlType::I2_S {
+                Scales::per_row(vec![0.5; rows])
+            } else {
+                Scales::per_group(QK_K, (0..rows).map(|r| 0.25 + r as f32 / 8.0).collect())
+            };
+            out = TernaryMatrix::from_trits(rows, cols, &trits, scales)
+                .ok()
+                .and_then(|m| encode_ternary(kind, &m).ok())
+                .unwrap_or_default();
+        }
         _ => {}
     }
     out
@@ -222,7 +252,7 @@ fn gguf_zoo(rng: &mut Rng) -> Vec<u8> {
     };
     let tensors = vec![
         t("w", vec![3, 2], GgmlType::F32, rng),
-        t("odd", vec![256], GgmlType::Other(12), rng),
+        t("odd", vec![256], GgmlType::Other(16), rng),
         t("empty", vec![0, 5], GgmlType::F16, rng),
         t("four", vec![32, 1, 2, 1], GgmlType::Q4_0, rng),
     ];
@@ -265,6 +295,33 @@ fn realign(bytes: &mut Vec<u8>, align: usize) {
     bytes.extend_from_slice(&new_data);
 }
 
+/// One small tensor of each ternary and K-quant type (TQ1_0, TQ2_0, I2_S, Q4_K..Q8_K), so
+/// mutations reach their block decoders and `GgufFile::ternary`.
+fn gguf_quants(rng: &mut Rng) -> Vec<u8> {
+    let t = |name: &str, dims: Vec<usize>, kind: GgmlType, rng: &mut Rng| {
+        let n = dims.iter().product();
+        GgufTensorData {
+            name: name.into(),
+            dims,
+            kind,
+            bytes: encode(rng, kind, n),
+        }
+    };
+    let tensors = vec![
+        t("tq1", vec![256, 2], GgmlType::TQ1_0, rng),
+        t("tq2", vec![256, 2], GgmlType::TQ2_0, rng),
+        t("i2s", vec![128, 2], GgmlType::I2_S, rng),
+        t("q4k", vec![256], GgmlType::Q4_K, rng),
+        t("q5k", vec![256], GgmlType::Q5_K, rng),
+        t("q6k", vec![256], GgmlType::Q6_K, rng),
+        t("q8k", vec![256], GgmlType::Q8_K, rng),
+    ];
+    write_gguf(
+        &[("general.architecture", GgufValue::String("llama".into()))],
+        &tensors,
+    )
+}
+
 /// A version-2 file with a single pair and no tensors.
 fn gguf_v2() -> Vec<u8> {
     let mut b = write_gguf(
@@ -278,7 +335,12 @@ fn gguf_v2() -> Vec<u8> {
 /// GGUF seeds.
 pub fn gguf() -> Vec<Vec<u8>> {
     let mut rng = Rng::new(1);
-    vec![gguf_model(&mut rng), gguf_zoo(&mut rng), gguf_v2()]
+    vec![
+        gguf_model(&mut rng),
+        gguf_zoo(&mut rng),
+        gguf_v2(),
+        gguf_quants(&mut rng),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -437,6 +437,9 @@ fn gguf(bytes: &[u8]) -> Outcome {
     };
     for t in &g.tensors {
         let _ = g.dequantize(&t.name);
+        if t.kind.is_ternary() {
+            let _ = g.ternary(&t.name);
+        }
     }
     let config = LlamaConfig::from_gguf(&g);
     let tokenizer = Tokenizer::from_gguf(&g);

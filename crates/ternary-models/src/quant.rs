@@ -280,6 +280,7 @@ pub fn dequantize(name: &str, kind: GgmlType, bytes: &[u8], n: usize) -> Result<
         GgmlType::Q8_K => kquants::dequantize::<kquants::BlockQ8K>(bytes, &mut out),
         GgmlType::TQ1_0 => ternary::dequantize_tq::<ternary::BlockTq1_0>(bytes, &mut out),
         GgmlType::TQ2_0 => ternary::dequantize_tq::<ternary::BlockTq2_0>(bytes, &mut out),
+        GgmlType::I2_S if n == 0 => {}
         GgmlType::I2_S => {
             let m = decode_ternary(kind, bytes, 1, n).map_err(|e| match e {
                 ModelError::Gguf(m) => ModelError::Gguf(format!("tensor '{name}': {m}")),

@@ -395,6 +395,15 @@ fn code_3_and_non_finite_scales_should_be_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not finite"), "{e}");
+    // Empty tensors: a huge dimension next to a zero one is refused before allocating.
+    for kind in [GgmlType::TQ1_0, GgmlType::TQ2_0, GgmlType::I2_S] {
+        let tail = if kind == GgmlType::I2_S { 32 } else { 0 };
+        for (rows, cols) in [(0, 1usize << 45), (1usize << 45, 0), (0, 0)] {
+            let e = decode_ternary(kind, &vec![0; tail], rows, cols).unwrap_err();
+            assert!(e.to_string().contains("empty"), "{e}");
+        }
+        assert!(dequantize("t", kind, &vec![0; tail], 0).unwrap().is_empty());
+    }
     // A non-ternary kind.
     assert!(decode_ternary(GgmlType::Q8_0, &[0; 34], 1, 32).is_err());
 }

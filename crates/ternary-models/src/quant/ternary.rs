@@ -250,8 +250,9 @@ impl Planes {
 /// `TQ1_0`/`TQ2_0` give `ScaleLayout::PerGroup { group_size: 256 }` with each block's f16
 /// scale converted exactly to f32; `I2_S` gives `PerRow` scales all equal to the tensor's f32
 /// scale. `cols` must be a multiple of the block (256, or 128 for `I2_S`) and `bytes` exactly
-/// [`GgmlType::byte_size`]`(rows·cols)` long. A non-finite scale, a code 3 or any size
-/// mismatch is a [`ModelError::Gguf`]; nothing is allocated before the size is checked.
+/// [`GgmlType::byte_size`]`(rows·cols)` long. A non-finite scale, a code 3, an empty tensor
+/// (0 rows or columns) or any size mismatch is a [`ModelError::Gguf`]; nothing is allocated
+/// before the size is checked, and then about `rows·cols/4` bytes.
 pub fn decode_ternary(
     kind: GgmlType,
     bytes: &[u8],
@@ -268,6 +269,11 @@ pub fn decode_ternary(
             )));
         }
     };
+    if rows == 0 || cols == 0 {
+        // Refused rather than built: the planes' padding masks (per column) and I2_S's scales
+        // (per row) would be allocated for a dimension that no byte of the file backs.
+        return Err(bad(kind, rows, cols, "an empty ternary tensor"));
+    }
     if !cols.is_multiple_of(block) {
         return Err(bad(
             kind,
