@@ -9,7 +9,7 @@ use crate::error::{ConvertError, Result};
 
 /// The layer that computes `q` inside a model: a [`TernaryLinear`] (path
 /// [`LinearPath::Auto`](ternary_layers::LinearPath::Auto)) with `q`'s input scale.
-pub fn ternary_layer<B: TernaryBackend>(
+pub(crate) fn ternary_layer<B: TernaryBackend>(
     q: &QuantizedLayer,
     device: &B::Device,
 ) -> Result<Linear<B>> {
@@ -21,7 +21,7 @@ pub fn ternary_layer<B: TernaryBackend>(
 }
 
 /// A float layer with `q`'s effective weight (the fast stand-in used while searching).
-pub fn float_standin<B: TernaryBackend>(
+pub(crate) fn float_standin<B: TernaryBackend>(
     name: &str,
     q: &QuantizedLayer,
     device: &B::Device,
@@ -36,7 +36,7 @@ pub fn float_standin<B: TernaryBackend>(
 }
 
 /// Puts `layer` into slot `name`; returns the layer it replaced.
-pub fn swap_layer<B: TernaryBackend>(
+pub(crate) fn swap_layer<B: TernaryBackend>(
     model: &mut Llama<B>,
     name: &str,
     layer: Linear<B>,
@@ -80,7 +80,7 @@ pub fn apply_standins<B: TernaryBackend>(
     Ok(saved)
 }
 
-/// Puts back layers returned by [`apply_standins`] / [`swap_layer`].
+/// Puts back layers returned by [`apply_standins`] (or the crate's `swap_layer`).
 pub fn restore_layers<B: TernaryBackend>(
     model: &mut Llama<B>,
     saved: Vec<(String, Linear<B>)>,

@@ -5,7 +5,7 @@
 //! 1. **Calibrate** ([`calib`](crate::calib)): run the float model on the calibration text and
 //!    collect each layer input's `E[x²]`, `E[|x|]` and Hessian `H = Σ xxᵀ`.
 //! 2. **Quantize** every layer not matched by [`ConvertConfig::keep_float`]
-//!    ([`quantize_layer`]): optional activation-aware input scaling `W' = W·diag(c)`,
+//!    (`quantize_layer`): optional activation-aware input scaling `W' = W·diag(c)`,
 //!    `c_j = E[|x_j|]^α` (the layer then computes `Q'·(x ⊙ 1/c)`; `α` chosen per layer from
 //!    [`ConvertConfig::input_scale_alphas`] by the smallest output error), then GPTQ
 //!    ([`gptq`](crate::gptq)) or plain rounding with the configured [`Method`](ternary_core::quant::Method) and scale layout.
@@ -41,13 +41,11 @@ mod report;
 mod search;
 
 pub use config::{ConvertConfig, matches_pattern};
-pub use install::{apply_standins, float_standin, restore_layers, swap_layer, ternary_layer};
-pub use quantize::{
-    FactorCache, QuantizedLayer, input_scale_factors, quantize_layer, quantize_model,
-    quantize_model_sequential,
-};
+pub use install::{apply_standins, restore_layers};
+use install::{float_standin, swap_layer, ternary_layer};
+pub use quantize::{QuantizedLayer, quantize_model, quantize_model_sequential};
 pub use report::{ConversionReport, LayerReport, Progress, Stage};
-pub use search::{bos_of, eval_ppl, log_probs, mean_kl, sensitivities, sensitivity_order};
+pub use search::{bos_of, eval_ppl, sensitivities, sensitivity_order};
 
 use ternary_layers::TernaryBackend;
 use ternary_models::{Llama, Tokenizer};

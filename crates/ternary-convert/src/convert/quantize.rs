@@ -67,7 +67,7 @@ pub(super) fn output_errors<B: TernaryBackend>(
 
 /// Per-input factors `c_j = E[|x_j|]^α`, normalized to geometric mean 1 over live channels;
 /// dead channels (`E|x_j| = 0`) get 1.
-pub fn input_scale_factors(mean_abs: &[f32], alpha: f32) -> Vec<f32> {
+pub(crate) fn input_scale_factors(mean_abs: &[f32], alpha: f32) -> Vec<f32> {
     let live: Vec<f64> = mean_abs
         .iter()
         .filter(|&&a| a > 0.0)
@@ -92,7 +92,7 @@ pub fn input_scale_factors(mean_abs: &[f32], alpha: f32) -> Vec<f32> {
 
 /// Cache of prepared Hessians for consecutive layers sharing an input and `α`.
 #[derive(Default)]
-pub struct FactorCache {
+pub(crate) struct FactorCache {
     key: Option<(String, u32)>,
     factor: Option<HessianFactor>,
 }
@@ -109,7 +109,7 @@ impl fmt::Debug for FactorCache {
 /// each input-scaling `α` of `cfg` (or none) and keeping the lowest output error. `cache`
 /// keeps the last prepared Hessian for the next layer reading the same input.
 #[allow(clippy::too_many_arguments)]
-pub fn quantize_layer<B: TernaryBackend>(
+pub(crate) fn quantize_layer<B: TernaryBackend>(
     name: &str,
     w: &[f32],
     rows: usize,

@@ -25,7 +25,7 @@ pub(super) fn log_softmax_rows(logits: &[f32], vocab: usize) -> Vec<f32> {
 
 /// Mean over positions of `KL(p ‖ q) = Σ_v p_v (log p_v − log q_v)` for log-probabilities
 /// `lp`, `lq` (`positions × vocab`), in `f64`.
-pub fn mean_kl(lp: &[f32], lq: &[f32], vocab: usize) -> f64 {
+pub(crate) fn mean_kl(lp: &[f32], lq: &[f32], vocab: usize) -> f64 {
     let rows = lp.len() / vocab.max(1);
     if rows == 0 {
         return 0.0;
@@ -44,7 +44,7 @@ pub fn mean_kl(lp: &[f32], lq: &[f32], vocab: usize) -> f64 {
 }
 
 /// Log-probabilities of the model on `tokens` (one chunk from an empty cache).
-pub fn log_probs<B: TernaryBackend>(model: &Llama<B>, tokens: &[u32]) -> Result<Vec<f32>> {
+pub(crate) fn log_probs<B: TernaryBackend>(model: &Llama<B>, tokens: &[u32]) -> Result<Vec<f32>> {
     let mut cache = model.new_cache();
     let logits = to_rows(model.forward(tokens, &mut cache, Logits::All)?)?;
     Ok(log_softmax_rows(&logits, model.config().vocab_size))

@@ -34,11 +34,15 @@ mod x86;
 
 pub use parallel::RowSplit;
 
-/// Per-ISA building blocks shared with the kernels of other crates (`ternary-sparsity`):
+/// Per-ISA building blocks shared with the kernels of other crates (`ternary-sparsity`,
+/// `ternary-models`): the level tokens ([`Avx2`](x86_primitives::Avx2),
+/// [`Avx512`](x86_primitives::Avx512)), made only when [`Level::is_available`] says so, and
 /// safe `#[target_feature]` functions, callable from code compiled for the same features.
 #[cfg(target_arch = "x86_64")]
 pub mod x86_primitives {
     use std::arch::x86_64::*;
+
+    pub use super::x86::{Avx2, Avx512};
 
     /// Sum of the eight `i32` lanes (wrapping; exact when the true sum fits).
     ///

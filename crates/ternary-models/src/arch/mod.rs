@@ -1,11 +1,8 @@
 //! Architecture-specific kernels of the GGML block formats, picked once at run time. The
 //! portable version in [`crate::quant_linear`] stays the oracle it is tested against. (The
-//! float dot product is `ternary_core::kernels::DotF32`.) The level comes from
-//! `ternary_core`'s [`Level`] (so the `TERNARY_SIMD` cap applies here too): these kernels
-//! need [`Level::Avx2`] available.
-
-#[cfg(target_arch = "x86_64")]
-use ternary_core::kernels::Level;
+//! float dot product is `ternary_core::kernels::DotF32`.) Dispatch goes through
+//! `ternary_core`'s level tokens (`ternary_core::kernels::x86_primitives::Avx2`), so the
+//! `TERNARY_SIMD` cap applies here too: these kernels need `Level::Avx2` available.
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -13,14 +10,12 @@ pub mod x86;
 /// Dot of one row of quantized blocks with an input row: `(kind, row bytes, x, block sums of x)`.
 pub type QDotFn = fn(crate::quant::GgmlType, &[u8], &[f32], &[f32]) -> f32;
 
-/// The fastest block-quantized row dot this CPU supports (AVX2+FMA, else portable).
+/// The fastest available block-quantized row dot (AVX2+FMA, else portable). Cheap: the level
+/// check is cached by `ternary_core`; callers resolve it once per product.
 pub fn best_qdot() -> QDotFn {
-    static BEST: std::sync::OnceLock<QDotFn> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(f) = x86::qdot_avx2_fma().filter(|_| Level::Avx2.is_available()) {
-            return f;
-        }
-        crate::quant_linear::qdot_portable
-    })
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = x86::qdot_avx2() {
+        return f;
+    }
+    crate::quant_linear::qdot_portable
 }

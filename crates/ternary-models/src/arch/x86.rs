@@ -1,5 +1,7 @@
 //! x86-64 block-quantized row dot with AVX2 + FMA.
 
+use ternary_core::kernels::x86_primitives::Avx2;
+
 use std::arch::x86_64::{
     __m256, _mm_add_ps, _mm_cvtss_f32, _mm_hadd_ps, _mm256_castps256_ps128, _mm256_extractf128_ps,
     _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
@@ -13,15 +15,12 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_hadd_ps(s, s))
 }
 
-/// Block-quantized row dot `Σ_b block_b · x_b` for Q4_0/Q4_1/Q8_0 with AVX2 + FMA, when the
-/// CPU has both. Arguments: block kind, one row of blocks, the input row, its 32-wide block
-/// sums (see [`crate::quant_linear`]).
-pub fn qdot_avx2_fma() -> Option<super::QDotFn> {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        Some(qdot_checked)
-    } else {
-        None
-    }
+/// Block-quantized row dot `Σ_b block_b · x_b` for Q4_0/Q4_1/Q8_0 with AVX2 + FMA, when
+/// `ternary_core`'s [`Avx2`] level token can be made (the CPU has the features and the
+/// `TERNARY_SIMD` cap allows them). Arguments: block kind, one row of blocks, the input row,
+/// its 32-wide block sums (see [`crate::quant_linear`]).
+pub fn qdot_avx2() -> Option<super::QDotFn> {
+    Avx2::new().map(|_| qdot_checked as super::QDotFn)
 }
 
 fn qdot_checked(kind: crate::quant::GgmlType, row: &[u8], x: &[f32], sx: &[f32]) -> f32 {
@@ -33,7 +32,8 @@ fn qdot_checked(kind: crate::quant::GgmlType, row: &[u8], x: &[f32], sx: &[f32])
         _ => return f32::NAN,
     };
     let nb = (row.len() / bb).min(x.len() / 32).min(sx.len());
-    // SAFETY: AVX2 and FMA were detected before this function was handed out; `nb` blocks
+    // SAFETY: this function is handed out only with an `Avx2` token (AVX2 and FMA present,
+    // `qdot_avx2`); `nb` blocks
     // fit in `row` (nb·bb bytes), `x` (32·nb floats) and `sx` (nb floats).
     unsafe { qdot(bb, &row[..nb * bb], &x[..nb * 32], &sx[..nb]) }
 }

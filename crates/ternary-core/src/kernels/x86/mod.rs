@@ -27,14 +27,16 @@ pub(super) fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512vpopcntdq")
 }
 
-/// Proof that [`has_avx2`] holds.
+/// Proof that [`Level::Avx2`](super::Level::Avx2) is available: this CPU has AVX2, FMA and
+/// POPCNT and the `TERNARY_SIMD` cap allows them. Code in other crates holding one may call
+/// `#[target_feature(enable = "avx2,fma,popcnt")]` functions.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Avx2(());
+pub struct Avx2(());
 
 impl Avx2 {
-    /// The token, if this CPU has the features.
-    pub(super) fn new() -> Option<Self> {
-        has_avx2().then_some(Self(()))
+    /// The token, if the level is available ([`Level::is_available`](super::Level::is_available)).
+    pub fn new() -> Option<Self> {
+        super::Level::Avx2.is_available().then_some(Self(()))
     }
 
     pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
@@ -61,14 +63,16 @@ impl Avx2 {
     }
 }
 
-/// Proof that [`has_avx512`] holds.
+/// Proof that [`Level::Avx512`](super::Level::Avx512) is available: this CPU has AVX-512
+/// F/BW/VL/VNNI/VPOPCNTDQ (and AVX2) and the `TERNARY_SIMD` cap allows them. Code in other
+/// crates holding one may call `#[target_feature]` functions needing those features.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Avx512(());
+pub struct Avx512(());
 
 impl Avx512 {
-    /// The token, if this CPU has the features.
-    pub(super) fn new() -> Option<Self> {
-        has_avx512().then_some(Self(()))
+    /// The token, if the level is available ([`Level::is_available`](super::Level::is_available)).
+    pub fn new() -> Option<Self> {
+        super::Level::Avx512.is_available().then_some(Self(()))
     }
 
     pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {

@@ -1,61 +1,55 @@
 //! x86-64 skip kernels (AVX-512 F/BW/VL/VNNI/VPOPCNTDQ).
 //!
-//! The kernels are reached through a zero-sized token, [`Avx512`], that exists only after
-//! run-time detection succeeded ([`Level::is_available`], cached by the standard library), so
+//! The kernels are reached through `ternary-core`'s zero-sized level token, [`Avx512`], that
+//! exists only when [`Level::Avx512`](ternary_core::kernels::Level::Avx512) is available, so
 //! the safe entry points below may call the `#[target_feature]` code. The caller has checked
 //! the shapes and that the level is available.
 
 mod avx512;
 
 use ternary_core::QuantizedActivations;
+use ternary_core::kernels::x86_primitives::Avx512;
 
-use super::{ChunkView, Level, ListView, WalkRows};
+use super::{ChunkView, ListView, WalkRows};
 
-/// Proof that the AVX-512 features of [`Level::Avx512`] are present.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Avx512(());
-
-impl Avx512 {
-    fn new() -> Self {
-        assert!(
-            Level::Avx512.is_available(),
-            "AVX-512 kernels called on a CPU without AVX-512 (the dispatcher checks the level)"
-        );
-        Self(())
-    }
+/// The level token from `ternary-core` (`Level::Avx512` available); the dispatcher checked
+/// the level before calling in, so its absence is a bug, not an input error.
+fn token() -> Avx512 {
+    Avx512::new()
+        .expect("AVX-512 kernels called on a CPU without AVX-512 (the dispatcher checks the level)")
 }
 
 /// `f32`, one token at a time, masked adds over non-empty chunks.
 pub(super) fn masked_f32(v: &ChunkView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
-    avx512::masked_f32(Avx512::new(), v, x, n, y);
+    avx512::masked_f32(token(), v, x, n, y);
 }
 
 /// Int8, one token at a time, masked `vpdpbusd` over non-empty chunks.
 pub(super) fn masked_i8(v: &ChunkView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    avx512::masked_i8(Avx512::new(), v, a, y);
+    avx512::masked_i8(token(), v, a, y);
 }
 
 /// Int8, `vpdpbusd` over decoded non-empty chunks and 16-token panels.
 pub(super) fn chunk_panels_i8(v: &ChunkView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    avx512::chunk_panels_i8(Avx512::new(), v, a, y);
+    avx512::chunk_panels_i8(token(), v, a, y);
 }
 
 /// `f32`, transposed panels, one vector add per non-zero weight.
 pub(super) fn walk_f32<W: WalkRows>(m: &W, x: &[f32], n: usize, y: &mut [f32]) {
-    avx512::walk_f32(Avx512::new(), m, x, n, y);
+    avx512::walk_f32(token(), m, x, n, y);
 }
 
 /// Int8 widened to `i32`, transposed panels, one vector add per non-zero weight.
 pub(super) fn walk_i8<W: WalkRows>(m: &W, a: &QuantizedActivations, y: &mut [f32]) {
-    avx512::walk_i8(Avx512::new(), m, a, y);
+    avx512::walk_i8(token(), m, a, y);
 }
 
 /// Index lists, `f32`, one token at a time: vector gap decoding and gathers.
 pub(super) fn lists_f32(v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
-    avx512::lists_f32(Avx512::new(), v, x, n, y);
+    avx512::lists_f32(token(), v, x, n, y);
 }
 
 /// Index lists, int8, one token at a time: vector gap decoding and gathers.
 pub(super) fn lists_i8(v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    avx512::lists_i8(Avx512::new(), v, a, y);
+    avx512::lists_i8(token(), v, a, y);
 }
