@@ -12,6 +12,7 @@
 mod common;
 mod demo;
 mod eval;
+mod export;
 mod quantize;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
     },
     /// The README demo: fetch SmolLM2-135M, quantize it, compare float and ternary.
     Demo(demo::DemoArgs),
+    /// Write a converted ternary model as a GGUF llama.cpp loads (TQ2_0 / TQ1_0).
+    Export(export::ExportArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -66,6 +69,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Demo(a) => demo::run(&a),
+        Command::Export(a) => export::run(&a),
     }
 }
 

@@ -1,0 +1,509 @@
+//! `ternary export`: a converted ternary model → a GGUF file llama.cpp loads.
+//!
+//! `ternary export --model M.safetensors --source SRC.gguf --format gguf-tq2_0 --out OUT.gguf`
+//!
+//! - **Weights.** A ternary layer `W = s·t` is written as `TQ2_0` / `TQ1_0` (one f16 scale per
+//!   256 weights). Its scales are first rounded to f16 (relative change ≤ 2⁻¹¹, reported);
+//!   from then on the file holds exactly those weights. Where the TQ types cannot hold the
+//!   layer — a width that is not a multiple of 256 (SmolLM2's 576) or scale groups smaller
+//!   than 256 that differ inside a 256-block — it falls back to `Q8_0` with `d = f16(s)` and
+//!   `q = t` ([`encode_q8_0_exact`]): the same weights, 8.5 bits each. (llama.cpp's own
+//!   quantizer falls back to a lossy Q4_0/Q8_0 there.) A layer with an input scale
+//!   (`y = Q·(x ⊙ d)`) is not ternary in llama.cpp's terms: its effective weight
+//!   `s·t·d[c]` is written as F16 when exact, else F32. Biases go out as F32 `*.bias`.
+//! - **Float tensors** (embedding, norms, layers kept float): when the source GGUF holds the
+//!   same tensor with bit-identical values (it was copied from there), its stored bytes and
+//!   type are copied; otherwise F16 when every value is exactly an f16, else F32.
+//! - **Row order.** llama.cpp stores Q/K rows permuted for its RoPE
+//!   ([`unpermute_qk`](ternary_models::weights::unpermute_qk)); they are permuted back here.
+//! - **Metadata and tokenizer** come from `--source`, the GGUF the model was converted from
+//!   (the converted file does not record it): its `llama.*`, `general.*` and `tokenizer.*`
+//!   keys are copied, `general.file_type` set to `MOSTLY_TQ2_0` (37) / `MOSTLY_TQ1_0` (36).
+//!   The source must be a `llama` GGUF with the model's shape.
+//!
+//! The output is written atomically; neither input is modified (the output may not be one of
+//! them).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use ternary_convert::model_file::as_ternary;
+use ternary_core::TernaryMatrix;
+use ternary_layers::Cpu;
+use ternary_models::gguf::{GgufFile, GgufTensorData, GgufValue, write_gguf};
+use ternary_models::quant::{
+    GgmlType, encode_float, encode_q8_0_exact, encode_ternary, is_f16_exact, select_rows,
+    with_f16_scales,
+};
+use ternary_models::weights::gguf_name;
+use ternary_models::{Llama, LlamaConfig};
+
+use crate::common::{CliError, Res};
+
+/// Output formats of `ternary export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// GGUF with ternary layers as llama.cpp's TQ2_0 (2.06 bits/weight).
+    #[value(name = "gguf-tq2_0")]
+    GgufTq2_0,
+    /// GGUF with ternary layers as llama.cpp's TQ1_0 (1.69 bits/weight).
+    #[value(name = "gguf-tq1_0")]
+    GgufTq1_0,
+}
+
+impl ExportFormat {
+    fn kind(self) -> GgmlType {
+        match self {
+            Self::GgufTq2_0 => GgmlType::TQ2_0,
+            Self::GgufTq1_0 => GgmlType::TQ1_0,
+        }
+    }
+
+    /// llama.cpp's `llama_ftype` (`LLAMA_FTYPE_MOSTLY_TQ1_0 = 36`, `…TQ2_0 = 37`).
+    fn file_type(self) -> u32 {
+        match self {
+            Self::GgufTq2_0 => 37,
+            Self::GgufTq1_0 => 36,
+        }
+    }
+}
+
+/// Arguments of `ternary export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The converted ternary model (`ternary quantize` output).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// The GGUF the model was converted from (metadata and tokenizer are copied from it).
+    #[arg(long)]
+    pub source: PathBuf,
+    /// The GGUF file to write (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// How each tensor was written, for the summary.
+#[derive(Debug, Default)]
+pub struct ExportReport {
+    /// `(gguf name, type, why)` per tensor.
+    pub tensors: Vec<(String, GgmlType, &'static str)>,
+    /// Largest relative change of a ternary scale by the f16 rounding.
+    pub max_scale_change: f64,
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// `ternary export`.
+pub fn run(args: &ExportArgs) -> Res<()> {
+    for input in [&args.model, &args.source] {
+        if same_file(input, &args.out) {
+            return Err(CliError::new(format!(
+                "--out {} is an input file; choose another path",
+                args.out.display()
+            )));
+        }
+    }
+    let source = GgufFile::open(&args.source)?;
+    let loaded = ternary_convert::load::<Cpu>(&args.model, &Default::default())?;
+    let (bytes, report) = export_gguf(&loaded.model, &source, args.format)?;
+    ternary_core::io::write_atomic(&args.out, &bytes)?;
+    let mut counts = std::collections::BTreeMap::<(String, &str), usize>::new();
+    for (_, kind, why) in &report.tensors {
+        *counts.entry((kind.name(), *why)).or_default() += 1;
+    }
+    for ((kind, why), n) in counts {
+        println!("{n:4} tensors {kind:6} {why}");
+    }
+    println!(
+        "largest ternary scale change from f16 rounding: {:.2e} (relative)",
+        report.max_scale_change
+    );
+    println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+    Ok(())
+}
+
+/// GGUF row order of Q/K rows: GGUF row `h·d + 2i + s` is HF row `h·d + s·d/2 + i`.
+fn qk_gguf_order(n_heads: usize, head_dim: usize) -> Vec<usize> {
+    let half = head_dim / 2;
+    let mut order = Vec::with_capacity(n_heads * head_dim);
+    for h in 0..n_heads {
+        for i in 0..half {
+            for s in 0..2 {
+                order.push(h * head_dim + s * half + i);
+            }
+        }
+    }
+    order
+}
+
+/// Rows of a row-major `[rows, cols]` array in `order`.
+fn reorder<T: Copy>(data: &[T], cols: usize, order: &[usize]) -> Vec<T> {
+    order
+        .iter()
+        .flat_map(|&r| data[r * cols..(r + 1) * cols].iter().copied())
+        .collect()
+}
+
+/// Checks that the source GGUF describes the same model.
+fn check_source(c: &LlamaConfig, source: &GgufFile) -> Res<()> {
+    let arch = source.get_str("general.architecture")?;
+    if arch != "llama" {
+        return Err(CliError::new(format!(
+            "the source GGUF is a {arch:?} model; export writes llama GGUFs"
+        )));
+    }
+    let s = LlamaConfig::from_gguf(source)?;
+    let fields = [
+        ("hidden size", c.hidden_size, s.hidden_size),
+        ("FFN size", c.intermediate_size, s.intermediate_size),
+        ("layers", c.num_layers, s.num_layers),
+        ("heads", c.num_heads, s.num_heads),
+        ("KV heads", c.num_kv_heads, s.num_kv_heads),
+        ("head size", c.head_dim, s.head_dim),
+        ("vocabulary", c.vocab_size, s.vocab_size),
+    ];
+    for (what, ours, theirs) in fields {
+        if ours != theirs {
+            return Err(CliError::new(format!(
+                "the source GGUF is not this model's source: {what} {theirs}, the model has {ours}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One float tensor `[rows, cols]` (or `[n]`) in GGUF row order: the source's bytes when they
+/// hold exactly these values, else F16 when exact, else F32.
+fn float_tensor(
+    source: &GgufFile,
+    name: String,
+    shape: &[usize],
+    values: &[f32],
+    force_f32: bool,
+) -> Res<(GgufTensorData, &'static str)> {
+    let dims: Vec<usize> = shape.iter().rev().copied().collect();
+    if let Some(info) = source.tensor(&name)
+        && info.dims == dims
+        && let Ok((_, theirs)) = source.dequantize(&name)
+        && theirs.len() == values.len()
+        && theirs
+            .iter()
+            .zip(values)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    {
+        let bytes = source.tensor_bytes(info)?.to_vec();
+        let kind = info.kind;
+        return Ok((
+            GgufTensorData {
+                name,
+                dims,
+                kind,
+                bytes,
+            },
+            "float, copied from the source GGUF",
+        ));
+    }
+    let (kind, why) = if !force_f32 && is_f16_exact(values) {
+        (GgmlType::F16, "float, exactly f16")
+    } else {
+        (GgmlType::F32, "float")
+    };
+    Ok((
+        GgufTensorData {
+            name,
+            dims,
+            kind,
+            bytes: encode_float(kind, values)?,
+        },
+        why,
+    ))
+}
+
+/// A ternary matrix (GGUF row order, f16 scales) as `kind`, or the exact Q8_0 fallback.
+fn ternary_tensor(
+    name: String,
+    m: &TernaryMatrix,
+    kind: GgmlType,
+) -> Res<(GgufTensorData, &'static str)> {
+    let dims = vec![m.cols(), m.rows()];
+    let (kind, bytes, why) = match encode_ternary(kind, m) {
+        Ok(b) => (kind, b, "ternary"),
+        Err(_) if m.cols().is_multiple_of(32) => (
+            GgmlType::Q8_0,
+            encode_q8_0_exact(m)?,
+            "ternary, exact Q8_0 fallback (width or scale groups not TQ-compatible)",
+        ),
+        Err(_) => (
+            GgmlType::F16,
+            encode_float(GgmlType::F16, &m.dequantize())?,
+            "ternary, exact F16 fallback (width not a multiple of 32)",
+        ),
+    };
+    Ok((
+        GgufTensorData {
+            name,
+            dims,
+            kind,
+            bytes,
+        },
+        why,
+    ))
+}
+
+/// Builds the GGUF bytes of `model` with `source`'s metadata; see the [module docs](self).
+pub fn export_gguf(
+    model: &Llama<Cpu>,
+    source: &GgufFile,
+    format: ExportFormat,
+) -> Res<(Vec<u8>, ExportReport)> {
+    let c = model.config();
+    check_source(c, source)?;
+    let mut report = ExportReport::default();
+    let mut tensors = Vec::new();
+    let mut push = |report: &mut ExportReport, (t, why): (GgufTensorData, &'static str)| {
+        report.tensors.push((t.name.clone(), t.kind, why));
+        tensors.push(t);
+    };
+    let floats = model.float_tensors()?;
+    let embedding = floats.first().map(|(_, t)| t.data.clone());
+    for (hf, t) in &floats {
+        let name = gguf_name(hf).ok_or_else(|| CliError::new(format!("no GGUF name for {hf}")))?;
+        let norm = t.shape.len() == 1;
+        push(
+            &mut report,
+            float_tensor(source, name, &t.shape, &t.data, norm)?,
+        );
+    }
+    for (hf, layer) in model.linears() {
+        let name = gguf_name(&format!("{hf}.weight"))
+            .ok_or_else(|| CliError::new(format!("no GGUF name for {hf}")))?;
+        let heads = if hf.ends_with("q_proj") {
+            Some(c.num_heads)
+        } else if hf.ends_with("k_proj") {
+            Some(c.num_kv_heads)
+        } else {
+            None
+        };
+        let order = heads.map(|n| qk_gguf_order(n, c.head_dim));
+        let (rows, cols) = (layer.out_features(), layer.in_features());
+        if let Some(t) = as_ternary::<Cpu>(layer.as_ref()) {
+            if let Some(b) = t.bias() {
+                let b = match &order {
+                    Some(o) => reorder(&b, 1, o),
+                    None => b,
+                };
+                let bias_name = name.replace(".weight", ".bias");
+                push(
+                    &mut report,
+                    float_tensor(source, bias_name, &[rows], &b, true)?,
+                );
+            }
+            if let Some(d) = t.input_scale() {
+                let w = t.matrix().dequantize();
+                let mut w: Vec<f32> = w
+                    .chunks_exact(cols.max(1))
+                    .flat_map(|row| row.iter().zip(d).map(|(x, s)| x * s))
+                    .collect();
+                if let Some(o) = &order {
+                    w = reorder(&w, cols, o);
+                }
+                let (t, _) = float_tensor(source, name, &[rows, cols], &w, false)?;
+                push(&mut report, (t, "ternary with input scale, as float"));
+                continue;
+            }
+            let m = with_f16_scales(t.matrix())?;
+            for (a, b) in t.matrix().scales().values().iter().zip(m.scales().values()) {
+                if *a != 0.0 {
+                    let rel = f64::from((a - b).abs()) / f64::from(a.abs());
+                    report.max_scale_change = report.max_scale_change.max(rel);
+                }
+            }
+            let m = match &order {
+                Some(o) => select_rows(&m, o)?,
+                None => m,
+            };
+            push(&mut report, ternary_tensor(name, &m, format.kind())?);
+        } else {
+            let mut w = ternary_layers::to_rows(layer.weight())?;
+            if hf == "lm_head"
+                && c.tie_word_embeddings
+                && embedding.as_ref().is_some_and(|e| *e == w)
+            {
+                continue; // tied: llama.cpp uses token_embd
+            }
+            if let Some(o) = &order {
+                w = reorder(&w, cols, o);
+            }
+            push(
+                &mut report,
+                float_tensor(source, name, &[rows, cols], &w, false)?,
+            );
+        }
+    }
+    let mut metadata: Vec<(String, GgufValue)> = source
+        .metadata
+        .iter()
+        .filter(|(k, _)| *k != "general.alignment" && *k != "general.file_type")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.push((
+        "general.file_type".into(),
+        GgufValue::U32(format.file_type()),
+    ));
+    if source.get("general.quantization_version").is_none() {
+        metadata.push(("general.quantization_version".into(), GgufValue::U32(2)));
+    }
+    let meta: Vec<(&str, GgufValue)> = metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    Ok((write_gguf(&meta, &tensors), report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ternary_core::Scales;
+    use ternary_models::weights::unpermute_qk;
+
+    #[test]
+    fn qk_order_should_invert_unpermute() {
+        let (h, d, cols) = (3, 8, 2);
+        let rows: Vec<u32> = (0..(h * d * cols) as u32).collect();
+        let gguf = reorder(&rows, cols, &qk_gguf_order(h, d));
+        assert_eq!(unpermute_qk(&gguf, h, d, cols), rows);
+    }
+
+    #[test]
+    fn ternary_layers_should_pick_tq_or_the_exact_q8_0_fallback() {
+        let m = |cols: usize, scales: Scales| {
+            let trits: Vec<i8> = (0..2 * cols).map(|i| (i % 3) as i8 - 1).collect();
+            TernaryMatrix::from_trits(2, cols, &trits, scales).unwrap()
+        };
+        let cases = [
+            (m(512, Scales::per_row(vec![0.5, 0.25])), GgmlType::TQ2_0),
+            (m(576, Scales::per_row(vec![0.5, 0.25])), GgmlType::Q8_0),
+            (
+                m(
+                    512,
+                    Scales::per_group(64, (0..16).map(|i| i as f32 / 8.0).collect()),
+                ),
+                GgmlType::Q8_0,
+            ),
+        ];
+        for (w, want) in cases {
+            let (t, _) = ternary_tensor("x".into(), &w, GgmlType::TQ2_0).unwrap();
+            assert_eq!(t.kind, want);
+            let x = ternary_models::quant::dequantize("x", t.kind, &t.bytes, w.rows() * w.cols())
+                .unwrap();
+            assert_eq!(x, w.dequantize());
+        }
+    }
+
+    /// The tiny fixture converted to ternary (no budget: every layer that can be), exported,
+    /// and read back: every weight is the model's (ternary scales rounded to f16), Q/K rows in
+    /// llama.cpp's order, metadata from the source.
+    #[test]
+    fn export_should_hold_the_models_weights() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+        let dev = Default::default();
+        let mut m = ternary_models::load::<Cpu>(dir, &dev).unwrap();
+        let cfg = ternary_convert::ConvertConfig {
+            budget: None,
+            gptq: None,
+            measure: false,
+            ..Default::default()
+        };
+        let text = ternary_convert::CALIBRATION_TEXT;
+        ternary_convert::convert(&mut m.model, &m.tokenizer, text, &cfg, &mut |_| {}).unwrap();
+        let c = m.model.config().clone();
+        let u = |x: usize| GgufValue::U32(x as u32);
+        let source = GgufFile::from_bytes(write_gguf(
+            &[
+                ("general.architecture", GgufValue::String("llama".into())),
+                ("general.alignment", u(32)),
+                ("general.file_type", u(1)),
+                ("llama.block_count", u(c.num_layers)),
+                ("llama.embedding_length", u(c.hidden_size)),
+                ("llama.feed_forward_length", u(c.intermediate_size)),
+                ("llama.attention.head_count", u(c.num_heads)),
+                ("llama.attention.head_count_kv", u(c.num_kv_heads)),
+                ("llama.attention.key_length", u(c.head_dim)),
+                (
+                    "llama.attention.layer_norm_rms_epsilon",
+                    GgufValue::F32(1e-5),
+                ),
+                ("llama.vocab_size", u(c.vocab_size)),
+            ],
+            &[],
+        ))
+        .unwrap();
+        let (bytes, report) = export_gguf(&m.model, &source, ExportFormat::GgufTq1_0).unwrap();
+        assert!(
+            report.max_scale_change <= 1.0 / 2048.0,
+            "{}",
+            report.max_scale_change
+        );
+        let g = GgufFile::from_bytes(bytes).unwrap();
+        assert_eq!(g.get_usize("general.file_type").unwrap(), 36);
+        assert_eq!(g.get_usize("llama.block_count").unwrap(), c.num_layers);
+        let mut ternary = 0;
+        for (hf, layer) in m.model.linears() {
+            let name = gguf_name(&format!("{hf}.weight")).unwrap();
+            let (rows, cols) = (layer.out_features(), layer.in_features());
+            let want = match as_ternary::<Cpu>(layer.as_ref()) {
+                Some(t) => {
+                    ternary += 1;
+                    with_f16_scales(t.matrix()).unwrap().dequantize()
+                }
+                None => ternary_layers::to_rows(layer.weight()).unwrap(),
+            };
+            let (shape, mut got) = g.dequantize(&name).unwrap();
+            assert_eq!(shape, vec![rows, cols], "{name}");
+            if hf.ends_with("q_proj") {
+                got = unpermute_qk(&got, c.num_heads, c.head_dim, cols);
+            } else if hf.ends_with("k_proj") {
+                got = unpermute_qk(&got, c.num_kv_heads, c.head_dim, cols);
+            }
+            assert!(got == want, "{name}: weights differ");
+        }
+        assert!(ternary >= 14, "only {ternary} ternary layers");
+        for (hf, t) in m.model.float_tensors().unwrap() {
+            let (_, got) = g.dequantize(&gguf_name(&hf).unwrap()).unwrap();
+            assert!(got == t.data, "{hf}");
+        }
+        // The exported file is a source of itself; an unrelated source is refused.
+        let mut wrong = write_gguf(
+            &[
+                ("general.architecture", GgufValue::String("llama".into())),
+                ("llama.block_count", u(c.num_layers + 1)),
+                ("llama.embedding_length", u(c.hidden_size)),
+                ("llama.feed_forward_length", u(c.intermediate_size)),
+                ("llama.attention.head_count", u(c.num_heads)),
+                (
+                    "llama.attention.layer_norm_rms_epsilon",
+                    GgufValue::F32(1e-5),
+                ),
+                ("llama.vocab_size", u(c.vocab_size)),
+            ],
+            &[],
+        );
+        let e = export_gguf(
+            &m.model,
+            &GgufFile::from_bytes(wrong.clone()).unwrap(),
+            ExportFormat::GgufTq2_0,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("layers"), "{}", e.message());
+        wrong[..4].copy_from_slice(b"GGUX");
+        assert!(GgufFile::from_bytes(wrong).is_err());
+    }
+}
