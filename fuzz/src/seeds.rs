@@ -477,6 +477,9 @@ fn tiny_config(vocab: usize, tied: bool) -> LlamaConfig {
         rms_norm_eps: 1e-5,
         max_position_embeddings: 64,
         tie_word_embeddings: tied,
+        architecture: Default::default(),
+        hidden_act: Default::default(),
+        bitnet: None,
     }
 }
 

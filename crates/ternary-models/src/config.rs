@@ -1,4 +1,6 @@
-//! Llama hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
+//! Llama-family hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`:
+//! plain Llama, BitNet b1.58 ([`Architecture::BitNet`]) and Llama-architecture ternary
+//! checkpoints (`quantization_config.quant_method = "bitnet"`, [`BitNetQuant`]).
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -34,6 +36,174 @@ pub struct LlamaConfig {
     pub max_position_embeddings: usize,
     /// Whether the output head reuses the token embedding matrix.
     pub tie_word_embeddings: bool,
+    /// The decoder block (`model_type`).
+    pub architecture: Architecture,
+    /// The FFN activation `act` in `Wdown·(act(Wgate·x) ⊙ Wup·x)` (`hidden_act`).
+    pub hidden_act: Activation,
+    /// W1.58A8 linear layers (`quantization_config` with `quant_method: "bitnet"`), or `None`
+    /// for float linear layers.
+    pub bitnet: Option<BitNetQuant>,
+}
+
+/// The decoder block a checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Architecture {
+    /// Llama (`model_type: "llama"`).
+    #[default]
+    Llama,
+    /// BitNet b1.58 (`model_type: "bitnet"`, transformers' `BitNetForCausalLM`): Llama with an
+    /// RMSNorm `attn_sub_norm` on the attention output before `o_proj` and `ffn_sub_norm` on
+    /// `act(Wgate·x) ⊙ Wup·x` before `down_proj`.
+    BitNet,
+}
+
+/// The FFN activation (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `silu(z) = z·σ(z)` (`"silu"`, Llama).
+    #[default]
+    Silu,
+    /// `relu²(z) = max(z, 0)²` (`"relu2"`, BitNet b1.58).
+    Relu2,
+}
+
+impl Activation {
+    /// The name `config.json` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Silu => "silu",
+            Self::Relu2 => "relu2",
+        }
+    }
+}
+
+/// Which transformers class a BitNet checkpoint's linear layers are, and so what its
+/// `weight` and `weight_scale` tensors mean (`quantization_config.linear_class` and
+/// `quantization_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BitNetLinear {
+    /// `BitLinear` (`linear_class: "bitlinear"`, the default; always offline): `weight` is
+    /// packed ternary (`uint8 [out/4, in]`) and `y = (Σ q·t) / (k·weight_scale)`.
+    #[default]
+    Packed,
+    /// `AutoBitLinear` offline (`"autobitlinear"`, `"offline"`): ternary `weight` (packed or
+    /// float trits) and `y = (Σ q·t) / k · weight_scale`.
+    AutoOffline,
+    /// `AutoBitLinear` online (`"autobitlinear"`, `"online"`): float master weights, ternarized
+    /// on load as in training, `t = clamp(round(W·s), −1, 1)` with `s = 1/max(mean|W|, 1e-5)`,
+    /// and `y = (Σ q·t) / (k·s)`.
+    Online,
+}
+
+/// The `quantization_config` of a BitNet b1.58 checkpoint (`quant_method: "bitnet"`).
+///
+/// Every converted linear layer is W1.58A8: ternary weights with one scale per tensor and
+/// activations quantized per token to int8, `k = 127 / max(max|x|, 1e-5)`,
+/// `q = clamp(round(x·k), −128, 127)` (round half to even), as transformers'
+/// `BitLinear.activation_quant` and `ActQuant` do.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BitNetQuant {
+    /// How the linear layers are stored and scaled.
+    pub linear: BitNetLinear,
+    /// Modules left in float (`modules_to_not_convert`); `None` means transformers' default,
+    /// the output head only.
+    pub modules_to_not_convert: Option<Vec<String>>,
+}
+
+impl BitNetQuant {
+    /// Whether the linear layer `module` (e.g. `model.layers.0.mlp.up_proj`, `lm_head`) is
+    /// W1.58A8. Follows transformers' `should_convert_module` for plain names: a pattern
+    /// matches the start of the name up to a module boundary (`layers.1` matches
+    /// `layers.1.mlp`, not `layers.11.mlp`) or its end.
+    pub fn converts(&self, module: &str) -> bool {
+        match &self.modules_to_not_convert {
+            None => module != "lm_head",
+            Some(patterns) => !patterns.iter().any(|p| {
+                module.ends_with(p.as_str())
+                    || module.strip_prefix(p.as_str()).is_some_and(|rest| {
+                        rest.is_empty() || rest.starts_with('.') || p.ends_with('.')
+                    })
+            }),
+        }
+    }
+
+    /// Parses `quantization_config` (`None` when `quant_method` is not `"bitnet"`: the caller
+    /// reports other methods).
+    fn from_json(q: &serde_json::Value) -> Result<Self> {
+        let bad = |m: String| ModelError::Config(format!("quantization_config: {m}"));
+        let s = |key: &str, default: &'static str| -> Result<String> {
+            match q.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(default.to_string()),
+                Some(serde_json::Value::String(v)) => Ok(v.clone()),
+                Some(other) => Err(bad(format!("'{key}' is not a string: {other}"))),
+            }
+        };
+        let linear = match (
+            s("linear_class", "bitlinear")?.as_str(),
+            s("quantization_mode", "offline")?.as_str(),
+        ) {
+            ("bitlinear", "offline" | "online") => BitNetLinear::Packed,
+            ("autobitlinear", "offline") => BitNetLinear::AutoOffline,
+            ("autobitlinear", "online") => BitNetLinear::Online,
+            (c, m) => {
+                return Err(bad(format!(
+                    "linear_class '{c}' with quantization_mode '{m}' is not supported \
+                     (bitlinear, or autobitlinear offline/online)"
+                )));
+            }
+        };
+        if q.get("use_rms_norm").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Err(bad(
+                "use_rms_norm = true (an RMSNorm inside each linear layer) is not supported".into(),
+            ));
+        }
+        let modules_to_not_convert = match q.get("modules_to_not_convert") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Array(a)) => {
+                let mut names = Vec::with_capacity(a.len().min(1024));
+                for v in a {
+                    let Some(n) = v.as_str() else {
+                        return Err(bad(format!(
+                            "modules_to_not_convert holds a non-string {v}"
+                        )));
+                    };
+                    if n.is_empty()
+                        || n.contains(['*', '+', '?', '[', '(', '|', '^', '$', '\\', '{'])
+                    {
+                        return Err(bad(format!(
+                            "modules_to_not_convert pattern {n:?} is empty or a regular \
+                             expression (only plain module names are supported)"
+                        )));
+                    }
+                    names.push(n.to_string());
+                }
+                Some(names)
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "modules_to_not_convert is not a list: {other}"
+                )));
+            }
+        };
+        Ok(Self {
+            linear,
+            modules_to_not_convert,
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let (class, mode) = match self.linear {
+            BitNetLinear::Packed => ("bitlinear", "offline"),
+            BitNetLinear::AutoOffline => ("autobitlinear", "offline"),
+            BitNetLinear::Online => ("autobitlinear", "online"),
+        };
+        serde_json::json!({
+            "quant_method": "bitnet",
+            "linear_class": class,
+            "quantization_mode": mode,
+            "modules_to_not_convert": self.modules_to_not_convert,
+        })
+    }
 }
 
 impl LlamaConfig {
@@ -51,6 +221,9 @@ impl LlamaConfig {
             rms_norm_eps: 1e-5,
             max_position_embeddings: 8192,
             tie_word_embeddings: true,
+            architecture: Architecture::Llama,
+            hidden_act: Activation::Silu,
+            bitnet: None,
         }
     }
 
@@ -109,15 +282,20 @@ impl LlamaConfig {
         Ok(())
     }
 
-    /// Reads `<arch>.*` metadata of a GGUF file (`arch` = `general.architecture`, which must
-    /// be `llama`). The vocabulary size comes from `<arch>.vocab_size` or the token list.
+    /// Reads `<arch>.*` metadata of a GGUF file (`arch` = `general.architecture`: `llama`, or
+    /// `bitnet` as llama.cpp's converter writes BitNet b1.58, whose graph there uses SiLU).
+    /// The vocabulary size comes from `<arch>.vocab_size` or the token list.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let arch = g.get_str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::Config(format!(
-                "architecture '{arch}' is not supported (only 'llama')"
-            )));
-        }
+        let architecture = match arch {
+            "llama" => Architecture::Llama,
+            "bitnet" => Architecture::BitNet,
+            _ => {
+                return Err(ModelError::Config(format!(
+                    "architecture '{arch}' is not supported (only 'llama' and 'bitnet')"
+                )));
+            }
+        };
         let k = |s: &str| format!("{arch}.{s}");
         let hidden_size = g.get_usize(&k("embedding_length"))?;
         let num_heads = g.get_usize(&k("attention.head_count"))?;
@@ -157,21 +335,63 @@ impl LlamaConfig {
             },
             // GGUF stores `output.weight` only when the head is not tied.
             tie_word_embeddings: g.tensor("output.weight").is_none(),
+            architecture,
+            hidden_act: Activation::Silu,
+            bitnet: None,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Parses a Hugging Face `config.json` (`model_type` `llama` or absent).
+    /// Parses a Hugging Face `config.json`: `model_type` `llama` (or absent) or `bitnet`,
+    /// `hidden_act` `silu` or `relu2` (default: `silu` for Llama, `relu2` for BitNet), and a
+    /// `quantization_config` with `quant_method: "bitnet"` ([`BitNetQuant`]); any other
+    /// quantization method is an error.
     pub fn from_hf_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
-        if let Some(t) = v.get("model_type").and_then(|t| t.as_str())
-            && t != "llama"
+        let architecture = match v.get("model_type").and_then(|t| t.as_str()) {
+            None | Some("llama") => Architecture::Llama,
+            Some("bitnet") => Architecture::BitNet,
+            Some(t) => {
+                return Err(ModelError::Config(format!(
+                    "model_type '{t}' is not supported (only 'llama' and 'bitnet')"
+                )));
+            }
+        };
+        let hidden_act = match v.get("hidden_act") {
+            None | Some(serde_json::Value::Null) => match architecture {
+                Architecture::Llama => Activation::Silu,
+                Architecture::BitNet => Activation::Relu2,
+            },
+            Some(a) => match a.as_str() {
+                Some("silu" | "swish") => Activation::Silu,
+                Some("relu2") => Activation::Relu2,
+                _ => {
+                    return Err(ModelError::Config(format!(
+                        "config.json: hidden_act {a} is not supported (only 'silu' and 'relu2')"
+                    )));
+                }
+            },
+        };
+        let bitnet = match v.get("quantization_config") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(q) => match q.get("quant_method").and_then(|m| m.as_str()) {
+                Some("bitnet") => Some(BitNetQuant::from_json(q)?),
+                m => {
+                    return Err(ModelError::Config(format!(
+                        "config.json: quantization_config.quant_method {m:?} is not supported \
+                         (only 'bitnet')"
+                    )));
+                }
+            },
+        };
+        if v.get("attention_bias").and_then(serde_json::Value::as_bool) == Some(true)
+            || v.get("mlp_bias").and_then(serde_json::Value::as_bool) == Some(true)
         {
-            return Err(ModelError::Config(format!(
-                "model_type '{t}' is not supported (only 'llama')"
-            )));
+            return Err(ModelError::Config(
+                "config.json: attention_bias / mlp_bias = true is not supported (no biases)".into(),
+            ));
         }
         let uint = |key: &str| -> Result<usize> {
             v.get(key)
@@ -245,6 +465,9 @@ impl LlamaConfig {
                 .get("tie_word_embeddings")
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
+            architecture,
+            hidden_act,
+            bitnet,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -252,13 +475,18 @@ impl LlamaConfig {
 }
 
 impl LlamaConfig {
-    /// A Hugging Face `config.json` for this configuration (`model_type` `llama`), which
-    /// [`LlamaConfig::from_hf_json`] reads back to an equal value (floats are written with
-    /// round-trip precision).
+    /// A Hugging Face `config.json` for this configuration (`model_type` `llama` or
+    /// `bitnet`), which [`LlamaConfig::from_hf_json`] reads back to an equal value (floats are
+    /// written with round-trip precision).
     pub fn to_hf_json(&self) -> String {
-        serde_json::json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+        let (class, model_type) = match self.architecture {
+            Architecture::Llama => ("LlamaForCausalLM", "llama"),
+            Architecture::BitNet => ("BitNetForCausalLM", "bitnet"),
+        };
+        let mut doc = serde_json::json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "hidden_act": self.hidden_act.name(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -270,8 +498,11 @@ impl LlamaConfig {
             "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
-        })
-        .to_string()
+        });
+        if let (Some(q), Some(m)) = (&self.bitnet, doc.as_object_mut()) {
+            m.insert("quantization_config".into(), q.to_json());
+        }
+        doc.to_string()
     }
 }
 

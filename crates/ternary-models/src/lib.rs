@@ -4,7 +4,10 @@
 //! the float baseline every ternary experiment is measured against.
 //!
 //! - [`gguf`] / [`quant`]: a bounds-checked GGUF reader and exact dequantization of
-//!   F32/F16/BF16/Q8_0/Q4_0/Q4_1; [`loader`]: GGUF files and safetensors directories.
+//!   F32/F16/BF16/Q8_0/Q4_0/Q4_1; [`loader`]: GGUF files and safetensors directories
+//!   ([`checkpoint`]: single or sharded, with transformers' packed BitNet weights).
+//! - [`bitnet`]: BitNet b1.58's W1.58A8 linear layer, reproducing transformers' activation and
+//!   weight quantization.
 //! - [`model`]: Llama (RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU),
 //!   generic over the Burn backend; every projection goes through the [`linear`] seam.
 //! - [`tokenizer`]: byte-level BPE from GGUF metadata (the `tokenizers` crate).
@@ -17,6 +20,8 @@
 //! from `ternary-layers`.
 
 mod arch;
+pub mod bitnet;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fetch;
@@ -32,11 +37,15 @@ pub mod tokenizer;
 mod tokenizer_json;
 pub mod weights;
 
-pub use config::LlamaConfig;
+pub use bitnet::{BitLinear, BitLinearPath};
+pub use checkpoint::SafetensorsCheckpoint;
+pub use config::{Activation, Architecture, BitNetLinear, BitNetQuant, LlamaConfig};
 pub use error::{ModelError, Result};
 pub use generate::{GenerationStats, Sampling, generate};
 pub use linear::{FloatLinear, HostLinear, LinearImpl};
-pub use loader::{LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir};
+pub use loader::{
+    LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir, load_safetensors_dir_with,
+};
 pub use model::{KvCache, Llama, Logits};
 pub use perplexity::{PerplexityReport, perplexity};
 pub use tokenizer::Tokenizer;

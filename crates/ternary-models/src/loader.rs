@@ -1,6 +1,7 @@
 //! One-call loading of a model and its tokenizer from a GGUF file or a Hugging Face
-//! safetensors directory.
+//! safetensors directory (single file or sharded, float or BitNet packed ternary).
 
+use crate::checkpoint::SafetensorsCheckpoint;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -34,7 +35,7 @@ pub fn load_gguf<B: TernaryBackend>(
 
 /// [`load_gguf`] with an explicit kind of linear layer ([`LinearImpl::Quantized`] keeps
 /// Q4_0/Q4_1/Q8_0 weights in their blocks).
-pub fn load_gguf_with<B: Backend>(
+pub fn load_gguf_with<B: TernaryBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
     linear_impl: LinearImpl,
@@ -46,6 +47,9 @@ pub fn load_gguf_with<B: Backend>(
     let model = Llama::from_weights_with(config, &weights, device, linear_impl)?;
     Ok(LoadedModel { model, tokenizer })
 }
+
+/// A tensor as stored: type, shape, bytes.
+pub(crate) type RawTensor<'a> = (Dtype, Vec<usize>, &'a [u8]);
 
 /// The weights of one `model.safetensors` file (F32/F16/BF16 tensors).
 #[derive(Debug)]
@@ -75,6 +79,20 @@ impl SafetensorsWeights {
 
     fn view(&self) -> Result<SafeTensors<'_>> {
         SafeTensors::deserialize(&self.bytes).map_err(|e| ModelError::Safetensors(e.to_string()))
+    }
+
+    /// The stored type, shape and bytes of tensor `name`, or `None` when the file lacks it.
+    pub(crate) fn raw(&self, name: &str) -> Result<Option<RawTensor<'_>>> {
+        let st = self.view()?;
+        Ok(st
+            .tensor(name)
+            .ok()
+            .map(|t| (t.dtype(), t.shape().to_vec(), t.data())))
+    }
+
+    /// Whether the file holds a tensor called `name`, of any type.
+    pub(crate) fn contains_raw(&self, name: &str) -> bool {
+        self.view().is_ok_and(|st| st.tensor(name).is_ok())
     }
 }
 
@@ -116,11 +134,29 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
-/// Loads a Hugging Face checkpoint directory: `config.json`, `model.safetensors` and
-/// `tokenizer.json`.
+/// Loads a Hugging Face checkpoint directory: `config.json`, `model.safetensors` (or the
+/// shards of `model.safetensors.index.json`) and `tokenizer.json`, with the backend's default
+/// linear layers.
+///
+/// Llama and BitNet b1.58 (`model_type: "bitnet"`) configurations; with a BitNet
+/// `quantization_config` the converted layers are W1.58A8, from packed `uint8` weights and
+/// their `weight_scale` or from float master weights ternarized as in training (see
+/// [`BitNetLinear`](crate::config::BitNetLinear)). BOS is prepended when
+/// `tokenizer_config.json` says `add_bos_token`, or else when the `tokenizer.json`
+/// post-processor starts with the BOS token.
 pub fn load_safetensors_dir<B: TernaryBackend>(
     dir: impl AsRef<Path>,
     device: &B::Device,
+) -> Result<LoadedModel<B>> {
+    load_safetensors_dir_with(dir, device, LinearImpl::default_for::<B>())
+}
+
+/// [`load_safetensors_dir`] with an explicit kind of linear layer ([`LinearImpl::Burn`] also
+/// runs W1.58A8 layers in Burn tensor ops instead of the host int8 kernels).
+pub fn load_safetensors_dir_with<B: TernaryBackend>(
+    dir: impl AsRef<Path>,
+    device: &B::Device,
+    linear_impl: LinearImpl,
 ) -> Result<LoadedModel<B>> {
     let dir = dir.as_ref();
     let read = |name: &str| {
@@ -129,8 +165,14 @@ pub fn load_safetensors_dir<B: TernaryBackend>(
     };
     let config_text = read("config.json")?;
     let config = LlamaConfig::from_hf_json(&config_text)?;
-    let weights = SafetensorsWeights::open(dir.join("model.safetensors"))?;
-    let mut tokenizer = Tokenizer::from_hf_file(dir.join("tokenizer.json"))?;
+    let weights = SafetensorsCheckpoint::open_dir(dir)?;
+    let tokenizer_text = read("tokenizer.json")?;
+    let mut tokenizer = Tokenizer::from_hf_json(&tokenizer_text).map_err(|e| match e {
+        ModelError::Tokenizer(m) => {
+            ModelError::Tokenizer(format!("{}: {m}", dir.join("tokenizer.json").display()))
+        }
+        other => other,
+    })?;
     let json: serde_json::Value = serde_json::from_str(&config_text)
         .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
     let id = |k: &str| {
@@ -144,8 +186,56 @@ pub fn load_safetensors_dir<B: TernaryBackend>(
     if let Some(e) = id("eos_token_id") {
         tokenizer.eos_id = Some(e);
     }
-    let model = Llama::from_weights(config, &weights, device)?;
+    tokenizer.add_bos = adds_bos(
+        dir.join("tokenizer_config.json"),
+        &tokenizer_text,
+        tokenizer.bos_id,
+    );
+    let model = Llama::from_weights_with(config, &weights, device, linear_impl)?;
     Ok(LoadedModel { model, tokenizer })
+}
+
+/// Whether a Hugging Face tokenizer prepends BOS: `add_bos_token` in `tokenizer_config.json`
+/// when it says, else whether the `tokenizer.json` post-processor's single-sequence template
+/// starts with the token whose id is `bos` (as transformers' Llama tokenizer writes it).
+fn adds_bos(config: impl AsRef<Path>, tokenizer_json: &str, bos: Option<u32>) -> bool {
+    let from_config = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("add_bos_token").and_then(serde_json::Value::as_bool));
+    if let Some(b) = from_config {
+        return b;
+    }
+    let Some(bos) = bos else {
+        return false;
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(tokenizer_json) else {
+        return false;
+    };
+    let Some(p) = doc.get("post_processor").filter(|p| !p.is_null()) else {
+        return false;
+    };
+    // A `TemplateProcessing` directly or as the first of a `Sequence`.
+    let template = match p.get("processors").and_then(serde_json::Value::as_array) {
+        Some(list) => list.iter().find(|q| q.get("single").is_some()),
+        None => Some(p),
+    };
+    let first_special = template
+        .and_then(|t| t.get("single"))
+        .and_then(serde_json::Value::as_array)
+        .and_then(|s| s.first())
+        .and_then(|f| f.get("SpecialToken"))
+        .and_then(|s| s.get("id"))
+        .and_then(serde_json::Value::as_str);
+    let Some(token) = first_special else {
+        return false;
+    };
+    template
+        .and_then(|t| t.get("special_tokens"))
+        .and_then(|m| m.get(token))
+        .and_then(|s| s.get("ids"))
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|ids| ids.len() == 1 && ids[0].as_u64() == Some(u64::from(bos)))
 }
 
 /// Loads a `.gguf` file or a safetensors directory, whichever `path` is.

@@ -1,24 +1,31 @@
-//! Llama decoder in Burn: RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU MLP.
+//! Llama-family decoder in Burn: RMSNorm, RoPE, grouped-query attention with a KV cache, gated
+//! MLP; the same block runs Llama and BitNet b1.58.
 //!
 //! Batch size 1: activations are `[tokens, width]`. Per block, with `x` the residual stream:
 //!
 //! ```text
-//! h = x + Wo · attn(RoPE(Wq·n1(x)), RoPE(Wk·n1(x)), Wv·n1(x))     n(x) = x / sqrt(mean(x²) + ε) · w
-//! x' = h + Wdown · (silu(Wgate·n2(h)) ⊙ Wup·n2(h))                  silu(z) = z·σ(z)
+//! h = x + Wo · s1(attn(RoPE(Wq·n1(x)), RoPE(Wk·n1(x)), Wv·n1(x)))   n(x) = x / sqrt(mean(x²) + ε) · w
+//! x' = h + Wdown · s2(act(Wgate·n2(h)) ⊙ Wup·n2(h))                  silu(z) = z·σ(z), relu²(z) = max(z, 0)²
 //! ```
 //!
 //! and `logits = Whead · n(x_L)`. Attention is causal, `softmax(q·kᵀ/√d)·v`, with query head
-//! `j` reading key/value head `j / (n_h / n_kv)`.
+//! `j` reading key/value head `j / (n_h / n_kv)`. Llama: `s1 = s2 = identity`, `act = silu`.
+//! BitNet ([`Architecture::BitNet`]): `s1`, `s2` are the RMSNorms `attn_sub_norm` and
+//! `ffn_sub_norm`, `act` is `hidden_act` (relu²). With a BitNet `quantization_config`
+//! ([`BitNetQuant`](crate::config::BitNetQuant)) the converted projections are W1.58A8
+//! [`BitLinear`] layers.
 
-use crate::config::LlamaConfig;
+use crate::bitnet::{BitLinear, BitLinearPath, ternarize_absmean};
+use crate::config::{Activation, Architecture, BitNetLinear, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::linear::LinearImpl;
 use crate::quant_linear::QuantLinear;
-use crate::weights::{HostTensor, WeightSource};
-use burn::tensor::activation::{silu, softmax};
+use crate::weights::{HostTensor, TernaryWeight, WeightSource};
+use burn::tensor::activation::{relu, silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use std::fmt::Debug;
-use ternary_layers::{FloatScores, Linear, ScoreFn, TernaryBackend, to_rows};
+use ternary_core::{Scales, TernaryMatrix};
+use ternary_layers::{FloatScores, Linear, ScoreFn, TernaryBackend, TernaryLinear, to_rows};
 
 /// RMSNorm weight `w`: `y = x / sqrt(mean(x²) + ε) ⊙ w` over the last dimension.
 #[derive(Debug, Clone)]
@@ -49,13 +56,17 @@ pub struct Block<B: Backend> {
     pub v_proj: Linear<B>,
     /// Output projection `[H, n_h·d]`.
     pub o_proj: Linear<B>,
+    /// BitNet's RMSNorm on the attention output, before `o_proj` (`attn_sub_norm`).
+    pub attn_sub_norm: Option<RmsNorm<B>>,
     /// Pre-MLP RMSNorm.
     pub mlp_norm: RmsNorm<B>,
-    /// SwiGLU gate `[F, H]`.
+    /// BitNet's RMSNorm on `act(gate) ⊙ up`, before `down_proj` (`ffn_sub_norm`).
+    pub ffn_sub_norm: Option<RmsNorm<B>>,
+    /// MLP gate `[F, H]`.
     pub gate_proj: Linear<B>,
-    /// SwiGLU up `[F, H]`.
+    /// MLP up `[F, H]`.
     pub up_proj: Linear<B>,
-    /// SwiGLU down `[H, F]`.
+    /// MLP down `[H, F]`.
     pub down_proj: Linear<B>,
 }
 
@@ -137,10 +148,13 @@ impl<B: TernaryBackend> Llama<B> {
     ) -> Result<Self> {
         Self::from_weights_with(config, src, device, LinearImpl::default_for::<B>())
     }
-}
 
-impl<B: Backend> Llama<B> {
     /// [`Llama::from_weights`] with an explicit kind of float linear layer.
+    ///
+    /// Linear layers the configuration's [`BitNetQuant`](crate::config::BitNetQuant) converts
+    /// are [`BitLinear`] (host int8 kernels unless `linear_impl` is [`LinearImpl::Burn`], which
+    /// takes the Burn path); weights the source stores ternary ([`WeightSource::ternary`]) in
+    /// a float model are [`TernaryLinear`] layers.
     pub fn from_weights_with(
         config: LlamaConfig,
         src: &dyn WeightSource,
@@ -171,23 +185,140 @@ impl<B: Backend> Llama<B> {
             }
             Ok(Some(Box::new(QuantLinear::new(name, q)?)))
         };
+        let bit_path = match linear_impl {
+            LinearImpl::Burn => BitLinearPath::Burn,
+            LinearImpl::Host | LinearImpl::Quantized => BitLinearPath::HostInt8,
+        };
+        let ternary = |name: &str, out: usize, inp: usize| -> Result<Option<TernaryWeight>> {
+            let Some(t) = src.ternary(name)? else {
+                return Ok(None);
+            };
+            if (t.matrix.rows(), t.matrix.cols()) != (out, inp) {
+                return Err(ModelError::Shape {
+                    name: name.to_string(),
+                    expected: vec![out, inp],
+                    found: vec![t.matrix.rows(), t.matrix.cols()],
+                });
+            }
+            Ok(Some(t))
+        };
+        // A W1.58A8 layer: trits and the divisor `d` of `y = Σ q·t / (k·d)` per the linear class.
+        let bitnet = |name: &str, linear: BitNetLinear, out: usize, inp: usize| {
+            let scale_name = format!("{}_scale", name);
+            let weight_scale = || -> Result<f32> {
+                let t = src.tensor(&scale_name)?;
+                let [v] = t.data[..] else {
+                    return Err(ModelError::Shape {
+                        name: scale_name.clone(),
+                        expected: vec![1],
+                        found: t.shape,
+                    });
+                };
+                if !v.is_finite() || v == 0.0 {
+                    return Err(ModelError::Input(format!(
+                        "tensor '{scale_name}': weight scale {v} is not finite and non-zero"
+                    )));
+                }
+                Ok(v)
+            };
+            let (matrix, divisor) = match (ternary(name, out, inp)?, linear) {
+                (Some(_), BitNetLinear::Online) => {
+                    return Err(ModelError::Config(format!(
+                        "tensor '{name}' is stored ternary, but quantization_mode 'online' \
+                         expects float master weights"
+                    )));
+                }
+                (Some(t), BitNetLinear::Packed) => {
+                    let ws = t.weight_scale.map_or_else(weight_scale, Ok)?;
+                    (t.matrix, ws)
+                }
+                (Some(t), BitNetLinear::AutoOffline) => {
+                    let ws = t.weight_scale.map_or_else(weight_scale, Ok)?;
+                    (t.matrix, 1.0 / ws)
+                }
+                (None, BitNetLinear::Online) => {
+                    let w = get(name, &[out, inp])?;
+                    ternarize_absmean(name, &w.data, out, inp)?
+                }
+                (None, BitNetLinear::AutoOffline) => {
+                    let w = get(name, &[out, inp])?;
+                    let mut trits = Vec::with_capacity(w.data.len());
+                    for (i, &v) in w.data.iter().enumerate() {
+                        match v {
+                            -1.0 => trits.push(-1i8),
+                            0.0 => trits.push(0),
+                            1.0 => trits.push(1),
+                            _ => {
+                                return Err(ModelError::Input(format!(
+                                    "tensor '{name}': value {v} at index {i} is not a trit \
+                                     (offline autobitlinear weights are -1, 0 or 1)"
+                                )));
+                            }
+                        }
+                    }
+                    let m = TernaryMatrix::from_trits(
+                        out,
+                        inp,
+                        &trits,
+                        Scales::per_row(vec![1.0; out]),
+                    )?;
+                    (m, 1.0 / weight_scale()?)
+                }
+                (None, BitNetLinear::Packed) => {
+                    if !src.contains(name) {
+                        return Err(ModelError::MissingTensor(name.to_string()));
+                    }
+                    return Err(ModelError::UnsupportedType {
+                        name: name.to_string(),
+                        kind: "float (linear_class 'bitlinear' stores packed uint8 weights)".into(),
+                    });
+                }
+            };
+            let l: Linear<B> = Box::new(BitLinear::<B>::new(
+                name, matrix, divisor, bit_path, device,
+            )?);
+            Ok(l)
+        };
         let linear = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
+            let module = name.strip_suffix(".weight").unwrap_or(name);
+            if let Some(q) = c.bitnet.as_ref().filter(|q| q.converts(module)) {
+                return bitnet(name, q.linear, out, inp);
+            }
             if let Some(l) = quantized(name, out, inp)? {
                 return Ok(l);
+            }
+            if let Some(t) = ternary(name, out, inp)? {
+                if t.weight_scale.is_some() {
+                    return Err(ModelError::Config(format!(
+                        "tensor '{name}' is packed ternary with a weight_scale, but config.json \
+                         has no quantization_config with quant_method 'bitnet' (or lists the \
+                         module in modules_to_not_convert)"
+                    )));
+                }
+                return Ok(Box::new(TernaryLinear::<B>::new(t.matrix, device)?));
             }
             let t = get(name, &[out, inp])?;
             linear_impl.build::<B>(name, t.data, out, inp, device)
         };
-        let norm = |name: &str| -> Result<RmsNorm<B>> {
-            let t = get(name, &[h])?;
+        let norm_of = |name: &str, width: usize| -> Result<RmsNorm<B>> {
+            let t = get(name, &[width])?;
             Ok(RmsNorm {
-                weight: Tensor::from_data(TensorData::new(t.data, [h]), device),
+                weight: Tensor::from_data(TensorData::new(t.data, [width]), device),
                 eps: c.rms_norm_eps,
             })
         };
+        let norm = |name: &str| norm_of(name, h);
+        let bitnet_arch = c.architecture == Architecture::BitNet;
         let embed_name = "model.embed_tokens.weight";
         let embed = get(embed_name, &[c.vocab_size, h])?;
         let lm_head: Linear<B> = if c.tie_word_embeddings || !src.contains("lm_head.weight") {
+            if c.bitnet.as_ref().is_some_and(|q| q.converts("lm_head")) {
+                return Err(ModelError::Config(
+                    "a tied output head converted to W1.58A8 (modules_to_not_convert without \
+                     'lm_head') is not supported"
+                        .into(),
+                ));
+            }
             match quantized(embed_name, c.vocab_size, h)? {
                 Some(l) => l,
                 None => linear_impl.build::<B>(
@@ -211,8 +342,14 @@ impl<B: Backend> Llama<B> {
                 q_proj: linear(&p("self_attn.q_proj.weight"), c.num_heads * d, h)?,
                 k_proj: linear(&p("self_attn.k_proj.weight"), c.num_kv_heads * d, h)?,
                 v_proj: linear(&p("self_attn.v_proj.weight"), c.num_kv_heads * d, h)?,
+                attn_sub_norm: bitnet_arch
+                    .then(|| norm_of(&p("self_attn.attn_sub_norm.weight"), c.num_heads * d))
+                    .transpose()?,
                 o_proj: linear(&p("self_attn.o_proj.weight"), h, c.num_heads * d)?,
                 mlp_norm: norm(&p("post_attention_layernorm.weight"))?,
+                ffn_sub_norm: bitnet_arch
+                    .then(|| norm_of(&p("mlp.ffn_sub_norm.weight"), f))
+                    .transpose()?,
                 gate_proj: linear(&p("mlp.gate_proj.weight"), f, h)?,
                 up_proj: linear(&p("mlp.up_proj.weight"), f, h)?,
                 down_proj: linear(&p("mlp.down_proj.weight"), h, f)?,
@@ -232,7 +369,9 @@ impl<B: Backend> Llama<B> {
             config,
         })
     }
+}
 
+impl<B: Backend> Llama<B> {
     /// The configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
@@ -397,11 +536,26 @@ impl<B: Backend> Llama<B> {
                 .add(mask.clone());
             let attn = softmax(scores, 2).matmul(v); // [n_h, n, d]
             let attn = attn.swap_dims(0, 1).reshape([n, nh * d]);
+            let attn = match &b.attn_sub_norm {
+                Some(sub) => sub.forward(attn),
+                None => attn,
+            };
             x = x.add(b.o_proj.forward(attn));
             let h = b.mlp_norm.forward(x.clone());
-            let g = silu(b.gate_proj.forward(h.clone()));
-            let u = b.up_proj.forward(h);
-            x = x.add(b.down_proj.forward(g.mul(u)));
+            let g = b.gate_proj.forward(h.clone());
+            let g = match c.hidden_act {
+                Activation::Silu => silu(g),
+                Activation::Relu2 => {
+                    let r = relu(g);
+                    r.clone().mul(r)
+                }
+            };
+            let a = g.mul(b.up_proj.forward(h));
+            let a = match &b.ffn_sub_norm {
+                Some(sub) => sub.forward(a),
+                None => a,
+            };
+            x = x.add(b.down_proj.forward(a));
         }
         cache.len = total;
         let x = match which {
@@ -413,8 +567,9 @@ impl<B: Backend> Llama<B> {
 
     /// The float tensors that are not linear layers, copied to the host in Hugging Face
     /// naming and shapes: `model.embed_tokens.weight` `[V, H]`, then per block
-    /// `model.layers.{l}.input_layernorm.weight` and `…post_attention_layernorm.weight` `[H]`,
-    /// then `model.norm.weight` `[H]`. With [`Llama::linears`] this is every weight of the
+    /// `model.layers.{l}.input_layernorm.weight` and `…post_attention_layernorm.weight` `[H]`
+    /// (BitNet also `…self_attn.attn_sub_norm.weight` `[n_h·d]` and `…mlp.ffn_sub_norm.weight`
+    /// `[F]`), then `model.norm.weight` `[H]`. With [`Llama::linears`] this is every weight of the
     /// model (for saving it).
     pub fn float_tensors(&self) -> Result<Vec<(String, HostTensor)>> {
         let host1 = |name: String, t: &Tensor<B, 1>| -> Result<(String, HostTensor)> {
@@ -442,6 +597,12 @@ impl<B: Backend> Llama<B> {
                 p("post_attention_layernorm.weight"),
                 &b.mlp_norm.weight,
             )?);
+            if let Some(sub) = &b.attn_sub_norm {
+                out.push(host1(p("self_attn.attn_sub_norm.weight"), &sub.weight)?);
+            }
+            if let Some(sub) = &b.ffn_sub_norm {
+                out.push(host1(p("mlp.ffn_sub_norm.weight"), &sub.weight)?);
+            }
         }
         out.push(host1("model.norm.weight".to_string(), &self.norm.weight)?);
         Ok(out)

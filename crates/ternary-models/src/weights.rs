@@ -8,6 +8,7 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
+use ternary_core::TernaryMatrix;
 
 /// A dense f32 tensor in host memory, shape outermost first, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,24 @@ pub trait WeightSource {
     fn quantized(&self, _name: &str) -> Result<Option<QuantizedTensor>> {
         Ok(None)
     }
+    /// The weight `name` when the file stores it ternary (transformers' packed BitNet `uint8`,
+    /// GGUF ternary types), already in bit planes in Hugging Face row order; `None` for float
+    /// tensors and sources without ternary storage.
+    fn ternary(&self, _name: &str) -> Result<Option<TernaryWeight>> {
+        Ok(None)
+    }
+}
+
+/// A linear weight stored ternary in a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TernaryWeight {
+    /// The trits `[out, in]` with the scales the file gives per row or group (unit scales
+    /// where it gives one per tensor).
+    pub matrix: TernaryMatrix,
+    /// The tensor's `weight_scale` as the checkpoint stores it (Hugging Face BitNet), whose
+    /// meaning depends on [`BitNetLinear`](crate::config::BitNetLinear); `None` when the
+    /// scales are all in `matrix`.
+    pub weight_scale: Option<f32>,
 }
 
 /// A 2-D block-quantized tensor `[rows, cols]`: each row is `cols / 32` blocks of `kind`.
@@ -66,6 +85,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.v_proj.weight" => "attn_v.weight",
         "self_attn.o_proj.weight" => "attn_output.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.attn_sub_norm.weight" => "attn_sub_norm.weight",
+        "mlp.ffn_sub_norm.weight" => "ffn_sub_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
@@ -221,6 +242,10 @@ mod tests {
         assert_eq!(
             gguf_name("model.embed_tokens.weight").unwrap(),
             "token_embd.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.1.mlp.ffn_sub_norm.weight").unwrap(),
+            "blk.1.ffn_sub_norm.weight"
         );
         assert!(gguf_name("model.layers.x.mlp.down_proj.weight").is_none());
         assert!(gguf_name("something.else").is_none());
