@@ -177,6 +177,39 @@ fn gemm_i8_should_match_reference_for_every_scale_layout_and_batch() {
 }
 
 #[test]
+fn gemm_i8_should_match_reference_around_the_block_sizes() {
+    // Tokens 1..=10 cross the few-token kernels' pairs and the GEMM's 3-token tiles (from 4
+    // tokens on with AVX2); rows cross 3-row tiles and 96-row blocks; columns cross the 64-word
+    // (2048-column) chunks of the AVX2 GEMM and the 128-word i16 runs of its GEMV, with groups
+    // splitting into several chunks (4096, 2080) or none (32, 96).
+    let (mut rng, seed) = rng();
+    let layouts = [
+        ScaleLayout::PerRow,
+        ScaleLayout::PerGroup { group_size: 32 },
+        ScaleLayout::PerGroup { group_size: 96 },
+        ScaleLayout::PerGroup { group_size: 2080 },
+        ScaleLayout::PerGroup { group_size: 4096 },
+    ];
+    for (i, (rows, cols)) in [(97, 2048), (95, 2049), (193, 4160), (4, 4097), (98, 6200)]
+        .into_iter()
+        .enumerate()
+    {
+        for (k, layout) in layouts.into_iter().enumerate() {
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            for n in 1..=10 {
+                if (n + i + k) % 3 != 0 && n > 4 {
+                    continue;
+                }
+                let a = ternary_testkit::random_q(&mut rng, n, cols);
+                for &level in &Level::available() {
+                    check_i8(level, &m, &a, seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn gemm_i8_of_quantized_floats_matches_reference() {
     let (mut rng, seed) = rng();
     let m = random_matrix(&mut rng, 96, 4160, ScaleLayout::PerGroup { group_size: 64 });

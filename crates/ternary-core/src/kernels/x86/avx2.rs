@@ -2,15 +2,23 @@
 //!
 //! - `f32`: a broadcast plane word shifted left by `31 − i` (`vpsllvd`) puts bit `i` in the
 //!   sign bit of lane `i`, which `blendv` uses to pick `x` or `0`; four rows per load of `x`.
-//! - int8: each plane word is expanded to 32 bytes of `0`/`−1` (shuffle, and, compare);
-//!   `t = minus − plus ∈ {−1, 0, 1}`, `s = sign(q, t)`, `maddubs(1, s)` sums pairs into
-//!   `i16` lanes (at most 64 words before widening to `i32`, so no overflow).
+//! - int8 bit order: a broadcast plane word shifted left by `7 − d` in lane `d` puts bit
+//!   `8b + d` in the sign bit of byte `4d + b`, so activations are permuted once per call to
+//!   that order (byte `4d + b` of each 32-column chunk holds column `8b + d`); then one shift
+//!   per plane word gives 32 byte masks.
+//! - int8, few tokens (< 4): per 32 columns and row, `s = blend(blend(0, q, p), −q, m)`
+//!   `= t · q`, `maddubs(1, s)` adds pairs into `i16` lanes (128 words before widening to
+//!   `i32`); four rows per activation load, up to two tokens per expanded word.
+//! - int8, more tokens: weights decoded to `i8` trits once per block of rows and chunk of
+//!   columns, activations as `u = q + 128`, a 3 × 3 register tile of `maddubs(u, t)`; the
+//!   offset `128 · Σ t` is removed exactly per group.
 //! - popcount: the nibble-lookup method (`vpshufb` + `vpsadbw`).
 
 // Register tiles are indexed by (row, token); index loops say that more plainly than zips.
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use super::Avx2;
 use crate::activations::QuantizedActivations;
@@ -21,8 +29,20 @@ use crate::matrix::TernaryMatrix;
 const ROWS: usize = 4;
 /// Plane bytes per block of rows kept in cache while every token passes over it.
 const BLOCK_BYTES: usize = 256 << 10;
-/// Words summed in `i16` lanes before widening: `64 · 2 · 127 < 2¹⁵`.
-const I16_WORDS: usize = 64;
+/// Words summed in `i16` lanes of `maddubs(1, ±q)` before widening: `128 · 2 · 127 < 2¹⁵`.
+const I16_WORDS: usize = 128;
+/// Words summed in `i16` lanes of `maddubs(q + 128, t)` before widening: `64 · 2 · 255 < 2¹⁵`.
+const U8_WORDS: usize = 64;
+/// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
+const GEMM_MIN_TOKENS: usize = 4;
+/// Rows of the int8 GEMM register tile.
+const MR: usize = 3;
+/// Tokens of the int8 GEMM register tile: `MR · NR` accumulators, `NR` activation vectors, a
+/// weight vector and a product fit the 16 registers (4 × 3 did not: LLVM spilled).
+const NR: usize = 3;
+/// Rows per block of the int8 GEMM: each chunk of their weights is decoded once (`MB · 2` KiB,
+/// in L2) and every token passes over it.
+const MB: usize = 96;
 
 pub(super) fn gemm_f32(_t: Avx2, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
     let block = row_block(m);
@@ -155,93 +175,391 @@ unsafe fn f32_rows<const R: usize>(
     }
 }
 
-pub(super) fn gemm_i8(_t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
     let n = a.n();
-    let block = row_block(m);
+    if n >= GEMM_MIN_TOKENS {
+        gemm_i8_blocked(t, m, a, y);
+        return;
+    }
+    let xp = permuted_codes(a, 0);
     par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
-        by_token_in_row_blocks(rows, n, block, out, |sub, j, o| {
-            by_row_blocks(
-                sub,
-                n,
-                ROWS,
-                o,
-                // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
-                // `o` holds `ROWS × n` outputs, `j < n`; `a.cols() == m.cols()` was checked.
-                |r, o| unsafe { i8_rows::<ROWS>(m, a, j, r, o) },
-                // SAFETY: as above, for one row.
-                |r, o| unsafe { i8_rows::<1>(m, a, j, r, o) },
-            )
-        });
+        by_row_blocks(
+            rows,
+            n,
+            ROWS,
+            out,
+            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
+            // `o` holds `ROWS × n` outputs, `xp` is `permuted_codes(a)` and
+            // `a.cols() == m.cols()` was checked.
+            |r, o| unsafe { i8_rows::<ROWS>(m, a, &xp, r, o) },
+            // SAFETY: as above, for one row.
+            |r, o| unsafe { i8_rows::<1>(m, a, &xp, r, o) },
+        )
     });
 }
 
-/// 32 bytes, byte `c` = `−1` if bit `c` of `word` is set, else `0`.
+/// Left shifts that move bit `8b + d` of a broadcast plane word to the sign bit of byte `b`
+/// of lane `d` (lane `d` shifted by `7 − d`): byte `4d + b` of the vector then stands for
+/// column `8b + d` of the word, the order [`permuted_codes`] puts activations in.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn expand_bits(word: u32) -> __m256i {
-    let select = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
-        3, 3,
-    );
-    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(word as i32), select);
-    _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits)
+fn sign_shifts() -> __m256i {
+    _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0)
 }
 
-/// Rows `r0..r0 + R`, token `j`, int8: exact `i32` group sums, then the reference's `f32` order.
+/// The plane word at `p` broadcast and shifted by [`sign_shifts`]: the sign bit of byte
+/// `4d + b` is bit `8b + d` of the word (the other bits are unspecified).
 ///
 /// # Safety
-/// AVX2 must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`, `out.len() = R · a.n()`,
-/// `j < a.n()`.
+/// AVX2 must be available; `p` is valid for a 4-byte read.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn plane_signs(p: *const u32, shifts: __m256i) -> __m256i {
+    // SAFETY: forwarded from the caller; `vbroadcastss` from memory is a single load.
+    let v = unsafe { _mm256_castps_si256(_mm256_broadcast_ss(&*p.cast::<f32>())) };
+    _mm256_sllv_epi32(v, shifts)
+}
+
+/// The padded codes of every token (`n × padded_cols` bytes), each 32-column chunk permuted so
+/// that byte `4d + b` holds column `8b + d` (see [`sign_shifts`]), XORed with `xor`
+/// (`0`: `i8` codes `q`; `0x80`: `u8` codes `q + 128`).
+fn permuted_codes(a: &QuantizedActivations, xor: u8) -> Vec<u8> {
+    let mut out = vec![0u8; a.data().len()];
+    permute_into(&mut out, a.data(), xor);
+    out
+}
+
+/// `dst[32k + 4d + b] = src[32k + 8b + d] ^ xor` over whole 32-byte chunks.
+fn permute_into(dst: &mut [u8], src: &[i8], xor: u8) {
+    for (dst, src) in dst.chunks_exact_mut(32).zip(src.chunks_exact(32)) {
+        for d in 0..8 {
+            for b in 0..4 {
+                dst[4 * d + b] = (src[8 * b + d] as u8) ^ xor;
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + R`, every token, few tokens: tokens in pairs (then one), each expanded
+/// plane word serving both.
+///
+/// # Safety
+/// AVX2 must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`, `xp` is
+/// `permuted_codes(a, 0)`, `out.len() = R · a.n()`.
 #[target_feature(enable = "avx2")]
 unsafe fn i8_rows<const R: usize>(
     m: &TernaryMatrix,
     a: &QuantizedActivations,
-    j: usize,
+    xp: &[u8],
     r0: usize,
+    out: &mut [f32],
+) {
+    let mut j = 0;
+    while j < a.n() {
+        // SAFETY: forwarded from the caller; j + T ≤ n.
+        unsafe {
+            if a.n() - j >= 2 {
+                i8_tile::<R, 2>(m, a, xp, r0, j, out);
+                j += 2;
+            } else {
+                i8_tile::<R, 1>(m, a, xp, r0, j, out);
+                j += 1;
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + R` × tokens `j0..j0 + T`, int8: exact `i32` group sums, then the reference's
+/// `f32` order.
+///
+/// Per 32 columns and row, both plane words are broadcast and shifted so each byte's sign bit
+/// is its column's bit ([`plane_signs`]); `s = blend(blend(0, q, p), −q, m) = t · q` (the
+/// planes are disjoint) and `maddubs(1, s)` adds pairs into `i16` lanes, widened to `i32`
+/// every [`I16_WORDS`] words (`|s| ≤ 127`, so `128 · 2 · 127 < 2¹⁵`).
+///
+/// # Safety
+/// As [`i8_rows`], and `j0 + T ≤ a.n()`.
+#[target_feature(enable = "avx2")]
+unsafe fn i8_tile<const R: usize, const T: usize>(
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    xp: &[u8],
+    r0: usize,
+    j0: usize,
     out: &mut [f32],
 ) {
     let gw = GroupWords::of(m);
     let wpr = gw.words_per_row;
+    let pc = a.padded_cols();
     let n = a.n();
     let scales = m.scales().values();
-    let plus: [&[u32]; R] = std::array::from_fn(|i| &m.plus()[(r0 + i) * wpr..(r0 + i + 1) * wpr]);
-    let minus: [&[u32]; R] =
-        std::array::from_fn(|i| &m.minus()[(r0 + i) * wpr..(r0 + i + 1) * wpr]);
+    let plus: [*const u32; R] = std::array::from_fn(|i| m.plus()[(r0 + i) * wpr..].as_ptr());
+    let minus: [*const u32; R] = std::array::from_fn(|i| m.minus()[(r0 + i) * wpr..].as_ptr());
+    let q: [*const u8; T] = std::array::from_fn(|t| xp[(j0 + t) * pc..].as_ptr());
+    let shifts = sign_shifts();
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_si256();
-    {
-        let q = a.row(j);
-        let mut sum = [0f32; R];
-        for g in 0..gw.groups {
-            let mut acc32 = [zero; R];
-            let mut acc16 = [zero; R];
-            for (count, w) in gw.range(g).enumerate() {
-                // SAFETY: bytes 32w..32w + 32 ≤ 32 · words_per_row lie in the padded row.
-                let xv = unsafe { _mm256_loadu_si256(q.as_ptr().add(32 * w).cast()) };
-                for i in 0..R {
-                    let t = _mm256_sub_epi8(expand_bits(minus[i][w]), expand_bits(plus[i][w]));
-                    let s = _mm256_sign_epi8(xv, t);
-                    acc16[i] = _mm256_add_epi16(acc16[i], _mm256_maddubs_epi16(ones8, s));
-                }
-                if count % I16_WORDS == I16_WORDS - 1 {
+    // Opaque to the compiler, so `blendv(0, q, p)` stays one blend (one µop on AMD) instead
+    // of becoming a compare and an AND.
+    let blend_zero = std::hint::black_box(zero);
+    let mut sum = [[0f32; T]; R];
+    for g in 0..gw.groups {
+        let words = gw.range(g);
+        let mut acc32 = [[zero; T]; R];
+        let mut w0 = words.start;
+        while w0 < words.end {
+            let w1 = (w0 + I16_WORDS).min(words.end);
+            let mut acc16 = [[zero; T]; R];
+            for w in w0..w1 {
+                // SAFETY: w < words_per_row: bytes 32w..32w + 32 lie in each token's padded
+                // row (32 · words_per_row = padded_cols bytes) and word w in each plane row.
+                unsafe {
+                    let xv: [__m256i; T] =
+                        std::array::from_fn(|t| _mm256_loadu_si256(q[t].add(32 * w).cast()));
+                    let nx: [__m256i; T] = std::array::from_fn(|t| _mm256_sub_epi8(zero, xv[t]));
                     for i in 0..R {
-                        acc32[i] = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones16));
-                        acc16[i] = zero;
+                        let sp = plane_signs(plus[i].add(w), shifts);
+                        let sm = plane_signs(minus[i].add(w), shifts);
+                        for t in 0..T {
+                            let s = _mm256_blendv_epi8(
+                                _mm256_blendv_epi8(blend_zero, xv[t], sp),
+                                nx[t],
+                                sm,
+                            );
+                            acc16[i][t] =
+                                _mm256_add_epi16(acc16[i][t], _mm256_maddubs_epi16(ones8, s));
+                        }
                     }
                 }
             }
             for i in 0..R {
-                let acc = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones16));
-                sum[i] += scales[(r0 + i) * gw.groups + g]
-                    * crate::kernels::x86_primitives::hsum_epi32(acc) as f32;
+                for t in 0..T {
+                    acc32[i][t] =
+                        _mm256_add_epi32(acc32[i][t], _mm256_madd_epi16(acc16[i][t], ones16));
+                }
             }
+            w0 = w1;
         }
         for i in 0..R {
-            out[i * n + j] = sum[i] * a.scales()[j];
+            let sg = scales[(r0 + i) * gw.groups + g];
+            for t in 0..T {
+                sum[i][t] += sg * crate::kernels::x86_primitives::hsum_epi32(acc32[i][t]) as f32;
+            }
         }
     }
+    for i in 0..R {
+        for t in 0..T {
+            out[i * n + j0 + t] = sum[i][t] * a.scales()[j0 + t];
+        }
+    }
+}
+
+/// Int8 GEMM with decoded weights. Activations become `u = q + 128` (`u8`, permuted like the
+/// plane bits, [`permuted_codes`]). For each block of [`MB`] rows and each chunk of at most
+/// [`U8_WORDS`] words inside one scale group, the chunk's weights are decoded once to trits
+/// `t ∈ {−1, 0, 1}` (`i8`), and an `MR × NR` register tile ([`gemm_tile`]) runs over every
+/// token: `maddubs(u, t)` adds pairs (`|u·t + u'·t'| ≤ 510`) into `i16` lanes, at most 64
+/// words of them (`64 · 510 < 2¹⁵`), reduced to `i32` per chunk. At the end of group `g`,
+/// `Σ q·t = Σ u·t − 128 · Σ t` (`Σ t = popc(plus) − popc(minus)` over the group) is exact and
+/// `y += s[r, g] · (Σ q·t as f32)`, the reference's order; finally `y *= s_j`.
+fn gemm_i8_blocked(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    let n = a.n();
+    let gw = GroupWords::of(m);
+    let chunks = chunks(gw);
+    let up = chunked_u8_codes(a, &chunks);
+    let scales = m.scales().values();
+    par_rows(m.rows(), m.cols(), n, MR, y, |rows, out| {
+        out.fill(0.0);
+        let mb = MB.min(rows.len().div_ceil(MR) * MR);
+        let mut decoded = vec![0i8; mb * 32 * U8_WORDS];
+        let mut acc = vec![0i32; mb * n];
+        let mut rb = rows.start;
+        while rb < rows.end {
+            let nr = (rows.end - rb).min(mb);
+            let nr_pad = nr.div_ceil(MR) * MR;
+            for (ci, &(g, ref words)) in chunks.iter().enumerate() {
+                let kb = 32 * words.len();
+                let chunk = &mut decoded[..nr_pad * kb];
+                decode_chunk(t, m, rb, nr, words.clone(), chunk);
+                // This chunk's codes: token `j` at `base + j · kb` (see `chunked_u8_codes`).
+                let base = n * 32 * words.start;
+                let mut j = 0;
+                while j < n {
+                    let nt = (n - j).min(NR);
+                    let u = &up[base + j * kb..base + (j + nt) * kb];
+                    for ib in (0..nr_pad).step_by(MR) {
+                        let w = &chunk[ib * kb..(ib + MR) * kb];
+                        // SAFETY: the token proves AVX2; `w` holds MR rows of `kb` bytes and
+                        // `u` `nt` tokens of `kb` bytes; `kb ≤ 32 · U8_WORDS`.
+                        let sums = unsafe {
+                            match nt {
+                                1 => gemm_tile::<1>(w, u, kb),
+                                2 => gemm_tile::<2>(w, u, kb),
+                                _ => gemm_tile::<NR>(w, u, kb),
+                            }
+                        };
+                        for i in 0..MR {
+                            for (tt, s) in sums[i].iter().enumerate().take(nt) {
+                                acc[(ib + i) * n + j + tt] += s;
+                            }
+                        }
+                    }
+                    j += nt;
+                }
+                if chunks.get(ci + 1).is_some_and(|c| c.0 == g) {
+                    continue;
+                }
+                // End of group g: remove the offset, scale, add in the reference's order.
+                let group = gw.range(g);
+                for i in 0..nr {
+                    let (p, mi) = m.row_planes(rb + i);
+                    let count = |plane: &[u32]| -> i32 {
+                        plane[group.clone()]
+                            .iter()
+                            .map(|w| w.count_ones() as i32)
+                            .sum()
+                    };
+                    let offset = 128 * (count(p) - count(mi));
+                    let s = scales[(rb + i) * gw.groups + g];
+                    let o = &mut out[(rb + i - rows.start) * n..(rb + i - rows.start + 1) * n];
+                    for (y, acc) in o.iter_mut().zip(&mut acc[i * n..(i + 1) * n]) {
+                        *y += s * (*acc - offset) as f32;
+                        *acc = 0;
+                    }
+                }
+                acc[nr * n..nr_pad * n].fill(0);
+            }
+            for i in 0..nr {
+                let o = &mut out[(rb + i - rows.start) * n..(rb + i - rows.start + 1) * n];
+                for (y, &sj) in o.iter_mut().zip(a.scales()) {
+                    *y *= sj;
+                }
+            }
+            rb += nr;
+        }
+    });
+}
+
+/// The GEMM's column chunks in order: `(g, words)`, each at most [`U8_WORDS`] words of group
+/// `g`. A group with no words (no columns) has no chunk but is still folded in.
+fn chunks(gw: GroupWords) -> Vec<(usize, Range<usize>)> {
+    let mut out = Vec::new();
+    for g in 0..gw.groups {
+        let words = gw.range(g);
+        let mut w0 = words.start;
+        loop {
+            let w1 = (w0 + U8_WORDS).min(words.end);
+            out.push((g, w0..w1));
+            w0 = w1;
+            if w0 >= words.end {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The codes as `u = q + 128`, permuted like [`permuted_codes`], laid out chunk by chunk: for
+/// chunk words `w0..w1` (`kb = 32 · (w1 − w0)` bytes), token `j` at `n · 32 · w0 + j · kb`, so
+/// each chunk's tokens are one sequential stream.
+fn chunked_u8_codes(a: &QuantizedActivations, chunks: &[(usize, Range<usize>)]) -> Vec<u8> {
+    let n = a.n();
+    let mut out = vec![0x80u8; a.data().len()];
+    for (_, words) in chunks {
+        let kb = 32 * words.len();
+        let base = n * 32 * words.start;
+        for j in 0..n {
+            let src = &a.row(j)[32 * words.start..32 * words.end];
+            let dst = &mut out[base + j * kb..base + (j + 1) * kb];
+            permute_into(dst, src, 0x80);
+        }
+    }
+    out
+}
+
+/// Decodes words `words` of rows `r0..r0 + nr` to trits in the permuted column order, row `i`
+/// at `out[i · kb..(i + 1) · kb]` (`kb = 32 · words.len()`); rows `nr..` of `out` are zeroed.
+fn decode_chunk(
+    _t: Avx2,
+    m: &TernaryMatrix,
+    r0: usize,
+    nr: usize,
+    words: Range<usize>,
+    out: &mut [i8],
+) {
+    let kb = 32 * words.len();
+    out[nr * kb..].fill(0);
+    // SAFETY: the token proves AVX2; `out` holds at least `nr · kb` bytes.
+    unsafe { decode_chunk_impl(m, r0, nr, words, &mut out[..nr * kb]) }
+}
+
+/// # Safety
+/// AVX2 must be available; `out.len() = nr · 32 · words.len()`, `r0 + nr ≤ rows`,
+/// `words.end ≤ words_per_row`.
+#[target_feature(enable = "avx2")]
+unsafe fn decode_chunk_impl(
+    m: &TernaryMatrix,
+    r0: usize,
+    nr: usize,
+    words: Range<usize>,
+    out: &mut [i8],
+) {
+    let kb = 32 * words.len();
+    let shifts = sign_shifts();
+    let zero = _mm256_setzero_si256();
+    let ones = _mm256_set1_epi8(1);
+    let minus_ones = _mm256_set1_epi8(-1);
+    for i in 0..nr {
+        let (p, mi) = m.row_planes(r0 + i);
+        let (p, mi) = (&p[words.clone()], &mi[words.clone()]);
+        let row = &mut out[i * kb..(i + 1) * kb];
+        for (w, dst) in row.chunks_exact_mut(32).enumerate() {
+            // SAFETY: w < words.len() indexes both plane slices; `dst` is 32 bytes.
+            unsafe {
+                let sp = plane_signs(p.as_ptr().add(w), shifts);
+                let sm = plane_signs(mi.as_ptr().add(w), shifts);
+                let v = _mm256_blendv_epi8(_mm256_blendv_epi8(zero, ones, sp), minus_ones, sm);
+                _mm256_storeu_si256(dst.as_mut_ptr().cast(), v);
+            }
+        }
+    }
+}
+
+/// One `MR × T` tile over one chunk of `kb ≤ 32 · U8_WORDS` bytes:
+/// `sums[i][t] = Σ_k u[t · kb + k] · w[i · kb + k]` (exact).
+///
+/// # Safety
+/// AVX2 must be available; `w.len() = MR · kb`; `u.len() ≥ T · kb`; `kb` is a
+/// multiple of 32 and at most `32 · U8_WORDS`.
+#[target_feature(enable = "avx2")]
+unsafe fn gemm_tile<const T: usize>(w: &[i8], u: &[u8], kb: usize) -> [[i32; NR]; MR] {
+    let wp = w.as_ptr();
+    let up = u.as_ptr();
+    let zero = _mm256_setzero_si256();
+    let mut acc16 = [[zero; T]; MR];
+    for k in (0..kb).step_by(32) {
+        // SAFETY: k + 32 ≤ kb: bytes k..k + 32 of each row and token are in bounds.
+        unsafe {
+            let uv: [__m256i; T] =
+                std::array::from_fn(|t| _mm256_loadu_si256(up.add(t * kb + k).cast()));
+            for i in 0..MR {
+                let wv = _mm256_loadu_si256(wp.add(i * kb + k).cast());
+                for t in 0..T {
+                    acc16[i][t] = _mm256_add_epi16(acc16[i][t], _mm256_maddubs_epi16(uv[t], wv));
+                }
+            }
+        }
+    }
+    let ones16 = _mm256_set1_epi16(1);
+    let mut sums = [[0i32; NR]; MR];
+    for i in 0..MR {
+        for t in 0..T {
+            sums[i][t] =
+                crate::kernels::x86_primitives::hsum_epi32(_mm256_madd_epi16(acc16[i][t], ones16));
+        }
+    }
+    sums
 }
 
 /// Per-`u64` popcounts of a 256-bit vector.
