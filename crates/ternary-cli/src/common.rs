@@ -1,8 +1,7 @@
-//! Shared pieces: the error type, model loading by file kind, progress bars, footprints,
+//! Shared pieces: the error type, model loading by format (sniffed by content), progress bars, footprints,
 //! perplexity and speed measurements.
 
 use std::fmt::Display;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ternary_convert::model_file::{as_ternary, human_bytes};
 use ternary_layers::Cpu;
 use ternary_layers::LinearPath;
-use ternary_models::{Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity};
+use ternary_models::chat::template_from_tokenizer_config;
+use ternary_models::{
+    Format, Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity, sniff,
+};
 
 /// An error message for the user (any displayable error converts into one).
 ///
@@ -40,49 +42,64 @@ impl<E: Display> From<E> for CliError {
 /// `Result` with [`CliError`].
 pub type Res<T> = Result<T, CliError>;
 
-/// What a model path holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelKind {
-    /// A GGUF file (float or block-quantized weights).
-    Gguf,
-    /// A Hugging Face checkpoint directory.
-    HfDir,
-    /// A converted ternary model written by `ternary quantize`.
-    Ternary,
+/// Whether a model came from a file written by `ternary quantize`.
+pub fn is_converted(format: Format) -> bool {
+    format == Format::ConvertedModel
 }
 
-impl ModelKind {
-    /// Looks at `path`: a directory is a Hugging Face checkpoint, a file starting with `GGUF`
-    /// a GGUF file, anything else is read as a ternary model file.
-    pub fn of(path: &Path) -> Res<Self> {
-        if path.is_dir() {
-            return Ok(Self::HfDir);
-        }
-        let mut f = std::fs::File::open(path)
-            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
-        let mut magic = [0u8; 4];
-        let n = f
-            .read(&mut magic)
-            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
-        Ok(if n == 4 && &magic == b"GGUF" {
-            Self::Gguf
-        } else {
-            Self::Ternary
-        })
-    }
-}
-
-/// Loads any model kind onto the CPU backend, with a spinner.
-pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, ModelKind)> {
-    let kind = ModelKind::of(path)?;
-    let sp = spinner(format!("loading {}", path.display()));
+/// Loads a model of any [`Format`] (told by content, see [`ternary_models::sniff`]) onto the
+/// CPU backend, with a spinner. A Hugging Face checkpoint without a chat template in its
+/// tokenizer gets the one in `tokenizer_config.json`, when there is one.
+pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, Format)> {
+    let format = sniff(path)?;
+    let sp = spinner(format!("loading {} ({format})", path.display()));
     let device = Default::default();
-    let m = match kind {
-        ModelKind::Gguf | ModelKind::HfDir => ternary_models::load::<Cpu>(path, &device)?,
-        ModelKind::Ternary => ternary_convert::load::<Cpu>(path, &device)?,
+    let m = match format {
+        Format::Gguf => ternary_models::load_gguf::<Cpu>(path, &device)?,
+        Format::ConvertedModel => ternary_convert::load::<Cpu>(path, &device)?,
+        Format::HfDir | Format::Safetensors | Format::ShardedIndex => {
+            let dir = checkpoint_dir(format, path)?;
+            let mut m = ternary_models::load::<Cpu>(&dir, &device)?;
+            if m.tokenizer.chat_template.is_none() {
+                m.tokenizer.chat_template =
+                    template_from_tokenizer_config(dir.join("tokenizer_config.json"))?;
+            }
+            m
+        }
     };
     sp.finish_and_clear();
-    Ok((m, kind))
+    Ok((m, format))
+}
+
+/// The checkpoint directory of a Hugging Face `path`: a weight file must be the directory's
+/// `model.safetensors` (the loader reads that name beside `config.json`), an index the
+/// directory's `model.safetensors.index.json`.
+fn checkpoint_dir(format: Format, path: &Path) -> Res<PathBuf> {
+    let dir = format
+        .checkpoint_dir(path)
+        .ok_or_else(|| CliError::new(format!("{}: no checkpoint directory", path.display())))?;
+    let expected = match format {
+        Format::Safetensors => Some("model.safetensors"),
+        Format::ShardedIndex => Some("model.safetensors.index.json"),
+        _ => None,
+    };
+    if let Some(name) = expected {
+        if !dir.join("config.json").is_file() {
+            return Err(CliError::new(format!(
+                "{} is a {format}, but {} has no config.json beside it",
+                path.display(),
+                dir.display()
+            )));
+        }
+        if !same_file(path, &dir.join(name)) {
+            return Err(CliError::new(format!(
+                "{} is a {format}; pass its checkpoint directory instead, with the file named \
+                 {name} beside config.json and tokenizer.json",
+                path.display()
+            )));
+        }
+    }
+    Ok(dir)
 }
 
 /// How the ternary layers of a loaded model compute (`--ternary-path`).

@@ -11,8 +11,8 @@ use clap::Args;
 use ternary_models::fetch;
 
 use crate::common::{
-    CliError, Measured, ModelKind, Res, check_measure_args, load_model, measure, overwrites_input,
-    print_side_by_side, secs, shown,
+    CliError, Measured, Res, check_measure_args, is_converted, load_model, measure,
+    overwrites_input, print_side_by_side, secs, shown,
 };
 use crate::quantize::{ConvertArgs, convert};
 
@@ -111,7 +111,7 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     }
     println!("float model: {}", model_path.display());
     let (m, kind) = load_model(&model_path)?;
-    if kind == ModelKind::Ternary {
+    if is_converted(kind) {
         return Err(CliError::new(format!(
             "{} is already a converted ternary model; give the float model",
             model_path.display()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::common::{
-    ModelKind, PathArg, Res, check_measure_args, load_model, measure, print_side_by_side,
+    PathArg, Res, check_measure_args, is_converted, load_model, measure, print_side_by_side,
     read_text, set_ternary_path,
 };
 
@@ -49,18 +49,15 @@ pub fn run(args: &EvalArgs) -> Res<()> {
         let (mut m, kind) = load_model(path)?;
         set_ternary_path(&mut m.model, args.ternary_path);
         let tokens = m.tokenizer.encode(&text, true)?;
-        let name = match kind {
-            ModelKind::Ternary => "ternary",
-            ModelKind::Gguf | ModelKind::HfDir => {
-                if args.reference.is_some() && default_name == "model" {
-                    "model"
-                } else {
-                    "float"
-                }
-            }
+        let name = if is_converted(kind) {
+            "ternary"
+        } else if args.reference.is_some() && default_name == "model" {
+            "model"
+        } else {
+            "float"
         };
         let mut col = measure(name, &m, &tokens, args.ctx, args.chunks, args.decode_tokens)?;
-        if kind == ModelKind::Ternary {
+        if is_converted(kind) {
             col.file_bytes = std::fs::metadata(path).ok().map(|md| md.len());
         }
         eprintln!("{}: {}", path.display(), col.ppl.final_line());

@@ -4,8 +4,12 @@
 //!   (mixed precision within a perplexity budget), print the per-layer plan, save.
 //! - `ternary eval --model <gguf|dir|file.safetensors> --text <file> [--reference <model>]`:
 //!   perplexity (llama.cpp's algorithm), decode tokens/s and weight memory, side by side.
+//! - `ternary generate --model <any> --prompt "…" [--chat]`: stream text, tokens/s on stderr.
+//! - `ternary perplexity --model <any> --text <file> [--ctx 512]`: llama-perplexity's number.
 //! - `ternary inspect <file.safetensors>`: layers, formats, bits per weight, bytes.
 //! - `ternary demo`: fetch SmolLM2-135M if needed, quantize it, compare with float.
+//!
+//! Every model path is told apart by content (`ternary_models::sniff`), not by its name.
 //!
 //! Errors are printed as `error: …` with a non-zero exit code; nothing panics on bad input.
 
@@ -13,6 +17,8 @@ mod common;
 mod demo;
 mod eval;
 mod export;
+mod generate;
+mod perplexity;
 mod quantize;
 
 use std::path::PathBuf;
@@ -39,6 +45,10 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Perplexity, decode speed and weight memory of a model, optionally next to a reference.
     Eval(eval::EvalArgs),
+    /// Stream a continuation of a prompt (or, with --chat, an answer) from any model.
+    Generate(generate::GenerateArgs),
+    /// llama.cpp's perplexity of a model on a text; the last line is llama-perplexity's.
+    Perplexity(perplexity::PerplexityArgs),
     /// Show the layers, formats, bits per weight and sizes of a ternary model file.
     Inspect {
         /// The `.safetensors` file written by `ternary quantize`.
@@ -63,7 +73,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Quantize(a) => quantize::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::Generate(a) => generate::run(&a),
+        Command::Perplexity(a) => perplexity::run(&a),
         Command::Inspect { file } => {
+            let format = ternary_models::sniff(&file)?;
+            if format != ternary_models::Format::ConvertedModel {
+                return Err(CliError::new(format!(
+                    "{} is a {format}; `ternary inspect` shows models written by `ternary quantize`",
+                    file.display()
+                )));
+            }
             let summary = ternary_convert::inspect(&file)?;
             print!("{summary}");
             Ok(())

@@ -13,7 +13,7 @@ use ternary_layers::Cpu;
 use ternary_models::LoadedModel;
 
 use crate::common::{
-    CliError, ModelKind, Res, bar, load_model, overwrites_input, read_text, secs, shown,
+    CliError, Res, bar, is_converted, load_model, overwrites_input, read_text, secs, shown,
 };
 
 /// Quantization rule per scale group.
@@ -251,7 +251,7 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     };
     let t0 = Instant::now();
     let (mut m, kind) = load_model(&args.model)?;
-    if kind == ModelKind::Ternary {
+    if is_converted(kind) {
         return Err(CliError::new(format!(
             "{} is already a converted ternary model; give the float model (GGUF or directory)",
             args.model.display()

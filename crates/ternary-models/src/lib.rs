@@ -10,8 +10,10 @@
 //!   weight quantization.
 //! - [`model`]: Llama (RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU),
 //!   generic over the Burn backend; every projection goes through the [`linear`] seam.
-//! - [`tokenizer`]: byte-level BPE from GGUF metadata (the `tokenizers` crate).
-//! - [`generate`](mod@generate): greedy / top-p decoding with prefill and decode tokens/s;
+//! - [`tokenizer`]: byte-level BPE (the `tokenizers` crate) and SentencePiece (llama.cpp's
+//!   algorithm) from GGUF metadata; [`chat`]: the model's Jinja chat template.
+//! - [`sniff`](mod@sniff): a model path's [`Format`], by content.
+//! - [`generate`](mod@generate): greedy / temperature, top-k, top-p decoding with prefill and decode tokens/s;
 //!   [`perplexity`](mod@perplexity): llama.cpp's `llama-perplexity` algorithm.
 //! - [`fetch`]: where the cached SmolLM2-135M GGUF lives and how it is fetched.
 //!
@@ -21,6 +23,7 @@
 
 mod arch;
 pub mod bitnet;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -33,6 +36,8 @@ pub mod model;
 pub mod perplexity;
 pub mod quant;
 pub mod quant_linear;
+pub mod sniff;
+mod spm;
 pub mod tokenizer;
 mod tokenizer_json;
 pub mod weights;
@@ -41,11 +46,12 @@ pub use bitnet::{BitLinear, BitLinearPath};
 pub use checkpoint::SafetensorsCheckpoint;
 pub use config::{Activation, Architecture, BitNetLinear, BitNetQuant, LlamaConfig};
 pub use error::{ModelError, Result};
-pub use generate::{GenerationStats, Sampling, generate};
+pub use generate::{GenerationStats, Sampler, Sampling, generate};
 pub use linear::{FloatLinear, HostLinear, LinearImpl};
 pub use loader::{
     LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir, load_safetensors_dir_with,
 };
 pub use model::{KvCache, Llama, Logits};
 pub use perplexity::{PerplexityReport, perplexity};
+pub use sniff::{Format, sniff};
 pub use tokenizer::Tokenizer;

@@ -367,8 +367,9 @@ fn greedy_generation_should_equal_argmax_of_full_recomputation() {
         got[..=got.iter().position(|&t| t == got[2]).unwrap()]
     );
     // Seeded top-p is reproducible.
-    let s = ternary_models::Sampling::TopP {
+    let s = ternary_models::Sampling::Sample {
         top_p: 0.9,
+        top_k: 0,
         temperature: 0.8,
         seed: 3,
     };

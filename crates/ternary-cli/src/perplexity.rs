@@ -1,0 +1,79 @@
+//! `ternary perplexity`: llama.cpp's `llama-perplexity` on a text file.
+//!
+//! The text is tokenized whole (BOS first when the model adds one), cut into chunks of
+//! `--ctx` tokens whose first token is replaced by BOS when the model adds one, and the second
+//! half of each chunk is scored ([`ternary_models::perplexity`]). stdout gets llama.cpp's
+//! running values `[1]x,[2]y,…` and, as the last line, `Final estimate: PPL = X +/- Y`;
+//! stderr gets the progress bar and a summary.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::common::{CliError, Res, check_measure_args, load_model, measure_ppl, read_text, secs};
+
+/// Arguments of `ternary perplexity`.
+#[derive(Debug, Clone, Args)]
+pub struct PerplexityArgs {
+    /// The model, in any format `ternary` reads (told by content, not by name).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The text to score (UTF-8).
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Tokens per chunk (llama-perplexity's `-c`).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks (llama-perplexity's `--chunks`).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+}
+
+/// `ternary perplexity`.
+pub fn run(args: &PerplexityArgs) -> Res<()> {
+    check_measure_args(args.ctx, args.chunks, 0)?;
+    let text = read_text(&args.text)?;
+    let (m, format) = load_model(&args.model)?;
+    let tokens = m.tokenizer.encode(&text, true)?;
+    if tokens.len() < 2 * args.ctx {
+        return Err(CliError::new(format!(
+            "{} has {} tokens; perplexity with --ctx {} needs at least {} (2 × ctx), as in \
+             llama-perplexity",
+            args.text.display(),
+            tokens.len(),
+            args.ctx,
+            2 * args.ctx
+        )));
+    }
+    let all = tokens.len() / args.ctx;
+    let chunks = args.chunks.map_or(all, |c| c.min(all));
+    eprintln!(
+        "{} ({format}): {} tokens, {chunks} chunks of {} (BOS {})",
+        args.model.display(),
+        tokens.len(),
+        args.ctx,
+        if m.tokenizer.add_bos {
+            "added"
+        } else {
+            "not added"
+        }
+    );
+    let t0 = Instant::now();
+    let r = measure_ppl("perplexity", &m, &tokens, args.ctx, args.chunks)?;
+    eprintln!(
+        "{} tokens scored in {} ({:.1} tokens/s evaluated)",
+        r.scored,
+        secs(t0),
+        (r.chunks * r.n_ctx) as f64 / t0.elapsed().as_secs_f64().max(1e-9)
+    );
+    let running: Vec<String> = r
+        .running_ppl
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("[{}]{p:.4},", i + 1))
+        .collect();
+    println!("{}", running.concat());
+    println!("{}", r.final_line());
+    Ok(())
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build llama.cpp offline-friendly from the copy vendored in the llama-cpp-python sdist on PyPI,
+# cached in ~/.cache/ternary/llama.cpp/<version>/ (override with TERNARY_LLAMA_CPP_DIR).
+# A second run is a no-op. Prints three lines:
+#   bin=<dir with llama-perplexity, llama-quantize, llama-tokenize, llama-completion>
+#   convert=<path of convert_hf_to_gguf.py>
+#   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter)
+# Usage: scripts/llama_cpp.sh [-jN]   (default -j2; JOBS=N also works)
+# AMX is turned off on x86: AMX instructions fault on some hosts here.
+set -euo pipefail
+
+VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+JOBS="${JOBS:-2}"
+for arg in "$@"; do
+  case "$arg" in
+    -j*) JOBS="${arg#-j}" ;;
+    *) echo "usage: $0 [-jN]" >&2; exit 2 ;;
+  esac
+done
+ROOT="${TERNARY_LLAMA_CPP_DIR:-$HOME/.cache/ternary/llama.cpp}/$VERSION"
+SRC="$ROOT/llama_cpp_python-$VERSION/vendor/llama.cpp"
+BUILD="$ROOT/build"
+BIN="$BUILD/bin"
+TARGETS=(llama-perplexity llama-quantize llama-tokenize llama-completion)
+
+built() {
+  for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || return 1; done
+}
+
+report() {
+  echo "bin=$BIN"
+  echo "convert=$SRC/convert_hf_to_gguf.py"
+  echo "gguf_py=$SRC/gguf-py"
+}
+
+if built; then report; exit 0; fi
+
+mkdir -p "$ROOT"
+if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
+  if ! command -v cmake >/dev/null; then
+    python3 -m pip install -q scikit-build-core cmake >&2
+  fi
+  if [[ ! -f "$ROOT/llama_cpp_python-$VERSION.tar.gz" ]]; then
+    python3 -m pip download --no-deps --no-build-isolation --no-binary llama-cpp-python \
+      "llama-cpp-python==$VERSION" -d "$ROOT" >&2
+  fi
+  tar -xzf "$ROOT/llama_cpp_python-$VERSION.tar.gz" -C "$ROOT"
+fi
+command -v cmake >/dev/null || python3 -m pip install -q cmake >&2
+
+ARGS=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TOOLS=ON
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+      -DBUILD_SHARED_LIBS=OFF)
+case "$(uname -m)" in
+  x86_64|i?86)
+    NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    ARGS+=(-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+           "-DCMAKE_C_FLAGS=$NOAMX" "-DCMAKE_CXX_FLAGS=$NOAMX")
+    ;;
+esac
+cmake -S "$SRC" -B "$BUILD" "${ARGS[@]}" >&2
+cmake --build "$BUILD" --config Release -j "$JOBS" --target "${TARGETS[@]}" >&2
+built || { echo "llama.cpp build finished but some of ${TARGETS[*]} are missing in $BIN" >&2; exit 1; }
+report
