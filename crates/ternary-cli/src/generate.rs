@@ -22,13 +22,13 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep only the K most likely tokens (0: all; 1: greedy).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Keep the most likely tokens up to this cumulative probability.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Seed of the sampler (same seed and flags, same text).
     #[arg(long, default_value_t = 42)]
@@ -115,7 +115,7 @@ impl<'t> Streamer<'t> {
         }
         if end > self.printed && text.is_char_boundary(self.printed) {
             let mut lock = self.out.lock();
-            lock.write_all(text[self.printed..end].as_bytes())?;
+            lock.write_all(&text.as_bytes()[self.printed..end])?;
             lock.flush()?;
             self.printed = end;
         }

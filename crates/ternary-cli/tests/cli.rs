@@ -349,3 +349,176 @@ fn smollm2_few_layers_should_quantize_inspect_and_eval() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The last line of `generate`'s stdout and `perplexity`'s final line, checked loosely.
+fn final_line(out: &str) -> &str {
+    out.lines().last().unwrap_or_default()
+}
+
+#[test]
+fn generate_and_perplexity_should_take_any_format_by_content() {
+    let dir = scratch("gen");
+    let tiny = root().join("fixtures/tiny-llama");
+    let eval_text = root().join("fixtures/text/declaration-gettysburg.txt");
+    // A converted model under a misleading name.
+    let converted = dir.join("tiny-ternary.gguf");
+    ok(&[
+        "quantize",
+        "--model",
+        s(&tiny),
+        "--out",
+        s(&converted),
+        "--calib-tokens",
+        "64",
+        "--calib-ctx",
+        "32",
+        "--no-budget",
+    ]);
+    let weights = tiny.join("model.safetensors");
+    for model in [&tiny, &weights, &converted] {
+        let o = run(&[
+            "generate",
+            "--model",
+            s(model),
+            "--prompt",
+            "We hold these truths",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+        ]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{model:?}: {err}");
+        assert!(!out.trim().is_empty(), "{model:?}: no text");
+        assert!(
+            err.contains("prompt: ") && err.contains("generation: 6 tokens"),
+            "{model:?}: {err}"
+        );
+        let out = ok(&[
+            "perplexity",
+            "--model",
+            s(model),
+            "--text",
+            s(&eval_text),
+            "--ctx",
+            "32",
+            "--chunks",
+            "3",
+        ]);
+        let last = final_line(&out);
+        assert!(
+            last.starts_with("Final estimate: PPL = ") && last.contains(" +/- "),
+            "{model:?}: {out}"
+        );
+        assert!(out.contains("[1]") && out.contains("[3]"), "{out}");
+    }
+    // A fixed seed gives the same sampled text; greedy equals temperature 0 and top-k 1.
+    let sampled = |seed: &str| {
+        ok(&[
+            "generate",
+            "--model",
+            s(&tiny),
+            "--prompt",
+            "Four score",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "0",
+            "--top-p",
+            "1.0",
+            "--seed",
+            seed,
+        ])
+    };
+    assert_eq!(sampled("7"), sampled("7"));
+    let greedy = |extra: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            s(&tiny),
+            "--prompt",
+            "Four score",
+            "--max-tokens",
+            "12",
+        ];
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    assert_eq!(
+        greedy(&["--temperature", "0"]),
+        greedy(&["--top-k", "1", "--seed", "3"])
+    );
+}
+
+#[test]
+fn generate_and_perplexity_bad_inputs_should_be_clean_errors() {
+    let dir = scratch("gen-errors");
+    let tiny = root().join("fixtures/tiny-llama");
+    let eval_text = root().join("fixtures/text/declaration-gettysburg.txt");
+    let notes = dir.join("notes.gguf");
+    std::fs::write(&notes, "just some text, not a model").unwrap();
+    fails(
+        &["generate", "--model", s(&notes), "--prompt", "x"],
+        "not a model",
+    );
+    fails(
+        &["perplexity", "--model", s(&notes), "--text", s(&eval_text)],
+        "not a model",
+    );
+    fails(
+        &["generate", "--model", s(&tiny), "--prompt", "x", "--chat"],
+        "no chat template",
+    );
+    for (flag, value, says) in [
+        ("--temperature", "-1", "temperature"),
+        ("--top-p", "0", "top-p"),
+        ("--top-p", "1.5", "top-p"),
+        ("--max-tokens", "0", "max-tokens"),
+    ] {
+        fails(
+            &[
+                "generate",
+                "--model",
+                s(&tiny),
+                "--prompt",
+                "x",
+                flag,
+                value,
+            ],
+            says,
+        );
+    }
+    fails(
+        &[
+            "generate",
+            "--model",
+            s(&tiny),
+            "--prompt",
+            "x",
+            "--max-tokens",
+            "100000",
+        ],
+        "context",
+    );
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "Too short.").unwrap();
+    fails(
+        &["perplexity", "--model", s(&tiny), "--text", s(&short)],
+        "needs at least",
+    );
+    fails(
+        &[
+            "perplexity",
+            "--model",
+            s(&tiny),
+            "--text",
+            s(&eval_text),
+            "--ctx",
+            "2",
+        ],
+        "too short",
+    );
+    fails(&["inspect", s(&tiny)], "ternary quantize");
+}

@@ -140,7 +140,7 @@ pub fn sniff(path: impl AsRef<Path>) -> Result<Format> {
                 len - 8
             )));
         }
-        if n >= 2 && n <= MAX_HEADER && n <= len - 8 && next == Some(b'{') {
+        if (2..=MAX_HEADER).contains(&n) && n <= len - 8 && next == Some(b'{') {
             let mut header = vec![b'{'];
             (&mut f)
                 .take(n - 1)

@@ -50,7 +50,7 @@ enum Codec {
     /// Any `tokenizers` pipeline (byte-level BPE from GGUF, or a `tokenizer.json`).
     Hf(Box<tokenizers::Tokenizer>),
     /// SentencePiece with llama.cpp's rules.
-    Spm(Spm),
+    Spm(Box<Spm>),
 }
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
@@ -117,7 +117,7 @@ impl Tokenizer {
                 .get("tokenizer.ggml.add_bos_token")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(true),
-            codec: Codec::Spm(spm),
+            codec: Codec::Spm(Box::new(spm)),
             chat_template: None,
         })
     }
@@ -342,7 +342,7 @@ impl Tokenizer {
         let doc: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ModelError::Tokenizer(format!("tokenizer JSON: {e}")))?;
         let codec = match doc.get("spm") {
-            Some(spm) => Codec::Spm(spm_from_json(spm)?),
+            Some(spm) => Codec::Spm(Box::new(spm_from_json(spm)?)),
             None => {
                 let inner_doc = doc.get("tokenizer").ok_or_else(|| {
                     ModelError::Tokenizer("tokenizer JSON has no 'tokenizer' key".into())
