@@ -39,6 +39,7 @@ use ternary_models::weights::gguf_name;
 use ternary_models::{Llama, LlamaConfig};
 
 use crate::common::{CliError, Res};
+use ternary_models::{Format, sniff};
 
 /// Output formats of `ternary export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +109,18 @@ pub fn run(args: &ExportArgs) -> Res<()> {
             return Err(CliError::new(format!(
                 "--out {} is an input file; choose another path",
                 args.out.display()
+            )));
+        }
+    }
+    for (flag, path, want) in [
+        ("--model", &args.model, Format::ConvertedModel),
+        ("--source", &args.source, Format::Gguf),
+    ] {
+        let found = sniff(path)?;
+        if found != want {
+            return Err(CliError::new(format!(
+                "{flag} {} is a {found}; export needs a {want}",
+                path.display()
             )));
         }
     }
