@@ -261,6 +261,8 @@ pub(super) fn chunk_gemm_f32(
         Level::Avx512 if panels => x86::walk_f32(v, x, n, y),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86::masked_f32(v, x, n, y),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::masked_f32_avx2(v, x, n, y),
         _ => scalar::gemm_f32(v, x, n, y),
     }
     Ok(())
@@ -287,6 +289,8 @@ pub(super) fn chunk_gemm_i8(
         Level::Avx512 if panels => x86::walk_i8(v, a, y),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86::masked_i8(v, a, y),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => x86::masked_i8_avx2(v, a, y),
         _ => scalar::gemm_i8(v, a, y),
     }
     Ok(())

@@ -28,9 +28,10 @@
 //!   (`ChunkPanels` for int8 when the stored chunks hold at least [`CHUNK_PANEL_MIN_FILL`]
 //!   non-zeros on average).
 //!
-//! Levels: [`Level::Avx512`] has dedicated kernels for every strategy; [`Level::Scalar`] (and
-//! levels without dedicated kernels here: AVX2, NEON) run the portable per-token kernels,
-//! whatever the strategy. Requesting a level this CPU lacks is [`TernaryError::Config`](ternary_core::TernaryError::Config).
+//! Levels: [`Level::Avx512`] has dedicated kernels for every strategy; [`Level::Avx2`] has
+//! the per-token masked kernels of the chunk formats, which it runs whatever the strategy
+//! (index lists run the portable kernels); [`Level::Scalar`] (and NEON) run the portable
+//! per-token kernels, whatever the strategy. Requesting a level this CPU lacks is [`TernaryError::Config`](ternary_core::TernaryError::Config).
 //! Work is split over output rows with rayon, or, from 256 tokens on, over 64-token panels
 //! (each task then keeps its panel in cache for every row and writes its outputs in place).
 //! `unsafe` code lives only in `x86`.

@@ -1,14 +1,16 @@
-//! x86-64 skip kernels (AVX-512 F/BW/VL/VNNI/VPOPCNTDQ).
+//! x86-64 skip kernels: AVX-512 F/BW/VL/VNNI/VPOPCNTDQ (every strategy) and AVX2 (the
+//! per-token masked kernels of the chunk formats).
 //!
-//! The kernels are reached through `ternary-core`'s zero-sized level token, [`Avx512`], that
-//! exists only when [`Level::Avx512`](ternary_core::kernels::Level::Avx512) is available, so
-//! the safe entry points below may call the `#[target_feature]` code. The caller has checked
-//! the shapes and that the level is available.
+//! The kernels are reached through `ternary-core`'s zero-sized level tokens, [`Avx512`] and
+//! [`Avx2`], that exist only when their [`Level`](ternary_core::kernels::Level) is available,
+//! so the safe entry points below may call the `#[target_feature]` code. The caller has
+//! checked the shapes and that the level is available.
 
+mod avx2;
 mod avx512;
 
 use ternary_core::QuantizedActivations;
-use ternary_core::kernels::x86_primitives::Avx512;
+use ternary_core::kernels::x86_primitives::{Avx2, Avx512};
 
 use super::{ChunkView, ListView, WalkRows};
 
@@ -17,6 +19,22 @@ use super::{ChunkView, ListView, WalkRows};
 fn token() -> Avx512 {
     Avx512::new()
         .expect("AVX-512 kernels called on a CPU without AVX-512 (the dispatcher checks the level)")
+}
+
+/// The AVX2 level token; as [`token`].
+fn token_avx2() -> Avx2 {
+    Avx2::new()
+        .expect("AVX2 kernels called on a CPU without AVX2 (the dispatcher checks the level)")
+}
+
+/// AVX2, `f32`, up to two tokens at a time, blended adds over non-empty chunks.
+pub(super) fn masked_f32_avx2(v: &ChunkView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    avx2::masked_f32(token_avx2(), v, x, n, y);
+}
+
+/// AVX2, int8, up to two tokens at a time, `maddubs` over non-empty chunks.
+pub(super) fn masked_i8_avx2(v: &ChunkView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
+    avx2::masked_i8(token_avx2(), v, a, y);
 }
 
 /// `f32`, one token at a time, masked adds over non-empty chunks.

@@ -1,0 +1,248 @@
+//! AVX2 skip kernels (chunk formats, few tokens).
+//!
+//! For each non-empty chunk `w` (columns `32w .. 32w + 32`) each plane word is expanded to
+//! lane masks: `f32`, the word broadcast and shifted left by `31 − i` (`vpsllvd`) puts bit
+//! `8b + i` in the sign bit of lane `i` of octet `b`, and `blendv(0, x, mask)` adds `x` to
+//! `acc⁺` or `acc⁻`; int8, the word's bytes are shuffled into place and compared with their
+//! bit (`0`/`−1` per byte), `s = blendv(q & P, −q, M) = t · q`, and `maddubs(1, s)` adds pairs
+//! into `i16` lanes (at most [`I16_CHUNKS`] chunks before widening to `i32`: `128 · 2 · 127 <
+//! 2¹⁵`). Empty chunks are never visited. Group flushes follow the reference order exactly
+//! for int8 (see the parent module).
+
+// Register arrays indexed by token `t` read clearer as index loops.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use ternary_core::QuantizedActivations;
+use ternary_core::kernels::x86_primitives::hsum_epi32;
+
+use super::Avx2;
+use crate::kernels::{ChunkView, par_rows};
+
+/// Tokens sharing one pass over a row's chunks.
+const TOKENS: usize = 2;
+/// Chunks summed in `i16` lanes before widening to `i32`.
+const I16_CHUNKS: usize = 128;
+
+pub(super) fn masked_f32(_t: Avx2, v: &ChunkView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    let work = (v.nonempty / v.rows.max(1) * 16 + 16) * n;
+    par_rows(v.rows, work, n, y, |rows, out| {
+        for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
+            let mut j = 0;
+            while j + TOKENS <= n {
+                // SAFETY: the token proves the CPU features; r < rows, tokens j..j + TOKENS
+                // are < n, `x` holds n · cols values and the slice holds TOKENS outputs.
+                unsafe { masked_f32_row::<TOKENS>(v, r, x, j, &mut o[j..j + TOKENS]) };
+                j += TOKENS;
+            }
+            while j < n {
+                // SAFETY: as above, for one token.
+                unsafe { masked_f32_row::<1>(v, r, x, j, &mut o[j..j + 1]) };
+                j += 1;
+            }
+        }
+    });
+}
+
+/// Row `r`, tokens `j0 .. j0 + T`: `out[t] = Σ_g s[r, g] · Σ_{c ∈ g} t[r, c] · x[j0 + t, c]`.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `r < rows`, `j0 + T ≤ n`, `x.len() = n · cols`,
+/// `out.len() = T`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn masked_f32_row<const T: usize>(
+    v: &ChunkView<'_>,
+    r: usize,
+    x: &[f32],
+    j0: usize,
+    out: &mut [f32],
+) {
+    let cols = v.cols;
+    let wpg = v.words_per_group();
+    let groups = v.scales.layout().groups_per_row(cols);
+    let s = &v.scales.values()[r * groups..(r + 1) * groups];
+    let xs: [&[f32]; T] = std::array::from_fn(|t| &x[(j0 + t) * cols..(j0 + t + 1) * cols]);
+    // Shifting by SHIFTS[b] moves bit 8b + i of a word into the sign bit of lane i.
+    let shifts = [
+        _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24),
+        _mm256_setr_epi32(23, 22, 21, 20, 19, 18, 17, 16),
+        _mm256_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8),
+        _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0),
+    ];
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let zero = _mm256_setzero_ps();
+    let mut total = [zero; T];
+    let mut accp = [zero; T];
+    let mut accm = [zero; T];
+    // Current group and its first chunk past the end (a division only when it changes).
+    let (mut gcur, mut gend) = (usize::MAX, 0usize);
+    for ch in v.chunks(r) {
+        if ch.w >= gend {
+            if gcur != usize::MAX {
+                flush_f32(&mut total, &mut accp, &mut accm, s[gcur]);
+            }
+            gcur = ch.w / wpg;
+            gend = (gcur + 1) * wpg;
+        }
+        let wp = _mm256_set1_epi32(ch.plus as i32);
+        let wm = _mm256_set1_epi32(ch.minus as i32);
+        for (b, &shift) in shifts.iter().enumerate() {
+            let col = 32 * ch.w + 8 * b;
+            // The chunk is non-empty, so 32w < cols; an octet past `cols` has no set bits.
+            if col >= cols {
+                break;
+            }
+            let sp = _mm256_castsi256_ps(_mm256_sllv_epi32(wp, shift));
+            let sm = _mm256_castsi256_ps(_mm256_sllv_epi32(wm, shift));
+            for t in 0..T {
+                let xv = if col + 8 <= cols {
+                    // SAFETY: columns col..col + 8 ≤ cols lie in token row t.
+                    unsafe { _mm256_loadu_ps(xs[t].as_ptr().add(col)) }
+                } else {
+                    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((cols - col) as i32), lane);
+                    // SAFETY: only lanes col + l < cols are read.
+                    unsafe { _mm256_maskload_ps(xs[t].as_ptr().add(col), keep) }
+                };
+                accp[t] = _mm256_add_ps(accp[t], _mm256_blendv_ps(zero, xv, sp));
+                accm[t] = _mm256_add_ps(accm[t], _mm256_blendv_ps(zero, xv, sm));
+            }
+        }
+    }
+    if gcur != usize::MAX {
+        flush_f32(&mut total, &mut accp, &mut accm, s[gcur]);
+    }
+    for t in 0..T {
+        out[t] = hsum_ps(total[t]);
+    }
+}
+
+/// `total += s · (acc⁺ − acc⁻)` per token, then clears the accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn flush_f32<const T: usize>(
+    total: &mut [__m256; T],
+    accp: &mut [__m256; T],
+    accm: &mut [__m256; T],
+    s: f32,
+) {
+    let sv = _mm256_set1_ps(s);
+    for t in 0..T {
+        total[t] = _mm256_fmadd_ps(_mm256_sub_ps(accp[t], accm[t]), sv, total[t]);
+        accp[t] = _mm256_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+pub(super) fn masked_i8(_t: Avx2, v: &ChunkView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
+    let n = a.n();
+    let work = (v.nonempty / v.rows.max(1) * 8 + 16) * n;
+    par_rows(v.rows, work, n, y, |rows, out| {
+        for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
+            let mut j = 0;
+            while j + TOKENS <= n {
+                // SAFETY: the token proves the CPU features; r < rows, tokens j..j + TOKENS
+                // are < n, a.cols() == cols was checked and the slice holds TOKENS outputs.
+                unsafe { masked_i8_row::<TOKENS>(v, r, a, j, &mut o[j..j + TOKENS]) };
+                j += TOKENS;
+            }
+            while j < n {
+                // SAFETY: as above, for one token.
+                unsafe { masked_i8_row::<1>(v, r, a, j, &mut o[j..j + 1]) };
+                j += 1;
+            }
+        }
+    });
+}
+
+/// 32 bytes, byte `c` = `−1` if bit `c` of `word` is set, else `0`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn expand_bits(word: u32) -> __m256i {
+    let select = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(word as i32), select);
+    _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits)
+}
+
+/// Row `r`, tokens `j0 .. j0 + T`, int8: exact `i32` group sums, the reference's `f32` order.
+///
+/// # Safety
+/// AVX2 must be available; `r < rows`, `j0 + T ≤ a.n()`, `a.cols() == cols`,
+/// `out.len() = T`.
+#[target_feature(enable = "avx2")]
+unsafe fn masked_i8_row<const T: usize>(
+    v: &ChunkView<'_>,
+    r: usize,
+    a: &QuantizedActivations,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let wpg = v.words_per_group();
+    let groups = v.scales.layout().groups_per_row(v.cols);
+    let s = &v.scales.values()[r * groups..(r + 1) * groups];
+    // Each padded row has padded_cols = 32 · wpr bytes.
+    let qs: [*const i8; T] = std::array::from_fn(|t| a.row(j0 + t).as_ptr());
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    let zero = _mm256_setzero_si256();
+    let mut sum = [0f32; T];
+    let mut acc16 = [zero; T];
+    let mut acc32 = [zero; T];
+    let mut count = 0usize;
+    // Current group and its first chunk past the end (a division only when it changes).
+    let (mut gcur, mut gend) = (usize::MAX, 0usize);
+    for ch in v.chunks(r) {
+        if ch.w >= gend {
+            if gcur != usize::MAX {
+                for t in 0..T {
+                    let acc = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones16));
+                    sum[t] += s[gcur] * hsum_epi32(acc) as f32;
+                }
+                acc16 = [zero; T];
+                acc32 = [zero; T];
+                count = 0;
+            }
+            gcur = ch.w / wpg;
+            gend = (gcur + 1) * wpg;
+        }
+        let p = expand_bits(ch.plus);
+        let m = expand_bits(ch.minus);
+        for t in 0..T {
+            // SAFETY: chunk w < wpr, so bytes 32w .. 32w + 32 lie in the padded row.
+            let q = unsafe { _mm256_loadu_si256(qs[t].add(32 * ch.w).cast()) };
+            let sv = _mm256_blendv_epi8(_mm256_and_si256(q, p), _mm256_sub_epi8(zero, q), m);
+            acc16[t] = _mm256_add_epi16(acc16[t], _mm256_maddubs_epi16(ones8, sv));
+        }
+        count += 1;
+        if count == I16_CHUNKS {
+            for t in 0..T {
+                acc32[t] = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones16));
+            }
+            acc16 = [zero; T];
+            count = 0;
+        }
+    }
+    if gcur != usize::MAX {
+        for t in 0..T {
+            let acc = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones16));
+            sum[t] += s[gcur] * hsum_epi32(acc) as f32;
+        }
+    }
+    for t in 0..T {
+        out[t] = sum[t] * a.scales()[j0 + t];
+    }
+}
