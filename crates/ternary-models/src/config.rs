@@ -545,6 +545,63 @@ mod tests {
     }
 
     #[test]
+    fn bitnet_quantization_configs_should_parse() {
+        let base = r#""hidden_size":64,"intermediate_size":64,"num_attention_heads":2,
+            "num_hidden_layers":1,"vocab_size":8"#;
+        let parse = |extra: &str| LlamaConfig::from_hf_json(&format!("{{{base}{extra}}}"));
+        // Falcon3-1.58bit / Llama3-8B-1.58 style: Llama blocks, packed BitLinear.
+        let c = parse(r#","model_type":"llama","quantization_config":{"quant_method":"bitnet"}"#)
+            .unwrap();
+        assert_eq!(c.architecture, Architecture::Llama);
+        assert_eq!(c.hidden_act, Activation::Silu);
+        let q = c.bitnet.clone().unwrap();
+        assert_eq!(q.linear, BitNetLinear::Packed);
+        assert!(q.converts("model.layers.0.mlp.up_proj") && !q.converts("lm_head"));
+        assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        // BitNet defaults to relu2; autobitlinear offline.
+        let c = parse(
+            r#","model_type":"bitnet","quantization_config":{"quant_method":"bitnet",
+            "linear_class":"autobitlinear","quantization_mode":"offline",
+            "modules_to_not_convert":["model.layers.0.mlp","q_proj"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.architecture, c.hidden_act),
+            (Architecture::BitNet, Activation::Relu2)
+        );
+        let q = c.bitnet.clone().unwrap();
+        assert_eq!(q.linear, BitNetLinear::AutoOffline);
+        // A listed module keeps its float layer: prefix at a module boundary, or suffix.
+        assert!(!q.converts("model.layers.0.mlp.up_proj"));
+        assert!(q.converts("model.layers.01.mlp.up_proj"));
+        assert!(!q.converts("model.layers.3.self_attn.q_proj"));
+        assert!(q.converts("model.layers.3.self_attn.k_proj"));
+        assert!(q.converts("lm_head"));
+        assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        for (extra, why) in [
+            (r#","quantization_config":{"quant_method":"gptq"}"#, "gptq"),
+            (
+                r#","quantization_config":{"quant_method":"bitnet","linear_class":"x"}"#,
+                "linear_class 'x'",
+            ),
+            (
+                r#","quantization_config":{"quant_method":"bitnet","use_rms_norm":true}"#,
+                "use_rms_norm",
+            ),
+            (
+                r#","quantization_config":{"quant_method":"bitnet","modules_to_not_convert":["l.*"]}"#,
+                "regular",
+            ),
+            (r#","hidden_act":"gelu""#, "gelu"),
+            (r#","model_type":"mistral""#, "mistral"),
+            (r#","attention_bias":true"#, "bias"),
+        ] {
+            let e = parse(extra).unwrap_err().to_string();
+            assert!(e.contains(why), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_configs_should_be_errors() {
         assert!(LlamaConfig::from_hf_json("{").is_err());
         assert!(LlamaConfig::from_hf_json(r#"{"model_type":"gpt2"}"#).is_err());

@@ -163,6 +163,55 @@ impl WeightSource for GgufWeights<'_> {
         gguf_name(name).is_some_and(|g| self.file.tensor(&g).is_some())
     }
 
+    /// TQ1_0 / TQ2_0 / I2_S tensors ([`GgufFile::ternary`]), Q/K rows un-permuted (plane
+    /// words and scale groups moved with their rows).
+    fn ternary(&self, name: &str) -> Result<Option<TernaryWeight>> {
+        let Some(g) = gguf_name(name) else {
+            return Ok(None);
+        };
+        match self.file.tensor(&g) {
+            Some(info) if info.kind.is_ternary() && info.dims.len() == 2 => {}
+            _ => return Ok(None),
+        }
+        let m = self.file.ternary(&g)?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        };
+        let matrix = match heads {
+            None => m,
+            Some(n) => {
+                let d = self.config.head_dim;
+                let (rows, cols) = (m.rows(), m.cols());
+                if rows != n * d {
+                    return Err(ModelError::Shape {
+                        name: g,
+                        expected: vec![n * d, self.config.hidden_size],
+                        found: vec![rows, cols],
+                    });
+                }
+                let wpr = m.words_per_row();
+                let (plus, minus, scales) = m.into_parts();
+                let groups = scales.values().len() / rows.max(1);
+                let values = unpermute_qk(scales.values(), n, d, groups);
+                TernaryMatrix::from_planes(
+                    rows,
+                    cols,
+                    unpermute_qk(&plus, n, d, wpr),
+                    unpermute_qk(&minus, n, d, wpr),
+                    ternary_core::Scales::new(scales.layout(), values),
+                )?
+            }
+        };
+        Ok(Some(TernaryWeight {
+            matrix,
+            weight_scale: None,
+        }))
+    }
+
     fn quantized(&self, name: &str) -> Result<Option<QuantizedTensor>> {
         let g = gguf_name(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         let info = self

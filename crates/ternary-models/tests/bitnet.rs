@@ -1,6 +1,6 @@
 //! BitNet b1.58 against transformers: the checkpoints of `fixtures/tiny-bitnet`
 //! (`scripts/make_tiny_bitnet.py`: packed `uint8` + `weight_scale`, bf16 master weights, a
-//! SiLU variant), their logits and greedy tokens against transformers' float32 reference, the
+//! SiLU variant, a Llama-architecture packed twin), their logits and greedy tokens against transformers' float32 reference, the
 //! same trits from the packed and master files, sharded = unsharded, and clear errors for
 //! missing tensors and for every truncation of a checkpoint.
 
@@ -119,6 +119,13 @@ fn silu_checkpoint_should_match_transformers() {
 }
 
 #[test]
+fn llama_architecture_packed_checkpoint_should_match_transformers() {
+    // Falcon3-1.58bit / Llama3-8B-1.58 style: `model_type: llama` + packed BitLinear.
+    check_against_transformers("llama-packed", LinearImpl::Host);
+    check_against_transformers("llama-packed", LinearImpl::Burn);
+}
+
+#[test]
 fn configs_should_parse_as_transformers_wrote_them() {
     let read = |v: &str| {
         LlamaConfig::from_hf_json(&std::fs::read_to_string(fixture(v).join("config.json")).unwrap())
@@ -131,6 +138,9 @@ fn configs_should_parse_as_transformers_wrote_them() {
     let master = read("relu2-bf16");
     assert_eq!(master.bitnet.as_ref().unwrap().linear, BitNetLinear::Online);
     assert_eq!(read("silu-bf16").hidden_act.name(), "silu");
+    let llama = read("llama-packed");
+    assert_eq!(llama.architecture, Architecture::Llama);
+    assert_eq!(llama.bitnet.as_ref().unwrap().linear, BitNetLinear::Packed);
     for c in [packed, master] {
         assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
     }
@@ -457,4 +467,170 @@ fn every_truncation_of_a_checkpoint_should_be_an_error() {
         });
         assert!(r.is_err(), "index cut at {cut}");
     }
+}
+
+/// llama.cpp's Q/K row order: HF row `h·d + s·d/2 + i` goes to `h·d + 2i + s`.
+fn permute_rows<T: Clone>(rows: &[T], heads: usize, d: usize, cols: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(rows.len());
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for s in 0..2 {
+                let r = h * d + s * (d / 2) + i;
+                out.extend_from_slice(&rows[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The packed fixture as a `bitnet` GGUF: linears TQ2_0 (scale `1/weight_scale` per block
+/// of 256, rounded to f16 by the encoder) or the same weights in F32; Q/K rows in llama.cpp's
+/// order.
+fn packed_as_gguf(ternary: bool) -> (Vec<u8>, LlamaConfig) {
+    use ternary_models::gguf::{GgufTensorData, GgufValue, write_gguf};
+    use ternary_models::quant::{GgmlType, encode_ternary};
+    use ternary_models::weights::{WeightSource, gguf_name};
+    let dir = fixture("relu2-packed");
+    let c = LlamaConfig::from_hf_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+        .unwrap();
+    let ck = SafetensorsCheckpoint::open_dir(&dir).unwrap();
+    let f32_tensor = |name: String, dims: Vec<usize>, data: &[f32]| GgufTensorData {
+        name,
+        dims,
+        kind: GgmlType::F32,
+        bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    };
+    let mut tensors = Vec::new();
+    for n in ["model.embed_tokens.weight", "model.norm.weight"] {
+        let t = ck.tensor(n).unwrap();
+        tensors.push(f32_tensor(
+            gguf_name(n).unwrap(),
+            t.shape.iter().rev().copied().collect(),
+            &t.data,
+        ));
+    }
+    for l in 0..c.num_layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}.weight");
+        for n in [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "self_attn.attn_sub_norm",
+            "mlp.ffn_sub_norm",
+        ] {
+            let t = ck.tensor(&p(n)).unwrap();
+            tensors.push(f32_tensor(
+                gguf_name(&p(n)).unwrap(),
+                t.shape.clone(),
+                &t.data,
+            ));
+        }
+        for n in [
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
+            let name = p(n);
+            let t = ck.ternary(&name).unwrap().unwrap();
+            let (rows, cols) = (t.matrix.rows(), t.matrix.cols());
+            let heads = match n {
+                "self_attn.q_proj" => Some(c.num_heads),
+                "self_attn.k_proj" => Some(c.num_kv_heads),
+                _ => None,
+            };
+            let trits = t.matrix.to_trits();
+            let trits = heads.map_or(trits.clone(), |h| permute_rows(&trits, h, c.head_dim, cols));
+            let scales = ternary_core::Scales::per_group(
+                256,
+                vec![
+                    half::f16::from_f32(1.0 / t.weight_scale.unwrap()).to_f32();
+                    rows * cols / 256
+                ],
+            );
+            let m = ternary_core::TernaryMatrix::from_trits(rows, cols, &trits, scales).unwrap();
+            let bytes = encode_ternary(GgmlType::TQ2_0, &m).unwrap();
+            let gname = gguf_name(&name).unwrap();
+            tensors.push(if ternary {
+                GgufTensorData {
+                    name: gname,
+                    dims: vec![cols, rows],
+                    kind: GgmlType::TQ2_0,
+                    bytes,
+                }
+            } else {
+                let back =
+                    ternary_models::quant::decode_ternary(GgmlType::TQ2_0, &bytes, rows, cols)
+                        .unwrap();
+                f32_tensor(gname, vec![cols, rows], &back.dequantize())
+            });
+        }
+    }
+    let u = |v: usize| GgufValue::U32(v as u32);
+    let bytes = write_gguf(
+        &[
+            ("general.architecture", GgufValue::String("bitnet".into())),
+            ("bitnet.block_count", u(c.num_layers)),
+            ("bitnet.context_length", u(c.max_position_embeddings)),
+            ("bitnet.embedding_length", u(c.hidden_size)),
+            ("bitnet.feed_forward_length", u(c.intermediate_size)),
+            ("bitnet.attention.head_count", u(c.num_heads)),
+            ("bitnet.attention.head_count_kv", u(c.num_kv_heads)),
+            ("bitnet.attention.key_length", u(c.head_dim)),
+            ("bitnet.rope.freq_base", GgufValue::F32(c.rope_theta as f32)),
+            (
+                "bitnet.attention.layer_norm_rms_epsilon",
+                GgufValue::F32(c.rms_norm_eps as f32),
+            ),
+            ("bitnet.vocab_size", u(c.vocab_size)),
+        ],
+        &tensors,
+    );
+    (bytes, c)
+}
+
+#[test]
+fn gguf_ternary_tensors_should_load_as_ternary_layers() {
+    use ternary_models::gguf::GgufFile;
+    use ternary_models::weights::GgufWeights;
+    let device = Default::default();
+    let build = |ternary: bool| {
+        let (bytes, hf) = packed_as_gguf(ternary);
+        let file = GgufFile::from_bytes(bytes).unwrap();
+        let c = LlamaConfig::from_gguf(&file).unwrap();
+        assert_eq!(
+            (c.architecture, c.bitnet.is_none()),
+            (Architecture::BitNet, true)
+        );
+        assert_eq!(
+            (c.hidden_size, c.num_kv_heads, c.head_dim),
+            (hf.hidden_size, hf.num_kv_heads, hf.head_dim)
+        );
+        Llama::<Cpu>::from_weights(c.clone(), &GgufWeights::new(&file, c), &device).unwrap()
+    };
+    let (tq, float) = (build(true), build(false));
+    let kinds: Vec<String> = tq.linears().iter().map(|(_, l)| l.kind()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "ternary").count(),
+        14,
+        "{kinds:?}"
+    );
+    assert!(float.linears().iter().all(|(_, l)| l.kind() != "ternary"));
+    let prompt = ids(&reference("relu2-packed")["ids"]);
+    let (a, ga) = run(&tq, &prompt, 4);
+    let (b, gb) = run(&float, &prompt, 4);
+    let range =
+        b.iter().copied().fold(f32::MIN, f32::max) - b.iter().copied().fold(f32::MAX, f32::min);
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-5 * range,
+        "TQ2_0 vs F32 GGUF: {worst} (range {range})"
+    );
+    assert_eq!(ga, gb);
 }
