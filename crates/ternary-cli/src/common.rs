@@ -47,7 +47,7 @@ pub fn is_converted(format: Format) -> bool {
     format == Format::ConvertedModel
 }
 
-/// Loads a model of any [`Format`] (told by content, see [`ternary_models::sniff`]) onto the
+/// Loads a model of any [`Format`] (told by content, see [`ternary_models::sniff()`]) onto the
 /// CPU backend, with a spinner. A Hugging Face checkpoint without a chat template in its
 /// tokenizer gets the one in `tokenizer_config.json`, when there is one.
 pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, Format)> {

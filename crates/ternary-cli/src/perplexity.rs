@@ -2,7 +2,7 @@
 //!
 //! The text is tokenized whole (BOS first when the model adds one), cut into chunks of
 //! `--ctx` tokens whose first token is replaced by BOS when the model adds one, and the second
-//! half of each chunk is scored ([`ternary_models::perplexity`]). stdout gets llama.cpp's
+//! half of each chunk is scored ([`ternary_models::perplexity()`]). stdout gets llama.cpp's
 //! running values `[1]x,[2]y,…` and, as the last line, `Final estimate: PPL = X +/- Y`;
 //! stderr gets the progress bar and a summary.
 

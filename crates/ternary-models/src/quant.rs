@@ -10,7 +10,7 @@
 //!
 //! `F32`, `F16` and `BF16` are plain little-endian arrays. The 256-weight K-quants
 //! (`Q4_K`, `Q5_K`, `Q6_K`, `Q8_K`) are in [`kquants`]; the ternary types (`TQ1_0`, `TQ2_0`
-//! and bitnet.cpp's `I2_S`), which also decode straight into a [`TernaryMatrix`] with
+//! and bitnet.cpp's `I2_S`), which also decode straight into a [`TernaryMatrix`](ternary_core::TernaryMatrix) with
 //! [`decode_ternary`] and encode with [`encode_ternary`], are in [`ternary`].
 
 pub mod kquants;

@@ -1,5 +1,5 @@
 //! Tokenizers from GGUF metadata: byte-level BPE (`tokenizer.ggml.model = "gpt2"`, with the
-//! `tokenizers` crate) and SentencePiece (`"llama"`, llama.cpp's algorithm in [`spm`](crate::spm)).
+//! `tokenizers` crate) and SentencePiece (`"llama"`, llama.cpp's algorithm in `spm`).
 //!
 //! For BPE, GGUF keeps `tokenizer.ggml.tokens` (id → byte-level string, e.g. `"Ġthe"`),
 //! `tokenizer.ggml.merges` (`"Ġ t"` pairs in rank order), `tokenizer.ggml.token_type`
