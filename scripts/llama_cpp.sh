@@ -5,7 +5,8 @@
 #   bin=<dir with llama-perplexity, llama-quantize, llama-tokenize, llama-completion>
 #   convert=<path of convert_hf_to_gguf.py>
 #   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter)
-# Usage: scripts/llama_cpp.sh [-jN]   (default -j2; JOBS=N also works)
+# Usage: scripts/llama_cpp.sh [-jN] [--source-only]   (default -j2; JOBS=N also works)
+# --source-only: download and unpack the sources (vocabulary files for the tokenizer test) and stop.
 # AMX is turned off on x86: AMX instructions fault on some hosts here.
 set -euo pipefail
 
@@ -14,7 +15,8 @@ JOBS="${JOBS:-2}"
 for arg in "$@"; do
   case "$arg" in
     -j*) JOBS="${arg#-j}" ;;
-    *) echo "usage: $0 [-jN]" >&2; exit 2 ;;
+    --source-only) SOURCE_ONLY=1 ;;
+    *) echo "usage: $0 [-jN] [--source-only]" >&2; exit 2 ;;
   esac
 done
 ROOT="${TERNARY_LLAMA_CPP_DIR:-$HOME/.cache/ternary/llama.cpp}/$VERSION"
@@ -33,7 +35,7 @@ report() {
   echo "gguf_py=$SRC/gguf-py"
 }
 
-if built; then report; exit 0; fi
+if built && [[ -z "${SOURCE_ONLY:-}" ]]; then report; exit 0; fi
 
 mkdir -p "$ROOT"
 if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
@@ -46,6 +48,7 @@ if [[ ! -f "$SRC/CMakeLists.txt" ]]; then
   fi
   tar -xzf "$ROOT/llama_cpp_python-$VERSION.tar.gz" -C "$ROOT"
 fi
+if [[ -n "${SOURCE_ONLY:-}" ]]; then echo "src=$SRC"; exit 0; fi
 command -v cmake >/dev/null || python3 -m pip install -q cmake >&2
 
 ARGS=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TOOLS=ON

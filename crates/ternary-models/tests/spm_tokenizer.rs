@@ -4,7 +4,8 @@
 //! for LLaMA's 32k SentencePiece vocabulary (llama.cpp's `models/ggml-vocab-llama-spm.gguf`)
 //! on llama.cpp's own tokenizer test texts, a few of ours and the perplexity text, written by
 //! `scripts/spm_tokenizer_reference.py`. The vocabulary file (724 KB) is not committed: the
-//! test reads it from the llama.cpp source that `scripts/llama_cpp.sh` unpacks.
+//! test reads it from the llama.cpp source that `scripts/llama_cpp.sh` unpacks (`.ci/run` calls
+//! it with `--source-only` before the tests, so CI runs this test).
 
 use std::path::PathBuf;
 use ternary_models::Tokenizer;
