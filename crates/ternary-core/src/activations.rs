@@ -129,26 +129,37 @@ impl QuantizedActivations {
     /// `4k .. 4k + 4`) is 64 bytes, token `first + 16p + t` at bytes `4t .. 4t + 4`. Tokens past
     /// the last are `q = 0` (`u8` 128).
     pub fn u8_panels(&self, first: usize, panels: usize) -> Vec<u8> {
+        self.u8_panels_on(first, panels, true)
+    }
+
+    /// [`u8_panels`](Self::u8_panels) on the calling thread only (no rayon).
+    pub fn u8_panels_serial(&self, first: usize, panels: usize) -> Vec<u8> {
+        self.u8_panels_on(first, panels, false)
+    }
+
+    fn u8_panels_on(&self, first: usize, panels: usize, parallel: bool) -> Vec<u8> {
         use rayon::prelude::*;
         let steps = self.padded_cols() / 4;
         let mut packed = vec![0x80u8; panels * steps * 64];
         if steps == 0 {
             return packed;
         }
-        packed
-            .par_chunks_mut(steps * 64)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                let t0 = first + 16 * p;
-                for t in 0..16.min(self.n().saturating_sub(t0)) {
-                    let row = self.row(t0 + t);
-                    for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
-                        for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
-                            *d = (s as u8) ^ 0x80;
-                        }
+        let fill = |(p, panel): (usize, &mut [u8])| {
+            let t0 = first + 16 * p;
+            for t in 0..16.min(self.n().saturating_sub(t0)) {
+                let row = self.row(t0 + t);
+                for (src, dst) in row.chunks_exact(4).zip(panel.chunks_exact_mut(64)) {
+                    for (d, &s) in dst[4 * t..4 * t + 4].iter_mut().zip(src) {
+                        *d = (s as u8) ^ 0x80;
                     }
                 }
-            });
+            }
+        };
+        if parallel {
+            packed.par_chunks_mut(steps * 64).enumerate().for_each(fill);
+        } else {
+            packed.chunks_mut(steps * 64).enumerate().for_each(fill);
+        }
         packed
     }
 }

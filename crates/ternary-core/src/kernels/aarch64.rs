@@ -15,7 +15,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{GroupWords, par_rows, popcount};
+use super::{GroupWords, Rows, popcount};
 use crate::activations::QuantizedActivations;
 use crate::matrix::TernaryMatrix;
 
@@ -36,8 +36,8 @@ impl Neon {
         has_neon().then_some(Self(()))
     }
 
-    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
-        par_rows(m.rows(), m.cols(), n, 1, y, |rows, out| {
+    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
+        y.run(m.rows(), m.cols(), n, 1, |rows, out| {
             for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
                 // SAFETY: the token proves NEON; `r` is a row of `m`, `x` holds `n × cols`
                 // values and `o` holds `n` outputs.
@@ -46,9 +46,9 @@ impl Neon {
         });
     }
 
-    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
         let n = a.n();
-        par_rows(m.rows(), m.cols(), n, 1, y, |rows, out| {
+        y.run(m.rows(), m.cols(), n, 1, |rows, out| {
             for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
                 // SAFETY: the token proves NEON; `r` is a row of `m`, `a.cols() == m.cols()`
                 // was checked and `o` holds `n` outputs.

@@ -252,7 +252,7 @@ impl Isa {
         isa.ok_or_else(|| unavailable(level))
     }
 
-    fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
         match self {
             Isa::Scalar => scalar::gemm_f32(m, x, n, y),
             #[cfg(target_arch = "x86_64")]
@@ -264,7 +264,7 @@ impl Isa {
         }
     }
 
-    fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
         match self {
             Isa::Scalar => scalar::gemm_i8(m, a, y),
             #[cfg(target_arch = "x86_64")]
@@ -407,7 +407,74 @@ pub fn gemm_f32_with(
     y: &mut [f32],
 ) -> Result<()> {
     check_f32_shapes(m, x, n, y)?;
-    Isa::of(level)?.gemm_f32(m, x, n, y);
+    Isa::of(level)?.gemm_f32(m, x, n, Rows::All(y));
+    Ok(())
+}
+
+/// Checks that `rows` lies in `m` and `out` holds `rows.len() × n` values.
+fn check_row_range(m: &TernaryMatrix, n: usize, rows: &Range<usize>, out: &[f32]) -> Result<()> {
+    if rows.start > rows.end || rows.end > m.rows() {
+        return Err(TernaryError::shape(format!(
+            "row range {rows:?} is not within the matrix's {} rows",
+            m.rows()
+        )));
+    }
+    if rows.len().checked_mul(n) != Some(out.len()) {
+        return Err(TernaryError::shape(format!(
+            "output: expected rows x n = {} x {n} values, got {}",
+            rows.len(),
+            out.len()
+        )));
+    }
+    Ok(())
+}
+
+/// [`gemm_f32_with`] for the output rows `rows` only, on the calling thread (no rayon): for a
+/// persistent worker that owns a slice of a product's rows.
+///
+/// `out` is **row-major by row**: `out[(r − rows.start) · n + j] = y[j, r]`
+/// (`rows.len() × n` values). Each value equals [`gemm_f32_with`]'s at the same level, bit for
+/// bit (the per-row arithmetic does not depend on how rows are split).
+pub fn gemm_f32_rows_with(
+    level: Level,
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<()> {
+    if n.checked_mul(m.cols()) != Some(x.len()) {
+        return Err(TernaryError::shape(format!(
+            "activations: expected n x cols = {n} x {} values, got {}",
+            m.cols(),
+            x.len()
+        )));
+    }
+    check_row_range(m, n, &rows, out)?;
+    Isa::of(level)?.gemm_f32(m, x, n, Rows::Range(rows, out));
+    Ok(())
+}
+
+/// [`gemm_i8_with`] for the output rows `rows` only, on the calling thread (no rayon).
+///
+/// `out` is **row-major by row**: `out[(r − rows.start) · n + j] = y[j, r]`
+/// (`rows.len() × n` values), each bit-identical to [`gemm_i8_with`] at the same level.
+pub fn gemm_i8_rows_with(
+    level: Level,
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<()> {
+    if a.cols() != m.cols() {
+        return Err(TernaryError::shape(format!(
+            "int8 activations have {} values per token, matrix has {} columns",
+            a.cols(),
+            m.cols()
+        )));
+    }
+    check_row_range(m, a.n(), &rows, out)?;
+    Isa::of(level)?.gemm_i8(m, a, Rows::Range(rows, out));
     Ok(())
 }
 
@@ -434,7 +501,7 @@ pub fn gemm_i8_with(
     y: &mut [f32],
 ) -> Result<()> {
     check_i8_shapes(m, a, y)?;
-    Isa::of(level)?.gemm_i8(m, a, y);
+    Isa::of(level)?.gemm_i8(m, a, Rows::All(y));
     Ok(())
 }
 
@@ -545,6 +612,39 @@ impl GroupWords {
     pub(crate) fn range(&self, g: usize) -> Range<usize> {
         let start = (g * self.words_per_group).min(self.words_per_row);
         start..((g + 1) * self.words_per_group).min(self.words_per_row)
+    }
+}
+
+/// Where a kernel's row loop runs: every row of the product, split over rayon's threads
+/// ([`par_rows`], output `y` is `n × rows`), or one range of rows on the calling thread (the
+/// `*_rows_with` entry points, output row-major by row: `out[(r − start) · n + j]`).
+pub(crate) enum Rows<'y> {
+    /// All rows, in parallel when worthwhile; `y` is `n × rows` row-major.
+    All(&'y mut [f32]),
+    /// `range` only, serially; `out` holds `range.len() × n` values, row-major by row.
+    Range(Range<usize>, &'y mut [f32]),
+}
+
+impl Rows<'_> {
+    /// Whether the work runs on the calling thread only (no rayon anywhere in the kernel).
+    pub(crate) fn is_serial(&self) -> bool {
+        matches!(self, Rows::Range(..))
+    }
+
+    /// Runs `f(rows, out)` over the target's rows: [`par_rows`] for [`Rows::All`], one call
+    /// for [`Rows::Range`] (none when it or `n` is empty). `out` is row-major by row.
+    pub(crate) fn run<F>(self, rows: usize, cols: usize, n: usize, align: usize, f: F)
+    where
+        F: Fn(Range<usize>, &mut [f32]) + Sync,
+    {
+        match self {
+            Rows::All(y) => par_rows(rows, cols, n, align, y, f),
+            Rows::Range(range, out) => {
+                if !range.is_empty() && n > 0 {
+                    f(range, out);
+                }
+            }
+        }
     }
 }
 

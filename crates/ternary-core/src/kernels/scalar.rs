@@ -2,7 +2,7 @@
 //!
 //! These are the fallback on every CPU and the shape of what the SIMD paths compute.
 
-use super::{GroupWords, par_rows};
+use super::{GroupWords, Rows};
 use crate::activations::QuantizedActivations;
 use crate::matrix::TernaryMatrix;
 
@@ -29,11 +29,11 @@ fn sum_set_i8(mut word: u32, q: &[i8]) -> i32 {
 }
 
 /// Scalar [`gemm_f32`](super::gemm_f32); shapes are checked by the caller.
-pub(super) fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+pub(super) fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
     let gw = GroupWords::of(m);
     let cols = m.cols();
     let scales = m.scales().values();
-    par_rows(m.rows(), cols, n, 1, y, |rows, out| {
+    y.run(m.rows(), cols, n, 1, |rows, out| {
         for (r, out_r) in rows.zip(out.chunks_exact_mut(n)) {
             let (plus, minus) = m.row_planes(r);
             let s = &scales[r * gw.groups..(r + 1) * gw.groups];
@@ -56,11 +56,11 @@ pub(super) fn gemm_f32(m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
 }
 
 /// Scalar [`gemm_i8`](super::gemm_i8); shapes are checked by the caller.
-pub(super) fn gemm_i8(m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+pub(super) fn gemm_i8(m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let gw = GroupWords::of(m);
     let n = a.n();
     let scales = m.scales().values();
-    par_rows(m.rows(), m.cols(), n, 1, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, 1, |rows, out| {
         for (r, out_r) in rows.zip(out.chunks_exact_mut(n)) {
             let (plus, minus) = m.row_planes(r);
             let s = &scales[r * gw.groups..(r + 1) * gw.groups];

@@ -22,7 +22,7 @@ use std::ops::Range;
 
 use super::Avx2;
 use crate::activations::QuantizedActivations;
-use crate::kernels::{GroupWords, by_row_blocks, par_rows, popcount};
+use crate::kernels::{GroupWords, Rows, by_row_blocks, popcount};
 use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations.
@@ -44,9 +44,9 @@ const NR: usize = 3;
 /// in L2) and every token passes over it.
 const MB: usize = 96;
 
-pub(super) fn gemm_f32(_t: Avx2, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+pub(super) fn gemm_f32(_t: Avx2, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
     let block = row_block(m);
-    par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
         by_token_in_row_blocks(rows, n, block, out, |sub, j, o| {
             by_row_blocks(
                 sub,
@@ -175,14 +175,14 @@ unsafe fn f32_rows<const R: usize>(
     }
 }
 
-pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
     if n >= GEMM_MIN_TOKENS {
         gemm_i8_blocked(t, m, a, y);
         return;
     }
     let xp = permuted_codes(a, 0);
-    par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
         by_row_blocks(
             rows,
             n,
@@ -363,13 +363,13 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 /// words of them (`64 · 510 < 2¹⁵`), reduced to `i32` per chunk. At the end of group `g`,
 /// `Σ q·t = Σ u·t − 128 · Σ t` (`Σ t = popc(plus) − popc(minus)` over the group) is exact and
 /// `y += s[r, g] · (Σ q·t as f32)`, the reference's order; finally `y *= s_j`.
-fn gemm_i8_blocked(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+fn gemm_i8_blocked(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
     let gw = GroupWords::of(m);
     let chunks = chunks(gw);
     let up = chunked_u8_codes(a, &chunks);
     let scales = m.scales().values();
-    par_rows(m.rows(), m.cols(), n, MR, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, MR, |rows, out| {
         out.fill(0.0);
         let mb = MB.min(rows.len().div_ceil(MR) * MR);
         let mut decoded = vec![0i8; mb * 32 * U8_WORDS];

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::Avx512;
 use crate::activations::QuantizedActivations;
-use crate::kernels::{GroupWords, by_row_blocks, par_rows};
+use crate::kernels::{GroupWords, Rows, by_row_blocks};
 use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations in the `f32` and few-token int8 kernels.
@@ -50,7 +50,7 @@ const NZ: usize = 2;
 /// Bytes of decoded weights per block of rows (kept in L2 while all tokens pass over it).
 const DECODED_BLOCK_BYTES: usize = 1 << 20;
 
-pub(super) fn gemm_f32(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+pub(super) fn gemm_f32(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
     if n >= F32_GEMM_MIN_TOKENS {
         gemm_f32_blocked(t, m, x, n, y);
         return;
@@ -59,7 +59,7 @@ pub(super) fn gemm_f32(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mu
     // over such a block before the next block is read, so neither x nor the planes stream
     // from L3 once per few rows.
     let block = (MASK_BLOCK_BYTES / (8 * m.words_per_row()).max(1) / ROWS).max(1) * ROWS;
-    par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
         let mut b0 = rows.start;
         while b0 < rows.end {
             let b1 = (b0 + block).min(rows.end);
@@ -170,7 +170,7 @@ unsafe fn f32_tile<const R: usize, const T: usize>(
     }
 }
 
-pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     if a.n() > 16 {
         gemm_i8_blocked::<MR>(t, m, a, y);
         return;
@@ -181,7 +181,7 @@ pub(super) fn gemm_i8(t: Avx512, m: &TernaryMatrix, a: &QuantizedActivations, y:
         return;
     }
     let n = a.n();
-    par_rows(m.rows(), m.cols(), n, ROWS, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
         by_row_blocks(
             rows,
             n,
@@ -308,25 +308,27 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 /// for a block of `F32_MC` rows × `F32_KC` columns (L2), activations are packed in panels of
 /// 16 tokens (`x[j, c]` at `(p · pc + c) · 16 + j mod 16`), and a `F32_MR × 32` register
 /// tile accumulates `y += w · x` with broadcast FMAs, reading and writing `out` per block.
-fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
     let cols = m.cols();
     let pc = 32 * m.words_per_row();
     let panels = n.div_ceil(16);
     let mut packed = vec![0f32; panels * pc * 16];
+    let pack = |(p, panel): (usize, &mut [f32])| {
+        for t in 0..16.min(n - 16 * p) {
+            let row = &x[(16 * p + t) * cols..(16 * p + t + 1) * cols];
+            for (dst, &v) in panel.chunks_exact_mut(16).zip(row) {
+                dst[t] = v;
+            }
+        }
+    };
     if pc > 0 {
-        packed
-            .par_chunks_mut(pc * 16)
-            .enumerate()
-            .for_each(|(p, panel)| {
-                for t in 0..16.min(n - 16 * p) {
-                    let row = &x[(16 * p + t) * cols..(16 * p + t + 1) * cols];
-                    for (dst, &v) in panel.chunks_exact_mut(16).zip(row) {
-                        dst[t] = v;
-                    }
-                }
-            });
+        if y.is_serial() {
+            packed.chunks_mut(pc * 16).enumerate().for_each(pack);
+        } else {
+            packed.par_chunks_mut(pc * 16).enumerate().for_each(pack);
+        }
     }
-    par_rows(m.rows(), cols, n, F32_MR, y, |rows, out| {
+    y.run(m.rows(), cols, n, F32_MR, |rows, out| {
         out.fill(0.0);
         let mut decoded = vec![0f32; F32_MC * F32_KC];
         let mut b0 = rows.start;
@@ -499,7 +501,7 @@ fn gemm_i8_blocked<const MR: usize>(
     t: Avx512,
     m: &TernaryMatrix,
     a: &QuantizedActivations,
-    y: &mut [f32],
+    y: Rows<'_>,
 ) {
     let n = a.n();
     let pc = a.padded_cols();
@@ -507,12 +509,16 @@ fn gemm_i8_blocked<const MR: usize>(
     let gw = GroupWords::of(m);
     let groups = gw.groups;
     let panels = n.div_ceil(16);
-    let packed = a.u8_panels(0, a.n().div_ceil(16));
+    let packed = if y.is_serial() {
+        a.u8_panels_serial(0, a.n().div_ceil(16))
+    } else {
+        a.u8_panels(0, a.n().div_ceil(16))
+    };
     let mut tok_scales = a.scales().to_vec();
     tok_scales.resize(panels * 16, 0.0);
     let scales = m.scales().values();
     let block_rows = (DECODED_BLOCK_BYTES / pc.max(1) / MR).max(1) * MR;
-    par_rows(m.rows(), m.cols(), n, MR, y, |rows, out| {
+    y.run(m.rows(), m.cols(), n, MR, |rows, out| {
         let block_rows = block_rows.min(rows.len().div_ceil(MR) * MR);
         let mut decoded = vec![0i8; block_rows * pc];
         let mut wsum = vec![0i32; block_rows * groups];

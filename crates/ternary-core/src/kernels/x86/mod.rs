@@ -8,6 +8,7 @@ mod avx2;
 mod avx512;
 
 use crate::activations::QuantizedActivations;
+use crate::kernels::Rows;
 use crate::matrix::TernaryMatrix;
 
 /// AVX2, FMA and POPCNT are all present.
@@ -39,11 +40,11 @@ impl Avx2 {
         super::Level::Avx2.is_available().then_some(Self(()))
     }
 
-    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
         avx2::gemm_f32(self, m, x, n, y)
     }
 
-    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
         avx2::gemm_i8(self, m, a, y)
     }
 
@@ -75,11 +76,11 @@ impl Avx512 {
         super::Level::Avx512.is_available().then_some(Self(()))
     }
 
-    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    pub(super) fn gemm_f32(self, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
         avx512::gemm_f32(self, m, x, n, y)
     }
 
-    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: &mut [f32]) {
+    pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
         avx512::gemm_i8(self, m, a, y)
     }
 
