@@ -11,8 +11,10 @@ use ternary_layers::Cpu;
 use ternary_layers::LinearPath;
 use ternary_models::chat::template_from_tokenizer_config;
 use ternary_models::{
-    Format, Llama, LoadedModel, PerplexityReport, Sampling, generate, perplexity, sniff,
+    BurnDecoder, Decoder, Format, Llama, LoadedModel, PerplexityReport, Sampling, generate_with,
+    perplexity_with, sniff,
 };
+use ternary_runtime::{Runtime, RuntimeOptions};
 
 /// An error message for the user (any displayable error converts into one).
 ///
@@ -131,6 +133,32 @@ pub fn set_ternary_path(model: &mut Llama<Cpu>, path: PathArg) {
     }
 }
 
+/// Which engine runs the model (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Engine {
+    /// The CPU runtime (`ternary-runtime`): persistent workers, fused layers; the default.
+    #[default]
+    Runtime,
+    /// The Burn model (`Llama::forward`): the portable reference path.
+    Burn,
+}
+
+/// Threads for the runtime: `--threads` (which also sizes rayon's pool), else every core.
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// `m` behind the [`Decoder`] seam on `engine` (the runtime with [`threads`] threads).
+pub fn decoder<'m>(m: &'m Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder + 'm>> {
+    Ok(match engine {
+        Engine::Burn => Box::new(BurnDecoder::new(m)),
+        Engine::Runtime => Box::new(Runtime::from_model(
+            m,
+            RuntimeOptions::with_threads(threads()),
+        )?),
+    })
+}
+
 /// Reads a text file, with the path in the error.
 pub fn read_text(path: &Path) -> Res<String> {
     std::fs::read_to_string(path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
@@ -238,6 +266,7 @@ pub fn measure_ppl(
     tokens: &[u32],
     ctx: usize,
     chunks: Option<usize>,
+    engine: Engine,
 ) -> Res<PerplexityReport> {
     let total = (tokens.len() / ctx.max(1)).min(chunks.unwrap_or(usize::MAX).max(1));
     let pb = bar(total as u64, format!("perplexity ({label})"));
@@ -246,7 +275,8 @@ pub fn measure_ppl(
     } else {
         None
     };
-    let r = perplexity(&m.model, tokens, ctx, bos, chunks, |i, _| {
+    let mut dec = decoder(&m.model, engine)?;
+    let r = perplexity_with(dec.as_mut(), tokens, ctx, bos, chunks, |i, _| {
         pb.set_position(i as u64 + 1)
     })?;
     pb.finish_and_clear();
@@ -254,12 +284,13 @@ pub fn measure_ppl(
 }
 
 /// Greedy decode speed: `n` new tokens after `prompt`; returns decode tokens per second.
-pub fn measure_decode(m: &LoadedModel<Cpu>, prompt: &[u32], n: usize) -> Res<f64> {
+pub fn measure_decode(m: &LoadedModel<Cpu>, prompt: &[u32], n: usize, engine: Engine) -> Res<f64> {
     if n < 2 {
         return Err(CliError::new("decode speed needs at least 2 new tokens"));
     }
     let sp = spinner("decode speed");
-    let (_, stats) = generate(&m.model, prompt, n, Sampling::Greedy, None, |_| {})?;
+    let mut dec = decoder(&m.model, engine)?;
+    let (_, stats) = generate_with(dec.as_mut(), prompt, n, Sampling::Greedy, None, |_| {})?;
     sp.finish_and_clear();
     Ok(stats.decode_tokens_per_sec())
 }
@@ -287,11 +318,12 @@ pub fn measure(
     ctx: usize,
     chunks: Option<usize>,
     decode_tokens: usize,
+    engine: Engine,
 ) -> Res<Measured> {
-    let ppl = measure_ppl(name, m, tokens, ctx, chunks)?;
+    let ppl = measure_ppl(name, m, tokens, ctx, chunks, engine)?;
     let decode_tps = if decode_tokens >= 2 {
         let prompt = &tokens[..tokens.len().min(16)];
-        Some(measure_decode(m, prompt, decode_tokens)?)
+        Some(measure_decode(m, prompt, decode_tokens, engine)?)
     } else {
         None
     };

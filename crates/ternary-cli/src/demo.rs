@@ -125,6 +125,7 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         args.ctx,
         args.chunks,
         args.decode_tokens,
+        crate::common::Engine::Runtime,
     )?;
     println!("    {}", float.ppl.final_line());
 
@@ -224,6 +225,7 @@ fn convert_save_measure(
         args.ctx,
         args.chunks,
         args.decode_tokens,
+        crate::common::Engine::Runtime,
     )?;
     measured.file_bytes = Some(summary.file_bytes);
     println!("    {}", measured.ppl.final_line());

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::common::{
-    PathArg, Res, check_measure_args, is_converted, load_model, measure, print_side_by_side,
-    read_text, set_ternary_path,
+    Engine, PathArg, Res, check_measure_args, is_converted, load_model, measure,
+    print_side_by_side, read_text, set_ternary_path,
 };
 
 /// Arguments of `ternary eval`.
@@ -33,6 +33,9 @@ pub struct EvalArgs {
     /// How ternary layers compute.
     #[arg(long, value_enum, default_value_t = PathArg::Auto)]
     pub ternary_path: PathArg,
+    /// The engine: the CPU runtime (default) or the Burn reference model.
+    #[arg(long, value_enum, default_value_t = Engine::Runtime)]
+    pub engine: Engine,
 }
 
 /// `ternary eval`.
@@ -56,7 +59,15 @@ pub fn run(args: &EvalArgs) -> Res<()> {
         } else {
             "float"
         };
-        let mut col = measure(name, &m, &tokens, args.ctx, args.chunks, args.decode_tokens)?;
+        let mut col = measure(
+            name,
+            &m,
+            &tokens,
+            args.ctx,
+            args.chunks,
+            args.decode_tokens,
+            args.engine,
+        )?;
         if is_converted(kind) {
             col.file_bytes = std::fs::metadata(path).ok().map(|md| md.len());
         }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ternary_models::chat::{ChatMessage, render};
-use ternary_models::{Sampling, Tokenizer, generate};
+use ternary_models::{Sampling, Tokenizer, generate_with};
 
-use crate::common::{CliError, Res, load_model};
+use crate::common::{CliError, Engine, Res, decoder, load_model};
 
 /// Arguments of `ternary generate`.
 #[derive(Debug, Clone, Args)]
@@ -40,6 +40,9 @@ pub struct GenerateArgs {
     /// With `--chat`: a system message before the user's turn.
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
+    /// The engine: the CPU runtime (default) or the Burn reference model.
+    #[arg(long, value_enum, default_value_t = Engine::Runtime)]
+    pub engine: Engine,
 }
 
 /// The prompt's token ids: plain text with BOS when the model adds one, or the rendered chat
@@ -144,7 +147,8 @@ pub fn run(args: &GenerateArgs) -> Res<()> {
     let mut streamer = Streamer::new(&m.tokenizer, &prompt)?;
     let mut new: Vec<u32> = Vec::with_capacity(args.max_tokens);
     let mut failed: Option<CliError> = None;
-    let (_, stats) = generate(&m.model, &prompt, args.max_tokens, sampling, eos, |t| {
+    let mut dec = decoder(&m.model, args.engine)?;
+    let (_, stats) = generate_with(dec.as_mut(), &prompt, args.max_tokens, sampling, eos, |t| {
         if Some(t) == eos || failed.is_some() {
             return;
         }

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::common::{CliError, Res, check_measure_args, load_model, measure_ppl, read_text, secs};
+use crate::common::{
+    CliError, Engine, Res, check_measure_args, load_model, measure_ppl, read_text, secs,
+};
 
 /// Arguments of `ternary perplexity`.
 #[derive(Debug, Clone, Args)]
@@ -28,6 +30,9 @@ pub struct PerplexityArgs {
     /// Evaluate at most this many chunks (llama-perplexity's `--chunks`).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// The engine: the CPU runtime (default) or the Burn reference model.
+    #[arg(long, value_enum, default_value_t = Engine::Runtime)]
+    pub engine: Engine,
 }
 
 /// `ternary perplexity`.
@@ -60,7 +65,14 @@ pub fn run(args: &PerplexityArgs) -> Res<()> {
         }
     );
     let t0 = Instant::now();
-    let r = measure_ppl("perplexity", &m, &tokens, args.ctx, args.chunks)?;
+    let r = measure_ppl(
+        "perplexity",
+        &m,
+        &tokens,
+        args.ctx,
+        args.chunks,
+        args.engine,
+    )?;
     eprintln!(
         "{} tokens scored in {} ({:.1} tokens/s evaluated)",
         r.scored,

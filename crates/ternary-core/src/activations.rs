@@ -22,6 +22,27 @@ pub struct QuantizedActivations {
 impl QuantizedActivations {
     /// Quantizes `n × cols` row-major activations (`x.len() == n · cols`). NaN/Inf is an error.
     pub fn quantize(x: &[f32], n: usize, cols: usize) -> Result<Self> {
+        let mut a = Self::empty();
+        a.quantize_into(x, n, cols)?;
+        Ok(a)
+    }
+
+    /// No tokens; a buffer for [`quantize_into`](Self::quantize_into) and
+    /// [`fill_codes`](Self::fill_codes).
+    pub fn empty() -> Self {
+        Self {
+            n: 0,
+            cols: 0,
+            padded_cols: 0,
+            data: Vec::new(),
+            scales: Vec::new(),
+        }
+    }
+
+    /// [`quantize`](Self::quantize) into `self`, reusing its buffers (no allocation once they
+    /// are large enough). On error `self` holds no tokens.
+    pub fn quantize_into(&mut self, x: &[f32], n: usize, cols: usize) -> Result<()> {
+        self.reset(0, 0);
         if x.len() != n * cols {
             return Err(TernaryError::shape(format!(
                 "activations: expected {n}x{cols} = {} values, got {}",
@@ -30,9 +51,8 @@ impl QuantizedActivations {
             )));
         }
         check_finite("activations", x)?;
-        let padded_cols = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
-        let mut data = vec![0i8; n * padded_cols];
-        let mut scales = vec![0f32; n];
+        self.reset(n, cols);
+        let padded_cols = self.padded_cols;
         for j in 0..n {
             let row = &x[j * cols..(j + 1) * cols];
             // Finite input: a plain comparison lets the compiler vectorise the max.
@@ -44,18 +64,55 @@ impl QuantizedActivations {
             }
             let s = amax / 127.0;
             let inv = 127.0 / amax;
-            scales[j] = s;
-            for (q, &v) in data[j * padded_cols..].iter_mut().zip(row) {
+            self.scales[j] = s;
+            for (q, &v) in self.data[j * padded_cols..].iter_mut().zip(row) {
                 *q = round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
             }
         }
-        Ok(Self {
-            n,
-            cols,
-            padded_cols,
-            data,
-            scales,
-        })
+        Ok(())
+    }
+
+    /// Fills `self` with `n` tokens of `cols` codes from `f(j, codes)`, which writes token
+    /// `j`'s `cols` codes (zero on entry) and returns its scale `s_j`, reusing the buffers.
+    /// Codes of `−128` or a non-finite scale are an error (and leave no tokens).
+    pub fn fill_codes(
+        &mut self,
+        n: usize,
+        cols: usize,
+        mut f: impl FnMut(usize, &mut [i8]) -> f32,
+    ) -> Result<()> {
+        self.reset(n, cols);
+        let pc = self.padded_cols;
+        for j in 0..n {
+            let row = &mut self.data[j * pc..j * pc + cols];
+            let s = f(j, row);
+            if let Some(i) = row.iter().position(|&v| v == i8::MIN) {
+                self.reset(0, 0);
+                return Err(TernaryError::config(format!(
+                    "activation value -128 at token {j}, column {i}: int8 activations must lie \
+                     in [-127, 127]"
+                )));
+            }
+            if !s.is_finite() {
+                self.reset(0, 0);
+                return Err(TernaryError::config(format!(
+                    "activation scale {s} of token {j} is not finite"
+                )));
+            }
+            self.scales[j] = s;
+        }
+        Ok(())
+    }
+
+    /// `n` tokens of `cols` zero codes and zero scales, in the existing buffers.
+    fn reset(&mut self, n: usize, cols: usize) {
+        self.n = n;
+        self.cols = cols;
+        self.padded_cols = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
+        self.data.clear();
+        self.data.resize(n * self.padded_cols, 0);
+        self.scales.clear();
+        self.scales.resize(n, 0.0);
     }
 
     /// Builds from already-quantized values (`n × cols`, each in `[-127, 127]`) and token scales.

@@ -194,6 +194,11 @@ impl<B: Backend> BitLinear<B> {
         &self.matrix
     }
 
+    /// The shared handle on the ternary weights (cheap to clone).
+    pub fn matrix_arc(&self) -> &Arc<TernaryMatrix> {
+        &self.matrix
+    }
+
     /// The per-tensor divisor `d`.
     pub fn divisor(&self) -> f32 {
         self.divisor

@@ -56,6 +56,10 @@ pub enum ModelError {
     /// A request that cannot be served (empty prompt, context too long, ...).
     #[error("invalid input: {0}")]
     Input(String),
+    /// Another inference engine behind the [`Decoder`](crate::Decoder) seam failed (e.g. the
+    /// CPU runtime of `ternary-runtime`).
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// `Result` with [`ModelError`].

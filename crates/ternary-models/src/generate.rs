@@ -1,12 +1,12 @@
 //! Greedy and sampled (temperature, top-k, top-p) generation with a KV cache, timed per
 //! phase.
 
+use crate::decoder::{BurnDecoder, Decoder};
 use crate::error::{ModelError, Result};
 use crate::model::{Llama, Logits};
 use burn::tensor::backend::Backend;
 use std::time::Instant;
 use ternary_core::rng::SplitMix64;
-use ternary_layers::to_rows;
 
 /// How the next token is picked from the logits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,6 +193,25 @@ pub fn generate<B: Backend>(
     max_new: usize,
     sampling: Sampling,
     stop: Option<u32>,
+    on_token: impl FnMut(u32),
+) -> Result<(Vec<u32>, GenerationStats)> {
+    generate_with(
+        &mut BurnDecoder::new(model),
+        prompt,
+        max_new,
+        sampling,
+        stop,
+        on_token,
+    )
+}
+
+/// [`generate`] on any [`Decoder`] (its cache is cleared first).
+pub fn generate_with(
+    model: &mut dyn Decoder,
+    prompt: &[u32],
+    max_new: usize,
+    sampling: Sampling,
+    stop: Option<u32>,
     mut on_token: impl FnMut(u32),
 ) -> Result<(Vec<u32>, GenerationStats)> {
     if prompt.is_empty() {
@@ -210,17 +229,15 @@ pub fn generate<B: Backend>(
     if max_new == 0 {
         return Ok((out, stats));
     }
-    let mut cache = model.new_cache();
+    model.clear();
     let t0 = Instant::now();
-    let logits = to_rows(model.forward(prompt, &mut cache, Logits::Last)?)?;
-    let mut next = pick(&logits);
+    let mut next = pick(model.forward(prompt, Logits::Last)?);
     stats.prefill_secs = t0.elapsed().as_secs_f64();
     out.push(next);
     on_token(next);
     let t1 = Instant::now();
     while out.len() < max_new && Some(next) != stop {
-        let logits = to_rows(model.forward(&[next], &mut cache, Logits::Last)?)?;
-        next = pick(&logits);
+        next = pick(model.forward(&[next], Logits::Last)?);
         out.push(next);
         on_token(next);
     }

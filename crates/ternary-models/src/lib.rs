@@ -26,6 +26,7 @@ pub mod bitnet;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod decoder;
 pub mod error;
 pub mod fetch;
 pub mod generate;
@@ -45,13 +46,14 @@ pub mod weights;
 pub use bitnet::{BitLinear, BitLinearPath};
 pub use checkpoint::SafetensorsCheckpoint;
 pub use config::{Activation, Architecture, BitNetLinear, BitNetQuant, LlamaConfig};
+pub use decoder::{BurnDecoder, Decoder};
 pub use error::{ModelError, Result};
-pub use generate::{GenerationStats, Sampler, Sampling, generate};
+pub use generate::{GenerationStats, Sampler, Sampling, generate, generate_with};
 pub use linear::{FloatLinear, HostLinear, LinearImpl};
 pub use loader::{
     LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir, load_safetensors_dir_with,
 };
 pub use model::{KvCache, Llama, Logits};
-pub use perplexity::{PerplexityReport, perplexity};
+pub use perplexity::{PerplexityReport, perplexity, perplexity_with};
 pub use sniff::{Format, sniff};
 pub use tokenizer::Tokenizer;

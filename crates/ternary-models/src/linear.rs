@@ -62,6 +62,10 @@ impl<B: Backend> LinearLayer<B> for FloatLinear<B> {
     fn kind(&self) -> String {
         "float".into()
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// Float linear layer computed on the host: `W: [out, in]` row-major in memory, rows of `x`
@@ -135,6 +139,11 @@ impl HostLinear {
             out,
             inp,
         })
+    }
+
+    /// The shared handle on `W: [out, in]` row-major (cheap to clone).
+    pub fn weight_arc(&self) -> &std::sync::Arc<Vec<f32>> {
+        &self.weight
     }
 
     /// `y = x·Wᵀ` on host rows: `x` is `[m, in]` row-major, the result `[m, out]`.
@@ -212,6 +221,10 @@ impl<B: Backend> LinearLayer<B> for HostLinear {
 
     fn kind(&self) -> String {
         "float-host".into()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -572,6 +572,31 @@ impl<B: Backend> Llama<B> {
     /// `[F]`), then `model.norm.weight` `[H]`. With [`Llama::linears`] this is every weight of the
     /// model (for saving it).
     pub fn float_tensors(&self) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::with_capacity(2 * self.blocks.len() + 2);
+        out.push((
+            "model.embed_tokens.weight".to_string(),
+            HostTensor {
+                shape: self.embed.dims().to_vec(),
+                data: to_rows(self.embed.clone())?,
+            },
+        ));
+        out.extend(self.norm_tensors()?);
+        Ok(out)
+    }
+
+    /// Rows `rows` of the embedding `[V, H]` copied to the host, row-major (`rows` is clamped
+    /// to the vocabulary).
+    pub fn embedding_rows(&self, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let [v, h] = self.embed.dims();
+        let (a, b) = (rows.start.min(v), rows.end.min(v));
+        if a >= b {
+            return Ok(Vec::new());
+        }
+        Ok(to_rows(self.embed.clone().slice([a..b, 0..h]))?)
+    }
+
+    /// [`Llama::float_tensors`] without the embedding: the RMSNorm weights, in the same order.
+    pub fn norm_tensors(&self) -> Result<Vec<(String, HostTensor)>> {
         let host1 = |name: String, t: &Tensor<B, 1>| -> Result<(String, HostTensor)> {
             let shape = t.dims().to_vec();
             let data = t
@@ -582,14 +607,7 @@ impl<B: Backend> Llama<B> {
                 .map_err(|e| ModelError::Input(format!("cannot read {name} back: {e:?}")))?;
             Ok((name, HostTensor { shape, data }))
         };
-        let mut out = Vec::with_capacity(2 * self.blocks.len() + 2);
-        out.push((
-            "model.embed_tokens.weight".to_string(),
-            HostTensor {
-                shape: self.embed.dims().to_vec(),
-                data: to_rows(self.embed.clone())?,
-            },
-        ));
+        let mut out = Vec::with_capacity(2 * self.blocks.len() + 1);
         for (l, b) in self.blocks.iter().enumerate() {
             let p = |s: &str| format!("model.layers.{l}.{s}");
             out.push(host1(p("input_layernorm.weight"), &b.attn_norm.weight)?);

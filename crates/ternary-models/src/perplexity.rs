@@ -8,10 +8,10 @@
 //!
 //! `NLL = mean ℓ`, `PPL = exp(NLL)`, `±PPL = PPL · sqrt((mean ℓ² − NLL²) / (M − 1))`.
 
+use crate::decoder::{BurnDecoder, Decoder};
 use crate::error::{ModelError, Result};
 use crate::model::{Llama, Logits};
 use burn::tensor::backend::Backend;
-use ternary_layers::to_rows;
 
 /// The outcome of a perplexity run.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,25 @@ pub fn perplexity<B: Backend>(
     n_ctx: usize,
     bos: Option<u32>,
     max_chunks: Option<usize>,
+    on_chunk: impl FnMut(usize, f64),
+) -> Result<PerplexityReport> {
+    perplexity_with(
+        &mut BurnDecoder::new(model),
+        tokens,
+        n_ctx,
+        bos,
+        max_chunks,
+        on_chunk,
+    )
+}
+
+/// [`perplexity`] on any [`Decoder`] (its cache is cleared before each chunk).
+pub fn perplexity_with(
+    model: &mut dyn Decoder,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<PerplexityReport> {
     if n_ctx < 4 {
@@ -73,7 +92,7 @@ pub fn perplexity<B: Backend>(
             2 * n_ctx
         )));
     }
-    let vocab = model.config().vocab_size;
+    let vocab = model.vocab_size();
     let mut chunks = tokens.len() / n_ctx;
     if let Some(m) = max_chunks {
         chunks = chunks.min(m.max(1));
@@ -86,8 +105,8 @@ pub fn perplexity<B: Backend>(
         if let Some(b) = bos {
             chunk[0] = b;
         }
-        let mut cache = model.new_cache();
-        let logits = to_rows(model.forward(&chunk, &mut cache, Logits::All)?)?;
+        model.clear();
+        let logits = model.forward(&chunk, Logits::All)?;
         for j in first..n_ctx - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = tokens[i * n_ctx + j + 1] as usize;

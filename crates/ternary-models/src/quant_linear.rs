@@ -112,6 +112,48 @@ impl QuantLinear {
         })
     }
 
+    /// The GGUF block type of the weights.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.kind
+    }
+
+    /// `y = x·Wᵀ` for output rows `rows` only, on the calling thread: `x` is `[m, in]`
+    /// row-major, `out[(r − rows.start) · m + j] = y[j, r]` (row-major by row), each value the
+    /// block dot [`forward_rows`](Self::forward_rows) computes for `m ≤ GEMV_MAX_ROWS`. `sx` is
+    /// scratch for the per-block input sums (reused, so repeated calls do not allocate).
+    /// Shapes are the caller's to check; a mismatch gives NaN outputs, not a panic.
+    pub fn forward_rows_range(
+        &self,
+        x: &[f32],
+        m: usize,
+        rows: std::ops::Range<usize>,
+        sx: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let (k, n) = (self.inp, self.out);
+        if x.len() != m * k || rows.end > n || rows.start > rows.end || out.len() != rows.len() * m
+        {
+            out.fill(f32::NAN);
+            return;
+        }
+        sx.clear();
+        sx.extend(x.chunks_exact(QK).map(|c| c.iter().sum::<f32>()));
+        let nb = k / QK;
+        let row_len = nb * self.block_bytes;
+        let qdot = crate::arch::best_qdot();
+        for (o, slot) in rows.zip(out.chunks_exact_mut(m.max(1))) {
+            let row = &self.bytes[o * row_len..(o + 1) * row_len];
+            for (r, s) in slot.iter_mut().enumerate() {
+                *s = qdot(
+                    self.kind,
+                    row,
+                    &x[r * k..(r + 1) * k],
+                    &sx[r * nb..(r + 1) * nb],
+                );
+            }
+        }
+    }
+
     /// The weights as f32 `[out, in]` row-major.
     pub fn dequantized(&self) -> Vec<f32> {
         // Sizes were checked in `new`, so this cannot fail.
@@ -191,6 +233,10 @@ impl<B: Backend> LinearLayer<B> for QuantLinear {
 
     fn kind(&self) -> String {
         format!("{}-host", self.kind.name())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

@@ -181,21 +181,38 @@ pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: R
         gemm_i8_blocked(t, m, a, y);
         return;
     }
-    let xp = permuted_codes(a, 0);
-    y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
-        by_row_blocks(
-            rows,
-            n,
-            ROWS,
-            out,
-            // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
-            // `o` holds `ROWS × n` outputs, `xp` is `permuted_codes(a)` and
-            // `a.cols() == m.cols()` was checked.
-            |r, o| unsafe { i8_rows::<ROWS>(m, a, &xp, r, o) },
-            // SAFETY: as above, for one row.
-            |r, o| unsafe { i8_rows::<1>(m, a, &xp, r, o) },
-        )
-    });
+    let run = |xp: &[u8], y: Rows<'_>| {
+        y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
+            by_row_blocks(
+                rows,
+                n,
+                ROWS,
+                out,
+                // SAFETY: the token proves the CPU features; `r..r + ROWS` are rows of `m`,
+                // `o` holds `ROWS × n` outputs, `xp` is `permuted_codes(a)` and
+                // `a.cols() == m.cols()` was checked.
+                |r, o| unsafe { i8_rows::<ROWS>(m, a, xp, r, o) },
+                // SAFETY: as above, for one row.
+                |r, o| unsafe { i8_rows::<1>(m, a, xp, r, o) },
+            )
+        });
+    };
+    if y.is_serial() {
+        // A row range on the calling thread (a persistent worker's decode step): the permuted
+        // codes go to a buffer kept by the thread, so repeated calls do not allocate. Serial
+        // work never re-enters this function while the buffer is borrowed.
+        thread_local! {
+            static CODES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        CODES.with_borrow_mut(|xp| {
+            xp.clear();
+            xp.resize(a.data().len(), 0);
+            permute_into(xp, a.data(), 0);
+            run(xp, y);
+        });
+    } else {
+        run(&permuted_codes(a, 0), y);
+    }
 }
 
 /// Left shifts that move bit `8b + d` of a broadcast plane word to the sign bit of byte `b`

@@ -1,0 +1,236 @@
+//! The weights in the runtime's form, built from an already-loaded Burn [`Llama`]: every
+//! format (GGUF, Hugging Face checkpoints, converted files) reaches the runtime through the
+//! same model, and the big tensors are shared with it (`Arc`), not copied.
+//!
+//! Linear layers are recognized by downcasting (`LinearLayer::as_any`): `TernaryLinear`,
+//! `BitLinear`, `HostLinear`, `FloatLinear` (weights copied to the host), `QuantLinear`.
+//! Any other kind is an error unless
+//! [`RuntimeOptions::unknown_as_f32`](crate::RuntimeOptions::unknown_as_f32) asks for its
+//! dequantized `f32` weight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use ternary_layers::{LinearPath, TernaryBackend, TernaryLinear, to_rows};
+use ternary_models::linear::{FloatLinear, HostLinear};
+use ternary_models::quant_linear::QuantLinear;
+use ternary_models::{Activation, BitLinear, Llama, LlamaConfig};
+
+use crate::error::{Result, RuntimeError};
+use crate::options::{LmHead, RuntimeOptions, TernaryActivations};
+use crate::proj::{Kernel, Proj, quantize_rows_i8};
+
+/// One decoder block.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub attn_norm: Vec<f32>,
+    /// `q_proj`, `k_proj`, `v_proj`.
+    pub qkv: [Proj; 3],
+    pub attn_sub_norm: Option<Vec<f32>>,
+    pub o: Proj,
+    pub mlp_norm: Vec<f32>,
+    pub ffn_sub_norm: Option<Vec<f32>>,
+    pub gate: Proj,
+    pub up: Proj,
+    pub down: Proj,
+}
+
+/// The whole model.
+#[derive(Debug)]
+pub(crate) struct Model {
+    pub config: LlamaConfig,
+    /// `[V, H]` row-major.
+    pub embed: Arc<Vec<f32>>,
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,
+    pub lm_head: Proj,
+    pub eps: f32,
+    pub relu2: bool,
+}
+
+impl Model {
+    /// Weight bytes one decode token reads: every projection, the final norm's and each
+    /// block's norms, and one embedding row.
+    pub fn bytes_per_token(&self) -> u64 {
+        let h = self.config.hidden_size as u64;
+        let mut b = 4 * h + self.lm_head.weight_bytes() + 4 * h;
+        for l in &self.layers {
+            b += l.qkv.iter().map(Proj::weight_bytes).sum::<u64>()
+                + l.o.weight_bytes()
+                + l.gate.weight_bytes()
+                + l.up.weight_bytes()
+                + l.down.weight_bytes()
+                + 4 * (l.attn_norm.len() + l.mlp_norm.len()) as u64
+                + 4 * l.attn_sub_norm.as_ref().map_or(0, Vec::len) as u64
+                + 4 * l.ffn_sub_norm.as_ref().map_or(0, Vec::len) as u64;
+        }
+        b
+    }
+
+    /// Bytes of weights the runtime keeps alive (the embedding counted once).
+    pub fn weight_bytes(&self) -> u64 {
+        self.bytes_per_token() + 4 * self.embed.len() as u64 - 4 * self.config.hidden_size as u64
+    }
+}
+
+/// A projection from a Burn layer.
+fn proj_of<B: TernaryBackend + 'static>(
+    name: &str,
+    l: &dyn ternary_layers::LinearLayer<B>,
+    opts: &RuntimeOptions,
+) -> Result<Proj> {
+    let (rows, cols) = (l.out_features(), l.in_features());
+    let plain = |kernel| Proj {
+        kernel,
+        rows,
+        cols,
+        bias: None,
+        input_scale: None,
+    };
+    let any = l.as_any();
+    if let Some(t) = any.and_then(|a| a.downcast_ref::<TernaryLinear<B>>()) {
+        let int8 = match opts.ternary {
+            TernaryActivations::AsLayer => t.path().resolve::<B>() == LinearPath::CpuInt8,
+            TernaryActivations::Int8 => true,
+            TernaryActivations::F32 => false,
+        };
+        let m = Arc::clone(t.matrix_arc());
+        let kernel = if int8 {
+            Kernel::TernaryI8(m)
+        } else {
+            Kernel::TernaryF32(m)
+        };
+        return Ok(Proj {
+            kernel,
+            rows,
+            cols,
+            bias: t.bias().map(Arc::new),
+            input_scale: t.input_scale().map(|d| Arc::new(d.to_vec())),
+        });
+    }
+    if let Some(b) = any.and_then(|a| a.downcast_ref::<BitLinear<B>>()) {
+        return Ok(plain(Kernel::BitNet {
+            m: Arc::clone(b.matrix_arc()),
+            divisor: b.divisor(),
+        }));
+    }
+    if let Some(h) = any.and_then(|a| a.downcast_ref::<HostLinear>()) {
+        return Ok(plain(Kernel::F32(Arc::clone(h.weight_arc()))));
+    }
+    if let Some(q) = any.and_then(|a| a.downcast_ref::<QuantLinear>()) {
+        return Ok(plain(Kernel::Quant(q.clone())));
+    }
+    let float = any.is_some_and(|a| a.is::<FloatLinear<B>>());
+    if float || opts.unknown_as_f32 {
+        let w = to_rows(l.weight()).map_err(|e| RuntimeError::Unsupported(e.to_string()))?;
+        return Ok(plain(Kernel::F32(Arc::new(w))));
+    }
+    Err(RuntimeError::Unsupported(format!(
+        "layer '{name}' is a '{}' layer, which the runtime does not know (set \
+         RuntimeOptions::unknown_as_f32 to multiply its dequantized f32 weight)",
+        l.kind()
+    )))
+}
+
+/// Builds the runtime's model from `m`.
+pub(crate) fn build<B: TernaryBackend + 'static>(
+    m: &Llama<B>,
+    opts: &RuntimeOptions,
+) -> Result<Model> {
+    let config = m.config().clone();
+    if m.score_fn().name() != "float" {
+        return Err(RuntimeError::Unsupported(format!(
+            "the model's attention scores are '{}'; the runtime computes float scores \
+             (reset_score_fn)",
+            m.score_fn().name()
+        )));
+    }
+    let (h, v) = (config.hidden_size, config.vocab_size);
+    let mut projs: HashMap<String, Proj> = HashMap::new();
+    let mut head_host: Option<Arc<Vec<f32>>> = None;
+    for (name, l) in m.linears() {
+        let mut p = proj_of::<B>(&name, l.as_ref(), opts)?;
+        if name == "lm_head"
+            && let Kernel::F32(w) = &p.kernel
+        {
+            if l.as_any().is_some_and(|a| a.is::<HostLinear>()) {
+                head_host = Some(Arc::clone(w));
+            }
+            if opts.lm_head == LmHead::Int8 {
+                let (q, scales) = quantize_rows_i8(w, p.rows, p.cols);
+                p.kernel = Kernel::I8Rows { q, scales };
+            }
+        }
+        projs.insert(name, p);
+    }
+    let mut norms: HashMap<String, Vec<f32>> = m
+        .norm_tensors()?
+        .into_iter()
+        .map(|(n, t)| (n, t.data))
+        .collect();
+    let mut take_norm = |name: &str| {
+        norms
+            .remove(name)
+            .ok_or_else(|| RuntimeError::Unsupported(format!("the model has no tensor '{name}'")))
+    };
+    let mut take = |name: String| {
+        projs
+            .remove(&name)
+            .ok_or_else(|| RuntimeError::Unsupported(format!("the model has no layer '{name}'")))
+    };
+    let mut layers = Vec::with_capacity(config.num_layers);
+    for l in 0..config.num_layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        layers.push(Layer {
+            attn_norm: take_norm(&p("input_layernorm.weight"))?,
+            qkv: [
+                take(p("self_attn.q_proj"))?,
+                take(p("self_attn.k_proj"))?,
+                take(p("self_attn.v_proj"))?,
+            ],
+            attn_sub_norm: take_norm(&p("self_attn.attn_sub_norm.weight")).ok(),
+            o: take(p("self_attn.o_proj"))?,
+            mlp_norm: take_norm(&p("post_attention_layernorm.weight"))?,
+            ffn_sub_norm: take_norm(&p("mlp.ffn_sub_norm.weight")).ok(),
+            gate: take(p("mlp.gate_proj"))?,
+            up: take(p("mlp.up_proj"))?,
+            down: take(p("mlp.down_proj"))?,
+        });
+    }
+    let lm_head = take("lm_head".into())?;
+    let norm = take_norm("model.norm.weight")?;
+    // A tied head built from the embedding (a `HostLinear` of the same values) serves the
+    // embedding lookups too; otherwise the embedding is copied from the model.
+    let embed = match head_host {
+        Some(w) if w.len() == v * h && embedding_matches(m, &w, v, h)? => w,
+        _ => Arc::new(m.embedding_rows(0..v)?),
+    };
+    if embed.len() != v * h {
+        return Err(RuntimeError::Unsupported(format!(
+            "the embedding holds {} values, expected {v} x {h}",
+            embed.len()
+        )));
+    }
+    let eps = config.rms_norm_eps as f32;
+    let relu2 = config.hidden_act == Activation::Relu2;
+    Ok(Model {
+        config,
+        embed,
+        layers,
+        norm,
+        lm_head,
+        eps,
+        relu2,
+    })
+}
+
+/// Whether the first and last rows of the model's embedding equal those of `w`.
+fn embedding_matches<B: Backend>(m: &Llama<B>, w: &[f32], v: usize, h: usize) -> Result<bool> {
+    if !m.config().tie_word_embeddings {
+        return Ok(false);
+    }
+    let first = m.embedding_rows(0..1)?;
+    let last = m.embedding_rows(v - 1..v)?;
+    Ok(first == w[..h] && last == w[(v - 1) * h..])
+}

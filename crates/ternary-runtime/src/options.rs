@@ -1,0 +1,122 @@
+//! What a [`Runtime`](crate::Runtime) is built with.
+
+use ternary_core::kernels::Level;
+
+use crate::error::{Result, RuntimeError};
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// `f32`: the reference's precision (the logits tests use it).
+    #[default]
+    F32,
+    /// IEEE `f16` (half the memory; keys and values rounded once when stored).
+    F16,
+}
+
+/// How the output head (`lm_head`) multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LmHead {
+    /// As the model holds it (f32 for float heads): exact against the reference.
+    #[default]
+    AsModel,
+    /// Int8 per row: `w[r, c] ≈ s_r · q[r, c]`, `s_r = max_c |w[r, c]| / 127`,
+    /// `q = round(w / s_r)`, times per-token int8 activations
+    /// ([`QuantizedActivations`](ternary_core::QuantizedActivations)):
+    /// `y[j, r] = s_r · s_j · Σ_c q[r, c] · q[j, c]` (exact `i32` sums). A quarter of the f32
+    /// head's bytes per token; logits move by the rounding of both operands. Only for float
+    /// heads (other kinds keep their own arithmetic).
+    Int8,
+}
+
+/// Which activations the ternary layers ([`TernaryLinear`](ternary_layers::TernaryLinear))
+/// multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TernaryActivations {
+    /// The layer's own path: `f32` activations for `LinearPath::Auto` / `CpuF32` (the CPU
+    /// default), per-token int8 for `CpuInt8`; the same arithmetic as the reference.
+    #[default]
+    AsLayer,
+    /// Per-token int8 for every ternary layer (`CpuInt8`'s rule): the fastest kernels.
+    Int8,
+    /// `f32` for every ternary layer.
+    F32,
+}
+
+/// Options of [`Runtime::from_model`](crate::Runtime::from_model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Threads taking part in each product, the calling thread included (`threads − 1`
+    /// workers are started). Default: the machine's available parallelism.
+    pub threads: usize,
+    /// KV cache element type.
+    pub kv: KvType,
+    /// Output head arithmetic.
+    pub lm_head: LmHead,
+    /// Ternary layers' activations.
+    pub ternary: TernaryActivations,
+    /// Tokens per prefill batch: longer inputs run in batches of this many (each product then
+    /// reads the weights once per batch). At least 1.
+    pub chunk: usize,
+    /// Most positions the cache holds; `None`: the model's `max_position_embeddings`. The
+    /// cache grows as positions arrive, up to this.
+    pub max_context: Option<usize>,
+    /// SIMD level of the kernels; `None`: [`Level::detect`] (capped by `TERNARY_SIMD`).
+    pub level: Option<Level>,
+    /// Layers of a kind the runtime does not know: `false` (default) is an error when the
+    /// runtime is built; `true` multiplies their dequantized `f32` weight
+    /// (`LinearLayer::weight`), which is exact only for layers that compute `y = x·Wᵀ`.
+    pub unknown_as_f32: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kv: KvType::F32,
+            lm_head: LmHead::AsModel,
+            ternary: TernaryActivations::AsLayer,
+            chunk: 128,
+            max_context: None,
+            level: None,
+            unknown_as_f32: false,
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// [`RuntimeOptions::default`] with `threads` threads.
+    pub fn with_threads(threads: usize) -> Self {
+        Self {
+            threads,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.threads == 0 || self.threads > 1024 {
+            return Err(RuntimeError::Options(format!(
+                "threads {} must be in 1..=1024",
+                self.threads
+            )));
+        }
+        if self.chunk == 0 {
+            return Err(RuntimeError::Options(
+                "the prefill chunk must hold at least 1 token".into(),
+            ));
+        }
+        if self.max_context == Some(0) {
+            return Err(RuntimeError::Options(
+                "max_context must be at least 1".into(),
+            ));
+        }
+        if let Some(l) = self.level
+            && !l.is_available()
+        {
+            return Err(RuntimeError::Options(format!(
+                "SIMD level {l} is not available on this CPU (or is above TERNARY_SIMD)"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! One projection (linear layer) as the runtime holds it, the activations each kind
+//! multiplies, and the row-range product a worker computes.
+//!
+//! Kinds, with `x` the input token and `y[r]` output row `r`:
+//! - [`Kernel::TernaryF32`]: `y = Q·(x ⊙ d) + b` with `f32` activations (`gemm_f32`);
+//! - [`Kernel::TernaryI8`]: `y = s_x · Q·q + b`, `x ⊙ d ≈ s_x · q` per token
+//!   (`QuantizedActivations`, `gemm_i8`); a token holding NaN/Inf gives NaN outputs;
+//! - [`Kernel::BitNet`]: `y = (Σ_g s_g Σ q·t) / (k·D)` with BitNet's own activation rule
+//!   (`k = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x·k), −128, 127)`);
+//! - [`Kernel::F32`]: `y[r] = Σ_c W[r, c]·x[c]` (`DotF32`);
+//! - [`Kernel::Quant`]: GGUF Q4_0/Q4_1/Q8_0 block dots (`QuantLinear`);
+//! - [`Kernel::I8Rows`]: `y[r] = s_r · s_x · Σ_c q_w[r, c]·q_x[c]` (the int8 output head).
+//!
+//! Each is the arithmetic of the Burn layer it came from, in the same order where the kernels
+//! allow it (the ternary and BitNet products are bit-identical at the same SIMD level).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use ternary_core::kernels::{self, DotF32, Level};
+use ternary_core::{QuantizedActivations, TernaryMatrix};
+use ternary_models::bitnet::BITNET_EPS;
+use ternary_models::quant_linear::QuantLinear;
+
+use crate::error::Result;
+
+/// The product a projection computes (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub(crate) enum Kernel {
+    TernaryF32(Arc<TernaryMatrix>),
+    TernaryI8(Arc<TernaryMatrix>),
+    BitNet { m: Arc<TernaryMatrix>, divisor: f32 },
+    F32(Arc<Vec<f32>>),
+    Quant(QuantLinear),
+    I8Rows { q: Vec<i8>, scales: Vec<f32> },
+}
+
+/// The activations a kernel multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputKind {
+    /// `x ⊙ d` in `f32`.
+    F32,
+    /// Per-token int8 (`QuantizedActivations::quantize` of `x ⊙ d`).
+    I8,
+    /// BitNet's per-token int8 codes and `k`.
+    BitNet,
+}
+
+/// A linear layer `[rows, cols]` with its optional bias `b` and input scale `d`.
+#[derive(Debug, Clone)]
+pub(crate) struct Proj {
+    pub kernel: Kernel,
+    pub rows: usize,
+    pub cols: usize,
+    pub bias: Option<Arc<Vec<f32>>>,
+    pub input_scale: Option<Arc<Vec<f32>>>,
+}
+
+impl Proj {
+    pub fn input_kind(&self) -> InputKind {
+        match self.kernel {
+            Kernel::TernaryI8(_) | Kernel::I8Rows { .. } => InputKind::I8,
+            Kernel::BitNet { .. } => InputKind::BitNet,
+            _ => InputKind::F32,
+        }
+    }
+
+    /// Bytes of weights one token's product reads.
+    pub fn weight_bytes(&self) -> u64 {
+        let b = match &self.kernel {
+            Kernel::TernaryF32(m) | Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => {
+                4 * (m.plus().len() + m.minus().len() + m.scales().values().len())
+            }
+            Kernel::F32(w) => 4 * w.len(),
+            Kernel::Quant(q) => {
+                let n = self.rows * self.cols;
+                q.ggml_type().byte_size(n).unwrap_or(4 * n)
+            }
+            Kernel::I8Rows { q, scales } => q.len() + 4 * scales.len(),
+        };
+        let v = |o: &Option<Arc<Vec<f32>>>| o.as_ref().map_or(0, |v| 4 * v.len());
+        (b + v(&self.bias) + v(&self.input_scale)) as u64
+    }
+
+    /// Whether `self` and `other` multiply the same prepared activations.
+    pub fn shares_input_with(&self, other: &Proj) -> bool {
+        let same_scale = match (&self.input_scale, &other.input_scale) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        };
+        self.cols == other.cols && self.input_kind() == other.input_kind() && same_scale
+    }
+}
+
+/// One thread's activations prepared for a projection: `x ⊙ d` (when `d` is set), the int8
+/// codes, and per token whether it was non-finite (int8) or BitNet's `k`.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub kind: InputKind,
+    pub scaled: bool,
+    pub xs: Vec<f32>,
+    pub qa: QuantizedActivations,
+    /// Int8: tokens holding NaN/Inf. BitNet: unused.
+    pub bad: Vec<bool>,
+    /// BitNet: `k_j` per token.
+    pub k: Vec<f32>,
+}
+
+impl Prepared {
+    pub fn new() -> Self {
+        Self {
+            kind: InputKind::F32,
+            scaled: false,
+            xs: Vec::new(),
+            qa: QuantizedActivations::empty(),
+            bad: Vec::new(),
+            k: Vec::new(),
+        }
+    }
+
+    /// Prepares `x: [n, proj.cols]` for `proj`.
+    pub fn prepare(&mut self, proj: &Proj, x: &[f32], n: usize) -> Result<()> {
+        let cols = proj.cols;
+        self.kind = proj.input_kind();
+        self.scaled = proj.input_scale.is_some();
+        let src: &[f32] = match &proj.input_scale {
+            Some(d) => {
+                self.xs.clear();
+                self.xs.extend_from_slice(x);
+                for row in self.xs.chunks_exact_mut(cols.max(1)) {
+                    for (v, s) in row.iter_mut().zip(d.iter()) {
+                        *v *= s;
+                    }
+                }
+                &self.xs
+            }
+            None => x,
+        };
+        match self.kind {
+            InputKind::F32 => {}
+            InputKind::I8 => {
+                self.bad.clear();
+                self.bad.extend(
+                    src.chunks_exact(cols.max(1))
+                        .take(n)
+                        .map(|r| r.iter().any(|v| !v.is_finite())),
+                );
+                let bad = &self.bad;
+                // `QuantizedActivations::quantize`'s rule, with non-finite tokens zeroed (as
+                // `TernaryLinear`'s int8 path does before quantizing).
+                self.qa.fill_codes(n, cols, |j, q| {
+                    if bad[j] {
+                        return 0.0;
+                    }
+                    quantize_row(&src[j * cols..(j + 1) * cols], q)
+                })?;
+            }
+            InputKind::BitNet => {
+                self.k.clear();
+                self.k.resize(n, 0.0);
+                let k = &mut self.k;
+                self.qa.fill_codes(n, cols, |j, q| {
+                    k[j] = bitnet_row(&src[j * cols..(j + 1) * cols], q);
+                    1.0
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `f32` activations for `proj` (`x ⊙ d`, or `x` itself).
+    pub fn f32_input<'a>(&'a self, x: &'a [f32]) -> &'a [f32] {
+        if self.scaled { &self.xs } else { x }
+    }
+}
+
+/// `QuantizedActivations::quantize` of one finite row into `q`; returns `s = max|x| / 127`
+/// (0 for an all-zero row).
+fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
+    let amax = row
+        .iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    for (c, &v) in q.iter_mut().zip(row) {
+        *c = round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}
+
+/// The rounding of `ternary_core`'s quantizer: ties to even for `|v| < 2²²`.
+#[inline(always)]
+fn round_ties_even_small(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (v + MAGIC) - MAGIC
+}
+
+/// BitNet's activation quantization of one row (`ternary_models::bitnet::quantize_activations`):
+/// returns `k` (NaN, with zero codes, for a non-finite row).
+fn bitnet_row(row: &[f32], q: &mut [i8]) -> f32 {
+    if row.iter().any(|v| !v.is_finite()) {
+        return f32::NAN;
+    }
+    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let k = 127.0 / amax.max(BITNET_EPS);
+    for (c, &v) in q.iter_mut().zip(row) {
+        *c = (v * k).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+    k
+}
+
+/// Per-thread scratch of the products.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub sx: Vec<f32>,
+}
+
+/// `out[(r − rows.start) · n + j] = y[j, r]` for `r ∈ rows` (row-major by row), `x: [n, cols]`
+/// the layer's input as given (before `d`), `p` its preparation.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_rows(
+    level: Level,
+    dot: DotF32,
+    proj: &Proj,
+    p: &Prepared,
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<()> {
+    if rows.is_empty() || n == 0 {
+        return Ok(());
+    }
+    let cols = proj.cols;
+    match &proj.kernel {
+        Kernel::TernaryF32(m) => {
+            kernels::gemm_f32_rows_with(level, m, p.f32_input(x), n, rows.clone(), out)?
+        }
+        Kernel::TernaryI8(m) => {
+            kernels::gemm_i8_rows_with(level, m, &p.qa, rows.clone(), out)?;
+            for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
+                for o in out.chunks_exact_mut(n) {
+                    o[j] = f32::NAN;
+                }
+            }
+        }
+        Kernel::BitNet { m, divisor } => {
+            kernels::gemm_i8_rows_with(level, m, &p.qa, rows.clone(), out)?;
+            for o in out.chunks_exact_mut(n) {
+                for (v, &k) in o.iter_mut().zip(&p.k) {
+                    *v /= k * divisor;
+                }
+            }
+        }
+        Kernel::F32(w) => {
+            let xs = p.f32_input(x);
+            for (r, o) in rows.clone().zip(out.chunks_exact_mut(n)) {
+                let wr = &w[r * cols..(r + 1) * cols];
+                for (j, v) in o.iter_mut().enumerate() {
+                    *v = dot.dot(&xs[j * cols..(j + 1) * cols], wr);
+                }
+            }
+        }
+        Kernel::Quant(q) => {
+            q.forward_rows_range(p.f32_input(x), n, rows.clone(), &mut scratch.sx, out);
+        }
+        Kernel::I8Rows { q, scales } => {
+            let pc = p.qa.padded_cols();
+            for (r, o) in rows.clone().zip(out.chunks_exact_mut(n)) {
+                let wr = &q[r * cols..(r + 1) * cols];
+                for (j, v) in o.iter_mut().enumerate() {
+                    let xr = &p.qa.data()[j * pc..j * pc + cols];
+                    *v = scales[r] * p.qa.scales()[j] * dot_i8(wr, xr) as f32;
+                }
+                for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
+                    o[j] = f32::NAN;
+                }
+            }
+        }
+    }
+    if let Some(b) = &proj.bias {
+        for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
+            for v in o {
+                *v += b[r];
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Σ a[i]·b[i]` in `i32` (exact: `|a|, |b| ≤ 127` and rows far shorter than `2¹⁷`).
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let mut acc = [0i32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: i32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += i32::from(x[i]) * i32::from(y[i]);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// Row-quantizes `w: [rows, cols]` to int8: `s_r = max_c |w[r, c]| / 127`, `q = round(w / s_r)`
+/// (ties to even), `s_r = 0` and `q = 0` for a zero row.
+pub(crate) fn quantize_rows_i8(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = vec![0i8; rows * cols];
+    let mut s = vec![0f32; rows];
+    for (r, row) in w.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        s[r] = quantize_row(row, &mut q[r * cols..(r + 1) * cols]);
+    }
+    (q, s)
+}

@@ -1,0 +1,288 @@
+//! The runtime's logits against the reference (`Llama::forward`, the Burn model) on the
+//! committed tiny fixtures, prefill then decode steps, at every SIMD level this host has and
+//! with 1, 2 and 3 threads; greedy generations token for token; bad input as errors.
+//!
+//! Tolerance: `common::TOL` (1e-4) of each step's logit range.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{BITNET_TOL, TOL, assert_close, assert_close_tol, reference, runtime_steps};
+use ternary_core::ScaleLayout;
+use ternary_core::kernels::Level;
+use ternary_core::quant::{Method, QuantConfig, quantize};
+use ternary_layers::{Cpu, LinearPath, TernaryLinear, to_rows};
+use ternary_models::{
+    BurnDecoder, Llama, LoadedModel, Logits, Sampling, generate_with, load_gguf,
+    load_safetensors_dir,
+};
+use ternary_runtime::{KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Token ids in the vocabulary, deterministic: a prompt of `n` tokens.
+fn ids(vocab: usize, n: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 37 + 11) % vocab) as u32).collect()
+}
+
+/// Every available level × threads 1, 2, 3 (and a prefill cut into chunks of 3 tokens).
+fn check_all(model: &Llama<Cpu>, what: &str) {
+    check_all_tol(model, what, TOL)
+}
+
+/// [`check_all`] with tolerance `tol`.
+fn check_all_tol(model: &Llama<Cpu>, what: &str, tol: f64) {
+    let v = model.config().vocab_size;
+    let tokens = ids(v, 12);
+    let want = reference(model, &tokens, 8);
+    for level in Level::available() {
+        for threads in [1, 2, 3] {
+            for chunk in [128, 3] {
+                if chunk == 3 && threads != 2 {
+                    continue;
+                }
+                let opts = RuntimeOptions {
+                    threads,
+                    level: Some(level),
+                    chunk,
+                    ..RuntimeOptions::default()
+                };
+                let mut rt = Runtime::from_model(model, opts).unwrap();
+                let got = runtime_steps(&mut rt, &tokens, 8);
+                let worst = assert_close_tol(
+                    &want,
+                    &got,
+                    &format!("{what} {level} threads {threads} chunk {chunk}"),
+                    tol,
+                );
+                eprintln!("{what} {level} threads {threads} chunk {chunk}: worst {worst:.2e}");
+            }
+        }
+    }
+}
+
+fn tiny_llama() -> LoadedModel<Cpu> {
+    load_safetensors_dir::<Cpu>(fixtures().join("tiny-llama"), &Default::default()).unwrap()
+}
+
+/// Layer `i` replaced by a ternary layer quantized from its weight (optionally with a bias
+/// and an input scale), computing on `path`.
+fn make_ternary(
+    model: &mut Llama<Cpu>,
+    i: usize,
+    cfg: &QuantConfig,
+    extras: bool,
+    path: LinearPath,
+) {
+    let mut linears = model.linears_mut();
+    let (_, slot) = &mut linears[i];
+    let (rows, cols) = (slot.out_features(), slot.in_features());
+    let w = to_rows(slot.weight()).unwrap();
+    let (m, _) = quantize(&w, rows, cols, cfg).unwrap();
+    let mut layer = TernaryLinear::<Cpu>::new(m, &Default::default()).unwrap();
+    if extras {
+        let b: Vec<f32> = (0..rows).map(|r| 0.01 * (r as f32 - 3.5)).collect();
+        let d: Vec<f32> = (0..cols).map(|c| 0.5 + (c % 7) as f32 * 0.25).collect();
+        layer = layer.with_bias(b).unwrap().with_input_scale(d).unwrap();
+    }
+    **slot = Box::new(layer.with_path(path));
+}
+
+/// The tiny Llama with per-row and per-group ternary layers (some with bias and input
+/// scale), float layers, a ternary head, and the ternary layers on `path`.
+fn mixed_tiny(path: LinearPath) -> LoadedModel<Cpu> {
+    let mut m = tiny_llama();
+    let n = m.model.linears().len();
+    let per_row = QuantConfig::new(Method::AbsMean, ScaleLayout::PerRow);
+    let grouped = QuantConfig::new(
+        Method::Twn { delta_factor: 0.7 },
+        ScaleLayout::PerGroup { group_size: 32 },
+    );
+    for i in 0..n {
+        match i % 4 {
+            0 => make_ternary(&mut m.model, i, &per_row, false, path),
+            1 => make_ternary(&mut m.model, i, &grouped, true, path),
+            2 => make_ternary(&mut m.model, i, &grouped, false, path),
+            _ => {}
+        }
+    }
+    m
+}
+
+#[test]
+fn float_llama_should_match_reference() {
+    check_all(&tiny_llama().model, "tiny-llama float");
+}
+
+#[test]
+fn mixed_ternary_llama_should_match_reference_on_f32_and_int8_paths() {
+    check_all(&mixed_tiny(LinearPath::Auto).model, "tiny-llama mixed f32");
+    check_all(
+        &mixed_tiny(LinearPath::CpuInt8).model,
+        "tiny-llama mixed int8",
+    );
+}
+
+#[test]
+fn converted_file_should_match_reference() {
+    let m = mixed_tiny(LinearPath::Auto);
+    let dir = ternary_testkit::TempDir::new("rt-converted");
+    let path = dir.path("tiny.safetensors");
+    ternary_convert::save(&path, &m.model, &m.tokenizer).unwrap();
+    let back = ternary_convert::load::<Cpu>(&path, &Default::default()).unwrap();
+    check_all(&back.model, "tiny-llama converted file");
+}
+
+#[test]
+fn bitnet_checkpoints_should_match_reference() {
+    for variant in ["relu2-packed", "relu2-bf16", "silu-bf16", "llama-packed"] {
+        let m = load_safetensors_dir::<Cpu>(
+            fixtures().join("tiny-bitnet").join(variant),
+            &Default::default(),
+        )
+        .unwrap();
+        check_all_tol(&m.model, &format!("tiny-bitnet {variant}"), BITNET_TOL);
+    }
+}
+
+#[test]
+fn bitnet_gguf_should_match_reference() {
+    for file in ["tiny-bitnet-tq1_0.gguf", "tiny-bitnet-tq2_0.gguf"] {
+        let m = load_gguf::<Cpu>(
+            fixtures().join("tiny-bitnet-gguf").join(file),
+            &Default::default(),
+        )
+        .unwrap();
+        check_all_tol(&m.model, file, BITNET_TOL);
+    }
+}
+
+#[test]
+fn greedy_generation_should_match_reference_token_for_token() {
+    let models = [
+        tiny_llama(),
+        mixed_tiny(LinearPath::CpuInt8),
+        load_safetensors_dir::<Cpu>(
+            fixtures().join("tiny-bitnet/relu2-packed"),
+            &Default::default(),
+        )
+        .unwrap(),
+    ];
+    for m in &models {
+        let prompt = ids(m.model.config().vocab_size, 5);
+        let (want, _) = generate_with(
+            &mut BurnDecoder::new(&m.model),
+            &prompt,
+            12,
+            Sampling::Greedy,
+            None,
+            |_| {},
+        )
+        .unwrap();
+        for threads in [1, 2] {
+            let mut rt =
+                Runtime::from_model(&m.model, RuntimeOptions::with_threads(threads)).unwrap();
+            let (got, _) =
+                generate_with(&mut rt, &prompt, 12, Sampling::Greedy, None, |_| {}).unwrap();
+            assert_eq!(got, want, "threads {threads}");
+        }
+    }
+}
+
+#[test]
+fn int8_options_should_stay_close_to_reference() {
+    // The int8 head and int8 ternary activations change the arithmetic: checked loosely
+    // (1e-2 of the range) against the reference, and the int8 ternary activations exactly
+    // against the reference with its layers switched to CpuInt8.
+    let m = mixed_tiny(LinearPath::Auto);
+    let tokens = ids(m.model.config().vocab_size, 10);
+    let opts = RuntimeOptions {
+        threads: 2,
+        ternary: TernaryActivations::Int8,
+        ..RuntimeOptions::default()
+    };
+    let got = runtime_steps(
+        &mut Runtime::from_model(&m.model, opts).unwrap(),
+        &tokens,
+        6,
+    );
+    let int8 = mixed_tiny(LinearPath::CpuInt8);
+    assert_close(
+        &reference(&int8.model, &tokens, 6),
+        &got,
+        "TernaryActivations::Int8",
+    );
+    let f = tiny_llama();
+    let want = reference(&f.model, &tokens, 6);
+    for (kv, head) in [(KvType::F16, LmHead::AsModel), (KvType::F32, LmHead::Int8)] {
+        let opts = RuntimeOptions {
+            threads: 2,
+            kv,
+            lm_head: head,
+            ..RuntimeOptions::default()
+        };
+        let got = runtime_steps(
+            &mut Runtime::from_model(&f.model, opts).unwrap(),
+            &tokens,
+            6,
+        );
+        for (w, g) in want.iter().zip(&got) {
+            let range = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 * 2.0;
+            let worst = w
+                .iter()
+                .zip(g)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0f64, f64::max);
+            assert!(
+                worst <= 1e-2 * range,
+                "{kv:?} {head:?}: {worst} of range {range}"
+            );
+        }
+    }
+    let _ = TOL;
+}
+
+#[test]
+fn bad_input_should_be_errors_and_leave_the_runtime_usable() {
+    let m = tiny_llama();
+    let v = m.model.config().vocab_size as u32;
+    let opts = RuntimeOptions {
+        threads: 2,
+        max_context: Some(10),
+        ..RuntimeOptions::default()
+    };
+    let mut rt = Runtime::from_model(&m.model, opts).unwrap();
+    assert!(rt.forward(&[], Logits::Last).is_err());
+    assert!(rt.forward(&[1, v], Logits::Last).is_err());
+    assert!(rt.forward(&[1; 11], Logits::Last).is_err());
+    assert_eq!(rt.position(), 0);
+    rt.forward(&[1; 9], Logits::Last).unwrap();
+    assert!(rt.forward(&[1, 2], Logits::Last).is_err());
+    rt.forward(&[1], Logits::Last).unwrap();
+    assert_eq!(rt.position(), 10);
+    assert!(rt.forward(&[1], Logits::Last).is_err());
+    rt.clear();
+    assert_eq!(
+        rt.forward(&[1, 2, 3], Logits::All).unwrap().len(),
+        3 * v as usize
+    );
+    for bad in [
+        RuntimeOptions {
+            threads: 0,
+            ..RuntimeOptions::default()
+        },
+        RuntimeOptions {
+            chunk: 0,
+            ..RuntimeOptions::default()
+        },
+        RuntimeOptions {
+            max_context: Some(0),
+            ..RuntimeOptions::default()
+        },
+    ] {
+        assert!(Runtime::from_model(&m.model, bad).is_err());
+    }
+}
