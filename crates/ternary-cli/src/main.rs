@@ -8,11 +8,17 @@
 //! - `ternary perplexity --model <any> --text <file> [--ctx 512]`: llama-perplexity's number.
 //! - `ternary inspect <file.safetensors>`: layers, formats, bits per weight, bytes.
 //! - `ternary demo`: fetch SmolLM2-135M if needed, quantize it, compare with float.
+//! - `ternary bench --model <any> [--prompt-tokens 512] [--gen-tokens 128] [--json]`: prefill
+//!   and decode tokens/s (llama-bench's pp/tg), peak memory, bytes read per token.
+//!
+//! `generate`, `eval`, `perplexity` and `bench` run on the CPU runtime (`ternary-runtime`) by
+//! default; `--engine burn` takes the Burn reference model. `--threads N` sizes both.
 //!
 //! Every model path is told apart by content (`ternary_models::sniff`), not by its name.
 //!
 //! Errors are printed as `error: …` with a non-zero exit code; nothing panics on bad input.
 
+mod bench;
 mod common;
 mod demo;
 mod eval;
@@ -58,6 +64,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write a converted ternary model as a GGUF llama.cpp loads (TQ2_0 / TQ1_0).
     Export(export::ExportArgs),
+    /// Prefill and decode tokens/s of a model (as llama-bench pp512 / tg128), peak memory.
+    Bench(bench::BenchArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -89,6 +97,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo(a) => demo::run(&a),
         Command::Export(a) => export::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 
