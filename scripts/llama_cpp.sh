@@ -2,7 +2,7 @@
 # Build llama.cpp offline-friendly from the copy vendored in the llama-cpp-python sdist on PyPI,
 # cached in ~/.cache/ternary/llama.cpp/<version>/ (override with TERNARY_LLAMA_CPP_DIR).
 # A second run is a no-op. Prints three lines:
-#   bin=<dir with llama-perplexity, llama-quantize, llama-tokenize, llama-completion>
+#   bin=<dir with llama-perplexity, llama-quantize, llama-tokenize, llama-completion, llama-bench>
 #   convert=<path of convert_hf_to_gguf.py>
 #   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter)
 # Usage: scripts/llama_cpp.sh [-jN] [--source-only]   (default -j2; JOBS=N also works)
@@ -23,7 +23,7 @@ ROOT="${TERNARY_LLAMA_CPP_DIR:-$HOME/.cache/ternary/llama.cpp}/$VERSION"
 SRC="$ROOT/llama_cpp_python-$VERSION/vendor/llama.cpp"
 BUILD="$ROOT/build"
 BIN="$BUILD/bin"
-TARGETS=(llama-perplexity llama-quantize llama-tokenize llama-completion)
+TARGETS=(llama-perplexity llama-quantize llama-tokenize llama-completion llama-bench)
 
 built() {
   for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || return 1; done

@@ -675,3 +675,162 @@ pub fn tokenizers() -> Vec<Vec<u8>> {
         UNIGRAM_TOKENIZER.as_bytes().to_vec(),
     ]
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face checkpoints: transformers' packed BitNet layout, single and sharded
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration of the checkpoint seeds: a one-block BitNet b1.58 (ReLU², sub-norms) whose
+/// linear layers are packed `uint8` with a `weight_scale` (`linear_class: "bitlinear"`), tied
+/// embeddings.
+pub fn bitnet_config() -> LlamaConfig {
+    LlamaConfig {
+        architecture: ternary_models::Architecture::BitNet,
+        hidden_act: ternary_models::Activation::Relu2,
+        bitnet: Some(ternary_models::BitNetQuant {
+            linear: ternary_models::BitNetLinear::Packed,
+            modules_to_not_convert: None,
+        }),
+        ..tiny_config(40, true)
+    }
+}
+
+/// transformers' `pack_weights` of the trits `t` (`rows × cols`, `rows % 4 == 0`): byte `[p, c]`
+/// holds `t[i·rows/4 + p, c] + 1` in bits `2i, 2i+1` (the inverse of
+/// `ternary_models::bitnet::unpack_ternary`).
+fn pack_trits(t: &[i8], rows: usize, cols: usize) -> Vec<u8> {
+    let p = rows / 4;
+    let mut out = vec![0u8; p * cols];
+    for (r, row) in t.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[(r % p) * cols + c] |= ((v + 1) as u8) << (2 * (r / p));
+        }
+    }
+    out
+}
+
+/// The tensors of a packed tiny BitNet checkpoint: `(name, dtype, shape, bytes)`, floats as
+/// `float` (`"F32"`, `"F16"` or `"BF16"`).
+fn bitnet_tensors(rng: &mut Rng, float: &str) -> Vec<(String, &'static str, Vec<usize>, Vec<u8>)> {
+    let c = bitnet_config();
+    let (h, f, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
+    let dtype: &'static str = match float {
+        "F16" => "F16",
+        "BF16" => "BF16",
+        _ => "F32",
+    };
+    let encode = |v: &[f32]| -> Vec<u8> {
+        match dtype {
+            "F16" => v
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            "BF16" => v
+                .iter()
+                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => f32_bytes(v),
+        }
+    };
+    let mut out = Vec::new();
+    let mut float_t = |name: String, shape: Vec<usize>, rng: &mut Rng| {
+        let v = values(rng, shape.iter().product(), true);
+        out.push((name, dtype, shape, encode(&v)));
+    };
+    float_t(
+        "model.embed_tokens.weight".into(),
+        vec![c.vocab_size, h],
+        rng,
+    );
+    float_t("model.norm.weight".into(), vec![h], rng);
+    let p = |s: &str| format!("model.layers.0.{s}.weight");
+    float_t(p("input_layernorm"), vec![h], rng);
+    float_t(p("post_attention_layernorm"), vec![h], rng);
+    float_t(p("self_attn.attn_sub_norm"), vec![c.num_heads * d], rng);
+    float_t(p("mlp.ffn_sub_norm"), vec![f], rng);
+    for (name, rows, cols) in [
+        ("self_attn.q_proj", c.num_heads * d, h),
+        ("self_attn.k_proj", c.num_kv_heads * d, h),
+        ("self_attn.v_proj", c.num_kv_heads * d, h),
+        ("self_attn.o_proj", h, c.num_heads * d),
+        ("mlp.gate_proj", f, h),
+        ("mlp.up_proj", f, h),
+        ("mlp.down_proj", h, f),
+    ] {
+        let t: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        out.push((
+            p(name),
+            "U8",
+            vec![rows / 4, cols],
+            pack_trits(&t, rows, cols),
+        ));
+        let scale = values(rng, 1, true)[0].abs() + 0.5;
+        out.push((
+            format!("model.layers.0.{name}.weight_scale"),
+            dtype,
+            vec![1],
+            encode(&[scale]),
+        ));
+    }
+    out
+}
+
+fn tensors_file(tensors: &[(String, &'static str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let refs: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone()))
+        .collect();
+    raw_safetensors(&refs, Some(&[("format", "pt")]))
+}
+
+/// Single-file checkpoint seeds: the packed tiny BitNet with `f32`, `f16` and `bf16` floats.
+pub fn checkpoints() -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(5);
+    ["F32", "F16", "BF16"]
+        .iter()
+        .map(|f| tensors_file(&bitnet_tensors(&mut rng, f)))
+        .collect()
+}
+
+/// The shards the index seeds name: the packed tiny BitNet split over two files.
+pub fn shards() -> Vec<(String, Vec<u8>)> {
+    let mut rng = Rng::new(6);
+    let all = bitnet_tensors(&mut rng, "BF16");
+    let (a, b): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let strip = |v: Vec<(usize, _)>| v.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+    vec![
+        (
+            "model-00001-of-00002.safetensors".into(),
+            tensors_file(&strip(a)),
+        ),
+        (
+            "model-00002-of-00002.safetensors".into(),
+            tensors_file(&strip(b)),
+        ),
+    ]
+}
+
+/// `model.safetensors.index.json` seeds over [`shards`]: the full weight map (with and without
+/// `metadata`), and one naming a single shard for tensors that all live there.
+pub fn indexes() -> Vec<Vec<u8>> {
+    let mut map = serde_json::Map::new();
+    let mut first_only = serde_json::Map::new();
+    for (i, (file, bytes)) in shards().iter().enumerate() {
+        if let Some(p) = crate::safetensors::split(bytes) {
+            for name in p.header.keys().filter(|k| *k != "__metadata__") {
+                map.insert(name.clone(), file.clone().into());
+                if i == 0 {
+                    first_only.insert(name.clone(), file.clone().into());
+                }
+            }
+        }
+    }
+    vec![
+        serde_json::json!({"metadata": {"total_size": 1234}, "weight_map": map}).to_string(),
+        serde_json::json!({ "weight_map": map }).to_string(),
+        serde_json::json!({ "weight_map": first_only }).to_string(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect()
+}

@@ -5,7 +5,7 @@ use ternary_layers::Cpu;
 use ternary_models::gguf::GgufFile;
 use ternary_models::loader::SafetensorsWeights;
 use ternary_models::weights::{GgufWeights, WeightSource};
-use ternary_models::{LinearImpl, Llama, LlamaConfig, Logits, Tokenizer};
+use ternary_models::{LinearImpl, Llama, LlamaConfig, Logits, SafetensorsCheckpoint, Tokenizer};
 
 use crate::gguf::Field;
 use crate::rng::input_rng;
@@ -30,16 +30,25 @@ pub enum Parser {
     /// `tokenizer.json`: `Tokenizer::from_hf_json` and `Tokenizer::from_json`, then an encode
     /// and decode with every tokenizer that loads.
     TokenizerJson,
+    /// A Hugging Face checkpoint file with transformers' packed BitNet weights (`uint8`
+    /// `[out/4, in]` + `weight_scale`): `SafetensorsCheckpoint` (every tensor, float and
+    /// ternary), then the BitNet model built from it (W1.58A8 host layers) and one forward step.
+    Checkpoint,
+    /// `model.safetensors.index.json` over two in-memory shards:
+    /// `SafetensorsCheckpoint::from_index`, then the same reads and model as [`Parser::Checkpoint`].
+    ShardIndex,
 }
 
 impl Parser {
     /// Every parser, in report order.
-    pub const ALL: [Parser; 5] = [
+    pub const ALL: [Parser; 7] = [
         Self::Gguf,
         Self::Safetensors,
         Self::ModelFile,
         Self::ConfigJson,
         Self::TokenizerJson,
+        Self::Checkpoint,
+        Self::ShardIndex,
     ];
 
     /// The name used on the command line and for fixture directories.
@@ -50,6 +59,8 @@ impl Parser {
             Self::ModelFile => "model-file",
             Self::ConfigJson => "config-json",
             Self::TokenizerJson => "tokenizer-json",
+            Self::Checkpoint => "hf-checkpoint",
+            Self::ShardIndex => "hf-index",
         }
     }
 
@@ -241,6 +252,26 @@ const CONFIG_WORDS: &[&str] = &[
     "eos_token_id",
 ];
 
+const CHECKPOINT_WORDS: &[&str] = &[
+    "weight_map",
+    "metadata",
+    "total_size",
+    "U8",
+    "I8",
+    "BF16",
+    "F16",
+    "F32",
+    "weight_scale",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.self_attn.q_proj.weight_scale",
+    "model.layers.0.mlp.down_proj.weight",
+    "model.layers.0.mlp.ffn_sub_norm.weight",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "../model.safetensors",
+    "model.safetensors",
+];
+
 const FILE_WORDS: &[&str] = &[
     "ternary",
     "ternary-model",
@@ -288,6 +319,8 @@ impl Corpus {
             Parser::ModelFile => seeds::model_files(),
             Parser::ConfigJson => seeds::configs(),
             Parser::TokenizerJson => seeds::tokenizers(),
+            Parser::Checkpoint => seeds::checkpoints(),
+            Parser::ShardIndex => seeds::indexes(),
         };
         let fields = match parser {
             Parser::Gguf => seeds.iter().map(|s| gguf::fields(s)).collect(),
@@ -299,6 +332,8 @@ impl Corpus {
             Parser::ModelFile => &[FILE_WORDS, CONFIG_WORDS, TOKENIZER_WORDS],
             Parser::ConfigJson => &[CONFIG_WORDS],
             Parser::TokenizerJson => &[TOKENIZER_WORDS],
+            Parser::Checkpoint => &[FILE_WORDS, CHECKPOINT_WORDS],
+            Parser::ShardIndex => &[CHECKPOINT_WORDS],
         };
         let mut dict: Vec<String> = words
             .iter()
@@ -307,10 +342,10 @@ impl Corpus {
             .collect();
         for s in &seeds {
             match parser {
-                Parser::ConfigJson | Parser::TokenizerJson => {
+                Parser::ConfigJson | Parser::TokenizerJson | Parser::ShardIndex => {
                     json::harvest(&String::from_utf8_lossy(s), &mut dict);
                 }
-                Parser::Safetensors | Parser::ModelFile => {
+                Parser::Safetensors | Parser::ModelFile | Parser::Checkpoint => {
                     if let Some(p) = safetensors::split(s) {
                         let header = serde_json::Value::Object(p.header).to_string();
                         json::harvest(&header, &mut dict);
@@ -361,7 +396,7 @@ impl Corpus {
                 }
                 _ => true,
             },
-            Parser::Safetensors | Parser::ModelFile => match r {
+            Parser::Safetensors | Parser::ModelFile | Parser::Checkpoint => match r {
                 0..=5 => {
                     if let Some(m) = safetensors::mutate(&buf, &mut rng, &self.dict, 4) {
                         buf = m;
@@ -370,7 +405,7 @@ impl Corpus {
                 }
                 _ => true,
             },
-            Parser::ConfigJson | Parser::TokenizerJson => match r {
+            Parser::ConfigJson | Parser::TokenizerJson | Parser::ShardIndex => match r {
                 0..=6 => {
                     let text = String::from_utf8_lossy(&buf).into_owned();
                     if let Some(m) = json::mutate_text(&text, &mut rng, &self.dict, 6) {
@@ -493,6 +528,62 @@ fn safetensors(bytes: &[u8]) -> Outcome {
     }
 }
 
+/// Every tensor of a checkpoint read as the BitNet loader reads it, then the model built and run.
+fn use_checkpoint(ckpt: &SafetensorsCheckpoint) {
+    let names = hf_names()
+        .into_iter()
+        .chain(BITNET_EXTRA.iter().map(|s| s.to_string()));
+    for n in names {
+        if ckpt.contains(&n) {
+            let _ = ckpt.tensor(&n);
+            let _ = ckpt.ternary(&n);
+        }
+    }
+    if let Ok(m) = Llama::<Cpu>::from_weights_with(
+        seeds::bitnet_config(),
+        ckpt,
+        &Default::default(),
+        LinearImpl::Host,
+    ) {
+        use_model(&m);
+    }
+}
+
+/// BitNet tensor names beyond [`hf_names`].
+const BITNET_EXTRA: &[&str] = &[
+    "model.layers.0.self_attn.attn_sub_norm.weight",
+    "model.layers.0.mlp.ffn_sub_norm.weight",
+    "model.layers.0.self_attn.q_proj.weight_scale",
+];
+
+fn checkpoint(bytes: &[u8]) -> Outcome {
+    let Ok(w) = SafetensorsWeights::from_bytes(bytes.to_vec()) else {
+        return Outcome::Rejected;
+    };
+    use_checkpoint(&SafetensorsCheckpoint::single("model.safetensors", w));
+    Outcome::Accepted
+}
+
+fn shard_index(bytes: &[u8]) -> Outcome {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Outcome::Rejected;
+    };
+    let shards = seeds::shards();
+    let open = |file: &str| {
+        let (_, b) = shards.iter().find(|(f, _)| f == file).ok_or_else(|| {
+            ternary_models::ModelError::Safetensors(format!("{file}: no such shard"))
+        })?;
+        SafetensorsWeights::from_bytes(b.clone())
+    };
+    match SafetensorsCheckpoint::from_index(text, open) {
+        Ok(ckpt) => {
+            use_checkpoint(&ckpt);
+            Outcome::Accepted
+        }
+        Err(_) => Outcome::Rejected,
+    }
+}
+
 fn model_file(bytes: &[u8]) -> Outcome {
     use ternary_convert::model_file::{inspect_bytes, load_bytes};
     let Ok(summary) = inspect_bytes(bytes) else {
@@ -565,5 +656,7 @@ pub fn parse(parser: Parser, bytes: &[u8]) -> Outcome {
         Parser::ModelFile => model_file(bytes),
         Parser::ConfigJson => config_json(bytes),
         Parser::TokenizerJson => tokenizer_json(bytes),
+        Parser::Checkpoint => checkpoint(bytes),
+        Parser::ShardIndex => shard_index(bytes),
     }
 }

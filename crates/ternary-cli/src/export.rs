@@ -1,9 +1,14 @@
-//! `ternary export`: a converted ternary model → a GGUF file llama.cpp loads.
+//! `ternary export`: a ternary model → a GGUF file llama.cpp loads.
 //!
-//! `ternary export --model M.safetensors --source SRC.gguf --format gguf-tq2_0 --out OUT.gguf`
+//! `ternary export --model M --source SRC.gguf --format gguf-tq2_0 --out OUT.gguf`
+//!
+//! `M` is any model the CLI loads (told by content): a converted model (`ternary quantize`
+//! output), a BitNet b1.58 or Llama-architecture ternary Hugging Face checkpoint, a GGUF.
 //!
 //! - **Weights.** A ternary layer `W = s·t` is written as `TQ2_0` / `TQ1_0` (one f16 scale per
-//!   256 weights). Its scales are first rounded to f16 (relative change ≤ 2⁻¹¹, reported);
+//!   256 weights). A BitNet W1.58A8 layer (`y = Σq·t/(k·d)`) is the ternary weight `t/d`: its
+//!   scales are divided by the per-tensor divisor `d` (llama.cpp's BitNet graph multiplies the
+//!   TQ weights with its own int8 activations, so only the weights carry over exactly). Its scales are first rounded to f16 (relative change ≤ 2⁻¹¹, reported);
 //!   from then on the file holds exactly those weights. Where the TQ types cannot hold the
 //!   layer — a width that is not a multiple of 256 (SmolLM2's 576) or scale groups smaller
 //!   than 256 that differ inside a 256-block — it falls back to `Q8_0` with `d = f16(s)` and
@@ -14,12 +19,15 @@
 //! - **Float tensors** (embedding, norms, layers kept float): when the source GGUF holds the
 //!   same tensor with bit-identical values (it was copied from there), its stored bytes and
 //!   type are copied; otherwise F16 when every value is exactly an f16, else F32.
-//! - **Row order.** llama.cpp stores Q/K rows permuted for its RoPE
+//! - **Row order.** llama.cpp stores a `llama` model's Q/K rows permuted for its RoPE
 //!   ([`unpermute_qk`](ternary_models::weights::unpermute_qk)); they are permuted back here.
+//!   `bitnet` keeps Hugging Face's order ([`qk_permuted`]).
 //! - **Metadata and tokenizer** come from `--source`, the GGUF the model was converted from
 //!   (the converted file does not record it): its `llama.*`, `general.*` and `tokenizer.*`
 //!   keys are copied, `general.file_type` set to `MOSTLY_TQ2_0` (37) / `MOSTLY_TQ1_0` (36).
-//!   The source must be a `llama` GGUF with the model's shape.
+//!   The source must be a GGUF of the model's architecture (`llama`, or `bitnet` for BitNet
+//!   b1.58) with the model's shape; for a Hugging Face checkpoint that is a GGUF llama.cpp's
+//!   `convert_hf_to_gguf.py` made from it (the tokenizer is taken from there).
 //!
 //! The output is written atomically; neither input is modified (the output may not be one of
 //! them).
@@ -35,10 +43,10 @@ use ternary_models::quant::{
     GgmlType, encode_float, encode_q8_0_exact, encode_ternary, is_f16_exact, select_rows,
     with_f16_scales,
 };
-use ternary_models::weights::gguf_name;
-use ternary_models::{Llama, LlamaConfig};
+use ternary_models::weights::{gguf_name, qk_permuted};
+use ternary_models::{Architecture, BitLinear, Llama, LlamaConfig};
 
-use crate::common::{CliError, Res};
+use crate::common::{CliError, Res, load_model};
 use ternary_models::{Format, sniff};
 
 /// Output formats of `ternary export`.
@@ -72,13 +80,14 @@ impl ExportFormat {
 /// Arguments of `ternary export`.
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// The converted ternary model (`ternary quantize` output).
+    /// The ternary model: a `ternary quantize` output, a Hugging Face checkpoint or a GGUF.
     #[arg(long)]
     pub model: PathBuf,
     /// Output format.
     #[arg(long, value_enum)]
     pub format: ExportFormat,
-    /// The GGUF the model was converted from (metadata and tokenizer are copied from it).
+    /// A GGUF of the same model (metadata and tokenizer are copied from it): the one it was
+    /// converted from, or llama.cpp's conversion of the checkpoint.
     #[arg(long)]
     pub source: PathBuf,
     /// The GGUF file to write (atomically).
@@ -112,20 +121,16 @@ pub fn run(args: &ExportArgs) -> Res<()> {
             )));
         }
     }
-    for (flag, path, want) in [
-        ("--model", &args.model, Format::ConvertedModel),
-        ("--source", &args.source, Format::Gguf),
-    ] {
-        let found = sniff(path)?;
-        if found != want {
-            return Err(CliError::new(format!(
-                "{flag} {} is a {found}; export needs a {want}",
-                path.display()
-            )));
-        }
+    let found = sniff(&args.source)?;
+    if found != Format::Gguf {
+        return Err(CliError::new(format!(
+            "--source {} is a {found}; export needs a {}",
+            args.source.display(),
+            Format::Gguf
+        )));
     }
     let source = GgufFile::open(&args.source)?;
-    let loaded = ternary_convert::load::<Cpu>(&args.model, &Default::default())?;
+    let (loaded, _) = load_model(&args.model)?;
     let (bytes, report) = export_gguf(&loaded.model, &source, args.format)?;
     ternary_core::io::write_atomic(&args.out, &bytes)?;
     let mut counts = std::collections::BTreeMap::<(String, &str), usize>::new();
@@ -168,9 +173,13 @@ fn reorder<T: Copy>(data: &[T], cols: usize, order: &[usize]) -> Vec<T> {
 /// Checks that the source GGUF describes the same model.
 fn check_source(c: &LlamaConfig, source: &GgufFile) -> Res<()> {
     let arch = source.get_str("general.architecture")?;
-    if arch != "llama" {
+    let want = match c.architecture {
+        Architecture::Llama => "llama",
+        Architecture::BitNet => "bitnet",
+    };
+    if arch != want {
         return Err(CliError::new(format!(
-            "the source GGUF is a {arch:?} model; export writes llama GGUFs"
+            "the source GGUF is a {arch:?} model; this model needs a {want:?} source"
         )));
     }
     let s = LlamaConfig::from_gguf(source)?;
@@ -271,6 +280,26 @@ fn ternary_tensor(
     ))
 }
 
+fn as_bitlinear(layer: &dyn ternary_layers::LinearLayer<Cpu>) -> Option<&BitLinear<Cpu>> {
+    layer.as_any()?.downcast_ref::<BitLinear<Cpu>>()
+}
+
+/// A W1.58A8 layer's effective ternary weight `t·s/d`: its scales divided by the divisor `d`.
+fn bitlinear_weight(name: &str, b: &BitLinear<Cpu>) -> Res<TernaryMatrix> {
+    let d = b.divisor();
+    let mut m = b.matrix().clone();
+    let scales = m.scales();
+    let values: Vec<f32> = scales.values().iter().map(|s| s / d).collect();
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(CliError::new(format!(
+            "{name}: weight scale / divisor {d} gives {bad}, not a finite scale"
+        )));
+    }
+    m.set_scales(ternary_core::Scales::new(scales.layout(), values))
+        .map_err(|e| CliError::new(format!("{name}: {e}")))?;
+    Ok(m)
+}
+
 /// Builds the GGUF bytes of `model` with `source`'s metadata; see the [module docs](self).
 pub fn export_gguf(
     model: &Llama<Cpu>,
@@ -298,7 +327,9 @@ pub fn export_gguf(
     for (hf, layer) in model.linears() {
         let name = gguf_name(&format!("{hf}.weight"))
             .ok_or_else(|| CliError::new(format!("no GGUF name for {hf}")))?;
-        let heads = if hf.ends_with("q_proj") {
+        let heads = if !qk_permuted(c.architecture) {
+            None
+        } else if hf.ends_with("q_proj") {
             Some(c.num_heads)
         } else if hf.ends_with("k_proj") {
             Some(c.num_kv_heads)
@@ -307,6 +338,15 @@ pub fn export_gguf(
         };
         let order = heads.map(|n| qk_gguf_order(n, c.head_dim));
         let (rows, cols) = (layer.out_features(), layer.in_features());
+        if let Some(b) = as_bitlinear(layer.as_ref()) {
+            let m = with_f16_scales(&bitlinear_weight(&hf, b)?)?;
+            let m = match &order {
+                Some(o) => select_rows(&m, o)?,
+                None => m,
+            };
+            push(&mut report, ternary_tensor(name, &m, format.kind())?);
+            continue;
+        }
         if let Some(t) = as_ternary::<Cpu>(layer.as_ref()) {
             if let Some(b) = t.bias() {
                 let b = match &order {
@@ -418,6 +458,57 @@ mod tests {
             let x = ternary_models::quant::dequantize("x", t.kind, &t.bytes, w.rows() * w.cols())
                 .unwrap();
             assert_eq!(x, w.dequantize());
+        }
+    }
+
+    /// The tiny BitNet b1.58 (bf16 master weights, ternarized on load) exported with llama.cpp's
+    /// own conversion as the source: every ternary tensor is byte for byte what
+    /// `llama-quantize` wrote for the same model (fixtures/tiny-bitnet-gguf), and the file reads
+    /// back with the same weights.
+    #[test]
+    fn bitnet_export_should_equal_llama_quantize_byte_for_byte() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+        let dev = Default::default();
+        let m = ternary_models::load::<Cpu>(format!("{root}/tiny-bitnet/silu-bf16"), &dev).unwrap();
+        for (format, file) in [
+            (ExportFormat::GgufTq2_0, "tiny-bitnet-tq2_0.gguf"),
+            (ExportFormat::GgufTq1_0, "tiny-bitnet-tq1_0.gguf"),
+        ] {
+            let source = GgufFile::open(format!("{root}/tiny-bitnet-gguf/{file}")).unwrap();
+            let (bytes, report) = export_gguf(&m.model, &source, format).unwrap();
+            let g = GgufFile::from_bytes(bytes.clone()).unwrap();
+            let mut same = 0;
+            for info in source.tensors.iter().filter(|t| t.kind == format.kind()) {
+                let ours = g
+                    .tensor(&info.name)
+                    .unwrap_or_else(|| panic!("{}", info.name));
+                assert_eq!(ours.kind, info.kind, "{}", info.name);
+                assert_eq!(ours.dims, info.dims, "{}", info.name);
+                assert!(
+                    g.tensor_bytes(ours).unwrap() == source.tensor_bytes(info).unwrap(),
+                    "{file}: {} differs from llama-quantize's",
+                    info.name
+                );
+                same += 1;
+            }
+            assert_eq!(same, 14, "{file}");
+            assert!(report.max_scale_change <= 1.0 / 2048.0);
+            // Read back: every linear holds the model's ternary weights `t/d` (f16 scales).
+            let path = std::env::temp_dir().join(format!("export-{}-{file}", std::process::id()));
+            std::fs::write(&path, &bytes).unwrap();
+            let back = ternary_models::load_gguf::<Cpu>(&path, &dev);
+            std::fs::remove_file(&path).unwrap();
+            let back = back.unwrap();
+            for ((name, ours), (_, theirs)) in m.model.linears().iter().zip(back.model.linears()) {
+                let want = match as_bitlinear(ours.as_ref()) {
+                    Some(b) => with_f16_scales(&bitlinear_weight(name, b).unwrap())
+                        .unwrap()
+                        .dequantize(),
+                    None => ternary_layers::to_rows(ours.weight()).unwrap(),
+                };
+                let got = ternary_layers::to_rows(theirs.weight()).unwrap();
+                assert!(got == want, "{file}: {name} read back differs");
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! (`model.layers.3.self_attn.q_proj.weight`, ...) with PyTorch shapes (`[out, in]`), so the
 //! model builder has one path for every file format.
 
-use crate::config::LlamaConfig;
+use crate::config::{Architecture, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
@@ -120,7 +120,19 @@ pub fn unpermute_qk<T: Copy + Default>(
     out
 }
 
-/// GGUF tensors presented under Hugging Face names, with Q/K rows un-permuted.
+/// Whether llama.cpp stores the Q/K rows of an `architecture` model permuted
+/// ([`unpermute_qk`]): its `llama` graph uses adjacent-pair RoPE (`LLAMA_ROPE_TYPE_NORM`), so
+/// the converter permutes; its `bitnet` graph uses the half-split RoPE of Hugging Face
+/// (`LLAMA_ROPE_TYPE_NEOX`), and the converter keeps the rows as they are.
+pub fn qk_permuted(architecture: Architecture) -> bool {
+    match architecture {
+        Architecture::Llama => true,
+        Architecture::BitNet => false,
+    }
+}
+
+/// GGUF tensors presented under Hugging Face names, with Q/K rows un-permuted where the
+/// architecture's converter permuted them ([`qk_permuted`]).
 #[derive(Debug)]
 pub struct GgufWeights<'a> {
     file: &'a GgufFile,
@@ -132,19 +144,27 @@ impl<'a> GgufWeights<'a> {
     pub fn new(file: &'a GgufFile, config: LlamaConfig) -> Self {
         Self { file, config }
     }
+
+    /// The head count of `name` when its rows are stored permuted (Q/K of a
+    /// [`qk_permuted`] architecture), else `None`.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        if !qk_permuted(self.config.architecture) {
+            None
+        } else if name.ends_with("q_proj.weight") {
+            Some(self.config.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.config.num_kv_heads)
+        } else {
+            None
+        }
+    }
 }
 
 impl WeightSource for GgufWeights<'_> {
     fn tensor(&self, name: &str) -> Result<HostTensor> {
         let g = gguf_name(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         let (shape, mut data) = self.file.dequantize(&g)?;
-        let heads = if name.ends_with("q_proj.weight") {
-            Some(self.config.num_heads)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.config.num_kv_heads)
-        } else {
-            None
-        };
+        let heads = self.permuted_heads(name);
         if let Some(n) = heads {
             let d = self.config.head_dim;
             if shape.len() != 2 || shape[0] != n * d {
@@ -174,13 +194,7 @@ impl WeightSource for GgufWeights<'_> {
             _ => return Ok(None),
         }
         let m = self.file.ternary(&g)?;
-        let heads = if name.ends_with("q_proj.weight") {
-            Some(self.config.num_heads)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.config.num_kv_heads)
-        } else {
-            None
-        };
+        let heads = self.permuted_heads(name);
         let matrix = match heads {
             None => m,
             Some(n) => {
@@ -226,13 +240,7 @@ impl WeightSource for GgufWeights<'_> {
         let (cols, rows) = (info.dims[0], info.dims[1]);
         let bytes = self.file.tensor_bytes(info)?;
         let row_bytes = bytes.len() / rows.max(1);
-        let heads = if name.ends_with("q_proj.weight") {
-            Some(self.config.num_heads)
-        } else if name.ends_with("k_proj.weight") {
-            Some(self.config.num_kv_heads)
-        } else {
-            None
-        };
+        let heads = self.permuted_heads(name);
         let bytes = match heads {
             Some(n) if rows == n * self.config.head_dim => {
                 unpermute_qk(bytes, n, self.config.head_dim, row_bytes)

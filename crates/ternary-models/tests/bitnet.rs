@@ -469,23 +469,9 @@ fn every_truncation_of_a_checkpoint_should_be_an_error() {
     }
 }
 
-/// llama.cpp's Q/K row order: HF row `h·d + s·d/2 + i` goes to `h·d + 2i + s`.
-fn permute_rows<T: Clone>(rows: &[T], heads: usize, d: usize, cols: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(rows.len());
-    for h in 0..heads {
-        for i in 0..d / 2 {
-            for s in 0..2 {
-                let r = h * d + s * (d / 2) + i;
-                out.extend_from_slice(&rows[r * cols..(r + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 /// The packed fixture as a `bitnet` GGUF: linears TQ2_0 (scale `1/weight_scale` per block
-/// of 256, rounded to f16 by the encoder) or the same weights in F32; Q/K rows in llama.cpp's
-/// order.
+/// of 256, rounded to f16 by the encoder) or the same weights in F32; Q/K rows in Hugging
+/// Face's order, as llama.cpp's converter leaves them for `bitnet` (its graph uses NEOX RoPE).
 fn packed_as_gguf(ternary: bool) -> (Vec<u8>, LlamaConfig) {
     use ternary_models::gguf::{GgufTensorData, GgufValue, write_gguf};
     use ternary_models::quant::{GgmlType, encode_ternary};
@@ -536,13 +522,7 @@ fn packed_as_gguf(ternary: bool) -> (Vec<u8>, LlamaConfig) {
             let name = p(n);
             let t = ck.ternary(&name).unwrap().unwrap();
             let (rows, cols) = (t.matrix.rows(), t.matrix.cols());
-            let heads = match n {
-                "self_attn.q_proj" => Some(c.num_heads),
-                "self_attn.k_proj" => Some(c.num_kv_heads),
-                _ => None,
-            };
             let trits = t.matrix.to_trits();
-            let trits = heads.map_or(trits.clone(), |h| permute_rows(&trits, h, c.head_dim, cols));
             let scales = ternary_core::Scales::per_group(
                 256,
                 vec![
