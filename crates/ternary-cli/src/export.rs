@@ -93,6 +93,22 @@ pub struct ExportArgs {
     /// The GGUF file to write (atomically).
     #[arg(long)]
     pub out: PathBuf,
+    /// How float tensors are written: `source` copies the source GGUF's bytes where they hold
+    /// exactly the model's values (else F16 when exact, else F32); `f32` writes every float
+    /// tensor as F32, so that llama.cpp multiplies them without quantizing its activations
+    /// (for comparing the ternary layers alone).
+    #[arg(long, value_enum, default_value_t = FloatOut::Source)]
+    pub floats: FloatOut,
+}
+
+/// How `ternary export` writes float tensors (`--floats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum FloatOut {
+    /// The source's bytes when identical, else F16 when exact, else F32.
+    #[default]
+    Source,
+    /// Every float tensor as F32.
+    F32,
 }
 
 /// How each tensor was written, for the summary.
@@ -131,7 +147,7 @@ pub fn run(args: &ExportArgs) -> Res<()> {
     }
     let source = GgufFile::open(&args.source)?;
     let (loaded, _) = load_model(&args.model)?;
-    let (bytes, report) = export_gguf(&loaded.model, &source, args.format)?;
+    let (bytes, report) = export_gguf(&loaded.model, &source, args.format, args.floats)?;
     ternary_core::io::write_atomic(&args.out, &bytes)?;
     let mut counts = std::collections::BTreeMap::<(String, &str), usize>::new();
     for (_, kind, why) in &report.tensors {
@@ -205,14 +221,15 @@ fn check_source(c: &LlamaConfig, source: &GgufFile) -> Res<()> {
 /// One float tensor `[rows, cols]` (or `[n]`) in GGUF row order: the source's bytes when they
 /// hold exactly these values, else F16 when exact, else F32.
 fn float_tensor(
-    source: &GgufFile,
+    source: Option<&GgufFile>,
     name: String,
     shape: &[usize],
     values: &[f32],
     force_f32: bool,
 ) -> Res<(GgufTensorData, &'static str)> {
     let dims: Vec<usize> = shape.iter().rev().copied().collect();
-    if let Some(info) = source.tensor(&name)
+    if let Some(source) = source
+        && let Some(info) = source.tensor(&name)
         && info.dims == dims
         && let Ok((_, theirs)) = source.dequantize(&name)
         && theirs.len() == values.len()
@@ -305,8 +322,14 @@ pub fn export_gguf(
     model: &Llama<Cpu>,
     source: &GgufFile,
     format: ExportFormat,
+    floats: FloatOut,
 ) -> Res<(Vec<u8>, ExportReport)> {
     let c = model.config();
+    // Where float tensors may come from, and whether they must be F32.
+    let (copy_from, all_f32) = match floats {
+        FloatOut::Source => (Some(source), false),
+        FloatOut::F32 => (None, true),
+    };
     check_source(c, source)?;
     let mut report = ExportReport::default();
     let mut tensors = Vec::new();
@@ -321,7 +344,7 @@ pub fn export_gguf(
         let norm = t.shape.len() == 1;
         push(
             &mut report,
-            float_tensor(source, name, &t.shape, &t.data, norm)?,
+            float_tensor(copy_from, name, &t.shape, &t.data, norm || all_f32)?,
         );
     }
     for (hf, layer) in model.linears() {
@@ -356,7 +379,7 @@ pub fn export_gguf(
                 let bias_name = name.replace(".weight", ".bias");
                 push(
                     &mut report,
-                    float_tensor(source, bias_name, &[rows], &b, true)?,
+                    float_tensor(copy_from, bias_name, &[rows], &b, true)?,
                 );
             }
             if let Some(d) = t.input_scale() {
@@ -368,7 +391,7 @@ pub fn export_gguf(
                 if let Some(o) = &order {
                     w = reorder(&w, cols, o);
                 }
-                let (t, _) = float_tensor(source, name, &[rows, cols], &w, false)?;
+                let (t, _) = float_tensor(copy_from, name, &[rows, cols], &w, all_f32)?;
                 push(&mut report, (t, "ternary with input scale, as float"));
                 continue;
             }
@@ -397,7 +420,7 @@ pub fn export_gguf(
             }
             push(
                 &mut report,
-                float_tensor(source, name, &[rows, cols], &w, false)?,
+                float_tensor(copy_from, name, &[rows, cols], &w, all_f32)?,
             );
         }
     }
@@ -475,7 +498,7 @@ mod tests {
             (ExportFormat::GgufTq1_0, "tiny-bitnet-tq1_0.gguf"),
         ] {
             let source = GgufFile::open(format!("{root}/tiny-bitnet-gguf/{file}")).unwrap();
-            let (bytes, report) = export_gguf(&m.model, &source, format).unwrap();
+            let (bytes, report) = export_gguf(&m.model, &source, format, FloatOut::Source).unwrap();
             let g = GgufFile::from_bytes(bytes.clone()).unwrap();
             let mut same = 0;
             for info in source.tensors.iter().filter(|t| t.kind == format.kind()) {
@@ -550,7 +573,8 @@ mod tests {
             &[],
         ))
         .unwrap();
-        let (bytes, report) = export_gguf(&m.model, &source, ExportFormat::GgufTq1_0).unwrap();
+        let (bytes, report) =
+            export_gguf(&m.model, &source, ExportFormat::GgufTq1_0, FloatOut::Source).unwrap();
         assert!(
             report.max_scale_change <= 1.0 / 2048.0,
             "{}",
@@ -584,6 +608,16 @@ mod tests {
             let (_, got) = g.dequantize(&gguf_name(&hf).unwrap()).unwrap();
             assert!(got == t.data, "{hf}");
         }
+        // `--floats f32`: every float tensor F32, the ternary ones as before.
+        let (_, f32_report) =
+            export_gguf(&m.model, &source, ExportFormat::GgufTq1_0, FloatOut::F32).unwrap();
+        for ((name, kind, why), (_, kind0, _)) in f32_report.tensors.iter().zip(&report.tensors) {
+            if why.starts_with("float") || why.contains("as float") {
+                assert_eq!(*kind, GgmlType::F32, "{name}");
+            } else {
+                assert_eq!(kind, kind0, "{name}");
+            }
+        }
         // The exported file is a source of itself; an unrelated source is refused.
         let mut wrong = write_gguf(
             &[
@@ -604,6 +638,7 @@ mod tests {
             &m.model,
             &GgufFile::from_bytes(wrong.clone()).unwrap(),
             ExportFormat::GgufTq2_0,
+            FloatOut::Source,
         )
         .unwrap_err();
         assert!(e.message().contains("layers"), "{}", e.message());
