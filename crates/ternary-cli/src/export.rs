@@ -484,6 +484,18 @@ mod tests {
         }
     }
 
+    /// `export.<key>.llama_cpp.ppl` of fixtures/tiny-bitnet-gguf/export.json (a flat scan: the
+    /// CLI has no JSON dependency).
+    fn json_number(doc: &str, key: &str) -> f64 {
+        let at = doc.find(&format!("\"{key}\"")).unwrap();
+        let rest = &doc[at..];
+        let at = rest.find("\"llama_cpp\"").unwrap();
+        let rest = &rest[at..];
+        let at = rest.find("\"ppl\":").unwrap() + 6;
+        let end = rest[at..].find(',').unwrap();
+        rest[at..at + end].trim().parse().unwrap()
+    }
+
     /// The tiny BitNet b1.58 (bf16 master weights, ternarized on load) exported with llama.cpp's
     /// own conversion as the source: every ternary tensor is byte for byte what
     /// `llama-quantize` wrote for the same model (fixtures/tiny-bitnet-gguf), and the file reads
@@ -532,6 +544,32 @@ mod tests {
                 let got = ternary_layers::to_rows(theirs.weight()).unwrap();
                 assert!(got == want, "{file}: {name} read back differs");
             }
+            // llama-perplexity on this export (scripts/check_bitnet_export.sh, export.json):
+            // ours on the same file within 1%.
+            let key = if format == ExportFormat::GgufTq2_0 {
+                "tq2_0"
+            } else {
+                "tq1_0"
+            };
+            let doc =
+                std::fs::read_to_string(format!("{root}/tiny-bitnet-gguf/export.json")).unwrap();
+            let want = json_number(&doc, key);
+            let text =
+                std::fs::read_to_string(format!("{root}/text/declaration-gettysburg.txt")).unwrap();
+            let tokens = back.tokenizer.encode(&text, true).unwrap();
+            let bos = back.tokenizer.bos_id.filter(|_| back.tokenizer.add_bos);
+            let r = ternary_models::perplexity(&back.model, &tokens, 128, bos, None, |_, _| {})
+                .unwrap();
+            eprintln!(
+                "{key} export: ours {} vs llama.cpp PPL {want} ({:+.3}%)",
+                r.final_line(),
+                100.0 * (r.ppl - want) / want
+            );
+            assert!(
+                (r.ppl - want).abs() <= 0.01 * want,
+                "{key}: {} vs {want}",
+                r.ppl
+            );
         }
     }
 
