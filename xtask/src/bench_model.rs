@@ -456,8 +456,34 @@ fn quantize(l: &LlamaCpp, src: &Path, dst: &Path, ty: &str, requant: bool) -> Re
     if requant {
         c.arg("--allow-requantize");
     }
-    c.arg(src).arg(dst).arg(ty).stdout(Stdio::null());
-    step(&format!("llama-quantize → {ty}"), c)
+    c.arg(src).arg(dst).arg(ty);
+    quiet_step(&format!("llama-quantize {} → {ty}", src.display()), c)
+}
+
+/// Runs `cmd` with its output captured: one line on success (the last of its output), the
+/// last lines of its output on failure.
+fn quiet_step(name: &str, mut cmd: Command) -> Result<(), String> {
+    eprintln!("==> {name}");
+    let t = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{name}: could not start: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(format!("{name} failed ({}):\n{}", out.status, tail(&text)));
+    }
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    eprintln!("    {last}\n    ok ({:.1} s)", t.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// A model file measured by one engine.
@@ -800,6 +826,7 @@ fn measure_ours(
 fn host_json(host: &Path, threads: &[usize]) -> Result<Json, String> {
     let list: Vec<String> = threads.iter().map(ToString::to_string).collect();
     let out = Command::new(host)
+        .current_dir(root())
         .args(["--json", "--bandwidth", &list.join(",")])
         .output()
         .map_err(|e| format!("host: {e}"))?;
@@ -857,9 +884,17 @@ pub fn run(o: &Options) -> Result<(), String> {
     ]);
     build.args(["--bin", "ternary", "--bin", "host"]);
     step("build (release): ternary, host", build)?;
+    // The target directory may be shared with other work trees, which can rebuild these
+    // binaries mid-run: measure private copies taken right after the build.
     let target = target_dir()?.join("release");
-    let ternary = target.join("ternary");
-    let host = target.join("host");
+    let bin = o.out.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    for b in ["ternary", "host"] {
+        std::fs::copy(target.join(b), bin.join(b))
+            .map_err(|e| format!("copy {}: {e}", target.join(b).display()))?;
+    }
+    let ternary = bin.join("ternary");
+    let host = bin.join("host");
     let has_bench = has_bench_command(&ternary);
     eprintln!(
         "our engine is measured with `ternary {}`",
