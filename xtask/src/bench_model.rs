@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::gguf::{Header, type_info};
+use crate::gguf::Header;
 use crate::json::{Json, obj};
 use crate::util::{cargo, root, step};
 
@@ -56,7 +56,7 @@ impl Options {
     }
 }
 
-/// Mean and sample standard deviation of a list of rates.
+/// Mean and sample standard deviation of a rate (tokens/s) over `n` repetitions.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
     pub mean: f64,
@@ -65,21 +65,6 @@ pub struct Rate {
 }
 
 impl Rate {
-    pub fn of(xs: &[f64]) -> Rate {
-        let n = xs.len();
-        let mean = xs.iter().sum::<f64>() / n.max(1) as f64;
-        let var = if n > 1 {
-            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-        } else {
-            0.0
-        };
-        Rate {
-            mean,
-            sd: var.sqrt(),
-            n,
-        }
-    }
-
     fn json(&self) -> Json {
         obj([
             ("tokens_per_s", self.mean.into()),
@@ -156,102 +141,69 @@ pub fn parse_llama_bench(text: &str) -> Result<LlamaBench, String> {
     })
 }
 
-/// One run of our engine.
+/// What `ternary bench --json` reports (schema `ternary-bench/1`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct OursOnce {
-    pub prefill_tps: f64,
-    pub decode_tps: f64,
+pub struct OurBench {
+    pub prefill: Rate,
+    pub decode: Rate,
     pub prompt_tokens: usize,
-    /// Tokens decoded one at a time (generation may stop early at the end-of-sequence token).
     pub gen_tokens: usize,
-    /// Peak resident memory the engine reports itself, if it does.
+    /// `VmHWM` at the end of the run, model loading included.
     pub peak_rss: Option<u64>,
-    /// Weight bytes read per decoded token, if the engine reports them.
+    /// Weight bytes one decode step reads.
     pub weight_bytes_per_token: Option<u64>,
-    /// `"bench"` or `"generate"`: which command measured it.
-    pub via: &'static str,
+    /// The engine's settings, e.g. `runtime, avx2, kv f32, lm_head as-model, ternary
+    /// activations f32`.
+    pub settings: String,
 }
 
-/// Parses the last line of `ternary generate` on stderr:
-/// `prompt: N tokens, X tokens/s; generation: M tokens, Y tokens/s` (M tokens generated:
-/// the first comes from the prefill, so M − 1 were decoded).
-pub fn parse_generate(stderr: &str) -> Result<OursOnce, String> {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("prompt: ") && l.contains("generation: "))
-        .ok_or_else(|| format!("no timing line from ternary generate in:\n{}", tail(stderr)))?;
-    let nums: Vec<f64> = line
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .filter(|s| !s.is_empty() && *s != ".")
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    let [p, ptps, g, gtps] = nums[..] else {
-        return Err(format!("unexpected timing line `{line}`"));
-    };
-    Ok(OursOnce {
-        prefill_tps: ptps,
-        decode_tps: gtps,
-        prompt_tokens: p as usize,
-        gen_tokens: (g as usize).saturating_sub(1),
-        peak_rss: None,
-        weight_bytes_per_token: None,
-        via: "generate",
-    })
-}
-
-/// Parses `ternary bench --json` (one JSON object). Field names are looked up tolerantly
-/// (nested objects included): prefill and decode tokens/s, tokens, peak RSS, weight bytes
-/// read per decoded token.
-pub fn parse_ours_bench(stdout: &str) -> Result<OursOnce, String> {
+/// Parses `ternary bench --json`: one object with `prefill_tokens_per_sec` and
+/// `decode_tokens_per_sec` (`{"mean", "sd", "runs": [...]}`), `prompt_tokens`, `gen_tokens`,
+/// `peak_rss_bytes`, `weight_bytes_per_token` and the settings (`engine`, `simd`, `kv`,
+/// `lm_head`, `ternary_activations`).
+pub fn parse_our_bench(stdout: &str) -> Result<OurBench, String> {
     let start = stdout.find('{').ok_or("ternary bench: no JSON object")?;
     let end = stdout.rfind('}').ok_or("ternary bench: no JSON object")?;
     let v = Json::parse(&stdout[start..=end])?;
-    let need = |keys: &[&str], what: &str| {
-        v.find_num(keys)
-            .ok_or_else(|| format!("ternary bench --json: no {what} ({})", keys.join(" / ")))
+    if let Some(schema) = v.get("schema").and_then(Json::as_str)
+        && schema != "ternary-bench/1"
+    {
+        return Err(format!("ternary bench: unknown schema `{schema}`"));
+    }
+    let rate = |key: &str| -> Result<Rate, String> {
+        let r = v
+            .get(key)
+            .ok_or_else(|| format!("ternary bench --json: no {key}"))?;
+        let mean = r
+            .get("mean")
+            .and_then(Json::as_f64)
+            .ok_or_else(|| format!("ternary bench --json: no {key}.mean"))?;
+        Ok(Rate {
+            mean,
+            sd: r.get("sd").and_then(Json::as_f64).unwrap_or(0.0),
+            n: r.get("runs")
+                .and_then(Json::as_array)
+                .map_or(1, <[Json]>::len),
+        })
     };
-    let prefill_tps = need(
-        &[
-            "prefill_tokens_per_s",
-            "prefill_tokens_per_sec",
-            "prefill_tps",
-            "pp_tokens_per_s",
-        ],
-        "prefill tokens/s",
-    )?;
-    let decode_tps = need(
-        &[
-            "decode_tokens_per_s",
-            "decode_tokens_per_sec",
-            "decode_tps",
-            "tg_tokens_per_s",
-        ],
-        "decode tokens/s",
-    )?;
-    let opt = |keys: &[&str]| v.find_num(keys);
-    Ok(OursOnce {
-        prefill_tps,
-        decode_tps,
-        prompt_tokens: opt(&["prompt_tokens", "n_prompt"]).unwrap_or(PROMPT_TOKENS as f64) as usize,
-        gen_tokens: opt(&["gen_tokens", "decode_tokens", "n_gen"]).unwrap_or(GEN_TOKENS as f64)
-            as usize,
-        peak_rss: opt(&["peak_rss_bytes", "peak_rss", "max_rss_bytes"]).map(|b| b as u64),
-        weight_bytes_per_token: opt(&[
-            "weight_bytes_per_token",
-            "bytes_read_per_token",
-            "weight_bytes_read_per_token",
-            "bytes_per_token",
-        ])
-        .map(|b| b as u64),
-        via: "bench",
+    let num = |k: &str| v.get(k).and_then(Json::as_f64);
+    let text = |k: &str| v.get(k).and_then(Json::as_str).unwrap_or("?");
+    Ok(OurBench {
+        prefill: rate("prefill_tokens_per_sec")?,
+        decode: rate("decode_tokens_per_sec")?,
+        prompt_tokens: num("prompt_tokens").unwrap_or(0.0) as usize,
+        gen_tokens: num("gen_tokens").unwrap_or(0.0) as usize,
+        peak_rss: num("peak_rss_bytes").filter(|&b| b > 0.0).map(|b| b as u64),
+        weight_bytes_per_token: num("weight_bytes_per_token").map(|b| b as u64),
+        settings: format!(
+            "{}, {}, kv {}, lm_head {}, ternary activations {}",
+            text("engine"),
+            text("simd"),
+            text("kv"),
+            text("lm_head"),
+            text("ternary_activations")
+        ),
     })
-}
-
-/// The prompt for `ternary generate`: "the the … the", one token per word with SmolLM2's
-/// tokenizer and with the random BitNet's (`scripts/make_random_bitnet_gguf.py`).
-fn generate_prompt(tokens: usize) -> String {
-    vec!["the"; tokens].join(" ")
 }
 
 fn tail(s: &str) -> String {
@@ -288,53 +240,41 @@ fn run_timed(
     Ok((out, rss))
 }
 
-/// Our engine on `model` with `threads`: the one place that knows the command.
-/// `ternary bench --json` where the binary has it, `ternary generate` otherwise.
-fn ours_once(
+/// Our engine on `model` with `threads`: `ternary --threads T bench --model M --prompt-tokens
+/// 512 --gen-tokens 128 --reps R --json` (one warm-up, then R measured repetitions in the
+/// process), under `/usr/bin/time` for the peak RSS.
+fn our_bench(
     ternary: &Path,
-    has_bench: bool,
     model: &Path,
     threads: usize,
+    reps: usize,
     scratch: &Path,
-) -> Result<(OursOnce, Option<u64>), String> {
-    let mut cmd: Vec<String> = vec![
+) -> Result<(OurBench, Option<u64>), String> {
+    let cmd: Vec<String> = [
         ternary.display().to_string(),
         "--threads".into(),
         threads.to_string(),
-    ];
-    let m = model.display().to_string();
-    if has_bench {
-        cmd.extend(["bench".into(), "--model".into(), m]);
-        cmd.extend(["--prompt-tokens".into(), PROMPT_TOKENS.to_string()]);
-        cmd.extend([
-            "--gen-tokens".into(),
-            GEN_TOKENS.to_string(),
-            "--json".into(),
-        ]);
-    } else {
-        cmd.extend(["generate".into(), "--model".into(), m, "--prompt".into()]);
-        cmd.push(generate_prompt(PROMPT_TOKENS));
-        // The first new token comes from the prefill: GEN_TOKENS + 1 gives GEN_TOKENS decodes.
-        cmd.extend(["--max-tokens".into(), (GEN_TOKENS + 1).to_string()]);
-        cmd.extend(["--temperature".into(), "0".into()]);
-    }
+        "bench".into(),
+        "--model".into(),
+        model.display().to_string(),
+        "--prompt-tokens".into(),
+        PROMPT_TOKENS.to_string(),
+        "--gen-tokens".into(),
+        GEN_TOKENS.to_string(),
+        "--reps".into(),
+        reps.to_string(),
+        "--json".into(),
+    ]
+    .into();
     let (out, rss) = run_timed(&cmd, scratch)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        let what = if has_bench { "bench" } else { "generate" };
         return Err(format!(
-            "ternary {what} failed ({}): {}",
+            "ternary bench failed ({}): {}",
             out.status,
-            tail(&stderr)
+            tail(&String::from_utf8_lossy(&out.stderr))
         ));
     }
-    let once = if has_bench {
-        parse_ours_bench(&stdout)?
-    } else {
-        parse_generate(&stderr)?
-    };
-    Ok((once, rss))
+    Ok((parse_our_bench(&String::from_utf8_lossy(&out.stdout))?, rss))
 }
 
 /// Where `scripts/llama_cpp.sh` put llama.cpp.
@@ -496,115 +436,18 @@ struct Case {
     path: PathBuf,
     /// How the file was made.
     made: String,
-    /// Weight bytes read per decoded token and where that number comes from.
+    /// llama.cpp: weight bytes read per decoded token, from the GGUF tensor table (ours
+    /// reports its own).
     bytes_per_token: Option<u64>,
-    bytes_source: String,
     /// Linear-layer and output types in the file.
     types: String,
 }
 
-/// Per-token weight bytes of our engine for a GGUF, until it reports them itself: TQ1_0,
-/// TQ2_0 and I2_S linears load as ternary bit-planes (2 bits per weight plus an f32 scale per
-/// 256), every other type is dequantized to f32.
-pub fn our_gguf_bytes(h: &Header) -> Option<u64> {
-    let out = h.output()?.name.clone();
-    let mut sum = 0;
-    for t in h
-        .tensors
-        .iter()
-        .filter(|t| t.is_block_linear() || t.name == out)
-    {
-        let n = t.elements();
-        let ternary = matches!(type_info(t.ty), Some(("TQ1_0" | "TQ2_0", _, _))) || t.ty == 36;
-        sum += if ternary && t.name != out {
-            n / 4 + n.div_ceil(256) * 4
-        } else {
-            n * 4
-        };
-    }
-    Some(sum)
-}
-
-/// Per-token weight bytes of a converted model (`ternary quantize` safetensors), from its
-/// header: ternary layers as stored (planes, scales, bias, input scale), float layers as f32
-/// (how the engine holds them), a tied float head as the f32 embedding.
-pub fn our_converted_bytes(header: &Json) -> Result<u64, String> {
-    let meta = header.get("__metadata__").ok_or("no __metadata__")?;
-    let layers = Json::parse(
-        meta.get("layers")
-            .and_then(Json::as_str)
-            .ok_or("no layers")?,
-    )?;
-    let config = Json::parse(
-        meta.get("config")
-            .and_then(Json::as_str)
-            .ok_or("no config")?,
-    )?;
-    let Json::Obj(layers) = layers else {
-        return Err("layers is not an object".into());
-    };
-    let tensor_bytes = |name: &str| -> u64 {
-        header
-            .get(name)
-            .and_then(|t| t.get("data_offsets"))
-            .and_then(Json::as_array)
-            .and_then(|o| Some((o.get(1)?.as_f64()? - o.first()?.as_f64()?) as u64))
-            .unwrap_or(0)
-    };
-    let mut sum = 0;
-    let mut head = false;
-    for (name, l) in &layers {
-        head |= name == "lm_head";
-        let rows = l.get("rows").and_then(Json::as_f64).unwrap_or(0.0) as u64;
-        let cols = l.get("cols").and_then(Json::as_f64).unwrap_or(0.0) as u64;
-        if l.get("kind").and_then(Json::as_str) == Some("ternary") {
-            sum += ["plus", "minus", "scales", "bias", "input_scale"]
-                .iter()
-                .map(|p| tensor_bytes(&format!("{name}.{p}")))
-                .sum::<u64>();
-        } else {
-            sum += rows * cols * 4;
-        }
-    }
-    if !head {
-        let v = config
-            .get("vocab_size")
-            .and_then(Json::as_f64)
-            .unwrap_or(0.0) as u64;
-        let h = config
-            .get("hidden_size")
-            .and_then(Json::as_f64)
-            .unwrap_or(0.0) as u64;
-        sum += v * h * 4;
-    }
-    Ok(sum)
-}
-
-/// The JSON header of a safetensors file.
-fn safetensors_header(path: &Path) -> Result<Json, String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| e.to_string())?;
-    let n = u64::from_le_bytes(n);
-    if n > 1 << 28 {
-        return Err(format!("{}: header of {n} bytes", path.display()));
-    }
-    let mut buf = vec![0u8; n as usize];
-    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    Json::parse(&String::from_utf8_lossy(&buf))
-}
-
 /// Prepares (or finds cached) every file and returns the cases in measuring order.
-fn prepare(
-    l: &LlamaCpp,
-    ternary: &Path,
-    with_bitnet: bool,
-) -> Result<(Vec<Case>, Vec<String>), String> {
+fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>, String> {
     let models = cache_dir("TERNARY_MODELS_DIR", "models");
     let bench = cache_dir("TERNARY_BENCH_DIR", "bench");
     std::fs::create_dir_all(&bench).map_err(|e| format!("{}: {e}", bench.display()))?;
-    let mut notes = Vec::new();
     eprintln!("\n==> model files (cache: {})", bench.display());
     let q41 = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !q41.is_file() {
@@ -642,22 +485,15 @@ fn prepare(
                      made: &str|
      -> Result<Case, String> {
         let h = Header::read(path)?;
-        let (bytes, source) = if engine == "llama.cpp" {
-            (h.bytes_per_token(), "GGUF tensor table".to_owned())
-        } else {
-            (
-                our_gguf_bytes(&h),
-                "estimate: file tensor table, non-ternary weights as f32".to_owned(),
-            )
-        };
         Ok(Case {
             model,
             engine,
             weights: weights.to_owned(),
             path: path.to_path_buf(),
             made: made.to_owned(),
-            bytes_per_token: bytes,
-            bytes_source: source,
+            bytes_per_token: (engine == "llama.cpp")
+                .then(|| h.bytes_per_token())
+                .flatten(),
             types: format!(
                 "{}: {}",
                 h.get_str("general.architecture").unwrap_or("?"),
@@ -688,19 +524,14 @@ fn prepare(
         &q41,
         q41_made,
     )?);
-    let all_bytes = safetensors_header(&all).and_then(|h| our_converted_bytes(&h));
-    if let Err(e) = &all_bytes {
-        notes.push(format!("{}: per-token bytes unknown: {e}", all.display()));
-    }
     cases.push(Case {
         model: smol,
         engine: "ours",
         weights: "all ternary".into(),
         path: all.clone(),
         made: "ternary quantize --no-budget --sequential from the Q4_1 file (the demo's all-ternary configuration)".into(),
-        bytes_per_token: all_bytes.ok(),
-        bytes_source: "estimate: file header, float layers as f32".into(),
-        types: "ternary bit-planes".into(),
+        bytes_per_token: None,
+        types: "ternary model file: all 211 linear layers (lm_head included) ternary, scale groups of 64".into(),
     });
 
     if with_bitnet {
@@ -722,7 +553,7 @@ fn prepare(
         cases.push(gguf_case("llama.cpp", bit, "TQ2_0", &tq, made)?);
         cases.push(gguf_case("ours", bit, "TQ2_0", &tq, made)?);
     }
-    Ok((cases, notes))
+    Ok(cases)
 }
 
 /// One measured row.
@@ -730,6 +561,8 @@ fn prepare(
 struct Row {
     case: usize,
     threads: usize,
+    /// 1-minute load average just before the row ran.
+    load: Option<f64>,
     result: Result<Measured, String>,
 }
 
@@ -795,29 +628,21 @@ fn measure_llama(
 
 fn measure_ours(
     ternary: &Path,
-    has_bench: bool,
     c: &Case,
     threads: usize,
     reps: usize,
     scratch: &Path,
 ) -> Result<Measured, String> {
     let t = Instant::now();
-    let mut runs = Vec::new();
-    let mut rss: Option<u64> = None;
-    for _ in 0..reps {
-        let (once, r) = ours_once(ternary, has_bench, &c.path, threads, scratch)?;
-        rss = rss.max(r.or(once.peak_rss));
-        runs.push(once);
-    }
-    let last = runs.last().ok_or("no runs")?;
+    let (b, rss) = our_bench(ternary, &c.path, threads, reps, scratch)?;
     Ok(Measured {
-        prefill: Rate::of(&runs.iter().map(|r| r.prefill_tps).collect::<Vec<_>>()),
-        decode: Rate::of(&runs.iter().map(|r| r.decode_tps).collect::<Vec<_>>()),
-        prompt_tokens: last.prompt_tokens,
-        gen_tokens: last.gen_tokens,
-        peak_rss: rss,
-        bytes_per_token: last.weight_bytes_per_token,
-        via: format!("ternary {} ×{reps}", last.via),
+        prefill: b.prefill,
+        decode: b.decode,
+        prompt_tokens: b.prompt_tokens,
+        gen_tokens: b.gen_tokens,
+        peak_rss: rss.or(b.peak_rss),
+        bytes_per_token: b.weight_bytes_per_token,
+        via: format!("ternary bench --reps {reps} ({})", b.settings),
         wall_s: t.elapsed().as_secs_f64(),
     })
 }
@@ -859,16 +684,6 @@ fn load_avg() -> Option<f64> {
         .ok()
 }
 
-/// Whether this `ternary` binary has the `bench` command.
-fn has_bench_command(ternary: &Path) -> bool {
-    Command::new(ternary)
-        .args(["bench", "--help"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 pub fn run(o: &Options) -> Result<(), String> {
     let t0 = Instant::now();
     let load_start = load_avg();
@@ -895,22 +710,14 @@ pub fn run(o: &Options) -> Result<(), String> {
     }
     let ternary = bin.join("ternary");
     let host = bin.join("host");
-    let has_bench = has_bench_command(&ternary);
-    eprintln!(
-        "our engine is measured with `ternary {}`",
-        if has_bench {
-            "bench --json"
-        } else {
-            "generate"
-        }
-    );
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let threads: Vec<usize> = if o.threads.is_empty() {
         [1, 2].into_iter().filter(|&t| t <= cpus.max(1)).collect()
     } else {
         o.threads.clone()
     };
-    let (cases, mut notes) = prepare(&llama, &ternary, o.with_bitnet())?;
+    let cases = prepare(&llama, &ternary, o.with_bitnet())?;
+    let mut notes = Vec::new();
     std::fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
     eprintln!("\n==> host and read bandwidth (start)");
     let host_start = host_json(&host, &threads)?;
@@ -924,13 +731,14 @@ pub fn run(o: &Options) -> Result<(), String> {
                 "\n==> {} threads: {} {} ({})",
                 t, c.engine, c.model, c.weights
             );
+            let load = load_avg();
             let result = if c.engine == "llama.cpp" {
                 measure_llama(&llama, c, t, o.llama_reps(), &scratch).map(|(m, b)| {
                     llama_build.get_or_insert(b);
                     m
                 })
             } else {
-                measure_ours(&ternary, has_bench, c, t, o.our_reps(), &scratch)
+                measure_ours(&ternary, c, t, o.our_reps(), &scratch)
             };
             match &result {
                 Ok(m) => eprintln!(
@@ -945,6 +753,7 @@ pub fn run(o: &Options) -> Result<(), String> {
             rows.push(Row {
                 case: i,
                 threads: t,
+                load,
                 result,
             });
         }
@@ -961,11 +770,6 @@ pub fn run(o: &Options) -> Result<(), String> {
         threads: threads.clone(),
         llama_reps: o.llama_reps(),
         our_reps: o.our_reps(),
-        our_command: if has_bench {
-            "ternary bench --json"
-        } else {
-            "ternary generate"
-        },
         load_start,
         load_end: load_avg(),
         total_s: t0.elapsed().as_secs_f64(),
@@ -996,7 +800,6 @@ struct RunFacts {
     threads: Vec<usize>,
     llama_reps: usize,
     our_reps: usize,
-    our_command: &'static str,
     load_start: Option<f64>,
     load_end: Option<f64>,
     total_s: f64,
@@ -1306,13 +1109,17 @@ impl Report<'_> {
             number.map_or(String::new(), |n| format!(", #{n}")),
             self.run.llama_reps
         );
+        let settings = self
+            .rows
+            .iter()
+            .filter(|r| self.cases[r.case].engine == "ours")
+            .find_map(|r| r.result.as_ref().ok())
+            .map_or_else(|| "not measured".to_owned(), |m| m.via.clone());
         let _ = writeln!(
             s,
-            "- Ours: commit {}; `{}` (prefill {PROMPT_TOKENS} tokens, then {GEN_TOKENS} decode steps), {} process run{} per row (mean ± sd).",
+            "- Ours: commit {}; `ternary --threads T bench --model M --prompt-tokens {PROMPT_TOKENS} --gen-tokens {GEN_TOKENS} --reps {} --json` (one warm-up, then mean ± sd; fixed pseudo-random token ids; decode from an empty cache, as llama-bench): {settings}.",
             hs("commit"),
-            self.run.our_command,
             self.run.our_reps,
-            if self.run.our_reps == 1 { "" } else { "s" }
         );
         let la = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.2}"));
         let _ = writeln!(
@@ -1344,14 +1151,9 @@ impl Report<'_> {
                 match &r.result {
                     Ok(m) => {
                         let bytes = self.bytes(c, m);
-                        let est = if m.bytes_per_token.is_none() && c.engine == "ours" {
-                            " (est.)"
-                        } else {
-                            ""
-                        };
                         let _ = writeln!(
                             s,
-                            "| {} | {} | {} | {} | {} | {}{est} | {} | {} |",
+                            "| {} | {} | {} | {} | {} | {} | {} | {} |",
                             c.model,
                             c.engine,
                             c.weights,
@@ -1427,12 +1229,7 @@ impl Report<'_> {
         }
         let _ = writeln!(
             s,
-            "\nMB/token sources: llama.cpp from the GGUF tensor table (stored bytes); ours {}.",
-            if self.run.our_command.contains("bench") {
-                "as `ternary bench` reports it where it does, else estimated"
-            } else {
-                "estimated (est.) from the file: ternary layers as stored (2-bit planes + scales), every other weight as the f32 our loader keeps"
-            }
+            "\nMB/token: llama.cpp's from the GGUF tensor table (bytes as stored); ours as `ternary bench` reports it (`weight_bytes_per_token`: the weights as the runtime holds them)."
         );
         let failures: Vec<String> = self
             .rows
@@ -1483,13 +1280,14 @@ impl Report<'_> {
                             ("weight_bytes_per_token".to_owned(), bytes.into()),
                             (
                                 "weight_bytes_source".to_owned(),
-                                if m.bytes_per_token.is_some() {
-                                    "engine".to_owned()
+                                if c.engine == "ours" {
+                                    "ternary bench"
                                 } else {
-                                    c.bytes_source.clone()
+                                    "GGUF tensor table"
                                 }
                                 .into(),
                             ),
+                            ("load_average_before".to_owned(), r.load.into()),
                             (
                                 "bandwidth_share".to_owned(),
                                 self.share(c, m, r.threads).into(),
@@ -1543,7 +1341,6 @@ impl Report<'_> {
                     ("types", c.types.clone().into()),
                     ("made", c.made.clone().into()),
                     ("weight_bytes_per_token", c.bytes_per_token.into()),
-                    ("weight_bytes_source", c.bytes_source.clone().into()),
                 ])
             })
             .collect();
@@ -1573,7 +1370,6 @@ impl Report<'_> {
                     ("gen_tokens", GEN_TOKENS.into()),
                     ("llama_bench_reps", self.run.llama_reps.into()),
                     ("our_runs", self.run.our_reps.into()),
-                    ("our_command", self.run.our_command.into()),
                     ("load_average_start", self.run.load_start.into()),
                     ("load_average_end", self.run.load_end.into()),
                     ("measure_s", self.run.measure_s.into()),
@@ -1659,74 +1455,58 @@ mod tests {
         );
     }
 
-    #[test]
-    fn parses_ternary_generate_stderr() {
-        let err =
-            "loading x\nprompt: 513 tokens, 48.7 tokens/s; generation: 129 tokens, 21.7 tokens/s\n";
-        let o = parse_generate(err).unwrap();
-        assert_eq!((o.prompt_tokens, o.gen_tokens), (513, 128));
-        assert_eq!((o.prefill_tps, o.decode_tps), (48.7, 21.7));
-        assert_eq!(o.via, "generate");
-        assert!(parse_generate("error: no such file").is_err());
-    }
+    /// `ternary bench --json` as it prints it (schema ternary-bench/1).
+    const OUR_BENCH: &str = r#"{"schema": "ternary-bench/1", "model": "/m/x.gguf", "engine": "runtime", "threads": 2, "simd": "avx2", "cpu": "AMD EPYC", "prompt_tokens": 512, "gen_tokens": 128, "reps": 3, "kv": "f32", "lm_head": "as-model", "ternary_activations": "f32", "prefill_tokens_per_sec": {"mean": 612.500, "sd": 4.000, "runs": [608.500, 612.500, 616.500]}, "decode_tokens_per_sec": {"mean": 140.250, "sd": 0.500, "runs": [139.750, 140.250, 140.750]}, "peak_rss_bytes": 123456789, "weight_bytes": 99000000, "weight_bytes_per_token": 55000000}
+"#;
 
     #[test]
     fn parses_ternary_bench_json() {
-        let out = r#"{"model": "m.gguf", "threads": 2,
-            "prefill": {"tokens": 512, "tokens_per_s": 1.0},
-            "prefill_tokens_per_s": 612.5, "decode_tokens_per_s": 140.25,
-            "prompt_tokens": 512, "gen_tokens": 128,
-            "peak_rss_bytes": 123456789, "weight_bytes_per_token": 55000000}"#;
-        let o = parse_ours_bench(out).unwrap();
-        assert_eq!((o.prefill_tps, o.decode_tps), (612.5, 140.25));
+        let o = parse_our_bench(OUR_BENCH).unwrap();
+        assert_eq!(
+            o.prefill,
+            Rate {
+                mean: 612.5,
+                sd: 4.0,
+                n: 3
+            }
+        );
+        assert_eq!(
+            o.decode,
+            Rate {
+                mean: 140.25,
+                sd: 0.5,
+                n: 3
+            }
+        );
         assert_eq!((o.prompt_tokens, o.gen_tokens), (512, 128));
         assert_eq!(o.peak_rss, Some(123_456_789));
         assert_eq!(o.weight_bytes_per_token, Some(55_000_000));
-        // Nested layout and alternative names.
-        let nested = r#"log line
-{"result": {"prefill_tps": 10, "decode_tps": 5.5}}"#;
-        let o = parse_ours_bench(nested).unwrap();
         assert_eq!(
-            (o.prefill_tps, o.decode_tps, o.gen_tokens),
-            (10.0, 5.5, 128)
+            o.settings,
+            "runtime, avx2, kv f32, lm_head as-model, ternary activations f32"
         );
+        // Text around the object is ignored; a missing rate or another schema is an error.
+        assert_eq!(
+            parse_our_bench(&format!("loading\n{OUR_BENCH}")).unwrap(),
+            o
+        );
+        let no_decode = OUR_BENCH.replace("decode_tokens_per_sec", "x");
         assert!(
-            parse_ours_bench(r#"{"decode_tps": 1}"#)
+            parse_our_bench(&no_decode)
                 .unwrap_err()
-                .contains("prefill")
+                .contains("decode_tokens_per_sec")
         );
+        let v2 = OUR_BENCH.replace("ternary-bench/1", "ternary-bench/2");
+        assert!(parse_our_bench(&v2).unwrap_err().contains("schema"));
+        assert!(parse_our_bench("error: no such file").is_err());
     }
 
     #[test]
-    fn rates_and_prompt() {
-        let r = Rate::of(&[1.0, 2.0, 3.0]);
-        assert_eq!((r.mean, r.sd, r.n), (2.0, 1.0, 3));
-        assert_eq!(Rate::of(&[4.0]).sd, 0.0);
-        assert_eq!(generate_prompt(3), "the the the");
+    fn parses_the_llama_cpp_script_lines() {
         assert_eq!(
             parse_script_paths("bin=/a/bin\nconvert=/c.py\ngguf_py=/g\n"),
             Some((PathBuf::from("/a/bin"), PathBuf::from("/g")))
         );
         assert_eq!(parse_script_paths("bin=/a\n"), None);
-    }
-
-    #[test]
-    fn estimates_our_bytes_per_token() {
-        let header = Json::parse(
-            r#"{"__metadata__": {"format": "ternary-model",
-                "config": "{\"vocab_size\": 10, \"hidden_size\": 4}",
-                "layers": "{\"l.q\": {\"kind\": \"ternary\", \"rows\": 4, \"cols\": 64}, \"l.o\": {\"kind\": \"float\", \"rows\": 4, \"cols\": 4}}"},
-              "l.q.plus": {"dtype": "U32", "shape": [4, 2], "data_offsets": [0, 32]},
-              "l.q.minus": {"dtype": "U32", "shape": [4, 2], "data_offsets": [32, 64]},
-              "l.q.scales": {"dtype": "F32", "shape": [4, 1], "data_offsets": [64, 80]}}"#,
-        )
-        .unwrap();
-        // 80 bytes of ternary layer + 4·4·4 float + tied f32 head 10·4·4.
-        assert_eq!(our_converted_bytes(&header).unwrap(), 80 + 64 + 160);
-        let h =
-            Header::read(&root().join("fixtures/tiny-bitnet-gguf/tiny-bitnet-tq2_0.gguf")).unwrap();
-        let ours = our_gguf_bytes(&h).unwrap();
-        let theirs = h.bytes_per_token().unwrap();
-        assert!(ours > 0 && theirs > 0);
     }
 }

@@ -18,10 +18,6 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn elements(&self) -> u64 {
-        self.dims.iter().product()
-    }
-
     pub fn type_name(&self) -> String {
         type_info(self.ty).map_or_else(|| format!("type{}", self.ty), |t| t.0.to_owned())
     }

@@ -60,20 +60,6 @@ impl Json {
         }
     }
 
-    /// The first number found under any of `keys`, searching this object, then nested
-    /// objects depth first (for output whose exact layout may change).
-    pub fn find_num(&self, keys: &[&str]) -> Option<f64> {
-        if let Json::Obj(kv) = self {
-            for k in keys {
-                if let Some(n) = self.get(k).and_then(Json::as_f64) {
-                    return Some(n);
-                }
-            }
-            return kv.iter().find_map(|(_, v)| v.find_num(keys));
-        }
-        None
-    }
-
     /// Pretty-printed text (two-space indent).
     pub fn pretty(&self) -> String {
         let mut s = String::new();
@@ -362,9 +348,6 @@ mod tests {
             Some("x\"yé\n")
         );
         assert_eq!(Json::parse(&v.pretty()).unwrap(), v);
-        assert_eq!(v.find_num(&["zz", "c"]), None);
-        let nested = Json::parse(r#"{"x": {"y": {"tps": 3}}}"#).unwrap();
-        assert_eq!(nested.find_num(&["tps"]), Some(3.0));
     }
 
     #[test]
