@@ -24,6 +24,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut bitnet = None;
     let mut threads = Vec::new();
     let mut reps = None;
+    let mut our_flags = Vec::new();
     let mut model_only = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +63,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| format!("bench: bad --reps `{n}`"))?,
                 );
+                model_only.push(a.clone());
+            }
+            "--our-flags" => {
+                let f = it
+                    .next()
+                    .ok_or("bench: --our-flags needs a string, e.g. \"--kv f16\"")?;
+                our_flags = f.split_whitespace().map(str::to_owned).collect();
                 model_only.push(a.clone());
             }
             other => return Err(format!("bench: unknown argument `{other}`")),
@@ -109,6 +117,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             bitnet,
             threads,
             reps,
+            our_flags,
         })?;
         written.push(out.join("model.md"));
     }

