@@ -25,6 +25,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut threads = Vec::new();
     let mut reps = None;
     let mut our_flags = Vec::new();
+    let mut wait_idle = None;
     let mut model_only = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +63,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         .ok()
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| format!("bench: bad --reps `{n}`"))?,
+                );
+                model_only.push(a.clone());
+            }
+            "--wait-idle" => {
+                let m = it.next().ok_or("bench: --wait-idle needs minutes")?;
+                wait_idle = Some(
+                    m.parse::<f64>()
+                        .ok()
+                        .filter(|m| *m >= 0.0)
+                        .ok_or_else(|| format!("bench: bad --wait-idle `{m}`"))?,
                 );
                 model_only.push(a.clone());
             }
@@ -118,6 +129,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             threads,
             reps,
             our_flags,
+            wait_idle,
         })?;
         written.push(out.join("model.md"));
     }

@@ -45,6 +45,8 @@ pub struct Options {
     pub reps: Option<usize>,
     /// Extra flags for `ternary bench` (e.g. `--lm-head int8 --kv f16`).
     pub our_flags: Vec<String>,
+    /// Before each row, wait up to this many minutes for other processes to use < 10% CPU.
+    pub wait_idle: Option<f64>,
 }
 
 impl Options {
@@ -574,6 +576,8 @@ struct Row {
     threads: usize,
     /// 1-minute load average just before the row ran.
     load: Option<f64>,
+    /// Fraction of the CPUs other processes kept busy in the 3 s before the row.
+    busy: Option<f64>,
     result: Result<Measured, String>,
 }
 
@@ -694,6 +698,49 @@ fn best_bandwidth(hosts: &[&Json], threads: usize) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// `(busy, total)` jiffies of all CPUs from the `cpu` line of `/proc/stat` (busy: all but idle
+/// and iowait).
+pub fn parse_proc_stat(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total.checked_sub(idle)?, total))
+}
+
+/// Fraction of all CPUs' time spent busy over `secs` (between rows: other processes).
+fn cpu_busy(secs: f64) -> Option<f64> {
+    let read = || parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?);
+    let (b0, t0) = read()?;
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    let (b1, t1) = read()?;
+    (t1 > t0).then(|| b1.saturating_sub(b0) as f64 / (t1 - t0) as f64)
+}
+
+/// With `wait_minutes`, waits until other processes use under 10% of the CPUs (3-second
+/// samples) or the time is up; returns the last sample.
+fn wait_idle(wait_minutes: Option<f64>) -> Option<f64> {
+    let start = Instant::now();
+    loop {
+        let busy = cpu_busy(3.0);
+        let Some(max) = wait_minutes else {
+            return busy;
+        };
+        if busy.is_none_or(|b| b < 0.1) || start.elapsed().as_secs_f64() > max * 60.0 {
+            return busy;
+        }
+        eprintln!(
+            "    waiting for an idle host: {:.0}% of the CPUs busy",
+            100.0 * busy.unwrap_or(0.0)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(10));
+    }
+}
+
 fn load_avg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
@@ -750,6 +797,7 @@ pub fn run(o: &Options) -> Result<(), String> {
                 "\n==> {} threads: {} {} ({})",
                 t, c.engine, c.model, c.weights
             );
+            let busy = wait_idle(o.wait_idle);
             let load = load_avg();
             let result = if c.engine == "llama.cpp" {
                 measure_llama(&llama, c, t, o.llama_reps(), &scratch).map(|(m, b)| {
@@ -777,6 +825,7 @@ pub fn run(o: &Options) -> Result<(), String> {
                 case: i,
                 threads: t,
                 load,
+                busy,
                 result,
             });
         }
@@ -1169,18 +1218,16 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}, from an empty context); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count; peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions); load = the 1-minute load average just before the row.\n"
+            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}, from an empty context); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count; peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions); others' CPU = the share of all CPUs other processes used in the 3 s before the row (the suite's own processes were not running).\n"
         );
         let cpus = h.get("logical_cpus").and_then(Json::as_f64).unwrap_or(1.0);
-        let busiest = self
-            .rows
-            .iter()
-            .filter_map(|r| r.load)
-            .fold(self.run.load_start.unwrap_or(0.0), f64::max);
-        if busiest > 0.5 * cpus {
+        let busiest = self.rows.iter().filter_map(|r| r.busy).fold(0.0, f64::max);
+        if busiest > 0.25 {
             let _ = writeln!(
                 s,
-                "**The host was busy** (load average up to {busiest:.1} on {cpus} logical CPUs): other processes took CPU time from both engines, the more so with more threads (llama.cpp's threads spin at each barrier, and one descheduled thread stalls the others). Compare rows measured at low load only.\n"
+                "**The host was busy**: other processes used up to {:.0}% of the {cpus} logical CPUs before a row (column *others' CPU*; load average {} at the start). They take CPU time from both engines, the more so with more threads (llama.cpp's threads spin at each barrier, and one descheduled thread stalls the others). Compare rows measured on an idle host only.\n",
+                100.0 * busiest,
+                la(self.run.load_start)
             );
         }
         let mut threads = self.run.threads.clone();
@@ -1189,7 +1236,7 @@ impl Report<'_> {
             let _ = writeln!(s, "## {t} thread{}\n", if t == 1 { "" } else { "s" });
             let _ = writeln!(
                 s,
-                "| model | engine | weights | prefill tokens/s | decode tokens/s | MB/token | BW share | peak RSS | load |"
+                "| model | engine | weights | prefill tokens/s | decode tokens/s | MB/token | BW share | peak RSS | others' CPU |"
             );
             let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
             for r in self.rows.iter().filter(|r| r.threads == t) {
@@ -1209,7 +1256,7 @@ impl Report<'_> {
                             self.share(c, m, t)
                                 .map_or("?".into(), |v| format!("{:.0}%", v * 100.0)),
                             m.peak_rss.map_or("?".into(), mb),
-                            r.load.map_or("?".into(), |l| format!("{l:.1}"))
+                            r.busy.map_or("?".into(), |b| format!("{:.0}%", 100.0 * b))
                         );
                     }
                     Err(e) => {
@@ -1335,6 +1382,7 @@ impl Report<'_> {
                                 .into(),
                             ),
                             ("load_average_before".to_owned(), r.load.into()),
+                            ("others_cpu_busy_before".to_owned(), r.busy.into()),
                             (
                                 "bandwidth_share".to_owned(),
                                 self.share(c, m, r.threads).into(),
@@ -1550,6 +1598,13 @@ mod tests {
     }
 
     #[test]
+    fn parses_proc_stat() {
+        let stat = "cpu  100 5 50 800 20 1 2 0 0 0\ncpu0 50 2 25 400 10 0 1 0 0 0\n";
+        assert_eq!(parse_proc_stat(stat), Some((158, 978)));
+        assert_eq!(parse_proc_stat("intr 1 2\n"), None);
+    }
+
+    #[test]
     fn parses_the_llama_cpp_script_lines() {
         assert_eq!(
             parse_script_paths("bin=/a/bin\nconvert=/c.py\ngguf_py=/g\n"),
@@ -1599,6 +1654,7 @@ mod tests {
             case,
             threads: 2,
             load: Some(0.1),
+            busy: Some(0.02),
             result,
         };
         let rows = vec![
@@ -1647,7 +1703,7 @@ mod tests {
         let md = report.markdown();
         // 200 tokens/s × 40 MB = 8 GB/s of 20 GB/s.
         assert!(
-            md.contains("| 1000 ± 1.00 | 200 ± 0.50 | 40.0 | 40% | 220 MB | 0.1 |"),
+            md.contains("| 1000 ± 1.00 | 200 ± 0.50 | 40.0 | 40% | 220 MB | 2% |"),
             "{md}"
         );
         // All-ternary decode ÷ the fastest llama.cpp type (TQ2_0, 100 tokens/s).

@@ -29,11 +29,14 @@ commands:
                       has), wgpu suites, doc build (what CI runs)
   bench [--quick] [--out DIR] [--suite core|sparsity|vsa|model]...
         [--with-2b|--no-2b] [--threads 1,2] [--reps N] [--our-flags FLAGS]
+        [--wait-idle MINUTES]
                       speed, memory and accuracy reports; writes DIR/<suite>.md and .json
                       (default DIR: target/bench-report; default: every suite but model).
                       model: our engine vs llama.cpp (built once, cached), SmolLM2-135M and
                       a random BitNet-2B-shaped model (skipped with --quick unless
-                      --with-2b); the last four flags apply to it (--our-flags: extra
+                      --with-2b); the last five flags apply to it (--wait-idle: before each
+                      row, wait up to MINUTES for other processes to use < 10% CPU;
+                      --our-flags: extra
                       flags for `ternary bench`, e.g. `--lm-head int8`)
   fuzz [--minutes N] [--seed S] [--parser NAME]... [--threads T] [--inputs N]
        [--no-save] [--save-index I] [--replay FILE]
