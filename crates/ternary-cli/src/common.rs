@@ -207,8 +207,10 @@ pub fn bar(len: u64, msg: impl Into<String>) -> ProgressBar {
 pub struct Footprint {
     /// Weights in linear layers.
     pub linear_weights: u64,
-    /// Of which ternary.
+    /// Of which ternary (one or two trit-planes).
     pub ternary_weights: u64,
+    /// Of which on two trit-planes.
+    pub two_plane_weights: u64,
     /// Bytes of linear layers (f32 for float layers; planes, scales and vectors for ternary).
     pub linear_bytes: u64,
     /// Bytes of the embedding and norms (f32).
@@ -221,6 +223,7 @@ impl Footprint {
         let mut f = Self {
             linear_weights: 0,
             ternary_weights: 0,
+            two_plane_weights: 0,
             linear_bytes: 0,
             other_bytes: 0,
         };
@@ -229,15 +232,15 @@ impl Footprint {
             f.linear_weights += n;
             match as_ternary::<Cpu>(l.as_ref()) {
                 Some(t) => {
-                    let m = t.matrix();
                     f.ternary_weights += n;
-                    f.linear_bytes += 4
-                        * (m.plus().len()
-                            + m.minus().len()
-                            + m.scales().values().len()
-                            + t.bias().map_or(0, |b| b.len())
-                            + t.input_scale().map_or(0, <[f32]>::len))
-                            as u64;
+                    if t.planes() == 2 {
+                        f.two_plane_weights += n;
+                    }
+                    // Every plane pair and its scales, then the vectors.
+                    f.linear_bytes += (t.weights().storage_bytes()
+                        + 4 * (t.bias().map_or(0, |b| b.len())
+                            + t.input_scale().map_or(0, <[f32]>::len)))
+                        as u64;
                 }
                 None => f.linear_bytes += 4 * n,
             }
@@ -406,6 +409,21 @@ pub fn print_side_by_side(cols: &[Measured]) {
             .collect(),
         None,
     );
+    if cols.iter().any(|c| c.footprint.two_plane_weights > 0) {
+        row(
+            "  of which two planes",
+            cols.iter()
+                .map(|c| {
+                    format!(
+                        "{:.1}%",
+                        100.0 * c.footprint.two_plane_weights as f64
+                            / c.footprint.linear_weights.max(1) as f64
+                    )
+                })
+                .collect(),
+            None,
+        );
+    }
     if cols.iter().any(|c| c.file_bytes.is_some()) {
         row(
             "file size",

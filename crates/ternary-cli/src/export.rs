@@ -324,6 +324,20 @@ pub fn export_gguf(
     format: ExportFormat,
     floats: FloatOut,
 ) -> Res<(Vec<u8>, ExportReport)> {
+    // TQ1_0 / TQ2_0 hold one trit per weight and one scale per block: a two-plane layer
+    // (W = M₁ + M₂) has no faithful encoding there.
+    for (hf, layer) in model.linears() {
+        if let Some(t) = as_ternary::<Cpu>(layer.as_ref())
+            && t.planes() != 1
+        {
+            return Err(CliError::new(format!(
+                "{hf} has {} trit-planes; GGUF {:?} holds one trit per weight, so export \
+                 refuses two-plane models (convert with --planes 1 to export)",
+                t.planes(),
+                format.kind()
+            )));
+        }
+    }
     let c = model.config();
     // Where float tensors may come from, and whether they must be F32.
     let (copy_from, all_f32) = match floats {
@@ -371,6 +385,8 @@ pub fn export_gguf(
             continue;
         }
         if let Some(t) = as_ternary::<Cpu>(layer.as_ref()) {
+            // One plane (two-plane models were refused above).
+            let matrix = t.matrix()?;
             if let Some(b) = t.bias() {
                 let b = match &order {
                     Some(o) => reorder(&b, 1, o),
@@ -383,7 +399,7 @@ pub fn export_gguf(
                 );
             }
             if let Some(d) = t.input_scale() {
-                let w = t.matrix().dequantize();
+                let w = matrix.dequantize();
                 let mut w: Vec<f32> = w
                     .chunks_exact(cols.max(1))
                     .flat_map(|row| row.iter().zip(d).map(|(x, s)| x * s))
@@ -395,8 +411,8 @@ pub fn export_gguf(
                 push(&mut report, (t, "ternary with input scale, as float"));
                 continue;
             }
-            let m = with_f16_scales(t.matrix())?;
-            for (a, b) in t.matrix().scales().values().iter().zip(m.scales().values()) {
+            let m = with_f16_scales(matrix)?;
+            for (a, b) in matrix.scales().values().iter().zip(m.scales().values()) {
                 if *a != 0.0 {
                     let rel = f64::from((a - b).abs()) / f64::from(a.abs());
                     report.max_scale_change = report.max_scale_change.max(rel);
@@ -628,7 +644,7 @@ mod tests {
             let want = match as_ternary::<Cpu>(layer.as_ref()) {
                 Some(t) => {
                     ternary += 1;
-                    with_f16_scales(t.matrix()).unwrap().dequantize()
+                    with_f16_scales(t.matrix().unwrap()).unwrap().dequantize()
                 }
                 None => ternary_layers::to_rows(layer.weight()).unwrap(),
             };
@@ -682,5 +698,43 @@ mod tests {
         assert!(e.message().contains("layers"), "{}", e.message());
         wrong[..4].copy_from_slice(b"GGUX");
         assert!(GgufFile::from_bytes(wrong).is_err());
+    }
+
+    /// A two-plane model (`--planes 2`) has no TQ1_0 / TQ2_0 encoding: export says so rather
+    /// than write one plane of it.
+    #[test]
+    fn export_should_refuse_two_plane_models() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+        let mut m = ternary_models::load::<Cpu>(dir, &Default::default()).unwrap();
+        let cfg = ternary_convert::ConvertConfig {
+            planes: ternary_convert::convert::Planes::Two,
+            budget: None,
+            gptq: None,
+            measure: false,
+            ..Default::default()
+        };
+        let text = ternary_convert::CALIBRATION_TEXT;
+        ternary_convert::convert(&mut m.model, &m.tokenizer, text, &cfg, &mut |_| {}).unwrap();
+        let c = m.model.config().clone();
+        let u = |x: usize| GgufValue::U32(x as u32);
+        let source = GgufFile::from_bytes(write_gguf(
+            &[
+                ("general.architecture", GgufValue::String("llama".into())),
+                ("general.alignment", u(32)),
+                ("llama.block_count", u(c.num_layers)),
+                ("llama.embedding_length", u(c.hidden_size)),
+                ("llama.vocab_size", u(c.vocab_size)),
+            ],
+            &[],
+        ))
+        .unwrap();
+        for format in [ExportFormat::GgufTq1_0, ExportFormat::GgufTq2_0] {
+            let e = export_gguf(&m.model, &source, format, FloatOut::F32).unwrap_err();
+            assert!(
+                e.message().contains("2 trit-planes") && e.message().contains("--planes 1"),
+                "{}",
+                e.message()
+            );
+        }
     }
 }

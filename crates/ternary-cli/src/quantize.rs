@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
-use ternary_convert::convert::matches_pattern;
+use ternary_convert::convert::{Planes, matches_pattern};
 use ternary_convert::{ConversionReport, ConvertConfig, GptqConfig, Progress};
 use ternary_core::ScaleLayout;
 use ternary_core::quant::Method as CoreMethod;
@@ -29,6 +29,20 @@ pub enum MethodArg {
     Percentile,
     /// Activation-aware: threshold and scale minimising the error weighted by `E[x²]`.
     Aware,
+}
+
+/// Trit-planes per converted layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanesArg {
+    /// One plane pair: w = s·t (3 levels; ~2.5 bits/weight in memory at g64).
+    #[value(name = "1")]
+    One,
+    /// Two plane pairs: w = s·(3·t₁ + t₂), the 9-level grid (~5 bits/weight in memory at g64,
+    /// ~3.2 packed); a tied lm_head stays float.
+    #[value(name = "2")]
+    Two,
+    /// Per layer, the budgeted search picks float, two planes or one plane.
+    Auto,
 }
 
 /// Arguments of `ternary quantize`.
@@ -95,6 +109,11 @@ pub struct ConvertArgs {
     /// already ternary (one calibration pass per block; best when most layers become ternary).
     #[arg(long)]
     pub sequential: bool,
+    /// Trit-planes per converted layer: 1, 2 (the 9-level grid s·(3·t₁ + t₂); with
+    /// `--no-budget` every linear layer but a tied `lm_head`), or auto (the budgeted search
+    /// chooses float, two planes or one plane per layer). Default 1.
+    #[arg(long, value_enum)]
+    pub planes: Option<PlanesArg>,
 }
 
 impl ConvertArgs {
@@ -124,6 +143,17 @@ impl ConvertArgs {
             return Err(CliError::new(format!(
                 "--calib-ctx {c} is too short (at least 4)"
             )));
+        }
+        if self.planes == Some(PlanesArg::Auto) && self.no_budget {
+            return Err(CliError::new(
+                "--planes auto is the budgeted search's choice per layer and needs a budget; \
+                 use --planes 2 --no-budget to put every layer on two planes",
+            ));
+        }
+        if self.planes == Some(PlanesArg::Auto) && self.sequential {
+            return Err(CliError::new(
+                "--planes auto cannot be combined with --sequential",
+            ));
         }
         Ok(())
     }
@@ -178,6 +208,13 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     }
     if args.sequential {
         cfg.sequential = true;
+    }
+    if let Some(p) = args.planes {
+        cfg.planes = match p {
+            PlanesArg::One => Planes::One,
+            PlanesArg::Two => Planes::Two,
+            PlanesArg::Auto => Planes::Auto,
+        };
     }
     cfg.keep_float.extend(args.keep_float.iter().cloned());
     if !args.layers.is_empty() {
@@ -371,6 +408,28 @@ mod tests {
     }
 
     #[test]
+    fn planes_should_parse_and_default_to_one() {
+        assert_eq!(cfg(&[], &names()).planes, Planes::One);
+        for (v, want) in [
+            ("1", Planes::One),
+            ("2", Planes::Two),
+            ("auto", Planes::Auto),
+        ] {
+            assert_eq!(cfg(&["--planes", v], &names()).planes, want, "{v}");
+        }
+        let c = cfg(&["--planes", "2", "--no-budget"], &names());
+        assert_eq!((c.planes, c.budget), (Planes::Two, None));
+        let c = cfg(&["--planes", "auto", "--budget", "1.1"], &names());
+        assert_eq!((c.planes, c.budget), (Planes::Auto, Some(1.1)));
+        for bad in ["3", "0", "two", ""] {
+            assert!(
+                T::try_parse_from(["t", "--planes", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_should_be_rejected() {
         for bad in [
             &["--group", "48"][..],
@@ -378,6 +437,8 @@ mod tests {
             &["--budget", "NaN"],
             &["--calib-tokens", "0"],
             &["--calib-ctx", "2"],
+            &["--planes", "auto", "--no-budget"],
+            &["--planes", "auto", "--sequential"],
         ] {
             let t = T::try_parse_from(std::iter::once("t").chain(bad.iter().copied())).unwrap();
             assert!(t.conv.validate().is_err(), "{bad:?}");

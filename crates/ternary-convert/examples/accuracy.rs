@@ -8,7 +8,9 @@
 //! ```
 //!
 //! `sweep`: calibrates once on `--calib` (repeatable: files are concatenated; default
-//! `fixtures/text/calibration.txt`; never the evaluation text), then for each
+//! `fixtures/text/calibration.txt`; never the evaluation text, and never the held-out texts under
+//! `/usr/share/common-licenses`, `/usr/share/man` or `/usr/share/doc`, which are refused), then
+//! for each
 //! `--run` configuration quantizes every linear layer and measures perplexity on the held-out
 //! evaluation text `--text` (default `fixtures/text/declaration-gettysburg.txt`, ctx 512, all
 //! chunks) with all layers ternary, with all but `lm_head` ternary and, with `--pareto`, for
@@ -101,15 +103,31 @@ fn parse_run(spec: &str) -> Res<ConvertConfig> {
 }
 
 fn default_calib() -> String {
-    let fixture = concat!(
+    concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../fixtures/text/calibration.txt"
-    );
-    if std::path::Path::new(fixture).is_file() {
-        fixture.into()
-    } else {
-        "/usr/share/common-licenses/GPL-3".into()
+    )
+    .into()
+}
+
+/// Texts held out for evaluation: never calibrated, trained or tuned on.
+const HELD_OUT: [&str; 3] = [
+    "/usr/share/common-licenses",
+    "/usr/share/man",
+    "/usr/share/doc",
+];
+
+/// Refuses a calibration file under a held-out directory (resolving links and `..`).
+fn check_calibration_path(path: &str) -> Res<()> {
+    let p = std::fs::canonicalize(path).map_err(|e| format!("--calib {path}: {e}"))?;
+    if let Some(dir) = HELD_OUT.iter().find(|d| p.starts_with(d)) {
+        return Err(format!(
+            "--calib {path}: texts under {dir} are held out for evaluation; calibrate on \
+             fixtures/text/ instead"
+        )
+        .into());
     }
+    Ok(())
 }
 
 fn log_progress(p: Progress) {
@@ -170,6 +188,9 @@ fn main() -> Res<()> {
     let mut calib_paths = all_args(&args, "--calib");
     if calib_paths.is_empty() {
         calib_paths.push(default_calib());
+    }
+    for p in &calib_paths {
+        check_calibration_path(p)?;
     }
     let calib_path = calib_paths.join(" + ");
     let eval_text = std::fs::read_to_string(&text_path)?;

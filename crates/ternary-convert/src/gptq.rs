@@ -6,8 +6,9 @@
 //! `E(Ŵ) = Σ_tokens ‖(W − Ŵ)x‖² = tr(ΔW · H · ΔWᵀ)`,  `ΔW = W − Ŵ`,  `H = Σ x xᵀ`.
 //!
 //! GPTQ quantizes the columns left to right. After column `j` of a row is rounded to
-//! `q = s · t` (`t = sign(w_j) · [|w_j| > s/2]`, the nearest point of `{−s, 0, s}`), the
-//! not-yet-quantized weights of that row absorb its error:
+//! `q = s · l`, the nearest point of the [`Grid`] `{−L, …, L}·s` (ties toward zero; for the
+//! ternary grid `L = 1`, `l = sign(w_j) · [|w_j| > s/2]`), the not-yet-quantized weights of that
+//! row absorb its error:
 //!
 //! `w_{j+1..} −= (w_j − q) / U_jj · U_{j, j+1..}`,
 //!
@@ -18,18 +19,86 @@
 //!
 //! Scales: per scale group, the scale `s` is chosen by a [`Method`] from the group's weights
 //! *as updated so far* when GPTQ reaches the group's first column (for per-row scales, from
-//! the original row); the activation-aware rule weighs positions by `diag H`. With
+//! the original row); the activation-aware rule weighs positions by `diag H`. On the
+//! two-plane grid ([`Grid::TwoPlane`], `L = 4`, `s·(3·T₁ + T₂)`) the scale is searched
+//! ([`grid_scale`]). With
 //! [`GptqConfig::refit`], each row's scales are then re-solved by least squares for the chosen
 //! trits, `min_s tr(ΔW H ΔWᵀ)`, a `groups × groups` system per row, kept only when it lowers
 //! the row's error.
 //!
 //! Arithmetic is `f64` throughout (factorizations, updates, errors); the stored scales are
-//! rounded to `f32` and the error is evaluated with those.
+//! rounded to `f32` ([`Grid::store_scale`]) and the error is evaluated with those.
 
 use crate::error::{ConvertError, Result};
 use rayon::prelude::*;
 use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
-use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+use ternary_core::two_plane::{MAX_LEVEL, exact_triple_scale};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix, TwoPlaneMatrix};
+use ternary_layers::LinearWeights;
+
+/// The grid each weight is rounded to: `{−L, …, L}·s`, `s` the weight's group scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Grid {
+    /// `{−1, 0, 1}·s` (`L = 1`): one trit-plane, a [`TernaryMatrix`].
+    #[default]
+    Ternary,
+    /// `{−4, …, 4}·s = s·(3·T₁ + T₂)` (`L = 4`): two trit-planes, a [`TwoPlaneMatrix`].
+    TwoPlane,
+}
+
+impl Grid {
+    /// The grid of `planes` trit-planes (1 or 2).
+    pub fn with_planes(planes: usize) -> Result<Self> {
+        match planes {
+            1 => Ok(Self::Ternary),
+            2 => Ok(Self::TwoPlane),
+            n => Err(ConvertError::Invalid(format!(
+                "{n} trit-planes: only 1 and 2 are supported"
+            ))),
+        }
+    }
+
+    /// `L`: the largest level.
+    pub fn max_level(self) -> i8 {
+        match self {
+            Self::Ternary => 1,
+            Self::TwoPlane => MAX_LEVEL,
+        }
+    }
+
+    /// Trit-planes the weights take.
+    pub fn planes(self) -> usize {
+        match self {
+            Self::Ternary => 1,
+            Self::TwoPlane => 2,
+        }
+    }
+
+    /// The weights of `levels` (row-major `rows × cols`, in `−L..=L`) with `scales`: a
+    /// [`TernaryMatrix`] on the ternary grid, the exact split `s·(3·T₁ + T₂)` on the two-plane
+    /// grid.
+    pub fn weights(
+        self,
+        rows: usize,
+        cols: usize,
+        levels: &[i8],
+        scales: Scales,
+    ) -> Result<LinearWeights> {
+        Ok(match self {
+            Self::Ternary => TernaryMatrix::from_trits(rows, cols, levels, scales)?.into(),
+            Self::TwoPlane => TwoPlaneMatrix::from_levels(rows, cols, levels, scales)?.into(),
+        })
+    }
+
+    /// The `f32` scale stored for `s`: `s` rounded to `f32`; on the two-plane grid also to a
+    /// scale whose triple is exact ([`exact_triple_scale`]), so `3s·t₁ + s·t₂ = s·l` exactly.
+    pub fn store_scale(self, s: f64) -> f32 {
+        match self {
+            Self::Ternary => s as f32,
+            Self::TwoPlane => exact_triple_scale(s as f32),
+        }
+    }
+}
 
 /// GPTQ settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,11 +262,74 @@ pub fn group_scale(method: Method, w: &[f32], e: &[f32]) -> Result<f32> {
 /// The nearest point of `{−s, 0, s}` as a trit: `sign(w) · [|w| > s/2]` (`0` when `s = 0`).
 #[inline]
 pub fn round_trit(w: f64, s: f64) -> i8 {
-    if s > 0.0 && w.abs() > s / 2.0 {
-        if w > 0.0 { 1 } else { -1 }
-    } else {
-        0
+    round_level(w, s, 1)
+}
+
+/// The nearest point of `{−L, …, L}·s` as a level, ties toward zero:
+/// `sign(w) · #{k ∈ 1..=L : |w| > (k − ½)·s}` (`0` when `s ≤ 0`).
+#[inline]
+pub fn round_level(w: f64, s: f64, max_level: i8) -> i8 {
+    // `s ≤ 0` or NaN: no grid.
+    if s.is_nan() || s <= 0.0 {
+        return 0;
     }
+    let a = w.abs();
+    let mut l = 0i8;
+    while l < max_level && a > (f64::from(l) + 0.5) * s {
+        l += 1;
+    }
+    if w > 0.0 { l } else { -l }
+}
+
+/// The scale of one group of weights `w` on `grid`, with position weights `e` (`diag H` in
+/// GPTQ). On the ternary grid, [`group_scale`]. On the two-plane grid (`L = 4`): `max|w| / L`
+/// for [`Method::AbsMax`]; otherwise the candidate minimizing `Σ_j e_j (w_j − s·l_j)²`
+/// (`e = 1` unless [`Method::ActivationAware`]) among the least-squares rescalings
+/// `s* = Σ e w l / Σ e l²` of the roundings at `s = f · max|w| / L`, `f ∈ {0.5, 0.525, …, 1}`.
+/// The result is stored with [`Grid::store_scale`].
+pub fn grid_scale(method: Method, grid: Grid, w: &[f32], e: &[f32]) -> Result<f32> {
+    if grid == Grid::Ternary {
+        return group_scale(method, w, e);
+    }
+    let max_level = grid.max_level();
+    let amax = w.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+    if amax == 0.0 {
+        return Ok(0.0);
+    }
+    let top = amax / f64::from(max_level);
+    if method == Method::AbsMax {
+        return Ok(grid.store_scale(top));
+    }
+    let weight = |j: usize| {
+        if method == Method::ActivationAware {
+            f64::from(e.get(j).copied().unwrap_or(1.0).max(0.0))
+        } else {
+            1.0
+        }
+    };
+    let mut best = (f64::INFINITY, top);
+    for k in 0..=20 {
+        let s = top * (0.5 + 0.025 * f64::from(k));
+        let (mut num, mut den) = (0f64, 0f64);
+        for (j, &v) in w.iter().enumerate() {
+            let l = f64::from(round_level(f64::from(v), s, max_level));
+            num += weight(j) * f64::from(v) * l;
+            den += weight(j) * l * l;
+        }
+        let s_ls = if den > 0.0 && num > 0.0 { num / den } else { s };
+        let err: f64 = w
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| {
+                let d = f64::from(v) - s_ls * f64::from(round_level(f64::from(v), s, max_level));
+                weight(j) * d * d
+            })
+            .sum();
+        if err < best.0 {
+            best = (err, s_ls);
+        }
+    }
+    Ok(grid.store_scale(best.1))
 }
 
 /// A Hessian prepared for GPTQ: `H` itself (for scale refits and `diag H`), the dead inputs
@@ -252,6 +384,48 @@ pub fn gptq_ternary(
     gptq_ternary_factored(w, rows, f.cols, &f, layout, method, cfg.refit)
 }
 
+/// Plain rounding to `grid` (no error compensation): per group, the scale of [`grid_scale`]
+/// (position weights `e`, e.g. `diag H`), then each weight to its nearest level. Returns the
+/// row-major levels and the scales.
+pub fn round_to_grid(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    layout: ScaleLayout,
+    method: Method,
+    grid: Grid,
+    e: &[f32],
+) -> Result<(Vec<i8>, Scales)> {
+    layout.validate()?;
+    method.validate()?;
+    if w.len() != rows * cols || e.len() != cols {
+        return Err(ConvertError::Shape(format!(
+            "rounding {rows}x{cols} weights ({} values) with {} position weights",
+            w.len(),
+            e.len()
+        )));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(ConvertError::Invalid(format!("weight {i} is not finite")));
+    }
+    let glen = layout.group_len(cols).max(1);
+    let gpr = layout.groups_per_row(cols);
+    let mut levels = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; rows * gpr];
+    for r in 0..rows {
+        for g in 0..gpr {
+            let (a, b) = (g * glen, ((g + 1) * glen).min(cols));
+            let row = &w[r * cols + a..r * cols + b];
+            let s = grid_scale(method, grid, row, &e[a..b])?;
+            scales[r * gpr + g] = s;
+            for (l, &v) in levels[r * cols + a..r * cols + b].iter_mut().zip(row) {
+                *l = round_level(f64::from(v), f64::from(s), grid.max_level());
+            }
+        }
+    }
+    Ok((levels, Scales::new(layout, scales)))
+}
+
 /// [`gptq_ternary`] with a prepared [`HessianFactor`] (`factor.cols() == cols`).
 pub fn gptq_ternary_factored(
     w: &[f32],
@@ -262,6 +436,61 @@ pub fn gptq_ternary_factored(
     method: Method,
     refit: bool,
 ) -> Result<TernaryMatrix> {
+    let (trits, scales) =
+        gptq_levels_factored(w, rows, cols, factor, layout, method, Grid::Ternary, refit)?;
+    Ok(TernaryMatrix::from_trits(rows, cols, &trits, scales)?)
+}
+
+/// GPTQ on the two-plane grid `{−4, …, 4}·s` for the Hessian `h`, split into
+/// `s·(3·T₁ + T₂)` ([`TwoPlaneMatrix::from_levels`]; the split is exact).
+pub fn gptq_two_plane(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    layout: ScaleLayout,
+    method: Method,
+    cfg: &GptqConfig,
+) -> Result<TwoPlaneMatrix> {
+    if h.len() != cols * cols {
+        return Err(ConvertError::Shape(format!(
+            "Hessian of {cols}x{cols} needs {} values, got {}",
+            cols * cols,
+            h.len()
+        )));
+    }
+    let f = HessianFactor::new(h.to_vec(), cols, cfg.damp)?;
+    gptq_two_plane_factored(w, rows, f.cols, &f, layout, method, cfg.refit)
+}
+
+/// [`gptq_two_plane`] with a prepared [`HessianFactor`].
+pub fn gptq_two_plane_factored(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    factor: &HessianFactor,
+    layout: ScaleLayout,
+    method: Method,
+    refit: bool,
+) -> Result<TwoPlaneMatrix> {
+    let (levels, scales) =
+        gptq_levels_factored(w, rows, cols, factor, layout, method, Grid::TwoPlane, refit)?;
+    Ok(TwoPlaneMatrix::from_levels(rows, cols, &levels, scales)?)
+}
+
+/// GPTQ on `grid`: the row-major levels `l ∈ {−L, …, L}` and the scales, `ŵ = s·l`. With
+/// `refit`, each row's scales are then re-solved by least squares ([`refit_level_scales`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gptq_levels_factored(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    factor: &HessianFactor,
+    layout: ScaleLayout,
+    method: Method,
+    grid: Grid,
+    refit: bool,
+) -> Result<(Vec<i8>, Scales)> {
     layout.validate()?;
     method.validate()?;
     if w.len() != rows * cols || factor.cols != cols {
@@ -278,78 +507,101 @@ pub fn gptq_ternary_factored(
     let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j].max(0.0) as f32).collect();
     let glen = layout.group_len(cols).max(1);
     let gpr = layout.groups_per_row(cols);
-    let mut trits = vec![0i8; rows * cols];
+    let mut levels = vec![0i8; rows * cols];
     let mut scales = vec![0f32; rows * gpr];
     const TILE: usize = 16;
-    let results: Vec<Result<()>> = trits
+    let tile = Tile {
+        cols,
+        u,
+        dead,
+        diag: &diag,
+        glen,
+        gpr,
+        method,
+        grid,
+    };
+    let results: Vec<Result<()>> = levels
         .par_chunks_mut(TILE * cols.max(1))
         .zip(scales.par_chunks_mut(TILE * gpr.max(1)))
         .zip(w.par_chunks(TILE * cols.max(1)))
-        .map(|((t, s), w)| gptq_tile(w, t, s, cols, u, dead, &diag, glen, gpr, method))
+        .map(|((l, s), w)| tile.run(w, l, s))
         .collect();
     results.into_iter().collect::<Result<()>>()?;
-    let mut m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales))?;
     if refit {
-        refit_scales(w, &mut m, h)?;
+        scales = refit_level_scales(w, rows, cols, &levels, layout, &scales, h, grid)?;
     }
-    Ok(m)
+    Ok((levels, Scales::new(layout, scales)))
 }
 
-/// GPTQ on a tile of rows sharing `U` (each row of `U` is read once per tile).
-#[allow(clippy::too_many_arguments)]
-fn gptq_tile(
-    w: &[f32],
-    trits: &mut [i8],
-    scales: &mut [f32],
+/// What every tile of rows shares in [`gptq_levels_factored`].
+struct Tile<'a> {
     cols: usize,
-    u: &[f64],
-    dead: &[bool],
-    diag: &[f32],
+    u: &'a [f64],
+    dead: &'a [bool],
+    diag: &'a [f32],
     glen: usize,
     gpr: usize,
     method: Method,
-) -> Result<()> {
-    if cols == 0 {
-        return Ok(());
-    }
-    let n = w.len() / cols;
-    let mut work: Vec<f64> = w
-        .iter()
-        .enumerate()
-        .map(|(k, &v)| if dead[k % cols] { 0.0 } else { f64::from(v) })
-        .collect();
-    let mut err = vec![0f64; n];
-    let mut group_w = vec![0f32; glen];
-    for j in 0..cols {
-        let g = j / glen;
-        if j % glen == 0 {
-            let end = (j + glen).min(cols);
+    grid: Grid,
+}
+
+impl Tile<'_> {
+    /// GPTQ on a tile of rows sharing `U` (each row of `U` is read once per tile).
+    fn run(&self, w: &[f32], levels: &mut [i8], scales: &mut [f32]) -> Result<()> {
+        let Self {
+            cols,
+            u,
+            dead,
+            diag,
+            glen,
+            gpr,
+            method,
+            grid,
+        } = *self;
+        if cols == 0 {
+            return Ok(());
+        }
+        let max_level = grid.max_level();
+        let n = w.len() / cols;
+        let mut work: Vec<f64> = w
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| if dead[k % cols] { 0.0 } else { f64::from(v) })
+            .collect();
+        let mut err = vec![0f64; n];
+        let mut group_w = vec![0f32; glen];
+        for j in 0..cols {
+            let g = j / glen;
+            if j % glen == 0 {
+                let end = (j + glen).min(cols);
+                for r in 0..n {
+                    for (dst, &v) in group_w.iter_mut().zip(&work[r * cols + j..r * cols + end]) {
+                        *dst = v as f32;
+                    }
+                    scales[r * gpr + g] =
+                        grid_scale(method, grid, &group_w[..end - j], &diag[j..end])?;
+                }
+            }
+            let ujj = u[j * cols + j];
             for r in 0..n {
-                for (dst, &v) in group_w.iter_mut().zip(&work[r * cols + j..r * cols + end]) {
-                    *dst = v as f32;
-                }
-                scales[r * gpr + g] = group_scale(method, &group_w[..end - j], &diag[j..end])?;
+                let s = f64::from(scales[r * gpr + g]);
+                let x = work[r * cols + j];
+                let l = round_level(x, s, max_level);
+                levels[r * cols + j] = l;
+                err[r] = (x - s * f64::from(l)) / ujj;
             }
-        }
-        let ujj = u[j * cols + j];
-        for r in 0..n {
-            let s = f64::from(scales[r * gpr + g]);
-            let x = work[r * cols + j];
-            let t = round_trit(x, s);
-            trits[r * cols + j] = t;
-            err[r] = (x - s * f64::from(t)) / ujj;
-        }
-        let urow = &u[j * cols + j + 1..(j + 1) * cols];
-        for r in 0..n {
-            let e = err[r];
-            if e != 0.0 {
-                for (x, &uv) in work[r * cols + j + 1..(r + 1) * cols].iter_mut().zip(urow) {
-                    *x -= e * uv;
+            let urow = &u[j * cols + j + 1..(j + 1) * cols];
+            for r in 0..n {
+                let e = err[r];
+                if e != 0.0 {
+                    for (x, &uv) in work[r * cols + j + 1..(r + 1) * cols].iter_mut().zip(urow) {
+                        *x -= e * uv;
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `Σ_r (w_r − ŵ_r)ᵀ H (w_r − ŵ_r)` in `f64` for the rows of `w` and `w_hat`
@@ -390,30 +642,63 @@ fn quad_form(d: &[f64], h: &[f64], n: usize) -> f64 {
         .sum()
 }
 
-/// Re-solves each row's scales for its trits by least squares in the `H` metric,
-///
-/// `min_s Σ_r (w_r − Σ_g s_rg t_rg)ᵀ H (w_r − Σ_g s_rg t_rg)`  ⇔  `A s = b`,
-/// `A_gk = t_gᵀ H t_k`, `b_g = t_gᵀ H w_r`,
-///
-/// over the groups of the row with a non-zero trit, and keeps a row's new scales (rounded to
-/// `f32`) only when they lower its error.
+/// Re-solves each row's scales of `m` for its trits by least squares in the `H` metric
+/// ([`refit_level_scales`] on the ternary grid).
 pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<()> {
     let (rows, cols) = (m.rows(), m.cols());
-    if w.len() != rows * cols || h.len() != cols * cols {
+    let layout = m.scales().layout();
+    let scales = refit_level_scales(
+        w,
+        rows,
+        cols,
+        &m.to_trits(),
+        layout,
+        m.scales().values(),
+        h,
+        Grid::Ternary,
+    )?;
+    m.set_scales(Scales::new(layout, scales))?;
+    Ok(())
+}
+
+/// Re-solves each row's scales for its levels `l` (row-major `rows × cols`) by least squares
+/// in the `H` metric,
+///
+/// `min_s Σ_r (w_r − Σ_g s_rg l_rg)ᵀ H (w_r − Σ_g s_rg l_rg)`  ⇔  `A s = b`,
+/// `A_gk = l_gᵀ H l_k`, `b_g = l_gᵀ H w_r`,
+///
+/// over the groups of the row with a non-zero level, and keeps a row's new scales (stored with
+/// [`Grid::store_scale`]) only when they lower its error. Returns the scales.
+#[allow(clippy::too_many_arguments)]
+pub fn refit_level_scales(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    levels: &[i8],
+    layout: ScaleLayout,
+    old: &[f32],
+    h: &[f64],
+    grid: Grid,
+) -> Result<Vec<f32>> {
+    let gpr = layout.groups_per_row(cols);
+    if w.len() != rows * cols
+        || levels.len() != rows * cols
+        || h.len() != cols * cols
+        || old.len() != rows * gpr
+    {
         return Err(ConvertError::Shape(format!(
-            "refit: {rows}x{cols} matrix with {} weights and a {}-value Hessian",
+            "refit: {rows}x{cols} with {} weights, {} levels, {} scales and a {}-value Hessian",
             w.len(),
+            levels.len(),
+            old.len(),
             h.len()
         )));
     }
-    let layout = m.scales().layout();
-    let gpr = layout.groups_per_row(cols);
     let glen = layout.group_len(cols).max(1);
     if rows == 0 || cols == 0 {
-        return Ok(());
+        return Ok(old.to_vec());
     }
-    let trits = m.to_trits();
-    let old = m.scales().values().to_vec();
+    let trits = levels;
     let per_row: Vec<Vec<f32>> = (0..rows)
         .into_par_iter()
         .map(|r| {
@@ -472,7 +757,7 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<()> {
                 }
                 e
             };
-            let new32: Vec<f32> = sol.iter().map(|&x| x as f32).collect();
+            let new32: Vec<f32> = sol.iter().map(|&x| grid.store_scale(x)).collect();
             if new32.iter().any(|s| !s.is_finite()) {
                 return s_old.to_vec();
             }
@@ -488,9 +773,7 @@ pub fn refit_scales(w: &[f32], m: &mut TernaryMatrix, h: &[f64]) -> Result<()> {
             s_new
         })
         .collect();
-    let values: Vec<f32> = per_row.into_iter().flatten().collect();
-    m.set_scales(Scales::new(layout, values))?;
-    Ok(())
+    Ok(per_row.into_iter().flatten().collect())
 }
 
 /// Solves `A x = b` for a symmetric positive definite `k × k` `A` by Cholesky; `None` when it

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use ternary_convert::calib::{calibrate, input_key};
-use ternary_convert::convert::{bos_of, eval_ppl, matches_pattern};
+use ternary_convert::convert::{Planes, bos_of, eval_ppl, matches_pattern};
 use ternary_convert::{ConvertConfig, GptqConfig, Progress, Stage, convert};
 use ternary_core::ScaleLayout;
 use ternary_core::quant::Method;
@@ -50,6 +50,7 @@ fn small_cfg() -> ConvertConfig {
         sensitivity_tokens: 32,
         measure: true,
         sequential: false,
+        planes: Planes::One,
     }
 }
 
@@ -175,7 +176,7 @@ fn convert_should_swap_layers_and_honor_keep_float() {
                 .and_then(|a| a.downcast_ref::<ternary_layers::TernaryLinear<Cpu>>())
                 .expect("a TernaryLinear");
             assert_eq!((t.out_features(), t.in_features()), (plan.rows, plan.cols));
-            assert!((t.matrix().zero_fraction() - plan.zero_fraction).abs() < 1e-12);
+            assert!((t.weights().zero_fraction() - plan.zero_fraction).abs() < 1e-12);
             assert_ne!(&w, w0, "{name} was not replaced");
             assert!(
                 is_ternary_valued(&w, plan.cols, 32),
@@ -446,7 +447,137 @@ fn convert_should_install_the_sequential_result_when_asked() {
             .as_any()
             .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
             .unwrap_or_else(|| panic!("{name} is not ternary"));
-        assert_eq!(t.matrix(), &q.matrix, "{name}");
+        assert_eq!(t.weights(), &q.matrix, "{name}");
         assert_eq!(t.input_scale(), q.input_scale.as_deref(), "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two trit-planes
+// ---------------------------------------------------------------------------------------------
+
+/// `--planes 2 --no-budget`: every candidate layer is installed with exactly the 9-level GPTQ
+/// weights `quantize_model_on(.., Grid::TwoPlane, ..)` computes on the same statistics.
+#[test]
+fn two_planes_without_budget_should_install_the_nine_level_result_everywhere() {
+    use ternary_convert::convert::quantize_model_on;
+    use ternary_convert::gptq::Grid;
+    use ternary_layers::TernaryLinear;
+    let cfg = ConvertConfig {
+        planes: Planes::Two,
+        budget: None,
+        measure: false,
+        keep_float: vec!["layers.0.mlp.up_proj".into()],
+        ..small_cfg()
+    };
+    let mut m = tiny();
+    let tokens = m.tokenizer.encode(&text(), true).unwrap();
+    let stats = &tokens[..tokens.len().min(cfg.calib_tokens)];
+    let bos = bos_of(&m.tokenizer);
+    let calib = calibrate(&mut m.model, stats, cfg.ctx, bos, None, &mut |_, _| {}).unwrap();
+    let want = quantize_model_on(&m.model, &calib, &cfg, Grid::TwoPlane, &mut |_| {}).unwrap();
+    let report = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).unwrap();
+    let mut two = 0;
+    for ((name, layer), plan) in m.model.linears().into_iter().zip(&report.layers) {
+        assert_eq!(name, plan.name);
+        if name.contains("layers.0.mlp.up_proj") {
+            assert_eq!((plan.planes, plan.ternary), (0, false), "{name} kept float");
+            continue;
+        }
+        let t = layer
+            .as_any()
+            .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+            .unwrap_or_else(|| panic!("{name} is not ternary"));
+        let (_, q) = want.iter().find(|(n, _)| *n == name).unwrap();
+        assert_eq!(t.planes(), 2, "{name}");
+        assert_eq!(t.weights(), &q.matrix, "{name}");
+        assert_eq!((plan.planes, plan.ternary), (2, true), "{name}");
+        assert_eq!(layer.kind(), "ternary (2 planes)");
+        // 4 bits of planes plus two f32 scales per 32 columns: 6 bits per weight at width 32
+        // or 48 (rows padded to 64 columns count too).
+        let want_bits = t.weights().bits_per_weight();
+        assert!((plan.bits_per_weight - want_bits).abs() < 1e-12, "{name}");
+        assert!(want_bits >= 6.0, "{name}: {want_bits}");
+        two += 1;
+    }
+    assert_eq!(two, report.layers.len() - 1);
+    let one_minus_kept = 1.0 - report.planes_fraction(0);
+    assert!((report.planes_fraction(2) - one_minus_kept).abs() < 1e-12);
+    assert!(report.to_string().contains("2-plane"));
+}
+
+/// `--planes auto`: the search picks float, one or two planes per layer, within the budget on
+/// its own measure, and the report matches the installed layers.
+#[test]
+fn auto_planes_should_choose_per_layer_within_the_budget() {
+    use ternary_layers::TernaryLinear;
+    for budget in [1.02, 1.3, 5.0] {
+        let cfg = ConvertConfig {
+            planes: Planes::Auto,
+            budget: Some(budget),
+            ..small_cfg()
+        };
+        let mut m = tiny();
+        let report = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).unwrap();
+        let ratio = report.ppl_ratio().unwrap();
+        assert!(ratio <= budget * (1.0 + 1e-12), "budget {budget}: {ratio}");
+        for ((name, layer), plan) in m.model.linears().into_iter().zip(&report.layers) {
+            let planes = layer
+                .as_any()
+                .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+                .map_or(0, TernaryLinear::planes);
+            assert_eq!(plan.planes, planes, "budget {budget}: {name}");
+            assert_eq!(plan.ternary, planes > 0, "{name}");
+        }
+        let f: f64 = (0..=2).map(|p| report.planes_fraction(p)).sum();
+        assert!((f - 1.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn plan_of_should_apply_moves_without_backing_up() {
+    use ternary_convert::convert::plan_of;
+    // Layer 0 to two planes, layer 1 to two, layer 0 on to one plane.
+    assert_eq!(plan_of(&[(0, 1), (1, 1), (0, 0)], 3), vec![(1, 1), (0, 0)]);
+    // A later move to two planes does not undo one plane.
+    assert_eq!(plan_of(&[(2, 0), (2, 1)], 3), vec![(2, 0)]);
+    assert_eq!(plan_of(&[], 3), vec![]);
+    // Out-of-range layers are ignored.
+    assert_eq!(plan_of(&[(5, 0), (1, 0)], 3), vec![(1, 0)]);
+}
+
+#[test]
+fn bad_plane_configurations_should_be_errors() {
+    let mut m = tiny();
+    for (cfg, needle) in [
+        (
+            ConvertConfig {
+                planes: Planes::Auto,
+                budget: None,
+                ..small_cfg()
+            },
+            "budget",
+        ),
+        (
+            ConvertConfig {
+                planes: Planes::Auto,
+                budget: Some(1.1),
+                sequential: true,
+                ..small_cfg()
+            },
+            "sequential",
+        ),
+    ] {
+        let e = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    for (s, want) in [
+        ("1", Planes::One),
+        ("2", Planes::Two),
+        ("auto", Planes::Auto),
+    ] {
+        assert_eq!(s.parse::<Planes>().unwrap(), want);
+        assert_eq!(want.to_string(), s);
+    }
+    assert!("3".parse::<Planes>().is_err());
 }

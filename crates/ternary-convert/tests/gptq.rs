@@ -5,7 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ternary_convert::gptq::{
-    GptqConfig, gptq_ternary, group_scale, inverse_cholesky_upper, output_error, refit_scales,
+    GptqConfig, Grid, HessianFactor, gptq_levels_factored, gptq_ternary, gptq_two_plane,
+    grid_scale, group_scale, inverse_cholesky_upper, output_error, refit_scales, round_to_grid,
     round_trit,
 };
 use ternary_core::quant::Method;
@@ -75,9 +76,27 @@ fn inverse(a: &[f64], n: usize) -> Vec<f64> {
     inv
 }
 
-/// The reference: left to right, column `j` rounded to the nearest of `{−s, 0, s}` and its
-/// error spread over the remaining columns `F = j..` with `(H_F)⁻¹`:
-/// `w_F −= (w_j − q) / [H_F⁻¹]_jj · [H_F⁻¹]_{F, j}`. Returns trits and scales.
+/// The nearest level of `{−L, …, L}·s`, ties toward zero, written independently of the
+/// library: `min(L, ⌊|w|/s + ½⌋)` with exact halves rounded down, signed.
+fn nearest_level(w: f64, s: f64, max_level: i8) -> i8 {
+    if s <= 0.0 {
+        return 0;
+    }
+    let a = w.abs() / s;
+    let l = if a.fract() == 0.5 {
+        a.floor()
+    } else {
+        a.round()
+    };
+    let l = l.min(f64::from(max_level)) as i8;
+    if w < 0.0 { -l } else { l }
+}
+
+/// The reference: left to right, column `j` rounded to the nearest point of the grid
+/// (`{−s, 0, s}`, or `{−4s, …, 4s}` for two planes) and its error spread over the remaining
+/// columns `F = j..` with `(H_F)⁻¹`: `w_F −= (w_j − q) / [H_F⁻¹]_jj · [H_F⁻¹]_{F, j}`. Returns
+/// levels and scales.
+#[allow(clippy::too_many_arguments)]
 fn reference(
     w: &[f32],
     rows: usize,
@@ -86,6 +105,7 @@ fn reference(
     layout: ScaleLayout,
     method: Method,
     damp: f64,
+    grid: Grid,
 ) -> (Vec<i8>, Vec<f32>) {
     let mut hd = h.to_vec();
     let dead: Vec<bool> = (0..cols).map(|j| h[j * cols + j] <= 0.0).collect();
@@ -127,10 +147,13 @@ fn reference(
             if j % glen == 0 {
                 let end = (j + glen).min(cols);
                 let g: Vec<f32> = wr[j..end].iter().map(|&v| v as f32).collect();
-                scales[r * gpr + j / glen] = group_scale(method, &g, &diag[j..end]).unwrap();
+                scales[r * gpr + j / glen] = grid_scale(method, grid, &g, &diag[j..end]).unwrap();
             }
             let s = f64::from(scales[r * gpr + j / glen]);
-            let t = round_trit(wr[j], s);
+            let t = match grid {
+                Grid::Ternary => round_trit(wr[j], s),
+                Grid::TwoPlane => nearest_level(wr[j], s, 4),
+            };
             trits[r * cols + j] = t;
             let e = wr[j] - s * f64::from(t);
             let inv = &invs[j];
@@ -200,7 +223,8 @@ fn gptq_should_match_the_obs_reference_on_edge_shapes() {
             for method in methods() {
                 let (w, h) = problem(&mut rng, rows, cols);
                 let m = gptq_ternary(&w, rows, cols, &h, layout, method, &NO_REFIT).unwrap();
-                let (trits, scales) = reference(&w, rows, cols, &h, layout, method, 0.01);
+                let (trits, scales) =
+                    reference(&w, rows, cols, &h, layout, method, 0.01, Grid::Ternary);
                 // Scales come from f32 casts of f64 weights that agree to ~1e-12 relative; one
                 // f32 ulp of difference is allowed.
                 for (i, (&a, &b)) in m.scales().values().iter().zip(&scales).enumerate() {
@@ -343,7 +367,16 @@ fn dead_inputs_should_get_zero_trits_and_match_the_reference() {
     }
     let layout = ScaleLayout::PerGroup { group_size: 32 };
     let m = gptq_ternary(&w, rows, cols, &h, layout, Method::AbsMean, &NO_REFIT).unwrap();
-    let (trits, _) = reference(&w, rows, cols, &h, layout, Method::AbsMean, 0.01);
+    let (trits, _) = reference(
+        &w,
+        rows,
+        cols,
+        &h,
+        layout,
+        Method::AbsMean,
+        0.01,
+        Grid::Ternary,
+    );
     assert_eq!(m.to_trits(), trits);
     for r in 0..rows {
         for c in [0usize, 7, 39] {
@@ -386,4 +419,132 @@ fn bad_inputs_should_be_errors() {
     // Empty matrices are fine.
     let e = gptq_ternary(&[], 0, 2, &h, lay, m, &NO_REFIT).unwrap();
     assert_eq!((e.rows(), e.cols()), (0, 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two trit-planes: GPTQ on the 9-level grid {−4, …, 4}·s, split into s·(3·T₁ + T₂)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn nine_level_gptq_should_match_the_obs_reference_on_edge_shapes() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for &(rows, cols) in &[(1, 1), (3, 31), (2, 32), (3, 33), (2, 63), (4, 64), (3, 65)] {
+        for layout in [
+            ScaleLayout::PerRow,
+            ScaleLayout::PerGroup { group_size: 32 },
+        ] {
+            for method in [Method::AbsMean, Method::ActivationAware, Method::AbsMax] {
+                let (w, h) = problem(&mut rng, rows, cols);
+                let f = HessianFactor::new(h.clone(), cols, 0.01).unwrap();
+                let (levels, scales) =
+                    gptq_levels_factored(&w, rows, cols, &f, layout, method, Grid::TwoPlane, false)
+                        .unwrap();
+                let (want, want_scales) =
+                    reference(&w, rows, cols, &h, layout, method, 0.01, Grid::TwoPlane);
+                let what = format!("{rows}x{cols} {layout:?} {method}");
+                for (i, (&a, &b)) in scales.values().iter().zip(&want_scales).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 2.0 * f32::EPSILON * b.abs(),
+                        "{what}: scale {i} {a} vs {b}"
+                    );
+                }
+                assert_eq!(levels, want, "{what}: levels");
+                assert!(levels.iter().all(|l| (-4..=4).contains(l)), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn two_plane_split_should_equal_the_nine_level_gptq_weights_exactly() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for &(rows, cols) in &[(1, 1), (5, 63), (4, 64), (6, 65), (8, 130)] {
+        for layout in [
+            ScaleLayout::PerRow,
+            ScaleLayout::PerGroup { group_size: 64 },
+        ] {
+            for refit in [false, true] {
+                let (w, h) = problem(&mut rng, rows, cols);
+                let cfg = GptqConfig { damp: 0.01, refit };
+                let f = HessianFactor::new(h.clone(), cols, cfg.damp).unwrap();
+                let (levels, scales) = gptq_levels_factored(
+                    &w,
+                    rows,
+                    cols,
+                    &f,
+                    layout,
+                    Method::ActivationAware,
+                    Grid::TwoPlane,
+                    refit,
+                )
+                .unwrap();
+                let m = gptq_two_plane(&w, rows, cols, &h, layout, Method::ActivationAware, &cfg)
+                    .unwrap();
+                let what = format!("{rows}x{cols} {layout:?} refit {refit}");
+                // The integers: 3·t₁ + t₂ is the GPTQ level, each trit in {−1, 0, 1}.
+                assert_eq!(m.levels(), levels, "{what}");
+                assert_eq!(m.low().scales(), &scales, "{what}: plane 2 scales are s");
+                for (&s1, &s) in m.high().scales().values().iter().zip(scales.values()) {
+                    assert_eq!(f64::from(s1), 3.0 * f64::from(s), "{what}: plane 1 is 3s");
+                }
+                // The weights: M₁ + M₂ = s · level, exactly, in f32.
+                let glen = layout.group_len(cols);
+                let gpr = layout.groups_per_row(cols);
+                for (k, &v) in m.dequantize().iter().enumerate() {
+                    let (r, c) = (k / cols, k % cols);
+                    let s = scales.values()[r * gpr + c / glen];
+                    assert_eq!(v, s * f32::from(levels[k]), "{what}: weight {k}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn two_planes_should_beat_one_and_nine_level_gptq_should_beat_its_rounding() {
+    let mut rng = StdRng::seed_from_u64(17);
+    for &(rows, cols) in &[(16, 64), (12, 128)] {
+        let layout = ScaleLayout::PerGroup { group_size: 32 };
+        let method = Method::ActivationAware;
+        let (w, h) = problem(&mut rng, rows, cols);
+        let one = gptq_ternary(&w, rows, cols, &h, layout, method, &NO_REFIT).unwrap();
+        let two = gptq_two_plane(&w, rows, cols, &h, layout, method, &NO_REFIT).unwrap();
+        let diag: Vec<f32> = (0..cols).map(|j| h[j * cols + j] as f32).collect();
+        let (levels, scales) =
+            round_to_grid(&w, rows, cols, layout, method, Grid::TwoPlane, &diag).unwrap();
+        let rtn = Grid::TwoPlane.weights(rows, cols, &levels, scales).unwrap();
+        let e1 = output_error(&w, &one.dequantize(), cols, &h).unwrap();
+        let e2 = output_error(&w, &two.dequantize(), cols, &h).unwrap();
+        let e_rtn = output_error(&w, &rtn.dequantize(), cols, &h).unwrap();
+        assert!(e2 < 0.5 * e1, "{rows}x{cols}: two planes {e2} vs one {e1}");
+        assert!(e2 < e_rtn, "{rows}x{cols}: GPTQ {e2} vs rounding {e_rtn}");
+    }
+}
+
+#[test]
+fn the_ternary_grid_should_reproduce_gptq_ternary() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let (rows, cols) = (6, 96);
+    let (w, h) = problem(&mut rng, rows, cols);
+    let layout = ScaleLayout::PerGroup { group_size: 32 };
+    for refit in [false, true] {
+        let cfg = GptqConfig { damp: 0.01, refit };
+        let m = gptq_ternary(&w, rows, cols, &h, layout, Method::ActivationAware, &cfg).unwrap();
+        let f = HessianFactor::new(h.clone(), cols, 0.01).unwrap();
+        let (levels, scales) = gptq_levels_factored(
+            &w,
+            rows,
+            cols,
+            &f,
+            layout,
+            Method::ActivationAware,
+            Grid::Ternary,
+            refit,
+        )
+        .unwrap();
+        assert_eq!(m.to_trits(), levels);
+        assert_eq!(m.scales(), &scales);
+    }
+    assert!(Grid::with_planes(3).is_err());
+    assert_eq!(Grid::with_planes(2).unwrap(), Grid::TwoPlane);
 }

@@ -130,8 +130,8 @@ fn round_trip_should_give_identical_logits_and_layers() {
         let t2 = ternary_convert::model_file::as_ternary::<Cpu>(l2.as_ref());
         match (t1, t2) {
             (Some(a), Some(b)) => {
-                ternary += (a.matrix().rows() * a.matrix().cols()) as u64;
-                assert_eq!(a.matrix(), b.matrix(), "{n1}");
+                ternary += (a.out_features() * a.in_features()) as u64;
+                assert_eq!(a.weights(), b.weights(), "{n1}");
                 assert_eq!(a.bias(), b.bias(), "{n1}");
                 assert_eq!(a.input_scale(), b.input_scale(), "{n1}");
             }
@@ -157,10 +157,10 @@ fn round_trip_should_give_identical_logits_and_layers() {
         assert_eq!(&l.name, name);
         match ternary_convert::model_file::as_ternary::<Cpu>(layer.as_ref()) {
             Some(t) => {
-                let trits = t.matrix().to_trits();
+                let m = t.matrix().unwrap();
+                let trits = m.to_trits();
                 let zeros = trits.iter().filter(|&&x| x == 0).count() as f64 / trits.len() as f64;
                 assert_eq!(l.zero_fraction, Some(zeros), "{name}");
-                let m = t.matrix();
                 let want = 4
                     * (2 * m.rows() * words_per_row(m.cols())
                         + m.scales().values().len()
@@ -493,7 +493,7 @@ fn corrupted_headers_should_be_errors() {
     };
     assert_format_error(&meta("format", Some("ternary")), "\"format\"");
     assert_format_error(&meta("format", None), "\"format\"");
-    assert_format_error(&meta("format_version", Some("2")), "version");
+    assert_format_error(&meta("format_version", Some("3")), "version");
     assert_format_error(&meta("config", Some("{")), "config");
     assert_format_error(&meta("config", Some(r#"{"hidden_size":0}"#)), "config");
     assert_format_error(&meta("tokenizer", Some("{}")), "tokenizer");
@@ -677,4 +677,142 @@ fn converted_tiny_model_should_round_trip_exactly() {
         }
     }
     assert_eq!(s.layers.iter().filter(|l| l.is_ternary()).count(), 14);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two trit-planes (format version 2)
+// ---------------------------------------------------------------------------------------------
+
+/// The tiny fixture converted with every linear layer but one on two planes.
+fn two_plane_tiny() -> (LoadedModel<Cpu>, Vec<u8>) {
+    let mut m = load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap();
+    let cfg = ternary_convert::ConvertConfig {
+        planes: ternary_convert::convert::Planes::Two,
+        input_scale_alphas: vec![0.0, 0.5],
+        budget: None,
+        measure: false,
+        keep_float: vec!["layers.1.mlp.down_proj".into()],
+        calib_tokens: 256,
+        ctx: 32,
+        ..Default::default()
+    };
+    ternary_convert::convert(
+        &mut m.model,
+        &m.tokenizer,
+        ternary_convert::CALIBRATION_TEXT,
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap();
+    let bytes = to_bytes(&m.model, &m.tokenizer).unwrap();
+    (m, bytes)
+}
+
+#[test]
+fn two_plane_model_should_round_trip_exactly_as_version_2() {
+    let (m, bytes) = two_plane_tiny();
+    assert_eq!(Parts::of(&bytes).meta["format_version"], "2");
+    assert_eq!(Parts::of(&micro().1).meta["format_version"], "1");
+    let back = load_bytes::<Cpu>(&bytes, &Default::default()).unwrap();
+    let ids = ids(&m.tokenizer);
+    let (a, b) = (logits(&m.model, &ids), logits(&back.model, &ids));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    let s = inspect_bytes(&bytes).unwrap();
+    assert_eq!(s.format_version, "2");
+    let mut two = 0;
+    for ((name, l1), ((_, l2), l)) in m
+        .model
+        .linears()
+        .iter()
+        .zip(back.model.linears().iter().zip(&s.layers))
+    {
+        let t1 = ternary_convert::model_file::as_ternary::<Cpu>(l1.as_ref());
+        let t2 = ternary_convert::model_file::as_ternary::<Cpu>(l2.as_ref());
+        match (t1, t2) {
+            (Some(a), Some(b)) => {
+                assert_eq!(a.planes(), 2, "{name}");
+                assert_eq!(a.weights(), b.weights(), "{name}");
+                assert_eq!(a.input_scale(), b.input_scale(), "{name}");
+                assert!(matches!(l.format, StoredFormat::TwoPlanes { .. }), "{name}");
+                assert_eq!(l.planes(), 2);
+                let want = a.weights().storage_bytes()
+                    + 4 * a.input_scale().map_or(0, <[f32]>::len)
+                    + 4 * a.bias().map_or(0, |b| b.len());
+                assert_eq!(l.bytes, want as u64, "{name}");
+                assert_eq!(l.zero_fraction, Some(a.weights().zero_fraction()));
+                two += 1;
+            }
+            (None, None) => assert_eq!(l.planes(), 0, "{name}"),
+            _ => panic!("{name}: kind changed"),
+        }
+    }
+    assert_eq!(two, 14);
+    assert_eq!(s.weights_with_planes(2), s.ternary_weights());
+    let text = s.to_string();
+    assert!(
+        text.contains("2-plane/g64") && text.contains("14 on two trit-planes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn malformed_two_plane_files_should_be_clear_errors() {
+    let (_, bytes) = two_plane_tiny();
+    let edit = |f: &dyn Fn(&mut Parts)| {
+        let mut p = Parts::of(&bytes);
+        f(&mut p);
+        p.bytes()
+    };
+    let q = "model.layers.0.self_attn.q_proj";
+    // A two-plane layer in a version-1 file.
+    assert_format_error(
+        &edit(&|p| {
+            p.meta.insert("format_version".into(), "1".into());
+        }),
+        "two trit-planes",
+    );
+    // Plane 2 missing, of the wrong shape or dtype, with both bits set, with NaN scales.
+    assert_format_error(
+        &edit(&|p| p.remove(&format!("{q}.scales2"))),
+        "missing tensor",
+    );
+    assert_format_error(
+        &edit(&|p| {
+            let t = p.tensor(&format!("{q}.plus2"));
+            t.2[1] += 2;
+            t.3.extend([0u8; 8].repeat(t.2[0]));
+        }),
+        "shape",
+    );
+    assert_format_error(
+        &edit(&|p| {
+            let t = p.tensor(&format!("{q}.minus2"));
+            t.1 = Dtype::I32;
+        }),
+        "dtype",
+    );
+    assert_format_error(
+        &edit(&|p| {
+            p.tensor(&format!("{q}.plus2")).3[0] |= 1;
+            p.tensor(&format!("{q}.minus2")).3[0] |= 1;
+        }),
+        "plane 2",
+    );
+    assert_format_error(
+        &edit(&|p| {
+            p.tensor(&format!("{q}.scales2")).3[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }),
+        "non-finite",
+    );
+    // A stray plane-2 tensor on a one-plane file.
+    let (_, one) = micro();
+    let mut p = Parts::of(&one);
+    let t = p.tensor("model.layers.0.self_attn.q_proj.plus").clone();
+    p.tensors.push((
+        "model.layers.0.self_attn.q_proj.plus2".into(),
+        t.1,
+        t.2,
+        t.3,
+    ));
+    assert_format_error(&p.bytes(), "plus2");
 }

@@ -15,6 +15,7 @@
 //! - [`kernels`]: fast GEMV/GEMM (f32 and int8 activations) with run-time SIMD dispatch,
 //!   and popcount dots.
 //! - [`reference`](mod@reference): the scalar oracles the fast paths are tested against.
+//! - [`two_plane`]: two trit-planes, `W = M₁ + M₂` (`s·(3·T₁ + T₂)`, the 9-level grid).
 //! - [`pack`]: base-3 storage at 1.6 bits per weight; [`io`]: safetensors files.
 
 pub mod activations;
@@ -27,11 +28,13 @@ pub mod pack;
 pub mod quant;
 pub mod reference;
 pub mod rng;
+pub mod two_plane;
 
 pub use activations::QuantizedActivations;
 pub use bitmap::ChunkBitmap;
 pub use error::{Result, TernaryError};
 pub use matrix::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
+pub use two_plane::TwoPlaneMatrix;
 
 /// The README's code blocks, compiled and run as doc tests.
 #[doc = include_str!("../../../README.md")]

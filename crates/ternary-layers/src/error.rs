@@ -30,6 +30,12 @@ pub enum LayerError {
     /// A configuration, argument or record that cannot be used.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A consumer that handles one trit-plane only was given a two-plane layer
+    /// (`W = M₁ + M₂`); it refuses rather than use the first plane alone.
+    #[error(
+        "{0} handles one-plane ternary layers only; this layer has two trit-planes (W = M1 + M2)"
+    )]
+    OnePlaneOnly(String),
     /// An explicitly requested forward path that this backend cannot take (never a silent
     /// fallback to another path).
     #[error("the {path} path cannot run on backend {backend}: {reason}")]

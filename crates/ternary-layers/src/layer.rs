@@ -9,6 +9,10 @@
 //! scaling into `d`) and an optional bias `b`. Shapes follow `burn::nn::Linear`:
 //! `[..., in] → [..., out]`.
 //!
+//! A two-plane layer ([`LinearWeights::Two`], [`TernaryLinear::from_weights`]) has
+//! `Q = M₁ + M₂` (two plane pairs; `s·(3·T₁ + T₂)` from the 9-level grid): every path computes
+//! `M₁·x' + M₂·x'` on the same `x' = x ⊙ d` (the int8 path on the same quantized activations).
+//!
 //! Forward paths ([`LinearPath`]):
 //! - [`LinearPath::CpuF32`]: rows copied to the host, `ternary_core::kernels::gemm_f32`.
 //! - [`LinearPath::CpuInt8`]: per-token int8 activations ([`QuantizedActivations`]) and
@@ -47,13 +51,13 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use serde::{Deserialize, Serialize};
 use ternary_core::io::{self, FloatTensor, Storage, TensorRef};
-use ternary_core::kernels::{gemm_f32, gemm_i8};
 use ternary_core::quant::{QuantConfig, quantize};
-use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix};
+use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, TwoPlaneMatrix};
 
 use crate::backend::{DeviceCache, NO_GRADIENT, TernaryBackend, unsupported};
 use crate::error::{LayerError, Result};
 use crate::linear::to_rows;
+use crate::weights::LinearWeights;
 
 /// How [`TernaryLinear::forward`] computes the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -141,7 +145,7 @@ struct CubeVectors<B: Backend> {
 /// A linear layer with ternary weights: `y = Q·(x ⊙ d) + b`. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct TernaryLinear<B: Backend> {
-    matrix: Arc<TernaryMatrix>,
+    weights: LinearWeights,
     bias: Option<Arc<Vec<f32>>>,
     input_scale: Option<Arc<Vec<f32>>>,
     path: LinearPath,
@@ -150,8 +154,9 @@ pub struct TernaryLinear<B: Backend> {
     float_cache: OnceLock<FloatWeights<B>>,
     /// The cube path's device tensors, built on first use; reset like `float_cache`.
     cube_vectors: OnceLock<CubeVectors<B>>,
-    /// The planes uploaded by the cube path, per device; reset when the weights change.
-    cube_cache: DeviceCache,
+    /// The planes uploaded by the cube path, per plane and device; reset when the weights
+    /// change.
+    cube_cache: [DeviceCache; 2],
 }
 
 fn check_vector(what: &str, v: &[f32], len: usize) -> Result<()> {
@@ -173,8 +178,14 @@ fn check_vector(what: &str, v: &[f32], len: usize) -> Result<()> {
 impl<B: Backend> TernaryLinear<B> {
     /// A layer `y = Q·x` (no bias, no input scale) on `device`, [`LinearPath::Auto`].
     pub fn new(matrix: TernaryMatrix, device: &B::Device) -> Result<Self> {
+        Self::from_weights(matrix, device)
+    }
+
+    /// A layer with one or two trit-planes (`y = Q·x` or `y = M₁·x + M₂·x`), no bias or input
+    /// scale, on `device`, [`LinearPath::Auto`].
+    pub fn from_weights(weights: impl Into<LinearWeights>, device: &B::Device) -> Result<Self> {
         Ok(Self {
-            matrix: Arc::new(matrix),
+            weights: weights.into(),
             bias: None,
             input_scale: None,
             path: LinearPath::Auto,
@@ -187,7 +198,7 @@ impl<B: Backend> TernaryLinear<B> {
 
     /// Adds the bias `b` (`rows` finite values): `y = Q·(x ⊙ d) + b`.
     pub fn with_bias(mut self, bias: Vec<f32>) -> Result<Self> {
-        check_vector("bias", &bias, self.matrix.rows())?;
+        check_vector("bias", &bias, self.weights.rows())?;
         self.bias = Some(Arc::new(bias));
         self.float_cache = OnceLock::new();
         self.cube_vectors = OnceLock::new();
@@ -196,7 +207,7 @@ impl<B: Backend> TernaryLinear<B> {
 
     /// Adds the input scale `d` (`cols` finite values): `y = Q·(x ⊙ d) + b`.
     pub fn with_input_scale(mut self, d: Vec<f32>) -> Result<Self> {
-        check_vector("input scale", &d, self.matrix.cols())?;
+        check_vector("input scale", &d, self.weights.cols())?;
         self.input_scale = Some(Arc::new(d));
         self.float_cache = OnceLock::new();
         self.cube_vectors = OnceLock::new();
@@ -227,14 +238,28 @@ impl<B: Backend> TernaryLinear<B> {
         }
     }
 
-    /// The ternary weights `Q` (`out × in`).
-    pub fn matrix(&self) -> &TernaryMatrix {
-        &self.matrix
+    /// The weights: one trit-plane pair or two (`out × in`).
+    pub fn weights(&self) -> &LinearWeights {
+        &self.weights
     }
 
-    /// The shared handle on the ternary weights (cheap to clone).
-    pub fn matrix_arc(&self) -> &Arc<TernaryMatrix> {
-        &self.matrix
+    /// Trit-planes: 1 or 2.
+    pub fn planes(&self) -> usize {
+        self.weights.planes()
+    }
+
+    /// The ternary weights `Q` (`out × in`) of a one-plane layer;
+    /// [`LayerError::OnePlaneOnly`] for a two-plane layer (use [`weights`](Self::weights)).
+    pub fn matrix(&self) -> Result<&TernaryMatrix> {
+        self.weights
+            .one_plane("TernaryLinear::matrix")
+            .map(|m| m.as_ref())
+    }
+
+    /// The shared handle on a one-plane layer's weights (cheap to clone); an error like
+    /// [`matrix`](Self::matrix).
+    pub fn matrix_arc(&self) -> Result<&Arc<TernaryMatrix>> {
+        self.weights.one_plane("TernaryLinear::matrix_arc")
     }
 
     /// The bias `b`, if any (a copy).
@@ -265,12 +290,12 @@ impl<B: Backend> TernaryLinear<B> {
 
     /// Input width (`cols`).
     pub fn in_features(&self) -> usize {
-        self.matrix.cols()
+        self.weights.cols()
     }
 
     /// Output width (`rows`).
     pub fn out_features(&self) -> usize {
-        self.matrix.rows()
+        self.weights.rows()
     }
 
     /// The device the float path's tensors live on.
@@ -297,7 +322,7 @@ impl<B: TernaryBackend> TernaryLinear<B> {
     /// [`forward`](Self::forward) with a [`LayerError::Shape`] for a wrong input width.
     pub fn try_forward<const D: usize>(&self, x: Tensor<B, D>) -> Result<Tensor<B, D>> {
         let dims = x.dims();
-        let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
+        let (rows, cols) = (self.weights.rows(), self.weights.cols());
         let Some(&width) = dims.last() else {
             return Err(LayerError::Shape(
                 "a rank-0 input has no feature dimension".into(),
@@ -336,10 +361,11 @@ impl<B: TernaryBackend> TernaryLinear<B> {
         }
     }
 
-    /// The cube path: `x ⊙ d` and `+ b` by Burn, the product by `ternary-kernels`.
+    /// The cube path: `x ⊙ d` and `+ b` by Burn, the product by `ternary-kernels` (per plane,
+    /// on the same `x ⊙ d`, summed by Burn).
     fn forward_cube(&self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         let [n, cols] = x.dims();
-        let rows = self.matrix.rows();
+        let rows = self.weights.rows();
         let v = self.cube_vectors.get_or_init(|| CubeVectors {
             input_scale: self.input_scale.as_ref().map(|d| {
                 Tensor::from_data(TensorData::new(d.as_ref().clone(), [cols]), &self.device)
@@ -361,8 +387,23 @@ impl<B: TernaryBackend> TernaryLinear<B> {
             Some(d) => x.mul(d.clone().unsqueeze::<2>()),
             None => x,
         };
-        let y = B::ternary_gemm(&self.matrix, &self.cube_cache, x.into_primitive().tensor())?;
-        let y = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(y));
+        let mut y: Option<Tensor<B, 2>> = None;
+        let planes: Vec<&Arc<TernaryMatrix>> = match &self.weights {
+            LinearWeights::One(m) => vec![m],
+            LinearWeights::Two(m) => {
+                let (high, low) = m.planes_arc();
+                vec![high, low]
+            }
+        };
+        for (m, cache) in planes.into_iter().zip(&self.cube_cache) {
+            let p = B::ternary_gemm(m, cache, x.clone().into_primitive().tensor())?;
+            let p = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(p));
+            y = Some(match y {
+                Some(acc) => acc.add(p),
+                None => p,
+            });
+        }
+        let y = y.ok_or_else(|| LayerError::Invalid("a layer without planes".into()))?;
         Ok(match &v.bias {
             Some(b) => y.add(b.clone().unsqueeze::<2>()),
             None => y,
@@ -370,6 +411,22 @@ impl<B: TernaryBackend> TernaryLinear<B> {
     }
 
     fn forward_float(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, cols] = x.dims();
+        let rows = self.weights.rows();
+        if n == 0 || rows == 0 || cols == 0 {
+            // `y = b` (or 0) per token; Burn's ndarray matmul divides by a zero dimension.
+            let y = Tensor::<B, 2>::zeros([n, rows], &x.device());
+            return match &self.bias {
+                Some(b) if n > 0 && rows > 0 => y.add(
+                    Tensor::<B, 1>::from_data(
+                        TensorData::new(b.as_ref().clone(), [rows]),
+                        &x.device(),
+                    )
+                    .unsqueeze::<2>(),
+                ),
+                _ => y,
+            };
+        }
         let w = self.float_weights();
         let y = x.matmul(w.weight_t.clone());
         match &w.bias {
@@ -381,7 +438,7 @@ impl<B: TernaryBackend> TernaryLinear<B> {
     /// The float path's tensors, built on first use: `Wᵀ[c, r] = s[r, g(c)] · t[r, c] · d[c]`.
     fn float_weights(&self) -> &FloatWeights<B> {
         self.float_cache.get_or_init(|| {
-            let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
+            let (rows, cols) = (self.weights.rows(), self.weights.cols());
             let w = self.effective_weight_rows();
             let mut wt = vec![0f32; rows * cols];
             for (r, row) in w.chunks_exact(cols.max(1)).enumerate().take(rows) {
@@ -398,11 +455,12 @@ impl<B: TernaryBackend> TernaryLinear<B> {
         })
     }
 
-    /// The host kernels: copy `x` to the host, scale by `d`, ternary GEMM, add `b`.
+    /// The host kernels: copy `x` to the host, scale by `d`, ternary GEMM (per plane, on the
+    /// same activations), add `b`.
     fn forward_host(&self, x: Tensor<B, 2>, int8: bool) -> Result<Tensor<B, 2>> {
         let device = x.device();
         let [n, cols] = x.dims();
-        let rows = self.matrix.rows();
+        let rows = self.weights.rows();
         let mut xs = to_rows(x)?;
         if let (Some(d), 1..) = (&self.input_scale, cols) {
             for row in xs.chunks_exact_mut(cols) {
@@ -426,12 +484,12 @@ impl<B: TernaryBackend> TernaryLinear<B> {
                 }
             }
             let a = QuantizedActivations::quantize(&xs, n, cols)?;
-            gemm_i8(&self.matrix, &a, &mut y)?;
+            self.weights.gemm_i8(&a, &mut y)?;
             for j in bad {
                 y[j * rows..(j + 1) * rows].fill(f32::NAN);
             }
         } else {
-            gemm_f32(&self.matrix, &xs, n, &mut y)?;
+            self.weights.gemm_f32(&xs, n, &mut y)?;
         }
         if let (Some(b), 1..) = (&self.bias, rows) {
             for row in y.chunks_exact_mut(rows) {
@@ -445,10 +503,11 @@ impl<B: TernaryBackend> TernaryLinear<B> {
 }
 
 impl<B: Backend> TernaryLinear<B> {
-    /// The effective weight `W = Q·diag(d)` as `out × in` row-major `f32`.
+    /// The effective weight `W = Q·diag(d)` as `out × in` row-major `f32` (`Q = M₁ + M₂` for
+    /// two planes).
     pub fn effective_weight_rows(&self) -> Vec<f32> {
-        let mut w = self.matrix.dequantize();
-        if let (Some(d), cols @ 1..) = (&self.input_scale, self.matrix.cols()) {
+        let mut w = self.weights.dequantize();
+        if let (Some(d), cols @ 1..) = (&self.input_scale, self.weights.cols()) {
             for row in w.chunks_exact_mut(cols) {
                 for (v, s) in row.iter_mut().zip(d.iter()) {
                     *v *= s;
@@ -458,10 +517,10 @@ impl<B: Backend> TernaryLinear<B> {
         w
     }
 
-    /// The layer's record (shares the matrix; no copy).
+    /// The layer's record (shares the weights; no copy).
     pub fn to_record(&self) -> TernaryLinearRecord {
         TernaryLinearRecord {
-            matrix: Arc::clone(&self.matrix),
+            weights: self.weights.clone(),
             bias: self.bias.clone(),
             input_scale: self.input_scale.clone(),
         }
@@ -470,7 +529,7 @@ impl<B: Backend> TernaryLinear<B> {
     /// A layer from a (validated) record on `device`, [`LinearPath::Auto`].
     pub fn from_record(record: TernaryLinearRecord, device: &B::Device) -> Self {
         Self {
-            matrix: record.matrix,
+            weights: record.weights,
             bias: record.bias,
             input_scale: record.input_scale,
             path: LinearPath::Auto,
@@ -482,7 +541,8 @@ impl<B: Backend> TernaryLinear<B> {
     }
 
     /// Writes the layer to a safetensors file (atomically): the matrix as `weight` (planes +
-    /// scales, `ternary_core::io` format), `bias` `[out]` and `input_scale` `[in]` as `f32`.
+    /// scales, `ternary_core::io` format; a two-plane layer's `M₁` as `weight` and `M₂` as
+    /// `weight_plane2`), `bias` `[out]` and `input_scale` `[in]` as `f32`.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         let bias = self
             .bias
@@ -494,7 +554,13 @@ impl<B: Backend> TernaryLinear<B> {
             .as_ref()
             .map(|d| FloatTensor::new(vec![d.len()], d.as_ref().clone()))
             .transpose()?;
-        let mut tensors = vec![(TENSOR_WEIGHT, TensorRef::Ternary(&self.matrix))];
+        let mut tensors = match &self.weights {
+            LinearWeights::One(m) => vec![(TENSOR_WEIGHT, TensorRef::Ternary(m))],
+            LinearWeights::Two(m) => vec![
+                (TENSOR_WEIGHT, TensorRef::Ternary(m.high())),
+                (TENSOR_WEIGHT_PLANE2, TensorRef::Ternary(m.low())),
+            ],
+        };
         if let Some(b) = &bias {
             tensors.push((TENSOR_BIAS, TensorRef::Float(b)));
         }
@@ -511,24 +577,32 @@ impl<B: Backend> TernaryLinear<B> {
     pub fn load_safetensors(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let path = path.as_ref();
         let fmt = |why: String| LayerError::Format(format!("{}: {why}", path.display()));
-        let mut matrix = None;
+        let (mut matrix, mut plane2) = (None, None);
         let (mut bias, mut scale) = (None, None);
         for (name, t) in io::load_tensors(path)? {
             match (name.as_str(), t) {
                 (TENSOR_WEIGHT, io::Tensor::Ternary(m)) => matrix = Some(m),
+                (TENSOR_WEIGHT_PLANE2, io::Tensor::Ternary(m)) => plane2 = Some(m),
                 (TENSOR_BIAS, io::Tensor::Float(f)) => bias = Some(f),
                 (TENSOR_INPUT_SCALE, io::Tensor::Float(f)) => scale = Some(f),
                 (other, _) => {
                     return Err(fmt(format!(
-                        "unexpected tensor {other:?} (a layer file holds a ternary `weight` and \
-                         optional f32 `bias` and `input_scale`)"
+                        "unexpected tensor {other:?} (a layer file holds a ternary `weight`, an \
+                         optional ternary `weight_plane2` and optional f32 `bias` and \
+                         `input_scale`)"
                     )));
                 }
             }
         }
         let matrix = matrix.ok_or_else(|| fmt("no ternary tensor `weight`".into()))?;
         let (rows, cols) = (matrix.rows(), matrix.cols());
-        let mut layer = Self::new(matrix, device)?;
+        let weights: LinearWeights = match plane2 {
+            None => matrix.into(),
+            Some(low) => TwoPlaneMatrix::new(matrix, low)
+                .map_err(|e| fmt(format!("`{TENSOR_WEIGHT_PLANE2}`: {e}")))?
+                .into(),
+        };
+        let mut layer = Self::from_weights(weights, device)?;
         if let Some(b) = bias {
             if b.shape() != [rows] {
                 return Err(fmt(format!(
@@ -553,6 +627,7 @@ impl<B: Backend> TernaryLinear<B> {
 
 /// Tensor names of a single-layer safetensors file.
 const TENSOR_WEIGHT: &str = "weight";
+const TENSOR_WEIGHT_PLANE2: &str = "weight_plane2";
 const TENSOR_BIAS: &str = "bias";
 const TENSOR_INPUT_SCALE: &str = "input_scale";
 
@@ -562,11 +637,11 @@ impl<B: TernaryBackend> crate::linear::LinearLayer<B> for TernaryLinear<B> {
     }
 
     fn in_features(&self) -> usize {
-        self.matrix.cols()
+        self.weights.cols()
     }
 
     fn out_features(&self) -> usize {
-        self.matrix.rows()
+        self.weights.rows()
     }
 
     /// The effective weight `Q·diag(d)` as `[out, in]` (the bias is not part of it).
@@ -574,14 +649,17 @@ impl<B: TernaryBackend> crate::linear::LinearLayer<B> for TernaryLinear<B> {
         Tensor::from_data(
             TensorData::new(
                 self.effective_weight_rows(),
-                [self.matrix.rows(), self.matrix.cols()],
+                [self.weights.rows(), self.weights.cols()],
             ),
             &self.device,
         )
     }
 
     fn kind(&self) -> String {
-        "ternary".into()
+        match self.weights.planes() {
+            1 => "ternary".into(),
+            n => format!("ternary ({n} planes)"),
+        }
     }
 
     fn as_any(&self) -> Option<&dyn Any> {
@@ -593,7 +671,8 @@ impl<B: TernaryBackend> crate::linear::LinearLayer<B> for TernaryLinear<B> {
 // Burn module and record
 // ---------------------------------------------------------------------------------------------
 
-/// The persistent state of a [`TernaryLinear`]: the matrix, the bias and the input scale.
+/// The persistent state of a [`TernaryLinear`]: the weights (one or two plane pairs), the bias
+/// and the input scale.
 ///
 /// It can only hold a valid matrix: it serializes as [`TernaryLinearRecordData`] and
 /// deserializing validates that form (both planes set, padding bits, plane or scale lengths,
@@ -602,15 +681,22 @@ impl<B: TernaryBackend> crate::linear::LinearLayer<B> for TernaryLinear<B> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TernaryLinearRecordData", into = "TernaryLinearRecordData")]
 pub struct TernaryLinearRecord {
-    matrix: Arc<TernaryMatrix>,
+    weights: LinearWeights,
     bias: Option<Arc<Vec<f32>>>,
     input_scale: Option<Arc<Vec<f32>>>,
 }
 
 impl TernaryLinearRecord {
-    /// The ternary weights.
-    pub fn matrix(&self) -> &TernaryMatrix {
-        &self.matrix
+    /// The weights.
+    pub fn weights(&self) -> &LinearWeights {
+        &self.weights
+    }
+
+    /// A one-plane record's matrix; [`LayerError::OnePlaneOnly`] for two planes.
+    pub fn matrix(&self) -> Result<&TernaryMatrix> {
+        self.weights
+            .one_plane("TernaryLinearRecord::matrix")
+            .map(|m| m.as_ref())
     }
 
     /// The bias, if any.
@@ -633,7 +719,8 @@ pub const LAYOUT_PER_GROUP: &str = "per_group";
 ///
 /// `plus`/`minus` are the planes' `u32` words (`rows · words_per_row(cols)` each, see
 /// [`TernaryMatrix`]); `scales` are `rows · groups_per_row` values; `layout` is
-/// [`LAYOUT_PER_ROW`] or [`LAYOUT_PER_GROUP`] with `group_size` (0 for per-row).
+/// [`LAYOUT_PER_ROW`] or [`LAYOUT_PER_GROUP`] with `group_size` (0 for per-row). A two-plane
+/// layer stores `M₁` there and `M₂` in `plus2`/`minus2`/`scales2` (all three or none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TernaryLinearRecordData {
     /// Output channels.
@@ -654,11 +741,23 @@ pub struct TernaryLinearRecordData {
     pub bias: Option<Vec<f32>>,
     /// The input scale (`cols` values).
     pub input_scale: Option<Vec<f32>>,
+    /// Plane 2's `+1` plane (two-plane layers).
+    #[serde(default)]
+    pub plus2: Option<Vec<u32>>,
+    /// Plane 2's `-1` plane.
+    #[serde(default)]
+    pub minus2: Option<Vec<u32>>,
+    /// Plane 2's scales.
+    #[serde(default)]
+    pub scales2: Option<Vec<f32>>,
 }
 
 impl From<TernaryLinearRecord> for TernaryLinearRecordData {
     fn from(r: TernaryLinearRecord) -> Self {
-        let m = &r.matrix;
+        let (m, low) = match &r.weights {
+            LinearWeights::One(m) => (m.as_ref(), None),
+            LinearWeights::Two(m) => (m.high(), Some(m.low())),
+        };
         let (layout, group_size) = match m.scales().layout() {
             ScaleLayout::PerRow => (LAYOUT_PER_ROW, 0),
             ScaleLayout::PerGroup { group_size } => (LAYOUT_PER_GROUP, group_size as u64),
@@ -673,6 +772,9 @@ impl From<TernaryLinearRecord> for TernaryLinearRecordData {
             scales: m.scales().values().to_vec(),
             bias: r.bias.map(|b| b.as_ref().clone()),
             input_scale: r.input_scale.map(|d| d.as_ref().clone()),
+            plus2: low.map(|l| l.plus().to_vec()),
+            minus2: low.map(|l| l.minus().to_vec()),
+            scales2: low.map(|l| l.scales().values().to_vec()),
         }
     }
 }
@@ -703,6 +805,21 @@ impl TryFrom<TernaryLinearRecordData> for TernaryLinearRecord {
         let matrix =
             TernaryMatrix::from_planes(rows, cols, d.plus, d.minus, Scales::new(layout, d.scales))
                 .map_err(|e| LayerError::Format(format!("record weights: {e}")))?;
+        let weights: LinearWeights = match (d.plus2, d.minus2, d.scales2) {
+            (None, None, None) => matrix.into(),
+            (Some(p), Some(m), Some(s)) => {
+                let low = TernaryMatrix::from_planes(rows, cols, p, m, Scales::new(layout, s))
+                    .map_err(|e| LayerError::Format(format!("record weights, plane 2: {e}")))?;
+                TwoPlaneMatrix::new(matrix, low)
+                    .map_err(|e| LayerError::Format(format!("record weights: {e}")))?
+                    .into()
+            }
+            _ => {
+                return Err(LayerError::Format(
+                    "record plane 2 needs all of plus2, minus2 and scales2".into(),
+                ));
+            }
+        };
         if let Some(b) = &d.bias {
             check_vector("record bias", b, rows).map_err(|e| LayerError::Format(e.to_string()))?;
         }
@@ -711,7 +828,7 @@ impl TryFrom<TernaryLinearRecordData> for TernaryLinearRecord {
                 .map_err(|e| LayerError::Format(e.to_string()))?;
         }
         Ok(Self {
-            matrix: Arc::new(matrix),
+            weights,
             bias: d.bias.map(Arc::new),
             input_scale: d.input_scale.map(Arc::new),
         })
@@ -772,7 +889,7 @@ impl<B: Backend> Module<B> for TernaryLinear<B> {
     }
 
     fn load_record(mut self, record: Self::Record) -> Self {
-        self.matrix = record.matrix;
+        self.weights = record.weights;
         self.bias = record.bias;
         self.input_scale = record.input_scale;
         self.float_cache = OnceLock::new();
@@ -791,7 +908,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for TernaryLinear<B> {
 
     fn valid(&self) -> Self::InnerModule {
         TernaryLinear {
-            matrix: Arc::clone(&self.matrix),
+            weights: self.weights.clone(),
             bias: self.bias.clone(),
             input_scale: self.input_scale.clone(),
             path: self.path,
@@ -804,7 +921,7 @@ impl<B: AutodiffBackend> AutodiffModule<B> for TernaryLinear<B> {
 
     fn from_inner(module: Self::InnerModule) -> Self {
         TernaryLinear {
-            matrix: module.matrix,
+            weights: module.weights,
             bias: module.bias,
             input_scale: module.input_scale,
             path: module.path,
@@ -819,8 +936,9 @@ impl<B: AutodiffBackend> AutodiffModule<B> for TernaryLinear<B> {
 impl<B: Backend> ModuleDisplayDefault for TernaryLinear<B> {
     fn content(&self, content: Content) -> Option<Content> {
         content
-            .add("d_input", &self.matrix.cols())
-            .add("d_output", &self.matrix.rows())
+            .add("d_input", &self.weights.cols())
+            .add("d_output", &self.weights.rows())
+            .add("planes", &self.weights.planes())
             .add("bias", &self.bias.is_some())
             .add("input_scale", &self.input_scale.is_some())
             .optional()

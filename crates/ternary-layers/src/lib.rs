@@ -6,6 +6,7 @@
 //!   `Q` a bit-sliced ternary matrix, on host kernels, CubeCL kernels or Burn's matmul.
 //! - [`backend`]: [`TernaryBackend`], the backend-extension trait that decides which of those
 //!   paths a backend takes (ndarray, CubeCL, fused, `Autodiff`).
+//! - [`weights`]: [`LinearWeights`], one trit-plane pair or two (`W = M₁ + M₂`).
 //! - [`linear`]: [`LinearLayer`], the seam a model's projections go through.
 //! - [`attention`]: the attention-score seam ([`ScoreFn`]) with float and popcount (ternary)
 //!   scores.
@@ -34,12 +35,14 @@ mod cube;
 pub mod error;
 pub mod layer;
 pub mod linear;
+pub mod weights;
 
 pub use attention::{FloatScores, ScaleRule, ScoreFn, TernaryScoreConfig, TernaryScores};
 pub use backend::TernaryBackend;
 pub use error::{LayerError, Result};
 pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
 pub use linear::{Linear, LinearLayer, to_rows};
+pub use weights::LinearWeights;
 
 /// The CPU backend: Burn's ndarray backend in `f32` (multi-threaded matmul).
 pub type Cpu = burn::backend::NdArray<f32>;

@@ -183,3 +183,43 @@ fn cube_path_should_reject_bad_inputs_with_errors() {
     assert!(y[..5].iter().any(|v| v.is_nan()), "{y:?}");
     assert!(y[5..].iter().all(|v| v.is_finite()), "{y:?}");
 }
+
+/// A two-plane layer (`Q = M₁ + M₂ = s·(3·T₁ + T₂)`) on the cube path: one product per plane on
+/// the same `x ⊙ d`, against the `f64` reference from the 9-level integers.
+#[test]
+fn two_plane_cube_path_should_match_the_reference() {
+    let (mut rng, seed) = ternary_testkit::seeded();
+    for (i, &(rows, cols)) in [(1, 1), (63, 65), (576, 64), (65, 576), (0, 64), (64, 0)]
+        .iter()
+        .enumerate()
+    {
+        let layout = LAYOUTS[i % LAYOUTS.len()];
+        let (m, levels, scales) = ternary_testkit::random_two_plane(&mut rng, rows, cols, layout);
+        let d = random_f32(&mut rng, cols, 0.1, 3.0);
+        let b = random_f32(&mut rng, rows, -1.0, 1.0);
+        let l = ternary_layers::TernaryLinear::<Gpu>::from_weights(m, &Default::default())
+            .unwrap()
+            .with_bias(b.clone())
+            .unwrap()
+            .with_input_scale(d.clone())
+            .unwrap()
+            .with_path(LinearPath::Cube);
+        for n in [0, 1, 3, 17] {
+            let x = random_f32(&mut rng, n * cols, -2.0, 2.0);
+            let xd: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| f64::from(v) * f64::from(d[k % cols.max(1)]))
+                .collect();
+            let (want, mass) = reference_levels(&levels, &scales, (rows, cols), &xd, n, Some(&b));
+            let y = l.try_forward(tensor::<Gpu, 2>(x, [n, cols])).unwrap();
+            assert_eq!(y.dims(), [n, rows]);
+            check_close(
+                &format!("seed {seed}, two planes {rows}x{cols} n {n}"),
+                &values(y),
+                &want,
+                &mass,
+            );
+        }
+    }
+}

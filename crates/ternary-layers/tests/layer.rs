@@ -163,7 +163,7 @@ fn from_linear_should_match_nn_linear_on_the_dequantized_weights() {
             }
         }
         let (expect, _) = quantize(&rows, out, inp, &cfg).unwrap();
-        assert_eq!(t.matrix(), &expect, "{inp}x{out}");
+        assert_eq!(t.matrix().unwrap(), &expect, "{inp}x{out}");
         assert_eq!(t.bias(), lin.bias.as_ref().map(|b| values(b.val())));
         // nn::Linear holding the dequantized weight, [in, out].
         let deq = expect.dequantize();
@@ -209,7 +209,7 @@ fn sample_layer(rng: &mut StdRng) -> TernaryLinear<Cpu> {
 }
 
 fn assert_same_layer(a: &TernaryLinear<Cpu>, b: &TernaryLinear<Cpu>, rng: &mut StdRng) {
-    assert_eq!(a.matrix(), b.matrix());
+    assert_eq!(a.weights(), b.weights());
     assert_eq!(a.bias(), b.bias());
     assert_eq!(a.input_scale(), b.input_scale());
     let x = random_f32(rng, 3 * a.in_features(), -2.0, 2.0);
@@ -340,7 +340,7 @@ fn safetensors_should_round_trip_and_reject_bad_files() {
     plain.save_safetensors(&path).unwrap();
     let back = TernaryLinear::<Cpu>::load_safetensors(&path, &device).unwrap();
     assert_eq!((back.bias(), back.input_scale()), (None, None));
-    assert_eq!(back.matrix(), &m);
+    assert_eq!(back.matrix().unwrap(), &m);
     std::fs::remove_file(&path).unwrap();
 
     // A file without `weight`, with an unknown tensor, with a wrongly shaped bias, or garbage.
@@ -382,10 +382,13 @@ fn linear_layer_seam_should_expose_the_layer() {
         .as_any()
         .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
         .expect("downcast to TernaryLinear");
-    assert!(Arc::ptr_eq(back.matrix_arc(), l.matrix_arc()));
+    assert!(Arc::ptr_eq(
+        back.matrix_arc().unwrap(),
+        l.matrix_arc().unwrap()
+    ));
     // weight() is Q·diag(d), [out, in].
     let w = values(boxed.weight());
-    let deq = l.matrix().dequantize();
+    let deq = l.matrix().unwrap().dequantize();
     let d = l.input_scale().unwrap();
     for (i, (&got, &q)) in w.iter().zip(&deq).enumerate() {
         assert_eq!(got, q * d[i % 70], "[{i}]");
@@ -446,10 +449,16 @@ fn clones_should_share_the_host_matrix() {
     let mut rng = rng();
     let l = sample_layer(&mut rng);
     let c = l.clone();
-    assert!(Arc::ptr_eq(l.matrix_arc(), c.matrix_arc()));
+    assert!(Arc::ptr_eq(
+        l.matrix_arc().unwrap(),
+        c.matrix_arc().unwrap()
+    ));
     let rec = c.into_record();
     let back = TernaryLinear::<Cpu>::from_record(rec, &Default::default());
-    assert!(Arc::ptr_eq(l.matrix_arc(), back.matrix_arc()));
+    assert!(Arc::ptr_eq(
+        l.matrix_arc().unwrap(),
+        back.matrix_arc().unwrap()
+    ));
 }
 
 /// A user model mixing `TernaryLinear` with `burn::nn::Linear`, as `#[derive(Module)]` sees it.
@@ -488,7 +497,7 @@ fn derived_module_should_hold_the_layer_and_round_trip_its_record() {
         float: LinearConfig::new(65, 9).init(&device),
     };
     let loaded = blank.load_record(Recorder::<Cpu>::load(&mpk, bytes, &device).unwrap());
-    assert_eq!(loaded.ternary.matrix(), net.ternary.matrix());
+    assert_eq!(loaded.ternary.weights(), net.ternary.weights());
     assert_eq!(
         values(loaded.float.weight.val()),
         values(net.float.weight.val()),
@@ -600,4 +609,170 @@ fn autodiff_backend_should_forward_inference_and_take_gradients_through_the_floa
             other => panic!("{path}: expected Unsupported, got {other:?}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two trit-planes: `Q = M₁ + M₂ = s·(3·T₁ + T₂)`
+// ---------------------------------------------------------------------------------------------
+
+fn two_plane_layer(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    layout: ScaleLayout,
+) -> (TernaryLinear<Cpu>, Vec<i8>, Scales) {
+    let (m, levels, scales) = ternary_testkit::random_two_plane(rng, rows, cols, layout);
+    let l = TernaryLinear::<Cpu>::from_weights(m, &Default::default())
+        .unwrap()
+        .with_bias(random_f32(rng, rows, -1.0, 1.0))
+        .unwrap()
+        .with_input_scale(random_f32(rng, cols, 0.1, 3.0))
+        .unwrap();
+    (l, levels, scales)
+}
+
+#[test]
+fn two_plane_layer_should_match_the_f64_reference_on_every_host_path_and_edge_shape() {
+    let (mut rng, seed) = ternary_testkit::seeded();
+    let sizes = [0, 1, 63, 64, 65, 576];
+    let mut case = 0;
+    for rows in sizes {
+        for cols in sizes {
+            let layout = LAYOUTS[case % LAYOUTS.len()];
+            case += 1;
+            let (l, levels, scales) = two_plane_layer(&mut rng, rows, cols, layout);
+            assert_eq!(
+                (l.planes(), l.out_features(), l.in_features()),
+                (2, rows, cols)
+            );
+            let d = l.input_scale().unwrap().to_vec();
+            let b = l.bias();
+            for n in [0, 1, 3] {
+                let x = random_f32(&mut rng, n * cols, -2.0, 2.0);
+                let what = format!("seed {seed}, {rows}x{cols} {layout:?}, n {n}");
+                // f32 and float paths: against x ⊙ d in f64.
+                let xd: Vec<f64> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| f64::from(v) * f64::from(d[k % cols.max(1)]))
+                    .collect();
+                let (want, mass) =
+                    reference_levels(&levels, &scales, (rows, cols), &xd, n, b.as_deref());
+                for path in [LinearPath::Auto, LinearPath::CpuF32, LinearPath::Float] {
+                    let y = l
+                        .clone()
+                        .with_path(path)
+                        .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
+                    assert_eq!(y.dims(), [n, rows], "{what} {path}");
+                    check_close(&format!("{what} {path}"), &values(y), &want, &mass);
+                }
+                // Int8: one per-token quantization of the f32 x ⊙ d for both planes.
+                let xs: Vec<f32> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| v * d[k % cols.max(1)])
+                    .collect();
+                let a = QuantizedActivations::quantize(&xs, n, cols).unwrap();
+                let xq: Vec<f64> = (0..n * cols)
+                    .map(|k| f64::from(a.row(k / cols)[k % cols]) * f64::from(a.scales()[k / cols]))
+                    .collect();
+                let (want, mass) =
+                    reference_levels(&levels, &scales, (rows, cols), &xq, n, b.as_deref());
+                let y = l
+                    .clone()
+                    .with_path(LinearPath::CpuInt8)
+                    .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
+                check_close(&format!("{what} cpu-int8"), &values(y), &want, &mass);
+            }
+        }
+    }
+}
+
+#[test]
+fn two_plane_layer_should_round_trip_records_and_files_exactly() {
+    let mut rng = rng();
+    let device = Default::default();
+    let (l, ..) = two_plane_layer(&mut rng, 65, 70, ScaleLayout::PerGroup { group_size: 32 });
+    let l = l.with_path(LinearPath::CpuF32);
+    // Burn record through a self-describing recorder, into a one-plane layer.
+    let mpk = NamedMpkBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = Recorder::<Cpu>::record(&mpk, l.clone().into_record(), ()).unwrap();
+    let blank = TernaryLinear::<Cpu>::new(
+        TernaryMatrix::zeros(1, 1, Scales::per_row(vec![1.0])).unwrap(),
+        &device,
+    )
+    .unwrap()
+    .with_path(LinearPath::CpuF32);
+    let back = blank.load_record(Recorder::<Cpu>::load(&mpk, bytes, &device).unwrap());
+    assert_eq!(back.planes(), 2);
+    assert_same_layer(&l, &back, &mut rng);
+    // The record's plain form and back.
+    let data = TernaryLinearRecordData::from(l.to_record());
+    assert!(data.plus2.is_some() && data.minus2.is_some() && data.scales2.is_some());
+    let rec = TernaryLinearRecord::try_from(data).unwrap();
+    assert_eq!(rec.weights(), l.weights());
+    // Single-layer safetensors file.
+    let path = temp_path("two-plane");
+    l.save_safetensors(&path).unwrap();
+    let back = TernaryLinear::<Cpu>::load_safetensors(&path, &device)
+        .unwrap()
+        .with_path(LinearPath::CpuF32);
+    assert_same_layer(&l, &back, &mut rng);
+    std::fs::remove_file(&path).unwrap();
+    // The seam: kind, and the effective weight M₁ + M₂ scaled by d.
+    let boxed: ternary_layers::Linear<Cpu> = Box::new(l.clone());
+    assert_eq!(boxed.kind(), "ternary (2 planes)");
+    assert_eq!(values(boxed.weight()), l.effective_weight_rows());
+}
+
+#[test]
+fn two_plane_bad_inputs_should_be_clear_errors() {
+    let mut rng = rng();
+    let device = Default::default();
+    let (l, ..) = two_plane_layer(&mut rng, 4, 64, ScaleLayout::PerRow);
+    // A one-plane consumer is refused, never handed plane 1 alone.
+    for e in [
+        l.matrix().unwrap_err(),
+        l.matrix_arc().unwrap_err(),
+        l.to_record().matrix().unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, LayerError::OnePlaneOnly(_)) && e.to_string().contains("two trit-planes"),
+            "{e}"
+        );
+    }
+    let good = TernaryLinearRecordData::from(l.to_record());
+    // Plane 2 of the wrong length, with both bits set, or incomplete.
+    let mut d = good.clone();
+    d.plus2.as_mut().unwrap().push(0);
+    let e = TernaryLinearRecord::try_from(d).unwrap_err();
+    assert!(e.to_string().contains("plane 2"), "{e}");
+    let mut d = good.clone();
+    d.plus2.as_mut().unwrap()[0] |= 1;
+    d.minus2.as_mut().unwrap()[0] |= 1;
+    let e = TernaryLinearRecord::try_from(d).unwrap_err();
+    assert!(
+        e.to_string().contains("plane 2") && e.to_string().contains("both"),
+        "{e}"
+    );
+    let mut d = good.clone();
+    d.scales2 = None;
+    let e = TernaryLinearRecord::try_from(d).unwrap_err();
+    assert!(e.to_string().contains("all of plus2"), "{e}");
+    // A layer file whose plane 2 has another shape.
+    let path = temp_path("two-plane-bad");
+    let m1 = random_matrix(&mut rng, 4, 64, ScaleLayout::PerRow);
+    let m2 = random_matrix(&mut rng, 4, 65, ScaleLayout::PerRow);
+    ternary_core::io::save(
+        &path,
+        &[("weight", &m1), ("weight_plane2", &m2)],
+        ternary_core::io::Storage::Planes,
+    )
+    .unwrap();
+    let e = TernaryLinear::<Cpu>::load_safetensors(&path, &device).unwrap_err();
+    assert!(
+        matches!(e, LayerError::Format(_)) && e.to_string().contains("weight_plane2"),
+        "{e}"
+    );
+    std::fs::remove_file(&path).unwrap();
 }

@@ -182,7 +182,7 @@ impl<B: Backend> BitLinear<B> {
         }
         let layer = TernaryLinear::new(matrix, device)?;
         Ok(Self {
-            matrix: Arc::clone(layer.matrix_arc()),
+            matrix: Arc::clone(layer.matrix_arc()?),
             layer,
             divisor,
             path,

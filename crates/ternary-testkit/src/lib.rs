@@ -18,7 +18,8 @@ use std::process::Command;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix};
+use ternary_core::two_plane::{MAX_LEVEL, exact_triple_scale};
+use ternary_core::{QuantizedActivations, ScaleLayout, Scales, TernaryMatrix, TwoPlaneMatrix};
 
 pub use rand;
 
@@ -95,6 +96,31 @@ pub fn random_matrix(
     match TernaryMatrix::from_trits(rows, cols, &trits, Scales::new(layout, scales)) {
         Ok(m) => m,
         Err(e) => panic!("random_matrix({rows}, {cols}, {layout:?}): {e}"),
+    }
+}
+
+/// Random two-plane weights `rows × cols`: levels uniform in `−4..=4` (row-major, returned) and
+/// scales `±[0.001, 0.5)` (negative with probability 0.2, rounded so that `3s` is exact), split
+/// by [`TwoPlaneMatrix::from_levels`]; also returns the scales (`w = s · level`).
+pub fn random_two_plane(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    layout: ScaleLayout,
+) -> (TwoPlaneMatrix, Vec<i8>, Scales) {
+    let levels: Vec<i8> = (0..rows * cols)
+        .map(|_| rng.random_range(-MAX_LEVEL..=MAX_LEVEL))
+        .collect();
+    let scales: Vec<f32> = (0..rows * layout.groups_per_row(cols))
+        .map(|_| {
+            let s: f32 = rng.random_range(0.001..0.5);
+            exact_triple_scale(if rng.random_bool(0.2) { -s } else { s })
+        })
+        .collect();
+    let scales = Scales::new(layout, scales);
+    match TwoPlaneMatrix::from_levels(rows, cols, &levels, scales.clone()) {
+        Ok(m) => (m, levels, scales),
+        Err(e) => panic!("random_two_plane({rows}, {cols}, {layout:?}): {e}"),
     }
 }
 

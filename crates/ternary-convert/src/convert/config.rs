@@ -4,7 +4,62 @@ use ternary_core::ScaleLayout;
 use ternary_core::quant::Method;
 
 use crate::error::{ConvertError, Result};
-use crate::gptq::GptqConfig;
+use crate::gptq::{GptqConfig, Grid};
+
+/// How many trit-planes a converted layer gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Planes {
+    /// One plane pair, `w = s·t` (the 3-level grid).
+    #[default]
+    One,
+    /// Two plane pairs, `w = s·(3·t₁ + t₂)` (the 9-level grid; about 4 bits per weight in
+    /// memory with the scales, ~3.2 packed).
+    Two,
+    /// Each layer quantized both ways; the budgeted search picks float, two planes or one plane
+    /// per layer ([`ConvertConfig::budget`] required).
+    Auto,
+}
+
+impl Planes {
+    /// The name on the command line: `"1"`, `"2"`, `"auto"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::One => "1",
+            Self::Two => "2",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The grids layers are quantized on, in the order the search uses them.
+    pub fn grids(self) -> &'static [Grid] {
+        match self {
+            Self::One => &[Grid::Ternary],
+            Self::Two => &[Grid::TwoPlane],
+            Self::Auto => &[Grid::Ternary, Grid::TwoPlane],
+        }
+    }
+}
+
+impl std::fmt::Display for Planes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Planes {
+    type Err = ConvertError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "1" => Ok(Self::One),
+            "2" => Ok(Self::Two),
+            "auto" => Ok(Self::Auto),
+            other => Err(ConvertError::Invalid(format!(
+                "trit-planes {other:?}: expected 1, 2 or auto"
+            ))),
+        }
+    }
+}
 
 /// Everything [`convert`](super::convert) can be told. See the [module docs](super) for the
 /// pipeline.
@@ -40,6 +95,10 @@ pub struct ConvertConfig {
     /// model whose earlier blocks are already quantized, so its rounding also compensates the
     /// error of its inputs. One calibration pass per block (30 for SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
     pub sequential: bool,
+    /// Trit-planes per converted layer: one (default), two, or chosen per layer by the
+    /// budgeted search ([`Planes::Auto`]). With two planes (or `Auto`) a tied `lm_head` stays
+    /// float: it is also the embedding table.
+    pub planes: Planes,
 }
 
 /// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
@@ -60,6 +119,7 @@ impl Default for ConvertConfig {
             sensitivity_tokens: 64,
             measure: true,
             sequential: false,
+            planes: Planes::One,
         }
     }
 }
@@ -84,7 +144,7 @@ pub fn matches_pattern(pattern: &str, name: &str) -> bool {
     true
 }
 
-pub(super) fn describe(cfg: &ConvertConfig, alpha: f32) -> String {
+pub(super) fn describe(cfg: &ConvertConfig, grid: Grid, alpha: f32) -> String {
     let layout = match cfg.layout {
         ScaleLayout::PerRow => "row".to_string(),
         ScaleLayout::PerGroup { group_size } => format!("g{group_size}"),
@@ -94,6 +154,9 @@ pub(super) fn describe(cfg: &ConvertConfig, alpha: f32) -> String {
         if cfg.gptq.is_some() { "gptq+" } else { "" },
         cfg.method
     );
+    if grid == Grid::TwoPlane {
+        s.push_str(" 2p");
+    }
     if alpha != 0.0 {
         s.push_str(&format!(" α={alpha}"));
     }
@@ -141,6 +204,20 @@ pub(super) fn validate(cfg: &ConvertConfig) -> Result<()> {
             "GPTQ dampening must be finite and >= 0, got {}",
             g.damp
         )));
+    }
+    if cfg.planes == Planes::Auto && cfg.budget.is_none() {
+        return Err(ConvertError::Invalid(
+            "planes = auto lets the budgeted search choose per layer; it needs a perplexity \
+             budget"
+                .into(),
+        ));
+    }
+    if cfg.planes == Planes::Auto && cfg.sequential {
+        return Err(ConvertError::Invalid(
+            "planes = auto with sequential quantization is not supported (each block would be \
+             calibrated on one choice of planes)"
+                .into(),
+        ));
     }
     if let Some(a) = cfg.input_scale_alphas.iter().find(|a| !a.is_finite()) {
         return Err(ConvertError::Invalid(format!("input-scale exponent {a}")));

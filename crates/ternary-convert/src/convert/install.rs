@@ -13,7 +13,7 @@ pub(crate) fn ternary_layer<B: TernaryBackend>(
     q: &QuantizedLayer,
     device: &B::Device,
 ) -> Result<Linear<B>> {
-    let mut layer = TernaryLinear::<B>::new(q.matrix.clone(), device)?;
+    let mut layer = TernaryLinear::<B>::from_weights(q.matrix.clone(), device)?;
     if let Some(d) = &q.input_scale {
         layer = layer.with_input_scale(d.clone())?;
     }

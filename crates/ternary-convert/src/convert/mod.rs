@@ -40,12 +40,12 @@ mod quantize;
 mod report;
 mod search;
 
-pub use config::{ConvertConfig, matches_pattern};
+pub use config::{ConvertConfig, Planes, matches_pattern};
 pub use install::{apply_standins, restore_layers};
 use install::{float_standin, swap_layer, ternary_layer};
-pub use quantize::{QuantizedLayer, quantize_model, quantize_model_sequential};
+pub use quantize::{QuantizedLayer, quantize_model, quantize_model_on, quantize_model_sequential};
 pub use report::{ConversionReport, LayerReport, Progress, Stage};
-pub use search::{bos_of, eval_ppl, sensitivities, sensitivity_order};
+pub use search::{bos_of, eval_ppl, plan_of, search_moves, sensitivities, sensitivity_order};
 
 use ternary_layers::TernaryBackend;
 use ternary_models::{Llama, Tokenizer};
@@ -112,45 +112,59 @@ pub fn convert<B: TernaryBackend>(
             tokens.len()
         )));
     }
-    let quantized = if cfg.sequential {
-        quantize_model_sequential(model, stats_tokens, ctx, bos, cfg, progress)?
+    let variants: Vec<Vec<(String, QuantizedLayer)>> = if cfg.sequential {
+        vec![quantize_model_sequential(
+            model,
+            stats_tokens,
+            ctx,
+            bos,
+            cfg,
+            progress,
+        )?]
     } else {
         calibrate_and_quantize(model, stats_tokens, ctx, bos, cfg, progress)?
     };
+    let n = variants.first().map_or(0, Vec::len);
 
     let ppl_float = match eval_tokens {
         Some(t) => Some(eval_ppl(model, t, ctx, bos)?),
         None => None,
     };
-    let mut sens: Option<Vec<f64>> = None;
-    // Layers to make ternary, most important last (the budget guard drops from the end).
-    let mut install: Vec<usize> = (0..quantized.len()).collect();
+    // Per variant (grid), each layer's sensitivity, when the search runs.
+    let mut sens: Option<Vec<Vec<f64>>> = None;
+    // The plan: (layer, variant) to make ternary, most important last (the budget guard drops
+    // from the end). Without a budget, every candidate on the first variant.
+    let mut install: Vec<(usize, usize)> = (0..n).map(|i| (i, 0)).collect();
     let mut ppl_converted: Option<f64> = None;
     if let (Some(budget), Some(eval), Some(pf)) = (cfg.budget, eval_tokens, ppl_float) {
         let mut sens_chunk = eval[..cfg.sensitivity_tokens.min(eval.len())].to_vec();
         if let (Some(b), Some(first)) = (bos, sens_chunk.first_mut()) {
             *first = b;
         }
-        let s = sensitivities(model, &quantized, &sens_chunk, progress)?;
-        let order = sensitivity_order(&quantized, &s);
+        let s: Vec<Vec<f64>> = variants
+            .iter()
+            .map(|v| sensitivities(model, v, &sens_chunk, progress))
+            .collect::<Result<_>>()?;
+        let moves = search_moves(&variants, &s);
         sens = Some(s);
         let limit = budget * pf;
-        let n = quantized.len();
-        let steps = usize::BITS as usize - n.leading_zeros() as usize + 1;
+        let m = moves.len();
+        let steps = usize::BITS as usize - m.leading_zeros() as usize + 1;
         progress(Progress::Start {
             stage: Stage::Search,
             total: steps,
         });
         // Invariant: prefix `lo` is within budget (0 trivially), prefix `hi` is over it or
-        // `hi = n + 1` (untried).
-        let (mut lo, mut hi) = (0usize, n + 1);
+        // `hi = m + 1` (untried).
+        let (mut lo, mut hi) = (0usize, m + 1);
         let mut lo_ppl = pf;
         let mut step = 0;
         // Try everything first: often cheap to confirm, and the common no-budget-pressure case.
-        let mut probe = n;
+        let mut probe = m;
         while hi - lo > 1 {
+            let plan = plan_of(&moves[..probe], n);
             let prefix: Vec<&(String, QuantizedLayer)> =
-                order[..probe].iter().map(|&i| &quantized[i]).collect();
+                plan.iter().map(|&(i, v)| &variants[v][i]).collect();
             let saved = apply_standins(model, &prefix)?;
             let p = eval_ppl(model, eval, ctx, bos);
             restore_layers(model, saved)?;
@@ -160,7 +174,11 @@ pub fn convert<B: TernaryBackend>(
                 stage: Stage::Search,
                 done: step,
                 total: steps,
-                detail: format!("{probe} layers ternary: ppl {p:.3} ({:.3}x)", p / pf),
+                detail: format!(
+                    "{} layers ternary ({probe}/{m} steps): ppl {p:.3} ({:.3}x)",
+                    plan.len(),
+                    p / pf
+                ),
             });
             if p <= limit {
                 lo = probe;
@@ -170,12 +188,13 @@ pub fn convert<B: TernaryBackend>(
             }
             probe = (lo + hi) / 2;
         }
-        install = order[..lo].to_vec();
+        install = plan_of(&moves[..lo], n);
         ppl_converted = Some(lo_ppl);
         progress(Progress::Finish {
             stage: Stage::Search,
             message: format!(
-                "{lo}/{n} candidate layers ternary at {:.3}x float perplexity",
+                "{}/{n} candidate layers ternary at {:.3}x float perplexity",
+                install.len(),
                 lo_ppl / pf
             ),
         });
@@ -183,8 +202,8 @@ pub fn convert<B: TernaryBackend>(
     // Install the chosen layers.
     let device = model.device().clone();
     let mut replaced = Vec::with_capacity(install.len());
-    for &i in &install {
-        let (name, q) = &quantized[i];
+    for &(i, v) in &install {
+        let (name, q) = &variants[v][i];
         replaced.push(swap_layer(model, name, ternary_layer::<B>(q, &device)?)?);
     }
     if let (Some(eval), true) = (eval_tokens, cfg.measure || cfg.budget.is_some()) {
@@ -194,13 +213,13 @@ pub fn convert<B: TernaryBackend>(
         });
         let mut p = eval_ppl(model, eval, ctx, bos)?;
         // The search measured float stand-ins; the installed kernels round differently. Should
-        // that cross the budget, give back the most sensitive layers until it holds.
+        // that cross the budget, give back the last chosen layers until it holds.
         if let (Some(budget), Some(pf)) = (cfg.budget, ppl_float) {
             while p > budget * pf {
-                let (Some(i), Some(old)) = (install.pop(), replaced.pop()) else {
+                let (Some((i, v)), Some(old)) = (install.pop(), replaced.pop()) else {
                     break;
                 };
-                swap_layer(model, &quantized[i].0, old)?;
+                swap_layer(model, &variants[v][i].0, old)?;
                 p = eval_ppl(model, eval, ctx, bos)?;
             }
         }
@@ -216,17 +235,20 @@ pub fn convert<B: TernaryBackend>(
             message: format!("converted ppl {p:.3}"),
         });
     }
-    let mut chosen = vec![false; quantized.len()];
-    for &i in &install {
-        chosen[i] = true;
+    let mut chosen: Vec<Option<usize>> = vec![None; n];
+    for &(i, v) in &install {
+        chosen[i] = Some(v);
     }
     // The plan, in model order.
     let mut layers = Vec::new();
     for (name, l) in model.linears() {
-        let k = quantized.iter().position(|(n, _)| *n == name);
+        let k = variants
+            .first()
+            .and_then(|v| v.iter().position(|(n, _)| *n == name));
         let plan = match k {
             Some(k) => {
-                let q = &quantized[k].1;
+                let v = chosen[k].unwrap_or(0);
+                let q = &variants[v][k].1;
                 let extra = q
                     .input_scale
                     .as_ref()
@@ -235,16 +257,17 @@ pub fn convert<B: TernaryBackend>(
                     name,
                     rows: q.matrix.rows(),
                     cols: q.matrix.cols(),
-                    ternary: chosen[k],
+                    ternary: chosen[k].is_some(),
+                    planes: chosen[k].map_or(0, |_| q.matrix.planes()),
                     method: q.method.clone(),
                     zero_fraction: q.matrix.zero_fraction(),
-                    bits_per_weight: if chosen[k] {
+                    bits_per_weight: if chosen[k].is_some() {
                         q.matrix.bits_per_weight() + extra
                     } else {
                         32.0
                     },
                     rel_error: q.rel_error,
-                    sensitivity: sens.as_ref().map(|s| s[k]),
+                    sensitivity: sens.as_ref().map(|s| s[v][k]),
                 }
             }
             None => LayerReport {
@@ -252,6 +275,7 @@ pub fn convert<B: TernaryBackend>(
                 rows: l.out_features(),
                 cols: l.in_features(),
                 ternary: false,
+                planes: 0,
                 method: "float (kept)".into(),
                 zero_fraction: 0.0,
                 bits_per_weight: 32.0,

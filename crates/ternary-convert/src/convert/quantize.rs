@@ -3,21 +3,20 @@
 
 use burn::tensor::{Tensor, TensorData};
 use std::fmt;
-use ternary_core::TernaryMatrix;
 use ternary_core::quant::{Method, QuantConfig, quantize, quantize_activation_aware};
-use ternary_layers::{Linear, TernaryBackend, to_rows};
+use ternary_layers::{Linear, LinearWeights, TernaryBackend, to_rows};
 use ternary_models::Llama;
 
 use super::*;
 use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
 use crate::error::{ConvertError, Result};
-use crate::gptq::{HessianFactor, gptq_ternary_factored};
+use crate::gptq::{Grid, HessianFactor, gptq_levels_factored, round_to_grid};
 
 /// A ternary candidate for one layer: `y = Q·(x ⊙ d)`, `d` the optional input scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedLayer {
-    /// The ternary matrix `Q` (of `W·diag(1/d)`).
-    pub matrix: TernaryMatrix,
+    /// The ternary weights `Q` (of `W·diag(1/d)`): one plane pair, or two (`Q = M₁ + M₂`).
+    pub matrix: LinearWeights,
     /// Per-input-channel factors `d = 1/c` applied to `x` before `Q`, if any.
     pub input_scale: Option<Vec<f32>>,
     /// Relative output error `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))` of the effective weight.
@@ -116,6 +115,7 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
     cols: usize,
     stats: &InputStats,
     cfg: &ConvertConfig,
+    grid: Grid,
     cache: &mut FactorCache,
     device: &B::Device,
 ) -> Result<QuantizedLayer> {
@@ -177,15 +177,29 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
                     .factor
                     .as_ref()
                     .ok_or_else(|| ConvertError::Invalid("Hessian cache is empty".into()))?;
-                gptq_ternary_factored(&ws, rows, cols, factor, cfg.layout, cfg.method, g.refit)?
+                let (levels, scales) = gptq_levels_factored(
+                    &ws, rows, cols, factor, cfg.layout, cfg.method, grid, g.refit,
+                )?;
+                grid.weights(rows, cols, &levels, scales)?
             }
             None => {
                 let diag: Vec<f32> = (0..cols).map(|j| hs[j * cols + j] as f32).collect();
-                match cfg.method {
-                    Method::ActivationAware => {
-                        quantize_activation_aware(&ws, rows, cols, cfg.layout, &diag)?.0
+                match (grid, cfg.method) {
+                    (Grid::Ternary, Method::ActivationAware) => {
+                        quantize_activation_aware(&ws, rows, cols, cfg.layout, &diag)?
+                            .0
+                            .into()
                     }
-                    m => quantize(&ws, rows, cols, &QuantConfig::new(m, cfg.layout))?.0,
+                    (Grid::Ternary, m) => {
+                        quantize(&ws, rows, cols, &QuantConfig::new(m, cfg.layout))?
+                            .0
+                            .into()
+                    }
+                    (Grid::TwoPlane, m) => {
+                        let (levels, scales) =
+                            round_to_grid(&ws, rows, cols, cfg.layout, m, grid, &diag)?;
+                        grid.weights(rows, cols, &levels, scales)?
+                    }
                 }
             }
         };
@@ -193,7 +207,7 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
             matrix,
             input_scale: c.map(|c| c.iter().map(|&v| 1.0 / v).collect()),
             rel_error: 0.0,
-            method: describe(cfg, alpha),
+            method: describe(cfg, grid, alpha),
         };
         let (err, norm) = output_errors(w, &q.effective_weight(), rows, cols, &h_t)?;
         let rel = if norm > 0.0 { (err / norm).sqrt() } else { 0.0 };
@@ -211,12 +225,16 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
         .ok_or_else(|| ConvertError::Invalid(format!("{name}: no candidate")))
 }
 
-/// The layers of `model` not matched by `cfg.keep_float`, in model order.
+/// The layers of `model` not matched by `cfg.keep_float`, in model order. With two planes
+/// ([`Planes::Two`], [`Planes::Auto`]) a tied `lm_head` is not a candidate: it is the embedding
+/// table, which the model keeps in float for the token lookup anyway.
 pub(super) fn candidates<B: TernaryBackend>(model: &Llama<B>, cfg: &ConvertConfig) -> Vec<String> {
+    let tied_head = cfg.planes != Planes::One && model.config().tie_word_embeddings;
     model
         .linears()
         .into_iter()
         .map(|(n, _)| n)
+        .filter(|n| !(tied_head && n == "lm_head"))
         .filter(|n| !cfg.keep_float.iter().any(|p| matches_pattern(p, n)))
         .collect()
 }
@@ -227,6 +245,7 @@ pub(super) fn quantize_named<B: TernaryBackend>(
     name: &str,
     calib: &Calibration,
     cfg: &ConvertConfig,
+    grid: Grid,
     cache: &mut FactorCache,
     device: &B::Device,
 ) -> Result<QuantizedLayer> {
@@ -241,14 +260,32 @@ pub(super) fn quantize_named<B: TernaryBackend>(
     let stats = calib
         .get(name)
         .ok_or_else(|| ConvertError::Invalid(format!("no calibration statistics for {name}")))?;
-    quantize_layer::<B>(name, &w, rows, cols, stats, cfg, cache, device)
+    quantize_layer::<B>(name, &w, rows, cols, stats, cfg, grid, cache, device)
 }
 
-/// Quantizes every layer of `model` not matched by `cfg.keep_float`, in model order.
+/// Quantizes every layer of `model` not matched by `cfg.keep_float`, in model order, on the
+/// grid of [`ConvertConfig::planes`] (one plane for [`Planes::Auto`](super::Planes::Auto);
+/// [`quantize_model_on`] picks the grid).
 pub fn quantize_model<B: TernaryBackend>(
     model: &Llama<B>,
     calib: &Calibration,
     cfg: &ConvertConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<(String, QuantizedLayer)>> {
+    quantize_model_on(model, calib, cfg, primary_grid(cfg), progress)
+}
+
+/// The grid of [`ConvertConfig::planes`]; one plane for `Auto` (which also quantizes on two).
+pub(super) fn primary_grid(cfg: &ConvertConfig) -> Grid {
+    cfg.planes.grids()[0]
+}
+
+/// [`quantize_model`] on `grid`.
+pub fn quantize_model_on<B: TernaryBackend>(
+    model: &Llama<B>,
+    calib: &Calibration,
+    cfg: &ConvertConfig,
+    grid: Grid,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<(String, QuantizedLayer)>> {
     let names = candidates(model, cfg);
@@ -261,7 +298,7 @@ pub fn quantize_model<B: TernaryBackend>(
     let mut out = Vec::with_capacity(total);
     let device = model.device().clone();
     for (i, name) in names.into_iter().enumerate() {
-        let q = quantize_named(model, &name, calib, cfg, &mut cache, &device)?;
+        let q = quantize_named(model, &name, calib, cfg, grid, &mut cache, &device)?;
         progress(Progress::Step {
             stage: Stage::Quantize,
             done: i + 1,
@@ -312,6 +349,7 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
         }
     }
     let total = blocks.iter().map(|(_, m)| m.len()).sum();
+    let grid = primary_grid(cfg);
     progress(Progress::Start {
         stage: Stage::Quantize,
         total,
@@ -333,7 +371,7 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
             )?;
             let start = out.len();
             for name in members {
-                let q = quantize_named(model, name, &calib, cfg, &mut cache, &device)?;
+                let q = quantize_named(model, name, &calib, cfg, grid, &mut cache, &device)?;
                 progress(Progress::Step {
                     stage: Stage::Quantize,
                     done: out.len() + 1,
@@ -359,7 +397,9 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
     Ok(out)
 }
 
-/// Calibrates every layer not kept float on `stats_tokens`, then quantizes them.
+/// Calibrates every layer not kept float on `stats_tokens`, then quantizes them on each grid of
+/// [`ConvertConfig::planes`] (one list per grid, in [`Planes::grids`](super::Planes::grids)
+/// order).
 pub(super) fn calibrate_and_quantize<B: TernaryBackend>(
     model: &mut Llama<B>,
     stats_tokens: &[u32],
@@ -367,13 +407,14 @@ pub(super) fn calibrate_and_quantize<B: TernaryBackend>(
     bos: Option<u32>,
     cfg: &ConvertConfig,
     progress: &mut dyn FnMut(Progress),
-) -> Result<Vec<(String, QuantizedLayer)>> {
+) -> Result<Vec<Vec<(String, QuantizedLayer)>>> {
     let n_chunks = stats_tokens.len().div_ceil(ctx);
     progress(Progress::Start {
         stage: Stage::Calibrate,
         total: n_chunks,
     });
-    let want = |name: &str| !cfg.keep_float.iter().any(|p| matches_pattern(p, name));
+    let names = candidates(model, cfg);
+    let want = |name: &str| names.iter().any(|n| n == name);
     let calib = calibrate_layers(
         model,
         stats_tokens,
@@ -394,5 +435,9 @@ pub(super) fn calibrate_and_quantize<B: TernaryBackend>(
         stage: Stage::Calibrate,
         message: format!("{} tokens, {} inputs", calib.tokens, calib.inputs()),
     });
-    quantize_model(model, &calib, cfg, progress)
+    cfg.planes
+        .grids()
+        .iter()
+        .map(|&grid| quantize_model_on(model, &calib, cfg, grid, progress))
+        .collect()
 }

@@ -71,14 +71,16 @@ pub struct LayerReport {
     pub rows: usize,
     /// Input channels.
     pub cols: usize,
-    /// Whether the layer is ternary in the converted model.
+    /// Whether the layer is ternary in the converted model (`planes > 0`).
     pub ternary: bool,
+    /// Trit-planes in the converted model: 0 (float), 1 or 2.
+    pub planes: usize,
     /// How it was (or would have been) quantized; `"float (kept)"` when never quantized.
     pub method: String,
     /// Fraction of zero trits (0 for layers never quantized).
     pub zero_fraction: f64,
-    /// Bits per weight as stored in memory: planes + `f32` scales for ternary layers, 32 for
-    /// float layers.
+    /// Bits per weight as stored in memory: planes (2 bits per plane pair) + `f32` scales for
+    /// ternary layers, 32 for float layers.
     pub bits_per_weight: f64,
     /// Relative output error of the ternary candidate on the calibration inputs,
     /// `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))` (0 for layers never quantized).
@@ -131,6 +133,16 @@ impl ConversionReport {
         if all == 0 { 0.0 } else { bits / all as f64 }
     }
 
+    /// Fraction of linear weights (all layers, `lm_head` included) on exactly `planes`
+    /// trit-planes (0: float).
+    pub fn planes_fraction(&self, planes: usize) -> f64 {
+        let (t, all) = self.layers.iter().fold((0usize, 0usize), |(t, a), l| {
+            let n = l.rows * l.cols;
+            (t + if l.planes == planes { n } else { 0 }, a + n)
+        });
+        if all == 0 { 0.0 } else { t as f64 / all as f64 }
+    }
+
     /// `calib_ppl_converted / calib_ppl_float`, when both were measured.
     pub fn ppl_ratio(&self) -> Option<f64> {
         Some(self.calib_ppl_converted? / self.calib_ppl_float?)
@@ -153,7 +165,11 @@ impl fmt::Display for ConversionReport {
                 "{:<34} {:>11} {:>8} {:<22} {:>5.1}% {:>6.2} {:>8.4} {:>10}",
                 l.name,
                 format!("{}x{}", l.rows, l.cols),
-                if l.ternary { "ternary" } else { "float" },
+                match l.planes {
+                    0 => "float",
+                    1 => "ternary",
+                    _ => "2-plane",
+                },
                 l.method,
                 100.0 * l.zero_fraction,
                 l.bits_per_weight,
@@ -162,6 +178,16 @@ impl fmt::Display for ConversionReport {
             )?;
         }
         let n_t = self.layers.iter().filter(|l| l.ternary).count();
+        let n_2 = self.layers.iter().filter(|l| l.planes == 2).count();
+        if n_2 > 0 {
+            writeln!(
+                f,
+                "{n_2} layers on two trit-planes ({:.1}% of linear weights), {} on one ({:.1}%)",
+                100.0 * self.planes_fraction(2),
+                n_t - n_2,
+                100.0 * self.planes_fraction(1)
+            )?;
+        }
         write!(
             f,
             "{n_t}/{} layers ternary, {:.1}% of linear weights; {:.2} bits/weight (float at 16), \

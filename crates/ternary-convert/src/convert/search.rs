@@ -115,3 +115,64 @@ pub fn bos_of(tokenizer: &Tokenizer) -> Option<u32> {
         None
     }
 }
+
+/// The search's steps, cheapest first, as `(layer, variant)` moves. `variants` holds one list
+/// of candidates per grid (the same layers in the same order), most aggressive first (one
+/// plane, then two: [`Planes::grids`](super::Planes::grids)); `sens[v][i]` is layer `i`'s
+/// sensitivity on variant `v`.
+///
+/// - One variant: each layer once, in [`sensitivity_order`] (ascending KL per weight).
+/// - One plane and two planes ([`Planes::Auto`](super::Planes::Auto)): each layer may move
+///   float → two planes (costs `s₂`, saves `16 − b₂` bits per weight, float counted at 16) and
+///   two → one plane (costs `max(s₁ − s₂, 0)`, saves `b₂ − b₁`); the moves of all layers are
+///   ordered by cost per weight and saved bit (a Lagrangian order: the cheapest KL for the bits).
+///   [`plan_of`] turns a prefix into a plan.
+pub fn search_moves(
+    variants: &[Vec<(String, QuantizedLayer)>],
+    sens: &[Vec<f64>],
+) -> Vec<(usize, usize)> {
+    match (variants, sens) {
+        ([one], [s]) => sensitivity_order(one, s)
+            .into_iter()
+            .map(|i| (i, 0))
+            .collect(),
+        ([one, two], [s1, s2]) => {
+            let mut moves: Vec<(f64, usize, usize)> = Vec::with_capacity(2 * one.len());
+            for (i, ((_, q1), (_, q2))) in one.iter().zip(two).enumerate() {
+                let w = q1.weights().max(1) as f64;
+                let (b1, b2) = (q1.matrix.bits_per_weight(), q2.matrix.bits_per_weight());
+                let to_two = s2[i] / (w * (16.0 - b2).max(1e-3));
+                let to_one = (s1[i] - s2[i]).max(0.0) / (w * (b2 - b1).max(1e-3));
+                moves.push((to_two, i, 1));
+                moves.push((to_one, i, 0));
+            }
+            moves.sort_by(|a, b| a.0.total_cmp(&b.0));
+            moves.into_iter().map(|(_, i, v)| (i, v)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The layers a prefix of [`search_moves`] makes ternary, as `(layer, variant)`, ordered by
+/// each layer's last move (so the budget guard gives back the latest first). A move to a less
+/// aggressive variant than the layer already has (a higher index) is skipped; `n` is the number
+/// of layers.
+pub fn plan_of(moves: &[(usize, usize)], n: usize) -> Vec<(usize, usize)> {
+    let mut state: Vec<Option<(usize, usize)>> = vec![None; n];
+    for (pos, &(i, v)) in moves.iter().enumerate() {
+        let Some(slot) = state.get_mut(i) else {
+            continue;
+        };
+        match slot {
+            Some((_, cur)) if *cur <= v => {}
+            _ => *slot = Some((pos, v)),
+        }
+    }
+    let mut plan: Vec<(usize, usize, usize)> = state
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|(pos, v)| (pos, i, v)))
+        .collect();
+    plan.sort_unstable();
+    plan.into_iter().map(|(_, i, v)| (i, v)).collect()
+}

@@ -10,6 +10,10 @@
 //!   `c % 32`, as in `ternary_core::io`); `N.scales` — `F32 [rows, groups_per_row]`; optional
 //!   `N.bias` — `F32 [rows]`; optional `N.input_scale` — `F32 [cols]`. The layer computes
 //!   `y = Q·(x ⊙ d) + b` with `Q[r, c] = s[r, g(c)] · t[r, c]`;
+//! - or **two-plane** (a [`TernaryLinear`](ternary_layers::TernaryLinear) with
+//!   [`LinearWeights::Two`](ternary_layers::LinearWeights::Two), `Q = M₁ + M₂`): `M₁` as
+//!   `N.plus`, `N.minus`, `N.scales` and `M₂` as `N.plus2`, `N.minus2`, `N.scales2` (same
+//!   shapes), the optional vectors as above; only in version `"2"` files;
 //! - or **float**: `N.weight` — `[rows, cols]`, the effective weight `W` of the layer.
 //!
 //! The other tensors keep their Hugging Face names: `model.embed_tokens.weight` `[V, H]`,
@@ -19,10 +23,11 @@
 //! as `F32`, so saving never changes a value; norms are always `F32`. A tied output head kept
 //! in float is not stored (it is the embedding).
 //!
-//! Metadata (`__metadata__`, all strings): `format`, `format_version`, `config` (a Hugging
+//! Metadata (`__metadata__`, all strings): `format`, `format_version` (`"1"`, or `"2"` when some
+//! layer has two planes, so that version-1 readers refuse it), `config` (a Hugging
 //! Face `config.json`, [`LlamaConfig::to_hf_json`](ternary_models::LlamaConfig::to_hf_json)), `tokenizer` ([`Tokenizer::to_json`](ternary_models::Tokenizer::to_json)) and
 //! `layers`, a JSON object mapping each stored linear layer to
-//! `{"kind": "ternary", "rows", "cols", "scale_layout": "per_row" | "per_group",
+//! `{"kind": "ternary" | "two_plane", "rows", "cols", "scale_layout": "per_row" | "per_group",
 //! "group_size", "bias", "input_scale"}` or `{"kind": "float", "rows", "cols"}`.
 //!
 //! Reading checks everything before building the model: a truncated or garbage file, an
@@ -37,6 +42,8 @@ mod summary;
 mod write;
 
 pub use read::{load, load_bytes};
-pub use schema::{FORMAT_NAME, FORMAT_VERSION, FloatDtype, StoredFormat};
+pub use schema::{
+    FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_TWO_PLANES, FloatDtype, StoredFormat,
+};
 pub use summary::{FileSummary, LayerSummary, human_bytes, inspect, inspect_bytes};
 pub use write::{as_ternary, save, to_bytes};

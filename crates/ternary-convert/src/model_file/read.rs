@@ -7,8 +7,8 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 use ternary_core::io::{le_f32, le_u32};
-use ternary_core::{ScaleLayout, Scales, TernaryMatrix, words_per_row};
-use ternary_layers::{TernaryBackend, TernaryLinear};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix, TwoPlaneMatrix, words_per_row};
+use ternary_layers::{LinearWeights, TernaryBackend, TernaryLinear};
 use ternary_models::weights::{HostTensor, WeightSource};
 use ternary_models::{LinearImpl, Llama, LlamaConfig, LoadedModel, Tokenizer};
 
@@ -41,12 +41,16 @@ impl Contents {
                 "metadata \"format\" is {format:?}, expected {FORMAT_NAME:?}"
             )));
         }
-        let version = key("format_version")?;
-        if version != FORMAT_VERSION {
-            return Err(err(format!(
-                "unsupported format version {version:?} (this reader supports {FORMAT_VERSION:?})"
-            )));
-        }
+        let version = match key("format_version")?.as_str() {
+            FORMAT_VERSION => FORMAT_VERSION,
+            FORMAT_VERSION_TWO_PLANES => FORMAT_VERSION_TWO_PLANES,
+            other => {
+                return Err(err(format!(
+                    "unsupported format version {other:?} (this reader supports \
+                     {FORMAT_VERSION:?} and {FORMAT_VERSION_TWO_PLANES:?})"
+                )));
+            }
+        };
         let config = LlamaConfig::from_hf_json(key("config")?)
             .map_err(|e| err(format!("metadata \"config\": {e}")))?;
         // Every block stores at least nine tensors (two norms, seven linears): a config that
@@ -126,10 +130,17 @@ impl Contents {
                 return Err(err(format!("the layer table has no entry for {name:?}")));
             };
             let (r, c) = match entry {
-                LayerMeta::Ternary { rows, cols, .. } | LayerMeta::Float { rows, cols } => {
-                    (*rows, *cols)
-                }
+                LayerMeta::Ternary { rows, cols, .. }
+                | LayerMeta::TwoPlane { rows, cols, .. }
+                | LayerMeta::Float { rows, cols } => (*rows, *cols),
             };
+            if matches!(entry, LayerMeta::TwoPlane { .. }) && version == FORMAT_VERSION {
+                return Err(err(format!(
+                    "layer {name:?} has two trit-planes, which format version \
+                     {FORMAT_VERSION:?} does not have (two-plane files are version \
+                     {FORMAT_VERSION_TWO_PLANES:?})"
+                )));
+            }
             if (r, c) != (rows, cols) {
                 return Err(err(format!(
                     "layer {name:?} is {r}x{c} in the layer table; the config says {rows}x{cols}"
@@ -145,6 +156,13 @@ impl Contents {
                     })
                 }
                 LayerMeta::Ternary {
+                    scale_layout,
+                    group_size,
+                    bias,
+                    input_scale,
+                    ..
+                }
+                | LayerMeta::TwoPlane {
                     scale_layout,
                     group_size,
                     bias,
@@ -168,22 +186,40 @@ impl Contents {
                         }
                     };
                     let wpr = words_per_row(cols);
-                    let plus = fetch(format!("{name}.plus"), &[Dtype::U32], &[rows, wpr])?;
-                    let minus = fetch(format!("{name}.minus"), &[Dtype::U32], &[rows, wpr])?;
                     let gpr = layout.groups_per_row(cols);
-                    let sn = format!("{name}.scales");
-                    let scales = finite(
-                        &sn,
-                        le_f32(&fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?),
-                    )?;
-                    let matrix = TernaryMatrix::from_planes(
-                        rows,
-                        cols,
-                        le_u32(&plus),
-                        le_u32(&minus),
-                        Scales::new(layout, scales),
-                    )
-                    .map_err(|e| err(format!("layer {name:?}: {e}")))?;
+                    // Plane `suffix` ("" for the first, "2" for the second).
+                    let mut plane = |suffix: &str| -> Result<TernaryMatrix> {
+                        let plus =
+                            fetch(format!("{name}.plus{suffix}"), &[Dtype::U32], &[rows, wpr])?;
+                        let minus =
+                            fetch(format!("{name}.minus{suffix}"), &[Dtype::U32], &[rows, wpr])?;
+                        let sn = format!("{name}.scales{suffix}");
+                        let scales = finite(
+                            &sn,
+                            le_f32(&fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?),
+                        )?;
+                        TernaryMatrix::from_planes(
+                            rows,
+                            cols,
+                            le_u32(&plus),
+                            le_u32(&minus),
+                            Scales::new(layout, scales),
+                        )
+                        .map_err(|e| {
+                            let which = if suffix.is_empty() { "1" } else { suffix };
+                            err(format!("layer {name:?}, plane {which}: {e}"))
+                        })
+                    };
+                    let matrix: LinearWeights = match entry {
+                        LayerMeta::TwoPlane { .. } => {
+                            let high = plane("")?;
+                            let low = plane("2")?;
+                            TwoPlaneMatrix::new(high, low)
+                                .map_err(|e| err(format!("layer {name:?}: {e}")))?
+                                .into()
+                        }
+                        _ => plane("")?.into(),
+                    };
                     let mut vector = |suffix: &str, len: usize, present: bool| -> Result<_> {
                         if !present {
                             return Ok(None);
@@ -223,6 +259,7 @@ impl Contents {
         Tokenizer::from_json(&tokenizer_json)
             .map_err(|e| err(format!("metadata \"tokenizer\": {e}")))?;
         Ok(Self {
+            version,
             config,
             tokenizer_json,
             linears,
@@ -313,7 +350,7 @@ fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<Lo
                 bias,
                 input_scale,
             }) => {
-                let mut layer = TernaryLinear::<B>::new(matrix, device)?;
+                let mut layer = TernaryLinear::<B>::from_weights(matrix, device)?;
                 if let Some(b) = bias {
                     layer = layer.with_bias(b)?;
                 }

@@ -5,16 +5,20 @@ use std::fmt;
 
 use half::f16;
 use serde::{Deserialize, Serialize};
+use ternary_core::ScaleLayout;
 use ternary_core::io::Blob;
-use ternary_core::{ScaleLayout, TernaryMatrix};
+use ternary_layers::LinearWeights;
 use ternary_models::LlamaConfig;
 use ternary_models::weights::HostTensor;
 
 /// Value of the metadata key `format`.
 pub const FORMAT_NAME: &str = "ternary-model";
-/// Value of the metadata key `format_version` written by, and the only one read by, this
-/// version of the crate.
+/// Value of the metadata key `format_version` of a file without two-plane layers (what
+/// version-1 readers read).
 pub const FORMAT_VERSION: &str = "1";
+/// Value of the metadata key `format_version` of a file with at least one two-plane layer
+/// (layer kind `"two_plane"`); version-1 readers reject it rather than misread it.
+pub const FORMAT_VERSION_TWO_PLANES: &str = "2";
 
 pub(super) const EMBED: &str = "model.embed_tokens.weight";
 pub(super) const FINAL_NORM: &str = "model.norm.weight";
@@ -60,6 +64,15 @@ pub enum StoredFormat {
         /// Whether an input scale `d` is stored.
         input_scale: bool,
     },
+    /// Two plane pairs (`W = M₁ + M₂`) and their scales.
+    TwoPlanes {
+        /// Scale layout (both planes).
+        layout: ScaleLayout,
+        /// Whether a bias `b` is stored.
+        bias: bool,
+        /// Whether an input scale `d` is stored.
+        input_scale: bool,
+    },
     /// A dense float weight.
     Float(FloatDtype),
 }
@@ -71,10 +84,20 @@ impl fmt::Display for StoredFormat {
                 layout,
                 bias,
                 input_scale,
+            }
+            | Self::TwoPlanes {
+                layout,
+                bias,
+                input_scale,
             } => {
+                let kind = if matches!(self, Self::TwoPlanes { .. }) {
+                    "2-plane"
+                } else {
+                    "ternary"
+                };
                 match layout {
-                    ScaleLayout::PerRow => write!(f, "ternary/row")?,
-                    ScaleLayout::PerGroup { group_size } => write!(f, "ternary/g{group_size}")?,
+                    ScaleLayout::PerRow => write!(f, "{kind}/row")?,
+                    ScaleLayout::PerGroup { group_size } => write!(f, "{kind}/g{group_size}")?,
                 }
                 if input_scale {
                     write!(f, "+d")?;
@@ -93,7 +116,7 @@ impl fmt::Display for StoredFormat {
 #[derive(Debug, Clone)]
 pub(super) enum StoredLinear {
     Ternary {
-        matrix: TernaryMatrix,
+        matrix: LinearWeights,
         bias: Option<Vec<f32>>,
         input_scale: Option<Vec<f32>>,
     },
@@ -103,6 +126,8 @@ pub(super) enum StoredLinear {
 /// Everything a file holds, decoded and validated.
 #[derive(Debug)]
 pub(super) struct Contents {
+    /// [`FORMAT_VERSION`] or [`FORMAT_VERSION_TWO_PLANES`].
+    pub(super) version: &'static str,
     pub(super) config: LlamaConfig,
     pub(super) tokenizer_json: String,
     /// In model order.
@@ -117,6 +142,17 @@ pub(super) struct Contents {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum LayerMeta {
     Ternary {
+        rows: usize,
+        cols: usize,
+        scale_layout: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_size: Option<usize>,
+        bias: bool,
+        input_scale: bool,
+    },
+    /// Plane 1 as `N.plus`, `N.minus`, `N.scales`; plane 2 as `N.plus2`, `N.minus2`,
+    /// `N.scales2` (same shapes). Version 2 files only.
+    TwoPlane {
         rows: usize,
         cols: usize,
         scale_layout: String,

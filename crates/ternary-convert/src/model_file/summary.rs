@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ternary_layers::LinearWeights;
 use ternary_models::LlamaConfig;
 
 use super::read::read;
@@ -32,9 +33,18 @@ impl LayerSummary {
         self.rows as u64 * self.cols as u64
     }
 
-    /// Whether the layer is ternary.
+    /// Whether the layer is ternary (one or two trit-planes).
     pub fn is_ternary(&self) -> bool {
-        matches!(self.format, StoredFormat::Ternary { .. })
+        self.planes() > 0
+    }
+
+    /// Trit-planes: 0 for a float layer, 1 or 2.
+    pub fn planes(&self) -> usize {
+        match self.format {
+            StoredFormat::Ternary { .. } => 1,
+            StoredFormat::TwoPlanes { .. } => 2,
+            StoredFormat::Float(_) => 0,
+        }
     }
 
     /// Stored bits per weight, `8 · bytes / (rows · cols)` (planes with their row padding,
@@ -78,6 +88,14 @@ impl FileSummary {
     pub fn ternary_weights(&self) -> u64 {
         self.stored_layers()
             .filter(|l| l.is_ternary())
+            .map(LayerSummary::weights)
+            .sum()
+    }
+
+    /// Weights in linear layers on exactly `planes` trit-planes (0: float).
+    pub fn weights_with_planes(&self, planes: usize) -> u64 {
+        self.stored_layers()
+            .filter(|l| l.planes() == planes)
             .map(LayerSummary::weights)
             .sum()
     }
@@ -178,8 +196,17 @@ impl FileSummary {
     /// ternary share, then bytes and bits per weight.
     pub fn totals(&self) -> String {
         let ternary = self.stored_layers().filter(|l| l.is_ternary()).count();
+        let two = self.stored_layers().filter(|l| l.planes() == 2).count();
+        let planes = if two == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({two} on two trit-planes: {:.1}% of the linear weights)",
+                100.0 * self.weights_with_planes(2) as f64 / self.linear_weights().max(1) as f64
+            )
+        };
         format!(
-            "linear layers: {} ternary, {} float; {:.1}% of {} linear weights ternary\n\
+            "linear layers: {} ternary{planes}, {} float; {:.1}% of {} linear weights ternary\n\
              linear weights: {} ({:.3} bits/weight); embedding and norms: {}; all weights: {}; \
              file: {}\n",
             ternary,
@@ -205,33 +232,30 @@ impl Contents {
                     bias,
                     input_scale,
                 } => {
-                    let nonzero: u64 = m
-                        .plus()
-                        .iter()
-                        .zip(m.minus())
-                        .map(|(p, q)| u64::from((p | q).count_ones()))
-                        .sum();
-                    let n = (m.rows() * m.cols()) as u64;
-                    let bytes = 4
-                        * (2 * m.plus().len()
-                            + m.scales().values().len()
-                            + bias.as_ref().map_or(0, Vec::len)
-                            + input_scale.as_ref().map_or(0, Vec::len))
-                            as u64;
+                    // Planes and scales of every plane pair, then the vectors.
+                    let bytes = (m.storage_bytes()
+                        + 4 * (bias.as_ref().map_or(0, Vec::len)
+                            + input_scale.as_ref().map_or(0, Vec::len)))
+                        as u64;
+                    let (layout, bias, input_scale) =
+                        (m.layout(), bias.is_some(), input_scale.is_some());
                     LayerSummary {
                         name: name.clone(),
                         rows: m.rows(),
                         cols: m.cols(),
-                        format: StoredFormat::Ternary {
-                            layout: m.scales().layout(),
-                            bias: bias.is_some(),
-                            input_scale: input_scale.is_some(),
+                        format: match m {
+                            LinearWeights::One(_) => StoredFormat::Ternary {
+                                layout,
+                                bias,
+                                input_scale,
+                            },
+                            LinearWeights::Two(_) => StoredFormat::TwoPlanes {
+                                layout,
+                                bias,
+                                input_scale,
+                            },
                         },
-                        zero_fraction: Some(if n == 0 {
-                            0.0
-                        } else {
-                            (n - nonzero) as f64 / n as f64
-                        }),
+                        zero_fraction: Some(zero_fraction(m)),
                         bytes,
                     }
                 }
@@ -275,13 +299,33 @@ impl Contents {
         }
         FileSummary {
             path: path.map(Path::to_path_buf),
-            format_version: FORMAT_VERSION.to_string(),
+            format_version: self.version.to_string(),
             config: c.clone(),
             layers,
             others,
             other_bytes,
             file_bytes: self.file_bytes,
         }
+    }
+}
+
+/// Fraction of weights that are zero in every plane, `(n − nonzero) / n` (0 when empty).
+fn zero_fraction(m: &LinearWeights) -> f64 {
+    let planes = m.plane_matrices();
+    let words = planes.first().map_or(0, |p| p.plus().len());
+    let nonzero: u64 = (0..words)
+        .map(|w| {
+            let any = planes
+                .iter()
+                .fold(0u32, |a, p| a | p.plus()[w] | p.minus()[w]);
+            u64::from(any.count_ones())
+        })
+        .sum();
+    let n = (m.rows() * m.cols()) as u64;
+    if n == 0 {
+        0.0
+    } else {
+        (n - nonzero) as f64 / n as f64
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use ternary_core::io::Blob;
-use ternary_layers::{LinearLayer, TernaryBackend, TernaryLinear};
+use ternary_layers::{LinearLayer, LinearWeights, TernaryBackend, TernaryLinear};
 use ternary_models::weights::HostTensor;
 use ternary_models::{Llama, Tokenizer};
 
@@ -25,29 +25,51 @@ impl Contents {
                     input_scale,
                 } => {
                     let (rows, cols) = (m.rows(), m.cols());
-                    let layout = m.scales().layout();
+                    let layout = m.layout();
                     let (scale_layout, group_size) = layout_meta(layout);
+                    let (bias_, input_scale_) = (bias.is_some(), input_scale.is_some());
                     layers.insert(
                         name.clone(),
-                        LayerMeta::Ternary {
-                            rows,
-                            cols,
-                            scale_layout,
-                            group_size,
-                            bias: bias.is_some(),
-                            input_scale: input_scale.is_some(),
+                        match m {
+                            LinearWeights::One(_) => LayerMeta::Ternary {
+                                rows,
+                                cols,
+                                scale_layout,
+                                group_size,
+                                bias: bias_,
+                                input_scale: input_scale_,
+                            },
+                            LinearWeights::Two(_) => LayerMeta::TwoPlane {
+                                rows,
+                                cols,
+                                scale_layout,
+                                group_size,
+                                bias: bias_,
+                                input_scale: input_scale_,
+                            },
                         },
                     );
-                    let wpr = m.words_per_row();
-                    blobs.push((format!("{name}.plus"), Blob::U32(vec![rows, wpr], m.plus())));
-                    blobs.push((
-                        format!("{name}.minus"),
-                        Blob::U32(vec![rows, wpr], m.minus()),
-                    ));
-                    blobs.push((
-                        format!("{name}.scales"),
-                        Blob::F32(vec![rows, layout.groups_per_row(cols)], m.scales().values()),
-                    ));
+                    // Plane k's tensors: `N.plus`, … for the first, `N.plus2`, … for the second.
+                    for (k, p) in m.plane_matrices().into_iter().enumerate() {
+                        let suffix = if k == 0 {
+                            String::new()
+                        } else {
+                            format!("{}", k + 1)
+                        };
+                        let wpr = p.words_per_row();
+                        blobs.push((
+                            format!("{name}.plus{suffix}"),
+                            Blob::U32(vec![rows, wpr], p.plus()),
+                        ));
+                        blobs.push((
+                            format!("{name}.minus{suffix}"),
+                            Blob::U32(vec![rows, wpr], p.minus()),
+                        ));
+                        blobs.push((
+                            format!("{name}.scales{suffix}"),
+                            Blob::F32(vec![rows, layout.groups_per_row(cols)], p.scales().values()),
+                        ));
+                    }
                     if let Some(b) = bias {
                         blobs.push((format!("{name}.bias"), Blob::F32(vec![rows], b)));
                     }
@@ -83,7 +105,7 @@ impl Contents {
             .map_err(|e| ConvertError::Invalid(format!("cannot encode the layer table: {e}")))?;
         let meta: HashMap<String, String> = [
             ("format", FORMAT_NAME.to_string()),
-            ("format_version", FORMAT_VERSION.to_string()),
+            ("format_version", self.version.to_string()),
             ("config", self.config.to_hf_json()),
             ("tokenizer", tokenizer_json.to_string()),
             ("layers", layers),
@@ -108,7 +130,7 @@ fn contents_of<B: TernaryBackend>(model: &Llama<B>) -> Result<Contents> {
     for (name, layer) in model.linears() {
         let stored = match as_ternary::<B>(layer.as_ref()) {
             Some(t) => StoredLinear::Ternary {
-                matrix: t.matrix().clone(),
+                matrix: t.weights().clone(),
                 bias: t.bias(),
                 input_scale: t.input_scale().map(<[f32]>::to_vec),
             },
@@ -134,7 +156,21 @@ fn contents_of<B: TernaryBackend>(model: &Llama<B>) -> Result<Contents> {
         };
         linears.push((name, stored));
     }
+    let two_planes = linears.iter().any(|(_, l)| {
+        matches!(
+            l,
+            StoredLinear::Ternary {
+                matrix: LinearWeights::Two(_),
+                ..
+            }
+        )
+    });
     Ok(Contents {
+        version: if two_planes {
+            FORMAT_VERSION_TWO_PLANES
+        } else {
+            FORMAT_VERSION
+        },
         config,
         tokenizer_json: String::new(),
         linears,

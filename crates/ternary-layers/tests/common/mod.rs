@@ -4,7 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use ternary_core::{ScaleLayout, TernaryMatrix};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
 use ternary_layers::{LinearPath, TernaryLinear};
 
 /// Relative tolerance of [`check_close`] (see the test files' docs).
@@ -150,4 +150,37 @@ pub fn for_each_edge_case(tokens: &[usize], mut f: impl FnMut(&EdgeCase<'_>)) {
             }
         }
     }
+}
+
+/// `y[j, r] = Σ_c s[r, g(c)] · l[r, c] · x[j, c] + b[r]` in `f64` from the 9-level integers `l`
+/// (never the planes), and the mass `Σ_c |…| + |b[r]|`.
+pub fn reference_levels(
+    levels: &[i8],
+    scales: &Scales,
+    (rows, cols): (usize, usize),
+    x: &[f64],
+    n: usize,
+    b: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let layout = scales.layout();
+    let gpr = layout.groups_per_row(cols);
+    let glen = layout.group_len(cols).max(1);
+    let mut y = vec![0f64; n * rows];
+    let mut mass = vec![0f64; n * rows];
+    for j in 0..n {
+        for r in 0..rows {
+            let (mut acc, mut abs) = (0f64, 0f64);
+            for c in 0..cols {
+                let term = f64::from(scales.values()[r * gpr + c / glen])
+                    * f64::from(levels[r * cols + c])
+                    * x[j * cols + c];
+                acc += term;
+                abs += term.abs();
+            }
+            let br = b.map_or(0.0, |b| f64::from(b[r]));
+            y[j * rows + r] = acc + br;
+            mass[j * rows + r] = abs + br.abs();
+        }
+    }
+    (y, mass)
 }
