@@ -2,7 +2,8 @@
 //! format (GGUF, Hugging Face checkpoints, converted files) reaches the runtime through the
 //! same model, and the big tensors are shared with it (`Arc`), not copied.
 //!
-//! Linear layers are recognized by downcasting (`LinearLayer::as_any`): `TernaryLinear`,
+//! Linear layers are recognized by downcasting (`LinearLayer::as_any`): `TernaryLinear` (one
+//! or two trit-planes),
 //! `BitLinear`, `HostLinear`, `FloatLinear` (weights copied to the host), `QuantLinear`.
 //! Any other kind is an error unless
 //! [`RuntimeOptions::unknown_as_f32`](crate::RuntimeOptions::unknown_as_f32) asks for its
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use ternary_layers::{LinearPath, TernaryBackend, TernaryLinear, to_rows};
+use ternary_layers::{LinearPath, LinearWeights, TernaryBackend, TernaryLinear, to_rows};
 use ternary_models::linear::{FloatLinear, HostLinear};
 use ternary_models::quant_linear::QuantLinear;
 use ternary_models::{Activation, BitLinear, Llama, LlamaConfig};
@@ -95,11 +96,12 @@ fn proj_of<B: TernaryBackend + 'static>(
             TernaryActivations::Int8 => true,
             TernaryActivations::F32 => false,
         };
-        let m = Arc::clone(t.matrix_arc());
-        let kernel = if int8 {
-            Kernel::TernaryI8(m)
-        } else {
-            Kernel::TernaryF32(m)
+        // Every plane of the layer: one, or two on the same activations.
+        let kernel = match (t.weights(), int8) {
+            (LinearWeights::One(m), true) => Kernel::TernaryI8(Arc::clone(m)),
+            (LinearWeights::One(m), false) => Kernel::TernaryF32(Arc::clone(m)),
+            (LinearWeights::Two(m), true) => Kernel::TwoPlaneI8(Arc::clone(m)),
+            (LinearWeights::Two(m), false) => Kernel::TwoPlaneF32(Arc::clone(m)),
         };
         return Ok(Proj {
             kernel,

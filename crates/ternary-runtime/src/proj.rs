@@ -5,6 +5,9 @@
 //! - [`Kernel::TernaryF32`]: `y = Q·(x ⊙ d) + b` with `f32` activations (`gemm_f32`);
 //! - [`Kernel::TernaryI8`]: `y = s_x · Q·q + b`, `x ⊙ d ≈ s_x · q` per token
 //!   (`QuantizedActivations`, `gemm_i8`); a token holding NaN/Inf gives NaN outputs;
+//! - [`Kernel::TwoPlaneF32`], [`Kernel::TwoPlaneI8`]: two trit-planes, `Q = M₁ + M₂`
+//!   (`TwoPlaneMatrix`): `y = M₁·x' + M₂·x' + b`, each plane by the kernels above on the same
+//!   prepared activations `x'` (the same int8 codes), summed in `f32` as `TernaryLinear` does;
 //! - [`Kernel::BitNet`]: `y = (Σ_g s_g Σ q·t) / (k·D)` with BitNet's own activation rule
 //!   (`k = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x·k), −128, 127)`);
 //! - [`Kernel::F32`]: `y[r] = Σ_c W[r, c]·x[c]` (`DotF32`);
@@ -18,7 +21,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use ternary_core::kernels::{self, DotF32, Level};
-use ternary_core::{QuantizedActivations, TernaryMatrix};
+use ternary_core::{QuantizedActivations, TernaryMatrix, TwoPlaneMatrix};
 use ternary_models::bitnet::BITNET_EPS;
 use ternary_models::quant_linear::QuantLinear;
 
@@ -29,6 +32,8 @@ use crate::error::Result;
 pub(crate) enum Kernel {
     TernaryF32(Arc<TernaryMatrix>),
     TernaryI8(Arc<TernaryMatrix>),
+    TwoPlaneF32(Arc<TwoPlaneMatrix>),
+    TwoPlaneI8(Arc<TwoPlaneMatrix>),
     BitNet { m: Arc<TernaryMatrix>, divisor: f32 },
     F32(Arc<Vec<f32>>),
     Quant(QuantLinear),
@@ -59,7 +64,7 @@ pub(crate) struct Proj {
 impl Proj {
     pub fn input_kind(&self) -> InputKind {
         match self.kernel {
-            Kernel::TernaryI8(_) | Kernel::I8Rows { .. } => InputKind::I8,
+            Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(_) | Kernel::I8Rows { .. } => InputKind::I8,
             Kernel::BitNet { .. } => InputKind::BitNet,
             _ => InputKind::F32,
         }
@@ -71,6 +76,7 @@ impl Proj {
             Kernel::TernaryF32(m) | Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => {
                 4 * (m.plus().len() + m.minus().len() + m.scales().values().len())
             }
+            Kernel::TwoPlaneF32(m) | Kernel::TwoPlaneI8(m) => m.storage_bytes(),
             Kernel::F32(w) => 4 * w.len(),
             Kernel::Quant(q) => {
                 let n = self.rows * self.cols;
@@ -216,6 +222,8 @@ fn bitnet_row(row: &[f32], q: &mut [i8]) -> f32 {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     pub sx: Vec<f32>,
+    /// The second plane's product (two-plane kernels).
+    pub plane2: Vec<f32>,
 }
 
 /// `out[(r − rows.start) · n + j] = y[j, r]` for `r ∈ rows` (row-major by row), `x: [n, cols]`
@@ -242,6 +250,30 @@ pub(crate) fn product_rows(
         }
         Kernel::TernaryI8(m) => {
             kernels::gemm_i8_rows_with(level, m, &p.qa, rows.clone(), out)?;
+            for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
+                for o in out.chunks_exact_mut(n) {
+                    o[j] = f32::NAN;
+                }
+            }
+        }
+        Kernel::TwoPlaneF32(m) => {
+            let xs = p.f32_input(x);
+            kernels::gemm_f32_rows_with(level, m.high(), xs, n, rows.clone(), out)?;
+            scratch.plane2.clear();
+            scratch.plane2.resize(out.len(), 0.0);
+            kernels::gemm_f32_rows_with(level, m.low(), xs, n, rows.clone(), &mut scratch.plane2)?;
+            for (v, w) in out.iter_mut().zip(&scratch.plane2) {
+                *v += w;
+            }
+        }
+        Kernel::TwoPlaneI8(m) => {
+            kernels::gemm_i8_rows_with(level, m.high(), &p.qa, rows.clone(), out)?;
+            scratch.plane2.clear();
+            scratch.plane2.resize(out.len(), 0.0);
+            kernels::gemm_i8_rows_with(level, m.low(), &p.qa, rows.clone(), &mut scratch.plane2)?;
+            for (v, w) in out.iter_mut().zip(&scratch.plane2) {
+                *v += w;
+            }
             for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
                 for o in out.chunks_exact_mut(n) {
                     o[j] = f32::NAN;

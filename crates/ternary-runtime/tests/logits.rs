@@ -286,3 +286,34 @@ fn bad_input_should_be_errors_and_leave_the_runtime_usable() {
         assert!(Runtime::from_model(&m.model, bad).is_err());
     }
 }
+
+/// The tiny Llama with every linear layer on two trit-planes (`Q = M₁ + M₂`, the conversion's
+/// `planes: Two` without a budget), on the host f32 and int8 paths: two products on the same
+/// activations, as `TernaryLinear` computes them.
+#[test]
+fn two_plane_llama_should_match_reference() {
+    for path in [LinearPath::CpuF32, LinearPath::CpuInt8] {
+        let mut m = tiny_llama();
+        let cfg = ternary_convert::ConvertConfig {
+            planes: ternary_convert::convert::Planes::Two,
+            budget: None,
+            gptq: None,
+            measure: false,
+            calib_tokens: 256,
+            ctx: 32,
+            ..Default::default()
+        };
+        let text = ternary_convert::CALIBRATION_TEXT;
+        ternary_convert::convert(&mut m.model, &m.tokenizer, text, &cfg, &mut |_| {}).unwrap();
+        for (name, slot) in m.model.linears_mut() {
+            let t = slot
+                .as_any()
+                .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+                .unwrap_or_else(|| panic!("{name} is not ternary"))
+                .clone();
+            assert_eq!(t.planes(), 2, "{name}");
+            *slot = Box::new(t.with_path(path));
+        }
+        check_all(&m.model, &format!("tiny-llama two planes {path}"));
+    }
+}
