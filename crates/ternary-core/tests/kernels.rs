@@ -524,3 +524,37 @@ fn f32_dot_at_every_level_should_match_the_f64_reference_on_edge_lengths() {
     }
     assert_eq!(kernels::DotF32::detect().level(), Level::detect());
 }
+
+#[test]
+fn i8_dot_at_every_level_should_be_exact_on_edge_lengths() {
+    let (mut rng, seed) = rng();
+    let lengths = [
+        0usize, 1, 15, 16, 31, 32, 33, 63, 64, 65, 127, 576, 1536, 4099,
+    ];
+    for level in Level::available() {
+        let dot = kernels::DotI8::new(level).unwrap();
+        for &n in &lengths {
+            for extreme in [false, true] {
+                let code = |rng: &mut StdRng| -> i8 {
+                    if extreme {
+                        if rng.random_bool(0.5) { 127 } else { -127 }
+                    } else {
+                        rng.random_range(-127..=127)
+                    }
+                };
+                let a: Vec<i8> = (0..n).map(|_| code(&mut rng)).collect();
+                let b: Vec<i8> = (0..n + 5).map(|_| code(&mut rng)).collect();
+                let want: i64 = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| i64::from(x) * i64::from(y))
+                    .sum();
+                assert_eq!(
+                    i64::from(dot.dot(&a, &b)),
+                    want,
+                    "{level:?} n={n} extreme={extreme} seed {seed}"
+                );
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //!   prepared activations `x'` (the same int8 codes), summed in `f32` as `TernaryLinear` does;
 //! - [`Kernel::BitNet`]: `y = (Σ_g s_g Σ q·t) / (k·D)` with BitNet's own activation rule
 //!   (`k = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x·k), −128, 127)`);
-//! - [`Kernel::F32`]: `y[r] = Σ_c W[r, c]·x[c]` (`DotF32`);
+//! - [`Kernel::F32`]: `y[r] = Σ_c W[r, c]·x[c]` (`dense_f32_rows_with`: register-tiled FMA);
 //! - [`Kernel::Quant`]: GGUF Q4_0/Q4_1/Q8_0 block dots (`QuantLinear`);
 //! - [`Kernel::I8Rows`]: `y[r] = s_r · s_x · Σ_c q_w[r, c]·q_x[c]` (the int8 output head).
 //!
@@ -20,7 +20,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use ternary_core::kernels::{self, DotF32, Level};
+use ternary_core::kernels::{self, DotF32, DotI8, Level};
 use ternary_core::{QuantizedActivations, TernaryMatrix, TwoPlaneMatrix};
 use ternary_models::bitnet::BITNET_EPS;
 use ternary_models::quant_linear::QuantLinear;
@@ -218,6 +218,24 @@ fn bitnet_row(row: &[f32], q: &mut [i8]) -> f32 {
     k
 }
 
+/// The kernels of one SIMD level, resolved once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kernels {
+    pub level: Level,
+    pub f32: DotF32,
+    pub i8: DotI8,
+}
+
+impl Kernels {
+    pub fn new(level: Level) -> Result<Self> {
+        Ok(Self {
+            level,
+            f32: DotF32::new(level)?,
+            i8: DotI8::new(level)?,
+        })
+    }
+}
+
 /// Per-thread scratch of the products.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
@@ -230,8 +248,7 @@ pub(crate) struct Scratch {
 /// the layer's input as given (before `d`), `p` its preparation.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn product_rows(
-    level: Level,
-    dot: DotF32,
+    k: &Kernels,
     proj: &Proj,
     p: &Prepared,
     x: &[f32],
@@ -246,10 +263,10 @@ pub(crate) fn product_rows(
     let cols = proj.cols;
     match &proj.kernel {
         Kernel::TernaryF32(m) => {
-            kernels::gemm_f32_rows_with(level, m, p.f32_input(x), n, rows.clone(), out)?
+            kernels::gemm_f32_rows_with(k.level, m, p.f32_input(x), n, rows.clone(), out)?
         }
         Kernel::TernaryI8(m) => {
-            kernels::gemm_i8_rows_with(level, m, &p.qa, rows.clone(), out)?;
+            kernels::gemm_i8_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
             for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
                 for o in out.chunks_exact_mut(n) {
                     o[j] = f32::NAN;
@@ -258,19 +275,26 @@ pub(crate) fn product_rows(
         }
         Kernel::TwoPlaneF32(m) => {
             let xs = p.f32_input(x);
-            kernels::gemm_f32_rows_with(level, m.high(), xs, n, rows.clone(), out)?;
+            kernels::gemm_f32_rows_with(k.level, m.high(), xs, n, rows.clone(), out)?;
             scratch.plane2.clear();
             scratch.plane2.resize(out.len(), 0.0);
-            kernels::gemm_f32_rows_with(level, m.low(), xs, n, rows.clone(), &mut scratch.plane2)?;
+            kernels::gemm_f32_rows_with(
+                k.level,
+                m.low(),
+                xs,
+                n,
+                rows.clone(),
+                &mut scratch.plane2,
+            )?;
             for (v, w) in out.iter_mut().zip(&scratch.plane2) {
                 *v += w;
             }
         }
         Kernel::TwoPlaneI8(m) => {
-            kernels::gemm_i8_rows_with(level, m.high(), &p.qa, rows.clone(), out)?;
+            kernels::gemm_i8_rows_with(k.level, m.high(), &p.qa, rows.clone(), out)?;
             scratch.plane2.clear();
             scratch.plane2.resize(out.len(), 0.0);
-            kernels::gemm_i8_rows_with(level, m.low(), &p.qa, rows.clone(), &mut scratch.plane2)?;
+            kernels::gemm_i8_rows_with(k.level, m.low(), &p.qa, rows.clone(), &mut scratch.plane2)?;
             for (v, w) in out.iter_mut().zip(&scratch.plane2) {
                 *v += w;
             }
@@ -281,21 +305,15 @@ pub(crate) fn product_rows(
             }
         }
         Kernel::BitNet { m, divisor } => {
-            kernels::gemm_i8_rows_with(level, m, &p.qa, rows.clone(), out)?;
+            kernels::gemm_i8_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
             for o in out.chunks_exact_mut(n) {
-                for (v, &k) in o.iter_mut().zip(&p.k) {
-                    *v /= k * divisor;
+                for (v, &kj) in o.iter_mut().zip(&p.k) {
+                    *v /= kj * divisor;
                 }
             }
         }
         Kernel::F32(w) => {
-            let xs = p.f32_input(x);
-            for (r, o) in rows.clone().zip(out.chunks_exact_mut(n)) {
-                let wr = &w[r * cols..(r + 1) * cols];
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = dot.dot(&xs[j * cols..(j + 1) * cols], wr);
-                }
-            }
+            kernels::dense_f32_rows_with(k.level, w, cols, p.f32_input(x), n, rows.clone(), out)?
         }
         Kernel::Quant(q) => {
             q.forward_rows_range(p.f32_input(x), n, rows.clone(), &mut scratch.sx, out);
@@ -306,7 +324,7 @@ pub(crate) fn product_rows(
                 let wr = &q[r * cols..(r + 1) * cols];
                 for (j, v) in o.iter_mut().enumerate() {
                     let xr = &p.qa.data()[j * pc..j * pc + cols];
-                    *v = scales[r] * p.qa.scales()[j] * dot_i8(wr, xr) as f32;
+                    *v = scales[r] * p.qa.scales()[j] * k.i8.dot(wr, xr) as f32;
                 }
                 for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
                     o[j] = f32::NAN;
@@ -322,24 +340,6 @@ pub(crate) fn product_rows(
         }
     }
     Ok(())
-}
-
-/// `Σ a[i]·b[i]` in `i32` (exact: `|a|, |b| ≤ 127` and rows far shorter than `2¹⁷`).
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc = [0i32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: i32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += i32::from(x[i]) * i32::from(y[i]);
-        }
-    }
-    acc.iter().sum::<i32>() + tail
 }
 
 /// Row-quantizes `w: [rows, cols]` to int8: `s_r = max_c |w[r, c]| / 127`, `q = round(w / s_r)`

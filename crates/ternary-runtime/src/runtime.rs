@@ -28,7 +28,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use ternary_core::kernels::{DotF32, Level};
+use ternary_core::kernels::Level;
 use ternary_layers::TernaryBackend;
 use ternary_models::{Decoder, Llama, LlamaConfig, Logits, ModelError};
 
@@ -37,7 +37,7 @@ use crate::kv::HeadCache;
 use crate::model::{Model, build};
 use crate::options::RuntimeOptions;
 use crate::pool::{Signal, SpinBarrier};
-use crate::proj::{Prepared, Proj, Scratch, product_rows};
+use crate::proj::{Kernels, Prepared, Proj, Scratch, product_rows};
 
 /// Rows per worker share are multiples of this (the kernels work on blocks of 4 rows).
 const ROW_ALIGN: usize = 16;
@@ -66,8 +66,7 @@ struct Job {
 struct Shared {
     model: Model,
     threads: usize,
-    level: Level,
-    dot: DotF32,
+    k: Kernels,
     max_ctx: usize,
     signal: Signal,
     barrier: SpinBarrier,
@@ -275,8 +274,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                 let out = &mut part[(u0 - units.start) * d * n..(u1 - units.start) * d * n];
                 let rows = (u0 - s0) * d..(u1 - s0) * d;
                 let r = product_rows(
-                    sh.level,
-                    sh.dot,
+                    &sh.k,
                     &layer.qkv[s],
                     &lo.prep[idx],
                     &lo.xn,
@@ -394,8 +392,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
             let up_prep = if shares { 0 } else { 1 };
             let (g, u) = (
                 product_rows(
-                    sh.level,
-                    sh.dot,
+                    &sh.k,
                     &layer.gate,
                     &lo.prep[0],
                     &lo.xn,
@@ -405,8 +402,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                     &mut lo.scratch,
                 ),
                 product_rows(
-                    sh.level,
-                    sh.dot,
+                    &sh.k,
                     &layer.up,
                     &lo.prep[up_prep],
                     &lo.xn,
@@ -501,7 +497,7 @@ fn project(
     let mut part = write(&sh.parts[phase % 2][t]);
     part.clear();
     part.resize(rows.len() * n, 0.0);
-    let r = product_rows(sh.level, sh.dot, proj, prep, x, n, rows, &mut part, scratch);
+    let r = product_rows(&sh.k, proj, prep, x, n, rows, &mut part, scratch);
     if let Err(e) = r {
         sh.record(e);
     }
@@ -581,7 +577,7 @@ fn attend(
     for tpos in 0..len {
         let k = cache.row(false, tpos, d, &mut lo.kbuf);
         for g in 0..group {
-            lo.scores[g * len + tpos] = sh.dot.dot(&lo.q[g * d..(g + 1) * d], k) * scale;
+            lo.scores[g * len + tpos] = sh.k.f32.dot(&lo.q[g * d..(g + 1) * d], k) * scale;
         }
     }
     for g in 0..group {
@@ -680,8 +676,7 @@ impl Runtime {
         let sh = Arc::new(Shared {
             model: m,
             threads,
-            level,
-            dot: DotF32::new(level)?,
+            k: Kernels::new(level)?,
             max_ctx,
             signal: Signal::new(),
             barrier: SpinBarrier::new(threads),
@@ -724,7 +719,7 @@ impl Runtime {
 
     /// The SIMD level of the kernels.
     pub fn level(&self) -> Level {
-        self.sh.level
+        self.sh.k.level
     }
 
     /// Positions cached.

@@ -355,6 +355,89 @@ impl DotF32 {
     }
 }
 
+/// Dense `f32` product for the output rows `rows` on the calling thread (no rayon):
+/// `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]` with `w: [w.len() / cols, cols]`
+/// and `x: [n, cols]` row-major, `out` row-major by row (`rows.len() × n`). AVX2/AVX-512:
+/// `4 × 3` register tiles of FMA dot products over blocks of 64 tokens (each block of weight
+/// rows is read once per 64 tokens); scalar: one dot per output. Sums are `f32` in a
+/// level-dependent order: `|Δ| ≤ ~cols·ε·Σ|w·x|` against the exact sum.
+pub fn dense_f32_rows_with(
+    level: Level,
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<()> {
+    let total = if cols == 0 { 0 } else { w.len() / cols };
+    if cols == 0 || w.len() % cols != 0 {
+        return Err(TernaryError::shape(format!(
+            "dense weights: {} values are not rows of {cols}",
+            w.len()
+        )));
+    }
+    if n.checked_mul(cols) != Some(x.len()) {
+        return Err(TernaryError::shape(format!(
+            "activations: expected n x cols = {n} x {cols} values, got {}",
+            x.len()
+        )));
+    }
+    if rows.start > rows.end || rows.end > total || rows.len().checked_mul(n) != Some(out.len()) {
+        return Err(TernaryError::shape(format!(
+            "rows {rows:?} of {total} with {n} tokens need {} outputs, got {}",
+            rows.len() * n,
+            out.len()
+        )));
+    }
+    if rows.is_empty() || n == 0 {
+        return Ok(());
+    }
+    match Isa::of(level)? {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2(t) => t.dense_f32_rows(w, cols, x, n, rows, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(t) => t.dense_f32_rows(w, cols, x, n, rows, out),
+        _ => scalar::dense_f32_rows(w, cols, x, n, rows, out),
+    }
+    Ok(())
+}
+
+/// A resolved int8 dot-product kernel, `Σ_i a[i] · b[i]` in `i32`, exact for values in
+/// `[−127, 127]` (the codes of [`QuantizedActivations`] and of row-quantized weights) and
+/// vectors shorter than `2¹⁷`: the level is checked once, when the handle is made.
+///
+/// AVX2 (and AVX-512, which uses it): `maddubs(|a|, sign(b, a))` into `i16` pairs, widened to
+/// `i32`; elsewhere 16 scalar partial sums. A `−128` in `a` or `b` may give a wrong sum on
+/// AVX2 (never undefined behaviour).
+#[derive(Clone, Copy)]
+pub struct DotI8(Isa);
+
+impl std::fmt::Debug for DotI8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DotI8({})", DotF32(self.0).level().name())
+    }
+}
+
+impl DotI8 {
+    /// The kernel at `level`; [`TernaryError::Config`] if it is not available.
+    pub fn new(level: Level) -> Result<Self> {
+        Isa::of(level).map(Self)
+    }
+
+    /// `Σ_i a[i] · b[i]` over the shorter of the two lengths.
+    #[inline]
+    pub fn dot(self, a: &[i8], b: &[i8]) -> i32 {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.dot_i8(a, b),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.dot_i8(a, b),
+            _ => scalar::dot_i8(a, b),
+        }
+    }
+}
+
 fn check_f32_shapes(m: &TernaryMatrix, x: &[f32], n: usize, y: &[f32]) -> Result<()> {
     let need_x = n.checked_mul(m.cols());
     if need_x != Some(x.len()) {

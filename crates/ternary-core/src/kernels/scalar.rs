@@ -101,3 +101,40 @@ pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
+
+/// `Σ_i a[i] · b[i]` over the shorter length in `i32`, 16 partial sums.
+pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0i32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: i32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += i32::from(x[i]) * i32::from(y[i]);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// Scalar [`dense_f32_rows_with`](super::dense_f32_rows_with): one [`dot_f32`] per output.
+pub(super) fn dense_f32_rows(
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    for (r, o) in rows.zip(out.chunks_exact_mut(n.max(1))) {
+        let wr = &w[r * cols..(r + 1) * cols];
+        for (j, v) in o.iter_mut().enumerate() {
+            *v = dot_f32(wr, &x[j * cols..(j + 1) * cols]);
+        }
+    }
+}

@@ -684,3 +684,148 @@ pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
     hsum_ps(v) + tail
 }
+
+/// `Σ_i a[i] · b[i]` over the shorter length in `i32`, 32 bytes per step:
+/// `maddubs(|a|, sign(b, a))` adds pairs `|a|·(±b)` into `i16` lanes (`2 · 127 · 127 < 2¹⁵`,
+/// so no saturation for values in `[−127, 127]`), `madd` by ones widens them to `i32`.
+///
+/// # Safety
+/// AVX2 must be available.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 2];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (j, s) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 32j + 32 <= i + 64 <= n, within both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_si256(pa.add(i + 32 * j).cast()),
+                    _mm256_loadu_si256(pb.add(i + 32 * j).cast()),
+                )
+            };
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(y, x));
+            *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
+        }
+        i += 64;
+    }
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= n, within both slices.
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_si256(pa.add(i).cast()),
+                _mm256_loadu_si256(pb.add(i).cast()),
+            )
+        };
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(y, x));
+        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(p, ones));
+        i += 32;
+    }
+    let tail: i32 = a[i..n]
+        .iter()
+        .zip(&b[i..n])
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    crate::kernels::x86_primitives::hsum_epi32(_mm256_add_epi32(acc[0], acc[1])) + tail
+}
+
+/// Tokens per block of the dense `f32` GEMM: their activations (`64 · cols · 4` bytes) stay in
+/// L2 while every block of weight rows passes over them.
+const DENSE_TOKENS: usize = 64;
+
+/// Dense `f32` product for rows `rows` of `w: [rows, cols]` (row-major) and every token of
+/// `x: [n, cols]`: `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]`, in `4 × 3`
+/// register tiles (twelve 8-lane FMA accumulators, seven loads per twelve FMAs) over blocks
+/// of [`DENSE_TOKENS`] tokens. Shapes are checked by the caller.
+pub(super) fn dense_f32_rows(
+    _t: Avx2,
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
+    let mut j0 = 0;
+    while j0 < n {
+        let j1 = (j0 + DENSE_TOKENS).min(n);
+        let mut r = rows.start;
+        while r < rows.end {
+            let nr = (rows.end - r).min(4);
+            let mut j = j0;
+            while j < j1 {
+                let nt = (j1 - j).min(3);
+                let o = (r - rows.start) * n;
+                // SAFETY: the token proves AVX2 and FMA; rows r..r + nr of `w`, tokens
+                // j..j + nt of `x` and outputs (r − rows.start + i) · n + j + t are in bounds
+                // (checked by the caller: w holds rows × cols, x n × cols, out rows.len() × n).
+                unsafe {
+                    match (nr, nt) {
+                        (4, 3) => dense_tile::<4, 3>(w, x, cols, r, j, n, &mut out[o..]),
+                        (4, 2) => dense_tile::<4, 2>(w, x, cols, r, j, n, &mut out[o..]),
+                        (4, _) => dense_tile::<4, 1>(w, x, cols, r, j, n, &mut out[o..]),
+                        _ => {
+                            for i in 0..nr {
+                                let o = o + i * n;
+                                match nt {
+                                    3 => dense_tile::<1, 3>(w, x, cols, r + i, j, n, &mut out[o..]),
+                                    2 => dense_tile::<1, 2>(w, x, cols, r + i, j, n, &mut out[o..]),
+                                    _ => dense_tile::<1, 1>(w, x, cols, r + i, j, n, &mut out[o..]),
+                                }
+                            }
+                        }
+                    }
+                }
+                j += nt;
+            }
+            r += nr;
+        }
+        j0 = j1;
+    }
+}
+
+/// Rows `r0..r0 + R` × tokens `j0..j0 + T`: `out[i · n + j0 + t] = Σ_c w[r0 + i, c] · x[j0 + t, c]`.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `w` holds at least `(r0 + R) · cols` values, `x` at least
+/// `(j0 + T) · cols`, `out` at least `(R − 1) · n + j0 + T`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dense_tile<const R: usize, const T: usize>(
+    w: &[f32],
+    x: &[f32],
+    cols: usize,
+    r0: usize,
+    j0: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    let wp: [*const f32; R] = std::array::from_fn(|i| w[(r0 + i) * cols..].as_ptr());
+    let xp: [*const f32; T] = std::array::from_fn(|t| x[(j0 + t) * cols..].as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut c = 0;
+    while c + 8 <= cols {
+        // SAFETY: c + 8 ≤ cols: eight values of each row and token are in bounds.
+        unsafe {
+            let xv: [__m256; T] = std::array::from_fn(|t| _mm256_loadu_ps(xp[t].add(c)));
+            for i in 0..R {
+                let wv = _mm256_loadu_ps(wp[i].add(c));
+                for t in 0..T {
+                    acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
+                }
+            }
+        }
+        c += 8;
+    }
+    for i in 0..R {
+        for t in 0..T {
+            let mut s = hsum_ps(acc[i][t]);
+            for k in c..cols {
+                s += w[(r0 + i) * cols + k] * x[(j0 + t) * cols + k];
+            }
+            out[i * n + j0 + t] = s;
+        }
+    }
+}

@@ -62,6 +62,24 @@ impl Avx2 {
         // SAFETY: the token exists only if AVX2 and FMA were detected.
         unsafe { avx2::dot_f32(a, b) }
     }
+
+    pub(super) fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
+        // SAFETY: the token exists only if AVX2 was detected.
+        unsafe { avx2::dot_i8(a, b) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn dense_f32_rows(
+        self,
+        w: &[f32],
+        cols: usize,
+        x: &[f32],
+        n: usize,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        avx2::dense_f32_rows(self, w, cols, x, n, rows, out)
+    }
 }
 
 /// Proof that [`Level::Avx512`](super::Level::Avx512) is available: this CPU has AVX-512
@@ -99,5 +117,28 @@ impl Avx512 {
         // SAFETY: the token exists only if the AVX-512 features were detected, which
         // `has_avx512` requires to include AVX2 and FMA.
         unsafe { avx2::dot_f32(a, b) }
+    }
+
+    /// The AVX2 kernel (a streaming dot is bound by memory).
+    pub(super) fn dot_i8(self, a: &[i8], b: &[i8]) -> i32 {
+        // SAFETY: the token exists only if the AVX-512 features were detected, which
+        // `has_avx512` requires to include AVX2.
+        unsafe { avx2::dot_i8(a, b) }
+    }
+
+    /// The AVX2 kernel.
+    pub(super) fn dense_f32_rows(
+        self,
+        w: &[f32],
+        cols: usize,
+        x: &[f32],
+        n: usize,
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        match Avx2::new() {
+            Some(t) => t.dense_f32_rows(w, cols, x, n, rows, out),
+            None => super::scalar::dense_f32_rows(w, cols, x, n, rows, out),
+        }
     }
 }
