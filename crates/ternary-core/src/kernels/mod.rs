@@ -370,8 +370,8 @@ pub fn dense_f32_rows_with(
     rows: Range<usize>,
     out: &mut [f32],
 ) -> Result<()> {
-    let total = if cols == 0 { 0 } else { w.len() / cols };
-    if cols == 0 || w.len() % cols != 0 {
+    let total = w.len().checked_div(cols).unwrap_or(0);
+    if cols == 0 || !w.len().is_multiple_of(cols) {
         return Err(TernaryError::shape(format!(
             "dense weights: {} values are not rows of {cols}",
             w.len()
