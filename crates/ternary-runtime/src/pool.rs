@@ -15,15 +15,23 @@ use std::time::{Duration, Instant};
 const SPIN: u32 = 2_000;
 
 /// A reusable barrier for `n` threads: the last to arrive bumps the generation the others
-/// wait on. Waiters spin [`SPIN`] times, then call `yield_now` between checks.
+/// wait on. Waiters spin [`SPIN`] times, then yield their core for up to [`BARRIER_YIELD`],
+/// then sleep on a condition variable (on a shared, oversubscribed host the thread everyone
+/// waits for may not be running; sleeping lets it run instead of a yielding waiter).
 /// Waiting returns early once `poisoned` is set (a worker panicked; the job is abandoned).
 #[derive(Debug)]
 pub(crate) struct SpinBarrier {
     n: usize,
     count: AtomicUsize,
     generation: AtomicUsize,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
     pub poisoned: AtomicBool,
 }
+
+/// How long a barrier waiter yields before it sleeps.
+const BARRIER_YIELD: Duration = Duration::from_micros(200);
 
 impl SpinBarrier {
     pub fn new(n: usize) -> Self {
@@ -31,6 +39,9 @@ impl SpinBarrier {
             n,
             count: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
             poisoned: AtomicBool::new(false),
         }
     }
@@ -42,10 +53,16 @@ impl SpinBarrier {
         let g = self.generation.load(Ordering::Acquire);
         if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             self.count.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                // Taking the lock orders the bump before any sleeper's re-check.
+                let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.wake.notify_all();
+            }
             return;
         }
         let mut spins = 0u32;
+        let mut since: Option<Instant> = None;
         while self.generation.load(Ordering::Acquire) == g {
             if self.poisoned.load(Ordering::Relaxed) {
                 return;
@@ -53,9 +70,27 @@ impl SpinBarrier {
             if spins < SPIN {
                 std::hint::spin_loop();
                 spins += 1;
-            } else {
-                std::thread::yield_now();
+                continue;
             }
+            let start = *since.get_or_insert_with(Instant::now);
+            if start.elapsed() < BARRIER_YIELD {
+                std::thread::yield_now();
+                continue;
+            }
+            let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            // SeqCst pairs with the last arriver's bump and load of `sleepers` (either it
+            // sees this sleeper and notifies, or this check sees the new generation); the
+            // timeout bounds any other miss.
+            while self.generation.load(Ordering::SeqCst) == g
+                && !self.poisoned.load(Ordering::Relaxed)
+            {
+                guard = match self.wake.wait_timeout(guard, Duration::from_millis(50)) {
+                    Ok((g, _)) => g,
+                    Err(e) => e.into_inner().0,
+                };
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
