@@ -1,7 +1,8 @@
 //! `ternary demo`: the README's main job. Fetch SmolLM2-135M if it is not cached, convert it
-//! twice — with the default configuration (mixed precision within the perplexity budget) and
-//! with every linear layer ternary — save and reload each file, and compare float, mixed and
-//! all-ternary weight memory, bits per weight, perplexity and decode tokens/s on the shipped text.
+//! three times — with the default configuration (mixed precision within the perplexity
+//! budget), with every linear layer ternary, and with every linear layer but a tied head on two
+//! trit-planes — save and reload each file, and compare float, mixed, all-ternary and two-plane
+//! weight memory, bits per weight, perplexity and decode tokens/s on the shipped text.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +15,7 @@ use crate::common::{
     CliError, Measured, Res, check_measure_args, is_converted, load_model, measure,
     overwrites_input, print_side_by_side, secs, shown,
 };
-use crate::quantize::{ConvertArgs, convert};
+use crate::quantize::{ConvertArgs, PlanesArg, convert};
 
 /// The evaluation text (`fixtures/text/declaration-gettysburg.txt`, public domain).
 pub const EVAL_TEXT: &str = include_str!("../../../fixtures/text/declaration-gettysburg.txt");
@@ -44,6 +45,10 @@ pub struct DemoArgs {
     /// Skip the third column (every linear layer ternary, no budget).
     #[arg(long)]
     pub no_all_ternary: bool,
+    /// Skip the fourth column (every linear layer but a tied head on two trit-planes, no
+    /// budget: `--planes 2 --no-budget`).
+    #[arg(long)]
+    pub no_two_planes: bool,
     /// Print the per-layer conversion plan (otherwise only its totals).
     #[arg(long)]
     pub plan: bool,
@@ -163,6 +168,22 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             &conv,
             &calib,
             &out_all,
+            &tokens,
+            args,
+        )?);
+    }
+    if !args.conv.no_budget && !args.no_two_planes {
+        let mut conv = args.conv.clone();
+        conv.no_budget = true;
+        conv.budget = None;
+        conv.planes = Some(PlanesArg::Two);
+        let out_two = out.with_extension("two-planes.safetensors");
+        cols.push(convert_save_measure(
+            "two planes",
+            &model_path,
+            &conv,
+            &calib,
+            &out_two,
             &tokens,
             args,
         )?);
