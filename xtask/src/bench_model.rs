@@ -13,7 +13,7 @@
 //!    configuration), and a random BitNet-b1.58-2B-4T-shaped F16 GGUF
 //!    (`scripts/make_random_bitnet_gguf.py`) turned into TQ2_0 by `llama-quantize`.
 //! 4. For each thread count, for each model: `llama-bench -p 512 -n 128 -r R -o json` on each
-//!    llama.cpp file, then our engine ([`ours_once`], R runs) on the same model.
+//!    llama.cpp file, then our engine ([`measure_ours`], R runs) on the same model.
 //!
 //! Nothing here asserts a threshold: the report states each target of issue 14 next to the
 //! measured ratio.

@@ -638,7 +638,7 @@ fn worker_main(sh: Arc<Shared>, t: usize) {
 }
 
 /// The CPU inference runtime of a Llama-family (or BitNet) model; see the
-/// [module docs](self) and the [crate docs](crate).
+/// [crate docs](crate).
 #[derive(Debug)]
 pub struct Runtime {
     sh: Arc<Shared>,
