@@ -8,6 +8,8 @@
 //! - [`gptq`]: error-compensating (GPTQ-style) ternary rounding with the calibration Hessian.
 //! - [`convert`](mod@convert): the conversion pipeline and automatic mixed precision.
 //! - [`model_file`]: saving and loading converted models (ternary safetensors).
+//! - [`finetune`]: accuracy recovery by training (distillation or block-wise reconstruction
+//!   with straight-through ternary layers).
 //!
 //! # Quantize and load a model in four lines
 //!
@@ -35,6 +37,7 @@
 pub mod calib;
 pub mod convert;
 pub mod error;
+pub mod finetune;
 pub mod gptq;
 pub mod model_file;
 

@@ -112,6 +112,13 @@ pub enum Logits {
     Last,
 }
 
+/// RoPE tables and causal mask of one run of positions.
+struct Positions<B: Backend> {
+    cos: Tensor<B, 3>,
+    sin: Tensor<B, 3>,
+    mask: Tensor<B, 3>,
+}
+
 /// A Llama-family decoder.
 #[derive(Debug)]
 pub struct Llama<B: Backend> {
@@ -465,41 +472,37 @@ impl<B: Backend> Llama<B> {
         x.mul(cos.clone()).add(rot.mul(sin.clone()))
     }
 
-    /// Runs `tokens` after the `cache.len()` positions already in `cache`, appends their keys
-    /// and values to it, and returns logits `[tokens or 1, V]` (see [`Logits`]).
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache<B>,
-        which: Logits,
-    ) -> Result<Tensor<B, 2>> {
-        let c = &self.config;
-        let n = tokens.len();
-        if n == 0 {
+    /// Checks `tokens` against the vocabulary.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
             return Err(ModelError::Input("no tokens to run".into()));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+        let v = self.config.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
             return Err(ModelError::Input(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab_size
+                "token id {bad} is outside the vocabulary of {v}"
             )));
         }
-        if cache.layers.len() != c.num_layers {
-            return Err(ModelError::Input(format!(
-                "cache has {} layers, model has {}",
-                cache.layers.len(),
-                c.num_layers
-            )));
-        }
-        let start = cache.len;
-        let total = start + n;
-        let (nh, nkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let group = nh / nkv;
+        Ok(())
+    }
+
+    /// The embedding rows of `tokens`: `[tokens, H]`.
+    ///
+    /// # Errors
+    /// No tokens, or a token outside the vocabulary.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
+        self.check_tokens(tokens)?;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &self.device);
-        let mut x = self.embed.clone().select(0, ids);
+        let ids =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
+        Ok(self.embed.clone().select(0, ids))
+    }
+
+    /// The position tables of `n` tokens after `start` cached ones: RoPE `cos`, `sin` and the
+    /// causal mask `[1, n, start + n]` (query `i` sees keys `j ≤ start + i`).
+    fn positions(&self, start: usize, n: usize) -> Positions<B> {
+        let total = start + n;
         let (cos, sin) = self.rope_tables(start, n);
-        // Causal mask [1, n, total]: query i (position start+i) sees keys j <= start+i.
         let mask: Vec<f32> = (0..n)
             .flat_map(|i| {
                 (0..total).map(move |j| {
@@ -512,57 +515,136 @@ impl<B: Backend> Llama<B> {
             })
             .collect();
         let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [1, n, total]), &self.device);
+        Positions { cos, sin, mask }
+    }
+
+    /// Block `layer` on the residual stream `x: [n, H]` (see the module docs), with the keys
+    /// and values of earlier positions in `slot` (updated).
+    fn block(
+        &self,
+        layer: usize,
+        x: Tensor<B, 2>,
+        pos: &Positions<B>,
+        slot: &mut Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+    ) -> Tensor<B, 2> {
+        let c = &self.config;
+        let b = &self.blocks[layer];
+        let n = x.dims()[0];
+        let total = pos.mask.dims()[2];
+        let (nh, nkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let group = nh / nkv;
         let scale = 1.0 / (d as f64).sqrt();
-        for (layer, (b, slot)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
-            let h = b.attn_norm.forward(x.clone());
-            let heads = |t: Tensor<B, 2>, k: usize| t.reshape([n, k, d]).swap_dims(0, 1);
-            let q = Self::rope(heads(b.q_proj.forward(h.clone()), nh), &cos, &sin);
-            let k = Self::rope(heads(b.k_proj.forward(h.clone()), nkv), &cos, &sin);
-            let v = heads(b.v_proj.forward(h), nkv);
-            let (k, v) = match slot.take() {
-                Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
-                None => (k, v),
-            };
-            *slot = Some((k.clone(), v.clone()));
-            // Repeat each value head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
-            let v = v
-                .unsqueeze_dim::<4>(1)
-                .expand([nkv, group, total, d])
-                .reshape([nh, total, d]);
-            let scores = self
-                .score_fn
-                .scores(layer, q, k)
-                .mul_scalar(scale)
-                .add(mask.clone());
-            let attn = softmax(scores, 2).matmul(v); // [n_h, n, d]
-            let attn = attn.swap_dims(0, 1).reshape([n, nh * d]);
-            let attn = match &b.attn_sub_norm {
-                Some(sub) => sub.forward(attn),
-                None => attn,
-            };
-            x = x.add(b.o_proj.forward(attn));
-            let h = b.mlp_norm.forward(x.clone());
-            let g = b.gate_proj.forward(h.clone());
-            let g = match c.hidden_act {
-                Activation::Silu => silu(g),
-                Activation::Relu2 => {
-                    let r = relu(g);
-                    r.clone().mul(r)
-                }
-            };
-            let a = g.mul(b.up_proj.forward(h));
-            let a = match &b.ffn_sub_norm {
-                Some(sub) => sub.forward(a),
-                None => a,
-            };
-            x = x.add(b.down_proj.forward(a));
+        let h = b.attn_norm.forward(x.clone());
+        let heads = |t: Tensor<B, 2>, k: usize| t.reshape([n, k, d]).swap_dims(0, 1);
+        let q = Self::rope(heads(b.q_proj.forward(h.clone()), nh), &pos.cos, &pos.sin);
+        let k = Self::rope(heads(b.k_proj.forward(h.clone()), nkv), &pos.cos, &pos.sin);
+        let v = heads(b.v_proj.forward(h), nkv);
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 1), Tensor::cat(vec![pv, v], 1)),
+            None => (k, v),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        // Repeat each value head for its `group` query heads: [n_kv, T, d] -> [n_h, T, d].
+        let v = v
+            .unsqueeze_dim::<4>(1)
+            .expand([nkv, group, total, d])
+            .reshape([nh, total, d]);
+        let scores = self
+            .score_fn
+            .scores(layer, q, k)
+            .mul_scalar(scale)
+            .add(pos.mask.clone());
+        let attn = softmax(scores, 2).matmul(v); // [n_h, n, d]
+        let attn = attn.swap_dims(0, 1).reshape([n, nh * d]);
+        let attn = match &b.attn_sub_norm {
+            Some(sub) => sub.forward(attn),
+            None => attn,
+        };
+        let x = x.add(b.o_proj.forward(attn));
+        let h = b.mlp_norm.forward(x.clone());
+        let g = b.gate_proj.forward(h.clone());
+        let g = match c.hidden_act {
+            Activation::Silu => silu(g),
+            Activation::Relu2 => {
+                let r = relu(g);
+                r.clone().mul(r)
+            }
+        };
+        let a = g.mul(b.up_proj.forward(h));
+        let a = match &b.ffn_sub_norm {
+            Some(sub) => sub.forward(a),
+            None => a,
+        };
+        x.add(b.down_proj.forward(a))
+    }
+
+    /// Blocks `layers` on the residual stream `x: [n, H]` of a whole sequence from position 0
+    /// (no cache): the hidden state after block `layers.end − 1`, `[n, H]`. With
+    /// [`Llama::embed`] and [`Llama::head`] this is [`Llama::forward`] split at block
+    /// boundaries (for block-wise training and inspection).
+    ///
+    /// # Errors
+    /// `layers` outside the model, or `x` not `[n ≥ 1, H]`.
+    pub fn run_blocks(
+        &self,
+        x: Tensor<B, 2>,
+        layers: std::ops::Range<usize>,
+    ) -> Result<Tensor<B, 2>> {
+        let [n, h] = x.dims();
+        if n == 0 || h != self.config.hidden_size {
+            return Err(ModelError::Input(format!(
+                "hidden states must be [n >= 1, {}], got [{n}, {h}]",
+                self.config.hidden_size
+            )));
         }
-        cache.len = total;
+        if layers.start > layers.end || layers.end > self.blocks.len() {
+            return Err(ModelError::Input(format!(
+                "blocks {layers:?} outside the model's {}",
+                self.blocks.len()
+            )));
+        }
+        let pos = self.positions(0, n);
+        let mut x = x;
+        for layer in layers {
+            x = self.block(layer, x, &pos, &mut None);
+        }
+        Ok(x)
+    }
+
+    /// The final RMSNorm and `lm_head` on hidden states `[n, H]`: logits `[n, V]`.
+    pub fn head(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.lm_head.forward(self.norm.forward(x))
+    }
+
+    /// Runs `tokens` after the `cache.len()` positions already in `cache`, appends their keys
+    /// and values to it, and returns logits `[tokens or 1, V]` (see [`Logits`]).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        which: Logits,
+    ) -> Result<Tensor<B, 2>> {
+        let c = &self.config;
+        let n = tokens.len();
+        let mut x = self.embed(tokens)?;
+        if cache.layers.len() != c.num_layers {
+            return Err(ModelError::Input(format!(
+                "cache has {} layers, model has {}",
+                cache.layers.len(),
+                c.num_layers
+            )));
+        }
+        let start = cache.len;
+        let pos = self.positions(start, n);
+        for (layer, slot) in cache.layers.iter_mut().enumerate() {
+            x = self.block(layer, x, &pos, slot);
+        }
+        cache.len = start + n;
         let x = match which {
             Logits::All => x,
             Logits::Last => x.slice([n - 1..n, 0..c.hidden_size]),
         };
-        Ok(self.lm_head.forward(self.norm.forward(x)))
+        Ok(self.head(x))
     }
 
     /// The float tensors that are not linear layers, copied to the host in Hugging Face

@@ -1,0 +1,853 @@
+//! Accuracy recovery by training: the ternary layers of a converted model learn from the
+//! float model they came from.
+//!
+//! Every one-plane ternary layer of the student becomes an [`SteLinear`]: latent float
+//! weights, ternarized in the forward pass with a straight-through estimator, and learnable
+//! group scales initialised from the conversion's (GPTQ) result (see [`ste`]). The float
+//! layers (and the embedding, norms and `lm_head`) stay frozen. Training runs on Burn's
+//! `Autodiff` backend over any backend the model runs on (the CPU backend in the CLI) with
+//! AdamW, warm-up plus cosine decay, gradient accumulation and clipping ([`optim`]).
+//!
+//! Two modes ([`Mode`]):
+//!
+//! - **Distillation** ([`Mode::Kd`]): the loss is the KL divergence between the float
+//!   teacher's and the student's next-token distributions at temperature `τ`,
+//!   `τ²·mean_i Σ_v p_t(v|i)·(log p_t(v|i) − log p_s(v|i))`, plus optionally
+//!   `β·mean_l ‖h_s^l − h_t^l‖² / ‖h_t^l‖²` on every block's output (teacher logits are computed
+//!   on the fly).
+//! - **Block-wise reconstruction** ([`Mode::Blockwise`]): block by block, the block's ternary
+//!   weights and scales learn to reproduce the float model's hidden state after that block,
+//!   `‖B_l(x_s) − h_t^l‖² / ‖h_t^l‖²`, on the student's own input `x_s` (earlier blocks already
+//!   trained and ternary). `tokens` is then per block. A distillation run with
+//!   [`FinetuneConfig::scales_only`] afterwards trains only the scales end to end.
+//!
+//! Runs checkpoint atomically ([`Checkpointing`]) and resume bit for bit: the windows are
+//! visited in an order fixed by the seed, and the checkpoint holds the parameters, AdamW's
+//! moments and the step.
+
+pub mod data;
+pub mod optim;
+pub mod ste;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use ternary_layers::{Linear, TernaryBackend, to_rows};
+use ternary_models::{FloatLinear, Llama, perplexity};
+
+use crate::error::{ConvertError, Result};
+use crate::model_file::as_ternary;
+pub use data::Windows;
+pub use optim::{Moments, OptimConfig};
+pub use ste::{SharedParams, SteLinear, SteParams};
+
+/// What the student learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Distillation from the teacher's next-token distributions (end to end).
+    Kd,
+    /// Block-wise reconstruction of the teacher's hidden states.
+    Blockwise,
+}
+
+impl Mode {
+    /// `"kd"` or `"blockwise"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kd => "kd",
+            Self::Blockwise => "blockwise",
+        }
+    }
+}
+
+/// The levers of a fine-tuning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    /// Distillation or block-wise reconstruction.
+    pub mode: Mode,
+    /// Training tokens: in all ([`Mode::Kd`]) or per block ([`Mode::Blockwise`]).
+    pub tokens: usize,
+    /// Tokens per window (sequence length of one forward pass).
+    pub seq_len: usize,
+    /// Windows per optimizer step (gradient accumulation).
+    pub accum: usize,
+    /// AdamW and schedule.
+    pub optim: OptimConfig,
+    /// Distillation temperature `τ`.
+    pub temperature: f64,
+    /// Weight `β` of the per-block hidden-state loss in distillation (0: off).
+    pub hidden_mse: f64,
+    /// Train only the scales (latent weights, hence the trits, stay fixed).
+    pub scales_only: bool,
+    /// Seed of the window order.
+    pub seed: u64,
+}
+
+impl Default for FinetuneConfig {
+    /// Distillation over 65,536 tokens in windows of 256, one window per step, `τ = 1`, no
+    /// hidden-state loss, seed 0, [`OptimConfig::default`].
+    fn default() -> Self {
+        Self {
+            mode: Mode::Kd,
+            tokens: 65_536,
+            seq_len: 256,
+            accum: 1,
+            optim: OptimConfig::default(),
+            temperature: 1.0,
+            hidden_mse: 0.0,
+            scales_only: false,
+            seed: 0,
+        }
+    }
+}
+
+impl FinetuneConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ConvertError::Invalid(m));
+        if self.tokens == 0 {
+            return bad("the number of training tokens must be positive".into());
+        }
+        if self.seq_len < 2 || self.accum == 0 {
+            return bad(format!(
+                "windows need at least 2 tokens and a step at least one window (seq_len {}, \
+                 accum {})",
+                self.seq_len, self.accum
+            ));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("temperature {} must be positive", self.temperature));
+        }
+        if !(self.hidden_mse.is_finite() && self.hidden_mse >= 0.0) {
+            return bad(format!(
+                "hidden-state weight {} must be >= 0",
+                self.hidden_mse
+            ));
+        }
+        self.optim.validate().map_err(ConvertError::Invalid)
+    }
+
+    /// Optimizer steps per schedule (the whole run, or one block).
+    pub fn steps_per_schedule(&self) -> usize {
+        self.tokens.div_ceil(self.seq_len * self.accum).max(1)
+    }
+}
+
+/// Held-out perplexity measured during training (llama.cpp's algorithm, as `ternary
+/// perplexity`).
+#[derive(Debug, Clone)]
+pub struct EvalSet {
+    /// The tokenized evaluation text (never the training text).
+    pub tokens: Vec<u32>,
+    /// Context per chunk.
+    pub ctx: usize,
+    /// Chunks scored each time.
+    pub chunks: usize,
+    /// Evaluate every this many steps (and at the start and the end); 0: only start and end.
+    pub every: usize,
+    /// The BOS token that starts each chunk, if the model uses one.
+    pub bos: Option<u32>,
+}
+
+/// Where and when to checkpoint, and what to resume from.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpointing {
+    /// The checkpoint file (written atomically); `None`: no checkpoints.
+    pub path: Option<PathBuf>,
+    /// Write every this many steps (and at the end); 0: only at the end.
+    pub every: usize,
+    /// Resume from this checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Stop after this many steps in all (an interruption, for testing resumption).
+    pub stop_after: Option<usize>,
+}
+
+/// One point of the training curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// The block trained ([`Mode::Blockwise`]).
+    pub block: Option<usize>,
+    /// Training tokens seen.
+    pub tokens: usize,
+    /// Wall time since the run started (summed over resumptions), seconds.
+    pub seconds: f64,
+    /// Mean training loss of the step (`None` at step 0).
+    pub loss: Option<f64>,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Held-out perplexity, where measured.
+    pub eval_ppl: Option<f64>,
+}
+
+/// What a progress callback sees.
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    /// The point just recorded.
+    pub point: &'a CurvePoint,
+    /// Steps in the whole run.
+    pub total_steps: usize,
+    /// Blocks ([`Mode::Blockwise`]).
+    pub blocks: Option<usize>,
+}
+
+/// The outcome of [`finetune`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneReport {
+    /// The configuration.
+    pub config: FinetuneConfig,
+    /// Loss (and perplexity) against steps, tokens and time, including points from before a
+    /// resumption.
+    pub curve: Vec<CurvePoint>,
+    /// Steps done in all.
+    pub steps: usize,
+    /// Steps of the whole schedule.
+    pub total_steps: usize,
+    /// Layers trained.
+    pub layers: usize,
+    /// Trainable values (latent weights and scales).
+    pub params: usize,
+    /// The step a resumption started from.
+    pub resumed_at: Option<usize>,
+    /// Whether the run stopped early ([`Checkpointing::stop_after`]).
+    pub interrupted: bool,
+}
+
+/// The trainable layers of a student and AdamW's state.
+#[derive(Debug)]
+pub struct Trainer<B: AutodiffBackend> {
+    layers: Vec<(String, SharedParams<B>)>,
+    moments: Vec<Option<[Moments<B::InnerBackend>; 2]>>,
+}
+
+/// The `l` of `model.layers.{l}.…`.
+fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn lock<B: AutodiffBackend>(p: &SharedParams<B>) -> std::sync::RwLockWriteGuard<'_, SteParams<B>> {
+    p.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Host rows of a tensor on any backend, onto `device` of backend `B`.
+fn transfer<T: Backend, B: Backend, const D: usize>(
+    t: Tensor<T, D>,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(t.into_data(), device)
+}
+
+impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
+    /// Makes `student` trainable: every one-plane [`TernaryLinear`](ternary_layers::TernaryLinear)
+    /// becomes an [`SteLinear`] (latent weights from the teacher's float weights of the same
+    /// name, see [`SteParams::from_matrix`]); every other linear layer becomes a frozen
+    /// [`FloatLinear`] (Burn's matmul, through which gradients flow).
+    ///
+    /// # Errors
+    /// A student without one-plane ternary layers, a two-plane layer, mismatched teacher
+    /// shapes or configurations.
+    pub fn prepare<T: Backend>(student: &mut Llama<B>, teacher: &Llama<T>) -> Result<Self> {
+        let (sc, tc) = (student.config(), teacher.config());
+        if sc.hidden_size != tc.hidden_size
+            || sc.num_layers != tc.num_layers
+            || sc.vocab_size != tc.vocab_size
+            || sc.intermediate_size != tc.intermediate_size
+        {
+            return Err(ConvertError::Invalid(format!(
+                "teacher and student are different models (hidden {} vs {}, layers {} vs {}, \
+                 vocabulary {} vs {})",
+                tc.hidden_size,
+                sc.hidden_size,
+                tc.num_layers,
+                sc.num_layers,
+                tc.vocab_size,
+                sc.vocab_size
+            )));
+        }
+        let device = student.device().clone();
+        let teacher_w: HashMap<String, &Linear<T>> = teacher.linears().into_iter().collect();
+        let mut layers = Vec::new();
+        for (name, slot) in student.linears_mut() {
+            let replacement: Linear<B> = if let Some(t) = as_ternary(slot.as_ref()) {
+                if t.planes() != 1 {
+                    return Err(ConvertError::Invalid(format!(
+                        "{name} has two trit-planes; fine-tuning trains one-plane layers \
+                         (quantize the student with --planes 1)"
+                    )));
+                }
+                let float = match teacher_w.get(&name) {
+                    Some(l) => Some(to_rows(l.weight())?),
+                    None => None,
+                };
+                let params = SteParams::<B>::from_matrix(
+                    t.matrix()?,
+                    float.as_deref(),
+                    t.input_scale(),
+                    t.bias().as_deref(),
+                    &device,
+                )?;
+                let shared = Arc::new(RwLock::new(params));
+                layers.push((name.clone(), shared.clone()));
+                Box::new(SteLinear::new(shared))
+            } else {
+                let (out, inp) = (slot.out_features(), slot.in_features());
+                let w = to_rows(slot.weight())?;
+                Box::new(FloatLinear::<B>::from_rows(&name, &w, out, inp, &device)?)
+            };
+            *slot = replacement;
+        }
+        if layers.is_empty() {
+            return Err(ConvertError::Invalid(
+                "the student has no ternary layers: give a converted ternary model \
+                 (`ternary quantize` output) as the student"
+                    .into(),
+            ));
+        }
+        let moments = vec![None; layers.len()];
+        Ok(Self { layers, moments })
+    }
+
+    /// The trainable layers with their names.
+    pub fn layers(&self) -> &[(String, SharedParams<B>)] {
+        &self.layers
+    }
+
+    /// Trainable values in all.
+    pub fn param_count(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(_, p)| {
+                let (o, i, g) = lock(p).dims();
+                o * i + o * g
+            })
+            .sum()
+    }
+
+    /// Puts the trained ternary layers back into `student` as
+    /// [`TernaryLinear`](ternary_layers::TernaryLinear) (trits `clamp(round(w/s), −1, 1)`).
+    ///
+    /// # Errors
+    /// A layer that cannot be exported.
+    pub fn finish(self, student: &mut Llama<B>) -> Result<()> {
+        let device = student.device().clone();
+        let by_name: HashMap<String, SharedParams<B>> = self.layers.into_iter().collect();
+        for (name, slot) in student.linears_mut() {
+            if let Some(p) = by_name.get(&name) {
+                *slot = Box::new(SteLinear::to_ternary(p, &device)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// One optimizer step: `micro` windows' losses, gradients averaged, clipped, AdamW on the
+    /// layers in `active` at schedule step `k` of `total`. Returns the mean loss and the rate.
+    fn step(
+        &mut self,
+        cfg: &FinetuneConfig,
+        active: &[usize],
+        k: usize,
+        total: usize,
+        mut loss_of: impl FnMut(usize) -> Result<Tensor<B, 1>>,
+    ) -> Result<(f64, f64)> {
+        type G<B> = Option<Tensor<<B as AutodiffBackend>::InnerBackend, 2>>;
+        let mut acc: Vec<[G<B>; 2]> = vec![[None, None]; active.len()];
+        let mut loss_sum = 0.0;
+        for a in 0..cfg.accum {
+            let loss = loss_of(a)?;
+            let v: f64 = loss.clone().into_scalar().elem();
+            if !v.is_finite() {
+                return Err(ConvertError::Invalid(format!(
+                    "the training loss became {v} at step {k}; lower the learning rate"
+                )));
+            }
+            loss_sum += v;
+            let grads = loss.backward();
+            for (slot, &i) in acc.iter_mut().zip(active) {
+                let p = lock(&self.layers[i].1);
+                for (j, t) in [&p.latent, &p.scale].into_iter().enumerate() {
+                    if let Some(g) = t.grad(&grads) {
+                        slot[j] = Some(match slot[j].take() {
+                            Some(s) => s.add(g),
+                            None => g,
+                        });
+                    }
+                }
+            }
+        }
+        let inv = 1.0 / cfg.accum as f64;
+        let mut sq = 0.0f64;
+        for g in acc.iter_mut().flatten().flatten() {
+            *g = g.clone().mul_scalar(inv);
+            let s: f64 = g.clone().powf_scalar(2.0).sum().into_scalar().elem();
+            sq += s;
+        }
+        let factor = match cfg.optim.clip {
+            Some(c) if sq.sqrt() > c => c / sq.sqrt(),
+            _ => 1.0,
+        };
+        let lr = cfg.optim.lr_at(k, total);
+        for (slot, &i) in acc.into_iter().zip(active) {
+            let mut p = lock(&self.layers[i].1);
+            let mom = self.moments[i].get_or_insert_with(|| {
+                [
+                    Moments::zeros_like(&p.latent.clone().inner()),
+                    Moments::zeros_like(&p.scale.clone().inner()),
+                ]
+            });
+            let [gl, gs] = slot;
+            if let Some(g) = gl {
+                let g = g.mul_scalar(factor);
+                let w = p.latent.clone().inner();
+                let w = optim::adamw(&cfg.optim, w, g, &mut mom[0], k, lr, true);
+                p.latent = Tensor::from_inner(w);
+            }
+            if let Some(g) = gs {
+                let g = g.mul_scalar(factor);
+                let s = p.scale.clone().inner();
+                let lr_s = lr * cfg.optim.scale_lr;
+                let s = optim::adamw(&cfg.optim, s, g, &mut mom[1], k, lr_s, false);
+                p.scale = Tensor::from_inner(s);
+            }
+            p.project(!cfg.scales_only);
+        }
+        Ok((loss_sum * inv, lr))
+    }
+
+    /// Drops the latent weights' gradient tracking (scale-only training).
+    fn freeze_latent(&self) {
+        for (_, p) in &self.layers {
+            let mut p = lock(p);
+            p.latent = p.latent.clone().detach();
+        }
+    }
+}
+
+/// `Σ(a − y)² / Σy²` (the target `y` carries no gradient).
+fn relative_mse<B: Backend>(a: Tensor<B, 2>, y: Tensor<B, 2>) -> Tensor<B, 1> {
+    let den: f64 = y
+        .clone()
+        .powf_scalar(2.0)
+        .sum()
+        .into_scalar()
+        .elem::<f64>()
+        .max(1e-30);
+    a.sub(y).powf_scalar(2.0).sum().div_scalar(den)
+}
+
+/// Hidden states of `model` after every block for `tokens` (`[n, H]` each, detached).
+fn hidden_states<M: Backend>(model: &Llama<M>, tokens: &[u32]) -> Result<Vec<Tensor<M, 2>>> {
+    let mut x = model.embed(tokens)?;
+    let mut out = Vec::with_capacity(model.config().num_layers);
+    for l in 0..model.config().num_layers {
+        x = model.run_blocks(x, l..l + 1)?;
+        out.push(x.clone());
+    }
+    Ok(out)
+}
+
+/// The distillation loss of one window (module docs).
+fn kd_loss<B: AutodiffBackend + TernaryBackend, T: Backend>(
+    cfg: &FinetuneConfig,
+    student: &Llama<B>,
+    teacher: &Llama<T>,
+    tokens: &[u32],
+) -> Result<Tensor<B, 1>> {
+    let dev = student.device().clone();
+    let layers = student.config().num_layers;
+    let tau = cfg.temperature;
+    let (logits_t, hidden_t) = if cfg.hidden_mse > 0.0 {
+        let h = hidden_states(teacher, tokens)?;
+        let last = h
+            .last()
+            .cloned()
+            .ok_or_else(|| ConvertError::Invalid("the teacher has no blocks".into()))?;
+        (teacher.head(last), Some(h))
+    } else {
+        let x = teacher.run_blocks(teacher.embed(tokens)?, 0..layers)?;
+        (teacher.head(x), None)
+    };
+    let logits_t: Tensor<B, 2> = transfer(logits_t, &dev);
+    let mut x = student.embed(tokens)?;
+    let mut hidden_loss: Option<Tensor<B, 1>> = None;
+    match &hidden_t {
+        Some(h) => {
+            for (l, ht) in h.iter().enumerate() {
+                x = student.run_blocks(x, l..l + 1)?;
+                let term = relative_mse(x.clone(), transfer(ht.clone(), &dev));
+                hidden_loss = Some(match hidden_loss {
+                    Some(s) => s.add(term),
+                    None => term,
+                });
+            }
+        }
+        None => x = student.run_blocks(x, 0..layers)?,
+    }
+    let logits_s = student.head(x);
+    let ls = log_softmax(logits_s.div_scalar(tau), 1);
+    let lt = log_softmax(logits_t.div_scalar(tau), 1);
+    let n = tokens.len() as f64;
+    let kl = lt
+        .clone()
+        .exp()
+        .mul(lt.sub(ls))
+        .sum()
+        .mul_scalar(tau * tau / n);
+    Ok(match hidden_loss {
+        Some(h) => kl.add(h.mul_scalar(cfg.hidden_mse / layers as f64)),
+        None => kl,
+    })
+}
+
+/// Block-wise inputs and targets of one window, advanced block by block: the student's input
+/// of block `at` and the teacher's hidden state after block `at`.
+struct BlockCache<B: Backend, T: Backend> {
+    at: usize,
+    x: Tensor<B, 2>,
+    y: Tensor<T, 2>,
+}
+
+/// Fine-tunes the ternary layers of `student` against `teacher` on `windows`; on return the
+/// student holds the trained [`TernaryLinear`](ternary_layers::TernaryLinear) layers (save it
+/// with [`save`](crate::save)). `progress` sees every step.
+///
+/// # Errors
+/// Bad configuration, a student without ternary layers, teacher/student mismatch, a
+/// checkpoint that does not belong to this run, a loss that stops being finite, I/O.
+pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
+    teacher: &Llama<T>,
+    student: &mut Llama<B>,
+    windows: &Windows,
+    cfg: &FinetuneConfig,
+    eval: Option<&EvalSet>,
+    ckpt: &Checkpointing,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<FinetuneReport> {
+    cfg.validate()?;
+    if windows.seq_len() != cfg.seq_len {
+        return Err(ConvertError::Invalid(format!(
+            "windows of {} tokens for a configuration of {}",
+            windows.seq_len(),
+            cfg.seq_len
+        )));
+    }
+    let mut trainer = Trainer::prepare(student, teacher)?;
+    let blocks = student.config().num_layers;
+    let per = cfg.steps_per_schedule();
+    let total = match cfg.mode {
+        Mode::Kd => per,
+        Mode::Blockwise => per * blocks,
+    };
+    let mut curve: Vec<CurvePoint> = Vec::new();
+    let mut done = 0usize;
+    let mut prior_seconds = 0.0;
+    let mut resumed_at = None;
+    if let Some(path) = &ckpt.resume {
+        let state = checkpoint::load(path, &mut trainer, cfg)?;
+        done = state.step;
+        prior_seconds = state.seconds;
+        curve = state.curve;
+        resumed_at = Some(done);
+    }
+    if cfg.scales_only {
+        trainer.freeze_latent();
+    }
+    let start = Instant::now();
+    let seconds = |s: &Instant| prior_seconds + s.elapsed().as_secs_f64();
+    let measure = |student: &Llama<B>| -> Result<Option<f64>> {
+        let Some(e) = eval else { return Ok(None) };
+        let r = perplexity(student, &e.tokens, e.ctx, e.bos, Some(e.chunks), |_, _| {})?;
+        Ok(Some(r.ppl))
+    };
+    let blocks_opt = (cfg.mode == Mode::Blockwise).then_some(blocks);
+    if done == 0 {
+        let point = CurvePoint {
+            step: 0,
+            block: None,
+            tokens: 0,
+            seconds: 0.0,
+            loss: None,
+            lr: 0.0,
+            eval_ppl: measure(student)?,
+        };
+        progress(&Progress {
+            point: &point,
+            total_steps: total,
+            blocks: blocks_opt,
+        });
+        curve.push(point);
+    }
+    let mut cache: HashMap<usize, BlockCache<B, T>> = HashMap::new();
+    let all: Vec<usize> = (0..trainer.layers.len()).collect();
+    let mut interrupted = false;
+    while done < total {
+        if ckpt.stop_after.is_some_and(|s| done >= s) {
+            interrupted = true;
+            break;
+        }
+        let (k, block) = match cfg.mode {
+            Mode::Kd => (done + 1, None),
+            Mode::Blockwise => (done % per + 1, Some(done / per)),
+        };
+        let (loss, lr) = match block {
+            None => {
+                let first = (done) * cfg.accum;
+                trainer.step(cfg, &all, k, per, |a| {
+                    kd_loss(cfg, student, teacher, windows.get(first + a))
+                })?
+            }
+            Some(l) => {
+                if k == 1 {
+                    // A new block: drop the moments of the finished one.
+                    for m in &mut trainer.moments {
+                        *m = None;
+                    }
+                }
+                let active: Vec<usize> = trainer
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| block_of(n) == Some(l))
+                    .map(|(i, _)| i)
+                    .collect();
+                let first = (k - 1) * cfg.accum;
+                let dev = student.device().clone();
+                trainer.step(cfg, &active, k, per, |a| {
+                    let id = windows.index(first + a);
+                    let tokens = windows.window(id);
+                    let entry = match cache.remove(&id) {
+                        Some(e) => e,
+                        None => BlockCache {
+                            at: 0,
+                            x: student.embed(tokens)?.detach(),
+                            y: teacher.run_blocks(teacher.embed(tokens)?, 0..1)?,
+                        },
+                    };
+                    let entry = if entry.at < l {
+                        BlockCache {
+                            at: l,
+                            x: student.run_blocks(entry.x, entry.at..l)?.detach(),
+                            y: teacher.run_blocks(entry.y, entry.at + 1..l + 1)?,
+                        }
+                    } else {
+                        entry
+                    };
+                    let out = student.run_blocks(entry.x.clone(), l..l + 1)?;
+                    let loss = relative_mse(out, transfer(entry.y.clone(), &dev));
+                    cache.insert(id, entry);
+                    Ok(loss)
+                })?
+            }
+        };
+        done += 1;
+        let last = done == total;
+        let eval_now = last || eval.is_some_and(|e| e.every > 0 && done.is_multiple_of(e.every));
+        let point = CurvePoint {
+            step: done,
+            block,
+            tokens: done * cfg.accum * cfg.seq_len,
+            seconds: seconds(&start),
+            loss: Some(loss),
+            lr,
+            eval_ppl: if eval_now { measure(student)? } else { None },
+        };
+        progress(&Progress {
+            point: &point,
+            total_steps: total,
+            blocks: blocks_opt,
+        });
+        curve.push(point);
+        let stopping = ckpt.stop_after.is_some_and(|s| done >= s);
+        if let Some(path) = &ckpt.path
+            && (last || stopping || (ckpt.every > 0 && done.is_multiple_of(ckpt.every)))
+        {
+            checkpoint::save(path, &trainer, cfg, done, seconds(&start), &curve)?;
+        }
+    }
+    let report = FinetuneReport {
+        config: cfg.clone(),
+        steps: done,
+        total_steps: total,
+        layers: trainer.layers.len(),
+        params: trainer.param_count(),
+        curve,
+        resumed_at,
+        interrupted,
+    };
+    trainer.finish(student)?;
+    Ok(report)
+}
+
+mod checkpoint {
+    //! The checkpoint file: safetensors with every layer's latent weights, scales and AdamW
+    //! moments (`{layer}.latent`, `.scale`, `.latent.m`, `.latent.v`, `.scale.m`, `.scale.v`,
+    //! f32) and, in the metadata, the format name, the configuration, the step, the elapsed time
+    //! and the curve so far.
+
+    use super::*;
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+    const FORMAT: &str = "ternary-finetune/1";
+
+    /// What a checkpoint restores besides the parameters.
+    pub(super) struct State {
+        pub step: usize,
+        pub seconds: f64,
+        pub curve: Vec<CurvePoint>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Meta {
+        config: FinetuneConfig,
+        step: usize,
+        seconds: f64,
+        curve: Vec<CurvePoint>,
+    }
+
+    fn bytes_of<M: Backend>(t: Tensor<M, 2>) -> Result<(Vec<usize>, Vec<u8>)> {
+        let shape = t.dims().to_vec();
+        let v = to_rows(t)?;
+        Ok((shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+    }
+
+    pub(super) fn save<B: AutodiffBackend>(
+        path: &Path,
+        trainer: &Trainer<B>,
+        cfg: &FinetuneConfig,
+        step: usize,
+        seconds: f64,
+        curve: &[CurvePoint],
+    ) -> Result<()> {
+        let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for ((name, p), mom) in trainer.layers.iter().zip(&trainer.moments) {
+            let p = lock(p);
+            let (s, b) = bytes_of(p.latent.clone().inner())?;
+            blobs.push((format!("{name}.latent"), s, b));
+            let (s, b) = bytes_of(p.scale.clone().inner())?;
+            blobs.push((format!("{name}.scale"), s, b));
+            if let Some([ml, ms]) = mom {
+                for (suffix, t) in [
+                    ("latent.m", &ml.m),
+                    ("latent.v", &ml.v),
+                    ("scale.m", &ms.m),
+                    ("scale.v", &ms.v),
+                ] {
+                    let (s, b) = bytes_of(t.clone())?;
+                    blobs.push((format!("{name}.{suffix}"), s, b));
+                }
+            }
+        }
+        let meta = Meta {
+            config: cfg.clone(),
+            step,
+            seconds,
+            curve: curve.to_vec(),
+        };
+        let meta = serde_json::to_string(&meta)
+            .map_err(|e| ConvertError::Invalid(format!("cannot encode the checkpoint: {e}")))?;
+        let views = blobs
+            .iter()
+            .map(|(n, s, b)| {
+                TensorView::new(Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| ConvertError::Invalid(format!("checkpoint tensor {n}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let info: HashMap<String, String> = [
+            ("format".to_string(), FORMAT.to_string()),
+            ("state".to_string(), meta),
+        ]
+        .into_iter()
+        .collect();
+        let bytes = safetensors::serialize(views, Some(info))
+            .map_err(|e| ConvertError::Invalid(format!("cannot serialize the checkpoint: {e}")))?;
+        ternary_core::io::write_atomic(path, &bytes)?;
+        Ok(())
+    }
+
+    pub(super) fn load<B: AutodiffBackend>(
+        path: &Path,
+        trainer: &mut Trainer<B>,
+        cfg: &FinetuneConfig,
+    ) -> Result<State> {
+        let bad = |m: String| ConvertError::Format(format!("{}: {m}", path.display()));
+        let bytes = std::fs::read(path).map_err(|source| ConvertError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a checkpoint ({e})")))?;
+        let info = header.metadata().clone().unwrap_or_default();
+        if info.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!("not a {FORMAT} checkpoint")));
+        }
+        let meta: Meta = serde_json::from_str(info.get("state").map_or("", String::as_str))
+            .map_err(|e| bad(format!("unreadable state ({e})")))?;
+        if meta.config != *cfg {
+            return Err(ConvertError::Invalid(format!(
+                "{}: the checkpoint was written with another configuration; resume with the \
+                 same options (checkpoint: {})",
+                path.display(),
+                serde_json::to_string(&meta.config).unwrap_or_default()
+            )));
+        }
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let dev_of = |p: &SteParams<B>| p.latent.device();
+        let get = |name: &str,
+                   shape: [usize; 2],
+                   dev: &B::Device|
+         -> Result<Option<Tensor<B::InnerBackend, 2>>> {
+            let Ok(t) = st.tensor(name) else {
+                return Ok(None);
+            };
+            if t.dtype() != Dtype::F32 || t.shape() != shape {
+                return Err(bad(format!(
+                    "{name} is {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            let v = ternary_core::io::le_f32(t.data());
+            Ok(Some(Tensor::from_data(TensorData::new(v, shape), dev)))
+        };
+        for ((name, p), mom) in trainer.layers.iter().zip(trainer.moments.iter_mut()) {
+            let mut p = lock(p);
+            let dev = dev_of(&p);
+            let (o, i, g) = p.dims();
+            let need = |t: Option<Tensor<B::InnerBackend, 2>>, what: &str| {
+                t.ok_or_else(|| bad(format!("{name}.{what} is missing")))
+            };
+            let latent = need(get(&format!("{name}.latent"), [o, i], &dev)?, "latent")?;
+            let scale = need(get(&format!("{name}.scale"), [o, g], &dev)?, "scale")?;
+            p.latent = Tensor::from_inner(latent).require_grad();
+            p.scale = Tensor::from_inner(scale).require_grad();
+            let parts = [
+                get(&format!("{name}.latent.m"), [o, i], &dev)?,
+                get(&format!("{name}.latent.v"), [o, i], &dev)?,
+                get(&format!("{name}.scale.m"), [o, g], &dev)?,
+                get(&format!("{name}.scale.v"), [o, g], &dev)?,
+            ];
+            *mom = match parts {
+                [Some(lm), Some(lv), Some(sm), Some(sv)] => {
+                    Some([Moments { m: lm, v: lv }, Moments { m: sm, v: sv }])
+                }
+                [None, None, None, None] => None,
+                _ => return Err(bad(format!("{name}: incomplete optimizer state"))),
+            };
+        }
+        Ok(State {
+            step: meta.step,
+            seconds: meta.seconds,
+            curve: meta.curve,
+        })
+    }
+}

@@ -1,0 +1,451 @@
+//! Fine-tuning (`ternary_convert::finetune`) on the tiny random Llama fixture (2 layers, hidden
+//! 32): straight-through gradients against finite differences, loss lowered reproducibly by
+//! each mode, resumption bit for bit, export equal to the trained layers, clear errors on bad
+//! input. Runs without the real model.
+
+use std::path::PathBuf;
+
+use burn::backend::Autodiff;
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use ternary_convert::convert::Planes;
+use ternary_convert::finetune::{
+    Checkpointing, CurvePoint, EvalSet, FinetuneConfig, Mode, OptimConfig, SteParams, Trainer,
+    Windows, finetune,
+};
+use ternary_convert::{ConvertConfig, GptqConfig, convert};
+use ternary_core::quant::Method;
+use ternary_core::rng::Rng;
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
+use ternary_layers::{Cpu, to_rows};
+use ternary_models::{LoadedModel, Logits, load_safetensors_dir};
+
+type Ad = Autodiff<Cpu>;
+
+const TEXT: &str = include_str!("../../../fixtures/text/calibration.txt");
+
+fn fixture() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/tiny-llama"
+    ))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ternary-finetune-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn teacher() -> LoadedModel<Cpu> {
+    load_safetensors_dir::<Cpu>(fixture(), &Default::default()).unwrap()
+}
+
+/// The tiny model with every linear layer ternary (GPTQ, groups of 32), on the autodiff backend.
+fn student() -> LoadedModel<Ad> {
+    let mut m = teacher();
+    let cfg = ConvertConfig {
+        method: Method::ActivationAware,
+        layout: ScaleLayout::PerGroup { group_size: 32 },
+        gptq: Some(GptqConfig::default()),
+        input_scale_alphas: vec![],
+        budget: None,
+        keep_float: vec![],
+        calib_tokens: 256,
+        ctx: 32,
+        eval_chunks: 2,
+        sensitivity_tokens: 32,
+        measure: false,
+        sequential: false,
+        planes: Planes::One,
+    };
+    convert(&mut m.model, &m.tokenizer, TEXT, &cfg, &mut |_| {}).unwrap();
+    let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();
+    ternary_convert::model_file::load_bytes::<Ad>(&bytes, &Default::default()).unwrap()
+}
+
+fn windows(seq: usize) -> Windows {
+    let t = teacher();
+    Windows::new(t.tokenizer.encode(TEXT, true).unwrap(), seq, 11).unwrap()
+}
+
+fn cfg(mode: Mode) -> FinetuneConfig {
+    FinetuneConfig {
+        mode,
+        tokens: 6 * 32,
+        seq_len: 32,
+        accum: 1,
+        optim: OptimConfig {
+            lr: 2e-3,
+            warmup: 0.0,
+            ..OptimConfig::default()
+        },
+        ..FinetuneConfig::default()
+    }
+}
+
+fn logits<B: ternary_layers::TernaryBackend>(
+    m: &ternary_models::Llama<B>,
+    ids: &[u32],
+) -> Vec<f32> {
+    let mut cache = m.new_cache();
+    to_rows(m.forward(ids, &mut cache, Logits::All).unwrap()).unwrap()
+}
+
+fn losses(curve: &[CurvePoint]) -> Vec<f64> {
+    curve.iter().filter_map(|p| p.loss).collect()
+}
+
+#[test]
+fn ste_gradients_should_match_finite_differences_of_the_surrogate() {
+    // y = x·Ŵᵀ, L = Σ y ⊙ r. With the rounding offset C = t − u frozen at the base point,
+    // Ŵ(w, s) = s·(w/s + C) is smooth, and its finite differences must equal the STE gradients.
+    type B = Autodiff<NdArray<f64>>;
+    let dev = Default::default();
+    let seed = 20261203u64;
+    println!("seed {seed}");
+    let mut rng = Rng::new(seed);
+    let (rows, cols, group, n) = (5usize, 80usize, 32usize, 3usize);
+    let trits: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+    let scales: Vec<f32> = (0..rows * cols.div_ceil(group))
+        .map(|_| 0.2 + 0.8 * rng.next_f64() as f32)
+        .collect();
+    let m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::per_group(group, scales.clone()))
+        .unwrap();
+    let float: Vec<f32> = (0..rows * cols)
+        .map(|_| 2.0 * rng.next_f64() as f32 - 1.0)
+        .collect();
+    let p = SteParams::<B>::from_matrix(&m, Some(&float), None, None, &dev).unwrap();
+    let x: Vec<f64> = (0..n * cols).map(|_| 2.0 * rng.next_f64() - 1.0).collect();
+    let r: Vec<f64> = (0..n * rows).map(|_| 2.0 * rng.next_f64() - 1.0).collect();
+    let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [n, cols]), &dev);
+    let rt = Tensor::<B, 2>::from_data(TensorData::new(r.clone(), [n, rows]), &dev);
+    let loss = xt.matmul(p.weight().transpose()).mul(rt).sum();
+    let grads = loss.backward();
+    let gw: Vec<f64> = p.latent.grad(&grads).unwrap().into_data().convert::<f64>().to_vec().unwrap();
+    let gs: Vec<f64> = p.scale.grad(&grads).unwrap().into_data().convert::<f64>().to_vec().unwrap();
+    let w0: Vec<f64> = p.latent.clone().into_data().convert::<f64>().to_vec().unwrap();
+    let s0: Vec<f64> = p.scale.clone().into_data().convert::<f64>().to_vec().unwrap();
+    let groups = cols.div_ceil(group);
+    let c: Vec<f64> = (0..rows * cols)
+        .map(|i| {
+            let u = w0[i] / s0[(i / cols) * groups + (i % cols) / group];
+            u.round().clamp(-1.0, 1.0) - u
+        })
+        .collect();
+    // The surrogate loss in f64 on the host.
+    let surrogate = |w: &[f64], s: &[f64]| -> f64 {
+        let mut l = 0.0;
+        for t in 0..n {
+            for o in 0..rows {
+                let mut y = 0.0;
+                for i in 0..cols {
+                    let k = o * cols + i;
+                    let sc = s[o * groups + i / group];
+                    y += x[t * cols + i] * sc * (w[k] / sc + c[k]);
+                }
+                l += y * r[t * rows + o];
+            }
+        }
+        l
+    };
+    let h = 1e-6;
+    // Parameters are f32: compare against the largest gradient (tolerance 1e-5 of it).
+    let big = gw.iter().chain(&gs).fold(0f64, |a, &g| a.max(g.abs()));
+    let rel = |a: f64, b: f64| (a - b).abs() / big;
+    for k in 0..rows * cols {
+        let (mut wp, mut wm) = (w0.clone(), w0.clone());
+        wp[k] += h;
+        wm[k] -= h;
+        let fd = (surrogate(&wp, &s0) - surrogate(&wm, &s0)) / (2.0 * h);
+        assert!(
+            rel(fd, gw[k]) < 1e-5,
+            "latent {k}: fd {fd} vs ste {}",
+            gw[k]
+        );
+    }
+    for k in 0..rows * groups {
+        let (mut sp, mut sm) = (s0.clone(), s0.clone());
+        sp[k] += h;
+        sm[k] -= h;
+        let fd = (surrogate(&w0, &sp) - surrogate(&w0, &sm)) / (2.0 * h);
+        assert!(rel(fd, gs[k]) < 1e-5, "scale {k}: fd {fd} vs ste {}", gs[k]);
+    }
+    // The value of Ŵ is exactly s·t with t the trits the parameters export to.
+    let back = p.to_matrix().unwrap();
+    assert_eq!(
+        back.to_trits(),
+        trits,
+        "initial latent weights must round to the GPTQ trits"
+    );
+    let wv: Vec<f64> = p.weight().into_data().convert::<f64>().to_vec().unwrap();
+    let deq = back.dequantize();
+    for (a, b) in wv.iter().zip(&deq) {
+        assert!(
+            (a - f64::from(*b)).abs() <= 1e-6 * a.abs().max(1.0),
+            "{a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn exported_layers_should_give_the_trained_logits() {
+    let t = teacher();
+    let mut s = student();
+    let ids = t
+        .tokenizer
+        .encode("We hold these truths to be self-evident", true)
+        .unwrap();
+    let before = logits(&s.model, &ids);
+    let trainer = Trainer::prepare(&mut s.model, &t.model).unwrap();
+    assert_eq!(trainer.layers().len(), 2 * 7 + 1);
+    let ste = logits(&s.model, &ids);
+    trainer.finish(&mut s.model).unwrap();
+    let after = logits(&s.model, &ids);
+    let range = before.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    for ((a, b), c) in before.iter().zip(&ste).zip(&after) {
+        assert!(
+            (a - b).abs() <= 1e-4 * range,
+            "STE layers changed the logits: {a} vs {b}"
+        );
+        assert!(
+            (a - c).abs() <= 1e-4 * range,
+            "export changed the logits: {a} vs {c}"
+        );
+    }
+}
+
+#[test]
+fn each_mode_should_lower_its_loss_reproducibly() {
+    let t = teacher();
+    let w = windows(32);
+    for mode in [Mode::Kd, Mode::Blockwise] {
+        let c = FinetuneConfig {
+            tokens: if mode == Mode::Kd { 12 * 32 } else { 8 * 32 },
+            ..cfg(mode)
+        };
+        let run = || {
+            let mut s = student();
+            let r = finetune(
+                &t.model,
+                &mut s.model,
+                &w,
+                &c,
+                None,
+                &Checkpointing::default(),
+                &mut |_| {},
+            )
+            .unwrap();
+            (r, s)
+        };
+        let (a, sa) = run();
+        let (b, sb) = run();
+        let (la, lb) = (losses(&a.curve), losses(&b.curve));
+        println!("{}: losses {la:?}", mode.name());
+        assert_eq!(
+            la,
+            lb,
+            "{}: two runs with the same seed differ",
+            mode.name()
+        );
+        let ids = t.tokenizer.encode("Rivers run to the sea", true).unwrap();
+        assert_eq!(logits(&sa.model, &ids), logits(&sb.model, &ids));
+        let per = c.steps_per_schedule();
+        // The loss of the last steps of a schedule is below that of its first steps.
+        for sched in la.chunks(per) {
+            let head = sched[..2].iter().sum::<f64>();
+            let tail = sched[sched.len() - 2..].iter().sum::<f64>();
+            assert!(
+                tail < head,
+                "{}: loss did not go down: {sched:?}",
+                mode.name()
+            );
+        }
+        assert_eq!(a.steps, a.total_steps);
+    }
+}
+
+#[test]
+fn kd_should_lower_held_out_perplexity_with_hidden_state_loss() {
+    let t = teacher();
+    let w = windows(32);
+    let eval_text = include_str!("../../../fixtures/text/declaration-gettysburg.txt");
+    let eval = EvalSet {
+        tokens: t.tokenizer.encode(eval_text, true).unwrap(),
+        ctx: 32,
+        chunks: 4,
+        every: 0,
+        bos: None,
+    };
+    let c = FinetuneConfig {
+        tokens: 16 * 32,
+        hidden_mse: 1.0,
+        ..cfg(Mode::Kd)
+    };
+    let mut s = student();
+    let r = finetune(
+        &t.model,
+        &mut s.model,
+        &w,
+        &c,
+        Some(&eval),
+        &Checkpointing::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let first = r.curve.first().and_then(|p| p.eval_ppl).unwrap();
+    let last = r.curve.last().and_then(|p| p.eval_ppl).unwrap();
+    println!("held-out ppl {first} -> {last}");
+    assert!(last < first, "held-out perplexity {first} -> {last}");
+}
+
+#[test]
+fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
+    let t = teacher();
+    let w = windows(32);
+    let dir = scratch("resume");
+    for mode in [Mode::Kd, Mode::Blockwise] {
+        let c = FinetuneConfig {
+            accum: 2,
+            tokens: 3 * 2 * 32,
+            ..cfg(mode)
+        };
+        let ids = t
+            .tokenizer
+            .encode("A government of the people", true)
+            .unwrap();
+        let mut whole = student();
+        let full = finetune(
+            &t.model,
+            &mut whole.model,
+            &w,
+            &c,
+            None,
+            &Checkpointing::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let ck = dir.join(format!("{}.ckpt", mode.name()));
+        let mut part = student();
+        let first = finetune(
+            &t.model,
+            &mut part.model,
+            &w,
+            &c,
+            None,
+            &Checkpointing {
+                path: Some(ck.clone()),
+                every: 0,
+                resume: None,
+                stop_after: Some(full.total_steps / 2),
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(first.interrupted && first.steps == full.total_steps / 2);
+        let mut rest = student();
+        let second = finetune(
+            &t.model,
+            &mut rest.model,
+            &w,
+            &c,
+            None,
+            &Checkpointing {
+                path: None,
+                every: 0,
+                resume: Some(ck.clone()),
+                stop_after: None,
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(second.resumed_at, Some(full.total_steps / 2));
+        assert_eq!(
+            losses(&second.curve),
+            losses(&full.curve),
+            "{}",
+            mode.name()
+        );
+        assert_eq!(
+            logits(&rest.model, &ids),
+            logits(&whole.model, &ids),
+            "{}",
+            mode.name()
+        );
+        // Another configuration cannot resume this checkpoint.
+        let other = FinetuneConfig {
+            seed: 99,
+            ..c.clone()
+        };
+        let err = finetune(
+            &t.model,
+            &mut student().model,
+            &w,
+            &other,
+            None,
+            &Checkpointing {
+                resume: Some(ck),
+                ..Checkpointing::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("another configuration"), "{err}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_input_should_give_clear_errors() {
+    let t = teacher();
+    // Empty data.
+    let err = Windows::new(Vec::new(), 32, 0).unwrap_err().to_string();
+    assert!(err.contains("fewer than one window"), "{err}");
+    // A float student.
+    let mut float = load_safetensors_dir::<Ad>(fixture(), &Default::default()).unwrap();
+    let err = Trainer::prepare(&mut float.model, &t.model)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no ternary layers"), "{err}");
+    // A checkpoint that is not one.
+    let dir = scratch("bad");
+    let junk = dir.join("junk.ckpt");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let err = finetune(
+        &t.model,
+        &mut student().model,
+        &windows(32),
+        &cfg(Mode::Kd),
+        None,
+        &Checkpointing {
+            resume: Some(junk),
+            ..Checkpointing::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not a checkpoint"), "{err}");
+    // Bad hyper-parameters.
+    let bad = FinetuneConfig {
+        optim: OptimConfig {
+            lr: f64::NAN,
+            ..OptimConfig::default()
+        },
+        ..cfg(Mode::Kd)
+    };
+    let err = finetune(
+        &t.model,
+        &mut student().model,
+        &windows(32),
+        &bad,
+        None,
+        &Checkpointing::default(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("learning rates"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
