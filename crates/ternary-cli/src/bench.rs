@@ -95,7 +95,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 /// `VmHWM` of this process in bytes (0 where `/proc` is missing).
-fn peak_rss() -> u64 {
+pub(crate) fn peak_rss() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

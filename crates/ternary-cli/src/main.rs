@@ -8,6 +8,8 @@
 //! - `ternary perplexity --model <any> --text <file> [--ctx 512]`: llama-perplexity's number.
 //! - `ternary inspect <file.safetensors>`: layers, formats, bits per weight, bytes.
 //! - `ternary demo`: fetch SmolLM2-135M if needed, quantize it, compare with float.
+//! - `ternary finetune --teacher <float> --student <file.safetensors> --data <text>… --out …`:
+//!   recover accuracy by training (distillation or block-wise reconstruction).
 //! - `ternary bench --model <any> [--prompt-tokens 512] [--gen-tokens 128] [--json]`: prefill
 //!   and decode tokens/s (llama-bench's pp/tg), peak memory, bytes read per token.
 //!
@@ -23,6 +25,7 @@ mod common;
 mod demo;
 mod eval;
 mod export;
+mod finetune;
 mod generate;
 mod perplexity;
 mod quantize;
@@ -66,6 +69,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Prefill and decode tokens/s of a model (as llama-bench pp512 / tg128), peak memory.
     Bench(bench::BenchArgs),
+    /// Recover a converted model's accuracy by training its ternary layers against the float
+    /// model (distillation or block-wise reconstruction).
+    Finetune(finetune::FinetuneArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -98,6 +104,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(a) => demo::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Finetune(a) => finetune::run(&a),
     }
 }
 

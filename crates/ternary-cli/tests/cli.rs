@@ -522,3 +522,186 @@ fn generate_and_perplexity_bad_inputs_should_be_clean_errors() {
     );
     fails(&["inspect", s(&tiny)], "ternary quantize");
 }
+
+#[test]
+fn finetune_should_train_resume_and_refuse_bad_input() {
+    let dir = scratch("finetune");
+    let tiny = root().join("fixtures/tiny-llama");
+    let student = dir.join("student.safetensors");
+    let data = root().join("fixtures/text/calibration.txt");
+    let eval = root().join("fixtures/text/declaration-gettysburg.txt");
+    ok(&[
+        "quantize",
+        "--model",
+        s(&tiny),
+        "--out",
+        s(&student),
+        "--calib-tokens",
+        "64",
+        "--calib-ctx",
+        "32",
+        "--group",
+        "32",
+        "--no-budget",
+    ]);
+    let out = dir.join("tuned.safetensors");
+    let args = |mode: &str, out: &Path| -> Vec<String> {
+        [
+            "finetune",
+            "--teacher",
+            s(&tiny),
+            "--student",
+            s(&student),
+            "--data",
+            s(&data),
+            "--tokens",
+            "128",
+            "--seq-len",
+            "32",
+            "--lr",
+            "0.002",
+            "--mode",
+            mode,
+            "--out",
+            s(out),
+            "--eval-text",
+            s(&eval),
+            "--eval-ctx",
+            "32",
+            "--checkpoint-every",
+            "1",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let a: Vec<String> = args("kd", &out);
+    let report = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        report.contains("100.0% of linear weights ternary"),
+        "{report}"
+    );
+    let curve: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tuned.safetensors.curve.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(curve["steps"], 4, "{curve}");
+    assert!(ok(&["inspect", s(&out)]).contains("ternary"));
+    // The trained file is a model like any other.
+    let ppl = ok(&[
+        "perplexity",
+        "--model",
+        s(&out),
+        "--text",
+        s(&eval),
+        "--ctx",
+        "32",
+        "--chunks",
+        "2",
+    ]);
+    assert!(ppl.contains("Final estimate: PPL"), "{ppl}");
+    // Resuming the finished run from its checkpoint changes nothing.
+    let mut r = a.clone();
+    r.push("--resume".into());
+    let again = dir.join("again.safetensors");
+    let pos = r.iter().position(|x| x == "--out").unwrap();
+    r[pos + 1] = s(&again).to_string();
+    r.push("--checkpoint".into());
+    r.push(format!("{}.ckpt", s(&out)));
+    ok(&r.iter().map(String::as_str).collect::<Vec<_>>());
+    let ppl_again = ok(&[
+        "perplexity",
+        "--model",
+        s(&again),
+        "--text",
+        s(&eval),
+        "--ctx",
+        "32",
+        "--chunks",
+        "2",
+    ]);
+    assert_eq!(final_line(&ppl_again), final_line(&ppl));
+    let blockwise = dir.join("blockwise.safetensors");
+    ok(&args("blockwise", &blockwise)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+
+    // Bad input.
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "  \n").unwrap();
+    let base = |student: &Path, data: &Path, out: &Path| -> Vec<String> {
+        [
+            "finetune",
+            "--teacher",
+            s(&tiny),
+            "--student",
+            s(student),
+            "--data",
+            s(data),
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run_fails = |v: Vec<String>, needle: &str| {
+        fails(&v.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    };
+    let x = dir.join("x.safetensors");
+    run_fails(base(&student, &empty, &x), "the training file is empty");
+    run_fails(
+        base(&tiny, &data, &x),
+        "give a ternary model written by `ternary quantize`",
+    );
+    run_fails(base(&student, &data, &student), "would overwrite the input");
+    let mut v = base(&student, &eval, &x);
+    v.extend(["--eval-text".to_string(), s(&eval).to_string()]);
+    run_fails(v, "both training data and the evaluation text");
+    // A teacher whose tokenizer differs from the student's.
+    let other_tok = dir.join("other-tokenizer");
+    std::fs::create_dir_all(&other_tok).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(tiny.join(f), other_tok.join(f)).unwrap();
+    }
+    let tok = std::fs::read_to_string(tiny.join("tokenizer.json")).unwrap();
+    let changed = tok.replacen(
+        "\"add_prefix_space\": false",
+        "\"add_prefix_space\": true",
+        1,
+    );
+    assert_ne!(tok, changed);
+    std::fs::write(other_tok.join("tokenizer.json"), changed).unwrap();
+    let mut v = base(&student, &data, &x);
+    v[2] = s(&other_tok).to_string();
+    run_fails(v, "tokenizer");
+    // A converted BitNet model (sub-norms in the file) loads back.
+    let bitnet = dir.join("bitnet.safetensors");
+    ok(&[
+        "quantize",
+        "--model",
+        s(&root().join("fixtures/tiny-bitnet/silu-bf16")),
+        "--out",
+        s(&bitnet),
+        "--calib-tokens",
+        "64",
+        "--calib-ctx",
+        "32",
+        "--no-budget",
+    ]);
+    let p = ok(&[
+        "perplexity",
+        "--model",
+        s(&bitnet),
+        "--text",
+        s(&eval),
+        "--ctx",
+        "32",
+        "--chunks",
+        "2",
+    ]);
+    assert!(p.contains("Final estimate"), "{p}");
+    assert!(!x.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

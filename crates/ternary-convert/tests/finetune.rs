@@ -122,10 +122,36 @@ fn ste_gradients_should_match_finite_differences_of_the_surrogate() {
     let rt = Tensor::<B, 2>::from_data(TensorData::new(r.clone(), [n, rows]), &dev);
     let loss = xt.matmul(p.weight().transpose()).mul(rt).sum();
     let grads = loss.backward();
-    let gw: Vec<f64> = p.latent.grad(&grads).unwrap().into_data().convert::<f64>().to_vec().unwrap();
-    let gs: Vec<f64> = p.scale.grad(&grads).unwrap().into_data().convert::<f64>().to_vec().unwrap();
-    let w0: Vec<f64> = p.latent.clone().into_data().convert::<f64>().to_vec().unwrap();
-    let s0: Vec<f64> = p.scale.clone().into_data().convert::<f64>().to_vec().unwrap();
+    let gw: Vec<f64> = p
+        .latent
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .unwrap();
+    let gs: Vec<f64> = p
+        .scale
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .unwrap();
+    let w0: Vec<f64> = p
+        .latent
+        .clone()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .unwrap();
+    let s0: Vec<f64> = p
+        .scale
+        .clone()
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .unwrap();
     let groups = cols.div_ceil(group);
     let c: Vec<f64> = (0..rows * cols)
         .map(|i| {

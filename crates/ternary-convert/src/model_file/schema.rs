@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use ternary_core::ScaleLayout;
 use ternary_core::io::Blob;
 use ternary_layers::LinearWeights;
-use ternary_models::LlamaConfig;
 use ternary_models::weights::HostTensor;
+use ternary_models::{Architecture, LlamaConfig};
 
 /// Value of the metadata key `format`.
 pub const FORMAT_NAME: &str = "ternary-model";
@@ -195,13 +195,23 @@ pub(super) fn expected_others(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
             format!("model.layers.{l}.post_attention_layernorm.weight"),
             vec![h],
         ));
+        if c.architecture == Architecture::BitNet {
+            out.push((
+                format!("model.layers.{l}.self_attn.attn_sub_norm.weight"),
+                vec![c.num_heads * c.head_dim],
+            ));
+            out.push((
+                format!("model.layers.{l}.mlp.ffn_sub_norm.weight"),
+                vec![c.intermediate_size],
+            ));
+        }
     }
     out.push((FINAL_NORM.to_string(), vec![h]));
     out
 }
 
 pub(super) fn is_norm(name: &str) -> bool {
-    name.ends_with("layernorm.weight") || name == FINAL_NORM
+    name.ends_with("layernorm.weight") || name.ends_with("_sub_norm.weight") || name == FINAL_NORM
 }
 
 /// `F16` when every value survives `f32 → f16 → f32` exactly, else `F32`.

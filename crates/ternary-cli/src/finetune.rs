@@ -1,0 +1,316 @@
+//! `ternary finetune`: recover the accuracy of a converted ternary model by training its
+//! ternary layers against the float model it came from ([`ternary_convert::finetune`]).
+//!
+//! The teacher is the float model (any format `ternary` reads), the student a file written by
+//! `ternary quantize` (one-plane layers). Training text comes from local files only. A
+//! progress bar shows loss, tokens/s and ETA; the curve (loss and, with `--eval-text`,
+//! held-out perplexity against steps, tokens and seconds) is written as JSON beside the output;
+//! a checkpoint is kept so that `--resume` continues an interrupted run exactly.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Autodiff;
+use clap::{Args, ValueEnum};
+use ternary_convert::convert::bos_of;
+use ternary_convert::finetune::{
+    Checkpointing, EvalSet, FinetuneConfig, Mode, OptimConfig, Progress, Windows, finetune,
+};
+use ternary_layers::Cpu;
+use ternary_models::{Format, sniff};
+
+use ternary_convert::model_file::human_bytes;
+
+use crate::common::{CliError, Res, bar, load_model, overwrites_input, read_text, same_file};
+
+/// What the student learns from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Distillation: KL divergence to the teacher's next-token distributions, end to end.
+    Kd,
+    /// Block by block, reproduce the teacher's hidden states (CPU-friendly); `--tokens` per block.
+    Blockwise,
+}
+
+/// Arguments of `ternary finetune`.
+#[derive(Debug, Clone, Args)]
+pub struct FinetuneArgs {
+    /// The float model the student was converted from (any format `ternary` reads).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// The ternary model to train: a file written by `ternary quantize` (one trit-plane).
+    #[arg(long)]
+    pub student: PathBuf,
+    /// Training text files (UTF-8; never the evaluation text).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Training tokens: in all (kd) or per block (blockwise).
+    #[arg(long, default_value_t = 65_536)]
+    pub tokens: usize,
+    /// Distillation or block-wise reconstruction.
+    #[arg(long, value_enum, default_value_t = ModeArg::Kd)]
+    pub mode: ModeArg,
+    /// Where to write the trained model (a ternary model file, written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tokens per training window.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Windows per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    pub accum: usize,
+    /// Peak learning rate (AdamW).
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Learning-rate multiplier for the scales.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale_lr: f64,
+    /// Fraction of the steps spent warming up.
+    #[arg(long, default_value_t = 0.05)]
+    pub warmup: f64,
+    /// Floor of the cosine decay, as a fraction of --lr.
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay on the latent weights.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm limit (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Distillation temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Weight of the per-block hidden-state MSE added to the distillation loss (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub hidden_mse: f64,
+    /// Train only the scales (the trits stay as they are), e.g. after a block-wise run.
+    #[arg(long)]
+    pub scales_only: bool,
+    /// Seed of the window order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Held-out text for perplexity during training (never a training file).
+    #[arg(long)]
+    pub eval_text: Option<PathBuf>,
+    /// Context of the held-out perplexity.
+    #[arg(long, default_value_t = 512)]
+    pub eval_ctx: usize,
+    /// Chunks of the held-out text scored each time.
+    #[arg(long, default_value_t = 2)]
+    pub eval_chunks: usize,
+    /// Measure held-out perplexity every this many steps (0: at the start and the end only).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: usize,
+    /// The checkpoint file (default: OUT with `.ckpt` appended).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Continue from the checkpoint (same options as the interrupted run).
+    #[arg(long)]
+    pub resume: bool,
+    /// Where to write the curve as JSON (default: OUT with `.curve.json` appended).
+    #[arg(long)]
+    pub curve: Option<PathBuf>,
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `ternary finetune`.
+pub fn run(args: &FinetuneArgs) -> Res<()> {
+    for input in [&args.teacher, &args.student] {
+        if overwrites_input(input, &args.out) {
+            return Err(CliError::new(format!(
+                "--out {} would overwrite the input {}",
+                args.out.display(),
+                input.display()
+            )));
+        }
+    }
+    let fmt = sniff(&args.student)?;
+    if fmt != Format::ConvertedModel {
+        return Err(CliError::new(format!(
+            "--student {} is a {fmt}; give a ternary model written by `ternary quantize`",
+            args.student.display()
+        )));
+    }
+    let mut text = String::new();
+    for d in &args.data {
+        if let Some(e) = &args.eval_text
+            && same_file(d, e)
+        {
+            return Err(CliError::new(format!(
+                "{} is both training data and the evaluation text",
+                d.display()
+            )));
+        }
+        let t = read_text(d)?;
+        if t.trim().is_empty() {
+            return Err(CliError::new(format!(
+                "{}: the training file is empty",
+                d.display()
+            )));
+        }
+        text.push_str(&t);
+        text.push('\n');
+    }
+    let eval_text = args.eval_text.as_ref().map(|p| read_text(p)).transpose()?;
+
+    let (teacher, tfmt) = load_model(&args.teacher)?;
+    let dev = Default::default();
+    let mut student = ternary_convert::load::<Autodiff<Cpu>>(&args.student, &dev)?;
+    if teacher.tokenizer.vocab_size() != student.tokenizer.vocab_size()
+        || teacher.tokenizer.to_json()? != student.tokenizer.to_json()?
+    {
+        return Err(CliError::new(format!(
+            "the teacher's tokenizer ({} tokens) is not the student's ({} tokens): the student \
+             must be converted from this teacher",
+            teacher.tokenizer.vocab_size(),
+            student.tokenizer.vocab_size()
+        )));
+    }
+    let tokens = student.tokenizer.encode(&text, true)?;
+    let windows = Windows::new(tokens, args.seq_len, args.seed)?;
+    let eval = match &eval_text {
+        Some(t) => {
+            let tokens = student.tokenizer.encode(t, true)?;
+            if tokens.len() < 2 * args.eval_ctx {
+                return Err(CliError::new(format!(
+                    "the evaluation text has {} tokens; --eval-ctx {} needs at least {}",
+                    tokens.len(),
+                    args.eval_ctx,
+                    2 * args.eval_ctx
+                )));
+            }
+            Some(EvalSet {
+                tokens,
+                ctx: args.eval_ctx,
+                chunks: args.eval_chunks.max(1),
+                every: args.eval_every,
+                bos: bos_of(&student.tokenizer),
+            })
+        }
+        None => None,
+    };
+    let cfg = FinetuneConfig {
+        mode: match args.mode {
+            ModeArg::Kd => Mode::Kd,
+            ModeArg::Blockwise => Mode::Blockwise,
+        },
+        tokens: args.tokens,
+        seq_len: args.seq_len,
+        accum: args.accum,
+        optim: OptimConfig {
+            lr: args.lr,
+            scale_lr: args.scale_lr,
+            warmup: args.warmup,
+            min_lr_ratio: args.min_lr_ratio,
+            weight_decay: args.weight_decay,
+            clip: (args.clip > 0.0).then_some(args.clip),
+            ..OptimConfig::default()
+        },
+        temperature: args.temperature,
+        hidden_mse: args.hidden_mse,
+        scales_only: args.scales_only,
+        seed: args.seed,
+    };
+    let ckpt_path = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.out, ".ckpt"));
+    if args.resume && !ckpt_path.is_file() {
+        return Err(CliError::new(format!(
+            "--resume: no checkpoint at {}",
+            ckpt_path.display()
+        )));
+    }
+    eprintln!(
+        "teacher {} ({tfmt}), student {}: {} mode, {} training tokens in {} windows of {}, \
+         {} steps{}",
+        args.teacher.display(),
+        args.student.display(),
+        cfg.mode.name(),
+        windows.len() * args.seq_len,
+        windows.len(),
+        args.seq_len,
+        match cfg.mode {
+            Mode::Kd => cfg.steps_per_schedule(),
+            Mode::Blockwise => cfg.steps_per_schedule() * student.model.config().num_layers,
+        },
+        if args.resume { " (resuming)" } else { "" }
+    );
+    let pb = bar(0, "fine-tuning");
+    let mut last_loss = f64::NAN;
+    let mut on_progress = |p: &Progress<'_>| {
+        pb.set_length(p.total_steps as u64);
+        pb.set_position(p.point.step as u64);
+        if let Some(l) = p.point.loss {
+            last_loss = l;
+        }
+        let tps = p.point.tokens as f64 / p.point.seconds.max(1e-9);
+        let block = p
+            .point
+            .block
+            .zip(p.blocks)
+            .map_or(String::new(), |(b, n)| format!("block {}/{n} ", b + 1));
+        pb.set_message(format!("{block}loss {last_loss:.4} {tps:.0} tok/s"));
+        if let Some(ppl) = p.point.eval_ppl {
+            pb.println(format!(
+                "step {:>6} tokens {:>9} {:>8.1}s  held-out ppl {ppl:.4}",
+                p.point.step, p.point.tokens, p.point.seconds
+            ));
+        }
+    };
+    let report = finetune(
+        &teacher.model,
+        &mut student.model,
+        &windows,
+        &cfg,
+        eval.as_ref(),
+        &Checkpointing {
+            path: Some(ckpt_path.clone()),
+            every: args.checkpoint_every,
+            resume: args.resume.then(|| ckpt_path.clone()),
+            stop_after: None,
+        },
+        &mut on_progress,
+    )?;
+    pb.finish_and_clear();
+    let summary = ternary_convert::save(&args.out, &student.model, &student.tokenizer)?;
+    let curve_path = args
+        .curve
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.out, ".curve.json"));
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| CliError::new(format!("cannot encode the curve: {e}")))?;
+    ternary_core::io::write_atomic(&curve_path, json.as_bytes())?;
+    let last = report.curve.last();
+    let seconds = last.map_or(0.0, |p| p.seconds);
+    let tokens = last.map_or(0, |p| p.tokens);
+    eprintln!(
+        "{} steps, {tokens} tokens in {seconds:.1} s ({:.0} tokens/s), {} layers, {} trainable \
+         values, peak memory {:.2} GB",
+        report.steps,
+        tokens as f64 / seconds.max(1e-9),
+        report.layers,
+        report.params,
+        crate::bench::peak_rss() as f64 / 1e9
+    );
+    let ppls: Vec<f64> = report.curve.iter().filter_map(|p| p.eval_ppl).collect();
+    if let (Some(a), Some(b)) = (ppls.first(), ppls.last()) {
+        eprintln!("held-out perplexity {a:.4} -> {b:.4}");
+    }
+    println!(
+        "wrote {} ({:.1}% of linear weights ternary, {}); curve {}; checkpoint {}",
+        args.out.display(),
+        100.0 * summary.ternary_fraction(),
+        human_bytes(summary.file_bytes),
+        curve_path.display(),
+        ckpt_path.display()
+    );
+    Ok(())
+}
