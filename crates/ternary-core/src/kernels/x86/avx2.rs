@@ -31,6 +31,13 @@ const ROWS: usize = 4;
 const BLOCK_BYTES: usize = 256 << 10;
 /// Words summed in `i16` lanes of `maddubs(1, ±q)` before widening: `128 · 2 · 127 < 2¹⁵`.
 const I16_WORDS: usize = 128;
+/// Plane words per block of the few-token field kernel: one 256-bit load of each plane.
+const PACK_WORDS: usize = 8;
+/// Activation bytes per block of the field kernel (`32 · PACK_WORDS`).
+const PACK_BYTES: usize = 32 * PACK_WORDS;
+/// Blocks summed in `i16` lanes of the field kernel before widening: a block adds eight
+/// `maddubs(v, q)` pairs (`|v·q + v'·q'| ≤ 2 · 2 · 127`) to each lane, `8 · 8 · 508 < 2¹⁵`.
+const FIELD_BLOCKS: usize = 8;
 /// Words summed in `i16` lanes of `maddubs(q + 128, t)` before widening: `64 · 2 · 255 < 2¹⁵`.
 const U8_WORDS: usize = 64;
 /// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
@@ -179,6 +186,10 @@ pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: R
     let n = a.n();
     if n >= GEMM_MIN_TOKENS {
         gemm_i8_blocked(t, m, a, y);
+        return;
+    }
+    if GroupWords::of(m).words_per_group >= PACK_WORDS {
+        gemm_i8_fields(t, m, a, y);
         return;
     }
     let run = |xp: &[u8], y: Rows<'_>| {
@@ -362,6 +373,263 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
             let sg = scales[(r0 + i) * gw.groups + g];
             for t in 0..T {
                 sum[i][t] += sg * crate::kernels::x86_primitives::hsum_epi32(acc32[i][t]) as f32;
+            }
+        }
+    }
+    for i in 0..R {
+        for t in 0..T {
+            out[i * n + j0 + t] = sum[i][t] * a.scales()[j0 + t];
+        }
+    }
+}
+
+/// Few tokens, scale groups of at least [`PACK_WORDS`] words: the "field" kernel.
+///
+/// Per block of eight plane words (256 columns) and row, both planes are loaded once and
+/// turned into 2-bit fields `v = p + ¬m = 1 + t ∈ {0, 1, 2}` with two integer adds (the planes
+/// are disjoint, so the sum never carries out of its field): `e = (p & 0x55…) + (¬m & 0x55…)`
+/// holds the even columns, `o` the same for the words shifted right by one (odd columns). The
+/// four fields of each byte are split by `(e >> 2k) & 3`, `k = 0..4`, and `maddubs(v, q)`
+/// multiplies them with activations permuted to match ([`FieldCodes`]), about 4.75 vector
+/// operations per row and 32 columns against 6 for sign masks. Then
+/// `Σ t·q = Σ v·q − Σ q` per group, exact in `i32`, and the reference's `f32` order.
+fn gemm_i8_fields(_t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
+    let n = a.n();
+    let run = |codes: &FieldCodes, y: Rows<'_>| {
+        y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
+            by_row_blocks(
+                rows,
+                n,
+                ROWS,
+                out,
+                // SAFETY: the token proves AVX2; `r..r + ROWS` are rows of `m`, `o` holds
+                // `ROWS × n` outputs, `codes` was filled from `m` and `a`, and
+                // `a.cols() == m.cols()` was checked.
+                |r, o| unsafe { field_rows::<ROWS>(m, a, codes, r, o) },
+                // SAFETY: as above, for one row.
+                |r, o| unsafe { field_rows::<1>(m, a, codes, r, o) },
+            )
+        });
+    };
+    if y.is_serial() {
+        // As in `gemm_i8`: a buffer kept by the thread, so a decode step does not allocate.
+        thread_local! {
+            static CODES: std::cell::RefCell<FieldCodes> =
+                const { std::cell::RefCell::new(FieldCodes::new()) };
+        }
+        CODES.with_borrow_mut(|codes| {
+            codes.fill(GroupWords::of(m), a);
+            run(codes, y);
+        });
+    } else {
+        let mut codes = FieldCodes::new();
+        codes.fill(GroupWords::of(m), a);
+        run(&codes, y);
+    }
+}
+
+/// Activations in the field kernel's order, and their sums per token and group.
+///
+/// Token `j`, group `g`, block `b` (words `w0 = start(g) + 8b ..`) is [`PACK_BYTES`] bytes at
+/// `j · token_len + (g · blocks_per_group + b) · 256`; byte `32k + 4d + c` holds column
+/// `32 (w0 + d) + 8c + 2k` (`k < 4`, even columns) and byte `128 + 32k + 4d + c` the next
+/// column (odd), so that byte `4d + c` of `(e >> 2k) & 3` ([`gemm_i8_fields`]) meets its
+/// activation. Bytes of words past a group's end are zero.
+struct FieldCodes {
+    bytes: Vec<i8>,
+    /// `Σ q` over group `g` of token `j` at `j · groups + g`.
+    sums: Vec<i32>,
+    token_len: usize,
+}
+
+impl FieldCodes {
+    const fn new() -> Self {
+        Self {
+            bytes: Vec::new(),
+            sums: Vec::new(),
+            token_len: 0,
+        }
+    }
+
+    fn fill(&mut self, gw: GroupWords, a: &QuantizedActivations) {
+        let bpg = gw.words_per_group.div_ceil(PACK_WORDS);
+        self.token_len = gw.groups * bpg * PACK_BYTES;
+        self.bytes.clear();
+        self.bytes.resize(a.n() * self.token_len, 0);
+        self.sums.clear();
+        self.sums.resize(a.n() * gw.groups, 0);
+        for j in 0..a.n() {
+            let q = a.row(j);
+            let dst = &mut self.bytes[j * self.token_len..(j + 1) * self.token_len];
+            for g in 0..gw.groups {
+                let words = gw.range(g);
+                self.sums[j * gw.groups + g] = q[32 * words.start..32 * words.end]
+                    .iter()
+                    .map(|&v| i32::from(v))
+                    .sum();
+                for (b, w0) in words.clone().step_by(PACK_WORDS).enumerate() {
+                    let block = &mut dst[(g * bpg + b) * PACK_BYTES..][..PACK_BYTES];
+                    for d in 0..(words.end - w0).min(PACK_WORDS) {
+                        let src = &q[32 * (w0 + d)..][..32];
+                        for c in 0..4 {
+                            for k in 0..4 {
+                                block[32 * k + 4 * d + c] = src[8 * c + 2 * k];
+                                block[128 + 32 * k + 4 * d + c] = src[8 * c + 2 * k + 1];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + R`, every token: tokens in pairs (then one), each pair sharing the fields.
+///
+/// # Safety
+/// AVX2 must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`, `codes` filled from
+/// `GroupWords::of(m)` and `a`, `out.len() = R · a.n()`,
+/// `GroupWords::of(m).words_per_group ≥ PACK_WORDS`.
+#[target_feature(enable = "avx2")]
+unsafe fn field_rows<const R: usize>(
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    codes: &FieldCodes,
+    r0: usize,
+    out: &mut [f32],
+) {
+    let mut j = 0;
+    while j < a.n() {
+        // SAFETY: forwarded from the caller; j + T ≤ n.
+        unsafe {
+            if a.n() - j >= 2 {
+                field_tile::<R, 2>(m, a, codes, r0, j, out);
+                j += 2;
+            } else {
+                field_tile::<R, 1>(m, a, codes, r0, j, out);
+                j += 1;
+            }
+        }
+    }
+}
+
+/// The 2-bit fields `1 + t` of eight plane words: `(e, o)`, even and odd columns (see
+/// [`gemm_i8_fields`]).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fields(p: __m256i, m: __m256i) -> (__m256i, __m256i) {
+    let k5 = _mm256_set1_epi32(0x5555_5555);
+    let e = _mm256_add_epi32(_mm256_and_si256(p, k5), _mm256_andnot_si256(m, k5));
+    let (p, m) = (_mm256_srli_epi32::<1>(p), _mm256_srli_epi32::<1>(m));
+    let o = _mm256_add_epi32(_mm256_and_si256(p, k5), _mm256_andnot_si256(m, k5));
+    (e, o)
+}
+
+/// `Σ_k maddubs((f >> 2k) & 3, x[32k..32k + 32])` in `i16` lanes (each at most `4 · 508`).
+///
+/// # Safety
+/// AVX2 must be available; `x` is valid for 128 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_fields(f: __m256i, x: *const i8) -> __m256i {
+    let three = _mm256_set1_epi8(3);
+    // SAFETY: bytes x..x + 128 are readable (caller).
+    let xv: [__m256i; 4] =
+        std::array::from_fn(|k| unsafe { _mm256_loadu_si256(x.add(32 * k).cast()) });
+    let f0 = _mm256_and_si256(f, three);
+    let f1 = _mm256_and_si256(_mm256_srli_epi16::<2>(f), three);
+    let f2 = _mm256_and_si256(_mm256_srli_epi16::<4>(f), three);
+    let f3 = _mm256_and_si256(_mm256_srli_epi16::<6>(f), three);
+    let s01 = _mm256_add_epi16(
+        _mm256_maddubs_epi16(f0, xv[0]),
+        _mm256_maddubs_epi16(f1, xv[1]),
+    );
+    let s23 = _mm256_add_epi16(
+        _mm256_maddubs_epi16(f2, xv[2]),
+        _mm256_maddubs_epi16(f3, xv[3]),
+    );
+    _mm256_add_epi16(s01, s23)
+}
+
+/// Rows `r0..r0 + R` × tokens `j0..j0 + T` of the field kernel ([`gemm_i8_fields`]).
+///
+/// # Safety
+/// As [`field_rows`], and `j0 + T ≤ a.n()`.
+#[target_feature(enable = "avx2")]
+unsafe fn field_tile<const R: usize, const T: usize>(
+    m: &TernaryMatrix,
+    a: &QuantizedActivations,
+    codes: &FieldCodes,
+    r0: usize,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let gw = GroupWords::of(m);
+    let wpr = gw.words_per_row;
+    let bpg = gw.words_per_group.div_ceil(PACK_WORDS);
+    let n = a.n();
+    let scales = m.scales().values();
+    let plus: [*const u32; R] = std::array::from_fn(|i| m.plus()[(r0 + i) * wpr..].as_ptr());
+    let minus: [*const u32; R] = std::array::from_fn(|i| m.minus()[(r0 + i) * wpr..].as_ptr());
+    let x: [*const i8; T] =
+        std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let ones16 = _mm256_set1_epi16(1);
+    let zero = _mm256_setzero_si256();
+    let mut sum = [[0f32; T]; R];
+    for g in 0..gw.groups {
+        let words = gw.range(g);
+        let blocks = words.len().div_ceil(PACK_WORDS);
+        let mut acc32 = [[zero; T]; R];
+        let mut b0 = 0;
+        while b0 < blocks {
+            let b1 = (b0 + FIELD_BLOCKS).min(blocks);
+            let mut acc16 = [[zero; T]; R];
+            for b in b0..b1 {
+                let w0 = words.start + PACK_WORDS * b;
+                let lanes = (words.end - w0).min(PACK_WORDS);
+                let xo = (g * bpg + b) * PACK_BYTES;
+                for i in 0..R {
+                    // SAFETY: words w0..w0 + lanes ≤ words.end ≤ wpr lie in row r0 + i of each
+                    // plane (the masked load reads only those); the block's 256 bytes at `xo`
+                    // lie in each token's `token_len` bytes of `codes`.
+                    unsafe {
+                        let (p, mi) = if lanes == PACK_WORDS {
+                            (
+                                _mm256_loadu_si256(plus[i].add(w0).cast()),
+                                _mm256_loadu_si256(minus[i].add(w0).cast()),
+                            )
+                        } else {
+                            // Absent words load as 0 (fields 1), meeting zero activations.
+                            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
+                            (
+                                _mm256_maskload_epi32(plus[i].add(w0).cast(), keep),
+                                _mm256_maskload_epi32(minus[i].add(w0).cast(), keep),
+                            )
+                        };
+                        let (e, o) = fields(p, mi);
+                        for t in 0..T {
+                            let xb = x[t].add(xo);
+                            let s = _mm256_add_epi16(dot_fields(e, xb), dot_fields(o, xb.add(128)));
+                            acc16[i][t] = _mm256_add_epi16(acc16[i][t], s);
+                        }
+                    }
+                }
+            }
+            for i in 0..R {
+                for t in 0..T {
+                    acc32[i][t] =
+                        _mm256_add_epi32(acc32[i][t], _mm256_madd_epi16(acc16[i][t], ones16));
+                }
+            }
+            b0 = b1;
+        }
+        for i in 0..R {
+            let sg = scales[(r0 + i) * gw.groups + g];
+            for t in 0..T {
+                let dot = crate::kernels::x86_primitives::hsum_epi32(acc32[i][t])
+                    - codes.sums[(j0 + t) * gw.groups + g];
+                sum[i][t] += sg * dot as f32;
             }
         }
     }
