@@ -35,9 +35,13 @@ const I16_WORDS: usize = 128;
 const PACK_WORDS: usize = 8;
 /// Activation bytes per block of the field kernel (`32 · PACK_WORDS`).
 const PACK_BYTES: usize = 32 * PACK_WORDS;
-/// Blocks summed in `i16` lanes of the field kernel before widening: a block adds eight
-/// `maddubs(v, q)` pairs (`|v·q + v'·q'| ≤ 2 · 2 · 127`) to each lane, `8 · 8 · 508 < 2¹⁵`.
-const FIELD_BLOCKS: usize = 8;
+/// Blocks summed in `i16` lanes of the field kernel before widening: a block adds four
+/// `maddubs(v, q)` pairs (`|v·q + v'·q'| ≤ 2 · 2 · 127`) to each lane of the even and of the
+/// odd sum, `16 · 4 · 508 < 2¹⁵`.
+const FIELD_BLOCKS: usize = 16;
+/// How far ahead of the current block the field kernel prefetches plane words (2 KiB per
+/// plane: the next row's first blocks near a row's end).
+const PREFETCH_WORDS: usize = 512;
 /// Words summed in `i16` lanes of `maddubs(q + 128, t)` before widening: `64 · 2 · 255 < 2¹⁵`.
 const U8_WORDS: usize = 64;
 /// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
@@ -397,18 +401,12 @@ fn gemm_i8_fields(_t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows
     let n = a.n();
     let run = |codes: &FieldCodes, y: Rows<'_>| {
         y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
-            by_row_blocks(
-                rows,
-                n,
-                ROWS,
-                out,
-                // SAFETY: the token proves AVX2; `r..r + ROWS` are rows of `m`, `o` holds
-                // `ROWS × n` outputs, `codes` was filled from `m` and `a`, and
-                // `a.cols() == m.cols()` was checked.
-                |r, o| unsafe { field_rows::<ROWS>(m, a, codes, r, o) },
-                // SAFETY: as above, for one row.
-                |r, o| unsafe { field_rows::<1>(m, a, codes, r, o) },
-            )
+            for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
+                // SAFETY: the token proves AVX2; `r` is a row of `m`, `o` holds its `n`
+                // outputs, `codes` was filled from `m` and `a`, `a.cols() == m.cols()` was
+                // checked and the groups have at least `PACK_WORDS` words.
+                unsafe { field_row(m, a, codes, r, o) }
+            }
         });
     };
     if y.is_serial() {
@@ -484,18 +482,22 @@ impl FieldCodes {
     }
 }
 
-/// Rows `r0..r0 + R`, every token: tokens in pairs (then one), each pair sharing the fields.
+/// Row `r`, every token: tokens in pairs (then one), each pair sharing the fields.
+///
+/// One row at a time: its two plane streams are read in order, and the activations of a
+/// block come from L1 for each row (the compiler kept them live across a tile of rows, and
+/// spilled).
 ///
 /// # Safety
-/// AVX2 must be available; `r0 + R ≤ rows`, `a.cols() == m.cols()`, `codes` filled from
-/// `GroupWords::of(m)` and `a`, `out.len() = R · a.n()`,
+/// AVX2 must be available; `r < rows`, `a.cols() == m.cols()`, `codes` filled from
+/// `GroupWords::of(m)` and `a`, `out.len() = a.n()`,
 /// `GroupWords::of(m).words_per_group ≥ PACK_WORDS`.
 #[target_feature(enable = "avx2")]
-unsafe fn field_rows<const R: usize>(
+unsafe fn field_row(
     m: &TernaryMatrix,
     a: &QuantizedActivations,
     codes: &FieldCodes,
-    r0: usize,
+    r: usize,
     out: &mut [f32],
 ) {
     let mut j = 0;
@@ -503,10 +505,10 @@ unsafe fn field_rows<const R: usize>(
         // SAFETY: forwarded from the caller; j + T ≤ n.
         unsafe {
             if a.n() - j >= 2 {
-                field_tile::<R, 2>(m, a, codes, r0, j, out);
+                field_tile::<2>(m, a, codes, r, j, out);
                 j += 2;
             } else {
-                field_tile::<R, 1>(m, a, codes, r0, j, out);
+                field_tile::<1>(m, a, codes, r, j, out);
                 j += 1;
             }
         }
@@ -551,92 +553,92 @@ unsafe fn dot_fields(f: __m256i, x: *const i8) -> __m256i {
     _mm256_add_epi16(s01, s23)
 }
 
-/// Rows `r0..r0 + R` × tokens `j0..j0 + T` of the field kernel ([`gemm_i8_fields`]).
+/// Row `r` × tokens `j0..j0 + T` of the field kernel ([`gemm_i8_fields`]).
 ///
 /// # Safety
-/// As [`field_rows`], and `j0 + T ≤ a.n()`.
+/// As [`field_row`], and `j0 + T ≤ a.n()`.
 #[target_feature(enable = "avx2")]
-unsafe fn field_tile<const R: usize, const T: usize>(
+unsafe fn field_tile<const T: usize>(
     m: &TernaryMatrix,
     a: &QuantizedActivations,
     codes: &FieldCodes,
-    r0: usize,
+    r: usize,
     j0: usize,
     out: &mut [f32],
 ) {
     let gw = GroupWords::of(m);
-    let wpr = gw.words_per_row;
     let bpg = gw.words_per_group.div_ceil(PACK_WORDS);
-    let n = a.n();
-    let scales = m.scales().values();
-    let plus: [*const u32; R] = std::array::from_fn(|i| m.plus()[(r0 + i) * wpr..].as_ptr());
-    let minus: [*const u32; R] = std::array::from_fn(|i| m.minus()[(r0 + i) * wpr..].as_ptr());
+    let (plus, minus) = m.row_planes(r);
     let x: [*const i8; T] =
         std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let ones16 = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_si256();
-    let mut sum = [[0f32; T]; R];
+    let mut sum = [0f32; T];
     for g in 0..gw.groups {
         let words = gw.range(g);
         let blocks = words.len().div_ceil(PACK_WORDS);
-        let mut acc32 = [[zero; T]; R];
+        let mut acc32 = [zero; T];
         let mut b0 = 0;
         while b0 < blocks {
             let b1 = (b0 + FIELD_BLOCKS).min(blocks);
-            let mut acc16 = [[zero; T]; R];
+            // Even and odd fields in separate sums: two dependency chains.
+            let mut acc16 = [[zero; 2]; T];
             for b in b0..b1 {
                 let w0 = words.start + PACK_WORDS * b;
                 let lanes = (words.end - w0).min(PACK_WORDS);
                 let xo = (g * bpg + b) * PACK_BYTES;
-                for i in 0..R {
-                    // SAFETY: words w0..w0 + lanes ≤ words.end ≤ wpr lie in row r0 + i of each
-                    // plane (the masked load reads only those); the block's 256 bytes at `xo`
-                    // lie in each token's `token_len` bytes of `codes`.
-                    unsafe {
-                        let (p, mi) = if lanes == PACK_WORDS {
-                            (
-                                _mm256_loadu_si256(plus[i].add(w0).cast()),
-                                _mm256_loadu_si256(minus[i].add(w0).cast()),
-                            )
-                        } else {
-                            // Absent words load as 0 (fields 1), meeting zero activations.
-                            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
-                            (
-                                _mm256_maskload_epi32(plus[i].add(w0).cast(), keep),
-                                _mm256_maskload_epi32(minus[i].add(w0).cast(), keep),
-                            )
-                        };
-                        let (e, o) = fields(p, mi);
-                        for t in 0..T {
-                            let xb = x[t].add(xo);
-                            let s = _mm256_add_epi16(dot_fields(e, xb), dot_fields(o, xb.add(128)));
-                            acc16[i][t] = _mm256_add_epi16(acc16[i][t], s);
-                        }
+                // SAFETY: words w0..w0 + lanes ≤ words.end ≤ words_per_row lie in row `r` of
+                // each plane (the masked load reads only those); the block's 256 bytes at `xo`
+                // lie in each token's `token_len` bytes of `codes`.
+                unsafe {
+                    let (p, mi) = if lanes == PACK_WORDS {
+                        (
+                            _mm256_loadu_si256(plus.as_ptr().add(w0).cast()),
+                            _mm256_loadu_si256(minus.as_ptr().add(w0).cast()),
+                        )
+                    } else {
+                        // Absent words load as 0 (fields 1), meeting zero activations.
+                        let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
+                        (
+                            _mm256_maskload_epi32(plus.as_ptr().add(w0).cast(), keep),
+                            _mm256_maskload_epi32(minus.as_ptr().add(w0).cast(), keep),
+                        )
+                    };
+                    // Plane words this far ahead are fetched while the block is computed (a
+                    // hint: the address may lie past the planes, so it is not dereferenced).
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        plus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast(),
+                    );
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        minus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast(),
+                    );
+                    let (e, o) = fields(p, mi);
+                    for t in 0..T {
+                        let xb = x[t].add(xo);
+                        acc16[t][0] = _mm256_add_epi16(acc16[t][0], dot_fields(e, xb));
+                        acc16[t][1] = _mm256_add_epi16(acc16[t][1], dot_fields(o, xb.add(128)));
                     }
                 }
             }
-            for i in 0..R {
-                for t in 0..T {
-                    acc32[i][t] =
-                        _mm256_add_epi32(acc32[i][t], _mm256_madd_epi16(acc16[i][t], ones16));
-                }
+            for t in 0..T {
+                let s = _mm256_add_epi32(
+                    _mm256_madd_epi16(acc16[t][0], ones16),
+                    _mm256_madd_epi16(acc16[t][1], ones16),
+                );
+                acc32[t] = _mm256_add_epi32(acc32[t], s);
             }
             b0 = b1;
         }
-        for i in 0..R {
-            let sg = scales[(r0 + i) * gw.groups + g];
-            for t in 0..T {
-                let dot = crate::kernels::x86_primitives::hsum_epi32(acc32[i][t])
-                    - codes.sums[(j0 + t) * gw.groups + g];
-                sum[i][t] += sg * dot as f32;
-            }
+        let sg = m.scales().values()[r * gw.groups + g];
+        for t in 0..T {
+            let dot = crate::kernels::x86_primitives::hsum_epi32(acc32[t])
+                - codes.sums[(j0 + t) * gw.groups + g];
+            sum[t] += sg * dot as f32;
         }
     }
-    for i in 0..R {
-        for t in 0..T {
-            out[i * n + j0 + t] = sum[i][t] * a.scales()[j0 + t];
-        }
+    for t in 0..T {
+        out[j0 + t] = sum[t] * a.scales()[j0 + t];
     }
 }
 
