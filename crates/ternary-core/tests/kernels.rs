@@ -178,10 +178,11 @@ fn gemm_i8_should_match_reference_for_every_scale_layout_and_batch() {
 
 #[test]
 fn gemm_i8_should_match_reference_around_the_block_sizes() {
-    // Tokens 1..=10 cross the few-token kernels' pairs and the GEMM's 3-token tiles (from 4
-    // tokens on with AVX2); rows cross 3-row tiles and 96-row blocks; columns cross the 64-word
-    // (2048-column) chunks of the AVX2 GEMM and the 128-word i16 runs of its GEMV, with groups
-    // splitting into several chunks (4096, 2080) or none (32, 96).
+    // Tokens 1..=10 cross the few-token kernels' pairs and the GEMM's 3-token tiles (AVX2:
+    // from 4 tokens on for scale groups under 8 words, from 16 for larger ones); rows cross
+    // 3-row tiles and 96-row blocks; columns cross the 64-word (2048-column) chunks of the AVX2
+    // GEMM and the 128-word i16 runs of its GEMV, with groups splitting into several chunks
+    // (4096, 2080) or none (32, 96).
     let (mut rng, seed) = rng();
     let layouts = [
         ScaleLayout::PerRow,
@@ -198,6 +199,40 @@ fn gemm_i8_should_match_reference_around_the_block_sizes() {
             let m = random_matrix(&mut rng, rows, cols, layout);
             for n in 1..=10 {
                 if (n + i + k) % 3 != 0 && n > 4 {
+                    continue;
+                }
+                let a = ternary_testkit::random_q(&mut rng, n, cols);
+                for &level in &Level::available() {
+                    check_i8(level, &m, &a, seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_i8_should_match_reference_around_the_field_blocks() {
+    // AVX2's few-token "field" kernel (scale groups of at least 8 words, up to 15 tokens)
+    // reads 8-word blocks: groups of 8, 9, 10, 16, 65 words end on, one past and well past a
+    // block; rows 1, 2, 3, 5 and columns just off the block sizes; 1..=17 tokens cross its
+    // token pairs and the hand-over to the GEMM at 16.
+    let (mut rng, seed) = rng();
+    let layouts = [
+        ScaleLayout::PerRow,
+        ScaleLayout::PerGroup { group_size: 256 },
+        ScaleLayout::PerGroup { group_size: 288 },
+        ScaleLayout::PerGroup { group_size: 320 },
+        ScaleLayout::PerGroup { group_size: 512 },
+        ScaleLayout::PerGroup { group_size: 2080 },
+    ];
+    for (i, (rows, cols)) in [(1, 255), (2, 256), (3, 257), (5, 511), (3, 2100), (2, 4160)]
+        .into_iter()
+        .enumerate()
+    {
+        for (k, layout) in layouts.into_iter().enumerate() {
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            for n in 1..=17 {
+                if (n + i + k) % 4 != 0 && n > 3 {
                     continue;
                 }
                 let a = ternary_testkit::random_q(&mut rng, n, cols);
@@ -443,7 +478,8 @@ fn gemv_f32_is_gemm_with_one_token() {
 #[test]
 fn gemm_i8_extreme_values_do_not_overflow_narrow_accumulators() {
     // 5000 columns of +127 against rows of all +1, all −1 and alternating signs: partial sums
-    // far beyond i16 range must still be exact.
+    // far beyond i16 range must still be exact. 1, 2 and 5 tokens take AVX2's field kernel
+    // (single tokens and pairs), 20 the GEMM.
     let cols = 5000;
     let mut trits = vec![1i8; cols];
     trits.extend(std::iter::repeat_n(-1i8, cols));
@@ -455,7 +491,7 @@ fn gemm_i8_extreme_values_do_not_overflow_narrow_accumulators() {
         let count = 3 * layout.groups_per_row(cols);
         let m = TernaryMatrix::from_trits(3, cols, &trits, Scales::new(layout, vec![1.0; count]))
             .unwrap();
-        for n in [1, 20] {
+        for n in [1, 2, 5, 20] {
             let q: Vec<i8> = (0..n * cols)
                 .map(|i| if i / cols % 2 == 0 { 127 } else { -127 })
                 .collect();

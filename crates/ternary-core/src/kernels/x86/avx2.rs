@@ -6,9 +6,14 @@
 //!   `8b + d` in the sign bit of byte `4d + b`, so activations are permuted once per call to
 //!   that order (byte `4d + b` of each 32-column chunk holds column `8b + d`); then one shift
 //!   per plane word gives 32 byte masks.
-//! - int8, few tokens (< 4): per 32 columns and row, `s = blend(blend(0, q, p), −q, m)`
-//!   `= t · q`, `maddubs(1, s)` adds pairs into `i16` lanes (128 words before widening to
-//!   `i32`); four rows per activation load, up to two tokens per expanded word.
+//! - int8, few tokens (< 16), scale groups of ≥ 8 words ("fields"): per 256 columns and row,
+//!   one load of each plane gives 2-bit fields `v = p + ¬m = 1 + t` (an integer add of the
+//!   masked planes, even and odd columns apart), split by shift and mask into bytes;
+//!   `maddubs(v, q)` with activations permuted to match, and `Σ t·q = Σ v·q − Σ q` per group.
+//! - int8, few tokens (< 4), smaller groups: per 32 columns and row,
+//!   `s = blend(blend(0, q, p), −q, m) = t · q`, `maddubs(1, s)` adds pairs into `i16` lanes
+//!   (128 words before widening to `i32`); four rows per activation load, up to two tokens
+//!   per expanded word.
 //! - int8, more tokens: weights decoded to `i8` trits once per block of rows and chunk of
 //!   columns, activations as `u = q + 128`, a 3 × 3 register tile of `maddubs(u, t)`; the
 //!   offset `128 · Σ t` is removed exactly per group.
@@ -46,6 +51,9 @@ const PREFETCH_WORDS: usize = 512;
 const U8_WORDS: usize = 64;
 /// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
 const GEMM_MIN_TOKENS: usize = 4;
+/// The same where the field kernel serves fewer tokens (scale groups of at least
+/// [`PACK_WORDS`] words): on a Zen 3 host it beat the GEMM up to 8 tokens and tied at 16.
+const FIELD_GEMM_MIN_TOKENS: usize = 16;
 /// Rows of the int8 GEMM register tile.
 const MR: usize = 3;
 /// Tokens of the int8 GEMM register tile: `MR · NR` accumulators, `NR` activation vectors, a
@@ -188,11 +196,16 @@ unsafe fn f32_rows<const R: usize>(
 
 pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
-    if n >= GEMM_MIN_TOKENS {
+    let fields = GroupWords::of(m).words_per_group >= PACK_WORDS;
+    if n >= if fields {
+        FIELD_GEMM_MIN_TOKENS
+    } else {
+        GEMM_MIN_TOKENS
+    } {
         gemm_i8_blocked(t, m, a, y);
         return;
     }
-    if GroupWords::of(m).words_per_group >= PACK_WORDS {
+    if fields {
         gemm_i8_fields(t, m, a, y);
         return;
     }
