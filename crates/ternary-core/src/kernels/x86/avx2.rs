@@ -495,7 +495,7 @@ impl FieldCodes {
     }
 }
 
-/// Row `r`, every token: tokens in pairs (then one), each pair sharing the fields.
+/// Row `r`, every token: tokens in fours, then pairs, then one, each tile sharing the fields.
 ///
 /// One row at a time: its two plane streams are read in order, and the activations of a
 /// block come from L1 for each row (the compiler kept them live across a tile of rows, and
@@ -517,7 +517,10 @@ unsafe fn field_row(
     while j < a.n() {
         // SAFETY: forwarded from the caller; j + T ≤ n.
         unsafe {
-            if a.n() - j >= 2 {
+            if a.n() - j >= 4 {
+                field_tile::<4>(m, a, codes, r, j, out);
+                j += 4;
+            } else if a.n() - j >= 2 {
                 field_tile::<2>(m, a, codes, r, j, out);
                 j += 2;
             } else {
