@@ -408,9 +408,9 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 /// holds the even columns, `o` the same for the words shifted right by one (odd columns). The
 /// four fields of each byte are split by `(e >> 2k) & 3`, `k = 0..4`, and `maddubs(v, q)`
 /// multiplies them with activations permuted to match ([`FieldCodes`]), about 4.75 vector
-/// operations per row and 32 columns against 6 for sign masks. Then
+/// operations per row and 32 columns against 6.25 for sign masks. Then
 /// `Σ t·q = Σ v·q − Σ q` per group, exact in `i32`, and the reference's `f32` order.
-fn gemm_i8_fields(_t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
+fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
     let run = |codes: &FieldCodes, y: Rows<'_>| {
         y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
@@ -422,21 +422,24 @@ fn gemm_i8_fields(_t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows
             }
         });
     };
-    if y.is_serial() {
-        // As in `gemm_i8`: a buffer kept by the thread, so a decode step does not allocate.
-        thread_local! {
-            static CODES: std::cell::RefCell<FieldCodes> =
-                const { std::cell::RefCell::new(FieldCodes::new()) };
-        }
-        CODES.with_borrow_mut(|codes| {
-            codes.fill(GroupWords::of(m), a);
-            run(codes, y);
-        });
-    } else {
-        let mut codes = FieldCodes::new();
-        codes.fill(GroupWords::of(m), a);
-        run(&codes, y);
+    // The permuted codes go to a buffer kept by the calling thread, so repeated calls (a
+    // decode step) do not allocate. A call nested on this thread while the buffer is lent out
+    // (rayon may run another task here while `run` waits) builds its own.
+    thread_local! {
+        static CODES: std::cell::RefCell<FieldCodes> =
+            const { std::cell::RefCell::new(FieldCodes::new()) };
     }
+    CODES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut codes) => {
+            codes.fill(t, GroupWords::of(m), a);
+            run(&codes, y);
+        }
+        Err(_) => {
+            let mut codes = FieldCodes::new();
+            codes.fill(t, GroupWords::of(m), a);
+            run(&codes, y);
+        }
+    });
 }
 
 /// Activations in the field kernel's order, and their sums per token and group.
@@ -462,7 +465,7 @@ impl FieldCodes {
         }
     }
 
-    fn fill(&mut self, gw: GroupWords, a: &QuantizedActivations) {
+    fn fill(&mut self, _t: Avx2, gw: GroupWords, a: &QuantizedActivations) {
         let bpg = gw.words_per_group.div_ceil(PACK_WORDS);
         self.token_len = gw.groups * bpg * PACK_BYTES;
         self.bytes.clear();
@@ -479,18 +482,71 @@ impl FieldCodes {
                     .map(|&v| i32::from(v))
                     .sum();
                 for (b, w0) in words.clone().step_by(PACK_WORDS).enumerate() {
+                    let w1 = (w0 + PACK_WORDS).min(words.end);
                     let block = &mut dst[(g * bpg + b) * PACK_BYTES..][..PACK_BYTES];
-                    for d in 0..(words.end - w0).min(PACK_WORDS) {
-                        let src = &q[32 * (w0 + d)..][..32];
-                        for c in 0..4 {
-                            for k in 0..4 {
-                                block[32 * k + 4 * d + c] = src[8 * c + 2 * k];
-                                block[128 + 32 * k + 4 * d + c] = src[8 * c + 2 * k + 1];
-                            }
-                        }
-                    }
+                    // SAFETY: the token proves AVX2.
+                    unsafe { permute_block(&q[32 * w0..32 * w1], block) };
                 }
             }
+        }
+    }
+}
+
+/// One block of [`FieldCodes`] from the codes of its words (`src`: `32 · w` bytes, `w ≤ 8`;
+/// missing words give zeros): per word, bytes `8c + 2k` (and `8c + 2k + 1`), `c < 4`, gathered
+/// into dword `k` (`4 + k`) by two in-lane shuffles around a qword permute; then an 8 × 8
+/// transpose of dwords puts dword `j` of word `d` at `block[32j + 4d..]`.
+///
+/// # Safety
+/// AVX2 must be available; `src.len() ≤ 256` is a multiple of 32, `block.len() = 256`.
+#[target_feature(enable = "avx2")]
+unsafe fn permute_block(src: &[i8], block: &mut [i8]) {
+    #[rustfmt::skip]
+    let gather = _mm256_setr_epi8(
+        0, 8, 2, 10, 4, 12, 6, 14, 1, 9, 3, 11, 5, 13, 7, 15,
+        0, 8, 2, 10, 4, 12, 6, 14, 1, 9, 3, 11, 5, 13, 7, 15,
+    );
+    #[rustfmt::skip]
+    let interleave = _mm256_setr_epi8(
+        0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+        0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+    );
+    let mut v = [_mm256_setzero_si256(); PACK_WORDS];
+    for (v, w) in v.iter_mut().zip(src.chunks_exact(32)) {
+        // SAFETY: `w` is 32 bytes.
+        let s = unsafe { _mm256_loadu_si256(w.as_ptr().cast()) };
+        // Lane l (16 bytes) holds word16 j = bytes (2k, 8 + 2k) for j = k < 4, (2k + 1, 9 + 2k)
+        // for j = 4 + k; the permute pairs the lanes' halves, the last shuffle interleaves
+        // them: dword j = bytes (8c + 2k (+1))_c of the word.
+        let s = _mm256_shuffle_epi8(s, gather);
+        let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
+        *v = _mm256_shuffle_epi8(s, interleave);
+    }
+    let t: [__m256i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * (i / 2)], v[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
+    });
+    // u[4h + i]: dwords i (low lane) and 4 + i (high lane) of words 4h..4h + 4.
+    let u: [__m256i; 8] = std::array::from_fn(|i| {
+        let (h, i) = (i / 4, i % 4);
+        let (a, b) = (t[4 * h + (i / 2)], t[4 * h + 2 + (i / 2)]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
+    });
+    for j in 0..4 {
+        let lo = _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]);
+        let hi = _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]);
+        // SAFETY: `block` is 256 bytes: 32j + 32 ≤ 128 and 128 + 32j + 32 ≤ 256.
+        unsafe {
+            _mm256_storeu_si256(block.as_mut_ptr().add(32 * j).cast(), lo);
+            _mm256_storeu_si256(block.as_mut_ptr().add(128 + 32 * j).cast(), hi);
         }
     }
 }
