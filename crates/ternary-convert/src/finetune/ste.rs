@@ -5,7 +5,7 @@
 //! `w`, the forward pass uses
 //!
 //! ```text
-//! u = w / s,   t = clamp(round(u), −1, 1),   q = u + stop_grad(t − u),   Ŵ = s · q   (= s · t)
+//! u = w / s,   t = clamp(round(u), −1, 1),   Ŵ = w + s · stop_grad(t − u)   (= s · t)
 //! ```
 //!
 //! so the value is the ternary weight `s·t` while `∂Ŵ/∂w = 1` and `∂Ŵ/∂s = t − u` (the
@@ -25,6 +25,13 @@ use crate::error::{ConvertError, Result};
 
 /// The smallest scale a group keeps (a zero scale would make `u = w / s` infinite).
 pub const MIN_SCALE: f32 = 1e-6;
+
+/// `clamp(round(u), −1, 1)` with ties to even: `+1` above `½`, `−1` below `−½`, else 0
+/// (exactly the same for every finite `u`, without a rounding call).
+#[inline]
+pub fn trit(u: f32) -> i8 {
+    i8::from(u > 0.5) - i8::from(u < -0.5)
+}
 
 /// A trainable layer's parameters and constants.
 #[derive(Debug)]
@@ -127,15 +134,53 @@ impl<B: AutodiffBackend> SteParams<B> {
         }
     }
 
-    /// The effective weight `Ŵ = s·q` (value `s·t`) with the straight-through gradients of the
-    /// module docs.
+    /// The effective weight with the straight-through gradients of the module docs, computed
+    /// as `Ŵ = w + s ⊙ D` with the constant `D = t − u` ([`SteParams::offsets`]): its value is
+    /// `w + s·t − w = s·t` (up to rounding), `∂Ŵ/∂w = 1` and `∂Ŵ/∂s = D = t − u`. Where the
+    /// groups tile the row exactly, `s` broadcasts over `[out, groups, group]` without being
+    /// expanded.
     pub fn weight(&self) -> Tensor<B, 2> {
-        let [_, inp] = self.latent.dims();
-        let s = Self::expand(self.scale.clone(), self.group, inp);
-        let u = self.latent.clone().div(s.clone());
-        let t = u.clone().detach().round().clamp(-1.0, 1.0);
-        let q = u.clone().add(t.sub(u).detach());
-        s.mul(q)
+        let [out, inp] = self.latent.dims();
+        let groups = self.scale.dims()[1];
+        let d = self.offsets();
+        if groups * self.group == inp {
+            let g = self.group;
+            let w = self.latent.clone().reshape([out, groups, g]);
+            let s = self.scale.clone().reshape([out, groups, 1]);
+            w.add(s.mul(d.reshape([out, groups, g])))
+                .reshape([out, inp])
+        } else {
+            let s = Self::expand(self.scale.clone(), self.group, inp);
+            self.latent.clone().add(s.mul(d))
+        }
+    }
+
+    /// `D = t − u` per weight (`u = w / s`, `t = trit(u)`), as an untracked constant, in one
+    /// pass on the host.
+    pub fn offsets(&self) -> Tensor<B, 2> {
+        let [out, inp] = self.latent.dims();
+        let groups = self.scale.dims()[1];
+        let dev = self.latent.device();
+        // Reading back a tensor of the CPU backend cannot fail; were it to, zeros would only
+        // turn the estimator into the identity for that step.
+        let w = to_rows(self.latent.clone().inner()).unwrap_or_else(|_| vec![0.0; out * inp]);
+        let s = to_rows(self.scale.clone().inner()).unwrap_or_else(|_| vec![1.0; out * groups]);
+        let mut d = vec![0f32; out * inp];
+        for r in 0..out {
+            let (wr, dr) = (&w[r * inp..(r + 1) * inp], &mut d[r * inp..(r + 1) * inp]);
+            for (g, (wg, dg)) in wr
+                .chunks(self.group)
+                .zip(dr.chunks_mut(self.group))
+                .enumerate()
+            {
+                let sg = s[r * groups + g];
+                for (x, y) in wg.iter().zip(dg) {
+                    let u = x / sg;
+                    *y = f32::from(trit(u)) - u;
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(d, [out, inp]), &dev)
     }
 
     /// Projects the parameters back into their domain after an update: scales `≥ MIN_SCALE`,
@@ -172,8 +217,7 @@ impl<B: AutodiffBackend> SteParams<B> {
         let mut trits = vec![0i8; rows * cols];
         for r in 0..rows {
             for c in 0..cols {
-                let u = w[r * cols + c] / s[r * groups + c / self.group];
-                trits[r * cols + c] = u.round_ties_even().clamp(-1.0, 1.0) as i8;
+                trits[r * cols + c] = trit(w[r * cols + c] / s[r * groups + c / self.group]);
             }
         }
         let scales = if self.per_row {
