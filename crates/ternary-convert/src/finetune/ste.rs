@@ -155,32 +155,27 @@ impl<B: AutodiffBackend> SteParams<B> {
         }
     }
 
-    /// `D = t − u` per weight (`u = w / s`, `t = trit(u)`), as an untracked constant, in one
-    /// pass on the host.
+    /// `D = t − u` per weight (`u = w / s`, `t = [u > ½] − [u < −½]`, [`trit`]), as an
+    /// untracked constant computed on the inner backend.
     pub fn offsets(&self) -> Tensor<B, 2> {
         let [out, inp] = self.latent.dims();
         let groups = self.scale.dims()[1];
-        let dev = self.latent.device();
-        // Reading back a tensor of the CPU backend cannot fail; were it to, zeros would only
-        // turn the estimator into the identity for that step.
-        let w = to_rows(self.latent.clone().inner()).unwrap_or_else(|_| vec![0.0; out * inp]);
-        let s = to_rows(self.scale.clone().inner()).unwrap_or_else(|_| vec![1.0; out * groups]);
-        let mut d = vec![0f32; out * inp];
-        for r in 0..out {
-            let (wr, dr) = (&w[r * inp..(r + 1) * inp], &mut d[r * inp..(r + 1) * inp]);
-            for (g, (wg, dg)) in wr
-                .chunks(self.group)
-                .zip(dr.chunks_mut(self.group))
-                .enumerate()
-            {
-                let sg = s[r * groups + g];
-                for (x, y) in wg.iter().zip(dg) {
-                    let u = x / sg;
-                    *y = f32::from(trit(u)) - u;
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(d, [out, inp]), &dev)
+        let w = self.latent.clone().inner();
+        let s = self.scale.clone().inner();
+        let u = if groups * self.group == inp {
+            let g = self.group;
+            w.reshape([out, groups, g])
+                .div(s.reshape([out, groups, 1]))
+                .reshape([out, inp])
+        } else {
+            w.div(Self::expand(s, self.group, inp))
+        };
+        let t = u
+            .clone()
+            .greater_elem(0.5)
+            .float()
+            .sub(u.clone().lower_elem(-0.5).float());
+        Tensor::from_inner(t.sub(u))
     }
 
     /// Projects the parameters back into their domain after an update: scales `≥ MIN_SCALE`,
