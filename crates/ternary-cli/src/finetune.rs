@@ -257,12 +257,24 @@ pub fn run(args: &FinetuneArgs) -> Res<()> {
             .block
             .zip(p.blocks)
             .map_or(String::new(), |(b, n)| format!("block {}/{n} ", b + 1));
-        pb.set_message(format!("{block}loss {last_loss:.4} {tps:.0} tok/s"));
-        if let Some(ppl) = p.point.eval_ppl {
-            pb.println(format!(
-                "step {:>6} tokens {:>9} {:>8.1}s  held-out ppl {ppl:.4}",
-                p.point.step, p.point.tokens, p.point.seconds
-            ));
+        let status = format!("{block}loss {last_loss:.4} {tps:.0} tok/s");
+        pb.set_message(status.clone());
+        let eval = p
+            .point
+            .eval_ppl
+            .map_or(String::new(), |ppl| format!("  held-out ppl {ppl:.4}"));
+        let line = format!(
+            "step {:>6}/{} tokens {:>9} {:>8.1}s  {status}{eval}",
+            p.point.step, p.total_steps, p.point.tokens, p.point.seconds
+        );
+        // Without a terminal the bar is hidden: a status line every 10 steps and at each
+        // perplexity measurement instead.
+        if pb.is_hidden() {
+            if !eval.is_empty() || p.point.step.is_multiple_of(10) {
+                eprintln!("{line}");
+            }
+        } else if !eval.is_empty() {
+            pb.println(line);
         }
     };
     let report = finetune(

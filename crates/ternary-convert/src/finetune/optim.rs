@@ -74,7 +74,7 @@ impl OptimConfig {
     /// Checks the values.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let finite_pos = |v: f64| v.is_finite() && v > 0.0;
-        if !finite_pos(self.lr) || !(self.scale_lr.is_finite() && self.scale_lr >= 0.0) {
+        if !(finite_pos(self.lr) && self.scale_lr.is_finite() && self.scale_lr >= 0.0) {
             return Err(format!(
                 "learning rates must be positive and finite (lr {}, scale_lr {})",
                 self.lr, self.scale_lr
@@ -86,7 +86,7 @@ impl OptimConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return Err("AdamW betas must lie in [0, 1)".into());
         }
-        if !finite_pos(self.eps) || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+        if !(finite_pos(self.eps) && self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return Err("eps must be positive, weight decay non-negative".into());
         }
         if self.clip.is_some_and(|c| !finite_pos(c)) {
