@@ -1,6 +1,6 @@
 //! `cargo xtask ci`: the checks CI runs, cheapest first so a local run fails fast.
 //!
-//! The CPU test suites run once at the SIMD level the host detects (with the `#[ignore]`d
+//! The CPU test suites run once at the SIMD level the host detects (with the ignored (`#[ignore = "…"]`)
 //! real-model tests), then again at every lower level it supports, forced with `TERNARY_SIMD`
 //! (an AVX-512 host runs the AVX2 and scalar paths an AVX2-only or a non-x86 host would take).
 //! The host line and the levels that ran are printed at the start and the end.
@@ -63,7 +63,7 @@ fn vulkan_driver_present() -> bool {
 }
 
 /// The CPU test suites again at each available SIMD level below the best, forced with
-/// `TERNARY_SIMD`, without the `#[ignore]`d real-model tests (they ran once at the best level;
+/// `TERNARY_SIMD`, without the ignored (`#[ignore = "…"]`) real-model tests (they ran once at the best level;
 /// every kernel's conformance at each level is in the fixture tests). Returns the levels that
 /// ran, best first.
 fn simd_matrix(levels: &[String]) -> Result<Vec<String>, String> {
@@ -119,7 +119,7 @@ fn run_ci_steps(skip_fmt: bool, skip_gpu: bool) -> Result<(), String> {
     step("clippy", clippy)?;
 
     let mut test = cargo();
-    // Tests that need the real model are `#[ignore]`d; CI has fetched it, so they run here.
+    // Tests that need the real model are ignored (`#[ignore = "…"]`); CI has fetched it, so they run here.
     test.args([
         "test",
         "--workspace",

@@ -1,7 +1,7 @@
 //! `ternary quantize` onto a full disk, end to end: the output goes to a tmpfs mounted by the
 //! test, sized to hold the previous output file but not the new one beside it.
 //!
-//! The test needs root (or `CAP_SYS_ADMIN`) for `mount`, so it is `#[ignore]`d; CI runs it
+//! The test needs root (or `CAP_SYS_ADMIN`) for `mount`, so it is ignored (`#[ignore = "…"]`); CI runs it
 //! with `-- --include-ignored`. Asked to run where it cannot mount, it fails with the reason
 //! rather than passing without having tested anything.
 

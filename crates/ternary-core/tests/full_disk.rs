@@ -1,6 +1,6 @@
 //! `write_atomic` on a real full disk: a 64 KiB tmpfs mounted by the test itself.
 //!
-//! The test needs root (or `CAP_SYS_ADMIN`) for `mount`, so it is `#[ignore]`d; CI runs it
+//! The test needs root (or `CAP_SYS_ADMIN`) for `mount`, so it is ignored (`#[ignore = "…"]`); CI runs it
 //! with `-- --include-ignored`. Asked to run where it cannot mount, it fails with the reason
 //! rather than passing without having tested anything. The fault-injection unit tests in
 //! `src/io.rs` cover the same guarantees without root.

@@ -2,7 +2,7 @@
 //! `fixtures/smollm2/reference.json` (transformers + PyTorch, float32; made by
 //! `scripts/make_reference.py`).
 //!
-//! Needs the cached model (`cargo xtask fetch-model`), so every test here is `#[ignore]`d with
+//! Needs the cached model (`cargo xtask fetch-model`), so every test here is ignored (`#[ignore = "…"]`) with
 //! that reason: `cargo test` lists them as ignored, and CI (which fetches the model first)
 //! runs them with `-- --include-ignored`; asked to run without the model, they fail.
 //!
