@@ -29,6 +29,16 @@ fn valid_mask(w: usize, cols: usize) -> u32 {
 /// Per word: `nz = a | (b & (c | d))` (each bit set with probability 11/16), sign from `e`;
 /// `plus = nz & e`, `minus = nz & !e`, masked to the valid columns.
 pub fn random_ternary(rows: usize, cols: usize, seed: u64) -> Result<TernaryMatrix> {
+    random_ternary_in_groups(rows, cols, None, seed)
+}
+
+/// As [`random_ternary`], with one scale per `group` columns (`None`: per row).
+pub fn random_ternary_in_groups(
+    rows: usize,
+    cols: usize,
+    group: Option<usize>,
+    seed: u64,
+) -> Result<TernaryMatrix> {
     let wpr = words_per_row(cols);
     let mut rng = SplitMix64::new(seed);
     let mut plus = vec![0u32; rows * wpr];
@@ -47,16 +57,20 @@ pub fn random_ternary(rows: usize, cols: usize, seed: u64) -> Result<TernaryMatr
         *m = nz & !e;
     }
     let inv_sqrt = 1.0 / (cols.max(1) as f32).sqrt();
-    let scales = (0..rows)
-        .map(|_| rng.range_f32(0.5, 1.5) * inv_sqrt)
-        .collect();
-    Ok(TernaryMatrix::from_planes(
-        rows,
-        cols,
-        plus,
-        minus,
-        Scales::per_row(scales),
-    )?)
+    let scales = match group {
+        None => Scales::per_row(
+            (0..rows)
+                .map(|_| rng.range_f32(0.5, 1.5) * inv_sqrt)
+                .collect(),
+        ),
+        Some(g) => Scales::per_group(
+            g,
+            (0..rows * cols.div_ceil(g.max(1)))
+                .map(|_| rng.range_f32(0.5, 1.5) * inv_sqrt)
+                .collect(),
+        ),
+    };
+    Ok(TernaryMatrix::from_planes(rows, cols, plus, minus, scales)?)
 }
 
 /// `len` activations uniform in `[-1, 1)`.

@@ -1,4 +1,4 @@
-//! `bench-i8 [--level NAME] [--shape ROWSxCOLS] [--reps R] [N...]`: one int8 ternary kernel,
+//! `bench-i8 [--level NAME] [--shape ROWSxCOLS] [--group G] [--reps R] [N...]`: one int8 ternary kernel,
 //! one thread, a few seconds per token count: a quicker loop than the core suite for tuning.
 //!
 //! `cargo run --release -p ternary-bench --bin bench-i8 -- --level avx2 1 8 64 512`
@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use ternary_bench::data::{random_activations, random_ternary};
+use ternary_bench::data::{random_activations, random_ternary_in_groups};
 use ternary_core::QuantizedActivations;
 use ternary_core::kernels::{self, Level};
 
@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut level = Level::detect();
     let (mut rows, mut cols) = (4096, 14336);
     let mut reps = 0usize;
+    let mut group = None;
     let mut ns = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -37,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (r, c) = s.split_once('x').ok_or("--shape needs ROWSxCOLS")?;
                 (rows, cols) = (r.parse()?, c.parse()?);
             }
+            "--group" => group = Some(args.next().ok_or("--group needs a size")?.parse()?),
             "--reps" => reps = args.next().ok_or("--reps needs a number")?.parse()?,
             n => ns.push(n.parse::<usize>()?),
         }
@@ -45,15 +47,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ns = vec![1, 8, 64, 512];
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    let hot = random_ternary(rows, cols, 1)?;
+    let hot = random_ternary_in_groups(rows, cols, group, 1)?;
     let plane_bytes = 8 * rows * hot.words_per_row();
     let copies = ((96 << 20) / plane_bytes.max(1)).max(2);
     let streaming: Vec<_> = (0..copies)
-        .map(|i| random_ternary(rows, cols, 100 + i as u64))
+        .map(|i| random_ternary_in_groups(rows, cols, group, 100 + i as u64))
         .collect::<Result<_, _>>()?;
     println!(
-        "{} {rows}x{cols}, 1 thread, {copies} streaming copies; GFLOPS median (best)",
-        level.name()
+        "{} {rows}x{cols}, scales {}, 1 thread, {copies} streaming copies; GFLOPS median (best)",
+        level.name(),
+        group.map_or("per row".to_string(), |g| format!("per {g} columns"))
     );
     println!("| n | regime | load | median | best | reps |");
     println!("|---:|---|---|---:|---:|---:|");

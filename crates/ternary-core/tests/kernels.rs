@@ -245,6 +245,55 @@ fn gemm_i8_should_match_reference_around_the_field_blocks() {
 }
 
 #[test]
+fn gemm_i8_should_match_reference_around_the_small_field_blocks() {
+    // AVX2's few-token kernel for scale groups of 1, 2 or 4 words (up to 15 tokens) reads the
+    // row in 8-word blocks and reduces eight groups at a time: columns end inside a word, on a
+    // word, inside and on a block and a batch of eight groups (576 = 18 words: 9 groups of 64,
+    // a partial last block); one token runs eight rows per tile (rows 1..5, 8, 9, 17, 23 give
+    // full and partial tiles); per-row scales over 1, 2 and 4 words; 1..=17 tokens cross the
+    // 4/2/1 token tiles and the hand-over to the GEMM at 16.
+    let (mut rng, seed) = rng();
+    let layouts = [
+        ScaleLayout::PerRow,
+        ScaleLayout::PerGroup { group_size: 32 },
+        ScaleLayout::PerGroup { group_size: 64 },
+        ScaleLayout::PerGroup { group_size: 128 },
+    ];
+    let shapes = [
+        (1, 1),
+        (2, 33),
+        (3, 64),
+        (5, 65),
+        (1, 128),
+        (4, 255),
+        (2, 257),
+        (3, 576),
+        (2, 1023),
+        (3, 1024),
+        (1, 2049),
+        (2, 4160),
+        (8, 64),
+        (9, 576),
+        (17, 1024),
+        (23, 2049),
+    ];
+    for (i, (rows, cols)) in shapes.into_iter().enumerate() {
+        for (k, layout) in layouts.into_iter().enumerate() {
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            for n in 1..=17 {
+                if (n + i + k) % 3 != 0 && n > 5 {
+                    continue;
+                }
+                let a = ternary_testkit::random_q(&mut rng, n, cols);
+                for &level in &Level::available() {
+                    check_i8(level, &m, &a, seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn gemm_i8_of_quantized_floats_matches_reference() {
     let (mut rng, seed) = rng();
     let m = random_matrix(&mut rng, 96, 4160, ScaleLayout::PerGroup { group_size: 64 });

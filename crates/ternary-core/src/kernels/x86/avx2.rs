@@ -196,8 +196,10 @@ unsafe fn f32_rows<const R: usize>(
 
 pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
-    let fields = GroupWords::of(m).words_per_group >= PACK_WORDS;
-    if n >= if fields {
+    let wpg = GroupWords::of(m).words_per_group;
+    let fields = wpg >= PACK_WORDS;
+    let small_fields = matches!(wpg, 1 | 2 | 4);
+    if n >= if fields || small_fields {
         FIELD_GEMM_MIN_TOKENS
     } else {
         GEMM_MIN_TOKENS
@@ -205,7 +207,7 @@ pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: R
         gemm_i8_blocked(t, m, a, y);
         return;
     }
-    if fields {
+    if fields || small_fields {
         gemm_i8_fields(t, m, a, y);
         return;
     }
@@ -412,8 +414,50 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 /// `Σ t·q = Σ v·q − Σ q` per group, exact in `i32`, and the reference's `f32` order.
 fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
+    let gw = GroupWords::of(m);
+    let small = gw.words_per_group < PACK_WORDS;
     let run = |codes: &FieldCodes, y: Rows<'_>| {
         y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
+            if small {
+                if n == 1 {
+                    // The rows' products, kept by the thread (no allocation per decode step;
+                    // a nested call while it is lent out makes its own).
+                    thread_local! {
+                        static PROD: std::cell::RefCell<Vec<f32>> =
+                            const { std::cell::RefCell::new(Vec::new()) };
+                    }
+                    let len = LANE_ROWS * gw.groups.next_multiple_of(8).clamp(8, CHUNK_GROUPS);
+                    let mut rows8 = |prod: &mut Vec<f32>| {
+                        prod.resize(len, 0.0);
+                        let mut r = rows.start;
+                        for o in out.chunks_mut(LANE_ROWS) {
+                            // SAFETY: the token proves AVX2; rows r..r + o.len() are rows of
+                            // `m` (≤ LANE_ROWS), `o` holds their outputs (one token), `codes`
+                            // was filled by `fill_row_blocks` from `gw` and `a`,
+                            // `a.cols() == m.cols()` was checked, the groups have 1, 2 or 4
+                            // words and `prod` holds `len` floats.
+                            unsafe {
+                                match gw.words_per_group {
+                                    1 => small_field_rows8::<1>(m, &gw, a, codes, r, prod, o),
+                                    2 => small_field_rows8::<2>(m, &gw, a, codes, r, prod, o),
+                                    _ => small_field_rows8::<4>(m, &gw, a, codes, r, prod, o),
+                                }
+                            }
+                            r += o.len();
+                        }
+                    };
+                    PROD.with(|cell| match cell.try_borrow_mut() {
+                        Ok(mut prod) => rows8(&mut prod),
+                        Err(_) => rows8(&mut Vec::new()),
+                    });
+                } else {
+                    for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
+                        // SAFETY: as above, `o` holding row r's `n` outputs.
+                        unsafe { small_field_row(m, &gw, a, codes, r, o) }
+                    }
+                }
+                return;
+            }
             for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
                 // SAFETY: the token proves AVX2; `r` is a row of `m`, `o` holds its `n`
                 // outputs, `codes` was filled from `m` and `a`, `a.cols() == m.cols()` was
@@ -421,6 +465,13 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
                 unsafe { field_row(m, a, codes, r, o) }
             }
         });
+    };
+    let fill = |codes: &mut FieldCodes| {
+        if small {
+            codes.fill_row_blocks(t, gw, a);
+        } else {
+            codes.fill(t, gw, a);
+        }
     };
     // The permuted codes go to a buffer kept by the calling thread, so repeated calls (a
     // decode step) do not allocate. A call nested on this thread while the buffer is lent out
@@ -431,12 +482,12 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
     }
     CODES.with(|cell| match cell.try_borrow_mut() {
         Ok(mut codes) => {
-            codes.fill(t, GroupWords::of(m), a);
+            fill(&mut codes);
             run(&codes, y);
         }
         Err(_) => {
             let mut codes = FieldCodes::new();
-            codes.fill(t, GroupWords::of(m), a);
+            fill(&mut codes);
             run(&codes, y);
         }
     });
@@ -449,9 +500,14 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
 /// `32 (w0 + d) + 8c + 2k` (`k < 4`, even columns) and byte `128 + 32k + 4d + c` the next
 /// column (odd), so that byte `4d + c` of `(e >> 2k) & 3` ([`gemm_i8_fields`]) meets its
 /// activation. Bytes of words past a group's end are zero.
+///
+/// For groups of 1, 2 or 4 words ([`small_field_tile`], filled by
+/// [`FieldCodes::fill_row_blocks`]) the blocks are the row's own: block `b` holds words
+/// `8b..8b + 8` of the row in the same byte order, and `sums` holds `Σ q` per word.
 struct FieldCodes {
     bytes: Vec<i8>,
-    /// `Σ q` over group `g` of token `j` at `j · groups + g`.
+    /// `Σ q` over group `g` of token `j` at `j · groups + g` ([`FieldCodes::fill`]), or over
+    /// word `w` at `j · 8 · blocks + w` ([`FieldCodes::fill_row_blocks`]; 0 past the row).
     sums: Vec<i32>,
     token_len: usize,
 }
@@ -487,6 +543,28 @@ impl FieldCodes {
                     // SAFETY: the token proves AVX2.
                     unsafe { permute_block(&q[32 * w0..32 * w1], block) };
                 }
+            }
+        }
+    }
+
+    /// The row-block layout (see the type): `⌈words_per_row / 8⌉` blocks per token.
+    fn fill_row_blocks(&mut self, _t: Avx2, gw: GroupWords, a: &QuantizedActivations) {
+        let blocks = gw.words_per_row.div_ceil(PACK_WORDS);
+        self.token_len = blocks * PACK_BYTES;
+        self.bytes.clear();
+        self.bytes.resize(a.n() * self.token_len, 0);
+        self.sums.clear();
+        self.sums.resize(a.n() * blocks * PACK_WORDS, 0);
+        for j in 0..a.n() {
+            let q = &a.row(j)[..32 * gw.words_per_row];
+            let dst = &mut self.bytes[j * self.token_len..(j + 1) * self.token_len];
+            let sums = &mut self.sums[j * blocks * PACK_WORDS..][..gw.words_per_row];
+            for (s, word) in sums.iter_mut().zip(q.chunks_exact(32)) {
+                *s = word.iter().map(|&v| i32::from(v)).sum();
+            }
+            for (block, src) in dst.chunks_exact_mut(PACK_BYTES).zip(q.chunks(PACK_BYTES)) {
+                // SAFETY: the token proves AVX2.
+                unsafe { permute_block(src, block) };
             }
         }
     }
@@ -712,6 +790,314 @@ unsafe fn field_tile<const T: usize>(
     for t in 0..T {
         out[j0 + t] = sum[t] * a.scales()[j0 + t];
     }
+}
+
+/// Rows per tile of the one-token small-group kernel ([`small_field_rows8`]): one `f32`
+/// lane each.
+const LANE_ROWS: usize = 8;
+/// Groups per chunk of [`small_field_rows8`]: products of `LANE_ROWS` rows for this many
+/// groups wait in a buffer (16 KiB) before their transposed sum. Large, so that each row's
+/// planes are read in one sequential run (16384 columns in groups of 32): with short runs
+/// (64 groups) the hardware prefetchers fell behind and a 4096 × 14336 product ran at half
+/// speed on a Zen 3.
+const CHUNK_GROUPS: usize = 512;
+
+/// Row `r`, every token, groups of 1, 2 or 4 words: tiles of four, two or one tokens sharing
+/// the row's fields, each token's group products summed one at a time.
+///
+/// # Safety
+/// AVX2 must be available; `r < rows`, `a.cols() == m.cols()`, `codes` filled by
+/// [`FieldCodes::fill_row_blocks`] from `gw = GroupWords::of(m)` and `a`, `out.len() = a.n()`,
+/// `gw.words_per_group ∈ {1, 2, 4}`.
+#[target_feature(enable = "avx2")]
+unsafe fn small_field_row(
+    m: &TernaryMatrix,
+    gw: &GroupWords,
+    a: &QuantizedActivations,
+    codes: &FieldCodes,
+    r: usize,
+    out: &mut [f32],
+) {
+    macro_rules! tile {
+        ($t:expr, $j:expr) => {
+            match gw.words_per_group {
+                1 => small_field_tile::<$t, 1>(m, gw, a, codes, r, $j, out),
+                2 => small_field_tile::<$t, 2>(m, gw, a, codes, r, $j, out),
+                _ => small_field_tile::<$t, 4>(m, gw, a, codes, r, $j, out),
+            }
+        };
+    }
+    let n = a.n();
+    let mut j = 0;
+    while j < n {
+        // SAFETY: forwarded from the caller; j + T ≤ n.
+        unsafe {
+            j += match n - j {
+                4.. => {
+                    tile!(4, j);
+                    4
+                }
+                2.. => {
+                    tile!(2, j);
+                    2
+                }
+                _ => {
+                    tile!(1, j);
+                    1
+                }
+            };
+        }
+    }
+}
+
+/// Row `r`, tokens `j0..j0 + T`, groups `groups` (starting at a multiple of 8), scale groups
+/// of `G ∈ {1, 2, 4}` words: for each eight groups `g0..g0 + 8`, the products
+/// `s[r, g] · Σ_{c ∈ g} t · q[j, c]` (lanes; 0 past the row's groups), either stored at
+/// `prod[g0 − groups.start..]` (`STORE`, `T = 1`) or added to `sum[t]` one group at a time (the
+/// reference's order).
+///
+/// Per eight groups, the field kernel ([`gemm_i8_fields`]) over the row's 8-word blocks
+/// `b0..b0 + G` (`8 · b0 = G · g0`): its `maddubs` / `madd` sums keep each word in its own
+/// `i32` lane (lane `d` = word `8b + d`); `Σ q` per word is subtracted lane-wise, giving exact
+/// `Σ t·q` per word, and `hadd` (with one lane permute) reduces the `G` blocks to the eight
+/// group sums, converted and multiplied by the eight scales: each lane exactly the
+/// reference's `f32` product.
+///
+/// # Safety
+/// As [`small_field_row`], `G = gw.words_per_group`, `groups.end ≤ gw.groups`,
+/// `j0 + T ≤ a.n()`; with `STORE`, `prod` valid for `groups.len()` rounded up to 8 floats.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
+    m: &TernaryMatrix,
+    gw: &GroupWords,
+    codes: &FieldCodes,
+    r: usize,
+    j0: usize,
+    groups: Range<usize>,
+    prod: *mut f32,
+    sum: &mut [f32; T],
+) {
+    let wpr = gw.words_per_row;
+    let blocks = wpr.div_ceil(PACK_WORDS);
+    let (plus, minus) = m.row_planes(r);
+    let scales = &m.scales().values()[r * gw.groups..(r + 1) * gw.groups];
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let ones16 = _mm256_set1_epi16(1);
+    let zero = _mm256_setzero_si256();
+    let x: [*const i8; T] =
+        std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
+    let qs: [*const i32; T] =
+        std::array::from_fn(|t| codes.sums[(j0 + t) * blocks * PACK_WORDS..].as_ptr());
+    for g0 in groups.clone().step_by(8) {
+        let b0 = g0 * G / PACK_WORDS;
+        let mut wsum = [[zero; G]; T];
+        for k in 0..G {
+            let b = b0 + k;
+            if b >= blocks {
+                break;
+            }
+            let w0 = PACK_WORDS * b;
+            let lanes = (wpr - w0).min(PACK_WORDS);
+            // SAFETY: words w0..w0 + lanes ≤ words_per_row lie in row `r` of each plane (the
+            // masked load reads only those); block b's 256 bytes and 8 word sums lie in each
+            // token's part of `codes` (`blocks` of them).
+            unsafe {
+                let (p, mi) = if lanes == PACK_WORDS {
+                    (
+                        _mm256_loadu_si256(plus.as_ptr().add(w0).cast()),
+                        _mm256_loadu_si256(minus.as_ptr().add(w0).cast()),
+                    )
+                } else {
+                    // Absent words load as 0 (fields 1), meeting zero activations.
+                    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
+                    (
+                        _mm256_maskload_epi32(plus.as_ptr().add(w0).cast(), keep),
+                        _mm256_maskload_epi32(minus.as_ptr().add(w0).cast(), keep),
+                    )
+                };
+                _mm_prefetch::<_MM_HINT_T0>(plus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast());
+                _mm_prefetch::<_MM_HINT_T0>(
+                    minus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast(),
+                );
+                let (e, o) = fields(p, mi);
+                for t in 0..T {
+                    let xb = x[t].add(PACK_BYTES * b);
+                    let s = _mm256_add_epi32(
+                        _mm256_madd_epi16(dot_fields(e, xb), ones16),
+                        _mm256_madd_epi16(dot_fields(o, xb.add(128)), ones16),
+                    );
+                    let q = _mm256_loadu_si256(qs[t].add(w0).cast());
+                    wsum[t][k] = _mm256_sub_epi32(s, q);
+                }
+            }
+        }
+        let n_g = (gw.groups - g0).min(8);
+        // SAFETY: lanes g0 + l < groups are read (the masked load reads only those).
+        let s = unsafe {
+            if n_g == 8 {
+                _mm256_loadu_ps(scales.as_ptr().add(g0))
+            } else {
+                let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n_g as i32), lane);
+                _mm256_maskload_ps(scales.as_ptr().add(g0), keep)
+            }
+        };
+        for t in 0..T {
+            let w = &wsum[t];
+            // Lane l = Σ t·q over group g0 + l.
+            let sums = match G {
+                1 => w[0],
+                // hadd: [g0 g1 g4 g5 | g2 g3 g6 g7] in 64-bit pairs (0, 2, 1, 3).
+                2 => _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(w[0], w[1])),
+                // hadd of hadds: [g0 g2 g4 g6 | g1 g3 g5 g7].
+                _ => _mm256_permutevar8x32_epi32(
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(w[0], w[1]), _mm256_hadd_epi32(w[2], w[3])),
+                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                ),
+            };
+            let p = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), s);
+            if STORE {
+                // SAFETY: g0 − start + 8 floats lie in `prod` (caller).
+                unsafe { _mm256_storeu_ps(prod.add(g0 - groups.start), p) };
+            } else {
+                let mut v = [0f32; 8];
+                // SAFETY: `v` holds 8 floats.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), p) };
+                for &v in &v[..n_g] {
+                    sum[t] += v;
+                }
+            }
+        }
+    }
+}
+
+/// Row `r` × tokens `j0..j0 + T` ([`small_field_span`] over all groups, summed in the
+/// reference's order), then `y = sum · s_j`.
+///
+/// # Safety
+/// As [`small_field_row`], `G = gw.words_per_group` and `j0 + T ≤ a.n()`.
+#[target_feature(enable = "avx2")]
+unsafe fn small_field_tile<const T: usize, const G: usize>(
+    m: &TernaryMatrix,
+    gw: &GroupWords,
+    a: &QuantizedActivations,
+    codes: &FieldCodes,
+    r: usize,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let mut sum = [0f32; T];
+    // SAFETY: forwarded from the caller; no products are stored.
+    unsafe {
+        small_field_span::<T, G, false>(
+            m,
+            gw,
+            codes,
+            r,
+            j0,
+            0..gw.groups,
+            std::ptr::null_mut(),
+            &mut sum,
+        );
+    }
+    for t in 0..T {
+        out[j0 + t] = sum[t] * a.scales()[j0 + t];
+    }
+}
+
+/// One token, rows `r0..r0 + out.len()` (at most [`LANE_ROWS`]), groups of 1, 2 or 4 words:
+/// each row's group products ([`small_field_span`]) go to `prod` (the thread's buffer),
+/// at most [`CHUNK_GROUPS`] groups at a time; an 8 × 8 transpose then turns eight groups of eight rows into eight
+/// vectors, one group each with one row per lane, added in group order, so each lane is the
+/// reference's sequential sum of its row (without a serial chain of scalar adds per row).
+///
+/// # Safety
+/// As [`small_field_row`] with `a.n() = 1`, and `r0 + out.len() ≤ rows`,
+/// `out.len() ≤ LANE_ROWS`, `prod.len() = LANE_ROWS · chunk` with `chunk` a multiple of 8.
+#[target_feature(enable = "avx2")]
+unsafe fn small_field_rows8<const G: usize>(
+    m: &TernaryMatrix,
+    gw: &GroupWords,
+    a: &QuantizedActivations,
+    codes: &FieldCodes,
+    r0: usize,
+    prod: &mut [f32],
+    out: &mut [f32],
+) {
+    let nr = out.len();
+    let chunk = prod.len() / LANE_ROWS;
+    if nr < LANE_ROWS {
+        // Lanes of absent rows are summed and dropped: zeros, not another call's products.
+        prod[nr * chunk..].fill(0.0);
+    }
+    let mut acc = _mm256_setzero_ps();
+    for c0 in (0..gw.groups).step_by(chunk) {
+        let c1 = (c0 + chunk).min(gw.groups);
+        for (i, row) in prod.chunks_exact_mut(chunk).enumerate().take(nr) {
+            // SAFETY: forwarded from the caller; `row` holds `chunk` ≥ c1 − c0 rounded up to 8
+            // floats (`chunk` is a multiple of 8).
+            unsafe {
+                small_field_span::<1, G, true>(
+                    m,
+                    gw,
+                    codes,
+                    r0 + i,
+                    0,
+                    c0..c1,
+                    row.as_mut_ptr(),
+                    &mut [0.0],
+                );
+            }
+        }
+        for b in (0..c1 - c0).step_by(8) {
+            // SAFETY: b + 8 ≤ chunk floats of each row.
+            let v: [__m256; LANE_ROWS] = std::array::from_fn(|i| unsafe {
+                _mm256_loadu_ps(prod[i * chunk..].as_ptr().add(b))
+            });
+            let w = transpose8(v);
+            for g in w.iter().take((c1 - c0 - b).min(8)) {
+                acc = _mm256_add_ps(acc, *g);
+            }
+        }
+    }
+    let mut sums = [0f32; LANE_ROWS];
+    // SAFETY: `sums` holds 8 floats.
+    unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), acc) };
+    for (y, s) in out.iter_mut().zip(sums) {
+        *y = s * a.scales()[0];
+    }
+}
+
+/// The 8 × 8 transpose: lane `i` of result `g` is lane `g` of `v[i]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(v: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|k| {
+        let (a, b) = (v[2 * (k / 2)], v[2 * (k / 2) + 1]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // u[4h + c]: columns c and c + 4 of rows 4h..4h + 4 (t[4h], t[4h + 2] hold columns 0, 1 |
+    // 4, 5; t[4h + 1], t[4h + 3] columns 2, 3 | 6, 7).
+    let u: [__m256; 8] = std::array::from_fn(|k| {
+        let (h, c) = (k / 4, k % 4);
+        let (a, b) = (t[4 * h + c / 2], t[4 * h + 2 + c / 2]);
+        if c % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xEE>(a, b)
+        }
+    });
+    std::array::from_fn(|g| {
+        if g < 4 {
+            _mm256_permute2f128_ps::<0x20>(u[g], u[4 + g])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(u[g - 4], u[g])
+        }
+    })
 }
 
 /// Int8 GEMM with decoded weights. Activations become `u = q + 128` (`u8`, permuted like the
