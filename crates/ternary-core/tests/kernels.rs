@@ -246,7 +246,7 @@ fn gemm_i8_should_match_reference_around_the_field_blocks() {
 
 #[test]
 fn gemm_i8_should_match_reference_around_the_small_field_blocks() {
-    // AVX2's few-token kernel for scale groups of 1, 2 or 4 words (up to 15 tokens) reads the
+    // AVX2's few-token kernel for scale groups of 1, 2, 4 or 8 words (up to 15 tokens) reads the
     // row in 8-word blocks and reduces eight groups at a time: columns end inside a word, on a
     // word, inside and on a block and a batch of eight groups (576 = 18 words: 9 groups of 64,
     // a partial last block); one token runs eight rows per tile (rows 1..5, 8, 9, 17, 23 give
@@ -258,6 +258,7 @@ fn gemm_i8_should_match_reference_around_the_small_field_blocks() {
         ScaleLayout::PerGroup { group_size: 32 },
         ScaleLayout::PerGroup { group_size: 64 },
         ScaleLayout::PerGroup { group_size: 128 },
+        ScaleLayout::PerGroup { group_size: 256 },
     ];
     let shapes = [
         (1, 1),

@@ -6,11 +6,15 @@
 //!   `8b + d` in the sign bit of byte `4d + b`, so activations are permuted once per call to
 //!   that order (byte `4d + b` of each 32-column chunk holds column `8b + d`); then one shift
 //!   per plane word gives 32 byte masks.
-//! - int8, few tokens (< 16), scale groups of ≥ 8 words ("fields"): per 256 columns and row,
-//!   one load of each plane gives 2-bit fields `v = p + ¬m = 1 + t` (an integer add of the
-//!   masked planes, even and odd columns apart), split by shift and mask into bytes;
+//! - int8, few tokens (< 16), scale groups of more than 8 words ("fields"): per 256 columns
+//!   and row, one load of each plane gives 2-bit fields `v = p + ¬m = 1 + t` (an integer add
+//!   of the masked planes, even and odd columns apart), split by shift and mask into bytes;
 //!   `maddubs(v, q)` with activations permuted to match, and `Σ t·q = Σ v·q − Σ q` per group.
-//! - int8, few tokens (< 4), smaller groups: per 32 columns and row,
+//! - int8, few tokens (< 16), groups of 1, 2, 4 or 8 words (32…256 columns): the same fields
+//!   over the row's 8-word blocks, `Σ q` subtracted per word, eight group sums at a time by
+//!   `hadd`, scaled in one vector; one token runs eight rows at once and adds their products
+//!   in group order after an 8 × 8 transpose (one row per lane).
+//! - int8, few tokens (< 4), other groups: per 32 columns and row,
 //!   `s = blend(blend(0, q, p), −q, m) = t · q`, `maddubs(1, s)` adds pairs into `i16` lanes
 //!   (128 words before widening to `i32`); four rows per activation load, up to two tokens
 //!   per expanded word.
@@ -198,7 +202,7 @@ pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: R
     let n = a.n();
     let wpg = GroupWords::of(m).words_per_group;
     let fields = wpg >= PACK_WORDS;
-    let small_fields = matches!(wpg, 1 | 2 | 4);
+    let small_fields = matches!(wpg, 1 | 2 | 4 | 8);
     if n >= if fields || small_fields {
         FIELD_GEMM_MIN_TOKENS
     } else {
@@ -402,7 +406,8 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
     }
 }
 
-/// Few tokens, scale groups of at least [`PACK_WORDS`] words: the "field" kernel.
+/// Few tokens, scale groups of more than [`PACK_WORDS`] words (and the kernel of the
+/// smaller groups, [`small_field_row`] / [`small_field_rows8`]): the "field" kernel.
 ///
 /// Per block of eight plane words (256 columns) and row, both planes are loaded once and
 /// turned into 2-bit fields `v = p + ¬m = 1 + t ∈ {0, 1, 2}` with two integer adds (the planes
@@ -415,7 +420,7 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
     let gw = GroupWords::of(m);
-    let small = gw.words_per_group < PACK_WORDS;
+    let small = gw.words_per_group <= PACK_WORDS;
     let run = |codes: &FieldCodes, y: Rows<'_>| {
         y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
             if small {
@@ -434,13 +439,14 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
                             // SAFETY: the token proves AVX2; rows r..r + o.len() are rows of
                             // `m` (≤ LANE_ROWS), `o` holds their outputs (one token), `codes`
                             // was filled by `fill_row_blocks` from `gw` and `a`,
-                            // `a.cols() == m.cols()` was checked, the groups have 1, 2 or 4
+                            // `a.cols() == m.cols()` was checked, the groups have 1, 2, 4 or 8
                             // words and `prod` holds `len` floats.
                             unsafe {
                                 match gw.words_per_group {
                                     1 => small_field_rows8::<1>(m, &gw, a, codes, r, prod, o),
                                     2 => small_field_rows8::<2>(m, &gw, a, codes, r, prod, o),
-                                    _ => small_field_rows8::<4>(m, &gw, a, codes, r, prod, o),
+                                    4 => small_field_rows8::<4>(m, &gw, a, codes, r, prod, o),
+                                    _ => small_field_rows8::<8>(m, &gw, a, codes, r, prod, o),
                                 }
                             }
                             r += o.len();
@@ -501,7 +507,7 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
 /// column (odd), so that byte `4d + c` of `(e >> 2k) & 3` ([`gemm_i8_fields`]) meets its
 /// activation. Bytes of words past a group's end are zero.
 ///
-/// For groups of 1, 2 or 4 words ([`small_field_tile`], filled by
+/// For groups of 1, 2, 4 or 8 words ([`small_field_tile`], filled by
 /// [`FieldCodes::fill_row_blocks`]) the blocks are the row's own: block `b` holds words
 /// `8b..8b + 8` of the row in the same byte order, and `sums` holds `Σ q` per word.
 struct FieldCodes {
@@ -802,13 +808,13 @@ const LANE_ROWS: usize = 8;
 /// speed on a Zen 3.
 const CHUNK_GROUPS: usize = 512;
 
-/// Row `r`, every token, groups of 1, 2 or 4 words: tiles of four, two or one tokens sharing
+/// Row `r`, every token, groups of 1, 2, 4 or 8 words: tiles of four, two or one tokens sharing
 /// the row's fields, each token's group products summed one at a time.
 ///
 /// # Safety
 /// AVX2 must be available; `r < rows`, `a.cols() == m.cols()`, `codes` filled by
 /// [`FieldCodes::fill_row_blocks`] from `gw = GroupWords::of(m)` and `a`, `out.len() = a.n()`,
-/// `gw.words_per_group ∈ {1, 2, 4}`.
+/// `gw.words_per_group ∈ {1, 2, 4, 8}`.
 #[target_feature(enable = "avx2")]
 unsafe fn small_field_row(
     m: &TernaryMatrix,
@@ -823,7 +829,8 @@ unsafe fn small_field_row(
             match gw.words_per_group {
                 1 => small_field_tile::<$t, 1>(m, gw, a, codes, r, $j, out),
                 2 => small_field_tile::<$t, 2>(m, gw, a, codes, r, $j, out),
-                _ => small_field_tile::<$t, 4>(m, gw, a, codes, r, $j, out),
+                4 => small_field_tile::<$t, 4>(m, gw, a, codes, r, $j, out),
+                _ => small_field_tile::<$t, 8>(m, gw, a, codes, r, $j, out),
             }
         };
     }
@@ -851,7 +858,7 @@ unsafe fn small_field_row(
 }
 
 /// Row `r`, tokens `j0..j0 + T`, groups `groups` (starting at a multiple of 8), scale groups
-/// of `G ∈ {1, 2, 4}` words: for each eight groups `g0..g0 + 8`, the products
+/// of `G ∈ {1, 2, 4, 8}` words: for each eight groups `g0..g0 + 8`, the products
 /// `s[r, g] · Σ_{c ∈ g} t · q[j, c]` (lanes; 0 past the row's groups), either stored at
 /// `prod[g0 − groups.start..]` (`STORE`, `T = 1`) or added to `sum[t]` one group at a time (the
 /// reference's order).
@@ -950,10 +957,26 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
                 // hadd: [g0 g1 g4 g5 | g2 g3 g6 g7] in 64-bit pairs (0, 2, 1, 3).
                 2 => _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(w[0], w[1])),
                 // hadd of hadds: [g0 g2 g4 g6 | g1 g3 g5 g7].
-                _ => _mm256_permutevar8x32_epi32(
+                4 => _mm256_permutevar8x32_epi32(
                     _mm256_hadd_epi32(_mm256_hadd_epi32(w[0], w[1]), _mm256_hadd_epi32(w[2], w[3])),
                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
                 ),
+                // Two levels of hadds per four blocks: [b0..b3 low halves | b0..b3 high
+                // halves], then the halves of both fours paired and added.
+                _ => {
+                    let h0 = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(w[0], w[1]),
+                        _mm256_hadd_epi32(w[2], w[3]),
+                    );
+                    let h1 = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(w[4], w[5]),
+                        _mm256_hadd_epi32(w[6], w[7]),
+                    );
+                    _mm256_add_epi32(
+                        _mm256_permute2x128_si256::<0x20>(h0, h1),
+                        _mm256_permute2x128_si256::<0x31>(h0, h1),
+                    )
+                }
             };
             let p = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), s);
             if STORE {
@@ -1005,7 +1028,7 @@ unsafe fn small_field_tile<const T: usize, const G: usize>(
     }
 }
 
-/// One token, rows `r0..r0 + out.len()` (at most [`LANE_ROWS`]), groups of 1, 2 or 4 words:
+/// One token, rows `r0..r0 + out.len()` (at most [`LANE_ROWS`]), groups of 1, 2, 4 or 8 words:
 /// each row's group products ([`small_field_span`]) go to `prod` (the thread's buffer),
 /// at most [`CHUNK_GROUPS`] groups at a time; an 8 × 8 transpose then turns eight groups of eight rows into eight
 /// vectors, one group each with one row per lane, added in group order, so each lane is the
