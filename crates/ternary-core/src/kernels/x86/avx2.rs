@@ -683,6 +683,37 @@ fn fields(p: __m256i, m: __m256i) -> (__m256i, __m256i) {
     (e, o)
 }
 
+/// [`fields`] of plane words `w0..w0 + lanes` (`lanes ≤ 8`; absent words load as 0, fields
+/// 1, meeting zero activations), with the words [`PREFETCH_WORDS`] ahead prefetched.
+///
+/// # Safety
+/// AVX2 must be available; words `w0..w0 + lanes` lie in `plus` and `minus`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_fields(plus: &[u32], minus: &[u32], w0: usize, lanes: usize) -> (__m256i, __m256i) {
+    // SAFETY: the words read lie in both planes (caller; the masked load reads only those).
+    let (p, m) = unsafe {
+        if lanes == PACK_WORDS {
+            (
+                _mm256_loadu_si256(plus.as_ptr().add(w0).cast()),
+                _mm256_loadu_si256(minus.as_ptr().add(w0).cast()),
+            )
+        } else {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
+            (
+                _mm256_maskload_epi32(plus.as_ptr().add(w0).cast(), keep),
+                _mm256_maskload_epi32(minus.as_ptr().add(w0).cast(), keep),
+            )
+        }
+    };
+    // Plane words this far ahead are fetched while the block is computed (a hint: the address
+    // may lie past the planes, so it is not dereferenced).
+    _mm_prefetch::<_MM_HINT_T0>(plus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast());
+    _mm_prefetch::<_MM_HINT_T0>(minus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast());
+    fields(p, m)
+}
+
 /// `Σ_k maddubs((f >> 2k) & 3, x[32k..32k + 32])` in `i16` lanes (each at most `4 · 508`).
 ///
 /// # Safety
@@ -727,7 +758,6 @@ unsafe fn field_tile<const T: usize>(
     let (plus, minus) = m.row_planes(r);
     let x: [*const i8; T] =
         std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let ones16 = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_si256();
     let mut sum = [0f32; T];
@@ -748,28 +778,7 @@ unsafe fn field_tile<const T: usize>(
                 // each plane (the masked load reads only those); the block's 256 bytes at `xo`
                 // lie in each token's `token_len` bytes of `codes`.
                 unsafe {
-                    let (p, mi) = if lanes == PACK_WORDS {
-                        (
-                            _mm256_loadu_si256(plus.as_ptr().add(w0).cast()),
-                            _mm256_loadu_si256(minus.as_ptr().add(w0).cast()),
-                        )
-                    } else {
-                        // Absent words load as 0 (fields 1), meeting zero activations.
-                        let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
-                        (
-                            _mm256_maskload_epi32(plus.as_ptr().add(w0).cast(), keep),
-                            _mm256_maskload_epi32(minus.as_ptr().add(w0).cast(), keep),
-                        )
-                    };
-                    // Plane words this far ahead are fetched while the block is computed (a
-                    // hint: the address may lie past the planes, so it is not dereferenced).
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        plus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast(),
-                    );
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        minus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast(),
-                    );
-                    let (e, o) = fields(p, mi);
+                    let (e, o) = block_fields(plus, minus, w0, lanes);
                     for t in 0..T {
                         let xb = x[t].add(xo);
                         acc16[t][0] = _mm256_add_epi16(acc16[t][0], dot_fields(e, xb));
@@ -910,24 +919,7 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
             // masked load reads only those); block b's 256 bytes and 8 word sums lie in each
             // token's part of `codes` (`blocks` of them).
             unsafe {
-                let (p, mi) = if lanes == PACK_WORDS {
-                    (
-                        _mm256_loadu_si256(plus.as_ptr().add(w0).cast()),
-                        _mm256_loadu_si256(minus.as_ptr().add(w0).cast()),
-                    )
-                } else {
-                    // Absent words load as 0 (fields 1), meeting zero activations.
-                    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
-                    (
-                        _mm256_maskload_epi32(plus.as_ptr().add(w0).cast(), keep),
-                        _mm256_maskload_epi32(minus.as_ptr().add(w0).cast(), keep),
-                    )
-                };
-                _mm_prefetch::<_MM_HINT_T0>(plus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast());
-                _mm_prefetch::<_MM_HINT_T0>(
-                    minus.as_ptr().wrapping_add(w0 + PREFETCH_WORDS).cast(),
-                );
-                let (e, o) = fields(p, mi);
+                let (e, o) = block_fields(plus, minus, w0, lanes);
                 for t in 0..T {
                     let xb = x[t].add(PACK_BYTES * b);
                     let s = _mm256_add_epi32(
