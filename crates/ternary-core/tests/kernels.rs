@@ -251,7 +251,9 @@ fn gemm_i8_should_match_reference_around_the_small_field_blocks() {
     // word, inside and on a block and a batch of eight groups (576 = 18 words: 9 groups of 64,
     // a partial last block); one token runs eight rows per tile (rows 1..5, 8, 9, 17, 23 give
     // full and partial tiles); per-row scales over 1, 2 and 4 words; 1..=17 tokens cross the
-    // 4/2/1 token tiles and the hand-over to the GEMM at 16.
+    // 4/2/1 token tiles; longer batches (below) cross the token blocks the kernel runs in
+    // (a block holds 48 KiB of codes: 8 tokens of 4160 columns, 80 of 576) and, for groups of
+    // 8 words, the hand-over to the GEMM.
     let (mut rng, seed) = rng();
     let layouts = [
         ScaleLayout::PerRow,
@@ -285,6 +287,20 @@ fn gemm_i8_should_match_reference_around_the_small_field_blocks() {
                 if (n + i + k) % 3 != 0 && n > 5 {
                     continue;
                 }
+                let a = ternary_testkit::random_q(&mut rng, n, cols);
+                for &level in &Level::available() {
+                    check_i8(level, &m, &a, seed);
+                }
+            }
+        }
+    }
+    for (rows, cols) in [(3, 576), (2, 4160), (5, 1023)] {
+        for layout in [
+            ScaleLayout::PerGroup { group_size: 64 },
+            ScaleLayout::PerGroup { group_size: 256 },
+        ] {
+            let m = random_matrix(&mut rng, rows, cols, layout);
+            for n in [31, 81, 130] {
                 let a = ternary_testkit::random_q(&mut rng, n, cols);
                 for &level in &Level::available() {
                     check_i8(level, &m, &a, seed);

@@ -58,6 +58,13 @@ const GEMM_MIN_TOKENS: usize = 4;
 /// The same where the field kernel serves fewer tokens (scale groups of at least
 /// [`PACK_WORDS`] words): on a Zen 3 host it beat the GEMM up to 8 tokens and tied at 16.
 const FIELD_GEMM_MIN_TOKENS: usize = 16;
+/// The same for scale groups of 1, 2 or 4 words: the few-token kernel, run over tokens in
+/// blocks ([`TOKEN_BLOCK_BYTES`]), beat the GEMM at every batch size measured on a Zen 3
+/// (group 64, 4096×14336: 80–87 GFLOPS against 32–57 from 16 to 512 tokens).
+const SMALL_FIELD_GEMM_MIN_TOKENS: usize = usize::MAX;
+/// For groups of 8 words (256 columns) the GEMM catches up with the few-token kernel near
+/// 64 tokens and passes it beyond (512 tokens: 99–140 against 106–108 GFLOPS on a Zen 3).
+const BLOCK_FIELD_GEMM_MIN_TOKENS: usize = 128;
 /// Rows of the int8 GEMM register tile.
 const MR: usize = 3;
 /// Tokens of the int8 GEMM register tile: `MR · NR` accumulators, `NR` activation vectors, a
@@ -203,11 +210,16 @@ pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: R
     let wpg = GroupWords::of(m).words_per_group;
     let fields = wpg >= PACK_WORDS;
     let small_fields = matches!(wpg, 1 | 2 | 4 | 8);
-    if n >= if fields || small_fields {
+    let gemm_from = if wpg == 8 {
+        BLOCK_FIELD_GEMM_MIN_TOKENS
+    } else if small_fields {
+        SMALL_FIELD_GEMM_MIN_TOKENS
+    } else if fields {
         FIELD_GEMM_MIN_TOKENS
     } else {
         GEMM_MIN_TOKENS
-    } {
+    };
+    if n >= gemm_from {
         gemm_i8_blocked(t, m, a, y);
         return;
     }
@@ -457,9 +469,15 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
                         Err(_) => rows8(&mut Vec::new()),
                     });
                 } else {
-                    for (r, o) in rows.zip(out.chunks_exact_mut(n)) {
-                        // SAFETY: as above, `o` holding row r's `n` outputs.
-                        unsafe { small_field_row(m, &gw, a, codes, r, o) }
+                    // Tokens in blocks whose codes stay in L2 while every row passes over them.
+                    let tb = (TOKEN_BLOCK_BYTES / codes.token_len.max(1)).max(4) / 4 * 4;
+                    for j0 in (0..n).step_by(tb) {
+                        let tokens = j0..(j0 + tb).min(n);
+                        for (r, o) in rows.clone().zip(out.chunks_exact_mut(n)) {
+                            // SAFETY: as above, `o` holding row r's `n` outputs and
+                            // `tokens` ⊂ 0..n.
+                            unsafe { small_field_row(m, &gw, a, codes, r, tokens.clone(), o) }
+                        }
                     }
                 }
                 return;
@@ -807,6 +825,9 @@ unsafe fn field_tile<const T: usize>(
     }
 }
 
+/// Activation bytes of the token block that every row of the few-token small-group kernel
+/// passes over before the next (in L2 with the rows' planes).
+const TOKEN_BLOCK_BYTES: usize = 48 << 10;
 /// Rows per tile of the one-token small-group kernel ([`small_field_rows8`]): one `f32`
 /// lane each.
 const LANE_ROWS: usize = 8;
@@ -817,13 +838,13 @@ const LANE_ROWS: usize = 8;
 /// speed on a Zen 3.
 const CHUNK_GROUPS: usize = 512;
 
-/// Row `r`, every token, groups of 1, 2, 4 or 8 words: tiles of four, two or one tokens sharing
-/// the row's fields, each token's group products summed one at a time.
+/// Row `r`, tokens `tokens`, groups of 1, 2, 4 or 8 words: tiles of four, two or one tokens
+/// sharing the row's fields, each token's group products summed one at a time.
 ///
 /// # Safety
 /// AVX2 must be available; `r < rows`, `a.cols() == m.cols()`, `codes` filled by
 /// [`FieldCodes::fill_row_blocks`] from `gw = GroupWords::of(m)` and `a`, `out.len() = a.n()`,
-/// `gw.words_per_group ∈ {1, 2, 4, 8}`.
+/// `tokens.end ≤ a.n()`, `gw.words_per_group ∈ {1, 2, 4, 8}`.
 #[target_feature(enable = "avx2")]
 unsafe fn small_field_row(
     m: &TernaryMatrix,
@@ -831,6 +852,7 @@ unsafe fn small_field_row(
     a: &QuantizedActivations,
     codes: &FieldCodes,
     r: usize,
+    tokens: Range<usize>,
     out: &mut [f32],
 ) {
     macro_rules! tile {
@@ -843,10 +865,10 @@ unsafe fn small_field_row(
             }
         };
     }
-    let n = a.n();
-    let mut j = 0;
+    let n = tokens.end;
+    let mut j = tokens.start;
     while j < n {
-        // SAFETY: forwarded from the caller; j + T ≤ n.
+        // SAFETY: forwarded from the caller; j + T ≤ tokens.end ≤ a.n().
         unsafe {
             j += match n - j {
                 4.. => {
