@@ -16,6 +16,7 @@
 //! {"schema": "ternary-bench/1", "model": "…", "engine": "runtime", "threads": 2,
 //!  "simd": "avx2", "cpu": "AMD EPYC …", "prompt_tokens": 512, "gen_tokens": 128, "reps": 3,
 //!  "kv": "f32", "lm_head": "as-model", "ternary_activations": "as-layer",
+//!  "float_weights": "auto",
 //!  "prefill_tokens_per_sec": {"mean": …, "sd": …, "runs": [ … ]},
 //!  "decode_tokens_per_sec": {"mean": …, "sd": …, "runs": [ … ]},
 //!  "peak_rss_bytes": …, "weight_bytes": …, "weight_bytes_per_token": …}
@@ -28,7 +29,7 @@ use clap::Args;
 use ternary_core::kernels::Level;
 use ternary_core::rng::SplitMix64;
 use ternary_models::{BurnDecoder, Decoder, Logits};
-use ternary_runtime::{KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
+use ternary_runtime::{FloatWeights, KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
 
 use crate::common::{CliError, Engine, PathArg, Res, load_model, set_ternary_path, threads};
 
@@ -59,6 +60,9 @@ pub struct BenchArgs {
     /// Runtime: output head arithmetic (`int8`: row-quantized weights, int8 activations).
     #[arg(long, value_enum, default_value_t = HeadArg::AsModel)]
     pub lm_head: HeadArg,
+    /// Runtime: float layers' weights (`auto`: f16 where every value is an f16 value).
+    #[arg(long, value_enum, default_value_t = FloatArg::Auto)]
+    pub float_weights: FloatArg,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +84,27 @@ pub enum HeadArg {
     AsModel,
     /// Int8 per row.
     Int8,
+}
+
+/// `--float-weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloatArg {
+    /// f16 for layers whose values are all f16 values (exact), f32 otherwise.
+    Auto,
+    /// f32 always.
+    F32,
+    /// f16 always (rounded).
+    F16,
+}
+
+impl FloatArg {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
 }
 
 /// Mean and sample standard deviation.
@@ -168,6 +193,11 @@ pub fn run(args: &BenchArgs) -> Res<()> {
             HeadArg::Int8 => LmHead::Int8,
         },
         ternary: TernaryActivations::AsLayer,
+        float_weights: match args.float_weights {
+            FloatArg::Auto => FloatWeights::Auto,
+            FloatArg::F32 => FloatWeights::F32,
+            FloatArg::F16 => FloatWeights::F16,
+        },
         ..RuntimeOptions::default()
     };
     let rt = Runtime::from_model(&m.model, opts.clone())?;
@@ -223,7 +253,8 @@ pub fn run(args: &BenchArgs) -> Res<()> {
             "{{\"schema\": \"ternary-bench/1\", \"model\": {}, \"engine\": \"{engine}\", \
              \"threads\": {}, \"simd\": \"{simd}\", \"cpu\": {}, \"prompt_tokens\": {}, \
              \"gen_tokens\": {}, \"reps\": {}, \"kv\": \"{kv}\", \"lm_head\": \"{head}\", \
-             \"ternary_activations\": \"{acts}\", \"prefill_tokens_per_sec\": {}, \
+             \"ternary_activations\": \"{acts}\", \"float_weights\": \"{}\", \
+             \"prefill_tokens_per_sec\": {}, \
              \"decode_tokens_per_sec\": {}, \"peak_rss_bytes\": {rss}, \"weight_bytes\": \
              {weight_bytes}, \"weight_bytes_per_token\": {bytes_per_token}}}",
             json_str(&args.model.display().to_string()),
@@ -232,6 +263,7 @@ pub fn run(args: &BenchArgs) -> Res<()> {
             args.prompt_tokens,
             args.gen_tokens,
             args.reps,
+            args.float_weights.name(),
             json_stat(&prefill),
             json_stat(&decode),
         );
@@ -240,10 +272,11 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         let (dm, ds) = mean_sd(&decode);
         println!(
             "{} ({engine}, {} threads, {simd}, {}; kv {kv}, lm_head {head}, ternary activations \
-             {acts})",
+             {acts}, float weights {})",
             args.model.display(),
             opts.threads,
-            cpu_name()
+            cpu_name(),
+            args.float_weights.name()
         );
         println!("pp{:<6} {pm:>10.1} ± {ps:.1} tokens/s", args.prompt_tokens);
         println!("tg{:<6} {dm:>10.1} ± {ds:.1} tokens/s", args.gen_tokens);

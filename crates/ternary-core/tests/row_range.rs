@@ -159,30 +159,48 @@ fn bad_row_ranges_should_be_errors() {
 }
 
 #[test]
-fn dense_f32_rows_should_match_the_f64_reference() {
-    // |Δ| ≤ 1e-5 · Σ|w·x| per output (f32 sums of up to 1536 products in any order).
+fn dense_rows_should_match_the_f64_reference() {
+    // |Δ| ≤ 1e-5 · Σ|w·x| per output (f32 sums of up to 1536 products in any order), for f32
+    // weights and for f16 weights; an f16 matrix gives exactly the sums of the f32 matrix of
+    // its (widened) values at the same level.
     let (mut rng, seed) = ternary_testkit::seeded();
-    for &(rows, cols) in &[(1, 1), (5, 7), (63, 64), (65, 576), (9, 1536)] {
+    for &(rows, cols) in &[(1, 1), (5, 7), (63, 64), (65, 576), (9, 1536), (3, 23)] {
         let w = ternary_testkit::random_f32(&mut rng, rows * cols, -2.0, 2.0);
+        let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let w16f: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
         for &n in &[1, 2, 3, 4, 7, 65, 130] {
             let x = ternary_testkit::random_f32(&mut rng, n * cols, -2.0, 2.0);
             for r in ranges(&mut rng, rows) {
                 for level in Level::available() {
                     let mut out = vec![f32::NAN; r.len() * n];
-                    kernels::dense_f32_rows_with(level, &w, cols, &x, n, r.clone(), &mut out)
+                    kernels::dense_rows_with(level, &w, cols, &x, n, r.clone(), &mut out).unwrap();
+                    let mut out16 = vec![f32::NAN; r.len() * n];
+                    kernels::dense_rows_with(level, &w16, cols, &x, n, r.clone(), &mut out16)
                         .unwrap();
-                    for (i, row) in r.clone().enumerate() {
-                        for j in 0..n {
-                            let (want, mass) = (0..cols).fold((0f64, 0f64), |(s, m), c| {
-                                let p = f64::from(w[row * cols + c]) * f64::from(x[j * cols + c]);
-                                (s + p, m + p.abs())
-                            });
-                            let got = f64::from(out[i * n + j]);
-                            assert!(
-                                (got - want).abs() <= 1e-5 * mass + 1e-30,
-                                "{level} {rows}x{cols} n={n} rows {r:?} [{row}, {j}]: {got} vs \
-                                 {want} (TERNARY_TEST_SEED={seed})"
-                            );
+                    let mut out16f = vec![f32::NAN; r.len() * n];
+                    kernels::dense_rows_with(level, &w16f, cols, &x, n, r.clone(), &mut out16f)
+                        .unwrap();
+                    assert_eq!(
+                        out16.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        out16f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{level} {rows}x{cols} n={n} rows {r:?}: f16 weights vs their f32 values \
+                         (TERNARY_TEST_SEED={seed})"
+                    );
+                    for (wv, got_all) in [(&w, &out), (&w16f, &out16)] {
+                        for (i, row) in r.clone().enumerate() {
+                            for j in 0..n {
+                                let (want, mass) = (0..cols).fold((0f64, 0f64), |(s, m), c| {
+                                    let p =
+                                        f64::from(wv[row * cols + c]) * f64::from(x[j * cols + c]);
+                                    (s + p, m + p.abs())
+                                });
+                                let got = f64::from(got_all[i * n + j]);
+                                assert!(
+                                    (got - want).abs() <= 1e-5 * mass + 1e-30,
+                                    "{level} {rows}x{cols} n={n} rows {r:?} [{row}, {j}]: {got} \
+                                     vs {want} (TERNARY_TEST_SEED={seed})"
+                                );
+                            }
                         }
                     }
                 }
@@ -191,13 +209,7 @@ fn dense_f32_rows_should_match_the_f64_reference() {
     }
     let w = vec![0f32; 12];
     let mut out = vec![0f32; 2];
-    assert!(
-        kernels::dense_f32_rows_with(Level::Scalar, &w, 5, &[0.0; 5], 1, 0..2, &mut out).is_err()
-    );
-    assert!(
-        kernels::dense_f32_rows_with(Level::Scalar, &w, 4, &[0.0; 4], 1, 2..4, &mut out).is_err()
-    );
-    assert!(
-        kernels::dense_f32_rows_with(Level::Scalar, &w, 4, &[0.0; 3], 1, 0..2, &mut out).is_err()
-    );
+    assert!(kernels::dense_rows_with(Level::Scalar, &w, 5, &[0.0; 5], 1, 0..2, &mut out).is_err());
+    assert!(kernels::dense_rows_with(Level::Scalar, &w, 4, &[0.0; 4], 1, 2..4, &mut out).is_err());
+    assert!(kernels::dense_rows_with(Level::Scalar, &w, 4, &[0.0; 3], 1, 0..2, &mut out).is_err());
 }

@@ -42,5 +42,5 @@ mod proj;
 mod runtime;
 
 pub use error::{Result, RuntimeError};
-pub use options::{KvType, LmHead, RuntimeOptions, TernaryActivations};
+pub use options::{FloatWeights, KvType, LmHead, RuntimeOptions, TernaryActivations};
 pub use runtime::Runtime;

@@ -20,7 +20,7 @@ use ternary_models::{Activation, BitLinear, Llama, LlamaConfig};
 
 use crate::error::{Result, RuntimeError};
 use crate::options::{LmHead, RuntimeOptions, TernaryActivations};
-use crate::proj::{Kernel, Proj, quantize_rows_i8};
+use crate::proj::{Kernel, Proj, quantize_rows_i8, to_f16};
 
 /// One decoder block.
 #[derive(Debug)]
@@ -163,6 +163,11 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
                 let (q, scales) = quantize_rows_i8(w, p.rows, p.cols);
                 p.kernel = Kernel::I8Rows { q, scales };
             }
+        }
+        if let Kernel::F32(w) = &p.kernel
+            && let Some(h) = to_f16(w, opts.float_weights)
+        {
+            p.kernel = Kernel::F16(Arc::new(h));
         }
         projs.insert(name, p);
     }

@@ -29,6 +29,22 @@ pub enum LmHead {
     Int8,
 }
 
+/// How float (dense `f32`) layers hold their weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatWeights {
+    /// `f16` for a layer whose every weight is exactly an `f16` value (a model read from an
+    /// F16 file, or one whose float layers were rounded to `f16` once), `f32` otherwise. The
+    /// kernels widen `f16` exactly, so the logits are those of `f32` weights while a step
+    /// reads half the bytes.
+    #[default]
+    Auto,
+    /// `f32` always.
+    F32,
+    /// `f16` always: weights that are not `f16` values are rounded to the nearest one (half
+    /// the memory and bytes per token; logits move by that rounding).
+    F16,
+}
+
 /// Which activations the ternary layers ([`TernaryLinear`](ternary_layers::TernaryLinear))
 /// multiply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +71,8 @@ pub struct RuntimeOptions {
     pub lm_head: LmHead,
     /// Ternary layers' activations.
     pub ternary: TernaryActivations,
+    /// Float layers' weight type (the output head included when it stays float).
+    pub float_weights: FloatWeights,
     /// Tokens per prefill batch: longer inputs run in batches of this many (each product then
     /// reads the weights once per batch). At least 1.
     pub chunk: usize,
@@ -76,6 +94,7 @@ impl Default for RuntimeOptions {
             kv: KvType::F32,
             lm_head: LmHead::AsModel,
             ternary: TernaryActivations::AsLayer,
+            float_weights: FloatWeights::Auto,
             chunk: 128,
             max_context: None,
             level: None,

@@ -10,7 +10,8 @@
 //!   prepared activations `x'` (the same int8 codes), summed in `f32` as `TernaryLinear` does;
 //! - [`Kernel::BitNet`]: `y = (Σ_g s_g Σ q·t) / (k·D)` with BitNet's own activation rule
 //!   (`k = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x·k), −128, 127)`);
-//! - [`Kernel::F32`]: `y[r] = Σ_c W[r, c]·x[c]` (`dense_f32_rows_with`: register-tiled FMA);
+//! - [`Kernel::F32`], [`Kernel::F16`]: `y[r] = Σ_c W[r, c]·x[c]` (`dense_rows_with`:
+//!   register-tiled FMA; `f16` weights widened exactly as they are loaded);
 //! - [`Kernel::Quant`]: GGUF Q4_0/Q4_1/Q8_0 block dots (`QuantLinear`);
 //! - [`Kernel::I8Rows`]: `y[r] = s_r · s_x · Σ_c q_w[r, c]·q_x[c]` (the int8 output head).
 //!
@@ -26,6 +27,7 @@ use ternary_models::bitnet::BITNET_EPS;
 use ternary_models::quant_linear::QuantLinear;
 
 use crate::error::Result;
+use crate::options::FloatWeights;
 
 /// The product a projection computes (see the [module docs](self)).
 #[derive(Debug, Clone)]
@@ -36,6 +38,7 @@ pub(crate) enum Kernel {
     TwoPlaneI8(Arc<TwoPlaneMatrix>),
     BitNet { m: Arc<TernaryMatrix>, divisor: f32 },
     F32(Arc<Vec<f32>>),
+    F16(Arc<Vec<half::f16>>),
     Quant(QuantLinear),
     I8Rows { q: Vec<i8>, scales: Vec<f32> },
 }
@@ -78,6 +81,7 @@ impl Proj {
             }
             Kernel::TwoPlaneF32(m) | Kernel::TwoPlaneI8(m) => m.storage_bytes(),
             Kernel::F32(w) => 4 * w.len(),
+            Kernel::F16(w) => 2 * w.len(),
             Kernel::Quant(q) => {
                 let n = self.rows * self.cols;
                 q.ggml_type().byte_size(n).unwrap_or(4 * n)
@@ -313,7 +317,10 @@ pub(crate) fn product_rows(
             }
         }
         Kernel::F32(w) => {
-            kernels::dense_f32_rows_with(k.level, w, cols, p.f32_input(x), n, rows.clone(), out)?
+            kernels::dense_rows_with(k.level, w, cols, p.f32_input(x), n, rows.clone(), out)?
+        }
+        Kernel::F16(w) => {
+            kernels::dense_rows_with(k.level, w, cols, p.f32_input(x), n, rows.clone(), out)?
         }
         Kernel::Quant(q) => {
             q.forward_rows_range(p.f32_input(x), n, rows.clone(), &mut scratch.sx, out);
@@ -340,6 +347,17 @@ pub(crate) fn product_rows(
         }
     }
     Ok(())
+}
+
+/// `w` as `f16` under `mode`: `Some` when `mode` is `F16`, or `Auto` and every value is an
+/// `f16` value (exact); `None` keeps `f32`.
+pub(crate) fn to_f16(w: &[f32], mode: FloatWeights) -> Option<Vec<half::f16>> {
+    let exact = |v: f32| half::f16::from_f32(v).to_f32().to_bits() == v.to_bits();
+    match mode {
+        FloatWeights::F32 => None,
+        FloatWeights::Auto if !w.iter().all(|&v| exact(v)) => None,
+        _ => Some(w.iter().map(|&v| half::f16::from_f32(v)).collect()),
+    }
 }
 
 /// Row-quantizes `w: [rows, cols]` to int8: `s_r = max_c |w[r, c]| / 127`, `q = round(w / s_r)`

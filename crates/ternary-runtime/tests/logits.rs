@@ -13,11 +13,12 @@ use ternary_core::ScaleLayout;
 use ternary_core::kernels::Level;
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_layers::{Cpu, LinearPath, TernaryLinear, to_rows};
+use ternary_models::linear::HostLinear;
 use ternary_models::{
     BurnDecoder, Llama, LoadedModel, Logits, Sampling, generate_with, load_gguf,
     load_safetensors_dir,
 };
-use ternary_runtime::{KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
+use ternary_runtime::{FloatWeights, KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -315,5 +316,62 @@ fn two_plane_llama_should_match_reference() {
             *slot = Box::new(t.with_path(path));
         }
         check_all(&m.model, &format!("tiny-llama two planes {path}"));
+    }
+}
+
+/// The tiny Llama with every linear layer a `HostLinear` whose weights are rounded to `f16`
+/// values (as an F16 GGUF's are).
+fn f16_valued_tiny() -> LoadedModel<Cpu> {
+    let mut m = tiny_llama();
+    for (name, slot) in m.model.linears_mut() {
+        let (rows, cols) = (slot.out_features(), slot.in_features());
+        let w: Vec<f32> = to_rows(slot.weight())
+            .unwrap()
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        *slot = Box::new(HostLinear::new(&name, w, rows, cols).unwrap());
+    }
+    m
+}
+
+#[test]
+fn f16_weights_should_give_the_f32_logits_where_exact() {
+    // `FloatWeights::Auto` holds f16-valued layers as f16 (half the bytes per token): the
+    // kernels widen them exactly, so the logits are bit-identical to `FloatWeights::F32` at
+    // every level; both match the reference. On weights that are not f16 values, Auto keeps
+    // f32 (bit-identical to F32) and forced `F16` rounds them (close to the reference).
+    let m = f16_valued_tiny();
+    let tokens = ids(m.model.config().vocab_size, 10);
+    let want = reference(&m.model, &tokens, 6);
+    let f = tiny_llama();
+    let want_f = reference(&f.model, &tokens, 6);
+    for level in Level::available() {
+        let run = |model: &Llama<Cpu>, float_weights| {
+            let opts = RuntimeOptions {
+                threads: 2,
+                level: Some(level),
+                float_weights,
+                ..RuntimeOptions::default()
+            };
+            let mut rt = Runtime::from_model(model, opts).unwrap();
+            let per_token = rt.weight_bytes_per_token();
+            (runtime_steps(&mut rt, &tokens, 6), per_token)
+        };
+        let (auto, auto_bytes) = run(&m.model, FloatWeights::Auto);
+        let (f32s, f32_bytes) = run(&m.model, FloatWeights::F32);
+        assert!(
+            auto_bytes < f32_bytes,
+            "{level}: auto reads {auto_bytes} bytes per token, f32 {f32_bytes}"
+        );
+        assert_eq!(auto, f32s, "{level}: f16-valued weights, Auto vs F32");
+        assert_close(&want, &auto, &format!("{level} f16-valued Auto"));
+        let (auto, auto_bytes) = run(&f.model, FloatWeights::Auto);
+        let (f32s, f32_bytes) = run(&f.model, FloatWeights::F32);
+        assert_eq!(auto_bytes, f32_bytes, "{level}: Auto kept f32 weights");
+        assert_eq!(auto, f32s, "{level}: f32 weights, Auto vs F32");
+        let (forced, forced_bytes) = run(&f.model, FloatWeights::F16);
+        assert!(forced_bytes < f32_bytes);
+        assert_close_tol(&want_f, &forced, &format!("{level} forced F16"), 1e-2);
     }
 }

@@ -355,15 +355,57 @@ impl DotF32 {
     }
 }
 
-/// Dense `f32` product for the output rows `rows` on the calling thread (no rayon):
+/// The element types of dense weights: `f32`, and IEEE `f16` (half the bytes per product;
+/// each value is widened to `f32` exactly before it is multiplied, so an `f16` matrix gives
+/// the same sums as the `f32` matrix of the same values, at the same level).
+pub trait DenseWeight: Copy + Send + Sync + sealed::Sealed + 'static {
+    /// `true` for `f16` (the kernels widen 8 values per load with F16C).
+    #[doc(hidden)]
+    const HALF: bool;
+    /// The value as `f32` (exact).
+    fn to_f32(self) -> f32;
+    /// `dst[i] = src[i].to_f32()` (vectorized where the CPU allows); equal lengths.
+    fn widen(src: &[Self], dst: &mut [f32]);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+}
+
+impl DenseWeight for f32 {
+    const HALF: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl DenseWeight for half::f16 {
+    const HALF: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+}
+
+/// Dense product for the output rows `rows` on the calling thread (no rayon):
 /// `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]` with `w: [w.len() / cols, cols]`
-/// and `x: [n, cols]` row-major, `out` row-major by row (`rows.len() × n`). AVX2/AVX-512:
-/// `4 × 3` register tiles of FMA dot products over blocks of 64 tokens (each block of weight
-/// rows is read once per 64 tokens); scalar: one dot per output. Sums are `f32` in a
-/// level-dependent order: `|Δ| ≤ ~cols·ε·Σ|w·x|` against the exact sum.
-pub fn dense_f32_rows_with(
+/// (`f32` or `f16`, [`DenseWeight`]) and `x: [n, cols]` row-major, `out` row-major by row
+/// (`rows.len() × n`). AVX2/AVX-512: `4 × 3` register tiles of FMA dot products over blocks
+/// of 64 tokens (each block of weight rows is read once per 64 tokens; `f16` rows widened by
+/// F16C as they are loaded); scalar: one dot per output. Sums are `f32` in a level-dependent
+/// order: `|Δ| ≤ ~cols·ε·Σ|w·x|` against the exact sum.
+pub fn dense_rows_with<W: DenseWeight>(
     level: Level,
-    w: &[f32],
+    w: &[W],
     cols: usize,
     x: &[f32],
     n: usize,
@@ -395,10 +437,10 @@ pub fn dense_f32_rows_with(
     }
     match Isa::of(level)? {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2(t) => t.dense_f32_rows(w, cols, x, n, rows, out),
+        Isa::Avx2(t) => t.dense_rows(w, cols, x, n, rows, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512(t) => t.dense_f32_rows(w, cols, x, n, rows, out),
-        _ => scalar::dense_f32_rows(w, cols, x, n, rows, out),
+        Isa::Avx512(t) => t.dense_rows(w, cols, x, n, rows, out),
+        _ => scalar::dense_rows(w, cols, x, n, rows, out),
     }
     Ok(())
 }

@@ -122,9 +122,10 @@ pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
-/// Scalar [`dense_f32_rows_with`](super::dense_f32_rows_with): one [`dot_f32`] per output.
-pub(super) fn dense_f32_rows(
-    w: &[f32],
+/// Scalar [`dense_rows_with`](super::dense_rows_with): one [`dot_f32`]-ordered dot per
+/// output (16 partial sums, then the tail), weights widened to `f32` as they are read.
+pub(super) fn dense_rows<W: super::DenseWeight>(
+    w: &[W],
     cols: usize,
     x: &[f32],
     n: usize,
@@ -134,7 +135,21 @@ pub(super) fn dense_f32_rows(
     for (r, o) in rows.zip(out.chunks_exact_mut(n.max(1))) {
         let wr = &w[r * cols..(r + 1) * cols];
         for (j, v) in o.iter_mut().enumerate() {
-            *v = dot_f32(wr, &x[j * cols..(j + 1) * cols]);
+            let xr = &x[j * cols..(j + 1) * cols];
+            let mut acc = [0f32; 16];
+            let (cw, cx) = (wr.chunks_exact(16), xr.chunks_exact(16));
+            let tail: f32 = cw
+                .remainder()
+                .iter()
+                .zip(cx.remainder())
+                .map(|(a, b)| a.to_f32() * b)
+                .sum();
+            for (a, b) in cw.zip(cx) {
+                for i in 0..16 {
+                    acc[i] += a[i].to_f32() * b[i];
+                }
+            }
+            *v = acc.iter().sum::<f32>() + tail;
         }
     }
 }

@@ -31,7 +31,7 @@ use std::ops::Range;
 
 use super::Avx2;
 use crate::activations::QuantizedActivations;
-use crate::kernels::{GroupWords, Rows, by_row_blocks, popcount};
+use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks, popcount};
 use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations.
@@ -1501,50 +1501,41 @@ pub(super) unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// L2 while every block of weight rows passes over them.
 const DENSE_TOKENS: usize = 64;
 
-/// Dense `f32` product for rows `rows` of `w: [rows, cols]` (row-major) and every token of
-/// `x: [n, cols]`: `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]`, in `4 × 3`
-/// register tiles (twelve 8-lane FMA accumulators, seven loads per twelve FMAs) over blocks
-/// of [`DENSE_TOKENS`] tokens. Shapes are checked by the caller.
-pub(super) fn dense_f32_rows(
+/// Dense product for rows `rows` of `w: [rows, cols]` (row-major, `f32` or `f16`) and every
+/// token of `x: [n, cols]`: `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]`, in
+/// `4 × 3` register tiles (twelve 8-lane FMA accumulators, seven loads per twelve FMAs) over
+/// blocks of [`DENSE_TOKENS`] tokens. Shapes are checked by the caller.
+pub(super) fn dense_rows<W: DenseWeight>(
     _t: Avx2,
-    w: &[f32],
+    w: &[W],
     cols: usize,
     x: &[f32],
     n: usize,
     rows: Range<usize>,
     out: &mut [f32],
 ) {
+    // One token: eight rows per tile (eight streams in flight); more: 4 × 3 tiles.
+    let rstep = if n == 1 { 8 } else { 4 };
+    // `f16` rows shared by several tokens are widened once per token block (exactly), so
+    // the tiles of a prefill run on `f32` loads.
+    let mut wide: Vec<f32> = Vec::new();
     let mut j0 = 0;
     while j0 < n {
         let j1 = (j0 + DENSE_TOKENS).min(n);
         let mut r = rows.start;
         while r < rows.end {
-            let nr = (rows.end - r).min(4);
-            let mut j = j0;
-            while j < j1 {
-                let nt = (j1 - j).min(3);
-                let o = (r - rows.start) * n;
-                // SAFETY: the token proves AVX2 and FMA; rows r..r + nr of `w`, tokens
-                // j..j + nt of `x` and outputs (r − rows.start + i) · n + j + t are in bounds
-                // (checked by the caller: w holds rows × cols, x n × cols, out rows.len() × n).
-                unsafe {
-                    match (nr, nt) {
-                        (4, 3) => dense_tile::<4, 3>(w, x, cols, r, j, n, &mut out[o..]),
-                        (4, 2) => dense_tile::<4, 2>(w, x, cols, r, j, n, &mut out[o..]),
-                        (4, _) => dense_tile::<4, 1>(w, x, cols, r, j, n, &mut out[o..]),
-                        _ => {
-                            for i in 0..nr {
-                                let o = o + i * n;
-                                match nt {
-                                    3 => dense_tile::<1, 3>(w, x, cols, r + i, j, n, &mut out[o..]),
-                                    2 => dense_tile::<1, 2>(w, x, cols, r + i, j, n, &mut out[o..]),
-                                    _ => dense_tile::<1, 1>(w, x, cols, r + i, j, n, &mut out[o..]),
-                                }
-                            }
-                        }
-                    }
-                }
-                j += nt;
+            let nr = (rows.end - r).min(rstep);
+            let o = &mut out[(r - rows.start) * n..];
+            if W::HALF && j1 - j0 >= 4 {
+                wide.resize(nr * cols, 0.0);
+                W::widen(&w[r * cols..(r + nr) * cols], &mut wide);
+                // SAFETY: the token proves AVX2, FMA and F16C; `wide` holds the nr rows,
+                // tokens j0..j1 of `x` and outputs i · n + j (i < nr, j < j1) of `o` are in
+                // bounds (the caller checked x: n × cols, out: rows.len() × n).
+                unsafe { dense_block(&wide, 0, nr, x, cols, j0..j1, n, o) }
+            } else {
+                // SAFETY: as above, with rows r..r + nr of `w` (w holds every row of `rows`).
+                unsafe { dense_block(w, r, nr, x, cols, j0..j1, n, o) }
             }
             r += nr;
         }
@@ -1552,14 +1543,57 @@ pub(super) fn dense_f32_rows(
     }
 }
 
+/// Rows `r0..r0 + nr` of `w` (`nr ≤ 8`; 8 only with one token) × `tokens`, in register
+/// tiles: `out[i · n + j] = Σ_c w[r0 + i, c] · x[j, c]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds at least `(r0 + nr) · cols` values, `x`
+/// at least `tokens.end · cols`, `out` at least `(nr − 1) · n + tokens.end`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn dense_block<V: DenseWeight>(
+    w: &[V],
+    r0: usize,
+    nr: usize,
+    x: &[f32],
+    cols: usize,
+    tokens: Range<usize>,
+    n: usize,
+    out: &mut [f32],
+) {
+    let mut j = tokens.start;
+    while j < tokens.end {
+        let nt = (tokens.end - j).min(3);
+        // SAFETY: forwarded from the caller; j + nt ≤ tokens.end.
+        unsafe {
+            match (nr, nt) {
+                (8, 1) => dense_tile::<V, 8, 1>(w, x, cols, r0, j, n, out),
+                (4, 3) => dense_tile::<V, 4, 3>(w, x, cols, r0, j, n, out),
+                (4, 2) => dense_tile::<V, 4, 2>(w, x, cols, r0, j, n, out),
+                (4, 1) => dense_tile::<V, 4, 1>(w, x, cols, r0, j, n, out),
+                _ => {
+                    for i in 0..nr {
+                        let o = &mut out[i * n..];
+                        match nt {
+                            3 => dense_tile::<V, 1, 3>(w, x, cols, r0 + i, j, n, o),
+                            2 => dense_tile::<V, 1, 2>(w, x, cols, r0 + i, j, n, o),
+                            _ => dense_tile::<V, 1, 1>(w, x, cols, r0 + i, j, n, o),
+                        }
+                    }
+                }
+            }
+        }
+        j += nt;
+    }
+}
+
 /// Rows `r0..r0 + R` × tokens `j0..j0 + T`: `out[i · n + j0 + t] = Σ_c w[r0 + i, c] · x[j0 + t, c]`.
 ///
 /// # Safety
-/// AVX2 and FMA must be available; `w` holds at least `(r0 + R) · cols` values, `x` at least
-/// `(j0 + T) · cols`, `out` at least `(R − 1) · n + j0 + T`.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dense_tile<const R: usize, const T: usize>(
-    w: &[f32],
+/// AVX2, FMA and F16C must be available; `w` holds at least `(r0 + R) · cols` values, `x` at
+/// least `(j0 + T) · cols`, `out` at least `(R − 1) · n + j0 + T`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dense_tile<W: DenseWeight, const R: usize, const T: usize>(
+    w: &[W],
     x: &[f32],
     cols: usize,
     r0: usize,
@@ -1567,7 +1601,7 @@ unsafe fn dense_tile<const R: usize, const T: usize>(
     n: usize,
     out: &mut [f32],
 ) {
-    let wp: [*const f32; R] = std::array::from_fn(|i| w[(r0 + i) * cols..].as_ptr());
+    let wp: [*const W; R] = std::array::from_fn(|i| w[(r0 + i) * cols..].as_ptr());
     let xp: [*const f32; T] = std::array::from_fn(|t| x[(j0 + t) * cols..].as_ptr());
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut c = 0;
@@ -1576,7 +1610,12 @@ unsafe fn dense_tile<const R: usize, const T: usize>(
         unsafe {
             let xv: [__m256; T] = std::array::from_fn(|t| _mm256_loadu_ps(xp[t].add(c)));
             for i in 0..R {
-                let wv = _mm256_loadu_ps(wp[i].add(c));
+                let wv = if W::HALF {
+                    // Eight f16 values (16 bytes) widened exactly.
+                    _mm256_cvtph_ps(_mm_loadu_si128(wp[i].add(c).cast()))
+                } else {
+                    _mm256_loadu_ps(wp[i].add(c).cast())
+                };
                 for t in 0..T {
                     acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
                 }
@@ -1588,7 +1627,7 @@ unsafe fn dense_tile<const R: usize, const T: usize>(
         for t in 0..T {
             let mut s = hsum_ps(acc[i][t]);
             for k in c..cols {
-                s += w[(r0 + i) * cols + k] * x[(j0 + t) * cols + k];
+                s += w[(r0 + i) * cols + k].to_f32() * x[(j0 + t) * cols + k];
             }
             out[i * n + j0 + t] = s;
         }

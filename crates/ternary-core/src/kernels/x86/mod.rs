@@ -11,11 +11,12 @@ use crate::activations::QuantizedActivations;
 use crate::kernels::Rows;
 use crate::matrix::TernaryMatrix;
 
-/// AVX2, FMA and POPCNT are all present.
+/// AVX2, FMA, POPCNT and F16C are all present.
 pub(super) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("popcnt")
+        && is_x86_feature_detected!("f16c")
 }
 
 /// AVX-512 F/BW/VL/VNNI/VPOPCNTDQ (and AVX2) are all present.
@@ -69,16 +70,16 @@ impl Avx2 {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn dense_f32_rows(
+    pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
-        w: &[f32],
+        w: &[W],
         cols: usize,
         x: &[f32],
         n: usize,
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        avx2::dense_f32_rows(self, w, cols, x, n, rows, out)
+        avx2::dense_rows(self, w, cols, x, n, rows, out)
     }
 }
 
@@ -127,9 +128,9 @@ impl Avx512 {
     }
 
     /// The AVX2 kernel.
-    pub(super) fn dense_f32_rows(
+    pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
-        w: &[f32],
+        w: &[W],
         cols: usize,
         x: &[f32],
         n: usize,
@@ -137,8 +138,8 @@ impl Avx512 {
         out: &mut [f32],
     ) {
         match Avx2::new() {
-            Some(t) => t.dense_f32_rows(w, cols, x, n, rows, out),
-            None => super::scalar::dense_f32_rows(w, cols, x, n, rows, out),
+            Some(t) => t.dense_rows(w, cols, x, n, rows, out),
+            None => super::scalar::dense_rows(w, cols, x, n, rows, out),
         }
     }
 }
