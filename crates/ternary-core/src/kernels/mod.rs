@@ -73,7 +73,7 @@ pub const SIMD_ENV: &str = "TERNARY_SIMD";
 pub enum Level {
     /// Portable Rust; always available.
     Scalar,
-    /// x86-64 AVX2 + FMA + POPCNT.
+    /// x86-64 AVX2 + FMA + POPCNT + F16C.
     Avx2,
     /// x86-64 AVX-512 F/BW/VL with VNNI and VPOPCNTDQ (Ice Lake and later, Zen 4 and later).
     Avx512,

@@ -1,4 +1,4 @@
-//! AVX2 kernels (with FMA and POPCNT).
+//! AVX2 kernels (with FMA, POPCNT and F16C).
 //!
 //! - `f32`: a broadcast plane word shifted left by `31 − i` (`vpsllvd`) puts bit `i` in the
 //!   sign bit of lane `i`, which `blendv` uses to pick `x` or `0`; four rows per load of `x`.

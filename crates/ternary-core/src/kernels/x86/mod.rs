@@ -1,4 +1,4 @@
-//! x86-64 kernels: AVX2 (+FMA, POPCNT) and AVX-512 (F, BW, VL, VNNI, VPOPCNTDQ).
+//! x86-64 kernels: AVX2 (+FMA, POPCNT, F16C) and AVX-512 (F, BW, VL, VNNI, VPOPCNTDQ).
 //!
 //! Each level is reached through a zero-sized token ([`Avx2`], [`Avx512`]) that can only be
 //! made after run-time detection succeeds, so the safe methods on it may call the
@@ -29,9 +29,9 @@ pub(super) fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512vpopcntdq")
 }
 
-/// Proof that [`Level::Avx2`](super::Level::Avx2) is available: this CPU has AVX2, FMA and
-/// POPCNT and the `TERNARY_SIMD` cap allows them. Code in other crates holding one may call
-/// `#[target_feature(enable = "avx2,fma,popcnt")]` functions.
+/// Proof that [`Level::Avx2`](super::Level::Avx2) is available: this CPU has AVX2, FMA, POPCNT
+/// and F16C and the `TERNARY_SIMD` cap allows them. Code in other crates holding one may call
+/// `#[target_feature(enable = "avx2,fma,popcnt,f16c")]` functions.
 #[derive(Debug, Clone, Copy)]
 pub struct Avx2(());
 
