@@ -530,12 +530,14 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         &tq2,
         "llama-quantize from the F16 file",
     )?);
+    // The F16 file, as llama.cpp's F16 row: the runtime holds its float layers in f16
+    // (`FloatWeights::Auto`: every value is an f16 value).
     cases.push(gguf_case(
         "ours",
         smol,
-        "float (Q4_1 file, f32 in memory)",
-        &q41,
-        q41_made,
+        "float (F16 file, f16 in memory)",
+        &f16,
+        "llama-quantize --allow-requantize from the Q4_1 file",
     )?);
     // Ternary layers take f32 activations by default; int8 activations
     // (`--ternary-path cpu-int8`) are the other path of the runtime.
