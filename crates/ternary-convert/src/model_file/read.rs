@@ -1,5 +1,6 @@
 //! Reading: safetensors bytes validated into [`Contents`], then a model on a Burn backend.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use half::f16;
@@ -285,7 +286,11 @@ pub fn load<B: TernaryBackend>(
 ) -> Result<LoadedModel<B>> {
     let path = path.as_ref();
     let bytes = read(path)?;
-    build(Contents::from_bytes(&bytes, Some(path))?, device)
+    let contents = Contents::from_bytes(&bytes, Some(path))?;
+    // The file's bytes are not needed once parsed: freed before the model is built, so the
+    // peak holds one copy of the weights less.
+    drop(bytes);
+    build(contents, device)
 }
 
 /// [`load`] from bytes.
@@ -295,15 +300,16 @@ pub fn load_bytes<B: TernaryBackend>(bytes: &[u8], device: &B::Device) -> Result
 
 /// Serves the file's float tensors under their Hugging Face names; a ternary layer's
 /// `.weight` is served as zeros (never read: the layer is replaced right after building).
+/// The embedding and norms are handed over (moved, not copied): each is asked for once.
 struct FileWeights<'a> {
-    contents: &'a Contents,
+    linears: &'a [(String, StoredLinear)],
+    others: RefCell<HashMap<String, Option<HostTensor>>>,
 }
 
 impl FileWeights<'_> {
     fn linear(&self, name: &str) -> Option<&StoredLinear> {
         let layer = name.strip_suffix(".weight")?;
-        self.contents
-            .linears
+        self.linears
             .iter()
             .find(|(n, _)| n == layer)
             .map(|(_, l)| l)
@@ -312,8 +318,12 @@ impl FileWeights<'_> {
 
 impl WeightSource for FileWeights<'_> {
     fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
-        if let Some((_, t)) = self.contents.others.iter().find(|(n, _)| n == name) {
-            return Ok(t.clone());
+        if let Some(slot) = self.others.borrow_mut().get_mut(name) {
+            return slot.take().ok_or_else(|| {
+                ternary_models::ModelError::Config(format!(
+                    "tensor '{name}' was asked for twice while the model was built"
+                ))
+            });
         }
         match self.linear(name) {
             Some(StoredLinear::Float(t)) => Ok(t.clone()),
@@ -326,7 +336,7 @@ impl WeightSource for FileWeights<'_> {
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.contents.others.iter().any(|(n, _)| n == name) || self.linear(name).is_some()
+        self.others.borrow().contains_key(name) || self.linear(name).is_some()
     }
 }
 
@@ -336,7 +346,14 @@ fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<Lo
     let mut model = Llama::<B>::from_weights_with(
         contents.config.clone(),
         &FileWeights {
-            contents: &contents,
+            linears: &contents.linears,
+            others: RefCell::new(
+                contents
+                    .others
+                    .into_iter()
+                    .map(|(n, t)| (n, Some(t)))
+                    .collect(),
+            ),
         },
         device,
         linear_impl,
