@@ -628,6 +628,32 @@ fn f32_dot_at_every_level_should_match_the_f64_reference_on_edge_lengths() {
 }
 
 #[test]
+fn f32_axpy_at_every_level_should_match_the_f64_reference_on_edge_lengths() {
+    // y + a·x: one rounding (fused) or two (scalar): |Δ| ≤ 2ε·(|y| + |a·x|) per element.
+    let (mut rng, seed) = rng();
+    for level in Level::available() {
+        let k = kernels::DotF32::new(level).unwrap();
+        for n in [0usize, 1, 7, 8, 9, 63, 64, 65, 576] {
+            let x = random_f32(&mut rng, n + 2); // longer: only the shorter length is touched
+            let y0 = random_f32(&mut rng, n);
+            let a = random_f32(&mut rng, 1)[0];
+            let mut y = y0.clone();
+            k.axpy(a, &x, &mut y);
+            for i in 0..n {
+                let p = f64::from(a) * f64::from(x[i]);
+                let want = f64::from(y0[i]) + p;
+                let bound = 2.0 * f64::from(f32::EPSILON) * (f64::from(y0[i]).abs() + p.abs());
+                assert!(
+                    (f64::from(y[i]) - want).abs() <= bound + 1e-30,
+                    "{level:?} n={n} [{i}] seed {seed}: {} vs {want}",
+                    y[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn i8_dot_at_every_level_should_be_exact_on_edge_lengths() {
     let (mut rng, seed) = rng();
     let lengths = [

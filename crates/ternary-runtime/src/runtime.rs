@@ -135,10 +135,11 @@ impl Shared {
         split(self.config().vocab_size, t, self.threads, ROW_ALIGN)
     }
 
-    /// Token blocks per kv head for the attention of `n` tokens.
+    /// Token blocks per query head for the attention of `n` tokens (about eight items per
+    /// thread, so that the split is even).
     fn blocks(&self, n: usize) -> usize {
-        let nkv = self.config().num_kv_heads;
-        (4 * self.threads).div_ceil(nkv).clamp(1, n.max(1))
+        let nh = self.config().num_heads;
+        (8 * self.threads).div_ceil(nh).clamp(1, n.max(1))
     }
 }
 
@@ -307,28 +308,26 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
             }
         }
         end_phase(&mut phase);
-        // ---- B: attention over (kv head, token block) items.
+        // ---- B: attention over (query head, token block) items: with few kv heads (3 in
+        // SmolLM2) whole kv heads would split unevenly over the threads.
         {
             let nb = sh.blocks(n);
-            let items = split(nkv * nb, t, sh.threads, 1);
+            let items = split(nh * nb, t, sh.threads, 1);
             let mut part = write(&sh.parts[phase % 2][t]);
             part.clear();
             let qset = (phase + 1) % 2;
             let scale = (1.0 / (d as f64).sqrt()) as f32;
             for it in items {
-                let (kvh, b) = (it / nb, it % nb);
+                let (head, b) = (it / nb, it % nb);
                 let toks = split(n, b, nb, 1);
-                let cache = read(&sh.kv[l * nkv + kvh]);
+                let cache = read(&sh.kv[l * nkv + head / group]);
+                let (ow, off) = sh.unit_owner(head);
+                let src = read(&sh.parts[qset][ow]);
+                let base = off * d * n;
                 for j in toks {
-                    // The query heads of this kv head, token j: [group, d].
                     lo.q.clear();
-                    for g in 0..group {
-                        let (ow, off) = sh.unit_owner(kvh * group + g);
-                        let src = read(&sh.parts[qset][ow]);
-                        let base = off * d * n;
-                        lo.q.extend((0..d).map(|i| src[base + i * n + j]));
-                    }
-                    attend(sh, &cache, p0 + j, group, d, scale, lo);
+                    lo.q.extend((0..d).map(|i| src[base + i * n + j]));
+                    attend(sh, &cache, p0 + j, 1, d, scale, lo);
                     part.extend_from_slice(&lo.out);
                 }
             }
@@ -343,12 +342,12 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
             for u in 0..sh.threads {
                 let src = read(&sh.parts[(phase + 1) % 2][u]);
                 let mut at = 0;
-                for it in split(nkv * nb, u, sh.threads, 1) {
-                    let (kvh, b) = (it / nb, it % nb);
+                for it in split(nh * nb, u, sh.threads, 1) {
+                    let (head, b) = (it / nb, it % nb);
                     for j in split(n, b, nb, 1) {
-                        let dst = &mut lo.act[j * width + kvh * group * d..][..group * d];
-                        dst.copy_from_slice(&src[at..at + group * d]);
-                        at += group * d;
+                        let dst = &mut lo.act[j * width + head * d..][..d];
+                        dst.copy_from_slice(&src[at..at + d]);
+                        at += d;
                     }
                 }
             }
@@ -598,9 +597,7 @@ fn attend(
         let v = cache.row(true, tpos, d, &mut lo.kbuf);
         for g in 0..group {
             let w = lo.scores[g * len + tpos];
-            for (o, &vi) in lo.out[g * d..(g + 1) * d].iter_mut().zip(v) {
-                *o += w * vi;
-            }
+            sh.k.f32.axpy(w, v, &mut lo.out[g * d..(g + 1) * d]);
         }
     }
 }

@@ -353,6 +353,23 @@ impl DotF32 {
             _ => scalar::dot_f32(a, b),
         }
     }
+
+    /// `y[i] += a · x[i]` over the shorter of the two lengths (fused multiply-add on
+    /// AVX2/AVX-512, a multiply then an add in scalar code).
+    #[inline]
+    pub fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.axpy_f32(a, x, y),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.axpy_f32(a, x, y),
+            _ => {
+                for (v, &xi) in y.iter_mut().zip(x) {
+                    *v += a * xi;
+                }
+            }
+        }
+    }
 }
 
 /// The element types of dense weights: `f32`, and IEEE `f16` (half the bytes per product;

@@ -1419,6 +1419,29 @@ pub(super) unsafe fn xor_popcount(a: &[u32], b: &[u32]) -> u64 {
     hsum_epi64(acc) + popcount::xor_popcount(&a[k..], &b[k..])
 }
 
+/// `y[i] += a · x[i]` (fused) over the shorter length.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 ≤ n ≤ both lengths.
+        unsafe {
+            let yp = y.as_mut_ptr().add(i);
+            let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(yp));
+            _mm256_storeu_ps(yp, v);
+        }
+        i += 8;
+    }
+    for k in i..n {
+        y[k] = a.mul_add(x[k], y[k]);
+    }
+}
+
 /// `Σ_i a[i] · b[i]` over the shorter length with four 8-lane FMA accumulators.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

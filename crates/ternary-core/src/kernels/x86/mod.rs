@@ -69,6 +69,11 @@ impl Avx2 {
         unsafe { avx2::dot_i8(a, b) }
     }
 
+    pub(super) fn axpy_f32(self, a: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: the token exists only if AVX2 and FMA were detected.
+        unsafe { avx2::axpy_f32(a, x, y) }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
@@ -118,6 +123,13 @@ impl Avx512 {
         // SAFETY: the token exists only if the AVX-512 features were detected, which
         // `has_avx512` requires to include AVX2 and FMA.
         unsafe { avx2::dot_f32(a, b) }
+    }
+
+    /// The AVX2 kernel.
+    pub(super) fn axpy_f32(self, a: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: the token exists only if the AVX-512 features were detected, which
+        // `has_avx512` requires to include AVX2 and FMA.
+        unsafe { avx2::axpy_f32(a, x, y) }
     }
 
     /// The AVX2 kernel (a streaming dot is bound by memory).
