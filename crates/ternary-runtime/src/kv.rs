@@ -70,25 +70,22 @@ impl HeadCache {
         }
     }
 
-    /// The key (`value = false`) or value of position `pos` as `f32` slice: borrowed for an
-    /// `f32` cache, converted into `buf` for `f16`.
-    #[inline]
-    pub fn row<'a>(&'a self, value: bool, pos: usize, d: usize, buf: &'a mut [f32]) -> &'a [f32] {
-        let r = pos * d..(pos + 1) * d;
+    /// Keys (`value = false`) or values of positions `0..len` as `[len, d]` `f32`: borrowed
+    /// for an `f32` cache, converted into `buf` for `f16`.
+    pub fn rows<'a>(
+        &'a self,
+        value: bool,
+        len: usize,
+        d: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
         match self {
-            Self::F32 { k, v } => {
-                if value {
-                    &v[r]
-                } else {
-                    &k[r]
-                }
-            }
+            Self::F32 { k, v } => &(if value { v } else { k })[..len * d],
             Self::F16 { k, v } => {
-                let src = if value { &v[r] } else { &k[r] };
-                for (b, s) in buf.iter_mut().zip(src) {
-                    *b = s.to_f32();
-                }
-                &buf[..d]
+                let src = &(if value { v } else { k })[..len * d];
+                buf.resize(len * d, 0.0);
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, buf);
+                &buf[..len * d]
             }
         }
     }

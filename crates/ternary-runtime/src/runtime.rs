@@ -28,7 +28,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use ternary_core::kernels::Level;
+use ternary_core::kernels::{self, Level};
 use ternary_layers::TernaryBackend;
 use ternary_models::{Decoder, Llama, LlamaConfig, Logits, ModelError};
 
@@ -159,6 +159,8 @@ struct Local {
     scores: Vec<f32>,
     out: Vec<f32>,
     kbuf: Vec<f32>,
+    /// Values transposed `[d, len]` (attention of several tokens).
+    vt: Vec<f32>,
 }
 
 impl Local {
@@ -174,6 +176,7 @@ impl Local {
             scores: Vec::new(),
             out: Vec::new(),
             kbuf: Vec::new(),
+            vt: Vec::new(),
         }
     }
 }
@@ -324,12 +327,15 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                 let (ow, off) = sh.unit_owner(head);
                 let src = read(&sh.parts[qset][ow]);
                 let base = off * d * n;
-                for j in toks {
-                    lo.q.clear();
+                // The block's queries `[nt, d]`, then their outputs in token order.
+                lo.q.clear();
+                for j in toks.clone() {
                     lo.q.extend((0..d).map(|i| src[base + i * n + j]));
-                    attend(sh, &cache, p0 + j, 1, d, scale, lo);
-                    part.extend_from_slice(&lo.out);
                 }
+                if let Err(e) = attend(sh, &cache, p0 + toks.start, toks.len(), d, scale, lo) {
+                    sh.record(e);
+                }
+                part.extend_from_slice(&lo.out);
             }
         }
         end_phase(&mut phase);
@@ -512,15 +518,7 @@ fn gather_add(
     rows: impl Fn(usize) -> Range<usize>,
     dst: &mut [f32],
 ) {
-    for u in 0..sh.threads {
-        let src = read(&sh.parts[(phase + 1) % 2][u]);
-        let r = rows(u);
-        for (i, col) in src.chunks_exact(n.max(1)).take(r.len()).enumerate() {
-            for (j, &v) in col.iter().enumerate() {
-                dst[j * width + r.start + i] += v;
-            }
-        }
-    }
+    gather(sh, phase, n, width, rows, dst, |d, v| *d += v)
 }
 
 /// `dst[j, r] = part_u[(r − r0)·n + j]` over every worker's rows.
@@ -532,12 +530,37 @@ fn gather_set(
     rows: impl Fn(usize) -> Range<usize>,
     dst: &mut [f32],
 ) {
+    gather(sh, phase, n, width, rows, dst, |d, v| *d = v)
+}
+
+/// Rows per block of [`gather`]'s transpose: one cache line of `dst` per token.
+const GATHER_ROWS: usize = 16;
+
+/// `put(dst[j, r], part_u[(r − r0)·n + j])` over every worker's rows, transposed in blocks
+/// of [`GATHER_ROWS`] rows so that each token's writes fill whole cache lines.
+fn gather(
+    sh: &Shared,
+    phase: usize,
+    n: usize,
+    width: usize,
+    rows: impl Fn(usize) -> Range<usize>,
+    dst: &mut [f32],
+    put: impl Fn(&mut f32, f32),
+) {
+    if n == 0 {
+        return;
+    }
     for u in 0..sh.threads {
         let src = read(&sh.parts[(phase + 1) % 2][u]);
         let r = rows(u);
-        for (i, col) in src.chunks_exact(n.max(1)).take(r.len()).enumerate() {
-            for (j, &v) in col.iter().enumerate() {
-                dst[j * width + r.start + i] = v;
+        let len = r.len().min(src.len() / n);
+        for i0 in (0..len).step_by(GATHER_ROWS) {
+            let i1 = (i0 + GATHER_ROWS).min(len);
+            for j in 0..n {
+                let out = &mut dst[j * width + r.start + i0..j * width + r.start + i1];
+                for (k, o) in out.iter_mut().enumerate() {
+                    put(o, src[(i0 + k) * n + j]);
+                }
             }
         }
     }
@@ -557,31 +580,36 @@ fn rope(unit: &mut [f32], n: usize, d: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Causal attention of one token at position `pos` for the `group` query heads in `lo.q`
-/// (`[group, d]`) over the cached positions `0..=pos`; the result `[group, d]` in `lo.out`.
-/// Each key and value row is read once for all the group's heads.
+/// Causal attention of `nt` consecutive tokens of one query head, the first at position
+/// `pos0`, queries in `lo.q` (`[nt, d]`), over the cached positions `0..=pos0 + t` for token
+/// `t`; the results `[nt, d]` in `lo.out`.
+///
+/// Scores `s[t, p] = (q_t · k_p) · scale` for all `len = pos0 + nt` positions at once (the
+/// dense kernel, queries as rows and keys as tokens: every key row read once per four
+/// queries), masked past each token's position; softmax per token; `o_t = Σ_p w[t, p] · v_p`
+/// by one FMA pass per value row (one or a few tokens) or the dense kernel on the transposed
+/// values (four tokens or more).
 fn attend(
     sh: &Shared,
     cache: &HeadCache,
-    pos: usize,
-    group: usize,
+    pos0: usize,
+    nt: usize,
     d: usize,
     scale: f32,
     lo: &mut Local,
-) {
-    let len = pos + 1;
+) -> Result<()> {
+    let len = pos0 + nt;
     lo.scores.clear();
-    lo.scores.resize(group * len, 0.0);
-    lo.kbuf.resize(d, 0.0);
-    for tpos in 0..len {
-        let k = cache.row(false, tpos, d, &mut lo.kbuf);
-        for g in 0..group {
-            lo.scores[g * len + tpos] = sh.k.f32.dot(&lo.q[g * d..(g + 1) * d], k) * scale;
+    lo.scores.resize(nt * len, 0.0);
+    let keys = cache.rows(false, len, d, &mut lo.kbuf);
+    kernels::dense_rows_with(sh.k.level, &lo.q, d, keys, len, 0..nt, &mut lo.scores)?;
+    for (t, s) in lo.scores.chunks_exact_mut(len.max(1)).enumerate() {
+        let s = &mut s[..=pos0 + t];
+        let mut max = f32::NEG_INFINITY;
+        for v in s.iter_mut() {
+            *v *= scale;
+            max = max.max(*v);
         }
-    }
-    for g in 0..group {
-        let s = &mut lo.scores[g * len..(g + 1) * len];
-        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for v in s.iter_mut() {
             *v = (*v - max).exp();
@@ -592,14 +620,33 @@ fn attend(
         }
     }
     lo.out.clear();
-    lo.out.resize(group * d, 0.0);
-    for tpos in 0..len {
-        let v = cache.row(true, tpos, d, &mut lo.kbuf);
-        for g in 0..group {
-            let w = lo.scores[g * len + tpos];
-            sh.k.f32.axpy(w, v, &mut lo.out[g * d..(g + 1) * d]);
+    lo.out.resize(nt * d, 0.0);
+    let values = cache.rows(true, len, d, &mut lo.kbuf);
+    if nt >= 4 {
+        // Several tokens: `o = W·V` by the dense kernel on `Vᵀ` (masked weights zeroed).
+        for (t, s) in lo.scores.chunks_exact_mut(len.max(1)).enumerate() {
+            s[pos0 + t + 1..].fill(0.0);
+        }
+        lo.vt.clear();
+        lo.vt.resize(d * len, 0.0);
+        for p0 in (0..len).step_by(GATHER_ROWS) {
+            let p1 = (p0 + GATHER_ROWS).min(len);
+            for i in 0..d {
+                for (p, o) in (p0..p1).zip(&mut lo.vt[i * len + p0..i * len + p1]) {
+                    *o = values[p * d + i];
+                }
+            }
+        }
+        kernels::dense_rows_with(sh.k.level, &lo.scores, len, &lo.vt, d, 0..nt, &mut lo.out)?;
+    } else {
+        for (t, o) in lo.out.chunks_exact_mut(d.max(1)).enumerate() {
+            let w = &lo.scores[t * len..t * len + pos0 + t + 1];
+            for (&wp, v) in w.iter().zip(values.chunks_exact(d.max(1))) {
+                sh.k.f32.axpy(wp, v, o);
+            }
         }
     }
+    Ok(())
 }
 
 /// Runs [`run_job`] catching a panic: the barrier is poisoned (so nobody waits forever) and
