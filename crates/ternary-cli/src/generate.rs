@@ -7,7 +7,7 @@ use clap::Args;
 use ternary_models::chat::{ChatMessage, render};
 use ternary_models::{Sampling, Tokenizer, generate_with};
 
-use crate::common::{CliError, Engine, Res, decoder, load_model};
+use crate::common::{CliError, Engine, PathArg, Res, decoder, load_model, set_ternary_path};
 
 /// Arguments of `ternary generate`.
 #[derive(Debug, Clone, Args)]
@@ -43,6 +43,10 @@ pub struct GenerateArgs {
     /// The engine: the CPU runtime (default) or the Burn reference model.
     #[arg(long, value_enum, default_value_t = Engine::Runtime)]
     pub engine: Engine,
+    /// How ternary layers compute (`cpu-int8`: int8 activations per token, the fastest
+    /// kernels; converted models lose a little perplexity with it).
+    #[arg(long, value_enum, default_value_t = PathArg::Auto)]
+    pub ternary_path: PathArg,
 }
 
 /// The prompt's token ids: plain text with BOS when the model adds one, or the rendered chat
@@ -133,7 +137,8 @@ pub fn run(args: &GenerateArgs) -> Res<()> {
     if args.max_tokens == 0 {
         return Err(CliError::new("--max-tokens must be at least 1"));
     }
-    let (m, _) = load_model(&args.model)?;
+    let (mut m, _) = load_model(&args.model)?;
+    set_ternary_path(&mut m.model, args.ternary_path);
     let prompt = prompt_ids(&m.tokenizer, args)?;
     let max_ctx = m.model.config().max_position_embeddings;
     if prompt.len() + args.max_tokens > max_ctx {

@@ -12,7 +12,8 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::common::{
-    CliError, Engine, Res, check_measure_args, load_model, measure_ppl, read_text, secs,
+    CliError, Engine, PathArg, Res, check_measure_args, load_model, measure_ppl, read_text, secs,
+    set_ternary_path,
 };
 
 /// Arguments of `ternary perplexity`.
@@ -33,13 +34,18 @@ pub struct PerplexityArgs {
     /// The engine: the CPU runtime (default) or the Burn reference model.
     #[arg(long, value_enum, default_value_t = Engine::Runtime)]
     pub engine: Engine,
+    /// How ternary layers compute (`cpu-int8`: int8 activations per token, the fastest
+    /// kernels; converted models lose a little perplexity with it).
+    #[arg(long, value_enum, default_value_t = PathArg::Auto)]
+    pub ternary_path: PathArg,
 }
 
 /// `ternary perplexity`.
 pub fn run(args: &PerplexityArgs) -> Res<()> {
     check_measure_args(args.ctx, args.chunks, 0)?;
     let text = read_text(&args.text)?;
-    let (m, format) = load_model(&args.model)?;
+    let (mut m, format) = load_model(&args.model)?;
+    set_ternary_path(&mut m.model, args.ternary_path);
     let tokens = m.tokenizer.encode(&text, true)?;
     if tokens.len() < 2 * args.ctx {
         return Err(CliError::new(format!(
