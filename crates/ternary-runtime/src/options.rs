@@ -40,8 +40,9 @@ pub enum FloatWeights {
     Auto,
     /// `f32` always.
     F32,
-    /// `f16` always: weights that are not `f16` values are rounded to the nearest one (half
-    /// the memory and bytes per token; logits move by that rounding).
+    /// `f16`: weights that are not `f16` values are rounded to the nearest one (half the
+    /// memory and bytes per token; logits move by that rounding). A layer holding a value
+    /// beyond `f16`'s range (|v| > 65504) keeps `f32` rather than turn it into infinity.
     F16,
 }
 

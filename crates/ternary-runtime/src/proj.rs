@@ -349,15 +349,18 @@ pub(crate) fn product_rows(
     Ok(())
 }
 
-/// `w` as `f16` under `mode`: `Some` when `mode` is `F16`, or `Auto` and every value is an
-/// `f16` value (exact); `None` keeps `f32`.
+/// `w` as `f16` under `mode`: `Some` when `mode` is `Auto` and every value is an `f16` value
+/// (exact), or `F16` and every finite value stays finite in `f16` (|v| ≤ 65504 after
+/// rounding: a layer that would overflow to infinity keeps `f32`); `None` keeps `f32`.
 pub(crate) fn to_f16(w: &[f32], mode: FloatWeights) -> Option<Vec<half::f16>> {
     let exact = |v: f32| half::f16::from_f32(v).to_f32().to_bits() == v.to_bits();
-    match mode {
-        FloatWeights::F32 => None,
-        FloatWeights::Auto if !w.iter().all(|&v| exact(v)) => None,
-        _ => Some(w.iter().map(|&v| half::f16::from_f32(v)).collect()),
-    }
+    let fits = |v: f32| !v.is_finite() || half::f16::from_f32(v).is_finite();
+    let keep = match mode {
+        FloatWeights::F32 => false,
+        FloatWeights::Auto => w.iter().all(|&v| exact(v)),
+        FloatWeights::F16 => w.iter().all(|&v| fits(v)),
+    };
+    keep.then(|| w.iter().map(|&v| half::f16::from_f32(v)).collect())
 }
 
 /// Row-quantizes `w: [rows, cols]` to int8: `s_r = max_c |w[r, c]| / 127`, `q = round(w / s_r)`
@@ -369,4 +372,26 @@ pub(crate) fn quantize_rows_i8(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>,
         s[r] = quantize_row(row, &mut q[r * cols..(r + 1) * cols]);
     }
     (q, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_follows_the_mode_and_never_overflows() {
+        let exact = [0.5f32, -2.0, 65504.0, 0.0];
+        let inexact = [0.1f32, 1.0];
+        let huge = [1.0f32, 70000.0];
+        assert!(to_f16(&exact, FloatWeights::F32).is_none());
+        let h = to_f16(&exact, FloatWeights::Auto).expect("exact values go to f16");
+        assert!(h.iter().zip(exact).all(|(a, b)| a.to_f32() == b));
+        assert!(to_f16(&inexact, FloatWeights::Auto).is_none());
+        let r = to_f16(&inexact, FloatWeights::F16).expect("forced f16 rounds");
+        assert_eq!(r[0], half::f16::from_f32(0.1));
+        // 70000 rounds to infinity in f16: the layer keeps f32, under every mode.
+        assert!(to_f16(&huge, FloatWeights::F16).is_none());
+        assert!(to_f16(&huge, FloatWeights::Auto).is_none());
+        assert!(to_f16(&[], FloatWeights::Auto).is_some_and(|v| v.is_empty()));
+    }
 }

@@ -251,7 +251,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
     for (l, layer) in m.layers.iter().enumerate() {
         // ---- A: x += down; n1; q|k|v; RoPE; k, v → cache.
         if l > 0 {
-            gather_add(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x);
+            gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, |d, v| *d += v);
         }
         rmsnorm(&lo.x, &layer.attn_norm, m.eps, &mut lo.xn);
         {
@@ -374,7 +374,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
         }
         end_phase(&mut phase);
         // ---- D: x += o; n2; act(gate)·up.
-        gather_add(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x);
+        gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, |d, v| *d += v);
         rmsnorm(&lo.x, &layer.mlp_norm, m.eps, &mut lo.xn);
         {
             let rows = sh.rows_f(t);
@@ -436,7 +436,15 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
         {
             lo.act.clear();
             lo.act.resize(n * f, 0.0);
-            gather_set(sh, phase, n, f, |u| sh.rows_f(u), &mut lo.act);
+            gather(
+                sh,
+                phase,
+                n,
+                f,
+                |u| sh.rows_f(u),
+                &mut lo.act,
+                |d, v| *d = v,
+            );
             if let Some(w) = &layer.ffn_sub_norm {
                 rmsnorm_in_place(&mut lo.act, w, m.eps);
             }
@@ -459,7 +467,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
     if want == Want::None || n == 0 {
         return (phase + 1) % 2;
     }
-    gather_add(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x);
+    gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, |d, v| *d += v);
     let sel = if want == Want::All { 0..n } else { n - 1..n };
     let np = sel.len();
     rmsnorm(
@@ -508,36 +516,12 @@ fn project(
     }
 }
 
-/// `dst[j, r] += part_u[(r − r0)·n + j]` over every worker's rows (the previous phase's
-/// buffers): the residual add fused into the gather.
-fn gather_add(
-    sh: &Shared,
-    phase: usize,
-    n: usize,
-    width: usize,
-    rows: impl Fn(usize) -> Range<usize>,
-    dst: &mut [f32],
-) {
-    gather(sh, phase, n, width, rows, dst, |d, v| *d += v)
-}
-
-/// `dst[j, r] = part_u[(r − r0)·n + j]` over every worker's rows.
-fn gather_set(
-    sh: &Shared,
-    phase: usize,
-    n: usize,
-    width: usize,
-    rows: impl Fn(usize) -> Range<usize>,
-    dst: &mut [f32],
-) {
-    gather(sh, phase, n, width, rows, dst, |d, v| *d = v)
-}
-
 /// Rows per block of [`gather`]'s transpose: one cache line of `dst` per token.
 const GATHER_ROWS: usize = 16;
 
-/// `put(dst[j, r], part_u[(r − r0)·n + j])` over every worker's rows, transposed in blocks
-/// of [`GATHER_ROWS`] rows so that each token's writes fill whole cache lines.
+/// `put(dst[j, r], part_u[(r − r0)·n + j])` over every worker's rows (the previous phase's
+/// buffers; `put` adds for the residual stream, sets for the MLP activations), transposed in
+/// blocks of [`GATHER_ROWS`] rows so that each token's writes fill whole cache lines.
 fn gather(
     sh: &Shared,
     phase: usize,

@@ -82,8 +82,8 @@ pub(super) fn gemm_i8(m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) 
 }
 
 /// `Σ_i a[i] · b[i]` over the shorter length, with 16 independent partial sums (vectorizes;
-/// a fixed summation order).
-pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+/// a fixed summation order); `a` may be `f32` or `f16` (widened exactly as it is read).
+pub(super) fn dot_f32<W: super::DenseWeight>(a: &[W], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; 16];
@@ -92,11 +92,11 @@ pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x.to_f32() * y)
         .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..16 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i].to_f32() * y[i];
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -122,8 +122,7 @@ pub(super) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
-/// Scalar [`dense_rows_with`](super::dense_rows_with): one [`dot_f32`]-ordered dot per
-/// output (16 partial sums, then the tail), weights widened to `f32` as they are read.
+/// Scalar [`dense_rows_with`](super::dense_rows_with): one [`dot_f32`] per output.
 pub(super) fn dense_rows<W: super::DenseWeight>(
     w: &[W],
     cols: usize,
@@ -135,21 +134,7 @@ pub(super) fn dense_rows<W: super::DenseWeight>(
     for (r, o) in rows.zip(out.chunks_exact_mut(n.max(1))) {
         let wr = &w[r * cols..(r + 1) * cols];
         for (j, v) in o.iter_mut().enumerate() {
-            let xr = &x[j * cols..(j + 1) * cols];
-            let mut acc = [0f32; 16];
-            let (cw, cx) = (wr.chunks_exact(16), xr.chunks_exact(16));
-            let tail: f32 = cw
-                .remainder()
-                .iter()
-                .zip(cx.remainder())
-                .map(|(a, b)| a.to_f32() * b)
-                .sum();
-            for (a, b) in cw.zip(cx) {
-                for i in 0..16 {
-                    acc[i] += a[i].to_f32() * b[i];
-                }
-            }
-            *v = acc.iter().sum::<f32>() + tail;
+            *v = dot_f32(wr, &x[j * cols..(j + 1) * cols]);
         }
     }
 }
