@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use half::f16;
 use safetensors::tensor::TensorView;
@@ -16,6 +17,7 @@ use ternary_core::{ScaleLayout, words_per_row};
 use ternary_layers::Cpu;
 use ternary_layers::TernaryLinear;
 use ternary_layers::to_rows;
+use ternary_models::linear::HostLinear;
 use ternary_models::loader::SafetensorsWeights;
 use ternary_models::weights::{HostTensor, WeightSource};
 use ternary_models::{
@@ -240,6 +242,17 @@ fn tied_heads_and_f16_exact_weights_should_round_trip() {
             a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
             "f16={f16_exact} head={ternary_head}"
         );
+        // Loaded on the host, a tied float head and the embedding are one allocation; a
+        // ternary head is a ternary layer (its float placeholder is gone).
+        let table = back.model.embedding_host().expect("host embedding");
+        let (_, loaded_head) = back.model.linears().pop().unwrap();
+        let any = loaded_head.as_any().unwrap();
+        if ternary_head {
+            assert!(any.is::<TernaryLinear<Cpu>>(), "{}", loaded_head.kind());
+        } else {
+            let host = any.downcast_ref::<HostLinear>().expect("host float head");
+            assert!(Arc::ptr_eq(host.weight_arc(), &table));
+        }
         let head = s.layers.last().unwrap();
         assert_eq!(head.name, "lm_head");
         if ternary_head {

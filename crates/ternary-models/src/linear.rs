@@ -114,10 +114,28 @@ impl LinearImpl {
         inp: usize,
         device: &B::Device,
     ) -> Result<Linear<B>> {
+        self.build_shared(name, std::sync::Arc::new(w), out, inp, device)
+    }
+
+    /// [`LinearImpl::build`] from a shared `W`: a host layer keeps the handle (no copy), so a
+    /// tied output head and the embedding table are one allocation.
+    pub fn build_shared<B: Backend>(
+        self,
+        name: &str,
+        w: std::sync::Arc<Vec<f32>>,
+        out: usize,
+        inp: usize,
+        device: &B::Device,
+    ) -> Result<Linear<B>> {
         Ok(match self {
             Self::Burn => Box::new(FloatLinear::<B>::from_rows(name, &w, out, inp, device)?),
-            Self::Host | Self::Quantized => Box::new(HostLinear::new(name, w, out, inp)?),
+            Self::Host | Self::Quantized => Box::new(HostLinear::from_shared(name, w, out, inp)?),
         })
+    }
+
+    /// Whether float layers of this kind keep their weights in host memory.
+    pub fn is_host(self) -> bool {
+        matches!(self, Self::Host | Self::Quantized)
     }
 }
 
@@ -127,6 +145,16 @@ impl HostLinear {
 
     /// Builds the layer from `W: [out, in]` row-major; `name` is used in errors.
     pub fn new(name: &str, w: Vec<f32>, out: usize, inp: usize) -> Result<Self> {
+        Self::from_shared(name, std::sync::Arc::new(w), out, inp)
+    }
+
+    /// [`HostLinear::new`] on a shared `W` (e.g. the embedding table of a tied head).
+    pub fn from_shared(
+        name: &str,
+        w: std::sync::Arc<Vec<f32>>,
+        out: usize,
+        inp: usize,
+    ) -> Result<Self> {
         if out.checked_mul(inp) != Some(w.len()) || w.is_empty() {
             return Err(ModelError::Shape {
                 name: name.to_string(),
@@ -135,7 +163,7 @@ impl HostLinear {
             });
         }
         Ok(Self {
-            weight: std::sync::Arc::new(w),
+            weight: w,
             out,
             inp,
         })

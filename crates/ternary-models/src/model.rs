@@ -119,11 +119,27 @@ struct Positions<B: Backend> {
     mask: Tensor<B, 3>,
 }
 
+/// The embedding table `[V, H]`: in host memory next to host float layers (a tied host head
+/// shares it, so the table is held once), on the device otherwise.
+enum Embedding<B: Backend> {
+    Host(std::sync::Arc<Vec<f32>>),
+    Device(Tensor<B, 2>),
+}
+
+impl<B: Backend> Debug for Embedding<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Host(w) => write!(f, "Embedding::Host({} values)", w.len()),
+            Self::Device(t) => write!(f, "Embedding::Device({:?})", t.dims()),
+        }
+    }
+}
+
 /// A Llama-family decoder.
 #[derive(Debug)]
 pub struct Llama<B: Backend> {
     config: LlamaConfig,
-    embed: Tensor<B, 2>,
+    embed: Embedding<B>,
     blocks: Vec<Block<B>>,
     norm: RmsNorm<B>,
     lm_head: Linear<B>,
@@ -286,7 +302,15 @@ impl<B: TernaryBackend> Llama<B> {
             )?);
             Ok(l)
         };
+        // A layer the source replaces right after building: zeros that are allocated but
+        // never written (no resident memory on the host path).
+        let placeholder = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
+            linear_impl.build::<B>(name, vec![0.0; out * inp], out, inp, device)
+        };
         let linear = |name: &str, out: usize, inp: usize| -> Result<Linear<B>> {
+            if src.placeholder(name) {
+                return placeholder(name, out, inp);
+            }
             let module = name.strip_suffix(".weight").unwrap_or(name);
             if let Some(q) = c.bitnet.as_ref().filter(|q| q.converts(module)) {
                 return bitnet(name, q.linear, out, inp);
@@ -317,8 +341,10 @@ impl<B: TernaryBackend> Llama<B> {
         let norm = |name: &str| norm_of(name, h);
         let bitnet_arch = c.architecture == Architecture::BitNet;
         let embed_name = "model.embed_tokens.weight";
-        let embed = get(embed_name, &[c.vocab_size, h])?;
-        let lm_head: Linear<B> = if c.tie_word_embeddings || !src.contains("lm_head.weight") {
+        let embed = std::sync::Arc::new(get(embed_name, &[c.vocab_size, h])?.data);
+        let lm_head: Linear<B> = if src.placeholder("lm_head.weight") {
+            placeholder("lm_head.weight", c.vocab_size, h)?
+        } else if c.tie_word_embeddings || !src.contains("lm_head.weight") {
             if c.bitnet.as_ref().is_some_and(|q| q.converts("lm_head")) {
                 return Err(ModelError::Config(
                     "a tied output head converted to W1.58A8 (modules_to_not_convert without \
@@ -328,9 +354,9 @@ impl<B: TernaryBackend> Llama<B> {
             }
             match quantized(embed_name, c.vocab_size, h)? {
                 Some(l) => l,
-                None => linear_impl.build::<B>(
+                None => linear_impl.build_shared::<B>(
                     embed_name,
-                    embed.data.clone(),
+                    std::sync::Arc::clone(&embed),
                     c.vocab_size,
                     h,
                     device,
@@ -366,7 +392,16 @@ impl<B: TernaryBackend> Llama<B> {
             .map(|i| c.rope_theta.powf(-((2 * i) as f64) / d as f64))
             .collect();
         Ok(Self {
-            embed: Tensor::from_data(TensorData::new(embed.data, [c.vocab_size, h]), device),
+            embed: if linear_impl.is_host() {
+                Embedding::Host(embed)
+            } else {
+                // Unshared once the head is built on the device: moved, not copied.
+                let data = std::sync::Arc::try_unwrap(embed).unwrap_or_else(|a| (*a).clone());
+                Embedding::Device(Tensor::from_data(
+                    TensorData::new(data, [c.vocab_size, h]),
+                    device,
+                ))
+            },
             blocks,
             norm: norm("model.norm.weight")?,
             lm_head,
@@ -492,10 +527,37 @@ impl<B: Backend> Llama<B> {
     /// No tokens, or a token outside the vocabulary.
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
         self.check_tokens(tokens)?;
-        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let ids =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
-        Ok(self.embed.clone().select(0, ids))
+        match &self.embed {
+            Embedding::Host(w) => {
+                let h = self.config.hidden_size;
+                let mut rows = Vec::with_capacity(tokens.len() * h);
+                for &t in tokens {
+                    let t = t as usize;
+                    rows.extend_from_slice(&w[t * h..(t + 1) * h]);
+                }
+                Ok(Tensor::from_data(
+                    TensorData::new(rows, [tokens.len(), h]),
+                    &self.device,
+                ))
+            }
+            Embedding::Device(e) => {
+                let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+                let ids = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(ids, [tokens.len()]),
+                    &self.device,
+                );
+                Ok(e.clone().select(0, ids))
+            }
+        }
+    }
+
+    /// The embedding table `[V, H]` row-major when the model keeps it in host memory (with
+    /// host float layers): a shared handle, the same allocation as a tied float head's.
+    pub fn embedding_host(&self) -> Option<std::sync::Arc<Vec<f32>>> {
+        match &self.embed {
+            Embedding::Host(w) => Some(std::sync::Arc::clone(w)),
+            Embedding::Device(_) => None,
+        }
     }
 
     /// The position tables of `n` tokens after `start` cached ones: RoPE `cos`, `sin` and the
@@ -655,11 +717,12 @@ impl<B: Backend> Llama<B> {
     /// model (for saving it).
     pub fn float_tensors(&self) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::with_capacity(2 * self.blocks.len() + 2);
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
         out.push((
             "model.embed_tokens.weight".to_string(),
             HostTensor {
-                shape: self.embed.dims().to_vec(),
-                data: to_rows(self.embed.clone())?,
+                shape: vec![v, h],
+                data: self.embedding_rows(0..v)?,
             },
         ));
         out.extend(self.norm_tensors()?);
@@ -669,12 +732,15 @@ impl<B: Backend> Llama<B> {
     /// Rows `rows` of the embedding `[V, H]` copied to the host, row-major (`rows` is clamped
     /// to the vocabulary).
     pub fn embedding_rows(&self, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
-        let [v, h] = self.embed.dims();
+        let (v, h) = (self.config.vocab_size, self.config.hidden_size);
         let (a, b) = (rows.start.min(v), rows.end.min(v));
         if a >= b {
             return Ok(Vec::new());
         }
-        Ok(to_rows(self.embed.clone().slice([a..b, 0..h]))?)
+        match &self.embed {
+            Embedding::Host(w) => Ok(w[a * h..b * h].to_vec()),
+            Embedding::Device(e) => Ok(to_rows(e.clone().slice([a..b, 0..h]))?),
+        }
     }
 
     /// [`Llama::float_tensors`] without the embedding: the RMSNorm weights, in the same order.

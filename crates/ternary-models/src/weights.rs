@@ -37,6 +37,12 @@ pub trait WeightSource {
     fn ternary(&self, _name: &str) -> Result<Option<TernaryWeight>> {
         Ok(None)
     }
+    /// Whether the linear weight `name` is put in by the caller after the model is built: the
+    /// builder then neither reads it nor copies the embedding for a tied head, and holds
+    /// untouched zeros in its place.
+    fn placeholder(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// A linear weight stored ternary in a checkpoint.

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use burn::tensor::backend::Backend;
 use ternary_layers::{LinearPath, LinearWeights, TernaryBackend, TernaryLinear, to_rows};
 use ternary_models::linear::{FloatLinear, HostLinear};
 use ternary_models::quant_linear::QuantLinear;
@@ -69,9 +68,18 @@ impl Model {
         b
     }
 
-    /// Bytes of weights the runtime keeps alive (the embedding counted once).
+    /// Bytes of weights the runtime keeps alive: every weight once (a tied f32 head that
+    /// shares the embedding's allocation is not counted again).
     pub fn weight_bytes(&self) -> u64 {
-        self.bytes_per_token() + 4 * self.embed.len() as u64 - 4 * self.config.hidden_size as u64
+        let shared = matches!(&self.lm_head.kernel, Kernel::F32(w) if Arc::ptr_eq(w, &self.embed));
+        let head = if shared {
+            self.lm_head.weight_bytes()
+        } else {
+            0
+        };
+        self.bytes_per_token() + 4 * self.embed.len() as u64
+            - 4 * self.config.hidden_size as u64
+            - head
     }
 }
 
@@ -150,19 +158,14 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
     }
     let (h, v) = (config.hidden_size, config.vocab_size);
     let mut projs: HashMap<String, Proj> = HashMap::new();
-    let mut head_host: Option<Arc<Vec<f32>>> = None;
     for (name, l) in m.linears() {
         let mut p = proj_of::<B>(&name, l.as_ref(), opts)?;
         if name == "lm_head"
             && let Kernel::F32(w) = &p.kernel
+            && opts.lm_head == LmHead::Int8
         {
-            if l.as_any().is_some_and(|a| a.is::<HostLinear>()) {
-                head_host = Some(Arc::clone(w));
-            }
-            if opts.lm_head == LmHead::Int8 {
-                let (q, scales) = quantize_rows_i8(w, p.rows, p.cols);
-                p.kernel = Kernel::I8Rows { q, scales };
-            }
+            let (q, scales) = quantize_rows_i8(w, p.rows, p.cols);
+            p.kernel = Kernel::I8Rows { q, scales };
         }
         if let Kernel::F32(w) = &p.kernel
             && let Some(h) = to_f16(w, opts.float_weights)
@@ -207,11 +210,11 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
     }
     let lm_head = take("lm_head".into())?;
     let norm = take_norm("model.norm.weight")?;
-    // A tied head built from the embedding (a `HostLinear` of the same values) serves the
-    // embedding lookups too; otherwise the embedding is copied from the model.
-    let embed = match head_host {
-        Some(w) if w.len() == v * h && embedding_matches(m, &w, v, h)? => w,
-        _ => Arc::new(m.embedding_rows(0..v)?),
+    // The model's host table is shared (with a tied f32 head, one allocation serves both);
+    // a table on a device is copied.
+    let embed = match m.embedding_host() {
+        Some(w) => w,
+        None => Arc::new(m.embedding_rows(0..v)?),
     };
     if embed.len() != v * h {
         return Err(RuntimeError::Unsupported(format!(
@@ -230,14 +233,4 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
         eps,
         relu2,
     })
-}
-
-/// Whether the first and last rows of the model's embedding equal those of `w`.
-fn embedding_matches<B: Backend>(m: &Llama<B>, w: &[f32], v: usize, h: usize) -> Result<bool> {
-    if !m.config().tie_word_embeddings {
-        return Ok(false);
-    }
-    let first = m.embedding_rows(0..1)?;
-    let last = m.embedding_rows(v - 1..v)?;
-    Ok(first == w[..h] && last == w[(v - 1) * h..])
 }

@@ -298,12 +298,14 @@ pub fn load_bytes<B: TernaryBackend>(bytes: &[u8], device: &B::Device) -> Result
     build(Contents::from_bytes(bytes, None)?, device)
 }
 
-/// Serves the file's float tensors under their Hugging Face names; a ternary layer's
-/// `.weight` is served as zeros (never read: the layer is replaced right after building).
-/// The embedding and norms are handed over (moved, not copied): each is asked for once.
+/// Serves the file's float tensors under their Hugging Face names. Ternary layers, and a float
+/// head stored under a tied config, are placeholders ([`WeightSource::placeholder`]): they are
+/// put in right after building. The embedding and norms are handed over (moved, not copied):
+/// each is asked for once.
 struct FileWeights<'a> {
     linears: &'a [(String, StoredLinear)],
     others: RefCell<HashMap<String, Option<HostTensor>>>,
+    tied: bool,
 }
 
 impl FileWeights<'_> {
@@ -327,16 +329,23 @@ impl WeightSource for FileWeights<'_> {
         }
         match self.linear(name) {
             Some(StoredLinear::Float(t)) => Ok(t.clone()),
-            Some(StoredLinear::Ternary { matrix, .. }) => Ok(HostTensor {
-                shape: vec![matrix.rows(), matrix.cols()],
-                data: vec![0.0; matrix.rows() * matrix.cols()],
-            }),
+            Some(StoredLinear::Ternary { .. }) => Err(ternary_models::ModelError::Config(format!(
+                "tensor '{name}' is stored ternary: it has no float weight to read"
+            ))),
             None => Err(ternary_models::ModelError::MissingTensor(name.to_string())),
         }
     }
 
     fn contains(&self, name: &str) -> bool {
         self.others.borrow().contains_key(name) || self.linear(name).is_some()
+    }
+
+    fn placeholder(&self, name: &str) -> bool {
+        match self.linear(name) {
+            Some(StoredLinear::Ternary { .. }) => true,
+            Some(StoredLinear::Float(_)) => self.tied && name == format!("{LM_HEAD}.weight"),
+            None => false,
+        }
     }
 }
 
@@ -354,6 +363,7 @@ fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<Lo
                     .map(|(n, t)| (n, Some(t)))
                     .collect(),
             ),
+            tied: contents.config.tie_word_embeddings,
         },
         device,
         linear_impl,
