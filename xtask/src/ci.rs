@@ -9,18 +9,6 @@ use std::path::Path;
 
 use crate::util::{cargo, step};
 
-/// Crates whose CPU kernels, or models and layers on them, follow `TERNARY_SIMD`: their tests
-/// run again at every lower level.
-const CPU_CRATES: [&str; 7] = [
-    "ternary-core",
-    "ternary-sparsity",
-    "ternary-vsa",
-    "ternary-layers",
-    "ternary-models",
-    "ternary-convert",
-    "ternary-cli",
-];
-
 /// Runs the `host` binary of ternary-bench: the host line, or with `--levels` the available
 /// SIMD levels (best last).
 fn host(args: &[&str]) -> Result<String, String> {
@@ -62,24 +50,19 @@ fn vulkan_driver_present() -> bool {
     .any(|e| e.path().extension().is_some_and(|x| x == "json"))
 }
 
-/// The CPU test suites again at each available SIMD level below the best, forced with
-/// `TERNARY_SIMD`, without the ignored (`#[ignore = "…"]`) real-model tests (they ran once at the best level;
-/// every kernel's conformance at each level is in the fixture tests). Returns the levels that
-/// ran, best first.
+/// The workspace's tests again at each available SIMD level below the best, forced with
+/// `TERNARY_SIMD`, without the ignored (`#[ignore = "…"]`) real-model tests (they ran once at the
+/// best level; every kernel's conformance at each level is in the fixture tests). The package
+/// selection is the first test step's, so features unify the same way and nothing is rebuilt
+/// (a `-p` subset recompiled the workspace, about 20 minutes per level on 2 cores). Returns the
+/// levels that ran, best first.
 fn simd_matrix(levels: &[String]) -> Result<Vec<String>, String> {
     let mut ran: Vec<String> = levels.last().cloned().into_iter().collect();
     for level in levels.iter().rev().skip(1) {
         let mut test = cargo();
-        test.args(["test"]);
-        for c in CPU_CRATES {
-            test.args(["-p", c]);
-        }
-        test.args(["--tests"]);
+        test.args(["test", "--workspace", "--tests"]);
         test.env("TERNARY_SIMD", level);
-        step(
-            &format!("test at TERNARY_SIMD={level} ({})", CPU_CRATES.join(", ")),
-            test,
-        )?;
+        step(&format!("test at TERNARY_SIMD={level}"), test)?;
         ran.push(level.clone());
     }
     Ok(ran)
