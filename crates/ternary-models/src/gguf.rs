@@ -136,7 +136,8 @@ impl GgufTensorInfo {
     }
 }
 
-/// A parsed GGUF file, holding its bytes.
+/// A parsed GGUF file: its header, and its tensor data in memory ([`GgufFile::from_bytes`])
+/// or read one tensor at a time from the file ([`GgufFile::open`]).
 #[derive(Debug)]
 pub struct GgufFile {
     /// Format version (2 or 3).
@@ -145,35 +146,54 @@ pub struct GgufFile {
     pub metadata: BTreeMap<String, GgufValue>,
     /// Tensor infos in file order.
     pub tensors: Vec<GgufTensorInfo>,
-    bytes: Vec<u8>,
+    data: Data,
     data_start: usize,
 }
 
+/// Where a [`GgufFile`]'s tensor bytes come from.
+#[derive(Debug)]
+enum Data {
+    Bytes(Vec<u8>),
+    File {
+        path: std::path::PathBuf,
+        file: std::sync::Mutex<std::fs::File>,
+    },
+}
+
+/// The header fields of a GGUF file.
+struct Header {
+    version: u32,
+    metadata: BTreeMap<String, GgufValue>,
+    tensors: Vec<GgufTensorInfo>,
+    data_start: usize,
+}
+
+/// Reads the header from `b`, the first bytes of a file of `total` bytes.
 struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
+    total: usize,
+    /// Set when a read ran past `b` but not past the file: more of the file is needed.
+    short: bool,
 }
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| {
-                ModelError::Gguf(format!(
-                    "truncated: {what} needs {n} bytes at offset {}, file has {}",
-                    self.pos,
-                    self.b.len()
-                ))
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.total);
+        let Some(end) = end.filter(|&e| e <= self.b.len()) else {
+            self.short = end.is_some();
+            return Err(ModelError::Gguf(format!(
+                "truncated: {what} needs {n} bytes at offset {}, file has {}",
+                self.pos, self.total
+            )));
+        };
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
     fn remaining(&self) -> usize {
-        self.b.len() - self.pos
+        self.total - self.pos
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
@@ -273,20 +293,76 @@ impl<'a> Cursor<'a> {
 }
 
 impl GgufFile {
-    /// Reads and parses a GGUF file.
+    /// Opens a GGUF file: reads and checks its header (every tensor range against the file's
+    /// length); tensor bytes are read when asked for, one tensor at a time, so the file is
+    /// never held whole in memory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read;
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        let io = |source| ModelError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_bytes(bytes)
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let total = usize::try_from(file.metadata().map_err(io)?.len())
+            .map_err(|_| ModelError::Gguf(format!("{}: file too large", path.display())))?;
+        // The header is read in growing prefixes until it parses (a Llama 3 vocabulary makes
+        // it a few MB).
+        let mut prefix = Vec::new();
+        let mut want = total.min(1 << 20);
+        let header = loop {
+            let have = prefix.len();
+            prefix.resize(want, 0);
+            file.read_exact(&mut prefix[have..]).map_err(io)?;
+            match Self::header(&prefix, total)? {
+                Some(h) => break h,
+                None => want = total.min(want.saturating_mul(4)),
+            }
+        };
+        drop(prefix);
+        Ok(Self {
+            version: header.version,
+            metadata: header.metadata,
+            tensors: header.tensors,
+            data: Data::File {
+                path: path.to_path_buf(),
+                file: std::sync::Mutex::new(file),
+            },
+            data_start: header.data_start,
+        })
     }
 
     /// Parses GGUF bytes; every count, dimension and tensor range is checked against the
     /// buffer, so a truncated or corrupt file is an error, never a panic.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
-        let mut c = Cursor { b: &bytes, pos: 0 };
+        let header = Self::header(&bytes, bytes.len())?.ok_or_else(|| {
+            ModelError::Gguf("truncated: the header runs past the end of the file".into())
+        })?;
+        Ok(Self {
+            version: header.version,
+            metadata: header.metadata,
+            tensors: header.tensors,
+            data: Data::Bytes(bytes),
+            data_start: header.data_start,
+        })
+    }
+
+    /// Parses the header from `bytes`, the first bytes of a file of `total` bytes; `None` when
+    /// the header runs past `bytes` (but not past the file).
+    fn header(bytes: &[u8], total: usize) -> Result<Option<Header>> {
+        let mut c = Cursor {
+            b: bytes,
+            pos: 0,
+            total,
+            short: false,
+        };
+        match Self::parse_header(&mut c) {
+            Err(_) if c.short => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    fn parse_header(c: &mut Cursor<'_>) -> Result<Header> {
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
             return Err(ModelError::Gguf(format!(
@@ -364,11 +440,11 @@ impl GgufFile {
             });
         }
         let data_start = c.pos.div_ceil(alignment) * alignment;
-        let data_len = bytes.len().saturating_sub(data_start);
-        if data_start > bytes.len() && !tensors.is_empty() {
+        let data_len = c.total.saturating_sub(data_start);
+        if data_start > c.total && !tensors.is_empty() {
             return Err(ModelError::Gguf(format!(
                 "truncated: data section would start at {data_start}, file has {} bytes",
-                bytes.len()
+                c.total
             )));
         }
         for t in &tensors {
@@ -393,11 +469,10 @@ impl GgufFile {
                 )));
             }
         }
-        Ok(Self {
+        Ok(Header {
             version,
             metadata,
             tensors,
-            bytes,
             data_start,
         })
     }
@@ -407,8 +482,9 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The raw (still quantized) bytes of a tensor.
-    pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> Result<&[u8]> {
+    /// The raw (still quantized) bytes of a tensor: borrowed from the buffer of
+    /// [`GgufFile::from_bytes`], read from the file of [`GgufFile::open`].
+    pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
         let size =
             info.kind
                 .byte_size(info.n_elements())
@@ -417,10 +493,28 @@ impl GgufFile {
                     kind: info.kind.name(),
                 })?;
         let start = self.data_start + info.offset;
-        // In bounds: checked in `from_bytes` for every tensor of a supported type.
-        self.bytes
-            .get(start..start + size)
-            .ok_or_else(|| ModelError::Gguf(format!("tensor '{}' out of bounds", info.name)))
+        let oob = || ModelError::Gguf(format!("tensor '{}' out of bounds", info.name));
+        // In bounds: checked with the header for every tensor of a supported type.
+        match &self.data {
+            Data::Bytes(b) => b
+                .get(start..start + size)
+                .map(std::borrow::Cow::Borrowed)
+                .ok_or_else(oob),
+            Data::File { path, file } => {
+                use std::io::{Read, Seek, SeekFrom};
+                let io = |source| ModelError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let mut f = file.lock().map_err(|_| {
+                    ModelError::Gguf(format!("{}: reader poisoned", path.display()))
+                })?;
+                f.seek(SeekFrom::Start(start as u64)).map_err(io)?;
+                let mut out = vec![0u8; size];
+                f.read_exact(&mut out).map_err(io)?;
+                Ok(std::borrow::Cow::Owned(out))
+            }
+        }
     }
 
     /// Dequantizes the tensor `name` to f32; returns `(shape outermost first, values)`.
@@ -429,7 +523,7 @@ impl GgufFile {
             .tensor(name)
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         let bytes = self.tensor_bytes(info)?;
-        let values = quant::dequantize(name, info.kind, bytes, info.n_elements())?;
+        let values = quant::dequantize(name, info.kind, &bytes, info.n_elements())?;
         Ok((info.shape(), values))
     }
 
@@ -449,7 +543,7 @@ impl GgufFile {
         let cols = info.dims[0];
         let rows = info.dims[1..].iter().product();
         let bytes = self.tensor_bytes(info)?;
-        quant::decode_ternary(info.kind, bytes, rows, cols).map_err(|e| match e {
+        quant::decode_ternary(info.kind, &bytes, rows, cols).map_err(|e| match e {
             ModelError::Gguf(m) => ModelError::Gguf(format!("tensor '{name}': {m}")),
             other => other,
         })
@@ -634,6 +728,56 @@ mod tests {
         for cut in 0..full.len() - 30 {
             let r = GgufFile::from_bytes(full[..cut].to_vec());
             assert!(r.is_err(), "cut at {cut} of {} parsed", full.len());
+        }
+    }
+
+    /// A file under the system's temporary directory, unique to this process and `name`.
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("ternary-gguf-{}-{name}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn opened_file_should_read_tensors_as_from_bytes_does() {
+        // A header of about 3 MB (one long string) crosses the first 1 MiB prefix `open` reads.
+        let mut big = sample();
+        let long = "x".repeat(3 << 20);
+        let g0 = GgufFile::from_bytes(big.clone()).unwrap();
+        let tensors: Vec<GgufTensorData> = g0
+            .tensors
+            .iter()
+            .map(|t| GgufTensorData {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                kind: t.kind,
+                bytes: g0.tensor_bytes(t).unwrap().into_owned(),
+            })
+            .collect();
+        let mut meta: Vec<(&str, GgufValue)> = g0
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        meta.push(("general.description", GgufValue::String(long)));
+        big = write_gguf(&meta, &tensors);
+        for (name, bytes) in [("small", sample()), ("big", big)] {
+            let path = temp_file(name, &bytes);
+            let a = GgufFile::open(&path).unwrap();
+            let b = GgufFile::from_bytes(bytes.clone()).unwrap();
+            assert_eq!(a.metadata, b.metadata, "{name}");
+            assert_eq!(a.tensors, b.tensors, "{name}");
+            for t in &a.tensors {
+                assert_eq!(a.tensor_bytes(t).unwrap(), b.tensor_bytes(t).unwrap());
+            }
+            assert_eq!(a.dequantize("w").unwrap(), b.dequantize("w").unwrap());
+            // Truncated files fail at `open`, as they do from bytes.
+            for cut in [0, 3, 24, bytes.len() / 2, bytes.len() - 31] {
+                let p = temp_file(&format!("{name}-cut"), &bytes[..cut]);
+                assert!(GgufFile::open(&p).is_err(), "{name}: cut at {cut} opened");
+                std::fs::remove_file(p).unwrap();
+            }
+            std::fs::remove_file(path).unwrap();
         }
     }
 

@@ -249,7 +249,7 @@ impl WeightSource for GgufWeights<'_> {
         let heads = self.permuted_heads(name);
         let bytes = match heads {
             Some(n) if rows == n * self.config.head_dim => {
-                unpermute_qk(bytes, n, self.config.head_dim, row_bytes)
+                unpermute_qk(&bytes, n, self.config.head_dim, row_bytes)
             }
             Some(_) => {
                 return Err(ModelError::Shape {
@@ -258,7 +258,7 @@ impl WeightSource for GgufWeights<'_> {
                     found: vec![rows, cols],
                 });
             }
-            None => bytes.to_vec(),
+            None => bytes.into_owned(),
         };
         Ok(Some(QuantizedTensor {
             kind: info.kind,
