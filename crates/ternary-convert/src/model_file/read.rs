@@ -74,38 +74,32 @@ impl Contents {
             })?;
 
         let mut claimed = BTreeSet::new();
-        let mut fetch = |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<Vec<u8>> {
-            let view = st
-                .tensor(&name)
-                .map_err(|_| err(format!("missing tensor {name:?}")))?;
-            if !dtypes.contains(&view.dtype()) {
-                return Err(err(format!(
-                    "tensor {name:?} has dtype {}, expected {}",
-                    view.dtype(),
-                    dtypes
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" or ")
-                )));
-            }
-            if view.shape() != shape {
-                return Err(err(format!(
-                    "tensor {name:?} has shape {:?}, expected {shape:?}",
-                    view.shape()
-                )));
-            }
-            let data = match view.dtype() {
-                Dtype::F16 => view
-                    .data()
-                    .chunks_exact(2)
-                    .flat_map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
-                    .collect(),
-                _ => view.data().to_vec(),
+        // A tensor's dtype and bytes, borrowed from the file (no copy until values are made).
+        let mut fetch =
+            |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<(Dtype, &[u8])> {
+                let view = st
+                    .tensor(&name)
+                    .map_err(|_| err(format!("missing tensor {name:?}")))?;
+                if !dtypes.contains(&view.dtype()) {
+                    return Err(err(format!(
+                        "tensor {name:?} has dtype {}, expected {}",
+                        view.dtype(),
+                        dtypes
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    )));
+                }
+                if view.shape() != shape {
+                    return Err(err(format!(
+                        "tensor {name:?} has shape {:?}, expected {shape:?}",
+                        view.shape()
+                    )));
+                }
+                claimed.insert(name);
+                Ok((view.dtype(), view.data()))
             };
-            claimed.insert(name);
-            Ok(data)
-        };
         let finite = |name: &str, v: Vec<f32>| -> Result<Vec<f32>> {
             match v.iter().position(|x| !x.is_finite()) {
                 Some(i) => Err(err(format!(
@@ -153,7 +147,7 @@ impl Contents {
                     let data = fetch(n.clone(), &[Dtype::F16, Dtype::F32], &[rows, cols])?;
                     StoredLinear::Float(HostTensor {
                         shape: vec![rows, cols],
-                        data: finite(&n, le_f32(&data))?,
+                        data: finite(&n, values(data))?,
                     })
                 }
                 LayerMeta::Ternary {
@@ -190,20 +184,18 @@ impl Contents {
                     let gpr = layout.groups_per_row(cols);
                     // Plane `suffix` ("" for the first, "2" for the second).
                     let mut plane = |suffix: &str| -> Result<TernaryMatrix> {
-                        let plus =
+                        let (_, plus) =
                             fetch(format!("{name}.plus{suffix}"), &[Dtype::U32], &[rows, wpr])?;
-                        let minus =
+                        let (_, minus) =
                             fetch(format!("{name}.minus{suffix}"), &[Dtype::U32], &[rows, wpr])?;
                         let sn = format!("{name}.scales{suffix}");
-                        let scales = finite(
-                            &sn,
-                            le_f32(&fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?),
-                        )?;
+                        let scales =
+                            finite(&sn, values(fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?))?;
                         TernaryMatrix::from_planes(
                             rows,
                             cols,
-                            le_u32(&plus),
-                            le_u32(&minus),
+                            le_u32(plus),
+                            le_u32(minus),
                             Scales::new(layout, scales),
                         )
                         .map_err(|e| {
@@ -226,7 +218,7 @@ impl Contents {
                             return Ok(None);
                         }
                         let n = format!("{name}.{suffix}");
-                        let v = le_f32(&fetch(n.clone(), &[Dtype::F32], &[len])?);
+                        let v = values(fetch(n.clone(), &[Dtype::F32], &[len])?);
                         Ok(Some(finite(&n, v)?))
                     };
                     let bias = vector("bias", rows, *bias)?;
@@ -247,7 +239,7 @@ impl Contents {
             } else {
                 &[Dtype::F16, Dtype::F32]
             };
-            let data = finite(&name, le_f32(&fetch(name.clone(), dtypes, &shape)?))?;
+            let data = finite(&name, values(fetch(name.clone(), dtypes, &shape)?))?;
             others.push((name, HostTensor { shape, data }));
         }
         let mut names = st.names();
@@ -267,6 +259,17 @@ impl Contents {
             others,
             file_bytes: bytes.len() as u64,
         })
+    }
+}
+
+/// The f32 values of a tensor stored as f16 or f32 (little-endian), made in one pass.
+fn values((dtype, bytes): (Dtype, &[u8])) -> Vec<f32> {
+    match dtype {
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => le_f32(bytes),
     }
 }
 
