@@ -432,6 +432,36 @@ fn micro_file_should_round_trip() {
 }
 
 #[test]
+fn file_reads_should_equal_byte_reads_and_fail_on_every_cut() {
+    // `load` and `inspect` read a file one tensor at a time; they must give what the bytes give,
+    // and every truncation of the file (a stride of cuts, and the last bytes) must be a format
+    // error that names the file.
+    let (m, bytes) = micro();
+    let dir = scratch("file-reads");
+    let path = dir.join("micro.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let back = load::<Cpu>(&path, &Default::default()).unwrap();
+    let ids = [0u32, 1, 2, 3, 4, 5, 1];
+    assert_eq!(logits(&m.model, &ids), logits(&back.model, &ids));
+    let (a, b) = (inspect(&path).unwrap(), inspect_bytes(&bytes).unwrap());
+    assert_eq!(a.layers.len(), b.layers.len());
+    assert_eq!(a.linear_weights(), b.linear_weights());
+    let cut = dir.join("cut.safetensors");
+    let n = bytes.len();
+    for len in (0..n).step_by(7).chain(n - 8..n) {
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let e = load::<Cpu>(&cut, &Default::default());
+        assert!(
+            matches!(&e, Err(ConvertError::Format(m)) if m.contains("cut.safetensors")),
+            "truncated to {len} of {n} bytes: {:?}",
+            e.err()
+        );
+        assert!(inspect(&cut).is_err(), "inspect, truncated to {len}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn every_truncation_should_be_an_error() {
     let (_, bytes) = micro();
     assert!(bytes.len() > 1000, "{}", bytes.len());

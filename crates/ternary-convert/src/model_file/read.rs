@@ -1,5 +1,6 @@
 //! Reading: safetensors bytes validated into [`Contents`], then a model on a Burn backend.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,6 +20,67 @@ use crate::error::{ConvertError, Result};
 impl Contents {
     /// Parses and validates safetensors bytes; `path` names the file in errors.
     pub(super) fn from_bytes(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
+        Self::parse(bytes, path, &|_, b| Ok(Cow::Borrowed(b)))
+    }
+
+    /// Parses and validates the file at `path`, reading one tensor at a time: the header is
+    /// read into a zero-filled buffer of the file's length (a zeroed allocation that large is
+    /// fresh pages, never touched here, so it takes no memory), the safetensors checks run on
+    /// it, and each tensor's bytes are read from the file at its offset when it is parsed.
+    pub(super) fn from_file(path: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |source| ConvertError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = usize::try_from(file.metadata().map_err(io)?.len())
+            .map_err(|_| ConvertError::Format(format!("{}: file too large", path.display())))?;
+        let mut buf = vec![0u8; len];
+        let head = len.min(8);
+        file.read_exact(&mut buf[..head]).map_err(io)?;
+        let header_len = buf
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes);
+        // The JSON header; a claim longer than the file is left to the checks to report.
+        let header_end = usize::try_from(header_len)
+            .ok()
+            .and_then(|n| n.checked_add(8))
+            .map_or(len, |e| e.min(len));
+        file.read_exact(&mut buf[head..header_end]).map_err(io)?;
+        let file = RefCell::new(file);
+        let base = buf.as_ptr() as usize;
+        Self::parse(&buf, Some(path), &|name: &str, view: &[u8]| {
+            if view.is_empty() {
+                return Ok(Cow::Borrowed(view));
+            }
+            let start = (view.as_ptr() as usize)
+                .checked_sub(base)
+                .filter(|s| s + view.len() <= len)
+                .ok_or_else(|| {
+                    ConvertError::Format(format!(
+                        "{}: tensor {name:?} out of bounds",
+                        path.display()
+                    ))
+                })?;
+            let mut out = vec![0u8; view.len()];
+            let mut f = file.borrow_mut();
+            f.seek(SeekFrom::Start(start as u64))
+                .and_then(|_| f.read_exact(&mut out))
+                .map_err(|e| {
+                    ConvertError::Format(format!(
+                        "{}: reading tensor {name:?}: {e}",
+                        path.display()
+                    ))
+                })?;
+            Ok(Cow::Owned(out))
+        })
+    }
+
+    /// [`Contents::from_bytes`] with each tensor's bytes (a slice of `bytes`) passed through
+    /// `data`, which returns them or reads them from the file.
+    fn parse(bytes: &[u8], path: Option<&Path>, data: &TensorData<'_>) -> Result<Self> {
         let err = |reason: String| match path {
             Some(p) => ConvertError::Format(format!("{}: {reason}", p.display())),
             None => ConvertError::Format(reason),
@@ -76,7 +138,7 @@ impl Contents {
         let mut claimed = BTreeSet::new();
         // A tensor's dtype and bytes, borrowed from the file (no copy until values are made).
         let mut fetch =
-            |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<(Dtype, &[u8])> {
+            |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<(Dtype, Cow<'_, [u8]>)> {
                 let view = st
                     .tensor(&name)
                     .map_err(|_| err(format!("missing tensor {name:?}")))?;
@@ -97,8 +159,9 @@ impl Contents {
                         view.shape()
                     )));
                 }
+                let bytes = data(&name, view.data())?;
                 claimed.insert(name);
-                Ok((view.dtype(), view.data()))
+                Ok((view.dtype(), bytes))
             };
         let finite = |name: &str, v: Vec<f32>| -> Result<Vec<f32>> {
             match v.iter().position(|x| !x.is_finite()) {
@@ -194,8 +257,8 @@ impl Contents {
                         TernaryMatrix::from_planes(
                             rows,
                             cols,
-                            le_u32(plus),
-                            le_u32(minus),
+                            le_u32(&plus),
+                            le_u32(&minus),
                             Scales::new(layout, scales),
                         )
                         .map_err(|e| {
@@ -263,22 +326,18 @@ impl Contents {
 }
 
 /// The f32 values of a tensor stored as f16 or f32 (little-endian), made in one pass.
-fn values((dtype, bytes): (Dtype, &[u8])) -> Vec<f32> {
+fn values((dtype, bytes): (Dtype, Cow<'_, [u8]>)) -> Vec<f32> {
     match dtype {
         Dtype::F16 => bytes
             .chunks_exact(2)
             .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        _ => le_f32(bytes),
+        _ => le_f32(&bytes),
     }
 }
 
-pub(super) fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| ConvertError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
+/// Hands out a tensor's bytes given its name and its slice of the parsed buffer.
+type TensorData<'f> = dyn for<'b> Fn(&str, &'b [u8]) -> Result<Cow<'b, [u8]>> + 'f;
 
 /// Loads a file written by [`save`](super::save): the model (ternary layers as
 /// [`TernaryLinear`], float
@@ -287,13 +346,8 @@ pub fn load<B: TernaryBackend>(
     path: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<LoadedModel<B>> {
-    let path = path.as_ref();
-    let bytes = read(path)?;
-    let contents = Contents::from_bytes(&bytes, Some(path))?;
-    // The file's bytes are not needed once parsed: freed before the model is built, so the
-    // peak holds one copy of the weights less.
-    drop(bytes);
-    build(contents, device)
+    // Tensors are read one at a time: the file is never held whole.
+    build(Contents::from_file(path.as_ref())?, device)
 }
 
 /// [`load`] from bytes.

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use ternary_layers::LinearWeights;
 use ternary_models::LlamaConfig;
 
-use super::read::read;
 use super::schema::*;
 use crate::error::Result;
 
@@ -333,8 +332,7 @@ fn zero_fraction(m: &LinearWeights) -> f64 {
 /// per weight, bytes) without building the model.
 pub fn inspect(path: impl AsRef<Path>) -> Result<FileSummary> {
     let path = path.as_ref();
-    let bytes = read(path)?;
-    Ok(Contents::from_bytes(&bytes, Some(path))?.summary(Some(path)))
+    Ok(Contents::from_file(path)?.summary(Some(path)))
 }
 
 /// [`inspect`] on bytes.
