@@ -1,6 +1,5 @@
 //! Reading: safetensors bytes validated into [`Contents`], then a model on a Burn backend.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,7 +19,10 @@ use crate::error::{ConvertError, Result};
 impl Contents {
     /// Parses and validates safetensors bytes; `path` names the file in errors.
     pub(super) fn from_bytes(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
-        Self::parse(bytes, path, &|_, b| Ok(Cow::Borrowed(b)))
+        Self::parse(bytes, path, &|_, b, visit| {
+            visit(b);
+            Ok(())
+        })
     }
 
     /// Parses and validates the file at `path`, reading one tensor at a time: the header is
@@ -28,6 +30,11 @@ impl Contents {
     /// fresh pages, never touched here, so it takes no memory), the safetensors checks run on
     /// it, and each tensor's bytes are read from the file at its offset when it is parsed.
     pub(super) fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_in_chunks(path, 1 << 20)
+    }
+
+    /// [`Contents::from_file`] reading `chunk` bytes at a time (a multiple of 4).
+    fn from_file_in_chunks(path: &Path, chunk: usize) -> Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
         let io = |source| ConvertError::Io {
             path: path.to_path_buf(),
@@ -51,10 +58,7 @@ impl Contents {
         file.read_exact(&mut buf[head..header_end]).map_err(io)?;
         let file = RefCell::new(file);
         let base = buf.as_ptr() as usize;
-        Self::parse(&buf, Some(path), &|name: &str, view: &[u8]| {
-            if view.is_empty() {
-                return Ok(Cow::Borrowed(view));
-            }
+        Self::parse(&buf, Some(path), &|name, view, visit| {
             let start = (view.as_ptr() as usize)
                 .checked_sub(base)
                 .filter(|s| s + view.len() <= len)
@@ -64,22 +68,25 @@ impl Contents {
                         path.display()
                     ))
                 })?;
-            let mut out = vec![0u8; view.len()];
+            let failed = |e: std::io::Error| {
+                ConvertError::Format(format!("{}: reading tensor {name:?}: {e}", path.display()))
+            };
             let mut f = file.borrow_mut();
-            f.seek(SeekFrom::Start(start as u64))
-                .and_then(|_| f.read_exact(&mut out))
-                .map_err(|e| {
-                    ConvertError::Format(format!(
-                        "{}: reading tensor {name:?}: {e}",
-                        path.display()
-                    ))
-                })?;
-            Ok(Cow::Owned(out))
+            f.seek(SeekFrom::Start(start as u64)).map_err(failed)?;
+            let mut chunk = vec![0u8; view.len().min(chunk)];
+            let mut left = view.len();
+            while left > 0 {
+                let k = left.min(chunk.len());
+                f.read_exact(&mut chunk[..k]).map_err(failed)?;
+                visit(&chunk[..k]);
+                left -= k;
+            }
+            Ok(())
         })
     }
 
-    /// [`Contents::from_bytes`] with each tensor's bytes (a slice of `bytes`) passed through
-    /// `data`, which returns them or reads them from the file.
+    /// [`Contents::from_bytes`] with each tensor's bytes (a slice of `bytes`) visited through
+    /// `data`: the slice itself, or the same bytes read from the file in chunks.
     fn parse(bytes: &[u8], path: Option<&Path>, data: &TensorData<'_>) -> Result<Self> {
         let err = |reason: String| match path {
             Some(p) => ConvertError::Format(format!("{}: {reason}", p.display())),
@@ -138,7 +145,7 @@ impl Contents {
         let mut claimed = BTreeSet::new();
         // A tensor's dtype and bytes, borrowed from the file (no copy until values are made).
         let mut fetch =
-            |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<(Dtype, Cow<'_, [u8]>)> {
+            |name: String, dtypes: &[Dtype], shape: &[usize]| -> Result<(Dtype, &[u8])> {
                 let view = st
                     .tensor(&name)
                     .map_err(|_| err(format!("missing tensor {name:?}")))?;
@@ -159,10 +166,30 @@ impl Contents {
                         view.shape()
                     )));
                 }
-                let bytes = data(&name, view.data())?;
                 claimed.insert(name);
-                Ok((view.dtype(), bytes))
+                Ok((view.dtype(), view.data()))
             };
+        // A tensor's values, converted chunk by chunk as its bytes are visited.
+        let values = |name: &str, (dtype, view): (Dtype, &[u8])| -> Result<Vec<f32>> {
+            let f16 = dtype == Dtype::F16;
+            let mut out = Vec::with_capacity(view.len() / if f16 { 2 } else { 4 });
+            data(name, view, &mut |c| {
+                if f16 {
+                    out.extend(
+                        c.chunks_exact(2)
+                            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    );
+                } else {
+                    out.extend(le_f32(c));
+                }
+            })?;
+            Ok(out)
+        };
+        let words = |name: &str, (_, view): (Dtype, &[u8])| -> Result<Vec<u32>> {
+            let mut out = Vec::with_capacity(view.len() / 4);
+            data(name, view, &mut |c| out.extend(le_u32(c)))?;
+            Ok(out)
+        };
         let finite = |name: &str, v: Vec<f32>| -> Result<Vec<f32>> {
             match v.iter().position(|x| !x.is_finite()) {
                 Some(i) => Err(err(format!(
@@ -210,7 +237,7 @@ impl Contents {
                     let data = fetch(n.clone(), &[Dtype::F16, Dtype::F32], &[rows, cols])?;
                     StoredLinear::Float(HostTensor {
                         shape: vec![rows, cols],
-                        data: finite(&n, values(data))?,
+                        data: finite(&n, values(&n, data)?)?,
                     })
                 }
                 LayerMeta::Ternary {
@@ -247,18 +274,22 @@ impl Contents {
                     let gpr = layout.groups_per_row(cols);
                     // Plane `suffix` ("" for the first, "2" for the second).
                     let mut plane = |suffix: &str| -> Result<TernaryMatrix> {
-                        let (_, plus) =
-                            fetch(format!("{name}.plus{suffix}"), &[Dtype::U32], &[rows, wpr])?;
-                        let (_, minus) =
-                            fetch(format!("{name}.minus{suffix}"), &[Dtype::U32], &[rows, wpr])?;
+                        let (pn, mn) = (
+                            format!("{name}.plus{suffix}"),
+                            format!("{name}.minus{suffix}"),
+                        );
+                        let plus = words(&pn, fetch(pn.clone(), &[Dtype::U32], &[rows, wpr])?)?;
+                        let minus = words(&mn, fetch(mn.clone(), &[Dtype::U32], &[rows, wpr])?)?;
                         let sn = format!("{name}.scales{suffix}");
-                        let scales =
-                            finite(&sn, values(fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?))?;
+                        let scales = finite(
+                            &sn,
+                            values(&sn, fetch(sn.clone(), &[Dtype::F32], &[rows, gpr])?)?,
+                        )?;
                         TernaryMatrix::from_planes(
                             rows,
                             cols,
-                            le_u32(&plus),
-                            le_u32(&minus),
+                            plus,
+                            minus,
                             Scales::new(layout, scales),
                         )
                         .map_err(|e| {
@@ -281,7 +312,7 @@ impl Contents {
                             return Ok(None);
                         }
                         let n = format!("{name}.{suffix}");
-                        let v = values(fetch(n.clone(), &[Dtype::F32], &[len])?);
+                        let v = values(&n, fetch(n.clone(), &[Dtype::F32], &[len])?)?;
                         Ok(Some(finite(&n, v)?))
                     };
                     let bias = vector("bias", rows, *bias)?;
@@ -302,7 +333,7 @@ impl Contents {
             } else {
                 &[Dtype::F16, Dtype::F32]
             };
-            let data = finite(&name, values(fetch(name.clone(), dtypes, &shape)?))?;
+            let data = finite(&name, values(&name, fetch(name.clone(), dtypes, &shape)?)?)?;
             others.push((name, HostTensor { shape, data }));
         }
         let mut names = st.names();
@@ -325,19 +356,9 @@ impl Contents {
     }
 }
 
-/// The f32 values of a tensor stored as f16 or f32 (little-endian), made in one pass.
-fn values((dtype, bytes): (Dtype, Cow<'_, [u8]>)) -> Vec<f32> {
-    match dtype {
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => le_f32(&bytes),
-    }
-}
-
-/// Hands out a tensor's bytes given its name and its slice of the parsed buffer.
-type TensorData<'f> = dyn for<'b> Fn(&str, &'b [u8]) -> Result<Cow<'b, [u8]>> + 'f;
+/// Visits a tensor's bytes, given its name and its slice of the parsed buffer, in order and in
+/// one or more chunks.
+type TensorData<'f> = dyn Fn(&str, &[u8], &mut dyn FnMut(&[u8])) -> Result<()> + 'f;
 
 /// Loads a file written by [`save`](super::save): the model (ternary layers as
 /// [`TernaryLinear`], float
@@ -458,4 +479,39 @@ fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<Lo
         )));
     }
     Ok(LoadedModel { model, tokenizer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ternary_core::quant::{QuantConfig, quantize};
+    use ternary_layers::{Cpu, to_rows};
+
+    #[test]
+    fn chunked_file_reads_should_equal_the_bytes() {
+        // The tiny fixture with its first layer ternary, read back in 12-byte chunks (every
+        // tensor crosses chunk boundaries) and whole: the parsed contents are identical.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-llama");
+        let mut m = ternary_models::load_safetensors_dir::<Cpu>(&dir, &Default::default()).unwrap();
+        {
+            let mut linears = m.model.linears_mut();
+            let slot = &mut linears[0].1;
+            let (rows, cols) = (slot.out_features(), slot.in_features());
+            let w = to_rows(slot.weight()).unwrap();
+            let (q, _) = quantize(&w, rows, cols, &QuantConfig::default()).unwrap();
+            **slot = Box::new(TernaryLinear::<Cpu>::new(q, &Default::default()).unwrap());
+        }
+        let bytes = super::super::to_bytes(&m.model, &m.tokenizer).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "ternary-chunked-{}.safetensors",
+            std::process::id()
+        ));
+        std::fs::write(&path, &bytes).unwrap();
+        let whole = format!("{:?}", Contents::from_bytes(&bytes, None).unwrap());
+        for chunk in [4, 12, 1 << 20] {
+            let read = format!("{:?}", Contents::from_file_in_chunks(&path, chunk).unwrap());
+            assert!(read == whole, "chunk {chunk}");
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
 }
