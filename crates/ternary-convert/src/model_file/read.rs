@@ -33,9 +33,11 @@ impl Contents {
         Self::from_file_in_chunks(path, 1 << 20)
     }
 
-    /// [`Contents::from_file`] reading `chunk` bytes at a time (a multiple of 4).
+    /// [`Contents::from_file`] reading `chunk` bytes at a time, rounded down to a multiple of 4
+    /// (at least 4): a chunk then never splits an f32, f16 or u32 element.
     fn from_file_in_chunks(path: &Path, chunk: usize) -> Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
+        let chunk = (chunk / 4).max(1) * 4;
         let io = |source| ConvertError::Io {
             path: path.to_path_buf(),
             source,
@@ -508,7 +510,7 @@ mod tests {
         ));
         std::fs::write(&path, &bytes).unwrap();
         let whole = format!("{:?}", Contents::from_bytes(&bytes, None).unwrap());
-        for chunk in [4, 12, 1 << 20] {
+        for chunk in [0, 4, 7, 12, 1 << 20] {
             let read = format!("{:?}", Contents::from_file_in_chunks(&path, chunk).unwrap());
             assert!(read == whole, "chunk {chunk}");
         }
