@@ -3,6 +3,8 @@
 # (data-free distillation, as in LLM-QAT, Liu et al. 2023, arXiv 2305.17888), from short prompts
 # of many registers. Writes OUT (default ~/.cache/ternary/distill/smollm2-samples.txt); never
 # committed. Usage: scripts/make_distill_text.sh [TEACHER] [OUT] [TOKENS_PER_PROMPT]
+# Environment: THREADS (default 1), SEED0 (first sampling seed, default 1: another SEED0 gives
+# another set of samples from the same prompts), TERNARY_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 teacher="${1:-$HOME/.cache/ternary/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -13,7 +15,7 @@ bin="${TERNARY_BIN:-$(cargo metadata --format-version 1 --no-deps | python3 -c '
 mkdir -p "$(dirname "$out")"
 tmp="$out.tmp"
 : > "$tmp"
-seed=1
+seed="${SEED0:-1}"
 while IFS= read -r prompt; do
   [ -z "$prompt" ] && continue
   "$bin" --threads "${THREADS:-1}" generate --model "$teacher" --prompt "$prompt" \

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use ternary_convert::model_file::{as_ternary, human_bytes};
 use ternary_layers::Cpu;
-use ternary_layers::LinearPath;
+use ternary_layers::{LinearPath, TernaryBackend};
 use ternary_models::chat::template_from_tokenizer_config;
 use ternary_models::{
     BurnDecoder, Decoder, Format, Llama, LoadedModel, PerplexityReport, Sampling, generate_with,
@@ -53,15 +53,22 @@ pub fn is_converted(format: Format) -> bool {
 /// CPU backend, with a spinner. A Hugging Face checkpoint without a chat template in its
 /// tokenizer gets the one in `tokenizer_config.json`, when there is one.
 pub fn load_model(path: &Path) -> Res<(LoadedModel<Cpu>, Format)> {
+    load_model_on::<Cpu>(path, &Default::default())
+}
+
+/// [`load_model`] on any backend's `device`.
+pub fn load_model_on<B: TernaryBackend>(
+    path: &Path,
+    device: &B::Device,
+) -> Res<(LoadedModel<B>, Format)> {
     let format = sniff(path)?;
     let sp = spinner(format!("loading {} ({format})", path.display()));
-    let device = Default::default();
     let m = match format {
-        Format::Gguf => ternary_models::load_gguf::<Cpu>(path, &device)?,
-        Format::ConvertedModel => ternary_convert::load::<Cpu>(path, &device)?,
+        Format::Gguf => ternary_models::load_gguf::<B>(path, device)?,
+        Format::ConvertedModel => ternary_convert::load::<B>(path, device)?,
         Format::HfDir | Format::Safetensors | Format::ShardedIndex => {
             let dir = checkpoint_dir(format, path)?;
-            let mut m = ternary_models::load::<Cpu>(&dir, &device)?;
+            let mut m = ternary_models::load::<B>(&dir, device)?;
             if m.tokenizer.chat_template.is_none() {
                 m.tokenizer.chat_template =
                     template_from_tokenizer_config(dir.join("tokenizer_config.json"))?;

@@ -5,7 +5,9 @@
 //! `ternary quantize` (one-plane layers). Training text comes from local files only. A
 //! progress bar shows loss, tokens/s and ETA; the curve (loss and, with `--eval-text`,
 //! held-out perplexity against steps, tokens and seconds) is written as JSON beside the output;
-//! a checkpoint is kept so that `--resume` continues an interrupted run exactly.
+//! a checkpoint is kept so that `--resume` continues an interrupted run exactly. With
+//! `--device wgpu` or `--device cuda` (a binary built with that feature) teacher and student
+//! run on Burn's CubeCL backend on the GPU: the same training code as on the CPU.
 
 use std::path::{Path, PathBuf};
 
@@ -15,12 +17,12 @@ use ternary_convert::convert::bos_of;
 use ternary_convert::finetune::{
     Checkpointing, EvalSet, FinetuneConfig, Mode, OptimConfig, Progress, Windows, finetune,
 };
-use ternary_layers::Cpu;
+use ternary_layers::{Cpu, TernaryBackend};
 use ternary_models::{Format, sniff};
 
 use ternary_convert::model_file::human_bytes;
 
-use crate::common::{CliError, Res, bar, load_model, overwrites_input, read_text, same_file};
+use crate::common::{CliError, Res, bar, load_model_on, overwrites_input, read_text, same_file};
 
 /// What the student learns from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +31,17 @@ pub enum ModeArg {
     Kd,
     /// Block by block, reproduce the teacher's hidden states (CPU-friendly); `--tokens` per block.
     Blockwise,
+}
+
+/// Where the training runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// Burn's ndarray backend on the CPU.
+    Cpu,
+    /// Burn's CubeCL backend over wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
+    Wgpu,
+    /// Burn's CubeCL backend over CUDA; needs the `cuda` feature.
+    Cuda,
 }
 
 /// Arguments of `ternary finetune`.
@@ -112,6 +125,13 @@ pub struct FinetuneArgs {
     /// Where to write the curve as JSON (default: OUT with `.curve.json` appended).
     #[arg(long)]
     pub curve: Option<PathBuf>,
+    /// Where teacher and student run (`wgpu` and `cuda` need a binary built with that feature).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Stop after this many seconds of training (checkpoint and output written as at the end;
+    /// the curve says where it stopped). For runs that must fit a time slot.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -120,8 +140,50 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// `ternary finetune`.
+/// `ternary finetune`: checks the device, then trains there ([`run_on`]).
 pub fn run(args: &FinetuneArgs) -> Res<()> {
+    match args.device {
+        DeviceArg::Cpu => run_on::<Cpu>(args, &Default::default()),
+        DeviceArg::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                let client = ternary_kernels::device::wgpu_client()?;
+                eprintln!(
+                    "device: wgpu ({})",
+                    ternary_kernels::DeviceCaps::of(&client).runtime
+                );
+                run_on::<burn::backend::Wgpu>(args, &Default::default())
+            }
+            #[cfg(not(feature = "wgpu"))]
+            Err(not_built("wgpu"))
+        }
+        DeviceArg::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                let client = ternary_kernels::device::cuda_client()?;
+                eprintln!(
+                    "device: CUDA ({})",
+                    ternary_kernels::DeviceCaps::of(&client).runtime
+                );
+                run_on::<burn::backend::Cuda>(args, &Default::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            Err(not_built("cuda"))
+        }
+    }
+}
+
+/// The error for a device whose feature this binary was built without.
+#[allow(dead_code)]
+fn not_built(feature: &str) -> CliError {
+    CliError::new(format!(
+        "--device {feature}: this `ternary` was built without the `{feature}` feature; build it \
+         with `cargo build --release -p ternary-cli --features {feature}`"
+    ))
+}
+
+/// `ternary finetune` with teacher and student on backend `B`'s `dev`.
+fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
     for input in [&args.teacher, &args.student] {
         if overwrites_input(input, &args.out) {
             return Err(CliError::new(format!(
@@ -160,9 +222,8 @@ pub fn run(args: &FinetuneArgs) -> Res<()> {
     }
     let eval_text = args.eval_text.as_ref().map(|p| read_text(p)).transpose()?;
 
-    let (teacher, tfmt) = load_model(&args.teacher)?;
-    let dev = Default::default();
-    let mut student = ternary_convert::load::<Autodiff<Cpu>>(&args.student, &dev)?;
+    let (teacher, tfmt) = load_model_on::<B>(&args.teacher, dev)?;
+    let mut student = ternary_convert::load::<Autodiff<B>>(&args.student, dev)?;
     if teacher.tokenizer.vocab_size() != student.tokenizer.vocab_size()
         || teacher.tokenizer.to_json()? != student.tokenizer.to_json()?
     {
@@ -288,6 +349,7 @@ pub fn run(args: &FinetuneArgs) -> Res<()> {
             every: args.checkpoint_every,
             resume: args.resume.then(|| ckpt_path.clone()),
             stop_after: None,
+            stop_after_seconds: args.max_seconds,
         },
         &mut on_progress,
     )?;
@@ -312,6 +374,13 @@ pub fn run(args: &FinetuneArgs) -> Res<()> {
         report.params,
         crate::bench::peak_rss() as f64 / 1e9
     );
+    if report.interrupted {
+        eprintln!(
+            "stopped by --max-seconds after step {} of {}; the output holds the weights of that \
+             step, and `--resume` with the same options continues the schedule",
+            report.steps, report.total_steps
+        );
+    }
     let ppls: Vec<f64> = report.curve.iter().filter_map(|p| p.eval_ppl).collect();
     if let (Some(a), Some(b)) = (ppls.first(), ppls.last()) {
         eprintln!("held-out perplexity {a:.4} -> {b:.4}");

@@ -334,6 +334,77 @@ fn kd_should_lower_held_out_perplexity_with_hidden_state_loss() {
 }
 
 #[test]
+fn a_time_limit_should_stop_at_a_checkpoint_that_resumes_exactly() {
+    let t = teacher();
+    let w = windows(32);
+    let dir = scratch("time-limit");
+    let eval_text = include_str!("../../../fixtures/text/declaration-gettysburg.txt");
+    let eval = EvalSet {
+        tokens: t.tokenizer.encode(eval_text, true).unwrap(),
+        ctx: 32,
+        chunks: 1,
+        every: 0,
+        bos: None,
+    };
+    let c = FinetuneConfig {
+        tokens: 4 * 32,
+        ..cfg(Mode::Kd)
+    };
+    let mut whole = student();
+    let full = finetune(
+        &t.model,
+        &mut whole.model,
+        &w,
+        &c,
+        None,
+        &Checkpointing::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!full.interrupted && full.steps == 4);
+    // A limit of 0 s is reached by the first step: the run stops there, measures the held-out
+    // perplexity and writes its checkpoint.
+    let ck = dir.join("kd.ckpt");
+    let mut part = student();
+    let first = finetune(
+        &t.model,
+        &mut part.model,
+        &w,
+        &c,
+        Some(&eval),
+        &Checkpointing {
+            path: Some(ck.clone()),
+            stop_after_seconds: Some(0.0),
+            ..Checkpointing::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(first.interrupted, "the time limit did not stop the run");
+    assert_eq!(first.steps, 1);
+    let end = first.curve.last().unwrap();
+    assert_eq!(end.step, 1);
+    assert!(end.eval_ppl.is_some_and(f64::is_finite), "{end:?}");
+    let mut rest = student();
+    let second = finetune(
+        &t.model,
+        &mut rest.model,
+        &w,
+        &c,
+        None,
+        &Checkpointing {
+            resume: Some(ck),
+            ..Checkpointing::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(second.resumed_at, Some(1));
+    assert!(!second.interrupted && second.steps == 4);
+    assert_eq!(losses(&second.curve), losses(&full.curve));
+}
+
+#[test]
 fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
     let t = teacher();
     let w = windows(32);
@@ -372,6 +443,7 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
                 every: 0,
                 resume: None,
                 stop_after: Some(full.total_steps / 2),
+                stop_after_seconds: None,
             },
             &mut |_| {},
         )
@@ -389,6 +461,7 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
                 every: 0,
                 resume: Some(ck.clone()),
                 stop_after: None,
+                stop_after_seconds: None,
             },
             &mut |_| {},
         )

@@ -165,6 +165,9 @@ pub struct Checkpointing {
     pub resume: Option<PathBuf>,
     /// Stop after this many steps in all (an interruption, for testing resumption).
     pub stop_after: Option<usize>,
+    /// Stop after the first step that ends this many seconds or more after this call started
+    /// (held-out perplexity measured and a checkpoint written there, as at the end).
+    pub stop_after_seconds: Option<f64>,
 }
 
 /// One point of the training curve.
@@ -215,7 +218,8 @@ pub struct FinetuneReport {
     pub params: usize,
     /// The step a resumption started from.
     pub resumed_at: Option<usize>,
-    /// Whether the run stopped early ([`Checkpointing::stop_after`]).
+    /// Whether the run stopped early ([`Checkpointing::stop_after`],
+    /// [`Checkpointing::stop_after_seconds`]).
     pub interrupted: bool,
 }
 
@@ -650,7 +654,12 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
         };
         done += 1;
         let last = done == total;
-        let eval_now = last || eval.is_some_and(|e| e.every > 0 && done.is_multiple_of(e.every));
+        let timed_out = !last
+            && ckpt
+                .stop_after_seconds
+                .is_some_and(|s| start.elapsed().as_secs_f64() >= s);
+        let eval_now =
+            last || timed_out || eval.is_some_and(|e| e.every > 0 && done.is_multiple_of(e.every));
         let point = CurvePoint {
             step: done,
             block,
@@ -666,11 +675,15 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             blocks: blocks_opt,
         });
         curve.push(point);
-        let stopping = ckpt.stop_after.is_some_and(|s| done >= s);
+        let stopping = timed_out || ckpt.stop_after.is_some_and(|s| done >= s);
         if let Some(path) = &ckpt.path
             && (last || stopping || (ckpt.every > 0 && done.is_multiple_of(ckpt.every)))
         {
             checkpoint::save(path, &trainer, cfg, done, seconds(&start), &curve)?;
+        }
+        if timed_out {
+            interrupted = true;
+            break;
         }
     }
     let report = FinetuneReport {
