@@ -8,13 +8,14 @@
 #   scripts/finetune_gpu.sh run     [STAGE]   there: convert the student, fine-tune on CUDA for a
 #                                             fixed wall-clock budget, write the curve
 #
-# STAGE defaults to .gpu (ignored by git through .git/info/exclude). `prepare` splits the teacher
+# STAGE defaults to .gpu (ignored by git through .git/info/exclude). `prepare` compresses the
+# binaries and splits the teacher
 # into STAGE/p1 and STAGE/p2 so that no single transfer to the GPU machine exceeds 64 MiB: carry
 # STAGE/bin and STAGE/p1 with the first call (smoke), STAGE/p2 and STAGE/data with the second (run).
 #
 # `prepare` with GPU_BENCH=1 also stages the kernels' gpu-bench (conformance and timings on
 # CUDA), which `smoke` then runs for at most GPU_BENCH_SECONDS (default 90).
-# `run` reads these variables: BUDGET (seconds of training, default 400: with conversion and
+# `run` reads these variables: BUDGET (seconds of training, default 360: with conversion and
 # model loading the whole run stays under 8 minutes), SEQ (window, default 512), LR (default
 # 3e-4), EVAL_EVERY (steps between held-out perplexities, default 20). Results (the curve as JSON,
 # the logs, a summary) go to $OUT (default STAGE/out).
@@ -24,6 +25,17 @@ cmd="${1:-}"
 stage="${2:-.gpu}"
 out="${OUT:-$stage/out}"
 teacher_src="${TEACHER:-$HOME/.cache/ternary/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+
+# Unpacks STAGE/bin/*.xz (staged by `prepare`) next to themselves, with Python's lzma (the GPU
+# machine may lack the xz tool).
+unpack() {
+  for f in "$stage"/bin/*.xz; do
+    [ -f "$f" ] || continue
+    [ -x "${f%.xz}" ] && continue
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "${f%.xz}"
+    chmod +x "${f%.xz}"
+  done
+}
 
 case "$cmd" in
 prepare)
@@ -35,11 +47,13 @@ prepare)
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
   rm -rf "$stage/bin" "$stage/p1" "$stage/p2" "$stage/data"
   mkdir -p "$stage/bin" "$stage/p1" "$stage/p2" "$stage/data"
+  # Binaries go stripped and xz-compressed (35 MB → about a quarter), unpacked by `unpack`.
   strip -o "$stage/bin/ternary" "$target/release/ternary"
   if [ -n "${GPU_BENCH:-}" ]; then
     cargo build --release -p ternary-kernels --features cuda --bin gpu-bench
     strip -o "$stage/bin/gpu-bench" "$target/release/gpu-bench"
   fi
+  xz -9 -T0 -f "$stage"/bin/*
   # The first transfer carries the binary and as much of the teacher as fits in 60 MiB.
   bin_bytes=$(du -cb "$stage"/bin/* | tail -1 | cut -f1)
   first=$(( 60 * 1024 * 1024 - bin_bytes ))
@@ -60,6 +74,7 @@ prepare)
 smoke)
   export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"   # NVRTC needs the CUDA headers at run time
   mkdir -p "$out"
+  unpack
   T="$stage/bin/ternary"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   timev=(); [ -x /usr/bin/time ] && timev=(/usr/bin/time -v)
@@ -94,6 +109,7 @@ PY
 run)
   export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
   mkdir -p "$out"
+  unpack
   T="$stage/bin/ternary"
   for f in "$T" "$stage/p1/teacher.part1" "$stage/p2/teacher.part2"; do
     [ -f "$f" ] || { echo "missing $f: carry $stage/bin and $stage/p1 with the first call" >&2; exit 1; }
@@ -111,12 +127,17 @@ run)
   data=("$stage"/data/calibration.txt "$stage"/data/distill-*.txt)
   common=(--device cuda --teacher "$work/teacher.gguf" --student "$work/student.safetensors"
     --data "${data[@]}" --seq-len "${SEQ:-512}" --lr "${LR:-3e-4}")
-  # Probe the speed with 3 steps, then plan a schedule that ends inside the budget.
-  "$T" finetune "${common[@]}" --tokens $(( 3 * ${SEQ:-512} )) --out "$work/probe.safetensors" \
-    > "$out/probe.log" 2>&1 || { tail -30 "$out/probe.log"; exit 1; }
-  tps=$(sed -n 's/.* tokens in .* s (\([0-9.]*\) tokens\/s).*/\1/p' "$out/probe.log" | tail -1)
-  budget="${BUDGET:-400}"
-  tokens=$(python3 -c "print(max(1, int(0.85 * $tps * $budget) // ${SEQ:-512}) * ${SEQ:-512})")
+  # Probe the speed with 5 steps (the first ones pay for kernel compilation and autotuning: the
+  # rate is taken over steps 2 to 5), then plan a schedule that ends inside the budget.
+  "$T" finetune "${common[@]}" --tokens $(( 5 * ${SEQ:-512} )) --out "$work/probe.safetensors" \
+    --curve "$out/probe.curve.json" > "$out/probe.log" 2>&1 || { tail -30 "$out/probe.log"; exit 1; }
+  tps=$(python3 -c "
+import json; c = json.load(open('$out/probe.curve.json'))['curve']
+a, b = c[2], c[-1]
+print((b['tokens'] - a['tokens']) / (b['seconds'] - a['seconds']))")
+  budget="${BUDGET:-360}"
+  # 80% of the budget at the probed rate: the rest is left for held-out evaluations.
+  tokens=$(python3 -c "print(max(1, int(0.8 * $tps * $budget) // ${SEQ:-512}) * ${SEQ:-512})")
   timev=(); [ -x /usr/bin/time ] && timev=(/usr/bin/time -v)
   echo "probe: $tps tokens/s; planning $tokens training tokens for ${budget} s" | tee "$out/plan.txt"
   "${timev[@]}" "$T" finetune "${common[@]}" --tokens "$tokens" --out "$work/kd.safetensors" \

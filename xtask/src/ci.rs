@@ -231,6 +231,20 @@ fn gpu_steps() -> Result<(), String> {
             check,
         )?;
     }
+    // `ternary finetune --device wgpu|cuda`: the CLI with both GPU backends.
+    let mut clippy_cli = cargo();
+    clippy_cli.args([
+        "clippy",
+        "-p",
+        "ternary-cli",
+        "--features",
+        "wgpu,cuda",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    clippy_cli.env("CUDARC_CUDA_VERSION", "13000");
+    step("clippy (ternary-cli; wgpu + cuda)", clippy_cli)?;
     Ok(())
 }
 
