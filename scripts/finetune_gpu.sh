@@ -17,7 +17,9 @@
 # CUDA), which `smoke` then runs for at most GPU_BENCH_SECONDS (default 90).
 # `run` reads these variables: BUDGET (seconds of training, default 360: with conversion and
 # model loading the whole run stays under 8 minutes), SEQ (window, default 512), LR (default
-# 3e-4), EVAL_EVERY (steps between held-out perplexities, default 20). Results (the curve as JSON,
+# 3e-4), EVAL_EVERY (steps between held-out perplexities, default 20), DEVICE (default cuda;
+# cpu tries the script without a GPU), STUDENT (a converted file to start from instead of
+# converting one). Results (the curve as JSON,
 # the logs, a summary) go to $OUT (default STAGE/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,10 +124,14 @@ run)
   lscpu | grep -E 'Model name|^CPU\(s\)' | tee -a "$out/gpu.txt"
   start=$(date +%s)
   # The student: every block linear layer one-plane ternary (one-shot GPTQ, g64), lm_head float.
-  "$T" quantize --model "$work/teacher.gguf" --out "$work/student.safetensors" --no-budget \
-    --keep-float lm_head 2>&1 | tail -4 | tee "$out/quantize.log"
+  if [ -n "${STUDENT:-}" ]; then
+    cp "$STUDENT" "$work/student.safetensors"
+  else
+    "$T" quantize --model "$work/teacher.gguf" --out "$work/student.safetensors" --no-budget \
+      --keep-float lm_head 2>&1 | tail -4 | tee "$out/quantize.log"
+  fi
   data=("$stage"/data/calibration.txt "$stage"/data/distill-*.txt)
-  common=(--device cuda --teacher "$work/teacher.gguf" --student "$work/student.safetensors"
+  common=(--device "${DEVICE:-cuda}" --teacher "$work/teacher.gguf" --student "$work/student.safetensors"
     --data "${data[@]}" --seq-len "${SEQ:-512}" --lr "${LR:-3e-4}")
   # Probe the speed with 5 steps (the first ones pay for kernel compilation and autotuning: the
   # rate is taken over steps 2 to 5), then plan a schedule that ends inside the budget.

@@ -427,6 +427,31 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
         Ok((loss_sum * inv, lr))
     }
 
+    /// Runs `f` with every trained layer's parameters detached, so that an evaluation builds
+    /// no autodiff graph (Burn keeps the graph of a tracked forward pass until a backward pass
+    /// frees it: held-out perplexity over many chunks would otherwise hold every chunk's
+    /// activations), then restores them as they were.
+    fn detached<R>(&self, f: impl FnOnce() -> R) -> R {
+        let saved: Vec<_> = self
+            .layers
+            .iter()
+            .map(|(_, p)| {
+                let mut p = lock(p);
+                let kept = (p.latent.clone(), p.scale.clone());
+                p.latent = p.latent.clone().detach();
+                p.scale = p.scale.clone().detach();
+                kept
+            })
+            .collect();
+        let r = f();
+        for ((_, p), (latent, scale)) in self.layers.iter().zip(saved) {
+            let mut p = lock(p);
+            p.latent = latent;
+            p.scale = scale;
+        }
+        r
+    }
+
     /// Drops the latent weights' gradient tracking (scale-only training).
     fn freeze_latent(&self) {
         for (_, p) in &self.layers {
@@ -567,9 +592,10 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
     }
     let start = Instant::now();
     let seconds = |s: &Instant| prior_seconds + s.elapsed().as_secs_f64();
-    let measure = |student: &Llama<B>| -> Result<Option<f64>> {
+    let measure = |trainer: &Trainer<B>, student: &Llama<B>| -> Result<Option<f64>> {
         let Some(e) = eval else { return Ok(None) };
-        let r = perplexity(student, &e.tokens, e.ctx, e.bos, Some(e.chunks), |_, _| {})?;
+        let r = trainer
+            .detached(|| perplexity(student, &e.tokens, e.ctx, e.bos, Some(e.chunks), |_, _| {}))?;
         Ok(Some(r.ppl))
     };
     let blocks_opt = (cfg.mode == Mode::Blockwise).then_some(blocks);
@@ -581,7 +607,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             seconds: 0.0,
             loss: None,
             lr: 0.0,
-            eval_ppl: measure(student)?,
+            eval_ppl: measure(&trainer, student)?,
         };
         progress(&Progress {
             point: &point,
@@ -667,7 +693,11 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             seconds: seconds(&start),
             loss: Some(loss),
             lr,
-            eval_ppl: if eval_now { measure(student)? } else { None },
+            eval_ppl: if eval_now {
+                measure(&trainer, student)?
+            } else {
+                None
+            },
         };
         progress(&Progress {
             point: &point,
