@@ -17,7 +17,8 @@
 # CUDA), which `smoke` then runs for at most GPU_BENCH_SECONDS (default 90).
 # `run` reads these variables: BUDGET (seconds of training, default 360: with conversion and
 # model loading the whole run stays under 8 minutes), SEQ (window, default 512), LR (default
-# 3e-4), EVAL_EVERY (steps between held-out perplexities, default 20), DEVICE (default cuda;
+# 3e-4), EVAL_EVERY (steps between held-out perplexities, default: a
+# twelfth of the run), DEVICE (default cuda;
 # cpu tries the script without a GPU), STUDENT (a converted file to start from instead of
 # converting one). Results (the curve as JSON,
 # the logs, a summary) go to $OUT (default STAGE/out).
@@ -56,10 +57,12 @@ prepare)
     strip -o "$stage/bin/gpu-bench" "$target/release/gpu-bench"
   fi
   xz -9 -T0 -f "$stage"/bin/*
-  # The first transfer carries the binary and as much of the teacher as fits in 60 MiB.
+  # A transfer carries the working tree (tracked files) too: the first one takes the binaries
+  # and as much of the teacher as fits in 62 MiB with the tree, the second the rest.
   bin_bytes=$(du -cb "$stage"/bin/* | tail -1 | cut -f1)
-  first=$(( 60 * 1024 * 1024 - bin_bytes ))
-  [ "$first" -gt 0 ] || { echo "the binary alone is over 60 MiB" >&2; exit 1; }
+  tree_bytes=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+  first=$(( 62 * 1024 * 1024 - tree_bytes - bin_bytes ))
+  [ "$first" -gt 0 ] || { echo "the binaries and the tree alone are over 62 MiB" >&2; exit 1; }
   head -c "$first" "$teacher_src" > "$stage/p1/teacher.part1"
   tail -c +"$(( first + 1 ))" "$teacher_src" > "$stage/p2/teacher.part2"
   sha256sum "$teacher_src" | cut -d' ' -f1 > "$stage/p2/teacher.sha256"
@@ -145,10 +148,13 @@ print((b['tokens'] - a['tokens']) / (b['seconds'] - a['seconds']))")
   # 80% of the budget at the probed rate: the rest is left for held-out evaluations.
   tokens=$(python3 -c "print(max(1, int(0.8 * $tps * $budget) // ${SEQ:-512}) * ${SEQ:-512})")
   timev=(); [ -x /usr/bin/time ] && timev=(/usr/bin/time -v)
-  echo "probe: $tps tokens/s; planning $tokens training tokens for ${budget} s" | tee "$out/plan.txt"
+  steps=$(( tokens / ${SEQ:-512} ))
+  every="${EVAL_EVERY:-$(( steps / 12 > 0 ? steps / 12 : 1 ))}"
+  echo "probe: $tps tokens/s; planning $tokens training tokens ($steps steps, held-out" \
+    "perplexity every $every) for ${budget} s" | tee "$out/plan.txt"
   "${timev[@]}" "$T" finetune "${common[@]}" --tokens "$tokens" --out "$work/kd.safetensors" \
     --eval-text "$stage/data/eval-GPL-3.txt" --eval-ctx 512 --eval-chunks 14 \
-    --eval-every "${EVAL_EVERY:-20}" --checkpoint-every 0 --max-seconds "$budget" \
+    --eval-every "$every" --checkpoint-every 0 --max-seconds "$budget" \
     --curve "$out/curve.json" > "$out/finetune.log" 2>&1 || { tail -30 "$out/finetune.log"; exit 1; }
   end=$(date +%s)
   grep -E 'held-out|tokens/s|stopped|Maximum resident|Elapsed' "$out/finetune.log" | tail -8
