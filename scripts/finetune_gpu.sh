@@ -18,7 +18,7 @@
 # `run` reads these variables: BUDGET (seconds of training, default 360: with conversion and
 # model loading the whole run stays under 8 minutes), SEQ (window, default 512), LR (default
 # 3e-4), EVAL_EVERY (steps between held-out perplexities, default: a
-# twelfth of the run), DEVICE (default cuda;
+# twelfth of the run), EVAL_CHUNKS (default 14: all of GPL-3), DEVICE (default cuda;
 # cpu tries the script without a GPU), STUDENT (a converted file to start from instead of
 # converting one). Results (the curve as JSON,
 # the logs, a summary) go to $OUT (default STAGE/out).
@@ -153,7 +153,7 @@ print((b['tokens'] - a['tokens']) / (b['seconds'] - a['seconds']))")
   echo "probe: $tps tokens/s; planning $tokens training tokens ($steps steps, held-out" \
     "perplexity every $every) for ${budget} s" | tee "$out/plan.txt"
   "${timev[@]}" "$T" finetune "${common[@]}" --tokens "$tokens" --out "$work/kd.safetensors" \
-    --eval-text "$stage/data/eval-GPL-3.txt" --eval-ctx 512 --eval-chunks 14 \
+    --eval-text "$stage/data/eval-GPL-3.txt" --eval-ctx 512 --eval-chunks "${EVAL_CHUNKS:-14}" \
     --eval-every "$every" --checkpoint-every 0 --max-seconds "$budget" \
     --curve "$out/curve.json" > "$out/finetune.log" 2>&1 || { tail -30 "$out/finetune.log"; exit 1; }
   end=$(date +%s)
