@@ -12,6 +12,8 @@
 # binaries and splits the teacher
 # into STAGE/p1 and STAGE/p2 so that no single transfer to the GPU machine exceeds 64 MiB: carry
 # STAGE/bin and STAGE/p1 with the first call (smoke), STAGE/p2 and STAGE/data with the second (run).
+# The device tool replaces the checkout's carried folders at each call, so `smoke` keeps bin and
+# p1 in STASH (default ~/.ternary-gpu-stash) and `run` takes them from there.
 #
 # `prepare` with GPU_BENCH=1 also stages the kernels' gpu-bench (conformance and timings on
 # CUDA), which `smoke` then runs for at most GPU_BENCH_SECONDS (default 90).
@@ -27,6 +29,7 @@ cd "$(dirname "$0")/.."
 cmd="${1:-}"
 stage="${2:-.gpu}"
 out="${OUT:-$stage/out}"
+stash="${STASH:-$HOME/.ternary-gpu-stash}"
 teacher_src="${TEACHER:-$HOME/.cache/ternary/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 
 # Unpacks STAGE/bin/*.xz (staged by `prepare`) next to themselves, with Python's lzma (the GPU
@@ -79,6 +82,10 @@ prepare)
 smoke)
   export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"   # NVRTC needs the CUDA headers at run time
   mkdir -p "$out"
+  # The device tool replaces the carried folders of the checkout at every call: keep this
+  # call's binaries and first part of the teacher outside it for `run`.
+  mkdir -p "$stash"
+  cp -r "$stage/bin" "$stage/p1" "$stash/"
   unpack
   T="$stage/bin/ternary"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
@@ -114,6 +121,9 @@ PY
 run)
   export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
   mkdir -p "$out"
+  for d in bin p1; do
+    [ -d "$stage/$d" ] || [ ! -d "$stash/$d" ] || cp -r "$stash/$d" "$stage/"
+  done
   unpack
   T="$stage/bin/ternary"
   for f in "$T" "$stage/p1/teacher.part1" "$stage/p2/teacher.part2"; do

@@ -331,6 +331,14 @@ fn kd_should_lower_held_out_perplexity_with_hidden_state_loss() {
     let last = r.curve.last().and_then(|p| p.eval_ppl).unwrap();
     println!("held-out ppl {first} -> {last}");
     assert!(last < first, "held-out perplexity {first} -> {last}");
+    // The held-out figure is that of the exported model, the one a run saves.
+    let saved = ternary_models::perplexity(&s.model, &eval.tokens, 32, None, Some(4), |_, _| {})
+        .unwrap()
+        .ppl;
+    assert_eq!(
+        saved, last,
+        "evaluated during training vs the exported model"
+    );
 }
 
 #[test]
