@@ -2,7 +2,7 @@
 //! ternary layers against the float model it came from ([`ternary_convert::finetune`]).
 //!
 //! The teacher is the float model (any format `ternary` reads), the student a file written by
-//! `ternary quantize` (one-plane layers). Training text comes from local files only. A
+//! `ternary quantize` (one- or two-plane layers). Training text comes from local files only. A
 //! progress bar shows loss, tokens/s and ETA; the curve (loss and, with `--eval-text`,
 //! held-out perplexity against steps, tokens and seconds) is written as JSON beside the output;
 //! a checkpoint is kept so that `--resume` continues an interrupted run exactly. With
@@ -50,7 +50,7 @@ pub struct FinetuneArgs {
     /// The float model the student was converted from (any format `ternary` reads).
     #[arg(long)]
     pub teacher: PathBuf,
-    /// The ternary model to train: a file written by `ternary quantize` (one trit-plane).
+    /// The ternary model to train: a file written by `ternary quantize` (one or two trit-planes).
     #[arg(long)]
     pub student: PathBuf,
     /// Training text files (UTF-8; never the evaluation text).

@@ -16,8 +16,9 @@ use ternary_convert::finetune::{
 use ternary_convert::{ConvertConfig, GptqConfig, convert};
 use ternary_core::quant::Method;
 use ternary_core::rng::Rng;
-use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
-use ternary_layers::{Cpu, to_rows};
+use ternary_core::two_plane::exact_triple_scale;
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix, TwoPlaneMatrix};
+use ternary_layers::{Cpu, LinearWeights, to_rows};
 use ternary_models::{LoadedModel, Logits, load_safetensors_dir};
 
 type Ad = Autodiff<Cpu>;
@@ -43,6 +44,11 @@ fn teacher() -> LoadedModel<Cpu> {
 
 /// The tiny model with every linear layer ternary (GPTQ, groups of 32), on the autodiff backend.
 fn student() -> LoadedModel<Ad> {
+    student_with(Planes::One)
+}
+
+/// [`student`] with one or two trit-planes per layer.
+fn student_with(planes: Planes) -> LoadedModel<Ad> {
     let mut m = teacher();
     let cfg = ConvertConfig {
         method: Method::ActivationAware,
@@ -57,7 +63,7 @@ fn student() -> LoadedModel<Ad> {
         sensitivity_tokens: 32,
         measure: false,
         sequential: false,
-        planes: Planes::One,
+        planes,
     };
     convert(&mut m.model, &m.tokenizer, TEXT, &cfg, &mut |_| {}).unwrap();
     let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();
@@ -99,12 +105,15 @@ fn losses(curve: &[CurvePoint]) -> Vec<f64> {
 #[test]
 fn ste_gradients_should_match_finite_differences_of_the_surrogate() {
     // 80 columns: a partial last group (scales expanded); 96: whole groups (broadcast).
-    for cols in [80, 96] {
-        ste_case(cols);
+    // One trit-plane (levels −1..=1) and two (the 9-level grid −4..=4).
+    for max_level in [1i8, 4] {
+        for cols in [80, 96] {
+            ste_case(cols, max_level);
+        }
     }
 }
 
-fn ste_case(cols: usize) {
+fn ste_case(cols: usize, max_level: i8) {
     // y = x·Ŵᵀ, L = Σ y ⊙ r. With the rounding offset C = t − u frozen at the base point,
     // Ŵ(w, s) = s·(w/s + C) is smooth, and its finite differences must equal the STE gradients.
     type B = Autodiff<NdArray<f64>>;
@@ -113,17 +122,29 @@ fn ste_case(cols: usize) {
     println!("seed {seed}");
     let mut rng = Rng::new(seed);
     let (rows, group, n) = (5usize, 32usize, 3usize);
-    println!("cols {cols}");
-    let trits: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+    println!("cols {cols}, levels −{max_level}..={max_level}");
+    let span = 2 * max_level as u64 + 1;
+    let trits: Vec<i8> = (0..rows * cols)
+        .map(|_| rng.below(span) as i8 - max_level)
+        .collect();
     let scales: Vec<f32> = (0..rows * cols.div_ceil(group))
-        .map(|_| 0.2 + 0.8 * rng.next_f64() as f32)
+        .map(|_| exact_triple_scale(0.2 + 0.8 * rng.next_f64() as f32))
         .collect();
-    let m = TernaryMatrix::from_trits(rows, cols, &trits, Scales::per_group(group, scales.clone()))
-        .unwrap();
+    let scales = Scales::per_group(group, scales);
+    let weights: LinearWeights = if max_level == 1 {
+        TernaryMatrix::from_trits(rows, cols, &trits, scales)
+            .unwrap()
+            .into()
+    } else {
+        TwoPlaneMatrix::from_levels(rows, cols, &trits, scales)
+            .unwrap()
+            .into()
+    };
+    let l = f32::from(max_level);
     let float: Vec<f32> = (0..rows * cols)
-        .map(|_| 2.0 * rng.next_f64() as f32 - 1.0)
+        .map(|_| l * (2.0 * rng.next_f64() as f32 - 1.0))
         .collect();
-    let p = SteParams::<B>::from_matrix(&m, Some(&float), None, None, &dev).unwrap();
+    let p = SteParams::<B>::from_weights(&weights, Some(&float), None, None, &dev).unwrap();
     let x: Vec<f64> = (0..n * cols).map(|_| 2.0 * rng.next_f64() - 1.0).collect();
     let r: Vec<f64> = (0..n * rows).map(|_| 2.0 * rng.next_f64() - 1.0).collect();
     let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [n, cols]), &dev);
@@ -164,7 +185,7 @@ fn ste_case(cols: usize) {
     let c: Vec<f64> = (0..rows * cols)
         .map(|i| {
             let u = w0[i] / s0[(i / cols) * groups + (i % cols) / group];
-            u.round().clamp(-1.0, 1.0) - u
+            u.round().clamp(-f64::from(l), f64::from(l)) - u
         })
         .collect();
     // The surrogate loss in f64 on the host.
@@ -205,12 +226,12 @@ fn ste_case(cols: usize) {
         let fd = (surrogate(&w0, &sp) - surrogate(&w0, &sm)) / (2.0 * h);
         assert!(rel(fd, gs[k]) < 1e-5, "scale {k}: fd {fd} vs ste {}", gs[k]);
     }
-    // The value of Ŵ is exactly s·t with t the trits the parameters export to.
-    let back = p.to_matrix().unwrap();
+    // The value of Ŵ is exactly s·t with t the levels the parameters export to, and the export
+    // before any step is the converted layer itself.
+    let back = p.to_weights().unwrap();
     assert_eq!(
-        back.to_trits(),
-        trits,
-        "initial latent weights must round to the GPTQ trits"
+        back, weights,
+        "initial latent weights must round to the GPTQ levels"
     );
     let wv: Vec<f64> = p.weight().into_data().convert::<f64>().to_vec().unwrap();
     let deq = back.dequantize();
@@ -224,8 +245,14 @@ fn ste_case(cols: usize) {
 
 #[test]
 fn exported_layers_should_give_the_trained_logits() {
+    for planes in [Planes::One, Planes::Two] {
+        exported_case(planes);
+    }
+}
+
+fn exported_case(planes: Planes) {
     let t = teacher();
-    let mut s = student();
+    let mut s = student_with(planes);
     let ids = t
         .tokenizer
         .encode("We hold these truths to be self-evident", true)
@@ -339,6 +366,59 @@ fn kd_should_lower_held_out_perplexity_with_hidden_state_loss() {
         saved, last,
         "evaluated during training vs the exported model"
     );
+}
+
+#[test]
+fn two_plane_students_should_lower_their_loss_reproducibly_and_export_two_planes() {
+    let t = teacher();
+    let w = windows(32);
+    let c = FinetuneConfig {
+        tokens: 12 * 32,
+        ..cfg(Mode::Kd)
+    };
+    let run = || {
+        let mut s = student_with(Planes::Two);
+        let r = finetune(
+            &t.model,
+            &mut s.model,
+            &w,
+            &c,
+            None,
+            &Checkpointing::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        (r, s)
+    };
+    let (a, sa) = run();
+    let (b, _) = run();
+    let (la, lb) = (losses(&a.curve), losses(&b.curve));
+    println!("two planes: losses {la:?}");
+    assert_eq!(la, lb, "two runs with the same seed differ");
+    let head = la[..2].iter().sum::<f64>();
+    let tail = la[la.len() - 2..].iter().sum::<f64>();
+    assert!(tail < head, "loss did not go down: {la:?}");
+    // Every trained layer comes back as two planes on the 9-level grid (scales 3s and s).
+    let mut two = 0;
+    for (name, l) in sa.model.linears() {
+        if let Some(tl) = ternary_convert::model_file::as_ternary(l.as_ref()) {
+            assert_eq!(tl.planes(), 2, "{name}");
+            let LinearWeights::Two(m) = tl.weights() else {
+                panic!("{name}: not two planes")
+            };
+            for (&h, &s) in m
+                .high()
+                .scales()
+                .values()
+                .iter()
+                .zip(m.low().scales().values())
+            {
+                assert_eq!(h, 3.0 * s, "{name}");
+            }
+            two += 1;
+        }
+    }
+    assert_eq!(two, 2 * 7 + 1);
 }
 
 #[test]

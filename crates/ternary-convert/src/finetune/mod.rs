@@ -1,9 +1,10 @@
 //! Accuracy recovery by training: the ternary layers of a converted model learn from the
 //! float model they came from.
 //!
-//! Every one-plane ternary layer of the student becomes an [`SteLinear`]: latent float
-//! weights, ternarized in the forward pass with a straight-through estimator, and learnable
-//! group scales initialised from the conversion's (GPTQ) result (see [`ste`]). The float
+//! Every ternary layer of the student (one trit-plane, or two on the 9-level grid) becomes an
+//! [`SteLinear`]: latent float weights, ternarized in the forward pass with a
+//! straight-through estimator, and learnable group scales initialised from the conversion's
+//! (GPTQ) result (see [`ste`]). The float
 //! layers (and the embedding, norms and `lm_head`) stay frozen. Training runs on Burn's
 //! `Autodiff` backend over any backend the model runs on (the CPU backend in the CLI) with
 //! AdamW, warm-up plus cosine decay, gradient accumulation and clipping ([`optim`]).
@@ -252,14 +253,14 @@ fn transfer<T: Backend, B: Backend, const D: usize>(
 }
 
 impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
-    /// Makes `student` trainable: every one-plane [`TernaryLinear`](ternary_layers::TernaryLinear)
-    /// becomes an [`SteLinear`] (latent weights from the teacher's float weights of the same
-    /// name, see [`SteParams::from_matrix`]); every other linear layer becomes a frozen
+    /// Makes `student` trainable: every [`TernaryLinear`](ternary_layers::TernaryLinear) (one
+    /// or two planes) becomes an [`SteLinear`] (latent weights from the teacher's float weights
+    /// of the same name, see [`SteParams::from_weights`]); every other linear layer becomes a frozen
     /// [`FloatLinear`] (Burn's matmul, through which gradients flow).
     ///
     /// # Errors
-    /// A student without one-plane ternary layers, a two-plane layer, mismatched teacher
-    /// shapes or configurations.
+    /// A student without ternary layers, a two-plane layer with free plane scales, mismatched
+    /// teacher shapes or configurations.
     pub fn prepare<T: Backend>(student: &mut Llama<B>, teacher: &Llama<T>) -> Result<Self> {
         let (sc, tc) = (student.config(), teacher.config());
         if sc.hidden_size != tc.hidden_size
@@ -283,18 +284,12 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
         let mut layers = Vec::new();
         for (name, slot) in student.linears_mut() {
             let replacement: Linear<B> = if let Some(t) = as_ternary(slot.as_ref()) {
-                if t.planes() != 1 {
-                    return Err(ConvertError::Invalid(format!(
-                        "{name} has two trit-planes; fine-tuning trains one-plane layers \
-                         (quantize the student with --planes 1)"
-                    )));
-                }
                 let float = match teacher_w.get(&name) {
                     Some(l) => Some(to_rows(l.weight())?),
                     None => None,
                 };
-                let params = SteParams::<B>::from_matrix(
-                    t.matrix()?,
+                let params = SteParams::<B>::from_weights(
+                    t.weights(),
                     float.as_deref(),
                     t.input_scale(),
                     t.bias().as_deref(),

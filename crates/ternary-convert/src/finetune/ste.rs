@@ -13,13 +13,19 @@
 //! the latent weights are projected back into `[−s, s]` ([`SteParams::project`]), so `|u| ≤ 1`
 //! holds and no weight leaves the range where its gradient flows; scales stay
 //! `≥ MIN_SCALE`.
+//!
+//! A two-plane layer (`w = s·(3·t₁ + t₂)`, the 9-level grid, [`ternary_core::TwoPlaneMatrix`])
+//! trains the same way with the levels `q = clamp(round(u), −4, 4)` in place of `t`
+//! (`max_level` 4): `Ŵ = w + s · stop_grad(q − u)`, latent weights projected into `[−4s, 4s]`,
+//! and on export each level splits losslessly into the two planes (plane scales `3s`, `s`).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
-use ternary_layers::{LinearLayer, TernaryLinear, to_rows};
+use ternary_core::two_plane::{MAX_LEVEL, exact_triple_scale};
+use ternary_core::{ScaleLayout, Scales, TernaryMatrix, TwoPlaneMatrix};
+use ternary_layers::{LinearLayer, LinearWeights, TernaryLinear, to_rows};
 
 use crate::error::{ConvertError, Result};
 
@@ -31,6 +37,15 @@ pub const MIN_SCALE: f32 = 1e-6;
 #[inline]
 pub fn trit(u: f32) -> i8 {
     i8::from(u > 0.5) - i8::from(u < -0.5)
+}
+
+/// `clamp(round(u), −max, max)` with ties to even: the level of a weight on a grid of
+/// `2·max + 1` levels (`max` 1: [`trit`]; 4: the two-plane grid).
+#[inline]
+pub fn level(u: f32, max: i8) -> i8 {
+    let m = f32::from(max);
+    // Finite, and clamped into −max..=max: the cast is exact.
+    u.round_ties_even().clamp(-m, m) as i8
 }
 
 /// A trainable layer's parameters and constants.
@@ -48,6 +63,8 @@ pub struct SteParams<B: AutodiffBackend> {
     pub input_scale: Option<Tensor<B, 2>>,
     /// Optional bias `[1, out]`.
     pub bias: Option<Tensor<B, 2>>,
+    /// The largest level: 1 for one trit-plane, 4 for two (`s·(3·t₁ + t₂)`).
+    pub max_level: i8,
 }
 
 /// [`SteParams`] shared between the model (which runs the layer) and the trainer (which
@@ -69,6 +86,60 @@ impl<B: AutodiffBackend> SteParams<B> {
         bias: Option<&[f32]>,
         device: &B::Device,
     ) -> Result<Self> {
+        let trits = m.to_trits();
+        Self::from_levels(m, &trits, 1, float, input_scale, bias, device)
+    }
+
+    /// Builds the parameters of a layer's weights: one plane as [`SteParams::from_matrix`],
+    /// two planes made on the 9-level grid (plane scales `3s` and `s`) with latent weights
+    /// `w = s·q + clamp(W − s·q, −0.45·s, 0.45·s)` around the levels `q = 3·t₁ + t₂`.
+    ///
+    /// # Errors
+    /// Two planes whose scales are not `3s` and `s` (free plane scales), a float matrix of the
+    /// wrong size.
+    pub fn from_weights(
+        weights: &LinearWeights,
+        float: Option<&[f32]>,
+        input_scale: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        match weights {
+            LinearWeights::One(m) => Self::from_matrix(m, float, input_scale, bias, device),
+            LinearWeights::Two(m) => {
+                let (high, low) = (m.high().scales().values(), m.low().scales().values());
+                if high.len() != low.len() || high.iter().zip(low).any(|(&h, &l)| h != 3.0 * l) {
+                    return Err(ConvertError::Invalid(
+                        "a two-plane layer with free plane scales (not 3s and s): fine-tuning \
+                         trains two planes on the 9-level grid"
+                            .into(),
+                    ));
+                }
+                let levels = m.levels();
+                Self::from_levels(
+                    m.low(),
+                    &levels,
+                    MAX_LEVEL,
+                    float,
+                    input_scale,
+                    bias,
+                    device,
+                )
+            }
+        }
+    }
+
+    /// The common constructor: levels `q` (`|q| ≤ max_level`, row-major) with the scales and
+    /// shape of `m`.
+    fn from_levels(
+        m: &TernaryMatrix,
+        trits: &[i8],
+        max_level: i8,
+        float: Option<&[f32]>,
+        input_scale: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        device: &B::Device,
+    ) -> Result<Self> {
         let (rows, cols) = (m.rows(), m.cols());
         if let Some(w) = float
             && w.len() != rows * cols
@@ -82,7 +153,6 @@ impl<B: AutodiffBackend> SteParams<B> {
         let group = layout.group_len(cols).max(1);
         let groups = layout.groups_per_row(cols);
         let mut scales: Vec<f32> = m.scales().values().to_vec();
-        let trits = m.to_trits();
         let mut latent = vec![0f32; rows * cols];
         for r in 0..rows {
             for c in 0..cols {
@@ -111,6 +181,7 @@ impl<B: AutodiffBackend> SteParams<B> {
             per_row: matches!(layout, ScaleLayout::PerRow),
             input_scale: input_scale.map(|d| row(d, cols)),
             bias: bias.map(|b| row(b, rows)),
+            max_level,
         })
     }
 
@@ -155,8 +226,9 @@ impl<B: AutodiffBackend> SteParams<B> {
         }
     }
 
-    /// `D = t − u` per weight (`u = w / s`, `t = [u > ½] − [u < −½]`, [`trit`]), as an
-    /// untracked constant computed on the inner backend.
+    /// `D = t − u` per weight (`u = w / s`, `t = [u > ½] − [u < −½]`, [`trit`]; with two
+    /// planes `t = clamp(round(u), −4, 4)`, [`level`]), as an untracked constant computed on
+    /// the inner backend.
     pub fn offsets(&self) -> Tensor<B, 2> {
         let [out, inp] = self.latent.dims();
         let groups = self.scale.dims()[1];
@@ -170,21 +242,30 @@ impl<B: AutodiffBackend> SteParams<B> {
         } else {
             w.div(Self::expand(s, self.group, inp))
         };
-        let t = u
-            .clone()
-            .greater_elem(0.5)
-            .float()
-            .sub(u.clone().lower_elem(-0.5).float());
+        let t = if self.max_level == 1 {
+            u.clone()
+                .greater_elem(0.5)
+                .float()
+                .sub(u.clone().lower_elem(-0.5).float())
+        } else {
+            let m = f32::from(self.max_level);
+            u.clone().round().clamp(-m, m)
+        };
         Tensor::from_inner(t.sub(u))
     }
 
     /// Projects the parameters back into their domain after an update: scales `≥ MIN_SCALE`,
-    /// latent weights into `[−s, s]`. Works on the inner (untracked) tensors and returns fresh
+    /// latent weights into `[−L·s, L·s]` (`L` = `max_level`). Works on the inner (untracked) tensors and returns fresh
     /// leaves that require gradients (`train_latent` false: the latent weights stay constant).
     pub fn project(&mut self, train_latent: bool) {
         let [_, inp] = self.latent.dims();
         let scale = self.scale.clone().inner().clamp_min(MIN_SCALE);
         let s = Self::expand(scale.clone(), self.group, inp);
+        let s = if self.max_level == 1 {
+            s
+        } else {
+            s.mul_scalar(f32::from(self.max_level))
+        };
         let latent = self
             .latent
             .clone()
@@ -206,13 +287,50 @@ impl<B: AutodiffBackend> SteParams<B> {
     /// # Errors
     /// Tensors that cannot be read back.
     pub fn to_matrix(&self) -> Result<TernaryMatrix> {
+        if self.max_level != 1 {
+            return Err(ConvertError::Invalid(
+                "a two-plane layer has no one-plane matrix (see SteParams::to_weights)".into(),
+            ));
+        }
+        let (rows, cols, levels, scales) = self.levels()?;
+        Ok(TernaryMatrix::from_trits(rows, cols, &levels, scales)?)
+    }
+
+    /// The weights the parameters stand for: [`SteParams::to_matrix`] for one plane; for two,
+    /// the levels `q = clamp(round(w / s), −4, 4)` split into planes with scales `3s'` and
+    /// `s'`, where `s'` is `s` rounded so that `3s'` is exact in `f32`
+    /// ([`exact_triple_scale`], a relative change of at most 2⁻²²).
+    ///
+    /// # Errors
+    /// Tensors that cannot be read back.
+    pub fn to_weights(&self) -> Result<LinearWeights> {
+        if self.max_level == 1 {
+            return Ok(self.to_matrix()?.into());
+        }
+        let (rows, cols, levels, scales) = self.levels()?;
+        let exact: Vec<f32> = scales
+            .values()
+            .iter()
+            .map(|&s| exact_triple_scale(s))
+            .collect();
+        let scales = Scales::new(scales.layout(), exact);
+        Ok(TwoPlaneMatrix::from_levels(rows, cols, &levels, scales)?.into())
+    }
+
+    /// `(rows, cols, levels, scales)`: `clamp(round(w / s), −L, L)` per weight.
+    fn levels(&self) -> Result<(usize, usize, Vec<i8>, Scales)> {
         let (rows, cols, groups) = self.dims();
         let w = to_rows(self.latent.clone().inner())?;
         let s = to_rows(self.scale.clone().inner())?;
-        let mut trits = vec![0i8; rows * cols];
+        let mut levels = vec![0i8; rows * cols];
         for r in 0..rows {
             for c in 0..cols {
-                trits[r * cols + c] = trit(w[r * cols + c] / s[r * groups + c / self.group]);
+                let u = w[r * cols + c] / s[r * groups + c / self.group];
+                levels[r * cols + c] = if self.max_level == 1 {
+                    trit(u)
+                } else {
+                    level(u, self.max_level)
+                };
             }
         }
         let scales = if self.per_row {
@@ -220,7 +338,7 @@ impl<B: AutodiffBackend> SteParams<B> {
         } else {
             Scales::per_group(self.group, s)
         };
-        Ok(TernaryMatrix::from_trits(rows, cols, &trits, scales)?)
+        Ok((rows, cols, levels, scales))
     }
 }
 
@@ -250,7 +368,7 @@ impl<B: AutodiffBackend> SteLinear<B> {
         B: ternary_layers::TernaryBackend,
     {
         let p = params.read().unwrap_or_else(PoisonError::into_inner);
-        let mut layer = TernaryLinear::new(p.to_matrix()?, device)?;
+        let mut layer = TernaryLinear::from_weights(p.to_weights()?, device)?;
         if let Some(d) = &p.input_scale {
             layer = layer.with_input_scale(to_rows(d.clone())?)?;
         }
