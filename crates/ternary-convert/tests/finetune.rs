@@ -10,8 +10,8 @@ use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use ternary_convert::convert::Planes;
 use ternary_convert::finetune::{
-    Checkpointing, CurvePoint, EvalSet, FinetuneConfig, Mode, OptimConfig, SteParams, Trainer,
-    Windows, finetune,
+    Checkpointing, CurvePoint, EvalSet, FinetuneConfig, FinetuneReport, Mode, OptimConfig,
+    SteParams, Trainer, Windows, finetune,
 };
 use ternary_convert::{ConvertConfig, GptqConfig, convert};
 use ternary_core::quant::Method;
@@ -96,6 +96,19 @@ fn logits<B: ternary_layers::TernaryBackend>(
 ) -> Vec<f32> {
     let mut cache = m.new_cache();
     to_rows(m.forward(ids, &mut cache, Logits::All).unwrap()).unwrap()
+}
+
+/// A one-plane [`student`] trained on `w` with `c`; panics on error.
+fn train(
+    t: &LoadedModel<Cpu>,
+    w: &Windows,
+    c: &FinetuneConfig,
+    eval: Option<&EvalSet>,
+    ckpt: &Checkpointing,
+) -> (FinetuneReport, LoadedModel<Ad>) {
+    let mut s = student();
+    let r = finetune(&t.model, &mut s.model, w, c, eval, ckpt, &mut |_| {}).unwrap();
+    (r, s)
 }
 
 fn losses(curve: &[CurvePoint]) -> Vec<f64> {
@@ -411,58 +424,31 @@ fn a_time_limit_should_stop_at_a_checkpoint_that_resumes_exactly() {
         tokens: 4 * 32,
         ..cfg(Mode::Kd)
     };
-    let mut whole = student();
-    let full = finetune(
-        &t.model,
-        &mut whole.model,
-        &w,
-        &c,
-        None,
-        &Checkpointing::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (full, _) = train(&t, &w, &c, None, &Checkpointing::default());
     assert!(!full.interrupted && full.steps == 4);
     // A limit of 0 s is reached by the first step: the run stops there, measures the held-out
     // perplexity and writes its checkpoint.
     let ck = dir.join("kd.ckpt");
-    let mut part = student();
-    let first = finetune(
-        &t.model,
-        &mut part.model,
-        &w,
-        &c,
-        Some(&eval),
-        &Checkpointing {
-            path: Some(ck.clone()),
-            stop_after_seconds: Some(0.0),
-            ..Checkpointing::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let limited = Checkpointing {
+        path: Some(ck.clone()),
+        stop_after_seconds: Some(0.0),
+        ..Checkpointing::default()
+    };
+    let (first, _) = train(&t, &w, &c, Some(&eval), &limited);
     assert!(first.interrupted, "the time limit did not stop the run");
     assert_eq!(first.steps, 1);
     let end = first.curve.last().unwrap();
     assert_eq!(end.step, 1);
     assert!(end.eval_ppl.is_some_and(f64::is_finite), "{end:?}");
-    let mut rest = student();
-    let second = finetune(
-        &t.model,
-        &mut rest.model,
-        &w,
-        &c,
-        None,
-        &Checkpointing {
-            resume: Some(ck),
-            ..Checkpointing::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let resume = Checkpointing {
+        resume: Some(ck),
+        ..Checkpointing::default()
+    };
+    let (second, _) = train(&t, &w, &c, None, &resume);
     assert_eq!(second.resumed_at, Some(1));
     assert!(!second.interrupted && second.steps == 4);
     assert_eq!(losses(&second.curve), losses(&full.curve));
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -480,53 +466,20 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
             .tokenizer
             .encode("A government of the people", true)
             .unwrap();
-        let mut whole = student();
-        let full = finetune(
-            &t.model,
-            &mut whole.model,
-            &w,
-            &c,
-            None,
-            &Checkpointing::default(),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (full, whole) = train(&t, &w, &c, None, &Checkpointing::default());
         let ck = dir.join(format!("{}.ckpt", mode.name()));
-        let mut part = student();
-        let first = finetune(
-            &t.model,
-            &mut part.model,
-            &w,
-            &c,
-            None,
-            &Checkpointing {
-                path: Some(ck.clone()),
-                every: 0,
-                resume: None,
-                stop_after: Some(full.total_steps / 2),
-                stop_after_seconds: None,
-            },
-            &mut |_| {},
-        )
-        .unwrap();
+        let interrupted = Checkpointing {
+            path: Some(ck.clone()),
+            stop_after: Some(full.total_steps / 2),
+            ..Checkpointing::default()
+        };
+        let (first, _) = train(&t, &w, &c, None, &interrupted);
         assert!(first.interrupted && first.steps == full.total_steps / 2);
-        let mut rest = student();
-        let second = finetune(
-            &t.model,
-            &mut rest.model,
-            &w,
-            &c,
-            None,
-            &Checkpointing {
-                path: None,
-                every: 0,
-                resume: Some(ck.clone()),
-                stop_after: None,
-                stop_after_seconds: None,
-            },
-            &mut |_| {},
-        )
-        .unwrap();
+        let resume = Checkpointing {
+            resume: Some(ck.clone()),
+            ..Checkpointing::default()
+        };
+        let (second, rest) = train(&t, &w, &c, None, &resume);
         assert_eq!(second.resumed_at, Some(full.total_steps / 2));
         assert_eq!(
             losses(&second.curve),
