@@ -130,7 +130,7 @@ pub struct FinetuneArgs {
     pub device: DeviceArg,
     /// Stop after this many seconds of training (checkpoint and output written as at the end;
     /// the curve says where it stopped). For runs that must fit a time slot.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_seconds: Option<f64>,
 }
 
@@ -142,6 +142,13 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 
 /// `ternary finetune`: checks the device, then trains there ([`run_on`]).
 pub fn run(args: &FinetuneArgs) -> Res<()> {
+    if let Some(s) = args.max_seconds
+        && !(s.is_finite() && s >= 0.0)
+    {
+        return Err(CliError::new(format!(
+            "--max-seconds {s}: give a number of seconds, 0 or more"
+        )));
+    }
     match args.device {
         DeviceArg::Cpu => run_on::<Cpu>(args, &Default::default()),
         DeviceArg::Wgpu => {

@@ -621,6 +621,18 @@ fn finetune_should_train_resume_and_refuse_bad_input() {
         "2",
     ]);
     assert_eq!(final_line(&ppl_again), final_line(&ppl));
+    // A time limit of 0 s stops after the first step and still writes the model and curve.
+    let limited = dir.join("limited.safetensors");
+    let mut l = args("kd", &limited);
+    l.extend(["--max-seconds".to_string(), "0".to_string()]);
+    let said = ok(&l.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(said.contains("wrote"), "{said}");
+    let curve: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("limited.safetensors.curve.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(curve["steps"], 1, "{curve}");
+    assert_eq!(curve["interrupted"], true, "{curve}");
     let blockwise = dir.join("blockwise.safetensors");
     ok(&args("blockwise", &blockwise)
         .iter()
@@ -656,6 +668,19 @@ fn finetune_should_train_resume_and_refuse_bad_input() {
         "give a ternary model written by `ternary quantize`",
     );
     run_fails(base(&student, &data, &student), "would overwrite the input");
+    for bad in ["nan", "-1"] {
+        let mut v = base(&student, &data, &x);
+        v.extend(["--max-seconds".to_string(), bad.to_string()]);
+        run_fails(v, "--max-seconds");
+    }
+    // A GPU device in a binary built without it names the feature to build with.
+    #[cfg(not(feature = "cuda"))]
+    {
+        let mut v = base(&student, &data, &x);
+        v.extend(["--device".to_string(), "cuda".to_string()]);
+        run_fails(v, "--features cuda");
+    }
+    assert!(!x.exists(), "a refused run wrote {}", x.display());
     let mut v = base(&student, &eval, &x);
     v.extend(["--eval-text".to_string(), s(&eval).to_string()]);
     run_fails(v, "both training data and the evaluation text");

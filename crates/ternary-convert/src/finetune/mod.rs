@@ -423,8 +423,9 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
     }
 
     /// Runs `f` on `student` with its trained layers exported as they would be saved
-    /// ([`SteLinear::to_ternary`]: `TernaryLinear`s with `t = clamp(round(w/s), −1, 1)`), then
-    /// puts the training layers back. Held-out perplexity is measured this way: it is the
+    /// ([`SteLinear::to_ternary`]: `TernaryLinear`s with the levels `clamp(round(w/s), −L, L)`,
+    /// one or two planes), then puts the training layers back. Every layer is exported before
+    /// any is swapped, so an export error leaves the student as it was. Held-out perplexity is measured this way: it is the
     /// perplexity of the file a run would write, it runs on the ternary kernels, and it keeps
     /// no autodiff state (a forward pass through the training layers materializes every
     /// effective weight: on the CPU, SmolLM2-135M's evaluation grew by ~2.4 GB per 512-token
@@ -436,11 +437,14 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
         let device = student.device().clone();
         let by_name: HashMap<&str, &SharedParams<B>> =
             self.layers.iter().map(|(n, p)| (n.as_str(), p)).collect();
+        let mut exported: HashMap<&str, Linear<B>> = HashMap::new();
+        for (name, p) in &by_name {
+            exported.insert(name, Box::new(SteLinear::to_ternary(p, &device)?));
+        }
         let mut saved: HashMap<String, Linear<B>> = HashMap::new();
         for (name, slot) in student.linears_mut() {
-            if let Some(p) = by_name.get(name.as_str()) {
-                let exported: Linear<B> = Box::new(SteLinear::to_ternary(p, &device)?);
-                saved.insert(name, std::mem::replace(slot, exported));
+            if let Some(l) = exported.remove(name.as_str()) {
+                saved.insert(name, std::mem::replace(slot, l));
             }
         }
         let r = f(student);
