@@ -202,11 +202,16 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     };
     let rt = Runtime::from_model(&m.model, opts.clone())?;
     let (bytes_per_token, weight_bytes) = (rt.weight_bytes_per_token(), rt.weight_bytes());
-    let mut dec: Box<dyn Decoder + '_> = match args.engine {
-        Engine::Runtime => Box::new(rt),
+    // The Burn model is dropped once the runtime holds what it needs (peak RSS is the
+    // runtime's own).
+    let mut dec: Box<dyn Decoder> = match args.engine {
+        Engine::Runtime => {
+            drop(m.model);
+            Box::new(rt)
+        }
         Engine::Burn => {
             drop(rt);
-            Box::new(BurnDecoder::new(&m.model))
+            Box::new(BurnDecoder::owning(m.model))
         }
     };
     let prompt = &ids[..args.prompt_tokens];

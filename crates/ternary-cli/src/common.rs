@@ -166,6 +166,20 @@ pub fn decoder<'m>(m: &'m Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder + '
     })
 }
 
+/// [`decoder`] taking the model: the runtime drops the Burn model as soon as it holds the
+/// weights it needs, so a table the runtime keeps in another type (f16 instead of the Burn
+/// model's f32) is held once, not twice.
+pub fn decoder_owned(m: Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder>> {
+    Ok(match engine {
+        Engine::Burn => Box::new(BurnDecoder::owning(m)),
+        Engine::Runtime => {
+            let rt = Runtime::from_model(&m, RuntimeOptions::with_threads(threads()))?;
+            drop(m);
+            Box::new(rt)
+        }
+    })
+}
+
 /// Reads a text file, with the path in the error.
 pub fn read_text(path: &Path) -> Res<String> {
     std::fs::read_to_string(path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
@@ -278,15 +292,34 @@ pub fn measure_ppl(
     chunks: Option<usize>,
     engine: Engine,
 ) -> Res<PerplexityReport> {
+    let mut dec = decoder(&m.model, engine)?;
+    ppl_with_bar(
+        label,
+        dec.as_mut(),
+        bos_of(&m.tokenizer),
+        tokens,
+        ctx,
+        chunks,
+    )
+}
+
+/// The BOS token a chunk starts with, if the tokenizer adds one.
+pub fn bos_of(t: &ternary_models::Tokenizer) -> Option<u32> {
+    if t.add_bos { t.bos_id } else { None }
+}
+
+/// Perplexity of `dec` with a bar over chunks.
+pub fn ppl_with_bar(
+    label: &str,
+    dec: &mut dyn Decoder,
+    bos: Option<u32>,
+    tokens: &[u32],
+    ctx: usize,
+    chunks: Option<usize>,
+) -> Res<PerplexityReport> {
     let total = (tokens.len() / ctx.max(1)).min(chunks.unwrap_or(usize::MAX).max(1));
     let pb = bar(total as u64, format!("perplexity ({label})"));
-    let bos = if m.tokenizer.add_bos {
-        m.tokenizer.bos_id
-    } else {
-        None
-    };
-    let mut dec = decoder(&m.model, engine)?;
-    let r = perplexity_with(dec.as_mut(), tokens, ctx, bos, chunks, |i, _| {
+    let r = perplexity_with(dec, tokens, ctx, bos, chunks, |i, _| {
         pb.set_position(i as u64 + 1)
     })?;
     pb.finish_and_clear();

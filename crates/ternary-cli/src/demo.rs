@@ -226,7 +226,8 @@ fn convert_save_measure(
     }
     println!("    converted in {}", secs(t));
     println!("{name}: saving {}", shown(out).display());
-    let summary = ternary_convert::save(out, &m.model, &m.tokenizer)?;
+    let summary =
+        ternary_convert::save_with(out, &m.model, &m.tokenizer, conv.float_dtype.storage())?;
     drop(m);
     println!(
         "    {}/{} linear layers ternary ({:.1}% of linear weights); stored linear layers {:.3} \

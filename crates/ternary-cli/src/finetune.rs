@@ -23,6 +23,7 @@ use ternary_models::{Format, sniff};
 use ternary_convert::model_file::human_bytes;
 
 use crate::common::{CliError, Res, bar, load_model_on, overwrites_input, read_text, same_file};
+use crate::quantize::FloatStoreArg;
 
 /// What the student learns from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,6 +133,9 @@ pub struct FinetuneArgs {
     /// the curve says where it stopped). For runs that must fit a time slot.
     #[arg(long, allow_negative_numbers = true)]
     pub max_seconds: Option<f64>,
+    /// How the output file stores the float tensors (the embedding and the layers kept float).
+    #[arg(long, value_enum, default_value_t = FloatStoreArg::F16)]
+    pub float_dtype: FloatStoreArg,
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -361,7 +365,12 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
         &mut on_progress,
     )?;
     pb.finish_and_clear();
-    let summary = ternary_convert::save(&args.out, &student.model, &student.tokenizer)?;
+    let summary = ternary_convert::save_with(
+        &args.out,
+        &student.model,
+        &student.tokenizer,
+        args.float_dtype.storage(),
+    )?;
     let curve_path = args
         .curve
         .clone()

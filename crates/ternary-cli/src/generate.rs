@@ -7,7 +7,7 @@ use clap::Args;
 use ternary_models::chat::{ChatMessage, render};
 use ternary_models::{Sampling, Tokenizer, generate_with};
 
-use crate::common::{CliError, Engine, PathArg, Res, decoder, load_model, set_ternary_path};
+use crate::common::{CliError, Engine, PathArg, Res, decoder_owned, load_model, set_ternary_path};
 
 /// Arguments of `ternary generate`.
 #[derive(Debug, Clone, Args)]
@@ -152,7 +152,7 @@ pub fn run(args: &GenerateArgs) -> Res<()> {
     let mut streamer = Streamer::new(&m.tokenizer, &prompt)?;
     let mut new: Vec<u32> = Vec::with_capacity(args.max_tokens);
     let mut failed: Option<CliError> = None;
-    let mut dec = decoder(&m.model, args.engine)?;
+    let mut dec = decoder_owned(m.model, args.engine)?;
     let (_, stats) = generate_with(dec.as_mut(), &prompt, args.max_tokens, sampling, eos, |t| {
         if Some(t) == eos || failed.is_some() {
             return;

@@ -12,8 +12,8 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::common::{
-    CliError, Engine, PathArg, Res, check_measure_args, load_model, measure_ppl, read_text, secs,
-    set_ternary_path,
+    CliError, Engine, PathArg, Res, bos_of, check_measure_args, decoder_owned, load_model,
+    ppl_with_bar, read_text, secs, set_ternary_path,
 };
 
 /// Arguments of `ternary perplexity`.
@@ -71,13 +71,15 @@ pub fn run(args: &PerplexityArgs) -> Res<()> {
         }
     );
     let t0 = Instant::now();
-    let r = measure_ppl(
+    let bos = bos_of(&m.tokenizer);
+    let mut dec = decoder_owned(m.model, args.engine)?;
+    let r = ppl_with_bar(
         "perplexity",
-        &m,
+        dec.as_mut(),
+        bos,
         &tokens,
         args.ctx,
         args.chunks,
-        args.engine,
     )?;
     eprintln!(
         "{} tokens scored in {} ({:.1} tokens/s evaluated)",

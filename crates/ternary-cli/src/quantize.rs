@@ -114,6 +114,30 @@ pub struct ConvertArgs {
     /// chooses float, two planes or one plane per layer). Default 1.
     #[arg(long, value_enum)]
     pub planes: Option<PlanesArg>,
+    /// How the output file stores the float tensors (the embedding and the layers kept float).
+    #[arg(long, value_enum, default_value_t = FloatStoreArg::F16)]
+    pub float_dtype: FloatStoreArg,
+}
+
+/// How a written model stores its float tensors (`--float-dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FloatStoreArg {
+    /// Rounded to f16: half the bytes of f32 in the file and in memory (each value moves by at
+    /// most 2^-11 of itself).
+    #[default]
+    F16,
+    /// As the model holds them: f16 where that is exact, f32 otherwise.
+    Exact,
+}
+
+impl FloatStoreArg {
+    /// The library's rule.
+    pub fn storage(self) -> ternary_convert::FloatStorage {
+        match self {
+            Self::F16 => ternary_convert::FloatStorage::F16,
+            Self::Exact => ternary_convert::FloatStorage::Exact,
+        }
+    }
 }
 
 impl ConvertArgs {
@@ -299,7 +323,12 @@ pub fn run(args: &QuantizeArgs) -> Res<()> {
     let report = convert(&mut m, &args.conv, &calib)?;
     eprintln!("converted in {}", secs(t1));
     println!("{report}");
-    let summary = ternary_convert::save(&args.out, &m.model, &m.tokenizer)?;
+    let summary = ternary_convert::save_with(
+        &args.out,
+        &m.model,
+        &m.tokenizer,
+        args.conv.float_dtype.storage(),
+    )?;
     print!("{}", summary.totals());
     println!("wrote {}", shown(&args.out).display());
     Ok(())

@@ -47,7 +47,7 @@ pub use convert::{
 };
 pub use error::{ConvertError, Result};
 pub use gptq::GptqConfig;
-pub use model_file::{FileSummary, inspect, load, save};
+pub use model_file::{FileSummary, FloatStorage, inspect, load, save, save_with};
 
 /// The default calibration text (`fixtures/text/calibration.txt`): ~2100 words of original
 /// English prose in many registers (narrative, dialogue, technical, history, instructions,

@@ -11,7 +11,7 @@ use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use ternary_convert::model_file::{FloatDtype, StoredFormat, inspect_bytes, load_bytes, to_bytes};
-use ternary_convert::{ConvertError, inspect, load, save};
+use ternary_convert::{ConvertError, FloatStorage, inspect, load, save, save_with};
 use ternary_core::quant::{Method, QuantConfig, quantize};
 use ternary_core::{ScaleLayout, words_per_row};
 use ternary_layers::Cpu;
@@ -186,6 +186,95 @@ fn round_trip_should_give_identical_logits_and_layers() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn f16_storage_should_round_float_tensors_once_and_load_them_as_f16() {
+    // `save_with(.., FloatStorage::F16)`: the embedding and the float layers become their
+    // nearest f16 values (norms and ternary layers are untouched), the file shrinks, the
+    // loaded model holds the table as f16 (its head is ternary), and saving that model
+    // exactly gives the same bytes (rounding once is the whole change). A float layer with a
+    // value beyond f16's range stays exact f32.
+    let mut m = mixed_tiny();
+    let big = {
+        let mut linears = m.model.linears_mut();
+        let (name, slot) = linears
+            .iter_mut()
+            .find(|(_, l)| ternary_convert::model_file::as_ternary::<Cpu>(l.as_ref()).is_none())
+            .unwrap();
+        let (rows, cols) = (slot.out_features(), slot.in_features());
+        let mut w = to_rows(slot.weight()).unwrap();
+        w[0] = 70000.0;
+        **slot = Box::new(HostLinear::new(name, w, rows, cols).unwrap());
+        name.clone()
+    };
+    let dir = scratch("f16-storage");
+    let (exact, half) = (dir.join("exact.safetensors"), dir.join("half.safetensors"));
+    let se = save(&exact, &m.model, &m.tokenizer).unwrap();
+    let sh = save_with(&half, &m.model, &m.tokenizer, FloatStorage::F16).unwrap();
+    let back = load::<Cpu>(&half, &Default::default()).unwrap();
+    let round = |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| f16::from_f32(x).to_f32()).collect() };
+    let v = m.model.config().vocab_size;
+    assert!(back.model.embedding_host().is_none());
+    let table = back.model.embedding_host_f16().expect("f16 table");
+    let want = round(&m.model.embedding_rows(0..v).unwrap());
+    assert_eq!(table.iter().map(|x| x.to_f32()).collect::<Vec<_>>(), want);
+    assert_eq!(back.model.embedding_rows(0..v).unwrap(), want);
+    for ((name, a), (_, b)) in m.model.linears().iter().zip(back.model.linears().iter()) {
+        let (wa, wb) = (to_rows(a.weight()).unwrap(), to_rows(b.weight()).unwrap());
+        if ternary_convert::model_file::as_ternary::<Cpu>(a.as_ref()).is_some() || *name == big {
+            assert_eq!(wa, wb, "{name} is stored exactly");
+        } else {
+            assert_eq!(round(&wa), wb, "{name} is rounded to f16");
+        }
+    }
+    assert_eq!(
+        m.model.norm_tensors().unwrap(),
+        back.model.norm_tensors().unwrap()
+    );
+    for (l, e) in sh.layers.iter().zip(&se.layers) {
+        let want = match (l.name == big, e.format) {
+            (false, StoredFormat::Float(_)) => StoredFormat::Float(FloatDtype::F16),
+            (_, f) => f,
+        };
+        assert_eq!(l.format, want, "{}", l.name);
+    }
+    assert_eq!(sh.others[0].2, FloatDtype::F16);
+    assert!(sh.others[1..].iter().all(|o| o.2 == FloatDtype::F32));
+    assert!(sh.file_bytes < se.file_bytes);
+    assert_eq!(inspect(&half).unwrap(), sh);
+    // Rounded once: an exact save of the loaded model is the same file.
+    let again = dir.join("again.safetensors");
+    save(&again, &back.model, &back.tokenizer).unwrap();
+    let (x, y) = (
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&half).unwrap(),
+    );
+    let (x, y) = (
+        SafeTensors::deserialize(&x).unwrap(),
+        SafeTensors::deserialize(&y).unwrap(),
+    );
+    let (mut nx, mut ny) = (x.names(), y.names());
+    nx.sort_unstable();
+    ny.sort_unstable();
+    assert_eq!(nx, ny);
+    for n in nx {
+        let (a, b) = (x.tensor(n).unwrap(), y.tensor(n).unwrap());
+        assert!(
+            a.dtype() == b.dtype() && a.shape() == b.shape() && a.data() == b.data(),
+            "{n} differs after an exact re-save"
+        );
+    }
+    // The logits move only by the rounding.
+    let ids = ids(&m.tokenizer);
+    let (a, b) = (logits(&m.model, &ids), logits(&back.model, &ids));
+    let scale = a.iter().fold(0f32, |s, x| s.max(x.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |s, (x, y)| s.max((x - y).abs()));
+    assert!(worst <= 1e-2 * scale, "worst {worst} of {scale}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A weight source that rounds every tensor of another one to f16, and can report a
 /// different config (to make the tiny model tied).
 struct Rounded<'a>(&'a SafetensorsWeights, bool);
@@ -243,15 +332,19 @@ fn tied_heads_and_f16_exact_weights_should_round_trip() {
             "f16={f16_exact} head={ternary_head}"
         );
         // Loaded on the host, a tied float head and the embedding are one allocation; a
-        // ternary head is a ternary layer (its float placeholder is gone).
-        let table = back.model.embedding_host().expect("host embedding");
+        // ternary head is a ternary layer (its float placeholder is gone), and an f16 table
+        // no head shares stays f16.
         let (_, loaded_head) = back.model.linears().pop().unwrap();
         let any = loaded_head.as_any().unwrap();
         if ternary_head {
             assert!(any.is::<TernaryLinear<Cpu>>(), "{}", loaded_head.kind());
+            assert_eq!(back.model.embedding_host_f16().is_some(), f16_exact);
+            assert_eq!(back.model.embedding_host().is_some(), !f16_exact);
         } else {
+            let table = back.model.embedding_host().expect("host f32 embedding");
             let host = any.downcast_ref::<HostLinear>().expect("host float head");
             assert!(Arc::ptr_eq(host.weight_arc(), &table));
+            assert!(back.model.embedding_host_f16().is_none());
         }
         let head = s.layers.last().unwrap();
         assert_eq!(head.name, "lm_head");

@@ -24,19 +24,48 @@ pub trait Decoder {
     fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<&[f32]>;
 }
 
+/// A model a decoder borrows or owns.
+#[derive(Debug)]
+enum Held<'m, B: Backend> {
+    Borrowed(&'m Llama<B>),
+    Owned(Box<Llama<B>>),
+}
+
+impl<B: Backend> std::ops::Deref for Held<'_, B> {
+    type Target = Llama<B>;
+
+    fn deref(&self) -> &Llama<B> {
+        match self {
+            Self::Borrowed(m) => m,
+            Self::Owned(m) => m,
+        }
+    }
+}
+
 /// The Burn model as a [`Decoder`]: [`Llama::forward`] with a [`KvCache`].
 #[derive(Debug)]
 pub struct BurnDecoder<'m, B: Backend> {
-    model: &'m Llama<B>,
+    model: Held<'m, B>,
     cache: KvCache<B>,
     logits: Vec<f32>,
+}
+
+impl<B: Backend> BurnDecoder<'static, B> {
+    /// A decoder that owns `model` (for callers that hand the model over).
+    pub fn owning(model: Llama<B>) -> Self {
+        Self {
+            cache: model.new_cache(),
+            model: Held::Owned(Box::new(model)),
+            logits: Vec::new(),
+        }
+    }
 }
 
 impl<'m, B: Backend> BurnDecoder<'m, B> {
     /// A decoder on `model` with an empty cache.
     pub fn new(model: &'m Llama<B>) -> Self {
         Self {
-            model,
+            model: Held::Borrowed(model),
             cache: model.new_cache(),
             logits: Vec::new(),
         }

@@ -123,6 +123,9 @@ struct Positions<B: Backend> {
 /// shares it, so the table is held once), on the device otherwise.
 enum Embedding<B: Backend> {
     Host(std::sync::Arc<Vec<f32>>),
+    /// Host `f16` values (a file that stores them so, with no float head sharing the table):
+    /// widened exactly on lookup, half the memory.
+    HostF16(std::sync::Arc<Vec<half::f16>>),
     Device(Tensor<B, 2>),
 }
 
@@ -130,6 +133,7 @@ impl<B: Backend> Debug for Embedding<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Host(w) => write!(f, "Embedding::Host({} values)", w.len()),
+            Self::HostF16(w) => write!(f, "Embedding::HostF16({} values)", w.len()),
             Self::Device(t) => write!(f, "Embedding::Device({:?})", t.dims()),
         }
     }
@@ -341,7 +345,31 @@ impl<B: TernaryBackend> Llama<B> {
         let norm = |name: &str| norm_of(name, h);
         let bitnet_arch = c.architecture == Architecture::BitNet;
         let embed_name = "model.embed_tokens.weight";
-        let embed = std::sync::Arc::new(get(embed_name, &[c.vocab_size, h])?.data);
+        // A host table no float head shares may stay in the f16 the source holds it in.
+        let head_shares = !src.placeholder("lm_head.weight")
+            && (c.tie_word_embeddings || !src.contains("lm_head.weight"));
+        let half = if linear_impl.is_host() && !head_shares {
+            src.half(embed_name)?
+        } else {
+            None
+        };
+        let (embed, half) = match half {
+            Some(w) if w.len() == c.vocab_size * h => (
+                std::sync::Arc::new(Vec::new()),
+                Some(std::sync::Arc::new(w)),
+            ),
+            Some(w) => {
+                return Err(ModelError::Shape {
+                    name: embed_name.to_string(),
+                    expected: vec![c.vocab_size, h],
+                    found: vec![w.len()],
+                });
+            }
+            None => (
+                std::sync::Arc::new(get(embed_name, &[c.vocab_size, h])?.data),
+                None,
+            ),
+        };
         let lm_head: Linear<B> = if src.placeholder("lm_head.weight") {
             placeholder("lm_head.weight", c.vocab_size, h)?
         } else if c.tie_word_embeddings || !src.contains("lm_head.weight") {
@@ -392,7 +420,9 @@ impl<B: TernaryBackend> Llama<B> {
             .map(|i| c.rope_theta.powf(-((2 * i) as f64) / d as f64))
             .collect();
         Ok(Self {
-            embed: if linear_impl.is_host() {
+            embed: if let Some(w) = half {
+                Embedding::HostF16(w)
+            } else if linear_impl.is_host() {
                 Embedding::Host(embed)
             } else {
                 // Unshared once the head is built on the device: moved, not copied.
@@ -528,12 +558,18 @@ impl<B: Backend> Llama<B> {
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
         self.check_tokens(tokens)?;
         match &self.embed {
-            Embedding::Host(w) => {
+            Embedding::Host(_) | Embedding::HostF16(_) => {
                 let h = self.config.hidden_size;
                 let mut rows = Vec::with_capacity(tokens.len() * h);
                 for &t in tokens {
                     let t = t as usize;
-                    rows.extend_from_slice(&w[t * h..(t + 1) * h]);
+                    match &self.embed {
+                        Embedding::Host(w) => rows.extend_from_slice(&w[t * h..(t + 1) * h]),
+                        Embedding::HostF16(w) => {
+                            rows.extend(w[t * h..(t + 1) * h].iter().map(|v| v.to_f32()));
+                        }
+                        Embedding::Device(_) => {}
+                    }
                 }
                 Ok(Tensor::from_data(
                     TensorData::new(rows, [tokens.len(), h]),
@@ -556,7 +592,16 @@ impl<B: Backend> Llama<B> {
     pub fn embedding_host(&self) -> Option<std::sync::Arc<Vec<f32>>> {
         match &self.embed {
             Embedding::Host(w) => Some(std::sync::Arc::clone(w)),
-            Embedding::Device(_) => None,
+            Embedding::HostF16(_) | Embedding::Device(_) => None,
+        }
+    }
+
+    /// The embedding table `[V, H]` row-major when the model keeps it in host memory as
+    /// `f16` values (a shared handle).
+    pub fn embedding_host_f16(&self) -> Option<std::sync::Arc<Vec<half::f16>>> {
+        match &self.embed {
+            Embedding::HostF16(w) => Some(std::sync::Arc::clone(w)),
+            Embedding::Host(_) | Embedding::Device(_) => None,
         }
     }
 
@@ -739,6 +784,7 @@ impl<B: Backend> Llama<B> {
         }
         match &self.embed {
             Embedding::Host(w) => Ok(w[a * h..b * h].to_vec()),
+            Embedding::HostF16(w) => Ok(w[a * h..b * h].iter().map(|v| v.to_f32()).collect()),
             Embedding::Device(e) => Ok(to_rows(e.clone().slice([a..b, 0..h]))?),
         }
     }

@@ -43,6 +43,12 @@ pub trait WeightSource {
     fn placeholder(&self, _name: &str) -> bool {
         false
     }
+    /// The tensor `name` as the `f16` values the source stores (no widened copy), row-major, handed
+    /// over (asked for once);
+    /// `None` when the source holds it in another type or cannot hand it over so.
+    fn half(&self, _name: &str) -> Result<Option<Vec<half::f16>>> {
+        Ok(None)
+    }
 }
 
 /// A linear weight stored ternary in a checkpoint.

@@ -36,12 +36,53 @@ pub(crate) struct Layer {
     pub down: Proj,
 }
 
+/// The embedding table `[V, H]` row-major, in `f32` or in `f16` (widened exactly on lookup).
+#[derive(Debug)]
+pub(crate) enum Table {
+    F32(Arc<Vec<f32>>),
+    F16(Arc<Vec<half::f16>>),
+}
+
+impl Table {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(w) => w.len(),
+            Self::F16(w) => w.len(),
+        }
+    }
+
+    /// Bytes per value.
+    fn width(&self) -> u64 {
+        match self {
+            Self::F32(_) => 4,
+            Self::F16(_) => 2,
+        }
+    }
+
+    /// Appends row `r` of width `h`, as `f32`, to `out`.
+    pub fn push_row(&self, r: usize, h: usize, out: &mut Vec<f32>) {
+        match self {
+            Self::F32(w) => out.extend_from_slice(&w[r * h..(r + 1) * h]),
+            Self::F16(w) => out.extend(w[r * h..(r + 1) * h].iter().map(|v| v.to_f32())),
+        }
+    }
+
+    /// Whether `k` multiplies this very allocation (a tied head).
+    fn shared_with(&self, k: &Kernel) -> bool {
+        match (self, k) {
+            (Self::F32(a), Kernel::F32(b)) => Arc::ptr_eq(a, b),
+            (Self::F16(a), Kernel::F16(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// The whole model.
 #[derive(Debug)]
 pub(crate) struct Model {
     pub config: LlamaConfig,
-    /// `[V, H]` row-major.
-    pub embed: Arc<Vec<f32>>,
+    pub embed: Table,
     pub layers: Vec<Layer>,
     pub norm: Vec<f32>,
     pub lm_head: Proj,
@@ -54,7 +95,7 @@ impl Model {
     /// block's norms, and one embedding row.
     pub fn bytes_per_token(&self) -> u64 {
         let h = self.config.hidden_size as u64;
-        let mut b = 4 * h + self.lm_head.weight_bytes() + 4 * h;
+        let mut b = self.embed.width() * h + self.lm_head.weight_bytes() + 4 * h;
         for l in &self.layers {
             b += l.qkv.iter().map(Proj::weight_bytes).sum::<u64>()
                 + l.o.weight_bytes()
@@ -71,14 +112,14 @@ impl Model {
     /// Bytes of weights the runtime keeps alive: every weight once (a tied f32 head that
     /// shares the embedding's allocation is not counted again).
     pub fn weight_bytes(&self) -> u64 {
-        let shared = matches!(&self.lm_head.kernel, Kernel::F32(w) if Arc::ptr_eq(w, &self.embed));
-        let head = if shared {
+        let head = if self.embed.shared_with(&self.lm_head.kernel) {
             self.lm_head.weight_bytes()
         } else {
             0
         };
-        self.bytes_per_token() + 4 * self.embed.len() as u64
-            - 4 * self.config.hidden_size as u64
+        let w = self.embed.width();
+        self.bytes_per_token() + w * self.embed.len() as u64
+            - w * self.config.hidden_size as u64
             - head
     }
 }
@@ -157,9 +198,27 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
         )));
     }
     let (h, v) = (config.hidden_size, config.vocab_size);
+    // The model's host table is shared (with a tied f32 head, one allocation serves both);
+    // a table on a device is copied.
+    let half = m.embedding_host_f16();
+    let embed = match (m.embedding_host(), &half) {
+        (Some(w), _) => w,
+        (None, Some(_)) => Arc::new(Vec::new()),
+        (None, None) => Arc::new(m.embedding_rows(0..v)?),
+    };
+    if half.as_ref().map_or(embed.len(), |w| w.len()) != v * h {
+        return Err(RuntimeError::Unsupported(format!(
+            "the embedding holds {} values, expected {v} x {h}",
+            half.as_ref().map_or(embed.len(), |w| w.len())
+        )));
+    }
+    let mut tied = false;
     let mut projs: HashMap<String, Proj> = HashMap::new();
     for (name, l) in m.linears() {
         let mut p = proj_of::<B>(&name, l.as_ref(), opts)?;
+        if name == "lm_head" {
+            tied = matches!(&p.kernel, Kernel::F32(w) if Arc::ptr_eq(w, &embed));
+        }
         if name == "lm_head"
             && let Kernel::F32(w) = &p.kernel
             && opts.lm_head == LmHead::Int8
@@ -210,18 +269,17 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
     }
     let lm_head = take("lm_head".into())?;
     let norm = take_norm("model.norm.weight")?;
-    // The model's host table is shared (with a tied f32 head, one allocation serves both);
-    // a table on a device is copied.
-    let embed = match m.embedding_host() {
-        Some(w) => w,
-        None => Arc::new(m.embedding_rows(0..v)?),
+    // A tied float head and the table stay one allocation, in the head's type; otherwise
+    // the table follows `float_weights` (so a table of f16 values is held as f16).
+    let embed = match (&lm_head.kernel, tied, half) {
+        (_, _, Some(w)) => Table::F16(w),
+        (Kernel::F32(w), true, None) => Table::F32(Arc::clone(w)),
+        (Kernel::F16(w), true, None) => Table::F16(Arc::clone(w)),
+        _ => match to_f16(&embed, opts.float_weights) {
+            Some(w) => Table::F16(Arc::new(w)),
+            None => Table::F32(embed),
+        },
     };
-    if embed.len() != v * h {
-        return Err(RuntimeError::Unsupported(format!(
-            "the embedding holds {} values, expected {v} x {h}",
-            embed.len()
-        )));
-    }
     let eps = config.rms_norm_eps as f32;
     let relu2 = config.hidden_act == Activation::Relu2;
     Ok(Model {

@@ -72,7 +72,8 @@ pub struct RuntimeOptions {
     pub lm_head: LmHead,
     /// Ternary layers' activations.
     pub ternary: TernaryActivations,
-    /// Float layers' weight type (the output head included when it stays float).
+    /// Float layers' weight type (the output head included when it stays float), and the
+    /// embedding table's (one allocation with a tied float head).
     pub float_weights: FloatWeights,
     /// Tokens per prefill batch: longer inputs run in batches of this many (each product then
     /// reads the weights once per batch). At least 1.

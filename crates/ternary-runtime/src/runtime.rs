@@ -245,8 +245,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
     // Embedding rows.
     lo.x.clear();
     for &tok in &job.tokens {
-        let r = tok as usize * h;
-        lo.x.extend_from_slice(&m.embed[r..r + h]);
+        m.embed.push_row(tok as usize, h, &mut lo.x);
     }
     for (l, layer) in m.layers.iter().enumerate() {
         // ---- A: x += down; n1; q|k|v; RoPE; k, v → cache.

@@ -138,6 +138,48 @@ fn converted_file_should_match_reference() {
 }
 
 #[test]
+fn converted_file_with_f16_floats_should_match_reference_and_hold_half_the_bytes() {
+    // A file written with `FloatStorage::F16`: the loaded model keeps the table (its head is
+    // ternary) as f16 and the runtime shares it; the float layers are f16 values, which
+    // `FloatWeights::Auto` holds as f16. The runtime gives the reference logits of that
+    // model, and holds 2 bytes less per embedding and float-layer value than for the exact
+    // (f32) file.
+    let m = mixed_tiny(LinearPath::Auto);
+    let dir = ternary_testkit::TempDir::new("rt-converted-f16");
+    let (exact, half) = (dir.path("exact.safetensors"), dir.path("half.safetensors"));
+    ternary_convert::save(&exact, &m.model, &m.tokenizer).unwrap();
+    ternary_convert::save_with(
+        &half,
+        &m.model,
+        &m.tokenizer,
+        ternary_convert::FloatStorage::F16,
+    )
+    .unwrap();
+    let back = ternary_convert::load::<Cpu>(&half, &Default::default()).unwrap();
+    assert!(back.model.embedding_host_f16().is_some());
+    check_all(&back.model, "tiny-llama converted file, f16 floats");
+    let e = ternary_convert::load::<Cpu>(&exact, &Default::default()).unwrap();
+    let bytes = |model: &Llama<Cpu>| {
+        Runtime::from_model(model, RuntimeOptions::with_threads(1))
+            .unwrap()
+            .weight_bytes()
+    };
+    let c = m.model.config();
+    let float: usize = m
+        .model
+        .linears()
+        .iter()
+        .filter(|(_, l)| ternary_convert::model_file::as_ternary::<Cpu>(l.as_ref()).is_none())
+        .map(|(_, l)| l.out_features() * l.in_features())
+        .sum();
+    assert!(float > 0);
+    assert_eq!(
+        bytes(&e.model) - bytes(&back.model),
+        2 * (c.vocab_size * c.hidden_size + float) as u64
+    );
+}
+
+#[test]
 fn bitnet_checkpoints_should_match_reference() {
     for variant in ["relu2-packed", "relu2-bf16", "silu-bf16", "llama-packed"] {
         let m = load_safetensors_dir::<Cpu>(

@@ -20,7 +20,8 @@
 //! `model.layers.{l}.input_layernorm.weight`, `…post_attention_layernorm.weight` and
 //! `model.norm.weight` `[H]`. Float linears and the embedding are stored as `F16` when every
 //! value converts to `f16` and back exactly (a model that came from f16 weights), otherwise
-//! as `F32`, so saving never changes a value; norms are always `F32`. A tied output head kept
+//! as `F32`, so [`save`] never changes a value; [`save_with`] and [`FloatStorage::F16`] round
+//! them to `f16` first (what `ternary quantize` does by default). Norms are always `F32`. A tied output head kept
 //! in float is not stored (it is the embedding).
 //!
 //! Metadata (`__metadata__`, all strings): `format`, `format_version` (`"1"`, or `"2"` when some
@@ -43,7 +44,7 @@ mod write;
 
 pub use read::{load, load_bytes};
 pub use schema::{
-    FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_TWO_PLANES, FloatDtype, StoredFormat,
+    FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSION_TWO_PLANES, FloatDtype, FloatStorage, StoredFormat,
 };
 pub use summary::{FileSummary, LayerSummary, human_bytes, inspect, inspect_bytes};
-pub use write::{as_ternary, save, to_bytes};
+pub use write::{as_ternary, save, save_with, to_bytes};

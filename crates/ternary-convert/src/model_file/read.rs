@@ -329,13 +329,28 @@ impl Contents {
             linears.push((name, stored));
         }
         let mut others = Vec::new();
+        let mut embed_f16 = None;
         for (name, shape) in expected_others(&config) {
             let dtypes: &[Dtype] = if is_norm(&name) {
                 &[Dtype::F32]
             } else {
                 &[Dtype::F16, Dtype::F32]
             };
-            let data = finite(&name, values(&name, fetch(name.clone(), dtypes, &shape)?)?)?;
+            let blob = fetch(name.clone(), dtypes, &shape)?;
+            if name == EMBED && blob.0 == Dtype::F16 {
+                let mut out = Vec::with_capacity(blob.1.len() / 2);
+                data(&name, blob.1, &mut |c| {
+                    out.extend(c.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])));
+                })?;
+                if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+                    return Err(err(format!(
+                        "tensor {name:?} holds a non-finite value at index {i}"
+                    )));
+                }
+                embed_f16 = Some(out);
+                continue;
+            }
+            let data = finite(&name, values(&name, blob)?)?;
             others.push((name, HostTensor { shape, data }));
         }
         let mut names = st.names();
@@ -353,6 +368,7 @@ impl Contents {
             tokenizer_json,
             linears,
             others,
+            embed_f16,
             file_bytes: bytes.len() as u64,
         })
     }
@@ -385,6 +401,9 @@ pub fn load_bytes<B: TernaryBackend>(bytes: &[u8], device: &B::Device) -> Result
 struct FileWeights<'a> {
     linears: &'a [(String, StoredLinear)],
     others: RefCell<HashMap<String, Option<HostTensor>>>,
+    /// The embedding as the file's `f16`, until handed over.
+    embed_f16: RefCell<Option<Vec<f16>>>,
+    config: &'a LlamaConfig,
     tied: bool,
 }
 
@@ -400,6 +419,14 @@ impl FileWeights<'_> {
 
 impl WeightSource for FileWeights<'_> {
     fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
+        if name == EMBED
+            && let Some(w) = self.embed_f16.borrow_mut().take()
+        {
+            return Ok(HostTensor {
+                shape: vec![self.config.vocab_size, self.config.hidden_size],
+                data: w.iter().map(|v| v.to_f32()).collect(),
+            });
+        }
         if let Some(slot) = self.others.borrow_mut().get_mut(name) {
             return slot.take().ok_or_else(|| {
                 ternary_models::ModelError::Config(format!(
@@ -417,7 +444,17 @@ impl WeightSource for FileWeights<'_> {
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.others.borrow().contains_key(name) || self.linear(name).is_some()
+        self.others.borrow().contains_key(name)
+            || self.linear(name).is_some()
+            || (name == EMBED && self.embed_f16.borrow().is_some())
+    }
+
+    fn half(&self, name: &str) -> ternary_models::Result<Option<Vec<f16>>> {
+        Ok(if name == EMBED {
+            self.embed_f16.borrow_mut().take()
+        } else {
+            None
+        })
     }
 
     fn placeholder(&self, name: &str) -> bool {
@@ -443,6 +480,8 @@ fn build<B: TernaryBackend>(contents: Contents, device: &B::Device) -> Result<Lo
                     .map(|(n, t)| (n, Some(t)))
                     .collect(),
             ),
+            embed_f16: RefCell::new(contents.embed_f16),
+            config: &contents.config,
             tied: contents.config.tie_word_embeddings,
         },
         device,

@@ -52,6 +52,30 @@ impl fmt::Display for FloatDtype {
     }
 }
 
+/// How [`save_with`](super::save_with) stores the float tensors: the embedding and the float
+/// linear layers (norms and scales are always `f32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatStorage {
+    /// Every value as it is: `f16` where that is exact, `f32` otherwise ([`save`](super::save)).
+    #[default]
+    Exact,
+    /// Rounded to the nearest `f16` (half of `f32`'s bytes; each value moves by at most
+    /// 2⁻¹¹ of itself). A tensor holding a value beyond `f16`'s range (|v| > 65504) is kept
+    /// exact in `f32` rather than turned into infinity.
+    F16,
+}
+
+impl FloatStorage {
+    /// Applies the rule to `values` in place.
+    pub(super) fn apply(self, values: &mut [f32]) {
+        if self == Self::F16 && values.iter().all(|&v| f16::from_f32(v).is_finite()) {
+            for v in values {
+                *v = f16::from_f32(*v).to_f32();
+            }
+        }
+    }
+}
+
 /// How one linear layer is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredFormat {
@@ -132,8 +156,11 @@ pub(super) struct Contents {
     pub(super) tokenizer_json: String,
     /// In model order.
     pub(super) linears: Vec<(String, StoredLinear)>,
-    /// Embedding and norms, in model order.
+    /// Embedding and norms, in model order; the embedding is missing when `embed_f16` holds it.
     pub(super) others: Vec<(String, HostTensor)>,
+    /// The embedding `[V, H]` when the file stores it as `f16`: read as such (half the memory
+    /// of widening it), widened only if the model needs `f32` (a tied float head).
+    pub(super) embed_f16: Option<Vec<f16>>,
     pub(super) file_bytes: u64,
 }
 

@@ -274,6 +274,14 @@ impl Contents {
         let c = &self.config;
         let mut others = Vec::new();
         let mut other_bytes = 0;
+        if let Some(w) = &self.embed_f16 {
+            other_bytes += 2 * w.len() as u64;
+            others.push((
+                EMBED.to_string(),
+                vec![c.vocab_size, c.hidden_size],
+                FloatDtype::F16,
+            ));
+        }
         for (name, t) in &self.others {
             let dtype = if is_norm(name) {
                 FloatDtype::F32

@@ -123,9 +123,9 @@ pub fn as_ternary<B: TernaryBackend>(layer: &dyn LinearLayer<B>) -> Option<&Tern
     layer.as_any()?.downcast_ref::<TernaryLinear<B>>()
 }
 
-fn contents_of<B: TernaryBackend>(model: &Llama<B>) -> Result<Contents> {
+fn contents_of<B: TernaryBackend>(model: &Llama<B>, float: FloatStorage) -> Result<Contents> {
     let config = model.config().clone();
-    let others = model.float_tensors()?;
+    let mut others = model.float_tensors()?;
     let mut linears = Vec::new();
     for (name, layer) in model.linears() {
         let stored = match as_ternary::<B>(layer.as_ref()) {
@@ -156,6 +156,17 @@ fn contents_of<B: TernaryBackend>(model: &Llama<B>) -> Result<Contents> {
         };
         linears.push((name, stored));
     }
+    // Rounded only now: the tied-head test above compares the values as the model holds them.
+    for (_, l) in &mut linears {
+        if let StoredLinear::Float(t) = l {
+            float.apply(&mut t.data);
+        }
+    }
+    for (name, t) in &mut others {
+        if !is_norm(name) {
+            float.apply(&mut t.data);
+        }
+    }
     let two_planes = linears.iter().any(|(_, l)| {
         matches!(
             l,
@@ -175,13 +186,14 @@ fn contents_of<B: TernaryBackend>(model: &Llama<B>) -> Result<Contents> {
         tokenizer_json: String::new(),
         linears,
         others,
+        embed_f16: None,
         file_bytes: 0,
     })
 }
 
 /// Serializes a model and its tokenizer to the bytes [`save`] writes.
 pub fn to_bytes<B: TernaryBackend>(model: &Llama<B>, tokenizer: &Tokenizer) -> Result<Vec<u8>> {
-    contents_of(model)?.to_bytes(&tokenizer.to_json()?)
+    contents_of(model, FloatStorage::Exact)?.to_bytes(&tokenizer.to_json()?)
 }
 
 /// Writes `model` (its ternary layers as planes + scales, everything else float) and its
@@ -194,8 +206,20 @@ pub fn save<B: TernaryBackend>(
     model: &Llama<B>,
     tokenizer: &Tokenizer,
 ) -> Result<FileSummary> {
+    save_with(path, model, tokenizer, FloatStorage::Exact)
+}
+
+/// [`save`] with the float tensors stored as `float` says: [`FloatStorage::F16`] halves the
+/// embedding's and the float layers' bytes in the file and in the memory of whoever runs it,
+/// at the cost of rounding each of those values to `f16` once.
+pub fn save_with<B: TernaryBackend>(
+    path: impl AsRef<Path>,
+    model: &Llama<B>,
+    tokenizer: &Tokenizer,
+    float: FloatStorage,
+) -> Result<FileSummary> {
     let path = path.as_ref();
-    let mut contents = contents_of(model)?;
+    let mut contents = contents_of(model, float)?;
     let bytes = contents.to_bytes(&tokenizer.to_json()?)?;
     ternary_core::io::write_atomic(path, &bytes)?;
     contents.file_bytes = bytes.len() as u64;
