@@ -55,19 +55,10 @@ impl QuantizedActivations {
         let padded_cols = self.padded_cols;
         for j in 0..n {
             let row = &x[j * cols..(j + 1) * cols];
-            // Finite input: a plain comparison lets the compiler vectorise the max.
-            let amax = row
-                .iter()
-                .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-            if amax == 0.0 {
-                continue;
-            }
-            let s = amax / 127.0;
-            let inv = 127.0 / amax;
-            self.scales[j] = s;
-            for (q, &v) in self.data[j * padded_cols..].iter_mut().zip(row) {
-                *q = round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
-            }
+            self.scales[j] = crate::kernels::scalar::quantize_row_i8(
+                row,
+                &mut self.data[j * padded_cols..j * padded_cols + cols],
+            );
         }
         Ok(())
     }
@@ -227,7 +218,7 @@ impl QuantizedActivations {
 /// plain additions (SSE2 on any x86-64), where `f32::round_ties_even` would be a libm call
 /// without SSE4.1. Exact for the values used here (`|v| ≤ 127` plus rounding error).
 #[inline(always)]
-fn round_ties_even_small(v: f32) -> f32 {
+pub(crate) fn round_ties_even_small(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     (v + MAGIC) - MAGIC
 }

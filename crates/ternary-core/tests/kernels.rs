@@ -686,3 +686,52 @@ fn i8_dot_at_every_level_should_be_exact_on_edge_lengths() {
         }
     }
 }
+
+#[test]
+fn row_quantization_at_every_level_should_equal_the_reference_rule() {
+    // `DotI8::quantize_row` against an independent f64 statement of the rule
+    // (`s = max|x| / 127`, `q = clamp(round_half_even(x · 127 / max|x|), ±127)` with the
+    // product rounded to f32 first, as the kernels compute it) and against
+    // `QuantizedActivations::quantize`, bit for bit: random rows, rows built to hit exact
+    // .5 ties, an all-zero row (codes untouched), and bad input as errors.
+    let (mut rng, seed) = rng();
+    let lengths = [0usize, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 576, 1536];
+    for level in Level::available() {
+        let k = kernels::DotI8::new(level).unwrap();
+        for &n in &lengths {
+            for kind in 0..3 {
+                let row: Vec<f32> = (0..n)
+                    .map(|i| match kind {
+                        0 => rng.random_range(-3.0f32..3.0),
+                        // max 127, others on half-integers: every code is a tie.
+                        1 if i == 0 => 127.0,
+                        1 => (rng.random_range(-126i32..126) as f32) + 0.5,
+                        _ => 0.0,
+                    })
+                    .collect();
+                let mut q = vec![5i8; n + 3];
+                let s = k.quantize_row(&row, &mut q).unwrap();
+                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let what = format!("{level} n={n} kind={kind} seed {seed}");
+                if amax == 0.0 {
+                    assert_eq!(s, 0.0, "{what}");
+                    assert!(q.iter().all(|&c| c == 5), "{what}: codes untouched");
+                    continue;
+                }
+                assert_eq!(s.to_bits(), (amax / 127.0).to_bits(), "{what}");
+                let inv = 127.0 / amax;
+                for (c, &v) in row.iter().enumerate() {
+                    let want = f64::from(v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+                    assert_eq!(q[c], want, "{what} col {c}: {v}");
+                }
+                assert!(q[n..].iter().all(|&c| c == 5), "{what}: past the row");
+                let a = ternary_core::QuantizedActivations::quantize(&row, 1, n).unwrap();
+                assert_eq!(&a.row(0)[..n], &q[..n], "{what}");
+                assert_eq!(a.scales()[0].to_bits(), s.to_bits(), "{what}");
+            }
+        }
+        let mut q = vec![0i8; 4];
+        assert!(k.quantize_row(&[1.0, f32::NAN], &mut q).is_err());
+        assert!(k.quantize_row(&[1.0; 5], &mut q).is_err());
+    }
+}

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ternary_core::kernels::{DotI8, Level};
 use ternary_layers::{LinearPath, LinearWeights, TernaryBackend, TernaryLinear, to_rows};
 use ternary_models::linear::{FloatLinear, HostLinear};
 use ternary_models::quant_linear::QuantLinear;
@@ -223,7 +224,10 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
             && let Kernel::F32(w) = &p.kernel
             && opts.lm_head == LmHead::Int8
         {
-            let (q, scales) = quantize_rows_i8(w, p.rows, p.cols);
+            let k = DotI8::new(opts.level.unwrap_or_else(Level::detect))
+                .map_err(|e| RuntimeError::Options(e.to_string()))?;
+            let (q, scales) = quantize_rows_i8(k, w, p.rows, p.cols)
+                .map_err(|e| RuntimeError::Unsupported(format!("lm_head: {e}")))?;
             p.kernel = Kernel::I8Rows { q, scales };
         }
         if let Kernel::F32(w) = &p.kernel

@@ -129,8 +129,8 @@ impl Prepared {
         }
     }
 
-    /// Prepares `x: [n, proj.cols]` for `proj`.
-    pub fn prepare(&mut self, proj: &Proj, x: &[f32], n: usize) -> Result<()> {
+    /// Prepares `x: [n, proj.cols]` for `proj` (int8 codes by `k`).
+    pub fn prepare(&mut self, k: DotI8, proj: &Proj, x: &[f32], n: usize) -> Result<()> {
         let cols = proj.cols;
         self.kind = proj.input_kind();
         self.scaled = proj.input_scale.is_some();
@@ -163,7 +163,9 @@ impl Prepared {
                     if bad[j] {
                         return 0.0;
                     }
-                    quantize_row(&src[j * cols..(j + 1) * cols], q)
+                    // A finite row (non-finite ones were zeroed above): no error.
+                    k.quantize_row(&src[j * cols..(j + 1) * cols], q)
+                        .unwrap_or(f32::NAN)
                 })?;
             }
             InputKind::BitNet => {
@@ -183,29 +185,6 @@ impl Prepared {
     pub fn f32_input<'a>(&'a self, x: &'a [f32]) -> &'a [f32] {
         if self.scaled { &self.xs } else { x }
     }
-}
-
-/// `QuantizedActivations::quantize` of one finite row into `q`; returns `s = max|x| / 127`
-/// (0 for an all-zero row).
-fn quantize_row(row: &[f32], q: &mut [i8]) -> f32 {
-    let amax = row
-        .iter()
-        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-    if amax == 0.0 {
-        return 0.0;
-    }
-    let inv = 127.0 / amax;
-    for (c, &v) in q.iter_mut().zip(row) {
-        *c = round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
-    }
-    amax / 127.0
-}
-
-/// The rounding of `ternary_core`'s quantizer: ties to even for `|v| < 2²²`.
-#[inline(always)]
-fn round_ties_even_small(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    (v + MAGIC) - MAGIC
 }
 
 /// BitNet's activation quantization of one row (`ternary_models::bitnet::quantize_activations`):
@@ -365,13 +344,18 @@ pub(crate) fn to_f16(w: &[f32], mode: FloatWeights) -> Option<Vec<half::f16>> {
 
 /// Row-quantizes `w: [rows, cols]` to int8: `s_r = max_c |w[r, c]| / 127`, `q = round(w / s_r)`
 /// (ties to even), `s_r = 0` and `q = 0` for a zero row.
-pub(crate) fn quantize_rows_i8(w: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
+pub(crate) fn quantize_rows_i8(
+    k: DotI8,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<(Vec<i8>, Vec<f32>)> {
     let mut q = vec![0i8; rows * cols];
     let mut s = vec![0f32; rows];
     for (r, row) in w.chunks_exact(cols.max(1)).take(rows).enumerate() {
-        s[r] = quantize_row(row, &mut q[r * cols..(r + 1) * cols]);
+        s[r] = k.quantize_row(row, &mut q[r * cols..(r + 1) * cols])?;
     }
-    (q, s)
+    Ok((q, s))
 }
 
 #[cfg(test)]

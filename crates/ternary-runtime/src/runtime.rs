@@ -269,7 +269,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                     .find(|&i| layer.qkv[i].shares_input_with(&layer.qkv[s]))
                     .unwrap_or(s);
                 if !ready[idx] {
-                    if let Err(e) = lo.prep[idx].prepare(&layer.qkv[idx], &lo.xn, n) {
+                    if let Err(e) = lo.prep[idx].prepare(sh.k.i8, &layer.qkv[idx], &lo.xn, n) {
                         sh.record(e);
                     }
                     ready[idx] = true;
@@ -378,13 +378,15 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
         {
             let rows = sh.rows_f(t);
             let shares = layer.up.shares_input_with(&layer.gate);
-            let r = lo.prep[0].prepare(&layer.gate, &lo.xn, n).and_then(|()| {
-                if shares {
-                    Ok(())
-                } else {
-                    lo.prep[1].prepare(&layer.up, &lo.xn, n)
-                }
-            });
+            let r = lo.prep[0]
+                .prepare(sh.k.i8, &layer.gate, &lo.xn, n)
+                .and_then(|()| {
+                    if shares {
+                        Ok(())
+                    } else {
+                        lo.prep[1].prepare(sh.k.i8, &layer.up, &lo.xn, n)
+                    }
+                });
             if let Err(e) = r {
                 sh.record(e);
             }
@@ -503,7 +505,7 @@ fn project(
     prep: &mut Prepared,
     scratch: &mut Scratch,
 ) {
-    if let Err(e) = prep.prepare(proj, x, n) {
+    if let Err(e) = prep.prepare(sh.k.i8, proj, x, n) {
         sh.record(e);
     }
     let mut part = write(&sh.parts[phase % 2][t]);

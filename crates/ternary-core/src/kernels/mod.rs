@@ -28,7 +28,7 @@ use crate::matrix::TernaryMatrix;
 mod aarch64;
 mod parallel;
 mod popcount;
-mod scalar;
+pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -494,6 +494,36 @@ impl DotI8 {
             Isa::Avx512(t) => t.dot_i8(a, b),
             _ => scalar::dot_i8(a, b),
         }
+    }
+
+    /// Per-token int8 quantization of one row, [`QuantizedActivations::quantize`]'s rule:
+    /// `s = max|x| / 127`, `q[c] = clamp(round_half_even(x[c] · 127 / max|x|), ±127)`,
+    /// bit-identical at every level. Returns `s`; an all-zero row returns 0 and leaves `q`
+    /// as it is.
+    ///
+    /// # Errors
+    /// `q` shorter than `row`, or a non-finite value in `row`.
+    pub fn quantize_row(self, row: &[f32], q: &mut [i8]) -> Result<f32> {
+        if q.len() < row.len() {
+            return Err(TernaryError::shape(format!(
+                "codes: {} bytes for a row of {}",
+                q.len(),
+                row.len()
+            )));
+        }
+        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+            return Err(TernaryError::config(format!(
+                "activation {i} is not finite: {}",
+                row[i]
+            )));
+        }
+        Ok(match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2(t) => t.quantize_row_i8(row, q),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512(t) => t.quantize_row_i8(row, q),
+            _ => scalar::quantize_row_i8(row, q),
+        })
     }
 }
 

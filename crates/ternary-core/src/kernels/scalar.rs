@@ -4,6 +4,7 @@
 
 use super::{GroupWords, Rows};
 use crate::activations::QuantizedActivations;
+use crate::activations::round_ties_even_small;
 use crate::matrix::TernaryMatrix;
 
 /// `Σ_{bit i set in word} x[base + i]`.
@@ -137,4 +138,21 @@ pub(super) fn dense_rows<W: super::DenseWeight>(
             *v = dot_f32(wr, &x[j * cols..(j + 1) * cols]);
         }
     }
+}
+
+/// Per-token int8 quantization of one finite row ([`QuantizedActivations::quantize`]'s rule):
+/// `s = max|x| / 127`, `q[c] = clamp(round_half_even(x[c] · (127 / max|x|)), ±127)`; returns
+/// `s`, and leaves `q` untouched for an all-zero row (`s = 0`). `q.len() ≥ row.len()`.
+pub(crate) fn quantize_row_i8(row: &[f32], q: &mut [i8]) -> f32 {
+    let amax = row
+        .iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    for (c, &v) in q.iter_mut().zip(row) {
+        *c = round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
 }

@@ -1656,3 +1656,53 @@ unsafe fn dense_tile<W: DenseWeight, const R: usize, const T: usize>(
         }
     }
 }
+
+/// [`scalar::quantize_row_i8`](crate::kernels::scalar::quantize_row_i8), eight lanes at a
+/// time: the maximum of `|x|` (exact in any order), then per lane the same multiply, the same
+/// round-half-even by adding and subtracting 1.5 · 2²³, the same clamp, and an exact
+/// conversion of the integer-valued result.
+///
+/// # Safety
+/// AVX2 must be available; `q.len() ≥ row.len()`; `row` is finite.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize_row_i8(row: &[f32], q: &mut [i8]) -> f32 {
+    let n = row.len();
+    let full = n / 8 * 8;
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = _mm256_setzero_ps();
+    for c in (0..full).step_by(8) {
+        // SAFETY: c + 8 ≤ n.
+        let v = unsafe { _mm256_loadu_ps(row.as_ptr().add(c)) };
+        m = _mm256_max_ps(m, _mm256_and_ps(v, abs));
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+    let amax = row[full..]
+        .iter()
+        .chain(&lanes)
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    let (vinv, magic) = (_mm256_set1_ps(inv), _mm256_set1_ps(12_582_912.0));
+    let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+    for c in (0..full).step_by(8) {
+        // SAFETY: c + 8 ≤ n ≤ q.len().
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(c)), vinv);
+            let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+            let i = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+            // Bytes 0..4 of each 128-bit lane are the lane's four codes.
+            let b = _mm256_packs_epi16(_mm256_packs_epi32(i, i), _mm256_setzero_si256());
+            let p = q.as_mut_ptr().add(c).cast::<i32>();
+            p.write_unaligned(_mm256_extract_epi32::<0>(b));
+            p.add(1).write_unaligned(_mm256_extract_epi32::<4>(b));
+        }
+    }
+    for (c, &v) in q[full..n].iter_mut().zip(&row[full..]) {
+        *c = crate::activations::round_ties_even_small(v * inv).clamp(-127.0, 127.0) as i8;
+    }
+    amax / 127.0
+}

@@ -872,3 +872,41 @@ pub(super) unsafe fn xor_popcount(a: &[u32], b: &[u32]) -> u64 {
     }
     _mm512_reduce_add_epi64(acc) as u64
 }
+
+/// [`scalar::quantize_row_i8`](crate::kernels::scalar::quantize_row_i8), sixteen lanes at a
+/// time (the AVX2 version's arithmetic; the tail by masked loads and stores).
+///
+/// # Safety
+/// AVX-512F/BW must be available; `q.len() ≥ row.len()`; `row` is finite.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn quantize_row_i8(row: &[f32], q: &mut [i8]) -> f32 {
+    let n = row.len();
+    let mask = |c: usize| -> u16 {
+        let k = (n - c).min(16);
+        ((1u32 << k) - 1) as u16
+    };
+    let mut m = _mm512_setzero_ps();
+    for c in (0..n).step_by(16) {
+        // SAFETY: the mask covers elements c..min(c + 16, n) only.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask(c), row.as_ptr().add(c)) };
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    }
+    let amax = _mm512_reduce_max_ps(m);
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    let (vinv, magic) = (_mm512_set1_ps(inv), _mm512_set1_ps(12_582_912.0));
+    let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+    for c in (0..n).step_by(16) {
+        let k = mask(c);
+        // SAFETY: the masked load and store touch elements c..min(c + 16, n) ≤ q.len().
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row.as_ptr().add(c)), vinv);
+            let r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+            let i = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+            _mm512_mask_cvtepi32_storeu_epi8(q.as_mut_ptr().add(c).cast(), k, i);
+        }
+    }
+    amax / 127.0
+}

@@ -69,6 +69,12 @@ impl Avx2 {
         unsafe { avx2::dot_i8(a, b) }
     }
 
+    /// `row` finite, `q.len() ≥ row.len()` (checked by the caller).
+    pub(super) fn quantize_row_i8(self, row: &[f32], q: &mut [i8]) -> f32 {
+        // SAFETY: the token exists only if AVX2 was detected; the caller checked the rest.
+        unsafe { avx2::quantize_row_i8(row, q) }
+    }
+
     pub(super) fn axpy_f32(self, a: f32, x: &[f32], y: &mut [f32]) {
         // SAFETY: the token exists only if AVX2 and FMA were detected.
         unsafe { avx2::axpy_f32(a, x, y) }
@@ -137,6 +143,13 @@ impl Avx512 {
         // SAFETY: the token exists only if the AVX-512 features were detected, which
         // `has_avx512` requires to include AVX2.
         unsafe { avx2::dot_i8(a, b) }
+    }
+
+    /// `row` finite, `q.len() ≥ row.len()` (checked by the caller).
+    pub(super) fn quantize_row_i8(self, row: &[f32], q: &mut [i8]) -> f32 {
+        // SAFETY: the token exists only if AVX-512F/BW were detected; the caller checked the
+        // rest.
+        unsafe { avx512::quantize_row_i8(row, q) }
     }
 
     /// The AVX2 kernel.
