@@ -476,7 +476,9 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
     cached(&tq2, "llama-quantize F16 → TQ2_0", |tmp| {
         quantize(l, &f16, tmp, "TQ2_0", false)
     })?;
-    let all = bench.join("SmolLM2-135M-Instruct.all-ternary.safetensors");
+    // `.f16`: written since `ternary quantize` stores float tensors (here the embedding) as
+    // f16 by default; the older f32-embedding file is not reused.
+    let all = bench.join("SmolLM2-135M-Instruct.all-ternary.f16.safetensors");
     cached(&all, "ternary quantize --no-budget --sequential", |tmp| {
         let mut c = Command::new(ternary);
         c.args(["quantize", "--model"])
@@ -553,7 +555,7 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         path: all.clone(),
         made: "ternary quantize --no-budget --sequential from the Q4_1 file (the demo's all-ternary configuration)".into(),
         bytes_per_token: None,
-        types: "ternary model file: all 211 linear layers (lm_head included) ternary, scale groups of 64".into(),
+        types: "ternary model file: all 211 linear layers (lm_head included) ternary, scale groups of 64, f16 embedding".into(),
         our_reps_cap: None,
         our_flags: Vec::new(),
     };
