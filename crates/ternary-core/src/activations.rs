@@ -185,25 +185,12 @@ impl QuantizedActivations {
         self.u8_panels_on(first, panels, false)
     }
 
-    /// [`u8_panels_serial`](Self::u8_panels_serial) into `out` (its allocation reused).
-    pub fn u8_panels_into(&self, first: usize, panels: usize, out: &mut Vec<u8>) {
-        out.clear();
-        out.resize(panels * (self.padded_cols() / 4) * 64, 0x80);
-        self.fill_panels(first, out, false);
-    }
-
     fn u8_panels_on(&self, first: usize, panels: usize, parallel: bool) -> Vec<u8> {
-        let mut packed = vec![0x80u8; panels * (self.padded_cols() / 4) * 64];
-        self.fill_panels(first, &mut packed, parallel);
-        packed
-    }
-
-    /// Writes the tokens from `first` into `packed` (`0x80`-filled panels).
-    fn fill_panels(&self, first: usize, packed: &mut [u8], parallel: bool) {
         use rayon::prelude::*;
         let steps = self.padded_cols() / 4;
+        let mut packed = vec![0x80u8; panels * steps * 64];
         if steps == 0 {
-            return;
+            return packed;
         }
         let fill = |(p, panel): (usize, &mut [u8])| {
             let t0 = first + 16 * p;
@@ -221,6 +208,7 @@ impl QuantizedActivations {
         } else {
             packed.chunks_mut(steps * 64).enumerate().for_each(fill);
         }
+        packed
     }
 }
 

@@ -19,7 +19,6 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use rayon::prelude::*;
 
@@ -647,72 +646,27 @@ fn gemm_i8_blocked<const MR: usize>(
     a: &QuantizedActivations,
     y: Rows<'_>,
 ) {
-    let panels = a.n().div_ceil(16);
-    if !y.is_serial() {
-        gemm_i8_panels::<MR>(t, m, a, &a.u8_panels(0, panels), y);
-        return;
-    }
-    // A row range on the calling thread (a runtime worker): the packed activations go to a
-    // buffer the thread keeps (fresh megabyte buffers per product cost page faults).
-    thread_local! {
-        static PACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    }
-    PACKED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut packed) => {
-            a.u8_panels_into(0, panels, &mut packed);
-            gemm_i8_panels::<MR>(t, m, a, &packed, y);
-        }
-        Err(_) => gemm_i8_panels::<MR>(t, m, a, &a.u8_panels_serial(0, panels), y),
-    });
-}
-
-/// Per-thread buffers of [`gemm_i8_panels`], kept between calls.
-#[derive(Default)]
-struct PanelScratch {
-    decoded: Vec<i8>,
-    wsum: Vec<i32>,
-    wscale: Vec<f32>,
-    tile: Vec<f32>,
-}
-
-thread_local! {
-    static PANEL_SCRATCH: RefCell<PanelScratch> = RefCell::new(PanelScratch::default());
-}
-
-/// [`gemm_i8_blocked`] on the packed activation panels.
-fn gemm_i8_panels<const MR: usize>(
-    t: Avx512,
-    m: &TernaryMatrix,
-    a: &QuantizedActivations,
-    packed: &[u8],
-    y: Rows<'_>,
-) {
     let n = a.n();
     let pc = a.padded_cols();
     let steps = pc / 4;
     let gw = GroupWords::of(m);
     let groups = gw.groups;
     let panels = n.div_ceil(16);
+    let packed = if y.is_serial() {
+        a.u8_panels_serial(0, a.n().div_ceil(16))
+    } else {
+        a.u8_panels(0, a.n().div_ceil(16))
+    };
     let mut tok_scales = a.scales().to_vec();
     tok_scales.resize(panels * 16, 0.0);
     let scales = m.scales().values();
     let block_rows = (DECODED_BLOCK_BYTES / pc.max(1) / MR).max(1) * MR;
     y.run(m.rows(), m.cols(), n, MR, |rows, out| {
         let block_rows = block_rows.min(rows.len().div_ceil(MR) * MR);
-        // The thread's buffers, taken for the call and put back after it (every element used
-        // is written before it is read).
-        let mut held = PANEL_SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        let sc = &mut held;
-        sc.decoded.resize(block_rows * pc, 0);
-        sc.wsum.resize(block_rows * groups, 0);
-        sc.wscale.resize(block_rows * groups, 0.0);
-        sc.tile.resize(MR * NZ * 16, 0.0);
-        let PanelScratch {
-            decoded,
-            wsum,
-            wscale,
-            tile,
-        } = sc;
+        let mut decoded = vec![0i8; block_rows * pc];
+        let mut wsum = vec![0i32; block_rows * groups];
+        let mut wscale = vec![0f32; block_rows * groups];
+        let mut tile = vec![0f32; MR * NZ * 16];
         let mut rb = rows.start;
         while rb < rows.end {
             let nr = (rows.end - rb).min(block_rows);
@@ -751,9 +705,9 @@ fn gemm_i8_panels<const MR: usize>(
                     // `sums`/`sc` MR × groups values and `tile` MR × NZ × 16 floats.
                     unsafe {
                         if nz == NZ {
-                            tile_kernel::<MR, NZ>(w, panel, steps, gw, sums, sc, ts, &mut tile[..]);
+                            tile_kernel::<MR, NZ>(w, panel, steps, gw, sums, sc, ts, &mut tile);
                         } else {
-                            tile_kernel::<MR, 1>(w, panel, steps, gw, sums, sc, ts, &mut tile[..]);
+                            tile_kernel::<MR, 1>(w, panel, steps, gw, sums, sc, ts, &mut tile);
                         }
                     }
                     let width = 16 * nz;
@@ -767,7 +721,6 @@ fn gemm_i8_panels<const MR: usize>(
             }
             rb += nr;
         }
-        PANEL_SCRATCH.with(|c| *c.borrow_mut() = held);
     });
 }
 
