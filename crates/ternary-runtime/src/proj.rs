@@ -151,21 +151,17 @@ impl Prepared {
             InputKind::F32 => {}
             InputKind::I8 => {
                 self.bad.clear();
-                self.bad.extend(
-                    src.chunks_exact(cols.max(1))
-                        .take(n)
-                        .map(|r| r.iter().any(|v| !v.is_finite())),
-                );
-                let bad = &self.bad;
+                self.bad.resize(n, false);
+                let bad = &mut self.bad;
                 // `QuantizedActivations::quantize`'s rule, with non-finite tokens zeroed (as
-                // `TernaryLinear`'s int8 path does before quantizing).
+                // `TernaryLinear`'s int8 path does before quantizing): `quantize_row` refuses
+                // such a row before writing a code, which marks the token.
                 self.qa.fill_codes(n, cols, |j, q| {
-                    if bad[j] {
-                        return 0.0;
-                    }
-                    // A finite row (non-finite ones were zeroed above): no error.
                     k.quantize_row(&src[j * cols..(j + 1) * cols], q)
-                        .unwrap_or(f32::NAN)
+                        .unwrap_or_else(|_| {
+                            bad[j] = true;
+                            0.0
+                        })
                 })?;
             }
             InputKind::BitNet => {
@@ -361,6 +357,64 @@ pub(crate) fn quantize_rows_i8(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_tokens_should_match_the_reference_and_a_non_finite_token_give_nan() {
+        // Three tokens, the middle one holding a NaN (and an infinity): the finite tokens'
+        // outputs equal the reference (`QuantizedActivations::quantize` of those tokens, then
+        // `reference::gemm_i8`) bit for bit, the bad token's outputs are NaN, at every level.
+        let (mut rng, seed) = ternary_testkit::seeded();
+        let (rows, cols, n) = (37, 100, 3);
+        let m = Arc::new(ternary_testkit::random_matrix(
+            &mut rng,
+            rows,
+            cols,
+            ternary_core::ScaleLayout::PerGroup { group_size: 32 },
+        ));
+        let mut x = ternary_testkit::random_f32(&mut rng, n * cols, -3.0, 3.0);
+        x[cols + 5] = f32::NAN;
+        x[cols + 7] = f32::INFINITY;
+        let proj = Proj {
+            kernel: Kernel::TernaryI8(Arc::clone(&m)),
+            rows,
+            cols,
+            bias: None,
+            input_scale: None,
+        };
+        let mut good = x[..cols].to_vec();
+        good.extend_from_slice(&x[2 * cols..]);
+        let qa = QuantizedActivations::quantize(&good, 2, cols).unwrap();
+        let want = ternary_core::reference::gemm_i8(&m, &qa).unwrap(); // [2, rows]
+        for level in Level::available() {
+            let k = Kernels::new(level).unwrap();
+            let mut p = Prepared::new();
+            p.prepare(k.i8, &proj, &x, n).unwrap();
+            assert_eq!(p.bad, [false, true, false], "{level} seed {seed}");
+            let mut out = vec![0f32; rows * n];
+            product_rows(
+                &k,
+                &proj,
+                &p,
+                &x,
+                n,
+                0..rows,
+                &mut out,
+                &mut Scratch::default(),
+            )
+            .unwrap();
+            for r in 0..rows {
+                let got = &out[r * n..(r + 1) * n];
+                assert!(got[1].is_nan(), "{level} row {r} seed {seed}");
+                for (jj, j) in [(0, 0), (1, 2)] {
+                    assert_eq!(
+                        got[j].to_bits(),
+                        want[jj * rows + r].to_bits(),
+                        "{level} row {r} token {j} seed {seed}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn f16_conversion_follows_the_mode_and_never_overflows() {
