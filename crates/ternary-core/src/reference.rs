@@ -156,3 +156,45 @@ pub fn binary_dot(a: &[u32], b: &[u32], bits: usize) -> i64 {
         })
         .sum()
 }
+
+/// Causal attention of `nt` query tokens of one head in `f64`, the first token at position
+/// `pos0`: `o_t = Σ_{p ≤ pos0 + t} softmax_p(scale · q_t · k_p) · v_p`.
+///
+/// `q` is `[nt, d]`, `keys` and `values` `[≥ pos0 + nt, d]`; the result is `[nt, d]`.
+pub fn causal_attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    d: usize,
+    pos0: usize,
+    scale: f32,
+) -> Vec<f64> {
+    let nt = q.len().checked_div(d).unwrap_or(0);
+    assert!(
+        nt * d == q.len() && keys.len() >= (pos0 + nt) * d && values.len() >= (pos0 + nt) * d,
+        "causal_attention: bad lengths"
+    );
+    let mut out = vec![0f64; nt * d];
+    for (t, o) in out.chunks_exact_mut(d.max(1)).enumerate() {
+        let qt = &q[t * d..(t + 1) * d];
+        let scores: Vec<f64> = keys[..(pos0 + t + 1) * d]
+            .chunks_exact(d)
+            .map(|k| {
+                f64::from(scale)
+                    * qt.iter()
+                        .zip(k)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = scores.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let e: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (w, v) in e.iter().zip(values.chunks_exact(d)) {
+            for (oi, &vi) in o.iter_mut().zip(v) {
+                *oi += w / sum * f64::from(vi);
+            }
+        }
+    }
+    out
+}

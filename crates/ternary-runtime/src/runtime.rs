@@ -157,10 +157,13 @@ struct Local {
     gate: Vec<f32>,
     q: Vec<f32>,
     scores: Vec<f32>,
+    /// Few-token attention: queries `[nt, d]`, then one output row.
+    qrow: Vec<f32>,
     out: Vec<f32>,
+    /// Keys and values widened from an `f16` cache.
     kbuf: Vec<f32>,
-    /// Values transposed `[d, len]` (attention of several tokens).
-    vt: Vec<f32>,
+    vbuf: Vec<f32>,
+    attn: kernels::AttentionScratch,
 }
 
 impl Local {
@@ -174,9 +177,11 @@ impl Local {
             gate: Vec::new(),
             q: Vec::new(),
             scores: Vec::new(),
+            qrow: Vec::new(),
             out: Vec::new(),
             kbuf: Vec::new(),
-            vt: Vec::new(),
+            vbuf: Vec::new(),
+            attn: kernels::AttentionScratch::default(),
         }
     }
 }
@@ -326,10 +331,12 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                 let (ow, off) = sh.unit_owner(head);
                 let src = read(&sh.parts[qset][ow]);
                 let base = off * d * n;
-                // The block's queries `[nt, d]`, then their outputs in token order.
+                // The block's queries `[d, nt]`, then their outputs, also `[d, nt]`.
                 lo.q.clear();
-                for j in toks.clone() {
-                    lo.q.extend((0..d).map(|i| src[base + i * n + j]));
+                for i in 0..d {
+                    lo.q.extend_from_slice(
+                        &src[base + i * n + toks.start..base + i * n + toks.end],
+                    );
                 }
                 if let Err(e) = attend(sh, &cache, p0 + toks.start, toks.len(), d, scale, lo) {
                     sh.record(e);
@@ -349,11 +356,15 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                 let mut at = 0;
                 for it in split(nh * nb, u, sh.threads, 1) {
                     let (head, b) = (it / nb, it % nb);
-                    for j in split(n, b, nb, 1) {
+                    let toks = split(n, b, nb, 1);
+                    let bt = toks.len();
+                    for (k, j) in toks.enumerate() {
                         let dst = &mut lo.act[j * width + head * d..][..d];
-                        dst.copy_from_slice(&src[at..at + d]);
-                        at += d;
+                        for (i, o) in dst.iter_mut().enumerate() {
+                            *o = src[at + i * bt + k];
+                        }
                     }
+                    at += d * bt;
                 }
             }
             if let Some(w) = &layer.attn_sub_norm {
@@ -565,15 +576,17 @@ fn rope(unit: &mut [f32], n: usize, d: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// From this many tokens of a block on, attention runs with the tokens in SIMD lanes
+/// ([`kernels::causal_attention_with`]); fewer (decode) take one dot per cached key.
+const LANE_TOKENS: usize = 8;
+
 /// Causal attention of `nt` consecutive tokens of one query head, the first at position
-/// `pos0`, queries in `lo.q` (`[nt, d]`), over the cached positions `0..=pos0 + t` for token
-/// `t`; the results `[nt, d]` in `lo.out`.
+/// `pos0`, queries in `lo.q` (`[d, nt]`), over the cached positions `0..=pos0 + t` for token
+/// `t`; the results `[d, nt]` in `lo.out`.
 ///
-/// Scores `s[t, p] = (q_t · k_p) · scale` for all `len = pos0 + nt` positions at once (the
-/// dense kernel, queries as rows and keys as tokens: every key row read once per four
-/// queries), masked past each token's position; softmax per token; `o_t = Σ_p w[t, p] · v_p`
-/// by one FMA pass per value row (one or a few tokens) or the dense kernel on the transposed
-/// values (four tokens or more).
+/// Blocks of [`LANE_TOKENS`] or more: [`kernels::causal_attention_with`]. Fewer: scores
+/// `s[t, p] = (q_t · k_p) · scale` by the dense kernel (keys as rows), softmax per token,
+/// `o_t = Σ_p w[t, p] · v_p` by one FMA pass per value row.
 fn attend(
     sh: &Shared,
     cache: &HeadCache,
@@ -584,10 +597,32 @@ fn attend(
     lo: &mut Local,
 ) -> Result<()> {
     let len = pos0 + nt;
+    lo.out.clear();
+    lo.out.resize(nt * d, 0.0);
+    let keys = cache.rows(false, len, d, &mut lo.kbuf);
+    let values = cache.rows(true, len, d, &mut lo.vbuf);
+    if nt >= LANE_TOKENS {
+        kernels::causal_attention_with(
+            sh.k.level,
+            &lo.q,
+            nt,
+            keys,
+            values,
+            d,
+            pos0,
+            scale,
+            &mut lo.out,
+            &mut lo.attn,
+        )?;
+        return Ok(());
+    }
+    // Queries `[nt, d]` for the dense kernel.
+    lo.qrow.clear();
+    lo.qrow
+        .extend((0..nt * d).map(|x| lo.q[(x % d) * nt + x / d]));
     lo.scores.clear();
     lo.scores.resize(nt * len, 0.0);
-    let keys = cache.rows(false, len, d, &mut lo.kbuf);
-    kernels::dense_rows_with(sh.k.level, &lo.q, d, keys, len, 0..nt, &mut lo.scores)?;
+    kernels::dense_rows_with(sh.k.level, &lo.qrow, d, keys, len, 0..nt, &mut lo.scores)?;
     for (t, s) in lo.scores.chunks_exact_mut(len.max(1)).enumerate() {
         let s = &mut s[..=pos0 + t];
         let mut max = f32::NEG_INFINITY;
@@ -604,31 +639,16 @@ fn attend(
             *v /= sum;
         }
     }
-    lo.out.clear();
-    lo.out.resize(nt * d, 0.0);
-    let values = cache.rows(true, len, d, &mut lo.kbuf);
-    if nt >= 4 {
-        // Several tokens: `o = W·V` by the dense kernel on `Vᵀ` (masked weights zeroed).
-        for (t, s) in lo.scores.chunks_exact_mut(len.max(1)).enumerate() {
-            s[pos0 + t + 1..].fill(0.0);
+    lo.qrow.clear();
+    lo.qrow.resize(d, 0.0);
+    for t in 0..nt {
+        let w = &lo.scores[t * len..t * len + pos0 + t + 1];
+        lo.qrow.fill(0.0);
+        for (&wp, v) in w.iter().zip(values.chunks_exact(d.max(1))) {
+            sh.k.f32.axpy(wp, v, &mut lo.qrow);
         }
-        lo.vt.clear();
-        lo.vt.resize(d * len, 0.0);
-        for p0 in (0..len).step_by(GATHER_ROWS) {
-            let p1 = (p0 + GATHER_ROWS).min(len);
-            for i in 0..d {
-                for (p, o) in (p0..p1).zip(&mut lo.vt[i * len + p0..i * len + p1]) {
-                    *o = values[p * d + i];
-                }
-            }
-        }
-        kernels::dense_rows_with(sh.k.level, &lo.scores, len, &lo.vt, d, 0..nt, &mut lo.out)?;
-    } else {
-        for (t, o) in lo.out.chunks_exact_mut(d.max(1)).enumerate() {
-            let w = &lo.scores[t * len..t * len + pos0 + t + 1];
-            for (&wp, v) in w.iter().zip(values.chunks_exact(d.max(1))) {
-                sh.k.f32.axpy(wp, v, o);
-            }
+        for (i, &o) in lo.qrow.iter().enumerate() {
+            lo.out[i * nt + t] = o;
         }
     }
     Ok(())

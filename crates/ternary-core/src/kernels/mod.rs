@@ -26,12 +26,14 @@ use crate::matrix::TernaryMatrix;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+pub mod attention;
 mod parallel;
 mod popcount;
 pub(crate) mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use attention::{AttentionScratch, causal_attention_with};
 pub use parallel::RowSplit;
 
 /// Per-ISA building blocks shared with the kernels of other crates (`ternary-sparsity`,

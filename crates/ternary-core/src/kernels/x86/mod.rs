@@ -4,6 +4,7 @@
 //! made after run-time detection succeeds, so the safe methods on it may call the
 //! `#[target_feature]` kernels.
 
+mod attention;
 mod avx2;
 mod avx512;
 

@@ -1,0 +1,437 @@
+//! Causal attention with the query tokens in lanes ([`kernels::attention`](crate::kernels::attention)
+//! has the math): one tile loop shared by both levels, over two per-level pieces, a register
+//! tile `C[R, 2 vectors] = A·B` with `A` read by broadcasts at any strides (so keys and values
+//! are used in the cache's `[len, d]` layout as they are) and a column softmax with a
+//! polynomial `exp`.
+//!
+//! `exp(x) = 2ⁿ · e^r` with `n = round(x · log₂e)`, `r = x − n·ln2` (ln2 split in two, Cody and
+//! Waite), `e^r` by the degree-7 polynomial of Cephes' `expf` (within about 1 ulp on
+//! `|r| ≤ ln2/2`). `x` is clamped below so that `−∞` gives a tiny finite value instead of
+//! NaN; masked weights are set to zero separately.
+
+// Register tiles are indexed by row; index loops say that more plainly than zips.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::{Avx2, Avx512};
+use crate::kernels::attention::{AttentionScratch, Causal};
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
+/// What one level gives the shared tile loop.
+trait Lanes: Copy {
+    /// Tokens per tile: two vectors.
+    const TW: usize;
+    /// Rows per register tile.
+    const R: usize;
+
+    /// `c[r·TW + l] = Σ_{k' < k} a[r·ars + k'·acs] · b[k'·TW + l]` for `r < rows ≤ R`, `l < TW`.
+    ///
+    /// # Safety
+    /// `a` readable at every `r·ars + k'·acs`, `b` at `k·TW` values, `c` writable at `rows·TW`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        self,
+        rows: usize,
+        a: *const f32,
+        ars: usize,
+        acs: usize,
+        k: usize,
+        b: *const f32,
+        c: *mut f32,
+    );
+
+    /// Column softmax of `s: [P, TW]` in place without the division: `s[p, l]` becomes
+    /// `exp(scale·s[p, l] − m_l)` where lane `l` sees row `p` (`p ≤ diag + l`), else 0, with
+    /// `m_l` the lane's largest visible scaled score; `inv[l] = 1 / Σ_p s[p, l]`.
+    fn softmax(self, s: &mut [f32], diag: usize, scale: f32, inv: &mut [f32]);
+}
+
+/// The tile loop (see the module docs); shapes were checked by the caller.
+fn causal<L: Lanes>(l: L, a: &Causal<'_>, out_t: &mut [f32], sc: &mut AttentionScratch) {
+    let (d, nt, tw) = (a.d, a.nt, L::TW);
+    let len = a.pos0 + nt;
+    sc.q.resize(d * tw, 0.0);
+    sc.s.resize(len * tw, 0.0);
+    sc.o.resize(d * tw, 0.0);
+    let mut inv = [0f32; 32];
+    for t0 in (0..nt).step_by(tw) {
+        let w = tw.min(nt - t0);
+        let plen = a.pos0 + t0 + w;
+        for i in 0..d {
+            let dst = &mut sc.q[i * tw..(i + 1) * tw];
+            dst[..w].copy_from_slice(&a.q_t[i * nt + t0..i * nt + t0 + w]);
+            dst[w..].fill(0.0);
+        }
+        let mut p0 = 0;
+        while p0 < plen {
+            let rows = L::R.min(plen - p0);
+            // SAFETY: keys hold ≥ len·d ≥ plen·d values, so rows p0..p0 + rows (r·d + i,
+            // i < d) are in bounds; `q` holds d·TW values; `s` holds len·TW ≥ (p0 + rows)·TW.
+            unsafe {
+                l.tile(
+                    rows,
+                    a.keys[p0 * d..].as_ptr(),
+                    d,
+                    1,
+                    d,
+                    sc.q.as_ptr(),
+                    sc.s[p0 * tw..].as_mut_ptr(),
+                );
+            }
+            p0 += rows;
+        }
+        l.softmax(&mut sc.s[..plen * tw], a.pos0 + t0, a.scale, &mut inv[..tw]);
+        let mut i0 = 0;
+        while i0 < d {
+            let rows = L::R.min(d - i0);
+            // SAFETY: values[i0 + r + p·d] with r < rows ≤ d − i0 and p < plen is below
+            // plen·d ≤ values.len(); `s` holds plen·TW weights; `o` holds d·TW ≥ (i0 + rows)·TW.
+            unsafe {
+                l.tile(
+                    rows,
+                    a.values[i0..].as_ptr(),
+                    1,
+                    d,
+                    plen,
+                    sc.s.as_ptr(),
+                    sc.o[i0 * tw..].as_mut_ptr(),
+                );
+            }
+            i0 += rows;
+        }
+        for i in 0..d {
+            let o = &sc.o[i * tw..i * tw + w];
+            let dst = &mut out_t[i * nt + t0..i * nt + t0 + w];
+            for ((y, &v), &s) in dst.iter_mut().zip(o).zip(&inv[..w]) {
+                *y = v * s;
+            }
+        }
+    }
+}
+
+impl Avx512 {
+    /// [`causal_attention_with`](crate::kernels::attention::causal_attention_with); shapes
+    /// checked by the caller.
+    pub(in crate::kernels) fn causal_attention(
+        self,
+        a: &Causal<'_>,
+        out_t: &mut [f32],
+        scratch: &mut AttentionScratch,
+    ) {
+        causal(self, a, out_t, scratch)
+    }
+}
+
+impl Avx2 {
+    /// [`causal_attention_with`](crate::kernels::attention::causal_attention_with); shapes
+    /// checked by the caller.
+    pub(in crate::kernels) fn causal_attention(
+        self,
+        a: &Causal<'_>,
+        out_t: &mut [f32],
+        scratch: &mut AttentionScratch,
+    ) {
+        causal(self, a, out_t, scratch)
+    }
+}
+
+impl Lanes for Avx512 {
+    const TW: usize = 32;
+    const R: usize = 8;
+
+    unsafe fn tile(
+        self,
+        rows: usize,
+        a: *const f32,
+        ars: usize,
+        acs: usize,
+        k: usize,
+        b: *const f32,
+        c: *mut f32,
+    ) {
+        // SAFETY: the token proves AVX-512F; the bounds are forwarded from the caller.
+        unsafe {
+            match rows {
+                8 => tile512::<8>(a, ars, acs, k, b, c),
+                7 => tile512::<7>(a, ars, acs, k, b, c),
+                6 => tile512::<6>(a, ars, acs, k, b, c),
+                5 => tile512::<5>(a, ars, acs, k, b, c),
+                4 => tile512::<4>(a, ars, acs, k, b, c),
+                3 => tile512::<3>(a, ars, acs, k, b, c),
+                2 => tile512::<2>(a, ars, acs, k, b, c),
+                _ => tile512::<1>(a, ars, acs, k, b, c),
+            }
+        }
+    }
+
+    fn softmax(self, s: &mut [f32], diag: usize, scale: f32, inv: &mut [f32]) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { softmax512(s, diag, scale, inv) }
+    }
+}
+
+impl Lanes for Avx2 {
+    const TW: usize = 16;
+    const R: usize = 6;
+
+    unsafe fn tile(
+        self,
+        rows: usize,
+        a: *const f32,
+        ars: usize,
+        acs: usize,
+        k: usize,
+        b: *const f32,
+        c: *mut f32,
+    ) {
+        // SAFETY: the token proves AVX2 and FMA; the bounds are forwarded from the caller.
+        unsafe {
+            match rows {
+                6 => tile256::<6>(a, ars, acs, k, b, c),
+                5 => tile256::<5>(a, ars, acs, k, b, c),
+                4 => tile256::<4>(a, ars, acs, k, b, c),
+                3 => tile256::<3>(a, ars, acs, k, b, c),
+                2 => tile256::<2>(a, ars, acs, k, b, c),
+                _ => tile256::<1>(a, ars, acs, k, b, c),
+            }
+        }
+    }
+
+    fn softmax(self, s: &mut [f32], diag: usize, scale: f32, inv: &mut [f32]) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { softmax256(s, diag, scale, inv) }
+    }
+}
+
+/// [`Lanes::tile`] with 32 lanes.
+///
+/// # Safety
+/// AVX-512F; the bounds of [`Lanes::tile`].
+#[target_feature(enable = "avx512f")]
+unsafe fn tile512<const R: usize>(
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        // SAFETY: kk < k: the loads are within the bounds the caller guarantees.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b.add(kk * 32));
+            let b1 = _mm512_loadu_ps(b.add(kk * 32 + 16));
+            for r in 0..R {
+                let av = _mm512_set1_ps(*a.add(r * ars + kk * acs));
+                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+    }
+    for r in 0..R {
+        // SAFETY: r < R = rows: c holds rows·32 values.
+        unsafe {
+            _mm512_storeu_ps(c.add(r * 32), acc[r][0]);
+            _mm512_storeu_ps(c.add(r * 32 + 16), acc[r][1]);
+        }
+    }
+}
+
+/// [`Lanes::tile`] with 16 lanes.
+///
+/// # Safety
+/// AVX2 and FMA; the bounds of [`Lanes::tile`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile256<const R: usize>(
+    a: *const f32,
+    ars: usize,
+    acs: usize,
+    k: usize,
+    b: *const f32,
+    c: *mut f32,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for kk in 0..k {
+        // SAFETY: kk < k: the loads are within the bounds the caller guarantees.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b.add(kk * 16));
+            let b1 = _mm256_loadu_ps(b.add(kk * 16 + 8));
+            for r in 0..R {
+                let av = _mm256_set1_ps(*a.add(r * ars + kk * acs));
+                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+            }
+        }
+    }
+    for r in 0..R {
+        // SAFETY: r < R = rows: c holds rows·16 values.
+        unsafe {
+            _mm256_storeu_ps(c.add(r * 16), acc[r][0]);
+            _mm256_storeu_ps(c.add(r * 16 + 8), acc[r][1]);
+        }
+    }
+}
+
+/// `e^x` on 16 lanes (module docs); NaN stays NaN.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp512(x: __m512) -> __m512 {
+    // `max(c, x)` and `min(c, x)` return `x` when it is NaN.
+    let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
+    let x = _mm512_min_ps(_mm512_set1_ps(88.7), x);
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut y = _mm512_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_fmadd_ps(
+        y,
+        _mm512_mul_ps(r, r),
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    _mm512_scalef_ps(y, n)
+}
+
+/// `e^x` on 8 lanes (module docs); NaN stays NaN.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp256(x: __m256) -> __m256 {
+    // Clamped so that 2ⁿ is a normal number: n ∈ [−126, 127].
+    let x = _mm256_max_ps(_mm256_set1_ps(-87.33), x);
+    let x = _mm256_min_ps(_mm256_set1_ps(88.0), x);
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(LOG2E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut y = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(
+        y,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
+}
+
+/// [`Lanes::softmax`] on 32 lanes.
+#[target_feature(enable = "avx512f")]
+fn softmax512(s: &mut [f32], diag: usize, scale: f32, inv: &mut [f32]) {
+    let lane = [
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_setr_epi32(
+            16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+        ),
+    ];
+    // Lanes that see row p: l ≥ p − diag.
+    let seen = |p: usize, h: usize| -> __mmask16 {
+        if p <= diag {
+            0xffff
+        } else {
+            let lim = _mm512_set1_epi32((p - diag).min(i32::MAX as usize) as i32);
+            _mm512_cmpge_epi32_mask(lane[h], lim)
+        }
+    };
+    let sc = _mm512_set1_ps(scale);
+    let mut m = [_mm512_set1_ps(f32::NEG_INFINITY); 2];
+    for (p, row) in s.chunks_exact_mut(32).enumerate() {
+        for (h, half) in row.chunks_exact_mut(16).enumerate() {
+            let arr = half.as_mut_ptr();
+            // SAFETY: `half` is 16 values.
+            let x = unsafe { _mm512_mul_ps(_mm512_loadu_ps(arr), sc) };
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(arr, x) };
+            // `max(m, x)` returns `x` when it is NaN, so a NaN score reaches its lane.
+            m[h] = _mm512_mask_max_ps(m[h], seen(p, h), m[h], x);
+        }
+    }
+    let mut sum = [_mm512_setzero_ps(); 2];
+    for (p, row) in s.chunks_exact_mut(32).enumerate() {
+        for (h, half) in row.chunks_exact_mut(16).enumerate() {
+            let arr = half.as_mut_ptr();
+            // SAFETY: `half` is 16 values.
+            let x = unsafe { _mm512_loadu_ps(arr) };
+            let e = _mm512_maskz_mov_ps(seen(p, h), exp512(_mm512_sub_ps(x, m[h])));
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(arr, e) };
+            sum[h] = _mm512_add_ps(sum[h], e);
+        }
+    }
+    for (h, half) in inv.chunks_exact_mut(16).enumerate() {
+        let arr = half.as_mut_ptr();
+        // SAFETY: `half` is 16 values.
+        unsafe { _mm512_storeu_ps(arr, _mm512_div_ps(_mm512_set1_ps(1.0), sum[h])) };
+    }
+}
+
+/// [`Lanes::softmax`] on 16 lanes.
+#[target_feature(enable = "avx2,fma")]
+fn softmax256(s: &mut [f32], diag: usize, scale: f32, inv: &mut [f32]) {
+    let lane = [
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15),
+    ];
+    // Lanes that do not see row p (all ones): l < p − diag.
+    let hidden = |p: usize, h: usize| -> __m256 {
+        if p <= diag {
+            _mm256_setzero_ps()
+        } else {
+            let lim = _mm256_set1_epi32((p - diag).min(i32::MAX as usize) as i32);
+            _mm256_castsi256_ps(_mm256_cmpgt_epi32(lim, lane[h]))
+        }
+    };
+    let sc = _mm256_set1_ps(scale);
+    let mut m = [_mm256_set1_ps(f32::NEG_INFINITY); 2];
+    for (p, row) in s.chunks_exact_mut(16).enumerate() {
+        for (h, half) in row.chunks_exact_mut(8).enumerate() {
+            let arr = half.as_mut_ptr();
+            // SAFETY: `half` is 8 values.
+            let x = unsafe { _mm256_mul_ps(_mm256_loadu_ps(arr), sc) };
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(arr, x) };
+            // `max(m, x)` returns `x` when it is NaN, so a NaN score reaches its lane.
+            m[h] = _mm256_blendv_ps(_mm256_max_ps(m[h], x), m[h], hidden(p, h));
+        }
+    }
+    let mut sum = [_mm256_setzero_ps(); 2];
+    for (p, row) in s.chunks_exact_mut(16).enumerate() {
+        for (h, half) in row.chunks_exact_mut(8).enumerate() {
+            let arr = half.as_mut_ptr();
+            // SAFETY: `half` is 8 values.
+            let x = unsafe { _mm256_loadu_ps(arr) };
+            let e = _mm256_andnot_ps(hidden(p, h), exp256(_mm256_sub_ps(x, m[h])));
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(arr, e) };
+            sum[h] = _mm256_add_ps(sum[h], e);
+        }
+    }
+    for (h, half) in inv.chunks_exact_mut(8).enumerate() {
+        let arr = half.as_mut_ptr();
+        // SAFETY: `half` is 8 values.
+        unsafe { _mm256_storeu_ps(arr, _mm256_div_ps(_mm256_set1_ps(1.0), sum[h])) };
+    }
+}
