@@ -735,3 +735,37 @@ fn row_quantization_at_every_level_should_equal_the_reference_rule() {
         assert!(k.quantize_row(&[1.0; 5], &mut q).is_err());
     }
 }
+
+/// `silu_mul_with` against `u · g / (1 + e^(−g))` in `f64`, relative `2e-6` (the polynomial
+/// `exp` is within about 2 ulp, then a division and a product), on gates in `[−100, 100]`
+/// (past both ends of `exp`'s clamp) and every edge length; NaN stays NaN; lengths must agree.
+#[test]
+fn silu_mul_should_match_reference_at_every_level() {
+    let (mut rng, seed) = rng();
+    for level in Level::available() {
+        for len in EDGE.iter().copied().chain([0, 7, 8, 9, 15, 16, 17]) {
+            let gate = ternary_testkit::random_f32(&mut rng, len, -100.0, 100.0);
+            let up = random_f32(&mut rng, len);
+            let mut got = up.clone();
+            kernels::silu_mul_with(level, &gate, &mut got).unwrap();
+            for (i, ((&g, &u), &y)) in gate.iter().zip(&up).zip(&got).enumerate() {
+                let (g64, u64_) = (f64::from(g), f64::from(u));
+                let want = u64_ * g64 / (1.0 + (-g64).exp());
+                assert!(
+                    (f64::from(y) - want).abs() <= 2e-6 * want.abs() + 1e-30,
+                    "{level} len {len}: silu_mul at {i} (gate {g}, up {u}) = {y}, reference {want} (TERNARY_TEST_SEED={seed})"
+                );
+            }
+        }
+        let mut up = vec![1.0f32; 17];
+        let mut gate = vec![0.5f32; 17];
+        gate[3] = f32::NAN;
+        gate[16] = f32::NAN;
+        kernels::silu_mul_with(level, &gate, &mut up).unwrap();
+        assert!(
+            up[3].is_nan() && up[16].is_nan() && up[4].is_finite(),
+            "{level}: NaN gate"
+        );
+        assert!(kernels::silu_mul_with(level, &gate, &mut up[..16]).is_err());
+    }
+}

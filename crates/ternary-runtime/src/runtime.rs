@@ -438,8 +438,8 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                     *u *= r * r;
                 }
             } else {
-                for (u, &g) in part.iter_mut().zip(&lo.gate) {
-                    *u *= g / (1.0 + (-g).exp());
+                if let Err(e) = kernels::silu_mul_with(sh.k.level, &lo.gate, &mut part) {
+                    sh.record(e.into());
                 }
             }
         }

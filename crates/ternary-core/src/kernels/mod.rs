@@ -464,6 +464,29 @@ pub fn dense_rows_with<W: DenseWeight>(
     Ok(())
 }
 
+/// The SwiGLU gate: `up[i] *= silu(gate[i]) = gate[i] / (1 + e^(−gate[i]))`.
+///
+/// AVX2/AVX-512 compute `e^x` by a polynomial within about 2 ulp of the exact value (the
+/// scalar level uses `f32::exp`), so results agree with `f64` to a few ulp; NaN stays NaN.
+/// [`TernaryError::Shape`] if the lengths differ.
+pub fn silu_mul_with(level: Level, gate: &[f32], up: &mut [f32]) -> Result<()> {
+    if gate.len() != up.len() {
+        return Err(TernaryError::shape(format!(
+            "silu_mul: gate has {} values, up {}",
+            gate.len(),
+            up.len()
+        )));
+    }
+    match Isa::of(level)? {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2(t) => t.silu_mul(gate, up),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(t) => t.silu_mul(gate, up),
+        _ => scalar::silu_mul(gate, up),
+    }
+    Ok(())
+}
+
 /// A resolved int8 dot-product kernel, `Σ_i a[i] · b[i]` in `i32`, exact for values in
 /// `[−127, 127]` (the codes of [`QuantizedActivations`] and of row-quantized weights) and
 /// vectors shorter than `2¹⁷`: the level is checked once, when the handle is made.

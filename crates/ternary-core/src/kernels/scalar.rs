@@ -156,3 +156,11 @@ pub(crate) fn quantize_row_i8(row: &[f32], q: &mut [i8]) -> f32 {
     }
     amax / 127.0
 }
+
+/// `up[i] *= g / (1 + e^(−g))`, `g = gate[i]` (SiLU of the gate times the up projection, the
+/// reference's expression), over the shorter length.
+pub(crate) fn silu_mul(gate: &[f32], up: &mut [f32]) {
+    for (u, &g) in up.iter_mut().zip(gate) {
+        *u *= g / (1.0 + (-g).exp());
+    }
+}

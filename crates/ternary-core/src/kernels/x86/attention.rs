@@ -1,33 +1,17 @@
 //! Causal attention with the query tokens in lanes ([`kernels::attention`](crate::kernels::attention)
 //! has the math): one tile loop shared by both levels, over two per-level pieces, a register
 //! tile `C[R, 2 vectors] = A·B` with `A` read by broadcasts at any strides (so keys and values
-//! are used in the cache's `[len, d]` layout as they are) and a column softmax with a
-//! polynomial `exp`.
-//!
-//! `exp(x) = 2ⁿ · e^r` with `n = round(x · log₂e)`, `r = x − n·ln2` (ln2 split in two, Cody and
-//! Waite), `e^r` by the degree-7 polynomial of Cephes' `expf` (within about 1 ulp on
-//! `|r| ≤ ln2/2`). `x` is clamped below so that `−∞` gives a tiny finite value instead of
-//! NaN; masked weights are set to zero separately.
+//! are used in the cache's `[len, d]` layout as they are) and a column softmax with the
+//! polynomial `exp` of [`math`](super::math) (masked weights are set to zero separately).
 
 // Register tiles are indexed by row; index loops say that more plainly than zips.
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
+use super::math::{exp256, exp512};
 use super::{Avx2, Avx512};
 use crate::kernels::attention::{AttentionScratch, Causal};
-
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    0.166_666_65,
-    0.5,
-];
 
 /// What one level gives the shared tile loop.
 trait Lanes: Copy {
@@ -283,59 +267,6 @@ unsafe fn tile256<const R: usize>(
             _mm256_storeu_ps(c.add(r * 16 + 8), acc[r][1]);
         }
     }
-}
-
-/// `e^x` on 16 lanes (module docs); NaN stays NaN.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn exp512(x: __m512) -> __m512 {
-    // `max(c, x)` and `min(c, x)` return `x` when it is NaN.
-    let x = _mm512_max_ps(_mm512_set1_ps(-104.0), x);
-    let x = _mm512_min_ps(_mm512_set1_ps(88.7), x);
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut y = _mm512_set1_ps(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
-    }
-    let y = _mm512_fmadd_ps(
-        y,
-        _mm512_mul_ps(r, r),
-        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-    );
-    _mm512_scalef_ps(y, n)
-}
-
-/// `e^x` on 8 lanes (module docs); NaN stays NaN.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn exp256(x: __m256) -> __m256 {
-    // Clamped so that 2ⁿ is a normal number: n ∈ [−126, 127].
-    let x = _mm256_max_ps(_mm256_set1_ps(-87.33), x);
-    let x = _mm256_min_ps(_mm256_set1_ps(88.0), x);
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(LOG2E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    let mut y = _mm256_set1_ps(EXP_POLY[0]);
-    for &c in &EXP_POLY[1..] {
-        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
-    }
-    let y = _mm256_fmadd_ps(
-        y,
-        _mm256_mul_ps(r, r),
-        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-    );
-    let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-        _mm256_cvtps_epi32(n),
-        _mm256_set1_epi32(127),
-    ));
-    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
 }
 
 /// [`Lanes::softmax`] on 32 lanes.

@@ -7,10 +7,19 @@
 mod attention;
 mod avx2;
 mod avx512;
+mod math;
 
 use crate::activations::QuantizedActivations;
 use crate::kernels::Rows;
 use crate::matrix::TernaryMatrix;
+
+/// `Σ_c t[c]` over a run of plane words: `popcount(plus) − popcount(minus)`, by the POPCNT
+/// instruction (`count_ones` outside a `popcnt` function is a bit-twiddling sequence).
+#[target_feature(enable = "popcnt")]
+fn trit_sum(plus: &[u32], minus: &[u32]) -> i32 {
+    let count = |plane: &[u32]| plane.iter().map(|w| w.count_ones() as i32).sum::<i32>();
+    count(plus) - count(minus)
+}
 
 /// AVX2, FMA, POPCNT and F16C are all present.
 pub(super) fn has_avx2() -> bool {
