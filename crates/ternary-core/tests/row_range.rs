@@ -168,7 +168,7 @@ fn dense_rows_should_match_the_f64_reference() {
         let w = ternary_testkit::random_f32(&mut rng, rows * cols, -2.0, 2.0);
         let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
         let w16f: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
-        for &n in &[1, 2, 3, 4, 7, 65, 130] {
+        for &n in &[1, 2, 3, 4, 7, 15, 16, 33, 65, 130] {
             let x = ternary_testkit::random_f32(&mut rng, n * cols, -2.0, 2.0);
             for r in ranges(&mut rng, rows) {
                 for level in Level::available() {

@@ -19,12 +19,13 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::Avx512;
 use crate::activations::QuantizedActivations;
-use crate::kernels::{GroupWords, Rows, by_row_blocks};
+use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks};
 use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations in the `f32` and few-token int8 kernels.
@@ -37,6 +38,8 @@ const GEMM_MIN_TOKENS: usize = 11;
 const MASK_BLOCK_BYTES: usize = 256 << 10;
 /// From this many tokens on, the `f32` path decodes scaled weights and runs an FMA GEMM.
 const F32_GEMM_MIN_TOKENS: usize = 16;
+/// From this many tokens on, dense products run the packed FMA GEMM.
+pub(super) const DENSE_GEMM_MIN_TOKENS: usize = 16;
 /// Rows of the `f32` GEMM register tile (12 rows × 32 tokens = 24 accumulators).
 const F32_MR: usize = 12;
 /// Rows of decoded `f32` weights per cache block.
@@ -448,12 +451,63 @@ fn reduce16(v: &[__m512i; 16]) -> __m512i {
 }
 
 /// `f32` GEMM with decoded weights: `w[r, c] = s[r, g(c)] · t[r, c]` is written out as `f32`
-/// for a block of `F32_MC` rows × `F32_KC` columns (L2), activations are packed in panels of
-/// 16 tokens (`x[j, c]` at `(p · pc + c) · 16 + j mod 16`), and a `F32_MR × 32` register
-/// tile accumulates `y += w · x` with broadcast FMAs, reading and writing `out` per block.
+/// per block ([`gemm_f32_packed`]).
 fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
-    let cols = m.cols();
     let pc = 32 * m.words_per_row();
+    gemm_f32_packed(
+        m.rows(),
+        m.cols(),
+        pc,
+        x,
+        n,
+        y,
+        |r0, nr, k0, kc, decoded| decode_scaled_rows(t, m, r0, nr, k0, kc, decoded),
+    );
+}
+
+/// Dense weights `w: [rows, cols]` (`f32` or `f16`, widened exactly) through
+/// [`gemm_f32_packed`]: `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]`. Shapes are
+/// checked by the caller.
+pub(super) fn dense_gemm<W: DenseWeight>(
+    _t: Avx512,
+    w: &[W],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
+    let total = w.len() / cols.max(1);
+    let pc = cols.div_ceil(16) * 16;
+    let y = Rows::Range(rows, out);
+    gemm_f32_packed(total, cols, pc, x, n, y, |r0, nr, k0, kc, decoded| {
+        let valid = cols.saturating_sub(k0).min(kc);
+        for i in 0..nr {
+            let src = &w[(r0 + i) * cols + k0..(r0 + i) * cols + k0 + valid];
+            let dst = &mut decoded[i * F32_KC..i * F32_KC + kc];
+            W::widen(src, &mut dst[..valid]);
+            dst[valid..].fill(0.0);
+        }
+    });
+}
+
+/// `f32` GEMM over weights made `f32` one block at a time: `decode(r0, nr, k0, kc, buf)`
+/// writes rows `r0..r0 + nr`, columns `k0..k0 + kc` (zero past the real columns) to
+/// `buf[(r − r0) · F32_KC + c − k0]`, for blocks of `F32_MC` rows × `F32_KC` columns (L2);
+/// activations are packed in panels of 16 tokens (`x[j, c]` at `(p · pc + c) · 16 + j mod
+/// 16`, `pc ≥ cols` a multiple of 16, zero-padded), and a `F32_MR × 32` register tile
+/// accumulates `y += w · x` with broadcast FMAs, reading and writing `out` per block.
+fn gemm_f32_packed<D>(
+    total_rows: usize,
+    cols: usize,
+    pc: usize,
+    x: &[f32],
+    n: usize,
+    y: Rows<'_>,
+    decode: D,
+) where
+    D: Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
+{
     let panels = n.div_ceil(16);
     let mut packed = vec![0f32; panels * pc * 16];
     let pack = |(p, panel): (usize, &mut [f32])| {
@@ -471,7 +525,7 @@ fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'
             packed.par_chunks_mut(pc * 16).enumerate().for_each(pack);
         }
     }
-    y.run(m.rows(), cols, n, F32_MR, |rows, out| {
+    y.run(total_rows, cols, n, F32_MR, |rows, out| {
         out.fill(0.0);
         let mut decoded = vec![0f32; F32_MC * F32_KC];
         let mut b0 = rows.start;
@@ -479,7 +533,7 @@ fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'
             let nr = (rows.end - b0).min(F32_MC);
             for k0 in (0..pc).step_by(F32_KC) {
                 let kc = (pc - k0).min(F32_KC);
-                decode_scaled_rows(t, m, b0, nr, k0, kc, &mut decoded);
+                decode(b0, nr, k0, kc, &mut decoded);
                 for p in (0..panels).step_by(2) {
                     let nz = (panels - p).min(2);
                     let panel = &packed[(p * pc + k0) * 16..];

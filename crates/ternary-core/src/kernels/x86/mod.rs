@@ -162,7 +162,8 @@ impl Avx512 {
         unsafe { avx512::quantize_row_i8(row, q) }
     }
 
-    /// The AVX2 kernel.
+    /// Many tokens: the packed FMA GEMM of the ternary `f32` path (tokens in lanes, weights
+    /// broadcast); few: the AVX2 kernel (dot products, bound by reading the weights).
     pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
         w: &[W],
@@ -172,6 +173,9 @@ impl Avx512 {
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
+        if n >= avx512::DENSE_GEMM_MIN_TOKENS {
+            return avx512::dense_gemm(self, w, cols, x, n, rows, out);
+        }
         match Avx2::new() {
             Some(t) => t.dense_rows(w, cols, x, n, rows, out),
             None => super::scalar::dense_rows(w, cols, x, n, rows, out),
