@@ -38,8 +38,9 @@ const GEMM_MIN_TOKENS: usize = 11;
 const MASK_BLOCK_BYTES: usize = 256 << 10;
 /// From this many tokens on, the `f32` path decodes scaled weights and runs an FMA GEMM.
 const F32_GEMM_MIN_TOKENS: usize = 16;
-/// From this many tokens on, dense products run the packed FMA GEMM.
+/// From this many tokens and rows on, dense products run the packed FMA GEMM.
 pub(super) const DENSE_GEMM_MIN_TOKENS: usize = 16;
+pub(super) const DENSE_GEMM_MIN_ROWS: usize = F32_MR;
 /// Rows of the `f32` GEMM register tile (12 rows × 32 tokens = 24 accumulators).
 const F32_MR: usize = 12;
 /// Rows of decoded `f32` weights per cache block.

@@ -162,8 +162,9 @@ impl Avx512 {
         unsafe { avx512::quantize_row_i8(row, q) }
     }
 
-    /// Many tokens: the packed FMA GEMM of the ternary `f32` path (tokens in lanes, weights
-    /// broadcast); few: the AVX2 kernel (dot products, bound by reading the weights).
+    /// Many tokens and rows: the packed FMA GEMM of the ternary `f32` path (tokens in lanes,
+    /// weights broadcast; packing the tokens pays only over a full register tile of rows);
+    /// otherwise the AVX2 kernel (dot products, bound by reading the weights).
     pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
         w: &[W],
@@ -173,7 +174,7 @@ impl Avx512 {
         rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        if n >= avx512::DENSE_GEMM_MIN_TOKENS {
+        if n >= avx512::DENSE_GEMM_MIN_TOKENS && rows.len() >= avx512::DENSE_GEMM_MIN_ROWS {
             return avx512::dense_gemm(self, w, cols, x, n, rows, out);
         }
         match Avx2::new() {
