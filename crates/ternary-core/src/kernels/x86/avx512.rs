@@ -24,6 +24,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::Avx512;
+use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
 use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks};
 use crate::matrix::TernaryMatrix;
@@ -51,8 +52,6 @@ const F32_KC: usize = 128;
 const MR: usize = 6;
 /// 16-token panels of the GEMM register tile (activations in lanes).
 const NZ: usize = 2;
-/// Bytes of decoded weights per block of rows (kept in L2 while all tokens pass over it).
-const DECODED_BLOCK_BYTES: usize = 1 << 20;
 
 pub(super) fn gemm_f32(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
     if n >= F32_GEMM_MIN_TOKENS {
@@ -695,84 +694,46 @@ unsafe fn fma_tile<const Z: usize>(
     }
 }
 
+/// The VNNI tile of the panel GEMM with `MR` rows per register tile.
+#[derive(Clone, Copy)]
+struct Vnni<const MR: usize>(Avx512);
+
+impl<const MR: usize> PanelKernel for Vnni<MR> {
+    const MR: usize = MR;
+    const PANELS: usize = NZ;
+
+    fn decode_rows(self, m: &TernaryMatrix, r0: usize, nr: usize, out: &mut [i8]) {
+        decode_rows(self.0, m, r0, nr, out)
+    }
+
+    unsafe fn tile(self, nz: usize, t: Tile<'_>, out: &mut [f32]) {
+        let Tile {
+            w,
+            panel,
+            steps,
+            gw,
+            wsum,
+            wscale,
+            ts,
+        } = t;
+        // SAFETY: the token proves the CPU features; the bounds are the caller's.
+        unsafe {
+            if nz == NZ {
+                tile_kernel::<MR, NZ>(w, panel, steps, gw, wsum, wscale, ts, out);
+            } else {
+                tile_kernel::<MR, 1>(w, panel, steps, gw, wsum, wscale, ts, out);
+            }
+        }
+    }
+}
+
 fn gemm_i8_blocked<const MR: usize>(
     t: Avx512,
     m: &TernaryMatrix,
     a: &QuantizedActivations,
     y: Rows<'_>,
 ) {
-    let n = a.n();
-    let pc = a.padded_cols();
-    let steps = pc / 4;
-    let gw = GroupWords::of(m);
-    let groups = gw.groups;
-    let panels = n.div_ceil(16);
-    let packed = if y.is_serial() {
-        a.u8_panels_serial(0, a.n().div_ceil(16))
-    } else {
-        a.u8_panels(0, a.n().div_ceil(16))
-    };
-    let mut tok_scales = a.scales().to_vec();
-    tok_scales.resize(panels * 16, 0.0);
-    let scales = m.scales().values();
-    let block_rows = (DECODED_BLOCK_BYTES / pc.max(1) / MR).max(1) * MR;
-    y.run(m.rows(), m.cols(), n, MR, |rows, out| {
-        let block_rows = block_rows.min(rows.len().div_ceil(MR) * MR);
-        let mut decoded = vec![0i8; block_rows * pc];
-        let mut wsum = vec![0i32; block_rows * groups];
-        let mut wscale = vec![0f32; block_rows * groups];
-        let mut tile = vec![0f32; MR * NZ * 16];
-        let mut rb = rows.start;
-        while rb < rows.end {
-            let nr = (rows.end - rb).min(block_rows);
-            let nr_pad = nr.div_ceil(MR) * MR;
-            decode_rows(t, m, rb, nr, &mut decoded[..nr * pc]);
-            decoded[nr * pc..nr_pad * pc].fill(0);
-            for i in 0..nr_pad {
-                for g in 0..groups {
-                    let (s, ws) = if i < nr {
-                        let (p, mi) = m.row_planes(rb + i);
-                        let words = gw.range(g);
-                        // SAFETY: the token proves POPCNT (AVX-512 implies the AVX2 set).
-                        let sum = unsafe { super::trit_sum(&p[words.clone()], &mi[words]) };
-                        (scales[(rb + i) * groups + g], sum)
-                    } else {
-                        (0.0, 0)
-                    };
-                    wscale[i * groups + g] = s;
-                    wsum[i * groups + g] = ws;
-                }
-            }
-            for p in (0..panels).step_by(NZ) {
-                let nz = (panels - p).min(NZ);
-                let panel = &packed[p * steps * 64..(p + nz) * steps * 64];
-                let ts = &tok_scales[16 * p..16 * (p + nz)];
-                for ib in (0..nr_pad).step_by(MR) {
-                    let w = &decoded[ib * pc..(ib + MR) * pc];
-                    let sums = &wsum[ib * groups..(ib + MR) * groups];
-                    let sc = &wscale[ib * groups..(ib + MR) * groups];
-                    // SAFETY: the token proves the CPU features; `w` holds MR rows of `pc`
-                    // bytes, `panel` nz panels of `steps` 64-byte steps, `ts` 16·nz scales,
-                    // `sums`/`sc` MR × groups values and `tile` MR × NZ × 16 floats.
-                    unsafe {
-                        if nz == NZ {
-                            tile_kernel::<MR, NZ>(w, panel, steps, gw, sums, sc, ts, &mut tile);
-                        } else {
-                            tile_kernel::<MR, 1>(w, panel, steps, gw, sums, sc, ts, &mut tile);
-                        }
-                    }
-                    let width = 16 * nz;
-                    let valid_tokens = (n - 16 * p).min(width);
-                    for i in 0..MR.min(nr - ib) {
-                        let r = rb + ib + i - rows.start;
-                        out[r * n + 16 * p..r * n + 16 * p + valid_tokens]
-                            .copy_from_slice(&tile[i * width..i * width + valid_tokens]);
-                    }
-                }
-            }
-            rb += nr;
-        }
-    });
+    gemm_i8_panels(Vnni::<MR>(t), m, a, y)
 }
 
 /// Decodes `nr` rows from `r0` to `i8` trits, `32 · words_per_row` bytes per row.

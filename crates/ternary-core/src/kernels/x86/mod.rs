@@ -8,6 +8,7 @@ mod attention;
 mod avx2;
 mod avx512;
 mod math;
+mod panel_gemm;
 
 use crate::activations::QuantizedActivations;
 use crate::kernels::Rows;
