@@ -21,7 +21,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use ternary_core::kernels::{self, DotF32, DotI8, Level};
+use ternary_core::kernels::{self, DotI8, Level};
 use ternary_core::{QuantizedActivations, TernaryMatrix, TwoPlaneMatrix};
 use ternary_models::bitnet::BITNET_EPS;
 use ternary_models::quant_linear::QuantLinear;
@@ -201,7 +201,6 @@ fn bitnet_row(row: &[f32], q: &mut [i8]) -> f32 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Kernels {
     pub level: Level,
-    pub f32: DotF32,
     pub i8: DotI8,
 }
 
@@ -209,7 +208,6 @@ impl Kernels {
     pub fn new(level: Level) -> Result<Self> {
         Ok(Self {
             level,
-            f32: DotF32::new(level)?,
             i8: DotI8::new(level)?,
         })
     }

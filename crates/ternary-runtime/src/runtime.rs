@@ -156,9 +156,6 @@ struct Local {
     scratch: Scratch,
     gate: Vec<f32>,
     q: Vec<f32>,
-    scores: Vec<f32>,
-    /// Few-token attention: queries `[nt, d]`, then one output row.
-    qrow: Vec<f32>,
     out: Vec<f32>,
     /// Keys and values widened from an `f16` cache.
     kbuf: Vec<f32>,
@@ -176,8 +173,6 @@ impl Local {
             scratch: Scratch::default(),
             gate: Vec::new(),
             q: Vec::new(),
-            scores: Vec::new(),
-            qrow: Vec::new(),
             out: Vec::new(),
             kbuf: Vec::new(),
             vbuf: Vec::new(),
@@ -576,17 +571,9 @@ fn rope(unit: &mut [f32], n: usize, d: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// From this many tokens of a block on, attention runs with the tokens in SIMD lanes
-/// ([`kernels::causal_attention_with`]); fewer (decode) take one dot per cached key.
-const LANE_TOKENS: usize = 8;
-
 /// Causal attention of `nt` consecutive tokens of one query head, the first at position
 /// `pos0`, queries in `lo.q` (`[d, nt]`), over the cached positions `0..=pos0 + t` for token
-/// `t`; the results `[d, nt]` in `lo.out`.
-///
-/// Blocks of [`LANE_TOKENS`] or more: [`kernels::causal_attention_with`]. Fewer: scores
-/// `s[t, p] = (q_t · k_p) · scale` by the dense kernel (keys as rows), softmax per token,
-/// `o_t = Σ_p w[t, p] · v_p` by one FMA pass per value row.
+/// `t` ([`kernels::causal_attention_with`]); the results `[d, nt]` in `lo.out`.
 fn attend(
     sh: &Shared,
     cache: &HeadCache,
@@ -601,56 +588,18 @@ fn attend(
     lo.out.resize(nt * d, 0.0);
     let keys = cache.rows(false, len, d, &mut lo.kbuf);
     let values = cache.rows(true, len, d, &mut lo.vbuf);
-    if nt >= LANE_TOKENS {
-        kernels::causal_attention_with(
-            sh.k.level,
-            &lo.q,
-            nt,
-            keys,
-            values,
-            d,
-            pos0,
-            scale,
-            &mut lo.out,
-            &mut lo.attn,
-        )?;
-        return Ok(());
-    }
-    // Queries `[nt, d]` for the dense kernel.
-    lo.qrow.clear();
-    lo.qrow
-        .extend((0..nt * d).map(|x| lo.q[(x % d) * nt + x / d]));
-    lo.scores.clear();
-    lo.scores.resize(nt * len, 0.0);
-    kernels::dense_rows_with(sh.k.level, &lo.qrow, d, keys, len, 0..nt, &mut lo.scores)?;
-    for (t, s) in lo.scores.chunks_exact_mut(len.max(1)).enumerate() {
-        let s = &mut s[..=pos0 + t];
-        let mut max = f32::NEG_INFINITY;
-        for v in s.iter_mut() {
-            *v *= scale;
-            max = max.max(*v);
-        }
-        let mut sum = 0f32;
-        for v in s.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        for v in s.iter_mut() {
-            *v /= sum;
-        }
-    }
-    lo.qrow.clear();
-    lo.qrow.resize(d, 0.0);
-    for t in 0..nt {
-        let w = &lo.scores[t * len..t * len + pos0 + t + 1];
-        lo.qrow.fill(0.0);
-        for (&wp, v) in w.iter().zip(values.chunks_exact(d.max(1))) {
-            sh.k.f32.axpy(wp, v, &mut lo.qrow);
-        }
-        for (i, &o) in lo.qrow.iter().enumerate() {
-            lo.out[i * nt + t] = o;
-        }
-    }
+    kernels::causal_attention_with(
+        sh.k.level,
+        &lo.q,
+        nt,
+        keys,
+        values,
+        d,
+        pos0,
+        scale,
+        &mut lo.out,
+        &mut lo.attn,
+    )?;
     Ok(())
 }
 

@@ -43,7 +43,7 @@ fn check_all_tol(model: &Llama<Cpu>, what: &str, tol: f64) {
 ///
 /// At 72 tokens the prefill's attention blocks (9–36 tokens at 1–3 threads) take the kernel
 /// with tokens in lanes; the prefill cut into chunks of 3 tokens, and every decode step, take
-/// the other path. The chunked case runs on a 12-token prompt: over 72 tokens, one int8
+/// its one-token-at-a-time path. The chunked case runs on a 12-token prompt: over 72 tokens, one int8
 /// activation rounding that flips between the reference's and the runtime's summation orders
 /// moves a logit by more than the tolerance.
 fn check_all_prompt(model: &Llama<Cpu>, what: &str, tol: f64, prefill: usize) {
@@ -205,7 +205,9 @@ fn bitnet_checkpoints_should_match_reference() {
             &Default::default(),
         )
         .unwrap();
-        check_all_tol(&m.model, &format!("tiny-bitnet {variant}"), BITNET_TOL);
+        // W1.58A8: every projection re-quantizes its input, so the 8-token prompt keeps the
+        // chance of a code flip (common::BITNET_TOL) low; the float models cover long prefills.
+        check_all_prompt(&m.model, &format!("tiny-bitnet {variant}"), BITNET_TOL, 8);
     }
 }
 
@@ -217,7 +219,7 @@ fn bitnet_gguf_should_match_reference() {
             &Default::default(),
         )
         .unwrap();
-        check_all_tol(&m.model, file, BITNET_TOL);
+        check_all_prompt(&m.model, file, BITNET_TOL, 8);
     }
 }
 

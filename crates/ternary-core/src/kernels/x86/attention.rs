@@ -3,6 +3,11 @@
 //! tile `C[R, 2 vectors] = A·B` with `A` read by broadcasts at any strides (so keys and values
 //! are used in the cache's `[len, d]` layout as they are) and a column softmax with the
 //! polynomial `exp` of [`math`](super::math) (masked weights are set to zero separately).
+//!
+//! Fewer than [`LANE_TOKENS`] tokens (decode) run one token at a time on 8-lane vectors at
+//! both levels (the work is bound by reading the cache): a dot product per visible key, a
+//! row softmax, and `Σ_p w_p · v_p` with the outputs held in registers, 32 features at a time
+//! with two accumulator sets (even and odd positions) so that the FMA chains overlap.
 
 // Register tiles are indexed by row; index loops say that more plainly than zips.
 #![allow(clippy::needless_range_loop)]
@@ -12,6 +17,10 @@ use std::arch::x86_64::*;
 use super::math::{exp256, exp512};
 use super::{Avx2, Avx512};
 use crate::kernels::attention::{AttentionScratch, Causal};
+
+/// From this many tokens on, the tokens go in lanes; fewer (a decode step) run one token at a
+/// time ([`causal_rows`]), where lanes over the tokens would stay mostly empty.
+const LANE_TOKENS: usize = 8;
 
 /// What one level gives the shared tile loop.
 trait Lanes: Copy {
@@ -44,6 +53,11 @@ trait Lanes: Copy {
 
 /// The tile loop (see the module docs); shapes were checked by the caller.
 fn causal<L: Lanes>(l: L, a: &Causal<'_>, out_t: &mut [f32], sc: &mut AttentionScratch) {
+    if a.nt < LANE_TOKENS
+        && let Some(t) = Avx2::new()
+    {
+        return causal_rows(t, a, out_t, sc);
+    }
     let (d, nt, tw) = (a.d, a.nt, L::TW);
     let len = a.pos0 + nt;
     sc.q.resize(d * tw, 0.0);
@@ -364,5 +378,122 @@ fn softmax256(s: &mut [f32], diag: usize, scale: f32, inv: &mut [f32]) {
         let arr = half.as_mut_ptr();
         // SAFETY: `half` is 8 values.
         unsafe { _mm256_storeu_ps(arr, _mm256_div_ps(_mm256_set1_ps(1.0), sum[h])) };
+    }
+}
+
+/// [`causal`] for few tokens: one token at a time (module docs).
+fn causal_rows(_t: Avx2, a: &Causal<'_>, out_t: &mut [f32], sc: &mut AttentionScratch) {
+    let (d, nt) = (a.d, a.nt);
+    sc.q.resize(d, 0.0);
+    sc.o.resize(d, 0.0);
+    for tok in 0..nt {
+        let visible = a.pos0 + tok + 1;
+        for (i, q) in sc.q.iter_mut().enumerate() {
+            *q = a.q_t[i * nt + tok];
+        }
+        sc.s.resize(visible, 0.0);
+        let (keys, values) = (&a.keys[..visible * d], &a.values[..visible * d]);
+        // SAFETY: the token proves AVX2 and FMA.
+        let inv = unsafe {
+            rows256(
+                &sc.q,
+                keys,
+                values,
+                d,
+                a.scale,
+                &mut sc.s[..visible],
+                &mut sc.o,
+            )
+        };
+        for (i, &o) in sc.o.iter().enumerate() {
+            out_t[i * nt + tok] = o * inv;
+        }
+    }
+}
+
+/// One token: `s[p] = scale · q·k_p`, `s ← exp(s − max s)`, `o = Σ_p s[p] · v_p`; returns
+/// `1 / Σ_p s[p]`. `keys`/`values` hold `s.len()` rows of `d`, `q` and `o` `d` values.
+#[target_feature(enable = "avx2,fma")]
+fn rows256(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    d: usize,
+    scale: f32,
+    s: &mut [f32],
+    o: &mut [f32],
+) -> f32 {
+    for (sp, k) in s.iter_mut().zip(keys.chunks_exact(d)) {
+        // SAFETY: AVX2 and FMA are enabled in this function.
+        *sp = unsafe { super::avx2::dot_f32(q, k) } * scale;
+    }
+    // The largest score (a NaN score makes its own weight, so the sum, NaN).
+    let mut chunks = s.chunks_exact(8);
+    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+    for c in &mut chunks {
+        // SAFETY: `c` is 8 values.
+        mv = _mm256_max_ps(mv, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` is 8 values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mv) };
+    let max = lanes
+        .iter()
+        .chain(chunks.remainder())
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let maxv = _mm256_set1_ps(max);
+    let mut sum = _mm256_setzero_ps();
+    let mut chunks = s.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: `c` is 8 values.
+        unsafe {
+            let e = exp256(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), maxv));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = (*v - max).exp();
+        tail += *v;
+    }
+    // SAFETY: `lanes` is 8 values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    let total = lanes.iter().sum::<f32>() + tail;
+    weighted_sum256(s, values, d, o);
+    1.0 / total
+}
+
+/// `o[i] = Σ_p w[p] · values[p·d + i]`, 32 features at a time in registers (masked loads and
+/// stores past `d`), even and odd positions in separate accumulators.
+#[target_feature(enable = "avx2,fma")]
+fn weighted_sum256(w: &[f32], values: &[f32], d: usize, o: &mut [f32]) {
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let vp = values.as_ptr();
+    let mut c0 = 0;
+    while c0 < d {
+        let width = (d - c0).min(32);
+        // Lanes 8j + l < width of each of the four vectors.
+        let masks: [__m256i; 4] = std::array::from_fn(|j| {
+            let left = width.saturating_sub(8 * j).min(8) as i32;
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lane)
+        });
+        let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+        for (p, &wp) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wp);
+            let row = vp.wrapping_add(p * d + c0);
+            for j in 0..4 {
+                // SAFETY: the unmasked lanes are features c0 + 8j + l < d of row p, inside
+                // `values` (w.len() rows of d); masked-out lanes are not read.
+                let v = unsafe { _mm256_maskload_ps(row.wrapping_add(8 * j), masks[j]) };
+                acc[p & 1][j] = _mm256_fmadd_ps(wv, v, acc[p & 1][j]);
+            }
+        }
+        for j in 0..4 {
+            let r = _mm256_add_ps(acc[0][j], acc[1][j]);
+            // SAFETY: the unmasked lanes are outputs c0 + 8j + l < d = o.len().
+            unsafe { _mm256_maskstore_ps(o.as_mut_ptr().wrapping_add(c0 + 8 * j), masks[j], r) };
+        }
+        c0 += 32;
     }
 }
