@@ -59,6 +59,12 @@ pub trait TernaryBlock: BlockFormat {
     fn codes(&self) -> [u8; QK_K];
     /// Appends the block holding `codes` (each `0..=2`) and the f16 scale bits `d` to `out`.
     fn encode(codes: &[u8; QK_K], d: u16, out: &mut Vec<u8>);
+    /// Where the codes of weights `32w .. 32w + 32` sit, if as 2-bit fields at one shift of
+    /// 32 consecutive bytes (`TQ2_0`): the fast decode reads them so.
+    fn fields(&self, w: usize) -> Option<(&[u8], u32)> {
+        let _ = w;
+        None
+    }
 }
 
 /// A `TQ2_0` block.
@@ -137,6 +143,12 @@ impl TernaryBlock for BlockTq2_0 {
         }
         out.extend(qs);
         out.extend(d.to_le_bytes());
+    }
+
+    fn fields(&self, w: usize) -> Option<(&[u8], u32)> {
+        // Weight k = 32w + m is bits 2l, 2l + 1 of qs[32h + m], h = w / 4, l = w mod 4.
+        let (h, l) = (w / 4, w % 4);
+        Some((&self.qs[32 * h..32 * h + 32], 2 * l as u32))
     }
 }
 
@@ -226,6 +238,38 @@ impl Planes {
             plus: vec![0; rows * wpr],
             minus: vec![0; rows * wpr],
         }
+    }
+
+    /// Sets the 32 columns of word `w` of row `r` from 2-bit codes `q = t + 1` held at bits
+    /// `s` and `s + 1` of 32 consecutive bytes (the `TQ2_0` and `I2_S` layouts): eight bytes
+    /// at a time, the low and the high bit of each field are gathered into one mask bit per
+    /// byte by a multiply (`((x >> s) & 0x01…01) · 0x0102040810204080 >> 56`); `plus = hi ∧ ¬lo`
+    /// (code 2), `minus = ¬hi ∧ ¬lo` (code 0); `Err(bit)` on code 3.
+    fn set_word_fields(
+        &mut self,
+        r: usize,
+        w: usize,
+        bytes: &[u8],
+        s: u32,
+    ) -> std::result::Result<(), usize> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const GATHER: u64 = 0x0102_0408_1020_4080;
+        let (mut lo, mut hi) = (0u32, 0u32);
+        for (i, chunk) in bytes.chunks_exact(8).take(4).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(b);
+            let gather = |v: u64| ((v & ONES).wrapping_mul(GATHER) >> 56) as u32;
+            lo |= gather(x >> s) << (8 * i);
+            hi |= gather(x >> (s + 1)) << (8 * i);
+        }
+        let three = lo & hi;
+        if three != 0 {
+            return Err(three.trailing_zeros() as usize);
+        }
+        self.plus[r * self.wpr + w] = hi & !lo;
+        self.minus[r * self.wpr + w] = !(hi | lo);
+        Ok(())
     }
 
     /// Sets the 32 columns of word `w` of row `r` from their codes; `Err(bit)` on code 3.
@@ -331,10 +375,19 @@ fn decode_tq<B: TernaryBlock>(
             ));
         }
         scales.push(d);
-        let codes = b.codes();
-        for (w, chunk) in codes.chunks_exact(WORD_BITS).enumerate() {
+        let codes = if b.fields(0).is_some() {
+            None
+        } else {
+            Some(b.codes())
+        };
+        for w in 0..QK_K / WORD_BITS {
             let word = blk * (QK_K / WORD_BITS) + w;
-            planes.set_word(r, word, chunk).map_err(|bit| {
+            let set = match (&codes, b.fields(w)) {
+                (Some(c), _) => planes.set_word(r, word, &c[w * WORD_BITS..(w + 1) * WORD_BITS]),
+                (None, Some((bytes, shift))) => planes.set_word_fields(r, word, bytes, shift),
+                (None, None) => planes.set_word(r, word, &b.codes()[w * WORD_BITS..][..WORD_BITS]),
+            };
+            set.map_err(|bit| {
                 bad(
                     kind,
                     rows,
@@ -362,26 +415,24 @@ fn decode_i2s(bytes: &[u8], rows: usize, cols: usize, planes: &mut Planes) -> Re
             format_args!("the tensor scale {d} is not finite"),
         ));
     }
-    let mut codes = [0u8; WORD_BITS];
     for (i, b) in packed.chunks_exact(I2S_BLOCK / 4).enumerate() {
         let start = i * I2S_BLOCK;
         let (r, c0) = (start / cols, start % cols);
         for g in 0..4 {
-            for (q, &byte) in codes.iter_mut().zip(b) {
-                *q = (byte >> (6 - 2 * g)) & 3;
-            }
             let word = c0 / WORD_BITS + g;
-            planes.set_word(r, word, &codes).map_err(|bit| {
-                bad(
-                    GgmlType::I2_S,
-                    rows,
-                    cols,
-                    format_args!(
-                        "row {r}, column {}: 2-bit code 3 is not a trit",
-                        word * WORD_BITS + bit
-                    ),
-                )
-            })?;
+            planes
+                .set_word_fields(r, word, b, 6 - 2 * g as u32)
+                .map_err(|bit| {
+                    bad(
+                        GgmlType::I2_S,
+                        rows,
+                        cols,
+                        format_args!(
+                            "row {r}, column {}: 2-bit code 3 is not a trit",
+                            word * WORD_BITS + bit
+                        ),
+                    )
+                })?;
         }
     }
     Ok(Scales::per_row(vec![d; rows]))
