@@ -7,7 +7,7 @@
 //! ```text
 //! A  x += down(prev)           n1 = RMSNorm(x)·w, quantized once     q|k|v rows (head-aligned)
 //!    RoPE on q, k; k, v → cache                                                      | barrier
-//! B  attention per (kv head, token block): all query heads of the kv head in one pass | barrier
+//! B  attention per (query head, token block): tokens in SIMD lanes (decode: one token) | barrier
 //! C  gather heads (BitNet: attn_sub_norm)                            o_proj rows     | barrier
 //! D  x += o                    n2 = RMSNorm(x)·w, quantized once  act(gate)·up rows  | barrier
 //! E  gather (BitNet: ffn_sub_norm)                                   down_proj rows  | barrier

@@ -418,11 +418,11 @@ impl DenseWeight for half::f16 {
 /// Dense product for the output rows `rows` on the calling thread (no rayon):
 /// `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]` with `w: [w.len() / cols, cols]`
 /// (`f32` or `f16`, [`DenseWeight`]) and `x: [n, cols]` row-major, `out` row-major by row
-/// (`rows.len() × n`). AVX2 (and AVX-512 below 16 tokens or 12 rows): `4 × 3` register tiles
-/// of FMA dot products over blocks of 64 tokens (each block of weight rows is read once per
-/// 64 tokens; `f16` rows widened by F16C as they are loaded); AVX-512 from 16 tokens and 12
-/// rows: the packed GEMM of the ternary `f32` path (weight blocks widened to `f32` in L2,
-/// tokens in lanes, `12 × 32` broadcast-FMA tiles); scalar: one dot per output. Sums are `f32` in a level-dependent
+/// (`rows.len() × n`). AVX-512 from 16 tokens and 12 rows: the `f32` panel GEMM of the ternary
+/// `f32` path (weight blocks widened to `f32` in L2, tokens in lanes, `12 × 32` broadcast-FMA
+/// tiles); AVX2, and AVX-512 below that: `4 × 3` register tiles of FMA dot products over
+/// blocks of 64 tokens (`f16` rows widened by F16C as they are loaded); scalar: one dot per
+/// output. Sums are `f32` in a level-dependent
 /// order: `|Δ| ≤ ~cols·ε·Σ|w·x|` against the exact sum.
 pub fn dense_rows_with<W: DenseWeight>(
     level: Level,

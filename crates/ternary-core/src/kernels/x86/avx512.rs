@@ -19,14 +19,12 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
-use std::ops::Range;
-
-use rayon::prelude::*;
 
 use super::Avx512;
+use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
-use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks};
+use crate::kernels::{GroupWords, Rows, by_row_blocks};
 use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations in the `f32` and few-token int8 kernels.
@@ -39,15 +37,8 @@ const GEMM_MIN_TOKENS: usize = 11;
 const MASK_BLOCK_BYTES: usize = 256 << 10;
 /// From this many tokens on, the `f32` path decodes scaled weights and runs an FMA GEMM.
 const F32_GEMM_MIN_TOKENS: usize = 16;
-/// From this many tokens and rows on, dense products run the packed FMA GEMM.
-pub(super) const DENSE_GEMM_MIN_TOKENS: usize = 16;
-pub(super) const DENSE_GEMM_MIN_ROWS: usize = F32_MR;
 /// Rows of the `f32` GEMM register tile (12 rows × 32 tokens = 24 accumulators).
-const F32_MR: usize = 12;
-/// Rows of decoded `f32` weights per cache block.
-const F32_MC: usize = 192;
-/// Columns per cache block of the `f32` GEMM (a multiple of 64).
-const F32_KC: usize = 128;
+pub(super) const F32_MR: usize = 12;
 /// Rows of the GEMM register tile (weights broadcast).
 const MR: usize = 6;
 /// 16-token panels of the GEMM register tile (activations in lanes).
@@ -455,6 +446,7 @@ fn reduce16(v: &[__m512i; 16]) -> __m512i {
 fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'_>) {
     let pc = 32 * m.words_per_row();
     gemm_f32_packed(
+        Fma512(t),
         m.rows(),
         m.cols(),
         pc,
@@ -465,124 +457,28 @@ fn gemm_f32_blocked(t: Avx512, m: &TernaryMatrix, x: &[f32], n: usize, y: Rows<'
     );
 }
 
-/// Dense weights `w: [rows, cols]` (`f32` or `f16`, widened exactly) through
-/// [`gemm_f32_packed`]: `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]`. Shapes are
-/// checked by the caller.
-pub(super) fn dense_gemm<W: DenseWeight>(
-    _t: Avx512,
-    w: &[W],
-    cols: usize,
-    x: &[f32],
-    n: usize,
-    rows: Range<usize>,
-    out: &mut [f32],
-) {
-    let total = w.len() / cols.max(1);
-    let pc = cols.div_ceil(16) * 16;
-    let y = Rows::Range(rows, out);
-    gemm_f32_packed(total, cols, pc, x, n, y, |r0, nr, k0, kc, decoded| {
-        let valid = cols.saturating_sub(k0).min(kc);
-        for i in 0..nr {
-            let src = &w[(r0 + i) * cols + k0..(r0 + i) * cols + k0 + valid];
-            let dst = &mut decoded[i * F32_KC..i * F32_KC + kc];
-            W::widen(src, &mut dst[..valid]);
-            dst[valid..].fill(0.0);
-        }
-    });
-}
+/// The AVX-512 register tile of the `f32` panel GEMM: 12 rows × two 16-token panels.
+#[derive(Clone, Copy)]
+pub(super) struct Fma512(pub(super) Avx512);
 
-/// `f32` GEMM over weights made `f32` one block at a time: `decode(r0, nr, k0, kc, buf)`
-/// writes rows `r0..r0 + nr`, columns `k0..k0 + kc` (zero past the real columns) to
-/// `buf[(r − r0) · F32_KC + c − k0]`, for blocks of `F32_MC` rows × `F32_KC` columns (L2);
-/// activations are packed in panels of 16 tokens (`x[j, c]` at `(p · pc + c) · 16 + j mod
-/// 16`, `pc ≥ cols` a multiple of 16, zero-padded), and a `F32_MR × 32` register tile
-/// accumulates `y += w · x` with broadcast FMAs, reading and writing `out` per block.
-fn gemm_f32_packed<D>(
-    total_rows: usize,
-    cols: usize,
-    pc: usize,
-    x: &[f32],
-    n: usize,
-    y: Rows<'_>,
-    decode: D,
-) where
-    D: Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
-{
-    let panels = n.div_ceil(16);
-    let mut packed = vec![0f32; panels * pc * 16];
-    let pack = |(p, panel): (usize, &mut [f32])| {
-        for t in 0..16.min(n - 16 * p) {
-            let row = &x[(16 * p + t) * cols..(16 * p + t + 1) * cols];
-            for (dst, &v) in panel.chunks_exact_mut(16).zip(row) {
-                dst[t] = v;
+impl FmaTile for Fma512 {
+    const MR: usize = F32_MR;
+    const PANELS: usize = 2;
+
+    unsafe fn tile(self, nz: usize, t: FmaArgs<'_>, out: &mut [f32]) {
+        // SAFETY: the token proves AVX-512F; the bounds are the caller's.
+        unsafe {
+            if nz == 2 {
+                fma_tile::<2>(t, out);
+            } else {
+                fma_tile::<1>(t, out);
             }
-        }
-    };
-    if pc > 0 {
-        if y.is_serial() {
-            packed.chunks_mut(pc * 16).enumerate().for_each(pack);
-        } else {
-            packed.par_chunks_mut(pc * 16).enumerate().for_each(pack);
         }
     }
-    y.run(total_rows, cols, n, F32_MR, |rows, out| {
-        out.fill(0.0);
-        let mut decoded = vec![0f32; F32_MC * F32_KC];
-        let mut b0 = rows.start;
-        while b0 < rows.end {
-            let nr = (rows.end - b0).min(F32_MC);
-            for k0 in (0..pc).step_by(F32_KC) {
-                let kc = (pc - k0).min(F32_KC);
-                decode(b0, nr, k0, kc, &mut decoded);
-                for p in (0..panels).step_by(2) {
-                    let nz = (panels - p).min(2);
-                    let panel = &packed[(p * pc + k0) * 16..];
-                    for ib in (0..nr).step_by(F32_MR) {
-                        let w = &decoded[ib * F32_KC..];
-                        let rows_here = (nr - ib).min(F32_MR);
-                        let first = (b0 - rows.start + ib) * n + 16 * p;
-                        let tokens = (n - 16 * p).min(32);
-                        // SAFETY: the token proves the CPU features; `w` holds `rows_here`
-                        // rows of `kc ≤ F32_KC` weights at stride F32_KC, `panel` `nz` panels of
-                        // `kc` columns at stride `pc · 16`, and `out` the `rows_here × tokens`
-                        // outputs from `first` at stride `n`.
-                        unsafe {
-                            if nz == 2 {
-                                fma_tile::<2>(
-                                    w,
-                                    panel,
-                                    pc * 16,
-                                    kc,
-                                    out,
-                                    first,
-                                    n,
-                                    rows_here,
-                                    tokens,
-                                );
-                            } else {
-                                fma_tile::<1>(
-                                    w,
-                                    panel,
-                                    pc * 16,
-                                    kc,
-                                    out,
-                                    first,
-                                    n,
-                                    rows_here,
-                                    tokens,
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-            b0 += nr;
-        }
-    });
 }
 
 /// Writes `w[r, c] = s[r, g(c)] · t[r, c]` for rows `r0..r0 + nr`, columns `k0..k0 + kc`
-/// into `out[(r − r0) · F32_KC + c − k0]`.
+/// into `out[(r − r0) · KC + c − k0]`.
 fn decode_scaled_rows(
     _t: Avx512,
     m: &TernaryMatrix,
@@ -597,8 +493,8 @@ fn decode_scaled_rows(
 }
 
 /// # Safety
-/// AVX-512F/BW must be available; `r0 + nr ≤ rows`, `nr ≤ F32_MC`, `k0` and `kc` multiples of
-/// 16 with `k0 + kc ≤ 32 · words_per_row`, `kc ≤ F32_KC`, `out.len() ≥ nr · F32_KC`.
+/// AVX-512F/BW must be available; `r0 + nr ≤ rows`, `nr ≤ MC`, `k0` and `kc` multiples of
+/// 16 with `k0 + kc ≤ 32 · words_per_row`, `kc ≤ KC`, `out.len() ≥ nr · KC`.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn decode_scaled_rows_impl(
     m: &TernaryMatrix,
@@ -616,7 +512,7 @@ unsafe fn decode_scaled_rows_impl(
     for i in 0..nr {
         let (p, mi) = m.row_planes(r0 + i);
         let s = &scales[(r0 + i) * groups..(r0 + i + 1) * groups];
-        let row = &mut out[i * F32_KC..i * F32_KC + kc];
+        let row = &mut out[i * KC..i * KC + kc];
         for (h, dst) in row.chunks_exact_mut(16).enumerate() {
             let c = k0 + 16 * h;
             let (word, shift) = (c / 32, c % 32);
@@ -635,26 +531,23 @@ unsafe fn decode_scaled_rows_impl(
     }
 }
 
-/// `out[first + i · n + t] += Σ_k w[i · F32_KC + k] · panel[z · pstride + k · 16 + t mod 16]`
-/// for rows `i < rows` and tokens `t < tokens` (`t = 16z + lane`).
+/// [`FmaTile::tile`] with `Z` panels: `out[first + i · n + t] += Σ_k w[i · KC + k] ·
+/// panel[z · pstride + k · 16 + t mod 16]` for rows `i < rows` and tokens `t < tokens`.
 ///
 /// # Safety
-/// AVX-512F must be available; `w` holds `rows ≤ F32_MR` rows of `kc` floats at stride
-/// `F32_KC`; `panel` holds `Z` panels of `kc · 16` floats at stride `pstride`;
-/// `out[first + i · n .. + tokens]` is in bounds for `i < rows`; `tokens ≤ 16 · Z`.
-#[allow(clippy::too_many_arguments)]
+/// AVX-512F must be available; the bounds of [`FmaTile::tile`] with `PANELS = Z`.
 #[target_feature(enable = "avx512f")]
-unsafe fn fma_tile<const Z: usize>(
-    w: &[f32],
-    panel: &[f32],
-    pstride: usize,
-    kc: usize,
-    out: &mut [f32],
-    first: usize,
-    n: usize,
-    rows: usize,
-    tokens: usize,
-) {
+unsafe fn fma_tile<const Z: usize>(t: FmaArgs<'_>, out: &mut [f32]) {
+    let FmaArgs {
+        w,
+        panel,
+        pstride,
+        kc,
+        first,
+        n,
+        rows,
+        tokens,
+    } = t;
     let lanes: [u16; Z] = std::array::from_fn(|z| {
         let l = tokens.saturating_sub(16 * z).min(16);
         ((1u32 << l) - 1) as u16
@@ -663,9 +556,9 @@ unsafe fn fma_tile<const Z: usize>(
     let wp = w.as_ptr();
     let pp = panel.as_ptr();
     // Rows past `rows` read row 0 again (their results are dropped).
-    let row_at: [usize; F32_MR] = std::array::from_fn(|i| if i < rows { i * F32_KC } else { 0 });
+    let row_at: [usize; F32_MR] = std::array::from_fn(|i| if i < rows { i * KC } else { 0 });
     for k in 0..kc {
-        // SAFETY: k < kc: panel floats z · pstride + 16k .. +16 and weight i · F32_KC + k are
+        // SAFETY: k < kc: panel floats z · pstride + 16k .. +16 and weight i · KC + k are
         // in bounds.
         unsafe {
             let xv: [__m512; Z] =
