@@ -223,6 +223,16 @@ fn bad(kind: GgmlType, rows: usize, cols: usize, why: impl std::fmt::Display) ->
     ModelError::Gguf(format!("{} {rows}x{cols}: {why}", kind.name()))
 }
 
+/// The error for a 2-bit code 3 at row `r`, column `c`.
+fn not_a_trit(kind: GgmlType, rows: usize, cols: usize, r: usize, c: usize) -> ModelError {
+    bad(
+        kind,
+        rows,
+        cols,
+        format_args!("row {r}, column {c}: 2-bit code 3 is not a trit"),
+    )
+}
+
 /// Bit-planes under construction: `plus`/`minus` words of a `rows × cols` matrix.
 struct Planes {
     wpr: usize,
@@ -387,17 +397,7 @@ fn decode_tq<B: TernaryBlock>(
                 (None, Some((bytes, shift))) => planes.set_word_fields(r, word, bytes, shift),
                 (None, None) => planes.set_word(r, word, &b.codes()[w * WORD_BITS..][..WORD_BITS]),
             };
-            set.map_err(|bit| {
-                bad(
-                    kind,
-                    rows,
-                    cols,
-                    format_args!(
-                        "row {r}, column {}: 2-bit code 3 is not a trit",
-                        word * WORD_BITS + bit
-                    ),
-                )
-            })?;
+            set.map_err(|bit| not_a_trit(kind, rows, cols, r, word * WORD_BITS + bit))?;
         }
     }
     Ok(Scales::per_group(QK_K, scales))
@@ -422,17 +422,7 @@ fn decode_i2s(bytes: &[u8], rows: usize, cols: usize, planes: &mut Planes) -> Re
             let word = c0 / WORD_BITS + g;
             planes
                 .set_word_fields(r, word, b, 6 - 2 * g as u32)
-                .map_err(|bit| {
-                    bad(
-                        GgmlType::I2_S,
-                        rows,
-                        cols,
-                        format_args!(
-                            "row {r}, column {}: 2-bit code 3 is not a trit",
-                            word * WORD_BITS + bit
-                        ),
-                    )
-                })?;
+                .map_err(|bit| not_a_trit(GgmlType::I2_S, rows, cols, r, word * WORD_BITS + bit))?;
         }
     }
     Ok(Scales::per_row(vec![d; rows]))
