@@ -77,7 +77,9 @@ impl QuantizedActivations {
         for j in 0..n {
             let row = &mut self.data[j * pc..j * pc + cols];
             let s = f(j, row);
-            if let Some(i) = row.iter().position(|&v| v == i8::MIN) {
+            // Branch-free (it vectorizes); the position is looked up only on failure.
+            let has_min = row.iter().fold(false, |a, &v| a | (v == i8::MIN));
+            if has_min && let Some(i) = row.iter().position(|&v| v == i8::MIN) {
                 self.reset(0, 0);
                 return Err(TernaryError::config(format!(
                     "activation value -128 at token {j}, column {i}: int8 activations must lie \

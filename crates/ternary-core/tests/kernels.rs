@@ -733,6 +733,25 @@ fn row_quantization_at_every_level_should_equal_the_reference_rule() {
         let mut q = vec![0i8; 4];
         assert!(k.quantize_row(&[1.0, f32::NAN], &mut q).is_err());
         assert!(k.quantize_row(&[1.0; 5], &mut q).is_err());
+        // Every non-finite value, anywhere (SIMD body and tail); the extreme finite ones pass.
+        let mut q41 = vec![0i8; 41];
+        for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN] {
+            for at in [0, 15, 16, 17, 40] {
+                let mut row = vec![0.5f32; 41];
+                row[at] = bad;
+                let e = k.quantize_row(&row, &mut q41).unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("activation {at} ")),
+                    "{level} {bad} at {at}: {e}"
+                );
+            }
+        }
+        let mut row = vec![0.5f32; 41];
+        (row[3], row[30]) = (f32::MAX, f32::MIN);
+        assert!(
+            k.quantize_row(&row, &mut q41).is_ok(),
+            "{level}: extreme finite values"
+        );
     }
 }
 
@@ -768,4 +787,32 @@ fn silu_mul_should_match_reference_at_every_level() {
         );
         assert!(kernels::silu_mul_with(level, &gate, &mut up[..16]).is_err());
     }
+}
+
+/// `fill_codes` refuses a `−128` code wherever the filler writes it (and a non-finite scale),
+/// and leaves the activations empty.
+#[test]
+fn fill_codes_should_refuse_minus_128_and_bad_scales() {
+    let mut a = QuantizedActivations::empty();
+    for at in [0, 15, 16, 17, 40] {
+        let e = a
+            .fill_codes(2, 41, |j, q| {
+                q.fill(3);
+                if j == 1 {
+                    q[at] = i8::MIN;
+                }
+                1.0
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("token 1, column {at}")), "{e}");
+        assert_eq!(a.n(), 0);
+    }
+    assert!(a.fill_codes(1, 41, |_, _| f32::NAN).is_err());
+    a.fill_codes(2, 41, |_, q| {
+        q.fill(-127);
+        0.5
+    })
+    .unwrap();
+    assert_eq!(a.row(1)[40], -127);
 }

@@ -538,7 +538,14 @@ impl DotI8 {
                 row.len()
             )));
         }
-        if let Some(i) = row.iter().position(|v| !v.is_finite()) {
+        // An exponent of all ones (±∞, NaN) carries into the sign bit of `(bits & exp) + 1ulp
+        // of exp`; the branch-free fold vectorizes, the position is looked up only on failure.
+        let flags = row.iter().fold(0u32, |a, v| {
+            a | ((v.to_bits() & 0x7f80_0000).wrapping_add(0x0080_0000) & 0x8000_0000)
+        });
+        if flags != 0
+            && let Some(i) = row.iter().position(|v| !v.is_finite())
+        {
             return Err(TernaryError::config(format!(
                 "activation {i} is not finite: {}",
                 row[i]
