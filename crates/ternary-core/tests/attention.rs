@@ -103,6 +103,36 @@ fn causal_attention_should_match_reference_on_a_long_prefill() {
     }
 }
 
+/// Outputs `[d, nt]` of `causal_attention_with` at `level`.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    level: Level,
+    q_t: &[f32],
+    nt: usize,
+    keys: &[f32],
+    values: &[f32],
+    d: usize,
+    pos0: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let mut out_t = vec![0f32; nt * d];
+    let mut scratch = AttentionScratch::default();
+    kernels::causal_attention_with(
+        level,
+        q_t,
+        nt,
+        keys,
+        values,
+        d,
+        pos0,
+        scale,
+        &mut out_t,
+        &mut scratch,
+    )
+    .unwrap();
+    out_t
+}
+
 #[test]
 fn causal_attention_levels_should_agree_on_the_masking() {
     // A value row far larger than the others shows at once if any token sees a position past
@@ -115,21 +145,7 @@ fn causal_attention_levels_should_agree_on_the_masking() {
     let mut values = random(&mut rng, len * d);
     values[(len - 1) * d..].fill(1e6);
     for level in Level::available() {
-        let mut out_t = vec![0f32; nt * d];
-        let mut scratch = AttentionScratch::default();
-        kernels::causal_attention_with(
-            level,
-            &q_t,
-            nt,
-            &keys,
-            &values,
-            d,
-            pos0,
-            0.25,
-            &mut out_t,
-            &mut scratch,
-        )
-        .unwrap();
+        let out_t = attend(level, &q_t, nt, &keys, &values, d, pos0, 0.25);
         for t in 0..nt - 1 {
             for i in 0..d {
                 let o = out_t[i * nt + t];
@@ -157,21 +173,7 @@ fn non_finite_scores_should_give_nan_for_the_tokens_that_see_them() {
     // Position 10 is seen by tokens 8.. (pos0 + t ≥ 10).
     keys[10 * d] = f32::NAN;
     for level in Level::available() {
-        let mut out_t = vec![0f32; nt * d];
-        let mut scratch = AttentionScratch::default();
-        kernels::causal_attention_with(
-            level,
-            &q_t,
-            nt,
-            &keys,
-            &values,
-            d,
-            pos0,
-            0.3,
-            &mut out_t,
-            &mut scratch,
-        )
-        .unwrap();
+        let out_t = attend(level, &q_t, nt, &keys, &values, d, pos0, 0.3);
         // Feature 0 of every token: the first `nt` outputs.
         for (t, &o) in out_t[..nt].iter().enumerate() {
             assert_eq!(
