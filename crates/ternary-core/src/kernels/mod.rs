@@ -422,8 +422,8 @@ impl DenseWeight for half::f16 {
 /// `f32` path (weight blocks widened to `f32` in L2, tokens in lanes, `12 × 32` broadcast-FMA
 /// tiles); AVX2, and AVX-512 below that: `4 × 3` register tiles of FMA dot products over
 /// blocks of 64 tokens (`f16` rows widened by F16C as they are loaded); scalar: one dot per
-/// output. Sums are `f32` in a level-dependent
-/// order: `|Δ| ≤ ~cols·ε·Σ|w·x|` against the exact sum.
+/// output. Sums are `f32` in a level-dependent order: `|Δ| ≤ ~cols·ε·Σ|w·x|` against the exact
+/// sum.
 pub fn dense_rows_with<W: DenseWeight>(
     level: Level,
     w: &[W],

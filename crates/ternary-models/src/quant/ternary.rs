@@ -385,17 +385,16 @@ fn decode_tq<B: TernaryBlock>(
             ));
         }
         scales.push(d);
-        let codes = if b.fields(0).is_some() {
-            None
-        } else {
-            Some(b.codes())
-        };
+        // Formats without 2-bit fields (TQ1_0) unpack the block's codes once.
+        let mut codes = None;
         for w in 0..QK_K / WORD_BITS {
             let word = blk * (QK_K / WORD_BITS) + w;
-            let set = match (&codes, b.fields(w)) {
-                (Some(c), _) => planes.set_word(r, word, &c[w * WORD_BITS..(w + 1) * WORD_BITS]),
-                (None, Some((bytes, shift))) => planes.set_word_fields(r, word, bytes, shift),
-                (None, None) => planes.set_word(r, word, &b.codes()[w * WORD_BITS..][..WORD_BITS]),
+            let set = match b.fields(w) {
+                Some((bytes, shift)) => planes.set_word_fields(r, word, bytes, shift),
+                None => {
+                    let c = codes.get_or_insert_with(|| b.codes());
+                    planes.set_word(r, word, &c[w * WORD_BITS..(w + 1) * WORD_BITS])
+                }
             };
             set.map_err(|bit| not_a_trit(kind, rows, cols, r, word * WORD_BITS + bit))?;
         }

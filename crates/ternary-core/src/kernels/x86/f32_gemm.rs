@@ -10,8 +10,8 @@ use rayon::prelude::*;
 
 use crate::kernels::{DenseWeight, Rows};
 
-/// From this many tokens on (and a register tile of rows), dense products run
-/// [`dense_gemm`]; fewer run the dot-product kernels, bound by reading the weights.
+/// From this many tokens on (and a register tile of rows), AVX-512's dense products run
+/// [`dense_gemm`]; fewer, and AVX2's at any size, run the dot-product kernels.
 pub(super) const DENSE_MIN_TOKENS: usize = 16;
 /// Rows of `f32` weights per cache block.
 pub(super) const MC: usize = 192;
