@@ -20,6 +20,7 @@ use crate::config::{Activation, Architecture, BitNetLinear, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::linear::LinearImpl;
 use crate::quant_linear::QuantLinear;
+use crate::quant::GgmlType;
 use crate::weights::{HostTensor, TernaryWeight, WeightSource};
 use burn::tensor::activation::{relu, silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -126,6 +127,9 @@ enum Embedding<B: Backend> {
     /// Host `f16` values (a file that stores them so, with no float head sharing the table):
     /// widened exactly on lookup, half the memory.
     HostF16(std::sync::Arc<Vec<half::f16>>),
+    /// Host GGUF blocks (`Q6_K` in llama.cpp's files), dequantized a row at a time on lookup;
+    /// a tied head multiplies the same bytes.
+    Quant(QuantLinear),
     Device(Tensor<B, 2>),
 }
 
@@ -134,6 +138,7 @@ impl<B: Backend> Debug for Embedding<B> {
         match self {
             Self::Host(w) => write!(f, "Embedding::Host({} values)", w.len()),
             Self::HostF16(w) => write!(f, "Embedding::HostF16({} values)", w.len()),
+            Self::Quant(q) => write!(f, "Embedding::Quant({:?}, {:?})", q.ggml_type(), q.shape()),
             Self::Device(t) => write!(f, "Embedding::Device({:?})", t.dims()),
         }
     }
@@ -348,12 +353,34 @@ impl<B: TernaryBackend> Llama<B> {
         // A host table no float head shares may stay in the f16 the source holds it in.
         let head_shares = !src.placeholder("lm_head.weight")
             && (c.tie_word_embeddings || !src.contains("lm_head.weight"));
-        let half = if linear_impl.is_host() && !head_shares {
+        // A host table the source keeps in blocks stays in them: always for `Q6_K` (multiplied
+        // with int8 activations, as llama.cpp does), for Q4_0/Q4_1/Q8_0 with
+        // `LinearImpl::Quantized`. A tied head then multiplies the same bytes.
+        let table = match linear_impl.is_host() {
+            true => src.quantized(embed_name)?.filter(|q| {
+                q.kind == GgmlType::Q6_K || linear_impl == LinearImpl::Quantized
+            }),
+            false => None,
+        };
+        let table = match table {
+            Some(q) if (q.rows, q.cols) != (c.vocab_size, h) => {
+                return Err(ModelError::Shape {
+                    name: embed_name.to_string(),
+                    expected: vec![c.vocab_size, h],
+                    found: vec![q.rows, q.cols],
+                });
+            }
+            Some(q) => Some(QuantLinear::new(embed_name, q)?),
+            None => None,
+        };
+        let half = if linear_impl.is_host() && !head_shares && table.is_none() {
             src.half(embed_name)?
         } else {
             None
         };
-        let (embed, half) = match half {
+        let (embed, half) = match (&table, half) {
+            (Some(_), _) => (std::sync::Arc::new(Vec::new()), None),
+            (None, half) => match half {
             Some(w) if w.len() == c.vocab_size * h => (
                 std::sync::Arc::new(Vec::new()),
                 Some(std::sync::Arc::new(w)),
@@ -369,6 +396,7 @@ impl<B: TernaryBackend> Llama<B> {
                 std::sync::Arc::new(get(embed_name, &[c.vocab_size, h])?.data),
                 None,
             ),
+            },
         };
         let lm_head: Linear<B> = if src.placeholder("lm_head.weight") {
             placeholder("lm_head.weight", c.vocab_size, h)?
@@ -380,7 +408,8 @@ impl<B: TernaryBackend> Llama<B> {
                         .into(),
                 ));
             }
-            match quantized(embed_name, c.vocab_size, h)? {
+            let shared = table.clone().map(|t| Box::new(t) as Linear<B>);
+            match shared.map_or_else(|| quantized(embed_name, c.vocab_size, h), |l| Ok(Some(l)))? {
                 Some(l) => l,
                 None => linear_impl.build_shared::<B>(
                     embed_name,
@@ -420,7 +449,9 @@ impl<B: TernaryBackend> Llama<B> {
             .map(|i| c.rope_theta.powf(-((2 * i) as f64) / d as f64))
             .collect();
         Ok(Self {
-            embed: if let Some(w) = half {
+            embed: if let Some(t) = table {
+                Embedding::Quant(t)
+            } else if let Some(w) = half {
                 Embedding::HostF16(w)
             } else if linear_impl.is_host() {
                 Embedding::Host(embed)
@@ -558,7 +589,7 @@ impl<B: Backend> Llama<B> {
     pub fn embed(&self, tokens: &[u32]) -> Result<Tensor<B, 2>> {
         self.check_tokens(tokens)?;
         match &self.embed {
-            Embedding::Host(_) | Embedding::HostF16(_) => {
+            Embedding::Host(_) | Embedding::HostF16(_) | Embedding::Quant(_) => {
                 let h = self.config.hidden_size;
                 let mut rows = Vec::with_capacity(tokens.len() * h);
                 for &t in tokens {
@@ -568,6 +599,7 @@ impl<B: Backend> Llama<B> {
                         Embedding::HostF16(w) => {
                             rows.extend(w[t * h..(t + 1) * h].iter().map(|v| v.to_f32()));
                         }
+                        Embedding::Quant(q) => q.dequantize_row(t, &mut rows),
                         Embedding::Device(_) => {}
                     }
                 }
@@ -592,7 +624,7 @@ impl<B: Backend> Llama<B> {
     pub fn embedding_host(&self) -> Option<std::sync::Arc<Vec<f32>>> {
         match &self.embed {
             Embedding::Host(w) => Some(std::sync::Arc::clone(w)),
-            Embedding::HostF16(_) | Embedding::Device(_) => None,
+            Embedding::HostF16(_) | Embedding::Quant(_) | Embedding::Device(_) => None,
         }
     }
 
@@ -601,7 +633,16 @@ impl<B: Backend> Llama<B> {
     pub fn embedding_host_f16(&self) -> Option<std::sync::Arc<Vec<half::f16>>> {
         match &self.embed {
             Embedding::HostF16(w) => Some(std::sync::Arc::clone(w)),
-            Embedding::Host(_) | Embedding::Device(_) => None,
+            Embedding::Host(_) | Embedding::Quant(_) | Embedding::Device(_) => None,
+        }
+    }
+
+    /// The embedding table when the model keeps it in GGUF blocks on the host (a handle that
+    /// shares the bytes, with a tied head's too).
+    pub fn embedding_quant(&self) -> Option<&QuantLinear> {
+        match &self.embed {
+            Embedding::Quant(q) => Some(q),
+            Embedding::Host(_) | Embedding::HostF16(_) | Embedding::Device(_) => None,
         }
     }
 
@@ -785,6 +826,13 @@ impl<B: Backend> Llama<B> {
         match &self.embed {
             Embedding::Host(w) => Ok(w[a * h..b * h].to_vec()),
             Embedding::HostF16(w) => Ok(w[a * h..b * h].iter().map(|v| v.to_f32()).collect()),
+            Embedding::Quant(q) => {
+                let mut out = Vec::with_capacity((b - a) * h);
+                for r in a..b {
+                    q.dequantize_row(r, &mut out);
+                }
+                Ok(out)
+            }
             Embedding::Device(e) => Ok(to_rows(e.clone().slice([a..b, 0..h]))?),
         }
     }

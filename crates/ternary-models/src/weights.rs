@@ -25,8 +25,8 @@ pub trait WeightSource {
     fn tensor(&self, name: &str) -> Result<HostTensor>;
     /// Whether the source has a tensor called `name`.
     fn contains(&self, name: &str) -> bool;
-    /// The still-quantized rows of a 2-D tensor stored in a 32-weight block format
-    /// (Q4_0/Q4_1/Q8_0), in Hugging Face row order; `None` for float tensors and sources
+    /// The still-quantized rows of a 2-D tensor stored in a block format the host multiplies
+    /// (Q4_0/Q4_1/Q8_0/Q6_K), in Hugging Face row order; `None` for float tensors and sources
     /// without quantized storage.
     fn quantized(&self, _name: &str) -> Result<Option<QuantizedTensor>> {
         Ok(None)
@@ -63,16 +63,17 @@ pub struct TernaryWeight {
     pub weight_scale: Option<f32>,
 }
 
-/// A 2-D block-quantized tensor `[rows, cols]`: each row is `cols / 32` blocks of `kind`.
+/// A 2-D block-quantized tensor `[rows, cols]`: each row is whole blocks of `kind` (32
+/// weights each, 256 for the K-quants).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedTensor {
     /// Block format.
     pub kind: GgmlType,
     /// Number of rows (output features).
     pub rows: usize,
-    /// Number of columns (input features), a multiple of 32.
+    /// Number of columns (input features), a multiple of the block size.
     pub cols: usize,
-    /// `rows · (cols / 32) · block bytes` bytes, row after row.
+    /// `rows · (cols / block) · block bytes` bytes, row after row.
     pub bytes: Vec<u8>,
 }
 
@@ -244,7 +245,10 @@ impl WeightSource for GgufWeights<'_> {
             .file
             .tensor(&g)
             .ok_or_else(|| ModelError::MissingTensor(g.clone()))?;
-        if !matches!(info.kind, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+        if !matches!(
+            info.kind,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q6_K
+        )
             || info.dims.len() != 2
         {
             return Ok(None);

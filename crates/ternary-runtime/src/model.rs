@@ -37,27 +37,31 @@ pub(crate) struct Layer {
     pub down: Proj,
 }
 
-/// The embedding table `[V, H]` row-major, in `f32` or in `f16` (widened exactly on lookup).
+/// The embedding table `[V, H]` row-major, in `f32`, in `f16` (widened exactly on lookup) or
+/// in GGUF blocks (dequantized a row at a time; a tied head multiplies the same bytes).
 #[derive(Debug)]
 pub(crate) enum Table {
     F32(Arc<Vec<f32>>),
     F16(Arc<Vec<half::f16>>),
+    Quant(QuantLinear),
 }
 
 impl Table {
-    /// Values held.
-    pub fn len(&self) -> usize {
+    /// Bytes held.
+    fn bytes(&self) -> u64 {
         match self {
-            Self::F32(w) => w.len(),
-            Self::F16(w) => w.len(),
+            Self::F32(w) => 4 * w.len() as u64,
+            Self::F16(w) => 2 * w.len() as u64,
+            Self::Quant(q) => q.storage_bytes() as u64,
         }
     }
 
-    /// Bytes per value.
-    fn width(&self) -> u64 {
+    /// Bytes one looked-up row reads (`h` values).
+    fn row_bytes(&self, h: usize) -> u64 {
         match self {
-            Self::F32(_) => 4,
-            Self::F16(_) => 2,
+            Self::F32(_) => 4 * h as u64,
+            Self::F16(_) => 2 * h as u64,
+            Self::Quant(q) => (q.storage_bytes() / q.shape().0.max(1)) as u64,
         }
     }
 
@@ -66,6 +70,7 @@ impl Table {
         match self {
             Self::F32(w) => out.extend_from_slice(&w[r * h..(r + 1) * h]),
             Self::F16(w) => out.extend(w[r * h..(r + 1) * h].iter().map(|v| v.to_f32())),
+            Self::Quant(q) => q.dequantize_row(r, out),
         }
     }
 
@@ -74,6 +79,7 @@ impl Table {
         match (self, k) {
             (Self::F32(a), Kernel::F32(b)) => Arc::ptr_eq(a, b),
             (Self::F16(a), Kernel::F16(b)) => Arc::ptr_eq(a, b),
+            (Self::Quant(a), Kernel::Quant(b)) => a.shares_bytes_with(b),
             _ => false,
         }
     }
@@ -96,7 +102,7 @@ impl Model {
     /// block's norms, and one embedding row.
     pub fn bytes_per_token(&self) -> u64 {
         let h = self.config.hidden_size as u64;
-        let mut b = self.embed.width() * h + self.lm_head.weight_bytes() + 4 * h;
+        let mut b = self.embed.row_bytes(h as usize) + self.lm_head.weight_bytes() + 4 * h;
         for l in &self.layers {
             b += l.qkv.iter().map(Proj::weight_bytes).sum::<u64>()
                 + l.o.weight_bytes()
@@ -118,9 +124,8 @@ impl Model {
         } else {
             0
         };
-        let w = self.embed.width();
-        self.bytes_per_token() + w * self.embed.len() as u64
-            - w * self.config.hidden_size as u64
+        self.bytes_per_token() + self.embed.bytes()
+            - self.embed.row_bytes(self.config.hidden_size)
             - head
     }
 }
@@ -202,15 +207,20 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
     // The model's host table is shared (with a tied f32 head, one allocation serves both);
     // a table on a device is copied.
     let half = m.embedding_host_f16();
-    let embed = match (m.embedding_host(), &half) {
-        (Some(w), _) => w,
-        (None, Some(_)) => Arc::new(Vec::new()),
-        (None, None) => Arc::new(m.embedding_rows(0..v)?),
+    let blocks = m.embedding_quant().cloned();
+    let embed = match (m.embedding_host(), &half, &blocks) {
+        (Some(w), _, _) => w,
+        (None, Some(_), _) | (None, None, Some(_)) => Arc::new(Vec::new()),
+        (None, None, None) => Arc::new(m.embedding_rows(0..v)?),
     };
-    if half.as_ref().map_or(embed.len(), |w| w.len()) != v * h {
+    let held = match (&half, &blocks) {
+        (Some(w), _) => w.len(),
+        (None, Some(q)) => q.shape().0 * q.shape().1,
+        (None, None) => embed.len(),
+    };
+    if held != v * h {
         return Err(RuntimeError::Unsupported(format!(
-            "the embedding holds {} values, expected {v} x {h}",
-            half.as_ref().map_or(embed.len(), |w| w.len())
+            "the embedding holds {held} values, expected {v} x {h}"
         )));
     }
     let mut tied = false;
@@ -275,10 +285,11 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
     let norm = take_norm("model.norm.weight")?;
     // A tied float head and the table stay one allocation, in the head's type; otherwise
     // the table follows `float_weights` (so a table of f16 values is held as f16).
-    let embed = match (&lm_head.kernel, tied, half) {
-        (_, _, Some(w)) => Table::F16(w),
-        (Kernel::F32(w), true, None) => Table::F32(Arc::clone(w)),
-        (Kernel::F16(w), true, None) => Table::F16(Arc::clone(w)),
+    let embed = match (&lm_head.kernel, tied, half, blocks) {
+        (_, _, _, Some(q)) => Table::Quant(q),
+        (_, _, Some(w), None) => Table::F16(w),
+        (Kernel::F32(w), true, None, None) => Table::F32(Arc::clone(w)),
+        (Kernel::F16(w), true, None, None) => Table::F16(Arc::clone(w)),
         _ => match to_f16(&embed, opts.float_weights) {
             Some(w) => Table::F16(Arc::new(w)),
             None => Table::F32(embed),

@@ -12,7 +12,8 @@
 //!   (`k = 127 / max(max|x|, 1e-5)`, `q = clamp(round_half_even(x·k), −128, 127)`);
 //! - [`Kernel::F32`], [`Kernel::F16`]: `y[r] = Σ_c W[r, c]·x[c]` (`dense_rows_with`:
 //!   register-tiled FMA; `f16` weights widened exactly as they are loaded);
-//! - [`Kernel::Quant`]: GGUF Q4_0/Q4_1/Q8_0 block dots (`QuantLinear`);
+//! - [`Kernel::Quant`]: GGUF Q4_0/Q4_1/Q8_0 block dots on `f32` activations, `Q6_K` on int8
+//!   activations quantized per 256 values (`QuantLinear`);
 //! - [`Kernel::I8Rows`]: `y[r] = s_r · s_x · Σ_c q_w[r, c]·q_x[c]` (the int8 output head).
 //!
 //! Each is the arithmetic of the Burn layer it came from, in the same order where the kernels
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use ternary_core::kernels::{self, DotI8, Level};
 use ternary_core::{QuantizedActivations, TernaryMatrix, TwoPlaneMatrix};
 use ternary_models::bitnet::BITNET_EPS;
-use ternary_models::quant_linear::QuantLinear;
+use ternary_models::quant_linear::{QuantLinear, QuantScratch};
 
 use crate::error::Result;
 use crate::options::FloatWeights;
@@ -216,7 +217,7 @@ impl Kernels {
 /// Per-thread scratch of the products.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    pub sx: Vec<f32>,
+    pub quant: QuantScratch,
     /// The second plane's product (two-plane kernels).
     pub plane2: Vec<f32>,
 }
@@ -296,7 +297,7 @@ pub(crate) fn product_rows(
             kernels::dense_rows_with(k.level, w, cols, p.f32_input(x), n, rows.clone(), out)?
         }
         Kernel::Quant(q) => {
-            q.forward_rows_range(p.f32_input(x), n, rows.clone(), &mut scratch.sx, out);
+            q.forward_rows_range(p.f32_input(x), n, rows.clone(), &mut scratch.quant, out);
         }
         Kernel::I8Rows { q, scales } => {
             let pc = p.qa.padded_cols();

@@ -19,3 +19,18 @@ pub fn best_qdot() -> QDotFn {
     }
     crate::quant_linear::qdot_portable
 }
+
+/// Dot of one `Q6_K` row with one token's int8 activations: `(row bytes, codes, block scales,
+/// 16-value code sums)` (see [`crate::quant_linear::Q8Blocks`]).
+pub type Q6kDotFn = fn(&[u8], &[i8], &[f32], &[i16]) -> f32;
+
+/// The fastest available `Q6_K` × int8 row dot (AVX2, else portable), bit-identical to the
+/// portable oracle: the per-block integer sums are exact and the blocks are summed in the
+/// same order.
+pub fn best_q6k_dot() -> Q6kDotFn {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = x86::q6k_dot_avx2() {
+        return f;
+    }
+    crate::quant_linear::q6k_dot_portable
+}

@@ -1,4 +1,4 @@
-//! x86-64 block-quantized row dot with AVX2 + FMA.
+//! x86-64 block-quantized row dots with AVX2 (+ FMA for the f32 ones).
 
 use ternary_core::kernels::x86_primitives::Avx2;
 
@@ -84,6 +84,113 @@ unsafe fn qdot(bb: usize, row: &[u8], x: &[f32], sx: &[f32]) -> f32 {
                 d * (s - 8.0 * sx[b])
             };
         }
+    }
+    total
+}
+
+/// `Q6_K` row · int8 activations with AVX2 (see [`crate::quant_linear::q6k_dot_portable`],
+/// which it equals bit for bit), when `ternary_core`'s [`Avx2`] level token can be made.
+pub fn q6k_dot_avx2() -> Option<super::Q6kDotFn> {
+    Avx2::new().map(|_| q6k_checked as super::Q6kDotFn)
+}
+
+fn q6k_checked(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16]) -> f32 {
+    let nb = (row.len() / 210)
+        .min(q.len() / 256)
+        .min(d.len())
+        .min(bsums.len() / 16);
+    // SAFETY: handed out only with an `Avx2` token (`q6k_dot_avx2`); `nb` blocks fit in `row`
+    // (210·nb bytes), `q` (256·nb codes), `d` (nb scales) and `bsums` (16·nb sums).
+    unsafe { q6k_dot(row, q, d, bsums, nb) }
+}
+
+/// Per super-block: the 6-bit codes `u` rebuilt 32 at a time from `ql` and `qh`,
+/// `maddubs(u, q)` (pairs, at most 2·63·128 in `i16`), `madd` by the group scales (16-weight
+/// groups: the low and high 128-bit lanes take one scale each), minus `32·Σ_g s_g·Σ_{j∈g} q_j`
+/// from the code sums; the exact `i32` total times `d_w·d_x` is added to the `f32` sum.
+#[target_feature(enable = "avx2")]
+unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> f32 {
+    use std::arch::x86_64::{
+        __m256i, _mm_add_epi32, _mm_cvtepi8_epi16, _mm_cvtsi128_si32, _mm_loadl_epi64,
+        _mm_loadu_si128, _mm_set1_epi16, _mm_shuffle_epi32, _mm256_add_epi32, _mm256_and_si256,
+        _mm256_broadcastsi128_si256, _mm256_castsi256_si128, _mm256_cvtepi8_epi16,
+        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
+        _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8, _mm256_setzero_si256,
+        _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srli_epi16,
+        _mm256_sub_epi32,
+    };
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(3);
+    // Byte shuffles that spread group scale 2k (low lane) and 2k+1 (high lane) of a half's
+    // eight `i16` scales over eight `i16` lanes each.
+    let spread = |k: i16| {
+        let pair = |g: i16| ((4 * g + 1) << 8) | (4 * g);
+        _mm256_set_m128i(
+            _mm_set1_epi16(pair(k) + 0x0202),
+            _mm_set1_epi16(pair(k)),
+        )
+    };
+    let shuf = [spread(0), spread(1), spread(2), spread(3)];
+    let mut total = 0f32;
+    for b in 0..nb {
+        // SAFETY: block `b` is bytes 210b..210b+210 of `row`, its codes 256b..256b+256 of `q`,
+        // its sums 16b..16b+16 of `bsums` (b < nb, see `q6k_checked`).
+        let (blk, xq) = unsafe { (row.as_ptr().add(210 * b), q.as_ptr().add(256 * b)) };
+        let mut acc = _mm256_setzero_si256();
+        for h in 0..2 {
+            // SAFETY: ql half h is bytes 64h..64h+64, qh half h 128+32h..160+32h, the scales
+            // 192+8h..200+8h; codes 128h..128h+128 of the block.
+            let (ql0, ql1, qh, sc) = unsafe {
+                (
+                    _mm256_loadu_si256(blk.add(64 * h).cast()),
+                    _mm256_loadu_si256(blk.add(64 * h + 32).cast()),
+                    _mm256_loadu_si256(blk.add(128 + 32 * h).cast()),
+                    _mm_loadl_epi64(blk.add(192 + 8 * h).cast()),
+                )
+            };
+            let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc));
+            let high = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
+            let u: [__m256i; 4] = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    high(_mm256_srli_epi16::<2>(qh)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    high(_mm256_srli_epi16::<4>(qh)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    high(_mm256_srli_epi16::<6>(qh)),
+                ),
+            ];
+            for (k, (uk, sk)) in u.into_iter().zip(shuf).enumerate() {
+                // SAFETY: codes 128h+32k..128h+32k+32 of the block (k < 4).
+                let x = unsafe { _mm256_loadu_si256(xq.add(128 * h + 32 * k).cast()) };
+                let p = _mm256_maddubs_epi16(uk, x);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sc, sk)));
+            }
+        }
+        // SAFETY: the 16 scales are bytes 192..208 of the block; the sums as above.
+        let (sc16, bs) = unsafe {
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192).cast())),
+                _mm256_loadu_si256(bsums.as_ptr().add(16 * b).cast()),
+            )
+        };
+        let corr = _mm256_madd_epi16(sc16, bs);
+        acc = _mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(corr));
+        let s = _mm_add_epi32(
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        );
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        let isum = _mm_cvtsi128_si32(s);
+        // SAFETY: bytes 208..210 of the block are its f16 scale.
+        let dw = unsafe { half::f16::from_bits(u16::from_le_bytes([*blk.add(208), *blk.add(209)])) };
+        total += (dw.to_f32() * d[b]) * isum as f32;
     }
     total
 }
