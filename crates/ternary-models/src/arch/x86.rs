@@ -111,7 +111,7 @@ fn q6k_checked(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16]) -> f32 {
 #[target_feature(enable = "avx2")]
 unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> f32 {
     use std::arch::x86_64::{
-        __m256i, _mm_add_epi32, _mm_cvtepi8_epi16, _mm_cvtsi128_si32, _mm_loadl_epi64,
+        __m256i, _MM_HINT_T0, _mm_add_epi32, _mm_prefetch, _mm_cvtepi8_epi16, _mm_cvtsi128_si32, _mm_loadl_epi64,
         _mm_loadu_si128, _mm_set1_epi16, _mm_shuffle_epi32, _mm256_add_epi32, _mm256_and_si256,
         _mm256_broadcastsi128_si256, _mm256_castsi256_si128, _mm256_cvtepi8_epi16,
         _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
@@ -136,6 +136,12 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
         // SAFETY: block `b` is bytes 210b..210b+210 of `row`, its codes 256b..256b+256 of `q`,
         // its sums 16b..16b+16 of `bsums` (b < nb, see `q6k_checked`).
         let (blk, xq) = unsafe { (row.as_ptr().add(210 * b), q.as_ptr().add(256 * b)) };
+        // The same block of the next row (which follows this one in a matrix): a prefetch never
+        // faults, and `wrapping_add` keeps the address arithmetic defined past the end.
+        let next = blk.wrapping_add(210 * nb);
+        for line in [0, 64, 128, 192] {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line).cast());
+        }
         let mut acc = _mm256_setzero_si256();
         for h in 0..2 {
             // SAFETY: ql half h is bytes 64h..64h+64, qh half h 128+32h..160+32h, the scales

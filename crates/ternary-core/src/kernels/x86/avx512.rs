@@ -240,6 +240,15 @@ unsafe fn i8_lane_rows(m: &TernaryMatrix, a: &QuantizedActivations, r0: usize, o
         let mut acc = [zero; LANE_ROWS];
         let mut w = words.start;
         while w + 2 <= words.end {
+            // The next tile's rows (the 16 · wpr words after these, in both planes), 128 bytes
+            // per plane per step: over a tile's wpr / 2 steps, exactly the next tile. A
+            // prefetch never faults; `wrapping_add` keeps the address arithmetic defined past
+            // the planes' end.
+            let ahead = LANE_ROWS * (wpr + w);
+            _mm_prefetch::<_MM_HINT_T0>(plus.wrapping_add(ahead).cast());
+            _mm_prefetch::<_MM_HINT_T0>(plus.wrapping_add(ahead + 16).cast());
+            _mm_prefetch::<_MM_HINT_T0>(minus.wrapping_add(ahead).cast());
+            _mm_prefetch::<_MM_HINT_T0>(minus.wrapping_add(ahead + 16).cast());
             // SAFETY: bytes 32w..32w + 64 lie in the padded token row; words w, w + 1 of each
             // of the 16 rows lie in the planes (read as one little-endian u64).
             unsafe {
