@@ -381,7 +381,7 @@ impl Report {
             .collect();
         let _ = writeln!(
             s,
-            "- Memory read bandwidth (sum of a {} buffer; best of 3 passes at the start and 3 at \
+            "- Memory read bandwidth (full-width SIMD sum of squares over a {} buffer, no software prefetch; best of 3 passes at the start and 3 at \
              the end of the run): {}.",
             mb(i.bandwidth_buffer_bytes),
             bw.join(", ")

@@ -1208,7 +1208,7 @@ impl Report<'_> {
             .collect();
         let _ = writeln!(
             s,
-            "- Read bandwidth (`host --json`: sum of a {} buffer, best of 3 passes at the start and 3 at the end of the run): {}.",
+            "- Read bandwidth (`host --json`: a full-width SIMD sum of squares over a {} buffer, no software prefetch; best of 3 passes at the start and 3 at the end of the run): {}. Kernels that prefetch can read faster than this, so a BW share can pass 100%.",
             mb(h.get("bandwidth_buffer_bytes")
                 .and_then(Json::as_f64)
                 .unwrap_or(0.0) as u64),
@@ -1256,7 +1256,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}, from an empty context); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count; peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions); others' CPU = the share of all CPUs other processes used in the 3 s before the row (the suite's own processes were not running).\n"
+            "- Columns: prefill = prompt tokens/s (pp{PROMPT_TOKENS}); decode = tokens/s generating {GEN_TOKENS} tokens one at a time (tg{GEN_TOKENS}, from an empty context); MB/token = weight bytes one decode step reads (every linear layer of the blocks plus the output matrix); BW share = decode tokens/s × MB/token ÷ read bandwidth at the same thread count (can pass 100%: see the bandwidth line); peak RSS = the process's maximum resident set (`/usr/bin/time`, whole run including loading; for llama-bench all its repetitions); others' CPU = the share of all CPUs other processes used in the 3 s before the row (the suite's own processes were not running).\n"
         );
         let cpus = h.get("logical_cpus").and_then(Json::as_f64).unwrap_or(1.0);
         let busiest = self.rows.iter().filter_map(|r| r.busy).fold(0.0, f64::max);
