@@ -189,6 +189,8 @@ impl TernaryGemm for IndexLists {
             Level::Avx512 if panels => x86::walk_f32(&v, x, n, y),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => x86::lists_f32(&v, x, n, y),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => x86::lists_f32_avx2(&v, x, n, y),
             _ => scalar::gemm_f32(&v, x, n, y),
         }
         Ok(())
@@ -209,6 +211,8 @@ impl TernaryGemm for IndexLists {
             Level::Avx512 if panels => x86::walk_i8(&v, a, y),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => x86::lists_i8(&v, a, y),
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => x86::lists_i8_avx2(&v, a, y),
             _ => scalar::gemm_i8(&v, a, y),
         }
         Ok(())

@@ -1,4 +1,5 @@
-//! AVX2 skip kernels (chunk formats, few tokens).
+//! AVX2 skip kernels, few tokens: the chunk formats' masked kernels and the index lists'
+//! gap decoding and gathers.
 //!
 //! For each non-empty chunk `w` (columns `32w .. 32w + 32`) each plane word is expanded to
 //! lane masks: `f32`, the word broadcast and shifted left by `31 − i` (`vpsllvd`) puts bit
@@ -8,6 +9,13 @@
 //! into `i16` lanes (at most [`I16_CHUNKS`] chunks before widening to `i32`: `128 · 2 · 127 <
 //! 2¹⁵`). Empty chunks are never visited. Group flushes follow the reference order exactly
 //! for int8 (see the parent module).
+//!
+//! Index lists: each gap code is decoded 8 bytes at a time (with `v = b + 1` for a weight byte
+//! and `v = 255` for an escape, the weight in lane `i` sits at column
+//! `next + (v₀ + … + vᵢ) − 1`: an in-lane prefix sum in two shifted adds plus the low half's
+//! total carried into the high half), the weight lanes moved to the front by a permutation
+//! from a 256-entry table and stored; then each group's run of columns is summed with
+//! 8-lane gathers (`f32`, or int8 tokens widened to `i32` once per call).
 
 // Register arrays indexed by token `t` read clearer as index loops.
 #![allow(clippy::needless_range_loop)]
@@ -18,7 +26,8 @@ use ternary_core::QuantizedActivations;
 use ternary_core::kernels::x86_primitives::hsum_epi32;
 
 use super::Avx2;
-use crate::kernels::{ChunkView, par_rows};
+use crate::kernels::{ChunkView, ListView, group_len, par_rows, walk_work};
+use crate::lists::ESCAPE;
 
 /// Tokens sharing one pass over a row's chunks.
 const TOKENS: usize = 2;
@@ -245,4 +254,257 @@ unsafe fn masked_i8_row<const T: usize>(
     for t in 0..T {
         out[t] = sum[t] * a.scales()[j0 + t];
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index lists, few tokens: vector gap decoding and gathers
+// ---------------------------------------------------------------------------------------------
+
+/// For each 8-lane mask, the indices of its set lanes in order (one byte each, the rest 0):
+/// the `vpermd` that moves the kept lanes to the front.
+const COMPRESS: [u64; 256] = compress_table();
+
+const fn compress_table() -> [u64; 256] {
+    let mut t = [0u64; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut v, mut k, mut i) = (0u64, 0, 0);
+        while i < 8 {
+            if (m >> i) & 1 == 1 {
+                v |= (i as u64) << (8 * k);
+                k += 1;
+            }
+            i += 1;
+        }
+        t[m] = v;
+        m += 1;
+    }
+    t
+}
+
+/// Decodes a gap code (see `crate::lists`) into its columns, 8 bytes per step (see the
+/// [module docs](self)); the last step's missing bytes read as escapes, which emit nothing.
+/// Returns the number of columns written.
+///
+/// # Safety
+/// AVX2 must be available; `out.len() ≥ k + 8` where `k` is the number of columns the code
+/// holds.
+#[target_feature(enable = "avx2")]
+unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
+    let ones = _mm256_set1_epi32(1);
+    let escape = _mm256_set1_epi32(i32::from(ESCAPE));
+    let zero = _mm256_setzero_si256();
+    let (low_total, step_total) = (_mm256_set1_epi32(3), _mm256_set1_epi32(7));
+    let mut next = zero;
+    let mut count = 0usize;
+    for chunk in code.chunks(8) {
+        let mut bytes = [ESCAPE; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        let b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(bytes)));
+        let esc = _mm256_cmpeq_epi32(b, escape);
+        let v = _mm256_add_epi32(b, _mm256_andnot_si256(esc, ones));
+        let v = _mm256_add_epi32(v, _mm256_slli_si256::<4>(v));
+        let v = _mm256_add_epi32(v, _mm256_slli_si256::<8>(v));
+        let carry = _mm256_permutevar8x32_epi32(v, low_total);
+        let v = _mm256_add_epi32(v, _mm256_blend_epi32::<0b1111_0000>(zero, carry));
+        let cols = _mm256_sub_epi32(_mm256_add_epi32(next, v), ones);
+        let keep = !_mm256_movemask_ps(_mm256_castsi256_ps(esc)) as usize & 0xFF;
+        let idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(COMPRESS[keep] as i64));
+        // SAFETY: `count` columns were written so far, at most k − (weights in this step), so
+        // out[count .. count + 8] lies in `out` (len ≥ k + 8).
+        unsafe {
+            _mm256_storeu_si256(
+                out.as_mut_ptr().add(count).cast(),
+                _mm256_permutevar8x32_epi32(cols, idx),
+            );
+        }
+        count += keep.count_ones() as usize;
+        next = _mm256_add_epi32(next, _mm256_permutevar8x32_epi32(v, step_total));
+    }
+    count
+}
+
+/// Lane mask of the first `lanes` (≤ 8) `i32` lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn first_lanes(lanes: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(lanes as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (`f32`); each
+/// group's run is found by binary search, so the gathers do not wait on each other.
+///
+/// # Safety
+/// AVX2 must be available; every column is `< cols`, `x` points at `cols` floats and `gs`
+/// holds a value per group of `glen` columns.
+#[target_feature(enable = "avx2")]
+unsafe fn gather_groups_f32(
+    pos: &[u32],
+    x: *const f32,
+    glen: usize,
+    cols: usize,
+    gs: &mut [f32],
+    sign: f32,
+) {
+    let mut i = 0;
+    while i < pos.len() {
+        let g = pos[i] as usize / glen;
+        let end = ((g + 1) * glen).min(cols);
+        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut k = i;
+        while k + 16 <= j {
+            // SAFETY: pos[k .. k + 16] are in bounds; gathered lanes are columns < cols.
+            unsafe {
+                let v0 = _mm256_loadu_si256(pos.as_ptr().add(k).cast());
+                let v1 = _mm256_loadu_si256(pos.as_ptr().add(k + 8).cast());
+                a0 = _mm256_add_ps(a0, _mm256_i32gather_ps::<4>(x, v0));
+                a1 = _mm256_add_ps(a1, _mm256_i32gather_ps::<4>(x, v1));
+            }
+            k += 16;
+        }
+        while k < j {
+            let m = first_lanes(j - k);
+            // SAFETY: the mask covers pos[k .. min(k + 8, j)]; gathered lanes are columns
+            // < cols.
+            unsafe {
+                let v = _mm256_maskload_epi32(pos.as_ptr().add(k).cast(), m);
+                let g = _mm256_mask_i32gather_ps::<4>(
+                    _mm256_setzero_ps(),
+                    x,
+                    v,
+                    _mm256_castsi256_ps(m),
+                );
+                a0 = _mm256_add_ps(a0, g);
+            }
+            k += 8;
+        }
+        let a = _mm256_add_ps(a0, a1);
+        let h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        gs[g] += sign * _mm_cvtss_f32(h);
+        i = j;
+    }
+}
+
+/// `gs[g] ±= Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (exact `i32`, wrapping).
+///
+/// # Safety
+/// As [`gather_groups_f32`], with `x` pointing at `cols` `i32` values.
+#[target_feature(enable = "avx2")]
+unsafe fn gather_groups_i32(
+    pos: &[u32],
+    x: *const i32,
+    glen: usize,
+    cols: usize,
+    gs: &mut [i32],
+    negate: bool,
+) {
+    let mut i = 0;
+    while i < pos.len() {
+        let g = pos[i] as usize / glen;
+        let end = ((g + 1) * glen).min(cols);
+        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
+        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let mut k = i;
+        while k + 16 <= j {
+            // SAFETY: pos[k .. k + 16] are in bounds; gathered lanes are columns < cols.
+            unsafe {
+                let v0 = _mm256_loadu_si256(pos.as_ptr().add(k).cast());
+                let v1 = _mm256_loadu_si256(pos.as_ptr().add(k + 8).cast());
+                a0 = _mm256_add_epi32(a0, _mm256_i32gather_epi32::<4>(x, v0));
+                a1 = _mm256_add_epi32(a1, _mm256_i32gather_epi32::<4>(x, v1));
+            }
+            k += 16;
+        }
+        while k < j {
+            let m = first_lanes(j - k);
+            // SAFETY: the mask covers pos[k .. min(k + 8, j)]; gathered lanes are columns
+            // < cols.
+            unsafe {
+                let v = _mm256_maskload_epi32(pos.as_ptr().add(k).cast(), m);
+                let g = _mm256_mask_i32gather_epi32::<4>(_mm256_setzero_si256(), x, v, m);
+                a0 = _mm256_add_epi32(a0, g);
+            }
+            k += 8;
+        }
+        let t = hsum_epi32(_mm256_add_epi32(a0, a1));
+        gs[g] = if negate {
+            gs[g].wrapping_sub(t)
+        } else {
+            gs[g].wrapping_add(t)
+        };
+        i = j;
+    }
+}
+
+pub(super) fn lists_f32(_t: Avx2, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols) = (v.rows, v.cols);
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
+        let (mut pp, mut pm) = (vec![0u32; cols + 8], vec![0u32; cols + 8]);
+        let mut gs = vec![0f32; groups];
+        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+            let (cp, cm) = v.codes(r);
+            // SAFETY: the token proves the CPU features; a row lists at most `cols` columns
+            // of each sign, and both buffers hold cols + 8.
+            let (kp, km) = unsafe { (decode_gaps(cp, &mut pp), decode_gaps(cm, &mut pm)) };
+            let s = &scales[r * groups..(r + 1) * groups];
+            for (j, oj) in o.iter_mut().enumerate() {
+                gs.fill(0.0);
+                let xj = x[j * cols..].as_ptr();
+                // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
+                // and `gs` holds one value per group.
+                unsafe {
+                    gather_groups_f32(&pp[..kp], xj, glen, cols, &mut gs, 1.0);
+                    gather_groups_f32(&pm[..km], xj, glen, cols, &mut gs, -1.0);
+                }
+                *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
+            }
+        }
+    });
+}
+
+pub(super) fn lists_i8(_t: Avx2, v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
+    let (rows, cols, n) = (v.rows, v.cols, a.n());
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    // Tokens widened to i32 once, so the gathers read whole lanes.
+    let xi: Vec<i32> = (0..n)
+        .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
+        .collect();
+    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
+        let (mut pp, mut pm) = (vec![0u32; cols + 8], vec![0u32; cols + 8]);
+        let mut gs = vec![0i32; groups];
+        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+            let (cp, cm) = v.codes(r);
+            // SAFETY: the token proves the CPU features; a row lists at most `cols` columns
+            // of each sign, and both buffers hold cols + 8.
+            let (kp, km) = unsafe { (decode_gaps(cp, &mut pp), decode_gaps(cm, &mut pm)) };
+            let s = &scales[r * groups..(r + 1) * groups];
+            for (j, oj) in o.iter_mut().enumerate() {
+                gs.fill(0);
+                let xj = xi[j * cols..].as_ptr();
+                // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
+                // and `gs` holds one value per group.
+                unsafe {
+                    gather_groups_i32(&pp[..kp], xj, glen, cols, &mut gs, false);
+                    gather_groups_i32(&pm[..km], xj, glen, cols, &mut gs, true);
+                }
+                // The reference's order: every group, `sum += s · (acc as f32)`, then `· s_j`.
+                let mut sum = 0f32;
+                for (&sg, &acc) in s.iter().zip(&gs) {
+                    sum += sg * acc as f32;
+                }
+                *oj = sum * a.scales()[j];
+            }
+        }
+    });
 }
