@@ -137,10 +137,7 @@ pub fn read_bandwidth(buf: &[f32], passes: usize) -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..passes.max(1) {
         let t0 = Instant::now();
-        let s = buf
-            .par_chunks(chunk)
-            .map(sum_squares)
-            .sum::<f32>();
+        let s = buf.par_chunks(chunk).map(sum_squares).sum::<f32>();
         std::hint::black_box(s);
         // A coarse clock can read 0 for a tiny buffer; one nanosecond keeps the result finite.
         best = best.min(t0.elapsed().as_secs_f64().max(1e-9));

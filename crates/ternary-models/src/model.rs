@@ -19,8 +19,8 @@ use crate::bitnet::{BitLinear, BitLinearPath, ternarize_absmean};
 use crate::config::{Activation, Architecture, BitNetLinear, LlamaConfig};
 use crate::error::{ModelError, Result};
 use crate::linear::LinearImpl;
-use crate::quant_linear::QuantLinear;
 use crate::quant::GgmlType;
+use crate::quant_linear::QuantLinear;
 use crate::weights::{HostTensor, TernaryWeight, WeightSource};
 use burn::tensor::activation::{relu, silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
@@ -357,9 +357,9 @@ impl<B: TernaryBackend> Llama<B> {
         // with int8 activations, as llama.cpp does), for Q4_0/Q4_1/Q8_0 with
         // `LinearImpl::Quantized`. A tied head then multiplies the same bytes.
         let table = match linear_impl.is_host() {
-            true => src.quantized(embed_name)?.filter(|q| {
-                q.kind == GgmlType::Q6_K || linear_impl == LinearImpl::Quantized
-            }),
+            true => src
+                .quantized(embed_name)?
+                .filter(|q| q.kind == GgmlType::Q6_K || linear_impl == LinearImpl::Quantized),
             false => None,
         };
         let table = match table {
@@ -381,21 +381,21 @@ impl<B: TernaryBackend> Llama<B> {
         let (embed, half) = match (&table, half) {
             (Some(_), _) => (std::sync::Arc::new(Vec::new()), None),
             (None, half) => match half {
-            Some(w) if w.len() == c.vocab_size * h => (
-                std::sync::Arc::new(Vec::new()),
-                Some(std::sync::Arc::new(w)),
-            ),
-            Some(w) => {
-                return Err(ModelError::Shape {
-                    name: embed_name.to_string(),
-                    expected: vec![c.vocab_size, h],
-                    found: vec![w.len()],
-                });
-            }
-            None => (
-                std::sync::Arc::new(get(embed_name, &[c.vocab_size, h])?.data),
-                None,
-            ),
+                Some(w) if w.len() == c.vocab_size * h => (
+                    std::sync::Arc::new(Vec::new()),
+                    Some(std::sync::Arc::new(w)),
+                ),
+                Some(w) => {
+                    return Err(ModelError::Shape {
+                        name: embed_name.to_string(),
+                        expected: vec![c.vocab_size, h],
+                        found: vec![w.len()],
+                    });
+                }
+                None => (
+                    std::sync::Arc::new(get(embed_name, &[c.vocab_size, h])?.data),
+                    None,
+                ),
             },
         };
         let lm_head: Linear<B> = if src.placeholder("lm_head.weight") {

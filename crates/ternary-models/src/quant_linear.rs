@@ -541,7 +541,11 @@ mod tests {
                     assert!(e <= 0.5001 * d[j / QK_K], "k={k} code {j}");
                 }
                 let fast = crate::arch::best_q6k_dot()(row, q, d, bs);
-                assert_eq!(fast.to_bits(), got.to_bits(), "k={k} row {r}: {fast} vs {got}");
+                assert_eq!(
+                    fast.to_bits(),
+                    got.to_bits(),
+                    "k={k} row {r}: {fast} vs {got}"
+                );
             }
         }
     }
@@ -552,7 +556,12 @@ mod tests {
         // and the Burn layer give the same values; rows 1, 63, 64, 65; tokens 1, 2, 17; a
         // zero token gives zeros, a token holding NaN gives NaN, the others are untouched.
         let mut seed = 23;
-        for &(n, k, m) in &[(1usize, 256usize, 1usize), (63, 512, 2), (64, 256, 17), (65, 768, 3)] {
+        for &(n, k, m) in &[
+            (1usize, 256usize, 1usize),
+            (63, 512, 2),
+            (64, 256, 17),
+            (65, 768, 3),
+        ] {
             let lin = q6k(n, k, &mut seed);
             let mut x: Vec<f32> = (0..m * k)
                 .map(|_| (lcg(&mut seed) % 2001) as f32 / 500.0 - 2.0)
@@ -570,7 +579,10 @@ mod tests {
                 for (i, o) in range.clone().enumerate() {
                     for j in 0..m {
                         let (a, b) = (out[i * m + j], y[j * n + o]);
-                        assert!(a.to_bits() == b.to_bits(), "{n}x{k} m={m} [{j},{o}]: {a} vs {b}");
+                        assert!(
+                            a.to_bits() == b.to_bits(),
+                            "{n}x{k} m={m} [{j},{o}]: {a} vs {b}"
+                        );
                     }
                 }
             }
@@ -581,8 +593,14 @@ mod tests {
                 }
                 assert!(y[o].is_finite());
             }
-            let xt = Tensor::<Cpu, 2>::from_data(TensorData::new(x.clone(), [m, k]), &Default::default());
-            let yb = LinearLayer::<Cpu>::forward(&lin, xt).into_data().into_vec::<f32>().unwrap();
+            let xt = Tensor::<Cpu, 2>::from_data(
+                TensorData::new(x.clone(), [m, k]),
+                &Default::default(),
+            );
+            let yb = LinearLayer::<Cpu>::forward(&lin, xt)
+                .into_data()
+                .into_vec::<f32>()
+                .unwrap();
             assert!(y.iter().zip(&yb).all(|(a, b)| a.to_bits() == b.to_bits()));
             // Rows dequantize as the whole matrix does.
             let w = lin.dequantized();

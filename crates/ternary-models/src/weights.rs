@@ -248,8 +248,7 @@ impl WeightSource for GgufWeights<'_> {
         if !matches!(
             info.kind,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q6_K
-        )
-            || info.dims.len() != 2
+        ) || info.dims.len() != 2
         {
             return Ok(None);
         }

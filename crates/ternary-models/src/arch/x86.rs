@@ -111,13 +111,13 @@ fn q6k_checked(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16]) -> f32 {
 #[target_feature(enable = "avx2")]
 unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> f32 {
     use std::arch::x86_64::{
-        __m256i, _MM_HINT_T0, _mm_add_epi32, _mm_prefetch, _mm_cvtepi8_epi16, _mm_cvtsi128_si32, _mm_loadl_epi64,
-        _mm_loadu_si128, _mm_set1_epi16, _mm_shuffle_epi32, _mm256_add_epi32, _mm256_and_si256,
-        _mm256_broadcastsi128_si256, _mm256_castsi256_si128, _mm256_cvtepi8_epi16,
-        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_maddubs_epi16,
-        _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8, _mm256_setzero_si256,
-        _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_slli_epi32, _mm256_srli_epi16,
-        _mm256_sub_epi32,
+        __m256i, _MM_HINT_T0, _mm_add_epi32, _mm_cvtepi8_epi16, _mm_cvtsi128_si32, _mm_loadl_epi64,
+        _mm_loadu_si128, _mm_prefetch, _mm_set1_epi16, _mm_shuffle_epi32, _mm256_add_epi32,
+        _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_castsi256_si128,
+        _mm256_cvtepi8_epi16, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set_m128i, _mm256_set1_epi8,
+        _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_slli_epi32,
+        _mm256_srli_epi16, _mm256_sub_epi32,
     };
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(3);
@@ -125,10 +125,7 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
     // eight `i16` scales over eight `i16` lanes each.
     let spread = |k: i16| {
         let pair = |g: i16| ((4 * g + 1) << 8) | (4 * g);
-        _mm256_set_m128i(
-            _mm_set1_epi16(pair(k) + 0x0202),
-            _mm_set1_epi16(pair(k)),
-        )
+        _mm256_set_m128i(_mm_set1_epi16(pair(k) + 0x0202), _mm_set1_epi16(pair(k)))
     };
     let shuf = [spread(0), spread(1), spread(2), spread(3)];
     let mut total = 0f32;
@@ -158,10 +155,7 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
             let high = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
             let u: [__m256i; 4] = [
                 _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    high(_mm256_srli_epi16::<2>(qh)),
-                ),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
                     high(_mm256_srli_epi16::<4>(qh)),
@@ -195,7 +189,8 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
         let isum = _mm_cvtsi128_si32(s);
         // SAFETY: bytes 208..210 of the block are its f16 scale.
-        let dw = unsafe { half::f16::from_bits(u16::from_le_bytes([*blk.add(208), *blk.add(209)])) };
+        let dw =
+            unsafe { half::f16::from_bits(u16::from_le_bytes([*blk.add(208), *blk.add(209)])) };
         total += (dw.to_f32() * d[b]) * isum as f32;
     }
     total

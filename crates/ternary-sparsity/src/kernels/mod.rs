@@ -29,8 +29,8 @@
 //!   non-zeros on average).
 //!
 //! Levels: [`Level::Avx512`] has dedicated kernels for every strategy; [`Level::Avx2`] has
-//! the per-token kernels (masked for the chunk formats; gap decoding and 8-lane gathers for
-//! index lists), which it runs whatever the strategy; [`Level::Scalar`] (and NEON) run the portable
+//! the per-token kernels (masked for the chunk formats; vector gap decoding for index
+//! lists), which it runs whatever the strategy; [`Level::Scalar`] (and NEON) run the portable
 //! per-token kernels, whatever the strategy. Requesting a level this CPU lacks is [`TernaryError::Config`](ternary_core::TernaryError::Config).
 //! Work is split over output rows with rayon, or, from 256 tokens on, over 64-token panels
 //! (each task then keeps its panel in cache for every row and writes its outputs in place).

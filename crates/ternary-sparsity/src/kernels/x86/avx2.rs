@@ -1,5 +1,5 @@
 //! AVX2 skip kernels, few tokens: the chunk formats' masked kernels and the index lists'
-//! gap decoding and gathers.
+//! gap decoding.
 //!
 //! For each non-empty chunk `w` (columns `32w .. 32w + 32`) each plane word is expanded to
 //! lane masks: `f32`, the word broadcast and shifted left by `31 − i` (`vpsllvd`) puts bit
@@ -14,8 +14,10 @@
 //! and `v = 255` for an escape, the weight in lane `i` sits at column
 //! `next + (v₀ + … + vᵢ) − 1`: an in-lane prefix sum in two shifted adds plus the low half's
 //! total carried into the high half), the weight lanes moved to the front by a permutation
-//! from a 256-entry table and stored; then each group's run of columns is summed with
-//! 8-lane gathers (`f32`, or int8 tokens widened to `i32` once per call).
+//! from a 256-entry table (skipped when the step holds no escape) and stored; then each
+//! group's run of columns is summed into eight independent accumulators (`f32`, or int8
+//! tokens widened to `i32` once per call). Loads, not `vpgatherdd`: on the AVX-512 host capped
+//! at AVX2 the gathers were no faster, and Zen 3 runs them as microcode.
 
 // Register arrays indexed by token `t` read clearer as index loops.
 #![allow(clippy::needless_range_loop)]
@@ -257,7 +259,7 @@ unsafe fn masked_i8_row<const T: usize>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Index lists, few tokens: vector gap decoding and gathers
+// Index lists, few tokens: vector gap decoding, then loads
 // ---------------------------------------------------------------------------------------------
 
 /// For each 8-lane mask, the indices of its set lanes in order (one byte each, the rest 0):
@@ -297,10 +299,8 @@ unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
     let (low_total, step_total) = (_mm256_set1_epi32(3), _mm256_set1_epi32(7));
     let mut next = zero;
     let mut count = 0usize;
-    for chunk in code.chunks(8) {
-        let mut bytes = [ESCAPE; 8];
-        bytes[..chunk.len()].copy_from_slice(chunk);
-        let b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(bytes)));
+    let mut step = |word: u64| {
+        let b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(word as i64));
         let esc = _mm256_cmpeq_epi32(b, escape);
         let v = _mm256_add_epi32(b, _mm256_andnot_si256(esc, ones));
         let v = _mm256_add_epi32(v, _mm256_slli_si256::<4>(v));
@@ -309,39 +309,45 @@ unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
         let v = _mm256_add_epi32(v, _mm256_blend_epi32::<0b1111_0000>(zero, carry));
         let cols = _mm256_sub_epi32(_mm256_add_epi32(next, v), ones);
         let keep = !_mm256_movemask_ps(_mm256_castsi256_ps(esc)) as usize & 0xFF;
-        let idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(COMPRESS[keep] as i64));
+        // Escapes are rare (0.2% of the bytes at 5% density): without one, the lanes are
+        // stored as they are.
+        let cols = if keep == 0xFF {
+            cols
+        } else {
+            let idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(COMPRESS[keep] as i64));
+            _mm256_permutevar8x32_epi32(cols, idx)
+        };
         // SAFETY: `count` columns were written so far, at most k − (weights in this step), so
         // out[count .. count + 8] lies in `out` (len ≥ k + 8).
-        unsafe {
-            _mm256_storeu_si256(
-                out.as_mut_ptr().add(count).cast(),
-                _mm256_permutevar8x32_epi32(cols, idx),
-            );
-        }
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(count).cast(), cols) };
         count += keep.count_ones() as usize;
         next = _mm256_add_epi32(next, _mm256_permutevar8x32_epi32(v, step_total));
+    };
+    let mut chunks = code.chunks_exact(8);
+    for c in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(c);
+        step(u64::from_le_bytes(bytes));
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut bytes = [ESCAPE; 8];
+        for (d, &b) in bytes.iter_mut().zip(tail) {
+            *d = b;
+        }
+        step(u64::from_le_bytes(bytes));
     }
     count
 }
 
-/// Lane mask of the first `lanes` (≤ 8) `i32` lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn first_lanes(lanes: usize) -> __m256i {
-    _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(lanes as i32),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    )
-}
-
 /// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (`f32`); each
-/// group's run is found by binary search, so the gathers do not wait on each other.
+/// group's run is found by binary search and summed into eight accumulators.
 ///
 /// # Safety
 /// AVX2 must be available; every column is `< cols`, `x` points at `cols` floats and `gs`
 /// holds a value per group of `glen` columns.
 #[target_feature(enable = "avx2")]
-unsafe fn gather_groups_f32(
+unsafe fn sum_runs_f32(
     pos: &[u32],
     x: *const f32,
     glen: usize,
@@ -354,39 +360,21 @@ unsafe fn gather_groups_f32(
         let g = pos[i] as usize / glen;
         let end = ((g + 1) * glen).min(cols);
         let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut k = i;
-        while k + 16 <= j {
-            // SAFETY: pos[k .. k + 16] are in bounds; gathered lanes are columns < cols.
-            unsafe {
-                let v0 = _mm256_loadu_si256(pos.as_ptr().add(k).cast());
-                let v1 = _mm256_loadu_si256(pos.as_ptr().add(k + 8).cast());
-                a0 = _mm256_add_ps(a0, _mm256_i32gather_ps::<4>(x, v0));
-                a1 = _mm256_add_ps(a1, _mm256_i32gather_ps::<4>(x, v1));
+        let mut acc = [0f32; 8];
+        let run = &pos[i..j];
+        let mut it = run.chunks_exact(8);
+        for c in &mut it {
+            for (a, &p) in acc.iter_mut().zip(c) {
+                // SAFETY: decoded columns are < cols.
+                *a += unsafe { *x.add(p as usize) };
             }
-            k += 16;
         }
-        while k < j {
-            let m = first_lanes(j - k);
-            // SAFETY: the mask covers pos[k .. min(k + 8, j)]; gathered lanes are columns
-            // < cols.
-            unsafe {
-                let v = _mm256_maskload_epi32(pos.as_ptr().add(k).cast(), m);
-                let g = _mm256_mask_i32gather_ps::<4>(
-                    _mm256_setzero_ps(),
-                    x,
-                    v,
-                    _mm256_castsi256_ps(m),
-                );
-                a0 = _mm256_add_ps(a0, g);
-            }
-            k += 8;
+        for (a, &p) in acc.iter_mut().zip(it.remainder()) {
+            // SAFETY: as above.
+            *a += unsafe { *x.add(p as usize) };
         }
-        let a = _mm256_add_ps(a0, a1);
-        let h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        let h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        gs[g] += sign * _mm_cvtss_f32(h);
+        let h = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        gs[g] += sign * h;
         i = j;
     }
 }
@@ -394,9 +382,9 @@ unsafe fn gather_groups_f32(
 /// `gs[g] ±= Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (exact `i32`, wrapping).
 ///
 /// # Safety
-/// As [`gather_groups_f32`], with `x` pointing at `cols` `i32` values.
+/// As [`sum_runs_f32`], with `x` pointing at `cols` `i32` values.
 #[target_feature(enable = "avx2")]
-unsafe fn gather_groups_i32(
+unsafe fn sum_runs_i32(
     pos: &[u32],
     x: *const i32,
     glen: usize,
@@ -409,30 +397,20 @@ unsafe fn gather_groups_i32(
         let g = pos[i] as usize / glen;
         let end = ((g + 1) * glen).min(cols);
         let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
-        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        let mut k = i;
-        while k + 16 <= j {
-            // SAFETY: pos[k .. k + 16] are in bounds; gathered lanes are columns < cols.
-            unsafe {
-                let v0 = _mm256_loadu_si256(pos.as_ptr().add(k).cast());
-                let v1 = _mm256_loadu_si256(pos.as_ptr().add(k + 8).cast());
-                a0 = _mm256_add_epi32(a0, _mm256_i32gather_epi32::<4>(x, v0));
-                a1 = _mm256_add_epi32(a1, _mm256_i32gather_epi32::<4>(x, v1));
+        let mut acc = [0i32; 8];
+        let run = &pos[i..j];
+        let mut it = run.chunks_exact(8);
+        for c in &mut it {
+            for (a, &p) in acc.iter_mut().zip(c) {
+                // SAFETY: decoded columns are < cols.
+                *a = a.wrapping_add(unsafe { *x.add(p as usize) });
             }
-            k += 16;
         }
-        while k < j {
-            let m = first_lanes(j - k);
-            // SAFETY: the mask covers pos[k .. min(k + 8, j)]; gathered lanes are columns
-            // < cols.
-            unsafe {
-                let v = _mm256_maskload_epi32(pos.as_ptr().add(k).cast(), m);
-                let g = _mm256_mask_i32gather_epi32::<4>(_mm256_setzero_si256(), x, v, m);
-                a0 = _mm256_add_epi32(a0, g);
-            }
-            k += 8;
+        for (a, &p) in acc.iter_mut().zip(it.remainder()) {
+            // SAFETY: as above.
+            *a = a.wrapping_add(unsafe { *x.add(p as usize) });
         }
-        let t = hsum_epi32(_mm256_add_epi32(a0, a1));
+        let t = acc.iter().fold(0i32, |s, &v| s.wrapping_add(v));
         gs[g] = if negate {
             gs[g].wrapping_sub(t)
         } else {
@@ -462,8 +440,8 @@ pub(super) fn lists_f32(_t: Avx2, v: &ListView<'_>, x: &[f32], n: usize, y: &mut
                 // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
                 // and `gs` holds one value per group.
                 unsafe {
-                    gather_groups_f32(&pp[..kp], xj, glen, cols, &mut gs, 1.0);
-                    gather_groups_f32(&pm[..km], xj, glen, cols, &mut gs, -1.0);
+                    sum_runs_f32(&pp[..kp], xj, glen, cols, &mut gs, 1.0);
+                    sum_runs_f32(&pm[..km], xj, glen, cols, &mut gs, -1.0);
                 }
                 *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
             }
@@ -476,7 +454,7 @@ pub(super) fn lists_i8(_t: Avx2, v: &ListView<'_>, a: &QuantizedActivations, y: 
     let glen = group_len(v.scales, cols);
     let groups = v.scales.layout().groups_per_row(cols);
     let scales = v.scales.values();
-    // Tokens widened to i32 once, so the gathers read whole lanes.
+    // Tokens widened to i32 once, so the sums read whole lanes.
     let xi: Vec<i32> = (0..n)
         .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
         .collect();
@@ -495,8 +473,8 @@ pub(super) fn lists_i8(_t: Avx2, v: &ListView<'_>, a: &QuantizedActivations, y: 
                 // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
                 // and `gs` holds one value per group.
                 unsafe {
-                    gather_groups_i32(&pp[..kp], xj, glen, cols, &mut gs, false);
-                    gather_groups_i32(&pm[..km], xj, glen, cols, &mut gs, true);
+                    sum_runs_i32(&pp[..kp], xj, glen, cols, &mut gs, false);
+                    sum_runs_i32(&pm[..km], xj, glen, cols, &mut gs, true);
                 }
                 // The reference's order: every group, `sum += s · (acc as f32)`, then `· s_j`.
                 let mut sum = 0f32;

@@ -1,5 +1,5 @@
 //! x86-64 skip kernels: AVX-512 F/BW/VL/VNNI/VPOPCNTDQ (every strategy) and AVX2 (the
-//! per-token kernels: masked for the chunk formats, gap decoding and gathers for index lists).
+//! per-token kernels: masked for the chunk formats, vector gap decoding for index lists).
 //!
 //! The kernels are reached through `ternary-core`'s zero-sized level tokens, [`Avx512`] and
 //! [`Avx2`], that exist only when their [`Level`](ternary_core::kernels::Level) is available,
@@ -37,12 +37,12 @@ pub(super) fn masked_i8_avx2(v: &ChunkView<'_>, a: &QuantizedActivations, y: &mu
     avx2::masked_i8(token_avx2(), v, a, y);
 }
 
-/// AVX2, index lists, `f32`, one token at a time: vector gap decoding and gathers.
+/// AVX2, index lists, `f32`, one token at a time: vector gap decoding, then loads.
 pub(super) fn lists_f32_avx2(v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
     avx2::lists_f32(token_avx2(), v, x, n, y);
 }
 
-/// AVX2, index lists, int8, one token at a time: vector gap decoding and gathers.
+/// AVX2, index lists, int8, one token at a time: vector gap decoding, then loads.
 pub(super) fn lists_i8_avx2(v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
     avx2::lists_i8(token_avx2(), v, a, y);
 }
