@@ -129,7 +129,7 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
     };
     let shuf = [spread(0), spread(1), spread(2), spread(3)];
     let mut total = 0f32;
-    for b in 0..nb {
+    for (b, &dx) in d[..nb].iter().enumerate() {
         // SAFETY: block `b` is bytes 210b..210b+210 of `row`, its codes 256b..256b+256 of `q`,
         // its sums 16b..16b+16 of `bsums` (b < nb, see `q6k_checked`).
         let (blk, xq) = unsafe { (row.as_ptr().add(210 * b), q.as_ptr().add(256 * b)) };
@@ -191,7 +191,7 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
         // SAFETY: bytes 208..210 of the block are its f16 scale.
         let dw =
             unsafe { half::f16::from_bits(u16::from_le_bytes([*blk.add(208), *blk.add(209)])) };
-        total += (dw.to_f32() * d[b]) * isum as f32;
+        total += (dw.to_f32() * dx) * isum as f32;
     }
     total
 }
