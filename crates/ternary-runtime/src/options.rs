@@ -17,7 +17,9 @@ pub enum KvType {
 /// How the output head (`lm_head`) multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LmHead {
-    /// As the model holds it (f32 for float heads): exact against the reference.
+    /// As the model holds it: f32 for float heads (exact against the reference), GGUF blocks
+    /// for a block-quantized head (a `Q6_K` head multiplies int8 activations quantized per
+    /// 256 values, as the Burn model does).
     #[default]
     AsModel,
     /// Int8 per row: `w[r, c] ≈ s_r · q[r, c]`, `s_r = max_c |w[r, c]| / 127`,
