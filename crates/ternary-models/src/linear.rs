@@ -75,11 +75,24 @@ impl<B: Backend> LinearLayer<B> for FloatLinear<B> {
 /// Burn's ndarray matmul packs the whole weight matrix on every call, which makes one-token
 /// decoding ~10x slower than streaming it; this is the CPU default (see
 /// [`LinearImpl::default_for`]).
+///
+/// `W` is held in `f32`, or in the IEEE `f16` a file stores it in (half the memory; each value
+/// is widened exactly, and the products run `ternary_core::kernels::dense_rows_with`, so the
+/// results equal the `f32` layer of the same values up to summation order).
 #[derive(Debug, Clone)]
 pub struct HostLinear {
-    weight: std::sync::Arc<Vec<f32>>,
+    weight: HostWeights,
     out: usize,
     inp: usize,
+}
+
+/// The storage of a [`HostLinear`]'s `W: [out, in]` row-major (shared handles).
+#[derive(Debug, Clone)]
+pub enum HostWeights {
+    /// `f32` values.
+    F32(std::sync::Arc<Vec<f32>>),
+    /// IEEE `f16` values, widened exactly when multiplied.
+    F16(std::sync::Arc<Vec<half::f16>>),
 }
 
 /// Which float linear layer the loaders build.
@@ -155,23 +168,85 @@ impl HostLinear {
         out: usize,
         inp: usize,
     ) -> Result<Self> {
-        if out.checked_mul(inp) != Some(w.len()) || w.is_empty() {
-            return Err(ModelError::Shape {
-                name: name.to_string(),
-                expected: vec![out, inp],
-                found: vec![w.len()],
-            });
-        }
+        Self::check(name, w.len(), out, inp)?;
         Ok(Self {
-            weight: w,
+            weight: HostWeights::F32(w),
             out,
             inp,
         })
     }
 
-    /// The shared handle on `W: [out, in]` row-major (cheap to clone).
-    pub fn weight_arc(&self) -> &std::sync::Arc<Vec<f32>> {
+    /// [`HostLinear::from_shared`] on `f16` values, kept as they are.
+    pub fn from_shared_f16(
+        name: &str,
+        w: std::sync::Arc<Vec<half::f16>>,
+        out: usize,
+        inp: usize,
+    ) -> Result<Self> {
+        Self::check(name, w.len(), out, inp)?;
+        Ok(Self {
+            weight: HostWeights::F16(w),
+            out,
+            inp,
+        })
+    }
+
+    fn check(name: &str, len: usize, out: usize, inp: usize) -> Result<()> {
+        if out.checked_mul(inp) != Some(len) || len == 0 {
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: vec![out, inp],
+                found: vec![len],
+            });
+        }
+        Ok(())
+    }
+
+    /// The shared handle on `W: [out, in]` row-major when it is held in `f32` (cheap to clone).
+    pub fn weight_arc(&self) -> Option<&std::sync::Arc<Vec<f32>>> {
+        match &self.weight {
+            HostWeights::F32(w) => Some(w),
+            HostWeights::F16(_) => None,
+        }
+    }
+
+    /// `W` as held.
+    pub fn weights(&self) -> &HostWeights {
         &self.weight
+    }
+
+    /// The shared handle on `W` when it is held in `f16`.
+    pub fn weight_f16_arc(&self) -> Option<&std::sync::Arc<Vec<half::f16>>> {
+        match &self.weight {
+            HostWeights::F16(w) => Some(w),
+            HostWeights::F32(_) => None,
+        }
+    }
+
+    /// `y = x·Wᵀ` for `f16` weights: blocks of 64 output rows in parallel, each by
+    /// `dense_rows_with` at the detected level (NaN outputs if it refused the shapes).
+    fn forward_rows_f16(&self, w: &[half::f16], x: &[f32], m: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        let (k, n) = (self.inp, self.out);
+        const BLOCK: usize = 64;
+        let level = ternary_core::kernels::Level::detect();
+        let mut yt = vec![0f32; n * m]; // [out, m]
+        yt.par_chunks_mut(BLOCK * m.max(1))
+            .enumerate()
+            .for_each(|(bi, chunk)| {
+                let r0 = bi * BLOCK;
+                let rows = r0..(r0 + BLOCK).min(n);
+                if ternary_core::kernels::dense_rows_with(level, w, k, x, m, rows, chunk).is_err() {
+                    chunk.fill(f32::NAN);
+                }
+            });
+        let mut y = vec![0f32; m * n];
+        for o in 0..n {
+            for r in 0..m {
+                y[r * n + o] = yt[o * m + r];
+            }
+        }
+        y
     }
 
     /// `y = x·Wᵀ` on host rows: `x` is `[m, in]` row-major, the result `[m, out]`.
@@ -179,6 +254,10 @@ impl HostLinear {
         use rayon::prelude::*;
         let (k, n) = (self.inp, self.out);
         debug_assert_eq!(x.len(), m * k);
+        let weight = match &self.weight {
+            HostWeights::F32(w) => w,
+            HostWeights::F16(w) => return self.forward_rows_f16(w, x, m),
+        };
         if m <= Self::GEMV_MAX_ROWS {
             // y[r, o] = dot(x_r, W_o); parallel over blocks of output rows.
             const BLOCK: usize = 64;
@@ -189,7 +268,7 @@ impl HostLinear {
                 .for_each(|(bi, chunk)| {
                     for (j, slot) in chunk.chunks_exact_mut(m).enumerate() {
                         let o = bi * BLOCK + j;
-                        let w = &self.weight[o * k..(o + 1) * k];
+                        let w = &weight[o * k..(o + 1) * k];
                         for (r, s) in slot.iter_mut().enumerate() {
                             *s = dot.dot(&x[r * k..(r + 1) * k], w);
                         }
@@ -208,7 +287,7 @@ impl HostLinear {
             // if they ever did.
             let (Ok(a), Ok(b)) = (
                 ArrayView2::from_shape((m, k), x),
-                ArrayView2::from_shape((k, n).strides((1, k)), &self.weight[..]),
+                ArrayView2::from_shape((k, n).strides((1, k)), &weight[..]),
             ) else {
                 return (0..m)
                     .flat_map(|r| self.forward_rows(&x[r * k..(r + 1) * k], 1))
@@ -241,14 +320,21 @@ impl<B: Backend> LinearLayer<B> for HostLinear {
     }
 
     fn weight(&self) -> Tensor<B, 2> {
+        let w = match &self.weight {
+            HostWeights::F32(w) => w.as_ref().clone(),
+            HostWeights::F16(w) => w.iter().map(|v| v.to_f32()).collect(),
+        };
         Tensor::from_data(
-            TensorData::new(self.weight.as_ref().clone(), [self.out, self.inp]),
+            TensorData::new(w, [self.out, self.inp]),
             &Default::default(),
         )
     }
 
     fn kind(&self) -> String {
-        "float-host".into()
+        match self.weight {
+            HostWeights::F32(_) => "float-host".into(),
+            HostWeights::F16(_) => "float-host-f16".into(),
+        }
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

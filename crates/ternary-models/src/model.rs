@@ -18,7 +18,7 @@
 use crate::bitnet::{BitLinear, BitLinearPath, ternarize_absmean};
 use crate::config::{Activation, Architecture, BitNetLinear, LlamaConfig};
 use crate::error::{ModelError, Result};
-use crate::linear::LinearImpl;
+use crate::linear::{HostLinear, LinearImpl};
 use crate::quant::GgmlType;
 use crate::quant_linear::QuantLinear;
 use crate::weights::{HostTensor, TernaryWeight, WeightSource};
@@ -337,6 +337,13 @@ impl<B: TernaryBackend> Llama<B> {
                 }
                 return Ok(Box::new(TernaryLinear::<B>::new(t.matrix, device)?));
             }
+            if linear_impl.is_host()
+                && src.half_layers()
+                && let Some(w) = src.half(name)?
+            {
+                let w = std::sync::Arc::new(w);
+                return Ok(Box::new(HostLinear::from_shared_f16(name, w, out, inp)?));
+            }
             let t = get(name, &[out, inp])?;
             linear_impl.build::<B>(name, t.data, out, inp, device)
         };
@@ -373,11 +380,12 @@ impl<B: TernaryBackend> Llama<B> {
             Some(q) => Some(QuantLinear::new(embed_name, q)?),
             None => None,
         };
-        let half = if linear_impl.is_host() && !head_shares && table.is_none() {
-            src.half(embed_name)?
-        } else {
-            None
-        };
+        let half =
+            if linear_impl.is_host() && (!head_shares || src.half_layers()) && table.is_none() {
+                src.half(embed_name)?
+            } else {
+                None
+            };
         let (embed, half) = match (&table, half) {
             (Some(_), _) => (std::sync::Arc::new(Vec::new()), None),
             (None, half) => match half {
@@ -408,7 +416,16 @@ impl<B: TernaryBackend> Llama<B> {
                         .into(),
                 ));
             }
-            let shared = table.clone().map(|t| Box::new(t) as Linear<B>);
+            let shared = match (&table, &half) {
+                (Some(t), _) => Some(Box::new(t.clone()) as Linear<B>),
+                (None, Some(w)) => Some(Box::new(HostLinear::from_shared_f16(
+                    embed_name,
+                    std::sync::Arc::clone(w),
+                    c.vocab_size,
+                    h,
+                )?) as Linear<B>),
+                (None, None) => None,
+            };
             match shared.map_or_else(|| quantized(embed_name, c.vocab_size, h), |l| Ok(Some(l)))? {
                 Some(l) => l,
                 None => linear_impl.build_shared::<B>(

@@ -49,6 +49,11 @@ pub trait WeightSource {
     fn half(&self, _name: &str) -> Result<Option<Vec<half::f16>>> {
         Ok(None)
     }
+    /// Whether host float linear layers (a tied head included) take the `f16` values
+    /// [`half`](Self::half) hands over, instead of widened `f32` copies.
+    fn half_layers(&self) -> bool {
+        false
+    }
 }
 
 /// A linear weight stored ternary in a checkpoint.
@@ -237,6 +242,39 @@ impl WeightSource for GgufWeights<'_> {
             matrix,
             weight_scale: None,
         }))
+    }
+
+    fn half(&self, name: &str) -> Result<Option<Vec<half::f16>>> {
+        let Some(g) = gguf_name(name) else {
+            return Ok(None);
+        };
+        let Some(info) = self.file.tensor(&g) else {
+            return Ok(None);
+        };
+        if info.kind != GgmlType::F16 || info.dims.len() != 2 {
+            return Ok(None);
+        }
+        let (cols, rows) = (info.dims[0], info.dims[1]);
+        let bytes = self.file.tensor_bytes(info)?;
+        let w: Vec<half::f16> = bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+            .collect();
+        match self.permuted_heads(name) {
+            Some(n) if rows == n * self.config.head_dim => {
+                Ok(Some(unpermute_qk(&w, n, self.config.head_dim, cols)))
+            }
+            Some(n) => Err(ModelError::Shape {
+                name: g,
+                expected: vec![n * self.config.head_dim, cols],
+                found: vec![rows, cols],
+            }),
+            None => Ok(Some(w)),
+        }
+    }
+
+    fn half_layers(&self) -> bool {
+        true
     }
 
     fn quantized(&self, name: &str) -> Result<Option<QuantizedTensor>> {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use ternary_layers::Cpu;
 use ternary_layers::to_rows;
 use ternary_models::gguf::{GgufFile, GgufTensorData, GgufValue, write_gguf};
+use ternary_models::linear::HostLinear;
 use ternary_models::loader::SafetensorsWeights;
 use ternary_models::quant::GgmlType;
 use ternary_models::weights::{GgufWeights, HostTensor, WeightSource, gguf_name};
@@ -102,13 +103,22 @@ fn permute(t: &HostTensor, heads: usize) -> Vec<f32> {
 
 /// The tiny checkpoint as llama.cpp's converter would write it (F32 tensors).
 fn tiny_gguf() -> Vec<u8> {
+    tiny_gguf_as(GgmlType::F32, false, false)
+}
+
+/// [`tiny_gguf`] with the matrices (not the norms) stored as `kind` (F32 or F16), their values
+/// rounded to f16 first when `round` (so an F32 and an F16 file hold the same values), and the
+/// output matrix left out (a tied head) when `tied`.
+fn tiny_gguf_as(kind: GgmlType, round: bool, tied: bool) -> Vec<u8> {
     let c = config();
     let w = SafetensorsWeights::open(dir().join("model.safetensors")).unwrap();
     let mut names = vec![
         "model.embed_tokens.weight".to_string(),
         "model.norm.weight".to_string(),
-        "lm_head.weight".to_string(),
     ];
+    if !tied {
+        names.push("lm_head.weight".to_string());
+    }
     for l in 0..c.num_layers {
         for p in [
             "input_layernorm",
@@ -135,11 +145,28 @@ fn tiny_gguf() -> Vec<u8> {
             } else {
                 t.data.clone()
             };
+            let matrix = t.shape.len() == 2;
+            let data: Vec<f32> = if matrix && round {
+                data.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+            } else {
+                data
+            };
+            let (kind, bytes) = if matrix && kind == GgmlType::F16 {
+                let b = data
+                    .iter()
+                    .flat_map(|&x| f16::from_f32(x).to_bits().to_le_bytes());
+                (GgmlType::F16, b.collect())
+            } else {
+                (
+                    GgmlType::F32,
+                    data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            };
             GgufTensorData {
                 name: gguf_name(n).unwrap(),
                 dims: t.shape.iter().rev().copied().collect(),
-                kind: GgmlType::F32,
-                bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                kind,
+                bytes,
             }
         })
         .collect();
@@ -176,6 +203,57 @@ fn gguf_with_llama_cpp_layout_should_match_transformers() {
     let m = Llama::<Cpu>::from_weights(c.clone(), &GgufWeights::new(&file, c), &Default::default())
         .unwrap();
     assert_matches_reference(&m, "GGUF");
+}
+
+#[test]
+fn f16_gguf_should_keep_f16_host_layers_and_give_the_logits_of_its_values_in_f32() {
+    // An F16 file's matrices stay f16 in the host layers (and the table, one allocation with a
+    // tied head); its logits equal those of an F32 file holding the same values, up to the
+    // summation order of the dense kernels (relative 1e-5 of the logit range).
+    for tied in [false, true] {
+        let load = |kind| {
+            let file = GgufFile::from_bytes(tiny_gguf_as(kind, true, tied)).unwrap();
+            let c = LlamaConfig::from_gguf(&file).unwrap();
+            assert_eq!(c.tie_word_embeddings, tied);
+            Llama::<Cpu>::from_weights(c.clone(), &GgufWeights::new(&file, c), &Default::default())
+                .unwrap()
+        };
+        let (half, full) = (load(GgmlType::F16), load(GgmlType::F32));
+        for (name, l) in half.linears() {
+            assert_eq!(l.kind(), "float-host-f16", "{name} tied={tied}");
+        }
+        for (name, l) in full.linears() {
+            assert_eq!(l.kind(), "float-host", "{name} tied={tied}");
+        }
+        let table = half.embedding_host_f16().expect("an f16 table");
+        assert!(full.embedding_host().is_some());
+        if tied {
+            let (_, head) = half.linears().pop().unwrap();
+            let head = head.as_any().unwrap().downcast_ref::<HostLinear>().unwrap();
+            assert!(std::sync::Arc::ptr_eq(
+                head.weight_f16_arc().unwrap(),
+                &table
+            ));
+        }
+        let ids = ref_ids(&reference());
+        let a = to_rows(
+            half.forward(&ids, &mut half.new_cache(), Logits::All)
+                .unwrap(),
+        )
+        .unwrap();
+        let b = to_rows(
+            full.forward(&ids, &mut full.new_cache(), Logits::All)
+                .unwrap(),
+        )
+        .unwrap();
+        let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5 * range, "tied={tied}: {worst} of {range}");
+    }
 }
 
 #[test]

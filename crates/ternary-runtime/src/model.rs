@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use ternary_core::kernels::{DotI8, Level};
 use ternary_layers::{LinearPath, LinearWeights, TernaryBackend, TernaryLinear, to_rows};
-use ternary_models::linear::{FloatLinear, HostLinear};
+use ternary_models::linear::{FloatLinear, HostLinear, HostWeights};
 use ternary_models::quant_linear::QuantLinear;
 use ternary_models::{Activation, BitLinear, Llama, LlamaConfig};
 
 use crate::error::{Result, RuntimeError};
-use crate::options::{LmHead, RuntimeOptions, TernaryActivations};
+use crate::options::{FloatWeights, LmHead, RuntimeOptions, TernaryActivations};
 use crate::proj::{Kernel, Proj, quantize_rows_i8, to_f16};
 
 /// One decoder block.
@@ -173,7 +173,14 @@ fn proj_of<B: TernaryBackend + 'static>(
         }));
     }
     if let Some(h) = any.and_then(|a| a.downcast_ref::<HostLinear>()) {
-        return Ok(plain(Kernel::F32(Arc::clone(h.weight_arc()))));
+        return Ok(plain(match h.weights() {
+            HostWeights::F32(w) => Kernel::F32(Arc::clone(w)),
+            // f16 values shared with the model, or widened when f32 weights are asked for.
+            HostWeights::F16(w) if opts.float_weights == FloatWeights::F32 => {
+                Kernel::F32(Arc::new(w.iter().map(|v| v.to_f32()).collect()))
+            }
+            HostWeights::F16(w) => Kernel::F16(Arc::clone(w)),
+        }));
     }
     if let Some(q) = any.and_then(|a| a.downcast_ref::<QuantLinear>()) {
         return Ok(plain(Kernel::Quant(q.clone())));
@@ -230,15 +237,23 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
         if name == "lm_head" {
             tied = matches!(&p.kernel, Kernel::F32(w) if Arc::ptr_eq(w, &embed));
         }
-        if name == "lm_head"
-            && let Kernel::F32(w) = &p.kernel
-            && opts.lm_head == LmHead::Int8
-        {
-            let k = DotI8::new(opts.level.unwrap_or_else(Level::detect))
-                .map_err(|e| RuntimeError::Options(e.to_string()))?;
-            let (q, scales) = quantize_rows_i8(k, w, p.rows, p.cols)
-                .map_err(|e| RuntimeError::Unsupported(format!("lm_head: {e}")))?;
-            p.kernel = Kernel::I8Rows { q, scales };
+        if name == "lm_head" && opts.lm_head == LmHead::Int8 {
+            let widened: Vec<f32>;
+            let w: Option<&[f32]> = match &p.kernel {
+                Kernel::F32(w) => Some(w),
+                Kernel::F16(w) => {
+                    widened = w.iter().map(|v| v.to_f32()).collect();
+                    Some(&widened)
+                }
+                _ => None,
+            };
+            if let Some(w) = w {
+                let k = DotI8::new(opts.level.unwrap_or_else(Level::detect))
+                    .map_err(|e| RuntimeError::Options(e.to_string()))?;
+                let (q, scales) = quantize_rows_i8(k, w, p.rows, p.cols)
+                    .map_err(|e| RuntimeError::Unsupported(format!("lm_head: {e}")))?;
+                p.kernel = Kernel::I8Rows { q, scales };
+            }
         }
         if let Kernel::F32(w) = &p.kernel
             && let Some(h) = to_f16(w, opts.float_weights)

@@ -406,6 +406,22 @@ fn f16_valued_tiny() -> LoadedModel<Cpu> {
     m
 }
 
+/// [`f16_valued_tiny`] with the layers holding the `f16` values themselves (as a model loaded
+/// from an F16 GGUF does).
+fn f16_held_tiny() -> LoadedModel<Cpu> {
+    let mut m = f16_valued_tiny();
+    for (name, slot) in m.model.linears_mut() {
+        let (rows, cols) = (slot.out_features(), slot.in_features());
+        let w: Vec<half::f16> = to_rows(slot.weight())
+            .unwrap()
+            .iter()
+            .map(|&v| half::f16::from_f32(v))
+            .collect();
+        *slot = Box::new(HostLinear::from_shared_f16(&name, w.into(), rows, cols).unwrap());
+    }
+    m
+}
+
 #[test]
 fn f16_weights_should_give_the_f32_logits_where_exact() {
     // `FloatWeights::Auto` holds f16-valued layers as f16 (half the bytes per token): the
@@ -417,6 +433,8 @@ fn f16_weights_should_give_the_f32_logits_where_exact() {
     let want = reference(&m.model, &tokens, 6);
     let f = tiny_llama();
     let want_f = reference(&f.model, &tokens, 6);
+    let held = f16_held_tiny();
+    let want_held = reference(&held.model, &tokens, 6);
     for level in Level::available() {
         let run = |model: &Llama<Cpu>, float_weights| {
             let opts = RuntimeOptions {
@@ -437,6 +455,17 @@ fn f16_weights_should_give_the_f32_logits_where_exact() {
         );
         assert_eq!(auto, f32s, "{level}: f16-valued weights, Auto vs F32");
         assert_close(&want, &auto, &format!("{level} f16-valued Auto"));
+        // Layers holding f16: the same kernels on the same values (shared, or widened for F32).
+        let (held_auto, held_bytes) = run(&held.model, FloatWeights::Auto);
+        let (held_f32, _) = run(&held.model, FloatWeights::F32);
+        assert_eq!(held_bytes, auto_bytes, "{level}: f16 held");
+        assert_eq!(held_auto, auto, "{level}: f16 held, Auto");
+        assert_eq!(held_f32, f32s, "{level}: f16 held, F32");
+        assert_close(
+            &want_held,
+            &held_auto,
+            &format!("{level} f16 held vs its reference"),
+        );
         let (auto, auto_bytes) = run(&f.model, FloatWeights::Auto);
         let (f32s, f32_bytes) = run(&f.model, FloatWeights::F32);
         assert_eq!(auto_bytes, f32_bytes, "{level}: Auto kept f32 weights");
