@@ -24,8 +24,8 @@ use ternary_core::QuantizedActivations;
 
 use super::Avx512;
 use crate::kernels::{
-    ChunkView, DecodedRows, ListView, PANEL_PARALLEL_TOKENS, WalkRows, decode_all,
-    decode_block_rows, group_len, par_panels, par_rows, walk_work,
+    ChunkView, DecodedRows, PANEL_PARALLEL_TOKENS, WalkRows, decode_all, decode_block_rows,
+    par_panels, par_rows, walk_work,
 };
 
 /// Tokens sharing one pass over a row's chunks in the per-token kernels.
@@ -968,69 +968,22 @@ unsafe fn gather_groups_i32(
     }
 }
 
-pub(super) fn lists_f32(_t: Avx512, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
-    let (rows, cols) = (v.rows, v.cols);
-    let glen = group_len(v.scales, cols);
-    let groups = v.scales.layout().groups_per_row(cols);
-    let scales = v.scales.values();
-    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
-        let (mut pp, mut pm) = (vec![0u32; cols + 16], vec![0u32; cols + 16]);
-        let mut gs = vec![0f32; groups];
-        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
-            let (cp, cm) = v.codes(r);
-            // SAFETY: the token proves the CPU features; a row lists at most `cols` columns
-            // of each sign, and both buffers hold cols + 16.
-            let (kp, km) = unsafe { (decode_gaps(cp, &mut pp), decode_gaps(cm, &mut pm)) };
-            let s = &scales[r * groups..(r + 1) * groups];
-            for (j, oj) in o.iter_mut().enumerate() {
-                gs.fill(0.0);
-                let xj = x[j * cols..].as_ptr();
-                // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
-                // and `gs` holds one value per group.
-                unsafe {
-                    gather_groups_f32(&pp[..kp], xj, glen, cols, &mut gs, 1.0);
-                    gather_groups_f32(&pm[..km], xj, glen, cols, &mut gs, -1.0);
-                }
-                *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
-            }
-        }
-    });
-}
+impl super::ListKernels for Avx512 {
+    const PAD: usize = 16;
 
-pub(super) fn lists_i8(_t: Avx512, v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    let (rows, cols, n) = (v.rows, v.cols, a.n());
-    let glen = group_len(v.scales, cols);
-    let groups = v.scales.layout().groups_per_row(cols);
-    let scales = v.scales.values();
-    // Tokens widened to i32 once, so the gathers read whole lanes.
-    let xi: Vec<i32> = (0..n)
-        .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
-        .collect();
-    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
-        let (mut pp, mut pm) = (vec![0u32; cols + 16], vec![0u32; cols + 16]);
-        let mut gs = vec![0i32; groups];
-        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
-            let (cp, cm) = v.codes(r);
-            // SAFETY: the token proves the CPU features; a row lists at most `cols` columns
-            // of each sign, and both buffers hold cols + 16.
-            let (kp, km) = unsafe { (decode_gaps(cp, &mut pp), decode_gaps(cm, &mut pm)) };
-            let s = &scales[r * groups..(r + 1) * groups];
-            for (j, oj) in o.iter_mut().enumerate() {
-                gs.fill(0);
-                let xj = xi[j * cols..].as_ptr();
-                // SAFETY: decoded columns are < cols, `xj` points at token j's cols values
-                // and `gs` holds one value per group.
-                unsafe {
-                    gather_groups_i32(&pp[..kp], xj, glen, cols, &mut gs, false);
-                    gather_groups_i32(&pm[..km], xj, glen, cols, &mut gs, true);
-                }
-                // The reference's order: every group, `sum += s · (acc as f32)`, then `· s_j`.
-                let mut sum = 0f32;
-                for (&sg, &acc) in s.iter().zip(&gs) {
-                    sum += sg * acc as f32;
-                }
-                *oj = sum * a.scales()[j];
-            }
-        }
-    });
+    unsafe fn decode(self, code: &[u8], out: &mut [u32]) -> usize {
+        // SAFETY: the token proves the CPU features; the caller gives `out` the slack.
+        unsafe { decode_gaps(code, out) }
+    }
+
+    unsafe fn sum_f32(self, pos: &[u32], x: &[f32], glen: usize, gs: &mut [f32], sign: f32) {
+        // SAFETY: the token proves the CPU features; the caller keeps every column
+        // < x.len() and gives `gs` a value per group.
+        unsafe { gather_groups_f32(pos, x.as_ptr(), glen, x.len(), gs, sign) }
+    }
+
+    unsafe fn sum_i32(self, pos: &[u32], x: &[i32], glen: usize, gs: &mut [i32], negate: bool) {
+        // SAFETY: as `sum_f32`.
+        unsafe { gather_groups_i32(pos, x.as_ptr(), glen, x.len(), gs, negate) }
+    }
 }

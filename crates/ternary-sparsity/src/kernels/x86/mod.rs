@@ -12,7 +12,7 @@ mod avx512;
 use ternary_core::QuantizedActivations;
 use ternary_core::kernels::x86_primitives::{Avx2, Avx512};
 
-use super::{ChunkView, ListView, WalkRows};
+use super::{ChunkView, ListView, WalkRows, group_len, par_rows, walk_work};
 
 /// The level token from `ternary-core` (`Level::Avx512` available); the dispatcher checked
 /// the level before calling in, so its absence is a bug, not an input error.
@@ -39,12 +39,12 @@ pub(super) fn masked_i8_avx2(v: &ChunkView<'_>, a: &QuantizedActivations, y: &mu
 
 /// AVX2, index lists, `f32`, one token at a time: vector gap decoding, then loads.
 pub(super) fn lists_f32_avx2(v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
-    avx2::lists_f32(token_avx2(), v, x, n, y);
+    lists_f32_with(token_avx2(), v, x, n, y);
 }
 
 /// AVX2, index lists, int8, one token at a time: vector gap decoding, then loads.
 pub(super) fn lists_i8_avx2(v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    avx2::lists_i8(token_avx2(), v, a, y);
+    lists_i8_with(token_avx2(), v, a, y);
 }
 
 /// `f32`, one token at a time, masked adds over non-empty chunks.
@@ -74,10 +74,102 @@ pub(super) fn walk_i8<W: WalkRows>(m: &W, a: &QuantizedActivations, y: &mut [f32
 
 /// Index lists, `f32`, one token at a time: vector gap decoding and gathers.
 pub(super) fn lists_f32(v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
-    avx512::lists_f32(token(), v, x, n, y);
+    lists_f32_with(token(), v, x, n, y);
 }
 
 /// Index lists, int8, one token at a time: vector gap decoding and gathers.
 pub(super) fn lists_i8(v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    avx512::lists_i8(token(), v, a, y);
+    lists_i8_with(token(), v, a, y);
+}
+
+/// One level's index-list kernels: the gap decoder and the per-group run sums.
+trait ListKernels: Copy + Send + Sync {
+    /// Columns the decoder may write past the last one it returns.
+    const PAD: usize;
+
+    /// Decodes a gap code (see `crate::lists`) into `out`; returns the number of columns.
+    ///
+    /// # Safety
+    /// `out.len() ≥ k + PAD` for the `k` columns the code holds.
+    unsafe fn decode(self, code: &[u8], out: &mut [u32]) -> usize;
+
+    /// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos`, groups of
+    /// `glen` columns.
+    ///
+    /// # Safety
+    /// Every column is `< x.len()`, and `gs` holds a value per group of the `x.len()` columns.
+    unsafe fn sum_f32(self, pos: &[u32], x: &[f32], glen: usize, gs: &mut [f32], sign: f32);
+
+    /// [`sum_f32`](Self::sum_f32) in exact (wrapping) `i32`, subtracting when `negate`.
+    ///
+    /// # Safety
+    /// As [`sum_f32`](Self::sum_f32).
+    unsafe fn sum_i32(self, pos: &[u32], x: &[i32], glen: usize, gs: &mut [i32], negate: bool);
+}
+
+/// The per-token index-list product at one level: per row both sign lists decoded once, then
+/// per token the group sums and `Σ_g s[r, g] · acc_g` (`f32`).
+fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols) = (v.rows, v.cols);
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
+        let (mut pp, mut pm) = (vec![0u32; cols + K::PAD], vec![0u32; cols + K::PAD]);
+        let mut gs = vec![0f32; groups];
+        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+            let (cp, cm) = v.codes(r);
+            // SAFETY: a row lists at most `cols` columns of each sign, and both buffers hold
+            // cols + PAD.
+            let (kp, km) = unsafe { (k.decode(cp, &mut pp), k.decode(cm, &mut pm)) };
+            let s = &scales[r * groups..(r + 1) * groups];
+            for (j, oj) in o.iter_mut().enumerate() {
+                gs.fill(0.0);
+                let xj = &x[j * cols..(j + 1) * cols];
+                // SAFETY: decoded columns are < cols (an `IndexLists` invariant) and `gs`
+                // holds one value per group.
+                unsafe {
+                    k.sum_f32(&pp[..kp], xj, glen, &mut gs, 1.0);
+                    k.sum_f32(&pm[..km], xj, glen, &mut gs, -1.0);
+                }
+                *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
+            }
+        }
+    });
+}
+
+/// [`lists_f32_with`] on int8 tokens (widened to `i32` once, so the sums read whole lanes):
+/// exact group sums, then the reference's order, `sum += s · (acc as f32)`, then `· s_j`.
+fn lists_i8_with<K: ListKernels>(k: K, v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
+    let (rows, cols, n) = (v.rows, v.cols, a.n());
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    let xi: Vec<i32> = (0..n)
+        .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
+        .collect();
+    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
+        let (mut pp, mut pm) = (vec![0u32; cols + K::PAD], vec![0u32; cols + K::PAD]);
+        let mut gs = vec![0i32; groups];
+        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+            let (cp, cm) = v.codes(r);
+            // SAFETY: as in `lists_f32_with`.
+            let (kp, km) = unsafe { (k.decode(cp, &mut pp), k.decode(cm, &mut pm)) };
+            let s = &scales[r * groups..(r + 1) * groups];
+            for (j, oj) in o.iter_mut().enumerate() {
+                gs.fill(0);
+                let xj = &xi[j * cols..(j + 1) * cols];
+                // SAFETY: as in `lists_f32_with`.
+                unsafe {
+                    k.sum_i32(&pp[..kp], xj, glen, &mut gs, false);
+                    k.sum_i32(&pm[..km], xj, glen, &mut gs, true);
+                }
+                let mut sum = 0f32;
+                for (&sg, &acc) in s.iter().zip(&gs) {
+                    sum += sg * acc as f32;
+                }
+                *oj = sum * a.scales()[j];
+            }
+        }
+    });
 }
