@@ -397,6 +397,18 @@ mod tests {
         *seed >> 33
     }
 
+    /// The layer's product through Burn's `LinearLayer::forward` on `x: [m, in]`.
+    fn burn_forward(lin: &QuantLinear, x: &[f32], m: usize) -> Vec<f32> {
+        let xt = Tensor::<Cpu, 2>::from_data(
+            TensorData::new(x.to_vec(), [m, lin.inp]),
+            &Default::default(),
+        );
+        LinearLayer::<Cpu>::forward(lin, xt)
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+    }
+
     /// Random blocks of `kind` for an `[out, in]` matrix.
     fn random_blocks(kind: GgmlType, out: usize, inp: usize, seed: &mut u64) -> Vec<u8> {
         let mut b = Vec::new();
@@ -448,15 +460,7 @@ mod tests {
                     .map(|_| (lcg(&mut seed) % 2001) as f32 / 1000.0 - 1.0)
                     .collect();
                 let y = lin.forward_rows(&x, m);
-                let xt = Tensor::<Cpu, 2>::from_data(
-                    TensorData::new(x.clone(), [m, k]),
-                    &Default::default(),
-                );
-                let yb = LinearLayer::<Cpu>::forward(&lin, xt)
-                    .into_data()
-                    .into_vec::<f32>()
-                    .unwrap();
-                assert_eq!(y, yb);
+                assert_eq!(y, burn_forward(&lin, &x, m));
                 for r in 0..m {
                     for o in 0..n {
                         let want: f64 = (0..k)
@@ -593,14 +597,7 @@ mod tests {
                 }
                 assert!(y[o].is_finite());
             }
-            let xt = Tensor::<Cpu, 2>::from_data(
-                TensorData::new(x.clone(), [m, k]),
-                &Default::default(),
-            );
-            let yb = LinearLayer::<Cpu>::forward(&lin, xt)
-                .into_data()
-                .into_vec::<f32>()
-                .unwrap();
+            let yb = burn_forward(&lin, &x, m);
             assert!(y.iter().zip(&yb).all(|(a, b)| a.to_bits() == b.to_bits()));
             // Rows dequantize as the whole matrix does.
             let w = lin.dequantized();

@@ -340,84 +340,44 @@ unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
     count
 }
 
-/// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (`f32`); each
-/// group's run is found by binary search and summed into eight accumulators.
+/// `Σ_{c ∈ run} x[c]` (`f32`), eight independent accumulators.
 ///
 /// # Safety
-/// AVX2 must be available; every column is `< cols`, `x` points at `cols` floats and `gs`
-/// holds a value per group of `glen` columns.
-#[target_feature(enable = "avx2")]
-unsafe fn sum_runs_f32(
-    pos: &[u32],
-    x: *const f32,
-    glen: usize,
-    cols: usize,
-    gs: &mut [f32],
-    sign: f32,
-) {
-    let mut i = 0;
-    while i < pos.len() {
-        let g = pos[i] as usize / glen;
-        let end = ((g + 1) * glen).min(cols);
-        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
-        let mut acc = [0f32; 8];
-        let run = &pos[i..j];
-        let mut it = run.chunks_exact(8);
-        for c in &mut it {
-            for (a, &p) in acc.iter_mut().zip(c) {
-                // SAFETY: decoded columns are < cols.
-                *a += unsafe { *x.add(p as usize) };
-            }
+/// Every column of `run` is `< x.len()`.
+unsafe fn sum_run_f32(run: &[u32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut it = run.chunks_exact(8);
+    for c in &mut it {
+        for (a, &p) in acc.iter_mut().zip(c) {
+            // SAFETY: columns are < x.len() (the caller's contract).
+            *a += unsafe { *x.get_unchecked(p as usize) };
         }
-        for (a, &p) in acc.iter_mut().zip(it.remainder()) {
-            // SAFETY: as above.
-            *a += unsafe { *x.add(p as usize) };
-        }
-        let h = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        gs[g] += sign * h;
-        i = j;
     }
+    for (a, &p) in acc.iter_mut().zip(it.remainder()) {
+        // SAFETY: as above.
+        *a += unsafe { *x.get_unchecked(p as usize) };
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
-/// `gs[g] ±= Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (exact `i32`, wrapping).
+/// `Σ_{c ∈ run} x[c]` in exact (wrapping) `i32`.
 ///
 /// # Safety
-/// As [`sum_runs_f32`], with `x` pointing at `cols` `i32` values.
-#[target_feature(enable = "avx2")]
-unsafe fn sum_runs_i32(
-    pos: &[u32],
-    x: *const i32,
-    glen: usize,
-    cols: usize,
-    gs: &mut [i32],
-    negate: bool,
-) {
-    let mut i = 0;
-    while i < pos.len() {
-        let g = pos[i] as usize / glen;
-        let end = ((g + 1) * glen).min(cols);
-        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
-        let mut acc = [0i32; 8];
-        let run = &pos[i..j];
-        let mut it = run.chunks_exact(8);
-        for c in &mut it {
-            for (a, &p) in acc.iter_mut().zip(c) {
-                // SAFETY: decoded columns are < cols.
-                *a = a.wrapping_add(unsafe { *x.add(p as usize) });
-            }
+/// As [`sum_run_f32`].
+unsafe fn sum_run_i32(run: &[u32], x: &[i32]) -> i32 {
+    let mut acc = [0i32; 8];
+    let mut it = run.chunks_exact(8);
+    for c in &mut it {
+        for (a, &p) in acc.iter_mut().zip(c) {
+            // SAFETY: columns are < x.len() (the caller's contract).
+            *a = a.wrapping_add(unsafe { *x.get_unchecked(p as usize) });
         }
-        for (a, &p) in acc.iter_mut().zip(it.remainder()) {
-            // SAFETY: as above.
-            *a = a.wrapping_add(unsafe { *x.add(p as usize) });
-        }
-        let t = acc.iter().fold(0i32, |s, &v| s.wrapping_add(v));
-        gs[g] = if negate {
-            gs[g].wrapping_sub(t)
-        } else {
-            gs[g].wrapping_add(t)
-        };
-        i = j;
     }
+    for (a, &p) in acc.iter_mut().zip(it.remainder()) {
+        // SAFETY: as above.
+        *a = a.wrapping_add(unsafe { *x.get_unchecked(p as usize) });
+    }
+    acc.iter().fold(0i32, |s, &v| s.wrapping_add(v))
 }
 
 impl super::ListKernels for Avx2 {
@@ -428,14 +388,13 @@ impl super::ListKernels for Avx2 {
         unsafe { decode_gaps(code, out) }
     }
 
-    unsafe fn sum_f32(self, pos: &[u32], x: &[f32], glen: usize, gs: &mut [f32], sign: f32) {
-        // SAFETY: the token proves the CPU features; the caller keeps every column
-        // < x.len() and gives `gs` a value per group.
-        unsafe { sum_runs_f32(pos, x.as_ptr(), glen, x.len(), gs, sign) }
+    unsafe fn run_f32(self, run: &[u32], x: &[f32]) -> f32 {
+        // SAFETY: the caller keeps every column < x.len().
+        unsafe { sum_run_f32(run, x) }
     }
 
-    unsafe fn sum_i32(self, pos: &[u32], x: &[i32], glen: usize, gs: &mut [i32], negate: bool) {
-        // SAFETY: as `sum_f32`.
-        unsafe { sum_runs_i32(pos, x.as_ptr(), glen, x.len(), gs, negate) }
+    unsafe fn run_i32(self, run: &[u32], x: &[i32]) -> i32 {
+        // SAFETY: as `run_f32`.
+        unsafe { sum_run_i32(run, x) }
     }
 }

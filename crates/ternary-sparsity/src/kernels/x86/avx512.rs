@@ -863,109 +863,73 @@ unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
     count
 }
 
-/// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (`f32`).
-///
-/// Each group's run of columns is found by binary search, so the gather loop is a counted
-/// loop whose iterations do not wait on each other's data.
+/// `Σ_{c ∈ run} x[c]` (`f32`): two 16-lane gathers a step, the tail masked.
 ///
 /// # Safety
-/// AVX-512F must be available; every column is `< cols`, `x` points at `cols` floats and
-/// `gs` holds a value per group of `glen` columns.
+/// AVX-512F must be available; every column of `run` is `< cols` and `x` points at `cols`
+/// floats.
 #[target_feature(enable = "avx512f")]
-unsafe fn gather_groups_f32(
-    pos: &[u32],
-    x: *const f32,
-    glen: usize,
-    cols: usize,
-    gs: &mut [f32],
-    sign: f32,
-) {
-    let mut i = 0;
-    while i < pos.len() {
-        let g = pos[i] as usize / glen;
-        let end = ((g + 1) * glen).min(cols);
-        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
-        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut k = i;
-        while k + 32 <= j {
-            // SAFETY: pos[k .. k + 32] are in bounds; gathered lanes are columns < cols.
-            unsafe {
-                let v0 = _mm512_loadu_si512(pos.as_ptr().add(k).cast());
-                let v1 = _mm512_loadu_si512(pos.as_ptr().add(k + 16).cast());
-                a0 = _mm512_add_ps(a0, _mm512_i32gather_ps::<4>(v0, x));
-                a1 = _mm512_add_ps(a1, _mm512_i32gather_ps::<4>(v1, x));
-            }
-            k += 32;
+unsafe fn gather_run_f32(run: &[u32], x: *const f32) -> f32 {
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut k = 0;
+    while k + 32 <= run.len() {
+        // SAFETY: run[k .. k + 32] are in bounds; gathered lanes are columns < cols.
+        unsafe {
+            let v0 = _mm512_loadu_si512(run.as_ptr().add(k).cast());
+            let v1 = _mm512_loadu_si512(run.as_ptr().add(k + 16).cast());
+            a0 = _mm512_add_ps(a0, _mm512_i32gather_ps::<4>(v0, x));
+            a1 = _mm512_add_ps(a1, _mm512_i32gather_ps::<4>(v1, x));
         }
-        while k < j {
-            let m = ((1u32 << (j - k).min(16)) - 1) as u16;
-            // SAFETY: the mask covers pos[k .. min(k + 16, j)]; gathered lanes are columns
-            // < cols.
-            unsafe {
-                let v = _mm512_maskz_loadu_epi32(m, pos.as_ptr().add(k).cast());
-                a0 = _mm512_add_ps(
-                    a0,
-                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, v, x),
-                );
-            }
-            k += 16;
-        }
-        gs[g] += sign * _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-        i = j;
+        k += 32;
     }
+    while k < run.len() {
+        let m = ((1u32 << (run.len() - k).min(16)) - 1) as u16;
+        // SAFETY: the mask covers run[k .. min(k + 16, len)]; gathered lanes are columns
+        // < cols.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi32(m, run.as_ptr().add(k).cast());
+            a0 = _mm512_add_ps(
+                a0,
+                _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, v, x),
+            );
+        }
+        k += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(a0, a1))
 }
 
-/// `gs[g] ±= Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos` (exact `i32`, wrapping).
+/// `Σ_{c ∈ run} x[c]` in exact (wrapping) `i32`.
 ///
 /// # Safety
-/// As [`gather_groups_f32`], with `x` pointing at `cols` `i32` values.
+/// As [`gather_run_f32`], with `x` pointing at `cols` `i32` values.
 #[target_feature(enable = "avx512f")]
-unsafe fn gather_groups_i32(
-    pos: &[u32],
-    x: *const i32,
-    glen: usize,
-    cols: usize,
-    gs: &mut [i32],
-    negate: bool,
-) {
-    let mut i = 0;
-    while i < pos.len() {
-        let g = pos[i] as usize / glen;
-        let end = ((g + 1) * glen).min(cols);
-        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
-        let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-        let mut k = i;
-        while k + 32 <= j {
-            // SAFETY: pos[k .. k + 32] are in bounds; gathered lanes are columns < cols.
-            unsafe {
-                let v0 = _mm512_loadu_si512(pos.as_ptr().add(k).cast());
-                let v1 = _mm512_loadu_si512(pos.as_ptr().add(k + 16).cast());
-                a0 = _mm512_add_epi32(a0, _mm512_i32gather_epi32::<4>(v0, x));
-                a1 = _mm512_add_epi32(a1, _mm512_i32gather_epi32::<4>(v1, x));
-            }
-            k += 32;
+unsafe fn gather_run_i32(run: &[u32], x: *const i32) -> i32 {
+    let (mut a0, mut a1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    let mut k = 0;
+    while k + 32 <= run.len() {
+        // SAFETY: run[k .. k + 32] are in bounds; gathered lanes are columns < cols.
+        unsafe {
+            let v0 = _mm512_loadu_si512(run.as_ptr().add(k).cast());
+            let v1 = _mm512_loadu_si512(run.as_ptr().add(k + 16).cast());
+            a0 = _mm512_add_epi32(a0, _mm512_i32gather_epi32::<4>(v0, x));
+            a1 = _mm512_add_epi32(a1, _mm512_i32gather_epi32::<4>(v1, x));
         }
-        while k < j {
-            let m = ((1u32 << (j - k).min(16)) - 1) as u16;
-            // SAFETY: the mask covers pos[k .. min(k + 16, j)]; gathered lanes are columns
-            // < cols.
-            unsafe {
-                let v = _mm512_maskz_loadu_epi32(m, pos.as_ptr().add(k).cast());
-                a0 = _mm512_add_epi32(
-                    a0,
-                    _mm512_mask_i32gather_epi32::<4>(_mm512_setzero_si512(), m, v, x),
-                );
-            }
-            k += 16;
-        }
-        let t = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
-        gs[g] = if negate {
-            gs[g].wrapping_sub(t)
-        } else {
-            gs[g].wrapping_add(t)
-        };
-        i = j;
+        k += 32;
     }
+    while k < run.len() {
+        let m = ((1u32 << (run.len() - k).min(16)) - 1) as u16;
+        // SAFETY: the mask covers run[k .. min(k + 16, len)]; gathered lanes are columns
+        // < cols.
+        unsafe {
+            let v = _mm512_maskz_loadu_epi32(m, run.as_ptr().add(k).cast());
+            a0 = _mm512_add_epi32(
+                a0,
+                _mm512_mask_i32gather_epi32::<4>(_mm512_setzero_si512(), m, v, x),
+            );
+        }
+        k += 16;
+    }
+    _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1))
 }
 
 impl super::ListKernels for Avx512 {
@@ -976,14 +940,13 @@ impl super::ListKernels for Avx512 {
         unsafe { decode_gaps(code, out) }
     }
 
-    unsafe fn sum_f32(self, pos: &[u32], x: &[f32], glen: usize, gs: &mut [f32], sign: f32) {
-        // SAFETY: the token proves the CPU features; the caller keeps every column
-        // < x.len() and gives `gs` a value per group.
-        unsafe { gather_groups_f32(pos, x.as_ptr(), glen, x.len(), gs, sign) }
+    unsafe fn run_f32(self, run: &[u32], x: &[f32]) -> f32 {
+        // SAFETY: the token proves the CPU features; the caller keeps every column < x.len().
+        unsafe { gather_run_f32(run, x.as_ptr()) }
     }
 
-    unsafe fn sum_i32(self, pos: &[u32], x: &[i32], glen: usize, gs: &mut [i32], negate: bool) {
-        // SAFETY: as `sum_f32`.
-        unsafe { gather_groups_i32(pos, x.as_ptr(), glen, x.len(), gs, negate) }
+    unsafe fn run_i32(self, run: &[u32], x: &[i32]) -> i32 {
+        // SAFETY: as `run_f32`.
+        unsafe { gather_run_i32(run, x.as_ptr()) }
     }
 }

@@ -93,18 +93,31 @@ trait ListKernels: Copy + Send + Sync {
     /// `out.len() ≥ k + PAD` for the `k` columns the code holds.
     unsafe fn decode(self, code: &[u8], out: &mut [u32]) -> usize;
 
-    /// `gs[g] += sign · Σ_{c ∈ pos, c ∈ g} x[c]` for the sorted columns `pos`, groups of
-    /// `glen` columns.
+    /// `Σ_{c ∈ run} x[c]` over one group's run of columns (`f32`).
     ///
     /// # Safety
-    /// Every column is `< x.len()`, and `gs` holds a value per group of the `x.len()` columns.
-    unsafe fn sum_f32(self, pos: &[u32], x: &[f32], glen: usize, gs: &mut [f32], sign: f32);
+    /// Every column is `< x.len()`.
+    unsafe fn run_f32(self, run: &[u32], x: &[f32]) -> f32;
 
-    /// [`sum_f32`](Self::sum_f32) in exact (wrapping) `i32`, subtracting when `negate`.
+    /// [`run_f32`](Self::run_f32) in exact (wrapping) `i32`.
     ///
     /// # Safety
-    /// As [`sum_f32`](Self::sum_f32).
-    unsafe fn sum_i32(self, pos: &[u32], x: &[i32], glen: usize, gs: &mut [i32], negate: bool);
+    /// As [`run_f32`](Self::run_f32).
+    unsafe fn run_i32(self, run: &[u32], x: &[i32]) -> i32;
+}
+
+/// Calls `f(g, run)` for each group `g` of `glen` columns holding columns of the sorted list
+/// `pos`, `run` its columns; each run's end is found by binary search, so the sums of one run
+/// do not wait on the next's bounds.
+fn group_runs(pos: &[u32], glen: usize, cols: usize, mut f: impl FnMut(usize, &[u32])) {
+    let mut i = 0;
+    while i < pos.len() {
+        let g = pos[i] as usize / glen;
+        let end = ((g + 1) * glen).min(cols);
+        let j = i + pos[i..].partition_point(|&c| (c as usize) < end);
+        f(g, &pos[i..j]);
+        i = j;
+    }
 }
 
 /// The per-token index-list product at one level: per row both sign lists decoded once, then
@@ -126,11 +139,11 @@ fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y
             for (j, oj) in o.iter_mut().enumerate() {
                 gs.fill(0.0);
                 let xj = &x[j * cols..(j + 1) * cols];
-                // SAFETY: decoded columns are < cols (an `IndexLists` invariant) and `gs`
-                // holds one value per group.
-                unsafe {
-                    k.sum_f32(&pp[..kp], xj, glen, &mut gs, 1.0);
-                    k.sum_f32(&pm[..km], xj, glen, &mut gs, -1.0);
+                for (pos, sign) in [(&pp[..kp], 1f32), (&pm[..km], -1f32)] {
+                    group_runs(pos, glen, cols, |g, run| {
+                        // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                        gs[g] += sign * unsafe { k.run_f32(run, xj) };
+                    });
                 }
                 *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
             }
@@ -159,11 +172,14 @@ fn lists_i8_with<K: ListKernels>(k: K, v: &ListView<'_>, a: &QuantizedActivation
             for (j, oj) in o.iter_mut().enumerate() {
                 gs.fill(0);
                 let xj = &xi[j * cols..(j + 1) * cols];
-                // SAFETY: as in `lists_f32_with`.
-                unsafe {
-                    k.sum_i32(&pp[..kp], xj, glen, &mut gs, false);
-                    k.sum_i32(&pm[..km], xj, glen, &mut gs, true);
-                }
+                group_runs(&pp[..kp], glen, cols, |g, run| {
+                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                    gs[g] = gs[g].wrapping_add(unsafe { k.run_i32(run, xj) });
+                });
+                group_runs(&pm[..km], glen, cols, |g, run| {
+                    // SAFETY: as above.
+                    gs[g] = gs[g].wrapping_sub(unsafe { k.run_i32(run, xj) });
+                });
                 let mut sum = 0f32;
                 for (&sg, &acc) in s.iter().zip(&gs) {
                     sum += sg * acc as f32;
