@@ -656,30 +656,49 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
                     .collect();
                 let first = (k - 1) * cfg.accum;
                 let dev = student.device().clone();
+                // The windows of this block's remaining steps, advanced to block `l`'s input
+                // through the earlier blocks as exported (ternary, untracked): once per block,
+                // and once after a resume. (A forward through the training layers that no
+                // backward pass consumes keeps its autodiff state: advancing every window that
+                // way grew a SmolLM2 run past 24 GB.)
+                let needed: Vec<usize> =
+                    (first..per * cfg.accum).map(|i| windows.index(i)).collect();
+                if needed
+                    .iter()
+                    .any(|id| cache.get(id).is_none_or(|e| e.at != l))
+                {
+                    trainer.exported(student, |m| -> Result<()> {
+                        for &id in &needed {
+                            let tokens = windows.window(id);
+                            let entry = match cache.remove(&id) {
+                                Some(e) => e,
+                                None => BlockCache {
+                                    at: 0,
+                                    x: m.embed(tokens)?.detach(),
+                                    y: teacher.run_blocks(teacher.embed(tokens)?, 0..1)?,
+                                },
+                            };
+                            let entry = if entry.at < l {
+                                BlockCache {
+                                    at: l,
+                                    x: m.run_blocks(entry.x, entry.at..l)?.detach(),
+                                    y: teacher.run_blocks(entry.y, entry.at + 1..l + 1)?,
+                                }
+                            } else {
+                                entry
+                            };
+                            cache.insert(id, entry);
+                        }
+                        Ok(())
+                    })??;
+                }
                 trainer.step(cfg, &active, k, per, |a| {
                     let id = windows.index(first + a);
-                    let tokens = windows.window(id);
-                    let entry = match cache.remove(&id) {
-                        Some(e) => e,
-                        None => BlockCache {
-                            at: 0,
-                            x: student.embed(tokens)?.detach(),
-                            y: teacher.run_blocks(teacher.embed(tokens)?, 0..1)?,
-                        },
-                    };
-                    let entry = if entry.at < l {
-                        BlockCache {
-                            at: l,
-                            x: student.run_blocks(entry.x, entry.at..l)?.detach(),
-                            y: teacher.run_blocks(entry.y, entry.at + 1..l + 1)?,
-                        }
-                    } else {
-                        entry
-                    };
+                    let entry = cache.get(&id).ok_or_else(|| {
+                        ConvertError::Invalid(format!("window {id} was not prepared for block {l}"))
+                    })?;
                     let out = student.run_blocks(entry.x.clone(), l..l + 1)?;
-                    let loss = relative_mse(out, transfer(entry.y.clone(), &dev));
-                    cache.insert(id, entry);
-                    Ok(loss)
+                    Ok(relative_mse(out, transfer(entry.y.clone(), &dev)))
                 })?
             }
         };
