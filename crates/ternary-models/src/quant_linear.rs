@@ -8,7 +8,7 @@
 //! 128 bytes per block when decoding.
 //!
 //! Q6_K, int8 activations (as ggml multiplies K-quants, by `Q8_K` activations): each token is
-//! quantized per 256 values ([`Q8Blocks`]), and per super-block `b` with weight scale `d_w`,
+//! quantized per 256 values (`Q8Blocks`), and per super-block `b` with weight scale `d_w`,
 //! group scales `s_g` (16 weights each), 6-bit codes `u ∈ [0, 63]` and activation scale `d_x`,
 //! `Σ_j w_j·x_j ≈ d_w·d_x·Σ_g s_g·(Σ_{j∈g} u_j·q_j − 32·Σ_{j∈g} q_j)`: the integer part is
 //! exact, the blocks are summed in `f32` in order. The embedding table of a tied head is the
@@ -42,7 +42,7 @@ const Q6K_BYTES: usize = 210;
 /// (codes and `d_b` zero for an all-zero block; codes zero and `d_b = NaN` for a block holding
 /// NaN or ±∞, so that token's outputs are NaN), and `Σ q_j` per 16 values.
 #[derive(Debug, Default, Clone)]
-pub struct Q8Blocks {
+pub(crate) struct Q8Blocks {
     codes: Vec<i8>,
     d: Vec<f32>,
     bsums: Vec<i16>,
@@ -51,7 +51,7 @@ pub struct Q8Blocks {
 impl Q8Blocks {
     /// Quantizes `x: [m, k]` (`k` a multiple of 256, `x.len() = m·k`: the caller's to check),
     /// reusing the buffers.
-    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+    pub(crate) fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
         let n = m * k;
         self.codes.clear();
         self.codes.resize(n, 0);
@@ -84,7 +84,7 @@ impl Q8Blocks {
     }
 
     /// Token `j`'s codes, block scales and 16-value sums, for a row of `k` values.
-    pub fn token(&self, j: usize, k: usize) -> (&[i8], &[f32], &[i16]) {
+    pub(crate) fn token(&self, j: usize, k: usize) -> (&[i8], &[f32], &[i16]) {
         (
             &self.codes[j * k..(j + 1) * k],
             &self.d[j * k / QK_K..(j + 1) * k / QK_K],

@@ -21,7 +21,7 @@ pub fn best_qdot() -> QDotFn {
 }
 
 /// Dot of one `Q6_K` row with one token's int8 activations: `(row bytes, codes, block scales,
-/// 16-value code sums)` (see [`crate::quant_linear::Q8Blocks`]).
+/// 16-value code sums)` (as `crate::quant_linear` quantizes them).
 pub type Q6kDotFn = fn(&[u8], &[i8], &[f32], &[i16]) -> f32;
 
 /// The fastest available `Q6_K` × int8 row dot (AVX2, else portable), bit-identical to the
