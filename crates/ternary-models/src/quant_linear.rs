@@ -99,6 +99,8 @@ impl Q8Blocks {
 pub struct QuantScratch {
     sx: Vec<f32>,
     q8: Q8Blocks,
+    /// The row dots, resolved once per product by `prepare`.
+    dots: Option<(crate::arch::Q6kDotFn, crate::arch::QDotFn)>,
 }
 
 /// Portable oracle of the `Q6_K` row dot with int8 activations (see the [module docs](self)):
@@ -242,18 +244,20 @@ impl QuantLinear {
     /// Row `o`'s dot with each of the `m` tokens of `x` into `slot` (`Q6_K`: `q8` holds `x`
     /// quantized).
     #[inline]
-    fn row_dots(&self, o: usize, x: &[f32], sx: &[f32], q8: &Q8Blocks, slot: &mut [f32]) {
+    fn row_dots(&self, o: usize, x: &[f32], scratch: &QuantScratch, slot: &mut [f32]) {
         let k = self.inp;
         let row = &self.bytes[o * self.row_bytes..(o + 1) * self.row_bytes];
+        let (dot, qdot) = scratch
+            .dots
+            .unwrap_or_else(|| (crate::arch::best_q6k_dot(), crate::arch::best_qdot()));
+        let (sx, q8) = (&scratch.sx, &scratch.q8);
         if self.kind == GgmlType::Q6_K {
-            let dot = crate::arch::best_q6k_dot();
             for (j, s) in slot.iter_mut().enumerate() {
                 let (q, d, bs) = q8.token(j, k);
                 *s = dot(row, q, d, bs);
             }
         } else {
             let nb = k / QK;
-            let qdot = crate::arch::best_qdot();
             for (r, s) in slot.iter_mut().enumerate() {
                 *s = qdot(
                     self.kind,
@@ -267,6 +271,7 @@ impl QuantLinear {
 
     /// Prepares `x: [m, in]` for [`row_dots`](Self::row_dots): block sums, or `Q6_K` codes.
     fn prepare(&self, x: &[f32], m: usize, scratch: &mut QuantScratch) {
+        scratch.dots = Some((crate::arch::best_q6k_dot(), crate::arch::best_qdot()));
         if self.kind == GgmlType::Q6_K {
             scratch.q8.quantize(x, m, self.inp);
         } else {
@@ -303,7 +308,7 @@ impl QuantLinear {
         }
         self.prepare(x, m, scratch);
         for (o, slot) in rows.zip(out.chunks_exact_mut(m.max(1))) {
-            self.row_dots(o, x, &scratch.sx, &scratch.q8, slot);
+            self.row_dots(o, x, scratch, slot);
         }
     }
 
@@ -335,7 +340,7 @@ impl QuantLinear {
             .enumerate()
             .for_each(|(bi, chunk)| {
                 for (j, slot) in chunk.chunks_exact_mut(m.max(1)).enumerate() {
-                    self.row_dots(bi * BLOCK + j, x, &scratch.sx, &scratch.q8, slot);
+                    self.row_dots(bi * BLOCK + j, x, &scratch, slot);
                 }
             });
         let mut y = vec![0f32; m * n];
