@@ -5,23 +5,36 @@
 #   bin=<dir with llama-perplexity, llama-quantize, llama-tokenize, llama-completion, llama-bench>
 #   convert=<path of convert_hf_to_gguf.py>
 #   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter)
-# Usage: scripts/llama_cpp.sh [-jN] [--source-only]   (default -j2; JOBS=N also works)
+# Usage: scripts/llama_cpp.sh [-jN] [--source-only] [--simd avx2]   (default -j2; JOBS=N also works)
 # --source-only: download and unpack the sources (vocabulary files for the tokenizer test) and stop.
+# --simd avx2 (or LLAMA_CPP_SIMD=avx2): x86 only; a second build (build-avx2/) capped at what an
+#   AVX2-only host such as AMD Zen 3 has (AVX, AVX2, FMA, F16C, BMI2; no AVX-512, no AVX-VNNI), so
+#   that an AVX-512 host can compare both engines at the AVX2 level (`TERNARY_SIMD=avx2`).
 # AMX is turned off on x86: AMX instructions fault on some hosts here.
 set -euo pipefail
 
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 JOBS="${JOBS:-2}"
-for arg in "$@"; do
-  case "$arg" in
-    -j*) JOBS="${arg#-j}" ;;
+usage() { echo "usage: $0 [-jN] [--source-only] [--simd avx2]" >&2; exit 2; }
+while (($#)); do
+  case "$1" in
+    -j*) JOBS="${1#-j}" ;;
     --source-only) SOURCE_ONLY=1 ;;
-    *) echo "usage: $0 [-jN] [--source-only]" >&2; exit 2 ;;
+    --simd) (($# >= 2)) || usage; LLAMA_CPP_SIMD="$2"; shift ;;
+    *) usage ;;
   esac
+  shift
 done
 ROOT="${TERNARY_LLAMA_CPP_DIR:-$HOME/.cache/ternary/llama.cpp}/$VERSION"
 SRC="$ROOT/llama_cpp_python-$VERSION/vendor/llama.cpp"
-BUILD="$ROOT/build"
+SIMD="${LLAMA_CPP_SIMD:-native}"
+case "$SIMD" in
+  native) BUILD="$ROOT/build" ;;
+  avx2)
+    case "$(uname -m)" in x86_64|i?86) ;; *) echo "--simd avx2 needs an x86 host" >&2; exit 2 ;; esac
+    BUILD="$ROOT/build-avx2" ;;
+  *) echo "LLAMA_CPP_SIMD must be native or avx2, not '$SIMD'" >&2; exit 2 ;;
+esac
 BIN="$BUILD/bin"
 TARGETS=(llama-perplexity llama-quantize llama-tokenize llama-completion llama-bench)
 
@@ -59,6 +72,11 @@ case "$(uname -m)" in
     NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     ARGS+=(-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
            "-DCMAKE_C_FLAGS=$NOAMX" "-DCMAKE_CXX_FLAGS=$NOAMX")
+    if [[ "$SIMD" == avx2 ]]; then
+      ARGS+=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+             -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF
+             -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF)
+    fi
     ;;
 esac
 cmake -S "$SRC" -B "$BUILD" "${ARGS[@]}" >&2

@@ -291,6 +291,9 @@ struct LlamaCpp {
     gguf_py: PathBuf,
     /// The llama-cpp-python version whose vendored copy was built.
     version: String,
+    /// `Some("avx2")` when it was built capped at AVX2 (`scripts/llama_cpp.sh --simd avx2`),
+    /// `None` for the native build.
+    simd_cap: Option<String>,
 }
 
 impl LlamaCpp {
@@ -310,11 +313,32 @@ pub fn parse_script_paths(stdout: &str) -> Option<(PathBuf, PathBuf)> {
     Some((get("bin")?, get("gguf_py")?))
 }
 
+/// The SIMD cap for llama.cpp that matches ours: `TERNARY_SIMD=avx2` caps both engines at AVX2
+/// (an AVX-512 host then stands in for an AVX2-only one); any other value caps only ours.
+fn llama_simd_cap() -> Option<String> {
+    match std::env::var("TERNARY_SIMD") {
+        Ok(v) if v.eq_ignore_ascii_case("avx2") && cfg!(target_arch = "x86_64") => {
+            Some("avx2".into())
+        }
+        _ => None,
+    }
+}
+
 fn build_llama_cpp() -> Result<LlamaCpp, String> {
-    eprintln!("\n==> llama.cpp: scripts/llama_cpp.sh (cached after the first build)");
+    let simd_cap = llama_simd_cap();
+    let mut script = Command::new("bash");
+    script.arg(root().join("scripts/llama_cpp.sh"));
+    if let Some(cap) = &simd_cap {
+        script.args(["--simd", cap]);
+    }
+    eprintln!(
+        "\n==> llama.cpp: scripts/llama_cpp.sh{} (cached after the first build)",
+        simd_cap
+            .as_ref()
+            .map_or(String::new(), |c| format!(" --simd {c}"))
+    );
     let t = Instant::now();
-    let out = Command::new("bash")
-        .arg(root().join("scripts/llama_cpp.sh"))
+    let out = script
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("could not run scripts/llama_cpp.sh: {e}"))?;
@@ -335,6 +359,7 @@ fn build_llama_cpp() -> Result<LlamaCpp, String> {
         bin,
         gguf_py,
         version,
+        simd_cap,
     };
     if !l.tool("llama-bench").is_file() {
         let jobs = std::env::var("JOBS").unwrap_or_else(|_| "2".into());
@@ -1213,9 +1238,13 @@ impl Report<'_> {
         });
         let _ = writeln!(
             s,
-            "- llama.cpp: the copy vendored in llama-cpp-python {} (build {commit}{}), CPU backend, built by `scripts/llama_cpp.sh`; `llama-bench -p {PROMPT_TOKENS} -n {GEN_TOKENS} -t T -r {} -o json` (avg ± sd over its repetitions).",
+            "- llama.cpp: the copy vendored in llama-cpp-python {} (build {commit}{}), CPU backend, built by `scripts/llama_cpp.sh`{}; `llama-bench -p {PROMPT_TOKENS} -n {GEN_TOKENS} -t T -r {} -o json` (avg ± sd over its repetitions).",
             self.llama.version,
             number.map_or(String::new(), |n| format!(", #{n}")),
+            self.llama.simd_cap.as_ref().map_or_else(
+                || " for the host's own SIMD level (`GGML_NATIVE`)".to_owned(),
+                |c| format!(" --simd {c} (capped at {c}: AVX, AVX2, FMA, F16C, BMI2; no AVX-512, no AVX-VNNI)")
+            ),
             self.run.llama_reps
         );
         let settings = self
@@ -1712,6 +1741,7 @@ mod tests {
             bin: PathBuf::from("/x/bin"),
             gguf_py: PathBuf::from("/x/gguf-py"),
             version: "0.3.36".into(),
+            simd_cap: Some("avx2".into()),
         };
         let run = RunFacts {
             quick: false,
@@ -1759,6 +1789,7 @@ mod tests {
         );
         assert!(md.contains("failed: ternary bench failed"), "{md}");
         assert!(md.contains("runtime, avx2"), "{md}");
+        assert!(md.contains("--simd avx2 (capped at avx2"), "{md}");
         assert!(!md.contains("host was busy"), "{md}");
         let js = Json::parse(&report.json().pretty()).unwrap();
         let results = js.get("results").unwrap().as_array().unwrap();

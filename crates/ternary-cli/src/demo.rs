@@ -49,12 +49,29 @@ pub struct DemoArgs {
     /// budget: `--planes 2 --no-budget`).
     #[arg(long)]
     pub no_two_planes: bool,
+    /// A fine-tuned model to measure as one more column, `NAME=PATH` (e.g. `recovered 2 planes=
+    /// kd2.safetensors`, written by `ternary finetune`); repeatable. It must be a converted
+    /// (ternary) model of the same float model: the columns share the float column's text.
+    #[arg(long, value_name = "NAME=PATH", value_parser = parse_recovered)]
+    pub recovered: Vec<(String, PathBuf)>,
     /// Print the per-layer conversion plan (otherwise only its totals).
     #[arg(long)]
     pub plan: bool,
     /// Conversion settings (default: the library's default configuration).
     #[command(flatten)]
     pub conv: ConvertArgs,
+}
+
+/// Parses `--recovered NAME=PATH`.
+fn parse_recovered(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PATH, got '{s}'"))?;
+    let name = name.trim();
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("expected NAME=PATH with both parts, got '{s}'"));
+    }
+    Ok((name.to_owned(), PathBuf::from(path)))
 }
 
 /// `scripts/fetch_model.py` of the source tree this binary was built from, if present.
@@ -113,6 +130,18 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             "--out {} is the input model; refusing to overwrite it",
             out.display()
         )));
+    }
+    // Refuse a wrong --recovered before the minutes of conversion, not after.
+    for (name, path) in &args.recovered {
+        if !path.exists() {
+            return Err(CliError::new(format!(
+                "--recovered {name}={}: no such file",
+                path.display()
+            )));
+        }
+        if !is_converted(ternary_models::sniff(path)?) {
+            return Err(not_converted(name, path));
+        }
     }
     println!("float model: {}", model_path.display());
     let (m, kind) = load_model(&model_path)?;
@@ -188,10 +217,50 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             args,
         )?);
     }
+    for (name, path) in &args.recovered {
+        cols.push(measure_recovered(name, path, &tokens, args)?);
+    }
     println!();
     print_side_by_side(&cols);
     println!("total {}", secs(t0));
     Ok(())
+}
+
+fn not_converted(name: &str, path: &Path) -> CliError {
+    CliError::new(format!(
+        "--recovered {name}={}: not a converted ternary model (a file written by `ternary \
+         quantize` or `ternary finetune`)",
+        path.display()
+    ))
+}
+
+/// Loads a fine-tuned (converted) model from `path` and measures it on `tokens` (the column
+/// `name`).
+fn measure_recovered(name: &str, path: &Path, tokens: &[u32], args: &DemoArgs) -> Res<Measured> {
+    println!("{name}: loading {}", shown(path).display());
+    let (m, kind) = load_model(path)?;
+    if !is_converted(kind) {
+        return Err(not_converted(name, path));
+    }
+    if m.tokenizer.encode(EVAL_TEXT, true)? != tokens {
+        return Err(CliError::new(format!(
+            "--recovered {name}={}: its tokenizer differs from the float model's (not a \
+             conversion of it)",
+            path.display()
+        )));
+    }
+    let mut measured = measure(
+        name,
+        &m,
+        tokens,
+        args.ctx,
+        args.chunks,
+        args.decode_tokens,
+        crate::common::Engine::Runtime,
+    )?;
+    measured.file_bytes = std::fs::metadata(path).ok().map(|md| md.len());
+    println!("    {}", measured.ppl.final_line());
+    Ok(measured)
 }
 
 /// Loads the float model, converts it with `conv`, saves it to `out`, reloads it from the file

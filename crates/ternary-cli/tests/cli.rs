@@ -114,6 +114,49 @@ fn tiny_model_should_quantize_inspect_and_eval() {
     ] {
         assert!(report.contains(needle), "{needle:?} missing:\n{report}");
     }
+    // The demo measures a given (fine-tuned) converted file as one more column, and refuses a
+    // float one.
+    let demo_out = dir.join("demo.safetensors");
+    let recovered = format!("tuned={}", s(&out));
+    let demo = ok(&[
+        "demo",
+        "--model",
+        s(&tiny),
+        "--out",
+        s(&demo_out),
+        "--no-all-ternary",
+        "--no-two-planes",
+        "--ctx",
+        "32",
+        "--chunks",
+        "1",
+        "--decode-tokens",
+        "2",
+        "--calib-tokens",
+        "64",
+        "--calib-ctx",
+        "32",
+        "--recovered",
+        &recovered,
+    ]);
+    assert!(demo.contains("tuned / float"), "{demo}");
+    let float_dir = format!("tuned={}", s(&tiny));
+    fails(
+        &[
+            "demo",
+            "--model",
+            s(&tiny),
+            "--out",
+            s(&demo_out),
+            "--recovered",
+            &float_dir,
+        ],
+        "not a converted ternary model",
+    );
+    fails(
+        &["demo", "--model", s(&tiny), "--recovered", "tuned"],
+        "expected NAME=PATH",
+    );
     // Refuses to overwrite its input, and leaves it intact.
     let before = std::fs::read(&out).unwrap();
     let copy = dir.join("copy.safetensors");
