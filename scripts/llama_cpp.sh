@@ -4,7 +4,8 @@
 # A second run is a no-op. Prints three lines:
 #   bin=<dir with llama-perplexity, llama-quantize, llama-tokenize, llama-completion, llama-bench>
 #   convert=<path of convert_hf_to_gguf.py>
-#   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter)
+#   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter; numpy is
+#   installed with pip if missing)
 # Usage: scripts/llama_cpp.sh [-jN] [--source-only] [--simd avx2]   (default -j2; JOBS=N also works)
 # --source-only: download and unpack the sources (vocabulary files for the tokenizer test) and stop.
 # --simd avx2 (or LLAMA_CPP_SIMD=avx2): x86 only; a second build (build-avx2/) capped at what an
@@ -43,6 +44,8 @@ built() {
 }
 
 report() {
+  # gguf-py (used with the printed gguf_py path) needs numpy.
+  python3 -c 'import numpy' 2>/dev/null || python3 -m pip install -q numpy >&2
   echo "bin=$BIN"
   echo "convert=$SRC/convert_hf_to_gguf.py"
   echo "gguf_py=$SRC/gguf-py"

@@ -1652,8 +1652,18 @@ unsafe fn dense_tile<W: DenseWeight, const R: usize, const T: usize>(
     let wp: [*const W; R] = std::array::from_fn(|i| w[(r0 + i) * cols..].as_ptr());
     let xp: [*const f32; T] = std::array::from_fn(|t| x[(j0 + t) * cols..].as_ptr());
     let mut acc = [[_mm256_setzero_ps(); T]; R];
+    // One token (decode) streams the weights once: prefetch the same columns of the next
+    // tile's rows, one line per row per 64 bytes, so the next tile starts with its lines on
+    // the way. A prefetch never faults; `wrapping_add` keeps the address arithmetic defined
+    // past the matrix's end.
+    let per_line = 64 / std::mem::size_of::<W>();
     let mut c = 0;
     while c + 8 <= cols {
+        if T == 1 && c % per_line == 0 {
+            for i in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(wp[i].wrapping_add(R * cols + c).cast());
+            }
+        }
         // SAFETY: c + 8 ≤ cols: eight values of each row and token are in bounds.
         unsafe {
             let xv: [__m256; T] = std::array::from_fn(|t| _mm256_loadu_ps(xp[t].add(c)));

@@ -94,7 +94,9 @@ impl Avx2 {
 
     /// Dot products at every batch size: at 8 lanes they already reach the FMA ports' peak
     /// (SmolLM2 F16, 512 tokens, 1 thread on the Intel host at this level: 262 tokens/s with
-    /// them, 260–270 with the `f32` panel GEMM), and they were tuned on a Zen 3.
+    /// them, 260–270 with the `f32` panel GEMM), and they were tuned on a Zen 3. One token
+    /// (decode) is bound by memory, not width: a 16-lane AVX-512 version decoded no faster
+    /// on a Zen 5 (both ≈ 109 tokens/s on SmolLM2 F16, 1 thread) once this one prefetched.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
@@ -168,7 +170,8 @@ impl Avx512 {
     }
 
     /// Many tokens and rows: the `f32` panel GEMM with the 12-row tile (at 16 lanes it doubles
-    /// the FMA peak of the dot kernels); otherwise the AVX2 dot products.
+    /// the FMA peak of the dot kernels); otherwise the AVX2 dot products (which prefetch for
+    /// one token).
     pub(super) fn dense_rows<W: crate::kernels::DenseWeight>(
         self,
         w: &[W],
