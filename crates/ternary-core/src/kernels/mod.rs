@@ -383,8 +383,6 @@ pub trait DenseWeight: Copy + Send + Sync + sealed::Sealed + 'static {
     const HALF: bool;
     /// The value as `f32` (exact).
     fn to_f32(self) -> f32;
-    /// `dst[i] = src[i].to_f32()` (vectorized where the CPU allows); equal lengths.
-    fn widen(src: &[Self], dst: &mut [f32]);
 }
 
 mod sealed {
@@ -399,9 +397,6 @@ impl DenseWeight for f32 {
     fn to_f32(self) -> f32 {
         self
     }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
 }
 
 impl DenseWeight for half::f16 {
@@ -409,9 +404,6 @@ impl DenseWeight for half::f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::f16::to_f32(self)
-    }
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
     }
 }
 

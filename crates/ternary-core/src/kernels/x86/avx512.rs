@@ -484,6 +484,10 @@ impl FmaTile for Fma512 {
             }
         }
     }
+
+    fn avx2(self) -> super::Avx2 {
+        self.0.avx2()
+    }
 }
 
 /// Writes `w[r, c] = s[r, g(c)] · t[r, c]` for rows `r0..r0 + nr`, columns `k0..k0 + kc`

@@ -49,6 +49,9 @@ pub(super) trait FmaTile: Copy + Sync {
     /// of `kc · 16` floats at stride `pstride`; `out[first + i · n .. + tokens]` is in bounds for
     /// `i < rows`.
     unsafe fn tile(self, nz: usize, t: FmaArgs<'_>, out: &mut [f32]);
+
+    /// The AVX2 token every level with an FMA tile implies (for F16C widening).
+    fn avx2(self) -> super::Avx2;
 }
 
 /// Dense weights `w: [rows, cols]` (`f32` or `f16`, widened exactly) through
@@ -71,7 +74,7 @@ pub(super) fn dense_gemm<K: FmaTile, W: DenseWeight>(
         for i in 0..nr {
             let src = &w[(r0 + i) * cols + k0..(r0 + i) * cols + k0 + valid];
             let dst = &mut decoded[i * KC..i * KC + kc];
-            W::widen(src, &mut dst[..valid]);
+            super::avx2::widen(k.avx2(), src, &mut dst[..valid]);
             dst[valid..].fill(0.0);
         }
     });

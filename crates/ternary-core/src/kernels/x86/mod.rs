@@ -127,6 +127,11 @@ impl Avx512 {
         avx512::gemm_f32(self, m, x, n, y)
     }
 
+    /// The AVX2 token: `has_avx512` requires AVX2's features.
+    pub(super) fn avx2(self) -> Avx2 {
+        Avx2(())
+    }
+
     pub(super) fn gemm_i8(self, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
         avx512::gemm_i8(self, m, a, y)
     }
@@ -184,9 +189,6 @@ impl Avx512 {
         if n >= f32_gemm::DENSE_MIN_TOKENS && rows.len() >= avx512::F32_MR {
             return f32_gemm::dense_gemm(avx512::Fma512(self), w, cols, x, n, rows, out);
         }
-        match Avx2::new() {
-            Some(t) => t.dense_rows(w, cols, x, n, rows, out),
-            None => super::scalar::dense_rows(w, cols, x, n, rows, out),
-        }
+        self.avx2().dense_rows(w, cols, x, n, rows, out)
     }
 }
