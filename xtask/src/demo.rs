@@ -8,6 +8,11 @@ use std::process::Command;
 use crate::util::{cargo, root, step};
 
 pub fn run(args: &[String]) -> Result<(), String> {
+    // `cargo xtask demo -- --flag` and `cargo xtask demo --flag` mean the same.
+    let args = match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    };
     let mut fetch = Command::new("python3");
     fetch.current_dir(root()).arg("scripts/fetch_model.py");
     step("fetch-model", fetch)?;
