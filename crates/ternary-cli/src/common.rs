@@ -382,7 +382,13 @@ pub fn measure(
 /// Prints measured models side by side; the last column is each row's ratio of the last
 /// model to the first when there are two.
 pub fn print_side_by_side(cols: &[Measured]) {
-    let w = 24;
+    // Wide enough for every header ("a / b" included) with two spaces before it.
+    let w = cols
+        .iter()
+        .map(|c| c.name.len() + cols.first().map_or(0, |f| f.name.len() + 3) + 2)
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut header = format!("{:<28}", "");
     for c in cols {
         header.push_str(&format!("{:>w$}", c.name));

@@ -249,16 +249,29 @@ fn measure_recovered(name: &str, path: &Path, tokens: &[u32], args: &DemoArgs) -
             path.display()
         )));
     }
+    let bytes = std::fs::metadata(path).ok().map(|md| md.len());
+    measure_column(name, &m, tokens, args, bytes)
+}
+
+/// The column `name`: `model` measured on `tokens` with the demo's settings, its file size
+/// beside it.
+fn measure_column(
+    name: &str,
+    model: &ternary_models::LoadedModel<ternary_layers::Cpu>,
+    tokens: &[u32],
+    args: &DemoArgs,
+    file_bytes: Option<u64>,
+) -> Res<Measured> {
     let mut measured = measure(
         name,
-        &m,
+        model,
         tokens,
         args.ctx,
         args.chunks,
         args.decode_tokens,
         crate::common::Engine::Runtime,
     )?;
-    measured.file_bytes = std::fs::metadata(path).ok().map(|md| md.len());
+    measured.file_bytes = file_bytes;
     println!("    {}", measured.ppl.final_line());
     Ok(measured)
 }
@@ -309,16 +322,5 @@ fn convert_save_measure(
     );
     println!("{name}: reloaded from the file");
     let (t_model, _) = load_model(out)?;
-    let mut measured = measure(
-        name,
-        &t_model,
-        tokens,
-        args.ctx,
-        args.chunks,
-        args.decode_tokens,
-        crate::common::Engine::Runtime,
-    )?;
-    measured.file_bytes = Some(summary.file_bytes);
-    println!("    {}", measured.ppl.final_line());
-    Ok(measured)
+    measure_column(name, &t_model, tokens, args, Some(summary.file_bytes))
 }
