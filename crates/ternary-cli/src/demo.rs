@@ -131,7 +131,6 @@ pub fn run(args: &DemoArgs) -> Res<()> {
             out.display()
         )));
     }
-    // Refuse a wrong --recovered before the minutes of conversion, not after.
     for (name, path) in &args.recovered {
         if !path.exists() {
             return Err(CliError::new(format!(
@@ -152,6 +151,10 @@ pub fn run(args: &DemoArgs) -> Res<()> {
         )));
     }
     let tokens = m.tokenizer.encode(EVAL_TEXT, true)?;
+    // Refuse a wrong --recovered file before the minutes of conversion, not after.
+    for (name, path) in &args.recovered {
+        load_recovered(name, path, &tokens)?;
+    }
     let float = measure(
         "float",
         &m,
@@ -234,10 +237,13 @@ fn not_converted(name: &str, path: &Path) -> CliError {
     ))
 }
 
-/// Loads a fine-tuned (converted) model from `path` and measures it on `tokens` (the column
-/// `name`).
-fn measure_recovered(name: &str, path: &Path, tokens: &[u32], args: &DemoArgs) -> Res<Measured> {
-    println!("{name}: loading {}", shown(path).display());
+/// The converted model at `path` for the column `name`, if its tokenizer encodes the demo's
+/// text as the float model's does (`tokens`).
+fn load_recovered(
+    name: &str,
+    path: &Path,
+    tokens: &[u32],
+) -> Res<ternary_models::LoadedModel<ternary_layers::Cpu>> {
     let (m, kind) = load_model(path)?;
     if !is_converted(kind) {
         return Err(not_converted(name, path));
@@ -249,6 +255,14 @@ fn measure_recovered(name: &str, path: &Path, tokens: &[u32], args: &DemoArgs) -
             path.display()
         )));
     }
+    Ok(m)
+}
+
+/// Loads a fine-tuned (converted) model from `path` and measures it on `tokens` (the column
+/// `name`).
+fn measure_recovered(name: &str, path: &Path, tokens: &[u32], args: &DemoArgs) -> Res<Measured> {
+    println!("{name}: loading {}", shown(path).display());
+    let m = load_recovered(name, path, tokens)?;
     let bytes = std::fs::metadata(path).ok().map(|md| md.len());
     measure_column(name, &m, tokens, args, bytes)
 }
