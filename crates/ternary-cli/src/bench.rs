@@ -200,18 +200,18 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         },
         ..RuntimeOptions::default()
     };
-    let rt = Runtime::from_model(&m.model, opts.clone())?;
+    // The runtime takes the Burn model and drops it once it holds what it needs (peak RSS is
+    // the runtime's own); the Burn engine's figures come from a runtime built beside it.
+    let (rt, model) = match args.engine {
+        Engine::Runtime => (Runtime::from_owned_model(m.model, opts.clone())?, None),
+        Engine::Burn => (Runtime::from_model(&m.model, opts.clone())?, Some(m.model)),
+    };
     let (bytes_per_token, weight_bytes) = (rt.weight_bytes_per_token(), rt.weight_bytes());
-    // The Burn model is dropped once the runtime holds what it needs (peak RSS is the
-    // runtime's own).
-    let mut dec: Box<dyn Decoder> = match args.engine {
-        Engine::Runtime => {
-            drop(m.model);
-            Box::new(rt)
-        }
-        Engine::Burn => {
+    let mut dec: Box<dyn Decoder> = match model {
+        None => Box::new(rt),
+        Some(model) => {
             drop(rt);
-            Box::new(BurnDecoder::owning(m.model))
+            Box::new(BurnDecoder::owning(model))
         }
     };
     let prompt = &ids[..args.prompt_tokens];

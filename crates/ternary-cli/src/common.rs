@@ -168,15 +168,15 @@ pub fn decoder<'m>(m: &'m Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder + '
 
 /// [`decoder`] taking the model: the runtime drops the Burn model as soon as it holds the
 /// weights it needs, so a table the runtime keeps in another type (f16 instead of the Burn
-/// model's f32) is held once, not twice.
+/// model's f32) is held once, not twice, and repacks the ternary matrices for its kernels
+/// (`Runtime::from_owned_model`).
 pub fn decoder_owned(m: Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder>> {
     Ok(match engine {
         Engine::Burn => Box::new(BurnDecoder::owning(m)),
-        Engine::Runtime => {
-            let rt = Runtime::from_model(&m, RuntimeOptions::with_threads(threads()))?;
-            drop(m);
-            Box::new(rt)
-        }
+        Engine::Runtime => Box::new(Runtime::from_owned_model(
+            m,
+            RuntimeOptions::with_threads(threads()),
+        )?),
     })
 }
 

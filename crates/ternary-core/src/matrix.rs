@@ -122,6 +122,11 @@ impl Scales {
         &self.values
     }
 
+    /// The values, taken (for reuse of the allocation).
+    pub(crate) fn into_values(self) -> Vec<f32> {
+        self.values
+    }
+
     /// Mutable access to the values (e.g. to refit scales after an edit).
     #[inline]
     pub fn values_mut(&mut self) -> &mut [f32] {
@@ -304,6 +309,28 @@ impl TernaryMatrix {
             ScaleLayout::PerGroup { group_size } => c / group_size,
         };
         self.scales.values[r * layout.groups_per_row(self.cols) + g]
+    }
+
+    /// A matrix from parts known to be valid (made from a valid matrix by an exact
+    /// transformation), without [`TernaryMatrix::from_planes`]'s checks.
+    pub(crate) fn from_valid_parts(
+        rows: usize,
+        cols: usize,
+        plus: Vec<u32>,
+        minus: Vec<u32>,
+        scales: Scales,
+    ) -> Self {
+        debug_assert_eq!(plus.len(), rows * words_per_row(cols));
+        debug_assert_eq!(minus.len(), plus.len());
+        debug_assert!(scales.validate(rows, cols).is_ok());
+        debug_assert!(plus.iter().zip(&minus).all(|(p, m)| p & m == 0));
+        Self {
+            rows,
+            cols,
+            plus,
+            minus,
+            scales,
+        }
     }
 
     /// Consumes the matrix into `(plus, minus, scales)`.

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ternary_core::kernels::{DotI8, Level};
+use ternary_core::kernels::{DotI8, Level, PackedTernary};
 use ternary_layers::{LinearPath, LinearWeights, TernaryBackend, TernaryLinear, to_rows};
 use ternary_models::linear::{FloatLinear, HostLinear, HostWeights};
 use ternary_models::quant_linear::QuantLinear;
@@ -98,6 +98,38 @@ pub(crate) struct Model {
 }
 
 impl Model {
+    /// Repacks every int8 ternary projection for `level`'s kernel
+    /// ([`PackedTernary::repacked`]) whose planes nothing else holds any more (the Burn model
+    /// they came from was dropped): the same memory, and at AVX2 a faster one-token product.
+    /// Returns how many were repacked.
+    pub fn repack(&mut self, level: Level) -> usize {
+        let mut done = 0;
+        let mut one = |p: &mut Proj| {
+            let k = std::mem::replace(&mut p.kernel, Kernel::F32(Arc::new(Vec::new())));
+            p.kernel = match k {
+                Kernel::TernaryI8(m) => Kernel::TernaryI8(m.repacked(level)),
+                Kernel::BitNet { m, divisor } => Kernel::BitNet {
+                    m: m.repacked(level),
+                    divisor,
+                },
+                k => k,
+            };
+            if let Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } = &p.kernel {
+                done += usize::from(m.is_repacked());
+            }
+        };
+        for l in &mut self.layers {
+            for p in l.qkv.iter_mut() {
+                one(p);
+            }
+            for p in [&mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+                one(p);
+            }
+        }
+        one(&mut self.lm_head);
+        done
+    }
+
     /// Weight bytes one decode token reads: every projection, the final norm's and each
     /// block's norms, and one embedding row.
     pub fn bytes_per_token(&self) -> u64 {
@@ -153,7 +185,9 @@ fn proj_of<B: TernaryBackend + 'static>(
         };
         // Every plane of the layer: one, or two on the same activations.
         let kernel = match (t.weights(), int8) {
-            (LinearWeights::One(m), true) => Kernel::TernaryI8(Arc::clone(m)),
+            (LinearWeights::One(m), true) => {
+                Kernel::TernaryI8(PackedTernary::shared(Arc::clone(m)))
+            }
             (LinearWeights::One(m), false) => Kernel::TernaryF32(Arc::clone(m)),
             (LinearWeights::Two(m), true) => Kernel::TwoPlaneI8(Arc::clone(m)),
             (LinearWeights::Two(m), false) => Kernel::TwoPlaneF32(Arc::clone(m)),
@@ -168,7 +202,7 @@ fn proj_of<B: TernaryBackend + 'static>(
     }
     if let Some(b) = any.and_then(|a| a.downcast_ref::<BitLinear<B>>()) {
         return Ok(plain(Kernel::BitNet {
-            m: Arc::clone(b.matrix_arc()),
+            m: PackedTernary::shared(Arc::clone(b.matrix_arc())),
             divisor: b.divisor(),
         }));
     }

@@ -22,7 +22,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use ternary_core::kernels::{self, DotI8, Level};
+use ternary_core::kernels::{self, DotI8, Level, PackedTernary};
 use ternary_core::{QuantizedActivations, TernaryMatrix, TwoPlaneMatrix};
 use ternary_models::bitnet::BITNET_EPS;
 use ternary_models::quant_linear::{QuantLinear, QuantScratch};
@@ -34,14 +34,21 @@ use crate::options::FloatWeights;
 #[derive(Debug, Clone)]
 pub(crate) enum Kernel {
     TernaryF32(Arc<TernaryMatrix>),
-    TernaryI8(Arc<TernaryMatrix>),
+    /// Shared planes, or repacked for the level ([`Model::repack`](crate::model::Model::repack)).
+    TernaryI8(PackedTernary),
     TwoPlaneF32(Arc<TwoPlaneMatrix>),
     TwoPlaneI8(Arc<TwoPlaneMatrix>),
-    BitNet { m: Arc<TernaryMatrix>, divisor: f32 },
+    BitNet {
+        m: PackedTernary,
+        divisor: f32,
+    },
     F32(Arc<Vec<f32>>),
     F16(Arc<Vec<half::f16>>),
     Quant(QuantLinear),
-    I8Rows { q: Vec<i8>, scales: Vec<f32> },
+    I8Rows {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 /// The activations a kernel multiplies.
@@ -77,9 +84,10 @@ impl Proj {
     /// Bytes of weights one token's product reads.
     pub fn weight_bytes(&self) -> u64 {
         let b = match &self.kernel {
-            Kernel::TernaryF32(m) | Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => {
+            Kernel::TernaryF32(m) => {
                 4 * (m.plus().len() + m.minus().len() + m.scales().values().len())
             }
+            Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => m.storage_bytes(),
             Kernel::TwoPlaneF32(m) | Kernel::TwoPlaneI8(m) => m.storage_bytes(),
             Kernel::F32(w) => 4 * w.len(),
             Kernel::F16(w) => 2 * w.len(),
@@ -244,7 +252,7 @@ pub(crate) fn product_rows(
             kernels::gemm_f32_rows_with(k.level, m, p.f32_input(x), n, rows.clone(), out)?
         }
         Kernel::TernaryI8(m) => {
-            kernels::gemm_i8_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
+            kernels::gemm_i8_packed_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
             for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
                 for o in out.chunks_exact_mut(n) {
                     o[j] = f32::NAN;
@@ -283,7 +291,7 @@ pub(crate) fn product_rows(
             }
         }
         Kernel::BitNet { m, divisor } => {
-            kernels::gemm_i8_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
+            kernels::gemm_i8_packed_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
             for o in out.chunks_exact_mut(n) {
                 for (v, &kj) in o.iter_mut().zip(&p.k) {
                     *v /= kj * divisor;
@@ -374,7 +382,7 @@ mod tests {
         x[cols + 5] = f32::NAN;
         x[cols + 7] = f32::INFINITY;
         let proj = Proj {
-            kernel: Kernel::TernaryI8(Arc::clone(&m)),
+            kernel: Kernel::TernaryI8(PackedTernary::shared(Arc::clone(&m))),
             rows,
             cols,
             bias: None,

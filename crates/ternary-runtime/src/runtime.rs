@@ -647,17 +647,38 @@ pub struct Runtime {
     generation: u64,
     inv_freq: Vec<f64>,
     broken: bool,
+    repacked: usize,
 }
 
 impl Runtime {
     /// Builds the runtime from a loaded model (sharing its weights) and starts
-    /// `opts.threads − 1` workers.
+    /// `opts.threads − 1` workers. [`Runtime::from_owned_model`] is faster where the model is
+    /// not needed afterwards.
     pub fn from_model<B: TernaryBackend + 'static>(
         model: &Llama<B>,
         opts: RuntimeOptions,
     ) -> Result<Self> {
         opts.validate()?;
         let m = build(model, &opts)?;
+        Self::start(m, opts, 0)
+    }
+
+    /// [`Runtime::from_model`] taking the model: it is dropped once the runtime holds what it
+    /// needs, and the ternary matrices it no longer shares are repacked for the kernels' SIMD
+    /// level (at AVX2, 2-bit fields: `PackedTernary`), with no second copy of any of them.
+    pub fn from_owned_model<B: TernaryBackend + 'static>(
+        model: Llama<B>,
+        opts: RuntimeOptions,
+    ) -> Result<Self> {
+        opts.validate()?;
+        let mut m = build(&model, &opts)?;
+        drop(model);
+        let repacked = m.repack(opts.level.unwrap_or_else(Level::detect));
+        Self::start(m, opts, repacked)
+    }
+
+    /// Starts the workers on a built model (`repacked` of whose projections were repacked).
+    fn start(m: Model, opts: RuntimeOptions, repacked: usize) -> Result<Self> {
         let c = &m.config;
         let max_ctx = opts.max_context.unwrap_or(c.max_position_embeddings).max(1);
         let d = c.head_dim;
@@ -692,6 +713,7 @@ impl Runtime {
             generation: 0,
             inv_freq,
             broken: false,
+            repacked,
         };
         for t in 1..threads {
             let s = Arc::clone(&sh);
@@ -712,6 +734,12 @@ impl Runtime {
     /// Threads per product (the caller's included).
     pub fn threads(&self) -> usize {
         self.sh.threads
+    }
+
+    /// Projections whose ternary matrices were repacked for the kernels' level
+    /// ([`Runtime::from_owned_model`]; 0 when the weights are shared with a model).
+    pub fn repacked_layers(&self) -> usize {
+        self.repacked
     }
 
     /// The SIMD level of the kernels.

@@ -2,7 +2,8 @@
 //! committed tiny fixtures, prefill then decode steps, at every SIMD level this host has and
 //! with 1, 2 and 3 threads; greedy generations token for token; bad input as errors.
 //!
-//! Tolerance: `common::TOL` (1e-4) of each step's logit range.
+//! Tolerance: `common::TOL` (1e-4) of each step's logit range; a runtime that repacked its
+//! ternary matrices (`Runtime::from_owned_model`) gives the shared runtime's logits bit for bit.
 
 mod common;
 
@@ -129,6 +130,77 @@ fn mixed_tiny(path: LinearPath) -> LoadedModel<Cpu> {
         }
     }
     m
+}
+
+/// `Runtime::from_owned_model` repacks the int8 ternary matrices it alone holds (at AVX2:
+/// 2-bit fields) and must give `Runtime::from_model`'s logits bit for bit at every level, over
+/// a prefill of 20 tokens (the panel GEMM, which turns fields back into planes), one cut into
+/// chunks of 3 (the field kernel) and decode steps (its one-token path).
+#[test]
+fn owned_runtime_should_repack_and_match_the_shared_runtime_bit_for_bit() {
+    let bitnet = |v: &str| {
+        load_safetensors_dir::<Cpu>(fixtures().join("tiny-bitnet").join(v), &Default::default())
+            .unwrap()
+    };
+    type Make = Box<dyn Fn() -> LoadedModel<Cpu>>;
+    let makers: [(&str, Make); 3] = [
+        ("mixed int8", Box::new(|| mixed_tiny(LinearPath::CpuInt8))),
+        (
+            "tiny-bitnet relu2-packed",
+            Box::new(move || bitnet("relu2-packed")),
+        ),
+        (
+            "tiny-bitnet tq2_0",
+            Box::new(|| {
+                load_gguf::<Cpu>(
+                    fixtures()
+                        .join("tiny-bitnet-gguf")
+                        .join("tiny-bitnet-tq2_0.gguf"),
+                    &Default::default(),
+                )
+                .unwrap()
+            }),
+        ),
+    ];
+    let bits = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
+        v.iter()
+            .map(|s| s.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    for (what, make) in &makers {
+        let shared = make();
+        let tokens = ids(shared.model.config().vocab_size, 26);
+        for level in Level::available() {
+            for (threads, chunk) in [(1, 128), (2, 128), (2, 3)] {
+                let opts = RuntimeOptions {
+                    threads,
+                    level: Some(level),
+                    chunk,
+                    // The GGUF's TQ2_0 layers compute on f32 activations by default.
+                    ternary: TernaryActivations::Int8,
+                    ..RuntimeOptions::default()
+                };
+                let mut a = Runtime::from_model(&shared.model, opts.clone()).unwrap();
+                let mut b = Runtime::from_owned_model(make().model, opts).unwrap();
+                let at = format!("{what} {level} threads {threads} chunk {chunk}");
+                assert_eq!(a.repacked_layers(), 0, "{at}");
+                if level == Level::Avx2 {
+                    assert!(b.repacked_layers() > 0, "{at}: nothing repacked");
+                } else {
+                    assert_eq!(b.repacked_layers(), 0, "{at}");
+                }
+                let (ga, gb) = (
+                    runtime_steps(&mut a, &tokens, 20),
+                    runtime_steps(&mut b, &tokens, 20),
+                );
+                assert_eq!(bits(&ga), bits(&gb), "{at}");
+                eprintln!(
+                    "{at}: {} layers repacked, logits equal",
+                    b.repacked_layers()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -27,6 +27,7 @@ use crate::matrix::TernaryMatrix;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub mod attention;
+mod packed;
 mod parallel;
 mod popcount;
 pub(crate) mod scalar;
@@ -34,6 +35,7 @@ pub(crate) mod scalar;
 mod x86;
 
 pub use attention::{AttentionScratch, causal_attention_with};
+pub use packed::PackedTernary;
 pub use parallel::RowSplit;
 
 /// Per-ISA building blocks shared with the kernels of other crates (`ternary-sparsity`,
@@ -611,10 +613,19 @@ pub fn gemm_f32_with(
 
 /// Checks that `rows` lies in `m` and `out` holds `rows.len() × n` values.
 fn check_row_range(m: &TernaryMatrix, n: usize, rows: &Range<usize>, out: &[f32]) -> Result<()> {
-    if rows.start > rows.end || rows.end > m.rows() {
+    check_rows_of(m.rows(), n, rows, out)
+}
+
+/// [`check_row_range`] for a matrix of `total` rows.
+pub(crate) fn check_rows_of(
+    total: usize,
+    n: usize,
+    rows: &Range<usize>,
+    out: &[f32],
+) -> Result<()> {
+    if rows.start > rows.end || rows.end > total {
         return Err(TernaryError::shape(format!(
-            "row range {rows:?} is not within the matrix's {} rows",
-            m.rows()
+            "row range {rows:?} is not within the matrix's {total} rows"
         )));
     }
     if rows.len().checked_mul(n) != Some(out.len()) {
@@ -673,6 +684,38 @@ pub fn gemm_i8_rows_with(
     }
     check_row_range(m, a.n(), &rows, out)?;
     Isa::of(level)?.gemm_i8(m, a, Rows::Range(rows, out));
+    Ok(())
+}
+
+/// [`gemm_i8_rows_with`] on a [`PackedTernary`]: the same values, bit for bit, as the
+/// original matrix's product at `level`. A matrix repacked for another level than `level` is
+/// turned back into planes for the call (correct, not fast).
+pub fn gemm_i8_packed_rows_with(
+    level: Level,
+    w: &PackedTernary,
+    a: &QuantizedActivations,
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> Result<()> {
+    if a.cols() != w.cols() {
+        return Err(TernaryError::shape(format!(
+            "int8 activations have {} values per token, matrix has {} columns",
+            a.cols(),
+            w.cols()
+        )));
+    }
+    w.check_rows(a.n(), &rows, out)?;
+    let isa = Isa::of(level)?;
+    match (&w.repr, isa) {
+        (packed::Repr::Planes(m), isa) => isa.gemm_i8(m, a, Rows::Range(rows, out)),
+        #[cfg(target_arch = "x86_64")]
+        (packed::Repr::Fields(f), Isa::Avx2(t)) => t.gemm_i8_fields(f, a, Rows::Range(rows, out)),
+        #[allow(unreachable_patterns)]
+        (packed::Repr::Fields(f), isa) => {
+            let m = f.planes(rows.clone());
+            isa.gemm_i8(&m, a, Rows::Range(0..rows.len(), out))
+        }
+    }
     Ok(())
 }
 
@@ -791,9 +834,12 @@ pub(crate) struct GroupWords {
 
 impl GroupWords {
     pub(crate) fn of(m: &TernaryMatrix) -> Self {
-        let layout = m.scales().layout();
-        let wpr = m.words_per_row();
-        let groups = layout.groups_per_row(m.cols());
+        Self::of_layout(m.scales().layout(), m.cols(), m.words_per_row())
+    }
+
+    /// [`GroupWords::of`] a matrix of `cols` columns (`wpr` words per row) and this layout.
+    pub(crate) fn of_layout(layout: crate::matrix::ScaleLayout, cols: usize, wpr: usize) -> Self {
+        let groups = layout.groups_per_row(cols);
         let words_per_group = match layout {
             crate::matrix::ScaleLayout::PerRow => wpr.max(1),
             crate::matrix::ScaleLayout::PerGroup { group_size } => group_size / 32,

@@ -42,6 +42,7 @@ use super::Avx2;
 use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
+use crate::kernels::packed::{FieldBlock, FieldMatrix, Trits};
 use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks, popcount};
 use crate::matrix::TernaryMatrix;
 
@@ -233,27 +234,16 @@ unsafe fn f32_rows<const R: usize>(
 pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
     let wpg = GroupWords::of(m).words_per_group;
-    let fields = wpg >= PACK_WORDS;
-    let small_fields = matches!(wpg, 1 | 2 | 4 | 8);
-    let gemm_from = if wpg == 8 {
-        BLOCK_FIELD_GEMM_MIN_TOKENS
-    } else if small_fields {
-        SMALL_FIELD_GEMM_MIN_TOKENS
-    } else if fields {
-        FIELD_GEMM_MIN_TOKENS
-    } else {
-        GEMM_MIN_TOKENS
-    };
+    if n < field_kernel_tokens(wpg) {
+        gemm_i8_fields::<false>(t, &Trits::Planes(m), a, y);
+        return;
+    }
     if n >= PANEL_GEMM_MIN_TOKENS {
-        gemm_i8_panels(PanelMaddubs(t), m, a, y);
+        gemm_i8_panels(PanelMaddubs(t), Trits::Planes(m), a, y);
         return;
     }
-    if n >= gemm_from {
+    if n >= gemm_from_tokens(wpg) {
         gemm_i8_blocked(t, m, a, y);
-        return;
-    }
-    if fields || small_fields {
-        gemm_i8_fields(t, m, a, y);
         return;
     }
     let run = |xp: &[u8], y: Rows<'_>| {
@@ -458,12 +448,13 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 /// multiplies them with activations permuted to match ([`FieldCodes`]), about 4.75 vector
 /// operations per row and 32 columns against 6.25 for sign masks. Then
 /// `Σ t·q = Σ v·q − Σ q` per group, exact in `i32`, and the reference's `f32` order.
-fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<'_>) {
+fn gemm_i8_fields<const F: bool>(t: Avx2, src: &Trits<'_>, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
-    let gw = GroupWords::of(m);
+    let gw = src.group_words();
     let small = gw.words_per_group <= PACK_WORDS;
+    let (rows, cols) = src.shape();
     let run = |codes: &FieldCodes, y: Rows<'_>| {
-        y.run(m.rows(), m.cols(), n, ROWS, |rows, out| {
+        y.run(rows, cols, n, ROWS, |rows, out| {
             if small {
                 if n == 1 {
                     // The rows' products, kept by the thread (no allocation per decode step;
@@ -484,10 +475,10 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
                             // words and `prod` holds `len` floats.
                             unsafe {
                                 match gw.words_per_group {
-                                    1 => small_field_rows8::<1>(m, &gw, a, codes, r, prod, o),
-                                    2 => small_field_rows8::<2>(m, &gw, a, codes, r, prod, o),
-                                    4 => small_field_rows8::<4>(m, &gw, a, codes, r, prod, o),
-                                    _ => small_field_rows8::<8>(m, &gw, a, codes, r, prod, o),
+                                    1 => small_field_rows8::<1, F>(src, &gw, a, codes, r, prod, o),
+                                    2 => small_field_rows8::<2, F>(src, &gw, a, codes, r, prod, o),
+                                    4 => small_field_rows8::<4, F>(src, &gw, a, codes, r, prod, o),
+                                    _ => small_field_rows8::<8, F>(src, &gw, a, codes, r, prod, o),
                                 }
                             }
                             r += o.len();
@@ -505,7 +496,9 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
                         for (r, o) in rows.clone().zip(out.chunks_exact_mut(n)) {
                             // SAFETY: as above, `o` holding row r's `n` outputs and
                             // `tokens` ⊂ 0..n.
-                            unsafe { small_field_row(m, &gw, a, codes, r, tokens.clone(), o) }
+                            unsafe {
+                                small_field_row::<F>(src, &gw, a, codes, r, tokens.clone(), o)
+                            }
                         }
                     }
                 }
@@ -515,7 +508,7 @@ fn gemm_i8_fields(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: Rows<
                 // SAFETY: the token proves AVX2; `r` is a row of `m`, `o` holds its `n`
                 // outputs, `codes` was filled from `m` and `a`, `a.cols() == m.cols()` was
                 // checked and the groups have at least `PACK_WORDS` words.
-                unsafe { field_row(m, a, codes, r, o) }
+                unsafe { field_row::<F>(src, a, codes, r, o) }
             }
         });
     };
@@ -693,8 +686,8 @@ unsafe fn permute_block(src: &[i8], block: &mut [i8]) {
 /// `GroupWords::of(m)` and `a`, `out.len() = a.n()`,
 /// `GroupWords::of(m).words_per_group ≥ PACK_WORDS`.
 #[target_feature(enable = "avx2")]
-unsafe fn field_row(
-    m: &TernaryMatrix,
+unsafe fn field_row<const F: bool>(
+    src: &Trits<'_>,
     a: &QuantizedActivations,
     codes: &FieldCodes,
     r: usize,
@@ -705,13 +698,13 @@ unsafe fn field_row(
         // SAFETY: forwarded from the caller; j + T ≤ n.
         unsafe {
             if a.n() - j >= 4 {
-                field_tile::<4>(m, a, codes, r, j, out);
+                field_tile::<4, F>(src, a, codes, r, j, out);
                 j += 4;
             } else if a.n() - j >= 2 {
-                field_tile::<2>(m, a, codes, r, j, out);
+                field_tile::<2, F>(src, a, codes, r, j, out);
                 j += 2;
             } else {
-                field_tile::<1>(m, a, codes, r, j, out);
+                field_tile::<1, F>(src, a, codes, r, j, out);
                 j += 1;
             }
         }
@@ -728,6 +721,114 @@ fn fields(p: __m256i, m: __m256i) -> (__m256i, __m256i) {
     let (p, m) = (_mm256_srli_epi32::<1>(p), _mm256_srli_epi32::<1>(m));
     let o = _mm256_add_epi32(_mm256_and_si256(p, k5), _mm256_andnot_si256(m, k5));
     (e, o)
+}
+
+/// Row `r` of `src` for the field kernel: its plane words, or its field blocks.
+fn row_fields<'a>(src: &Trits<'a>, r: usize) -> RowFields<'a> {
+    match src {
+        Trits::Planes(m) => {
+            let (plus, minus) = m.row_planes(r);
+            RowFields {
+                plus,
+                minus,
+                blocks: &[],
+            }
+        }
+        Trits::Fields(f) => RowFields {
+            plus: &[],
+            minus: &[],
+            blocks: f.row(r),
+        },
+    }
+}
+
+/// One row of a [`Trits`] source: its plane words, or its field blocks.
+#[derive(Clone, Copy)]
+struct RowFields<'a> {
+    plus: &'a [u32],
+    minus: &'a [u32],
+    blocks: &'a [FieldBlock],
+}
+
+/// Field blocks fetched ahead of the one computed: the distance of [`PREFETCH_WORDS`] in
+/// columns (one 64-byte line per block).
+const PREFETCH_BLOCKS: usize = PREFETCH_WORDS / PACK_WORDS;
+
+impl RowFields<'_> {
+    /// The fields `(e, o)` of words `w0..w0 + lanes`: computed from the planes
+    /// ([`block_fields`]), or (`F`) block `w0 / 8` loaded as stored.
+    ///
+    /// # Safety
+    /// AVX2 must be available. Planes: as [`block_fields`]. `F`: `w0` is a multiple of 8 and
+    /// block `w0 / 8` lies in `blocks`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block<const F: bool>(self, w0: usize, lanes: usize) -> (__m256i, __m256i) {
+        if F {
+            let b = self.blocks[w0 / PACK_WORDS..].as_ptr();
+            // A hint: the address may lie past the blocks, so it is not dereferenced.
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_BLOCKS).cast());
+            // SAFETY: `b` is a block (64-byte aligned): `e` and `o` are 32 aligned bytes each.
+            unsafe {
+                (
+                    _mm256_load_si256((*b).e.as_ptr().cast()),
+                    _mm256_load_si256((*b).o.as_ptr().cast()),
+                )
+            }
+        } else {
+            // SAFETY: as the caller guarantees.
+            unsafe { block_fields(self.plus, self.minus, w0, lanes) }
+        }
+    }
+}
+
+/// Tokens from which [`gemm_i8`] runs the blocked GEMM ([`gemm_i8_blocked`]) for scale groups
+/// of `wpg` words (the panel GEMM takes over at [`PANEL_GEMM_MIN_TOKENS`] first).
+fn gemm_from_tokens(wpg: usize) -> usize {
+    if wpg == 8 {
+        BLOCK_FIELD_GEMM_MIN_TOKENS
+    } else if matches!(wpg, 1 | 2 | 4) {
+        SMALL_FIELD_GEMM_MIN_TOKENS
+    } else if wpg >= PACK_WORDS {
+        FIELD_GEMM_MIN_TOKENS
+    } else {
+        GEMM_MIN_TOKENS
+    }
+}
+
+/// Tokens below which [`gemm_i8`] runs the field kernel ([`gemm_i8_fields`]) for scale groups
+/// of `wpg` words: 0 for groups it does not take (3, 5, 6 or 7 words). A repacked matrix is
+/// turned back into planes from there on.
+fn field_kernel_tokens(wpg: usize) -> usize {
+    if matches!(wpg, 1 | 2 | 4) || wpg >= PACK_WORDS {
+        gemm_from_tokens(wpg).min(PANEL_GEMM_MIN_TOKENS)
+    } else {
+        0
+    }
+}
+
+/// [`gemm_i8`] of a matrix repacked into fields: the field kernel reading the stored blocks
+/// below [`field_kernel_tokens`], the panel GEMM (which turns each block of rows back into
+/// planes, exactly) from there on; bit-identical to [`gemm_i8`] on the original matrix.
+pub(super) fn gemm_i8_packed(t: Avx2, f: &FieldMatrix, a: &QuantizedActivations, y: Rows<'_>) {
+    let n = a.n();
+    if n < field_kernel_tokens(f.group_words().words_per_group) {
+        gemm_i8_fields::<true>(t, &Trits::Fields(f), a, y);
+        return;
+    }
+    if n >= PANEL_GEMM_MIN_TOKENS {
+        gemm_i8_panels(PanelMaddubs(t), Trits::Fields(f), a, y);
+        return;
+    }
+    // Not reached for the groups `PackedTernary` repacks (the field kernel runs up to the
+    // panel GEMM's limit): the whole product on planes again.
+    match y {
+        Rows::Range(rows, out) => {
+            let m = f.planes(rows.clone());
+            gemm_i8(t, &m, a, Rows::Range(0..rows.len(), out));
+        }
+        Rows::All(y) => gemm_i8(t, &f.planes(0..f.rows()), a, Rows::All(y)),
+    }
 }
 
 /// [`fields`] of plane words `w0..w0 + lanes` (`lanes ≤ 8`; absent words load as 0, fields
@@ -792,17 +893,18 @@ unsafe fn dot_fields(f: __m256i, x: *const i8) -> __m256i {
 /// # Safety
 /// As [`field_row`], and `j0 + T ≤ a.n()`.
 #[target_feature(enable = "avx2")]
-unsafe fn field_tile<const T: usize>(
-    m: &TernaryMatrix,
+unsafe fn field_tile<const T: usize, const F: bool>(
+    src: &Trits<'_>,
     a: &QuantizedActivations,
     codes: &FieldCodes,
     r: usize,
     j0: usize,
     out: &mut [f32],
 ) {
-    let gw = GroupWords::of(m);
+    let gw = src.group_words();
     let bpg = gw.words_per_group.div_ceil(PACK_WORDS);
-    let (plus, minus) = m.row_planes(r);
+    let row = row_fields(src, r);
+    let scales = src.row_scales(r, &gw);
     let x: [*const i8; T] =
         std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
     let ones16 = _mm256_set1_epi16(1);
@@ -821,11 +923,12 @@ unsafe fn field_tile<const T: usize>(
                 let w0 = words.start + PACK_WORDS * b;
                 let lanes = (words.end - w0).min(PACK_WORDS);
                 let xo = (g * bpg + b) * PACK_BYTES;
-                // SAFETY: words w0..w0 + lanes ≤ words.end ≤ words_per_row lie in row `r` of
-                // each plane (the masked load reads only those); the block's 256 bytes at `xo`
-                // lie in each token's `token_len` bytes of `codes`.
+                // SAFETY: words w0..w0 + lanes ≤ words.end ≤ words_per_row lie in row `r`
+                // (planes: the masked load reads only those; fields: `w0` is a multiple of 8,
+                // as `Trits::Fields` requires); the block's 256 bytes at `xo` lie in each token's
+                // `token_len` bytes of `codes`.
                 unsafe {
-                    let (e, o) = block_fields(plus, minus, w0, lanes);
+                    let (e, o) = row.block::<F>(w0, lanes);
                     for t in 0..T {
                         let xb = x[t].add(xo);
                         acc16[t][0] = _mm256_add_epi16(acc16[t][0], dot_fields(e, xb));
@@ -842,7 +945,7 @@ unsafe fn field_tile<const T: usize>(
             }
             b0 = b1;
         }
-        let sg = m.scales().values()[r * gw.groups + g];
+        let sg = scales[g];
         for t in 0..T {
             let dot = crate::kernels::x86_primitives::hsum_epi32(acc32[t])
                 - codes.sums[(j0 + t) * gw.groups + g];
@@ -875,8 +978,8 @@ const CHUNK_GROUPS: usize = 512;
 /// [`FieldCodes::fill_row_blocks`] from `gw = GroupWords::of(m)` and `a`, `out.len() = a.n()`,
 /// `tokens.end ≤ a.n()`, `gw.words_per_group ∈ {1, 2, 4, 8}`.
 #[target_feature(enable = "avx2")]
-unsafe fn small_field_row(
-    m: &TernaryMatrix,
+unsafe fn small_field_row<const F: bool>(
+    src: &Trits<'_>,
     gw: &GroupWords,
     a: &QuantizedActivations,
     codes: &FieldCodes,
@@ -887,10 +990,10 @@ unsafe fn small_field_row(
     macro_rules! tile {
         ($t:expr, $j:expr) => {
             match gw.words_per_group {
-                1 => small_field_tile::<$t, 1>(m, gw, a, codes, r, $j, out),
-                2 => small_field_tile::<$t, 2>(m, gw, a, codes, r, $j, out),
-                4 => small_field_tile::<$t, 4>(m, gw, a, codes, r, $j, out),
-                _ => small_field_tile::<$t, 8>(m, gw, a, codes, r, $j, out),
+                1 => small_field_tile::<$t, 1, F>(src, gw, a, codes, r, $j, out),
+                2 => small_field_tile::<$t, 2, F>(src, gw, a, codes, r, $j, out),
+                4 => small_field_tile::<$t, 4, F>(src, gw, a, codes, r, $j, out),
+                _ => small_field_tile::<$t, 8, F>(src, gw, a, codes, r, $j, out),
             }
         };
     }
@@ -935,8 +1038,8 @@ unsafe fn small_field_row(
 /// `j0 + T ≤ a.n()`; with `STORE`, `prod` valid for `groups.len()` rounded up to 8 floats.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2")]
-unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
-    m: &TernaryMatrix,
+unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool, const F: bool>(
+    src: &Trits<'_>,
     gw: &GroupWords,
     codes: &FieldCodes,
     r: usize,
@@ -947,8 +1050,8 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
 ) {
     let wpr = gw.words_per_row;
     let blocks = wpr.div_ceil(PACK_WORDS);
-    let (plus, minus) = m.row_planes(r);
-    let scales = &m.scales().values()[r * gw.groups..(r + 1) * gw.groups];
+    let row = row_fields(src, r);
+    let scales = src.row_scales(r, gw);
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let ones16 = _mm256_set1_epi16(1);
     let zero = _mm256_setzero_si256();
@@ -966,11 +1069,11 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
             }
             let w0 = PACK_WORDS * b;
             let lanes = (wpr - w0).min(PACK_WORDS);
-            // SAFETY: words w0..w0 + lanes ≤ words_per_row lie in row `r` of each plane (the
-            // masked load reads only those); block b's 256 bytes and 8 word sums lie in each
-            // token's part of `codes` (`blocks` of them).
+            // SAFETY: words w0..w0 + lanes ≤ words_per_row lie in row `r` (planes: the masked
+            // load reads only those; fields: block b); block b's 256 bytes and 8 word sums lie
+            // in each token's part of `codes` (`blocks` of them).
             unsafe {
-                let (e, o) = block_fields(plus, minus, w0, lanes);
+                let (e, o) = row.block::<F>(w0, lanes);
                 for t in 0..T {
                     let xb = x[t].add(PACK_BYTES * b);
                     let s = _mm256_add_epi32(
@@ -1043,8 +1146,8 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool>(
 /// # Safety
 /// As [`small_field_row`], `G = gw.words_per_group` and `j0 + T ≤ a.n()`.
 #[target_feature(enable = "avx2")]
-unsafe fn small_field_tile<const T: usize, const G: usize>(
-    m: &TernaryMatrix,
+unsafe fn small_field_tile<const T: usize, const G: usize, const F: bool>(
+    src: &Trits<'_>,
     gw: &GroupWords,
     a: &QuantizedActivations,
     codes: &FieldCodes,
@@ -1055,8 +1158,8 @@ unsafe fn small_field_tile<const T: usize, const G: usize>(
     let mut sum = [0f32; T];
     // SAFETY: forwarded from the caller; no products are stored.
     unsafe {
-        small_field_span::<T, G, false>(
-            m,
+        small_field_span::<T, G, false, F>(
+            src,
             gw,
             codes,
             r,
@@ -1081,8 +1184,8 @@ unsafe fn small_field_tile<const T: usize, const G: usize>(
 /// As [`small_field_row`] with `a.n() = 1`, and `r0 + out.len() ≤ rows`,
 /// `out.len() ≤ LANE_ROWS`, `prod.len() = LANE_ROWS · chunk` with `chunk` a multiple of 8.
 #[target_feature(enable = "avx2")]
-unsafe fn small_field_rows8<const G: usize>(
-    m: &TernaryMatrix,
+unsafe fn small_field_rows8<const G: usize, const F: bool>(
+    src: &Trits<'_>,
     gw: &GroupWords,
     a: &QuantizedActivations,
     codes: &FieldCodes,
@@ -1103,8 +1206,8 @@ unsafe fn small_field_rows8<const G: usize>(
             // SAFETY: forwarded from the caller; `row` holds `chunk` ≥ c1 − c0 rounded up to 8
             // floats (`chunk` is a multiple of 8).
             unsafe {
-                small_field_span::<1, G, true>(
-                    m,
+                small_field_span::<1, G, true, F>(
+                    src,
                     gw,
                     codes,
                     r0 + i,

@@ -639,7 +639,12 @@ fn gemm_i8_blocked<const MR: usize>(
     a: &QuantizedActivations,
     y: Rows<'_>,
 ) {
-    gemm_i8_panels(Vnni::<MR>(t), m, a, y)
+    gemm_i8_panels(
+        Vnni::<MR>(t),
+        crate::kernels::packed::Trits::Planes(m),
+        a,
+        y,
+    )
 }
 
 /// Decodes `nr` rows from `r0` to `i8` trits, `32 · words_per_row` bytes per row.

@@ -61,6 +61,16 @@ impl Avx2 {
         avx2::gemm_i8(self, m, a, y)
     }
 
+    /// [`Avx2::gemm_i8`] of a matrix repacked into 2-bit fields.
+    pub(in crate::kernels) fn gemm_i8_fields(
+        self,
+        f: &crate::kernels::packed::FieldMatrix,
+        a: &QuantizedActivations,
+        y: Rows<'_>,
+    ) {
+        avx2::gemm_i8_packed(self, f, a, y)
+    }
+
     pub(super) fn ternary_dot(self, ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
         // SAFETY: the token exists only if AVX2 and POPCNT were detected.
         unsafe { avx2::ternary_dot(ap, am, bp, bm) }

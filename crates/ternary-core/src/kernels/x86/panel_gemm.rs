@@ -11,6 +11,7 @@
 
 use super::trit_sum;
 use crate::activations::QuantizedActivations;
+use crate::kernels::packed::Trits;
 use crate::kernels::{GroupWords, Rows};
 use crate::matrix::TernaryMatrix;
 
@@ -52,7 +53,7 @@ pub(super) trait PanelKernel: Copy + Sync {
 
 pub(super) fn gemm_i8_panels<K: PanelKernel>(
     k: K,
-    m: &TernaryMatrix,
+    src: Trits<'_>,
     a: &QuantizedActivations,
     y: Rows<'_>,
 ) {
@@ -60,7 +61,7 @@ pub(super) fn gemm_i8_panels<K: PanelKernel>(
     let n = a.n();
     let pc = a.padded_cols();
     let steps = pc / 4;
-    let gw = GroupWords::of(m);
+    let gw = src.group_words();
     let groups = gw.groups;
     let panels = n.div_ceil(16);
     let packed = if y.is_serial() {
@@ -70,24 +71,35 @@ pub(super) fn gemm_i8_panels<K: PanelKernel>(
     };
     let mut tok_scales = a.scales().to_vec();
     tok_scales.resize(panels * 16, 0.0);
-    let scales = m.scales().values();
+    let scales = src.scale_values();
+    let (rows, cols) = src.shape();
     let block_rows = (DECODED_BLOCK_BYTES / pc.max(1) / mr).max(1) * mr;
-    y.run(m.rows(), m.cols(), n, mr, |rows, out| {
+    y.run(rows, cols, n, mr, |rows, out| {
         let block_rows = block_rows.min(rows.len().div_ceil(mr) * mr);
         let mut decoded = vec![0i8; block_rows * pc];
         let mut wsum = vec![0i32; block_rows * groups];
         let mut wscale = vec![0f32; block_rows * groups];
         let mut tile = vec![0f32; mr * nzp * 16];
+        let mut spare = None;
         let mut rb = rows.start;
         while rb < rows.end {
             let nr = (rows.end - rb).min(block_rows);
             let nr_pad = nr.div_ceil(mr) * mr;
-            k.decode_rows(m, rb, nr, &mut decoded[..nr * pc]);
+            // The block's plane rows: the matrix's own, or (fields) turned back into planes
+            // in the allocations of the previous block's.
+            let (m, r0) = match src {
+                Trits::Planes(m) => (m, rb),
+                Trits::Fields(f) => {
+                    let block = f.planes_reusing(rb..rb + nr, spare.take());
+                    (&*spare.insert(block), 0)
+                }
+            };
+            k.decode_rows(m, r0, nr, &mut decoded[..nr * pc]);
             decoded[nr * pc..nr_pad * pc].fill(0);
             for i in 0..nr_pad {
                 for g in 0..groups {
                     let (s, ws) = if i < nr {
-                        let (p, mi) = m.row_planes(rb + i);
+                        let (p, mi) = m.row_planes(r0 + i);
                         let words = gw.range(g);
                         // SAFETY: both levels that run this GEMM have POPCNT.
                         let sum = unsafe { trit_sum(&p[words.clone()], &mi[words]) };
