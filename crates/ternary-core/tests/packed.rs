@@ -52,15 +52,9 @@ fn packed_products_should_equal_the_reference_bit_for_bit_at_every_level() {
                     assert_eq!(p.to_matrix(), m, "{}", what("to_matrix"));
                     assert_eq!((p.rows(), p.cols()), (rows, cols), "{}", what("shape"));
                     assert_eq!(p.scales(), m.scales(), "{}", what("scales"));
-                    // Same memory as the planes, up to whole 256-column blocks per row.
+                    // Same memory as the planes.
                     let planes = 4 * (m.plus().len() + m.minus().len() + m.scales().values().len());
-                    let slack = rows * 64;
-                    assert!(
-                        p.storage_bytes() >= planes && p.storage_bytes() <= planes + slack,
-                        "{}: {} bytes, planes {planes}",
-                        what("storage"),
-                        p.storage_bytes()
-                    );
+                    assert_eq!(p.storage_bytes(), planes, "{}", what("storage"));
                     for &n in &TOKENS {
                         if rows * cols * n > 65 * 2560 * 3 && n > 3 {
                             continue;

@@ -108,15 +108,20 @@ impl Model {
             let k = std::mem::replace(&mut p.kernel, Kernel::F32(Arc::new(Vec::new())));
             p.kernel = match k {
                 Kernel::TernaryI8(m) => Kernel::TernaryI8(m.repacked(level)),
+                Kernel::TwoPlaneI8([high, low]) => {
+                    Kernel::TwoPlaneI8([high.repacked(level), low.repacked(level)])
+                }
                 Kernel::BitNet { m, divisor } => Kernel::BitNet {
                     m: m.repacked(level),
                     divisor,
                 },
                 k => k,
             };
-            if let Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } = &p.kernel {
-                done += usize::from(m.is_repacked());
-            }
+            done += usize::from(match &p.kernel {
+                Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => m.is_repacked(),
+                Kernel::TwoPlaneI8(m) => m.iter().all(PackedTernary::is_repacked),
+                _ => false,
+            });
         };
         for l in &mut self.layers {
             for p in l.qkv.iter_mut() {
@@ -189,7 +194,13 @@ fn proj_of<B: TernaryBackend + 'static>(
                 Kernel::TernaryI8(PackedTernary::shared(Arc::clone(m)))
             }
             (LinearWeights::One(m), false) => Kernel::TernaryF32(Arc::clone(m)),
-            (LinearWeights::Two(m), true) => Kernel::TwoPlaneI8(Arc::clone(m)),
+            (LinearWeights::Two(m), true) => {
+                let (high, low) = m.planes_arc();
+                Kernel::TwoPlaneI8([
+                    PackedTernary::shared(Arc::clone(high)),
+                    PackedTernary::shared(Arc::clone(low)),
+                ])
+            }
             (LinearWeights::Two(m), false) => Kernel::TwoPlaneF32(Arc::clone(m)),
         };
         return Ok(Proj {

@@ -37,7 +37,8 @@ pub(crate) enum Kernel {
     /// Shared planes, or repacked for the level ([`Model::repack`](crate::model::Model::repack)).
     TernaryI8(PackedTernary),
     TwoPlaneF32(Arc<TwoPlaneMatrix>),
-    TwoPlaneI8(Arc<TwoPlaneMatrix>),
+    /// The high and low planes, shared or repacked as [`Kernel::TernaryI8`]'s.
+    TwoPlaneI8([PackedTernary; 2]),
     BitNet {
         m: PackedTernary,
         divisor: f32,
@@ -75,7 +76,7 @@ pub(crate) struct Proj {
 impl Proj {
     pub fn input_kind(&self) -> InputKind {
         match self.kernel {
-            Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(_) | Kernel::I8Rows { .. } => InputKind::I8,
+            Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(..) | Kernel::I8Rows { .. } => InputKind::I8,
             Kernel::BitNet { .. } => InputKind::BitNet,
             _ => InputKind::F32,
         }
@@ -88,7 +89,8 @@ impl Proj {
                 4 * (m.plus().len() + m.minus().len() + m.scales().values().len())
             }
             Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => m.storage_bytes(),
-            Kernel::TwoPlaneF32(m) | Kernel::TwoPlaneI8(m) => m.storage_bytes(),
+            Kernel::TwoPlaneF32(m) => m.storage_bytes(),
+            Kernel::TwoPlaneI8(m) => m.iter().map(PackedTernary::storage_bytes).sum(),
             Kernel::F32(w) => 4 * w.len(),
             Kernel::F16(w) => 2 * w.len(),
             Kernel::Quant(q) => {
@@ -276,11 +278,17 @@ pub(crate) fn product_rows(
                 *v += w;
             }
         }
-        Kernel::TwoPlaneI8(m) => {
-            kernels::gemm_i8_rows_with(k.level, m.high(), &p.qa, rows.clone(), out)?;
+        Kernel::TwoPlaneI8([high, low]) => {
+            kernels::gemm_i8_packed_rows_with(k.level, high, &p.qa, rows.clone(), out)?;
             scratch.plane2.clear();
             scratch.plane2.resize(out.len(), 0.0);
-            kernels::gemm_i8_rows_with(k.level, m.low(), &p.qa, rows.clone(), &mut scratch.plane2)?;
+            kernels::gemm_i8_packed_rows_with(
+                k.level,
+                low,
+                &p.qa,
+                rows.clone(),
+                &mut scratch.plane2,
+            )?;
             for (v, w) in out.iter_mut().zip(&scratch.plane2) {
                 *v += w;
             }

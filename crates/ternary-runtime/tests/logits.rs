@@ -143,8 +143,12 @@ fn owned_runtime_should_repack_and_match_the_shared_runtime_bit_for_bit() {
             .unwrap()
     };
     type Make = Box<dyn Fn() -> LoadedModel<Cpu>>;
-    let makers: [(&str, Make); 3] = [
+    let makers: [(&str, Make); 4] = [
         ("mixed int8", Box::new(|| mixed_tiny(LinearPath::CpuInt8))),
+        (
+            "two planes int8",
+            Box::new(|| two_plane_tiny(LinearPath::CpuInt8)),
+        ),
         (
             "tiny-bitnet relu2-packed",
             Box::new(move || bitnet("relu2-packed")),
@@ -428,27 +432,7 @@ fn bad_input_should_be_errors_and_leave_the_runtime_usable() {
 #[test]
 fn two_plane_llama_should_match_reference() {
     for path in [LinearPath::CpuF32, LinearPath::CpuInt8] {
-        let mut m = tiny_llama();
-        let cfg = ternary_convert::ConvertConfig {
-            planes: ternary_convert::convert::Planes::Two,
-            budget: None,
-            gptq: None,
-            measure: false,
-            calib_tokens: 256,
-            ctx: 32,
-            ..Default::default()
-        };
-        let text = ternary_convert::CALIBRATION_TEXT;
-        ternary_convert::convert(&mut m.model, &m.tokenizer, text, &cfg, &mut |_| {}).unwrap();
-        for (name, slot) in m.model.linears_mut() {
-            let t = slot
-                .as_any()
-                .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
-                .unwrap_or_else(|| panic!("{name} is not ternary"))
-                .clone();
-            assert_eq!(t.planes(), 2, "{name}");
-            *slot = Box::new(t.with_path(path));
-        }
+        let m = two_plane_tiny(path);
         // Every layer on int8 activations: a 72-token prefill meets an activation rounding
         // that flips between summation orders (4e-4 of the logit range at AVX2); the float
         // path covers the long prefill.
@@ -460,6 +444,32 @@ fn two_plane_llama_should_match_reference() {
             prefill,
         );
     }
+}
+
+/// The tiny Llama with every linear layer on two trit-planes, computing on `path`.
+fn two_plane_tiny(path: LinearPath) -> LoadedModel<Cpu> {
+    let mut m = tiny_llama();
+    let cfg = ternary_convert::ConvertConfig {
+        planes: ternary_convert::convert::Planes::Two,
+        budget: None,
+        gptq: None,
+        measure: false,
+        calib_tokens: 256,
+        ctx: 32,
+        ..Default::default()
+    };
+    let text = ternary_convert::CALIBRATION_TEXT;
+    ternary_convert::convert(&mut m.model, &m.tokenizer, text, &cfg, &mut |_| {}).unwrap();
+    for (name, slot) in m.model.linears_mut() {
+        let t = slot
+            .as_any()
+            .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+            .unwrap_or_else(|| panic!("{name} is not ternary"))
+            .clone();
+        assert_eq!(t.planes(), 2, "{name}");
+        *slot = Box::new(t.with_path(path));
+    }
+    m
 }
 
 /// The tiny Llama with every linear layer a `HostLinear` whose weights are rounded to `f16`

@@ -16,26 +16,8 @@ use crate::error::Result;
 use crate::kernels::{GroupWords, Level};
 use crate::matrix::{Scales, TernaryMatrix};
 
-/// Eight plane words of one row as 2-bit fields (see the [module docs](self)): field `i` of
-/// `e[d]` (bits `2i, 2i + 1`) is `1 + t` of column `32 d + 2i` of the block, field `i` of
-/// `o[d]` that of column `32 d + 2i + 1`. Words past the row hold `0x5555_5555` (`t = 0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(64))]
-pub(crate) struct FieldBlock {
-    pub e: [u32; 8],
-    pub o: [u32; 8],
-}
-
 /// The fields of `t = +1`/`0`/`−1` are `2`/`1`/`0` in each two bits.
 const EVEN: u32 = 0x5555_5555;
-
-impl FieldBlock {
-    /// A block of zero trits.
-    const ZERO: Self = Self {
-        e: [EVEN; 8],
-        o: [EVEN; 8],
-    };
-}
 
 /// The fields `(e, o)` of one plane word pair (`p & m == 0`).
 #[inline]
@@ -54,28 +36,38 @@ pub(crate) fn word_planes(e: u32, o: u32) -> (u32, u32) {
     (p, m)
 }
 
-/// A matrix in 2-bit fields: `blocks_per_row = ⌈words_per_row / 8⌉` [`FieldBlock`]s per row.
+/// A matrix in 2-bit fields, `2 · words_per_row` words per row (as many as its planes): per
+/// block of eight plane words (256 columns), the eight `e` words (field `i` of `e[d]`, bits
+/// `2i, 2i + 1`, is `1 + t` of column `32 d + 2i` of the block), then the eight `o` words
+/// (column `32 d + 2i + 1`); a row's last block, of `lanes < 8` words, holds `lanes` of each.
 #[derive(Debug, Clone)]
 pub(crate) struct FieldMatrix {
     rows: usize,
     cols: usize,
     words_per_row: usize,
-    blocks_per_row: usize,
-    blocks: Vec<FieldBlock>,
+    fields: Vec<u32>,
     scales: Scales,
+}
+
+/// Where the `e` and `o` words of plane word `w` lie in a row of `wpr` words.
+#[inline]
+pub(crate) fn field_index(wpr: usize, w: usize) -> (usize, usize) {
+    let (b, d) = (w / 8, w % 8);
+    let lanes = (wpr - 8 * b).min(8);
+    (16 * b + d, 16 * b + lanes + d)
 }
 
 impl FieldMatrix {
     fn new(m: TernaryMatrix) -> Self {
         let (rows, cols, wpr) = (m.rows(), m.cols(), m.words_per_row());
-        let bpr = wpr.div_ceil(8);
-        let mut blocks = vec![FieldBlock::ZERO; rows * bpr];
-        for (r, row) in blocks.chunks_exact_mut(bpr.max(1)).enumerate().take(rows) {
-            let (p, mi) = m.row_planes(r);
-            for (w, (&p, &mi)) in p.iter().zip(mi).enumerate() {
-                let (e, o) = word_fields(p, mi);
-                row[w / 8].e[w % 8] = e;
-                row[w / 8].o[w % 8] = o;
+        let mut fields = vec![0; rows * 2 * wpr];
+        if wpr > 0 {
+            for (r, row) in fields.chunks_exact_mut(2 * wpr).enumerate() {
+                let (p, mi) = m.row_planes(r);
+                for (w, (&p, &mi)) in p.iter().zip(mi).enumerate() {
+                    let (ie, io) = field_index(wpr, w);
+                    (row[ie], row[io]) = word_fields(p, mi);
+                }
             }
         }
         let (_, _, scales) = m.into_parts();
@@ -83,8 +75,7 @@ impl FieldMatrix {
             rows,
             cols,
             words_per_row: wpr,
-            blocks_per_row: bpr,
-            blocks,
+            fields,
             scales,
         }
     }
@@ -106,10 +97,11 @@ impl FieldMatrix {
         GroupWords::of_layout(self.scales.layout(), self.cols, self.words_per_row)
     }
 
-    /// Row `r`'s blocks.
+    /// Row `r`'s field words (`2 · words_per_row`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(crate) fn row(&self, r: usize) -> &[FieldBlock] {
-        &self.blocks[r * self.blocks_per_row..(r + 1) * self.blocks_per_row]
+    pub(crate) fn row(&self, r: usize) -> &[u32] {
+        let n = 2 * self.words_per_row;
+        &self.fields[r * n..(r + 1) * n]
     }
 
     /// Rows `rows` as a plane matrix (exact: [`word_planes`] inverts [`word_fields`]).
@@ -140,17 +132,15 @@ impl FieldMatrix {
         plus.resize(rows.len() * wpr, 0);
         minus.resize(rows.len() * wpr, 0);
         if wpr > 0 {
-            let rows_blocks =
-                &self.blocks[rows.start * self.blocks_per_row..rows.end * self.blocks_per_row];
-            for ((p, m), row) in plus
+            for ((p, m), r) in plus
                 .chunks_exact_mut(wpr)
                 .zip(minus.chunks_exact_mut(wpr))
-                .zip(rows_blocks.chunks_exact(self.blocks_per_row))
+                .zip(rows.clone())
             {
-                for ((p, m), b) in p.chunks_mut(8).zip(m.chunks_mut(8)).zip(row) {
-                    for (d, (p, m)) in p.iter_mut().zip(m.iter_mut()).enumerate() {
-                        (*p, *m) = word_planes(b.e[d], b.o[d]);
-                    }
+                let row = self.row(r);
+                for (w, (p, m)) in p.iter_mut().zip(m.iter_mut()).enumerate() {
+                    let (ie, io) = field_index(wpr, w);
+                    (*p, *m) = word_planes(row[ie], row[io]);
                 }
             }
         }
@@ -295,14 +285,11 @@ impl PackedTernary {
         matches!(self.repr, Repr::Fields(_))
     }
 
-    /// Bytes of trits and scales (a row's fields take as many bytes as its planes, rounded up
-    /// to whole 256-column blocks).
+    /// Bytes of trits and scales (fields take as many bytes as planes).
     pub fn storage_bytes(&self) -> usize {
         match &self.repr {
             Repr::Planes(m) => 4 * (m.plus().len() + m.minus().len() + m.scales().values().len()),
-            Repr::Fields(f) => {
-                std::mem::size_of_val(f.blocks.as_slice()) + 4 * f.scales.values().len()
-            }
+            Repr::Fields(f) => 4 * (f.fields.len() + f.scales.values().len()),
         }
     }
 

@@ -42,7 +42,7 @@ use super::Avx2;
 use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
-use crate::kernels::packed::{FieldBlock, FieldMatrix, Trits};
+use crate::kernels::packed::{FieldMatrix, Trits};
 use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks, popcount};
 use crate::matrix::TernaryMatrix;
 
@@ -731,13 +731,13 @@ fn row_fields<'a>(src: &Trits<'a>, r: usize) -> RowFields<'a> {
             RowFields {
                 plus,
                 minus,
-                blocks: &[],
+                fields: &[],
             }
         }
         Trits::Fields(f) => RowFields {
             plus: &[],
             minus: &[],
-            blocks: f.row(r),
+            fields: f.row(r),
         },
     }
 }
@@ -747,37 +747,45 @@ fn row_fields<'a>(src: &Trits<'a>, r: usize) -> RowFields<'a> {
 struct RowFields<'a> {
     plus: &'a [u32],
     minus: &'a [u32],
-    blocks: &'a [FieldBlock],
+    fields: &'a [u32],
 }
-
-/// Field blocks fetched ahead of the one computed: the distance of [`PREFETCH_WORDS`] in
-/// columns (one 64-byte line per block).
-const PREFETCH_BLOCKS: usize = PREFETCH_WORDS / PACK_WORDS;
 
 impl RowFields<'_> {
     /// The fields `(e, o)` of words `w0..w0 + lanes`: computed from the planes
-    /// ([`block_fields`]), or (`F`) block `w0 / 8` loaded as stored.
+    /// ([`block_fields`]), or (`F`) loaded as stored ([`FieldMatrix`]: the block's `e` words
+    /// at `2 · w0`, its `o` words `lanes` further; absent lanes load as 0, which meet zero
+    /// activations, as the planes' do).
     ///
     /// # Safety
     /// AVX2 must be available. Planes: as [`block_fields`]. `F`: `w0` is a multiple of 8 and
-    /// block `w0 / 8` lies in `blocks`.
+    /// `lanes = min(8, words_per_row − w0) > 0`, so the block's `2 · lanes` words lie in
+    /// `fields`.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn block<const F: bool>(self, w0: usize, lanes: usize) -> (__m256i, __m256i) {
-        if F {
-            let b = self.blocks[w0 / PACK_WORDS..].as_ptr();
-            // A hint: the address may lie past the blocks, so it is not dereferenced.
-            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_BLOCKS).cast());
-            // SAFETY: `b` is a block (64-byte aligned): `e` and `o` are 32 aligned bytes each.
-            unsafe {
+        if !F {
+            // SAFETY: as the caller guarantees.
+            return unsafe { block_fields(self.plus, self.minus, w0, lanes) };
+        }
+        let e = self.fields.as_ptr().wrapping_add(2 * w0);
+        // A hint: the address may lie past the fields, so it is not dereferenced.
+        _mm_prefetch::<_MM_HINT_T0>(e.wrapping_add(2 * PREFETCH_WORDS).cast());
+        // SAFETY: words 2·w0 .. 2·w0 + 2·lanes lie in the row (caller); the masked loads
+        // read only the first `lanes` of each half.
+        unsafe {
+            if lanes == PACK_WORDS {
                 (
-                    _mm256_load_si256((*b).e.as_ptr().cast()),
-                    _mm256_load_si256((*b).o.as_ptr().cast()),
+                    _mm256_loadu_si256(e.cast()),
+                    _mm256_loadu_si256(e.add(PACK_WORDS).cast()),
+                )
+            } else {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), lane);
+                (
+                    _mm256_maskload_epi32(e.cast(), keep),
+                    _mm256_maskload_epi32(e.add(lanes).cast(), keep),
                 )
             }
-        } else {
-            // SAFETY: as the caller guarantees.
-            unsafe { block_fields(self.plus, self.minus, w0, lanes) }
         }
     }
 }
