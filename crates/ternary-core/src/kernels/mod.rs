@@ -710,6 +710,8 @@ pub fn gemm_i8_packed_rows_with(
         (packed::Repr::Planes(m), isa) => isa.gemm_i8(m, a, Rows::Range(rows, out)),
         #[cfg(target_arch = "x86_64")]
         (packed::Repr::Fields(f), Isa::Avx2(t)) => t.gemm_i8_fields(f, a, Rows::Range(rows, out)),
+        #[cfg(target_arch = "x86_64")]
+        (packed::Repr::Fields(f), Isa::Avx512(t)) => t.gemm_i8_fields(f, a, Rows::Range(rows, out)),
         #[allow(unreachable_patterns)]
         (packed::Repr::Fields(f), isa) => {
             let m = f.planes(rows.clone());

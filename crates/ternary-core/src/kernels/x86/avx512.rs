@@ -633,6 +633,27 @@ impl<const MR: usize> PanelKernel for Vnni<MR> {
     }
 }
 
+/// [`gemm_i8`] of a matrix repacked into 2-bit fields (`PackedTernary`): below
+/// [`GEMM_MIN_TOKENS`] the AVX2 field kernel reading the fields as stored (at one token it
+/// beat this level's own one-token kernel on planes), from there on the VNNI panel GEMM on
+/// blocks of rows turned back into planes. Bit-identical to [`gemm_i8`] on the planes (both
+/// equal the reference's order).
+pub(super) fn gemm_i8_packed(
+    t: Avx512,
+    f: &crate::kernels::packed::FieldMatrix,
+    a: &QuantizedActivations,
+    y: Rows<'_>,
+) {
+    let fields = crate::kernels::packed::Trits::Fields(f);
+    if a.n() > 16 {
+        gemm_i8_panels(Vnni::<MR>(t), fields, a, y);
+    } else if a.n() >= GEMM_MIN_TOKENS {
+        gemm_i8_panels(Vnni::<{ 2 * MR }>(t), fields, a, y);
+    } else {
+        super::avx2::gemm_i8_packed(t.avx2(), f, a, y);
+    }
+}
+
 fn gemm_i8_blocked<const MR: usize>(
     t: Avx512,
     m: &TernaryMatrix,

@@ -146,6 +146,16 @@ impl Avx512 {
         avx512::gemm_i8(self, m, a, y)
     }
 
+    /// [`Avx512::gemm_i8`] of a matrix repacked into 2-bit fields.
+    pub(in crate::kernels) fn gemm_i8_fields(
+        self,
+        f: &crate::kernels::packed::FieldMatrix,
+        a: &QuantizedActivations,
+        y: Rows<'_>,
+    ) {
+        avx512::gemm_i8_packed(self, f, a, y)
+    }
+
     pub(super) fn ternary_dot(self, ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
         // SAFETY: the token exists only if the AVX-512 features were detected.
         unsafe { avx512::ternary_dot(ap, am, bp, bm) }
