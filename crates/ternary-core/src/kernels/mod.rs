@@ -616,13 +616,25 @@ fn check_row_range(m: &TernaryMatrix, n: usize, rows: &Range<usize>, out: &[f32]
     check_rows_of(m.rows(), n, rows, out)
 }
 
-/// [`check_row_range`] for a matrix of `total` rows.
-pub(crate) fn check_rows_of(
+/// The shapes of a row-range int8 product of a `total × cols` matrix.
+fn check_i8_rows(
     total: usize,
-    n: usize,
+    cols: usize,
+    a: &QuantizedActivations,
     rows: &Range<usize>,
     out: &[f32],
 ) -> Result<()> {
+    if a.cols() != cols {
+        return Err(TernaryError::shape(format!(
+            "int8 activations have {} values per token, matrix has {cols} columns",
+            a.cols()
+        )));
+    }
+    check_rows_of(total, a.n(), rows, out)
+}
+
+/// [`check_row_range`] for a matrix of `total` rows.
+fn check_rows_of(total: usize, n: usize, rows: &Range<usize>, out: &[f32]) -> Result<()> {
     if rows.start > rows.end || rows.end > total {
         return Err(TernaryError::shape(format!(
             "row range {rows:?} is not within the matrix's {total} rows"
@@ -675,14 +687,7 @@ pub fn gemm_i8_rows_with(
     rows: Range<usize>,
     out: &mut [f32],
 ) -> Result<()> {
-    if a.cols() != m.cols() {
-        return Err(TernaryError::shape(format!(
-            "int8 activations have {} values per token, matrix has {} columns",
-            a.cols(),
-            m.cols()
-        )));
-    }
-    check_row_range(m, a.n(), &rows, out)?;
+    check_i8_rows(m.rows(), m.cols(), a, &rows, out)?;
     Isa::of(level)?.gemm_i8(m, a, Rows::Range(rows, out));
     Ok(())
 }
@@ -697,14 +702,7 @@ pub fn gemm_i8_packed_rows_with(
     rows: Range<usize>,
     out: &mut [f32],
 ) -> Result<()> {
-    if a.cols() != w.cols() {
-        return Err(TernaryError::shape(format!(
-            "int8 activations have {} values per token, matrix has {} columns",
-            a.cols(),
-            w.cols()
-        )));
-    }
-    w.check_rows(a.n(), &rows, out)?;
+    check_i8_rows(w.rows(), w.cols(), a, &rows, out)?;
     let isa = Isa::of(level)?;
     match (&w.repr, isa) {
         (packed::Repr::Planes(m), isa) => isa.gemm_i8(m, a, Rows::Range(rows, out)),

@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 
-use crate::error::Result;
 use crate::kernels::{GroupWords, Level};
 use crate::matrix::{Scales, TernaryMatrix};
 
@@ -312,16 +311,6 @@ impl PackedTernary {
             Repr::Planes(m) => TernaryMatrix::clone(m),
             Repr::Fields(f) => f.planes(0..f.rows()),
         }
-    }
-
-    /// Checks that `rows` and `out` fit a product of `n` tokens.
-    pub(crate) fn check_rows(
-        &self,
-        n: usize,
-        rows: &std::ops::Range<usize>,
-        out: &[f32],
-    ) -> Result<()> {
-        super::check_rows_of(self.rows(), n, rows, out)
     }
 }
 
