@@ -27,7 +27,7 @@ use crate::matrix::TernaryMatrix;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub mod attention;
-mod packed;
+pub mod packed;
 mod parallel;
 mod popcount;
 pub(crate) mod scalar;
