@@ -4,19 +4,20 @@
 //! planes exactly ([`PackedTernary::to_matrix`]).
 //!
 //! The one repacked layout today is the AVX2 int8 kernel's **2-bit fields** (used at AVX2 and
-//! AVX-512): per row and
-//! block of eight plane words (256 columns), the fields `v = 1 + t ∈ {0, 1, 2}` of the even
-//! columns (`e`) and of the odd columns (`o`), which that kernel otherwise computes from the
-//! planes for every block and token (`e = (p & 0x55…) + (¬m & 0x55…)`, the same of the words
-//! shifted right by one for `o`: eight vector operations per block, about a fifth of the
-//! one-token product). With the fields stored, a block is one 64-byte line.
+//! AVX-512): per row and block of eight plane words (256 columns), the fields
+//! `v = 1 + t ∈ {0, 1, 2}` of the even columns (`e`) and of the odd columns (`o`), which that
+//! kernel otherwise computes from the planes for every block and token
+//! (`e = (p & 0x55…) + (¬m & 0x55…)`, the same of the words shifted right by one for `o`: eight
+//! vector operations per block, about a fifth of the one-token product). With the fields
+//! stored, a block is 64 contiguous bytes, loaded as they are.
 
 use std::sync::Arc;
 
 use crate::kernels::{GroupWords, Level};
 use crate::matrix::{Scales, TernaryMatrix};
 
-/// The fields of `t = +1`/`0`/`−1` are `2`/`1`/`0` in each two bits.
+/// The low bit of every 2-bit field (fields hold `1 + t`: `2`, `1`, `0` for `t = +1, 0, −1`,
+/// so a word of zero trits is `EVEN`).
 const EVEN: u32 = 0x5555_5555;
 
 /// The fields `(e, o)` of one plane word pair (`p & m == 0`).
@@ -51,7 +52,7 @@ pub(crate) struct FieldMatrix {
 
 /// Where the `e` and `o` words of plane word `w` lie in a row of `wpr` words.
 #[inline]
-pub(crate) fn field_index(wpr: usize, w: usize) -> (usize, usize) {
+fn field_index(wpr: usize, w: usize) -> (usize, usize) {
     let (b, d) = (w / 8, w % 8);
     let lanes = (wpr - 8 * b).min(8);
     (16 * b + d, 16 * b + lanes + d)
