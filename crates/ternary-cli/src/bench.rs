@@ -207,6 +207,12 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         Engine::Burn => (Runtime::from_model(&m.model, opts.clone())?, Some(m.model)),
     };
     let (bytes_per_token, weight_bytes) = (rt.weight_bytes_per_token(), rt.weight_bytes());
+    // Int8 ternary matrices the runtime repacked for its kernels (`PackedTernary`).
+    let repacked = if model.is_none() {
+        rt.repacked_layers()
+    } else {
+        0
+    };
     let mut dec: Box<dyn Decoder> = match model {
         None => Box::new(rt),
         Some(model) => {
@@ -259,6 +265,7 @@ pub fn run(args: &BenchArgs) -> Res<()> {
              \"threads\": {}, \"simd\": \"{simd}\", \"cpu\": {}, \"prompt_tokens\": {}, \
              \"gen_tokens\": {}, \"reps\": {}, \"kv\": \"{kv}\", \"lm_head\": \"{head}\", \
              \"ternary_activations\": \"{acts}\", \"float_weights\": \"{}\", \
+             \"repacked_layers\": {repacked}, \
              \"prefill_tokens_per_sec\": {}, \
              \"decode_tokens_per_sec\": {}, \"peak_rss_bytes\": {rss}, \"weight_bytes\": \
              {weight_bytes}, \"weight_bytes_per_token\": {bytes_per_token}}}",
@@ -277,7 +284,7 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         let (dm, ds) = mean_sd(&decode);
         println!(
             "{} ({engine}, {} threads, {simd}, {}; kv {kv}, lm_head {head}, ternary activations \
-             {acts}, float weights {})",
+             {acts}, float weights {}, {repacked} ternary layers repacked)",
             args.model.display(),
             opts.threads,
             cpu_name(),
