@@ -635,7 +635,7 @@ impl<const MR: usize> PanelKernel for Vnni<MR> {
 
 /// [`gemm_i8`] of a matrix repacked into 2-bit fields (`PackedTernary`): below
 /// [`GEMM_MIN_TOKENS`] the AVX2 field kernel reading the fields as stored (at one token it
-/// beat this level's own one-token kernel on planes), from there on the VNNI panel GEMM on
+/// beat this level's own one-token kernel on planes, on an AMD EPYC Zen 5), from there on the VNNI panel GEMM on
 /// blocks of rows turned back into planes. Bit-identical to [`gemm_i8`] on the planes (both
 /// equal the reference's order).
 pub(super) fn gemm_i8_packed(
