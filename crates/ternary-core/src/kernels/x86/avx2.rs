@@ -235,7 +235,7 @@ pub(super) fn gemm_i8(t: Avx2, m: &TernaryMatrix, a: &QuantizedActivations, y: R
     let n = a.n();
     let wpg = GroupWords::of(m).words_per_group;
     if n < field_kernel_tokens(wpg) {
-        gemm_i8_fields::<false>(t, &Trits::Planes(m), a, y);
+        gemm_i8_fields::<_, false>(Maddubs(t), &Trits::Planes(m), a, y);
         return;
     }
     if n >= PANEL_GEMM_MIN_TOKENS {
@@ -448,7 +448,13 @@ unsafe fn i8_tile<const R: usize, const T: usize>(
 /// multiplies them with activations permuted to match ([`FieldCodes`]), about 4.75 vector
 /// operations per row and 32 columns against 6.25 for sign masks. Then
 /// `Σ t·q = Σ v·q − Σ q` per group, exact in `i32`, and the reference's `f32` order.
-fn gemm_i8_fields<const F: bool>(t: Avx2, src: &Trits<'_>, a: &QuantizedActivations, y: Rows<'_>) {
+pub(super) fn gemm_i8_fields<D: FieldDot, const F: bool>(
+    d: D,
+    src: &Trits<'_>,
+    a: &QuantizedActivations,
+    y: Rows<'_>,
+) {
+    let t = d.avx2();
     let n = a.n();
     let gw = src.group_words();
     let small = gw.words_per_group <= PACK_WORDS;
@@ -475,10 +481,10 @@ fn gemm_i8_fields<const F: bool>(t: Avx2, src: &Trits<'_>, a: &QuantizedActivati
                             // words and `prod` holds `len` floats.
                             unsafe {
                                 match gw.words_per_group {
-                                    1 => small_field_rows8::<1, F>(src, &gw, a, codes, r, prod, o),
-                                    2 => small_field_rows8::<2, F>(src, &gw, a, codes, r, prod, o),
-                                    4 => small_field_rows8::<4, F>(src, &gw, a, codes, r, prod, o),
-                                    _ => small_field_rows8::<8, F>(src, &gw, a, codes, r, prod, o),
+                                    1 => d.rows8::<1, F>(src, &gw, a, codes, r, prod, o),
+                                    2 => d.rows8::<2, F>(src, &gw, a, codes, r, prod, o),
+                                    4 => d.rows8::<4, F>(src, &gw, a, codes, r, prod, o),
+                                    _ => d.rows8::<8, F>(src, &gw, a, codes, r, prod, o),
                                 }
                             }
                             r += o.len();
@@ -497,7 +503,7 @@ fn gemm_i8_fields<const F: bool>(t: Avx2, src: &Trits<'_>, a: &QuantizedActivati
                             // SAFETY: as above, `o` holding row r's `n` outputs and
                             // `tokens` ⊂ 0..n.
                             unsafe {
-                                small_field_row::<F>(src, &gw, a, codes, r, tokens.clone(), o)
+                                d.small_row::<F>(src, &gw, a, codes, r, tokens.clone(), o)
                             }
                         }
                     }
@@ -508,7 +514,7 @@ fn gemm_i8_fields<const F: bool>(t: Avx2, src: &Trits<'_>, a: &QuantizedActivati
                 // SAFETY: the token proves AVX2; `r` is a row of `m`, `o` holds its `n`
                 // outputs, `codes` was filled from `m` and `a`, `a.cols() == m.cols()` was
                 // checked and the groups have at least `PACK_WORDS` words.
-                unsafe { field_row::<F>(src, a, codes, r, o) }
+                unsafe { d.field_row::<F>(src, a, codes, r, o) }
             }
         });
     };
@@ -542,15 +548,16 @@ fn gemm_i8_fields<const F: bool>(t: Avx2, src: &Trits<'_>, a: &QuantizedActivati
 /// Activations in the field kernel's order, and their sums per token and group.
 ///
 /// Token `j`, group `g`, block `b` (words `w0 = start(g) + 8b ..`) is [`PACK_BYTES`] bytes at
-/// `j · token_len + (g · blocks_per_group + b) · 256`; byte `32k + 4d + c` holds column
-/// `32 (w0 + d) + 8c + 2k` (`k < 4`, even columns) and byte `128 + 32k + 4d + c` the next
+/// `j · token_len + (g · blocks_per_group + b) · 256`; byte `64k + 4d + c` holds column
+/// `32 (w0 + d) + 8c + 2k` (`k < 4`, even columns) and byte `64k + 32 + 4d + c` the next
 /// column (odd), so that byte `4d + c` of `(e >> 2k) & 3` ([`gemm_i8_fields`]) meets its
-/// activation. Bytes of words past a group's end are zero.
+/// activation, and the 64 bytes of step `k` meet the 64-byte block `e | o` (AVX-512). Bytes of
+/// words past a group's end are zero.
 ///
 /// For groups of 1, 2, 4 or 8 words ([`small_field_tile`], filled by
 /// [`FieldCodes::fill_row_blocks`]) the blocks are the row's own: block `b` holds words
 /// `8b..8b + 8` of the row in the same byte order, and `sums` holds `Σ q` per word.
-struct FieldCodes {
+pub(super) struct FieldCodes {
     bytes: Vec<i8>,
     /// `Σ q` over group `g` of token `j` at `j · groups + g` ([`FieldCodes::fill`]), or over
     /// word `w` at `j · 8 · blocks + w` ([`FieldCodes::fill_row_blocks`]; 0 past the row).
@@ -619,7 +626,7 @@ impl FieldCodes {
 /// One block of [`FieldCodes`] from the codes of its words (`src`: `32 · w` bytes, `w ≤ 8`;
 /// missing words give zeros): per word, bytes `8c + 2k` (and `8c + 2k + 1`), `c < 4`, gathered
 /// into dword `k` (`4 + k`) by two in-lane shuffles around a qword permute; then an 8 × 8
-/// transpose of dwords puts dword `j` of word `d` at `block[32j + 4d..]`.
+/// transpose of dwords puts dword `j` of word `d` at `block[64 (j mod 4) + 32 ⌊j / 4⌋ + 4d..]`.
 ///
 /// # Safety
 /// AVX2 must be available; `src.len() ≤ 256` is a multiple of 32, `block.len() = 256`.
@@ -667,11 +674,234 @@ unsafe fn permute_block(src: &[i8], block: &mut [i8]) {
     for j in 0..4 {
         let lo = _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]);
         let hi = _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]);
-        // SAFETY: `block` is 256 bytes: 32j + 32 ≤ 128 and 128 + 32j + 32 ≤ 256.
+        // SAFETY: `block` is 256 bytes: 64j + 64 ≤ 256.
         unsafe {
-            _mm256_storeu_si256(block.as_mut_ptr().add(32 * j).cast(), lo);
-            _mm256_storeu_si256(block.as_mut_ptr().add(128 + 32 * j).cast(), hi);
+            _mm256_storeu_si256(block.as_mut_ptr().add(64 * j).cast(), lo);
+            _mm256_storeu_si256(block.as_mut_ptr().add(64 * j + 32).cast(), hi);
         }
+    }
+}
+
+/// How a SIMD level multiplies blocks of 2-bit fields by their activations (in
+/// [`FieldCodes`] order), and its entry points into the field kernel ([`gemm_i8_fields`]).
+///
+/// The kernel's bodies ([`field_row`], [`small_field_rows8`], …) are generic over it and
+/// `#[inline(always)]`: each level's entry points are `#[target_feature]` functions that compile
+/// them with that level's features, so the block products ([`FieldDot::add`]) inline there.
+pub(super) trait FieldDot: Copy + Send + Sync {
+    /// A running sum of block products.
+    type Acc: Copy;
+    /// Blocks that one [`FieldDot::Acc`] sums without overflow.
+    const BLOCKS: usize;
+
+    /// The AVX2 token (the activation layout is built with AVX2 at every level).
+    fn avx2(self) -> Avx2;
+
+    /// An empty sum.
+    ///
+    /// # Safety
+    /// The level's features are enabled where this is compiled (an entry point's body).
+    unsafe fn zero() -> Self::Acc;
+
+    /// `acc` plus block `(e, o)` (eight words of even and of odd fields) times its
+    /// activations at `x`.
+    ///
+    /// # Safety
+    /// As [`FieldDot::zero`]; `x` is valid for [`PACK_BYTES`] bytes.
+    unsafe fn add(acc: Self::Acc, e: __m256i, o: __m256i, x: *const i8) -> Self::Acc;
+
+    /// The exact `i32` sums of `acc` per word: lane `d`, `Σ v · q` over word `d`'s 32 columns.
+    ///
+    /// # Safety
+    /// As [`FieldDot::zero`].
+    unsafe fn words(acc: Self::Acc) -> __m256i;
+
+    /// [`FieldDot::words`] of one block.
+    ///
+    /// # Safety
+    /// As [`FieldDot::add`].
+    #[inline(always)]
+    unsafe fn block_words(e: __m256i, o: __m256i, x: *const i8) -> __m256i {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::words(Self::add(Self::zero(), e, o, x)) }
+    }
+
+    /// [`small_field_rows8`] compiled for the level.
+    ///
+    /// # Safety
+    /// As [`small_field_rows8`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows8<const G: usize, const F: bool>(
+        self,
+        src: &Trits<'_>,
+        gw: &GroupWords,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r0: usize,
+        prod: &mut [f32],
+        out: &mut [f32],
+    );
+
+    /// [`small_field_row`] compiled for the level.
+    ///
+    /// # Safety
+    /// As [`small_field_row`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn small_row<const F: bool>(
+        self,
+        src: &Trits<'_>,
+        gw: &GroupWords,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r: usize,
+        tokens: Range<usize>,
+        out: &mut [f32],
+    );
+
+    /// [`field_row`] compiled for the level.
+    ///
+    /// # Safety
+    /// As [`field_row`].
+    unsafe fn field_row<const F: bool>(
+        self,
+        src: &Trits<'_>,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r: usize,
+        out: &mut [f32],
+    );
+}
+
+/// The AVX2 [`FieldDot`]: `maddubs` of each field plane ([`dot_fields`]) summed in `i16`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Maddubs(pub(super) Avx2);
+
+impl FieldDot for Maddubs {
+    /// Even and odd fields in separate `i16` sums: two dependency chains.
+    type Acc = [__m256i; 2];
+    const BLOCKS: usize = FIELD_BLOCKS;
+
+    fn avx2(self) -> Avx2 {
+        self.0
+    }
+
+    #[inline(always)]
+    unsafe fn zero() -> Self::Acc {
+        // SAFETY: AVX2 is enabled (caller).
+        unsafe { [_mm256_setzero_si256(); 2] }
+    }
+
+    #[inline(always)]
+    unsafe fn add(acc: Self::Acc, e: __m256i, o: __m256i, x: *const i8) -> Self::Acc {
+        // SAFETY: AVX2 is enabled and `x` holds the block's 256 bytes (caller); the odd
+        // fields' activations are each 64-byte step's second half.
+        unsafe {
+            [
+                _mm256_add_epi16(acc[0], dot_fields(e, x)),
+                _mm256_add_epi16(acc[1], dot_fields(o, x.add(32))),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn words(acc: Self::Acc) -> __m256i {
+        // SAFETY: AVX2 is enabled (caller).
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            _mm256_add_epi32(
+                _mm256_madd_epi16(acc[0], ones),
+                _mm256_madd_epi16(acc[1], ones),
+            )
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn block_words(e: __m256i, o: __m256i, x: *const i8) -> __m256i {
+        // SAFETY: as `add`. Even plus odd fields: at most 2 · 4 · 508 per `i16` lane.
+        unsafe {
+            _mm256_madd_epi16(
+                _mm256_add_epi16(dot_fields(e, x), dot_fields(o, x.add(32))),
+                _mm256_set1_epi16(1),
+            )
+        }
+    }
+
+    unsafe fn rows8<const G: usize, const F: bool>(
+        self,
+        src: &Trits<'_>,
+        gw: &GroupWords,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r0: usize,
+        prod: &mut [f32],
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn imp<const G: usize, const F: bool>(
+            src: &Trits<'_>,
+            gw: &GroupWords,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r0: usize,
+            prod: &mut [f32],
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller; AVX2 is enabled here.
+            unsafe { small_field_rows8::<Maddubs, G, F>(src, gw, a, codes, r0, prod, out) }
+        }
+        // SAFETY: the token proves AVX2; the rest is the caller's.
+        unsafe { imp::<G, F>(src, gw, a, codes, r0, prod, out) }
+    }
+
+    unsafe fn small_row<const F: bool>(
+        self,
+        src: &Trits<'_>,
+        gw: &GroupWords,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r: usize,
+        tokens: Range<usize>,
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2")]
+        unsafe fn imp<const F: bool>(
+            src: &Trits<'_>,
+            gw: &GroupWords,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r: usize,
+            tokens: Range<usize>,
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller; AVX2 is enabled here.
+            unsafe { small_field_row::<Maddubs, F>(src, gw, a, codes, r, tokens, out) }
+        }
+        // SAFETY: the token proves AVX2; the rest is the caller's.
+        unsafe { imp::<F>(src, gw, a, codes, r, tokens, out) }
+    }
+
+    unsafe fn field_row<const F: bool>(
+        self,
+        src: &Trits<'_>,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r: usize,
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2")]
+        unsafe fn imp<const F: bool>(
+            src: &Trits<'_>,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller; AVX2 is enabled here.
+            unsafe { field_row::<Maddubs, F>(src, a, codes, r, out) }
+        }
+        // SAFETY: the token proves AVX2; the rest is the caller's.
+        unsafe { imp::<F>(src, a, codes, r, out) }
     }
 }
 
@@ -682,11 +912,11 @@ unsafe fn permute_block(src: &[i8], block: &mut [i8]) {
 /// spilled).
 ///
 /// # Safety
-/// AVX2 must be available; `r < rows`, `a.cols() == m.cols()`, `codes` filled from
-/// `GroupWords::of(m)` and `a`, `out.len() = a.n()`,
+/// `D`'s features are enabled (a [`FieldDot`] entry point); `r < rows`,
+/// `a.cols() == m.cols()`, `codes` filled from `GroupWords::of(m)` and `a`, `out.len() = a.n()`,
 /// `GroupWords::of(m).words_per_group ≥ PACK_WORDS`.
-#[target_feature(enable = "avx2")]
-unsafe fn field_row<const F: bool>(
+#[inline(always)]
+pub(super) unsafe fn field_row<D: FieldDot, const F: bool>(
     src: &Trits<'_>,
     a: &QuantizedActivations,
     codes: &FieldCodes,
@@ -698,13 +928,13 @@ unsafe fn field_row<const F: bool>(
         // SAFETY: forwarded from the caller; j + T ≤ n.
         unsafe {
             if a.n() - j >= 4 {
-                field_tile::<4, F>(src, a, codes, r, j, out);
+                field_tile::<D, 4, F>(src, a, codes, r, j, out);
                 j += 4;
             } else if a.n() - j >= 2 {
-                field_tile::<2, F>(src, a, codes, r, j, out);
+                field_tile::<D, 2, F>(src, a, codes, r, j, out);
                 j += 2;
             } else {
-                field_tile::<1, F>(src, a, codes, r, j, out);
+                field_tile::<D, 1, F>(src, a, codes, r, j, out);
                 j += 1;
             }
         }
@@ -821,7 +1051,7 @@ fn field_kernel_tokens(wpg: usize) -> usize {
 pub(super) fn gemm_i8_packed(t: Avx2, f: &FieldMatrix, a: &QuantizedActivations, y: Rows<'_>) {
     let n = a.n();
     if n < field_kernel_tokens(f.group_words().words_per_group) {
-        gemm_i8_fields::<true>(t, &Trits::Fields(f), a, y);
+        gemm_i8_fields::<_, true>(Maddubs(t), &Trits::Fields(f), a, y);
         return;
     }
     if n >= PANEL_GEMM_MIN_TOKENS {
@@ -870,17 +1100,17 @@ unsafe fn block_fields(plus: &[u32], minus: &[u32], w0: usize, lanes: usize) -> 
     fields(p, m)
 }
 
-/// `Σ_k maddubs((f >> 2k) & 3, x[32k..32k + 32])` in `i16` lanes (each at most `4 · 508`).
+/// `Σ_k maddubs((f >> 2k) & 3, x[64k..64k + 32])` in `i16` lanes (each at most `4 · 508`).
 ///
 /// # Safety
-/// AVX2 must be available; `x` is valid for 128 bytes.
+/// AVX2 must be available; `x` is valid for 224 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn dot_fields(f: __m256i, x: *const i8) -> __m256i {
     let three = _mm256_set1_epi8(3);
-    // SAFETY: bytes x..x + 128 are readable (caller).
+    // SAFETY: bytes x..x + 224 are readable (caller).
     let xv: [__m256i; 4] =
-        std::array::from_fn(|k| unsafe { _mm256_loadu_si256(x.add(32 * k).cast()) });
+        std::array::from_fn(|k| unsafe { _mm256_loadu_si256(x.add(64 * k).cast()) });
     let f0 = _mm256_and_si256(f, three);
     let f1 = _mm256_and_si256(_mm256_srli_epi16::<2>(f), three);
     let f2 = _mm256_and_si256(_mm256_srli_epi16::<4>(f), three);
@@ -900,8 +1130,8 @@ unsafe fn dot_fields(f: __m256i, x: *const i8) -> __m256i {
 ///
 /// # Safety
 /// As [`field_row`], and `j0 + T ≤ a.n()`.
-#[target_feature(enable = "avx2")]
-unsafe fn field_tile<const T: usize, const F: bool>(
+#[inline(always)]
+unsafe fn field_tile<D: FieldDot, const T: usize, const F: bool>(
     src: &Trits<'_>,
     a: &QuantizedActivations,
     codes: &FieldCodes,
@@ -915,49 +1145,41 @@ unsafe fn field_tile<const T: usize, const F: bool>(
     let scales = src.row_scales(r, &gw);
     let x: [*const i8; T] =
         std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
-    let ones16 = _mm256_set1_epi16(1);
-    let zero = _mm256_setzero_si256();
     let mut sum = [0f32; T];
-    for g in 0..gw.groups {
-        let words = gw.range(g);
-        let blocks = words.len().div_ceil(PACK_WORDS);
-        let mut acc32 = [zero; T];
-        let mut b0 = 0;
-        while b0 < blocks {
-            let b1 = (b0 + FIELD_BLOCKS).min(blocks);
-            // Even and odd fields in separate sums: two dependency chains.
-            let mut acc16 = [[zero; 2]; T];
-            for b in b0..b1 {
-                let w0 = words.start + PACK_WORDS * b;
-                let lanes = (words.end - w0).min(PACK_WORDS);
-                let xo = (g * bpg + b) * PACK_BYTES;
-                // SAFETY: words w0..w0 + lanes ≤ words.end ≤ words_per_row lie in row `r`
-                // (planes: the masked load reads only those; fields: `w0` is a multiple of 8,
-                // as `Trits::Fields` requires); the block's 256 bytes at `xo` lie in each token's
-                // `token_len` bytes of `codes`.
-                unsafe {
+    // SAFETY: `D`'s features (which include AVX2) are enabled (caller). Words
+    // w0..w0 + lanes ≤ words.end ≤ words_per_row lie in row `r` (planes: the masked load reads
+    // only those; fields: `w0` is a multiple of 8, as `Trits::Fields` requires); the block's
+    // 256 bytes at `xo` lie in each token's `token_len` bytes of `codes`.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        for g in 0..gw.groups {
+            let words = gw.range(g);
+            let blocks = words.len().div_ceil(PACK_WORDS);
+            let mut acc32 = [zero; T];
+            let mut b0 = 0;
+            while b0 < blocks {
+                let b1 = b0.saturating_add(D::BLOCKS).min(blocks);
+                let mut acc = [D::zero(); T];
+                for b in b0..b1 {
+                    let w0 = words.start + PACK_WORDS * b;
+                    let lanes = (words.end - w0).min(PACK_WORDS);
+                    let xo = (g * bpg + b) * PACK_BYTES;
                     let (e, o) = row.block::<F>(w0, lanes);
                     for t in 0..T {
-                        let xb = x[t].add(xo);
-                        acc16[t][0] = _mm256_add_epi16(acc16[t][0], dot_fields(e, xb));
-                        acc16[t][1] = _mm256_add_epi16(acc16[t][1], dot_fields(o, xb.add(128)));
+                        acc[t] = D::add(acc[t], e, o, x[t].add(xo));
                     }
                 }
+                for t in 0..T {
+                    acc32[t] = _mm256_add_epi32(acc32[t], D::words(acc[t]));
+                }
+                b0 = b1;
             }
+            let sg = scales[g];
             for t in 0..T {
-                let s = _mm256_add_epi32(
-                    _mm256_madd_epi16(acc16[t][0], ones16),
-                    _mm256_madd_epi16(acc16[t][1], ones16),
-                );
-                acc32[t] = _mm256_add_epi32(acc32[t], s);
+                let dot = crate::kernels::x86_primitives::hsum_epi32(acc32[t])
+                    - codes.sums[(j0 + t) * gw.groups + g];
+                sum[t] += sg * dot as f32;
             }
-            b0 = b1;
-        }
-        let sg = scales[g];
-        for t in 0..T {
-            let dot = crate::kernels::x86_primitives::hsum_epi32(acc32[t])
-                - codes.sums[(j0 + t) * gw.groups + g];
-            sum[t] += sg * dot as f32;
         }
     }
     for t in 0..T {
@@ -982,11 +1204,12 @@ const CHUNK_GROUPS: usize = 512;
 /// sharing the row's fields, each token's group products summed one at a time.
 ///
 /// # Safety
-/// AVX2 must be available; `r < rows`, `a.cols() == m.cols()`, `codes` filled by
-/// [`FieldCodes::fill_row_blocks`] from `gw = GroupWords::of(m)` and `a`, `out.len() = a.n()`,
-/// `tokens.end ≤ a.n()`, `gw.words_per_group ∈ {1, 2, 4, 8}`.
-#[target_feature(enable = "avx2")]
-unsafe fn small_field_row<const F: bool>(
+/// `D`'s features are enabled (a [`FieldDot`] entry point); `r < rows`,
+/// `a.cols() == m.cols()`, `codes` filled by [`FieldCodes::fill_row_blocks`] from
+/// `gw = GroupWords::of(m)` and `a`, `out.len() = a.n()`, `tokens.end ≤ a.n()`,
+/// `gw.words_per_group ∈ {1, 2, 4, 8}`.
+#[inline(always)]
+pub(super) unsafe fn small_field_row<D: FieldDot, const F: bool>(
     src: &Trits<'_>,
     gw: &GroupWords,
     a: &QuantizedActivations,
@@ -998,10 +1221,10 @@ unsafe fn small_field_row<const F: bool>(
     macro_rules! tile {
         ($t:expr, $j:expr) => {
             match gw.words_per_group {
-                1 => small_field_tile::<$t, 1, F>(src, gw, a, codes, r, $j, out),
-                2 => small_field_tile::<$t, 2, F>(src, gw, a, codes, r, $j, out),
-                4 => small_field_tile::<$t, 4, F>(src, gw, a, codes, r, $j, out),
-                _ => small_field_tile::<$t, 8, F>(src, gw, a, codes, r, $j, out),
+                1 => small_field_tile::<D, $t, 1, F>(src, gw, a, codes, r, $j, out),
+                2 => small_field_tile::<D, $t, 2, F>(src, gw, a, codes, r, $j, out),
+                4 => small_field_tile::<D, $t, 4, F>(src, gw, a, codes, r, $j, out),
+                _ => small_field_tile::<D, $t, 8, F>(src, gw, a, codes, r, $j, out),
             }
         };
     }
@@ -1034,19 +1257,24 @@ unsafe fn small_field_row<const F: bool>(
 /// `prod[g0 − groups.start..]` (`STORE`, `T = 1`) or added to `sum[t]` one group at a time (the
 /// reference's order).
 ///
-/// Per eight groups, the field kernel ([`gemm_i8_fields`]) over the row's 8-word blocks
-/// `b0..b0 + G` (`8 · b0 = G · g0`): its `maddubs` / `madd` sums keep each word in its own
-/// `i32` lane (lane `d` = word `8b + d`); `Σ q` per word is subtracted lane-wise, giving exact
-/// `Σ t·q` per word, and `hadd` (with one lane permute) reduces the `G` blocks to the eight
-/// group sums, converted and multiplied by the eight scales: each lane exactly the
-/// reference's `f32` product.
+/// Per eight groups, the row's 8-word blocks `b0..b0 + G` (`8 · b0 = G · g0`): the level's
+/// [`FieldDot::block_words`] keeps each word in its own `i32` lane (lane `d` = word
+/// `8b + d`); `Σ q` per word is subtracted lane-wise, giving exact `Σ t·q` per word, and
+/// `hadd` (with one lane permute) reduces the `G` blocks to the eight group sums, converted
+/// and multiplied by the eight scales: each lane exactly the reference's `f32` product.
 ///
 /// # Safety
 /// As [`small_field_row`], `G = gw.words_per_group`, `groups.end ≤ gw.groups`,
 /// `j0 + T ≤ a.n()`; with `STORE`, `prod` valid for `groups.len()` rounded up to 8 floats.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2")]
-unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool, const F: bool>(
+#[inline(always)]
+unsafe fn small_field_span<
+    D: FieldDot,
+    const T: usize,
+    const G: usize,
+    const STORE: bool,
+    const F: bool,
+>(
     src: &Trits<'_>,
     gw: &GroupWords,
     codes: &FieldCodes,
@@ -1060,89 +1288,83 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool, co
     let blocks = wpr.div_ceil(PACK_WORDS);
     let row = row_fields(src, r);
     let scales = src.row_scales(r, gw);
-    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let ones16 = _mm256_set1_epi16(1);
-    let zero = _mm256_setzero_si256();
     let x: [*const i8; T] =
         std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
     let qs: [*const i32; T] =
         std::array::from_fn(|t| codes.sums[(j0 + t) * blocks * PACK_WORDS..].as_ptr());
-    for g0 in groups.clone().step_by(8) {
-        let b0 = g0 * G / PACK_WORDS;
-        let mut wsum = [[zero; G]; T];
-        for k in 0..G {
-            let b = b0 + k;
-            if b >= blocks {
-                break;
-            }
-            let w0 = PACK_WORDS * b;
-            let lanes = (wpr - w0).min(PACK_WORDS);
-            // SAFETY: words w0..w0 + lanes ≤ words_per_row lie in row `r` (planes: the masked
-            // load reads only those; fields: block b); block b's 256 bytes and 8 word sums lie
-            // in each token's part of `codes` (`blocks` of them).
-            unsafe {
+    // SAFETY: `D`'s features (which include AVX2) are enabled (caller). Words
+    // w0..w0 + lanes ≤ words_per_row lie in row `r` (planes: the masked load reads only those;
+    // fields: block b); block b's 256 bytes and 8 word sums lie in each token's part of
+    // `codes` (`blocks` of them); lanes g0 + l < groups of the scales are read (the masked
+    // load reads only those); with `STORE`, g0 − start + 8 floats lie in `prod` (caller).
+    unsafe {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let zero = _mm256_setzero_si256();
+        for g0 in groups.clone().step_by(8) {
+            let b0 = g0 * G / PACK_WORDS;
+            let mut wsum = [[zero; G]; T];
+            for k in 0..G {
+                let b = b0 + k;
+                if b >= blocks {
+                    break;
+                }
+                let w0 = PACK_WORDS * b;
+                let lanes = (wpr - w0).min(PACK_WORDS);
                 let (e, o) = row.block::<F>(w0, lanes);
                 for t in 0..T {
-                    let xb = x[t].add(PACK_BYTES * b);
-                    // Even plus odd fields: at most 2 · 4 · 508 per i16 lane.
-                    let s = _mm256_madd_epi16(
-                        _mm256_add_epi16(dot_fields(e, xb), dot_fields(o, xb.add(128))),
-                        ones16,
-                    );
+                    let s = D::block_words(e, o, x[t].add(PACK_BYTES * b));
                     let q = _mm256_loadu_si256(qs[t].add(w0).cast());
                     wsum[t][k] = _mm256_sub_epi32(s, q);
                 }
             }
-        }
-        let n_g = (gw.groups - g0).min(8);
-        // SAFETY: lanes g0 + l < groups are read (the masked load reads only those).
-        let s = unsafe {
-            if n_g == 8 {
+            let n_g = (gw.groups - g0).min(8);
+            let s = if n_g == 8 {
                 _mm256_loadu_ps(scales.as_ptr().add(g0))
             } else {
                 let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(n_g as i32), lane);
                 _mm256_maskload_ps(scales.as_ptr().add(g0), keep)
-            }
-        };
-        for t in 0..T {
-            let w = &wsum[t];
-            // Lane l = Σ t·q over group g0 + l.
-            let sums = match G {
-                1 => w[0],
-                // hadd: [g0 g1 g4 g5 | g2 g3 g6 g7] in 64-bit pairs (0, 2, 1, 3).
-                2 => _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(w[0], w[1])),
-                // hadd of hadds: [g0 g2 g4 g6 | g1 g3 g5 g7].
-                4 => _mm256_permutevar8x32_epi32(
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(w[0], w[1]), _mm256_hadd_epi32(w[2], w[3])),
-                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-                ),
-                // Two levels of hadds per four blocks: [b0..b3 low halves | b0..b3 high
-                // halves], then the halves of both fours paired and added.
-                _ => {
-                    let h0 = _mm256_hadd_epi32(
-                        _mm256_hadd_epi32(w[0], w[1]),
-                        _mm256_hadd_epi32(w[2], w[3]),
-                    );
-                    let h1 = _mm256_hadd_epi32(
-                        _mm256_hadd_epi32(w[4], w[5]),
-                        _mm256_hadd_epi32(w[6], w[7]),
-                    );
-                    _mm256_add_epi32(
-                        _mm256_permute2x128_si256::<0x20>(h0, h1),
-                        _mm256_permute2x128_si256::<0x31>(h0, h1),
-                    )
-                }
             };
-            let p = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), s);
-            if STORE {
-                // SAFETY: g0 − start + 8 floats lie in `prod` (caller).
-                unsafe { _mm256_storeu_ps(prod.add(g0 - groups.start), p) };
-            } else {
-                let mut v = [0f32; 8];
-                // SAFETY: `v` holds 8 floats.
-                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), p) };
-                for &v in &v[..n_g] {
-                    sum[t] += v;
+            for t in 0..T {
+                let w = &wsum[t];
+                // Lane l = Σ t·q over group g0 + l.
+                let sums = match G {
+                    1 => w[0],
+                    // hadd: [g0 g1 g4 g5 | g2 g3 g6 g7] in 64-bit pairs (0, 2, 1, 3).
+                    2 => _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(w[0], w[1])),
+                    // hadd of hadds: [g0 g2 g4 g6 | g1 g3 g5 g7].
+                    4 => _mm256_permutevar8x32_epi32(
+                        _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(w[0], w[1]),
+                            _mm256_hadd_epi32(w[2], w[3]),
+                        ),
+                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                    ),
+                    // Two levels of hadds per four blocks: [b0..b3 low halves | b0..b3 high
+                    // halves], then the halves of both fours paired and added.
+                    _ => {
+                        let h0 = _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(w[0], w[1]),
+                            _mm256_hadd_epi32(w[2], w[3]),
+                        );
+                        let h1 = _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(w[4], w[5]),
+                            _mm256_hadd_epi32(w[6], w[7]),
+                        );
+                        _mm256_add_epi32(
+                            _mm256_permute2x128_si256::<0x20>(h0, h1),
+                            _mm256_permute2x128_si256::<0x31>(h0, h1),
+                        )
+                    }
+                };
+                let p = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), s);
+                if STORE {
+                    _mm256_storeu_ps(prod.add(g0 - groups.start), p);
+                } else {
+                    let mut v = [0f32; 8];
+                    _mm256_storeu_ps(v.as_mut_ptr(), p);
+                    for &v in &v[..n_g] {
+                        sum[t] += v;
+                    }
                 }
             }
         }
@@ -1154,8 +1376,8 @@ unsafe fn small_field_span<const T: usize, const G: usize, const STORE: bool, co
 ///
 /// # Safety
 /// As [`small_field_row`], `G = gw.words_per_group` and `j0 + T ≤ a.n()`.
-#[target_feature(enable = "avx2")]
-unsafe fn small_field_tile<const T: usize, const G: usize, const F: bool>(
+#[inline(always)]
+unsafe fn small_field_tile<D: FieldDot, const T: usize, const G: usize, const F: bool>(
     src: &Trits<'_>,
     gw: &GroupWords,
     a: &QuantizedActivations,
@@ -1167,7 +1389,7 @@ unsafe fn small_field_tile<const T: usize, const G: usize, const F: bool>(
     let mut sum = [0f32; T];
     // SAFETY: forwarded from the caller; no products are stored.
     unsafe {
-        small_field_span::<T, G, false, F>(
+        small_field_span::<D, T, G, false, F>(
             src,
             gw,
             codes,
@@ -1192,8 +1414,8 @@ unsafe fn small_field_tile<const T: usize, const G: usize, const F: bool>(
 /// # Safety
 /// As [`small_field_row`] with `a.n() = 1`, and `r0 + out.len() ≤ rows`,
 /// `out.len() ≤ LANE_ROWS`, `prod.len() = LANE_ROWS · chunk` with `chunk` a multiple of 8.
-#[target_feature(enable = "avx2")]
-unsafe fn small_field_rows8<const G: usize, const F: bool>(
+#[inline(always)]
+pub(super) unsafe fn small_field_rows8<D: FieldDot, const G: usize, const F: bool>(
     src: &Trits<'_>,
     gw: &GroupWords,
     a: &QuantizedActivations,
@@ -1208,14 +1430,15 @@ unsafe fn small_field_rows8<const G: usize, const F: bool>(
         // Lanes of absent rows are summed and dropped: zeros, not another call's products.
         prod[nr * chunk..].fill(0.0);
     }
-    let mut acc = _mm256_setzero_ps();
-    for c0 in (0..gw.groups).step_by(chunk) {
-        let c1 = (c0 + chunk).min(gw.groups);
-        for (i, row) in prod.chunks_exact_mut(chunk).enumerate().take(nr) {
-            // SAFETY: forwarded from the caller; `row` holds `chunk` ≥ c1 − c0 rounded up to 8
-            // floats (`chunk` is a multiple of 8).
-            unsafe {
-                small_field_span::<1, G, true, F>(
+    // SAFETY: `D`'s features (which include AVX2) are enabled, the rest is forwarded from the
+    // caller; each `row` holds `chunk` ≥ c1 − c0 rounded up to 8 floats (`chunk` is a multiple
+    // of 8), and b + 8 ≤ chunk floats of each row are loaded.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for c0 in (0..gw.groups).step_by(chunk) {
+            let c1 = (c0 + chunk).min(gw.groups);
+            for (i, row) in prod.chunks_exact_mut(chunk).enumerate().take(nr) {
+                small_field_span::<D, 1, G, true, F>(
                     src,
                     gw,
                     codes,
@@ -1226,23 +1449,20 @@ unsafe fn small_field_rows8<const G: usize, const F: bool>(
                     &mut [0.0],
                 );
             }
-        }
-        for b in (0..c1 - c0).step_by(8) {
-            // SAFETY: b + 8 ≤ chunk floats of each row.
-            let v: [__m256; LANE_ROWS] = std::array::from_fn(|i| unsafe {
-                _mm256_loadu_ps(prod[i * chunk..].as_ptr().add(b))
-            });
-            let w = transpose8(v);
-            for g in w.iter().take((c1 - c0 - b).min(8)) {
-                acc = _mm256_add_ps(acc, *g);
+            for b in (0..c1 - c0).step_by(8) {
+                let v: [__m256; LANE_ROWS] =
+                    std::array::from_fn(|i| _mm256_loadu_ps(prod[i * chunk..].as_ptr().add(b)));
+                let w = transpose8(v);
+                for g in w.iter().take((c1 - c0 - b).min(8)) {
+                    acc = _mm256_add_ps(acc, *g);
+                }
             }
         }
-    }
-    let mut sums = [0f32; LANE_ROWS];
-    // SAFETY: `sums` holds 8 floats.
-    unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), acc) };
-    for (y, s) in out.iter_mut().zip(sums) {
-        *y = s * a.scales()[0];
+        let mut sums = [0f32; LANE_ROWS];
+        _mm256_storeu_ps(sums.as_mut_ptr(), acc);
+        for (y, s) in out.iter_mut().zip(sums) {
+            *y = s * a.scales()[0];
+        }
     }
 }
 

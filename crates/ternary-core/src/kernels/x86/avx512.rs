@@ -20,10 +20,16 @@
 
 use std::arch::x86_64::*;
 
+use std::ops::Range;
+
 use super::Avx512;
+use super::avx2::{
+    FieldCodes, FieldDot, field_row, gemm_i8_fields, small_field_row, small_field_rows8,
+};
 use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
+use crate::kernels::packed::Trits;
 use crate::kernels::{GroupWords, Rows, by_row_blocks};
 use crate::matrix::TernaryMatrix;
 
@@ -634,10 +640,9 @@ impl<const MR: usize> PanelKernel for Vnni<MR> {
 }
 
 /// [`gemm_i8`] of a matrix repacked into 2-bit fields (`PackedTernary`): below
-/// [`GEMM_MIN_TOKENS`] the AVX2 field kernel reading the fields as stored (at one token it
-/// beat this level's own one-token kernel on planes, on an AMD EPYC Zen 5), from there on the VNNI panel GEMM on
-/// blocks of rows turned back into planes. Bit-identical to [`gemm_i8`] on the planes (both
-/// equal the reference's order).
+/// [`GEMM_MIN_TOKENS`] the field kernel reading the fields as stored, with this level's block
+/// product ([`VnniFields`]); from there on the VNNI panel GEMM on blocks of rows turned back
+/// into planes. Bit-identical to [`gemm_i8`] on the planes (both equal the reference's order).
 pub(super) fn gemm_i8_packed(
     t: Avx512,
     f: &crate::kernels::packed::FieldMatrix,
@@ -650,7 +655,147 @@ pub(super) fn gemm_i8_packed(
     } else if a.n() >= GEMM_MIN_TOKENS {
         gemm_i8_panels(Vnni::<{ 2 * MR }>(t), fields, a, y);
     } else {
-        super::avx2::gemm_i8_packed(t.avx2(), f, a, y);
+        gemm_i8_fields::<_, true>(VnniFields(t), &fields, a, y);
+    }
+}
+
+/// The AVX-512 [`FieldDot`]: a block's even and odd fields as one 512-bit vector `e | o`,
+/// each 2-bit step `(v >> 2k) & 3` multiplied by the 64 activation bytes of step `k` with
+/// `dpbusd` (`u8` fields × `i8` codes, four products per `i32` lane, exact), so lane `d` sums
+/// word `d`'s even columns and lane `8 + d` its odd ones: 4 `dpbusd` per 256 columns, where
+/// the AVX2 kernel needs 8 `maddubs` and their `i16` adds.
+#[derive(Clone, Copy, Debug)]
+struct VnniFields(Avx512);
+
+impl FieldDot for VnniFields {
+    type Acc = __m512i;
+    /// `i32` lanes: at most 8 · 2 · 127 per block.
+    const BLOCKS: usize = usize::MAX;
+
+    fn avx2(self) -> super::Avx2 {
+        self.0.avx2()
+    }
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512i {
+        // SAFETY: AVX-512F is enabled (caller).
+        unsafe { _mm512_setzero_si512() }
+    }
+
+    #[inline(always)]
+    unsafe fn add(acc: __m512i, e: __m256i, o: __m256i, x: *const i8) -> __m512i {
+        // SAFETY: AVX-512F/BW/VNNI are enabled and `x` holds the block's 256 bytes (caller).
+        unsafe {
+            let three = _mm512_set1_epi8(3);
+            let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(e), o);
+            let step = |k: usize| _mm512_loadu_si512(x.add(64 * k).cast());
+            let a0 = _mm512_dpbusd_epi32(acc, _mm512_and_si512(v, three), step(0));
+            let a1 = _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(v), three),
+                step(1),
+            );
+            let a0 = _mm512_dpbusd_epi32(
+                a0,
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), three),
+                step(2),
+            );
+            let a1 = _mm512_dpbusd_epi32(
+                a1,
+                _mm512_and_si512(_mm512_srli_epi16::<6>(v), three),
+                step(3),
+            );
+            _mm512_add_epi32(a0, a1)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn words(acc: __m512i) -> __m256i {
+        // SAFETY: AVX-512F is enabled (caller).
+        unsafe {
+            _mm256_add_epi32(
+                _mm512_castsi512_si256(acc),
+                _mm512_extracti64x4_epi64::<1>(acc),
+            )
+        }
+    }
+
+    unsafe fn rows8<const G: usize, const F: bool>(
+        self,
+        src: &Trits<'_>,
+        gw: &GroupWords,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r0: usize,
+        prod: &mut [f32],
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn imp<const G: usize, const F: bool>(
+            src: &Trits<'_>,
+            gw: &GroupWords,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r0: usize,
+            prod: &mut [f32],
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller; the features are enabled here.
+            unsafe { small_field_rows8::<VnniFields, G, F>(src, gw, a, codes, r0, prod, out) }
+        }
+        // SAFETY: the token proves the features; the rest is the caller's.
+        unsafe { imp::<G, F>(src, gw, a, codes, r0, prod, out) }
+    }
+
+    unsafe fn small_row<const F: bool>(
+        self,
+        src: &Trits<'_>,
+        gw: &GroupWords,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r: usize,
+        tokens: Range<usize>,
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+        unsafe fn imp<const F: bool>(
+            src: &Trits<'_>,
+            gw: &GroupWords,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r: usize,
+            tokens: Range<usize>,
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller; the features are enabled here.
+            unsafe { small_field_row::<VnniFields, F>(src, gw, a, codes, r, tokens, out) }
+        }
+        // SAFETY: the token proves the features; the rest is the caller's.
+        unsafe { imp::<F>(src, gw, a, codes, r, tokens, out) }
+    }
+
+    unsafe fn field_row<const F: bool>(
+        self,
+        src: &Trits<'_>,
+        a: &QuantizedActivations,
+        codes: &FieldCodes,
+        r: usize,
+        out: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+        unsafe fn imp<const F: bool>(
+            src: &Trits<'_>,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r: usize,
+            out: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller; the features are enabled here.
+            unsafe { field_row::<VnniFields, F>(src, a, codes, r, out) }
+        }
+        // SAFETY: the token proves the features; the rest is the caller's.
+        unsafe { imp::<F>(src, a, codes, r, out) }
     }
 }
 
