@@ -155,18 +155,8 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// `m` behind the [`Decoder`] seam on `engine` (the runtime with [`threads`] threads).
-pub fn decoder<'m>(m: &'m Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder + 'm>> {
-    Ok(match engine {
-        Engine::Burn => Box::new(BurnDecoder::new(m)),
-        Engine::Runtime => Box::new(Runtime::from_model(
-            m,
-            RuntimeOptions::with_threads(threads()),
-        )?),
-    })
-}
-
-/// [`decoder`] taking the model: the runtime drops the Burn model as soon as it holds the
+/// `m` behind the [`Decoder`] seam on `engine` (the runtime with [`threads`] threads),
+/// taking the model: the runtime drops the Burn model as soon as it holds the
 /// weights it needs, so a table the runtime keeps in another type (f16 instead of the Burn
 /// model's f32) is held once, not twice, and repacks the ternary matrices for its kernels
 /// (`Runtime::from_owned_model`).
@@ -283,26 +273,6 @@ impl Footprint {
     }
 }
 
-/// Perplexity with a bar over chunks.
-pub fn measure_ppl(
-    label: &str,
-    m: &LoadedModel<Cpu>,
-    tokens: &[u32],
-    ctx: usize,
-    chunks: Option<usize>,
-    engine: Engine,
-) -> Res<PerplexityReport> {
-    let mut dec = decoder(&m.model, engine)?;
-    ppl_with_bar(
-        label,
-        dec.as_mut(),
-        bos_of(&m.tokenizer),
-        tokens,
-        ctx,
-        chunks,
-    )
-}
-
 /// The BOS token a chunk starts with, if the tokenizer adds one.
 pub fn bos_of(t: &ternary_models::Tokenizer) -> Option<u32> {
     if t.add_bos { t.bos_id } else { None }
@@ -326,14 +296,14 @@ pub fn ppl_with_bar(
     Ok(r)
 }
 
-/// Greedy decode speed: `n` new tokens after `prompt`; returns decode tokens per second.
-pub fn measure_decode(m: &LoadedModel<Cpu>, prompt: &[u32], n: usize, engine: Engine) -> Res<f64> {
+/// Greedy decode speed of `dec`: `n` new tokens after `prompt`; returns decode tokens per
+/// second.
+pub fn measure_decode(dec: &mut dyn Decoder, prompt: &[u32], n: usize) -> Res<f64> {
     if n < 2 {
         return Err(CliError::new("decode speed needs at least 2 new tokens"));
     }
     let sp = spinner("decode speed");
-    let mut dec = decoder(&m.model, engine)?;
-    let (_, stats) = generate_with(dec.as_mut(), prompt, n, Sampling::Greedy, None, |_| {})?;
+    let (_, stats) = generate_with(dec, prompt, n, Sampling::Greedy, None, |_| {})?;
     sp.finish_and_clear();
     Ok(stats.decode_tokens_per_sec())
 }
@@ -353,26 +323,31 @@ pub struct Measured {
     pub file_bytes: Option<u64>,
 }
 
-/// Measures a loaded model.
+/// Measures a loaded model: perplexity with a bar over chunks, then decode speed, on one
+/// decoder that owns the model (the runtime repacks its ternary matrices, as
+/// `ternary generate` does).
 pub fn measure(
     name: &str,
-    m: &LoadedModel<Cpu>,
+    m: LoadedModel<Cpu>,
     tokens: &[u32],
     ctx: usize,
     chunks: Option<usize>,
     decode_tokens: usize,
     engine: Engine,
 ) -> Res<Measured> {
-    let ppl = measure_ppl(name, m, tokens, ctx, chunks, engine)?;
+    let footprint = Footprint::of(&m.model);
+    let bos = bos_of(&m.tokenizer);
+    let mut dec = decoder_owned(m.model, engine)?;
+    let ppl = ppl_with_bar(name, dec.as_mut(), bos, tokens, ctx, chunks)?;
     let decode_tps = if decode_tokens >= 2 {
         let prompt = &tokens[..tokens.len().min(16)];
-        Some(measure_decode(m, prompt, decode_tokens, engine)?)
+        Some(measure_decode(dec.as_mut(), prompt, decode_tokens)?)
     } else {
         None
     };
     Ok(Measured {
         name: name.to_string(),
-        footprint: Footprint::of(&m.model),
+        footprint,
         ppl,
         decode_tps,
         file_bytes: None,

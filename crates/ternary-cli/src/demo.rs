@@ -157,7 +157,7 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     }
     let float = measure(
         "float",
-        &m,
+        m,
         &tokens,
         args.ctx,
         args.chunks,
@@ -166,7 +166,6 @@ pub fn run(args: &DemoArgs) -> Res<()> {
     )?;
     println!("    {}", float.ppl.final_line());
 
-    drop(m);
     let calib = match &args.conv.calib {
         Some(p) => crate::common::read_text(p)?,
         None => ternary_convert::CALIBRATION_TEXT.to_string(),
@@ -264,14 +263,14 @@ fn measure_recovered(name: &str, path: &Path, tokens: &[u32], args: &DemoArgs) -
     println!("{name}: loading {}", shown(path).display());
     let m = load_recovered(name, path, tokens)?;
     let bytes = std::fs::metadata(path).ok().map(|md| md.len());
-    measure_column(name, &m, tokens, args, bytes)
+    measure_column(name, m, tokens, args, bytes)
 }
 
 /// The column `name`: `model` measured on `tokens` with the demo's settings, its file size
 /// beside it.
 fn measure_column(
     name: &str,
-    model: &ternary_models::LoadedModel<ternary_layers::Cpu>,
+    model: ternary_models::LoadedModel<ternary_layers::Cpu>,
     tokens: &[u32],
     args: &DemoArgs,
     file_bytes: Option<u64>,
@@ -336,5 +335,5 @@ fn convert_save_measure(
     );
     println!("{name}: reloaded from the file");
     let (t_model, _) = load_model(out)?;
-    measure_column(name, &t_model, tokens, args, Some(summary.file_bytes))
+    measure_column(name, t_model, tokens, args, Some(summary.file_bytes))
 }

@@ -61,7 +61,7 @@ pub fn run(args: &EvalArgs) -> Res<()> {
         };
         let mut col = measure(
             name,
-            &m,
+            m,
             &tokens,
             args.ctx,
             args.chunks,

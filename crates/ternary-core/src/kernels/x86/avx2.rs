@@ -502,9 +502,7 @@ pub(super) fn gemm_i8_fields<D: FieldDot, const F: bool>(
                         for (r, o) in rows.clone().zip(out.chunks_exact_mut(n)) {
                             // SAFETY: as above, `o` holding row r's `n` outputs and
                             // `tokens` ⊂ 0..n.
-                            unsafe {
-                                d.small_row::<F>(src, &gw, a, codes, r, tokens.clone(), o)
-                            }
+                            unsafe { d.small_row::<F>(src, &gw, a, codes, r, tokens.clone(), o) }
                         }
                     }
                 }
