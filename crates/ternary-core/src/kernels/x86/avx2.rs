@@ -62,7 +62,7 @@ const PACK_BYTES: usize = 32 * PACK_WORDS;
 const FIELD_BLOCKS: usize = 16;
 /// How far ahead of the current block the field kernel prefetches plane words (2 KiB per
 /// plane: the next row's first blocks near a row's end).
-const PREFETCH_WORDS: usize = 512;
+pub(super) const PREFETCH_WORDS: usize = 512;
 /// Words summed in `i16` lanes of `maddubs(q + 128, t)` before widening: `64 · 2 · 255 < 2¹⁵`.
 const U8_WORDS: usize = 64;
 /// From this many tokens on, the int8 path decodes weights and runs the blocked GEMM.
@@ -680,6 +680,93 @@ unsafe fn permute_block(src: &[i8], block: &mut [i8]) {
     }
 }
 
+/// A level's [`FieldDot`] entry points (`rows8`, `small_row`, `field_row`): each a
+/// `#[target_feature(enable = $features)]` function compiling the field kernel's body with
+/// `$dot`'s block product, called with the level's token (`self`) as the proof.
+macro_rules! field_entry_points {
+    ($dot:ident, $features:literal) => {
+        unsafe fn rows8<const G: usize, const F: bool>(
+            self,
+            src: &Trits<'_>,
+            gw: &GroupWords,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r0: usize,
+            prod: &mut [f32],
+            out: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn imp<const G: usize, const F: bool>(
+                src: &Trits<'_>,
+                gw: &GroupWords,
+                a: &QuantizedActivations,
+                codes: &FieldCodes,
+                r0: usize,
+                prod: &mut [f32],
+                out: &mut [f32],
+            ) {
+                // SAFETY: forwarded from the caller; the level's features are enabled here.
+                unsafe { small_field_rows8::<$dot, G, F>(src, gw, a, codes, r0, prod, out) }
+            }
+            // SAFETY: `self` holds the level's token, which proves its features; the rest is
+            // the caller's.
+            unsafe { imp::<G, F>(src, gw, a, codes, r0, prod, out) }
+        }
+
+        unsafe fn small_row<const F: bool>(
+            self,
+            src: &Trits<'_>,
+            gw: &GroupWords,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r: usize,
+            tokens: Range<usize>,
+            out: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn imp<const F: bool>(
+                src: &Trits<'_>,
+                gw: &GroupWords,
+                a: &QuantizedActivations,
+                codes: &FieldCodes,
+                r: usize,
+                tokens: Range<usize>,
+                out: &mut [f32],
+            ) {
+                // SAFETY: forwarded from the caller; the level's features are enabled here.
+                unsafe { small_field_row::<$dot, F>(src, gw, a, codes, r, tokens, out) }
+            }
+            // SAFETY: as in `rows8`.
+            unsafe { imp::<F>(src, gw, a, codes, r, tokens, out) }
+        }
+
+        unsafe fn field_row<const F: bool>(
+            self,
+            src: &Trits<'_>,
+            a: &QuantizedActivations,
+            codes: &FieldCodes,
+            r: usize,
+            out: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn imp<const F: bool>(
+                src: &Trits<'_>,
+                a: &QuantizedActivations,
+                codes: &FieldCodes,
+                r: usize,
+                out: &mut [f32],
+            ) {
+                // SAFETY: forwarded from the caller; the level's features are enabled here.
+                unsafe { field_row::<$dot, F>(src, a, codes, r, out) }
+            }
+            // SAFETY: as in `rows8`.
+            unsafe { imp::<F>(src, a, codes, r, out) }
+        }
+    };
+}
+pub(super) use field_entry_points;
+
 /// How a SIMD level multiplies blocks of 2-bit fields by their activations (in
 /// [`FieldCodes`] order), and its entry points into the field kernel ([`gemm_i8_fields`]).
 ///
@@ -687,6 +774,8 @@ unsafe fn permute_block(src: &[i8], block: &mut [i8]) {
 /// `#[inline(always)]`: each level's entry points are `#[target_feature]` functions that compile
 /// them with that level's features, so the block products ([`FieldDot::add`]) inline there.
 pub(super) trait FieldDot: Copy + Send + Sync {
+    /// A block of eight words of fields, loaded once for every token that meets it.
+    type Block: Copy;
     /// A running sum of block products.
     type Acc: Copy;
     /// Blocks that one [`FieldDot::Acc`] sums without overflow.
@@ -701,12 +790,17 @@ pub(super) trait FieldDot: Copy + Send + Sync {
     /// The level's features are enabled where this is compiled (an entry point's body).
     unsafe fn zero() -> Self::Acc;
 
-    /// `acc` plus block `(e, o)` (eight words of even and of odd fields) times its
-    /// activations at `x`.
+    /// The fields of words `w0..w0 + lanes` of `row` ([`RowFields::block`]).
+    ///
+    /// # Safety
+    /// As [`FieldDot::zero`] and [`RowFields::block`].
+    unsafe fn load<const F: bool>(row: RowFields<'_>, w0: usize, lanes: usize) -> Self::Block;
+
+    /// `acc` plus block `b` times its activations at `x`.
     ///
     /// # Safety
     /// As [`FieldDot::zero`]; `x` is valid for [`PACK_BYTES`] bytes.
-    unsafe fn add(acc: Self::Acc, e: __m256i, o: __m256i, x: *const i8) -> Self::Acc;
+    unsafe fn add(acc: Self::Acc, b: Self::Block, x: *const i8) -> Self::Acc;
 
     /// The exact `i32` sums of `acc` per word: lane `d`, `Σ v · q` over word `d`'s 32 columns.
     ///
@@ -719,9 +813,9 @@ pub(super) trait FieldDot: Copy + Send + Sync {
     /// # Safety
     /// As [`FieldDot::add`].
     #[inline(always)]
-    unsafe fn block_words(e: __m256i, o: __m256i, x: *const i8) -> __m256i {
+    unsafe fn block_words(b: Self::Block, x: *const i8) -> __m256i {
         // SAFETY: forwarded from the caller.
-        unsafe { Self::words(Self::add(Self::zero(), e, o, x)) }
+        unsafe { Self::words(Self::add(Self::zero(), b, x)) }
     }
 
     /// [`small_field_rows8`] compiled for the level.
@@ -775,6 +869,8 @@ pub(super) trait FieldDot: Copy + Send + Sync {
 pub(super) struct Maddubs(pub(super) Avx2);
 
 impl FieldDot for Maddubs {
+    /// The even and the odd fields.
+    type Block = (__m256i, __m256i);
     /// Even and odd fields in separate `i16` sums: two dependency chains.
     type Acc = [__m256i; 2];
     const BLOCKS: usize = FIELD_BLOCKS;
@@ -790,7 +886,13 @@ impl FieldDot for Maddubs {
     }
 
     #[inline(always)]
-    unsafe fn add(acc: Self::Acc, e: __m256i, o: __m256i, x: *const i8) -> Self::Acc {
+    unsafe fn load<const F: bool>(row: RowFields<'_>, w0: usize, lanes: usize) -> Self::Block {
+        // SAFETY: forwarded from the caller.
+        unsafe { row.block::<F>(w0, lanes) }
+    }
+
+    #[inline(always)]
+    unsafe fn add(acc: Self::Acc, (e, o): Self::Block, x: *const i8) -> Self::Acc {
         // SAFETY: AVX2 is enabled and `x` holds the block's 256 bytes (caller); the odd
         // fields' activations are each 64-byte step's second half.
         unsafe {
@@ -814,7 +916,7 @@ impl FieldDot for Maddubs {
     }
 
     #[inline(always)]
-    unsafe fn block_words(e: __m256i, o: __m256i, x: *const i8) -> __m256i {
+    unsafe fn block_words((e, o): Self::Block, x: *const i8) -> __m256i {
         // SAFETY: as `add`. Even plus odd fields: at most 2 · 4 · 508 per `i16` lane.
         unsafe {
             _mm256_madd_epi16(
@@ -824,83 +926,7 @@ impl FieldDot for Maddubs {
         }
     }
 
-    unsafe fn rows8<const G: usize, const F: bool>(
-        self,
-        src: &Trits<'_>,
-        gw: &GroupWords,
-        a: &QuantizedActivations,
-        codes: &FieldCodes,
-        r0: usize,
-        prod: &mut [f32],
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn imp<const G: usize, const F: bool>(
-            src: &Trits<'_>,
-            gw: &GroupWords,
-            a: &QuantizedActivations,
-            codes: &FieldCodes,
-            r0: usize,
-            prod: &mut [f32],
-            out: &mut [f32],
-        ) {
-            // SAFETY: forwarded from the caller; AVX2 is enabled here.
-            unsafe { small_field_rows8::<Maddubs, G, F>(src, gw, a, codes, r0, prod, out) }
-        }
-        // SAFETY: the token proves AVX2; the rest is the caller's.
-        unsafe { imp::<G, F>(src, gw, a, codes, r0, prod, out) }
-    }
-
-    unsafe fn small_row<const F: bool>(
-        self,
-        src: &Trits<'_>,
-        gw: &GroupWords,
-        a: &QuantizedActivations,
-        codes: &FieldCodes,
-        r: usize,
-        tokens: Range<usize>,
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx2")]
-        unsafe fn imp<const F: bool>(
-            src: &Trits<'_>,
-            gw: &GroupWords,
-            a: &QuantizedActivations,
-            codes: &FieldCodes,
-            r: usize,
-            tokens: Range<usize>,
-            out: &mut [f32],
-        ) {
-            // SAFETY: forwarded from the caller; AVX2 is enabled here.
-            unsafe { small_field_row::<Maddubs, F>(src, gw, a, codes, r, tokens, out) }
-        }
-        // SAFETY: the token proves AVX2; the rest is the caller's.
-        unsafe { imp::<F>(src, gw, a, codes, r, tokens, out) }
-    }
-
-    unsafe fn field_row<const F: bool>(
-        self,
-        src: &Trits<'_>,
-        a: &QuantizedActivations,
-        codes: &FieldCodes,
-        r: usize,
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx2")]
-        unsafe fn imp<const F: bool>(
-            src: &Trits<'_>,
-            a: &QuantizedActivations,
-            codes: &FieldCodes,
-            r: usize,
-            out: &mut [f32],
-        ) {
-            // SAFETY: forwarded from the caller; AVX2 is enabled here.
-            unsafe { field_row::<Maddubs, F>(src, a, codes, r, out) }
-        }
-        // SAFETY: the token proves AVX2; the rest is the caller's.
-        unsafe { imp::<F>(src, a, codes, r, out) }
-    }
+    field_entry_points!(Maddubs, "avx2");
 }
 
 /// Row `r`, every token: tokens in fours, then pairs, then one, each tile sharing the fields.
@@ -972,10 +998,11 @@ fn row_fields<'a>(src: &Trits<'a>, r: usize) -> RowFields<'a> {
 
 /// One row of a [`Trits`] source: its plane words, or its field blocks.
 #[derive(Clone, Copy)]
-struct RowFields<'a> {
+pub(super) struct RowFields<'a> {
     plus: &'a [u32],
     minus: &'a [u32],
-    fields: &'a [u32],
+    /// The row's field words (`Trits::Fields`), else empty.
+    pub(super) fields: &'a [u32],
 }
 
 impl RowFields<'_> {
@@ -990,7 +1017,7 @@ impl RowFields<'_> {
     /// `fields`.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn block<const F: bool>(self, w0: usize, lanes: usize) -> (__m256i, __m256i) {
+    pub(super) unsafe fn block<const F: bool>(self, w0: usize, lanes: usize) -> (__m256i, __m256i) {
         if !F {
             // SAFETY: as the caller guarantees.
             return unsafe { block_fields(self.plus, self.minus, w0, lanes) };
@@ -1156,15 +1183,15 @@ unsafe fn field_tile<D: FieldDot, const T: usize, const F: bool>(
             let mut acc32 = [zero; T];
             let mut b0 = 0;
             while b0 < blocks {
-                let b1 = b0.saturating_add(D::BLOCKS).min(blocks);
+                let b1 = (b0 + D::BLOCKS).min(blocks);
                 let mut acc = [D::zero(); T];
                 for b in b0..b1 {
                     let w0 = words.start + PACK_WORDS * b;
                     let lanes = (words.end - w0).min(PACK_WORDS);
                     let xo = (g * bpg + b) * PACK_BYTES;
-                    let (e, o) = row.block::<F>(w0, lanes);
+                    let blk = D::load::<F>(row, w0, lanes);
                     for t in 0..T {
-                        acc[t] = D::add(acc[t], e, o, x[t].add(xo));
+                        acc[t] = D::add(acc[t], blk, x[t].add(xo));
                     }
                 }
                 for t in 0..T {
@@ -1308,9 +1335,9 @@ unsafe fn small_field_span<
                 }
                 let w0 = PACK_WORDS * b;
                 let lanes = (wpr - w0).min(PACK_WORDS);
-                let (e, o) = row.block::<F>(w0, lanes);
+                let blk = D::load::<F>(row, w0, lanes);
                 for t in 0..T {
-                    let s = D::block_words(e, o, x[t].add(PACK_BYTES * b));
+                    let s = D::block_words(blk, x[t].add(PACK_BYTES * b));
                     let q = _mm256_loadu_si256(qs[t].add(w0).cast());
                     wsum[t][k] = _mm256_sub_epi32(s, q);
                 }

@@ -24,7 +24,8 @@ use std::ops::Range;
 
 use super::Avx512;
 use super::avx2::{
-    FieldCodes, FieldDot, field_row, gemm_i8_fields, small_field_row, small_field_rows8,
+    FieldCodes, FieldDot, PREFETCH_WORDS, RowFields, field_entry_points, field_row, gemm_i8_fields,
+    small_field_row, small_field_rows8,
 };
 use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
@@ -668,9 +669,12 @@ pub(super) fn gemm_i8_packed(
 struct VnniFields(Avx512);
 
 impl FieldDot for VnniFields {
+    /// `e | o`.
+    type Block = __m512i;
     type Acc = __m512i;
-    /// `i32` lanes: at most 8 · 2 · 127 per block.
-    const BLOCKS: usize = usize::MAX;
+    /// `i32` lanes: at most 4 · 4 · 2 · 127 = 4064 per block, so 2¹⁶ blocks (16.7M columns)
+    /// stay below 2³¹.
+    const BLOCKS: usize = 1 << 16;
 
     fn avx2(self) -> super::Avx2 {
         self.0.avx2()
@@ -683,11 +687,27 @@ impl FieldDot for VnniFields {
     }
 
     #[inline(always)]
-    unsafe fn add(acc: __m512i, e: __m256i, o: __m256i, x: *const i8) -> __m512i {
+    unsafe fn load<const F: bool>(row: RowFields<'_>, w0: usize, lanes: usize) -> __m512i {
+        // SAFETY: AVX-512F is enabled and the words lie in the row (caller); a full block of
+        // fields is its 16 words `e | o` from `2 · w0` (`FieldMatrix`).
+        unsafe {
+            if F && lanes == 8 {
+                let e = row.fields.as_ptr().add(2 * w0);
+                // A hint, as `RowFields::block` gives: the address may lie past the fields.
+                _mm_prefetch::<_MM_HINT_T0>(e.wrapping_add(2 * PREFETCH_WORDS).cast());
+                _mm512_loadu_si512(e.cast())
+            } else {
+                let (e, o) = row.block::<F>(w0, lanes);
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(e), o)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn add(acc: __m512i, v: __m512i, x: *const i8) -> __m512i {
         // SAFETY: AVX-512F/BW/VNNI are enabled and `x` holds the block's 256 bytes (caller).
         unsafe {
             let three = _mm512_set1_epi8(3);
-            let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(e), o);
             let step = |k: usize| _mm512_loadu_si512(x.add(64 * k).cast());
             let a0 = _mm512_dpbusd_epi32(acc, _mm512_and_si512(v, three), step(0));
             let a1 = _mm512_dpbusd_epi32(
@@ -720,83 +740,7 @@ impl FieldDot for VnniFields {
         }
     }
 
-    unsafe fn rows8<const G: usize, const F: bool>(
-        self,
-        src: &Trits<'_>,
-        gw: &GroupWords,
-        a: &QuantizedActivations,
-        codes: &FieldCodes,
-        r0: usize,
-        prod: &mut [f32],
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn imp<const G: usize, const F: bool>(
-            src: &Trits<'_>,
-            gw: &GroupWords,
-            a: &QuantizedActivations,
-            codes: &FieldCodes,
-            r0: usize,
-            prod: &mut [f32],
-            out: &mut [f32],
-        ) {
-            // SAFETY: forwarded from the caller; the features are enabled here.
-            unsafe { small_field_rows8::<VnniFields, G, F>(src, gw, a, codes, r0, prod, out) }
-        }
-        // SAFETY: the token proves the features; the rest is the caller's.
-        unsafe { imp::<G, F>(src, gw, a, codes, r0, prod, out) }
-    }
-
-    unsafe fn small_row<const F: bool>(
-        self,
-        src: &Trits<'_>,
-        gw: &GroupWords,
-        a: &QuantizedActivations,
-        codes: &FieldCodes,
-        r: usize,
-        tokens: Range<usize>,
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-        unsafe fn imp<const F: bool>(
-            src: &Trits<'_>,
-            gw: &GroupWords,
-            a: &QuantizedActivations,
-            codes: &FieldCodes,
-            r: usize,
-            tokens: Range<usize>,
-            out: &mut [f32],
-        ) {
-            // SAFETY: forwarded from the caller; the features are enabled here.
-            unsafe { small_field_row::<VnniFields, F>(src, gw, a, codes, r, tokens, out) }
-        }
-        // SAFETY: the token proves the features; the rest is the caller's.
-        unsafe { imp::<F>(src, gw, a, codes, r, tokens, out) }
-    }
-
-    unsafe fn field_row<const F: bool>(
-        self,
-        src: &Trits<'_>,
-        a: &QuantizedActivations,
-        codes: &FieldCodes,
-        r: usize,
-        out: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-        unsafe fn imp<const F: bool>(
-            src: &Trits<'_>,
-            a: &QuantizedActivations,
-            codes: &FieldCodes,
-            r: usize,
-            out: &mut [f32],
-        ) {
-            // SAFETY: forwarded from the caller; the features are enabled here.
-            unsafe { field_row::<VnniFields, F>(src, a, codes, r, out) }
-        }
-        // SAFETY: the token proves the features; the rest is the caller's.
-        unsafe { imp::<F>(src, a, codes, r, out) }
-    }
+    field_entry_points!(VnniFields, "avx512f,avx512bw,avx512vl,avx512vnni,avx2");
 }
 
 fn gemm_i8_blocked<const MR: usize>(
