@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use crate::kernels::aligned::Aligned;
 use crate::kernels::{GroupWords, Level};
 use crate::matrix::{Scales, TernaryMatrix};
 
@@ -46,7 +47,8 @@ pub(crate) struct FieldMatrix {
     rows: usize,
     cols: usize,
     words_per_row: usize,
-    fields: Vec<u32>,
+    /// From a cache line (a full block is one 64-byte load).
+    fields: Aligned<u32>,
     scales: Scales,
 }
 
@@ -61,9 +63,9 @@ fn field_index(wpr: usize, w: usize) -> (usize, usize) {
 impl FieldMatrix {
     fn new(m: TernaryMatrix) -> Self {
         let (rows, cols, wpr) = (m.rows(), m.cols(), m.words_per_row());
-        let mut fields = vec![0; rows * 2 * wpr];
+        let mut fields = Aligned::new(rows * 2 * wpr);
         if wpr > 0 {
-            for (r, row) in fields.chunks_exact_mut(2 * wpr).enumerate() {
+            for (r, row) in fields.as_mut_slice().chunks_exact_mut(2 * wpr).enumerate() {
                 let (p, mi) = m.row_planes(r);
                 for (w, (&p, &mi)) in p.iter().zip(mi).enumerate() {
                     let (ie, io) = field_index(wpr, w);
@@ -102,7 +104,7 @@ impl FieldMatrix {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn row(&self, r: usize) -> &[u32] {
         let n = 2 * self.words_per_row;
-        &self.fields[r * n..(r + 1) * n]
+        &self.fields.as_slice()[r * n..(r + 1) * n]
     }
 
     /// Rows `rows` as a plane matrix (exact: [`word_planes`] inverts [`word_fields`]).
@@ -302,7 +304,7 @@ impl PackedTernary {
     pub fn storage_bytes(&self) -> usize {
         match &self.repr {
             Repr::Planes(m) => 4 * (m.plus().len() + m.minus().len() + m.scales().values().len()),
-            Repr::Fields(f) => 4 * (f.fields.len() + f.scales.values().len()),
+            Repr::Fields(f) => 4 * (f.fields.as_slice().len() + f.scales.values().len()),
         }
     }
 

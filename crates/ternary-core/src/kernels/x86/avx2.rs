@@ -42,6 +42,7 @@ use super::Avx2;
 use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
+use crate::kernels::aligned::Aligned;
 use crate::kernels::packed::{FieldMatrix, Trits};
 use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks, popcount};
 use crate::matrix::TernaryMatrix;
@@ -556,7 +557,7 @@ pub(super) fn gemm_i8_fields<D: FieldDot, const F: bool>(
 /// [`FieldCodes::fill_row_blocks`]) the blocks are the row's own: block `b` holds words
 /// `8b..8b + 8` of the row in the same byte order, and `sums` holds `Σ q` per word.
 pub(super) struct FieldCodes {
-    bytes: Vec<i8>,
+    bytes: Aligned<i8>,
     /// `Σ q` over group `g` of token `j` at `j · groups + g` ([`FieldCodes::fill`]), or over
     /// word `w` at `j · 8 · blocks + w` ([`FieldCodes::fill_row_blocks`]; 0 past the row).
     sums: Vec<i32>,
@@ -566,7 +567,7 @@ pub(super) struct FieldCodes {
 impl FieldCodes {
     const fn new() -> Self {
         Self {
-            bytes: Vec::new(),
+            bytes: Aligned::empty(),
             sums: Vec::new(),
             token_len: 0,
         }
@@ -575,13 +576,12 @@ impl FieldCodes {
     fn fill(&mut self, _t: Avx2, gw: GroupWords, a: &QuantizedActivations) {
         let bpg = gw.words_per_group.div_ceil(PACK_WORDS);
         self.token_len = gw.groups * bpg * PACK_BYTES;
-        self.bytes.clear();
-        self.bytes.resize(a.n() * self.token_len, 0);
+        self.bytes.reset(a.n() * self.token_len);
         self.sums.clear();
         self.sums.resize(a.n() * gw.groups, 0);
         for j in 0..a.n() {
             let q = a.row(j);
-            let dst = &mut self.bytes[j * self.token_len..(j + 1) * self.token_len];
+            let dst = &mut self.bytes.as_mut_slice()[j * self.token_len..(j + 1) * self.token_len];
             for g in 0..gw.groups {
                 let words = gw.range(g);
                 self.sums[j * gw.groups + g] = q[32 * words.start..32 * words.end]
@@ -602,13 +602,12 @@ impl FieldCodes {
     fn fill_row_blocks(&mut self, _t: Avx2, gw: GroupWords, a: &QuantizedActivations) {
         let blocks = gw.words_per_row.div_ceil(PACK_WORDS);
         self.token_len = blocks * PACK_BYTES;
-        self.bytes.clear();
-        self.bytes.resize(a.n() * self.token_len, 0);
+        self.bytes.reset(a.n() * self.token_len);
         self.sums.clear();
         self.sums.resize(a.n() * blocks * PACK_WORDS, 0);
         for j in 0..a.n() {
             let q = &a.row(j)[..32 * gw.words_per_row];
-            let dst = &mut self.bytes[j * self.token_len..(j + 1) * self.token_len];
+            let dst = &mut self.bytes.as_mut_slice()[j * self.token_len..(j + 1) * self.token_len];
             let sums = &mut self.sums[j * blocks * PACK_WORDS..][..gw.words_per_row];
             for (s, word) in sums.iter_mut().zip(q.chunks_exact(32)) {
                 *s = word.iter().map(|&v| i32::from(v)).sum();
@@ -1169,7 +1168,7 @@ unsafe fn field_tile<D: FieldDot, const T: usize, const F: bool>(
     let row = row_fields(src, r);
     let scales = src.row_scales(r, &gw);
     let x: [*const i8; T] =
-        std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
+        std::array::from_fn(|t| codes.bytes.as_slice()[(j0 + t) * codes.token_len..].as_ptr());
     let mut sum = [0f32; T];
     // SAFETY: `D`'s features (which include AVX2) are enabled (caller). Words
     // w0..w0 + lanes ≤ words.end ≤ words_per_row lie in row `r` (planes: the masked load reads
@@ -1314,7 +1313,7 @@ unsafe fn small_field_span<
     let row = row_fields(src, r);
     let scales = src.row_scales(r, gw);
     let x: [*const i8; T] =
-        std::array::from_fn(|t| codes.bytes[(j0 + t) * codes.token_len..].as_ptr());
+        std::array::from_fn(|t| codes.bytes.as_slice()[(j0 + t) * codes.token_len..].as_ptr());
     let qs: [*const i32; T] =
         std::array::from_fn(|t| codes.sums[(j0 + t) * blocks * PACK_WORDS..].as_ptr());
     // SAFETY: `D`'s features (which include AVX2) are enabled (caller). Words
