@@ -188,11 +188,19 @@ impl QuantizedActivations {
     }
 
     fn u8_panels_on(&self, first: usize, panels: usize, parallel: bool) -> Vec<u8> {
+        let mut packed = vec![0; panels * (self.padded_cols() / 4) * 64];
+        self.u8_panels_into(first, parallel, &mut packed);
+        packed
+    }
+
+    /// [`u8_panels`](Self::u8_panels) into `packed` (`panels · padded_cols / 4 · 64` bytes,
+    /// overwritten), on rayon's pool when `parallel`.
+    pub(crate) fn u8_panels_into(&self, first: usize, parallel: bool, packed: &mut [u8]) {
         use rayon::prelude::*;
         let steps = self.padded_cols() / 4;
-        let mut packed = vec![0x80u8; panels * steps * 64];
+        packed.fill(0x80);
         if steps == 0 {
-            return packed;
+            return;
         }
         let fill = |(p, panel): (usize, &mut [u8])| {
             let t0 = first + 16 * p;
@@ -210,7 +218,6 @@ impl QuantizedActivations {
         } else {
             packed.chunks_mut(steps * 64).enumerate().for_each(fill);
         }
-        packed
     }
 }
 

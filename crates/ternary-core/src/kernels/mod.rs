@@ -26,7 +26,7 @@ use crate::matrix::TernaryMatrix;
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
-mod aligned;
+pub(crate) mod aligned;
 pub mod attention;
 pub mod packed;
 mod parallel;

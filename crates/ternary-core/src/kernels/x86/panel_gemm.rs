@@ -11,6 +11,7 @@
 
 use super::trit_sum;
 use crate::activations::QuantizedActivations;
+use crate::kernels::aligned::Aligned;
 use crate::kernels::packed::Trits;
 use crate::kernels::{GroupWords, Rows};
 use crate::matrix::TernaryMatrix;
@@ -64,11 +65,10 @@ pub(super) fn gemm_i8_panels<K: PanelKernel>(
     let gw = src.group_words();
     let groups = gw.groups;
     let panels = n.div_ceil(16);
-    let packed = if y.is_serial() {
-        a.u8_panels_serial(0, a.n().div_ceil(16))
-    } else {
-        a.u8_panels(0, a.n().div_ceil(16))
-    };
+    // From a cache line: each step of a panel is one 64-byte load.
+    let mut packed = Aligned::new(panels * steps * 64);
+    a.u8_panels_into(0, !y.is_serial(), packed.as_mut_slice());
+    let packed = packed.as_slice();
     let mut tok_scales = a.scales().to_vec();
     tok_scales.resize(panels * 16, 0.0);
     let scales = src.scale_values();
