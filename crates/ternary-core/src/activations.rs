@@ -6,16 +6,18 @@
 //! always representable.
 
 use crate::error::{Result, TernaryError, check_finite};
+use crate::kernels::aligned::Aligned;
 use crate::matrix::ROW_ALIGN;
 
 /// Int8 activations: `n` tokens of `cols` values, each row zero-padded to
-/// `padded_cols = 64 · ⌈cols / 64⌉` bytes so kernels may read whole 64-byte chunks.
+/// `padded_cols = 64 · ⌈cols / 64⌉` bytes so kernels may read whole 64-byte chunks; every row
+/// starts on a cache line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedActivations {
     n: usize,
     cols: usize,
     padded_cols: usize,
-    data: Vec<i8>,
+    data: Aligned<i8>,
     scales: Vec<f32>,
 }
 
@@ -34,7 +36,7 @@ impl QuantizedActivations {
             n: 0,
             cols: 0,
             padded_cols: 0,
-            data: Vec::new(),
+            data: Aligned::empty(),
             scales: Vec::new(),
         }
     }
@@ -57,7 +59,7 @@ impl QuantizedActivations {
             let row = &x[j * cols..(j + 1) * cols];
             self.scales[j] = crate::kernels::scalar::quantize_row_i8(
                 row,
-                &mut self.data[j * padded_cols..j * padded_cols + cols],
+                &mut self.data.as_mut_slice()[j * padded_cols..j * padded_cols + cols],
             );
         }
         Ok(())
@@ -75,7 +77,7 @@ impl QuantizedActivations {
         self.reset(n, cols);
         let pc = self.padded_cols;
         for j in 0..n {
-            let row = &mut self.data[j * pc..j * pc + cols];
+            let row = &mut self.data.as_mut_slice()[j * pc..j * pc + cols];
             let s = f(j, row);
             // Branch-free (it vectorizes); the position is looked up only on failure.
             let has_min = row.iter().fold(false, |a, &v| a | (v == i8::MIN));
@@ -102,8 +104,7 @@ impl QuantizedActivations {
         self.n = n;
         self.cols = cols;
         self.padded_cols = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
-        self.data.clear();
-        self.data.resize(n * self.padded_cols, 0);
+        self.data.reset(n * self.padded_cols);
         self.scales.clear();
         self.scales.resize(n, 0.0);
     }
@@ -124,9 +125,9 @@ impl QuantizedActivations {
         }
         check_finite("activation scales", &scales)?;
         let padded_cols = cols.div_ceil(ROW_ALIGN) * ROW_ALIGN;
-        let mut data = vec![0i8; n * padded_cols];
+        let mut data = Aligned::new(n * padded_cols);
         for j in 0..n {
-            data[j * padded_cols..j * padded_cols + cols]
+            data.as_mut_slice()[j * padded_cols..j * padded_cols + cols]
                 .copy_from_slice(&q[j * cols..(j + 1) * cols]);
         }
         Ok(Self {
@@ -159,13 +160,13 @@ impl QuantizedActivations {
     /// All quantized values, `n × padded_cols`, zero in the padding.
     #[inline]
     pub fn data(&self) -> &[i8] {
-        &self.data
+        self.data.as_slice()
     }
 
     /// The padded quantized row of token `j`.
     #[inline]
     pub fn row(&self, j: usize) -> &[i8] {
-        &self.data[j * self.padded_cols..(j + 1) * self.padded_cols]
+        &self.data.as_slice()[j * self.padded_cols..(j + 1) * self.padded_cols]
     }
 
     /// Per-token scales `s_j`.

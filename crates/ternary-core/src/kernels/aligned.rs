@@ -57,6 +57,13 @@ impl<T: Copy + Default> Aligned<T> {
     }
 }
 
+impl<T: Copy + Default + PartialEq> PartialEq for Aligned<T> {
+    /// The same elements (wherever each allocation starts).
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
 impl<T: Copy + Default> Clone for Aligned<T> {
     /// A copy aligned in its own allocation.
     fn clone(&self) -> Self {

@@ -10,6 +10,10 @@
 //! Loads into mask registers issue at most about one per cycle on the machines measured, which
 //! bounds both mask-based kernels at one token (two loads per 64 weights of a row for int8,
 //! per 16 weights for f32).
+//! - int8, few tokens, matrices repacked into 2-bit fields (`PackedTernary`, what the runtime
+//!   holds): the field kernel of the AVX2 module compiled with this level's block product
+//!   ([`VnniFields`]): a block's fields `e | o` (64 bytes, 256 columns) as one vector, each step
+//!   `(v >> 2k) & 3` times 64 activation bytes by one `dpbusd`, 4 per block.
 //! - int8, many tokens: weights are decoded once per block of rows to `i8` and reused for
 //!   every token; activations are packed as `u8 = q + 128` in panels of 16 tokens so one
 //!   `dpbusd` multiplies 4 columns of 16 tokens by a broadcast of 4 weights. The offset is
