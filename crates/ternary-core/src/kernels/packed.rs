@@ -9,7 +9,7 @@
 //! kernel otherwise computes from the planes for every block and token
 //! (`e = (p & 0x55…) + (¬m & 0x55…)`, the same of the words shifted right by one for `o`: eight
 //! vector operations per block, about a fifth of the one-token product). With the fields
-//! stored, a block is 64 contiguous bytes, loaded as they are.
+//! stored, a block is 64 contiguous bytes, loaded as they are (one 512-bit vector at AVX-512).
 
 use std::sync::Arc;
 
@@ -217,10 +217,11 @@ pub(crate) enum Repr {
 /// At [`Level::Avx2`] and [`Level::Avx512`], a matrix whose scale groups the AVX2 field kernel
 /// handles (groups of 1, 2, 4 or a multiple of 8 words, or one group per row) is stored as
 /// 2-bit fields (see the [module docs](self)); every other matrix and level keeps its planes.
-/// At AVX-512 the few-token products run that AVX2 kernel on the fields too: on a Zen 5 it
-/// decoded the BitNet-2B shape at 44 tokens/s against 30–37 for the VNNI kernel on planes
-/// (2 threads); prefill (the VNNI panel GEMM, on blocks of rows turned back into planes)
-/// lost 4–6%. Products at any level
+/// At AVX-512 the few-token products run the same field kernel with a `vpdpbusd` block
+/// product (a block's 64 bytes of fields as one vector): on a Zen 5 it decoded the BitNet-2B
+/// shape at 51–54 tokens/s against 30–37 for the VNNI kernel on planes (2 threads); prefill
+/// (the VNNI panel GEMM, on blocks of rows turned back into planes) lost 4–6%. Products at any
+/// level
 /// equal [`gemm_i8_rows_with`](super::gemm_i8_rows_with) on the original matrix bit for bit.
 ///
 /// Cloning shares the trits.
