@@ -38,11 +38,10 @@ impl<T: Copy + Default> Aligned<T> {
         let pad = LINE / std::mem::size_of::<T>().max(1);
         self.buf.clear();
         self.buf.resize(len + pad, T::default());
+        // `off < pad`, so the view lies in the buffer. (An element size that does not divide
+        // 64 would leave it unaligned: still correct, only not aligned.)
         let addr = self.buf.as_ptr() as usize;
         self.off = (LINE - addr % LINE) % LINE / std::mem::size_of::<T>().max(1);
-        // An element size that does not divide 64 would leave `addr + off · size` unaligned;
-        // the view is still correct, only not aligned.
-        self.off = self.off.min(pad);
         self.len = len;
     }
 

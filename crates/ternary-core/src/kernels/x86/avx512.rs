@@ -34,7 +34,7 @@ use super::avx2::{
 use super::f32_gemm::{FmaArgs, FmaTile, KC, gemm_f32_packed};
 use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
-use crate::kernels::packed::Trits;
+use crate::kernels::packed::{FieldMatrix, Trits};
 use crate::kernels::{GroupWords, Rows, by_row_blocks};
 use crate::matrix::TernaryMatrix;
 
@@ -648,13 +648,8 @@ impl<const MR: usize> PanelKernel for Vnni<MR> {
 /// [`GEMM_MIN_TOKENS`] the field kernel reading the fields as stored, with this level's block
 /// product ([`VnniFields`]); from there on the VNNI panel GEMM on blocks of rows turned back
 /// into planes. Bit-identical to [`gemm_i8`] on the planes (both equal the reference's order).
-pub(super) fn gemm_i8_packed(
-    t: Avx512,
-    f: &crate::kernels::packed::FieldMatrix,
-    a: &QuantizedActivations,
-    y: Rows<'_>,
-) {
-    let fields = crate::kernels::packed::Trits::Fields(f);
+pub(super) fn gemm_i8_packed(t: Avx512, f: &FieldMatrix, a: &QuantizedActivations, y: Rows<'_>) {
+    let fields = Trits::Fields(f);
     if a.n() > 16 {
         gemm_i8_panels(Vnni::<MR>(t), fields, a, y);
     } else if a.n() >= GEMM_MIN_TOKENS {
@@ -753,12 +748,7 @@ fn gemm_i8_blocked<const MR: usize>(
     a: &QuantizedActivations,
     y: Rows<'_>,
 ) {
-    gemm_i8_panels(
-        Vnni::<MR>(t),
-        crate::kernels::packed::Trits::Planes(m),
-        a,
-        y,
-    )
+    gemm_i8_panels(Vnni::<MR>(t), Trits::Planes(m), a, y)
 }
 
 /// Decodes `nr` rows from `r0` to `i8` trits, `32 · words_per_row` bytes per row.
