@@ -863,7 +863,8 @@ pub(super) trait FieldDot: Copy + Send + Sync {
     );
 }
 
-/// The AVX2 [`FieldDot`]: `maddubs` of each field plane ([`dot_fields`]) summed in `i16`.
+/// The AVX2 [`FieldDot`]: `maddubs` of each 2-bit step of the fields summed in `i16`
+/// ([`dot_fields`], [`steps_dot`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Maddubs(pub(super) Avx2);
 
@@ -890,6 +891,8 @@ impl FieldDot for Maddubs {
         unsafe { row.block::<F>(w0, lanes) }
     }
 
+    /// Three shifts per field vector, shared by the tokens of a tile ([`steps_dot`] takes one
+    /// but more work per token: slower from four tokens on, the same for one).
     #[inline(always)]
     unsafe fn add(acc: Self::Acc, (e, o): Self::Block, x: *const i8) -> Self::Acc {
         // SAFETY: AVX2 is enabled and `x` holds the block's 256 bytes (caller); the odd
@@ -916,16 +919,48 @@ impl FieldDot for Maddubs {
 
     #[inline(always)]
     unsafe fn block_words((e, o): Self::Block, x: *const i8) -> __m256i {
-        // SAFETY: as `add`. Even plus odd fields: at most 2 · 4 · 508 per `i16` lane.
+        // SAFETY: as `add`.
         unsafe {
-            _mm256_madd_epi16(
-                _mm256_add_epi16(dot_fields(e, x), dot_fields(o, x.add(32))),
-                _mm256_set1_epi16(1),
-            )
+            let (l, h) = steps_dot(e, o, x);
+            _mm256_madd_epi16(_mm256_add_epi16(l, h), _mm256_set1_epi16(1))
         }
     }
 
     field_entry_points!(Maddubs, "avx2");
+}
+
+/// A block's products in `i16` lanes, `(l, h)` with `l + h = Σ_k maddubs((f >> 2k) & 3, x_k)`
+/// over its even and odd fields, each at most `4 · 508` per lane (`|x| ≤ 127`).
+///
+/// One shift per field vector instead of three: with `g = f >> 4` (16-bit lanes; the bits a
+/// byte takes from its neighbour are masked off), steps 0 and 2 are `f & 3` and `g & 3`, steps
+/// 1 and 3 are `f & 12` and `g & 12`, four times their fields. So `l` sums the `maddubs` of
+/// steps 0 and 2 and `h` those of steps 1 and 3, a multiple of 4 (at most `4 · 2032`) shifted
+/// right by 2, exactly.
+///
+/// # Safety
+/// AVX2 must be available; `x` holds the block's 256 activation bytes, step k's even columns at
+/// `64k`, its odd ones at `64k + 32`.
+#[inline(always)]
+unsafe fn steps_dot(e: __m256i, o: __m256i, x: *const i8) -> (__m256i, __m256i) {
+    // SAFETY: AVX2 is enabled and bytes x..x + 256 are readable (caller).
+    unsafe {
+        let lo = _mm256_set1_epi8(3);
+        let hi = _mm256_set1_epi8(12);
+        let xv = |k: usize| _mm256_loadu_si256(x.add(32 * k).cast::<__m256i>());
+        let (e2, o2) = (_mm256_srli_epi16::<4>(e), _mm256_srli_epi16::<4>(o));
+        let dot =
+            |f: __m256i, m: __m256i, k: usize| _mm256_maddubs_epi16(_mm256_and_si256(f, m), xv(k));
+        let l = _mm256_add_epi16(
+            _mm256_add_epi16(dot(e, lo, 0), dot(e2, lo, 4)),
+            _mm256_add_epi16(dot(o, lo, 1), dot(o2, lo, 5)),
+        );
+        let h = _mm256_add_epi16(
+            _mm256_add_epi16(dot(e, hi, 2), dot(e2, hi, 6)),
+            _mm256_add_epi16(dot(o, hi, 3), dot(o2, hi, 7)),
+        );
+        (l, _mm256_srai_epi16::<2>(h))
+    }
 }
 
 /// Row `r`, every token: tokens in fours, then pairs, then one, each tile sharing the fields.
@@ -1275,6 +1310,54 @@ pub(super) unsafe fn small_field_row<D: FieldDot, const F: bool>(
     }
 }
 
+/// Blocks `b0..b0 + G` of a row for each of `T` tokens: `wsum[t][k]`, lane `d`, is `Σ t·q` over
+/// word `8 (b0 + k) + d` (the level's [`FieldDot::block_words`] minus the word's code sum), or
+/// 0 past the row's `wpr` words. `FULL`: every block holds eight words (no bounds, no masks).
+///
+/// # Safety
+/// `D`'s features are enabled; `x[t]` and `qs[t]` point at token `t`'s codes and word sums in
+/// the row-block layout ([`FieldCodes`]), `row` has `wpr` words, and with `FULL`
+/// `8 (b0 + G) ≤ wpr`.
+#[inline(always)]
+unsafe fn chunk_words<
+    D: FieldDot,
+    const T: usize,
+    const G: usize,
+    const F: bool,
+    const FULL: bool,
+>(
+    row: RowFields<'_>,
+    x: &[*const i8; T],
+    qs: &[*const i32; T],
+    b0: usize,
+    wpr: usize,
+) -> [[__m256i; G]; T] {
+    // SAFETY: forwarded from the caller: block b's words lie in the row (masked past it),
+    // its 256 code bytes at x[t] + 256 b and its word sums at qs[t] + 8 b.
+    unsafe {
+        let mut wsum = [[_mm256_setzero_si256(); G]; T];
+        for k in 0..G {
+            let b = b0 + k;
+            let w0 = PACK_WORDS * b;
+            if !FULL && w0 >= wpr {
+                break;
+            }
+            let lanes = if FULL {
+                PACK_WORDS
+            } else {
+                (wpr - w0).min(PACK_WORDS)
+            };
+            let blk = D::load::<F>(row, w0, lanes);
+            for t in 0..T {
+                let s = D::block_words(blk, x[t].add(PACK_BYTES * b));
+                let q = _mm256_loadu_si256(qs[t].add(w0).cast());
+                wsum[t][k] = _mm256_sub_epi32(s, q);
+            }
+        }
+        wsum
+    }
+}
+
 /// Row `r`, tokens `j0..j0 + T`, groups `groups` (starting at a multiple of 8), scale groups
 /// of `G ∈ {1, 2, 4, 8}` words: for each eight groups `g0..g0 + 8`, the products
 /// `s[r, g] · Σ_{c ∈ g} t · q[j, c]` (lanes; 0 past the row's groups), either stored at
@@ -1323,24 +1406,15 @@ unsafe fn small_field_span<
     // load reads only those); with `STORE`, g0 − start + 8 floats lie in `prod` (caller).
     unsafe {
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let zero = _mm256_setzero_si256();
+        // Blocks that hold eight words: chunks of them take a loop without bounds or masks.
+        let full_blocks = wpr / PACK_WORDS;
         for g0 in groups.clone().step_by(8) {
             let b0 = g0 * G / PACK_WORDS;
-            let mut wsum = [[zero; G]; T];
-            for k in 0..G {
-                let b = b0 + k;
-                if b >= blocks {
-                    break;
-                }
-                let w0 = PACK_WORDS * b;
-                let lanes = (wpr - w0).min(PACK_WORDS);
-                let blk = D::load::<F>(row, w0, lanes);
-                for t in 0..T {
-                    let s = D::block_words(blk, x[t].add(PACK_BYTES * b));
-                    let q = _mm256_loadu_si256(qs[t].add(w0).cast());
-                    wsum[t][k] = _mm256_sub_epi32(s, q);
-                }
-            }
+            let wsum: [[__m256i; G]; T] = if b0 + G <= full_blocks {
+                chunk_words::<D, T, G, F, true>(row, &x, &qs, b0, wpr)
+            } else {
+                chunk_words::<D, T, G, F, false>(row, &x, &qs, b0, wpr)
+            };
             let n_g = (gw.groups - g0).min(8);
             let s = if n_g == 8 {
                 _mm256_loadu_ps(scales.as_ptr().add(g0))
