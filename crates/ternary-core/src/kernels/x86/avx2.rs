@@ -1310,16 +1310,54 @@ pub(super) unsafe fn small_field_row<D: FieldDot, const F: bool>(
     }
 }
 
-/// Blocks `b0..b0 + G` of a row for each of `T` tokens: `wsum[t][k]`, lane `d`, is `Σ t·q` over
-/// word `8 (b0 + k) + d` (the level's [`FieldDot::block_words`] minus the word's code sum), or
-/// 0 past the row's `wpr` words. `FULL`: every block holds eight words (no bounds, no masks).
+/// Block `b` of a row for each of `T` tokens: lane `d`, `Σ t·q` over word `8b + d` (the level's
+/// [`FieldDot::block_words`] minus the word's code sum), 0 past the row's `wpr` words.
+///
+/// # Safety
+/// As [`chunk_pairs`] (with `FULL`, `8b + 8 ≤ wpr`).
+#[inline(always)]
+unsafe fn block_sums<D: FieldDot, const T: usize, const F: bool, const FULL: bool>(
+    row: RowFields<'_>,
+    x: &[*const i8; T],
+    qs: &[*const i32; T],
+    b: usize,
+    wpr: usize,
+) -> [__m256i; T] {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let mut w = [_mm256_setzero_si256(); T];
+        let w0 = PACK_WORDS * b;
+        if !FULL && w0 >= wpr {
+            return w;
+        }
+        let lanes = if FULL {
+            PACK_WORDS
+        } else {
+            (wpr - w0).min(PACK_WORDS)
+        };
+        let blk = D::load::<F>(row, w0, lanes);
+        for t in 0..T {
+            let s = D::block_words(blk, x[t].add(PACK_BYTES * b));
+            let q = _mm256_loadu_si256(qs[t].add(w0).cast());
+            w[t] = _mm256_sub_epi32(s, q);
+        }
+        w
+    }
+}
+
+/// Blocks `b0..b0 + G` of a row for each of `T` tokens, block `k`'s `w_k` (lane `d`: `Σ t·q`
+/// over word `8 (b0 + k) + d`, the level's [`FieldDot::block_words`] minus the word's code sum;
+/// 0 past the row's `wpr` words) paired as they come: `pairs[t][i] = hadd(w_2i, w_2i+1)` for
+/// `i < G / 2`, or `pairs[t][0] = w_0` for `G = 1` (a pair's sums leave the loop early, in
+/// four vectors instead of eight). `FULL`: every block holds eight words (no bounds, no
+/// masks).
 ///
 /// # Safety
 /// `D`'s features are enabled; `x[t]` and `qs[t]` point at token `t`'s codes and word sums in
 /// the row-block layout ([`FieldCodes`]), `row` has `wpr` words, and with `FULL`
 /// `8 (b0 + G) ≤ wpr`.
 #[inline(always)]
-unsafe fn chunk_words<
+unsafe fn chunk_pairs<
     D: FieldDot,
     const T: usize,
     const G: usize,
@@ -1331,30 +1369,33 @@ unsafe fn chunk_words<
     qs: &[*const i32; T],
     b0: usize,
     wpr: usize,
-) -> [[__m256i; G]; T] {
+) -> [[__m256i; 4]; T] {
     // SAFETY: forwarded from the caller: block b's words lie in the row (masked past it),
     // its 256 code bytes at x[t] + 256 b and its word sums at qs[t] + 8 b.
     unsafe {
-        let mut wsum = [[_mm256_setzero_si256(); G]; T];
-        for k in 0..G {
-            let b = b0 + k;
-            let w0 = PACK_WORDS * b;
-            if !FULL && w0 >= wpr {
+        let zero = _mm256_setzero_si256();
+        let mut pairs = [[zero; 4]; T];
+        if G == 1 {
+            let w = block_sums::<D, T, F, FULL>(row, x, qs, b0, wpr);
+            for t in 0..T {
+                pairs[t][0] = w[t];
+            }
+            return pairs;
+        }
+        for i in 0..G / 2 {
+            let b = b0 + 2 * i;
+            if !FULL && PACK_WORDS * b >= wpr {
                 break;
             }
-            let lanes = if FULL {
-                PACK_WORDS
-            } else {
-                (wpr - w0).min(PACK_WORDS)
-            };
-            let blk = D::load::<F>(row, w0, lanes);
+            let (u, v) = (
+                block_sums::<D, T, F, FULL>(row, x, qs, b, wpr),
+                block_sums::<D, T, F, FULL>(row, x, qs, b + 1, wpr),
+            );
             for t in 0..T {
-                let s = D::block_words(blk, x[t].add(PACK_BYTES * b));
-                let q = _mm256_loadu_si256(qs[t].add(w0).cast());
-                wsum[t][k] = _mm256_sub_epi32(s, q);
+                pairs[t][i] = _mm256_hadd_epi32(u[t], v[t]);
             }
         }
-        wsum
+        pairs
     }
 }
 
@@ -1410,10 +1451,10 @@ unsafe fn small_field_span<
         let full_blocks = wpr / PACK_WORDS;
         for g0 in groups.clone().step_by(8) {
             let b0 = g0 * G / PACK_WORDS;
-            let wsum: [[__m256i; G]; T] = if b0 + G <= full_blocks {
-                chunk_words::<D, T, G, F, true>(row, &x, &qs, b0, wpr)
+            let pairs = if b0 + G <= full_blocks {
+                chunk_pairs::<D, T, G, F, true>(row, &x, &qs, b0, wpr)
             } else {
-                chunk_words::<D, T, G, F, false>(row, &x, &qs, b0, wpr)
+                chunk_pairs::<D, T, G, F, false>(row, &x, &qs, b0, wpr)
             };
             let n_g = (gw.groups - g0).min(8);
             let s = if n_g == 8 {
@@ -1423,31 +1464,22 @@ unsafe fn small_field_span<
                 _mm256_maskload_ps(scales.as_ptr().add(g0), keep)
             };
             for t in 0..T {
-                let w = &wsum[t];
+                let p = &pairs[t];
                 // Lane l = Σ t·q over group g0 + l.
                 let sums = match G {
-                    1 => w[0],
+                    1 => p[0],
                     // hadd: [g0 g1 g4 g5 | g2 g3 g6 g7] in 64-bit pairs (0, 2, 1, 3).
-                    2 => _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(w[0], w[1])),
+                    2 => _mm256_permute4x64_epi64::<0b11_01_10_00>(p[0]),
                     // hadd of hadds: [g0 g2 g4 g6 | g1 g3 g5 g7].
                     4 => _mm256_permutevar8x32_epi32(
-                        _mm256_hadd_epi32(
-                            _mm256_hadd_epi32(w[0], w[1]),
-                            _mm256_hadd_epi32(w[2], w[3]),
-                        ),
+                        _mm256_hadd_epi32(p[0], p[1]),
                         _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
                     ),
                     // Two levels of hadds per four blocks: [b0..b3 low halves | b0..b3 high
                     // halves], then the halves of both fours paired and added.
                     _ => {
-                        let h0 = _mm256_hadd_epi32(
-                            _mm256_hadd_epi32(w[0], w[1]),
-                            _mm256_hadd_epi32(w[2], w[3]),
-                        );
-                        let h1 = _mm256_hadd_epi32(
-                            _mm256_hadd_epi32(w[4], w[5]),
-                            _mm256_hadd_epi32(w[6], w[7]),
-                        );
+                        let h0 = _mm256_hadd_epi32(p[0], p[1]);
+                        let h1 = _mm256_hadd_epi32(p[2], p[3]);
                         _mm256_add_epi32(
                             _mm256_permute2x128_si256::<0x20>(h0, h1),
                             _mm256_permute2x128_si256::<0x31>(h0, h1),
