@@ -7,6 +7,17 @@ use std::arch::x86_64::{
     _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
 };
 
+/// An IEEE half's bits as `f32` (exact), with F16C: inline in the block loops, where a call
+/// to `half`'s converter spilled the vector registers around it once per block.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16_to_f32(lo: u8, hi: u8) -> f32 {
+    use std::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128};
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+        u16::from_le_bytes([lo, hi]),
+    ))))
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn hsum(v: __m256) -> f32 {
@@ -32,13 +43,13 @@ fn qdot_checked(kind: crate::quant::GgmlType, row: &[u8], x: &[f32], sx: &[f32])
         _ => return f32::NAN,
     };
     let nb = (row.len() / bb).min(x.len() / 32).min(sx.len());
-    // SAFETY: this function is handed out only with an `Avx2` token (AVX2 and FMA present,
+    // SAFETY: this function is handed out only with an `Avx2` token (AVX2, FMA and F16C present,
     // `qdot_avx2`); `nb` blocks
     // fit in `row` (nb·bb bytes), `x` (32·nb floats) and `sx` (nb floats).
     unsafe { qdot(bb, &row[..nb * bb], &x[..nb * 32], &sx[..nb]) }
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn qdot(bb: usize, row: &[u8], x: &[f32], sx: &[f32]) -> f32 {
     use std::arch::x86_64::{
         _mm_and_si128, _mm_loadl_epi64, _mm_loadu_si128, _mm_set1_epi8, _mm_srli_epi16,
@@ -48,7 +59,7 @@ unsafe fn qdot(bb: usize, row: &[u8], x: &[f32], sx: &[f32]) -> f32 {
     let mut total = 0f32;
     let mask = _mm_set1_epi8(15);
     for (b, blk) in row.chunks_exact(bb).enumerate() {
-        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+        let d = f16_to_f32(blk[0], blk[1]);
         let xb = b * 32;
         let mut acc = _mm256_setzero_ps();
         if bb == 34 {
@@ -78,7 +89,7 @@ unsafe fn qdot(bb: usize, row: &[u8], x: &[f32], sx: &[f32]) -> f32 {
             }
             let s = hsum(acc);
             total += if bb == 20 {
-                let m = half::f16::from_bits(u16::from_le_bytes([blk[2], blk[3]])).to_f32();
+                let m = f16_to_f32(blk[2], blk[3]);
                 d * s + m * sx[b]
             } else {
                 d * (s - 8.0 * sx[b])
@@ -108,7 +119,7 @@ fn q6k_checked(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16]) -> f32 {
 /// `maddubs(u, q)` (pairs, at most 2·63·128 in `i16`), `madd` by the group scales (16-weight
 /// groups: the low and high 128-bit lanes take one scale each), minus `32·Σ_g s_g·Σ_{j∈g} q_j`
 /// from the code sums; the exact `i32` total times `d_w·d_x` is added to the `f32` sum.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> f32 {
     use std::arch::x86_64::{
         __m256i, _MM_HINT_T0, _mm_add_epi32, _mm_cvtepi8_epi16, _mm_cvtsi128_si32, _mm_loadl_epi64,
@@ -120,7 +131,7 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
         _mm256_srli_epi16, _mm256_sub_epi32,
     };
     let m4 = _mm256_set1_epi8(0x0F);
-    let m3 = _mm256_set1_epi8(3);
+    let m30 = _mm256_set1_epi8(0x30);
     // Byte shuffles that spread group scale 2k (low lane) and 2k+1 (high lane) of a half's
     // eight `i16` scales over eight `i16` lanes each.
     let spread = |k: i16| {
@@ -152,17 +163,25 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
                 )
             };
             let sc = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(sc));
-            let high = |v: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(v, m3));
+            // Code k's two high bits, `(qh >> 2k) & 3`, land at bits 4..6 by one shift of the
+            // 16-bit lanes to there (none for k = 2) and one mask: bits a byte takes from its
+            // neighbour fall outside the mask.
             let u: [__m256i; 4] = [
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), high(qh)),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), high(_mm256_srli_epi16::<2>(qh))),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    high(_mm256_srli_epi16::<4>(qh)),
+                    _mm256_and_si256(qh, m30),
                 ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    high(_mm256_srli_epi16::<6>(qh)),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
                 ),
             ];
             for (k, (uk, sk)) in u.into_iter().zip(shuf).enumerate() {
@@ -189,9 +208,8 @@ unsafe fn q6k_dot(row: &[u8], q: &[i8], d: &[f32], bsums: &[i16], nb: usize) -> 
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
         let isum = _mm_cvtsi128_si32(s);
         // SAFETY: bytes 208..210 of the block are its f16 scale.
-        let dw =
-            unsafe { half::f16::from_bits(u16::from_le_bytes([*blk.add(208), *blk.add(209)])) };
-        total += (dw.to_f32() * dx) * isum as f32;
+        let dw = unsafe { f16_to_f32(*blk.add(208), *blk.add(209)) };
+        total += (dw * dx) * isum as f32;
     }
     total
 }
