@@ -2011,6 +2011,10 @@ pub(super) unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// L2 while every block of weight rows passes over them.
 const DENSE_TOKENS: usize = 64;
 
+/// Bytes of `f32` weight rows widened from `f16` at a time for a prefill ([`dense_rows`]):
+/// with a block of [`DENSE_TOKENS`] activations, within a 512 KiB L2.
+const DENSE_PANEL_BYTES: usize = 128 << 10;
+
 /// Dense product for rows `rows` of `w: [rows, cols]` (row-major, `f32` or `f16`) and every
 /// token of `x: [n, cols]`: `out[(r − rows.start) · n + j] = Σ_c w[r, c] · x[j, c]`, in
 /// `4 × 3` register tiles (twelve 8-lane FMA accumulators, seven loads per twelve FMAs) over
@@ -2026,9 +2030,33 @@ pub(super) fn dense_rows<W: DenseWeight>(
 ) {
     // One token: eight rows per tile (eight streams in flight); more: 4 × 3 tiles.
     let rstep = if n == 1 { 8 } else { 4 };
-    // `f16` rows shared by several tokens are widened once per token block (exactly), so
-    // the tiles of a prefill run on `f32` loads.
-    let mut wide: Vec<f32> = Vec::new();
+    if W::HALF && n >= 4 {
+        // `f16` rows shared by several tokens are widened (exactly) once, a panel of
+        // [`DENSE_PANEL_BYTES`] at a time, so the tiles of a prefill run on `f32` loads; each
+        // block of tokens then passes over the panel.
+        let panel = (DENSE_PANEL_BYTES / (4 * cols.max(1))).max(rstep) / rstep * rstep;
+        let mut wide: Vec<f32> = Vec::new();
+        let mut r = rows.start;
+        while r < rows.end {
+            let pr = (rows.end - r).min(panel);
+            wide.resize(pr * cols, 0.0);
+            widen(_t, &w[r * cols..(r + pr) * cols], &mut wide);
+            for j0 in (0..n).step_by(DENSE_TOKENS) {
+                let j1 = (j0 + DENSE_TOKENS).min(n);
+                for i0 in (0..pr).step_by(rstep) {
+                    let nr = (pr - i0).min(rstep);
+                    let o = &mut out[(r + i0 - rows.start) * n..];
+                    // SAFETY: the token proves AVX2, FMA and F16C; `wide` holds the panel's
+                    // pr rows (i0 + nr ≤ pr), tokens j0..j1 of `x` and outputs i · n + j
+                    // (i < nr, j < j1) of `o` are in bounds (the caller checked x: n × cols,
+                    // out: rows.len() × n).
+                    unsafe { dense_block(&wide, i0, nr, x, cols, j0..j1, n, o) }
+                }
+            }
+            r += pr;
+        }
+        return;
+    }
     let mut j0 = 0;
     while j0 < n {
         let j1 = (j0 + DENSE_TOKENS).min(n);
@@ -2036,17 +2064,11 @@ pub(super) fn dense_rows<W: DenseWeight>(
         while r < rows.end {
             let nr = (rows.end - r).min(rstep);
             let o = &mut out[(r - rows.start) * n..];
-            if W::HALF && j1 - j0 >= 4 {
-                wide.resize(nr * cols, 0.0);
-                widen(_t, &w[r * cols..(r + nr) * cols], &mut wide);
-                // SAFETY: the token proves AVX2, FMA and F16C; `wide` holds the nr rows,
-                // tokens j0..j1 of `x` and outputs i · n + j (i < nr, j < j1) of `o` are in
-                // bounds (the caller checked x: n × cols, out: rows.len() × n).
-                unsafe { dense_block(&wide, 0, nr, x, cols, j0..j1, n, o) }
-            } else {
-                // SAFETY: as above, with rows r..r + nr of `w` (w holds every row of `rows`).
-                unsafe { dense_block(w, r, nr, x, cols, j0..j1, n, o) }
-            }
+            // SAFETY: the token proves AVX2, FMA and F16C; rows r..r + nr of `w` (w holds
+            // every row of `rows`), tokens j0..j1 of `x` and outputs i · n + j (i < nr,
+            // j < j1) of `o` are in bounds (the caller checked x: n × cols, out:
+            // rows.len() × n).
+            unsafe { dense_block(w, r, nr, x, cols, j0..j1, n, o) }
             r += nr;
         }
         j0 = j1;
