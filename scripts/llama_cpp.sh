@@ -6,22 +6,27 @@
 #   convert=<path of convert_hf_to_gguf.py>
 #   gguf_py=<path of gguf-py> (put it first on PYTHONPATH when running the converter; numpy is
 #   installed with pip if missing)
-# Usage: scripts/llama_cpp.sh [-jN] [--source-only] [--simd avx2]   (default -j2; JOBS=N also works)
+# Usage: scripts/llama_cpp.sh [-jN] [--source-only] [--simd avx2] [--kernel-tests]
+#   (default -j2; JOBS=N also works)
 # --source-only: download and unpack the sources (vocabulary files for the tokenizer test) and stop.
 # --simd avx2 (or LLAMA_CPP_SIMD=avx2): x86 only; a second build (build-avx2/) capped at what an
 #   AVX2-only host such as AMD Zen 3 has (AVX, AVX2, FMA, F16C, BMI2; no AVX-512, no AVX-VNNI), so
 #   that an AVX-512 host can compare both engines at the AVX2 level (`TERNARY_SIMD=avx2`).
+# --kernel-tests: instead of the tools, build ggml's `test-backend-ops` (kernel timings, e.g.
+#   `test-backend-ops perf -o MUL_MAT -b CPU -p "type_a=tq2_0"`) in a build directory of its own
+#   (build-tests/ or build-avx2-tests/), so the tools' build is never reconfigured.
 # AMX is turned off on x86: AMX instructions fault on some hosts here.
 set -euo pipefail
 
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 JOBS="${JOBS:-2}"
-usage() { echo "usage: $0 [-jN] [--source-only] [--simd avx2]" >&2; exit 2; }
+usage() { echo "usage: $0 [-jN] [--source-only] [--simd avx2] [--kernel-tests]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     -j*) JOBS="${1#-j}" ;;
     --source-only) SOURCE_ONLY=1 ;;
     --simd) (($# >= 2)) || usage; LLAMA_CPP_SIMD="$2"; shift ;;
+    --kernel-tests) KERNEL_TESTS=1 ;;
     *) usage ;;
   esac
   shift
@@ -36,8 +41,16 @@ case "$SIMD" in
     BUILD="$ROOT/build-avx2" ;;
   *) echo "LLAMA_CPP_SIMD must be native or avx2, not '$SIMD'" >&2; exit 2 ;;
 esac
-BIN="$BUILD/bin"
 TARGETS=(llama-perplexity llama-quantize llama-tokenize llama-completion llama-bench)
+TOOLS=ON
+TESTS=OFF
+if [[ -n "${KERNEL_TESTS:-}" ]]; then
+  BUILD="$BUILD-tests"
+  TARGETS=(test-backend-ops)
+  TOOLS=OFF
+  TESTS=ON
+fi
+BIN="$BUILD/bin"
 
 built() {
   for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || return 1; done
@@ -67,8 +80,8 @@ fi
 if [[ -n "${SOURCE_ONLY:-}" ]]; then echo "src=$SRC"; exit 0; fi
 command -v cmake >/dev/null || python3 -m pip install -q cmake >&2
 
-ARGS=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TOOLS=ON
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+ARGS=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF "-DLLAMA_BUILD_TOOLS=$TOOLS"
+      "-DLLAMA_BUILD_TESTS=$TESTS" -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
       -DBUILD_SHARED_LIBS=OFF)
 case "$(uname -m)" in
   x86_64|i?86)
