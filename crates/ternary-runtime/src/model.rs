@@ -98,6 +98,30 @@ pub(crate) struct Model {
 }
 
 impl Model {
+    /// Puts the projections' weights (what every token streams) on huge pages where the OS
+    /// allows ([`kernels::advise_huge_pages`](ternary_core::kernels::advise_huge_pages)):
+    /// returns the bytes now on them.
+    pub fn advise_huge_pages(&self) -> usize {
+        use ternary_core::kernels::advise_huge_pages as advise;
+        let one = |p: &Proj| match &p.kernel {
+            Kernel::TernaryF32(m) => advise(m.plus()) + advise(m.minus()),
+            Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => m.advise_huge_pages(),
+            Kernel::TwoPlaneI8(m) => m.iter().map(|m| m.advise_huge_pages()).sum(),
+            Kernel::F32(w) => advise(w.as_slice()),
+            Kernel::F16(w) => advise(w.as_slice()),
+            Kernel::Quant(q) => q.advise_huge_pages(),
+            Kernel::I8Rows { q, .. } => advise(q.as_slice()),
+            Kernel::TwoPlaneF32(_) => 0,
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| l.qkv.iter().chain([&l.o, &l.gate, &l.up, &l.down]))
+            .map(one)
+            .sum();
+        layers + one(&self.lm_head)
+    }
+
     /// Repacks every int8 ternary projection for `level`'s kernel
     /// ([`PackedTernary::repacked`]) whose planes nothing else holds any more (the Burn model
     /// they came from was dropped): the same memory, and at AVX2 a faster one-token product.

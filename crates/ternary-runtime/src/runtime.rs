@@ -679,6 +679,10 @@ impl Runtime {
 
     /// Starts the workers on a built model (`repacked` of whose projections were repacked).
     fn start(m: Model, opts: RuntimeOptions, repacked: usize) -> Result<Self> {
+        // Huge pages for the streamed weights, unless `TERNARY_HUGE_PAGES=0` (for comparisons).
+        if std::env::var("TERNARY_HUGE_PAGES").as_deref() != Ok("0") {
+            m.advise_huge_pages();
+        }
         let c = &m.config;
         let max_ctx = opts.max_context.unwrap_or(c.max_position_embeddings).max(1);
         let d = c.head_dim;

@@ -28,6 +28,8 @@ use crate::matrix::TernaryMatrix;
 mod aarch64;
 pub(crate) mod aligned;
 pub mod attention;
+#[cfg(target_os = "linux")]
+mod linux;
 pub mod packed;
 mod parallel;
 mod popcount;
@@ -374,6 +376,25 @@ impl DotF32 {
                 }
             }
         }
+    }
+}
+
+/// Asks the OS to back `data` (weights a product will stream on every token) with 2 MiB huge
+/// pages, so that streaming it misses the TLB 512× less often: on Linux, `MADV_HUGEPAGE` then
+/// `MADV_COLLAPSE` on the whole huge pages inside it (best effort; contents never change).
+/// Returns the bytes now on huge pages (0 elsewhere, or where the kernel declined).
+///
+/// On a Zen 5 VM whose transparent huge pages were `madvise`-only, the SmolLM2 F16 decode at 2
+/// threads went from 133–136 tokens/s in 6 of 6 runs to 180–200 in 7 of 10 with them `always`.
+pub fn advise_huge_pages<T>(data: &[T]) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        linux::advise_huge_pages(data.as_ptr().cast(), std::mem::size_of_val(data))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = data;
+        0
     }
 }
 

@@ -261,6 +261,17 @@ impl PackedTernary {
         }
     }
 
+    /// [`advise_huge_pages`](super::advise_huge_pages) on the trits (fields or both planes):
+    /// the bytes now on huge pages.
+    pub fn advise_huge_pages(&self) -> usize {
+        match &self.repr {
+            Repr::Planes(m) => {
+                super::advise_huge_pages(m.plus()) + super::advise_huge_pages(m.minus())
+            }
+            Repr::Fields(f) => super::advise_huge_pages(f.fields.as_slice()),
+        }
+    }
+
     /// Whether [`PackedTernary::new`] stores `m` as fields at `level`: AVX2 or AVX-512, and scale
     /// groups of 1, 2, 4 or a multiple of 8 words, or one group of at least 8 words per row
     /// (the groups whose field blocks start at the rows' 8-word blocks).
