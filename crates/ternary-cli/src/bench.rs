@@ -208,10 +208,10 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     };
     let (bytes_per_token, weight_bytes) = (rt.weight_bytes_per_token(), rt.weight_bytes());
     // Int8 ternary matrices the runtime repacked for its kernels (`PackedTernary`).
-    let repacked = if model.is_none() {
-        rt.repacked_layers()
+    let (repacked, huge) = if model.is_none() {
+        (rt.repacked_layers(), rt.huge_page_bytes())
     } else {
-        0
+        (0, 0)
     };
     let mut dec: Box<dyn Decoder> = match model {
         None => Box::new(rt),
@@ -265,7 +265,7 @@ pub fn run(args: &BenchArgs) -> Res<()> {
              \"threads\": {}, \"simd\": \"{simd}\", \"cpu\": {}, \"prompt_tokens\": {}, \
              \"gen_tokens\": {}, \"reps\": {}, \"kv\": \"{kv}\", \"lm_head\": \"{head}\", \
              \"ternary_activations\": \"{acts}\", \"float_weights\": \"{}\", \
-             \"repacked_layers\": {repacked}, \
+             \"repacked_layers\": {repacked}, \"huge_page_bytes\": {huge}, \
              \"prefill_tokens_per_sec\": {}, \
              \"decode_tokens_per_sec\": {}, \"peak_rss_bytes\": {rss}, \"weight_bytes\": \
              {weight_bytes}, \"weight_bytes_per_token\": {bytes_per_token}}}",
@@ -284,11 +284,13 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         let (dm, ds) = mean_sd(&decode);
         println!(
             "{} ({engine}, {} threads, {simd}, {}; kv {kv}, lm_head {head}, ternary activations \
-             {acts}, float weights {}, {repacked} ternary layers repacked)",
+             {acts}, float weights {}, {repacked} ternary layers repacked, {:.1} MiB of weights on \
+             huge pages)",
             args.model.display(),
             opts.threads,
             cpu_name(),
-            args.float_weights.name()
+            args.float_weights.name(),
+            huge as f64 / f64::from(1u32 << 20)
         );
         println!("pp{:<6} {pm:>10.1} ± {ps:.1} tokens/s", args.prompt_tokens);
         println!("tg{:<6} {dm:>10.1} ± {ds:.1} tokens/s", args.gen_tokens);

@@ -19,10 +19,11 @@
 //!   runtime holds what it needs, and repacks the int8 ternary matrices for the kernels' level
 //!   (`ternary_core::kernels::PackedTernary`: at AVX2 and AVX-512, 2-bit fields `1 + t` read
 //!   as stored, the same memory as the planes; BitNet-2B-shape decode 30–37 → 51–54 tokens/s
-//!   on a Zen 5 at AVX-512). [`Runtime::from_model`] shares the planes instead;
+//!   on an AMD EPYC Zen 5 at AVX-512). [`Runtime::from_model`] shares the planes instead;
 //! - **huge pages**: on Linux the projections' weights are put on 2 MiB pages when the runtime
 //!   starts (`ternary_core::kernels::advise_huge_pages`; best effort; the environment variable
-//!   `TERNARY_HUGE_PAGES=0` turns it off): BitNet-2B-shape decode +6–16% on that Zen 5.
+//!   `TERNARY_HUGE_PAGES=0` turns it off; [`Runtime::huge_page_bytes`] says how much):
+//!   BitNet-2B-shape decode +6–16% on that AMD EPYC Zen 5.
 //!
 //! The arithmetic is the reference's ([`Llama::forward`](ternary_models::Llama::forward)):
 //! ternary and BitNet products are bit-identical to the Burn layers' host paths at the same

@@ -648,6 +648,7 @@ pub struct Runtime {
     inv_freq: Vec<f64>,
     broken: bool,
     repacked: usize,
+    huge_page_bytes: usize,
 }
 
 impl Runtime {
@@ -680,9 +681,11 @@ impl Runtime {
     /// Starts the workers on a built model (`repacked` of whose projections were repacked).
     fn start(m: Model, opts: RuntimeOptions, repacked: usize) -> Result<Self> {
         // Huge pages for the streamed weights, unless `TERNARY_HUGE_PAGES=0` (for comparisons).
-        if std::env::var("TERNARY_HUGE_PAGES").as_deref() != Ok("0") {
-            m.advise_huge_pages();
-        }
+        let huge_page_bytes = if std::env::var("TERNARY_HUGE_PAGES").as_deref() == Ok("0") {
+            0
+        } else {
+            m.advise_huge_pages()
+        };
         let c = &m.config;
         let max_ctx = opts.max_context.unwrap_or(c.max_position_embeddings).max(1);
         let d = c.head_dim;
@@ -718,6 +721,7 @@ impl Runtime {
             inv_freq,
             broken: false,
             repacked,
+            huge_page_bytes,
         };
         for t in 1..threads {
             let s = Arc::clone(&sh);
@@ -744,6 +748,12 @@ impl Runtime {
     /// ([`Runtime::from_owned_model`]; 0 when the weights are shared with a model).
     pub fn repacked_layers(&self) -> usize {
         self.repacked
+    }
+
+    /// Bytes of the projections' weights the OS put on huge pages at start (0 off Linux, where
+    /// it declined, or with `TERNARY_HUGE_PAGES=0`).
+    pub fn huge_page_bytes(&self) -> usize {
+        self.huge_page_bytes
     }
 
     /// The SIMD level of the kernels.

@@ -384,8 +384,11 @@ impl DotF32 {
 /// `MADV_COLLAPSE` on the whole huge pages inside it (best effort; contents never change).
 /// Returns the bytes now on huge pages (0 elsewhere, or where the kernel declined).
 ///
-/// On a Zen 5 VM whose transparent huge pages were `madvise`-only, the SmolLM2 F16 decode at 2
-/// threads went from 133–136 tokens/s in 6 of 6 runs to 180–200 in 7 of 10 with them `always`.
+/// On an AMD EPYC Zen 5 VM (AVX-512) whose transparent huge pages were `madvise`-only, the
+/// runtime's BitNet-2B-shape decode (786 MiB per token, 2 threads) gained 6–16% at AVX-512 and
+/// 5–8% capped at AVX2 (`TERNARY_HUGE_PAGES=0|1 ternary bench …`, pairs alternated); the
+/// SmolLM2 F16 decode (269 MB) did not change. Collapsing copies the pages: about 1 s per
+/// 800 MiB at load.
 pub fn advise_huge_pages<T>(data: &[T]) -> usize {
     #[cfg(target_os = "linux")]
     {

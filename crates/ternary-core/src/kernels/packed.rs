@@ -218,11 +218,11 @@ pub(crate) enum Repr {
 /// handles (groups of 1, 2, 4 or a multiple of 8 words, or one group per row) is stored as
 /// 2-bit fields (see the [module docs](self)); every other matrix and level keeps its planes.
 /// At AVX-512 the few-token products run the same field kernel with a `vpdpbusd` block
-/// product (a block's 64 bytes of fields as one vector): on a Zen 5 it decoded the BitNet-2B
-/// shape at 51–54 tokens/s against 30–37 for the VNNI kernel on planes (2 threads); prefill
-/// (the VNNI panel GEMM, on blocks of rows turned back into planes) lost 4–6%. Products at any
-/// level
-/// equal [`gemm_i8_rows_with`](super::gemm_i8_rows_with) on the original matrix bit for bit.
+/// product (a block's 64 bytes of fields as one vector): on an AMD EPYC Zen 5 it decoded the
+/// BitNet-2B shape at 51–54 tokens/s against 30–37 for the VNNI kernel on planes (2 threads);
+/// prefill (the VNNI panel GEMM, on blocks of rows turned back into planes) lost 4–6%. Products
+/// at any level equal [`gemm_i8_rows_with`](super::gemm_i8_rows_with) on the original matrix
+/// bit for bit.
 ///
 /// Cloning shares the trits.
 #[derive(Debug, Clone)]
