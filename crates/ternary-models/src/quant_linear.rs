@@ -180,10 +180,9 @@ pub fn qdot_portable(kind: GgmlType, row: &[u8], x: &[f32], sx: &[f32]) -> f32 {
 }
 
 impl QuantLinear {
-    /// [`advise_huge_pages`](ternary_core::kernels::advise_huge_pages) on the blocks: the
-    /// bytes now on huge pages.
-    pub fn advise_huge_pages(&self) -> usize {
-        ternary_core::kernels::advise_huge_pages(self.bytes.as_slice())
+    /// Adds the blocks' buffer to `pages`.
+    pub fn add_huge_pages(&self, pages: &mut ternary_core::kernels::HugePages) {
+        pages.add(self.bytes.as_slice());
     }
 
     /// Products with at most this many rows use the block GEMV; more rows dequantize the

@@ -21,7 +21,7 @@
 //!   as stored, the same memory as the planes; BitNet-2B-shape decode 30–37 → 51–54 tokens/s
 //!   on an AMD EPYC Zen 5 at AVX-512). [`Runtime::from_model`] shares the planes instead;
 //! - **huge pages**: on Linux the projections' weights are put on 2 MiB pages when the runtime
-//!   starts (`ternary_core::kernels::advise_huge_pages`; best effort; the environment variable
+//!   starts (`ternary_core::kernels::HugePages`; best effort; the environment variable
 //!   `TERNARY_HUGE_PAGES=0` turns it off; [`Runtime::huge_page_bytes`] says how much):
 //!   BitNet-2B-shape decode +6–16% on that AMD EPYC Zen 5.
 //!

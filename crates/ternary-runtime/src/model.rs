@@ -99,27 +99,31 @@ pub(crate) struct Model {
 
 impl Model {
     /// Puts the projections' weights (what every token streams) on huge pages where the OS
-    /// allows ([`kernels::advise_huge_pages`](ternary_core::kernels::advise_huge_pages)):
+    /// allows ([`HugePages`](ternary_core::kernels::HugePages)):
     /// returns the bytes now on them.
     pub fn advise_huge_pages(&self) -> usize {
-        use ternary_core::kernels::advise_huge_pages as advise;
-        let one = |p: &Proj| match &p.kernel {
-            Kernel::TernaryF32(m) => advise(m.plus()) + advise(m.minus()),
-            Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => m.advise_huge_pages(),
-            Kernel::TwoPlaneI8(m) => m.iter().map(|m| m.advise_huge_pages()).sum(),
-            Kernel::F32(w) => advise(w.as_slice()),
-            Kernel::F16(w) => advise(w.as_slice()),
-            Kernel::Quant(q) => q.advise_huge_pages(),
-            Kernel::I8Rows { q, .. } => advise(q.as_slice()),
-            Kernel::TwoPlaneF32(_) => 0,
-        };
-        let layers: usize = self
+        let mut pages = ternary_core::kernels::HugePages::default();
+        let projections = self
             .layers
             .iter()
             .flat_map(|l| l.qkv.iter().chain([&l.o, &l.gate, &l.up, &l.down]))
-            .map(one)
-            .sum();
-        layers + one(&self.lm_head)
+            .chain([&self.lm_head]);
+        for p in projections {
+            match &p.kernel {
+                Kernel::TernaryF32(m) => {
+                    pages.add(m.plus());
+                    pages.add(m.minus());
+                }
+                Kernel::TernaryI8(m) | Kernel::BitNet { m, .. } => m.add_huge_pages(&mut pages),
+                Kernel::TwoPlaneI8(m) => m.iter().for_each(|m| m.add_huge_pages(&mut pages)),
+                Kernel::F32(w) => pages.add(w.as_slice()),
+                Kernel::F16(w) => pages.add(w.as_slice()),
+                Kernel::Quant(q) => q.add_huge_pages(&mut pages),
+                Kernel::I8Rows { q, .. } => pages.add(q.as_slice()),
+                Kernel::TwoPlaneF32(_) => {}
+            }
+        }
+        pages.advise()
     }
 
     /// Repacks every int8 ternary projection for `level`'s kernel

@@ -379,25 +379,71 @@ impl DotF32 {
     }
 }
 
-/// Asks the OS to back `data` (weights a product will stream on every token) with 2 MiB huge
-/// pages, so that streaming it misses the TLB 512× less often: on Linux, `MADV_HUGEPAGE` then
-/// `MADV_COLLAPSE` on the whole huge pages inside it (best effort; contents never change).
-/// Returns the bytes now on huge pages (0 elsewhere, or where the kernel declined).
+/// The buffers of the weights a model streams on every token, to be backed by 2 MiB huge pages
+/// together, so that streaming them misses the TLB 512× less often. On Linux,
+/// [`advise`](Self::advise) collapses (`MADV_HUGEPAGE`, then `MADV_COLLAPSE`) every 2 MiB page at
+/// least half of which the buffers cover, the pages shared by neighbouring buffers included:
+/// the weights of a model's small matrices (SmolLM2's are all under 2 MiB) lie next to each other
+/// in memory, but few of them hold a whole huge page alone. Best effort; contents never change.
 ///
 /// On an AMD EPYC Zen 5 VM (AVX-512) whose transparent huge pages were `madvise`-only, the
 /// runtime's BitNet-2B-shape decode (786 MiB per token, 2 threads) gained 6–16% at AVX-512 and
-/// 5–8% capped at AVX2 (`TERNARY_HUGE_PAGES=0|1 ternary bench …`, pairs alternated); the
-/// SmolLM2 F16 decode (269 MB) did not change. Collapsing copies the pages: about 1 s per
-/// 800 MiB at load.
-pub fn advise_huge_pages<T>(data: &[T]) -> usize {
-    #[cfg(target_os = "linux")]
-    {
-        linux::advise_huge_pages(data.as_ptr().cast(), std::mem::size_of_val(data))
+/// 5–8% capped at AVX2 with the whole pages inside each buffer alone (58% of the weights;
+/// `TERNARY_HUGE_PAGES=0|1 ternary bench …`, pairs alternated). Collapsing copies the pages:
+/// about 1 s per 800 MiB at load.
+#[derive(Debug, Default)]
+pub struct HugePages {
+    /// `(address, bytes)` of each buffer.
+    spans: Vec<(usize, usize)>,
+}
+
+impl HugePages {
+    /// Adds a buffer.
+    pub fn add<T>(&mut self, data: &[T]) {
+        let bytes = std::mem::size_of_val(data);
+        if bytes > 0 {
+            self.spans.push((data.as_ptr() as usize, bytes));
+        }
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = data;
-        0
+
+    /// Collapses the pages (see the [type docs](Self)): returns the bytes of the buffers now on
+    /// huge pages (0 off Linux or where the kernel declined).
+    pub fn advise(&self) -> usize {
+        #[cfg(target_os = "linux")]
+        {
+            const PAGE: usize = linux::HUGE_PAGE;
+            // Bytes of the buffers in each 2 MiB page (a page's bytes are counted once even if
+            // buffers were added twice: overlapping spans are merged first).
+            let mut spans = self.spans.clone();
+            spans.sort_unstable();
+            let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+            for (at, len) in spans {
+                let end = at.saturating_add(len);
+                match merged.last_mut() {
+                    Some((_, e)) if at <= *e => *e = (*e).max(end),
+                    _ => merged.push((at, end)),
+                }
+            }
+            let mut covered = std::collections::BTreeMap::<usize, usize>::new();
+            for (start, end) in merged {
+                let mut at = start;
+                while at < end {
+                    let page = at / PAGE * PAGE;
+                    let next = (page + PAGE).min(end);
+                    *covered.entry(page).or_default() += next - at;
+                    at = next;
+                }
+            }
+            covered
+                .into_iter()
+                .filter(|&(page, bytes)| 2 * bytes >= PAGE && linux::collapse(page))
+                .map(|(_, bytes)| bytes)
+                .sum()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            0
+        }
     }
 }
 

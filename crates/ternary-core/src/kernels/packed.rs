@@ -261,14 +261,14 @@ impl PackedTernary {
         }
     }
 
-    /// [`advise_huge_pages`](super::advise_huge_pages) on the trits (fields or both planes):
-    /// the bytes now on huge pages.
-    pub fn advise_huge_pages(&self) -> usize {
+    /// Adds the trits' buffers (fields or both planes) to `pages`.
+    pub fn add_huge_pages(&self, pages: &mut super::HugePages) {
         match &self.repr {
             Repr::Planes(m) => {
-                super::advise_huge_pages(m.plus()) + super::advise_huge_pages(m.minus())
+                pages.add(m.plus());
+                pages.add(m.minus());
             }
-            Repr::Fields(f) => super::advise_huge_pages(f.fields.as_slice()),
+            Repr::Fields(f) => pages.add(f.fields.as_slice()),
         }
     }
 
