@@ -204,7 +204,14 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     // the runtime's own); the Burn engine's figures come from a runtime built beside it.
     let (rt, model) = match args.engine {
         Engine::Runtime => (Runtime::from_owned_model(m.model, opts.clone())?, None),
-        Engine::Burn => (Runtime::from_model(&m.model, opts.clone())?, Some(m.model)),
+        // Only for its figures: the Burn model's own buffers stay on the pages Burn gave them.
+        Engine::Burn => {
+            let opts = RuntimeOptions {
+                huge_pages: false,
+                ..opts.clone()
+            };
+            (Runtime::from_model(&m.model, opts)?, Some(m.model))
+        }
     };
     let (bytes_per_token, weight_bytes) = (rt.weight_bytes_per_token(), rt.weight_bytes());
     // Int8 ternary matrices the runtime repacked for its kernels (`PackedTernary`).

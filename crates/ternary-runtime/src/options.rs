@@ -89,6 +89,10 @@ pub struct RuntimeOptions {
     /// runtime is built; `true` multiplies their dequantized `f32` weight
     /// (`LinearLayer::weight`), which is exact only for layers that compute `y = x·Wᵀ`.
     pub unknown_as_f32: bool,
+    /// Back the projections' weights with 2 MiB huge pages at start (Linux; best effort; see
+    /// [`HugePages`](ternary_core::kernels::HugePages)). Default `true`; the environment variable
+    /// `TERNARY_HUGE_PAGES=0` turns it off whatever this says (for comparisons).
+    pub huge_pages: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -103,6 +107,7 @@ impl Default for RuntimeOptions {
             max_context: None,
             level: None,
             unknown_as_f32: false,
+            huge_pages: true,
         }
     }
 }

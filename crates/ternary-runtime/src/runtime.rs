@@ -680,11 +680,13 @@ impl Runtime {
 
     /// Starts the workers on a built model (`repacked` of whose projections were repacked).
     fn start(m: Model, opts: RuntimeOptions, repacked: usize) -> Result<Self> {
-        // Huge pages for the streamed weights, unless `TERNARY_HUGE_PAGES=0` (for comparisons).
-        let huge_page_bytes = if std::env::var("TERNARY_HUGE_PAGES").as_deref() == Ok("0") {
-            0
-        } else {
+        // Huge pages for the streamed weights, unless turned off (`TERNARY_HUGE_PAGES=0`: for
+        // comparisons).
+        let off = std::env::var("TERNARY_HUGE_PAGES").as_deref() == Ok("0");
+        let huge_page_bytes = if opts.huge_pages && !off {
             m.advise_huge_pages()
+        } else {
+            0
         };
         let c = &m.config;
         let max_ctx = opts.max_context.unwrap_or(c.max_position_embeddings).max(1);
