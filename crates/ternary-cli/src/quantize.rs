@@ -114,6 +114,11 @@ pub struct ConvertArgs {
     /// chooses float, two planes or one plane per layer). Default 1.
     #[arg(long, value_enum)]
     pub planes: Option<PlanesArg>,
+    /// Two-plane layers get free plane scales (a₁, a₂) per group, fitted by least squares for
+    /// the planes' trits instead of 3s and s: lower error, but `ternary finetune` cannot train
+    /// such a file (its layers are off the 9-level grid).
+    #[arg(long)]
+    pub free_plane_scales: bool,
     /// How the output file stores the float tensors (the embedding and the layers kept float).
     #[arg(long, value_enum, default_value_t = FloatStoreArg::F16)]
     pub float_dtype: FloatStoreArg,
@@ -172,6 +177,11 @@ impl ConvertArgs {
             return Err(CliError::new(
                 "--planes auto is the budgeted search's choice per layer and needs a budget; \
                  use --planes 2 --no-budget to put every layer on two planes",
+            ));
+        }
+        if self.free_plane_scales && matches!(self.planes, None | Some(PlanesArg::One)) {
+            return Err(CliError::new(
+                "--free-plane-scales applies to two-plane layers: add --planes 2 or auto",
             ));
         }
         if self.planes == Some(PlanesArg::Auto) && self.sequential {
@@ -233,6 +243,7 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     if args.sequential {
         cfg.sequential = true;
     }
+    cfg.free_plane_scales = args.free_plane_scales;
     if let Some(p) = args.planes {
         cfg.planes = match p {
             PlanesArg::One => Planes::One,
@@ -450,6 +461,9 @@ mod tests {
         assert_eq!((c.planes, c.budget), (Planes::Two, None));
         let c = cfg(&["--planes", "auto", "--budget", "1.1"], &names());
         assert_eq!((c.planes, c.budget), (Planes::Auto, Some(1.1)));
+        assert!(!c.free_plane_scales);
+        let c = cfg(&["--planes", "2", "--free-plane-scales"], &names());
+        assert!(c.free_plane_scales);
         for bad in ["3", "0", "two", ""] {
             assert!(
                 T::try_parse_from(["t", "--planes", bad]).is_err(),
@@ -468,6 +482,8 @@ mod tests {
             &["--calib-ctx", "2"],
             &["--planes", "auto", "--no-budget"],
             &["--planes", "auto", "--sequential"],
+            &["--free-plane-scales"],
+            &["--planes", "1", "--free-plane-scales"],
         ] {
             let t = T::try_parse_from(std::iter::once("t").chain(bad.iter().copied())).unwrap();
             assert!(t.conv.validate().is_err(), "{bad:?}");

@@ -680,100 +680,182 @@ pub fn refit_level_scales(
     h: &[f64],
     grid: Grid,
 ) -> Result<Vec<f32>> {
+    let store = |s: f64| grid.store_scale(s);
+    let mut out = refit_patterns(w, rows, cols, &[levels], layout, &[old], h, &store)?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// Free plane scales for a two-plane matrix: each group's two plane scales `(a₁, a₂)` re-solved
+/// jointly by least squares in the `H` metric for the planes' trits,
+///
+/// `min_a Σ_r (w_r − Σ_g (a₁_rg T₁_rg + a₂_rg T₂_rg))ᵀ H (…)`,
+///
+/// the least-squares half of an alternation between trits and scales; the trits (GPTQ's,
+/// error-compensated) stay. `3s` and `s` is one point of that space, so a row's error never
+/// grows: its new scales are kept only when they lower it. The grid is then
+/// `{0, ±a₂, ±(a₁ − a₂), ±a₁, ±(a₁ + a₂)}` per group: still nine levels, no longer evenly spaced.
+pub fn refit_plane_scales(w: &[f32], m: &TwoPlaneMatrix, h: &[f64]) -> Result<TwoPlaneMatrix> {
+    let (rows, cols) = (m.rows(), m.cols());
+    let (hi, lo) = (m.high(), m.low());
+    let layout = hi.scales().layout();
+    if lo.scales().layout() != layout {
+        return Err(ConvertError::Invalid(
+            "free plane scales: the two planes have different scale layouts".into(),
+        ));
+    }
+    let (t1, t2) = (hi.to_trits(), lo.to_trits());
+    let store = |s: f64| s as f32;
+    let mut new = refit_patterns(
+        w,
+        rows,
+        cols,
+        &[&t1, &t2],
+        layout,
+        &[hi.scales().values(), lo.scales().values()],
+        h,
+        &store,
+    )?;
+    let (a2, a1) = (new.pop().unwrap_or_default(), new.pop().unwrap_or_default());
+    let high = TernaryMatrix::from_trits(rows, cols, &t1, Scales::new(layout, a1))?;
+    let low = TernaryMatrix::from_trits(rows, cols, &t2, Scales::new(layout, a2))?;
+    Ok(TwoPlaneMatrix::new(high, low)?)
+}
+
+/// The least squares behind [`refit_level_scales`] and [`refit_plane_scales`]: `patterns`
+/// (each row-major `rows × cols`, with its own per-group scales in `old`) combine as
+/// `ŵ_r = Σ_p Σ_g s_prg p_rg`; per row the scales of every (pattern, group) with a non-zero
+/// entry are re-solved jointly (`A_ij = p_iᵀ H p_j`, `b_i = p_iᵀ H w_r`, by Cholesky), stored
+/// with `store`, and kept only when they lower the row's error `(w_r − ŵ_r)ᵀ H (w_r − ŵ_r)`.
+#[allow(clippy::too_many_arguments)]
+fn refit_patterns(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    patterns: &[&[i8]],
+    layout: ScaleLayout,
+    old: &[&[f32]],
+    h: &[f64],
+    store: &(dyn Fn(f64) -> f32 + Sync),
+) -> Result<Vec<Vec<f32>>> {
     let gpr = layout.groups_per_row(cols);
     if w.len() != rows * cols
-        || levels.len() != rows * cols
         || h.len() != cols * cols
-        || old.len() != rows * gpr
+        || patterns.len() != old.len()
+        || patterns.iter().any(|p| p.len() != rows * cols)
+        || old.iter().any(|o| o.len() != rows * gpr)
     {
         return Err(ConvertError::Shape(format!(
-            "refit: {rows}x{cols} with {} weights, {} levels, {} scales and a {}-value Hessian",
+            "refit: {rows}x{cols} with {} weights, levels {:?}, scales {:?} and a {}-value Hessian",
             w.len(),
-            levels.len(),
-            old.len(),
+            patterns.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            old.iter().map(|o| o.len()).collect::<Vec<_>>(),
             h.len()
         )));
     }
     let glen = layout.group_len(cols).max(1);
     if rows == 0 || cols == 0 {
-        return Ok(old.to_vec());
+        return Ok(old.iter().map(|o| o.to_vec()).collect());
     }
-    let trits = levels;
-    let per_row: Vec<Vec<f32>> = (0..rows)
+    let group = |g: usize| g * glen..((g + 1) * glen).min(cols);
+    let per_row: Vec<Vec<Vec<f32>>> = (0..rows)
         .into_par_iter()
         .map(|r| {
-            let t = &trits[r * cols..(r + 1) * cols];
+            let rows_of: Vec<&[i8]> = patterns
+                .iter()
+                .map(|p| &p[r * cols..(r + 1) * cols])
+                .collect();
             let wr: Vec<f64> = w[r * cols..(r + 1) * cols]
                 .iter()
                 .map(|&v| f64::from(v))
                 .collect();
-            let s_old = &old[r * gpr..(r + 1) * gpr];
-            // Columns of the design: v_g = H t_g (cols values each).
-            let active: Vec<usize> = (0..gpr)
-                .filter(|&g| {
-                    t[g * glen..((g + 1) * glen).min(cols)]
-                        .iter()
-                        .any(|&x| x != 0)
-                })
+            let s_old: Vec<&[f32]> = old.iter().map(|o| &o[r * gpr..(r + 1) * gpr]).collect();
+            let keep = || s_old.iter().map(|s| s.to_vec()).collect::<Vec<_>>();
+            // The unknowns: (pattern, group) pairs with a non-zero entry.
+            let active: Vec<(usize, usize)> = (0..patterns.len())
+                .flat_map(|p| (0..gpr).map(move |g| (p, g)))
+                .filter(|&(p, g)| rows_of[p][group(g)].iter().any(|&x| x != 0))
                 .collect();
             let k = active.len();
             if k == 0 {
-                return s_old.to_vec();
+                return keep();
             }
+            // Columns of the design: v_i = H p_i (cols values each).
             let mut v = vec![0f64; k * cols];
-            for (a, &g) in active.iter().enumerate() {
-                let vg = &mut v[a * cols..(a + 1) * cols];
-                for c in g * glen..((g + 1) * glen).min(cols) {
+            for (i, &(p, g)) in active.iter().enumerate() {
+                let vi = &mut v[i * cols..(i + 1) * cols];
+                let t = rows_of[p];
+                for c in group(g) {
                     if t[c] != 0 {
                         let sign = f64::from(t[c]);
-                        for (x, &hv) in vg.iter_mut().zip(&h[c * cols..(c + 1) * cols]) {
+                        for (x, &hv) in vi.iter_mut().zip(&h[c * cols..(c + 1) * cols]) {
                             *x += sign * hv;
                         }
                     }
                 }
             }
-            // A_ac = v_aᵀ t_c (t_c lives on group c's columns), b_a = v_aᵀ w_r (H symmetric).
+            // A_ij = v_iᵀ p_j (p_j lives on its group's columns), b_i = v_iᵀ w_r (H symmetric).
             let mut amat = vec![0f64; k * k];
             let mut b = vec![0f64; k];
-            for a in 0..k {
-                let va = &v[a * cols..(a + 1) * cols];
-                b[a] = dot(va, &wr);
-                for (c, &g) in active.iter().enumerate() {
-                    amat[a * k + c] = (g * glen..((g + 1) * glen).min(cols))
-                        .map(|col| va[col] * f64::from(t[col]))
-                        .sum();
+            for i in 0..k {
+                let vi = &v[i * cols..(i + 1) * cols];
+                b[i] = dot(vi, &wr);
+                for (j, &(p, g)) in active.iter().enumerate() {
+                    let t = rows_of[p];
+                    amat[i * k + j] = group(g).map(|col| vi[col] * f64::from(t[col])).sum();
                 }
             }
-            let Some(sol) = solve_spd(&amat, &b, k) else {
-                return s_old.to_vec();
+            // Dependent patterns (two planes equal up to sign on a group, e.g. a one-column
+            // group) make A singular: then a ridge towards the old scales,
+            // (A + λI)·s = b + λ·s_old with λ = 1e-9·mean(diag A), picks the solution nearest
+            // to them.
+            let sol = solve_spd(&amat, &b, k).or_else(|| {
+                let lambda = 1e-9 * (0..k).map(|i| amat[i * k + i]).sum::<f64>() / k as f64;
+                let mut ridge = amat.clone();
+                let mut rhs = b.clone();
+                for (i, &(p, g)) in active.iter().enumerate() {
+                    ridge[i * k + i] += lambda;
+                    rhs[i] += lambda * f64::from(s_old[p][g]);
+                }
+                solve_spd(&ridge, &rhs, k)
+            });
+            let Some(sol) = sol else {
+                return keep();
             };
-            // E(s) = wᵀHw − 2·sᵀb + sᵀAs over the active groups' scales (others multiply
-            // zero trits); compare the new f32 scales with the old without forming ΔW.
+            // E(s) = wᵀHw − 2·sᵀb + sᵀAs over the active scales (the others multiply zero
+            // entries); compare the new f32 scales with the old without forming ΔW.
             let e_rel = |s: &[f64]| -> f64 {
                 let mut e = 0f64;
-                for a in 0..k {
-                    e -= 2.0 * s[a] * b[a];
-                    e += s[a] * dot(&amat[a * k..(a + 1) * k], s);
+                for i in 0..k {
+                    e -= 2.0 * s[i] * b[i];
+                    e += s[i] * dot(&amat[i * k..(i + 1) * k], s);
                 }
                 e
             };
-            let new32: Vec<f32> = sol.iter().map(|&x| grid.store_scale(x)).collect();
+            let new32: Vec<f32> = sol.iter().map(|&x| store(x)).collect();
             if new32.iter().any(|s| !s.is_finite()) {
-                return s_old.to_vec();
+                return keep();
             }
-            let as64 = |v: &mut dyn Iterator<Item = f32>| v.map(f64::from).collect::<Vec<_>>();
-            let new64 = as64(&mut new32.iter().copied());
-            let old64 = as64(&mut active.iter().map(|&g| s_old[g]));
-            let mut s_new = s_old.to_vec();
+            let new64: Vec<f64> = new32.iter().map(|&x| f64::from(x)).collect();
+            let old64: Vec<f64> = active
+                .iter()
+                .map(|&(p, g)| f64::from(s_old[p][g]))
+                .collect();
+            let mut s_new = keep();
             if e_rel(&new64) < e_rel(&old64) {
-                for (a, &g) in active.iter().enumerate() {
-                    s_new[g] = new32[a];
+                for (i, &(p, g)) in active.iter().enumerate() {
+                    s_new[p][g] = new32[i];
                 }
             }
             s_new
         })
         .collect();
-    Ok(per_row.into_iter().flatten().collect())
+    let mut out: Vec<Vec<f32>> = vec![Vec::with_capacity(rows * gpr); patterns.len()];
+    for row in per_row {
+        for (o, s) in out.iter_mut().zip(row) {
+            o.extend(s);
+        }
+    }
+    Ok(out)
 }
 
 /// Solves `A x = b` for a symmetric positive definite `k × k` `A` by Cholesky; `None` when it

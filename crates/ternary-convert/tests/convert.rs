@@ -51,6 +51,7 @@ fn small_cfg() -> ConvertConfig {
         measure: true,
         sequential: false,
         planes: Planes::One,
+        free_plane_scales: false,
     }
 }
 
@@ -504,6 +505,61 @@ fn two_planes_without_budget_should_install_the_nine_level_result_everywhere() {
     let one_minus_kept = 1.0 - report.planes_fraction(0);
     assert!((report.planes_fraction(2) - one_minus_kept).abs() < 1e-12);
     assert!(report.to_string().contains("2-plane"));
+}
+
+/// `--free-plane-scales`: the same trits as the 9-level result, each layer's output error no
+/// larger (`rel_error` of the report), plane scales no longer all `3s` and `s`, and a saved
+/// file gives back the same weights.
+#[test]
+fn free_plane_scales_should_keep_the_trits_and_lower_the_error() {
+    use ternary_layers::{LinearWeights, TernaryLinear};
+    let base = ConvertConfig {
+        planes: Planes::Two,
+        budget: None,
+        measure: false,
+        ..small_cfg()
+    };
+    let free_cfg = ConvertConfig {
+        free_plane_scales: true,
+        ..base.clone()
+    };
+    let (mut a, mut b) = (tiny(), tiny());
+    let ra = convert(&mut a.model, &a.tokenizer, &text(), &base, &mut |_| {}).unwrap();
+    let rb = convert(&mut b.model, &b.tokenizer, &text(), &free_cfg, &mut |_| {}).unwrap();
+    let two = |l: &dyn ternary_layers::LinearLayer<Cpu>| match l
+        .as_any()
+        .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+        .map(|t| t.weights().clone())
+    {
+        Some(LinearWeights::Two(m)) => m,
+        _ => panic!("not a two-plane layer"),
+    };
+    let mut off_grid = 0;
+    for (((name, la), (_, lb)), (pa, pb)) in a
+        .model
+        .linears()
+        .into_iter()
+        .zip(b.model.linears())
+        .zip(ra.layers.iter().zip(&rb.layers))
+    {
+        let (ma, mb) = (two(la.as_ref()), two(lb.as_ref()));
+        assert_eq!(ma.high().to_trits(), mb.high().to_trits(), "{name}");
+        assert_eq!(ma.low().to_trits(), mb.low().to_trits(), "{name}");
+        assert!(
+            pb.rel_error <= pa.rel_error,
+            "{name}: {} > {}",
+            pb.rel_error,
+            pa.rel_error
+        );
+        let (hi, lo) = (mb.high().scales().values(), mb.low().scales().values());
+        off_grid += hi.iter().zip(lo).filter(|&(&h, &l)| h != 3.0 * l).count();
+    }
+    assert!(off_grid > 0, "every group kept 3s and s");
+    let bytes = ternary_convert::model_file::to_bytes(&b.model, &b.tokenizer).unwrap();
+    let c = ternary_convert::model_file::load_bytes::<Cpu>(&bytes, &Default::default()).unwrap();
+    for ((name, lb), (_, lc)) in b.model.linears().into_iter().zip(c.model.linears()) {
+        assert_eq!(two(lb.as_ref()), two(lc.as_ref()), "{name}");
+    }
 }
 
 /// `--planes auto`: the search picks float, one or two planes per layer, within the budget on

@@ -49,6 +49,11 @@ fn student() -> LoadedModel<Ad> {
 
 /// [`student`] with one or two trit-planes per layer.
 fn student_with(planes: Planes) -> LoadedModel<Ad> {
+    student_free(planes, false)
+}
+
+/// [`student_with`], optionally with free plane scales (two planes off the 9-level grid).
+fn student_free(planes: Planes, free_plane_scales: bool) -> LoadedModel<Ad> {
     let mut m = teacher();
     let cfg = ConvertConfig {
         method: Method::ActivationAware,
@@ -64,6 +69,7 @@ fn student_with(planes: Planes) -> LoadedModel<Ad> {
         measure: false,
         sequential: false,
         planes,
+        free_plane_scales,
     };
     convert(&mut m.model, &m.tokenizer, TEXT, &cfg, &mut |_| {}).unwrap();
     let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();
@@ -529,6 +535,12 @@ fn bad_input_should_give_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no ternary layers"), "{err}");
+    // Two planes with free plane scales (not on the 9-level grid).
+    let mut free = student_free(Planes::Two, true);
+    let err = Trainer::prepare(&mut free.model, &t.model)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("free plane scales"), "{err}");
     // A checkpoint that is not one.
     let dir = scratch("bad");
     let junk = dir.join("junk.ckpt");

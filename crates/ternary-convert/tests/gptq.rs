@@ -6,8 +6,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use ternary_convert::gptq::{
     GptqConfig, Grid, HessianFactor, gptq_levels_factored, gptq_ternary, gptq_two_plane,
-    grid_scale, group_scale, inverse_cholesky_upper, output_error, refit_scales, round_to_grid,
-    round_trit,
+    grid_scale, group_scale, inverse_cholesky_upper, output_error, refit_plane_scales,
+    refit_scales, round_to_grid, round_trit,
 };
 use ternary_core::quant::Method;
 use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
@@ -547,4 +547,87 @@ fn the_ternary_grid_should_reproduce_gptq_ternary() {
     }
     assert!(Grid::with_planes(3).is_err());
     assert_eq!(Grid::with_planes(2).unwrap(), Grid::TwoPlane);
+}
+
+/// Free plane scales: the trits stay, the error never grows, and at the solution the error's
+/// gradient with respect to every plane scale of a group with a non-zero trit vanishes
+/// (`p_iᵀ H (w − ŵ) = 0`, checked in `f64` apart from the solver), i.e. it is the least-squares
+/// optimum; rows, columns and groups at edge sizes (partial last group, empty rows).
+#[test]
+fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
+    let seed = 23;
+    eprintln!("seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for &(rows, cols, group) in &[
+        (1, 1, 32),
+        (3, 63, 32),
+        (4, 64, 32),
+        (5, 65, 32),
+        (6, 96, 64),
+    ] {
+        let layout = ScaleLayout::PerGroup { group_size: group };
+        let (w, h) = problem(&mut rng, rows, cols);
+        let two = gptq_two_plane(
+            &w,
+            rows,
+            cols,
+            &h,
+            layout,
+            Method::ActivationAware,
+            &NO_REFIT,
+        )
+        .unwrap();
+        let free = refit_plane_scales(&w, &two, &h).unwrap();
+        assert_eq!(free.high().to_trits(), two.high().to_trits());
+        assert_eq!(free.low().to_trits(), two.low().to_trits());
+        let e_before = output_error(&w, &two.dequantize(), cols, &h).unwrap();
+        let e_after = output_error(&w, &free.dequantize(), cols, &h).unwrap();
+        assert!(e_after <= e_before, "{rows}x{cols}: {e_after} > {e_before}");
+        // Stationarity, per row: g_i = p_iᵀ H r with r = w − ŵ, relative to |p_i|_H·|r|_H.
+        let wq = free.dequantize();
+        let gpr = cols.div_ceil(group);
+        let mut improved = false;
+        for r in 0..rows {
+            let res: Vec<f64> = (0..cols)
+                .map(|c| f64::from(w[r * cols + c]) - f64::from(wq[r * cols + c]))
+                .collect();
+            let hr: Vec<f64> = (0..cols)
+                .map(|i| (0..cols).map(|j| h[i * cols + j] * res[j]).sum())
+                .collect();
+            let rr: f64 = res.iter().zip(&hr).map(|(a, b)| a * b).sum();
+            for plane in [free.high().to_trits(), free.low().to_trits()] {
+                for g in 0..gpr {
+                    let cs = g * group..((g + 1) * group).min(cols);
+                    let p: Vec<f64> = (0..cols)
+                        .map(|c| {
+                            if cs.contains(&c) {
+                                f64::from(plane[r * cols + c])
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    if p.iter().all(|&x| x == 0.0) {
+                        continue;
+                    }
+                    let grad: f64 = p.iter().zip(&hr).map(|(a, b)| a * b).sum();
+                    let pp: f64 = (0..cols)
+                        .map(|i| p[i] * (0..cols).map(|j| h[i * cols + j] * p[j]).sum::<f64>())
+                        .sum();
+                    let rel = grad.abs() / (pp.sqrt() * rr.sqrt()).max(1e-30);
+                    // f32 storage of the scales leaves a small gradient: 1e-3 of the norms.
+                    assert!(
+                        rel < 1e-3,
+                        "{rows}x{cols} row {r} group {g}: gradient {rel}"
+                    );
+                }
+            }
+            let before: Vec<f32> = two.high().scales().values()[r * gpr..(r + 1) * gpr].to_vec();
+            improved |= before != free.high().scales().values()[r * gpr..(r + 1) * gpr];
+        }
+        if cols >= 63 {
+            assert!(improved, "{rows}x{cols}: no row changed its scales");
+            assert!(e_after < e_before, "{rows}x{cols}: {e_after} vs {e_before}");
+        }
+    }
 }

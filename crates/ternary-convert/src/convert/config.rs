@@ -99,6 +99,11 @@ pub struct ConvertConfig {
     /// budgeted search ([`Planes::Auto`]). With two planes (or `Auto`) a tied `lm_head` stays
     /// float: it is also the embedding table.
     pub planes: Planes,
+    /// Two-plane layers get free plane scales: each group's `(a₁, a₂)` re-solved by least
+    /// squares for the planes' trits ([`refit_plane_scales`](crate::gptq::refit_plane_scales))
+    /// instead of `3s` and `s`. Lower error, but such a layer is no longer on the 9-level grid,
+    /// so `ternary finetune` cannot train it. Default off.
+    pub free_plane_scales: bool,
 }
 
 /// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
@@ -120,6 +125,7 @@ impl Default for ConvertConfig {
             measure: true,
             sequential: false,
             planes: Planes::One,
+            free_plane_scales: false,
         }
     }
 }
@@ -155,7 +161,11 @@ pub(super) fn describe(cfg: &ConvertConfig, grid: Grid, alpha: f32) -> String {
         cfg.method
     );
     if grid == Grid::TwoPlane {
-        s.push_str(" 2p");
+        s.push_str(if cfg.free_plane_scales {
+            " 2p free"
+        } else {
+            " 2p"
+        });
     }
     if alpha != 0.0 {
         s.push_str(&format!(" α={alpha}"));

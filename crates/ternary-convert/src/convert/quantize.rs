@@ -10,7 +10,8 @@ use ternary_models::Llama;
 use super::*;
 use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
 use crate::error::{ConvertError, Result};
-use crate::gptq::{Grid, HessianFactor, gptq_levels_factored, round_to_grid};
+use crate::gptq::{Grid, HessianFactor, gptq_levels_factored, refit_plane_scales, round_to_grid};
+use std::sync::Arc;
 
 /// A ternary candidate for one layer: `y = Q·(x ⊙ d)`, `d` the optional input scale.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +203,14 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
                     }
                 }
             }
+        };
+        // Free plane scales: each group's (a₁, a₂) re-solved for the planes' trits in the
+        // output-error metric (never a larger error than `3s` and `s`).
+        let matrix = match matrix {
+            LinearWeights::Two(m) if cfg.free_plane_scales => {
+                LinearWeights::Two(Arc::new(refit_plane_scales(&ws, &m, &hs)?))
+            }
+            m => m,
         };
         let q = QuantizedLayer {
             matrix,
