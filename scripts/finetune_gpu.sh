@@ -69,8 +69,9 @@ prepare)
   head -c "$first" "$teacher_src" > "$stage/p1/teacher.part1"
   tail -c +"$(( first + 1 ))" "$teacher_src" > "$stage/p2/teacher.part2"
   sha256sum "$teacher_src" | cut -d' ' -f1 > "$stage/p2/teacher.sha256"
-  # Training text: the calibration fixture and the teacher's own samples
-  # (scripts/make_distill_text.sh); never the evaluation text.
+  # Training text: the calibration fixture, the teacher's own samples
+  # (scripts/make_distill_text.sh) and prose from the machine (scripts/make_corpus.py, docs.txt);
+  # never the evaluation text.
   cp fixtures/text/calibration.txt "$stage/data/"
   for f in "${DISTILL:-$HOME/.cache/ternary/distill}"/*.txt; do
     [ -f "$f" ] && cp "$f" "$stage/data/distill-$(basename "$f")"
@@ -78,6 +79,11 @@ prepare)
   # Held out for evaluation only.
   cp /usr/share/common-licenses/GPL-3 "$stage/data/eval-GPL-3.txt"
   du -sh "$stage"/*
+  second=$(du -cb "$stage"/p2 "$stage"/data | tail -1 | cut -f1)
+  if [ $(( second + tree_bytes )) -gt $(( 62 * 1024 * 1024 )) ]; then
+    echo "the second transfer (p2, data and the tree) is over 62 MiB: stage less text (DISTILL=)" >&2
+    exit 1
+  fi
   ;;
 smoke)
   export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"   # NVRTC needs the CUDA headers at run time
