@@ -577,7 +577,7 @@ fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
             &NO_REFIT,
         )
         .unwrap();
-        let free = refit_plane_scales(&w, &two, &h).unwrap();
+        let free = refit_plane_scales(&w, &two, &h, 0.0).unwrap();
         assert_eq!(free.high().to_trits(), two.high().to_trits());
         assert_eq!(free.low().to_trits(), two.low().to_trits());
         let e_before = output_error(&w, &two.dequantize(), cols, &h).unwrap();

@@ -10,7 +10,9 @@ use ternary_models::Llama;
 use super::*;
 use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
 use crate::error::{ConvertError, Result};
-use crate::gptq::{Grid, HessianFactor, gptq_levels_factored, refit_plane_scales, round_to_grid};
+use crate::gptq::{
+    GptqConfig, Grid, HessianFactor, gptq_levels_factored, refit_plane_scales, round_to_grid,
+};
 use std::sync::Arc;
 
 /// A ternary candidate for one layer: `y = Q·(x ⊙ d)`, `d` the optional input scale.
@@ -208,7 +210,8 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
         // output-error metric (never a larger error than `3s` and `s`).
         let matrix = match matrix {
             LinearWeights::Two(m) if cfg.free_plane_scales => {
-                LinearWeights::Two(Arc::new(refit_plane_scales(&ws, &m, &hs)?))
+                let damp = cfg.gptq.map_or(GptqConfig::default().damp, |g| g.damp);
+                LinearWeights::Two(Arc::new(refit_plane_scales(&ws, &m, &hs, damp)?))
             }
             m => m,
         };
