@@ -105,6 +105,9 @@ def main():
             if kept:
                 docs.append("\n\n".join(kept))
     text = "\n\n".join(docs) + "\n"
+    if len(text) < 10_000:
+        sys.exit(f"make_corpus: only {len(text)} bytes of prose found (is the rust-docs component "
+                 "installed, and has `cargo fetch` filled ~/.cargo/registry?)")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
