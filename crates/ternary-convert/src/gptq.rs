@@ -691,8 +691,8 @@ pub fn refit_level_scales(
 /// `min_a Σ_r (w_r − Σ_g (a₁_rg T₁_rg + a₂_rg T₂_rg))ᵀ H (…)`,
 ///
 /// the least-squares half of an alternation between trits and scales; the trits (GPTQ's,
-/// error-compensated) stay. `3s` and `s` is one point of that space, so a row's error never
-/// grows: its new scales are kept only when they lower it. The grid is then
+/// error-compensated) stay. `3s` and `s` is one point of that space, so a row's error in the
+/// (dampened, below) metric never grows: its new scales are kept only when they lower it. The grid is then
 /// `{0, ±a₂, ±(a₁ − a₂), ±a₁, ±(a₁ + a₂)}` per group: still nine levels, no longer evenly spaced.
 ///
 /// `H` is dampened like GPTQ's, `H + damp·mean(diag H)·I` (`damp` ≥ 0): twice the unknowns of

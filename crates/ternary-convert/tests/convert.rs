@@ -507,9 +507,10 @@ fn two_planes_without_budget_should_install_the_nine_level_result_everywhere() {
     assert!(report.to_string().contains("2-plane"));
 }
 
-/// `--free-plane-scales`: the same trits as the 9-level result, each layer's output error no
-/// larger (`rel_error` of the report), plane scales no longer all `3s` and `s`, and a saved
-/// file gives back the same weights.
+/// `--free-plane-scales`: the same trits as the 9-level result, plane scales no longer all `3s`
+/// and `s`, and a saved file gives back the same weights. Each layer's undampened output error
+/// (`rel_error` of the report) is no larger here too; the fit guarantees that only in its
+/// dampened metric, so this is a property of this model and seed.
 #[test]
 fn free_plane_scales_should_keep_the_trits_and_lower_the_error() {
     use ternary_layers::{LinearWeights, TernaryLinear};

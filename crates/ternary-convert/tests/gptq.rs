@@ -551,20 +551,22 @@ fn the_ternary_grid_should_reproduce_gptq_ternary() {
 
 /// Free plane scales: the trits stay, the error never grows, and at the solution the error's
 /// gradient with respect to every plane scale of a group with a non-zero trit vanishes
-/// (`p_iᵀ H (w − ŵ) = 0`, checked in `f64` apart from the solver), i.e. it is the least-squares
-/// optimum; rows, columns and groups at edge sizes (partial last group, empty rows).
+/// (`p_iᵀ H_d (w − ŵ) = 0`, checked in `f64` apart from the solver; `H_d` the dampened `H`),
+/// i.e. it is the least-squares optimum; rows, columns and groups at edge sizes (partial last
+/// group, empty rows), undampened and dampened; a bad dampening is an error.
 #[test]
 fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
     let seed = 23;
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    for &(rows, cols, group) in &[
+    let shapes = [
         (1, 1, 32),
         (3, 63, 32),
         (4, 64, 32),
         (5, 65, 32),
         (6, 96, 64),
-    ] {
+    ];
+    for (&(rows, cols, group), damp) in shapes.iter().flat_map(|s| [(s, 0.0), (s, 0.05)]) {
         let layout = ScaleLayout::PerGroup { group_size: group };
         let (w, h) = problem(&mut rng, rows, cols);
         let two = gptq_two_plane(
@@ -577,13 +579,17 @@ fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
             &NO_REFIT,
         )
         .unwrap();
-        let free = refit_plane_scales(&w, &two, &h, 0.0).unwrap();
+        let free = refit_plane_scales(&w, &two, &h, damp).unwrap();
         assert_eq!(free.high().to_trits(), two.high().to_trits());
         assert_eq!(free.low().to_trits(), two.low().to_trits());
-        let e_before = output_error(&w, &two.dequantize(), cols, &h).unwrap();
-        let e_after = output_error(&w, &free.dequantize(), cols, &h).unwrap();
+        // The metric the fit uses: H + damp·mean(diag H)·I.
+        let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols as f64;
+        let mut hd = h.clone();
+        (0..cols).for_each(|i| hd[i * cols + i] += damp * mean_diag);
+        let e_before = output_error(&w, &two.dequantize(), cols, &hd).unwrap();
+        let e_after = output_error(&w, &free.dequantize(), cols, &hd).unwrap();
         assert!(e_after <= e_before, "{rows}x{cols}: {e_after} > {e_before}");
-        // Stationarity, per row: g_i = p_iᵀ H r with r = w − ŵ, relative to |p_i|_H·|r|_H.
+        // Stationarity, per row: g_i = p_iᵀ H_d r with r = w − ŵ, relative to |p_i|·|r| in H_d.
         let wq = free.dequantize();
         let gpr = cols.div_ceil(group);
         let mut improved = false;
@@ -592,7 +598,7 @@ fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
                 .map(|c| f64::from(w[r * cols + c]) - f64::from(wq[r * cols + c]))
                 .collect();
             let hr: Vec<f64> = (0..cols)
-                .map(|i| (0..cols).map(|j| h[i * cols + j] * res[j]).sum())
+                .map(|i| (0..cols).map(|j| hd[i * cols + j] * res[j]).sum())
                 .collect();
             let rr: f64 = res.iter().zip(&hr).map(|(a, b)| a * b).sum();
             for plane in [free.high().to_trits(), free.low().to_trits()] {
@@ -612,13 +618,13 @@ fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
                     }
                     let grad: f64 = p.iter().zip(&hr).map(|(a, b)| a * b).sum();
                     let pp: f64 = (0..cols)
-                        .map(|i| p[i] * (0..cols).map(|j| h[i * cols + j] * p[j]).sum::<f64>())
+                        .map(|i| p[i] * (0..cols).map(|j| hd[i * cols + j] * p[j]).sum::<f64>())
                         .sum();
                     let rel = grad.abs() / (pp.sqrt() * rr.sqrt()).max(1e-30);
                     // f32 storage of the scales leaves a small gradient: 1e-3 of the norms.
                     assert!(
                         rel < 1e-3,
-                        "{rows}x{cols} row {r} group {g}: gradient {rel}"
+                        "{rows}x{cols} damp {damp} row {r} group {g}: {rel}"
                     );
                 }
             }
@@ -630,4 +636,17 @@ fn free_plane_scales_should_be_the_least_squares_optimum_for_the_trits() {
             assert!(e_after < e_before, "{rows}x{cols}: {e_after} vs {e_before}");
         }
     }
+    let (w, h) = problem(&mut rng, 2, 32);
+    let layout = ScaleLayout::PerGroup { group_size: 32 };
+    let two = gptq_two_plane(&w, 2, 32, &h, layout, Method::ActivationAware, &NO_REFIT).unwrap();
+    for bad in [-0.1, f64::NAN, f64::INFINITY] {
+        let err = refit_plane_scales(&w, &two, &h, bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dampening"), "{err}");
+    }
+    let err = refit_plane_scales(&w, &two, &h[..10], 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Hessian"), "{err}");
 }

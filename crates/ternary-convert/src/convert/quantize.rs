@@ -207,7 +207,7 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
             }
         };
         // Free plane scales: each group's (a₁, a₂) re-solved for the planes' trits in the
-        // output-error metric (never a larger error than `3s` and `s`).
+        // dampened output-error metric (never a larger error there than `3s` and `s`).
         let matrix = match matrix {
             LinearWeights::Two(m) if cfg.free_plane_scales => {
                 let damp = cfg.gptq.map_or(GptqConfig::default().damp, |g| g.damp);

@@ -411,32 +411,9 @@ impl HugePages {
     pub fn advise(&self) -> usize {
         #[cfg(target_os = "linux")]
         {
-            const PAGE: usize = linux::HUGE_PAGE;
-            // Bytes of the buffers in each 2 MiB page (a page's bytes are counted once even if
-            // buffers were added twice: overlapping spans are merged first).
-            let mut spans = self.spans.clone();
-            spans.sort_unstable();
-            let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
-            for (at, len) in spans {
-                let end = at.saturating_add(len);
-                match merged.last_mut() {
-                    Some((_, e)) if at <= *e => *e = (*e).max(end),
-                    _ => merged.push((at, end)),
-                }
-            }
-            let mut covered = std::collections::BTreeMap::<usize, usize>::new();
-            for (start, end) in merged {
-                let mut at = start;
-                while at < end {
-                    let page = at / PAGE * PAGE;
-                    let next = (page + PAGE).min(end);
-                    *covered.entry(page).or_default() += next - at;
-                    at = next;
-                }
-            }
-            covered
+            covered_pages(&self.spans, linux::HUGE_PAGE)
                 .into_iter()
-                .filter(|&(page, bytes)| 2 * bytes >= PAGE && linux::collapse(page))
+                .filter(|&(page, _)| linux::collapse(page))
                 .map(|(_, bytes)| bytes)
                 .sum()
         }
@@ -444,6 +421,74 @@ impl HugePages {
         {
             0
         }
+    }
+}
+
+/// The pages of `page` bytes (a power of two) at least half covered by `spans` (`(address,
+/// bytes)`), with the bytes of the spans in each, in address order; overlapping spans count
+/// their common bytes once.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn covered_pages(spans: &[(usize, usize)], page: usize) -> Vec<(usize, usize)> {
+    let mut spans = spans.to_vec();
+    spans.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+    for (at, len) in spans {
+        let end = at.saturating_add(len);
+        match merged.last_mut() {
+            Some((_, e)) if at <= *e => *e = (*e).max(end),
+            _ => merged.push((at, end)),
+        }
+    }
+    let mut covered = std::collections::BTreeMap::<usize, usize>::new();
+    for (start, end) in merged {
+        let mut at = start;
+        while at < end {
+            let first = at / page * page;
+            let next = first.saturating_add(page).min(end);
+            *covered.entry(first).or_default() += next - at;
+            at = next;
+        }
+    }
+    covered
+        .into_iter()
+        .filter(|&(_, bytes)| 2 * bytes >= page)
+        .collect()
+}
+
+#[cfg(test)]
+mod huge_page_tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// `covered_pages` against a byte-by-byte count on random, overlapping spans.
+    #[test]
+    fn covered_pages_should_match_a_byte_count() {
+        let seed = 29;
+        eprintln!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let page = 64;
+        for case in 0..200 {
+            let n = rng.random_range(0..6);
+            let spans: Vec<(usize, usize)> = (0..n)
+                .map(|_| (rng.random_range(0..1000), rng.random_range(0..300)))
+                .collect();
+            let mut byte = vec![false; 1400];
+            for &(at, len) in &spans {
+                byte[at..at + len].iter_mut().for_each(|b| *b = true);
+            }
+            let want: Vec<(usize, usize)> = byte
+                .chunks(page)
+                .enumerate()
+                .map(|(i, c)| (i * page, c.iter().filter(|&&b| b).count()))
+                .filter(|&(_, bytes)| 2 * bytes >= page)
+                .collect();
+            assert_eq!(
+                super::covered_pages(&spans, page),
+                want,
+                "case {case}: {spans:?}"
+            );
+        }
+        assert!(super::covered_pages(&[], page).is_empty());
     }
 }
 
