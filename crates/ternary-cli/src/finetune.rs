@@ -78,6 +78,10 @@ pub struct FinetuneArgs {
     /// Learning-rate multiplier for the scales.
     #[arg(long, default_value_t = 1.0)]
     pub scale_lr: f64,
+    /// Also train the RMSNorm weights, at this multiple of --lr (0: frozen). Trained norms
+    /// are saved in the output file.
+    #[arg(long, default_value_t = 0.0)]
+    pub norm_lr: f64,
     /// Fraction of the steps spent warming up.
     #[arg(long, default_value_t = 0.05)]
     pub warmup: f64,
@@ -279,6 +283,7 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
         optim: OptimConfig {
             lr: args.lr,
             scale_lr: args.scale_lr,
+            norm_lr: args.norm_lr,
             warmup: args.warmup,
             min_lr_ratio: args.min_lr_ratio,
             weight_decay: args.weight_decay,

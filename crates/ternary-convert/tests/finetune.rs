@@ -372,6 +372,61 @@ fn each_mode_should_lower_its_loss_reproducibly() {
 }
 
 #[test]
+fn norms_should_train_only_when_asked_and_be_saved() {
+    let t = teacher();
+    let w = windows(32);
+    let ids = t.tokenizer.encode("Rivers run to the sea", true).unwrap();
+    let norms = |m: &ternary_models::Llama<Ad>| -> Vec<(String, Vec<f32>)> {
+        m.norm_tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, h)| (n, h.data))
+            .collect()
+    };
+    let original = norms(&student().model);
+    assert_eq!(original.len(), 2 * 2 + 1);
+    for mode in [Mode::Kd, Mode::Blockwise] {
+        let mut frozen_params = None;
+        for norm_lr in [0.0, 10.0] {
+            let mut c = FinetuneConfig {
+                tokens: 8 * 32,
+                ..cfg(mode)
+            };
+            c.optim.norm_lr = norm_lr;
+            let (r, s) = train(&t, &w, &c, None, &Checkpointing::default());
+            let la = losses(&r.curve);
+            println!("{} norm_lr {norm_lr}: losses {la:?}", mode.name());
+            for sched in la.chunks(c.steps_per_schedule()) {
+                assert!(sched[sched.len() - 1] < sched[0], "{sched:?}");
+            }
+            let after = norms(&s.model);
+            for ((name, a), (_, b)) in after.iter().zip(&original) {
+                // Frozen unless asked; in block-wise mode the final norm belongs to no block.
+                let frozen =
+                    norm_lr == 0.0 || (mode == Mode::Blockwise && name == "model.norm.weight");
+                assert_eq!(a == b, frozen, "{} norm_lr {norm_lr}: {name}", mode.name());
+                assert!(a.iter().all(|v| v.is_finite()), "{name}");
+            }
+            // Trained norms count as trainable values.
+            let width: usize = original.iter().map(|(_, v)| v.len()).sum();
+            match frozen_params {
+                None => frozen_params = Some(r.params),
+                Some(p) => assert_eq!(r.params, p + width),
+            }
+            // The saved file holds the trained norms: it gives the trained model's logits.
+            let bytes = ternary_convert::model_file::to_bytes(&s.model, &s.tokenizer).unwrap();
+            let back =
+                ternary_convert::model_file::load_bytes::<Ad>(&bytes, &Default::default()).unwrap();
+            assert_eq!(norms(&back.model), after);
+            let (a, b) = (logits(&back.model, &ids), logits(&s.model, &ids));
+            let range = b.iter().fold(0f32, |m, &v| m.max(v.abs()));
+            let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst <= 1e-4 * range, "saved logits differ by {worst} (range {range})");
+        }
+    }
+}
+
+#[test]
 fn kd_should_lower_held_out_perplexity_with_hidden_state_loss() {
     let t = teacher();
     let w = windows(32);
@@ -462,18 +517,25 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
     let t = teacher();
     let w = windows(32);
     let dir = scratch("resume");
-    for mode in [Mode::Kd, Mode::Blockwise] {
-        let c = FinetuneConfig {
+    // Each mode with frozen and with trained norms (their values and moments checkpointed).
+    for (mode, norm_lr) in [
+        (Mode::Kd, 0.0),
+        (Mode::Blockwise, 0.0),
+        (Mode::Kd, 10.0),
+        (Mode::Blockwise, 10.0),
+    ] {
+        let mut c = FinetuneConfig {
             accum: 2,
             tokens: 3 * 2 * 32,
             ..cfg(mode)
         };
+        c.optim.norm_lr = norm_lr;
         let ids = t
             .tokenizer
             .encode("A government of the people", true)
             .unwrap();
         let (full, whole) = train(&t, &w, &c, None, &Checkpointing::default());
-        let ck = dir.join(format!("{}.ckpt", mode.name()));
+        let ck = dir.join(format!("{}-{norm_lr}.ckpt", mode.name()));
         let interrupted = Checkpointing {
             path: Some(ck.clone()),
             stop_after: Some(full.total_steps / 2),

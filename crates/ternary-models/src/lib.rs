@@ -53,7 +53,7 @@ pub use linear::{FloatLinear, HostLinear, LinearImpl};
 pub use loader::{
     LoadedModel, load, load_gguf, load_gguf_with, load_safetensors_dir, load_safetensors_dir_with,
 };
-pub use model::{KvCache, Llama, Logits};
+pub use model::{KvCache, Llama, Logits, RmsNorm};
 pub use perplexity::{PerplexityReport, perplexity, perplexity_with};
 pub use sniff::{Format, sniff};
 pub use tokenizer::Tokenizer;

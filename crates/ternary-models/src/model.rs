@@ -42,6 +42,27 @@ impl<B: Backend> RmsNorm<B> {
         let inv = ms.add_scalar(self.eps).sqrt().recip();
         x.mul(inv).mul(self.weight.clone().unsqueeze::<2>())
     }
+
+    /// The weight `w` `[width]`.
+    pub fn weight(&self) -> &Tensor<B, 1> {
+        &self.weight
+    }
+
+    /// Replaces `w` (a trained or gradient-tracked copy, say).
+    ///
+    /// # Errors
+    /// A weight of another width.
+    pub fn set_weight(&mut self, weight: Tensor<B, 1>) -> Result<()> {
+        if weight.dims() != self.weight.dims() {
+            return Err(ModelError::Input(format!(
+                "an RMSNorm weight of width {} cannot replace one of width {}",
+                weight.dims()[0],
+                self.weight.dims()[0]
+            )));
+        }
+        self.weight = weight;
+        Ok(())
+    }
 }
 
 /// One decoder block's weights.
@@ -540,6 +561,43 @@ impl<B: Backend> Llama<B> {
         out
     }
 
+    /// Every RMSNorm with the Hugging Face name of its weight, in [`Llama::norm_tensors`]'
+    /// order (e.g. `model.layers.0.input_layernorm.weight`, last `model.norm.weight`).
+    pub fn norms_mut(&mut self) -> Vec<(String, &mut RmsNorm<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 4 + 1);
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            out.push((p("input_layernorm.weight"), &mut b.attn_norm));
+            out.push((p("post_attention_layernorm.weight"), &mut b.mlp_norm));
+            if let Some(sub) = &mut b.attn_sub_norm {
+                out.push((p("self_attn.attn_sub_norm.weight"), sub));
+            }
+            if let Some(sub) = &mut b.ffn_sub_norm {
+                out.push((p("mlp.ffn_sub_norm.weight"), sub));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &mut self.norm));
+        out
+    }
+
+    /// Every RMSNorm with the name of its weight, read-only ([`Llama::norms_mut`]).
+    pub fn norms(&self) -> Vec<(String, &RmsNorm<B>)> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 4 + 1);
+        for (l, b) in self.blocks.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            out.push((p("input_layernorm.weight"), &b.attn_norm));
+            out.push((p("post_attention_layernorm.weight"), &b.mlp_norm));
+            if let Some(sub) = &b.attn_sub_norm {
+                out.push((p("self_attn.attn_sub_norm.weight"), sub));
+            }
+            if let Some(sub) = &b.ffn_sub_norm {
+                out.push((p("mlp.ffn_sub_norm.weight"), sub));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &self.norm));
+        out
+    }
+
     /// Every linear layer with its Hugging Face name, read-only.
     pub fn linears(&self) -> Vec<(String, &Linear<B>)> {
         let mut out = Vec::with_capacity(self.blocks.len() * 7 + 1);
@@ -866,22 +924,9 @@ impl<B: Backend> Llama<B> {
                 .map_err(|e| ModelError::Input(format!("cannot read {name} back: {e:?}")))?;
             Ok((name, HostTensor { shape, data }))
         };
-        let mut out = Vec::with_capacity(2 * self.blocks.len() + 1);
-        for (l, b) in self.blocks.iter().enumerate() {
-            let p = |s: &str| format!("model.layers.{l}.{s}");
-            out.push(host1(p("input_layernorm.weight"), &b.attn_norm.weight)?);
-            out.push(host1(
-                p("post_attention_layernorm.weight"),
-                &b.mlp_norm.weight,
-            )?);
-            if let Some(sub) = &b.attn_sub_norm {
-                out.push(host1(p("self_attn.attn_sub_norm.weight"), &sub.weight)?);
-            }
-            if let Some(sub) = &b.ffn_sub_norm {
-                out.push(host1(p("mlp.ffn_sub_norm.weight"), &sub.weight)?);
-            }
-        }
-        out.push(host1("model.norm.weight".to_string(), &self.norm.weight)?);
-        Ok(out)
+        self.norms()
+            .into_iter()
+            .map(|(name, n)| host1(name, &n.weight))
+            .collect()
     }
 }

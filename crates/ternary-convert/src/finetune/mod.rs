@@ -5,7 +5,8 @@
 //! [`SteLinear`]: latent float weights, ternarized in the forward pass with a
 //! straight-through estimator, and learnable group scales initialised from the conversion's
 //! (GPTQ) result (see [`ste`]). The float
-//! layers (and the embedding, norms and `lm_head`) stay frozen. Training runs on Burn's
+//! layers, the embedding and `lm_head` stay frozen; the RMSNorm weights train too when
+//! [`OptimConfig::norm_lr`] is positive (at `norm_lr · η`, block by block in block-wise mode). Training runs on Burn's
 //! `Autodiff` backend over any backend the model runs on (the CPU backend in the CLI) with
 //! AdamW, warm-up plus cosine decay, gradient accumulation and clipping ([`optim`]).
 //!
@@ -229,6 +230,10 @@ pub struct FinetuneReport {
 pub struct Trainer<B: AutodiffBackend> {
     layers: Vec<(String, SharedParams<B>)>,
     moments: Vec<Option<[Moments<B::InnerBackend>; 2]>>,
+    /// Trained RMSNorm weights as tracked `[1, width]` leaves, by the name of the weight
+    /// (empty unless [`Trainer::train_norms`] was called).
+    norms: Vec<(String, Tensor<B, 2>)>,
+    norm_moments: Vec<Option<Moments<B::InnerBackend>>>,
 }
 
 /// The `l` of `model.layers.{l}.…`.
@@ -313,7 +318,53 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
             ));
         }
         let moments = vec![None; layers.len()];
-        Ok(Self { layers, moments })
+        Ok(Self {
+            layers,
+            moments,
+            norms: Vec::new(),
+            norm_moments: Vec::new(),
+        })
+    }
+
+    /// Makes every RMSNorm weight of `student` trainable as well: tracked copies, installed
+    /// in `student`.
+    ///
+    /// # Errors
+    /// A norm that cannot be replaced.
+    pub fn train_norms(&mut self, student: &mut Llama<B>) -> Result<()> {
+        self.norms = student
+            .norms()
+            .into_iter()
+            .map(|(name, n)| {
+                let w = n.weight().clone().detach();
+                let width = w.dims()[0];
+                (name, w.reshape([1, width]).require_grad())
+            })
+            .collect();
+        self.norm_moments = vec![None; self.norms.len()];
+        self.install_norms(student, true)
+    }
+
+    /// Puts the trained norm weights into `student`: the tracked leaves (training) or detached
+    /// copies (evaluation, export).
+    fn install_norms(&self, student: &mut Llama<B>, tracked: bool) -> Result<()> {
+        if self.norms.is_empty() {
+            return Ok(());
+        }
+        let by_name: HashMap<&str, &Tensor<B, 2>> =
+            self.norms.iter().map(|(n, w)| (n.as_str(), w)).collect();
+        for (name, norm) in student.norms_mut() {
+            if let Some(&w) = by_name.get(name.as_str()) {
+                let w = if tracked {
+                    w.clone()
+                } else {
+                    w.clone().detach()
+                };
+                let width = w.dims()[1];
+                norm.set_weight(w.reshape([width]))?;
+            }
+        }
+        Ok(())
     }
 
     /// The trainable layers with their names.
@@ -329,7 +380,8 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
                 let (o, i, g) = lock(p).dims();
                 o * i + o * g
             })
-            .sum()
+            .sum::<usize>()
+            + self.norms.iter().map(|(_, w)| w.dims()[1]).sum::<usize>()
     }
 
     /// Puts the trained ternary layers back into `student` as
@@ -339,6 +391,7 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
     /// A layer that cannot be exported.
     pub fn finish(self, student: &mut Llama<B>) -> Result<()> {
         let device = student.device().clone();
+        self.install_norms(student, false)?;
         let by_name: HashMap<String, SharedParams<B>> = self.layers.into_iter().collect();
         for (name, slot) in student.linears_mut() {
             if let Some(p) = by_name.get(&name) {
@@ -349,17 +402,22 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
     }
 
     /// One optimizer step: `micro` windows' losses, gradients averaged, clipped, AdamW on the
-    /// layers in `active` at schedule step `k` of `total`. Returns the mean loss and the rate.
+    /// layers in `active` and the norms in `active_norms` at schedule step `k` of `total`.
+    /// Returns the mean loss and the rate. The updated norms are new leaves: install them
+    /// before the next step.
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         cfg: &FinetuneConfig,
         active: &[usize],
+        active_norms: &[usize],
         k: usize,
         total: usize,
         mut loss_of: impl FnMut(usize) -> Result<Tensor<B, 1>>,
     ) -> Result<(f64, f64)> {
         type G<B> = Option<Tensor<<B as AutodiffBackend>::InnerBackend, 2>>;
         let mut acc: Vec<[G<B>; 2]> = vec![[None, None]; active.len()];
+        let mut acc_norms: Vec<G<B>> = vec![None; active_norms.len()];
         let mut loss_sum = 0.0;
         for a in 0..cfg.accum {
             let loss = loss_of(a)?;
@@ -382,10 +440,18 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
                     }
                 }
             }
+            for (slot, &i) in acc_norms.iter_mut().zip(active_norms) {
+                if let Some(g) = self.norms[i].1.grad(&grads) {
+                    *slot = Some(match slot.take() {
+                        Some(s) => s.add(g),
+                        None => g,
+                    });
+                }
+            }
         }
         let inv = 1.0 / cfg.accum as f64;
         let mut sq = 0.0f64;
-        for g in acc.iter_mut().flatten().flatten() {
+        for g in acc.iter_mut().flatten().chain(&mut acc_norms).flatten() {
             *g = g.clone().mul_scalar(inv);
             let s: f64 = g.clone().powf_scalar(2.0).sum().into_scalar().elem();
             sq += s;
@@ -419,6 +485,15 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
             }
             p.project(!cfg.scales_only);
         }
+        for (g, &i) in acc_norms.into_iter().zip(active_norms) {
+            if let Some(g) = g {
+                let w = self.norms[i].1.clone().inner();
+                let mom = self.norm_moments[i].get_or_insert_with(|| Moments::zeros_like(&w));
+                let lr_n = lr * cfg.optim.norm_lr;
+                let w = optim::adamw(&cfg.optim, w, g.mul_scalar(factor), mom, k, lr_n, false);
+                self.norms[i].1 = Tensor::from_inner(w).require_grad();
+            }
+        }
         Ok((loss_sum * inv, lr))
     }
 
@@ -441,6 +516,7 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
         for (name, p) in &by_name {
             exported.insert(name, Box::new(SteLinear::to_ternary(p, &device)?));
         }
+        self.install_norms(student, false)?;
         let mut saved: HashMap<String, Linear<B>> = HashMap::new();
         for (name, slot) in student.linears_mut() {
             if let Some(l) = exported.remove(name.as_str()) {
@@ -453,6 +529,7 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
                 *slot = l;
             }
         }
+        self.install_norms(student, true)?;
         Ok(r)
     }
 
@@ -574,6 +651,9 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
         )));
     }
     let mut trainer = Trainer::prepare(student, teacher)?;
+    if cfg.optim.norm_lr > 0.0 {
+        trainer.train_norms(student)?;
+    }
     let blocks = student.config().num_layers;
     let per = cfg.steps_per_schedule();
     let total = match cfg.mode {
@@ -586,6 +666,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
     let mut resumed_at = None;
     if let Some(path) = &ckpt.resume {
         let state = checkpoint::load(path, &mut trainer, cfg)?;
+        trainer.install_norms(student, true)?;
         done = state.step;
         prior_seconds = state.seconds;
         curve = state.curve;
@@ -623,6 +704,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
     }
     let mut cache: HashMap<usize, BlockCache<B, T>> = HashMap::new();
     let all: Vec<usize> = (0..trainer.layers.len()).collect();
+    let all_norms: Vec<usize> = (0..trainer.norms.len()).collect();
     let mut interrupted = false;
     while done < total {
         if ckpt.stop_after.is_some_and(|s| done >= s) {
@@ -636,7 +718,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
         let (loss, lr) = match block {
             None => {
                 let first = (done) * cfg.accum;
-                trainer.step(cfg, &all, k, per, |a| {
+                trainer.step(cfg, &all, &all_norms, k, per, |a| {
                     kd_loss(cfg, student, teacher, windows.get(first + a))
                 })?
             }
@@ -646,9 +728,19 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
                     for m in &mut trainer.moments {
                         *m = None;
                     }
+                    for m in &mut trainer.norm_moments {
+                        *m = None;
+                    }
                 }
                 let active: Vec<usize> = trainer
                     .layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| block_of(n) == Some(l))
+                    .map(|(i, _)| i)
+                    .collect();
+                let active_norms: Vec<usize> = trainer
+                    .norms
                     .iter()
                     .enumerate()
                     .filter(|(_, (n, _))| block_of(n) == Some(l))
@@ -692,7 +784,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
                         Ok(())
                     })??;
                 }
-                trainer.step(cfg, &active, k, per, |a| {
+                trainer.step(cfg, &active, &active_norms, k, per, |a| {
                     let id = windows.index(first + a);
                     let entry = cache.get(&id).ok_or_else(|| {
                         ConvertError::Invalid(format!("window {id} was not prepared for block {l}"))
@@ -702,6 +794,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
                 })?
             }
         };
+        trainer.install_norms(student, true)?;
         done += 1;
         let last = done == total;
         let timed_out = !last
@@ -757,7 +850,8 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
 mod checkpoint {
     //! The checkpoint file: safetensors with every layer's latent weights, scales and AdamW
     //! moments (`{layer}.latent`, `.scale`, `.latent.m`, `.latent.v`, `.scale.m`, `.scale.v`,
-    //! f32) and, in the metadata, the format name, the configuration, the step, the elapsed time
+    //! f32), the trained RMSNorm weights with theirs (`{norm}`, `{norm}.m`, `{norm}.v`,
+    //! `[1, width]`) and, in the metadata, the format name, the configuration, the step, the elapsed time
     //! and the curve so far.
 
     use super::*;
@@ -808,6 +902,16 @@ mod checkpoint {
                     ("scale.m", &ms.m),
                     ("scale.v", &ms.v),
                 ] {
+                    let (s, b) = bytes_of(t.clone())?;
+                    blobs.push((format!("{name}.{suffix}"), s, b));
+                }
+            }
+        }
+        for ((name, w), mom) in trainer.norms.iter().zip(&trainer.norm_moments) {
+            let (s, b) = bytes_of(w.clone().inner())?;
+            blobs.push((name.clone(), s, b));
+            if let Some(m) = mom {
+                for (suffix, t) in [("m", &m.m), ("v", &m.v)] {
                     let (s, b) = bytes_of(t.clone())?;
                     blobs.push((format!("{name}.{suffix}"), s, b));
                 }
@@ -908,6 +1012,24 @@ mod checkpoint {
                     Some([Moments { m: lm, v: lv }, Moments { m: sm, v: sv }])
                 }
                 [None, None, None, None] => None,
+                _ => return Err(bad(format!("{name}: incomplete optimizer state"))),
+            };
+        }
+        for ((name, w), mom) in trainer
+            .norms
+            .iter_mut()
+            .zip(trainer.norm_moments.iter_mut())
+        {
+            let dev = w.device();
+            let shape = [1, w.dims()[1]];
+            let value = get(name, shape, &dev)?.ok_or_else(|| bad(format!("{name} is missing")))?;
+            *w = Tensor::from_inner(value).require_grad();
+            *mom = match [
+                get(&format!("{name}.m"), shape, &dev)?,
+                get(&format!("{name}.v"), shape, &dev)?,
+            ] {
+                [Some(m), Some(v)] => Some(Moments { m, v }),
+                [None, None] => None,
                 _ => return Err(bad(format!("{name}: incomplete optimizer state"))),
             };
         }

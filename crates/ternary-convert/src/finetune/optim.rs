@@ -23,6 +23,10 @@ pub struct OptimConfig {
     pub lr: f64,
     /// Learning-rate multiplier for the scales (`η_s = scale_lr · η`).
     pub scale_lr: f64,
+    /// Learning-rate multiplier for the RMSNorm weights (`η_n = norm_lr · η`); 0 keeps them
+    /// frozen.
+    #[serde(default)]
+    pub norm_lr: f64,
     /// Fraction of the steps spent warming up (`W = ⌈fraction · K⌉`).
     pub warmup: f64,
     /// Floor of the cosine decay as a fraction of `η` (`r`).
@@ -46,6 +50,7 @@ impl Default for OptimConfig {
         Self {
             lr: 2e-4,
             scale_lr: 1.0,
+            norm_lr: 0.0,
             warmup: 0.05,
             min_lr_ratio: 0.1,
             beta1: 0.9,
@@ -74,10 +79,11 @@ impl OptimConfig {
     /// Checks the values.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let finite_pos = |v: f64| v.is_finite() && v > 0.0;
-        if !(finite_pos(self.lr) && self.scale_lr.is_finite() && self.scale_lr >= 0.0) {
+        let ratio = |v: f64| v.is_finite() && v >= 0.0;
+        if !(finite_pos(self.lr) && ratio(self.scale_lr) && ratio(self.norm_lr)) {
             return Err(format!(
-                "learning rates must be positive and finite (lr {}, scale_lr {})",
-                self.lr, self.scale_lr
+                "learning rates must be positive and finite (lr {}, scale_lr {}, norm_lr {})",
+                self.lr, self.scale_lr, self.norm_lr
             ));
         }
         if !(0.0..=1.0).contains(&self.warmup) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
