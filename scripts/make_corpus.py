@@ -4,13 +4,19 @@
 Sources (none of them evaluation text):
   * the Rust toolchain's books (`rustup` docs: the Book, the Reference, the Nomicon, Rust by
     Example, the edition and embedded guides): paragraphs and list items of their HTML;
-  * the README of every crate in the local Cargo registry (one version per crate).
+  * the README of every crate in the local Cargo registry (one version per crate);
+  * with --more: the API documentation of Rust's `std`, `core` and `alloc` (HTML), the GNU
+    info manuals in /usr/share/info and the Perl pods in /usr/share/perl.
 Code blocks, markup and links are dropped; so is every paragraph that mentions licences,
-warranties or copyright (evaluation texts here are licences), and exact duplicates.
+warranties or copyright (evaluation texts here are licences), every paragraph sharing an
+8-word sequence with a file of /usr/share/common-licenses (read only for that check), and exact
+duplicates.
 
-Usage: scripts/make_corpus.py [OUT]   (default ~/.cache/ternary/distill/docs.txt)
+Usage: scripts/make_corpus.py [--more] [OUT]   (default ~/.cache/ternary/distill/docs.txt, with
+--more docs-more.txt)
 """
 import glob
+import gzip
 import hashlib
 import html.parser
 import os
@@ -48,6 +54,18 @@ class Prose(html.parser.HTMLParser):
             self.cur.append(data)
 
 
+def grams(text, n=8):
+    """Hashes of the n-word sequences of `text` (lower case, words of letters and digits)."""
+    w = re.findall(r"[a-z0-9]+", text.lower())
+    return {hash(" ".join(w[i:i + n])) for i in range(len(w) - n + 1)}
+
+
+HELD_OUT = set()
+for f in glob.glob("/usr/share/common-licenses/*"):
+    if os.path.isfile(f):
+        HELD_OUT |= grams(open(f, encoding="utf-8", errors="replace").read())
+
+
 def clean(paras, seen):
     kept = []
     for s in paras:
@@ -56,6 +74,8 @@ def clean(paras, seen):
         if len(s) < 80 or BAD.search(s):
             continue
         if sum(c.isalpha() or c == " " for c in s) < 0.8 * len(s):
+            continue
+        if grams(s) & HELD_OUT:
             continue
         h = hashlib.md5(s.encode()).digest()
         if h not in seen:
@@ -78,6 +98,51 @@ def books():
             yield p.out
 
 
+def rust_api():
+    docs = glob.glob(os.path.expanduser("~/.rustup/toolchains/*/share/doc/rust/html"))
+    if not docs:
+        return
+    root = sorted(docs)[0]
+    for lib in ("std", "core", "alloc"):
+        for path in sorted(glob.glob(f"{root}/{lib}/**/*.html", recursive=True)):
+            if "/arch/" in path:  # thousands of near-identical SIMD intrinsic pages
+                continue
+            p = Prose()
+            p.feed(open(path, encoding="utf-8", errors="replace").read())
+            yield p.out
+
+
+def info_manuals():
+    """Paragraphs of the GNU info manuals: no node headers, menus, rules or indented examples."""
+    for path in sorted(glob.glob("/usr/share/info/*.info*.gz")):
+        t = gzip.open(path, "rt", encoding="utf-8", errors="replace").read()
+        paras = []
+        for block in re.split(r"\n\s*\n", t.replace("\x1f", "\n\n")):
+            lines = block.splitlines()
+            if not lines or lines[0].startswith(("File:", "*", "Tag Table", "   ")):
+                continue
+            if any(re.fullmatch(r"[=*.-]{3,}", ln.strip()) for ln in lines):
+                continue
+            paras.append(" ".join(ln.strip() for ln in lines))
+        yield paras
+
+
+def perl_pods():
+    """Ordinary paragraphs of the Perl pods, formatting codes reduced to their text."""
+    for path in sorted(glob.glob("/usr/share/perl/*/pod/*.pod")):
+        paras = []
+        for block in re.split(r"\n\s*\n", open(path, encoding="utf-8", errors="replace").read()):
+            if not block.strip() or block[0] in " \t=":
+                continue
+            b = re.sub(r"[A-Z]<<+\s+(.*?)\s+>>+", r"\1", block, flags=re.S)
+            b = b.replace("E<lt>", "<").replace("E<gt>", ">")
+            for _ in range(3):
+                b = re.sub(r"L<([^<>|]*)\|[^<>]*>", r"\1", b)
+                b = re.sub(r"[A-Z]<([^<>]*)>", r"\1", b)
+            paras.append(" ".join(ln.strip() for ln in b.splitlines()))
+        yield paras
+
+
 def readmes():
     seen = set()
     for d in sorted(glob.glob(os.path.expanduser("~/.cargo/registry/src/*/*"))):
@@ -97,9 +162,16 @@ def readmes():
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser("~/.cache/ternary/distill/docs.txt")
+    args = sys.argv[1:]
+    more = "--more" in args
+    args = [a for a in args if a != "--more"]
+    name = "docs-more.txt" if more else "docs.txt"
+    out = args[0] if args else os.path.expanduser(f"~/.cache/ternary/distill/{name}")
     seen, docs = set(), []
-    for source in (books(), readmes()):
+    sources = [books(), readmes()]
+    if more:
+        sources += [rust_api(), info_manuals(), perl_pods()]
+    for source in sources:
         for paras in source:
             kept = clean(paras, seen)
             if kept:
