@@ -19,7 +19,7 @@
 # CUDA), which `smoke` then runs for at most GPU_BENCH_SECONDS (default 90).
 # `run` reads these variables: BUDGET (seconds of training, default 360: with conversion and
 # model loading the whole run stays under 8 minutes), SEQ (window, default 512), LR (default
-# 3e-4), EVAL_EVERY (steps between held-out perplexities, default: a
+# 3e-4), HIDDEN_MSE (weight of the hidden-state loss, default 1: §8i), EVAL_EVERY (steps between held-out perplexities, default: a
 # twelfth of the run), EVAL_CHUNKS (default 14: all of GPL-3), DEVICE (default cuda;
 # cpu tries the script without a GPU), STUDENT (a converted file to start from instead of
 # converting one). Results (the curve as JSON,
@@ -70,10 +70,13 @@ prepare)
   tail -c +"$(( first + 1 ))" "$teacher_src" > "$stage/p2/teacher.part2"
   sha256sum "$teacher_src" | cut -d' ' -f1 > "$stage/p2/teacher.sha256"
   # Training text: the calibration fixture, the teacher's own samples
-  # (scripts/make_distill_text.sh) and prose from the machine (scripts/make_corpus.py, docs.txt);
-  # never the evaluation text.
+  # (scripts/make_distill_text.sh) and prose from the machine (scripts/make_corpus.py: docs.txt,
+  # or with --more docs-more.txt, which contains it and is staged instead); never the evaluation
+  # text.
   cp fixtures/text/calibration.txt "$stage/data/"
-  for f in "${DISTILL:-$HOME/.cache/ternary/distill}"/*.txt; do
+  distill="${DISTILL:-$HOME/.cache/ternary/distill}"
+  for f in "$distill"/*.txt; do
+    [ "$(basename "$f")" = docs.txt ] && [ -f "$distill/docs-more.txt" ] && continue
     [ -f "$f" ] && cp "$f" "$stage/data/distill-$(basename "$f")"
   done
   # Held out for evaluation only.
@@ -151,7 +154,7 @@ run)
   fi
   data=("$stage"/data/calibration.txt "$stage"/data/distill-*.txt)
   common=(--device "${DEVICE:-cuda}" --teacher "$work/teacher.gguf" --student "$work/student.safetensors"
-    --data "${data[@]}" --seq-len "${SEQ:-512}" --lr "${LR:-3e-4}")
+    --data "${data[@]}" --seq-len "${SEQ:-512}" --lr "${LR:-3e-4}" --hidden-mse "${HIDDEN_MSE:-1}")
   # Probe the speed with 5 steps (the first ones pay for kernel compilation and autotuning: the
   # rate is taken over steps 2 to 5), then plan a schedule that ends inside the budget.
   "$T" finetune "${common[@]}" --tokens $(( 5 * ${SEQ:-512} )) --out "$work/probe.safetensors" \
