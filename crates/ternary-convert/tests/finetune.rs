@@ -420,8 +420,14 @@ fn norms_should_train_only_when_asked_and_be_saved() {
             assert_eq!(norms(&back.model), after);
             let (a, b) = (logits(&back.model, &ids), logits(&s.model, &ids));
             let range = b.iter().fold(0f32, |m, &v| m.max(v.abs()));
-            let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(worst <= 1e-4 * range, "saved logits differ by {worst} (range {range})");
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst <= 1e-4 * range,
+                "saved logits differ by {worst} (range {range})"
+            );
         }
     }
 }
