@@ -245,6 +245,16 @@ fn block_of(name: &str) -> Option<usize> {
         .ok()
 }
 
+/// Indices of the named items that belong to block `l`.
+fn in_block<T>(items: &[(String, T)], l: usize) -> Vec<usize> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(_, (n, _))| block_of(n) == Some(l))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 fn lock<B: AutodiffBackend>(p: &SharedParams<B>) -> std::sync::RwLockWriteGuard<'_, SteParams<B>> {
     p.write().unwrap_or_else(PoisonError::into_inner)
 }
@@ -732,20 +742,8 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
                         *m = None;
                     }
                 }
-                let active: Vec<usize> = trainer
-                    .layers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (n, _))| block_of(n) == Some(l))
-                    .map(|(i, _)| i)
-                    .collect();
-                let active_norms: Vec<usize> = trainer
-                    .norms
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (n, _))| block_of(n) == Some(l))
-                    .map(|(i, _)| i)
-                    .collect();
+                let active = in_block(&trainer.layers, l);
+                let active_norms = in_block(&trainer.norms, l);
                 let first = (k - 1) * cfg.accum;
                 let dev = student.device().clone();
                 // The windows of this block's remaining steps, advanced to block `l`'s input
