@@ -628,25 +628,37 @@ fn bad_input_should_give_clear_errors() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("not a checkpoint"), "{err}");
-    // Bad hyper-parameters.
-    let bad = FinetuneConfig {
-        optim: OptimConfig {
+    // Bad hyper-parameters: a NaN rate, a negative or infinite norm-rate ratio.
+    for optim in [
+        OptimConfig {
             lr: f64::NAN,
             ..OptimConfig::default()
         },
-        ..cfg(Mode::Kd)
-    };
-    let err = finetune(
-        &t.model,
-        &mut student().model,
-        &windows(32),
-        &bad,
-        None,
-        &Checkpointing::default(),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("learning rates"), "{err}");
+        OptimConfig {
+            norm_lr: -1.0,
+            ..OptimConfig::default()
+        },
+        OptimConfig {
+            norm_lr: f64::INFINITY,
+            ..OptimConfig::default()
+        },
+    ] {
+        let bad = FinetuneConfig {
+            optim,
+            ..cfg(Mode::Kd)
+        };
+        let err = finetune(
+            &t.model,
+            &mut student().model,
+            &windows(32),
+            &bad,
+            None,
+            &Checkpointing::default(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("learning rates"), "{err}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
