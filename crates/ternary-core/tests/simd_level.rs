@@ -49,6 +49,15 @@ fn cap_allows_scalar_and_lower_levels_of_its_family() {
     assert_eq!(allowed(Neon), [Scalar, Neon]);
 }
 
+/// Every aarch64 CPU that runs Linux has Advanced SIMD, so an aarch64 run that does not reach
+/// the NEON level (and with it the NEON kernels in every level-sweeping test) is a defect.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn aarch64_hosts_detect_neon() {
+    assert!(Level::Neon.is_supported(), "NEON not detected");
+    assert!(Level::supported().contains(&Level::Neon));
+}
+
 /// What this process was started with, checked against what the kernels do.
 #[test]
 fn env_override_is_honoured() {
@@ -93,9 +102,16 @@ fn env_override_is_honoured() {
 
 /// Re-runs [`env_override_is_honoured`] in a child process for every supported level and
 /// for two refused values, so the cap is tested on any host, with or without CI's matrix.
+/// Under an emulator without `binfmt_misc` (e.g. `qemu-aarch64`, see `scripts/neon.sh`),
+/// `TERNARY_TEST_RUNNER` names the command that runs the child (split on spaces).
 #[test]
 fn each_supported_level_can_be_forced_in_a_child_process() {
     let exe = std::env::current_exe().expect("test binary path");
+    let runner: Vec<String> = std::env::var("TERNARY_TEST_RUNNER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     let mut values: Vec<String> = Level::supported()
         .iter()
         .map(|l| l.name().to_owned())
@@ -108,7 +124,15 @@ fn each_supported_level_can_be_forced_in_a_child_process() {
             .map(|l| l.name().to_owned()),
     );
     for value in values {
-        let out = std::process::Command::new(&exe)
+        let mut cmd = match runner.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(&exe);
+                c
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let out = cmd
             .args(["--exact", "env_override_is_honoured", "--nocapture"])
             .env(SIMD_ENV, &value)
             .output()

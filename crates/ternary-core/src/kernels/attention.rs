@@ -22,7 +22,8 @@ use crate::error::{Result, TernaryError};
 /// Buffers reused across calls of [`causal_attention_with`] (sized on first use).
 #[derive(Debug, Default, Clone)]
 pub struct AttentionScratch {
-    /// Packed queries of one tile `[d, lanes]`.
+    /// Packed queries of one tile `[d, lanes]` (the x86 kernels' only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) q: Vec<f32>,
     /// Scores, then weights, of one tile `[P, lanes]`.
     pub(crate) s: Vec<f32>,

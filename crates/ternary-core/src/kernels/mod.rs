@@ -987,6 +987,7 @@ pub(crate) enum Rows<'y> {
 
 impl Rows<'_> {
     /// Whether the work runs on the calling thread only (no rayon anywhere in the kernel).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_serial(&self) -> bool {
         matches!(self, Rows::Range(..))
     }
@@ -1028,6 +1029,7 @@ where
 /// Calls `full(r, out)` on blocks of `block` rows and `single(r, out)` on the remaining rows.
 ///
 /// `out` holds `rows.len() × n` outputs (row-major by row); each call gets its rows' part.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn by_row_blocks(
     rows: Range<usize>,
     n: usize,

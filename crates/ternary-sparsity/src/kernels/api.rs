@@ -183,10 +183,9 @@ impl TernaryGemm for IndexLists {
         let v = self.view();
         check_f32(v.rows, v.cols, x, n, y)?;
         let level = simd_level(checked_level(cfg.level)?, v.cols);
-        let panels = strategy_uses_panels(cfg.strategy, n);
         match level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 if panels => x86::walk_f32(&v, x, n, y),
+            Level::Avx512 if strategy_uses_panels(cfg.strategy, n) => x86::walk_f32(&v, x, n, y),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => x86::lists_f32(&v, x, n, y),
             #[cfg(target_arch = "x86_64")]
@@ -205,10 +204,9 @@ impl TernaryGemm for IndexLists {
         let v = self.view();
         check_i8(v.rows, v.cols, a, y)?;
         let level = simd_level(checked_level(cfg.level)?, v.cols);
-        let panels = strategy_uses_panels(cfg.strategy, a.n());
         match level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 if panels => x86::walk_i8(&v, a, y),
+            Level::Avx512 if strategy_uses_panels(cfg.strategy, a.n()) => x86::walk_i8(&v, a, y),
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => x86::lists_i8(&v, a, y),
             #[cfg(target_arch = "x86_64")]
@@ -259,10 +257,9 @@ pub(super) fn chunk_gemm_f32(
 ) -> Result<()> {
     check_f32(v.rows, v.cols, x, n, y)?;
     let level = simd_level(checked_level(cfg.level)?, v.cols);
-    let panels = strategy_uses_panels(cfg.strategy, n);
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 if panels => x86::walk_f32(v, x, n, y),
+        Level::Avx512 if strategy_uses_panels(cfg.strategy, n) => x86::walk_f32(v, x, n, y),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86::masked_f32(v, x, n, y),
         #[cfg(target_arch = "x86_64")]
@@ -280,17 +277,18 @@ pub(super) fn chunk_gemm_i8(
 ) -> Result<()> {
     check_i8(v.rows, v.cols, a, y)?;
     let level = simd_level(checked_level(cfg.level)?, v.cols);
-    let panels = strategy_uses_panels(cfg.strategy, a.n());
-    let chunk_panels = match cfg.strategy {
+    // Only the AVX-512 level has panel kernels; elsewhere these are not evaluated.
+    let panels = || strategy_uses_panels(cfg.strategy, a.n());
+    let chunk_panels = || match cfg.strategy {
         WalkStrategy::ChunkPanels => true,
         WalkStrategy::Auto => v.nnz >= CHUNK_PANEL_MIN_FILL * v.nonempty,
         _ => false,
     };
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 if panels && chunk_panels => x86::chunk_panels_i8(v, a, y),
+        Level::Avx512 if panels() && chunk_panels() => x86::chunk_panels_i8(v, a, y),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 if panels => x86::walk_i8(v, a, y),
+        Level::Avx512 if panels() => x86::walk_i8(v, a, y),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86::masked_i8(v, a, y),
         #[cfg(target_arch = "x86_64")]

@@ -8,11 +8,13 @@ use ternary_core::kernels as core_kernels;
 
 use super::*;
 
+#[cfg(target_arch = "x86_64")]
 /// From this many tokens on, the panel kernels split the work by 64-token panels (each task
 /// owns a panel and every row, so the panel stays in the core's cache and the output is
 /// written in place) instead of by rows.
 pub(crate) const PANEL_PARALLEL_TOKENS: usize = 256;
 
+#[cfg(target_arch = "x86_64")]
 /// Every row of `m`, decoded in parallel in blocks of [`decode_block_rows`] rows.
 pub(crate) fn decode_all<W: WalkRows>(m: &W) -> Vec<(Range<usize>, DecodedRows)> {
     let rows = m.rows();
@@ -28,6 +30,7 @@ pub(crate) fn decode_all<W: WalkRows>(m: &W) -> Vec<(Range<usize>, DecodedRows)>
         .collect()
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Runs `f(p, y_p)` over token panels of `lanes` tokens in parallel, where `y_p` is the part
 /// of `y` (`n × rows`, row-major) holding tokens `p · lanes ..` (`y_p.len() / rows` of them).
 pub(crate) fn par_panels<F>(rows: usize, lanes: usize, y: &mut [f32], f: F)
@@ -42,6 +45,7 @@ where
         .for_each(|(p, yp)| f(p, yp));
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Rows per decoded block: about 2¹⁵ positions (128 KiB), at least 1 and at most 256 rows.
 pub(crate) fn decode_block_rows(nnz: usize, rows: usize) -> usize {
     (32768 / (nnz / rows.max(1) + 1)).clamp(1, 256)

@@ -71,6 +71,7 @@ impl<'a> ChunkView<'a> {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     /// Plane words per scale group (`wpr` for per-row scales, at least 1).
     #[inline]
     pub fn words_per_group(&self) -> usize {
@@ -272,6 +273,7 @@ impl Cursor for DeltaCursor<'_> {
 }
 
 impl<'a> ListView<'a> {
+    #[cfg(target_arch = "x86_64")]
     /// The gap codes of row `r`'s `+1` and `−1` columns.
     #[inline]
     pub fn codes(&self, r: usize) -> (&'a [u8], &'a [u8]) {
@@ -315,6 +317,7 @@ impl WalkRows for ListView<'_> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// One scale group of one row, decoded: `pos[start..plus_end]` are the columns of its `+1`
 /// weights and `pos[plus_end..end]` those of its `−1` weights.
 #[derive(Debug, Clone, Copy)]
@@ -325,6 +328,7 @@ pub(crate) struct Segment {
     pub end: u32,
 }
 
+#[cfg(target_arch = "x86_64")]
 /// A block of rows decoded once into plain column lists, so the panel kernels (which pass
 /// over the same rows once per panel of tokens) never run a cursor in their inner loop.
 #[derive(Debug, Default)]
@@ -335,6 +339,7 @@ pub(crate) struct DecodedRows {
     pub row_start: Vec<usize>,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl DecodedRows {
     /// Decodes rows `rows` of `m` (replacing the previous contents).
     pub fn decode<W: WalkRows>(&mut self, m: &W, rows: Range<usize>) {

@@ -10,11 +10,11 @@
 //! 2¹⁵`). Empty chunks are never visited. Group flushes follow the reference order exactly
 //! for int8 (see the parent module).
 //!
-//! Index lists: each gap code is decoded 8 bytes at a time (with `v = b + 1` for a weight byte
-//! and `v = 255` for an escape, the weight in lane `i` sits at column
-//! `next + (v₀ + … + vᵢ) − 1`: an in-lane prefix sum in two shifted adds plus the low half's
-//! total carried into the high half), the weight lanes moved to the front by a permutation
-//! from a 256-entry table (skipped when the step holds no escape) and stored; then each
+//! Index lists: each gap code is decoded 16 bytes at a time: with `v = b + 1`, the weight in
+//! lane `i` sits at column `next + (v₀ + … + vᵢ) − 1`, an in-lane prefix sum of `u16` lanes in
+//! three shifted adds, widened to `i32` with the low half's total carried into the high half.
+//! A step holding an escape byte (`255`: advance 255 columns, no weight; 3% of the steps at 5%
+//! density) and the code's last partial step are decoded by scalar code instead. Then each
 //! group's run of columns is summed into eight independent accumulators (`f32`, or int8
 //! tokens widened to `i32` once per call). Loads, not `vpgatherdd`: on the AVX-512 host capped
 //! at AVX2 the gathers were no faster, and Zen 3 runs them as microcode.
@@ -262,102 +262,132 @@ unsafe fn masked_i8_row<const T: usize>(
 // Index lists, few tokens: vector gap decoding, then loads
 // ---------------------------------------------------------------------------------------------
 
-/// For each 8-lane mask, the indices of its set lanes in order (one byte each, the rest 0):
-/// the `vpermd` that moves the kept lanes to the front.
-const COMPRESS: [u64; 256] = compress_table();
-
-const fn compress_table() -> [u64; 256] {
-    let mut t = [0u64; 256];
-    let mut m = 0;
-    while m < 256 {
-        let (mut v, mut k, mut i) = (0u64, 0, 0);
-        while i < 8 {
-            if (m >> i) & 1 == 1 {
-                v |= (i as u64) << (8 * k);
-                k += 1;
-            }
-            i += 1;
-        }
-        t[m] = v;
-        m += 1;
-    }
-    t
-}
-
-/// Decodes a gap code (see `crate::lists`) into its columns, 8 bytes per step (see the
-/// [module docs](self)); the last step's missing bytes read as escapes, which emit nothing.
-/// Returns the number of columns written.
+/// Decodes a gap code (see `crate::lists`) into its columns, 16 bytes per step (see the
+/// [module docs](self)); a step holding an escape runs the scalar decoder. Returns the number
+/// of columns written.
 ///
 /// # Safety
-/// AVX2 must be available; `out.len() ≥ k + 8` where `k` is the number of columns the code
+/// AVX2 must be available; `out.len() ≥ k + 16` where `k` is the number of columns the code
 /// holds.
 #[target_feature(enable = "avx2")]
 unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
-    let ones = _mm256_set1_epi32(1);
-    let escape = _mm256_set1_epi32(i32::from(ESCAPE));
-    let zero = _mm256_setzero_si256();
-    let (low_total, step_total) = (_mm256_set1_epi32(3), _mm256_set1_epi32(7));
-    let mut next = zero;
+    let all = _mm_set1_epi8(-1);
+    // `base` = the next column − 1, in every lane.
+    let mut base = _mm256_set1_epi32(-1);
     let mut count = 0usize;
-    let mut step = |word: u64| {
-        let b = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(word as i64));
-        let esc = _mm256_cmpeq_epi32(b, escape);
-        let v = _mm256_add_epi32(b, _mm256_andnot_si256(esc, ones));
-        let v = _mm256_add_epi32(v, _mm256_slli_si256::<4>(v));
-        let v = _mm256_add_epi32(v, _mm256_slli_si256::<8>(v));
-        let carry = _mm256_permutevar8x32_epi32(v, low_total);
-        let v = _mm256_add_epi32(v, _mm256_blend_epi32::<0b1111_0000>(zero, carry));
-        let cols = _mm256_sub_epi32(_mm256_add_epi32(next, v), ones);
-        let keep = !_mm256_movemask_ps(_mm256_castsi256_ps(esc)) as usize & 0xFF;
-        // Escapes are rare (0.2% of the bytes at 5% density): without one, the lanes are
-        // stored as they are.
-        let cols = if keep == 0xFF {
-            cols
+    let mut step = |bytes: __m128i, len: usize| {
+        // Escapes among the step's `len` real bytes (the rest is padding).
+        let esc = _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, all)) as u32 & ((1u32 << len) - 1);
+        if esc != 0 {
+            // An escape (0.2% of the bytes at 5% density, 3% of the steps): scalar.
+            let mut buf = [0u8; 16];
+            // SAFETY: `buf` holds 16 bytes.
+            unsafe { _mm_storeu_si128(buf.as_mut_ptr().cast(), bytes) };
+            let mut next = (_mm256_cvtsi256_si32(base) as u32).wrapping_add(1);
+            for &b in &buf[..len] {
+                next = push_byte(b, next, out, &mut count);
+            }
+            base = _mm256_set1_epi32(next.wrapping_sub(1) as i32);
         } else {
-            let idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(COMPRESS[keep] as i64));
-            _mm256_permutevar8x32_epi32(cols, idx)
-        };
-        // SAFETY: `count` columns were written so far, at most k − (weights in this step), so
-        // out[count .. count + 8] lies in `out` (len ≥ k + 8).
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(count).cast(), cols) };
-        count += keep.count_ones() as usize;
-        next = _mm256_add_epi32(next, _mm256_permutevar8x32_epi32(v, step_total));
-    };
-    let mut chunks = code.chunks_exact(8);
-    for c in &mut chunks {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(c);
-        step(u64::from_le_bytes(bytes));
-    }
-    let tail = chunks.remainder();
-    if !tail.is_empty() {
-        let mut bytes = [ESCAPE; 8];
-        for (d, &b) in bytes.iter_mut().zip(tail) {
-            *d = b;
+            let (lo, hi) = prefix_columns(bytes);
+            // SAFETY: `count` columns were written so far, at most k − len (this step holds
+            // `len` weights), so out[count .. count + 16] lies in `out` (len ≥ k + 16).
+            unsafe {
+                let o = out.as_mut_ptr().add(count);
+                _mm256_storeu_si256(o.cast(), _mm256_add_epi32(base, lo));
+                _mm256_storeu_si256(o.add(8).cast(), _mm256_add_epi32(base, hi));
+            }
+            count += len;
+            // Lane len − 1 of the prefix sums: how far this step advanced.
+            let adv = if len > 8 {
+                (hi, len - 9)
+            } else {
+                (lo, len - 1)
+            };
+            let lane = _mm256_set1_epi32(adv.1 as i32);
+            base = _mm256_add_epi32(base, _mm256_permutevar8x32_epi32(adv.0, lane));
         }
-        step(u64::from_le_bytes(bytes));
+    };
+    let mut chunks = code.chunks_exact(16);
+    for c in &mut chunks {
+        // SAFETY: `c` holds 16 bytes.
+        step(unsafe { _mm_loadu_si128(c.as_ptr().cast()) }, 16);
+    }
+    let len = chunks.remainder().len();
+    if len > 0 && code.len() >= 16 {
+        // The last 16 bytes of the code, shifted down so the tail starts at lane 0 (lanes from
+        // `len` on hold bytes that `step` ignores). A copy into a buffer would stall the load
+        // on store forwarding.
+        let shift = _mm_add_epi8(
+            _mm_set1_epi8((16 - len) as i8),
+            _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        // SAFETY: code[len − 16 ..] holds 16 bytes (code.len() ≥ 16).
+        let last = unsafe { _mm_loadu_si128(code.as_ptr().add(code.len() - 16).cast()) };
+        step(_mm_shuffle_epi8(last, shift), len);
+    } else if len > 0 {
+        // A code shorter than 16 bytes: scalar.
+        let mut next = (_mm256_cvtsi256_si32(base) as u32).wrapping_add(1);
+        for &b in chunks.remainder() {
+            next = push_byte(b, next, out, &mut count);
+        }
     }
     count
 }
 
-/// `Σ_{c ∈ run} x[c]` (`f32`), eight independent accumulators.
+/// For 16 gap bytes without escapes, `(v₀ + … + vᵢ)` with `v = b + 1`, lanes 0–7 and 8–15
+/// as `i32`: an in-lane prefix sum of `u16` lanes (at most `16 · 256`: no overflow) in three
+/// shifted adds, widened, the low half's total carried into the high half.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefix_columns(bytes: __m128i) -> (__m256i, __m256i) {
+    let v = _mm256_add_epi16(_mm256_cvtepu8_epi16(bytes), _mm256_set1_epi16(1));
+    let v = _mm256_add_epi16(v, _mm256_slli_si256::<2>(v));
+    let v = _mm256_add_epi16(v, _mm256_slli_si256::<4>(v));
+    let v = _mm256_add_epi16(v, _mm256_slli_si256::<8>(v));
+    let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
+    let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
+    let hi = _mm256_add_epi32(hi, _mm256_permutevar8x32_epi32(lo, _mm256_set1_epi32(7)));
+    (lo, hi)
+}
+
+/// One byte of a gap code, scalar: a weight at `next + b` (written at `out[count]`), or an
+/// escape. Returns the new `next`.
+#[inline(always)]
+fn push_byte(b: u8, next: u32, out: &mut [u32], count: &mut usize) -> u32 {
+    if b == ESCAPE {
+        next + u32::from(ESCAPE)
+    } else {
+        let c = next + u32::from(b);
+        out[*count] = c;
+        *count += 1;
+        c + 1
+    }
+}
+
+/// `Σ_{c ∈ run} x[c]` (`f32`), eight independent scalar accumulators, each add taking its
+/// operand straight from memory (`vaddss acc, [x + 4c]`): two loads per weight and nothing
+/// else (the compiler's own pairing of loads into vectors cost more than it saved).
 ///
 /// # Safety
-/// Every column of `run` is `< x.len()`.
+/// AVX2 must be available; every column of `run` is `< x.len()`.
+#[target_feature(enable = "avx2")]
 unsafe fn sum_run_f32(run: &[u32], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
+    let xp = x.as_ptr();
+    let mut acc = [_mm_setzero_ps(); 8];
     let mut it = run.chunks_exact(8);
     for c in &mut it {
         for (a, &p) in acc.iter_mut().zip(c) {
             // SAFETY: columns are < x.len() (the caller's contract).
-            *a += unsafe { *x.get_unchecked(p as usize) };
+            *a = _mm_add_ss(*a, unsafe { _mm_load_ss(xp.add(p as usize)) });
         }
     }
     for (a, &p) in acc.iter_mut().zip(it.remainder()) {
         // SAFETY: as above.
-        *a += unsafe { *x.get_unchecked(p as usize) };
+        *a = _mm_add_ss(*a, unsafe { _mm_load_ss(xp.add(p as usize)) });
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    let s = |i: usize| _mm_cvtss_f32(acc[i]);
+    ((s(0) + s(1)) + (s(2) + s(3))) + ((s(4) + s(5)) + (s(6) + s(7)))
 }
 
 /// `Σ_{c ∈ run} x[c]` in exact (wrapping) `i32`.
@@ -381,7 +411,7 @@ unsafe fn sum_run_i32(run: &[u32], x: &[i32]) -> i32 {
 }
 
 impl super::ListKernels for Avx2 {
-    const PAD: usize = 8;
+    const PAD: usize = 16;
 
     unsafe fn decode(self, code: &[u8], out: &mut [u32]) -> usize {
         // SAFETY: the token proves the CPU features; the caller gives `out` the slack.
