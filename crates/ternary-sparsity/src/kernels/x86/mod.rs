@@ -184,8 +184,15 @@ fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y
             let (kp, km) = unsafe { (k.decode(cp, &mut pp), k.decode(cm, &mut pm)) };
             let s = &scales[r * groups..(r + 1) * groups];
             for (j, oj) in o.iter_mut().enumerate() {
-                gs.fill(0.0);
                 let xj = &x[j * cols..(j + 1) * cols];
+                if groups == 1 {
+                    // Per-row scales: each list is one run.
+                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                    let acc = unsafe { k.run_f32(&pp[..kp], xj) - k.run_f32(&pm[..km], xj) };
+                    *oj = s[0] * acc;
+                    continue;
+                }
+                gs.fill(0.0);
                 for (pos, sign) in [(&pp[..kp], 1f32), (&pm[..km], -1f32)] {
                     group_runs(pos, glen, cols, |g, run| {
                         // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
@@ -217,8 +224,19 @@ fn lists_i8_with<K: ListKernels>(k: K, v: &ListView<'_>, a: &QuantizedActivation
             let (kp, km) = unsafe { (k.decode(cp, &mut pp), k.decode(cm, &mut pm)) };
             let s = &scales[r * groups..(r + 1) * groups];
             for (j, oj) in o.iter_mut().enumerate() {
-                gs.fill(0);
                 let xj = &xi[j * cols..(j + 1) * cols];
+                if groups == 1 {
+                    // Per-row scales: each list is one run. The reference's `0 + s · acc` (the
+                    // `0 +` turns a `−0` into `+0`).
+                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                    let acc = unsafe {
+                        k.run_i32(&pp[..kp], xj)
+                            .wrapping_sub(k.run_i32(&pm[..km], xj))
+                    };
+                    *oj = (0f32 + s[0] * acc as f32) * a.scales()[j];
+                    continue;
+                }
+                gs.fill(0);
                 group_runs(&pp[..kp], glen, cols, |g, run| {
                     // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
                     gs[g] = gs[g].wrapping_add(unsafe { k.run_i32(run, xj) });
