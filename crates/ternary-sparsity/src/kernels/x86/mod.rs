@@ -9,6 +9,8 @@
 mod avx2;
 mod avx512;
 
+use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+
 use ternary_core::QuantizedActivations;
 use ternary_core::kernels::x86_primitives::{Avx2, Avx512};
 
@@ -167,6 +169,48 @@ fn first_at_or_past(s: &[u32], end: usize) -> usize {
     lo + s[lo..hi].partition_point(|&c| (c as usize) < end)
 }
 
+thread_local! {
+    /// Each thread's buffers for the decoded columns of one row's two sign lists, reused
+    /// across calls (a fresh pair per task cost a zeroed allocation each).
+    static DECODED: std::cell::RefCell<(Vec<u32>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` on this thread's two decode buffers, at least `len` long each (fresh ones if they
+/// are in use further up the stack).
+fn with_decode_buffers<R>(len: usize, f: impl FnOnce(&mut [u32], &mut [u32]) -> R) -> R {
+    DECODED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut b) => {
+            let (p, m) = &mut *b;
+            if p.len() < len {
+                p.resize(len, 0);
+                m.resize(len, 0);
+            }
+            f(&mut p[..len], &mut m[..len])
+        }
+        Err(_) => f(&mut vec![0; len], &mut vec![0; len]),
+    })
+}
+
+/// How many rows ahead the list kernels prefetch the gap codes.
+const PREFETCH_ROWS: usize = 4;
+
+/// Prefetches row `r`'s gap codes (both signs, contiguous) into the cache, if `r < end`: with
+/// the weights in DRAM the hardware prefetchers alone left the decoder waiting.
+#[inline]
+fn prefetch_codes(v: &ListView<'_>, r: usize, end: usize) {
+    if r >= end {
+        return;
+    }
+    let (cp, cm) = v.codes(r);
+    let (start, len) = (cp.as_ptr(), cp.len() + cm.len());
+    for off in (0..len).step_by(64) {
+        // SAFETY: SSE is part of x86-64; a prefetch reads nothing architecturally and never
+        // faults, and `start + off` lies inside the codes anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off).cast()) };
+    }
+}
+
 /// The per-token index-list product at one level: per row both sign lists decoded once, then
 /// per token the group sums and `Σ_g s[r, g] · acc_g` (`f32`).
 fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
@@ -175,33 +219,36 @@ fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y
     let groups = v.scales.layout().groups_per_row(cols);
     let scales = v.scales.values();
     par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
-        let (mut pp, mut pm) = (vec![0u32; cols + K::PAD], vec![0u32; cols + K::PAD]);
-        let mut gs = vec![0f32; groups];
-        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
-            let (cp, cm) = v.codes(r);
-            // SAFETY: a row lists at most `cols` columns of each sign, and both buffers hold
-            // cols + PAD.
-            let (kp, km) = unsafe { (k.decode(cp, &mut pp), k.decode(cm, &mut pm)) };
-            let s = &scales[r * groups..(r + 1) * groups];
-            for (j, oj) in o.iter_mut().enumerate() {
-                let xj = &x[j * cols..(j + 1) * cols];
-                if groups == 1 {
-                    // Per-row scales: each list is one run.
-                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                    let acc = unsafe { k.run_f32(&pp[..kp], xj) - k.run_f32(&pm[..km], xj) };
-                    *oj = s[0] * acc;
-                    continue;
-                }
-                gs.fill(0.0);
-                for (pos, sign) in [(&pp[..kp], 1f32), (&pm[..km], -1f32)] {
-                    group_runs(pos, glen, cols, |g, run| {
+        with_decode_buffers(cols + K::PAD, |pp, pm| {
+            let mut gs = vec![0f32; groups];
+            let last = rs.end;
+            for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+                prefetch_codes(v, r + PREFETCH_ROWS, last);
+                let (cp, cm) = v.codes(r);
+                // SAFETY: a row lists at most `cols` columns of each sign, and both buffers hold
+                // cols + PAD.
+                let (kp, km) = unsafe { (k.decode(cp, pp), k.decode(cm, pm)) };
+                let s = &scales[r * groups..(r + 1) * groups];
+                for (j, oj) in o.iter_mut().enumerate() {
+                    let xj = &x[j * cols..(j + 1) * cols];
+                    if groups == 1 {
+                        // Per-row scales: each list is one run.
                         // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                        gs[g] += sign * unsafe { k.run_f32(run, xj) };
-                    });
+                        let acc = unsafe { k.run_f32(&pp[..kp], xj) - k.run_f32(&pm[..km], xj) };
+                        *oj = s[0] * acc;
+                        continue;
+                    }
+                    gs.fill(0.0);
+                    for (pos, sign) in [(&pp[..kp], 1f32), (&pm[..km], -1f32)] {
+                        group_runs(pos, glen, cols, |g, run| {
+                            // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                            gs[g] += sign * unsafe { k.run_f32(run, xj) };
+                        });
+                    }
+                    *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
                 }
-                *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
             }
-        }
+        });
     });
 }
 
@@ -216,42 +263,45 @@ fn lists_i8_with<K: ListKernels>(k: K, v: &ListView<'_>, a: &QuantizedActivation
         .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
         .collect();
     par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
-        let (mut pp, mut pm) = (vec![0u32; cols + K::PAD], vec![0u32; cols + K::PAD]);
-        let mut gs = vec![0i32; groups];
-        for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
-            let (cp, cm) = v.codes(r);
-            // SAFETY: as in `lists_f32_with`.
-            let (kp, km) = unsafe { (k.decode(cp, &mut pp), k.decode(cm, &mut pm)) };
-            let s = &scales[r * groups..(r + 1) * groups];
-            for (j, oj) in o.iter_mut().enumerate() {
-                let xj = &xi[j * cols..(j + 1) * cols];
-                if groups == 1 {
-                    // Per-row scales: each list is one run. The reference's `0 + s · acc` (the
-                    // `0 +` turns a `−0` into `+0`).
-                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                    let acc = unsafe {
-                        k.run_i32(&pp[..kp], xj)
-                            .wrapping_sub(k.run_i32(&pm[..km], xj))
-                    };
-                    *oj = (0f32 + s[0] * acc as f32) * a.scales()[j];
-                    continue;
+        with_decode_buffers(cols + K::PAD, |pp, pm| {
+            let mut gs = vec![0i32; groups];
+            let last = rs.end;
+            for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
+                prefetch_codes(v, r + PREFETCH_ROWS, last);
+                let (cp, cm) = v.codes(r);
+                // SAFETY: as in `lists_f32_with`.
+                let (kp, km) = unsafe { (k.decode(cp, pp), k.decode(cm, pm)) };
+                let s = &scales[r * groups..(r + 1) * groups];
+                for (j, oj) in o.iter_mut().enumerate() {
+                    let xj = &xi[j * cols..(j + 1) * cols];
+                    if groups == 1 {
+                        // Per-row scales: each list is one run. The reference's `0 + s · acc` (the
+                        // `0 +` turns a `−0` into `+0`).
+                        // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                        let acc = unsafe {
+                            k.run_i32(&pp[..kp], xj)
+                                .wrapping_sub(k.run_i32(&pm[..km], xj))
+                        };
+                        *oj = (0f32 + s[0] * acc as f32) * a.scales()[j];
+                        continue;
+                    }
+                    gs.fill(0);
+                    group_runs(&pp[..kp], glen, cols, |g, run| {
+                        // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                        gs[g] = gs[g].wrapping_add(unsafe { k.run_i32(run, xj) });
+                    });
+                    group_runs(&pm[..km], glen, cols, |g, run| {
+                        // SAFETY: as above.
+                        gs[g] = gs[g].wrapping_sub(unsafe { k.run_i32(run, xj) });
+                    });
+                    let mut sum = 0f32;
+                    for (&sg, &acc) in s.iter().zip(&gs) {
+                        sum += sg * acc as f32;
+                    }
+                    *oj = sum * a.scales()[j];
                 }
-                gs.fill(0);
-                group_runs(&pp[..kp], glen, cols, |g, run| {
-                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                    gs[g] = gs[g].wrapping_add(unsafe { k.run_i32(run, xj) });
-                });
-                group_runs(&pm[..km], glen, cols, |g, run| {
-                    // SAFETY: as above.
-                    gs[g] = gs[g].wrapping_sub(unsafe { k.run_i32(run, xj) });
-                });
-                let mut sum = 0f32;
-                for (&sg, &acc) in s.iter().zip(&gs) {
-                    sum += sg * acc as f32;
-                }
-                *oj = sum * a.scales()[j];
             }
-        }
+        });
     });
 }
 
