@@ -240,6 +240,18 @@ pub(super) fn dense_view(m: &BitmapMatrix) -> ChunkView<'_> {
     }
 }
 
+/// Whether an int8 panel walk over chunks decodes them (`ChunkPanels`) rather than walking
+/// their columns: when asked, or (`Auto`) when the stored chunks are full enough.
+#[cfg(target_arch = "x86_64")]
+fn uses_chunk_panels(s: WalkStrategy, v: &ChunkView<'_>) -> bool {
+    match s {
+        WalkStrategy::ChunkPanels => true,
+        WalkStrategy::Auto => v.nnz >= CHUNK_PANEL_MIN_FILL * v.nonempty,
+        _ => false,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 pub(super) fn strategy_uses_panels(s: WalkStrategy, n: usize) -> bool {
     match s {
         WalkStrategy::Auto => n >= PANEL_MIN_TOKENS,
@@ -277,18 +289,15 @@ pub(super) fn chunk_gemm_i8(
 ) -> Result<()> {
     check_i8(v.rows, v.cols, a, y)?;
     let level = simd_level(checked_level(cfg.level)?, v.cols);
-    // Only the AVX-512 level has panel kernels; elsewhere these are not evaluated.
-    let panels = || strategy_uses_panels(cfg.strategy, a.n());
-    let chunk_panels = || match cfg.strategy {
-        WalkStrategy::ChunkPanels => true,
-        WalkStrategy::Auto => v.nnz >= CHUNK_PANEL_MIN_FILL * v.nonempty,
-        _ => false,
-    };
     match level {
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 if panels() && chunk_panels() => x86::chunk_panels_i8(v, a, y),
+        Level::Avx512
+            if strategy_uses_panels(cfg.strategy, a.n()) && uses_chunk_panels(cfg.strategy, v) =>
+        {
+            x86::chunk_panels_i8(v, a, y)
+        }
         #[cfg(target_arch = "x86_64")]
-        Level::Avx512 if panels() => x86::walk_i8(v, a, y),
+        Level::Avx512 if strategy_uses_panels(cfg.strategy, a.n()) => x86::walk_i8(v, a, y),
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => x86::masked_i8(v, a, y),
         #[cfg(target_arch = "x86_64")]

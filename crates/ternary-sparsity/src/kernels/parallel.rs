@@ -3,9 +3,11 @@
 
 use std::ops::Range;
 
+#[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 use ternary_core::kernels as core_kernels;
 
+#[cfg(target_arch = "x86_64")]
 use super::*;
 
 #[cfg(target_arch = "x86_64")]
