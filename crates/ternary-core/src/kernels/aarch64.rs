@@ -7,7 +7,8 @@
 //!   `64 · 4 · 127 < 2¹⁵`) and then into `i32`.
 //! - popcount: `vcntq_u8` and pairwise widening adds.
 //!
-//! Not benchmarked or run in CI on aarch64 hardware; the logic mirrors the tested x86 kernels.
+//! Tested against the references under `qemu-aarch64` (`scripts/neon.sh`, run by `.ci/run`);
+//! not benchmarked: no aarch64 hardware has run them yet.
 
 // Arithmetic intrinsics are safe to call inside `#[target_feature(enable = "neon")]` functions
 // on current toolchains; the blocks below also cover loads, so keep them even where redundant.
