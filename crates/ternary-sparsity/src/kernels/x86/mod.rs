@@ -211,16 +211,20 @@ fn prefetch_codes(v: &ListView<'_>, r: usize, end: usize) {
     }
 }
 
-/// The per-token index-list product at one level: per row both sign lists decoded once, then
-/// per token the group sums and `Σ_g s[r, g] · acc_g` (`f32`).
-fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
-    let (rows, cols) = (v.rows, v.cols);
-    let glen = group_len(v.scales, cols);
-    let groups = v.scales.layout().groups_per_row(cols);
-    let scales = v.scales.values();
-    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
-        with_decode_buffers(cols + K::PAD, |pp, pm| {
-            let mut gs = vec![0f32; groups];
+/// Every row `r` of `v`, split over the threads by rows: its two sign lists decoded once
+/// (`plus`, `minus`: sorted columns; the codes prefetched [`PREFETCH_ROWS`] ahead), then
+/// `f(scratch, r, plus, minus, out)` with the row's `n` outputs and a per-task `init()`.
+fn for_decoded_rows<K: ListKernels, S>(
+    k: K,
+    v: &ListView<'_>,
+    n: usize,
+    y: &mut [f32],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, &[u32], &[u32], &mut [f32]) + Sync,
+) {
+    par_rows(v.rows, walk_work(v.nnz, v.rows, n), n, y, |rs, out| {
+        with_decode_buffers(v.cols + K::PAD, |pp, pm| {
+            let mut scratch = init();
             let last = rs.end;
             for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
                 prefetch_codes(v, r + PREFETCH_ROWS, last);
@@ -228,80 +232,81 @@ fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y
                 // SAFETY: a row lists at most `cols` columns of each sign, and both buffers hold
                 // cols + PAD.
                 let (kp, km) = unsafe { (k.decode(cp, pp), k.decode(cm, pm)) };
-                let s = &scales[r * groups..(r + 1) * groups];
-                for (j, oj) in o.iter_mut().enumerate() {
-                    let xj = &x[j * cols..(j + 1) * cols];
-                    if groups == 1 {
-                        // Per-row scales: each list is one run.
-                        // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                        let acc = unsafe { k.run_f32(&pp[..kp], xj) - k.run_f32(&pm[..km], xj) };
-                        *oj = s[0] * acc;
-                        continue;
-                    }
-                    gs.fill(0.0);
-                    for (pos, sign) in [(&pp[..kp], 1f32), (&pm[..km], -1f32)] {
-                        group_runs(pos, glen, cols, |g, run| {
-                            // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                            gs[g] += sign * unsafe { k.run_f32(run, xj) };
-                        });
-                    }
-                    *oj = s.iter().zip(&gs).map(|(&sg, &a)| sg * a).sum();
-                }
+                f(&mut scratch, r, &pp[..kp], &pm[..km], o);
             }
         });
+    });
+}
+
+/// The per-token index-list product at one level: per row both sign lists decoded once, then
+/// per token the group sums and `Σ_g s[r, g] · acc_g` (`f32`).
+fn lists_f32_with<K: ListKernels>(k: K, v: &ListView<'_>, x: &[f32], n: usize, y: &mut [f32]) {
+    let cols = v.cols;
+    let glen = group_len(v.scales, cols);
+    let groups = v.scales.layout().groups_per_row(cols);
+    let scales = v.scales.values();
+    let init = || vec![0f32; groups];
+    for_decoded_rows(k, v, n, y, init, |gs, r, plus, minus, o| {
+        let s = &scales[r * groups..(r + 1) * groups];
+        for (j, oj) in o.iter_mut().enumerate() {
+            let xj = &x[j * cols..(j + 1) * cols];
+            if groups == 1 {
+                // Per-row scales: each list is one run.
+                // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                let acc = unsafe { k.run_f32(plus, xj) - k.run_f32(minus, xj) };
+                *oj = s[0] * acc;
+                continue;
+            }
+            gs.fill(0.0);
+            for (pos, sign) in [(plus, 1f32), (minus, -1f32)] {
+                group_runs(pos, glen, cols, |g, run| {
+                    // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                    gs[g] += sign * unsafe { k.run_f32(run, xj) };
+                });
+            }
+            *oj = s.iter().zip(gs.iter()).map(|(&sg, &a)| sg * a).sum();
+        }
     });
 }
 
 /// [`lists_f32_with`] on int8 tokens (widened to `i32` once, so the sums read whole lanes):
 /// exact group sums, then the reference's order, `sum += s · (acc as f32)`, then `· s_j`.
 fn lists_i8_with<K: ListKernels>(k: K, v: &ListView<'_>, a: &QuantizedActivations, y: &mut [f32]) {
-    let (rows, cols, n) = (v.rows, v.cols, a.n());
+    let (cols, n) = (v.cols, a.n());
     let glen = group_len(v.scales, cols);
     let groups = v.scales.layout().groups_per_row(cols);
     let scales = v.scales.values();
     let xi: Vec<i32> = (0..n)
         .flat_map(|j| a.row(j)[..cols].iter().map(|&q| i32::from(q)))
         .collect();
-    par_rows(rows, walk_work(v.nnz, rows, n), n, y, |rs, out| {
-        with_decode_buffers(cols + K::PAD, |pp, pm| {
-            let mut gs = vec![0i32; groups];
-            let last = rs.end;
-            for (r, o) in rs.zip(out.chunks_exact_mut(n)) {
-                prefetch_codes(v, r + PREFETCH_ROWS, last);
-                let (cp, cm) = v.codes(r);
-                // SAFETY: as in `lists_f32_with`.
-                let (kp, km) = unsafe { (k.decode(cp, pp), k.decode(cm, pm)) };
-                let s = &scales[r * groups..(r + 1) * groups];
-                for (j, oj) in o.iter_mut().enumerate() {
-                    let xj = &xi[j * cols..(j + 1) * cols];
-                    if groups == 1 {
-                        // Per-row scales: each list is one run. The reference's `0 + s · acc` (the
-                        // `0 +` turns a `−0` into `+0`).
-                        // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                        let acc = unsafe {
-                            k.run_i32(&pp[..kp], xj)
-                                .wrapping_sub(k.run_i32(&pm[..km], xj))
-                        };
-                        *oj = (0f32 + s[0] * acc as f32) * a.scales()[j];
-                        continue;
-                    }
-                    gs.fill(0);
-                    group_runs(&pp[..kp], glen, cols, |g, run| {
-                        // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
-                        gs[g] = gs[g].wrapping_add(unsafe { k.run_i32(run, xj) });
-                    });
-                    group_runs(&pm[..km], glen, cols, |g, run| {
-                        // SAFETY: as above.
-                        gs[g] = gs[g].wrapping_sub(unsafe { k.run_i32(run, xj) });
-                    });
-                    let mut sum = 0f32;
-                    for (&sg, &acc) in s.iter().zip(&gs) {
-                        sum += sg * acc as f32;
-                    }
-                    *oj = sum * a.scales()[j];
-                }
+    let init = || vec![0i32; groups];
+    for_decoded_rows(k, v, n, y, init, |gs, r, plus, minus, o| {
+        let s = &scales[r * groups..(r + 1) * groups];
+        for (j, oj) in o.iter_mut().enumerate() {
+            let xj = &xi[j * cols..(j + 1) * cols];
+            if groups == 1 {
+                // Per-row scales: each list is one run. The reference's `0 + s · acc` (the
+                // `0 +` turns a `−0` into `+0`).
+                // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                let acc = unsafe { k.run_i32(plus, xj).wrapping_sub(k.run_i32(minus, xj)) };
+                *oj = (0f32 + s[0] * acc as f32) * a.scales()[j];
+                continue;
             }
-        });
+            gs.fill(0);
+            group_runs(plus, glen, cols, |g, run| {
+                // SAFETY: decoded columns are < cols (an `IndexLists` invariant).
+                gs[g] = gs[g].wrapping_add(unsafe { k.run_i32(run, xj) });
+            });
+            group_runs(minus, glen, cols, |g, run| {
+                // SAFETY: as above.
+                gs[g] = gs[g].wrapping_sub(unsafe { k.run_i32(run, xj) });
+            });
+            let mut sum = 0f32;
+            for (&sg, &acc) in s.iter().zip(gs.iter()) {
+                sum += sg * acc as f32;
+            }
+            *oj = sum * a.scales()[j];
+        }
     });
 }
 
