@@ -13,8 +13,10 @@
 //! Index lists: each gap code is decoded 16 bytes at a time: with `v = b + 1`, the weight in
 //! lane `i` sits at column `next + (v₀ + … + vᵢ) − 1`, an in-lane prefix sum of `u16` lanes in
 //! three shifted adds, widened to `i32` with the low half's total carried into the high half.
-//! A step holding an escape byte (`255`: advance 255 columns, no weight; 3% of the steps at 5%
-//! density) and the code's last partial step are decoded by scalar code instead. Then each
+//! Escape bytes (`255`: advance 255 columns, no weight) count `255` in the sum, and a step
+//! holding one moves each half's weight lanes to the front with a 256-entry `vpermd` table;
+//! the code's last partial step is its last 16 bytes shifted down with `pshufb`, and only a
+//! code shorter than 16 bytes is decoded by scalar code. Then each
 //! group's run of columns is summed into eight independent accumulators (`f32`, or int8
 //! tokens widened to `i32` once per call). Loads, not `vpgatherdd`: on the AVX-512 host capped
 //! at AVX2 the gathers were no faster, and Zen 3 runs them as microcode.
@@ -352,7 +354,7 @@ unsafe fn decode_gaps(code: &[u8], out: &mut [u32]) -> usize {
             _mm_set1_epi8((16 - len) as i8),
             _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         );
-        // SAFETY: code[len − 16 ..] holds 16 bytes (code.len() ≥ 16).
+        // SAFETY: code[code.len() − 16 ..] holds 16 bytes (code.len() ≥ 16).
         let last = unsafe { _mm_loadu_si128(code.as_ptr().add(code.len() - 16).cast()) };
         step(_mm_shuffle_epi8(last, shift), len);
     } else if len > 0 {
