@@ -789,6 +789,60 @@ fn silu_mul_should_match_reference_at_every_level() {
     }
 }
 
+/// `transpose_into_with` against the plain double loop, bit for bit (it only moves values,
+/// or adds each once): every level, row and token counts around the 8 × 8 blocks and the edge
+/// sizes, strides with and without slack, both modes, and destination values outside the
+/// block left alone; short buffers and a stride under `rows` are refused.
+#[test]
+fn transpose_into_should_match_the_double_loop_at_every_level() {
+    let (mut rng, seed) = rng();
+    let sizes = [0usize, 1, 7, 8, 9, 16, 63, 64, 65];
+    for level in Level::available() {
+        for &rows in sizes.iter().chain(&[576]) {
+            for &n in &sizes {
+                for slack in [0usize, 5] {
+                    let stride = rows + slack;
+                    let src = random_f32(&mut rng, rows * n);
+                    let len = n * stride + 3;
+                    let base = random_f32(&mut rng, len);
+                    for add in [false, true] {
+                        let mut want = base.clone();
+                        for i in 0..rows {
+                            for j in 0..n {
+                                let v = src[i * n + j];
+                                let d = &mut want[j * stride + i];
+                                *d = if add { *d + v } else { v };
+                            }
+                        }
+                        let mut got = base.clone();
+                        kernels::transpose_into_with(level, &src, rows, n, &mut got, stride, add)
+                            .unwrap();
+                        let bad = want
+                            .iter()
+                            .zip(&got)
+                            .position(|(w, g)| w.to_bits() != g.to_bits());
+                        assert!(
+                            bad.is_none(),
+                            "{level} transpose rows {rows} n {n} stride {stride} add {add}: \
+                             first difference at {bad:?} (TERNARY_TEST_SEED={seed})"
+                        );
+                    }
+                }
+            }
+        }
+        let src = vec![1f32; 9 * 4];
+        let mut dst = vec![0f32; 4 * 9];
+        assert!(kernels::transpose_into_with(level, &src[..35], 9, 4, &mut dst, 9, false).is_err());
+        assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst[..35], 9, false).is_err());
+        assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst, 8, false).is_err());
+        assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst, 9, true).is_ok());
+        assert!(
+            dst.iter().all(|&v| v == 1.0),
+            "{level}: refused calls wrote nothing"
+        );
+    }
+}
+
 /// `fill_codes` refuses a `−128` code wherever the filler writes it (and a non-finite scale),
 /// and leaves the activations empty.
 #[test]

@@ -256,7 +256,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
     for (l, layer) in m.layers.iter().enumerate() {
         // ---- A: x += down; n1; q|k|v; RoPE; k, v → cache.
         if l > 0 {
-            gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, |d, v| *d += v);
+            gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, true);
         }
         rmsnorm(&lo.x, &layer.attn_norm, m.eps, &mut lo.xn);
         {
@@ -357,11 +357,19 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
                     let (head, b) = (it / nb, it % nb);
                     let toks = split(n, b, nb, 1);
                     let bt = toks.len();
-                    for (k, j) in toks.enumerate() {
-                        let dst = &mut lo.act[j * width + head * d..][..d];
-                        for (i, o) in dst.iter_mut().enumerate() {
-                            *o = src[at + i * bt + k];
-                        }
+                    // The item's outputs `[d, bt]` into columns head·d.. of its tokens' rows.
+                    let out = &mut lo.act[toks.start * width + head * d..];
+                    let r = kernels::transpose_into_with(
+                        sh.k.level,
+                        &src[at..],
+                        d,
+                        bt,
+                        out,
+                        width,
+                        false,
+                    );
+                    if let Err(e) = r {
+                        sh.record(e.into());
                     }
                     at += d * bt;
                 }
@@ -383,7 +391,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
         }
         end_phase(&mut phase);
         // ---- D: x += o; n2; act(gate)·up.
-        gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, |d, v| *d += v);
+        gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, true);
         rmsnorm(&lo.x, &layer.mlp_norm, m.eps, &mut lo.xn);
         {
             let rows = sh.rows_f(t);
@@ -444,15 +452,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
         // ---- E: gather activations (BitNet: ffn_sub_norm); down_proj.
         {
             sized(&mut lo.act, n * f);
-            gather(
-                sh,
-                phase,
-                n,
-                f,
-                |u| sh.rows_f(u),
-                &mut lo.act,
-                |d, v| *d = v,
-            );
+            gather(sh, phase, n, f, |u| sh.rows_f(u), &mut lo.act, false);
             if let Some(w) = &layer.ffn_sub_norm {
                 rmsnorm_in_place(&mut lo.act, w, m.eps);
             }
@@ -475,7 +475,7 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
     if want == Want::None || n == 0 {
         return (phase + 1) % 2;
     }
-    gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, |d, v| *d += v);
+    gather(sh, phase, n, h, |u| sh.rows_h(u), &mut lo.x, true);
     let sel = if want == Want::All { 0..n } else { n - 1..n };
     let np = sel.len();
     rmsnorm(
@@ -523,12 +523,9 @@ fn project(
     }
 }
 
-/// Rows per block of [`gather`]'s transpose: one cache line of `dst` per token.
-const GATHER_ROWS: usize = 16;
-
-/// `put(dst[j, r], part_u[(r − r0)·n + j])` over every worker's rows (the previous phase's
-/// buffers; `put` adds for the residual stream, sets for the MLP activations), transposed in
-/// blocks of [`GATHER_ROWS`] rows so that each token's writes fill whole cache lines.
+/// `dst[j, r] = part_u[(r − r0)·n + j]` (`+=` when `add`: the residual stream; set for the MLP
+/// activations) over every worker's rows `r0..` (the previous phase's buffers), transposed by
+/// [`kernels::transpose_into_with`] (8 × 8 register blocks at AVX2 and AVX-512).
 fn gather(
     sh: &Shared,
     phase: usize,
@@ -536,7 +533,7 @@ fn gather(
     width: usize,
     rows: impl Fn(usize) -> Range<usize>,
     dst: &mut [f32],
-    put: impl Fn(&mut f32, f32),
+    add: bool,
 ) {
     if n == 0 {
         return;
@@ -545,14 +542,9 @@ fn gather(
         let src = read(&sh.parts[(phase + 1) % 2][u]);
         let r = rows(u);
         let len = r.len().min(src.len() / n);
-        for i0 in (0..len).step_by(GATHER_ROWS) {
-            let i1 = (i0 + GATHER_ROWS).min(len);
-            for j in 0..n {
-                let out = &mut dst[j * width + r.start + i0..j * width + r.start + i1];
-                for (k, o) in out.iter_mut().enumerate() {
-                    put(o, src[(i0 + k) * n + j]);
-                }
-            }
+        let out = &mut dst[r.start..];
+        if let Err(e) = kernels::transpose_into_with(sh.k.level, &src, len, n, out, width, add) {
+            sh.record(e.into());
         }
     }
 }

@@ -576,6 +576,52 @@ pub fn dense_rows_with<W: DenseWeight>(
     Ok(())
 }
 
+/// Transposes a row-major block `src: [rows, n]` into columns of a row-major matrix with
+/// `stride` values per row: `dst[j · stride + i] = src[i · n + j]` for `i < rows`, `j < n`, or
+/// `dst[j · stride + i] += src[i · n + j]` when `add` (one `f32` add per value, the same bits
+/// at every level). AVX2 and AVX-512 move 8 × 8 blocks through registers; the scalar level
+/// walks them one value at a time. This is how a batch's per-thread product outputs, laid out
+/// by output row, become token-major activations.
+///
+/// [`TernaryError::Shape`] if `src` holds fewer than `rows · n` values, `stride < rows` (with
+/// more than one token), or `dst` is shorter than `(n − 1) · stride + rows`.
+pub fn transpose_into_with(
+    level: Level,
+    src: &[f32],
+    rows: usize,
+    n: usize,
+    dst: &mut [f32],
+    stride: usize,
+    add: bool,
+) -> Result<()> {
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    let need_src = rows.checked_mul(n);
+    let need_dst = (n - 1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(rows));
+    match (need_src, need_dst) {
+        (Some(s), Some(d)) if src.len() >= s && dst.len() >= d && (n == 1 || stride >= rows) => {}
+        _ => {
+            return Err(TernaryError::shape(format!(
+                "transpose of {rows} rows × {n} tokens (stride {stride}): source holds {}, \
+                 destination {} values",
+                src.len(),
+                dst.len()
+            )));
+        }
+    }
+    match Isa::of(level)? {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2(t) => t.transpose_into(src, rows, n, dst, stride, add),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512(t) => t.avx2().transpose_into(src, rows, n, dst, stride, add),
+        _ => scalar::transpose_block(src, n, 0..rows, 0..n, dst, stride, add),
+    }
+    Ok(())
+}
+
 /// The SwiGLU gate: `up[i] *= silu(gate[i]) = gate[i] / (1 + e^(−gate[i]))`.
 ///
 /// AVX2/AVX-512 compute `e^x` by a polynomial within about 2 ulp of the exact value (the

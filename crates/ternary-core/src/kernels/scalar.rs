@@ -157,6 +157,26 @@ pub(crate) fn quantize_row_i8(row: &[f32], q: &mut [i8]) -> f32 {
     amax / 127.0
 }
 
+/// `dst[j · stride + i] = src[i · n + j]` (`+=` when `add`) for rows `i` in `rows` and tokens
+/// `j` in `toks`: a block of [`transpose_into_with`](crate::kernels::transpose_into_with).
+/// Shapes are checked by the caller.
+pub(crate) fn transpose_block(
+    src: &[f32],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    toks: std::ops::Range<usize>,
+    dst: &mut [f32],
+    stride: usize,
+    add: bool,
+) {
+    for j in toks {
+        for i in rows.clone() {
+            let (d, v) = (&mut dst[j * stride + i], src[i * n + j]);
+            *d = if add { *d + v } else { v };
+        }
+    }
+}
+
 /// `up[i] *= g / (1 + e^(−g))`, `g = gate[i]` (SiLU of the gate times the up projection, the
 /// reference's expression), over the shorter length.
 pub(crate) fn silu_mul(gate: &[f32], up: &mut [f32]) {

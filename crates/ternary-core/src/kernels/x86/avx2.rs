@@ -44,7 +44,7 @@ use super::panel_gemm::{PanelKernel, Tile, gemm_i8_panels};
 use crate::activations::QuantizedActivations;
 use crate::kernels::aligned::Aligned;
 use crate::kernels::packed::{FieldMatrix, Trits};
-use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks, popcount};
+use crate::kernels::{DenseWeight, GroupWords, Rows, by_row_blocks, popcount, scalar};
 use crate::matrix::TernaryMatrix;
 
 /// Rows sharing one load of the activations.
@@ -1595,6 +1595,72 @@ pub(super) unsafe fn small_field_rows8<D: FieldDot, const G: usize, const F: boo
         _mm256_storeu_ps(sums.as_mut_ptr(), acc);
         for (y, s) in out.iter_mut().zip(sums) {
             *y = s * a.scales()[0];
+        }
+    }
+}
+
+/// [`transpose_into_with`](crate::kernels::transpose_into_with):
+/// `dst[j · stride + i] (+)= src[i · n + j]`, 8 rows × 8 tokens at a time through
+/// [`transpose8`] (eight loads, 24 shuffles, eight stores), the edges by the scalar walk. The
+/// caller checked `src.len() ≥ rows · n`, `dst.len() ≥ (n − 1) · stride + rows` and
+/// `stride ≥ rows` for `n > 1`.
+pub(super) fn transpose_into(
+    _t: Avx2,
+    src: &[f32],
+    rows: usize,
+    n: usize,
+    dst: &mut [f32],
+    stride: usize,
+    add: bool,
+) {
+    let (r8, n8) = (rows / 8 * 8, n / 8 * 8);
+    // SAFETY: the token proves AVX2; every block lies inside the checked shapes.
+    unsafe {
+        if add {
+            transpose_blocks::<true>(src, n, r8, n8, dst, stride);
+        } else {
+            transpose_blocks::<false>(src, n, r8, n8, dst, stride);
+        }
+    }
+    scalar::transpose_block(src, n, r8..rows, 0..n, dst, stride, add);
+    scalar::transpose_block(src, n, 0..r8, n8..n, dst, stride, add);
+}
+
+/// The 8 × 8 blocks of [`transpose_into`] over rows `0..r8` and tokens `0..n8`; row blocks
+/// outside, so one block's eight source rows stream while the 8-value destination pieces of
+/// consecutive tokens fill the two halves of their cache lines on consecutive row blocks.
+///
+/// # Safety
+/// AVX2 must be available; `r8`, `n8` are multiples of 8 with `r8 · n ≤ src.len()`, `n8 ≤ n`,
+/// and `(n8 − 1) · stride + r8 ≤ dst.len()` when both are non-zero.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_blocks<const ADD: bool>(
+    src: &[f32],
+    n: usize,
+    r8: usize,
+    n8: usize,
+    dst: &mut [f32],
+    stride: usize,
+) {
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for i0 in (0..r8).step_by(8) {
+        for j0 in (0..n8).step_by(8) {
+            // SAFETY: rows i0..i0 + 8 ≤ r8 and tokens j0..j0 + 8 ≤ n8 ≤ n: every load reads
+            // src[(i0 + a) · n + j0 .. + 8] within r8 · n, every store writes
+            // dst[(j0 + g) · stride + i0 .. + 8] within (n8 − 1) · stride + r8.
+            unsafe {
+                let v: [__m256; 8] =
+                    std::array::from_fn(|a| _mm256_loadu_ps(sp.add((i0 + a) * n + j0)));
+                for (g, &t) in transpose8(v).iter().enumerate() {
+                    let p = dp.add((j0 + g) * stride + i0);
+                    let o = if ADD {
+                        _mm256_add_ps(_mm256_loadu_ps(p), t)
+                    } else {
+                        t
+                    };
+                    _mm256_storeu_ps(p, o);
+                }
+            }
         }
     }
 }

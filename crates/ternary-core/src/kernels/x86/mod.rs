@@ -71,6 +71,20 @@ impl Avx2 {
         avx2::gemm_i8_packed(self, f, a, y)
     }
 
+    /// [`transpose_into_with`](crate::kernels::transpose_into_with); shapes checked by the
+    /// caller.
+    pub(super) fn transpose_into(
+        self,
+        src: &[f32],
+        rows: usize,
+        n: usize,
+        dst: &mut [f32],
+        stride: usize,
+        add: bool,
+    ) {
+        avx2::transpose_into(self, src, rows, n, dst, stride, add)
+    }
+
     pub(super) fn ternary_dot(self, ap: &[u32], am: &[u32], bp: &[u32], bm: &[u32]) -> i64 {
         // SAFETY: the token exists only if AVX2 and POPCNT were detected.
         unsafe { avx2::ternary_dot(ap, am, bp, bm) }
