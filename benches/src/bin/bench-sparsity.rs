@@ -278,7 +278,7 @@ fn main() {
                 single_call_s: 1.0,
             },
             sweep_points: 4,
-            cold_reps: 2,
+            cold_reps: 5,
         }
     } else {
         Settings {
