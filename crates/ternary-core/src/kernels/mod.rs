@@ -612,7 +612,15 @@ pub fn transpose_into_with(
             )));
         }
     }
-    match Isa::of(level)? {
+    let isa = Isa::of(level)?;
+    if n == 1 {
+        // One token: a contiguous copy or add (vectorized by the compiler).
+        for (d, &v) in dst[..rows].iter_mut().zip(&src[..rows]) {
+            *d = if add { *d + v } else { v };
+        }
+        return Ok(());
+    }
+    match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2(t) => t.transpose_into(src, rows, n, dst, stride, add),
         #[cfg(target_arch = "x86_64")]
