@@ -835,11 +835,12 @@ fn transpose_into_should_match_the_double_loop_at_every_level() {
         assert!(kernels::transpose_into_with(level, &src[..35], 9, 4, &mut dst, 9, false).is_err());
         assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst[..35], 9, false).is_err());
         assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst, 8, false).is_err());
-        assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst, 9, true).is_ok());
         assert!(
-            dst.iter().all(|&v| v == 1.0),
-            "{level}: refused calls wrote nothing"
+            dst.iter().all(|&v| v == 0.0),
+            "{level}: a refused call wrote to the destination"
         );
+        assert!(kernels::transpose_into_with(level, &src, 9, 4, &mut dst, 9, true).is_ok());
+        assert!(dst.iter().all(|&v| v == 1.0), "{level}: 0 + 1 everywhere");
     }
 }
 
