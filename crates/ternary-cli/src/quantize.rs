@@ -93,6 +93,10 @@ pub struct ConvertArgs {
     /// Plain rounding (no GPTQ).
     #[arg(long, overrides_with = "gptq")]
     pub no_gptq: bool,
+    /// GPTQ visits the columns by decreasing input energy (`H_jj`) instead of left to right,
+    /// each group's scale fixed beforehand ("act order" with static groups).
+    #[arg(long)]
+    pub act_order: bool,
     /// Activation-aware input scaling (weights scaled by per-channel activation magnitude).
     #[arg(long, overrides_with = "no_act_scale")]
     pub act_scale: bool,
@@ -163,6 +167,11 @@ impl ConvertArgs {
                 "--budget {b}: the perplexity budget is a ratio >= 1 (e.g. 1.05)"
             )));
         }
+        if self.act_order && self.no_gptq {
+            return Err(CliError::new(
+                "--act-order is an order for GPTQ's rounding; drop --no-gptq",
+            ));
+        }
         if self.calib_tokens == Some(0) {
             return Err(CliError::new("--calib-tokens must be at least 1"));
         }
@@ -221,6 +230,11 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     }
     if args.no_gptq {
         cfg.gptq = None;
+    }
+    if args.act_order
+        && let Some(g) = cfg.gptq.as_mut()
+    {
+        g.act_order = true;
     }
     if args.act_scale {
         cfg.input_scale_alphas = ACT_SCALE_ALPHAS.to_vec();

@@ -26,6 +26,10 @@
 //! trits, `min_s tr(ΔW H ΔWᵀ)`, a `groups × groups` system per row, kept only when it lowers
 //! the row's error.
 //!
+//! With [`GptqConfig::act_order`] the columns are visited by decreasing `H_jj` instead (`U`
+//! is then the factor of the permuted `H_λ`), and every group's scale is chosen up front from
+//! the original weights, since a group's columns are no longer visited together.
+//!
 //! Arithmetic is `f64` throughout (factorizations, updates, errors); the stored scales are
 //! rounded to `f32` ([`Grid::store_scale`]) and the error is evaluated with those.
 
@@ -107,6 +111,11 @@ pub struct GptqConfig {
     pub damp: f64,
     /// Re-solve each row's scales by least squares afterwards (kept only if better).
     pub refit: bool,
+    /// Activation order: quantize the columns by decreasing `H_jj` (the most used inputs
+    /// first, while the most weights are left to absorb their error), with every group's
+    /// scale fixed beforehand from the original weights ("static groups": the stored groups
+    /// stay runs of adjacent columns).
+    pub act_order: bool,
 }
 
 impl Default for GptqConfig {
@@ -114,6 +123,7 @@ impl Default for GptqConfig {
         Self {
             damp: 0.01,
             refit: true,
+            act_order: false,
         }
     }
 }
@@ -339,16 +349,50 @@ pub fn grid_scale(method: Method, grid: Grid, w: &[f32], e: &[f32]) -> Result<f3
 pub struct HessianFactor {
     cols: usize,
     h: Vec<f64>,
+    /// `U` of the dampened `H` with rows and columns in visiting order (`order`).
     u: Vec<f64>,
     dead: Vec<bool>,
+    /// The order GPTQ visits the columns in: `None` left to right, else by decreasing `H_jj`.
+    order: Option<Vec<usize>>,
 }
 
 impl HessianFactor {
-    /// Prepares `h` (`cols × cols`, symmetric positive semi-definite) with dampening `damp`.
+    /// Prepares `h` (`cols × cols`, symmetric positive semi-definite) with dampening `damp`;
+    /// the columns are visited left to right.
     pub fn new(h: Vec<f64>, cols: usize, damp: f64) -> Result<Self> {
+        Self::with_order(h, cols, damp, false)
+    }
+
+    /// As [`new`](Self::new), visiting the columns by decreasing `H_jj` when `act_order`
+    /// (ties by index; dead inputs, `H_jj = 0`, last).
+    pub fn with_order(h: Vec<f64>, cols: usize, damp: f64, act_order: bool) -> Result<Self> {
         let (hd, dead) = prepare_hessian(&h, cols, damp)?;
-        let u = inverse_cholesky_upper(&hd, cols)?;
-        Ok(Self { cols, h, u, dead })
+        if !act_order {
+            let u = inverse_cholesky_upper(&hd, cols)?;
+            return Ok(Self {
+                cols,
+                h,
+                u,
+                dead,
+                order: None,
+            });
+        }
+        let mut order: Vec<usize> = (0..cols).collect();
+        order.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]).then(a.cmp(&b)));
+        let mut hp = vec![0f64; cols * cols];
+        for (i, &a) in order.iter().enumerate() {
+            for (k, &b) in order.iter().enumerate() {
+                hp[i * cols + k] = hd[a * cols + b];
+            }
+        }
+        let u = inverse_cholesky_upper(&hp, cols)?;
+        Ok(Self {
+            cols,
+            h,
+            u,
+            dead,
+            order: Some(order),
+        })
     }
 
     /// Input width.
@@ -380,7 +424,7 @@ pub fn gptq_ternary(
             h.len()
         )));
     }
-    let f = HessianFactor::new(h.to_vec(), cols, cfg.damp)?;
+    let f = HessianFactor::with_order(h.to_vec(), cols, cfg.damp, cfg.act_order)?;
     gptq_ternary_factored(w, rows, f.cols, &f, layout, method, cfg.refit)
 }
 
@@ -459,7 +503,7 @@ pub fn gptq_two_plane(
             h.len()
         )));
     }
-    let f = HessianFactor::new(h.to_vec(), cols, cfg.damp)?;
+    let f = HessianFactor::with_order(h.to_vec(), cols, cfg.damp, cfg.act_order)?;
     gptq_two_plane_factored(w, rows, f.cols, &f, layout, method, cfg.refit)
 }
 
@@ -514,6 +558,7 @@ pub fn gptq_levels_factored(
         cols,
         u,
         dead,
+        order: factor.order.as_deref(),
         diag: &diag,
         glen,
         gpr,
@@ -538,6 +583,7 @@ struct Tile<'a> {
     cols: usize,
     u: &'a [f64],
     dead: &'a [bool],
+    order: Option<&'a [usize]>,
     diag: &'a [f32],
     glen: usize,
     gpr: usize,
@@ -548,6 +594,9 @@ struct Tile<'a> {
 impl Tile<'_> {
     /// GPTQ on a tile of rows sharing `U` (each row of `U` is read once per tile).
     fn run(&self, w: &[f32], levels: &mut [i8], scales: &mut [f32]) -> Result<()> {
+        if let Some(order) = self.order {
+            return self.run_ordered(order, w, levels, scales);
+        }
         let Self {
             cols,
             u,
@@ -557,6 +606,7 @@ impl Tile<'_> {
             gpr,
             method,
             grid,
+            ..
         } = *self;
         if cols == 0 {
             return Ok(());
@@ -595,6 +645,71 @@ impl Tile<'_> {
                 let e = err[r];
                 if e != 0.0 {
                     for (x, &uv) in work[r * cols + j + 1..(r + 1) * cols].iter_mut().zip(urow) {
+                        *x -= e * uv;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`run`](Self::run) visiting the columns in `order` (`order[k]` is the `k`-th column
+    /// visited, `U` is in that order): group scales first, from the original weights (dead
+    /// inputs as 0), then the same rounding and error propagation in the permuted space.
+    fn run_ordered(
+        &self,
+        order: &[usize],
+        w: &[f32],
+        levels: &mut [i8],
+        scales: &mut [f32],
+    ) -> Result<()> {
+        let Self {
+            cols,
+            u,
+            dead,
+            diag,
+            glen,
+            gpr,
+            method,
+            grid,
+            ..
+        } = *self;
+        if cols == 0 {
+            return Ok(());
+        }
+        let max_level = grid.max_level();
+        let n = w.len() / cols;
+        let live = |r: usize, j: usize| if dead[j] { 0.0 } else { w[r * cols + j] };
+        let mut group_w = vec![0f32; glen];
+        for r in 0..n {
+            for g in 0..gpr {
+                let (a, b) = (g * glen, ((g + 1) * glen).min(cols));
+                for (dst, j) in group_w.iter_mut().zip(a..b) {
+                    *dst = live(r, j);
+                }
+                scales[r * gpr + g] = grid_scale(method, grid, &group_w[..b - a], &diag[a..b])?;
+            }
+        }
+        // Row r's weights in visiting order.
+        let mut work: Vec<f64> = (0..n * cols)
+            .map(|i| f64::from(live(i / cols, order[i % cols])))
+            .collect();
+        let mut err = vec![0f64; n];
+        for (k, &j) in order.iter().enumerate() {
+            let g = j / glen;
+            let ukk = u[k * cols + k];
+            for r in 0..n {
+                let s = f64::from(scales[r * gpr + g]);
+                let x = work[r * cols + k];
+                let l = round_level(x, s, max_level);
+                levels[r * cols + j] = l;
+                err[r] = (x - s * f64::from(l)) / ukk;
+            }
+            let urow = &u[k * cols + k + 1..(k + 1) * cols];
+            for r in 0..n {
+                let e = err[r];
+                if e != 0.0 {
+                    for (x, &uv) in work[r * cols + k + 1..(r + 1) * cols].iter_mut().zip(urow) {
                         *x -= e * uv;
                     }
                 }

@@ -173,7 +173,12 @@ pub(crate) fn quantize_layer<B: TernaryBackend>(
             Some(g) => {
                 let key = (input_key(name), alpha.to_bits());
                 if cache.key.as_ref() != Some(&key) {
-                    cache.factor = Some(HessianFactor::new(hs.clone(), cols, g.damp)?);
+                    cache.factor = Some(HessianFactor::with_order(
+                        hs.clone(),
+                        cols,
+                        g.damp,
+                        g.act_order,
+                    )?);
                     cache.key = Some(key);
                 }
                 let factor = cache
