@@ -566,7 +566,7 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         &f16,
         "llama-quantize --allow-requantize from the Q4_1 file",
     )?);
-    // Ternary layers take f32 activations by default; int8 activations
+    // A converted model's ternary layers take f32 activations by default; int8 activations
     // (`--ternary-path cpu-int8`) are the other path of the runtime.
     let int8 = |c: &Case| Case {
         weights: format!("{}, int8 activations", c.weights),
@@ -604,12 +604,18 @@ fn prepare(l: &LlamaCpp, ternary: &Path, with_bitnet: bool) -> Result<Vec<Case>,
         })?;
         let made = "scripts/make_random_bitnet_gguf.py (random ternary F16, seed 1), then llama-quantize TQ2_0";
         cases.push(gguf_case("llama.cpp", bit, "TQ2_0", &tq, made)?);
-        let mut ours = gguf_case("ours", bit, "TQ2_0", &tq, made)?;
+        let mut ours = gguf_case("ours", bit, "TQ2_0 (default: int8 activations)", &tq, made)?;
         ours.our_reps_cap = Some(1);
         // The output matrix is Q6_K in the file and stays in its blocks in our memory too
         // (int8 activations per 256 values, as llama.cpp's Q8_K), so both engines read it alike.
-        let ours_int8 = int8(&ours);
-        cases.extend([ours, ours_int8]);
+        // A GGUF's ternary layers take int8 activations by default (as llama.cpp's do); the
+        // second row is the f32 path.
+        let ours_f32 = Case {
+            weights: "TQ2_0, f32 activations".into(),
+            our_flags: vec!["--ternary-path".into(), "cpu-f32".into()],
+            ..ours.clone()
+        };
+        cases.extend([ours, ours_f32]);
     }
     Ok(cases)
 }

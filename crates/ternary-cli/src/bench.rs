@@ -31,7 +31,9 @@ use ternary_core::rng::SplitMix64;
 use ternary_models::{BurnDecoder, Decoder, Logits};
 use ternary_runtime::{FloatWeights, KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
 
-use crate::common::{CliError, Engine, PathArg, Res, load_model, set_ternary_path, threads};
+use crate::common::{
+    CliError, Engine, PathArg, Res, load_model, set_ternary_path, ternary_activations, threads,
+};
 
 /// Arguments of `ternary bench`.
 #[derive(Debug, Clone, Args)]
@@ -170,6 +172,7 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     }
     let (mut m, _) = load_model(&args.model)?;
     set_ternary_path(&mut m.model, args.ternary_path);
+    let acts = ternary_activations(&m.model);
     let c = m.model.config().clone();
     let need = args.prompt_tokens.max(args.gen_tokens);
     if need > c.max_position_embeddings {
@@ -260,11 +263,6 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     let head = match args.lm_head {
         HeadArg::AsModel => "as-model",
         HeadArg::Int8 => "int8",
-    };
-    let acts = match args.ternary_path {
-        PathArg::CpuInt8 => "int8",
-        PathArg::Float => "float",
-        PathArg::Auto | PathArg::CpuF32 => "f32",
     };
     if args.json {
         println!(

@@ -114,7 +114,9 @@ fn checkpoint_dir(format: Format, path: &Path) -> Res<PathBuf> {
 /// How the ternary layers of a loaded model compute (`--ternary-path`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PathArg {
-    /// The backend's default (host f32 kernels on the CPU).
+    /// As loaded: int8 activations for a GGUF's ternary tensors (TQ1_0, TQ2_0, I2_S: the
+    /// arithmetic of their engines) and BitNet checkpoints, host f32 kernels for other
+    /// ternary layers (converted models).
     Auto,
     /// Host f32 ternary kernels.
     CpuF32,
@@ -124,10 +126,10 @@ pub enum PathArg {
     Float,
 }
 
-/// Switches every ternary layer of `model` to `path`.
+/// Switches every ternary layer of `model` to `path` (`Auto` keeps each as loaded).
 pub fn set_ternary_path(model: &mut Llama<Cpu>, path: PathArg) {
     let p = match path {
-        PathArg::Auto => LinearPath::Auto,
+        PathArg::Auto => return,
         PathArg::CpuF32 => LinearPath::CpuF32,
         PathArg::CpuInt8 => LinearPath::CpuInt8,
         PathArg::Float => LinearPath::Float,
@@ -137,6 +139,24 @@ pub fn set_ternary_path(model: &mut Llama<Cpu>, path: PathArg) {
         if let Some(t) = switched {
             *slot = Box::new(t);
         }
+    }
+}
+
+/// How `model`'s ternary layers take their activations, as `ternary bench` reports it:
+/// `"int8"`, `"f32"`, `"float"` (dequantized weights), `"mixed"`, or `"none"` without ternary
+/// layers.
+pub fn ternary_activations(model: &Llama<Cpu>) -> &'static str {
+    let mut kinds = model.linears().into_iter().filter_map(|(_, l)| {
+        as_ternary::<Cpu>(l.as_ref()).map(|t| match t.path().resolve::<Cpu>() {
+            LinearPath::CpuInt8 => "int8",
+            LinearPath::Float => "float",
+            _ => "f32",
+        })
+    });
+    match kinds.next() {
+        None => "none",
+        Some(k) if kinds.all(|o| o == k) => k,
+        Some(_) => "mixed",
     }
 }
 

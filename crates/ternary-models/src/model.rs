@@ -26,7 +26,9 @@ use burn::tensor::activation::{relu, silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use std::fmt::Debug;
 use ternary_core::{Scales, TernaryMatrix};
-use ternary_layers::{FloatScores, Linear, ScoreFn, TernaryBackend, TernaryLinear, to_rows};
+use ternary_layers::{
+    FloatScores, Linear, LinearPath, ScoreFn, TernaryBackend, TernaryLinear, to_rows,
+};
 
 /// RMSNorm weight `w`: `y = x / sqrt(mean(x²) + ε) ⊙ w` over the last dimension.
 #[derive(Debug, Clone)]
@@ -356,7 +358,17 @@ impl<B: TernaryBackend> Llama<B> {
                          module in modules_to_not_convert)"
                     )));
                 }
-                return Ok(Box::new(TernaryLinear::<B>::new(t.matrix, device)?));
+                // GGUF's ternary types (TQ1_0, TQ2_0, I2_S) are the native models' weights,
+                // which their engines multiply with int8 activations (llama.cpp: `Q8_K`, per
+                // 256 values; BitNet b1.58: per token): on the host they compute on per-token
+                // int8 too, as `BitLinear` does, unless the caller switches the layer's path.
+                let l = TernaryLinear::<B>::new(t.matrix, device)?;
+                let l = if linear_impl.is_host() {
+                    l.with_path(LinearPath::CpuInt8)
+                } else {
+                    l
+                };
+                return Ok(Box::new(l));
             }
             if linear_impl.is_host()
                 && src.half_layers()

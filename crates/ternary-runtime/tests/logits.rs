@@ -180,7 +180,7 @@ fn owned_runtime_should_repack_and_match_the_shared_runtime_bit_for_bit() {
                     threads,
                     level: Some(level),
                     chunk,
-                    // The GGUF's TQ2_0 layers compute on f32 activations by default.
+                    // Every ternary layer on int8 activations, whatever its own path.
                     ternary: TernaryActivations::Int8,
                     ..RuntimeOptions::default()
                 };
