@@ -10,7 +10,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use ternary_layers::{Cpu, TernaryBackend, to_rows};
+use ternary_layers::{Cpu, LinearPath, TernaryBackend, TernaryLinear, to_rows};
 use ternary_models::generate::argmax;
 use ternary_models::loader::SafetensorsWeights;
 use ternary_models::{
@@ -590,13 +590,28 @@ fn gguf_ternary_tensors_should_load_as_ternary_layers() {
         );
         Llama::<Cpu>::from_weights(c.clone(), &GgufWeights::new(&file, c), &device).unwrap()
     };
-    let (tq, float) = (build(true), build(false));
+    let (mut tq, float) = (build(true), build(false));
     let kinds: Vec<String> = tq.linears().iter().map(|(_, l)| l.kind()).collect();
     assert_eq!(
         kinds.iter().filter(|k| *k == "ternary").count(),
         14,
         "{kinds:?}"
     );
+    // As loaded they take int8 activations (as llama.cpp's TQ kernels do); on f32 activations
+    // they must give the float file's logits.
+    let mut switched = 0;
+    for (name, slot) in tq.linears_mut() {
+        let t = slot
+            .as_any()
+            .and_then(|a| a.downcast_ref::<TernaryLinear<Cpu>>())
+            .cloned();
+        if let Some(t) = t {
+            assert_eq!(t.path(), LinearPath::CpuInt8, "{name}: path as loaded");
+            *slot = Box::new(t.with_path(LinearPath::CpuF32));
+            switched += 1;
+        }
+    }
+    assert_eq!(switched, 14);
     assert!(float.linears().iter().all(|(_, l)| l.kind() != "ternary"));
     let prompt = ids(&reference("relu2-packed")["ids"]);
     let (a, ga) = run(&tq, &prompt, 4);
