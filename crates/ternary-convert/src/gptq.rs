@@ -599,7 +599,6 @@ impl Tile<'_> {
         }
         let Self {
             cols,
-            u,
             dead,
             diag,
             glen,
@@ -611,7 +610,6 @@ impl Tile<'_> {
         if cols == 0 {
             return Ok(());
         }
-        let max_level = grid.max_level();
         let n = w.len() / cols;
         let mut work: Vec<f64> = w
             .iter()
@@ -632,25 +630,41 @@ impl Tile<'_> {
                         grid_scale(method, grid, &group_w[..end - j], &diag[j..end])?;
                 }
             }
-            let ujj = u[j * cols + j];
-            for r in 0..n {
-                let s = f64::from(scales[r * gpr + g]);
-                let x = work[r * cols + j];
-                let l = round_level(x, s, max_level);
-                levels[r * cols + j] = l;
-                err[r] = (x - s * f64::from(l)) / ujj;
-            }
-            let urow = &u[j * cols + j + 1..(j + 1) * cols];
-            for r in 0..n {
-                let e = err[r];
-                if e != 0.0 {
-                    for (x, &uv) in work[r * cols + j + 1..(r + 1) * cols].iter_mut().zip(urow) {
-                        *x -= e * uv;
-                    }
+            self.step(j, j, &mut work, &mut err, levels, scales);
+        }
+        Ok(())
+    }
+
+    /// The `k`-th column visited, column `j` of the rows: each row's weight `work[r, k]` is
+    /// rounded to its group's grid (level stored at `j`) and the error, divided by `U_kk`,
+    /// is taken off the columns not yet visited, `work[r, k+1..] −= e · U_{k, k+1..}`.
+    fn step(
+        &self,
+        k: usize,
+        j: usize,
+        work: &mut [f64],
+        err: &mut [f64],
+        levels: &mut [i8],
+        scales: &[f32],
+    ) {
+        let (cols, u) = (self.cols, self.u);
+        let g = j / self.glen;
+        let ukk = u[k * cols + k];
+        for (r, e) in err.iter_mut().enumerate() {
+            let s = f64::from(scales[r * self.gpr + g]);
+            let x = work[r * cols + k];
+            let l = round_level(x, s, self.grid.max_level());
+            levels[r * cols + j] = l;
+            *e = (x - s * f64::from(l)) / ukk;
+        }
+        let urow = &u[k * cols + k + 1..(k + 1) * cols];
+        for (r, &e) in err.iter().enumerate() {
+            if e != 0.0 {
+                for (x, &uv) in work[r * cols + k + 1..(r + 1) * cols].iter_mut().zip(urow) {
+                    *x -= e * uv;
                 }
             }
         }
-        Ok(())
     }
 
     /// [`run`](Self::run) visiting the columns in `order` (`order[k]` is the `k`-th column
@@ -665,7 +679,6 @@ impl Tile<'_> {
     ) -> Result<()> {
         let Self {
             cols,
-            u,
             dead,
             diag,
             glen,
@@ -677,7 +690,6 @@ impl Tile<'_> {
         if cols == 0 {
             return Ok(());
         }
-        let max_level = grid.max_level();
         let n = w.len() / cols;
         let live = |r: usize, j: usize| if dead[j] { 0.0 } else { w[r * cols + j] };
         let mut group_w = vec![0f32; glen];
@@ -696,24 +708,7 @@ impl Tile<'_> {
             .collect();
         let mut err = vec![0f64; n];
         for (k, &j) in order.iter().enumerate() {
-            let g = j / glen;
-            let ukk = u[k * cols + k];
-            for r in 0..n {
-                let s = f64::from(scales[r * gpr + g]);
-                let x = work[r * cols + k];
-                let l = round_level(x, s, max_level);
-                levels[r * cols + j] = l;
-                err[r] = (x - s * f64::from(l)) / ukk;
-            }
-            let urow = &u[k * cols + k + 1..(k + 1) * cols];
-            for r in 0..n {
-                let e = err[r];
-                if e != 0.0 {
-                    for (x, &uv) in work[r * cols + k + 1..(r + 1) * cols].iter_mut().zip(urow) {
-                        *x -= e * uv;
-                    }
-                }
-            }
+            self.step(k, j, &mut work, &mut err, levels, scales);
         }
         Ok(())
     }
