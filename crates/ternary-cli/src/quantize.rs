@@ -1,5 +1,6 @@
 //! `ternary quantize`: load a float model, convert it, print the plan, save it.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -278,6 +279,9 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     cfg
 }
 
+/// How often a conversion logs a progress line when stderr is not a terminal.
+const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Candidate exponents of activation-aware input scaling with `--act-scale`.
 const ACT_SCALE_ALPHAS: [f32; 3] = [0.0, 0.25, 0.5];
 
@@ -288,6 +292,9 @@ pub fn convert(m: &mut LoadedModel<Cpu>, args: &ConvertArgs, calib: &str) -> Res
     let names: Vec<String> = m.model.linears().into_iter().map(|(n, _)| n).collect();
     let cfg = convert_config(args, &names);
     let mut current: Option<ProgressBar> = None;
+    let tty = std::io::stderr().is_terminal();
+    let t0 = Instant::now();
+    let mut last_line = t0;
     let mut on_progress = |p: Progress| match p {
         Progress::Start { stage, total } => {
             if let Some(pb) = current.take() {
@@ -295,10 +302,26 @@ pub fn convert(m: &mut LoadedModel<Cpu>, args: &ConvertArgs, calib: &str) -> Res
             }
             current = Some(bar(total as u64, stage.name()));
         }
-        Progress::Step { done, total, .. } => {
+        Progress::Step {
+            stage,
+            done,
+            total,
+            detail,
+        } => {
             if let Some(pb) = &current {
                 pb.set_length(total as u64);
                 pb.set_position(done as u64);
+            }
+            // Without a terminal the bar is hidden: a line at most every 10 s instead.
+            if !tty && (last_line.elapsed() >= LINE_EVERY || done == total) {
+                last_line = Instant::now();
+                let secs = t0.elapsed().as_secs();
+                eprintln!(
+                    "  {:<12} {done}/{total} [{}:{:02}] {detail}",
+                    stage.name(),
+                    secs / 60,
+                    secs % 60
+                );
             }
         }
         Progress::Finish { stage, message } => {

@@ -241,12 +241,47 @@ pub fn calibrate_layers<B: Backend>(
     want: &dyn Fn(&str) -> bool,
     on_chunk: &mut dyn FnMut(usize, usize),
 ) -> Result<Calibration> {
+    let chunks = calibration_chunks(tokens, ctx, bos, max_chunks)?;
+    let total = chunks.len();
+    record_inputs(model, want, &mut |m: &Llama<B>| {
+        for (i, c) in chunks.iter().enumerate() {
+            let mut cache = m.new_cache();
+            // All positions: `lm_head` must see every token's hidden state.
+            m.forward(c, &mut cache, Logits::All)?;
+            on_chunk(i + 1, total);
+        }
+        Ok(chunks.iter().map(Vec::len).sum())
+    })
+}
+
+/// The sequences [`calibrate`] runs: `tokens` in consecutive chunks of `ctx` (at most
+/// `max_chunks`; a shorter tail chunk when it holds at least 2 tokens), each with its first
+/// token replaced by `bos` when given.
+///
+/// # Errors
+/// `ctx < 2`, or no chunk of at least 2 tokens.
+pub fn calibration_chunks(
+    tokens: &[u32],
+    ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+) -> Result<Vec<Vec<u32>>> {
     if ctx < 2 {
         return Err(ConvertError::Invalid(format!(
             "calibration context {ctx} is too short (at least 2)"
         )));
     }
-    let mut chunks: Vec<&[u32]> = tokens.chunks(ctx).filter(|c| c.len() >= 2).collect();
+    let mut chunks: Vec<Vec<u32>> = tokens
+        .chunks(ctx)
+        .filter(|c| c.len() >= 2)
+        .map(|c| {
+            let mut c = c.to_vec();
+            if let Some(b) = bos {
+                c[0] = b;
+            }
+            c
+        })
+        .collect();
     if let Some(m) = max_chunks {
         chunks.truncate(m);
     }
@@ -256,6 +291,18 @@ pub fn calibrate_layers<B: Backend>(
             tokens.len()
         )));
     }
+    Ok(chunks)
+}
+
+/// Wraps the layers for which `want(name)` holds in recorders, calls `run` on the model (which
+/// returns how many tokens it ran), and returns what they recorded. The model's layers are
+/// restored before returning, also on error. [`calibrate_layers`] runs whole sequences;
+/// sequential quantization runs one block at a time on stored hidden states.
+pub fn record_inputs<B: Backend>(
+    model: &mut Llama<B>,
+    want: &dyn Fn(&str) -> bool,
+    run: &mut dyn FnMut(&Llama<B>) -> Result<usize>,
+) -> Result<Calibration> {
     // Wrap every layer; the first layer of each input key owns the record.
     let mut sinks: BTreeMap<String, Arc<Mutex<Sink>>> = BTreeMap::new();
     let mut originals = Vec::new();
@@ -283,23 +330,9 @@ pub fn calibrate_layers<B: Backend>(
         originals.push(inner.clone());
         *slot = Box::new(Recorder { inner, sink });
     }
-    let total = chunks.len();
-    let mut run = || -> Result<()> {
-        for (i, chunk) in chunks.iter().enumerate() {
-            let mut c = chunk.to_vec();
-            if let Some(b) = bos {
-                c[0] = b;
-            }
-            let mut cache = model.new_cache();
-            // All positions: `lm_head` must see every token's hidden state.
-            model.forward(&c, &mut cache, Logits::All)?;
-            on_chunk(i + 1, total);
-        }
-        Ok(())
-    };
-    let outcome = run();
+    let outcome = run(model);
     restore(model, originals)?;
-    outcome?;
+    let tokens = outcome?;
     let mut by_input = BTreeMap::new();
     for (key, sink) in sinks {
         let sink = Arc::try_unwrap(sink)
@@ -311,10 +344,7 @@ pub fn calibrate_layers<B: Backend>(
         }
         by_input.insert(key, Arc::new(sink.stats));
     }
-    Ok(Calibration {
-        tokens: chunks.iter().map(|c| c.len()).sum(),
-        by_input,
-    })
+    Ok(Calibration { tokens, by_input })
 }
 
 /// Puts the original layers back into their slots (dropping the recorders first).

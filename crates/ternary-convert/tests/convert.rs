@@ -422,6 +422,58 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
     assert_eq!(logits(&m, ids), before);
 }
 
+/// A block with no layer to quantize is still run (float) on the way to the next: with block 0
+/// kept float, block 1's layers equal the plain result (they see the float model), and
+/// `lm_head` equals a calibration of the model holding block 1's stand-ins.
+#[test]
+fn sequential_quantization_should_run_float_blocks_it_skips() {
+    use ternary_convert::convert::{
+        apply_standins, quantize_model, quantize_model_sequential, restore_layers,
+    };
+    let mut m = tiny();
+    let cfg = ConvertConfig {
+        keep_float: vec!["layers.0.".into()],
+        ..small_cfg()
+    };
+    let tokens = m.tokenizer.encode(&text(), true).unwrap();
+    let tokens = &tokens[..200];
+    let seq =
+        quantize_model_sequential(&mut m.model, tokens, cfg.ctx, None, &cfg, &mut |_| {}).unwrap();
+    assert!(seq.iter().all(|(n, _)| !n.contains("layers.0.")));
+    assert!(seq.iter().any(|(n, _)| n.contains("layers.1.")));
+    assert_eq!(seq.last().map(|p| p.0.as_str()), Some("lm_head"));
+    let plain = {
+        let calib = calibrate(&mut m.model, tokens, cfg.ctx, None, None, &mut |_, _| {}).unwrap();
+        quantize_model(&m.model, &calib, &cfg, &mut |_| {}).unwrap()
+    };
+    let block1: Vec<&(String, _)> = seq.iter().filter(|p| p.0.contains("layers.1.")).collect();
+    for (name, got) in &block1 {
+        let want = &plain.iter().find(|p| p.0 == *name).unwrap().1;
+        assert_eq!(
+            got.matrix, want.matrix,
+            "{name}: block 1 sees the float model"
+        );
+    }
+    let saved = apply_standins(&mut m.model, &block1).unwrap();
+    let calib = calibrate(&mut m.model, tokens, cfg.ctx, None, None, &mut |_, _| {}).unwrap();
+    let want = quantize_model(&m.model, &calib, &cfg, &mut |_| {}).unwrap();
+    restore_layers(&mut m.model, saved).unwrap();
+    let head = |l: &[(String, ternary_convert::convert::QuantizedLayer)]| {
+        l.iter()
+            .find(|p| p.0 == "lm_head")
+            .unwrap()
+            .1
+            .matrix
+            .clone()
+    };
+    assert_eq!(head(&seq), head(&want), "lm_head sees block 1 quantized");
+    assert_ne!(
+        head(&seq),
+        head(&plain),
+        "the stand-ins must change lm_head's inputs"
+    );
+}
+
 /// `ConvertConfig::sequential` installs exactly what `quantize_model_sequential` computes on the
 /// statistics tokens.
 #[test]

@@ -91,9 +91,11 @@ pub struct ConvertConfig {
     /// Measure the calibration perplexity of the float and the converted model for the
     /// report even without a budget.
     pub measure: bool,
-    /// Sequential quantization ([`quantize_model_sequential`](super::quantize_model_sequential)): each block is calibrated on the
-    /// model whose earlier blocks are already quantized, so its rounding also compensates the
-    /// error of its inputs. One calibration pass per block (30 for SmolLM2); pays off when most layers end up ternary (e.g. without a budget).
+    /// Sequential quantization
+    /// ([`quantize_model_sequential`](super::quantize_model_sequential)): each block is
+    /// calibrated on the model whose earlier blocks are already quantized, so its rounding also
+    /// compensates the error of its inputs. About two forward passes over the statistics
+    /// tokens; pays off when most layers end up ternary (e.g. without a budget).
     pub sequential: bool,
     /// Trit-planes per converted layer: one (default), two, or chosen per layer by the
     /// budgeted search ([`Planes::Auto`]). With two planes (or `Auto`) a tied `lm_head` stays

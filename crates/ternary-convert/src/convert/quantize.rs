@@ -8,7 +8,7 @@ use ternary_layers::{Linear, LinearWeights, TernaryBackend, to_rows};
 use ternary_models::Llama;
 
 use super::*;
-use crate::calib::{Calibration, InputStats, calibrate_layers, input_key};
+use crate::calib::{Calibration, InputStats, calibrate_layers, input_key, record_inputs};
 use crate::error::{ConvertError, Result};
 use crate::gptq::{
     GptqConfig, Grid, HessianFactor, gptq_levels_factored, refit_plane_scales, round_to_grid,
@@ -346,8 +346,12 @@ pub(super) fn block_of(name: &str) -> String {
 /// are already quantized ("sequential" GPTQ): the statistics of block `b` (`E|x|`, `E[x²]`, the
 /// Hessian `H = Σ x xᵀ`) are collected with blocks `< b` replaced by float stand-ins holding
 /// their quantized weights, so each block's rounding also compensates the error its inputs
-/// carry from the blocks before it. One calibration pass over `tokens` per block (the whole
-/// model runs each time). The model is restored before returning.
+/// carry from the blocks before it. The residual stream of every calibration sequence
+/// (`tokens` in chunks of `ctx`, as [`calibrate`](crate::calib::calibrate) runs them) is kept
+/// between blocks, so each block runs twice in all — once float to record its inputs, once
+/// quantized to advance the stream — and `lm_head` once: the cost of about two forward passes
+/// instead of one per block (memory: the stream, `tokens × hidden` `f32`). Bit for bit the
+/// same statistics as a whole forward pass per block. The model is restored before returning.
 pub fn quantize_model_sequential<B: TernaryBackend>(
     model: &mut Llama<B>,
     tokens: &[u32],
@@ -365,8 +369,46 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
             _ => blocks.push((b, vec![n])),
         }
     }
+    let layers = model.config().num_layers;
+    // Where each group runs: block `i`, or (`None`) the head after the last block.
+    let mut at = Vec::with_capacity(blocks.len());
+    for (key, members) in &blocks {
+        let pos = match key.strip_prefix("model.layers.") {
+            Some(rest) => rest
+                .trim_end_matches('.')
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i < layers),
+            None if members.iter().all(|m| m == "lm_head") => None,
+            None => {
+                return Err(ConvertError::Invalid(format!(
+                    "sequential quantization does not know where layer {key} runs"
+                )));
+            }
+        };
+        if key.starts_with("model.layers.") && pos.is_none() {
+            return Err(ConvertError::Invalid(format!(
+                "sequential quantization: {key} is not a block of this model"
+            )));
+        }
+        if let (Some(&Some(prev)), Some(i)) = (at.last(), pos)
+            && i <= prev
+        {
+            return Err(ConvertError::Invalid(format!(
+                "sequential quantization: {key} comes after block {prev}"
+            )));
+        }
+        if at.last() == Some(&None) {
+            return Err(ConvertError::Invalid(
+                "sequential quantization: lm_head must be the last group".into(),
+            ));
+        }
+        at.push(pos);
+    }
     let total = blocks.iter().map(|(_, m)| m.len()).sum();
     let grid = primary_grid(cfg);
+    let chunks = crate::calib::calibration_chunks(tokens, ctx, bos, None)?;
+    let n_tokens: usize = chunks.iter().map(Vec::len).sum();
     progress(Progress::Start {
         stage: Stage::Quantize,
         total,
@@ -376,16 +418,42 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
     let mut out: Vec<(String, QuantizedLayer)> = Vec::with_capacity(total);
     let mut saved: Vec<(String, Linear<B>)> = Vec::new();
     let result = (|| -> Result<()> {
-        for (_, members) in &blocks {
-            let calib = calibrate_layers(
-                model,
-                tokens,
-                ctx,
-                bos,
-                None,
-                &|n: &str| members.iter().any(|m| m == n),
-                &mut |_, _| {},
-            )?;
+        // The residual stream before block `next` of every chunk.
+        let mut stream = chunks
+            .iter()
+            .map(|c| model.embed(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut next = 0;
+        let advance = |model: &Llama<B>, stream: Vec<Tensor<B, 2>>, blocks| {
+            stream
+                .into_iter()
+                .map(|x| model.run_blocks(x, std::ops::Range::clone(&blocks)))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        };
+        for ((_, members), pos) in blocks.iter().zip(&at) {
+            let want = |n: &str| members.iter().any(|m| m == n);
+            let calib = match *pos {
+                Some(i) => {
+                    stream = advance(model, stream, next..i)?;
+                    next = i;
+                    record_inputs(model, &want, &mut |m: &Llama<B>| {
+                        for x in &stream {
+                            m.run_blocks(x.clone(), i..i + 1)?;
+                        }
+                        Ok(n_tokens)
+                    })?
+                }
+                None => {
+                    stream = advance(model, stream, next..layers)?;
+                    next = layers;
+                    record_inputs(model, &want, &mut |m: &Llama<B>| {
+                        for x in &stream {
+                            drop(m.head(x.clone()));
+                        }
+                        Ok(n_tokens)
+                    })?
+                }
+            };
             let start = out.len();
             for name in members {
                 let q = quantize_named(model, name, &calib, cfg, grid, &mut cache, &device)?;
