@@ -111,9 +111,14 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub calib_ctx: Option<usize>,
     /// Sequential quantization: calibrate each block on the model whose earlier blocks are
-    /// already ternary (one calibration pass per block; best when most layers become ternary).
+    /// already ternary (about two forward passes over the calibration tokens; best when most
+    /// layers become ternary).
     #[arg(long)]
     pub sequential: bool,
+    /// Sequential inside each block too (implies --sequential): q/k/v, o, gate/up and down
+    /// are calibrated in turn, each with the block's earlier layers already ternary.
+    #[arg(long)]
+    pub sequential_layers: bool,
     /// Trit-planes per converted layer: 1, 2 (the 9-level grid s·(3·t₁ + t₂); with
     /// `--no-budget` every linear layer but a tied `lm_head`), or auto (the budgeted search
     /// chooses float, two planes or one plane per layer). Default 1.
@@ -194,9 +199,9 @@ impl ConvertArgs {
                 "--free-plane-scales applies to two-plane layers: add --planes 2 or auto",
             ));
         }
-        if self.planes == Some(PlanesArg::Auto) && self.sequential {
+        if self.planes == Some(PlanesArg::Auto) && (self.sequential || self.sequential_layers) {
             return Err(CliError::new(
-                "--planes auto cannot be combined with --sequential",
+                "--planes auto cannot be combined with --sequential or --sequential-layers",
             ));
         }
         Ok(())
@@ -255,9 +260,10 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     if let Some(c) = args.calib_ctx {
         cfg.ctx = c;
     }
-    if args.sequential {
+    if args.sequential || args.sequential_layers {
         cfg.sequential = true;
     }
+    cfg.sequential_layers = args.sequential_layers;
     cfg.free_plane_scales = args.free_plane_scales;
     if let Some(p) = args.planes {
         cfg.planes = match p {

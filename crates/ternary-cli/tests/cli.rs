@@ -269,6 +269,19 @@ fn bad_inputs_should_be_clean_errors() {
     );
     fails(
         &[
+            "quantize",
+            "--model",
+            s(&tiny),
+            "--out",
+            s(&out),
+            "--planes",
+            "auto",
+            "--sequential-layers",
+        ],
+        "--sequential-layers",
+    );
+    fails(
+        &[
             "eval",
             "--model",
             s(&tiny),

@@ -50,6 +50,7 @@ fn small_cfg() -> ConvertConfig {
         sensitivity_tokens: 32,
         measure: true,
         sequential: false,
+        sequential_layers: false,
         planes: Planes::One,
         free_plane_scales: false,
     }
@@ -357,16 +358,20 @@ fn smollm2_should_convert_a_few_layers_within_budget() {
 }
 
 /// Sequential quantization against its definition, rebuilt from the non-sequential pieces: the
-/// layers of each block equal [`quantize_model`] on a calibration of the model whose earlier
-/// blocks hold the sequential result's stand-ins. Block 0 therefore equals the plain result;
-/// later blocks must differ from it (their inputs changed), and the model is restored.
-#[test]
-fn sequential_quantization_should_match_blockwise_recalibration() {
+/// layers of each group (a block, or with `sequential_layers` the layers of a block reading one
+/// input) equal [`quantize_model`] on a calibration of the model whose earlier groups hold the
+/// sequential result's stand-ins. The first group therefore equals the plain result; later
+/// groups must differ from it (their inputs changed), and the model is restored.
+fn check_sequential_definition(by_layer: bool) {
     use ternary_convert::convert::{
         apply_standins, quantize_model, quantize_model_sequential, restore_layers,
     };
     let mut m = tiny();
-    let cfg = small_cfg();
+    let cfg = ConvertConfig {
+        sequential: true,
+        sequential_layers: by_layer,
+        ..small_cfg()
+    };
     let tokens = m.tokenizer.encode(&text(), true).unwrap();
     let tokens = &tokens[..256];
     let ids = &tokens[..40];
@@ -377,15 +382,17 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
     let names: Vec<String> = m.model.linears().into_iter().map(|(n, _)| n).collect();
     assert_eq!(seq.iter().map(|p| p.0.clone()).collect::<Vec<_>>(), names);
 
-    let block = |n: &str| -> String {
+    let group = |n: &str| -> String {
         match n.strip_prefix("model.layers.") {
+            Some(_) if by_layer => input_key(n),
             Some(rest) => rest.split('.').next().unwrap().to_string(),
             None => n.to_string(),
         }
     };
-    let mut groups: Vec<String> = names.iter().map(|n| block(n)).collect();
+    let mut groups: Vec<String> = names.iter().map(|n| group(n)).collect();
     groups.dedup();
-    assert_eq!(groups.len(), 3, "2 blocks + lm_head");
+    let want_groups = if by_layer { 2 * 4 + 1 } else { 2 + 1 };
+    assert_eq!(groups.len(), want_groups, "2 blocks + lm_head");
     let plain = {
         let calib = calibrate(&mut m.model, tokens, cfg.ctx, None, None, &mut |_, _| {}).unwrap();
         quantize_model(&m.model, &calib, &cfg, &mut |_| {}).unwrap()
@@ -394,7 +401,7 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
     for (g, key) in groups.iter().enumerate() {
         let earlier: Vec<&(String, _)> = seq
             .iter()
-            .filter(|p| groups[..g].contains(&block(&p.0)))
+            .filter(|p| groups[..g].contains(&group(&p.0)))
             .collect();
         let saved = apply_standins(&mut m.model, &earlier).unwrap();
         let calib = calibrate(&mut m.model, tokens, cfg.ctx, None, None, &mut |_, _| {}).unwrap();
@@ -402,14 +409,17 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
         restore_layers(&mut m.model, saved).unwrap();
         for ((name, got), (wname, w)) in seq.iter().zip(&want) {
             assert_eq!(name, wname);
-            if block(name) != *key {
+            if group(name) != *key {
                 continue;
             }
             assert_eq!(got.matrix, w.matrix, "{name}: matrix");
             assert_eq!(got.input_scale, w.input_scale, "{name}: input scale");
             let p = &plain.iter().find(|p| p.0 == *name).unwrap().1;
             if g == 0 {
-                assert_eq!(got.matrix, p.matrix, "{name}: block 0 sees the float model");
+                assert_eq!(
+                    got.matrix, p.matrix,
+                    "{name}: the first group sees the float model"
+                );
             } else {
                 differs_later |= got.matrix != p.matrix;
             }
@@ -417,9 +427,53 @@ fn sequential_quantization_should_match_blockwise_recalibration() {
     }
     assert!(
         differs_later,
-        "later blocks should see the quantized earlier blocks"
+        "later groups should see the quantized earlier ones"
     );
     assert_eq!(logits(&m, ids), before);
+}
+
+#[test]
+fn sequential_quantization_should_match_blockwise_recalibration() {
+    check_sequential_definition(false);
+}
+
+#[test]
+fn layer_sequential_quantization_should_match_per_input_recalibration() {
+    check_sequential_definition(true);
+}
+
+/// Block-granular and layer-granular sequential quantization agree on the first group (q/k/v of
+/// block 0 see the float model either way) and differ after it.
+#[test]
+fn layer_sequential_quantization_should_differ_from_block_sequential_after_the_first_input() {
+    use ternary_convert::convert::quantize_model_sequential;
+    let mut m = tiny();
+    let tokens = m.tokenizer.encode(&text(), true).unwrap();
+    let tokens = &tokens[..256];
+    let run = |m: &mut LoadedModel<Cpu>, by_layer: bool| {
+        let cfg = ConvertConfig {
+            sequential: true,
+            sequential_layers: by_layer,
+            ..small_cfg()
+        };
+        quantize_model_sequential(&mut m.model, tokens, cfg.ctx, None, &cfg, &mut |_| {}).unwrap()
+    };
+    let blocks = run(&mut m, false);
+    let layers = run(&mut m, true);
+    for ((name, b), (_, l)) in blocks.iter().zip(&layers) {
+        if input_key(name) == "model.layers.0.self_attn.q_proj" {
+            assert_eq!(b.matrix, l.matrix, "{name}");
+        }
+    }
+    let o = |v: &[(String, ternary_convert::convert::QuantizedLayer)]| {
+        v.iter()
+            .find(|p| p.0 == "model.layers.0.self_attn.o_proj")
+            .unwrap()
+            .1
+            .matrix
+            .clone()
+    };
+    assert_ne!(o(&blocks), o(&layers), "o_proj must see q/k/v quantized");
 }
 
 /// A block with no layer to quantize is still run (float) on the way to the next: with block 0

@@ -68,6 +68,7 @@ fn student_free(planes: Planes, free_plane_scales: bool) -> LoadedModel<Ad> {
         sensitivity_tokens: 32,
         measure: false,
         sequential: false,
+        sequential_layers: false,
         planes,
         free_plane_scales,
     };

@@ -346,10 +346,12 @@ pub(super) fn block_of(name: &str) -> String {
 /// are already quantized ("sequential" GPTQ): the statistics of block `b` (`E|x|`, `E[x²]`, the
 /// Hessian `H = Σ x xᵀ`) are collected with blocks `< b` replaced by float stand-ins holding
 /// their quantized weights, so each block's rounding also compensates the error its inputs
-/// carry from the blocks before it. The residual stream of every calibration sequence
+/// carry from the blocks before it. With [`ConvertConfig::sequential_layers`] the same holds
+/// inside each block, group by group of layers reading one input (`q/k/v`, `o`, `gate/up`,
+/// `down`: "true sequential" GPTQ). The residual stream of every calibration sequence
 /// (`tokens` in chunks of `ctx`, as [`calibrate`](crate::calib::calibrate) runs them) is kept
 /// between blocks, so each block runs twice in all — once float to record its inputs, once
-/// quantized to advance the stream — and `lm_head` once: the cost of about two forward passes
+/// quantized to advance the stream (five times with `sequential_layers`) — and `lm_head` once: the cost of about two forward passes
 /// instead of one per block (memory: the stream, `tokens × hidden` `f32`). Bit for bit the
 /// same statistics as a whole forward pass per block. The model is restored before returning.
 pub fn quantize_model_sequential<B: TernaryBackend>(
@@ -361,12 +363,23 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<(String, QuantizedLayer)>> {
     let names = candidates(model, cfg);
+    // Groups quantized together: a block's layers, or with `sequential_layers` the layers of a
+    // block that read one input (`q/k/v`, `o`, `gate/up`, `down`).
     let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    let mut group_keys: Vec<String> = Vec::new();
     for n in names {
         let b = block_of(&n);
-        match blocks.last_mut() {
-            Some((key, members)) if *key == b => members.push(n),
-            _ => blocks.push((b, vec![n])),
+        let g = if cfg.sequential_layers {
+            input_key(&n)
+        } else {
+            b.clone()
+        };
+        match (blocks.last_mut(), group_keys.last()) {
+            (Some((key, members)), Some(last)) if *key == b && *last == g => members.push(n),
+            _ => {
+                blocks.push((b, vec![n]));
+                group_keys.push(g);
+            }
         }
     }
     let layers = model.config().num_layers;
@@ -392,7 +405,7 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
             )));
         }
         if let (Some(&Some(prev)), Some(i)) = (at.last(), pos)
-            && i <= prev
+            && i < prev
         {
             return Err(ConvertError::Invalid(format!(
                 "sequential quantization: {key} comes after block {prev}"
@@ -434,8 +447,10 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
             let want = |n: &str| members.iter().any(|m| m == n);
             let calib = match *pos {
                 Some(i) => {
-                    stream = advance(model, stream, next..i)?;
-                    next = i;
+                    if next < i {
+                        stream = advance(model, stream, next..i)?;
+                        next = i;
+                    }
                     record_inputs(model, &want, &mut |m: &Llama<B>| {
                         for x in &stream {
                             m.run_blocks(x.clone(), i..i + 1)?;
