@@ -730,6 +730,13 @@ fn bad_plane_configurations_should_be_errors() {
             },
             "sequential",
         ),
+        (
+            ConvertConfig {
+                sequential_layers: true,
+                ..small_cfg()
+            },
+            "set sequential too",
+        ),
     ] {
         let e = convert(&mut m.model, &m.tokenizer, &text(), &cfg, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains(needle), "{e}");

@@ -12,7 +12,9 @@
 //!    Each layer's error is the relative output error on the calibration inputs,
 //!    `sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ))`. With [`ConvertConfig::sequential`], steps 1–2 run
 //!    block by block instead ([`quantize_model_sequential`]): each block is calibrated on the
-//!    model whose earlier blocks already hold their quantized weights.
+//!    model whose earlier blocks already hold their quantized weights (with
+//!    [`ConvertConfig::sequential_layers`], each group of layers reading one input inside a
+//!    block too).
 //! 3. **Mixed precision** (when [`ConvertConfig::budget`] is set): each candidate's
 //!    sensitivity is the mean KL divergence `KL(p_float ‖ p)` of the next-token distribution on a
 //!    short held-out calibration chunk with only that layer ternary ([`sensitivities`]). Layers

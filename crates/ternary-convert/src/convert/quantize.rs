@@ -351,9 +351,10 @@ pub(super) fn block_of(name: &str) -> String {
 /// `down`: "true sequential" GPTQ). The residual stream of every calibration sequence
 /// (`tokens` in chunks of `ctx`, as [`calibrate`](crate::calib::calibrate) runs them) is kept
 /// between blocks, so each block runs twice in all — once float to record its inputs, once
-/// quantized to advance the stream (five times with `sequential_layers`) — and `lm_head` once: the cost of about two forward passes
-/// instead of one per block (memory: the stream, `tokens × hidden` `f32`). Bit for bit the
-/// same statistics as a whole forward pass per block. The model is restored before returning.
+/// quantized to advance the stream (five times with `sequential_layers`) — and `lm_head` once:
+/// about two forward passes instead of one per block (memory: the stream, `tokens × hidden`
+/// `f32`). Bit for bit the same statistics as a whole forward pass per group. The model is
+/// restored before returning.
 pub fn quantize_model_sequential<B: TernaryBackend>(
     model: &mut Llama<B>,
     tokens: &[u32],
@@ -363,60 +364,55 @@ pub fn quantize_model_sequential<B: TernaryBackend>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<(String, QuantizedLayer)>> {
     let names = candidates(model, cfg);
-    // Groups quantized together: a block's layers, or with `sequential_layers` the layers of a
-    // block that read one input (`q/k/v`, `o`, `gate/up`, `down`).
+    // Groups quantized together, in model order: a block's layers, or with `sequential_layers`
+    // the layers of a block that read one input (`q/k/v`, `o`, `gate/up`, `down`).
     let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
-    let mut group_keys: Vec<String> = Vec::new();
+    let mut last_group = String::new();
     for n in names {
-        let b = block_of(&n);
-        let g = if cfg.sequential_layers {
+        let group = if cfg.sequential_layers {
             input_key(&n)
         } else {
-            b.clone()
+            block_of(&n)
         };
-        match (blocks.last_mut(), group_keys.last()) {
-            (Some((key, members)), Some(last)) if *key == b && *last == g => members.push(n),
-            _ => {
-                blocks.push((b, vec![n]));
-                group_keys.push(g);
-            }
+        match blocks.last_mut() {
+            Some((_, members)) if group == last_group => members.push(n),
+            _ => blocks.push((block_of(&n), vec![n])),
         }
+        last_group = group;
     }
     let layers = model.config().num_layers;
     // Where each group runs: block `i`, or (`None`) the head after the last block.
-    let mut at = Vec::with_capacity(blocks.len());
+    let mut at: Vec<Option<usize>> = Vec::with_capacity(blocks.len());
     for (key, members) in &blocks {
-        let pos = match key.strip_prefix("model.layers.") {
-            Some(rest) => rest
-                .trim_end_matches('.')
-                .parse::<usize>()
-                .ok()
-                .filter(|&i| i < layers),
-            None if members.iter().all(|m| m == "lm_head") => None,
-            None => {
+        let pos = if let Some(rest) = key.strip_prefix("model.layers.") {
+            match rest.trim_end_matches('.').parse::<usize>() {
+                Ok(i) if i < layers => Some(i),
+                _ => {
+                    return Err(ConvertError::Invalid(format!(
+                        "sequential quantization: {key} is not a block of this model"
+                    )));
+                }
+            }
+        } else if members.iter().all(|m| m == "lm_head") {
+            None
+        } else {
+            return Err(ConvertError::Invalid(format!(
+                "sequential quantization does not know where layer {key} runs"
+            )));
+        };
+        match (at.last(), pos) {
+            (Some(None), _) => {
+                return Err(ConvertError::Invalid(
+                    "sequential quantization: lm_head must be the last group".into(),
+                ));
+            }
+            (Some(&Some(prev)), Some(i)) if i < prev => {
                 return Err(ConvertError::Invalid(format!(
-                    "sequential quantization does not know where layer {key} runs"
+                    "sequential quantization: {key} is listed after block {prev}"
                 )));
             }
-        };
-        if key.starts_with("model.layers.") && pos.is_none() {
-            return Err(ConvertError::Invalid(format!(
-                "sequential quantization: {key} is not a block of this model"
-            )));
+            _ => at.push(pos),
         }
-        if let (Some(&Some(prev)), Some(i)) = (at.last(), pos)
-            && i < prev
-        {
-            return Err(ConvertError::Invalid(format!(
-                "sequential quantization: {key} comes after block {prev}"
-            )));
-        }
-        if at.last() == Some(&None) {
-            return Err(ConvertError::Invalid(
-                "sequential quantization: lm_head must be the last group".into(),
-            ));
-        }
-        at.push(pos);
     }
     let total = blocks.iter().map(|(_, m)| m.len()).sum();
     let grid = primary_grid(cfg);
