@@ -237,8 +237,17 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
     }
     let eval_text = args.eval_text.as_ref().map(|p| read_text(p)).transpose()?;
 
-    let (teacher, tfmt) = load_model_on::<B>(&args.teacher, dev)?;
+    let (mut teacher, tfmt) = load_model_on::<B>(&args.teacher, dev)?;
     let mut student = ternary_convert::load::<Autodiff<B>>(&args.student, dev)?;
+    // A student converted with `--rotate` has its residual stream rotated: the teacher gets
+    // the same rotation (same logits, hidden states in the student's basis).
+    if let (Some(seed), None) = (
+        student.model.config().residual_rotation,
+        teacher.model.config().residual_rotation,
+    ) {
+        eprintln!("rotating the teacher's residual stream as the student's was (seed {seed})");
+        ternary_convert::rotate::rotate_residual(&mut teacher.model, seed)?;
+    }
     if teacher.tokenizer.vocab_size() != student.tokenizer.vocab_size()
         || teacher.tokenizer.to_json()? != student.tokenizer.to_json()?
     {

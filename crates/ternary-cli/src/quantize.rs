@@ -129,6 +129,12 @@ pub struct ConvertArgs {
     /// such a file (its layers are off the 9-level grid).
     #[arg(long)]
     pub free_plane_scales: bool,
+    /// Rotate the float model's residual stream by a random orthogonal matrix (from SEED,
+    /// default 1) before calibrating: the same function, with the RMSNorm weights folded into
+    /// the layers, outlier dimensions spread over all of them, and the output head untied (one
+    /// more float vocab × hidden matrix in the file).
+    #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "1")]
+    pub rotate: Option<u64>,
     /// How the output file stores the float tensors (the embedding and the layers kept float).
     #[arg(long, value_enum, default_value_t = FloatStoreArg::F16)]
     pub float_dtype: FloatStoreArg,
@@ -265,6 +271,7 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     }
     cfg.sequential_layers = args.sequential_layers;
     cfg.free_plane_scales = args.free_plane_scales;
+    cfg.rotate = args.rotate;
     if let Some(p) = args.planes {
         cfg.planes = match p {
             PlanesArg::One => Planes::One,

@@ -8,6 +8,8 @@
 //! - [`gptq`]: error-compensating (GPTQ-style) ternary rounding with the calibration Hessian.
 //! - [`convert`](mod@convert): the conversion pipeline and automatic mixed precision.
 //! - [`model_file`]: saving and loading converted models (ternary safetensors).
+//! - [`rotate`]: rotating a float model's residual stream before conversion (same function,
+//!   weights easier to quantize).
 //! - [`finetune`]: accuracy recovery by training (distillation or block-wise reconstruction
 //!   with straight-through ternary layers).
 //!
@@ -40,6 +42,7 @@ pub mod error;
 pub mod finetune;
 pub mod gptq;
 pub mod model_file;
+pub mod rotate;
 
 pub use calib::{Calibration, InputStats, calibrate};
 pub use convert::{

@@ -53,6 +53,7 @@ fn small_cfg() -> ConvertConfig {
         sequential_layers: false,
         planes: Planes::One,
         free_plane_scales: false,
+        rotate: None,
     }
 }
 

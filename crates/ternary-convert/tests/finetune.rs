@@ -54,6 +54,15 @@ fn student_with(planes: Planes) -> LoadedModel<Ad> {
 
 /// [`student_with`], optionally with free plane scales (two planes off the 9-level grid).
 fn student_free(planes: Planes, free_plane_scales: bool) -> LoadedModel<Ad> {
+    student_rotated(planes, free_plane_scales, None)
+}
+
+/// [`student_free`], converted after rotating the residual stream by `rotate`'s seed.
+fn student_rotated(
+    planes: Planes,
+    free_plane_scales: bool,
+    rotate: Option<u64>,
+) -> LoadedModel<Ad> {
     let mut m = teacher();
     let cfg = ConvertConfig {
         method: Method::ActivationAware,
@@ -71,6 +80,7 @@ fn student_free(planes: Planes, free_plane_scales: bool) -> LoadedModel<Ad> {
         sequential_layers: false,
         planes,
         free_plane_scales,
+        rotate,
     };
     convert(&mut m.model, &m.tokenizer, TEXT, &cfg, &mut |_| {}).unwrap();
     let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();
@@ -590,6 +600,36 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
         assert!(err.contains("another configuration"), "{err}");
     }
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// A student converted with a residual rotation records it, refuses an unrotated teacher
+/// (their hidden states are in different bases), and distils (with the hidden-state loss)
+/// from the teacher rotated the same way, lowering its loss. Seed 5.
+#[test]
+fn rotated_students_should_train_against_the_teacher_rotated_the_same_way() {
+    let mut t = teacher();
+    let mut s = student_rotated(Planes::One, false, Some(5));
+    assert_eq!(s.model.config().residual_rotation, Some(5));
+    let c = FinetuneConfig {
+        tokens: 12 * 32,
+        hidden_mse: 1.0,
+        ..cfg(Mode::Kd)
+    };
+    let w = windows(32);
+    let none = Checkpointing::default();
+    let err = finetune(&t.model, &mut s.model, &w, &c, None, &none, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rotated by seed 5") && err.contains("not rotated"),
+        "{err}"
+    );
+    ternary_convert::rotate::rotate_residual(&mut t.model, 5).unwrap();
+    let r = finetune(&t.model, &mut s.model, &w, &c, None, &none, &mut |_| {}).unwrap();
+    let l = losses(&r.curve);
+    println!("distillation losses, rotated: {l:?}");
+    let (head, tail) = (l[0] + l[1], l[l.len() - 2] + l[l.len() - 1]);
+    assert!(tail < head, "loss did not go down: {l:?}");
 }
 
 #[test]

@@ -43,6 +43,11 @@ pub struct LlamaConfig {
     /// W1.58A8 linear layers (`quantization_config` with `quant_method: "bitnet"`), or `None`
     /// for float linear layers.
     pub bitnet: Option<BitNetQuant>,
+    /// The seed of the orthogonal `Q` the residual stream was rotated by (`h' = h·Q`, RMSNorm
+    /// weights folded into the layers; `ternary_convert::rotate`), or `None`. The model
+    /// computes the same function; its hidden states are the rotated ones. Stored as the
+    /// non-standard key `ternary_residual_rotation`.
+    pub residual_rotation: Option<u64>,
 }
 
 /// The decoder block a checkpoint uses.
@@ -224,6 +229,7 @@ impl LlamaConfig {
             architecture: Architecture::Llama,
             hidden_act: Activation::Silu,
             bitnet: None,
+            residual_rotation: None,
         }
     }
 
@@ -338,6 +344,7 @@ impl LlamaConfig {
             architecture,
             hidden_act: Activation::Silu,
             bitnet: None,
+            residual_rotation: None,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -468,6 +475,14 @@ impl LlamaConfig {
             architecture,
             hidden_act,
             bitnet,
+            residual_rotation: match v.get("ternary_residual_rotation") {
+                None => None,
+                Some(r) => Some(r.as_u64().ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "ternary_residual_rotation {r} is not a seed (an unsigned integer)"
+                    ))
+                })?),
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -501,6 +516,9 @@ impl LlamaConfig {
         });
         if let (Some(q), Some(m)) = (&self.bitnet, doc.as_object_mut()) {
             m.insert("quantization_config".into(), q.to_json());
+        }
+        if let (Some(seed), Some(m)) = (self.residual_rotation, doc.as_object_mut()) {
+            m.insert("ternary_residual_rotation".into(), seed.into());
         }
         doc.to_string()
     }
@@ -540,6 +558,11 @@ mod tests {
         c.head_dim = 48;
         c.tie_word_embeddings = false;
         assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        c.residual_rotation = Some(u64::MAX);
+        assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        let bad = c.to_hf_json().replace(&u64::MAX.to_string(), "-3");
+        let err = LlamaConfig::from_hf_json(&bad).unwrap_err().to_string();
+        assert!(err.contains("ternary_residual_rotation"), "{err}");
         let s = LlamaConfig::smollm2_135m();
         assert_eq!(LlamaConfig::from_hf_json(&s.to_hf_json()).unwrap(), s);
     }

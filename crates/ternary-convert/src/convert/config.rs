@@ -112,6 +112,12 @@ pub struct ConvertConfig {
     /// grid, so `ternary finetune` cannot train it. Default off: on SmolLM2-135M it gained
     /// 0.2% of held-out perplexity (`docs/accuracy.md` §7b).
     pub free_plane_scales: bool,
+    /// Before calibrating, rotate the residual stream by a random orthogonal matrix from this
+    /// seed ([`rotate_residual`](crate::rotate::rotate_residual)): the same function, with
+    /// the RMSNorm weights folded into the layers and the output head untied (one more float
+    /// `vocab × hidden` matrix). A head that was tied stays float with two planes, as without
+    /// rotation. Default off.
+    pub rotate: Option<u64>,
 }
 
 /// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
@@ -135,6 +141,7 @@ impl Default for ConvertConfig {
             sequential_layers: false,
             planes: Planes::One,
             free_plane_scales: false,
+            rotate: None,
         }
     }
 }
@@ -175,6 +182,9 @@ pub(super) fn describe(cfg: &ConvertConfig, grid: Grid, alpha: f32) -> String {
         } else {
             " 2p"
         });
+    }
+    if cfg.rotate.is_some() {
+        s.push_str(" rotated");
     }
     if alpha != 0.0 {
         s.push_str(&format!(" α={alpha}"));

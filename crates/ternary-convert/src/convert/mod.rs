@@ -65,6 +65,20 @@ pub fn convert<B: TernaryBackend>(
     outer: &mut dyn FnMut(Progress),
 ) -> Result<ConversionReport> {
     validate(cfg)?;
+    let rotated_cfg;
+    let cfg = match cfg.rotate {
+        Some(seed) => {
+            let tied = model.config().tie_word_embeddings;
+            crate::rotate::rotate_residual(model, seed)?;
+            let mut c = cfg.clone();
+            if tied && c.planes != Planes::One {
+                c.keep_float.push("lm_head*".into());
+            }
+            rotated_cfg = c;
+            &rotated_cfg
+        }
+        None => cfg,
+    };
     let mut stage_seconds: Vec<(Stage, f64)> = Vec::new();
     let mut started: Option<(Stage, std::time::Instant)> = None;
     let mut timed = |p: Progress| {

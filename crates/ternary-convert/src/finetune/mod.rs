@@ -641,8 +641,8 @@ struct BlockCache<B: Backend, T: Backend> {
 /// with [`save`](crate::save)). `progress` sees every step.
 ///
 /// # Errors
-/// Bad configuration, a student without ternary layers, teacher/student mismatch, a
-/// checkpoint that does not belong to this run, a loss that stops being finite, I/O.
+/// Bad configuration, a student without ternary layers, teacher/student mismatch (shapes, or a
+/// residual rotation one has and the other not), a checkpoint that does not belong to this run, a loss that stops being finite, I/O.
 pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
     teacher: &Llama<T>,
     student: &mut Llama<B>,
@@ -658,6 +658,22 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             "windows of {} tokens for a configuration of {}",
             windows.seq_len(),
             cfg.seq_len
+        )));
+    }
+    let (rs, rt) = (
+        student.config().residual_rotation,
+        teacher.config().residual_rotation,
+    );
+    if rs != rt {
+        let says = |r: Option<u64>| {
+            r.map_or("not rotated".to_string(), |s| {
+                format!("rotated by seed {s}")
+            })
+        };
+        return Err(ConvertError::Invalid(format!(
+            "the student's residual stream is {}, the teacher's {}: their hidden states are in              different bases (rotate the float teacher with rotate::rotate_residual)",
+            says(rs),
+            says(rt)
         )));
     }
     let mut trainer = Trainer::prepare(student, teacher)?;

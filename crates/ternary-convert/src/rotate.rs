@@ -1,0 +1,201 @@
+//! Rotating a float Llama's residual stream before conversion ("incoherence processing").
+//!
+//! For an orthogonal `Q` (`QᵀQ = I`, `H × H`) the model whose residual stream is `h' = h·Q` (row
+//! vectors) computes the same function, because RMSNorm commutes with `Q`:
+//! `n(h') = h'/rms(h') = n(h)·Q`. With the RMSNorm weights `g` folded into the layers that read
+//! the stream (and set to 1):
+//!
+//! - embedding `E' = E·Q`;
+//! - readers (`q/k/v_proj`, `gate/up_proj`, input `x`): `W' = W·diag(g)·Q`, so `W'·n(h')ᵀ = W·(g ⊙ n(h))ᵀ`;
+//! - writers (`o_proj`, `down_proj`, adding to the stream): `W' = Qᵀ·W`;
+//! - output head `L' = L·diag(g_final)·Q` (no longer the embedding: the rotated model is untied).
+//!
+//! The function is unchanged, but every weight row read from the stream is now mixed over all
+//! `H` inputs: outlier columns (the few residual dimensions that carry large activations) are
+//! spread out, so a grid with one scale per group fits the weights better. This is the residual
+//! rotation `R1` of QuaRot (arXiv 2404.00456) and SpinQuant (arXiv 2405.16406), the incoherence
+//! processing of QuIP (arXiv 2307.13304), here with a Haar-random `Q`.
+//!
+//! Cost: the untied head is one more `V × H` float matrix (SmolLM2-135M: 28.3 M values).
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use ternary_core::rng::Rng;
+use ternary_layers::TernaryBackend;
+use ternary_models::weights::{HostTensor, WeightSource};
+use ternary_models::{Architecture, Llama, ModelError};
+
+use crate::error::{ConvertError, Result};
+
+/// A Haar-random orthogonal `d × d` matrix, row-major, from `seed`: Gaussian entries
+/// orthonormalized row by row (modified Gram–Schmidt, two passes, in f64).
+#[must_use]
+pub fn random_orthogonal(d: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut q: Vec<f64> = (0..d * d).map(|_| rng.normal()).collect();
+    for i in 0..d {
+        for _pass in 0..2 {
+            for j in 0..i {
+                let (done, rest) = q.split_at_mut(i * d);
+                let (qj, qi) = (&done[j * d..(j + 1) * d], &mut rest[..d]);
+                let dot: f64 = qj.iter().zip(qi.iter()).map(|(a, b)| a * b).sum();
+                qi.iter_mut().zip(qj).for_each(|(b, a)| *b -= dot * a);
+            }
+        }
+        let row = &mut q[i * d..(i + 1) * d];
+        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    q
+}
+
+/// `W·diag(g)·Q` for `W: [rows, d]` (row-major), accumulated in f64.
+fn read_side(w: &[f32], d: usize, g: &[f32], q: &[f64]) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut(d)
+        .zip(w.par_chunks(d))
+        .for_each(|(o, row)| {
+            let mut acc = vec![0f64; d];
+            for (i, (&wi, &gi)) in row.iter().zip(g).enumerate() {
+                let a = f64::from(wi) * f64::from(gi);
+                if a != 0.0 {
+                    acc.iter_mut()
+                        .zip(&q[i * d..(i + 1) * d])
+                        .for_each(|(s, &qij)| *s += a * qij);
+                }
+            }
+            o.iter_mut().zip(&acc).for_each(|(o, &s)| *o = s as f32);
+        });
+    out
+}
+
+/// `Qᵀ·W` for `W: [d, cols]` (row-major), accumulated in f64.
+fn write_side(w: &[f32], d: usize, cols: usize, q: &[f64]) -> Vec<f32> {
+    let mut out = vec![0f32; d * cols];
+    out.par_chunks_mut(cols).enumerate().for_each(|(i, o)| {
+        let mut acc = vec![0f64; cols];
+        for k in 0..d {
+            let a = q[k * d + i];
+            acc.iter_mut()
+                .zip(&w[k * cols..(k + 1) * cols])
+                .for_each(|(s, &wkc)| *s += a * f64::from(wkc));
+        }
+        o.iter_mut().zip(&acc).for_each(|(o, &s)| *o = s as f32);
+    });
+    out
+}
+
+/// Weights handed to [`Llama::from_weights`] from memory.
+struct Tensors(HashMap<String, HostTensor>);
+
+impl WeightSource for Tensors {
+    fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
+/// Replaces the float Llama `model` by the same function with its residual stream rotated by
+/// [`random_orthogonal`]`(H, seed)` (module docs): RMSNorm weights folded into the layers
+/// that read the stream and set to 1, the output head untied. Layers are rebuilt as the
+/// backend's default float layers.
+///
+/// The model's config records `seed` ([`LlamaConfig::residual_rotation`](ternary_models::LlamaConfig::residual_rotation)), so that a file
+/// saved from it says so and [`rotate_residual`] refuses to rotate it twice.
+///
+/// # Errors
+/// A model already rotated, a BitNet model (its sub-norms and W1.58A8 layers are not float readers of the stream) or a
+/// layer that is already ternary; a shape the model does not have.
+pub fn rotate_residual<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Result<()> {
+    let mut config = model.config().clone();
+    if config.architecture != Architecture::Llama || config.bitnet.is_some() {
+        return Err(ConvertError::Invalid(
+            "residual rotation needs a float Llama model (BitNet models are trained ternary)"
+                .into(),
+        ));
+    }
+    if let Some(seed) = config.residual_rotation {
+        return Err(ConvertError::Invalid(format!(
+            "the model's residual stream is already rotated (seed {seed})"
+        )));
+    }
+    let h = config.hidden_size;
+    let linears = model.linears();
+    if let Some((name, l)) = linears
+        .iter()
+        .find(|(_, l)| l.kind().starts_with("ternary") || l.kind().starts_with("bitnet"))
+    {
+        return Err(ConvertError::Invalid(format!(
+            "residual rotation needs float layers, but {name} is {}",
+            l.kind()
+        )));
+    }
+    let q = random_orthogonal(h, seed);
+    let mut norms: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut out = HashMap::new();
+    for (name, t) in model.float_tensors()? {
+        if name == "model.embed_tokens.weight" {
+            let data = read_side(&t.data, h, &vec![1.0; h], &q);
+            out.insert(name, HostTensor { data, ..t });
+        } else {
+            out.insert(
+                name.clone(),
+                HostTensor {
+                    shape: t.shape.clone(),
+                    data: vec![1.0; t.data.len()],
+                },
+            );
+            norms.insert(name, t.data);
+        }
+    }
+    let norm = |name: &str| -> Result<&Vec<f32>> {
+        norms
+            .get(name)
+            .ok_or_else(|| ConvertError::Shape(format!("model has no norm {name}")))
+    };
+    for (name, l) in &linears {
+        let w = l.weight().into_data().convert::<f32>().into_vec::<f32>();
+        let w = w.map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e:?}")))?;
+        let (rows, cols) = (l.out_features(), l.in_features());
+        let block = name
+            .strip_prefix("model.layers.")
+            .and_then(|s| s.split_once('.'));
+        let data = match block {
+            Some((b, "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj")) => {
+                let g = norm(&format!("model.layers.{b}.input_layernorm.weight"))?;
+                read_side(&w, h, g, &q)
+            }
+            Some((b, "mlp.gate_proj" | "mlp.up_proj")) => {
+                let g = norm(&format!("model.layers.{b}.post_attention_layernorm.weight"))?;
+                read_side(&w, h, g, &q)
+            }
+            Some((_, "self_attn.o_proj" | "mlp.down_proj")) => write_side(&w, h, cols, &q),
+            None if name == "lm_head" => read_side(&w, h, norm("model.norm.weight")?, &q),
+            _ => {
+                return Err(ConvertError::Invalid(format!(
+                    "residual rotation does not know the layer {name}"
+                )));
+            }
+        };
+        out.insert(
+            format!("{name}.weight"),
+            HostTensor {
+                shape: vec![rows, cols],
+                data,
+            },
+        );
+    }
+    drop(linears);
+    config.tie_word_embeddings = false;
+    config.residual_rotation = Some(seed);
+    let device = model.device().clone();
+    *model = Llama::from_weights(config, &Tensors(out), &device)?;
+    Ok(())
+}
