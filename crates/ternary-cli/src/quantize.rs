@@ -498,6 +498,15 @@ mod tests {
     }
 
     #[test]
+    fn rotate_should_take_an_optional_seed() {
+        assert_eq!(cfg(&[], &names()).rotate, None);
+        assert_eq!(cfg(&["--rotate"], &names()).rotate, Some(1));
+        assert_eq!(cfg(&["--rotate", "7"], &names()).rotate, Some(7));
+        let bad = T::try_parse_from(["t", "--rotate", "-1"]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn planes_should_parse_and_default_to_one() {
         assert_eq!(cfg(&[], &names()).planes, Planes::One);
         for (v, want) in [
