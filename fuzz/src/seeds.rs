@@ -9,8 +9,8 @@ use ternary_core::{ScaleLayout, Scales, TernaryMatrix};
 use ternary_layers::{Cpu, TernaryLinear};
 use ternary_models::gguf::{GgufTensorData, GgufValue, write_gguf};
 use ternary_models::quant::{GgmlType, QK, QK_K, encode_ternary};
-use ternary_models::weights::{HostTensor, WeightSource};
-use ternary_models::{Llama, LlamaConfig, ModelError, Tokenizer};
+use ternary_models::weights::{HostTensor, MapWeights};
+use ternary_models::{Llama, LlamaConfig, Tokenizer};
 
 use crate::rng::Rng;
 
@@ -448,22 +448,6 @@ pub fn safetensors() -> Vec<Vec<u8>> {
 // Converted-model files
 // ---------------------------------------------------------------------------------------------
 
-/// Named host tensors as a [`WeightSource`].
-struct MapWeights(HashMap<String, HostTensor>);
-
-impl WeightSource for MapWeights {
-    fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ModelError::MissingTensor(name.into()))
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
-    }
-}
-
 fn tiny_config(vocab: usize, tied: bool) -> LlamaConfig {
     LlamaConfig {
         vocab_size: vocab,
@@ -480,6 +464,7 @@ fn tiny_config(vocab: usize, tied: bool) -> LlamaConfig {
         architecture: Default::default(),
         hidden_act: Default::default(),
         bitnet: None,
+        residual_rotation: None,
     }
 }
 

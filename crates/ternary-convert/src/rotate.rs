@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use ternary_core::rng::Rng;
 use ternary_layers::TernaryBackend;
-use ternary_models::weights::{HostTensor, WeightSource};
-use ternary_models::{Architecture, Llama, ModelError};
+use ternary_models::weights::{HostTensor, MapWeights};
+use ternary_models::{Architecture, Llama};
 
 use crate::error::{ConvertError, Result};
 
@@ -84,22 +84,6 @@ fn write_side(w: &[f32], d: usize, cols: usize, q: &[f64]) -> Vec<f32> {
         o.iter_mut().zip(&acc).for_each(|(o, &s)| *o = s as f32);
     });
     out
-}
-
-/// Weights handed to [`Llama::from_weights`] from memory.
-struct Tensors(HashMap<String, HostTensor>);
-
-impl WeightSource for Tensors {
-    fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
-    }
 }
 
 /// Replaces the float Llama `model` by the same function with its residual stream rotated by
@@ -196,6 +180,6 @@ pub fn rotate_residual<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Re
     config.tie_word_embeddings = false;
     config.residual_rotation = Some(seed);
     let device = model.device().clone();
-    *model = Llama::from_weights(config, &Tensors(out), &device)?;
+    *model = Llama::from_weights(config, &MapWeights(out), &device)?;
     Ok(())
 }

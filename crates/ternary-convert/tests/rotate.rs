@@ -11,7 +11,7 @@ use ternary_convert::rotate::{random_orthogonal, rotate_residual};
 use ternary_convert::{ConvertConfig, ConvertError, convert};
 use ternary_core::rng::Rng;
 use ternary_layers::{Cpu, to_rows};
-use ternary_models::weights::{HostTensor, WeightSource};
+use ternary_models::weights::{HostTensor, MapWeights};
 use ternary_models::{Llama, LoadedModel, Logits, load_safetensors_dir};
 
 const SEED: u64 = 20261206;
@@ -38,20 +38,6 @@ fn tensors(model: &Llama<Cpu>) -> HashMap<String, HostTensor> {
     out
 }
 
-struct Src(HashMap<String, HostTensor>);
-
-impl WeightSource for Src {
-    fn tensor(&self, name: &str) -> ternary_models::Result<HostTensor> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ternary_models::ModelError::MissingTensor(name.into()))
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(name)
-    }
-}
-
 /// The tiny fixture with RMSNorm weights drawn from [0.5, 1.5) (the fixture's are ones, which
 /// would not test the folding), tied or untied.
 fn model_with_norms(tied: bool) -> LoadedModel<Cpu> {
@@ -71,7 +57,7 @@ fn model_with_norms(tied: bool) -> LoadedModel<Cpu> {
         w.remove("lm_head.weight");
         config.tie_word_embeddings = true;
     }
-    m.model = Llama::from_weights(config, &Src(w), &Default::default()).unwrap();
+    m.model = Llama::from_weights(config, &MapWeights(w), &Default::default()).unwrap();
     m
 }
 

@@ -56,6 +56,24 @@ pub trait WeightSource {
     }
 }
 
+/// Weights held in memory by name: [`HostTensor`]s in Hugging Face naming (a model rebuilt
+/// from transformed weights, tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapWeights(pub std::collections::HashMap<String, HostTensor>);
+
+impl WeightSource for MapWeights {
+    fn tensor(&self, name: &str) -> Result<HostTensor> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
 /// A linear weight stored ternary in a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TernaryWeight {
