@@ -15,7 +15,8 @@ use burn::backend::Autodiff;
 use clap::{Args, ValueEnum};
 use ternary_convert::convert::bos_of;
 use ternary_convert::finetune::{
-    Checkpointing, EvalSet, FinetuneConfig, Mode, OptimConfig, Progress, Windows, finetune,
+    Checkpointing, EvalSet, FinetuneConfig, HiddenLoss, Mode, OptimConfig, Progress, Windows,
+    finetune,
 };
 use ternary_layers::{Cpu, TernaryBackend};
 use ternary_models::{Format, sniff};
@@ -100,6 +101,11 @@ pub struct FinetuneArgs {
     /// Weight of the per-block hidden-state MSE added to the distillation loss (0: off).
     #[arg(long, default_value_t = 0.0)]
     pub hidden_mse: f64,
+    /// How a hidden-state loss (block-wise, or `--hidden-mse`) is normalized: by the whole
+    /// window's energy, or token by token (so that tokens with very large hidden states, such
+    /// as attention sinks, do not dominate).
+    #[arg(long, value_enum, default_value_t = HiddenLossArg::Window)]
+    pub hidden_loss: HiddenLossArg,
     /// Train only the scales (the trits stay as they are), e.g. after a block-wise run.
     #[arg(long)]
     pub scales_only: bool,
@@ -195,6 +201,15 @@ fn not_built(feature: &str) -> CliError {
         "--device {feature}: this `ternary` was built without the `{feature}` feature; build it \
          with `cargo build --release -p ternary-cli --features {feature}`"
     ))
+}
+
+/// `--hidden-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HiddenLossArg {
+    /// `Σ(a − y)² / Σy²` over the window.
+    Window,
+    /// `mean_i ‖a_i − y_i‖² / ‖y_i‖²` over its tokens.
+    Token,
 }
 
 /// `ternary finetune` with teacher and student on backend `B`'s `dev`.
@@ -301,6 +316,10 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
         },
         temperature: args.temperature,
         hidden_mse: args.hidden_mse,
+        hidden_loss: match args.hidden_loss {
+            HiddenLossArg::Window => HiddenLoss::Window,
+            HiddenLossArg::Token => HiddenLoss::Token,
+        },
         scales_only: args.scales_only,
         seed: args.seed,
     };

@@ -23,6 +23,10 @@
 //!   trained and ternary). `tokens` is then per block. A distillation run with
 //!   [`FinetuneConfig::scales_only`] afterwards trains only the scales end to end.
 //!
+//! Both hidden-state losses normalize by the whole window's energy ([`HiddenLoss::Window`]) or
+//! token by token, `mean_i ‖a_i − y_i‖² / ‖y_i‖²` ([`HiddenLoss::Token`]), so that a few
+//! tokens with very large hidden states (attention sinks) do not make up the whole loss.
+//!
 //! Runs checkpoint atomically ([`Checkpointing`]) and resume bit for bit: the windows are
 //! visited in an order fixed by the seed, and the checkpoint holds the parameters, AdamW's
 //! moments and the step.
@@ -68,6 +72,48 @@ impl Mode {
     }
 }
 
+/// The normalization of a hidden-state loss between student output `a` and target `y`
+/// (`[tokens, H]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum HiddenLoss {
+    /// `Σ(a − y)² / Σy²` over the whole window.
+    #[default]
+    Window,
+    /// `mean_i Σ_j (a_ij − y_ij)² / Σ_j y_ij²`: every token counts alike, whatever the size of
+    /// its hidden state.
+    Token,
+}
+
+impl HiddenLoss {
+    /// `"window"` or `"token"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::Token => "token",
+        }
+    }
+
+    /// The loss of `a` against the target `y` (which carries no gradient).
+    fn of<B: Backend>(self, a: Tensor<B, 2>, y: Tensor<B, 2>) -> Tensor<B, 1> {
+        match self {
+            Self::Window => {
+                let den: f64 = y
+                    .clone()
+                    .powf_scalar(2.0)
+                    .sum()
+                    .into_scalar()
+                    .elem::<f64>()
+                    .max(1e-30);
+                a.sub(y).powf_scalar(2.0).sum().div_scalar(den)
+            }
+            Self::Token => {
+                let den = y.clone().powf_scalar(2.0).sum_dim(1).clamp_min(1e-30);
+                a.sub(y).powf_scalar(2.0).sum_dim(1).div(den).mean()
+            }
+        }
+    }
+}
+
 /// The levers of a fine-tuning run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
@@ -85,6 +131,10 @@ pub struct FinetuneConfig {
     pub temperature: f64,
     /// Weight `β` of the per-block hidden-state loss in distillation (0: off).
     pub hidden_mse: f64,
+    /// How a hidden-state loss is normalized (block-wise mode, and distillation with
+    /// [`FinetuneConfig::hidden_mse`]).
+    #[serde(default)]
+    pub hidden_loss: HiddenLoss,
     /// Train only the scales (latent weights, hence the trits, stay fixed).
     pub scales_only: bool,
     /// Seed of the window order.
@@ -103,6 +153,7 @@ impl Default for FinetuneConfig {
             optim: OptimConfig::default(),
             temperature: 1.0,
             hidden_mse: 0.0,
+            hidden_loss: HiddenLoss::Window,
             scales_only: false,
             seed: 0,
         }
@@ -552,18 +603,6 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
     }
 }
 
-/// `Σ(a − y)² / Σy²` (the target `y` carries no gradient).
-fn relative_mse<B: Backend>(a: Tensor<B, 2>, y: Tensor<B, 2>) -> Tensor<B, 1> {
-    let den: f64 = y
-        .clone()
-        .powf_scalar(2.0)
-        .sum()
-        .into_scalar()
-        .elem::<f64>()
-        .max(1e-30);
-    a.sub(y).powf_scalar(2.0).sum().div_scalar(den)
-}
-
 /// Hidden states of `model` after every block for `tokens` (`[n, H]` each, detached).
 fn hidden_states<M: Backend>(model: &Llama<M>, tokens: &[u32]) -> Result<Vec<Tensor<M, 2>>> {
     let mut x = model.embed(tokens)?;
@@ -603,7 +642,7 @@ fn kd_loss<B: AutodiffBackend + TernaryBackend, T: Backend>(
         Some(h) => {
             for (l, ht) in h.iter().enumerate() {
                 x = student.run_blocks(x, l..l + 1)?;
-                let term = relative_mse(x.clone(), transfer(ht.clone(), &dev));
+                let term = cfg.hidden_loss.of(x.clone(), transfer(ht.clone(), &dev));
                 hidden_loss = Some(match hidden_loss {
                     Some(s) => s.add(term),
                     None => term,
@@ -804,7 +843,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
                         ConvertError::Invalid(format!("window {id} was not prepared for block {l}"))
                     })?;
                     let out = student.run_blocks(entry.x.clone(), l..l + 1)?;
-                    Ok(relative_mse(out, transfer(entry.y.clone(), &dev)))
+                    Ok(cfg.hidden_loss.of(out, transfer(entry.y.clone(), &dev)))
                 })?
             }
         };
@@ -1052,5 +1091,78 @@ mod checkpoint {
             seconds: meta.seconds,
             curve: meta.curve,
         })
+    }
+}
+
+#[cfg(test)]
+mod hidden_loss_tests {
+    use super::*;
+    use ternary_core::rng::Rng;
+    use ternary_layers::Cpu;
+
+    fn tensor(v: &[f64], n: usize, h: usize) -> Tensor<Cpu, 2> {
+        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        Tensor::from_data(TensorData::new(v, [n, h]), &Default::default())
+    }
+
+    /// Both normalizations against f64 sums on random `[n, h]` pairs (seed 9, shapes 1×1,
+    /// 5×7, 3×64, 2×65), relative tolerance 1e-5; then a window whose first token is 100×
+    /// larger: it makes up the window loss and one token's share of the token loss.
+    #[test]
+    fn hidden_losses_should_match_their_formulas() {
+        let mut rng = Rng::new(9);
+        for (n, h) in [(1usize, 1usize), (5, 7), (3, 64), (2, 65)] {
+            let a: Vec<f64> = (0..n * h).map(|_| rng.normal()).collect();
+            let y: Vec<f64> = (0..n * h).map(|_| rng.normal()).collect();
+            let num = |i: usize| {
+                (0..h)
+                    .map(|j| (a[i * h + j] - y[i * h + j]).powi(2))
+                    .sum::<f64>()
+            };
+            let den = |i: usize| (0..h).map(|j| y[i * h + j].powi(2)).sum::<f64>();
+            let window = (0..n).map(num).sum::<f64>() / (0..n).map(den).sum::<f64>();
+            let token = (0..n).map(|i| num(i) / den(i)).sum::<f64>() / n as f64;
+            for (kind, want) in [(HiddenLoss::Window, window), (HiddenLoss::Token, token)] {
+                let got = kind
+                    .of(tensor(&a, n, h), tensor(&y, n, h))
+                    .into_scalar()
+                    .elem::<f64>();
+                assert!(
+                    (got - want).abs() <= 1e-5 * want,
+                    "{n}x{h} {}: {got} vs {want}",
+                    kind.name()
+                );
+            }
+        }
+        // Token 0 of y is 100× the others, and so is its error: the window loss is that token's.
+        let (n, h) = (4, 8);
+        let y: Vec<f64> = (0..n * h)
+            .map(|i| if i < h { 100.0 } else { 1.0 })
+            .collect();
+        let a: Vec<f64> = y.iter().map(|v| v * 1.1).collect();
+        let of = |k: HiddenLoss| {
+            k.of(tensor(&a, n, h), tensor(&y, n, h))
+                .into_scalar()
+                .elem::<f64>()
+        };
+        assert!((of(HiddenLoss::Window) - 0.01).abs() < 1e-6);
+        assert!((of(HiddenLoss::Token) - 0.01).abs() < 1e-6);
+        let a2: Vec<f64> = y
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i < h { *v } else { v * 1.1 })
+            .collect();
+        let of2 = |k: HiddenLoss| {
+            k.of(tensor(&a2, n, h), tensor(&y, n, h))
+                .into_scalar()
+                .elem::<f64>()
+        };
+        // Exact first token: the window loss hardly sees the other three, the token loss does.
+        assert!(
+            of2(HiddenLoss::Window) < 1e-5,
+            "{}",
+            of2(HiddenLoss::Window)
+        );
+        assert!((of2(HiddenLoss::Token) - 0.0075).abs() < 1e-6);
     }
 }
