@@ -2,13 +2,17 @@
 //!
 //! For an orthogonal `Q` (`QᵀQ = I`, `H × H`) the model whose residual stream is `h' = h·Q` (row
 //! vectors) computes the same function, because RMSNorm commutes with `Q`:
-//! `n(h') = h'/rms(h') = n(h)·Q`. With the RMSNorm weights `g` folded into the layers that read
-//! the stream (and set to 1):
+//! `n(h') = h'/rms(h') = n(h)·Q`. With each RMSNorm weight `g` folded into the layers that read
+//! the stream, up to its level `c = rms(g)` ([`norm_level`]), which the norm keeps as `c·1` (a
+//! multiple of the identity commutes with `Q` too, and the folded weights keep their size, so
+//! training rates mean the same as for the original model):
 //!
 //! - embedding `E' = E·Q`;
-//! - readers (`q/k/v_proj`, `gate/up_proj`, input `x`): `W' = W·diag(g)·Q`, so `W'·n(h')ᵀ = W·(g ⊙ n(h))ᵀ`;
+//! - readers (`q/k/v_proj`, `gate/up_proj`): `W' = W·diag(g/c)·Q`, so
+//!   `W'·(c·n(h'))ᵀ = W·(g ⊙ n(h))ᵀ`;
 //! - writers (`o_proj`, `down_proj`, adding to the stream): `W' = Qᵀ·W`;
-//! - output head `L' = L·diag(g_final)·Q` (no longer the embedding: the rotated model is untied).
+//! - output head `L' = L·diag(g_final/c_final)·Q` (no longer the embedding: the rotated model is
+//!   untied).
 //!
 //! The function is unchanged, but every weight row read from the stream is now mixed over all
 //! `H` inputs: outlier columns (the few residual dimensions that carry large activations) are
@@ -50,6 +54,17 @@ pub fn random_orthogonal(d: usize, seed: u64) -> Vec<f64> {
     q
 }
 
+/// The level `c = sqrt(mean g²)` a folded RMSNorm weight `g` keeps (1 for an all-zero `g`).
+#[must_use]
+pub fn norm_level(g: &[f32]) -> f32 {
+    let ms = g.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / g.len().max(1) as f64;
+    if ms > 0.0 && ms.is_finite() {
+        ms.sqrt() as f32
+    } else {
+        1.0
+    }
+}
+
 /// `W·diag(g)·Q` for `W: [rows, d]` (row-major), accumulated in f64.
 fn read_side(w: &[f32], d: usize, g: &[f32], q: &[f64]) -> Vec<f32> {
     let mut out = vec![0f32; w.len()];
@@ -88,7 +103,7 @@ fn write_side(w: &[f32], d: usize, cols: usize, q: &[f64]) -> Vec<f32> {
 
 /// Replaces the float Llama `model` by the same function with its residual stream rotated by
 /// [`random_orthogonal`]`(H, seed)` (module docs): RMSNorm weights folded into the layers
-/// that read the stream and set to 1, the output head untied. Layers are rebuilt as the
+/// that read the stream up to their level (`c·1` stays), the output head untied. Layers are rebuilt as the
 /// backend's default float layers.
 ///
 /// The model's config records `seed` ([`LlamaConfig::residual_rotation`](ternary_models::LlamaConfig::residual_rotation)), so that a file
@@ -129,14 +144,17 @@ pub fn rotate_residual<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Re
             let data = read_side(&t.data, h, &vec![1.0; h], &q);
             out.insert(name, HostTensor { data, ..t });
         } else {
+            // The norm keeps `c = rms(g)` (a multiple of the identity commutes with `Q`); the
+            // layers get `g / c`, so their weights keep their size (and training its rates).
+            let c = norm_level(&t.data);
             out.insert(
                 name.clone(),
                 HostTensor {
                     shape: t.shape.clone(),
-                    data: vec![1.0; t.data.len()],
+                    data: vec![c; t.data.len()],
                 },
             );
-            norms.insert(name, t.data);
+            norms.insert(name, t.data.iter().map(|&g| g / c).collect());
         }
     }
     let norm = |name: &str| -> Result<&Vec<f32>> {

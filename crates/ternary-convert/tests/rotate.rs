@@ -116,9 +116,21 @@ fn rotated_model_should_compute_the_same_logits() {
             !m.model.config().tie_word_embeddings,
             "tied {tied}: still tied"
         );
+        let before: HashMap<String, Vec<f32>> = model_with_norms(tied)
+            .model
+            .norm_tensors()
+            .unwrap()
+            .into_iter()
+            .map(|(n, t)| (n, t.data))
+            .collect();
         for (name, norm) in m.model.norms() {
             let w = to_rows(norm.weight().clone().reshape([1, -1])).unwrap();
-            assert!(w.iter().all(|&v| v == 1.0), "{name} is not folded");
+            let g = &before[&name];
+            let c = (g.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / g.len() as f64).sqrt();
+            assert!(
+                w.iter().all(|&v| v == c as f32),
+                "{name} is not folded to its level {c}: {w:?}"
+            );
         }
     }
 }
@@ -134,13 +146,15 @@ fn rotated_tensors_should_follow_the_formulas() {
     let rot = tensors(&m.model);
     let h = m.model.config().hidden_size;
     let q = random_orthogonal(h, SEED);
+    // Readers take `g / c`, `c = rms(g)` (the level the norm keeps).
     let read = |w: &HostTensor, g: &[f32]| -> Vec<f64> {
+        let c = (g.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / g.len() as f64).sqrt();
         let rows = w.shape[0];
         let mut out = vec![0f64; rows * h];
         for r in 0..rows {
             for j in 0..h {
                 out[r * h + j] = (0..h)
-                    .map(|i| f64::from(w.data[r * h + i]) * f64::from(g[i]) * q[i * h + j])
+                    .map(|i| f64::from(w.data[r * h + i]) * f64::from(g[i]) / c * q[i * h + j])
                     .sum();
             }
         }
