@@ -262,12 +262,6 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
     ) {
         eprintln!("rotating the teacher's residual stream as the student's was (seed {seed})");
         ternary_convert::rotate::rotate_residual(&mut teacher.model, seed)?;
-        if args.mode == ModeArg::Blockwise || args.hidden_mse > 0.0 {
-            eprintln!(
-                "warning: on SmolLM2-135M, hidden-state losses made rotated students worse \
-                 (docs/accuracy.md §7d); distillation without --hidden-mse trained them"
-            );
-        }
     }
     if teacher.tokenizer.vocab_size() != student.tokenizer.vocab_size()
         || teacher.tokenizer.to_json()? != student.tokenizer.to_json()?
