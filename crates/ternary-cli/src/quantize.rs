@@ -135,6 +135,11 @@ pub struct ConvertArgs {
     /// more float vocab × hidden matrix in the file).
     #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "1")]
     pub rotate: Option<u64>,
+    /// Rotate each key/value head's value space by its own random orthogonal matrix (from
+    /// SEED, default 1) before calibrating: the same function, with `v_proj`'s rows and
+    /// `o_proj`'s input columns mixed within each head (no extra tensor).
+    #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "1")]
+    pub rotate_heads: Option<u64>,
     /// How the output file stores the float tensors (the embedding and the layers kept float).
     #[arg(long, value_enum, default_value_t = FloatStoreArg::F16)]
     pub float_dtype: FloatStoreArg,
@@ -272,6 +277,7 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     cfg.sequential_layers = args.sequential_layers;
     cfg.free_plane_scales = args.free_plane_scales;
     cfg.rotate = args.rotate;
+    cfg.rotate_heads = args.rotate_heads;
     if let Some(p) = args.planes {
         cfg.planes = match p {
             PlanesArg::One => Planes::One,
@@ -504,6 +510,10 @@ mod tests {
         assert_eq!(cfg(&["--rotate", "7"], &names()).rotate, Some(7));
         let bad = T::try_parse_from(["t", "--rotate", "-1"]);
         assert!(bad.is_err());
+        assert_eq!(cfg(&[], &names()).rotate_heads, None);
+        assert_eq!(cfg(&["--rotate-heads"], &names()).rotate_heads, Some(1));
+        let c = cfg(&["--rotate", "3", "--rotate-heads", "4"], &names());
+        assert_eq!((c.rotate, c.rotate_heads), (Some(3), Some(4)));
     }
 
     #[test]

@@ -21,6 +21,13 @@
 //! processing of QuIP (arXiv 2307.13304), here with a Haar-random `Q`.
 //!
 //! Cost: the untied head is one more `V × H` float matrix (SmolLM2-135M: 28.3 M values).
+//!
+//! [`rotate_heads`] adds QuaRot's per-head value rotation (`R2`): key/value head `k`'s value
+//! space is rotated by its own orthogonal `Q_k` (`d_h × d_h`). Attention mixes value vectors
+//! only across positions, so every query head `h` reading head `k` outputs `o_h·Q_k`, which
+//! `o_proj` undoes: `v_proj` rows of head `k` become `Q_kᵀ·W_v[k]`, `o_proj` columns of head
+//! `h` become `W_o[:, h]·Q_k`. Block outputs are unchanged (no config records it, and a float
+//! teacher needs no matching rotation); `o_proj`'s input columns are mixed within each head.
 
 use std::collections::HashMap;
 
@@ -101,6 +108,117 @@ fn write_side(w: &[f32], d: usize, cols: usize, q: &[f64]) -> Vec<f32> {
     out
 }
 
+/// The float-Llama checks shared by the rotations: no BitNet model, no ternary layer.
+fn check_float_llama<B: TernaryBackend>(model: &Llama<B>, what: &str) -> Result<()> {
+    let config = model.config();
+    if config.architecture != Architecture::Llama || config.bitnet.is_some() {
+        return Err(ConvertError::Invalid(format!(
+            "{what} needs a float Llama model (BitNet models are trained ternary)"
+        )));
+    }
+    if let Some((name, l)) = model
+        .linears()
+        .iter()
+        .find(|(_, l)| l.kind().starts_with("ternary") || l.kind().starts_with("bitnet"))
+    {
+        return Err(ConvertError::Invalid(format!(
+            "{what} needs float layers, but {name} is {}",
+            l.kind()
+        )));
+    }
+    Ok(())
+}
+
+/// The seed of key/value head `head`'s rotation in block `layer` under [`rotate_heads`]`(seed)`.
+#[must_use]
+pub fn head_seed(seed: u64, layer: usize, head: usize) -> u64 {
+    // SplitMix64's increment and finalizer: distinct (layer, head) pairs give unrelated seeds.
+    let mut z = seed.wrapping_add(
+        0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(1 + ((layer as u64) << 20 | head as u64)),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Replaces the float Llama `model` by the same function with each key/value head's value
+/// space rotated by [`random_orthogonal`]`(d_h, `[`head_seed`]`(seed, layer, head))` (module
+/// docs): `v_proj` rows of head `k` become `Q_kᵀ·W_v[k]`, the `o_proj` columns of every query
+/// head reading `k` become `W_o[:, h]·Q_k`. Every other tensor is kept as it is; block outputs
+/// are unchanged. Composes with [`rotate_residual`] in either order.
+///
+/// # Errors
+/// A BitNet model or a layer that is already ternary; head counts that do not divide.
+pub fn rotate_heads<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Result<()> {
+    check_float_llama(model, "head rotation")?;
+    let config = model.config().clone();
+    let (heads, kv, d) = (config.num_heads, config.num_kv_heads, config.head_dim);
+    if kv == 0 || heads % kv != 0 || d == 0 {
+        return Err(ConvertError::Shape(format!(
+            "head rotation needs query heads in whole groups per key/value head, not {heads} \
+             over {kv} (head size {d})"
+        )));
+    }
+    let mut out: HashMap<String, HostTensor> = model.float_tensors()?.into_iter().collect();
+    let linears = model.linears();
+    for (name, l) in &linears {
+        if name == "lm_head" && config.tie_word_embeddings {
+            continue;
+        }
+        let w = l.weight().into_data().convert::<f32>().into_vec::<f32>();
+        let mut w = w.map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e:?}")))?;
+        let (rows, cols) = (l.out_features(), l.in_features());
+        let block = name
+            .strip_prefix("model.layers.")
+            .and_then(|s| s.split_once('.'))
+            .and_then(|(b, rest)| Some((b.parse::<usize>().ok()?, rest)));
+        match block {
+            Some((b, "self_attn.v_proj")) => {
+                if rows != kv * d {
+                    return Err(ConvertError::Shape(format!(
+                        "{name} has {rows} rows, not {kv} heads of {d}"
+                    )));
+                }
+                for (k, head) in w.chunks_mut(d * cols).enumerate() {
+                    let q = random_orthogonal(d, head_seed(seed, b, k));
+                    let r = write_side(head, d, cols, &q);
+                    head.copy_from_slice(&r);
+                }
+            }
+            Some((b, "self_attn.o_proj")) => {
+                if cols != heads * d {
+                    return Err(ConvertError::Shape(format!(
+                        "{name} has {cols} columns, not {heads} heads of {d}"
+                    )));
+                }
+                for h in 0..heads {
+                    let q = random_orthogonal(d, head_seed(seed, b, h / (heads / kv)));
+                    let part: Vec<f32> = w
+                        .chunks(cols)
+                        .flat_map(|row| row[h * d..(h + 1) * d].iter().copied())
+                        .collect();
+                    let r = read_side(&part, d, &vec![1.0; d], &q);
+                    for (row, new) in w.chunks_mut(cols).zip(r.chunks(d)) {
+                        row[h * d..(h + 1) * d].copy_from_slice(new);
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.insert(
+            format!("{name}.weight"),
+            HostTensor {
+                shape: vec![rows, cols],
+                data: w,
+            },
+        );
+    }
+    drop(linears);
+    let device = model.device().clone();
+    *model = Llama::from_weights(config, &MapWeights(out), &device)?;
+    Ok(())
+}
+
 /// Replaces the float Llama `model` by the same function with its residual stream rotated by
 /// [`random_orthogonal`]`(H, seed)` (module docs): RMSNorm weights folded into the layers
 /// that read the stream up to their level (`c·1` stays), the output head untied. Layers are rebuilt as the
@@ -113,13 +231,8 @@ fn write_side(w: &[f32], d: usize, cols: usize, q: &[f64]) -> Vec<f32> {
 /// A model already rotated, a BitNet model (its sub-norms and W1.58A8 layers are not float readers of the stream) or a
 /// layer that is already ternary; a shape the model does not have.
 pub fn rotate_residual<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Result<()> {
+    check_float_llama(model, "residual rotation")?;
     let mut config = model.config().clone();
-    if config.architecture != Architecture::Llama || config.bitnet.is_some() {
-        return Err(ConvertError::Invalid(
-            "residual rotation needs a float Llama model (BitNet models are trained ternary)"
-                .into(),
-        ));
-    }
     if let Some(seed) = config.residual_rotation {
         return Err(ConvertError::Invalid(format!(
             "the model's residual stream is already rotated (seed {seed})"
@@ -127,15 +240,6 @@ pub fn rotate_residual<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Re
     }
     let h = config.hidden_size;
     let linears = model.linears();
-    if let Some((name, l)) = linears
-        .iter()
-        .find(|(_, l)| l.kind().starts_with("ternary") || l.kind().starts_with("bitnet"))
-    {
-        return Err(ConvertError::Invalid(format!(
-            "residual rotation needs float layers, but {name} is {}",
-            l.kind()
-        )));
-    }
     let q = random_orthogonal(h, seed);
     let mut norms: HashMap<String, Vec<f32>> = HashMap::new();
     let mut out = HashMap::new();

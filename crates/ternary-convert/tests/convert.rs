@@ -54,6 +54,7 @@ fn small_cfg() -> ConvertConfig {
         planes: Planes::One,
         free_plane_scales: false,
         rotate: None,
+        rotate_heads: None,
     }
 }
 

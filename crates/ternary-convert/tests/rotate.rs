@@ -1,13 +1,15 @@
 //! Residual rotation (`ternary_convert::rotate`): the matrix is orthogonal, the rotated model
 //! computes the same logits as the original (tied and untied heads, non-trivial norms), its
 //! tensors equal an f64 reference of the documented formulas, and conversion with `rotate`
-//! keeps a formerly tied head float on two planes. Runs on the tiny Llama fixture.
+//! keeps a formerly tied head float on two planes. The per-head value rotation keeps the
+//! logits and every block's output, follows its formulas and composes with the residual one.
+//! Runs on the tiny Llama fixture (4 query heads over 2 key/value heads of 8).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use ternary_convert::convert::Planes;
-use ternary_convert::rotate::{random_orthogonal, rotate_residual};
+use ternary_convert::rotate::{head_seed, random_orthogonal, rotate_heads, rotate_residual};
 use ternary_convert::{ConvertConfig, ConvertError, convert};
 use ternary_core::rng::Rng;
 use ternary_layers::{Cpu, to_rows};
@@ -315,4 +317,140 @@ fn hidden_states_should_rotate_by_q() {
             x = m.model.run_blocks(x, l..l + 1).unwrap();
         }
     }
+}
+
+/// `v_proj` rows of head `k`: `Q_kᵀ·W_v[k]`; `o_proj` columns of query head `h`:
+/// `W_o[:, h]·Q_{h / 2}` (2 query heads per key/value head); every other tensor bit for bit
+/// the same. Against f64 loops, relative tolerance 1e-5.
+#[test]
+fn head_rotation_should_follow_its_formulas_and_keep_the_rest() {
+    println!("seed {SEED}");
+    for tied in [false, true] {
+        let m0 = model_with_norms(tied);
+        let mut m = model_with_norms(tied);
+        rotate_heads(&mut m.model, SEED).unwrap();
+        let c = m.model.config().clone();
+        assert_eq!(&c, m0.model.config(), "config changed");
+        let (heads, kv, d, hid) = (c.num_heads, c.num_kv_heads, c.head_dim, c.hidden_size);
+        assert!(
+            heads > kv && kv > 1,
+            "the fixture should test grouped heads"
+        );
+        let (before, after) = (tensors(&m0.model), tensors(&m.model));
+        assert_eq!(before.len(), after.len());
+        for (name, t0) in &before {
+            let t = &after[name];
+            assert_eq!(t.shape, t0.shape, "{name}");
+            let layer = name
+                .strip_prefix("model.layers.")
+                .and_then(|s| s.split_once('.'))
+                .map(|(b, _)| b.parse::<usize>().unwrap());
+            let q = |k: usize| random_orthogonal(d, head_seed(SEED, layer.unwrap(), k));
+            let want: Vec<f32> = if name.ends_with("v_proj.weight") {
+                (0..kv * d)
+                    .flat_map(|r| {
+                        let (k, i) = (r / d, r % d);
+                        let q = q(k);
+                        let w = &t0.data;
+                        (0..hid)
+                            .map(move |col| {
+                                (0..d)
+                                    .map(|j| q[j * d + i] * f64::from(w[(k * d + j) * hid + col]))
+                                    .sum::<f64>() as f32
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            } else if name.ends_with("o_proj.weight") {
+                let qs: Vec<Vec<f64>> = (0..kv).map(q).collect();
+                let cols = heads * d;
+                (0..hid)
+                    .flat_map(|r| {
+                        let (w, qs) = (&t0.data, &qs);
+                        (0..cols).map(move |col| {
+                            let (h, j) = (col / d, col % d);
+                            let q = &qs[h / (heads / kv)];
+                            (0..d)
+                                .map(|i| f64::from(w[r * cols + h * d + i]) * q[i * d + j])
+                                .sum::<f64>() as f32
+                        })
+                    })
+                    .collect()
+            } else {
+                assert_eq!(t.data, t0.data, "{name} changed");
+                continue;
+            };
+            let r = rel_diff(&t.data, &want);
+            assert!(r < 1e-5, "{name}: {r:e}");
+            assert!(rel_diff(&t.data, &t0.data) > 1e-2, "{name} did not move");
+        }
+    }
+}
+
+/// The same logits (tied and untied) and the same output of every block, alone and after
+/// the residual rotation; a different seed gives different weights.
+#[test]
+fn head_rotation_should_keep_logits_and_block_outputs() {
+    println!("seed {SEED}");
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 300).collect();
+    for (tied, residual) in [(false, false), (true, false), (true, true)] {
+        let mut reference = model_with_norms(tied).model;
+        let mut m = model_with_norms(tied);
+        if residual {
+            rotate_residual(&mut reference, SEED).unwrap();
+            rotate_residual(&mut m.model, SEED).unwrap();
+        }
+        let before = logits(&m.model, &ids);
+        rotate_heads(&mut m.model, SEED + 1).unwrap();
+        let r = rel_diff(&logits(&m.model, &ids), &before);
+        assert!(
+            r < 1e-4,
+            "tied {tied}, residual {residual}: logits differ by {r:e}"
+        );
+        let (mut x0, mut x) = (reference.embed(&ids).unwrap(), m.model.embed(&ids).unwrap());
+        for l in 0..m.model.config().num_layers {
+            x0 = reference.run_blocks(x0, l..l + 1).unwrap();
+            x = m.model.run_blocks(x, l..l + 1).unwrap();
+            let (a, b) = (to_rows(x0.clone()).unwrap(), to_rows(x.clone()).unwrap());
+            let r = rel_diff(&b, &a);
+            assert!(
+                r < 1e-4,
+                "tied {tied}, residual {residual}: block {l}: {r:e}"
+            );
+        }
+    }
+    let (mut a, mut b) = (model_with_norms(false), model_with_norms(false));
+    rotate_heads(&mut a.model, SEED).unwrap();
+    rotate_heads(&mut b.model, SEED + 1).unwrap();
+    let v = "model.layers.0.self_attn.v_proj.weight";
+    assert_ne!(
+        tensors(&a.model)[v].data,
+        tensors(&b.model)[v].data,
+        "seed ignored"
+    );
+}
+
+#[test]
+fn head_rotation_should_refuse_ternary_layers_and_run_in_conversion() {
+    let mut m = tiny();
+    let text =
+        "The quick brown fox jumps over the lazy dog while the farmer counts sheep. ".repeat(12);
+    let cfg = ConvertConfig {
+        budget: None,
+        measure: false,
+        calib_tokens: 256,
+        ctx: 32,
+        layout: ternary_core::ScaleLayout::PerGroup { group_size: 32 },
+        rotate_heads: Some(SEED),
+        ..ConvertConfig::default()
+    };
+    let report = convert(&mut m.model, &m.tokenizer, &text, &cfg, &mut |_| {}).unwrap();
+    let q = report.layers.iter().find(|l| l.ternary).unwrap();
+    assert!(q.method.contains("heads rotated"), "{}", q.method);
+    let err = rotate_heads(&mut m.model, SEED).unwrap_err();
+    assert!(matches!(err, ConvertError::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().contains("head rotation needs float layers"),
+        "{err}"
+    );
 }

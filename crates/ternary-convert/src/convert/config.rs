@@ -118,6 +118,11 @@ pub struct ConvertConfig {
     /// `vocab × hidden` matrix). A head that was tied stays float with two planes, as without
     /// rotation. Default off.
     pub rotate: Option<u64>,
+    /// Before calibrating, rotate each key/value head's value space by its own random
+    /// orthogonal matrix from this seed ([`rotate_heads`](crate::rotate::rotate_heads)): the
+    /// same function, with `v_proj`'s rows and `o_proj`'s columns mixed within each head.
+    /// Composes with [`rotate`](Self::rotate). Default off.
+    pub rotate_heads: Option<u64>,
 }
 
 /// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
@@ -142,6 +147,7 @@ impl Default for ConvertConfig {
             planes: Planes::One,
             free_plane_scales: false,
             rotate: None,
+            rotate_heads: None,
         }
     }
 }
@@ -185,6 +191,9 @@ pub(super) fn describe(cfg: &ConvertConfig, grid: Grid, alpha: f32) -> String {
     }
     if cfg.rotate.is_some() {
         s.push_str(" rotated");
+    }
+    if cfg.rotate_heads.is_some() {
+        s.push_str(" heads rotated");
     }
     if alpha != 0.0 {
         s.push_str(&format!(" α={alpha}"));

@@ -79,6 +79,9 @@ pub fn convert<B: TernaryBackend>(
         }
         None => cfg,
     };
+    if let Some(seed) = cfg.rotate_heads {
+        crate::rotate::rotate_heads(model, seed)?;
+    }
     let mut stage_seconds: Vec<(Stage, f64)> = Vec::new();
     let mut started: Option<(Stage, std::time::Instant)> = None;
     let mut timed = |p: Progress| {
