@@ -465,6 +465,7 @@ fn tiny_config(vocab: usize, tied: bool) -> LlamaConfig {
         hidden_act: Default::default(),
         bitnet: None,
         residual_rotation: None,
+        ffn_rotation: None,
     }
 }
 

@@ -338,6 +338,13 @@ pub fn export_gguf(
             )));
         }
     }
+    if let Some(seed) = model.config().ffn_rotation {
+        return Err(CliError::new(format!(
+            "the model rotates its FFN activations before down_proj in every forward pass \
+             (ternary_ffn_rotation {seed}); GGUF readers such as llama.cpp do not, so export \
+             refuses it (convert without --rotate-ffn to export)"
+        )));
+    }
     let c = model.config();
     // Where float tensors may come from, and whether they must be F32.
     let (copy_from, all_f32) = match floats {
@@ -736,5 +743,21 @@ mod tests {
                 e.message()
             );
         }
+    }
+
+    /// A model rotating its FFN activations in the forward pass (`--rotate-ffn`) computes
+    /// something else in a GGUF reader: export refuses it.
+    #[test]
+    fn export_should_refuse_ffn_rotated_models() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+        let mut m = ternary_models::load::<Cpu>(dir, &Default::default()).unwrap();
+        ternary_convert::rotate::rotate_ffn(&mut m.model, 3).unwrap();
+        let source = GgufFile::from_bytes(write_gguf(
+            &[("general.architecture", GgufValue::String("llama".into()))],
+            &[],
+        ))
+        .unwrap();
+        let e = export_gguf(&m.model, &source, ExportFormat::GgufTq2_0, FloatOut::F32).unwrap_err();
+        assert!(e.message().contains("--rotate-ffn"), "{}", e.message());
     }
 }

@@ -140,6 +140,12 @@ pub struct ConvertArgs {
     /// `o_proj`'s input columns mixed within each head (no extra tensor).
     #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "1")]
     pub rotate_heads: Option<u64>,
+    /// Rotate `act(gate) ⊙ up` before each `down_proj` by a signed block Hadamard transform
+    /// (from SEED, default 1): the same function, with `down_proj`'s input channels mixed; the
+    /// transform runs in every forward pass (about n·log₂ 512 additions per token and layer
+    /// for SmolLM2), and such a file cannot be exported to GGUF.
+    #[arg(long, value_name = "SEED", num_args = 0..=1, default_missing_value = "1")]
+    pub rotate_ffn: Option<u64>,
     /// How the output file stores the float tensors (the embedding and the layers kept float).
     #[arg(long, value_enum, default_value_t = FloatStoreArg::F16)]
     pub float_dtype: FloatStoreArg,
@@ -278,6 +284,7 @@ pub fn convert_config(args: &ConvertArgs, names: &[String]) -> ConvertConfig {
     cfg.free_plane_scales = args.free_plane_scales;
     cfg.rotate = args.rotate;
     cfg.rotate_heads = args.rotate_heads;
+    cfg.rotate_ffn = args.rotate_ffn;
     if let Some(p) = args.planes {
         cfg.planes = match p {
             PlanesArg::One => Planes::One,
@@ -514,6 +521,7 @@ mod tests {
         assert_eq!(cfg(&["--rotate-heads"], &names()).rotate_heads, Some(1));
         let c = cfg(&["--rotate", "3", "--rotate-heads", "4"], &names());
         assert_eq!((c.rotate, c.rotate_heads), (Some(3), Some(4)));
+        assert_eq!(cfg(&["--rotate-ffn", "5"], &names()).rotate_ffn, Some(5));
     }
 
     #[test]

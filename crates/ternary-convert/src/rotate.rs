@@ -28,11 +28,17 @@
 //! `o_proj` undoes: `v_proj` rows of head `k` become `Q_kᵀ·W_v[k]`, `o_proj` columns of head
 //! `h` become `W_o[:, h]·Q_k`. Block outputs are unchanged (no config records it, and a float
 //! teacher needs no matching rotation); `o_proj`'s input columns are mixed within each head.
+//!
+//! [`rotate_ffn`] adds QuaRot's online Hadamard before `down_proj` (`R4`): `act(gate) ⊙ up`
+//! is not a linear function of the stream, so its rotation `T` runs in the forward pass
+//! ([`ternary_core::rotation`]), recorded in the config, and `down_proj` reads `T(a)` with its
+//! rows rotated by `T`.
 
 use std::collections::HashMap;
 
 use rayon::prelude::*;
-use ternary_core::rng::Rng;
+use ternary_core::rng::{Rng, derive_seed};
+use ternary_core::rotation::SignedHadamard;
 use ternary_layers::TernaryBackend;
 use ternary_models::weights::{HostTensor, MapWeights};
 use ternary_models::{Architecture, Llama};
@@ -132,13 +138,7 @@ fn check_float_llama<B: TernaryBackend>(model: &Llama<B>, what: &str) -> Result<
 /// The seed of key/value head `head`'s rotation in block `layer` under [`rotate_heads`]`(seed)`.
 #[must_use]
 pub fn head_seed(seed: u64, layer: usize, head: usize) -> u64 {
-    // SplitMix64's increment and finalizer: distinct (layer, head) pairs give unrelated seeds.
-    let mut z = seed.wrapping_add(
-        0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(1 + ((layer as u64) << 20 | head as u64)),
-    );
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    derive_seed(derive_seed(seed, layer as u64), head as u64)
 }
 
 /// Replaces the float Llama `model` by the same function with each key/value head's value
@@ -159,15 +159,7 @@ pub fn rotate_heads<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Resul
              over {kv} (head size {d})"
         )));
     }
-    let mut out: HashMap<String, HostTensor> = model.float_tensors()?.into_iter().collect();
-    let linears = model.linears();
-    for (name, l) in &linears {
-        if name == "lm_head" && config.tie_word_embeddings {
-            continue;
-        }
-        let w = l.weight().into_data().convert::<f32>().into_vec::<f32>();
-        let mut w = w.map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e:?}")))?;
-        let (rows, cols) = (l.out_features(), l.in_features());
+    rebuild(model, config, |name, rows, cols, w| {
         let block = name
             .strip_prefix("model.layers.")
             .and_then(|s| s.split_once('.'))
@@ -205,6 +197,69 @@ pub fn rotate_heads<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Resul
             }
             _ => {}
         }
+        Ok(())
+    })
+}
+
+/// Replaces the float Llama `model` by the same function with `act(gate) ⊙ up` rotated before
+/// `down_proj` by [`SignedHadamard::for_layer`]`(F, seed, layer)` (`T`, in every forward pass:
+/// the config records `seed`, [`LlamaConfig::ffn_rotation`](ternary_models::LlamaConfig::ffn_rotation))
+/// and each row of `down_proj` rotated by the same `T`, so `W'·T(a) = W·Tᵀ·T(a) = W·a`. Block
+/// outputs are unchanged (a float teacher needs no matching rotation); `down_proj`'s inputs
+/// are mixed within Hadamard blocks (512 of SmolLM2's 1,536 channels). Composes with the other
+/// rotations in any order.
+///
+/// # Errors
+/// A model whose FFN is already rotated, a BitNet model or a layer that is already ternary;
+/// an intermediate size without a power-of-two divisor of at least 16.
+pub fn rotate_ffn<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Result<()> {
+    check_float_llama(model, "FFN rotation")?;
+    let mut config = model.config().clone();
+    if let Some(seed) = config.ffn_rotation {
+        return Err(ConvertError::Invalid(format!(
+            "the model's FFN is already rotated (seed {seed})"
+        )));
+    }
+    let f = config.intermediate_size;
+    let rots = (0..config.num_layers)
+        .map(|l| SignedHadamard::for_layer(f, seed, l))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ConvertError::Invalid(format!("FFN rotation: {e}")))?;
+    config.ffn_rotation = Some(seed);
+    rebuild(model, config, |name, _, cols, w| {
+        let layer = name
+            .strip_prefix("model.layers.")
+            .and_then(|s| s.strip_suffix(".mlp.down_proj"))
+            .and_then(|b| b.parse::<usize>().ok());
+        if let Some(l) = layer {
+            let t = rots
+                .get(l)
+                .filter(|t| t.width() == cols)
+                .ok_or_else(|| ConvertError::Shape(format!("{name} does not read {f} values")))?;
+            t.apply(w)
+                .map_err(|e| ConvertError::Shape(format!("{name}: {e}")))?;
+        }
+        Ok(())
+    })
+}
+
+/// Rebuilds `model` under `config` from its own tensors, each linear layer's weight first
+/// passed to `edit(name, rows, cols, weight)` (row-major, changed in place); a tied head is
+/// left to the embedding.
+fn rebuild<B: TernaryBackend>(
+    model: &mut Llama<B>,
+    config: ternary_models::LlamaConfig,
+    mut edit: impl FnMut(&str, usize, usize, &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let mut out: HashMap<String, HostTensor> = model.float_tensors()?.into_iter().collect();
+    for (name, l) in &model.linears() {
+        if name == "lm_head" && config.tie_word_embeddings {
+            continue;
+        }
+        let w = l.weight().into_data().convert::<f32>().into_vec::<f32>();
+        let mut w = w.map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e:?}")))?;
+        let (rows, cols) = (l.out_features(), l.in_features());
+        edit(name, rows, cols, &mut w)?;
         out.insert(
             format!("{name}.weight"),
             HostTensor {
@@ -213,7 +268,6 @@ pub fn rotate_heads<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Resul
             },
         );
     }
-    drop(linears);
     let device = model.device().clone();
     *model = Llama::from_weights(config, &MapWeights(out), &device)?;
     Ok(())

@@ -55,6 +55,7 @@ fn small_cfg() -> ConvertConfig {
         free_plane_scales: false,
         rotate: None,
         rotate_heads: None,
+        rotate_ffn: None,
     }
 }
 

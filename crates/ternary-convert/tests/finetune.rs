@@ -82,6 +82,7 @@ fn student_rotated(
         free_plane_scales,
         rotate,
         rotate_heads: None,
+        rotate_ffn: None,
     };
     convert(&mut m.model, &m.tokenizer, TEXT, &cfg, &mut |_| {}).unwrap();
     let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();

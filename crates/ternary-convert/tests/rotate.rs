@@ -2,16 +2,21 @@
 //! computes the same logits as the original (tied and untied heads, non-trivial norms), its
 //! tensors equal an f64 reference of the documented formulas, and conversion with `rotate`
 //! keeps a formerly tied head float on two planes. The per-head value rotation keeps the
-//! logits and every block's output, follows its formulas and composes with the residual one.
+//! logits and every block's output, follows its formulas and composes with the residual one;
+//! so does the FFN rotation (`down_proj`'s rows by the signed block Hadamard `T`, recorded in
+//! the config and the file).
 //! Runs on the tiny Llama fixture (4 query heads over 2 key/value heads of 8).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use ternary_convert::convert::Planes;
-use ternary_convert::rotate::{head_seed, random_orthogonal, rotate_heads, rotate_residual};
+use ternary_convert::rotate::{
+    head_seed, random_orthogonal, rotate_ffn, rotate_heads, rotate_residual,
+};
 use ternary_convert::{ConvertConfig, ConvertError, convert};
 use ternary_core::rng::Rng;
+use ternary_core::rotation::SignedHadamard;
 use ternary_layers::{Cpu, to_rows};
 use ternary_models::weights::{HostTensor, MapWeights};
 use ternary_models::{Llama, LoadedModel, Logits, load_safetensors_dir};
@@ -453,4 +458,113 @@ fn head_rotation_should_refuse_ternary_layers_and_run_in_conversion() {
         err.to_string().contains("head rotation needs float layers"),
         "{err}"
     );
+}
+
+/// `H_b[i][j] = (−1)^popcount(i & j)`.
+fn sylvester(i: usize, j: usize) -> f64 {
+    if (i & j).count_ones().is_multiple_of(2) {
+        1.0
+    } else {
+        -1.0
+    }
+}
+
+/// Row `r` of `down_proj` in layer `l` becomes `T_l(w_r)`, against an f64 product with the
+/// defining matrix (relative 1e-5); every other tensor is kept bit for bit; the config records
+/// the seed; logits and block outputs are kept (alone, tied, and after the residual rotation,
+/// in either order); a second FFN rotation is refused; the file keeps it.
+#[test]
+fn ffn_rotation_should_follow_its_formula_and_keep_the_function() {
+    println!("seed {SEED}");
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 300).collect();
+    for tied in [false, true] {
+        let m0 = model_with_norms(tied);
+        let mut m = model_with_norms(tied);
+        rotate_ffn(&mut m.model, SEED).unwrap();
+        let c = m.model.config().clone();
+        assert_eq!(c.ffn_rotation, Some(SEED));
+        let f = c.intermediate_size;
+        let (before, after) = (tensors(&m0.model), tensors(&m.model));
+        for (name, t0) in &before {
+            let t = &after[name];
+            let Some(l) = name
+                .strip_prefix("model.layers.")
+                .and_then(|s| s.strip_suffix(".mlp.down_proj.weight"))
+            else {
+                assert_eq!(t.data, t0.data, "{name} changed");
+                continue;
+            };
+            let rot = SignedHadamard::for_layer(f, SEED, l.parse().unwrap()).unwrap();
+            let (b, s) = (rot.block(), rot.signs());
+            let want: Vec<f32> = t0
+                .data
+                .chunks(f)
+                .flat_map(|w| {
+                    (0..f).map(move |col| {
+                        let (k, i) = (col / b, col % b);
+                        (0..b)
+                            .map(|j| {
+                                sylvester(i, j) * f64::from(s[k * b + j]) * f64::from(w[k * b + j])
+                            })
+                            .sum::<f64>() as f32
+                            / (b as f32).sqrt()
+                    })
+                })
+                .collect();
+            let r = rel_diff(&t.data, &want);
+            assert!(r < 1e-5, "{name}: {r:e}");
+        }
+        let r = rel_diff(&logits(&m.model, &ids), &logits(&m0.model, &ids));
+        assert!(r < 1e-4, "tied {tied}: logits differ by {r:e}");
+        let (mut x0, mut x) = (m0.model.embed(&ids).unwrap(), m.model.embed(&ids).unwrap());
+        for l in 0..c.num_layers {
+            x0 = m0.model.run_blocks(x0, l..l + 1).unwrap();
+            x = m.model.run_blocks(x, l..l + 1).unwrap();
+            let r = rel_diff(&to_rows(x.clone()).unwrap(), &to_rows(x0.clone()).unwrap());
+            assert!(r < 1e-4, "tied {tied}: block {l}: {r:e}");
+        }
+        let err = rotate_ffn(&mut m.model, SEED).unwrap_err().to_string();
+        assert!(err.contains("already rotated"), "{err}");
+        let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();
+        let back = ternary_convert::model_file::load_bytes::<Cpu>(&bytes, &Default::default());
+        let back = back.unwrap();
+        assert_eq!(back.model.config(), m.model.config());
+        assert_eq!(logits(&back.model, &ids), logits(&m.model, &ids));
+    }
+    // With the residual rotation, in either order: the same logits.
+    let want = logits(&model_with_norms(true).model, &ids);
+    let (mut a, mut b) = (model_with_norms(true), model_with_norms(true));
+    rotate_ffn(&mut a.model, SEED).unwrap();
+    rotate_residual(&mut a.model, SEED).unwrap();
+    rotate_residual(&mut b.model, SEED).unwrap();
+    rotate_ffn(&mut b.model, SEED).unwrap();
+    assert_eq!(a.model.config(), b.model.config());
+    for m in [&a, &b] {
+        let r = rel_diff(&logits(&m.model, &ids), &want);
+        assert!(r < 1e-4, "with the residual rotation: {r:e}");
+    }
+}
+
+/// Conversion with `rotate_ffn` calibrates `down_proj` on rotated inputs and keeps the
+/// rotation in the converted model (its logits then differ from a model without it).
+#[test]
+fn conversion_should_keep_the_ffn_rotation() {
+    let text =
+        "The quick brown fox jumps over the lazy dog while the farmer counts sheep. ".repeat(12);
+    let mut m = model_with_norms(false);
+    let cfg = ConvertConfig {
+        budget: None,
+        measure: false,
+        calib_tokens: 256,
+        ctx: 32,
+        layout: ternary_core::ScaleLayout::PerGroup { group_size: 32 },
+        rotate_ffn: Some(SEED),
+        ..ConvertConfig::default()
+    };
+    let report = convert(&mut m.model, &m.tokenizer, &text, &cfg, &mut |_| {}).unwrap();
+    let q = report.layers.iter().find(|l| l.ternary).unwrap();
+    assert!(q.method.contains("ffn rotated"), "{}", q.method);
+    assert_eq!(m.model.config().ffn_rotation, Some(SEED));
+    let err = rotate_ffn(&mut m.model, SEED + 1).unwrap_err().to_string();
+    assert!(err.contains("FFN"), "{err}");
 }

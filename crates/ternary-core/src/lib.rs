@@ -28,6 +28,7 @@ pub mod pack;
 pub mod quant;
 pub mod reference;
 pub mod rng;
+pub mod rotation;
 pub mod two_plane;
 
 pub use activations::QuantizedActivations;

@@ -48,6 +48,12 @@ pub struct LlamaConfig {
     /// computes the same function; its hidden states are the rotated ones. Stored as the
     /// non-standard key `ternary_residual_rotation`.
     pub residual_rotation: Option<u64>,
+    /// The seed of the rotation `T` applied to `act(gate) ⊙ up` before `down_proj`
+    /// ([`SignedHadamard::for_layer`](ternary_core::rotation::SignedHadamard::for_layer), one
+    /// per layer; `down_proj`'s rows rotated by the same `T`), or `None`. The model computes
+    /// the same function; the rotation runs in every forward pass. Stored as the non-standard
+    /// key `ternary_ffn_rotation`.
+    pub ffn_rotation: Option<u64>,
 }
 
 /// The decoder block a checkpoint uses.
@@ -230,6 +236,7 @@ impl LlamaConfig {
             hidden_act: Activation::Silu,
             bitnet: None,
             residual_rotation: None,
+            ffn_rotation: None,
         }
     }
 
@@ -259,6 +266,16 @@ impl LlamaConfig {
         for (what, size) in sizes {
             if size.is_none_or(|s| s > MAX_SIZE) {
                 return bad(format!("{what} is above the limit {MAX_SIZE} in {self:?}"));
+            }
+        }
+        if self.ffn_rotation.is_some() {
+            let b = ternary_core::rotation::hadamard_block(self.intermediate_size);
+            if b < 16 {
+                return bad(format!(
+                    "an FFN rotation needs an intermediate size with a power-of-two divisor of at \
+                     least 16, not {}",
+                    self.intermediate_size
+                ));
             }
         }
         if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
@@ -345,6 +362,7 @@ impl LlamaConfig {
             hidden_act: Activation::Silu,
             bitnet: None,
             residual_rotation: None,
+            ffn_rotation: None,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -475,17 +493,21 @@ impl LlamaConfig {
             architecture,
             hidden_act,
             bitnet,
-            residual_rotation: match v.get("ternary_residual_rotation") {
-                None => None,
-                Some(r) => Some(r.as_u64().ok_or_else(|| {
-                    ModelError::Config(format!(
-                        "ternary_residual_rotation {r} is not a seed (an unsigned integer)"
-                    ))
-                })?),
-            },
+            residual_rotation: seed_key(&v, "ternary_residual_rotation")?,
+            ffn_rotation: seed_key(&v, "ternary_ffn_rotation")?,
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// The optional unsigned-integer key `key` of a config document.
+fn seed_key(v: &serde_json::Value, key: &str) -> Result<Option<u64>> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(r) => r.as_u64().map(Some).ok_or_else(|| {
+            ModelError::Config(format!("{key} {r} is not a seed (an unsigned integer)"))
+        }),
     }
 }
 
@@ -519,6 +541,9 @@ impl LlamaConfig {
         }
         if let (Some(seed), Some(m)) = (self.residual_rotation, doc.as_object_mut()) {
             m.insert("ternary_residual_rotation".into(), seed.into());
+        }
+        if let (Some(seed), Some(m)) = (self.ffn_rotation, doc.as_object_mut()) {
+            m.insert("ternary_ffn_rotation".into(), seed.into());
         }
         doc.to_string()
     }
@@ -563,6 +588,18 @@ mod tests {
         let bad = c.to_hf_json().replace(&u64::MAX.to_string(), "-3");
         let err = LlamaConfig::from_hf_json(&bad).unwrap_err().to_string();
         assert!(err.contains("ternary_residual_rotation"), "{err}");
+        c.ffn_rotation = Some(7);
+        assert_eq!(LlamaConfig::from_hf_json(&c.to_hf_json()).unwrap(), c);
+        let bad = c.to_hf_json().replace(
+            "\"ternary_ffn_rotation\":7",
+            "\"ternary_ffn_rotation\":\"x\"",
+        );
+        let err = LlamaConfig::from_hf_json(&bad).unwrap_err().to_string();
+        assert!(err.contains("ternary_ffn_rotation"), "{err}");
+        c.intermediate_size = 1000;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("FFN rotation"), "{err}");
+        c.intermediate_size = 1536;
         let s = LlamaConfig::smollm2_135m();
         assert_eq!(LlamaConfig::from_hf_json(&s.to_hf_json()).unwrap(), s);
     }

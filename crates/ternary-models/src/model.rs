@@ -25,6 +25,7 @@ use crate::weights::{HostTensor, TernaryWeight, WeightSource};
 use burn::tensor::activation::{relu, silu, softmax};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use std::fmt::Debug;
+use ternary_core::rotation::SignedHadamard;
 use ternary_core::{Scales, TernaryMatrix};
 use ternary_layers::{
     FloatScores, Linear, LinearPath, ScoreFn, TernaryBackend, TernaryLinear, to_rows,
@@ -180,6 +181,50 @@ pub struct Llama<B: Backend> {
     device: B::Device,
     /// Raw attention scores `q·kᵀ` ([`FloatScores`] by default).
     score_fn: Box<dyn ScoreFn<B>>,
+    /// The rotation before `down_proj` ([`LlamaConfig::ffn_rotation`]), or `None`.
+    ffn_rotation: Option<FfnRotation<B>>,
+}
+
+/// [`LlamaConfig::ffn_rotation`] as tensors: `T(a)[blk] = (s_l[blk] ⊙ a[blk]) · H_b/√b` for
+/// each row `a` of layer `l`'s `act(gate) ⊙ up` ([`SignedHadamard`]).
+#[derive(Debug, Clone)]
+struct FfnRotation<B: Backend> {
+    /// `H_b / √b`, `[b, b]` (shared by the layers).
+    matrix: Tensor<B, 2>,
+    /// The signs `s_l`, `[1, F]`, per layer.
+    signs: Vec<Tensor<B, 2>>,
+}
+
+impl<B: Backend> FfnRotation<B> {
+    fn new(c: &LlamaConfig, seed: u64, device: &B::Device) -> Result<Self> {
+        let f = c.intermediate_size;
+        let rot = |l| {
+            SignedHadamard::for_layer(f, seed, l).map_err(|e| ModelError::Config(e.to_string()))
+        };
+        let first = rot(0)?;
+        let b = first.block();
+        let matrix = Tensor::from_data(TensorData::new(first.block_matrix(), [b, b]), device);
+        let signs = (0..c.num_layers)
+            .map(|l| {
+                let t = rot(l)?;
+                Ok(Tensor::from_data(
+                    TensorData::new(t.signs().to_vec(), [1, f]),
+                    device,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { matrix, signs })
+    }
+
+    /// `T_l` of each row of `a: [n, F]`.
+    fn apply(&self, layer: usize, a: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, f] = a.dims();
+        let b = self.matrix.dims()[0];
+        a.mul(self.signs[layer].clone())
+            .reshape([n * f / b, b])
+            .matmul(self.matrix.clone())
+            .reshape([n, f])
+    }
 }
 
 fn expect_shape(name: &str, t: &HostTensor, expected: &[usize]) -> Result<()> {
@@ -519,6 +564,10 @@ impl<B: TernaryBackend> Llama<B> {
             inv_freq,
             device: device.clone(),
             score_fn: Box::new(FloatScores),
+            ffn_rotation: config
+                .ffn_rotation
+                .map(|seed| FfnRotation::new(&config, seed, device))
+                .transpose()?,
             config,
         })
     }
@@ -808,6 +857,10 @@ impl<B: Backend> Llama<B> {
         let a = g.mul(b.up_proj.forward(h));
         let a = match &b.ffn_sub_norm {
             Some(sub) => sub.forward(a),
+            None => a,
+        };
+        let a = match &self.ffn_rotation {
+            Some(r) => r.apply(layer, a),
             None => a,
         };
         x.add(b.down_proj.forward(a))

@@ -380,6 +380,7 @@ fn small_packed() -> (LlamaConfig, Vec<u8>) {
         hidden_act: ternary_models::Activation::Relu2,
         bitnet: Some(BitNetQuant::default()),
         residual_rotation: None,
+        ffn_rotation: None,
     };
     let bf16 = |n: usize, v: f32| -> Vec<u8> {
         (0..n)

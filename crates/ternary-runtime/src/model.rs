@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ternary_core::kernels::{DotI8, Level, PackedTernary};
+use ternary_core::rotation::SignedHadamard;
 use ternary_layers::{LinearPath, LinearWeights, TernaryBackend, TernaryLinear, to_rows};
 use ternary_models::linear::{FloatLinear, HostLinear, HostWeights};
 use ternary_models::quant_linear::QuantLinear;
@@ -32,6 +33,8 @@ pub(crate) struct Layer {
     pub o: Proj,
     pub mlp_norm: Vec<f32>,
     pub ffn_sub_norm: Option<Vec<f32>>,
+    /// The rotation of `act(gate) ⊙ up` before `down_proj` (`LlamaConfig::ffn_rotation`).
+    pub ffn_rotation: Option<SignedHadamard>,
     pub gate: Proj,
     pub up: Proj,
     pub down: Proj,
@@ -176,7 +179,8 @@ impl Model {
                 + l.down.weight_bytes()
                 + 4 * (l.attn_norm.len() + l.mlp_norm.len()) as u64
                 + 4 * l.attn_sub_norm.as_ref().map_or(0, Vec::len) as u64
-                + 4 * l.ffn_sub_norm.as_ref().map_or(0, Vec::len) as u64;
+                + 4 * l.ffn_sub_norm.as_ref().map_or(0, Vec::len) as u64
+                + 4 * l.ffn_rotation.as_ref().map_or(0, SignedHadamard::width) as u64;
         }
         b
     }
@@ -364,6 +368,11 @@ pub(crate) fn build<B: TernaryBackend + 'static>(
             o: take(p("self_attn.o_proj"))?,
             mlp_norm: take_norm(&p("post_attention_layernorm.weight"))?,
             ffn_sub_norm: take_norm(&p("mlp.ffn_sub_norm.weight")).ok(),
+            ffn_rotation: config
+                .ffn_rotation
+                .map(|seed| SignedHadamard::for_layer(config.intermediate_size, seed, l))
+                .transpose()
+                .map_err(|e| RuntimeError::Unsupported(format!("FFN rotation: {e}")))?,
             gate: take(p("mlp.gate_proj"))?,
             up: take(p("mlp.up_proj"))?,
             down: take(p("mlp.down_proj"))?,

@@ -10,7 +10,7 @@
 //! B  attention per (query head, token block): tokens in SIMD lanes (decode: one token) | barrier
 //! C  gather heads (BitNet: attn_sub_norm)                            o_proj rows     | barrier
 //! D  x += o                    n2 = RMSNorm(x)·w, quantized once  act(gate)·up rows  | barrier
-//! E  gather (BitNet: ffn_sub_norm)                                   down_proj rows  | barrier
+//! E  gather (BitNet: ffn_sub_norm; FFN rotation)                     down_proj rows  | barrier
 //! ```
 //!
 //! then `logits = lm_head · RMSNorm(x)` for the positions asked for (none for the earlier
@@ -455,6 +455,11 @@ fn run_job(sh: &Shared, t: usize, job: &Job, lo: &mut Local) -> usize {
             gather(sh, phase, n, f, |u| sh.rows_f(u), &mut lo.act, false);
             if let Some(w) = &layer.ffn_sub_norm {
                 rmsnorm_in_place(&mut lo.act, w, m.eps);
+            }
+            if let Some(r) = &layer.ffn_rotation
+                && let Err(e) = r.apply(&mut lo.act)
+            {
+                sh.record(e.into());
             }
             project(
                 sh,

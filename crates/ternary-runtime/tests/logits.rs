@@ -221,6 +221,30 @@ fn mixed_ternary_llama_should_match_reference_on_f32_and_int8_paths() {
     );
 }
 
+/// A model rotating `act(gate) ⊙ up` before `down_proj` in every forward pass (with its
+/// residual stream rotated too): float, then with ternary layers, saved and loaded. A runtime
+/// that skipped the rotation would multiply `down_proj`'s rotated rows with unrotated inputs.
+#[test]
+fn ffn_rotated_llama_should_match_reference() {
+    let mut m = tiny_llama();
+    ternary_convert::rotate::rotate_ffn(&mut m.model, 7).unwrap();
+    ternary_convert::rotate::rotate_residual(&mut m.model, 8).unwrap();
+    check_all(&m.model, "tiny-llama FFN-rotated float");
+    let grouped = QuantConfig::new(
+        Method::Twn { delta_factor: 0.7 },
+        ScaleLayout::PerGroup { group_size: 32 },
+    );
+    for i in (0..m.model.linears().len()).step_by(2) {
+        make_ternary(&mut m.model, i, &grouped, false, LinearPath::CpuInt8);
+    }
+    let dir = ternary_testkit::TempDir::new("rt-ffn-rotated");
+    let path = dir.path("tiny.safetensors");
+    ternary_convert::save(&path, &m.model, &m.tokenizer).unwrap();
+    let back = ternary_convert::load::<Cpu>(&path, &Default::default()).unwrap();
+    assert_eq!(back.model.config().ffn_rotation, Some(7));
+    check_all(&back.model, "tiny-llama FFN-rotated, ternary, from a file");
+}
+
 #[test]
 fn converted_file_should_match_reference() {
     let m = mixed_tiny(LinearPath::Auto);

@@ -123,6 +123,11 @@ pub struct ConvertConfig {
     /// same function, with `v_proj`'s rows and `o_proj`'s columns mixed within each head.
     /// Composes with [`rotate`](Self::rotate). Default off.
     pub rotate_heads: Option<u64>,
+    /// Before calibrating, rotate `act(gate) ⊙ up` before `down_proj` by a signed block
+    /// Hadamard transform from this seed ([`rotate_ffn`](crate::rotate::rotate_ffn)): the same
+    /// function, with `down_proj`'s input channels mixed; the transform runs in every forward
+    /// pass (the file records the seed). Composes with the other rotations. Default off.
+    pub rotate_ffn: Option<u64>,
 }
 
 /// The best setting measured on SmolLM2-135M (`docs/accuracy.md`): GPTQ with activation-aware
@@ -148,6 +153,7 @@ impl Default for ConvertConfig {
             free_plane_scales: false,
             rotate: None,
             rotate_heads: None,
+            rotate_ffn: None,
         }
     }
 }
@@ -194,6 +200,9 @@ pub(super) fn describe(cfg: &ConvertConfig, grid: Grid, alpha: f32) -> String {
     }
     if cfg.rotate_heads.is_some() {
         s.push_str(" heads rotated");
+    }
+    if cfg.rotate_ffn.is_some() {
+        s.push_str(" ffn rotated");
     }
     if alpha != 0.0 {
         s.push_str(&format!(" α={alpha}"));

@@ -82,6 +82,9 @@ pub fn convert<B: TernaryBackend>(
     if let Some(seed) = cfg.rotate_heads {
         crate::rotate::rotate_heads(model, seed)?;
     }
+    if let Some(seed) = cfg.rotate_ffn {
+        crate::rotate::rotate_ffn(model, seed)?;
+    }
     let mut stage_seconds: Vec<(Stage, f64)> = Vec::new();
     let mut started: Option<(Stage, std::time::Instant)> = None;
     let mut timed = |p: Progress| {
