@@ -23,6 +23,36 @@ use ternary_models::{Llama, LoadedModel, Logits, load_safetensors_dir};
 
 const SEED: u64 = 20261206;
 
+/// Calibration text for the conversions (repeated).
+const TEXT: &str = "The quick brown fox jumps over the lazy dog while the farmer counts sheep. ";
+
+/// Converts `m` on [`TEXT`] under `cfg`.
+fn convert_small(
+    m: &mut LoadedModel<Cpu>,
+    cfg: ConvertConfig,
+) -> ternary_convert::convert::ConversionReport {
+    convert(
+        &mut m.model,
+        &m.tokenizer,
+        &TEXT.repeat(12),
+        &cfg,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+/// A conversion small enough for the tiny fixture: no budget, no measurement, groups of 32.
+fn small_cfg() -> ConvertConfig {
+    ConvertConfig {
+        budget: None,
+        measure: false,
+        calib_tokens: 256,
+        ctx: 32,
+        layout: ternary_core::ScaleLayout::PerGroup { group_size: 32 },
+        ..ConvertConfig::default()
+    }
+}
+
 fn tiny() -> LoadedModel<Cpu> {
     let dir = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -218,20 +248,15 @@ fn rotated_tensors_should_follow_the_formulas() {
 
 #[test]
 fn conversion_with_rotation_should_keep_a_formerly_tied_head_float_on_two_planes() {
-    let text =
-        "The quick brown fox jumps over the lazy dog while the farmer counts sheep. ".repeat(12);
     let mut m = model_with_norms(true);
-    let cfg = ConvertConfig {
-        planes: Planes::Two,
-        budget: None,
-        measure: false,
-        calib_tokens: 256,
-        ctx: 32,
-        layout: ternary_core::ScaleLayout::PerGroup { group_size: 32 },
-        rotate: Some(SEED),
-        ..ConvertConfig::default()
-    };
-    let report = convert(&mut m.model, &m.tokenizer, &text, &cfg, &mut |_| {}).unwrap();
+    let report = convert_small(
+        &mut m,
+        ConvertConfig {
+            planes: Planes::Two,
+            rotate: Some(SEED),
+            ..small_cfg()
+        },
+    );
     let head = report.layers.iter().find(|l| l.name == "lm_head").unwrap();
     assert!(!head.ternary, "the formerly tied head was converted");
     assert!(
@@ -438,18 +463,13 @@ fn head_rotation_should_keep_logits_and_block_outputs() {
 #[test]
 fn head_rotation_should_refuse_ternary_layers_and_run_in_conversion() {
     let mut m = tiny();
-    let text =
-        "The quick brown fox jumps over the lazy dog while the farmer counts sheep. ".repeat(12);
-    let cfg = ConvertConfig {
-        budget: None,
-        measure: false,
-        calib_tokens: 256,
-        ctx: 32,
-        layout: ternary_core::ScaleLayout::PerGroup { group_size: 32 },
-        rotate_heads: Some(SEED),
-        ..ConvertConfig::default()
-    };
-    let report = convert(&mut m.model, &m.tokenizer, &text, &cfg, &mut |_| {}).unwrap();
+    let report = convert_small(
+        &mut m,
+        ConvertConfig {
+            rotate_heads: Some(SEED),
+            ..small_cfg()
+        },
+    );
     let q = report.layers.iter().find(|l| l.ternary).unwrap();
     assert!(q.method.contains("heads rotated"), "{}", q.method);
     let err = rotate_heads(&mut m.model, SEED).unwrap_err();
@@ -545,23 +565,18 @@ fn ffn_rotation_should_follow_its_formula_and_keep_the_function() {
     }
 }
 
-/// Conversion with `rotate_ffn` calibrates `down_proj` on rotated inputs and keeps the
-/// rotation in the converted model (its logits then differ from a model without it).
+/// Conversion with `rotate_ffn` keeps the rotation in the converted model, and the config
+/// then refuses a second one.
 #[test]
 fn conversion_should_keep_the_ffn_rotation() {
-    let text =
-        "The quick brown fox jumps over the lazy dog while the farmer counts sheep. ".repeat(12);
     let mut m = model_with_norms(false);
-    let cfg = ConvertConfig {
-        budget: None,
-        measure: false,
-        calib_tokens: 256,
-        ctx: 32,
-        layout: ternary_core::ScaleLayout::PerGroup { group_size: 32 },
-        rotate_ffn: Some(SEED),
-        ..ConvertConfig::default()
-    };
-    let report = convert(&mut m.model, &m.tokenizer, &text, &cfg, &mut |_| {}).unwrap();
+    let report = convert_small(
+        &mut m,
+        ConvertConfig {
+            rotate_ffn: Some(SEED),
+            ..small_cfg()
+        },
+    );
     let q = report.layers.iter().find(|l| l.ternary).unwrap();
     assert!(q.method.contains("ffn rotated"), "{}", q.method);
     assert_eq!(m.model.config().ffn_rotation, Some(SEED));
