@@ -183,13 +183,16 @@ pub fn rotate_heads<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Resul
                         "{name} has {cols} columns, not {heads} heads of {d}"
                     )));
                 }
+                let qs: Vec<Vec<f64>> = (0..kv)
+                    .map(|k| random_orthogonal(d, head_seed(seed, b, k)))
+                    .collect();
                 for h in 0..heads {
-                    let q = random_orthogonal(d, head_seed(seed, b, h / (heads / kv)));
+                    let q = &qs[h / (heads / kv)];
                     let part: Vec<f32> = w
                         .chunks(cols)
                         .flat_map(|row| row[h * d..(h + 1) * d].iter().copied())
                         .collect();
-                    let r = read_side(&part, d, &vec![1.0; d], &q);
+                    let r = read_side(&part, d, &vec![1.0; d], q);
                     for (row, new) in w.chunks_mut(cols).zip(r.chunks(d)) {
                         row[h * d..(h + 1) * d].copy_from_slice(new);
                     }

@@ -54,14 +54,16 @@ fn student_with(planes: Planes) -> LoadedModel<Ad> {
 
 /// [`student_with`], optionally with free plane scales (two planes off the 9-level grid).
 fn student_free(planes: Planes, free_plane_scales: bool) -> LoadedModel<Ad> {
-    student_rotated(planes, free_plane_scales, None)
+    student_rotated(planes, free_plane_scales, None, None)
 }
 
-/// [`student_free`], converted after rotating the residual stream by `rotate`'s seed.
+/// [`student_free`], converted after rotating the residual stream by `rotate`'s seed and the
+/// FFN activations by `rotate_ffn`'s.
 fn student_rotated(
     planes: Planes,
     free_plane_scales: bool,
     rotate: Option<u64>,
+    rotate_ffn: Option<u64>,
 ) -> LoadedModel<Ad> {
     let mut m = teacher();
     let cfg = ConvertConfig {
@@ -82,7 +84,7 @@ fn student_rotated(
         free_plane_scales,
         rotate,
         rotate_heads: None,
-        rotate_ffn: None,
+        rotate_ffn,
     };
     convert(&mut m.model, &m.tokenizer, TEXT, &cfg, &mut |_| {}).unwrap();
     let bytes = ternary_convert::model_file::to_bytes(&m.model, &m.tokenizer).unwrap();
@@ -610,7 +612,7 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
 #[test]
 fn rotated_students_should_train_against_the_teacher_rotated_the_same_way() {
     let mut t = teacher();
-    let mut s = student_rotated(Planes::One, false, Some(5));
+    let mut s = student_rotated(Planes::One, false, Some(5), None);
     assert_eq!(s.model.config().residual_rotation, Some(5));
     let c = FinetuneConfig {
         tokens: 12 * 32,
@@ -632,6 +634,56 @@ fn rotated_students_should_train_against_the_teacher_rotated_the_same_way() {
     println!("distillation losses, rotated: {l:?}");
     let (head, tail) = (l[0] + l[1], l[l.len() - 2] + l[l.len() - 1]);
     assert!(tail < head, "loss did not go down: {l:?}");
+}
+
+/// A student whose FFN activations are rotated before `down_proj` (in its forward pass) trains
+/// against the unrotated teacher, whose block outputs it matches: both modes lower their loss,
+/// and the trained file keeps the rotation and gives the trained logits.
+#[test]
+fn ffn_rotated_students_should_train_and_keep_the_rotation() {
+    let t = teacher();
+    let none = Checkpointing::default();
+    for mode in [Mode::Kd, Mode::Blockwise] {
+        let mut s = student_rotated(Planes::One, false, None, Some(9));
+        assert_eq!(s.model.config().ffn_rotation, Some(9));
+        let c = FinetuneConfig {
+            tokens: 12 * 32,
+            hidden_mse: 1.0,
+            ..cfg(mode)
+        };
+        let r = finetune(
+            &t.model,
+            &mut s.model,
+            &windows(32),
+            &c,
+            None,
+            &none,
+            &mut |_| {},
+        );
+        let l = losses(&r.unwrap().curve);
+        println!("{mode:?} losses, FFN rotated: {l:?}");
+        let (head, tail) = (l[0] + l[1], l[l.len() - 2] + l[l.len() - 1]);
+        assert!(tail < head, "{mode:?}: loss did not go down: {l:?}");
+        let bytes = ternary_convert::model_file::to_bytes(&s.model, &s.tokenizer).unwrap();
+        let back = ternary_convert::model_file::load_bytes::<Ad>(&bytes, &Default::default());
+        let back = back.unwrap();
+        assert_eq!(back.model.config().ffn_rotation, Some(9));
+        let ids: Vec<u32> = (0..16).map(|i| (i * 11 + 2) % 300).collect();
+        let logits = |m: &LoadedModel<Ad>| {
+            let mut cache = m.model.new_cache();
+            to_rows(m.model.forward(&ids, &mut cache, Logits::All).unwrap()).unwrap()
+        };
+        let (a, b) = (logits(&back), logits(&s));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let range = b.iter().fold(0f32, |m, y| m.max(y.abs()));
+        assert!(
+            worst <= 1e-4 * range,
+            "{mode:?}: saved logits moved by {worst}"
+        );
+    }
 }
 
 #[test]
