@@ -36,10 +36,10 @@
 
 use std::collections::HashMap;
 
-use rayon::prelude::*;
+use ndarray::{Array2, ArrayView2};
 use ternary_core::rng::{Rng, derive_seed};
 use ternary_core::rotation::SignedHadamard;
-use ternary_layers::TernaryBackend;
+use ternary_layers::{TernaryBackend, to_rows};
 use ternary_models::weights::{HostTensor, MapWeights};
 use ternary_models::{Architecture, Llama};
 
@@ -78,40 +78,31 @@ pub fn norm_level(g: &[f32]) -> f32 {
     }
 }
 
-/// `W·diag(g)·Q` for `W: [rows, d]` (row-major), accumulated in f64.
+/// Rows per f64 product in [`read_side`]: bounds its temporary copy (the embedding has 49,152
+/// rows) to 4096·d values.
+const READ_ROWS: usize = 4096;
+
+/// `W·diag(g)·Q` for `W: [rows, d]` (row-major), as f64 products (matrixmultiply's GEMM).
 fn read_side(w: &[f32], d: usize, g: &[f32], q: &[f64]) -> Vec<f32> {
-    let mut out = vec![0f32; w.len()];
-    out.par_chunks_mut(d)
-        .zip(w.par_chunks(d))
-        .for_each(|(o, row)| {
-            let mut acc = vec![0f64; d];
-            for (i, (&wi, &gi)) in row.iter().zip(g).enumerate() {
-                let a = f64::from(wi) * f64::from(gi);
-                if a != 0.0 {
-                    acc.iter_mut()
-                        .zip(&q[i * d..(i + 1) * d])
-                        .for_each(|(s, &qij)| *s += a * qij);
-                }
-            }
-            o.iter_mut().zip(&acc).for_each(|(o, &s)| *o = s as f32);
+    if d == 0 {
+        return Vec::new();
+    }
+    let q = ArrayView2::from_shape((d, d), q).expect("Q is d × d");
+    let mut out = Vec::with_capacity(w.len());
+    for chunk in w.chunks(READ_ROWS * d) {
+        let a = Array2::from_shape_fn((chunk.len() / d, d), |(r, i)| {
+            f64::from(chunk[r * d + i]) * f64::from(g[i])
         });
+        out.extend(a.dot(&q).iter().map(|&v| v as f32));
+    }
     out
 }
 
-/// `Qᵀ·W` for `W: [d, cols]` (row-major), accumulated in f64.
+/// `Qᵀ·W` for `W: [d, cols]` (row-major), as an f64 product.
 fn write_side(w: &[f32], d: usize, cols: usize, q: &[f64]) -> Vec<f32> {
-    let mut out = vec![0f32; d * cols];
-    out.par_chunks_mut(cols).enumerate().for_each(|(i, o)| {
-        let mut acc = vec![0f64; cols];
-        for k in 0..d {
-            let a = q[k * d + i];
-            acc.iter_mut()
-                .zip(&w[k * cols..(k + 1) * cols])
-                .for_each(|(s, &wkc)| *s += a * f64::from(wkc));
-        }
-        o.iter_mut().zip(&acc).for_each(|(o, &s)| *o = s as f32);
-    });
-    out
+    let q = ArrayView2::from_shape((d, d), q).expect("Q is d × d");
+    let w = Array2::from_shape_fn((d, cols), |(k, c)| f64::from(w[k * cols + c]));
+    q.t().dot(&w).iter().map(|&v| v as f32).collect()
 }
 
 /// The float-Llama checks shared by the rotations: no BitNet model, no ternary layer.
@@ -259,8 +250,8 @@ fn rebuild<B: TernaryBackend>(
         if name == "lm_head" && config.tie_word_embeddings {
             continue;
         }
-        let w = l.weight().into_data().convert::<f32>().into_vec::<f32>();
-        let mut w = w.map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e:?}")))?;
+        let mut w = to_rows(l.weight())
+            .map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e}")))?;
         let (rows, cols) = (l.out_features(), l.in_features());
         edit(name, rows, cols, &mut w)?;
         out.insert(
@@ -324,8 +315,8 @@ pub fn rotate_residual<B: TernaryBackend>(model: &mut Llama<B>, seed: u64) -> Re
             .ok_or_else(|| ConvertError::Shape(format!("model has no norm {name}")))
     };
     for (name, l) in &linears {
-        let w = l.weight().into_data().convert::<f32>().into_vec::<f32>();
-        let w = w.map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e:?}")))?;
+        let w = to_rows(l.weight())
+            .map_err(|e| ConvertError::Shape(format!("cannot read {name}: {e}")))?;
         let (rows, cols) = (l.out_features(), l.in_features());
         let block = name
             .strip_prefix("model.layers.")

@@ -525,6 +525,25 @@ fn micro_file_should_round_trip() {
 }
 
 #[test]
+fn equal_models_should_give_byte_identical_files() {
+    // The header's keys are written sorted: every `HashMap` iterates in its own random order,
+    // so unsorted headers differ between two writes (5! orders of the metadata keys alone).
+    let (m, bytes) = micro();
+    for _ in 0..4 {
+        assert!(to_bytes(&m.model, &m.tokenizer).unwrap() == bytes);
+    }
+    let back = load_bytes::<Cpu>(&bytes, &Default::default()).unwrap();
+    assert!(to_bytes(&back.model, &back.tokenizer).unwrap() == bytes);
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    assert!(
+        header.starts_with("{\"__metadata__\":{\"config\":"),
+        "{}",
+        &header[..60]
+    );
+}
+
+#[test]
 fn file_reads_should_equal_byte_reads_and_fail_on_every_cut() {
     // `load` and `inspect` read a file one tensor at a time; they must give what the bytes give,
     // and every truncation of the file (a stride of cuts, and the last bytes) must be a format

@@ -146,14 +146,17 @@ pub fn tensors_to_bytes(tensors: &[(&str, TensorRef<'_>)], storage: Storage) -> 
     let (blobs, meta) = prepare(tensors, storage)?;
     let bytes = safetensors::serialize(blobs, Some(meta))
         .map_err(|e| TernaryError::Config(format!("cannot serialize safetensors: {e}")))?;
-    canonicalize_header(bytes)
+    canonical_header(bytes)
 }
 
 /// Rewrites the JSON header of a file produced by `safetensors::serialize` with its keys in
 /// sorted order (`__metadata__` first, its keys sorted, then tensors by name), so that equal
 /// inputs give byte-identical files (the crate emits a `HashMap` in random order). The data
 /// section and its offsets are unchanged; the header is re-padded with spaces to 8 bytes.
-fn canonicalize_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+///
+/// # Errors
+/// Bytes that are not a file `safetensors::serialize` wrote (an internal error).
+pub fn canonical_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
     let internal = |what: &str| TernaryError::Config(format!("internal: serialized file {what}"));
     let n = bytes
         .get(..8)

@@ -359,10 +359,8 @@ impl TernaryScores {
             )));
         }
         let host = |t: Tensor<B, 3>| {
-            t.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| LayerError::Invalid(format!("cannot read attention inputs: {e:?}")))
+            crate::linear::to_host(t)
+                .map_err(|e| LayerError::Invalid(format!("cannot read attention inputs: {e}")))
         };
         let s = ternary_scores_host(&host(q)?, &host(k)?, nh, nkv, n, total, d, &self.cfg)?;
         Ok(Tensor::from_data(

@@ -226,12 +226,7 @@ impl<B: Backend> TernaryLinear<B> {
         let layer = Self::new(matrix, &device)?;
         match &linear.bias {
             Some(b) => {
-                let b = b
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .map_err(|e| LayerError::Invalid(format!("cannot read the bias: {e:?}")))?;
+                let b = crate::linear::to_host(b.val())?;
                 layer.with_bias(b)
             }
             None => Ok(layer),

@@ -41,7 +41,7 @@ pub use attention::{FloatScores, ScaleRule, ScoreFn, TernaryScoreConfig, Ternary
 pub use backend::TernaryBackend;
 pub use error::{LayerError, Result};
 pub use layer::{LinearPath, TernaryLinear, TernaryLinearRecord, TernaryLinearRecordData};
-pub use linear::{Linear, LinearLayer, to_rows};
+pub use linear::{Linear, LinearLayer, to_host, to_rows};
 pub use weights::LinearWeights;
 
 /// The CPU backend: Burn's ndarray backend in `f32` (multi-threaded matmul).

@@ -303,10 +303,9 @@ impl<B: Backend> LinearLayer<B> for HostLinear {
         let device = x.device();
         let [m, k] = x.dims();
         assert_eq!(k, self.inp, "HostLinear: input width {k} != {}", self.inp);
-        let data = x.into_data().convert::<f32>();
-        let y = match data.as_slice::<f32>() {
-            Ok(xs) => self.forward_rows(xs, m),
-            Err(e) => panic!("HostLinear: activations are not f32: {e:?}"),
+        let y = match ternary_layers::to_rows(x) {
+            Ok(xs) => self.forward_rows(&xs, m),
+            Err(e) => panic!("HostLinear: cannot read the activations: {e}"),
         };
         Tensor::from_data(TensorData::new(y, [m, self.out]), &device)
     }

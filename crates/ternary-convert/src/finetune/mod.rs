@@ -994,6 +994,7 @@ mod checkpoint {
         .collect();
         let bytes = safetensors::serialize(views, Some(info))
             .map_err(|e| ConvertError::Invalid(format!("cannot serialize the checkpoint: {e}")))?;
+        let bytes = ternary_core::io::canonical_header(bytes)?;
         ternary_core::io::write_atomic(path, &bytes)?;
         Ok(())
     }

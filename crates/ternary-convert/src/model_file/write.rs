@@ -113,8 +113,9 @@ impl Contents {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        safetensors::serialize(blobs, Some(meta))
-            .map_err(|e| ConvertError::Invalid(format!("cannot serialize safetensors: {e}")))
+        let bytes = safetensors::serialize(blobs, Some(meta))
+            .map_err(|e| ConvertError::Invalid(format!("cannot serialize safetensors: {e}")))?;
+        Ok(ternary_core::io::canonical_header(bytes)?)
     }
 }
 
