@@ -226,7 +226,8 @@ impl<B: Backend> TernaryLinear<B> {
         let layer = Self::new(matrix, &device)?;
         match &linear.bias {
             Some(b) => {
-                let b = crate::linear::to_host(b.val())?;
+                let b = crate::linear::to_host(b.val())
+                    .map_err(|e| LayerError::Invalid(format!("cannot read the bias: {e}")))?;
                 layer.with_bias(b)
             }
             None => Ok(layer),
