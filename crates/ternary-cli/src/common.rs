@@ -122,6 +122,9 @@ pub enum PathArg {
     CpuF32,
     /// Host kernels with activations quantized to int8 per token.
     CpuInt8,
+    /// Host int8 kernels on two int8 codes per token (the code and that of its rounding
+    /// residual, about 16-bit activations): `cpu-f32`'s accuracy, two int8 products.
+    CpuInt8x2,
     /// Dequantized weights and Burn's matmul.
     Float,
 }
@@ -132,6 +135,7 @@ pub fn set_ternary_path(model: &mut Llama<Cpu>, path: PathArg) {
         PathArg::Auto => return,
         PathArg::CpuF32 => LinearPath::CpuF32,
         PathArg::CpuInt8 => LinearPath::CpuInt8,
+        PathArg::CpuInt8x2 => LinearPath::CpuInt8x2,
         PathArg::Float => LinearPath::Float,
     };
     for (_, slot) in model.linears_mut() {
@@ -143,12 +147,13 @@ pub fn set_ternary_path(model: &mut Llama<Cpu>, path: PathArg) {
 }
 
 /// How `model`'s ternary layers take their activations, as `ternary bench` reports it:
-/// `"int8"`, `"f32"`, `"float"` (dequantized weights), `"mixed"`, or `"none"` without ternary
+/// `"int8"`, `"int8x2"`, `"f32"`, `"float"` (dequantized weights), `"mixed"`, or `"none"` without ternary
 /// layers.
 pub fn ternary_activations(model: &Llama<Cpu>) -> &'static str {
     let mut kinds = model.linears().into_iter().filter_map(|(_, l)| {
         as_ternary::<Cpu>(l.as_ref()).map(|t| match t.path().resolve::<Cpu>() {
             LinearPath::CpuInt8 => "int8",
+            LinearPath::CpuInt8x2 => "int8x2",
             LinearPath::Float => "float",
             _ => "f32",
         })

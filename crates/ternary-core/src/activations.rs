@@ -65,6 +65,35 @@ impl QuantizedActivations {
         Ok(())
     }
 
+    /// Two int8 codes per token, about 16-bit precision through the int8 kernels: tokens
+    /// `0..n` of the result hold `q₁ = quantize(x_j)` with `s₁` (as [`quantize`](Self::quantize)),
+    /// tokens `n..2n` the codes `q₂` of the rounding residual `r_j = x_j − s₁·q₁`
+    /// ([`residual_row`]) with its own scale `s₂`. Then `x_j ≈ s₁·q₁ + s₂·q₂` with
+    /// `|error| ≤ s₂/2 ≤ max|x_j| / 64516` per value (`|r| ≤ s₁/2`, so `s₂ ≤ s₁/254`), up to `f32`
+    /// rounding; a product is the sum of the products of token `j` and token `n + j`.
+    /// NaN/Inf is an error.
+    pub fn quantize_two(x: &[f32], n: usize, cols: usize) -> Result<Self> {
+        let first = Self::quantize(x, n, cols)?;
+        let mut r = vec![0f32; n * cols];
+        for j in 0..n {
+            residual_row(
+                &x[j * cols..(j + 1) * cols],
+                first.scales[j],
+                &first.row(j)[..cols],
+                &mut r[j * cols..(j + 1) * cols],
+            );
+        }
+        let second = Self::quantize(&r, n, cols)?;
+        let mut a = Self::empty();
+        a.reset(2 * n, cols);
+        let len = n * a.padded_cols;
+        a.data.as_mut_slice()[..len].copy_from_slice(first.data());
+        a.data.as_mut_slice()[len..].copy_from_slice(second.data());
+        a.scales[..n].copy_from_slice(&first.scales);
+        a.scales[n..].copy_from_slice(&second.scales);
+        Ok(a)
+    }
+
     /// Fills `self` with `n` tokens of `cols` codes from `f(j, codes)`, which writes token
     /// `j`'s `cols` codes (zero on entry) and returns its scale `s_j`, reusing the buffers.
     /// Codes of `−128` or a non-finite scale are an error (and leave no tokens).
@@ -233,6 +262,15 @@ pub(crate) fn round_ties_even_small(v: f32) -> f32 {
     (v + MAGIC) - MAGIC
 }
 
+/// The rounding residual of one quantized token: `r[c] = x[c] − s · q[c]` in `f32` (the second
+/// code of [`QuantizedActivations::quantize_two`] quantizes it). Lengths must match.
+pub fn residual_row(x: &[f32], s: f32, q: &[i8], r: &mut [f32]) {
+    debug_assert!(x.len() == q.len() && x.len() == r.len());
+    for ((r, &v), &c) in r.iter_mut().zip(x).zip(q) {
+        *r = v - s * f32::from(c);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +284,45 @@ mod tests {
         assert!(q.row(0)[3..].iter().all(|&v| v == 0));
         assert_eq!(&q.row(1)[..3], &[0, 127, -127]);
         assert_eq!(q.scales(), &[1.0 / 127.0, 2.0 / 127.0]);
+    }
+
+    #[test]
+    fn two_codes_should_reconstruct_tokens_within_the_stated_bound() {
+        // Tokens with a large outlier (where one code loses the small values), all-zero, tiny,
+        // one value, and widths 1, 63, 64, 65, 576.
+        let seed = ternary_testkit::seed();
+        for cols in [1usize, 63, 64, 65, 576] {
+            let mut rng = crate::rng::SplitMix64::new(seed ^ cols as u64);
+            let n = 5;
+            let mut x: Vec<f32> = (0..n * cols).map(|_| rng.signed_unit_f32()).collect();
+            x[0] = 300.0; // token 0: one outlier
+            x[cols..2 * cols].fill(0.0); // token 1: zero
+            for v in &mut x[2 * cols..3 * cols] {
+                *v *= 1e-30; // token 2: tiny
+            }
+            let a = QuantizedActivations::quantize_two(&x, n, cols).unwrap();
+            assert_eq!((a.n(), a.cols()), (2 * n, cols));
+            let one = QuantizedActivations::quantize(&x, n, cols).unwrap();
+            for j in 0..n {
+                let xj = &x[j * cols..(j + 1) * cols];
+                assert_eq!(&a.row(j)[..cols], &one.row(j)[..cols], "seed {seed:#x}");
+                assert_eq!(a.scales()[j], one.scales()[j]);
+                let amax = xj.iter().fold(0f64, |m, v| m.max(f64::from(v.abs())));
+                let (s1, s2) = (f64::from(a.scales()[j]), f64::from(a.scales()[n + j]));
+                assert!(s2 <= s1 / 254.0 * (1.0 + 1e-6), "s2 {s2} s1 {s1}");
+                for (c, &v) in xj.iter().enumerate() {
+                    let y = s1 * f64::from(a.row(j)[c]) + s2 * f64::from(a.row(n + j)[c]);
+                    let bound = amax / 64516.0 * (1.0 + 1e-4) + amax * 1e-7;
+                    assert!(
+                        (y - f64::from(v)).abs() <= bound,
+                        "seed {seed:#x} cols {cols} token {j} col {c}: {y} vs {v}"
+                    );
+                }
+            }
+        }
+        assert!(QuantizedActivations::quantize_two(&[f32::NAN], 1, 1).is_err());
+        let e = QuantizedActivations::quantize_two(&[], 0, 8).unwrap();
+        assert_eq!(e.n(), 0);
     }
 
     #[test]

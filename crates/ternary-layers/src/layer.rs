@@ -72,6 +72,13 @@ pub enum LinearPath {
     /// Host int8 ternary GEMM: `x[j] ≈ s_j · q[j]` per token (`q ∈ [−127, 127]`), exact integer
     /// sums per scale group, `y[j, r] = s_j · Σ_g s[r, g] · Σ_{c ∈ g} q[j, c] · t[r, c]`.
     CpuInt8,
+    /// Host int8 ternary GEMM on two int8 codes per token
+    /// ([`QuantizedActivations::quantize_two`]): `x[j] ≈ s₁·q₁ + s₂·q₂`, `q₂` the codes of the
+    /// rounding residual, `|error| ≤ max_c |x[j, c]| / 64516` (about 16-bit activations), and
+    /// `y[j] = P(q₁) + P(q₂)` with `P` [`LinearPath::CpuInt8`]'s product of one code. The
+    /// accuracy of [`LinearPath::CpuF32`] at the cost of two int8 products, which read the
+    /// weights once; faster than `CpuF32` where its kernels are compute-bound (AVX2).
+    CpuInt8x2,
     /// Dequantized weights cached on the device and Burn's matmul (any backend).
     Float,
     /// `ternary-kernels` on the device: `y[j, r] = Σ_c s[r, g(c)] · t[r, c] · x[j, c]` read
@@ -91,12 +98,14 @@ impl LinearPath {
         }
     }
 
-    /// A short lowercase name (`"auto"`, `"cpu-f32"`, `"cpu-int8"`, `"float"`, `"cube"`).
+    /// A short lowercase name (`"auto"`, `"cpu-f32"`, `"cpu-int8"`, `"cpu-int8x2"`, `"float"`,
+    /// `"cube"`).
     pub fn name(self) -> &'static str {
         match self {
             LinearPath::Auto => "auto",
             LinearPath::CpuF32 => "cpu-f32",
             LinearPath::CpuInt8 => "cpu-int8",
+            LinearPath::CpuInt8x2 => "cpu-int8x2",
             LinearPath::Float => "float",
             LinearPath::Cube => "cube",
         }
@@ -117,15 +126,24 @@ impl std::str::FromStr for LinearPath {
             "auto" => LinearPath::Auto,
             "cpu-f32" => LinearPath::CpuF32,
             "cpu-int8" => LinearPath::CpuInt8,
+            "cpu-int8x2" => LinearPath::CpuInt8x2,
             "float" => LinearPath::Float,
             "cube" => LinearPath::Cube,
             other => {
                 return Err(LayerError::Invalid(format!(
-                    "unknown linear path {other:?} (auto | cpu-f32 | cpu-int8 | float | cube)"
+                    "unknown linear path {other:?} (auto | cpu-f32 | cpu-int8 | cpu-int8x2 | float | cube)"
                 )));
             }
         })
     }
+}
+
+/// The activations of the host kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostActivations {
+    F32,
+    Int8,
+    Int8x2,
 }
 
 /// The float path's device tensors: `Wᵀ = (Q·diag(d))ᵀ: [in, out]` and the bias `[out]`.
@@ -346,14 +364,15 @@ impl<B: TernaryBackend> TernaryLinear<B> {
             };
         }
         match self.path.resolve::<B>() {
-            LinearPath::CpuInt8 => self.forward_host(x, true),
+            LinearPath::CpuInt8 => self.forward_host(x, HostActivations::Int8),
+            LinearPath::CpuInt8x2 => self.forward_host(x, HostActivations::Int8x2),
             LinearPath::Float => Ok(self.forward_float(x)),
             // Auto picks the cube path by backend type; other float types take the float path.
             LinearPath::Cube if self.path == LinearPath::Auto && x.dtype() != DType::F32 => {
                 Ok(self.forward_float(x))
             }
             LinearPath::Cube => self.forward_cube(x),
-            _ => self.forward_host(x, false),
+            _ => self.forward_host(x, HostActivations::F32),
         }
     }
 
@@ -453,7 +472,7 @@ impl<B: TernaryBackend> TernaryLinear<B> {
 
     /// The host kernels: copy `x` to the host, scale by `d`, ternary GEMM (per plane, on the
     /// same activations), add `b`.
-    fn forward_host(&self, x: Tensor<B, 2>, int8: bool) -> Result<Tensor<B, 2>> {
+    fn forward_host(&self, x: Tensor<B, 2>, acts: HostActivations) -> Result<Tensor<B, 2>> {
         let device = x.device();
         let [n, cols] = x.dims();
         let rows = self.weights.rows();
@@ -467,7 +486,7 @@ impl<B: TernaryBackend> TernaryLinear<B> {
         }
         // Poisoned: every element must be written by the kernel.
         let mut y = vec![f32::NAN; n * rows];
-        if int8 {
+        if acts != HostActivations::F32 {
             // Per-token quantization rejects NaN/Inf: such tokens are zeroed for the kernel and
             // their outputs set to NaN afterwards, as a float product would give.
             let mut bad = Vec::new();
@@ -479,8 +498,19 @@ impl<B: TernaryBackend> TernaryLinear<B> {
                     }
                 }
             }
-            let a = QuantizedActivations::quantize(&xs, n, cols)?;
-            self.weights.gemm_i8(&a, &mut y)?;
+            if acts == HostActivations::Int8x2 {
+                // Tokens n + j hold the residual codes of token j: sum their products.
+                let a = QuantizedActivations::quantize_two(&xs, n, cols)?;
+                let mut y2 = vec![f32::NAN; 2 * n * rows];
+                self.weights.gemm_i8(&a, &mut y2)?;
+                let (first, second) = y2.split_at(n * rows);
+                for ((v, a), b) in y.iter_mut().zip(first).zip(second) {
+                    *v = a + b;
+                }
+            } else {
+                let a = QuantizedActivations::quantize(&xs, n, cols)?;
+                self.weights.gemm_i8(&a, &mut y)?;
+            }
             for j in bad {
                 y[j * rows..(j + 1) * rows].fill(f32::NAN);
             }

@@ -33,11 +33,12 @@ use ternary_layers::{
 };
 
 const TOKENS: [usize; 3] = [1, 3, 17];
-const PATHS: [LinearPath; 4] = [
+const PATHS: [LinearPath; 5] = [
     LinearPath::Auto,
     LinearPath::CpuF32,
     LinearPath::Float,
     LinearPath::CpuInt8,
+    LinearPath::CpuInt8x2,
 ];
 
 /// The f64 backend: not `ternary_layers::Cpu`, so `Auto` resolves to the float path there.
@@ -67,17 +68,80 @@ fn reference_int8(
     y
 }
 
+/// The two-code reference: `reference::gemm_i8` on `QuantizedActivations::quantize_two` of
+/// `x ⊙ d`, tokens `j` and `n + j` summed, then `+ b`, all in `f32`.
+fn reference_int8x2(
+    m: &TernaryMatrix,
+    x: &[f32],
+    n: usize,
+    d: Option<&[f32]>,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let (rows, cols) = (m.rows(), m.cols());
+    let xs: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| d.map_or(v, |d| v * d[i % cols]))
+        .collect();
+    let a = QuantizedActivations::quantize_two(&xs, n, cols).unwrap();
+    let y2 = reference::gemm_i8(m, &a).unwrap();
+    let mut y: Vec<f32> = (0..n * rows).map(|i| y2[i] + y2[n * rows + i]).collect();
+    if let Some(b) = b {
+        for (i, v) in y.iter_mut().enumerate() {
+            *v += b[i % rows];
+        }
+    }
+    y
+}
+
+/// The two-code path is as accurate as its activations: `|y − y_ref| ≤ Σ_c |s·t| · max_c |x ⊙ d|
+/// / 64516` (the codes' bound) plus `TOL` of the mass for the `f32` sums.
+fn check_int8x2_bound(c: &common::EdgeCase<'_>, y: &[f32]) {
+    let (rows, cols) = (c.m.rows(), c.m.cols());
+    let trits = c.m.to_trits();
+    for j in 0..c.n {
+        let amax = (0..cols).fold(0f64, |a, k| {
+            let v = f64::from(c.x[j * cols + k]) * c.d.map_or(1.0, |d| f64::from(d[k]));
+            a.max(v.abs())
+        });
+        for r in 0..rows {
+            let wsum: f64 = (0..cols)
+                .map(|k| (f64::from(c.m.scale_at(r, k)) * f64::from(trits[r * cols + k])).abs())
+                .sum();
+            let i = j * rows + r;
+            let bound = wsum * amax / 64516.0 * 1.001 + TOL * c.mass[i] + 1e-30;
+            let err = (f64::from(y[i]) - c.want[i]).abs();
+            assert!(
+                err <= bound,
+                "{} int8x2 [{i}]: got {}, want {} (err {err:e}, bound {bound:e})",
+                c.tag,
+                y[i],
+                c.want[i]
+            );
+        }
+    }
+}
+
 #[test]
 fn every_path_should_match_the_reference_on_edge_shapes() {
     for_each_edge_case(&TOKENS, |c| {
         let (rows, cols) = (c.m.rows(), c.m.cols());
         let want_i8 = reference_int8(c.m, c.x, c.n, c.d, c.bias);
+        let want_i8x2 = reference_int8x2(c.m, c.x, c.n, c.d, c.bias);
         for path in PATHS {
             let l = layer::<Cpu>(c.m, c.bias, c.d, path);
             let y = l.forward(tensor::<Cpu, 2>(c.x.to_vec(), [c.n, cols]));
             assert_eq!(y.dims(), [c.n, rows], "{} {path}", c.tag);
             let y = values(y);
-            if path == LinearPath::CpuInt8 {
+            if path == LinearPath::CpuInt8x2 {
+                assert_eq!(
+                    y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want_i8x2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{} int8x2 path vs reference::gemm_i8 on two codes",
+                    c.tag
+                );
+                check_int8x2_bound(c, &y);
+            } else if path == LinearPath::CpuInt8 {
                 assert_eq!(
                     y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     want_i8.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -106,6 +170,7 @@ fn three_dimensional_input_should_keep_leading_dims() {
     let x = random_f32(&mut rng, 2 * 3 * cols, -4.0, 4.0);
     let (want, mass) = reference_f64(&m, &x, 6, Some(&d), Some(&bias));
     let want_i8 = reference_int8(&m, &x, 6, Some(&d), Some(&bias));
+    let want_i8x2 = reference_int8x2(&m, &x, 6, Some(&d), Some(&bias));
     for path in PATHS {
         let l = layer::<Cpu>(&m, Some(&bias), Some(&d), path);
         let y = l.forward(tensor::<Cpu, 3>(x.clone(), [2, 3, cols]));
@@ -113,6 +178,8 @@ fn three_dimensional_input_should_keep_leading_dims() {
         let y = values(y);
         if path == LinearPath::CpuInt8 {
             assert_eq!(y, want_i8, "{path}");
+        } else if path == LinearPath::CpuInt8x2 {
+            assert_eq!(y, want_i8x2, "{path}");
         } else {
             check_close(&format!("3-D {path}"), &y, &want, &mass);
         }
@@ -683,6 +750,19 @@ fn two_plane_layer_should_match_the_f64_reference_on_every_host_path_and_edge_sh
                     .with_path(LinearPath::CpuInt8)
                     .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
                 check_close(&format!("{what} cpu-int8"), &values(y), &want, &mass);
+                // Two codes: x ⊙ d ≈ s₁·q₁ + s₂·q₂ (tokens j and n + j), both planes.
+                let a2 = QuantizedActivations::quantize_two(&xs, n, cols).unwrap();
+                let code = |t: usize, k: usize| f64::from(a2.row(t)[k]) * f64::from(a2.scales()[t]);
+                let xq2: Vec<f64> = (0..n * cols)
+                    .map(|k| code(k / cols, k % cols) + code(n + k / cols, k % cols))
+                    .collect();
+                let (want, mass) =
+                    reference_levels(&levels, &scales, (rows, cols), &xq2, n, b.as_deref());
+                let y = l
+                    .clone()
+                    .with_path(LinearPath::CpuInt8x2)
+                    .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
+                check_close(&format!("{what} cpu-int8x2"), &values(y), &want, &mass);
             }
         }
     }

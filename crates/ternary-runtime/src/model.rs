@@ -212,13 +212,19 @@ fn proj_of<B: TernaryBackend + 'static>(
         cols,
         bias: None,
         input_scale: None,
+        two_codes: false,
     };
     let any = l.as_any();
     if let Some(t) = any.and_then(|a| a.downcast_ref::<TernaryLinear<B>>()) {
-        let int8 = match opts.ternary {
-            TernaryActivations::AsLayer => t.path().resolve::<B>() == LinearPath::CpuInt8,
-            TernaryActivations::Int8 => true,
-            TernaryActivations::F32 => false,
+        let (int8, two_codes) = match opts.ternary {
+            TernaryActivations::AsLayer => match t.path().resolve::<B>() {
+                LinearPath::CpuInt8 => (true, false),
+                LinearPath::CpuInt8x2 => (true, true),
+                _ => (false, false),
+            },
+            TernaryActivations::Int8 => (true, false),
+            TernaryActivations::Int8x2 => (true, true),
+            TernaryActivations::F32 => (false, false),
         };
         // Every plane of the layer: one, or two on the same activations.
         let kernel = match (t.weights(), int8) {
@@ -241,6 +247,7 @@ fn proj_of<B: TernaryBackend + 'static>(
             cols,
             bias: t.bias().map(Arc::new),
             input_scale: t.input_scale().map(|d| Arc::new(d.to_vec())),
+            two_codes,
         });
     }
     if let Some(b) = any.and_then(|a| a.downcast_ref::<BitLinear<B>>()) {

@@ -53,11 +53,16 @@ pub enum FloatWeights {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TernaryActivations {
     /// The layer's own path: `f32` activations for `LinearPath::Auto` / `CpuF32` (the CPU
-    /// default), per-token int8 for `CpuInt8`; the same arithmetic as the reference.
+    /// default), per-token int8 for `CpuInt8`, two codes for `CpuInt8x2`; the same arithmetic
+    /// as the reference.
     #[default]
     AsLayer,
     /// Per-token int8 for every ternary layer (`CpuInt8`'s rule): the fastest kernels.
     Int8,
+    /// Two int8 codes per token for every ternary layer (`CpuInt8x2`'s rule: the first code and
+    /// that of its rounding residual, about 16-bit activations): `f32`'s accuracy through the
+    /// int8 kernels, at the cost of two products.
+    Int8x2,
     /// `f32` for every ternary layer.
     F32,
 }

@@ -5,6 +5,9 @@
 //! - [`Kernel::TernaryF32`]: `y = Q·(x ⊙ d) + b` with `f32` activations (`gemm_f32`);
 //! - [`Kernel::TernaryI8`]: `y = s_x · Q·q + b`, `x ⊙ d ≈ s_x · q` per token
 //!   (`QuantizedActivations`, `gemm_i8`); a token holding NaN/Inf gives NaN outputs;
+//!   With [`Proj::two_codes`] (`TernaryActivations::Int8x2`) each token is two int8 codes
+//!   (`QuantizedActivations::quantize_two`: `x ⊙ d ≈ s₁·q₁ + s₂·q₂`), multiplied as `2n`
+//!   tokens by the same kernels and summed: `y_j = P(q₁) + P(q₂)`;
 //! - [`Kernel::TwoPlaneF32`], [`Kernel::TwoPlaneI8`]: two trit-planes, `Q = M₁ + M₂`
 //!   (`TwoPlaneMatrix`): `y = M₁·x' + M₂·x' + b`, each plane by the kernels above on the same
 //!   prepared activations `x'` (the same int8 codes), summed in `f32` as `TernaryLinear` does;
@@ -22,6 +25,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use ternary_core::activations::residual_row;
 use ternary_core::kernels::{self, DotI8, Level, PackedTernary};
 use ternary_core::{QuantizedActivations, TernaryMatrix, TwoPlaneMatrix};
 use ternary_models::bitnet::BITNET_EPS;
@@ -59,6 +63,8 @@ pub(crate) enum InputKind {
     F32,
     /// Per-token int8 (`QuantizedActivations::quantize` of `x ⊙ d`).
     I8,
+    /// Two int8 codes per token (`QuantizedActivations::quantize_two` of `x ⊙ d`).
+    I8x2,
     /// BitNet's per-token int8 codes and `k`.
     BitNet,
 }
@@ -71,11 +77,14 @@ pub(crate) struct Proj {
     pub cols: usize,
     pub bias: Option<Arc<Vec<f32>>>,
     pub input_scale: Option<Arc<Vec<f32>>>,
+    /// Int8 kernels on two codes per token ([`InputKind::I8x2`]).
+    pub two_codes: bool,
 }
 
 impl Proj {
     pub fn input_kind(&self) -> InputKind {
         match self.kernel {
+            Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(..) if self.two_codes => InputKind::I8x2,
             Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(..) | Kernel::I8Rows { .. } => InputKind::I8,
             Kernel::BitNet { .. } => InputKind::BitNet,
             _ => InputKind::F32,
@@ -124,6 +133,8 @@ pub(crate) struct Prepared {
     pub qa: QuantizedActivations,
     /// Int8: tokens holding NaN/Inf. BitNet: unused.
     pub bad: Vec<bool>,
+    /// Two codes: the rounding residuals of the first codes.
+    resid: Vec<f32>,
     /// BitNet: `k_j` per token.
     pub k: Vec<f32>,
 }
@@ -136,6 +147,7 @@ impl Prepared {
             xs: Vec::new(),
             qa: QuantizedActivations::empty(),
             bad: Vec::new(),
+            resid: Vec::new(),
             k: Vec::new(),
         }
     }
@@ -173,6 +185,35 @@ impl Prepared {
                             bad[j] = true;
                             0.0
                         })
+                })?;
+            }
+            InputKind::I8x2 => {
+                // `QuantizedActivations::quantize_two`'s codes (the same rounding and residual),
+                // tokens n + j the residual codes of token j; a non-finite token is zeroed as
+                // above (zero residual).
+                self.bad.clear();
+                self.bad.resize(n, false);
+                self.resid.clear();
+                self.resid.resize(n * cols, 0.0);
+                let (bad, resid) = (&mut self.bad, &mut self.resid);
+                self.qa.fill_codes(2 * n, cols, |j, q| {
+                    if j < n {
+                        let row = &src[j * cols..(j + 1) * cols];
+                        match k.quantize_row(row, q) {
+                            Ok(s) => {
+                                residual_row(row, s, &q[..cols], &mut resid[j * cols..][..cols]);
+                                s
+                            }
+                            Err(_) => {
+                                bad[j] = true;
+                                0.0
+                            }
+                        }
+                    } else {
+                        // Finite: first codes of finite tokens, or zeros.
+                        k.quantize_row(&resid[(j - n) * cols..][..cols], q)
+                            .unwrap_or(0.0)
+                    }
                 })?;
             }
             InputKind::BitNet => {
@@ -230,6 +271,8 @@ pub(crate) struct Scratch {
     pub quant: QuantScratch,
     /// The second plane's product (two-plane kernels).
     pub plane2: Vec<f32>,
+    /// Both codes' products, `2n` tokens per row (two-code activations).
+    pub codes2: Vec<f32>,
 }
 
 /// `out[(r − rows.start) · n + j] = y[j, r]` for `r ∈ rows` (row-major by row), `x: [n, cols]`
@@ -253,14 +296,7 @@ pub(crate) fn product_rows(
         Kernel::TernaryF32(m) => {
             kernels::gemm_f32_rows_with(k.level, m, p.f32_input(x), n, rows.clone(), out)?
         }
-        Kernel::TernaryI8(m) => {
-            kernels::gemm_i8_packed_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
-            for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
-                for o in out.chunks_exact_mut(n) {
-                    o[j] = f32::NAN;
-                }
-            }
-        }
+        Kernel::TernaryI8(m) => int8_rows(k, &[m], p, n, rows.clone(), out, scratch)?,
         Kernel::TwoPlaneF32(m) => {
             let xs = p.f32_input(x);
             kernels::gemm_f32_rows_with(k.level, m.high(), xs, n, rows.clone(), out)?;
@@ -279,24 +315,7 @@ pub(crate) fn product_rows(
             }
         }
         Kernel::TwoPlaneI8([high, low]) => {
-            kernels::gemm_i8_packed_rows_with(k.level, high, &p.qa, rows.clone(), out)?;
-            scratch.plane2.clear();
-            scratch.plane2.resize(out.len(), 0.0);
-            kernels::gemm_i8_packed_rows_with(
-                k.level,
-                low,
-                &p.qa,
-                rows.clone(),
-                &mut scratch.plane2,
-            )?;
-            for (v, w) in out.iter_mut().zip(&scratch.plane2) {
-                *v += w;
-            }
-            for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
-                for o in out.chunks_exact_mut(n) {
-                    o[j] = f32::NAN;
-                }
-            }
+            int8_rows(k, &[high, low], p, n, rows.clone(), out, scratch)?
         }
         Kernel::BitNet { m, divisor } => {
             kernels::gemm_i8_packed_rows_with(k.level, m, &p.qa, rows.clone(), out)?;
@@ -334,6 +353,56 @@ pub(crate) fn product_rows(
             for v in o {
                 *v += b[r];
             }
+        }
+    }
+    Ok(())
+}
+
+/// The int8 product of `planes` (summed in order, as `TwoPlaneMatrix::gemm_i8`) over `rows`,
+/// `out[(r − rows.start) · n + j]`: on `p`'s `n` codes, or on its `2n` two-code tokens with
+/// tokens `j` and `n + j` summed (as `TernaryLinear`'s `CpuInt8x2`); NaN for non-finite tokens.
+fn int8_rows(
+    k: &Kernels,
+    planes: &[&PackedTernary],
+    p: &Prepared,
+    n: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let codes = p.qa.n();
+    let two = codes != n;
+    let Scratch { plane2, codes2, .. } = scratch;
+    let dst: &mut [f32] = if two {
+        codes2.clear();
+        codes2.resize(rows.len() * codes, 0.0);
+        codes2
+    } else {
+        out
+    };
+    for (i, m) in planes.iter().enumerate() {
+        if i == 0 {
+            kernels::gemm_i8_packed_rows_with(k.level, m, &p.qa, rows.clone(), dst)?;
+        } else {
+            plane2.clear();
+            plane2.resize(dst.len(), 0.0);
+            kernels::gemm_i8_packed_rows_with(k.level, m, &p.qa, rows.clone(), plane2)?;
+            for (v, w) in dst.iter_mut().zip(plane2.iter()) {
+                *v += w;
+            }
+        }
+    }
+    if two {
+        for (o, c) in out.chunks_exact_mut(n).zip(codes2.chunks_exact(codes)) {
+            let (first, second) = c.split_at(n);
+            for ((v, a), b) in o.iter_mut().zip(first).zip(second) {
+                *v = a + b;
+            }
+        }
+    }
+    for (j, _) in p.bad.iter().enumerate().filter(|b| *b.1) {
+        for o in out.chunks_exact_mut(n) {
+            o[j] = f32::NAN;
         }
     }
     Ok(())
@@ -395,6 +464,7 @@ mod tests {
             cols,
             bias: None,
             input_scale: None,
+            two_codes: false,
         };
         let mut good = x[..cols].to_vec();
         good.extend_from_slice(&x[2 * cols..]);

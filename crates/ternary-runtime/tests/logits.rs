@@ -143,8 +143,12 @@ fn owned_runtime_should_repack_and_match_the_shared_runtime_bit_for_bit() {
             .unwrap()
     };
     type Make = Box<dyn Fn() -> LoadedModel<Cpu>>;
-    let makers: [(&str, Make); 4] = [
+    let makers: [(&str, Make); 5] = [
         ("mixed int8", Box::new(|| mixed_tiny(LinearPath::CpuInt8))),
+        (
+            "two planes int8x2",
+            Box::new(|| two_plane_tiny(LinearPath::CpuInt8x2)),
+        ),
         (
             "two planes int8",
             Box::new(|| two_plane_tiny(LinearPath::CpuInt8)),
@@ -218,6 +222,12 @@ fn mixed_ternary_llama_should_match_reference_on_f32_and_int8_paths() {
     check_all(
         &mixed_tiny(LinearPath::CpuInt8).model,
         "tiny-llama mixed int8",
+    );
+    // Two codes: a first code that rounds the other way in the runtime's summation order is
+    // corrected by the second, so the long prefill stays within the tolerance.
+    check_all(
+        &mixed_tiny(LinearPath::CpuInt8x2).model,
+        "tiny-llama mixed int8x2",
     );
 }
 
@@ -378,6 +388,46 @@ fn int8_options_should_stay_close_to_reference() {
         &got,
         "TernaryActivations::Int8",
     );
+    // Two codes per token: exactly the reference on CpuInt8x2 layers, and far closer to the
+    // f32 activations than one code.
+    let opts = RuntimeOptions {
+        threads: 2,
+        ternary: TernaryActivations::Int8x2,
+        ..RuntimeOptions::default()
+    };
+    let got2 = runtime_steps(
+        &mut Runtime::from_model(&m.model, opts).unwrap(),
+        &tokens,
+        6,
+    );
+    let int8x2 = mixed_tiny(LinearPath::CpuInt8x2);
+    assert_close(
+        &reference(&int8x2.model, &tokens, 6),
+        &got2,
+        "TernaryActivations::Int8x2",
+    );
+    let want_f32 = reference(&m.model, &tokens, 6);
+    let worst = |got: &[Vec<f32>]| {
+        want_f32
+            .iter()
+            .zip(got)
+            .map(|(w, g)| {
+                let range = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 * 2.0;
+                let e = w
+                    .iter()
+                    .zip(g)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                f64::from(e) / range
+            })
+            .fold(0f64, f64::max)
+    };
+    let (one, two) = (worst(&got), worst(&got2));
+    eprintln!("worst logit error, share of the range: int8 {one:e}, int8x2 {two:e}");
+    assert!(
+        two <= 2.0 * TOL && two * 20.0 <= one,
+        "int8 {one:e}, int8x2 {two:e}"
+    );
     let f = tiny_llama();
     let want = reference(&f.model, &tokens, 6);
     for (kv, head) in [(KvType::F16, LmHead::AsModel), (KvType::F32, LmHead::Int8)] {
@@ -455,7 +505,11 @@ fn bad_input_should_be_errors_and_leave_the_runtime_usable() {
 /// activations, as `TernaryLinear` computes them.
 #[test]
 fn two_plane_llama_should_match_reference() {
-    for path in [LinearPath::CpuF32, LinearPath::CpuInt8] {
+    for path in [
+        LinearPath::CpuF32,
+        LinearPath::CpuInt8,
+        LinearPath::CpuInt8x2,
+    ] {
         let m = two_plane_tiny(path);
         // Every layer on int8 activations: a 72-token prefill meets an activation rounding
         // that flips between summation orders (4e-4 of the logit range at AVX2); the float
