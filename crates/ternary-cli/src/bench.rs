@@ -9,13 +9,16 @@
 //! - `peak_rss_bytes`: the process's peak resident memory (`VmHWM` in `/proc/self/status`,
 //!   Linux), model loading included; `weight_bytes_per_token`: weight bytes one decode step
 //!   reads (every projection, the norms, one embedding row).
+//! - `ternary_activations`: how the ternary layers took their activations (`f32`, `int8`,
+//!   `int8x2`: two int8 codes per token, the runtime's default for converted layers at AVX2;
+//!   `bitnet`, `mixed`, `none`).
 //!
 //! `--json` prints one JSON object whose keys are stable (`schema` names the version):
 //!
 //! ```text
 //! {"schema": "ternary-bench/1", "model": "…", "engine": "runtime", "threads": 2,
 //!  "simd": "avx2", "cpu": "AMD EPYC …", "prompt_tokens": 512, "gen_tokens": 128, "reps": 3,
-//!  "kv": "f32", "lm_head": "as-model", "ternary_activations": "as-layer",
+//!  "kv": "f32", "lm_head": "as-model", "ternary_activations": "f32",
 //!  "float_weights": "auto",
 //!  "prefill_tokens_per_sec": {"mean": …, "sd": …, "runs": [ … ]},
 //!  "decode_tokens_per_sec": {"mean": …, "sd": …, "runs": [ … ]},
@@ -172,7 +175,7 @@ pub fn run(args: &BenchArgs) -> Res<()> {
     }
     let (mut m, _) = load_model(&args.model)?;
     set_ternary_path(&mut m.model, args.ternary_path);
-    let acts = ternary_activations(&m.model);
+    let layer_acts = ternary_activations(&m.model);
     let c = m.model.config().clone();
     let need = args.prompt_tokens.max(args.gen_tokens);
     if need > c.max_position_embeddings {
@@ -195,7 +198,12 @@ pub fn run(args: &BenchArgs) -> Res<()> {
             HeadArg::AsModel => LmHead::AsModel,
             HeadArg::Int8 => LmHead::Int8,
         },
-        ternary: TernaryActivations::AsLayer,
+        // The runtime's default, as `generate`, `eval` and `perplexity` run it; the Burn
+        // engine computes as its layers say.
+        ternary: match args.engine {
+            Engine::Runtime => TernaryActivations::Auto,
+            Engine::Burn => TernaryActivations::AsLayer,
+        },
         float_weights: match args.float_weights {
             FloatArg::Auto => FloatWeights::Auto,
             FloatArg::F32 => FloatWeights::F32,
@@ -217,6 +225,10 @@ pub fn run(args: &BenchArgs) -> Res<()> {
         }
     };
     let (bytes_per_token, weight_bytes) = (rt.weight_bytes_per_token(), rt.weight_bytes());
+    let acts = match args.engine {
+        Engine::Runtime => rt.ternary_activations(),
+        Engine::Burn => layer_acts,
+    };
     // Int8 ternary matrices the runtime repacked for its kernels (`PackedTernary`).
     let (repacked, huge) = if model.is_none() {
         (rt.repacked_layers(), rt.huge_page_bytes())

@@ -166,6 +166,27 @@ impl Model {
         done
     }
 
+    /// How the ternary projections take their activations: `"f32"`, `"int8"`, `"int8x2"`,
+    /// `"bitnet"` (BitNet's own int8 rule), `"mixed"`, or `"none"` without ternary projections.
+    pub fn ternary_activations(&self) -> &'static str {
+        let mut kinds = self
+            .layers
+            .iter()
+            .flat_map(|l| l.qkv.iter().chain([&l.o, &l.gate, &l.up, &l.down]))
+            .filter_map(|p| match &p.kernel {
+                Kernel::TernaryF32(_) | Kernel::TwoPlaneF32(_) => Some("f32"),
+                Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(_) if p.two_codes => Some("int8x2"),
+                Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(_) => Some("int8"),
+                Kernel::BitNet { .. } => Some("bitnet"),
+                _ => None,
+            });
+        match kinds.next() {
+            None => "none",
+            Some(k) if kinds.all(|o| o == k) => k,
+            Some(_) => "mixed",
+        }
+    }
+
     /// Weight bytes one decode token reads: every projection, the final norm's and each
     /// block's norms, and one embedding row.
     pub fn bytes_per_token(&self) -> u64 {
@@ -216,8 +237,11 @@ fn proj_of<B: TernaryBackend + 'static>(
     };
     let any = l.as_any();
     if let Some(t) = any.and_then(|a| a.downcast_ref::<TernaryLinear<B>>()) {
+        let avx2 = || opts.level.unwrap_or_else(Level::detect) == Level::Avx2;
         let (int8, two_codes) = match opts.ternary {
-            TernaryActivations::AsLayer => match t.path().resolve::<B>() {
+            TernaryActivations::Auto if t.path() == LinearPath::Auto && avx2() => (true, true),
+            TernaryActivations::Auto | TernaryActivations::AsLayer => match t.path().resolve::<B>()
+            {
                 LinearPath::CpuInt8 => (true, false),
                 LinearPath::CpuInt8x2 => (true, true),
                 _ => (false, false),

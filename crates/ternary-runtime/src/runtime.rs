@@ -755,6 +755,13 @@ impl Runtime {
         self.huge_page_bytes
     }
 
+    /// How the ternary layers take their activations here: `"f32"`, `"int8"`, `"int8x2"` (two
+    /// int8 codes per token), `"bitnet"`, `"mixed"` or `"none"` (see
+    /// [`TernaryActivations`](crate::TernaryActivations)).
+    pub fn ternary_activations(&self) -> &'static str {
+        self.sh.model.ternary_activations()
+    }
+
     /// The SIMD level of the kernels.
     pub fn level(&self) -> Level {
         self.sh.k.level

@@ -68,6 +68,9 @@ fn check_all_prompt(model: &Llama<Cpu>, what: &str, tol: f64, prefill: usize) {
                     threads,
                     level: Some(level),
                     chunk,
+                    // The layers' own arithmetic (the default takes two int8 codes at AVX2
+                    // for layers on `Auto`: `default_activations_should_…`).
+                    ternary: TernaryActivations::AsLayer,
                     ..RuntimeOptions::default()
                 };
                 let mut rt = Runtime::from_model(model, opts).unwrap();
@@ -456,6 +459,40 @@ fn int8_options_should_stay_close_to_reference() {
         }
     }
     let _ = TOL;
+}
+
+/// The default activations: two int8 codes for `Auto` layers at AVX2, `f32` at the other
+/// levels and for layers set to `CpuF32`; within 2·`TOL` of the `f32` reference either way.
+#[test]
+fn default_activations_should_take_two_codes_at_avx2_only() {
+    let auto = mixed_tiny(LinearPath::Auto);
+    let f32_layers = mixed_tiny(LinearPath::CpuF32);
+    let tokens = ids(auto.model.config().vocab_size, 40);
+    let want = reference(&auto.model, &tokens, 32);
+    for level in Level::available() {
+        let opts = RuntimeOptions {
+            threads: 2,
+            level: Some(level),
+            ..RuntimeOptions::default()
+        };
+        let mut rt = Runtime::from_model(&auto.model, opts.clone()).unwrap();
+        let expect = if level == Level::Avx2 {
+            "int8x2"
+        } else {
+            "f32"
+        };
+        assert_eq!(rt.ternary_activations(), expect, "{level}");
+        let got = runtime_steps(&mut rt, &tokens, 32);
+        assert_close_tol(&want, &got, &format!("default at {level}"), 2.0 * TOL);
+        let explicit = Runtime::from_model(&f32_layers.model, opts).unwrap();
+        assert_eq!(
+            explicit.ternary_activations(),
+            "f32",
+            "{level} CpuF32 layers"
+        );
+    }
+    let float = Runtime::from_model(&tiny_llama().model, RuntimeOptions::with_threads(1)).unwrap();
+    assert_eq!(float.ternary_activations(), "none");
 }
 
 #[test]
