@@ -44,48 +44,35 @@ const PATHS: [LinearPath; 5] = [
 /// The f64 backend: not `ternary_layers::Cpu`, so `Auto` resolves to the float path there.
 type CpuF64 = burn::backend::NdArray<f64>;
 
-/// The int8 reference: `reference::gemm_i8` on `x ⊙ d` (in `f32`), then `+ b` in `f32`.
+/// `x ⊙ d` in `f32` (`x` itself without `d`).
+fn scaled(x: &[f32], d: Option<&[f32]>, cols: usize) -> Vec<f32> {
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| d.map_or(v, |d| v * d[i % cols]))
+        .collect()
+}
+
+/// The int8 reference: `reference::gemm_i8` on `x ⊙ d` (in `f32`), one code per token
+/// (`QuantizedActivations::quantize`) or two (`quantize_two`, tokens `j` and `n + j` summed),
+/// then `+ b` in `f32`.
 fn reference_int8(
     m: &TernaryMatrix,
     x: &[f32],
     n: usize,
     d: Option<&[f32]>,
     b: Option<&[f32]>,
-) -> Vec<f32> {
-    let cols = m.cols();
-    let xs: Vec<f32> = x
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| d.map_or(v, |d| v * d[i % cols]))
-        .collect();
-    let a = QuantizedActivations::quantize(&xs, n, cols).unwrap();
-    let mut y = reference::gemm_i8(m, &a).unwrap();
-    if let Some(b) = b {
-        for (i, v) in y.iter_mut().enumerate() {
-            *v += b[i % m.rows()];
-        }
-    }
-    y
-}
-
-/// The two-code reference: `reference::gemm_i8` on `QuantizedActivations::quantize_two` of
-/// `x ⊙ d`, tokens `j` and `n + j` summed, then `+ b`, all in `f32`.
-fn reference_int8x2(
-    m: &TernaryMatrix,
-    x: &[f32],
-    n: usize,
-    d: Option<&[f32]>,
-    b: Option<&[f32]>,
+    two: bool,
 ) -> Vec<f32> {
     let (rows, cols) = (m.rows(), m.cols());
-    let xs: Vec<f32> = x
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| d.map_or(v, |d| v * d[i % cols]))
-        .collect();
-    let a = QuantizedActivations::quantize_two(&xs, n, cols).unwrap();
-    let y2 = reference::gemm_i8(m, &a).unwrap();
-    let mut y: Vec<f32> = (0..n * rows).map(|i| y2[i] + y2[n * rows + i]).collect();
+    let xs = scaled(x, d, cols);
+    let mut y = if two {
+        let a = QuantizedActivations::quantize_two(&xs, n, cols).unwrap();
+        let y2 = reference::gemm_i8(m, &a).unwrap();
+        (0..n * rows).map(|i| y2[i] + y2[n * rows + i]).collect()
+    } else {
+        let a = QuantizedActivations::quantize(&xs, n, cols).unwrap();
+        reference::gemm_i8(m, &a).unwrap()
+    };
     if let Some(b) = b {
         for (i, v) in y.iter_mut().enumerate() {
             *v += b[i % rows];
@@ -126,8 +113,8 @@ fn check_int8x2_bound(c: &common::EdgeCase<'_>, y: &[f32]) {
 fn every_path_should_match_the_reference_on_edge_shapes() {
     for_each_edge_case(&TOKENS, |c| {
         let (rows, cols) = (c.m.rows(), c.m.cols());
-        let want_i8 = reference_int8(c.m, c.x, c.n, c.d, c.bias);
-        let want_i8x2 = reference_int8x2(c.m, c.x, c.n, c.d, c.bias);
+        let want_i8 = reference_int8(c.m, c.x, c.n, c.d, c.bias, false);
+        let want_i8x2 = reference_int8(c.m, c.x, c.n, c.d, c.bias, true);
         for path in PATHS {
             let l = layer::<Cpu>(c.m, c.bias, c.d, path);
             let y = l.forward(tensor::<Cpu, 2>(c.x.to_vec(), [c.n, cols]));
@@ -169,8 +156,8 @@ fn three_dimensional_input_should_keep_leading_dims() {
     let d = random_f32(&mut rng, cols, 0.1, 3.0);
     let x = random_f32(&mut rng, 2 * 3 * cols, -4.0, 4.0);
     let (want, mass) = reference_f64(&m, &x, 6, Some(&d), Some(&bias));
-    let want_i8 = reference_int8(&m, &x, 6, Some(&d), Some(&bias));
-    let want_i8x2 = reference_int8x2(&m, &x, 6, Some(&d), Some(&bias));
+    let want_i8 = reference_int8(&m, &x, 6, Some(&d), Some(&bias), false);
+    let want_i8x2 = reference_int8(&m, &x, 6, Some(&d), Some(&bias), true);
     for path in PATHS {
         let l = layer::<Cpu>(&m, Some(&bias), Some(&d), path);
         let y = l.forward(tensor::<Cpu, 3>(x.clone(), [2, 3, cols]));
@@ -209,7 +196,7 @@ fn auto_path_should_use_cpu_kernels_only_on_the_ndarray_f32_backend() {
     }
     let l = layer::<CpuF64>(&m, Some(&bias), None, LinearPath::CpuInt8);
     let y = values(l.forward(tensor::<CpuF64, 2>(x.clone(), [3, 65])));
-    assert_eq!(y, reference_int8(&m, &x, 3, None, Some(&bias)));
+    assert_eq!(y, reference_int8(&m, &x, 3, None, Some(&bias), false));
 }
 
 #[test]
@@ -500,7 +487,7 @@ fn bad_inputs_should_be_errors_or_nan_not_panics() {
     assert!(y[5..10].iter().all(|v| v.is_nan()));
     let mut clean = x.clone();
     clean[64..128].fill(0.0);
-    let want = reference_int8(&m, &clean, 3, None, None);
+    let want = reference_int8(&m, &clean, 3, None, None, false);
     assert_eq!(&y[..5], &want[..5]);
     assert_eq!(&y[10..], &want[10..]);
     // Parsing path names.
@@ -739,30 +726,26 @@ fn two_plane_layer_should_match_the_f64_reference_on_every_host_path_and_edge_sh
                     .enumerate()
                     .map(|(k, &v)| v * d[k % cols.max(1)])
                     .collect();
-                let a = QuantizedActivations::quantize(&xs, n, cols).unwrap();
-                let xq: Vec<f64> = (0..n * cols)
-                    .map(|k| f64::from(a.row(k / cols)[k % cols]) * f64::from(a.scales()[k / cols]))
-                    .collect();
-                let (want, mass) =
-                    reference_levels(&levels, &scales, (rows, cols), &xq, n, b.as_deref());
-                let y = l
-                    .clone()
-                    .with_path(LinearPath::CpuInt8)
-                    .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
-                check_close(&format!("{what} cpu-int8"), &values(y), &want, &mass);
                 // Two codes: x ⊙ d ≈ s₁·q₁ + s₂·q₂ (tokens j and n + j), both planes.
-                let a2 = QuantizedActivations::quantize_two(&xs, n, cols).unwrap();
-                let code = |t: usize, k: usize| f64::from(a2.row(t)[k]) * f64::from(a2.scales()[t]);
-                let xq2: Vec<f64> = (0..n * cols)
-                    .map(|k| code(k / cols, k % cols) + code(n + k / cols, k % cols))
-                    .collect();
-                let (want, mass) =
-                    reference_levels(&levels, &scales, (rows, cols), &xq2, n, b.as_deref());
-                let y = l
-                    .clone()
-                    .with_path(LinearPath::CpuInt8x2)
-                    .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
-                check_close(&format!("{what} cpu-int8x2"), &values(y), &want, &mass);
+                let one = QuantizedActivations::quantize(&xs, n, cols).unwrap();
+                let two = QuantizedActivations::quantize_two(&xs, n, cols).unwrap();
+                for (path, a, codes) in [
+                    (LinearPath::CpuInt8, &one, 1),
+                    (LinearPath::CpuInt8x2, &two, 2),
+                ] {
+                    let code =
+                        |t: usize, k: usize| f64::from(a.row(t)[k]) * f64::from(a.scales()[t]);
+                    let xq: Vec<f64> = (0..n * cols)
+                        .map(|k| (0..codes).map(|i| code(i * n + k / cols, k % cols)).sum())
+                        .collect();
+                    let (want, mass) =
+                        reference_levels(&levels, &scales, (rows, cols), &xq, n, b.as_deref());
+                    let y = l
+                        .clone()
+                        .with_path(path)
+                        .forward(tensor::<Cpu, 2>(x.clone(), [n, cols]));
+                    check_close(&format!("{what} {path}"), &values(y), &want, &mass);
+                }
             }
         }
     }

@@ -373,42 +373,29 @@ fn int8_options_should_stay_close_to_reference() {
     // The int8 head and int8 ternary activations change the arithmetic: checked loosely
     // (1e-2 of the range) against the reference, and the int8 ternary activations exactly
     // against the reference with its layers switched to CpuInt8.
+    // Two codes per token likewise against CpuInt8x2 layers, and far closer to the f32
+    // activations than one code (below).
     let m = mixed_tiny(LinearPath::Auto);
     let tokens = ids(m.model.config().vocab_size, 10);
-    let opts = RuntimeOptions {
-        threads: 2,
-        ternary: TernaryActivations::Int8,
-        ..RuntimeOptions::default()
-    };
-    let got = runtime_steps(
-        &mut Runtime::from_model(&m.model, opts).unwrap(),
-        &tokens,
-        6,
-    );
-    let int8 = mixed_tiny(LinearPath::CpuInt8);
-    assert_close(
-        &reference(&int8.model, &tokens, 6),
-        &got,
-        "TernaryActivations::Int8",
-    );
-    // Two codes per token: exactly the reference on CpuInt8x2 layers, and far closer to the
-    // f32 activations than one code.
-    let opts = RuntimeOptions {
-        threads: 2,
-        ternary: TernaryActivations::Int8x2,
-        ..RuntimeOptions::default()
-    };
-    let got2 = runtime_steps(
-        &mut Runtime::from_model(&m.model, opts).unwrap(),
-        &tokens,
-        6,
-    );
-    let int8x2 = mixed_tiny(LinearPath::CpuInt8x2);
-    assert_close(
-        &reference(&int8x2.model, &tokens, 6),
-        &got2,
-        "TernaryActivations::Int8x2",
-    );
+    let [got, got2] = [
+        (TernaryActivations::Int8, LinearPath::CpuInt8),
+        (TernaryActivations::Int8x2, LinearPath::CpuInt8x2),
+    ]
+    .map(|(ternary, path)| {
+        let opts = RuntimeOptions {
+            threads: 2,
+            ternary,
+            ..RuntimeOptions::default()
+        };
+        let got = runtime_steps(
+            &mut Runtime::from_model(&m.model, opts).unwrap(),
+            &tokens,
+            6,
+        );
+        let want = reference(&mixed_tiny(path).model, &tokens, 6);
+        assert_close(&want, &got, &format!("TernaryActivations::{ternary:?}"));
+        got
+    });
     let want_f32 = reference(&m.model, &tokens, 6);
     let worst = |got: &[Vec<f32>]| {
         want_f32
