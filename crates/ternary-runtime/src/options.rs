@@ -55,8 +55,8 @@ pub enum TernaryActivations {
     /// [`AsLayer`](Self::AsLayer), except that a layer left on `LinearPath::Auto` takes
     /// [`Int8x2`](Self::Int8x2) when the kernels run at the AVX2 level: there the `f32` ternary
     /// kernels are compute-bound (8 lanes of blends per weight vector) and two int8 products
-    /// are faster (SmolLM2-135M all ternary on an Intel Xeon capped at AVX2, 2 threads: decode
-    /// 171 against 95 tokens/s), at `f32`'s accuracy (activations within `max|x| / 64516`).
+    /// are faster (SmolLM2-135M all ternary on an Intel Xeon capped at AVX2, one thread: decode
+    /// 87 against 44 tokens/s), at `f32`'s accuracy (activations within `max|x| / 64516`).
     /// Other levels keep `f32`.
     #[default]
     Auto,
