@@ -29,6 +29,11 @@
 //! ternary and BitNet products are bit-identical to the Burn layers' host paths at the same
 //! SIMD level; float products, norms, RoPE and softmax differ by `f32` rounding only. The
 //! tests hold the logits to `1e-4` of their range against the reference, prefill and decode.
+//! One default departs from the layers' own path: at the AVX2 level, converted ternary layers
+//! (`LinearPath::Auto`, `f32` activations in the reference) take two int8 codes per token
+//! ([`TernaryActivations::Auto`]: `f32`'s accuracy within `max|x| / 64516` per activation,
+//! about twice the `f32` kernels' decode speed there); [`TernaryActivations::AsLayer`] keeps
+//! the reference's arithmetic everywhere.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
