@@ -4,7 +4,7 @@
 //! Kinds, with `x` the input token and `y[r]` output row `r`:
 //! - [`Kernel::TernaryF32`]: `y = Q·(x ⊙ d) + b` with `f32` activations (`gemm_f32`);
 //! - [`Kernel::TernaryI8`]: `y = s_x · Q·q + b`, `x ⊙ d ≈ s_x · q` per token
-//!   (`QuantizedActivations`, `gemm_i8`); a token holding NaN/Inf gives NaN outputs;
+//!   (`QuantizedActivations`, `gemm_i8`); a token holding NaN/Inf gives NaN outputs.
 //!   With [`Proj::two_codes`] (`TernaryActivations::Int8x2`) each token is two int8 codes
 //!   (`QuantizedActivations::quantize_two`: `x ⊙ d ≈ s₁·q₁ + s₂·q₂`), multiplied as `2n`
 //!   tokens by the same kernels and summed: `y_j = P(q₁) + P(q₂)`;
