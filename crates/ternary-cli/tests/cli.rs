@@ -468,6 +468,64 @@ fn generate_and_perplexity_should_take_any_format_by_content() {
         );
         assert!(out.contains("[1]") && out.contains("[3]"), "{out}");
     }
+    // The converted model's perplexity on two int8 codes per token (runtime and Burn engine)
+    // is the f32 path's; one code moves it more.
+    let ppl = |extra: &[&str]| -> f64 {
+        let mut a = vec![
+            "perplexity",
+            "--model",
+            s(&converted),
+            "--text",
+            s(&eval_text),
+            "--ctx",
+            "32",
+            "--chunks",
+            "3",
+        ];
+        a.extend_from_slice(extra);
+        let out = ok(&a);
+        let last = final_line(&out);
+        last["Final estimate: PPL = ".len()..]
+            .split(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{last}"))
+    };
+    let f32_ppl = ppl(&["--ternary-path", "cpu-f32"]);
+    let one = ppl(&["--ternary-path", "cpu-int8"]);
+    for engine in ["runtime", "burn"] {
+        let two = ppl(&["--ternary-path", "cpu-int8x2", "--engine", engine]);
+        assert!(
+            (two - f32_ppl).abs() <= 1e-4 * f32_ppl
+                && (two - f32_ppl).abs() < (one - f32_ppl).abs(),
+            "{engine}: int8x2 {two}, f32 {f32_ppl}, int8 {one}"
+        );
+    }
+    eprintln!("tiny converted ppl: f32 {f32_ppl}, int8 {one}");
+    // `bench` says which activations ran: two codes for converted layers at AVX2 by default.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        let o = bin()
+            .env("TERNARY_SIMD", "avx2")
+            .args([
+                "--threads",
+                "1",
+                "bench",
+                "--model",
+                s(&converted),
+                "--prompt-tokens",
+                "8",
+                "--gen-tokens",
+                "2",
+                "--reps",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(out.contains("ternary activations int8x2"), "{out}");
+    }
     // A fixed seed gives the same sampled text; greedy equals temperature 0 and top-k 1.
     let sampled = |seed: &str| {
         ok(&[
