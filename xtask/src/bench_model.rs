@@ -1253,12 +1253,31 @@ impl Report<'_> {
             ),
             self.run.llama_reps
         );
-        let settings = self
+        // Each of our rows' settings as the engine reported them (the ternary activations
+        // differ by row: `f32`, `int8x2` at AVX2, `int8`), once per row label.
+        let mut per_row: Vec<(String, String)> = Vec::new();
+        for r in self
             .rows
             .iter()
             .filter(|r| self.cases[r.case].engine == "ours")
-            .find_map(|r| r.result.as_ref().ok()?.settings.clone())
-            .unwrap_or_else(|| "not measured".to_owned());
+        {
+            let c = &self.cases[r.case];
+            let label = format!("{} {}", c.model, c.weights);
+            if let Some(set) = r.result.as_ref().ok().and_then(|m| m.settings.clone())
+                && !per_row.iter().any(|(l, _)| *l == label)
+            {
+                per_row.push((label, set));
+            }
+        }
+        let settings = if per_row.is_empty() {
+            "not measured".to_owned()
+        } else {
+            per_row
+                .iter()
+                .map(|(l, set)| format!("{l}: {set}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         let flags: String = self.run.our_flags.iter().map(|f| format!(" {f}")).collect();
         let _ = writeln!(
             s,
@@ -1772,6 +1791,14 @@ mod tests {
             notes: &[],
         };
         let md = report.markdown();
+        // Each of our measured rows with the settings it reported (the failed row has none).
+        assert!(
+            md.contains(
+                "it reports: SmolLM2-135M all ternary: runtime, avx2; SmolLM2-135M all ternary, \
+                 int8 activations: runtime, avx2."
+            ),
+            "{md}"
+        );
         // 200 tokens/s × 40 MB = 8 GB/s of 20 GB/s.
         assert!(
             md.contains("| 1000 ± 1.00 | 200 ± 0.50 | 40.0 | 40% | 220 MB | 2% |"),
