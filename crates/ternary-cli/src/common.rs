@@ -189,10 +189,17 @@ pub fn threads() -> usize {
 pub fn decoder_owned(m: Llama<Cpu>, engine: Engine) -> Res<Box<dyn Decoder>> {
     Ok(match engine {
         Engine::Burn => Box::new(BurnDecoder::owning(m)),
-        Engine::Runtime => Box::new(Runtime::from_owned_model(
-            m,
-            RuntimeOptions::with_threads(threads()),
-        )?),
+        Engine::Runtime => {
+            let rt = Runtime::from_owned_model(m, RuntimeOptions::with_threads(threads()))?;
+            // What ran, for whoever compares figures (stderr; stdout stays the command's).
+            eprintln!(
+                "runtime: {} threads, {}, ternary activations {}",
+                rt.threads(),
+                rt.level(),
+                rt.ternary_activations()
+            );
+            Box::new(rt)
+        }
     })
 }
 
