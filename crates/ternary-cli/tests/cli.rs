@@ -411,6 +411,21 @@ fn final_line(out: &str) -> &str {
     out.lines().last().unwrap_or_default()
 }
 
+/// `perplexity` of `model` on `text`: 3 chunks of 32 tokens.
+fn perplexity_args<'a>(model: &'a Path, text: &'a Path) -> Vec<&'a str> {
+    vec![
+        "perplexity",
+        "--model",
+        s(model),
+        "--text",
+        s(text),
+        "--ctx",
+        "32",
+        "--chunks",
+        "3",
+    ]
+}
+
 #[test]
 fn generate_and_perplexity_should_take_any_format_by_content() {
     let dir = scratch("gen");
@@ -450,17 +465,7 @@ fn generate_and_perplexity_should_take_any_format_by_content() {
             err.contains("prompt: ") && err.contains("generation: 6 tokens"),
             "{model:?}: {err}"
         );
-        let out = ok(&[
-            "perplexity",
-            "--model",
-            s(model),
-            "--text",
-            s(&eval_text),
-            "--ctx",
-            "32",
-            "--chunks",
-            "3",
-        ]);
+        let out = ok(&perplexity_args(model, &eval_text));
         let last = final_line(&out);
         assert!(
             last.starts_with("Final estimate: PPL = ") && last.contains(" +/- "),
@@ -471,17 +476,7 @@ fn generate_and_perplexity_should_take_any_format_by_content() {
     // The converted model's perplexity on two int8 codes per token (runtime and Burn engine)
     // is the f32 path's; one code moves it more.
     let ppl = |extra: &[&str]| -> f64 {
-        let mut a = vec![
-            "perplexity",
-            "--model",
-            s(&converted),
-            "--text",
-            s(&eval_text),
-            "--ctx",
-            "32",
-            "--chunks",
-            "3",
-        ];
+        let mut a = perplexity_args(&converted, &eval_text);
         a.extend_from_slice(extra);
         let out = ok(&a);
         let last = final_line(&out);
