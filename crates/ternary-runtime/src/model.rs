@@ -110,6 +110,7 @@ impl Model {
             .layers
             .iter()
             .flat_map(|l| l.qkv.iter().chain([&l.o, &l.gate, &l.up, &l.down]))
+            .chain(std::iter::once(&self.lm_head))
             .chain([&self.lm_head]);
         for p in projections {
             match &p.kernel {
@@ -166,8 +167,9 @@ impl Model {
         done
     }
 
-    /// How the ternary projections take their activations: `"f32"`, `"int8"`, `"int8x2"`,
-    /// `"bitnet"` (BitNet's own int8 rule), `"mixed"`, or `"none"` without ternary projections.
+    /// How the ternary projections (the output head included) take their activations: `"f32"`,
+    /// `"int8"`, `"int8x2"`, `"bitnet"` (BitNet's own int8 rule), `"mixed"`, or `"none"`
+    /// without ternary projections.
     pub fn ternary_activations(&self) -> &'static str {
         let mut kinds = self
             .layers
