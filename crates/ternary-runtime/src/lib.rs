@@ -32,7 +32,8 @@
 //! One default departs from the layers' own path: at the AVX2 level, converted ternary layers
 //! (`LinearPath::Auto`, `f32` activations in the reference) take two int8 codes per token
 //! ([`TernaryActivations::Auto`]: `f32`'s accuracy within `max|x| / 64516` per activation,
-//! about twice the `f32` kernels' decode speed there); [`TernaryActivations::AsLayer`] keeps
+//! about twice the `f32` kernels' decode speed there on an Intel Xeon capped at AVX2,
+//! `docs/benchmarks.md`); [`TernaryActivations::AsLayer`] keeps
 //! the reference's arithmetic everywhere.
 //!
 //! ```no_run
