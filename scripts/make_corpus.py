@@ -180,12 +180,17 @@ def main():
     if len(text) < 10_000:
         sys.exit(f"make_corpus: only {len(text)} bytes of prose found (is the rust-docs component "
                  "installed, and has `cargo fetch` filled ~/.cargo/registry?)")
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    tmp = out + ".tmp"
+    write_atomic(out, text)
+    print(f"{out}: {len(docs)} documents, {len(seen)} paragraphs, {len(text)} bytes")
+
+
+def write_atomic(path, text):
+    """Writes `text` to `path` through a temporary file renamed over it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, out)
-    print(f"{out}: {len(docs)} documents, {len(seen)} paragraphs, {len(text)} bytes")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

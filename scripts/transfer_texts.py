@@ -18,6 +18,9 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_corpus import write_atomic  # noqa: E402
+
 MODULES = ["argparse", "subprocess", "threading", "json", "collections", "logging"]
 
 
@@ -47,10 +50,7 @@ def main():
 
 
 def write(path, s):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(s)
-    os.replace(tmp, path)
+    write_atomic(path, s)
     print(f"{path}: {len(s)} characters")
 
 
