@@ -33,11 +33,18 @@ pub use harness::{Budget, Failure, Stats, Verdict, alloc_bound, campaign, check}
 pub use targets::{Corpus, Outcome, Parser};
 
 /// The workspace's `fixtures/fuzz` directory (the regression fixtures).
+///
+/// The workspace is found from `CARGO_MANIFEST_DIR` as cargo sets it when it runs this crate's
+/// tests and binaries; the compile-time value is the fallback, which a binary reused from
+/// another checkout's build (a shared target directory) would get wrong.
 pub fn fixtures_root() -> std::path::PathBuf {
-    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    );
     crate_dir
         .parent()
-        .unwrap_or(crate_dir)
+        .unwrap_or(&crate_dir)
         .join("fixtures")
         .join("fuzz")
 }

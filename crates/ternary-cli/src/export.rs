@@ -525,7 +525,8 @@ mod tests {
     /// back with the same weights.
     #[test]
     fn bitnet_export_should_equal_llama_quantize_byte_for_byte() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+        let root = ternary_testkit::fixture_path("");
+        let root = root.display();
         let dev = Default::default();
         let m = ternary_models::load::<Cpu>(format!("{root}/tiny-bitnet/silu-bf16"), &dev).unwrap();
         for (format, file) in [
@@ -601,7 +602,7 @@ mod tests {
     /// llama.cpp's order, metadata from the source.
     #[test]
     fn export_should_hold_the_models_weights() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+        let dir = ternary_testkit::fixture_path("tiny-llama");
         let dev = Default::default();
         let mut m = ternary_models::load::<Cpu>(dir, &dev).unwrap();
         let cfg = ternary_convert::ConvertConfig {
@@ -711,7 +712,7 @@ mod tests {
     /// than write one plane of it.
     #[test]
     fn export_should_refuse_two_plane_models() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+        let dir = ternary_testkit::fixture_path("tiny-llama");
         let mut m = ternary_models::load::<Cpu>(dir, &Default::default()).unwrap();
         let cfg = ternary_convert::ConvertConfig {
             planes: ternary_convert::convert::Planes::Two,
@@ -749,7 +750,7 @@ mod tests {
     /// something else in a GGUF reader: export refuses it.
     #[test]
     fn export_should_refuse_ffn_rotated_models() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/tiny-llama");
+        let dir = ternary_testkit::fixture_path("tiny-llama");
         let mut m = ternary_models::load::<Cpu>(dir, &Default::default()).unwrap();
         ternary_convert::rotate::rotate_ffn(&mut m.model, 3).unwrap();
         let source = GgufFile::from_bytes(write_gguf(

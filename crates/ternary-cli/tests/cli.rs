@@ -14,7 +14,7 @@ fn bin() -> Command {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    ternary_testkit::fixture_path("").join("..")
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -11,10 +11,7 @@ use std::process::{Command, Output};
 use ternary_testkit::Tmpfs;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
+    ternary_testkit::fixture_path("tiny-llama")
 }
 
 fn quantize(out: &Path, extra: &[&str]) -> Output {

@@ -3,7 +3,6 @@
 //! report consistent with the model, and the perplexity budget respected on its own measure.
 //! Runs without the real model.
 
-use std::path::PathBuf;
 use ternary_convert::calib::{calibrate, input_key};
 use ternary_convert::convert::{Planes, bos_of, eval_ppl, matches_pattern};
 use ternary_convert::{ConvertConfig, GptqConfig, Progress, Stage, convert};
@@ -24,10 +23,7 @@ const TEXT: &str = "The quick brown fox jumps over the lazy dog while the farmer
     Numbers such as 1776, 1863 and 1865 appear in the old documents of the republic.";
 
 fn tiny() -> LoadedModel<Cpu> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ));
+    let dir = ternary_testkit::fixture_path("tiny-llama");
     load_safetensors_dir::<Cpu>(&dir, &Default::default()).unwrap()
 }
 

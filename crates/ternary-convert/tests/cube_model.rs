@@ -17,10 +17,7 @@ type Gpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 type Fused = burn::backend::Wgpu;
 
 fn fixture() -> std::path::PathBuf {
-    std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
+    std::path::ternary_testkit::fixture_path("tiny-llama")
 }
 
 /// Logits of `model` for `ids`, all positions.

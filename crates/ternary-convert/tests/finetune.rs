@@ -26,10 +26,7 @@ type Ad = Autodiff<Cpu>;
 const TEXT: &str = include_str!("../../../fixtures/text/calibration.txt");
 
 fn fixture() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
+    ternary_testkit::fixture_path("tiny-llama")
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -25,10 +25,7 @@ use ternary_models::{
 };
 
 fn fixture() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
+    ternary_testkit::fixture_path("tiny-llama")
 }
 
 /// A fresh directory for this test's files.

@@ -8,7 +8,6 @@
 //! Runs on the tiny Llama fixture (4 query heads over 2 key/value heads of 8).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use ternary_convert::convert::Planes;
 use ternary_convert::rotate::{
@@ -54,10 +53,7 @@ fn small_cfg() -> ConvertConfig {
 }
 
 fn tiny() -> LoadedModel<Cpu> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ));
+    let dir = ternary_testkit::fixture_path("tiny-llama");
     load_safetensors_dir::<Cpu>(&dir, &Default::default()).unwrap()
 }
 

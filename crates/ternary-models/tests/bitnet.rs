@@ -23,11 +23,7 @@ use ternary_testkit::TempDir;
 const TOL_OF_RANGE: f64 = 1e-4;
 
 fn fixture(variant: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-bitnet"
-    ))
-    .join(variant)
+    ternary_testkit::fixture_path("tiny-bitnet").join(variant)
 }
 
 fn reference(variant: &str) -> Value {

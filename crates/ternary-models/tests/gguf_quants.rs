@@ -24,7 +24,7 @@ use ternary_models::quant::{
 use ternary_testkit::random_matrix;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gguf-quants")
+    ternary_testkit::fixture_path("gguf-quants")
 }
 
 fn read(name: &str) -> Vec<u8> {

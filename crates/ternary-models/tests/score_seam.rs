@@ -9,10 +9,7 @@ use ternary_layers::{Cpu, FloatScores, ScoreFn, TernaryScores, to_rows};
 use ternary_models::{Logits, load_safetensors_dir};
 
 fn tiny_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
+    ternary_testkit::fixture_path("tiny-llama")
 }
 
 #[test]

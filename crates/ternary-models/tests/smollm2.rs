@@ -23,10 +23,7 @@ const LOGIT_TOL: f64 = 5e-4;
 const PPL_REL_TOL: f64 = 1e-4;
 
 fn reference() -> Value {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/smollm2/reference.json"
-    );
+    let p = ternary_testkit::fixture_path("smollm2/reference.json");
     let text = std::fs::read_to_string(p).expect("fixtures/smollm2/reference.json");
     serde_json::from_str(&text).expect("reference.json is JSON")
 }
@@ -81,10 +78,7 @@ fn tokenizer_should_match_reference_ids_exactly() {
         );
         assert_eq!(m.tokenizer.decode(&ids(&p["ids"])).unwrap(), text);
     }
-    let text_path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/text/declaration-gettysburg.txt"
-    );
+    let text_path = ternary_testkit::fixture_path("text/declaration-gettysburg.txt");
     let text = std::fs::read_to_string(text_path).unwrap();
     let want = ids(&r["text_ids"]);
     let got = m.tokenizer.encode(&text, true).unwrap();

@@ -30,10 +30,7 @@ fn spm_should_tokenize_like_llama_cpp() {
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/llama_cpp.sh)", gguf.display()));
     let tok = Tokenizer::from_gguf(&file).unwrap();
     assert!(tok.add_bos);
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tokenizer-spm/llama-spm.json"
-    );
+    let fixture = ternary_testkit::fixture_path("tokenizer-spm/llama-spm.json");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     let cases = doc["cases"].as_array().unwrap();

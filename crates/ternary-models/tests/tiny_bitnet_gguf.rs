@@ -7,13 +7,13 @@
 //! −0.047%). The tied `Q6_K` embedding stays in its blocks, as in llama.cpp, and the output
 //! head multiplies them with int8 activations per 256 values.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use ternary_layers::Cpu;
 use ternary_models::Tokenizer;
 use ternary_models::gguf::GgufFile;
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-bitnet-gguf")
+    ternary_testkit::fixture_path("tiny-bitnet-gguf")
 }
 
 fn reference() -> serde_json::Value {
@@ -30,8 +30,8 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 }
 
 fn eval_text(r: &serde_json::Value) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+    let p = ternary_testkit::fixture_path("")
+        .join("..")
         .join(r["text_file"].as_str().unwrap());
     std::fs::read_to_string(p).unwrap()
 }

@@ -19,10 +19,7 @@ use ternary_models::{LinearImpl, Llama, LlamaConfig, Logits, ModelError, load_sa
 const TOL: f64 = 1e-4;
 
 fn dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/tiny-llama"
-    ))
+    ternary_testkit::fixture_path("tiny-llama")
 }
 
 fn reference() -> Value {

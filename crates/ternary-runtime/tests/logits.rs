@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{BITNET_TOL, TOL, assert_close, assert_close_tol, reference, runtime_steps};
 use ternary_core::ScaleLayout;
@@ -22,7 +22,7 @@ use ternary_models::{
 use ternary_runtime::{FloatWeights, KvType, LmHead, Runtime, RuntimeOptions, TernaryActivations};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    ternary_testkit::fixture_path("")
 }
 
 /// Token ids in the vocabulary, deterministic: a prompt of `n` tokens.

@@ -12,6 +12,7 @@
 //! - [`EDGE`]: the edge sizes every kernel must handle.
 //! - [`TempDir`], [`Tmpfs`]: a scratch directory, and a small tmpfs mounted for full-disk tests,
 //!   both removed on drop (also when the test fails).
+//! - [`fixture_path`]: a file under the running checkout's `fixtures/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -157,6 +158,25 @@ pub fn random_q(rng: &mut StdRng, n: usize, cols: usize) -> QuantizedActivations
     }
 }
 
+/// `fixtures/<rel>` of the checkout whose tests are running (`rel` may be empty).
+///
+/// The checkout is found from `CARGO_MANIFEST_DIR` as cargo sets it when it runs a test (the
+/// package's directory, whose ancestor holds `fixtures/`), not from where the test was compiled:
+/// cargo reuses a test binary built from another checkout that shares the target directory (its
+/// freshness check reads the sources relative to the package), and a path compiled in would
+/// point into that other checkout. Run outside cargo, the directory this crate was compiled in
+/// is the start.
+pub fn fixture_path(rel: &str) -> PathBuf {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = start
+        .ancestors()
+        .find(|d| d.join("fixtures").is_dir())
+        .unwrap_or(&start);
+    let dir = root.join("fixtures");
+    if rel.is_empty() { dir } else { dir.join(rel) }
+}
+
 /// The sorted file names in `dir`.
 ///
 /// # Panics
@@ -289,6 +309,18 @@ impl Drop for Tmpfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixture_paths_should_lie_in_the_running_checkout() {
+        // Cargo runs this test with CARGO_MANIFEST_DIR = this crate's directory, two levels
+        // below the checkout's root.
+        let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+        let root = manifest.parent().and_then(Path::parent).unwrap();
+        assert_eq!(fixture_path(""), root.join("fixtures"));
+        let text = fixture_path("text/calibration.txt");
+        assert_eq!(text, root.join("fixtures/text/calibration.txt"));
+        assert!(text.is_file(), "{}", text.display());
+    }
 
     #[test]
     fn seeds_parse_in_decimal_and_hex_and_reject_garbage() {

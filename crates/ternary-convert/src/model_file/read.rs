@@ -532,7 +532,7 @@ mod tests {
     fn chunked_file_reads_should_equal_the_bytes() {
         // The tiny fixture with its first layer ternary, read back in 12-byte chunks (every
         // tensor crosses chunk boundaries) and whole: the parsed contents are identical.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-llama");
+        let dir = ternary_testkit::fixture_path("tiny-llama");
         let mut m = ternary_models::load_safetensors_dir::<Cpu>(&dir, &Default::default()).unwrap();
         {
             let mut linears = m.model.linears_mut();
