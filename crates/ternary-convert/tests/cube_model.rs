@@ -17,7 +17,7 @@ type Gpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 type Fused = burn::backend::Wgpu;
 
 fn fixture() -> std::path::PathBuf {
-    std::path::ternary_testkit::fixture_path("tiny-llama")
+    ternary_testkit::fixture_path("tiny-llama")
 }
 
 /// Logits of `model` for `ids`, all positions.
