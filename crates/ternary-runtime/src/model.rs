@@ -110,7 +110,6 @@ impl Model {
             .layers
             .iter()
             .flat_map(|l| l.qkv.iter().chain([&l.o, &l.gate, &l.up, &l.down]))
-            .chain(std::iter::once(&self.lm_head))
             .chain([&self.lm_head]);
         for p in projections {
             match &p.kernel {
@@ -175,6 +174,7 @@ impl Model {
             .layers
             .iter()
             .flat_map(|l| l.qkv.iter().chain([&l.o, &l.gate, &l.up, &l.down]))
+            .chain([&self.lm_head])
             .filter_map(|p| match &p.kernel {
                 Kernel::TernaryF32(_) | Kernel::TwoPlaneF32(_) => Some("f32"),
                 Kernel::TernaryI8(_) | Kernel::TwoPlaneI8(_) if p.two_codes => Some("int8x2"),

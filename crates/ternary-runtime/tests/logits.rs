@@ -482,6 +482,20 @@ fn default_activations_should_take_two_codes_at_avx2_only() {
     assert_eq!(float.ternary_activations(), "none");
 }
 
+/// A ternary output head counts among the ternary projections (the only one here).
+#[test]
+fn ternary_activations_should_count_a_ternary_head() {
+    let per_row = QuantConfig::new(Method::AbsMean, ScaleLayout::PerRow);
+    for (path, want) in [(LinearPath::CpuF32, "f32"), (LinearPath::CpuInt8, "int8")] {
+        let mut m = tiny_llama();
+        let head = m.model.linears().len() - 1;
+        assert_eq!(m.model.linears()[head].0, "lm_head");
+        make_ternary(&mut m.model, head, &per_row, false, path);
+        let rt = Runtime::from_model(&m.model, RuntimeOptions::with_threads(1)).unwrap();
+        assert_eq!(rt.ternary_activations(), want, "{path:?}");
+    }
+}
+
 #[test]
 fn bad_input_should_be_errors_and_leave_the_runtime_usable() {
     let m = tiny_llama();
