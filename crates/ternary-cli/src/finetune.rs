@@ -5,9 +5,10 @@
 //! `ternary quantize` (one- or two-plane layers). Training text comes from local files only. A
 //! progress bar shows loss, tokens/s and ETA; the curve (loss and, with `--eval-text`,
 //! held-out perplexity against steps, tokens and seconds) is written as JSON beside the output;
-//! a checkpoint is kept so that `--resume` continues an interrupted run exactly. With
-//! `--device wgpu` or `--device cuda` (a binary built with that feature) teacher and student
-//! run on Burn's CubeCL backend on the GPU: the same training code as on the CPU.
+//! a checkpoint is kept so that `--resume` continues an interrupted run exactly. On the CPU
+//! (`--device cpu`) teacher and student run on Burn's flex backend (`--device ndarray`: its
+//! ndarray backend); with `--device wgpu` or `--device cuda` (a binary built with that feature)
+//! on Burn's CubeCL backend on the GPU: the same training code everywhere.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ use ternary_convert::finetune::{
     Checkpointing, EvalSet, FinetuneConfig, HiddenLoss, Mode, OptimConfig, Progress, Windows,
     finetune,
 };
-use ternary_layers::{Cpu, TernaryBackend};
+use ternary_layers::{Cpu, Flex, TernaryBackend};
 use ternary_models::{Format, sniff};
 
 use ternary_convert::model_file::human_bytes;
@@ -38,8 +39,11 @@ pub enum ModeArg {
 /// Where the training runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
-    /// Burn's ndarray backend on the CPU.
+    /// The CPU, on Burn's flex backend (gemm matrix products, sized by --threads).
     Cpu,
+    /// The CPU, on Burn's ndarray backend (matrixmultiply's products): what `cpu` was for
+    /// the runs of docs/accuracy.md before §8o; 1.2–1.3× slower at distillation.
+    Ndarray,
     /// Burn's CubeCL backend over wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
     Wgpu,
     /// Burn's CubeCL backend over CUDA; needs the `cuda` feature.
@@ -164,7 +168,8 @@ pub fn run(args: &FinetuneArgs) -> Res<()> {
         )));
     }
     match args.device {
-        DeviceArg::Cpu => run_on::<Cpu>(args, &Default::default()),
+        DeviceArg::Cpu => run_on::<Flex>(args, &Default::default()),
+        DeviceArg::Ndarray => run_on::<Cpu>(args, &Default::default()),
         DeviceArg::Wgpu => {
             #[cfg(feature = "wgpu")]
             {

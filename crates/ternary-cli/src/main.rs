@@ -43,9 +43,10 @@ use crate::common::CliError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Worker threads (default: all cores). Burn's CPU matrix products (`quantize`'s
-    /// calibration, `finetune`) run in matrixmultiply's own pool, sized by the environment
-    /// variable MATMUL_NUM_THREADS (default: the physical cores): set it too for a hard limit.
+    /// Worker threads (default: all cores); `finetune --device cpu` trains in this pool too.
+    /// Burn's ndarray matrix products (`quantize`'s calibration, `finetune --device ndarray`)
+    /// run in matrixmultiply's own pool, sized by the environment variable MATMUL_NUM_THREADS
+    /// (default: the physical cores): set it too for a hard limit.
     #[arg(long, global = true)]
     threads: Option<usize>,
 }

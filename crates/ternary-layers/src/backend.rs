@@ -4,6 +4,7 @@
 //! | backend | `Auto` resolves to | cube path | gradients |
 //! |---|---|---|---|
 //! | `NdArray<E, I, Q>` ([`Cpu`](crate::Cpu)) | `CpuF32` (host kernels) for `f32`, else `Float` | error | — |
+//! | [`Flex`](crate::Flex) (`f32`) | `CpuF32` (host kernels) | error | — |
 //! | `CubeBackend<R, F, I, BT>` (features `wgpu` / `cuda`) | `Cube` for `f32`, else `Float` | yes | — |
 //! | `Fusion<CubeBackend<..>>` (feature `fusion`) | as `CubeBackend` | yes, a custom op in the stream | — |
 //! | `Autodiff<B, C>` | `B`'s choice; `Float` for a tracked input | `B`'s, untracked inputs only | `Float` path only |
@@ -80,6 +81,13 @@ where
         } else {
             LinearPath::Float
         }
+    }
+}
+
+impl TernaryBackend for burn_flex::Flex {
+    /// `Flex` is `Flex<f32>`: the host kernels' own type.
+    fn auto_path() -> LinearPath {
+        LinearPath::CpuF32
     }
 }
 
