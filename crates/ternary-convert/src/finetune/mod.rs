@@ -6,9 +6,10 @@
 //! straight-through estimator, and learnable group scales initialised from the conversion's
 //! (GPTQ) result (see [`ste`]). The float
 //! layers, the embedding and `lm_head` stay frozen; the RMSNorm weights train too when
-//! [`OptimConfig::norm_lr`] is positive (at `norm_lr · η`, block by block in block-wise mode). Training runs on Burn's
-//! `Autodiff` backend over any backend the model runs on (the CPU backend in the CLI) with
-//! AdamW, warm-up plus cosine decay, gradient accumulation and clipping ([`optim`]).
+//! [`OptimConfig::norm_lr`] is positive (at `norm_lr · η`, block by block in block-wise mode).
+//! Training runs on Burn's `Autodiff` backend over any backend the model runs on (on the CPU
+//! the CLI uses Burn's flex backend, [`ternary_layers::Flex`]) with AdamW, warm-up plus cosine
+//! decay, gradient accumulation and clipping ([`optim`]).
 //!
 //! Two modes ([`Mode`]):
 //!

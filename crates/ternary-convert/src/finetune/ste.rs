@@ -206,25 +206,43 @@ impl<B: AutodiffBackend> SteParams<B> {
     }
 
     /// The effective weight with the straight-through gradients of the module docs, computed
-    /// as `Ŵ = w + s ⊙ D` with the constant `D = t − u` ([`SteParams::offsets`]): its value is
-    /// `w + s·t − w = s·t` (up to rounding), `∂Ŵ/∂w = 1` and `∂Ŵ/∂s = D = t − u`. `s` is
-    /// expanded to `[out, in]` first: every product is then between contiguous tensors of one
-    /// shape, which Burn's CPU backends run far faster than a broadcast.
+    /// as `Ŵ = w + D ⊙ s` with the constant `D = t − u` ([`SteParams::offsets`]): its value is
+    /// `w + s·t − w = s·t` (up to rounding), `∂Ŵ/∂w = 1` and `∂Ŵ/∂s = D = t − u`. Where the
+    /// groups tile the row exactly, `s` broadcasts over `[out, groups, group]` as the right-hand
+    /// operand without being expanded (the form Burn's flex backend has a SIMD path for; with
+    /// `s` on the left it walks the product element by element).
     pub fn weight(&self) -> Tensor<B, 2> {
-        let [_, inp] = self.latent.dims();
+        let [out, inp] = self.latent.dims();
+        let groups = self.scale.dims()[1];
         let d = self.offsets();
-        let s = Self::expand(self.scale.clone(), self.group, inp);
-        self.latent.clone().add(s.mul(d))
+        if groups * self.group == inp {
+            let g = self.group;
+            let w = self.latent.clone().reshape([out, groups, g]);
+            let s = self.scale.clone().reshape([out, groups, 1]);
+            w.add(d.reshape([out, groups, g]).mul(s))
+                .reshape([out, inp])
+        } else {
+            let s = Self::expand(self.scale.clone(), self.group, inp);
+            self.latent.clone().add(d.mul(s))
+        }
     }
 
     /// `D = t − u` per weight (`u = w / s`, `t = [u > ½] − [u < −½]`, [`trit`]; with two
     /// planes `t = clamp(round(u), −4, 4)`, [`level`]), as an untracked constant computed on
     /// the inner backend.
     pub fn offsets(&self) -> Tensor<B, 2> {
-        let [_, inp] = self.latent.dims();
+        let [out, inp] = self.latent.dims();
+        let groups = self.scale.dims()[1];
         let w = self.latent.clone().inner();
         let s = self.scale.clone().inner();
-        let u = w.div(Self::expand(s, self.group, inp));
+        let u = if groups * self.group == inp {
+            let g = self.group;
+            w.reshape([out, groups, g])
+                .div(s.reshape([out, groups, 1]))
+                .reshape([out, inp])
+        } else {
+            w.div(Self::expand(s, self.group, inp))
+        };
         let t = if self.max_level == 1 {
             u.clone()
                 .greater_elem(0.5)
