@@ -42,7 +42,8 @@ pub enum DeviceArg {
     /// The CPU, on Burn's flex backend (gemm matrix products, sized by --threads).
     Cpu,
     /// The CPU, on Burn's ndarray backend (matrixmultiply's products): what `cpu` was for
-    /// the runs of docs/accuracy.md before §8o; 1.2–1.3× slower at distillation.
+    /// the runs of docs/accuracy.md before §8o; 1.3× slower at distillation (Intel Xeon,
+    /// AVX-512, §8o).
     Ndarray,
     /// Burn's CubeCL backend over wgpu (Vulkan, Metal, DX12); needs the `wgpu` feature.
     Wgpu,

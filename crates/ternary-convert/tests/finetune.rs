@@ -766,8 +766,9 @@ fn bad_input_should_give_clear_errors() {
 /// `ternary finetune --device cpu` trains on Burn's flex backend: in both modes (distillation
 /// with the hidden-state loss, block-wise) its losses follow the ndarray backend's step by step
 /// (relative 1e-4: `f32` sums in another order, compounded over the updates; measured 2e-7 at
-/// most), two runs agree
-/// bit for bit, and a run resumed from its checkpoint reproduces the uninterrupted one.
+/// most), two runs agree bit for bit, and a run resumed from its checkpoint reproduces the
+/// uninterrupted one. Before training, the student's logits on flex (its ternary layers on the
+/// host kernels, the rest Burn's flex operations) equal ndarray's within 1e-4 of the largest.
 #[test]
 fn the_flex_backend_should_train_as_ndarray_does_and_resume_exactly() {
     type Fx = Autodiff<Flex>;
@@ -775,6 +776,19 @@ fn the_flex_backend_should_train_as_ndarray_does_and_resume_exactly() {
     let tf = load_safetensors_dir::<Flex>(fixture(), &Default::default()).unwrap();
     let w = windows(32);
     let dir = scratch("flex");
+    let ids = t.tokenizer.encode("Four score and seven", true).unwrap();
+    let (on_nd, on_fx) = (
+        logits(&student().model, &ids),
+        logits(&student_on::<Fx>().model, &ids),
+    );
+    let top = on_nd.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_eq!(on_nd.len(), on_fx.len());
+    for (i, (a, b)) in on_fx.iter().zip(&on_nd).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * top,
+            "logit {i}: flex {a} vs ndarray {b}"
+        );
+    }
     for mode in [Mode::Kd, Mode::Blockwise] {
         let c = FinetuneConfig {
             tokens: 8 * 32,
@@ -821,7 +835,6 @@ fn the_flex_backend_should_train_as_ndarray_does_and_resume_exactly() {
         });
         assert_eq!(second.resumed_at, Some(a.total_steps / 2));
         assert_eq!(losses(&second.curve), la, "{}: resumed", mode.name());
-        let ids = t.tokenizer.encode("Four score and seven", true).unwrap();
         assert_eq!(logits(&rest.model, &ids), logits(&sa.model, &ids));
     }
     std::fs::remove_dir_all(dir).ok();

@@ -50,5 +50,6 @@ pub type Cpu = burn::backend::NdArray<f32>;
 /// Burn's flex CPU backend (`f32` by default): `gemm`'s matrix products (AVX-512 kernels where
 /// the CPU has them, sized by the rayon pool), copy-on-write buffers, and sums accurate to the
 /// last bits where ndarray's drift over millions of terms. `ternary finetune` trains on it
-/// (1.2–1.3× the tokens/s of [`Cpu`] for distillation on SmolLM2-135M; `docs/accuracy.md` §8o).
+/// (1.3× the tokens/s of [`Cpu`] for distillation on SmolLM2-135M on an Intel Xeon with
+/// AVX-512; `docs/accuracy.md` §8o).
 pub use burn_flex::Flex;
