@@ -20,7 +20,10 @@ fn on<B: Backend>(v: &[f32]) -> (f64, f64) {
         TensorData::new(v.to_vec(), [ROWS, COLS]),
         &B::Device::default(),
     );
-    let read = |x: Tensor<B, 1>| f64::from(x.into_data().to_vec::<f32>().unwrap_or_default()[0]);
+    let read = |x: Tensor<B, 1>| {
+        let v = x.into_data().to_vec::<f32>().expect("an f32 sum");
+        f64::from(v[0])
+    };
     let lp = log_softmax(t.clone(), 1);
     (read(t.sum()), read(lp.clone().exp().mul(lp).sum()))
 }
