@@ -62,6 +62,17 @@ fn student_rotated(
     rotate: Option<u64>,
     rotate_ffn: Option<u64>,
 ) -> LoadedModel<Ad> {
+    student_converted(planes, free_plane_scales, rotate, rotate_ffn, &[])
+}
+
+/// [`student_rotated`] with the layers matching `keep_float` left float.
+fn student_converted(
+    planes: Planes,
+    free_plane_scales: bool,
+    rotate: Option<u64>,
+    rotate_ffn: Option<u64>,
+    keep_float: &[&str],
+) -> LoadedModel<Ad> {
     let mut m = teacher();
     let cfg = ConvertConfig {
         method: Method::ActivationAware,
@@ -69,7 +80,7 @@ fn student_rotated(
         gptq: Some(GptqConfig::default()),
         input_scale_alphas: vec![],
         budget: None,
-        keep_float: vec![],
+        keep_float: keep_float.iter().map(|k| k.to_string()).collect(),
         calib_tokens: 256,
         ctx: 32,
         eval_chunks: 2,
@@ -608,6 +619,102 @@ fn resuming_should_reproduce_the_uninterrupted_run_exactly() {
         .to_string();
         assert!(err.contains("another configuration"), "{err}");
     }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Block-wise reconstruction skips a block left float (nothing in it trains) unless its norms
+/// train; the run over the remaining block lowers its loss, resumes exactly, and refuses a
+/// checkpoint of a run that visited other blocks.
+#[test]
+fn blockwise_should_skip_blocks_left_float() {
+    let t = teacher();
+    let w = windows(32);
+    let dir = scratch("skip");
+    let half_float = || student_converted(Planes::One, false, None, None, &["layers.0."]);
+    let base = FinetuneConfig {
+        tokens: 4 * 32,
+        ..cfg(Mode::Blockwise)
+    };
+    let per = base.steps_per_schedule();
+    let none = Checkpointing::default();
+    for (norm_lr, visits) in [(0.0, vec![1]), (10.0, vec![0, 1])] {
+        let mut c = base.clone();
+        c.optim.norm_lr = norm_lr;
+        let mut s = half_float();
+        let r = finetune(&t.model, &mut s.model, &w, &c, None, &none, &mut |_| {}).unwrap();
+        let blocks: Vec<usize> = r.curve.iter().filter_map(|p| p.block).collect();
+        let expected: Vec<usize> = visits
+            .iter()
+            .flat_map(|&b| std::iter::repeat_n(b, per))
+            .collect();
+        assert_eq!(blocks, expected, "norm_lr {norm_lr}");
+        assert_eq!((r.steps, r.total_steps), (expected.len(), expected.len()));
+        let l = losses(&r.curve);
+        println!("norm_lr {norm_lr}: blocks {blocks:?}, losses {l:?}");
+        let last = &l[l.len() - per..];
+        assert!(last[per - 1] < last[0], "loss did not go down: {last:?}");
+    }
+    // Interrupted after the first step and resumed: the same losses as in one go.
+    let (full, _) = {
+        let mut s = half_float();
+        let r = finetune(&t.model, &mut s.model, &w, &base, None, &none, &mut |_| {}).unwrap();
+        (r, s)
+    };
+    let ck = dir.join("skip.ckpt");
+    let stop = Checkpointing {
+        path: Some(ck.clone()),
+        stop_after: Some(1),
+        ..Checkpointing::default()
+    };
+    finetune(
+        &t.model,
+        &mut half_float().model,
+        &w,
+        &base,
+        None,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap();
+    let resume = Checkpointing {
+        resume: Some(ck.clone()),
+        ..Checkpointing::default()
+    };
+    let rest = finetune(
+        &t.model,
+        &mut half_float().model,
+        &w,
+        &base,
+        None,
+        &resume,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(losses(&rest.curve), losses(&full.curve));
+    // A checkpoint of the all-ternary student (both blocks) does not resume on this one.
+    let mut all = student();
+    finetune(
+        &t.model,
+        &mut all.model,
+        &w,
+        &base,
+        None,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap();
+    let err = finetune(
+        &t.model,
+        &mut half_float().model,
+        &w,
+        &base,
+        None,
+        &resume,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("visits blocks [0, 1]"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -21,7 +21,8 @@
 //! - **Block-wise reconstruction** ([`Mode::Blockwise`]): block by block, the block's ternary
 //!   weights and scales learn to reproduce the float model's hidden state after that block,
 //!   `‖B_l(x_s) − h_t^l‖² / ‖h_t^l‖²`, on the student's own input `x_s` (earlier blocks already
-//!   trained and ternary). `tokens` is then per block. A distillation run with
+//!   trained and ternary). `tokens` is then per block; blocks with nothing to train (every
+//!   linear layer float, norms frozen) are skipped. A distillation run with
 //!   [`FinetuneConfig::scales_only`] afterwards trains only the scales end to end.
 //!
 //! Both hidden-state losses normalize by the whole window's energy ([`HiddenLoss::Window`]) or
@@ -120,7 +121,7 @@ impl HiddenLoss {
 pub struct FinetuneConfig {
     /// Distillation or block-wise reconstruction.
     pub mode: Mode,
-    /// Training tokens: in all ([`Mode::Kd`]) or per block ([`Mode::Blockwise`]).
+    /// Training tokens: in all ([`Mode::Kd`]) or per trained block ([`Mode::Blockwise`], which skips blocks with nothing to train).
     pub tokens: usize,
     /// Tokens per window (sequence length of one forward pass).
     pub seq_len: usize,
@@ -434,6 +435,16 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
         &self.layers
     }
 
+    /// The blocks among `0..blocks` with a trainable layer or norm, in order: what block-wise
+    /// reconstruction visits.
+    pub fn trained_blocks(&self, blocks: usize) -> Vec<usize> {
+        (0..blocks)
+            .filter(|&l| {
+                !in_block(&self.layers, l).is_empty() || !in_block(&self.norms, l).is_empty()
+            })
+            .collect()
+    }
+
     /// Trainable values in all.
     pub fn param_count(&self) -> usize {
         self.layers
@@ -722,16 +733,25 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
     }
     let blocks = student.config().num_layers;
     let per = cfg.steps_per_schedule();
+    // Block-wise mode trains only the blocks with something to train (a ternary layer, or a
+    // norm when norms train): a block left float would spend its steps on a loss that moves
+    // nothing.
+    let schedule = trainer.trained_blocks(blocks);
+    if cfg.mode == Mode::Blockwise && schedule.is_empty() {
+        return Err(ConvertError::Invalid(
+            "block-wise mode: no block has a ternary layer (or a norm) to train".into(),
+        ));
+    }
     let total = match cfg.mode {
         Mode::Kd => per,
-        Mode::Blockwise => per * blocks,
+        Mode::Blockwise => per * schedule.len(),
     };
     let mut curve: Vec<CurvePoint> = Vec::new();
     let mut done = 0usize;
     let mut prior_seconds = 0.0;
     let mut resumed_at = None;
     if let Some(path) = &ckpt.resume {
-        let state = checkpoint::load(path, &mut trainer, cfg)?;
+        let state = checkpoint::load(path, &mut trainer, cfg, blocks, &schedule)?;
         trainer.install_norms(student, true)?;
         done = state.step;
         prior_seconds = state.seconds;
@@ -779,7 +799,7 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
         }
         let (k, block) = match cfg.mode {
             Mode::Kd => (done + 1, None),
-            Mode::Blockwise => (done % per + 1, Some(done / per)),
+            Mode::Blockwise => (done % per + 1, Some(schedule[done / per])),
         };
         let (loss, lr) = match block {
             None => {
@@ -880,7 +900,15 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
         if let Some(path) = &ckpt.path
             && (last || stopping || (ckpt.every > 0 && done.is_multiple_of(ckpt.every)))
         {
-            checkpoint::save(path, &trainer, cfg, done, seconds(&start), &curve)?;
+            checkpoint::save(
+                path,
+                &trainer,
+                cfg,
+                &schedule,
+                done,
+                seconds(&start),
+                &curve,
+            )?;
         }
         if timed_out {
             interrupted = true;
@@ -923,6 +951,10 @@ mod checkpoint {
     #[derive(Serialize, Deserialize)]
     struct Meta {
         config: FinetuneConfig,
+        /// The blocks block-wise mode visits (absent in checkpoints written before float
+        /// blocks were skipped: those visited every block).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule: Option<Vec<usize>>,
         step: usize,
         seconds: f64,
         curve: Vec<CurvePoint>,
@@ -938,6 +970,7 @@ mod checkpoint {
         path: &Path,
         trainer: &Trainer<B>,
         cfg: &FinetuneConfig,
+        schedule: &[usize],
         step: usize,
         seconds: f64,
         curve: &[CurvePoint],
@@ -973,6 +1006,7 @@ mod checkpoint {
         }
         let meta = Meta {
             config: cfg.clone(),
+            schedule: (cfg.mode == Mode::Blockwise).then(|| schedule.to_vec()),
             step,
             seconds,
             curve: curve.to_vec(),
@@ -1004,6 +1038,8 @@ mod checkpoint {
         path: &Path,
         trainer: &mut Trainer<B>,
         cfg: &FinetuneConfig,
+        blocks: usize,
+        schedule: &[usize],
     ) -> Result<State> {
         let bad = |m: String| ConvertError::Format(format!("{}: {m}", path.display()));
         let bytes = std::fs::read(path).map_err(|source| ConvertError::Io {
@@ -1025,6 +1061,17 @@ mod checkpoint {
                 path.display(),
                 serde_json::to_string(&meta.config).unwrap_or_default()
             )));
+        }
+        if cfg.mode == Mode::Blockwise {
+            let visited = meta.schedule.unwrap_or_else(|| (0..blocks).collect());
+            if visited != schedule {
+                return Err(ConvertError::Invalid(format!(
+                    "{}: the checkpoint's run visits blocks {visited:?}, this student's \
+                     trainable blocks are {schedule:?} (a checkpoint from before float blocks \
+                     were skipped, or another student): start the run again",
+                    path.display()
+                )));
+            }
         }
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let dev_of = |p: &SteParams<B>| p.latent.device();
