@@ -339,6 +339,8 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
             ckpt_path.display()
         )));
     }
+    let blocks = student.model.config().num_layers;
+    let visited = ternary_convert::finetune::blockwise_blocks(&student.model, &cfg);
     eprintln!(
         "teacher {} ({tfmt}), student {}: {} mode, {} training tokens in {} windows of {}, \
          {} steps{}",
@@ -350,10 +352,22 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
         args.seq_len,
         match cfg.mode {
             Mode::Kd => cfg.steps_per_schedule(),
-            Mode::Blockwise => cfg.steps_per_schedule() * student.model.config().num_layers,
+            Mode::Blockwise => cfg.steps_per_schedule() * visited.len(),
         },
         if args.resume { " (resuming)" } else { "" }
     );
+    if cfg.mode == Mode::Blockwise {
+        let skipped: Vec<String> = (0..blocks)
+            .filter(|l| !visited.contains(l))
+            .map(|l| l.to_string())
+            .collect();
+        if !skipped.is_empty() {
+            eprintln!(
+                "blocks with nothing to train (every linear layer float, norms frozen), skipped: {}",
+                skipped.join(", ")
+            );
+        }
+    }
     let pb = bar(0, "fine-tuning");
     let mut last_loss = f64::NAN;
     let mut on_progress = |p: &Progress<'_>| {

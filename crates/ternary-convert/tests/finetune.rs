@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use ternary_convert::convert::Planes;
 use ternary_convert::finetune::{
     Checkpointing, CurvePoint, EvalSet, FinetuneConfig, FinetuneReport, Mode, OptimConfig,
-    SteParams, Trainer, Windows, finetune,
+    SteParams, Trainer, Windows, blockwise_blocks, finetune,
 };
 use ternary_convert::{ConvertConfig, GptqConfig, convert};
 use ternary_core::quant::Method;
@@ -648,6 +648,7 @@ fn blockwise_should_skip_blocks_left_float() {
             .flat_map(|&b| std::iter::repeat_n(b, per))
             .collect();
         assert_eq!(blocks, expected, "norm_lr {norm_lr}");
+        assert_eq!(blockwise_blocks(&half_float().model, &c), visits);
         assert_eq!((r.steps, r.total_steps), (expected.len(), expected.len()));
         let l = losses(&r.curve);
         println!("norm_lr {norm_lr}: blocks {blocks:?}, losses {l:?}");

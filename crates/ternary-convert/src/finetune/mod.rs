@@ -298,6 +298,25 @@ fn block_of(name: &str) -> Option<usize> {
         .ok()
 }
 
+/// The blocks [`Mode::Blockwise`] visits, in order: every block when the norms train
+/// (`norm_lr > 0`), else those with a ternary layer. A block left float would spend its steps on
+/// a loss that moves nothing.
+pub fn blockwise_blocks<B: TernaryBackend>(student: &Llama<B>, cfg: &FinetuneConfig) -> Vec<usize> {
+    let blocks = student.config().num_layers;
+    if cfg.optim.norm_lr > 0.0 {
+        return (0..blocks).collect();
+    }
+    let mut has = vec![false; blocks];
+    for (name, layer) in student.linears() {
+        if let Some(l) = block_of(&name).filter(|&l| l < blocks)
+            && as_ternary(layer.as_ref()).is_some()
+        {
+            has[l] = true;
+        }
+    }
+    (0..blocks).filter(|&l| has[l]).collect()
+}
+
 /// Indices of the named items that belong to block `l`.
 fn in_block<T>(items: &[(String, T)], l: usize) -> Vec<usize> {
     items
@@ -433,16 +452,6 @@ impl<B: AutodiffBackend + TernaryBackend> Trainer<B> {
     /// The trainable layers with their names.
     pub fn layers(&self) -> &[(String, SharedParams<B>)] {
         &self.layers
-    }
-
-    /// The blocks among `0..blocks` with a trainable layer or norm, in order: what block-wise
-    /// reconstruction visits.
-    pub fn trained_blocks(&self, blocks: usize) -> Vec<usize> {
-        (0..blocks)
-            .filter(|&l| {
-                !in_block(&self.layers, l).is_empty() || !in_block(&self.norms, l).is_empty()
-            })
-            .collect()
     }
 
     /// Trainable values in all.
@@ -727,16 +736,13 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             says(rt)
         )));
     }
+    let schedule = blockwise_blocks(student, cfg);
     let mut trainer = Trainer::prepare(student, teacher)?;
     if cfg.optim.norm_lr > 0.0 {
         trainer.train_norms(student)?;
     }
     let blocks = student.config().num_layers;
     let per = cfg.steps_per_schedule();
-    // Block-wise mode trains only the blocks with something to train (a ternary layer, or a
-    // norm when norms train): a block left float would spend its steps on a loss that moves
-    // nothing.
-    let schedule = trainer.trained_blocks(blocks);
     if cfg.mode == Mode::Blockwise && schedule.is_empty() {
         return Err(ConvertError::Invalid(
             "block-wise mode: no block has a ternary layer (or a norm) to train".into(),
