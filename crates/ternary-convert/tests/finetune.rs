@@ -631,6 +631,9 @@ fn blockwise_should_skip_blocks_left_float() {
     let w = windows(32);
     let dir = scratch("skip");
     let half_float = || student_converted(Planes::One, false, None, None, &["layers.0."]);
+    let run = |s: &mut LoadedModel<Ad>, c: &FinetuneConfig, ck: &Checkpointing| {
+        finetune(&t.model, &mut s.model, &w, c, None, ck, &mut |_| {})
+    };
     let base = FinetuneConfig {
         tokens: 4 * 32,
         ..cfg(Mode::Blockwise)
@@ -640,8 +643,7 @@ fn blockwise_should_skip_blocks_left_float() {
     for (norm_lr, visits) in [(0.0, vec![1]), (10.0, vec![0, 1])] {
         let mut c = base.clone();
         c.optim.norm_lr = norm_lr;
-        let mut s = half_float();
-        let r = finetune(&t.model, &mut s.model, &w, &c, None, &none, &mut |_| {}).unwrap();
+        let r = run(&mut half_float(), &c, &none).unwrap();
         let blocks: Vec<usize> = r.curve.iter().filter_map(|p| p.block).collect();
         let expected: Vec<usize> = visits
             .iter()
@@ -656,65 +658,25 @@ fn blockwise_should_skip_blocks_left_float() {
         assert!(last[per - 1] < last[0], "loss did not go down: {last:?}");
     }
     // Interrupted after the first step and resumed: the same losses as in one go.
-    let (full, _) = {
-        let mut s = half_float();
-        let r = finetune(&t.model, &mut s.model, &w, &base, None, &none, &mut |_| {}).unwrap();
-        (r, s)
-    };
+    let full = run(&mut half_float(), &base, &none).unwrap();
     let ck = dir.join("skip.ckpt");
     let stop = Checkpointing {
         path: Some(ck.clone()),
         stop_after: Some(1),
         ..Checkpointing::default()
     };
-    finetune(
-        &t.model,
-        &mut half_float().model,
-        &w,
-        &base,
-        None,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap();
+    run(&mut half_float(), &base, &stop).unwrap();
     let resume = Checkpointing {
         resume: Some(ck.clone()),
         ..Checkpointing::default()
     };
-    let rest = finetune(
-        &t.model,
-        &mut half_float().model,
-        &w,
-        &base,
-        None,
-        &resume,
-        &mut |_| {},
-    )
-    .unwrap();
+    let rest = run(&mut half_float(), &base, &resume).unwrap();
     assert_eq!(losses(&rest.curve), losses(&full.curve));
     // A checkpoint of the all-ternary student (both blocks) does not resume on this one.
-    let mut all = student();
-    finetune(
-        &t.model,
-        &mut all.model,
-        &w,
-        &base,
-        None,
-        &stop,
-        &mut |_| {},
-    )
-    .unwrap();
-    let err = finetune(
-        &t.model,
-        &mut half_float().model,
-        &w,
-        &base,
-        None,
-        &resume,
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    run(&mut student(), &base, &stop).unwrap();
+    let err = run(&mut half_float(), &base, &resume)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("visits blocks [0, 1]"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
