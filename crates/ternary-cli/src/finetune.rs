@@ -32,7 +32,8 @@ use crate::quantize::FloatStoreArg;
 pub enum ModeArg {
     /// Distillation: KL divergence to the teacher's next-token distributions, end to end.
     Kd,
-    /// Block by block, reproduce the teacher's hidden states (CPU-friendly); `--tokens` per block (blocks left float are skipped).
+    /// Block by block, reproduce the teacher's hidden states (CPU-friendly); `--tokens` per
+    /// trained block (blocks left float are skipped).
     Blockwise,
 }
 
@@ -63,7 +64,7 @@ pub struct FinetuneArgs {
     /// Training text files (UTF-8; never the evaluation text).
     #[arg(long, num_args = 1.., required = true)]
     pub data: Vec<PathBuf>,
-    /// Training tokens: in all (kd) or per trained block (blockwise; blocks left float are skipped).
+    /// Training tokens: in all (kd) or per trained block (blockwise; float blocks are skipped).
     #[arg(long, default_value_t = 65_536)]
     pub tokens: usize,
     /// Distillation or block-wise reconstruction.

@@ -121,7 +121,8 @@ impl HiddenLoss {
 pub struct FinetuneConfig {
     /// Distillation or block-wise reconstruction.
     pub mode: Mode,
-    /// Training tokens: in all ([`Mode::Kd`]) or per trained block ([`Mode::Blockwise`], which skips blocks with nothing to train).
+    /// Training tokens: in all ([`Mode::Kd`]) or per trained block ([`Mode::Blockwise`], which
+    /// skips blocks with nothing to train, see [`blockwise_blocks`]).
     pub tokens: usize,
     /// Tokens per window (sequence length of one forward pass).
     pub seq_len: usize,
