@@ -70,7 +70,7 @@ prepare)
   tail -c +"$(( first + 1 ))" "$teacher_src" > "$stage/p2/teacher.part2"
   sha256sum "$teacher_src" | cut -d' ' -f1 > "$stage/p2/teacher.sha256"
   # Training text: the calibration fixture, the teacher's own samples
-  # (scripts/make_distill_text.sh) and prose from the machine (scripts/make_corpus.py: docs.txt,
+  # (scripts/make_distill_text.py) and prose from the machine (scripts/make_corpus.py: docs.txt,
   # or with --more docs-more.txt, which contains it and is staged instead); never the evaluation
   # text.
   cp fixtures/text/calibration.txt "$stage/data/"
