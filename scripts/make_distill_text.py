@@ -87,9 +87,11 @@ def generate(binary, model, prompt, tokens, temperature, seed):
     if r.returncode != 0:
         sys.exit(f"make_distill_text: {' '.join(cmd)} failed:\n{r.stderr}")
     m = re.search(r"generation: (\d+) tokens", r.stderr)
+    if not m:
+        sys.exit(f"make_distill_text: no token count in the output of {' '.join(cmd)}:\n{r.stderr}")
     if BAD.search(prompt + r.stdout) or grams(prompt + r.stdout) & HELD_OUT:
         return None
-    return r.stdout, int(m.group(1)) if m else 0
+    return r.stdout, int(m.group(1))
 
 
 def main():
@@ -103,7 +105,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the words and samples (--words)")
     ap.add_argument("--max-tokens", type=int, default=256, help="tokens per sample (--words)")
     a = ap.parse_args()
-    teacher = a.teacher or ap.get_default("teacher")
+    teacher, out = a.teacher or ap.get_default("teacher"), a.out or ap.get_default("out")
+    if a.per < 1 or a.tokens < 1 or a.max_tokens < 1:
+        sys.exit("make_distill_text: TOKENS_PER_PROMPT, --tokens and --max-tokens must be positive")
     binary, start, dropped = ternary_bin(), time.time(), 0
     if not a.words:
         parts, seed = [], int(os.environ.get("SEED0", "1"))
@@ -112,14 +116,18 @@ def main():
             dropped += s is None
             parts.append((s[0] if s else "") + "\n\n")
             seed += 1
-        write_atomic(a.out, "".join(parts))
-        print(f"{a.out}: {len(PROMPTS) - dropped} samples, {dropped} dropped")
+        write_atomic(out, "".join(parts))
+        print(f"{out}: {len(PROMPTS) - dropped} samples, {dropped} dropped")
         return
-    words = sorted(set(re.findall(r"[A-Za-z]{3,}", open(a.words, encoding="utf-8").read())))
+    try:
+        seed_text = open(a.words, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        sys.exit(f"make_distill_text: cannot read {a.words}: {e}")
+    words = sorted(set(re.findall(r"[A-Za-z]{3,}", seed_text)))
     if not words:
         sys.exit(f"make_distill_text: no words in {a.words}")
     rng = random.Random(a.seed)
-    samples, total, i = [], 0, 0
+    samples, total, i, run_dropped = [], 0, 0, 0
     while total < a.tokens:
         word = rng.choice(words)
         word = word.capitalize() if rng.random() < 0.5 else word
@@ -128,15 +136,20 @@ def main():
         text = re.sub(r"\n\s*\n+", "\n", word + s[0]).strip() if s else ""
         if len(text) < 80:
             dropped += 1
+            run_dropped += 1
+            if run_dropped >= 100:
+                sys.exit(f"make_distill_text: {teacher}: 100 samples in a row dropped (short, or "
+                         "licence-like); is it a language model?")
             continue
+        run_dropped = 0
         total += s[1]
         samples.append(text)
         if len(samples) % 20 == 0:
-            write_atomic(a.out, "\n\n".join(samples) + "\n")
+            write_atomic(out, "\n\n".join(samples) + "\n")
             print(f"{len(samples)} samples, {total} tokens ({total / (time.time() - start):.1f}/s), "
                   f"{dropped} dropped", file=sys.stderr, flush=True)
-    write_atomic(a.out, "\n\n".join(samples) + "\n")
-    print(f"{a.out}: {len(samples)} samples, {total} generated tokens, {dropped} dropped "
+    write_atomic(out, "\n\n".join(samples) + "\n")
+    print(f"{out}: {len(samples)} samples, {total} generated tokens, {dropped} dropped "
           f"({time.time() - start:.0f} s)")
 
 
