@@ -16,8 +16,8 @@ use burn::backend::Autodiff;
 use clap::{Args, ValueEnum};
 use ternary_convert::convert::bos_of;
 use ternary_convert::finetune::{
-    Checkpointing, EvalSet, FinetuneConfig, HiddenLoss, Mode, OptimConfig, Progress, Windows,
-    finetune,
+    Checkpointing, EvalSet, FinetuneConfig, HiddenLoss, Mode, OptimConfig, Progress, TeacherCache,
+    Windows, finetune,
 };
 use ternary_layers::{Cpu, Flex, TernaryBackend};
 use ternary_models::{Format, sniff};
@@ -115,6 +115,16 @@ pub struct FinetuneArgs {
     /// Train only the scales (the trits stay as they are), e.g. after a block-wise run.
     #[arg(long)]
     pub scales_only: bool,
+    /// Distil against the teacher's K most probable tokens per position (the rest of the
+    /// vocabulary as one bucket), cached once over the training windows in --teacher-cache,
+    /// instead of running the teacher at every step (kd mode, --hidden-mse 0).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// The cache of --top-k (default: OUT with `.teacher.safetensors` appended): reused when
+    /// it exists (it must have been built on the same data, teacher, K and temperature), else
+    /// built and written there.
+    #[arg(long)]
+    pub teacher_cache: Option<PathBuf>,
     /// Seed of the window order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -162,6 +172,11 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 
 /// `ternary finetune`: checks the device, then trains there ([`run_on`]).
 pub fn run(args: &FinetuneArgs) -> Res<()> {
+    if args.teacher_cache.is_some() && args.top_k.is_none() {
+        return Err(CliError::new(
+            "--teacher-cache holds the teacher's top-k distributions: give --top-k K with it",
+        ));
+    }
     if let Some(s) = args.max_seconds
         && !(s.is_finite() && s >= 0.0)
     {
@@ -217,6 +232,85 @@ pub enum HiddenLossArg {
     Window,
     /// `mean_i ‖a_i − y_i‖² / ‖y_i‖²` over its tokens.
     Token,
+}
+
+/// Loads `--teacher-cache` when it exists (checked against these windows), else builds the
+/// teacher's top-`k` cache over every window and writes it there; returns the windows with the
+/// cache attached.
+fn attach_teacher_cache<T: burn::tensor::backend::Backend>(
+    args: &FinetuneArgs,
+    cfg: &FinetuneConfig,
+    teacher: &ternary_models::Llama<T>,
+    windows: Windows,
+    k: usize,
+) -> Res<Windows> {
+    cfg.validate()?;
+    let path = args
+        .teacher_cache
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.out, ".teacher.safetensors"));
+    let inputs = [&args.teacher, &args.student, &args.out]
+        .into_iter()
+        .chain(&args.data)
+        .chain(&args.eval_text);
+    for input in inputs {
+        if overwrites_input(input, &path) {
+            return Err(CliError::new(format!(
+                "--teacher-cache {} would overwrite {}",
+                path.display(),
+                input.display()
+            )));
+        }
+    }
+    if path.exists() {
+        let cache = TeacherCache::load(&path)?;
+        if cache.k() != k || cache.temperature() != cfg.temperature {
+            return Err(CliError::new(format!(
+                "--teacher-cache {} keeps the top {} at temperature {}; this run asks for \
+                 --top-k {k} at --temperature {}: give another --teacher-cache path (or delete \
+                 that file to build it again)",
+                path.display(),
+                cache.k(),
+                cache.temperature(),
+                cfg.temperature
+            )));
+        }
+        eprintln!(
+            "teacher cache {}: top {k} over {} windows ({}), reused",
+            path.display(),
+            cache.windows(),
+            human_bytes(cache.bytes() as u64)
+        );
+        return windows.with_teacher_cache(cache).map_err(|e| {
+            CliError::new(format!(
+                "--teacher-cache {}: {e}; give another path (or delete that file to build it \
+                 again)",
+                path.display()
+            ))
+        });
+    }
+    let pb = bar(windows.len() as u64, "teacher top-k");
+    let start = std::time::Instant::now();
+    // Without a terminal the bar is hidden: a line every tenth of the windows instead.
+    let cache = TeacherCache::build(teacher, &windows, k, cfg.temperature, &mut |d, n| {
+        pb.set_position(d as u64);
+        if pb.is_hidden() && (d * 10 / n) != ((d - 1) * 10 / n) {
+            eprintln!(
+                "teacher top-{k}: {d}/{n} windows, {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    })?;
+    pb.finish_and_clear();
+    cache.save(&path)?;
+    eprintln!(
+        "teacher cache {}: top {k} over {} windows ({}) built in {:.1} s",
+        path.display(),
+        cache.windows(),
+        human_bytes(cache.bytes() as u64),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(windows.with_teacher_cache(cache)?)
 }
 
 /// `ternary finetune` with teacher and student on backend `B`'s `dev`.
@@ -329,6 +423,11 @@ fn run_on<B: TernaryBackend>(args: &FinetuneArgs, dev: &B::Device) -> Res<()> {
         },
         scales_only: args.scales_only,
         seed: args.seed,
+        top_k: args.top_k,
+    };
+    let windows = match args.top_k {
+        Some(k) => attach_teacher_cache(args, &cfg, &teacher.model, windows, k)?,
+        None => windows,
     };
     let ckpt_path = args
         .checkpoint

@@ -747,6 +747,59 @@ fn finetune_should_train_resume_and_refuse_bad_input() {
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>());
+    // Distillation from the teacher's top 8: the cache is built beside OUT, then reused by a
+    // second run (the same trained model), and refused for another k or other text.
+    let topk = dir.join("topk.safetensors");
+    let cache = dir.join("topk.safetensors.teacher.safetensors");
+    let with = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut v = args("kd", out);
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let o = run(&with(&topk, &["--top-k", "8"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let (_, err) = text(&o);
+    assert!(o.status.success() && err.contains("built in"), "{err}");
+    assert!(cache.is_file());
+    let topk2 = dir.join("topk2.safetensors");
+    let c = s(&cache).to_string();
+    let o = run(&with(&topk2, &["--top-k", "8", "--teacher-cache", &c])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let (_, err) = text(&o);
+    assert!(o.status.success() && err.contains("reused"), "{err}");
+    assert_eq!(
+        std::fs::read(&topk).unwrap(),
+        std::fs::read(&topk2).unwrap(),
+        "the reused cache trained another model"
+    );
+    let y = dir.join("y.safetensors");
+    let run_fails_with = |v: Vec<String>, needle: &str| {
+        fails(&v.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    };
+    run_fails_with(
+        with(&y, &["--top-k", "4", "--teacher-cache", &c]),
+        "keeps the top 8",
+    );
+    let mut v = with(&y, &["--top-k", "8", "--teacher-cache", &c]);
+    let pos = v.iter().position(|x| x == "--data").unwrap();
+    v[pos + 1] = s(&eval).to_string();
+    let pos = v.iter().position(|x| x == "--eval-text").unwrap();
+    v[pos + 1] = s(&data).to_string();
+    run_fails_with(v, "another text");
+    run_fails_with(with(&y, &["--teacher-cache", &c]), "give --top-k K");
+    run_fails_with(
+        with(&y, &["--top-k", "8", "--hidden-mse", "1"]),
+        "hidden states",
+    );
+    run_fails_with(
+        with(&y, &["--top-k", "8", "--teacher-cache", s(&student)]),
+        "would overwrite",
+    );
+    assert!(!y.exists() && !dir.join("y.safetensors.teacher.safetensors").exists());
 
     // Bad input.
     let empty = dir.join("empty.txt");

@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use ternary_convert::convert::Planes;
 use ternary_convert::finetune::{
     Checkpointing, CurvePoint, EvalSet, FinetuneConfig, FinetuneReport, Mode, OptimConfig,
-    SteParams, Trainer, Windows, blockwise_blocks, finetune,
+    SteParams, TeacherCache, Trainer, Windows, blockwise_blocks, finetune,
 };
 use ternary_convert::{ConvertConfig, GptqConfig, convert};
 use ternary_core::quant::Method;
@@ -918,5 +918,233 @@ fn the_flex_backend_should_train_as_ndarray_does_and_resume_exactly() {
         assert_eq!(losses(&second.curve), la, "{}: resumed", mode.name());
         assert_eq!(logits(&rest.model, &ids), logits(&sa.model, &ids));
     }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The teacher cache: window 0's top k against the teacher's own full forward pass sorted in
+/// f64 (the same ids, log-probabilities within 1e-5 nats); k = V distils exactly as the
+/// teacher on the fly (first loss within 1e-5 relative, and the whole curve within 1e-3);
+/// top-8 distillation lowers its loss, is reproducible and resumes exactly; the file round-trips
+/// bit for bit.
+#[test]
+fn top_k_teacher_cache_should_match_the_teacher_and_distil() {
+    let t = teacher();
+    let w = windows(32);
+    let vocab = t.model.config().vocab_size;
+    let dir = scratch("topk");
+    let tau = 1.5;
+    let cache = TeacherCache::build(&t.model, &w, 8, tau, &mut |_, _| {}).unwrap();
+    assert_eq!((cache.k(), cache.windows()), (8, w.len()));
+    let (ids, logp) = cache.window(0).unwrap();
+    let full = logits(&t.model, w.window(0));
+    for (i, row) in full.chunks_exact(vocab).enumerate() {
+        let z: Vec<f64> = row.iter().map(|&x| f64::from(x) / tau).collect();
+        let lse = z.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
+        let got: Vec<usize> = ids[i * 8..(i + 1) * 8]
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        assert_eq!(got, order[..8], "position {i}");
+        for (j, &v) in got.iter().enumerate() {
+            let d = (f64::from(logp[i * 8 + j]) - (z[v] - lse)).abs();
+            assert!(d < 1e-5, "position {i} token {v}: {d}");
+        }
+    }
+    cache.check_teacher(&t.model, &w, 3).unwrap();
+    let path = dir.join("cache.safetensors");
+    cache.save(&path).unwrap();
+    assert_eq!(TeacherCache::load(&path).unwrap(), cache);
+
+    // The whole vocabulary: the same loss as the teacher run at every step.
+    let base = FinetuneConfig {
+        tokens: 12 * 32,
+        temperature: tau,
+        ..cfg(Mode::Kd)
+    };
+    let none = Checkpointing::default();
+    let (on_the_fly, _) = train(&t, &w, &base, None, &none);
+    let all = TeacherCache::build(&t.model, &w, vocab, tau, &mut |_, _| {}).unwrap();
+    let wv = w.clone().with_teacher_cache(all).unwrap();
+    let cv = FinetuneConfig {
+        top_k: Some(vocab),
+        ..base.clone()
+    };
+    let (cached, _) = train(&t, &wv, &cv, None, &none);
+    let (a, b) = (losses(&on_the_fly.curve), losses(&cached.curve));
+    println!("on the fly {a:?}\ntop-V cache {b:?}");
+    assert!((a[0] - b[0]).abs() <= 1e-5 * a[0], "{} vs {}", a[0], b[0]);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-3 * x, "{x} vs {y}");
+    }
+
+    // Top 8: reproducible, lower at the end, below the full divergence, resumable.
+    let w8 = w.clone().with_teacher_cache(cache).unwrap();
+    let c8 = FinetuneConfig {
+        top_k: Some(8),
+        ..base.clone()
+    };
+    let (r1, s1) = train(&t, &w8, &c8, None, &none);
+    let (r2, s2) = train(&t, &w8, &c8, None, &none);
+    let l8 = losses(&r1.curve);
+    println!("top-8 cache {l8:?}");
+    assert_eq!(l8, losses(&r2.curve));
+    let ids_probe = t.tokenizer.encode("Rivers run to the sea", true).unwrap();
+    assert_eq!(logits(&s1.model, &ids_probe), logits(&s2.model, &ids_probe));
+    assert!(
+        l8[0] <= a[0] * (1.0 + 1e-5),
+        "collapsed KL {} above full {}",
+        l8[0],
+        a[0]
+    );
+    let (head, tail) = (l8[0] + l8[1], l8[l8.len() - 2] + l8[l8.len() - 1]);
+    assert!(tail < head, "loss did not go down: {l8:?}");
+    let ck = dir.join("topk.ckpt");
+    let (first, _) = train(
+        &t,
+        &w8,
+        &c8,
+        None,
+        &Checkpointing {
+            path: Some(ck.clone()),
+            stop_after: Some(5),
+            ..Checkpointing::default()
+        },
+    );
+    assert!(first.interrupted);
+    let (rest, s3) = train(
+        &t,
+        &w8,
+        &c8,
+        None,
+        &Checkpointing {
+            resume: Some(ck),
+            ..Checkpointing::default()
+        },
+    );
+    assert_eq!(losses(&rest.curve), l8);
+    assert_eq!(logits(&s3.model, &ids_probe), logits(&s1.model, &ids_probe));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Clear errors: a cache of other text or window length, another teacher, a damaged file,
+/// top-k without a cache or with another k, top-k with block-wise mode or the hidden-state
+/// loss, k of 0 or above the vocabulary.
+#[test]
+fn top_k_teacher_cache_should_refuse_what_does_not_match() {
+    let t = teacher();
+    let w = windows(32);
+    let dir = scratch("topk-bad");
+    let cache = TeacherCache::build(&t.model, &w, 4, 1.0, &mut |_, _| {}).unwrap();
+    let none = Checkpointing::default();
+    let err_of = |w: &Windows, c: &FinetuneConfig| {
+        let mut s = student();
+        finetune(&t.model, &mut s.model, w, c, None, &none, &mut |_| {})
+            .unwrap_err()
+            .to_string()
+    };
+    // Other windows: a shorter window length, other text.
+    let err = windows(16)
+        .with_teacher_cache(cache.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("another text"), "{err}");
+    let other = Windows::new(t.tokenizer.encode(&TEXT[100..], true).unwrap(), 32, 11).unwrap();
+    assert!(other.with_teacher_cache(cache.clone()).is_err());
+    // Another teacher: the ternary student's logits are not the float model's.
+    let s = student();
+    let err = cache
+        .check_teacher(&s.model, &w, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match this teacher"), "{err}");
+    let w4 = w.clone().with_teacher_cache(cache.clone()).unwrap();
+    let c4 = FinetuneConfig {
+        top_k: Some(4),
+        ..cfg(Mode::Kd)
+    };
+    let mut s2 = student();
+    let err = finetune(&s.model, &mut s2.model, &w4, &c4, None, &none, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match this teacher"), "{err}");
+    // Configuration.
+    assert!(err_of(&w, &c4).contains("no teacher cache is attached"));
+    let c5 = FinetuneConfig {
+        top_k: Some(5),
+        ..c4.clone()
+    };
+    assert!(err_of(&w4, &c5).contains("top 4 at temperature 1"));
+    let hot = FinetuneConfig {
+        temperature: 2.0,
+        ..c4.clone()
+    };
+    assert!(err_of(&w4, &hot).contains("temperature"));
+    for (bad, says) in [
+        (
+            FinetuneConfig {
+                hidden_mse: 1.0,
+                ..c4.clone()
+            },
+            "hidden states",
+        ),
+        (
+            FinetuneConfig {
+                top_k: Some(4),
+                ..cfg(Mode::Blockwise)
+            },
+            "block-wise",
+        ),
+        (
+            FinetuneConfig {
+                top_k: Some(0),
+                ..c4.clone()
+            },
+            "top-k 0",
+        ),
+    ] {
+        let err = err_of(&w4, &bad);
+        assert!(err.contains(says), "{err}");
+    }
+    let vocab = t.model.config().vocab_size;
+    for k in [0, vocab + 1] {
+        let err = TeacherCache::build(&t.model, &w, k, 1.0, &mut |_, _| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("vocabulary size"), "{err}");
+    }
+    // Damaged files: truncated, not a cache, a log-probability above 0.
+    let path = dir.join("c.safetensors");
+    cache.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    assert!(TeacherCache::load(&path).is_err());
+    let model = fixture().join("model.safetensors");
+    let err = TeacherCache::load(&model).err().unwrap().to_string();
+    assert!(err.contains("not a ternary-teacher-topk/1"), "{err}");
+    // Where each tensor's values start in the file.
+    let at = |name: &str| {
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor(name).unwrap().data().as_ptr() as usize - bytes.as_ptr() as usize
+    };
+    let (ids_at, logp_at) = (at("ids"), at("logp"));
+    let mut bad = bytes.clone();
+    bad[logp_at..logp_at + 4].copy_from_slice(&1.0f32.to_le_bytes());
+    std::fs::write(&path, &bad).unwrap();
+    let err = TeacherCache::load(&path).err().unwrap().to_string();
+    assert!(err.contains("not a distribution"), "{err}");
+    // An id beyond the vocabulary loads, but the teacher check refuses it.
+    let mut bad = bytes.clone();
+    bad[ids_at..ids_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, &bad).unwrap();
+    let err = TeacherCache::load(&path)
+        .unwrap()
+        .check_teacher(&t.model, &w, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("beyond the teacher's vocabulary"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,8 +1,11 @@
 //! Training windows: the token stream of local text files cut into windows of `seq_len`
 //! tokens, visited in a seeded order that is reshuffled every epoch.
 
+use std::sync::Arc;
+
 use ternary_core::rng::Rng;
 
+use super::teacher::TeacherCache;
 use crate::error::{ConvertError, Result};
 
 /// Non-overlapping windows of a token stream and their order.
@@ -11,6 +14,8 @@ pub struct Windows {
     tokens: Vec<u32>,
     seq_len: usize,
     seed: u64,
+    /// The teacher's cached top-k distributions over these windows, if attached.
+    teacher: Option<Arc<TeacherCache>>,
 }
 
 impl Windows {
@@ -36,7 +41,24 @@ impl Windows {
             tokens,
             seq_len,
             seed,
+            teacher: None,
         })
+    }
+
+    /// These windows with the teacher's cached distributions over them attached (what
+    /// distillation with [`FinetuneConfig::top_k`](super::FinetuneConfig::top_k) reads).
+    ///
+    /// # Errors
+    /// A cache built on other windows ([`TeacherCache::check_windows`]).
+    pub fn with_teacher_cache(mut self, cache: TeacherCache) -> Result<Self> {
+        cache.check_windows(&self)?;
+        self.teacher = Some(Arc::new(cache));
+        Ok(self)
+    }
+
+    /// The attached teacher cache.
+    pub fn teacher_cache(&self) -> Option<&TeacherCache> {
+        self.teacher.as_deref()
     }
 
     /// Number of windows.

@@ -16,8 +16,10 @@
 //! - **Distillation** ([`Mode::Kd`]): the loss is the KL divergence between the float
 //!   teacher's and the student's next-token distributions at temperature `τ`,
 //!   `τ²·mean_i Σ_v p_t(v|i)·(log p_t(v|i) − log p_s(v|i))`, plus optionally
-//!   `β·mean_l ‖h_s^l − h_t^l‖² / ‖h_t^l‖²` on every block's output (teacher logits are computed
-//!   on the fly).
+//!   `β·mean_l ‖h_s^l − h_t^l‖² / ‖h_t^l‖²` on every block's output. The teacher's logits are
+//!   computed on the fly, or read from a cache of its top `k` per position built once
+//!   ([`FinetuneConfig::top_k`], [`TeacherCache`]; the divergence is then taken over the `k`
+//!   tokens and one bucket for the rest of the vocabulary).
 //! - **Block-wise reconstruction** ([`Mode::Blockwise`]): block by block, the block's ternary
 //!   weights and scales learn to reproduce the float model's hidden state after that block,
 //!   `‖B_l(x_s) − h_t^l‖² / ‖h_t^l‖²`, on the student's own input `x_s` (earlier blocks already
@@ -36,6 +38,7 @@
 pub mod data;
 pub mod optim;
 pub mod ste;
+pub mod teacher;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,7 @@ use crate::model_file::as_ternary;
 pub use data::Windows;
 pub use optim::{Moments, OptimConfig};
 pub use ste::{SharedParams, SteLinear, SteParams};
+pub use teacher::TeacherCache;
 
 /// What the student learns from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +146,11 @@ pub struct FinetuneConfig {
     pub scales_only: bool,
     /// Seed of the window order.
     pub seed: u64,
+    /// Distil against the teacher's top `k` tokens per position from the [`TeacherCache`]
+    /// attached to the windows ([`Windows::with_teacher_cache`]) instead of its full
+    /// distribution computed on the fly (distillation only, without the hidden-state loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
 }
 
 impl Default for FinetuneConfig {
@@ -159,12 +168,18 @@ impl Default for FinetuneConfig {
             hidden_loss: HiddenLoss::Window,
             scales_only: false,
             seed: 0,
+            top_k: None,
         }
     }
 }
 
 impl FinetuneConfig {
-    fn validate(&self) -> Result<()> {
+    /// Checks the levers ([`finetune`] does too).
+    ///
+    /// # Errors
+    /// A lever out of range, or levers that do not go together (top-k with block-wise mode or
+    /// the hidden-state loss).
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ConvertError::Invalid(m));
         if self.tokens == 0 {
             return bad("the number of training tokens must be positive".into());
@@ -184,6 +199,24 @@ impl FinetuneConfig {
                 "hidden-state weight {} must be >= 0",
                 self.hidden_mse
             ));
+        }
+        if let Some(k) = self.top_k {
+            if k == 0 {
+                return bad("top-k 0: keep at least one token per position".into());
+            }
+            if self.mode != Mode::Kd {
+                return bad(
+                    "top-k: block-wise mode does not use the teacher's logits (distillation only)"
+                        .into(),
+                );
+            }
+            if self.hidden_mse > 0.0 {
+                return bad(format!(
+                    "top-k: the hidden-state loss (weight {}) needs the teacher's hidden states \
+                     on the fly; use a top-k cache with hidden-state weight 0",
+                    self.hidden_mse
+                ));
+            }
         }
         self.optim.validate().map_err(ConvertError::Invalid)
     }
@@ -636,16 +669,27 @@ fn hidden_states<M: Backend>(model: &Llama<M>, tokens: &[u32]) -> Result<Vec<Ten
     Ok(out)
 }
 
-/// The distillation loss of one window (module docs).
+/// The distillation loss of window `id` (module docs), against the teacher's cached top k
+/// when `cached`.
 fn kd_loss<B: AutodiffBackend + TernaryBackend, T: Backend>(
     cfg: &FinetuneConfig,
     student: &Llama<B>,
     teacher: &Llama<T>,
-    tokens: &[u32],
+    windows: &Windows,
+    id: usize,
+    cached: Option<&TeacherCache>,
 ) -> Result<Tensor<B, 1>> {
-    let dev = student.device().clone();
+    let tokens = windows.window(id);
     let layers = student.config().num_layers;
     let tau = cfg.temperature;
+    if let Some(c) = cached {
+        let (ids, logp) = c.window(id)?;
+        let x = student.run_blocks(student.embed(tokens)?, 0..layers)?;
+        let ls = log_softmax(student.head(x).div_scalar(tau), 1);
+        let n = tokens.len() as f64;
+        return Ok(teacher::topk_kl(ls, ids, logp, c.k()).mul_scalar(tau * tau / n));
+    }
+    let dev = student.device().clone();
     let (logits_t, hidden_t) = if cfg.hidden_mse > 0.0 {
         let h = hidden_states(teacher, tokens)?;
         let last = h
@@ -737,6 +781,36 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             says(rt)
         )));
     }
+    let cached = match cfg.top_k {
+        None => None,
+        Some(k) => {
+            let c = windows.teacher_cache().ok_or_else(|| {
+                ConvertError::Invalid(format!(
+                    "top-k {k}: no teacher cache is attached to the windows (build one with \
+                     TeacherCache::build and Windows::with_teacher_cache)"
+                ))
+            })?;
+            if c.k() != k || c.temperature() != cfg.temperature {
+                return Err(ConvertError::Invalid(format!(
+                    "the teacher cache keeps the top {} at temperature {}, the run asks for the \
+                     top {k} at {}: build it again with these",
+                    c.k(),
+                    c.temperature(),
+                    cfg.temperature
+                )));
+            }
+            c.check_windows(windows)?;
+            let sv = student.config().vocab_size;
+            if sv != teacher.config().vocab_size {
+                return Err(ConvertError::Invalid(format!(
+                    "the student's vocabulary has {sv} tokens, the teacher's {}",
+                    teacher.config().vocab_size
+                )));
+            }
+            c.check_teacher(teacher, windows, windows.index(0))?;
+            Some(c)
+        }
+    };
     let schedule = blockwise_blocks(student, cfg);
     let mut trainer = Trainer::prepare(student, teacher)?;
     if cfg.optim.norm_lr > 0.0 {
@@ -812,7 +886,8 @@ pub fn finetune<B: AutodiffBackend + TernaryBackend, T: Backend>(
             None => {
                 let first = (done) * cfg.accum;
                 trainer.step(cfg, &all, &all_norms, k, per, |a| {
-                    kd_loss(cfg, student, teacher, windows.get(first + a))
+                    let id = windows.index(first + a);
+                    kd_loss(cfg, student, teacher, windows, id, cached)
                 })?
             }
             Some(l) => {
