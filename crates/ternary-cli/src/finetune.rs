@@ -5,7 +5,9 @@
 //! `ternary quantize` (one- or two-plane layers). Training text comes from local files only. A
 //! progress bar shows loss, tokens/s and ETA; the curve (loss and, with `--eval-text`,
 //! held-out perplexity against steps, tokens and seconds) is written as JSON beside the output;
-//! a checkpoint is kept so that `--resume` continues an interrupted run exactly. On the CPU
+//! a checkpoint is kept so that `--resume` continues an interrupted run exactly. `--top-k K`
+//! distils from the teacher's top `K` per position, cached once in `--teacher-cache` and
+//! reused by later runs on the same text ([`TeacherCache`]). On the CPU
 //! (`--device cpu`) teacher and student run on Burn's flex backend (`--device ndarray`: its
 //! ndarray backend); with `--device wgpu` or `--device cuda` (a binary built with that feature)
 //! on Burn's CubeCL backend on the GPU: the same training code everywhere.
