@@ -38,6 +38,7 @@
 pub mod data;
 pub mod optim;
 pub mod ste;
+mod tagged;
 pub mod teacher;
 
 use std::collections::HashMap;
@@ -1093,8 +1094,6 @@ mod checkpoint {
             seconds,
             curve: curve.to_vec(),
         };
-        let meta = serde_json::to_string(&meta)
-            .map_err(|e| ConvertError::Invalid(format!("cannot encode the checkpoint: {e}")))?;
         let views = blobs
             .iter()
             .map(|(n, s, b)| {
@@ -1103,17 +1102,7 @@ mod checkpoint {
                     .map_err(|e| ConvertError::Invalid(format!("checkpoint tensor {n}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let info: HashMap<String, String> = [
-            ("format".to_string(), FORMAT.to_string()),
-            ("state".to_string(), meta),
-        ]
-        .into_iter()
-        .collect();
-        let bytes = safetensors::serialize(views, Some(info))
-            .map_err(|e| ConvertError::Invalid(format!("cannot serialize the checkpoint: {e}")))?;
-        let bytes = ternary_core::io::canonical_header(bytes)?;
-        ternary_core::io::write_atomic(path, &bytes)?;
-        Ok(())
+        super::tagged::write(path, "checkpoint", FORMAT, "state", &meta, views)
     }
 
     pub(super) fn load<B: AutodiffBackend>(
@@ -1124,18 +1113,8 @@ mod checkpoint {
         schedule: &[usize],
     ) -> Result<State> {
         let bad = |m: String| ConvertError::Format(format!("{}: {m}", path.display()));
-        let bytes = std::fs::read(path).map_err(|source| ConvertError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a checkpoint ({e})")))?;
-        let info = header.metadata().clone().unwrap_or_default();
-        if info.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("not a {FORMAT} checkpoint")));
-        }
-        let meta: Meta = serde_json::from_str(info.get("state").map_or("", String::as_str))
-            .map_err(|e| bad(format!("unreadable state ({e})")))?;
+        let (bytes, meta): (Vec<u8>, Meta) =
+            super::tagged::read(path, "checkpoint", FORMAT, "state")?;
         if meta.config != *cfg {
             return Err(ConvertError::Invalid(format!(
                 "{}: the checkpoint was written with another configuration; resume with the \

@@ -18,7 +18,6 @@
 //! later runs on the same data. [`TeacherCache::check_teacher`] recomputes one window to make
 //! sure the cache came from the teacher at hand.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
@@ -282,31 +281,18 @@ impl TeacherCache {
             TensorView::new(dtype, shape.to_vec(), bytes)
                 .map_err(|e| ConvertError::Invalid(format!("teacher cache: {e}")))
         }
-        let meta = serde_json::to_string(&Meta {
+        let meta = Meta {
             k: self.k,
             temperature: self.temperature,
             seq_len: self.seq_len,
             windows: self.windows,
             fingerprint: format!("{:016x}", self.fingerprint),
-        })
-        .map_err(|e| ConvertError::Invalid(format!("cannot encode the teacher cache: {e}")))?;
-        let info: HashMap<String, String> = [
-            ("format".to_string(), FORMAT.to_string()),
-            ("cache".to_string(), meta),
-        ]
-        .into_iter()
-        .collect();
-        let bytes = safetensors::serialize(
-            [
-                ("ids".to_string(), view(Dtype::U32, &shape, &ids)?),
-                ("logp".to_string(), view(Dtype::F32, &shape, &logp)?),
-            ],
-            Some(info),
-        )
-        .map_err(|e| ConvertError::Invalid(format!("cannot serialize the teacher cache: {e}")))?;
-        let bytes = ternary_core::io::canonical_header(bytes)?;
-        ternary_core::io::write_atomic(path, &bytes)?;
-        Ok(())
+        };
+        let tensors = vec![
+            ("ids".to_string(), view(Dtype::U32, &shape, &ids)?),
+            ("logp".to_string(), view(Dtype::F32, &shape, &logp)?),
+        ];
+        super::tagged::write(path, "teacher cache", FORMAT, "cache", &meta, tensors)
     }
 
     /// Reads a cache written by [`TeacherCache::save`].
@@ -316,18 +302,8 @@ impl TeacherCache {
     /// not those of a distribution (positive, not finite, or summing past 1).
     pub fn load(path: &Path) -> Result<Self> {
         let bad = |m: String| ConvertError::Format(format!("{}: {m}", path.display()));
-        let bytes = std::fs::read(path).map_err(|source| ConvertError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a teacher cache ({e})")))?;
-        let info = header.metadata().clone().unwrap_or_default();
-        if info.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!("not a {FORMAT} teacher cache")));
-        }
-        let meta: Meta = serde_json::from_str(info.get("cache").map_or("", String::as_str))
-            .map_err(|e| bad(format!("unreadable description ({e})")))?;
+        let (bytes, meta): (Vec<u8>, Meta) =
+            super::tagged::read(path, "teacher cache", FORMAT, "cache")?;
         let fingerprint = u64::from_str_radix(&meta.fingerprint, 16)
             .map_err(|e| bad(format!("fingerprint {:?}: {e}", meta.fingerprint)))?;
         if meta.k == 0 || meta.seq_len < 2 || meta.windows == 0 {
