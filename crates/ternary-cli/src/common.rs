@@ -216,6 +216,19 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether `a` and `b` name the same file, whether it exists yet or not (the same file, or the
+/// same name in the same canonical folder).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    let key = |p: &Path| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(dir.canonicalize().ok()?.join(p.file_name()?))
+    };
+    same_file(a, b) || key(a).is_some_and(|x| Some(x) == key(b))
+}
+
 /// Whether writing `out` would replace the model at `model` or one of its files (a Hugging
 /// Face directory's `model.safetensors`, `config.json`, `tokenizer.json`).
 pub fn overwrites_input(model: &Path, out: &Path) -> bool {

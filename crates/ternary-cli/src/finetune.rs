@@ -26,7 +26,9 @@ use ternary_models::{Format, sniff};
 
 use ternary_convert::model_file::human_bytes;
 
-use crate::common::{CliError, Res, bar, load_model_on, overwrites_input, read_text, same_file};
+use crate::common::{
+    CliError, Res, bar, load_model_on, overwrites_input, read_text, same_file, same_path,
+};
 use crate::quantize::FloatStoreArg;
 
 /// What the student learns from.
@@ -251,7 +253,17 @@ fn attach_teacher_cache<T: burn::tensor::backend::Backend>(
         .teacher_cache
         .clone()
         .unwrap_or_else(|| with_suffix(&args.out, ".teacher.safetensors"));
-    let inputs = [&args.teacher, &args.student, &args.out]
+    // Neither an input nor one of the run's outputs (which would overwrite the cache).
+    let outputs = [
+        args.out.clone(),
+        args.checkpoint
+            .clone()
+            .unwrap_or_else(|| with_suffix(&args.out, ".ckpt")),
+        args.curve
+            .clone()
+            .unwrap_or_else(|| with_suffix(&args.out, ".curve.json")),
+    ];
+    let inputs = [&args.teacher, &args.student]
         .into_iter()
         .chain(&args.data)
         .chain(&args.eval_text);
@@ -263,6 +275,13 @@ fn attach_teacher_cache<T: burn::tensor::backend::Backend>(
                 input.display()
             )));
         }
+    }
+    if let Some(o) = outputs.iter().find(|o| same_path(o, &path)) {
+        return Err(CliError::new(format!(
+            "--teacher-cache {} is also where this run writes {}; choose another path",
+            path.display(),
+            o.display()
+        )));
     }
     if path.exists() {
         let cache = TeacherCache::load(&path)?;

@@ -799,7 +799,15 @@ fn finetune_should_train_resume_and_refuse_bad_input() {
         with(&y, &["--top-k", "8", "--teacher-cache", s(&student)]),
         "would overwrite",
     );
-    assert!(!y.exists() && !dir.join("y.safetensors.teacher.safetensors").exists());
+    let ckpt = dir.join("y.safetensors.ckpt");
+    for clash in [&ckpt, &y] {
+        run_fails_with(
+            with(&y, &["--top-k", "8", "--teacher-cache", s(clash)]),
+            "also where this run writes",
+        );
+    }
+    assert!(!y.exists() && !ckpt.exists());
+    assert!(!dir.join("y.safetensors.teacher.safetensors").exists());
 
     // Bad input.
     let empty = dir.join("empty.txt");

@@ -1136,6 +1136,13 @@ fn top_k_teacher_cache_should_refuse_what_does_not_match() {
     std::fs::write(&path, &bad).unwrap();
     let err = TeacherCache::load(&path).err().unwrap().to_string();
     assert!(err.contains("not a distribution"), "{err}");
+    // A token kept twice at one position.
+    let mut bad = bytes.clone();
+    let second = bad[ids_at..ids_at + 4].to_vec();
+    bad[ids_at + 4..ids_at + 8].copy_from_slice(&second);
+    std::fs::write(&path, &bad).unwrap();
+    let err = TeacherCache::load(&path).err().unwrap().to_string();
+    assert!(err.contains("cached twice"), "{err}");
     // An id beyond the vocabulary loads, but the teacher check refuses it.
     let mut bad = bytes.clone();
     bad[ids_at..ids_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());

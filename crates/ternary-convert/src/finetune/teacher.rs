@@ -299,7 +299,8 @@ impl TeacherCache {
     ///
     /// # Errors
     /// I/O, not a teacher cache, tensors of the wrong type or shape, log-probabilities that are
-    /// not those of a distribution (positive, not finite, or summing past 1).
+    /// not those of a distribution (positive, not finite, or summing past 1), a token kept twice
+    /// at one position.
     pub fn load(path: &Path) -> Result<Self> {
         let bad = |m: String| ConvertError::Format(format!("{}: {m}", path.display()));
         let (bytes, meta): (Vec<u8>, Meta) =
@@ -340,6 +341,15 @@ impl TeacherCache {
                 )));
             }
         }
+        let mut row = Vec::with_capacity(meta.k);
+        for (i, ids) in ids.chunks_exact(meta.k).enumerate() {
+            row.clear();
+            row.extend_from_slice(ids);
+            row.sort_unstable();
+            if row.windows(2).any(|w| w[0] == w[1]) {
+                return Err(bad(format!("position {i}: a token is cached twice")));
+            }
+        }
         Ok(Self {
             k: meta.k,
             temperature: meta.temperature,
@@ -353,10 +363,21 @@ impl TeacherCache {
 }
 
 /// The teacher's logits for one window, `[seq_len, V]` row-major on the host.
+///
+/// # Errors
+/// The teacher failing, or logits that are not `V` wide.
 fn window_logits<T: Backend>(teacher: &Llama<T>, tokens: &[u32]) -> Result<Vec<f32>> {
-    let layers = teacher.config().num_layers;
+    let (layers, vocab) = (teacher.config().num_layers, teacher.config().vocab_size);
     let x = teacher.run_blocks(teacher.embed(tokens)?, 0..layers)?;
-    Ok(to_rows(teacher.head(x))?)
+    let rows = to_rows(teacher.head(x))?;
+    if rows.len() != tokens.len() * vocab {
+        return Err(ConvertError::Invalid(format!(
+            "the teacher gave {} logits for {} tokens, not {vocab} per token",
+            rows.len(),
+            tokens.len()
+        )));
+    }
+    Ok(rows)
 }
 
 /// The collapsed divergence of the module docs for one window, summed over its positions, from
@@ -409,6 +430,7 @@ mod tests {
     /// and log-probabilities within 1e-6.
     #[test]
     fn top_k_should_match_a_full_sort() {
+        println!("seed 5");
         let mut rng = Rng::new(5);
         for len in [1usize, 7, 64, 65] {
             let row: Vec<f32> = (0..len)
